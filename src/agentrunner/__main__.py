@@ -1,0 +1,5 @@
+"""`python -m agentrunner` runs the CLI."""
+
+from agentrunner.cli import main
+
+main()

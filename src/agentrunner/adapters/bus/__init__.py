@@ -1,0 +1,1 @@
+"""EventBus adapters: `memory` (embedded mode); RabbitMQ arrives with the distributed mode."""

@@ -1,0 +1,176 @@
+"""The embedded EventBus: topic routing, competing consumers, retries and dead letters,
+in one process, with the semantics the RabbitMQ adapter has (ARCHITECTURE §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
+from agentrunner.domain.event import Event
+from agentrunner.domain.topics import pattern_problem, topic_matches, topic_problem
+from agentrunner.logs import get_logger
+from agentrunner.ports import EventHandler
+from agentrunner.tracing import traced
+
+log = get_logger(__name__)
+
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event that failed every attempt, with the last error."""
+
+    queue: str
+    event: Event
+    error: str
+
+
+@dataclass
+class _Queue:
+    name: str
+    exclusive: bool
+    patterns: set[str] = field(default_factory=set)
+    messages: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+
+
+class InMemorySubscription:
+    """Consumer tasks of one queue; `prefetch` of them bound the handlers in flight."""
+
+    def __init__(self, bus: InMemoryEventBus, queue: _Queue, handler: EventHandler, prefetch: int) -> None:
+        self._bus = bus
+        self._queue = queue
+        self._handler = handler
+        self._busy: set[asyncio.Task[None]] = set()
+        self._tasks = [asyncio.create_task(self._consume(), name=f"bus:{queue.name}") for _ in range(prefetch)]
+
+    @property
+    def queue(self) -> str:
+        return self._queue.name
+
+    async def _consume(self) -> None:
+        current = asyncio.current_task()
+        assert current is not None
+        while True:
+            event = await self._queue.messages.get()
+            self._busy.add(current)
+            try:
+                with traced(event.trace_id, service=None):
+                    await self._handle(event)
+            finally:
+                self._busy.discard(current)
+
+    async def _handle(self, event: Event) -> None:
+        try:
+            await self._handler(event)
+        except asyncio.CancelledError:
+            # Like an AMQP channel closing with the message unacked: deliver it again.
+            self._queue.messages.put_nowait(event)
+            raise
+        except Exception as exc:  # noqa: BLE001 - any handler failure is a nack
+            reason = exc.message if isinstance(exc, AgentRunnerError) else f"{type(exc).__name__}: {exc}"
+            log.warning("event handler failed", queue=self.queue, topic=event.topic, attempt=event.attempt, error=reason)
+            self._bus.retry_later(self._queue, event, reason)
+
+    async def cancel(self, timeout: float = 10.0) -> None:
+        idle = [task for task in self._tasks if task not in self._busy]
+        for task in idle:
+            task.cancel()
+        busy = [task for task in self._tasks if task in self._busy]
+        if busy:
+            _, pending = await asyncio.wait(busy, timeout=timeout)
+            for task in pending:
+                task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._bus.forget(self)
+
+
+class InMemoryEventBus:
+    """EventBus for one process: nothing to install, same routing and retry rules."""
+
+    def __init__(self, *, retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS) -> None:
+        self._retry_delays = tuple(retry_delays)
+        self._queues: dict[str, _Queue] = {}
+        self._subscriptions: list[InMemorySubscription] = []
+        self._timers: set[asyncio.Task[None]] = set()
+        self._closed = True
+        self.dead_letters: list[DeadLetter] = []
+
+    @property
+    def max_attempts(self) -> int:
+        """Deliveries an event gets before it is dead-lettered."""
+        return len(self._retry_delays) + 1
+
+    async def start(self) -> None:
+        self._closed = False
+
+    async def ping(self) -> None:
+        if self._closed:
+            raise DependencyUnavailableError("the in-memory event bus is closed")
+
+    async def publish(self, event: Event) -> None:
+        if self._closed:
+            raise DependencyUnavailableError(f"cannot publish {event.topic!r}: the event bus is closed")
+        problem = topic_problem(event.topic)
+        if problem:
+            raise ValueError(problem)
+        for queue in self._queues.values():
+            if any(topic_matches(pattern, event.topic) for pattern in queue.patterns):
+                queue.messages.put_nowait(event)
+
+    async def subscribe(
+        self,
+        queue: str,
+        patterns: Sequence[str],
+        handler: EventHandler,
+        *,
+        prefetch: int = 1,
+        exclusive: bool = False,
+    ) -> InMemorySubscription:
+        if self._closed:
+            raise DependencyUnavailableError(f"cannot subscribe {queue!r}: the event bus is closed")
+        for pattern in patterns:
+            problem = pattern_problem(pattern)
+            if problem:
+                raise ValueError(problem)
+        declared = self._queues.setdefault(queue, _Queue(name=queue, exclusive=exclusive))
+        declared.patterns.update(patterns)
+        subscription = InMemorySubscription(self, declared, handler, max(1, prefetch))
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def retry_later(self, queue: _Queue, event: Event, reason: str) -> None:
+        """Deliver `event` again after its backoff delay, or dead-letter it."""
+        if event.attempt >= self.max_attempts:
+            log.error("event dead-lettered", queue=queue.name, topic=event.topic, attempts=event.attempt, error=reason)
+            self.dead_letters.append(DeadLetter(queue=queue.name, event=event, error=reason))
+            return
+        again = event.model_copy(update={"attempt": event.attempt + 1})
+
+        async def redeliver() -> None:
+            await asyncio.sleep(self._retry_delays[event.attempt - 1])
+            queue.messages.put_nowait(again)
+
+        timer = asyncio.create_task(redeliver(), name=f"bus-retry:{queue.name}")
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
+    def forget(self, subscription: InMemorySubscription) -> None:
+        """Drop a cancelled subscription, and its queue when that queue was exclusive."""
+        with contextlib.suppress(ValueError):
+            self._subscriptions.remove(subscription)
+        queue = self._queues.get(subscription.queue)
+        if queue and queue.exclusive and not any(s.queue == queue.name for s in self._subscriptions):
+            del self._queues[queue.name]
+
+    async def close(self, timeout: float = 10.0) -> None:
+        self._closed = True
+        await asyncio.gather(*(sub.cancel(timeout) for sub in list(self._subscriptions)))
+        for timer in list(self._timers):
+            timer.cancel()
+        await asyncio.gather(*self._timers, return_exceptions=True)

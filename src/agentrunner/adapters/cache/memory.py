@@ -1,0 +1,37 @@
+"""The embedded Cache: an in-process LRU whose entries each expire after their own TTL."""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+from cachetools import TLRUCache
+
+
+class _Entry(NamedTuple):
+    value: bytes
+    ttl_seconds: float
+
+
+def _expires_at(_: str, entry: _Entry, now: float) -> float:
+    return now + entry.ttl_seconds
+
+
+class InMemoryCache:
+    """Cache in this process's memory, bounded by `max_entries` (least recently used go)."""
+
+    def __init__(self, *, max_entries: int = 10_000) -> None:
+        self._entries: TLRUCache[str, _Entry] = TLRUCache(maxsize=max_entries, ttu=_expires_at, timer=time.monotonic)
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        return entry.value if entry else None
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        self._entries[key] = _Entry(value, ttl_seconds)
+
+    async def delete(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    async def close(self) -> None:
+        self._entries.clear()

@@ -1,0 +1,1 @@
+"""Where agent definitions come from: YAML files in a directory."""

@@ -1,0 +1,74 @@
+"""Load every agent YAML file of a directory; one bad file never stops the others."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from agentrunner.domain.agent_document import (
+    AgentDocument,
+    AgentFileError,
+    BrokenAgentFile,
+    ConfigIssue,
+    parse_agent_document,
+)
+
+AGENT_FILE_SUFFIXES = (".yml", ".yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDirectory:
+    """What a directory of agent files holds: good documents and broken files."""
+
+    documents: list[AgentDocument] = field(default_factory=list)
+    broken: list[BrokenAgentFile] = field(default_factory=list)
+
+    @property
+    def issues(self) -> list[ConfigIssue]:
+        """Every problem of every broken file."""
+        return [issue for broken in self.broken for issue in broken.issues]
+
+
+def _claimed_name(text: str) -> str | None:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def load_agent_directory(directory: Path) -> AgentDirectory:
+    """Parse `*.yml` and `*.yaml` in `directory` (sorted by file name; not recursive).
+
+    A missing directory is one issue, not an exception. When two files define the same
+    agent name, the first file (by name) wins and the second is reported.
+    """
+    result = AgentDirectory()
+    if not directory.is_dir():
+        issue = ConfigIssue(str(directory), "", "agents directory not found: create it or set AGENTS_DIR")
+        result.broken.append(BrokenAgentFile(str(directory), (issue,)))
+        return result
+    seen: dict[str, str] = {}
+    paths = sorted(p for p in directory.iterdir() if p.suffix in AGENT_FILE_SUFFIXES and p.is_file())
+    for path in paths:
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            document = parse_agent_document(text, source)
+        except AgentFileError as exc:
+            result.broken.append(BrokenAgentFile(source, exc.issues, _claimed_name(text)))
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            result.broken.append(BrokenAgentFile(source, (ConfigIssue(source, "", f"cannot read file: {exc}"),)))
+            continue
+        name = document.config.name
+        if name in seen:
+            issue = ConfigIssue(source, "name", f"duplicate agent name {name!r}: already defined in {seen[name]}")
+            result.broken.append(BrokenAgentFile(source, (issue,)))
+            continue
+        seen[name] = source
+        result.documents.append(document)
+    return result

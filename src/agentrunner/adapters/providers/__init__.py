@@ -1,0 +1,1 @@
+"""LLMProvider adapters, one module per vendor, and the catalog that picks one per agent."""

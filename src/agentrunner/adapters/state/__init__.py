@@ -1,0 +1,1 @@
+"""StateStore adapters: `sql` serves SQLite (embedded) and PostgreSQL (distributed)."""

@@ -1,0 +1,83 @@
+"""Config role (8002): the agent definitions as loaded, secrets masked, and validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel
+
+from agentrunner.api.edge import ReadinessCheck, role_app
+from agentrunner.api.views import config_view
+from agentrunner.domain.agent_document import AgentFileError, ConfigIssue, parse_agent_document
+from agentrunner.runtime.registry import AgentRegistry
+
+
+class ConfigSummary(BaseModel):
+    """One agent file in `GET /configs`."""
+
+    name: str
+    source: str
+    status: str
+    reasons: list[str]
+
+
+class IssueView(BaseModel):
+    """One problem in an agent file."""
+
+    path: str
+    line: int | None
+    message: str
+
+
+class ValidationResult(BaseModel):
+    """Answer of `POST /configs/validate`."""
+
+    valid: bool
+    name: str | None
+    errors: list[IssueView]
+    warnings: list[IssueView]
+
+
+def _issue(issue: ConfigIssue) -> IssueView:
+    return IssueView(path=issue.path, line=issue.line, message=issue.message)
+
+
+def config_app(registry: AgentRegistry, readiness: Mapping[str, ReadinessCheck]) -> FastAPI:
+    """The config service's HTTP API."""
+    app = role_app("config", "agentrunner config", readiness)
+
+    @app.get("/configs", response_model=list[ConfigSummary], tags=["configs"])
+    async def list_configs() -> list[ConfigSummary]:
+        return [
+            ConfigSummary(name=agent.name, source=agent.source, status=agent.status.value, reasons=list(agent.reasons))
+            for agent in registry.agents.values()
+        ]
+
+    @app.get("/configs/{name}", tags=["configs"], summary="An agent's whole config, secrets masked")
+    async def get_config(name: str) -> dict[str, Any]:
+        agent = registry.get(name)
+        body: dict[str, Any] = {"name": agent.name, "source": agent.source, "status": agent.status.value}
+        body["config"] = config_view(agent.config) if agent.config else None
+        body["reasons"] = list(agent.reasons)
+        return body
+
+    @app.post(
+        "/configs/validate",
+        response_model=ValidationResult,
+        tags=["configs"],
+        summary="Validate an agent YAML document sent as the request body",
+        openapi_extra={"requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}}}}},
+    )
+    async def validate(request: Request) -> ValidationResult:
+        text = (await request.body()).decode("utf-8", errors="replace")
+        try:
+            document = parse_agent_document(text, "request body")
+        except AgentFileError as exc:
+            return ValidationResult(valid=False, name=None, errors=[_issue(i) for i in exc.issues], warnings=[])
+        return ValidationResult(
+            valid=True, name=document.config.name, errors=[], warnings=[_issue(w) for w in document.warnings]
+        )
+
+    return app

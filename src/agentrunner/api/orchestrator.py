@@ -1,0 +1,88 @@
+"""Orchestrator role (8003): agents, invocations and executions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from agentrunner.api.edge import ReadinessCheck, role_app
+from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
+from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.runtime.orchestrator import Orchestrator
+
+MAX_WAIT_SECONDS = 3600
+
+
+class InvokeRequest(BaseModel):
+    """Body of `POST /agents/{name}/invoke`."""
+
+    task_data: dict[str, Any] = Field(default_factory=dict, description="What the agent should work on; `prompt` is the usual key.")
+    session_id: str | None = Field(default=None, max_length=256, description="Conversation to continue (continuous agents).")
+    wait: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description="Seconds to wait for the result (default 60); 0 answers 202 at once.",
+    )
+
+
+class Accepted(BaseModel):
+    """Answer of an invocation that had not finished within `wait`."""
+
+    execution_id: str
+    status: ExecutionStatus
+    trace_id: str
+
+
+class ExecutionList(BaseModel):
+    """A page of executions, newest first."""
+
+    items: list[Execution]
+    next_cursor: str | None
+
+
+def orchestrator_app(orchestrator: Orchestrator, readiness: Mapping[str, ReadinessCheck], default_wait: float) -> FastAPI:
+    """The orchestrator's HTTP API."""
+    app = role_app("orchestrator", "agentrunner orchestrator", readiness)
+
+    @app.get("/agents", response_model=list[AgentView], tags=["agents"])
+    async def list_agents() -> list[AgentView]:
+        return [agent_view(agent) for agent in orchestrator.registry.agents.values()]
+
+    @app.get("/agents/{name}", response_model=AgentDetailView, tags=["agents"])
+    async def get_agent(name: str) -> AgentDetailView:
+        return agent_detail_view(orchestrator.registry.get(name))
+
+    @app.post(
+        "/agents/{name}/invoke",
+        tags=["agents"],
+        responses={200: {"model": Execution}, 202: {"model": Accepted}},
+        summary="Run an agent on a task",
+    )
+    async def invoke(name: str, request: InvokeRequest) -> JSONResponse:
+        wait = default_wait if request.wait is None else request.wait
+        execution = await orchestrator.invoke(name, request.task_data, session_id=request.session_id, wait=wait)
+        if execution.status.is_terminal:
+            return JSONResponse(execution.model_dump(mode="json"), status_code=200)
+        accepted = Accepted(execution_id=execution.execution_id, status=execution.status, trace_id=execution.trace_id)
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+
+    @app.get("/executions/{execution_id}", response_model=Execution, tags=["executions"])
+    async def get_execution(execution_id: str) -> Execution:
+        return await orchestrator.execution(execution_id)
+
+    @app.get("/executions", response_model=ExecutionList, tags=["executions"])
+    async def list_executions(
+        agent: str | None = None,
+        status: ExecutionStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: str | None = None,
+    ) -> ExecutionList:
+        page = await orchestrator.executions(agent=agent, status=status, limit=limit, cursor=cursor)
+        return ExecutionList(items=page.items, next_cursor=page.next_cursor)
+
+    return app

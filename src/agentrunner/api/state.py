@@ -1,0 +1,22 @@
+"""State role (8001): the durable records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fastapi import FastAPI
+
+from agentrunner.api.edge import ReadinessCheck, role_app
+from agentrunner.domain.execution import Execution
+from agentrunner.ports import StateStore
+
+
+def state_app(store: StateStore, readiness: Mapping[str, ReadinessCheck]) -> FastAPI:
+    """The state manager's HTTP API."""
+    app = role_app("state", "agentrunner state", readiness)
+
+    @app.get("/executions/{execution_id}", response_model=Execution, tags=["executions"], summary="Audit record")
+    async def get_execution(execution_id: str) -> Execution:
+        return await store.get_execution(execution_id)
+
+    return app

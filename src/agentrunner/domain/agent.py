@@ -1,0 +1,177 @@
+"""The agent definition: one YAML file per agent, validated into these models.
+
+Unknown keys are kept (files written for other implementations must load unchanged) and
+reported as warnings by `agent_document.parse_agent_document`, so typos still surface.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agentrunner.domain.topics import pattern_problem
+
+AGENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class ExecutionMode(StrEnum):
+    """How the platform runs an agent."""
+
+    COLLABORATIVE = "collaborative"
+    AUTONOMOUS = "autonomous"
+    CONTINUOUS = "continuous"
+    SCHEDULED = "scheduled"
+
+
+class ProviderName(StrEnum):
+    """LLM providers an agent may name; `echo` and `scripted` run offline."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    BEDROCK = "bedrock"
+    OLLAMA = "ollama"
+    ECHO = "echo"
+    SCRIPTED = "scripted"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class LLMConfig(_Section):
+    """Which model answers for the agent, and how."""
+
+    provider: ProviderName
+    model: str = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
+    region: str | None = None
+    host: str | None = None
+
+
+class ScheduleConfig(_Section):
+    """When the scheduler fires the agent, and with what input."""
+
+    type: Literal["cron", "interval"]
+    cron: str | None = None
+    interval_seconds: float | None = Field(default=None, gt=0)
+    timezone: str = "UTC"
+    task_data: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=300, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}: use an IANA name such as 'UTC' or 'Europe/Paris'") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> ScheduleConfig:
+        if self.type == "cron":
+            if not self.cron:
+                raise ValueError("type 'cron' needs a 'cron' expression such as \"0 9 * * *\"")
+            fields = self.cron.split()
+            if len(fields) != 5 or not croniter.is_valid(self.cron):
+                raise ValueError(
+                    f"invalid cron {self.cron!r}: expected 5 fields "
+                    "'minute hour day-of-month month day-of-week', e.g. \"0 9 * * 1-5\""
+                )
+        elif self.interval_seconds is None:
+            raise ValueError("type 'interval' needs 'interval_seconds' greater than 0")
+        return self
+
+
+class ToolConfig(_Section):
+    """A tool the agent may call: built in, or served by an MCP server."""
+
+    name: str = Field(min_length=1)
+    type: Literal["builtin", "mcp"] = "builtin"
+    description: str = ""
+    url: str | None = None
+    command: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _mcp_has_endpoint(self) -> ToolConfig:
+        if self.type == "mcp" and not (self.url or self.command):
+            raise ValueError("an 'mcp' tool needs a 'url' (HTTP server) or a 'command' (stdio server)")
+        return self
+
+
+class PlanningAgentConfig(_Section):
+    """The model that writes a collaborative plan (defaults to the agent's own)."""
+
+    provider: ProviderName | None = None
+    model: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
+class CollaborativeConfig(_Section):
+    """Plan-and-execute settings of a collaborative agent."""
+
+    preferred_collaborators: list[str] = Field(default_factory=list)
+    planning_agent: PlanningAgentConfig | None = None
+    max_plan_steps: int = Field(default=10, gt=0)
+    require_plan_approval: bool = False
+    allow_human_clarification: bool = True
+    clarification_timeout_seconds: float = Field(default=3600, gt=0)
+
+
+class ContinuousConfig(_Section):
+    """Session settings of a continuous agent."""
+
+    idle_timeout_seconds: float = Field(default=600, gt=0)
+    save_interval_seconds: float = Field(default=60, gt=0)
+    max_conversation_history: int = Field(default=100, gt=0)
+
+
+class RetryConfig(_Section):
+    """How often a failed task is tried again with a fresh context."""
+
+    max_retries: int = Field(default=2, ge=0)
+    retry_delay_seconds: float = Field(default=1, ge=0)
+    exponential_backoff: bool = True
+
+
+class AgentConfig(_Section):
+    """One agent, as its YAML file defines it."""
+
+    name: str = Field(pattern=AGENT_NAME_PATTERN)
+    agent_type: str = Field(min_length=1)
+    execution_mode: ExecutionMode
+    description: str = ""
+    llm_config: LLMConfig
+    system_prompt: str = ""
+    tags: list[str] = Field(default_factory=list)
+    event_subscriptions: list[str] = Field(default_factory=list)
+    schedule_config: ScheduleConfig | None = None
+    collaborative_config: CollaborativeConfig | None = None
+    continuous_config: ContinuousConfig | None = None
+    retry_config: RetryConfig = Field(default_factory=RetryConfig)
+    tools: list[ToolConfig] = Field(default_factory=list)
+    timeout_seconds: float = Field(default=300, gt=0)
+
+    @field_validator("event_subscriptions")
+    @classmethod
+    def _valid_patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            problem = pattern_problem(pattern)
+            if problem:
+                raise ValueError(problem)
+        return patterns
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> AgentConfig:
+        if self.execution_mode is ExecutionMode.SCHEDULED and self.schedule_config is None:
+            raise ValueError("execution_mode 'scheduled' needs a 'schedule_config' (type cron or interval)")
+        names = [tool.name for tool in self.tools]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"tool names must be unique, repeated: {', '.join(duplicates)}")
+        return self

@@ -1,0 +1,136 @@
+"""Turn the text of one agent YAML file into an `AgentConfig`, or into precise errors.
+
+Every error names the file, the line, the field path and what was expected, so the user
+can fix a file without reading our code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from agentrunner.domain.agent import AgentConfig
+from agentrunner.domain.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem (or warning) in one agent file."""
+
+    source: str
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDocument:
+    """A successfully parsed agent file, with the warnings it raised."""
+
+    config: AgentConfig
+    source: str
+    warnings: tuple[ConfigIssue, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenAgentFile:
+    """A file that did not load, with the agent name it claims when one can be read."""
+
+    source: str
+    issues: tuple[ConfigIssue, ...]
+    claimed_name: str | None = None
+
+
+class AgentFileError(ConfigError):
+    """An agent file that cannot be loaded; `issues` lists every problem found."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        summary = "; ".join(str(issue) for issue in issues)
+        super().__init__(f"invalid agent file {summary}", source=source)
+        self.source = source
+        self.issues = tuple(issues)
+
+
+def parse_agent_document(text: str, source: str) -> AgentDocument:
+    """Parse and validate one agent file; raise `AgentFileError` listing every problem."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
+        raise AgentFileError(source, [ConfigIssue(source, "", f"YAML syntax error: {problem}", line)]) from exc
+    except yaml.YAMLError as exc:
+        raise AgentFileError(source, [ConfigIssue(source, "", f"YAML error: {exc}")]) from exc
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else type(data).__name__
+        issue = ConfigIssue(source, "", f"expected a mapping of agent fields at the top level, found {kind}", 1)
+        raise AgentFileError(source, [issue])
+    try:
+        config = AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        issues = [_issue_from(error, source, node) for error in exc.errors()]
+        raise AgentFileError(source, issues) from exc
+    warnings = tuple(
+        ConfigIssue(source, path, "unknown field, ignored", _line_of(node, path.split(".")))
+        for path in _unknown_fields(config, "")
+    )
+    return AgentDocument(config=config, source=source, warnings=warnings)
+
+
+def _issue_from(error: Any, source: str, node: yaml.Node | None) -> ConfigIssue:
+    location = [str(part) for part in error["loc"]]
+    path = ".".join(location)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "required field is missing"
+    elif error["type"] == "enum":
+        expected = error.get("ctx", {}).get("expected", "")
+        message = f"got {error['input']!r}, expected one of {expected}"
+    elif error["type"] == "string_pattern_mismatch" and location == ["name"]:
+        message = (
+            f"got {error['input']!r}: use lowercase letters, digits, '-' or '_' "
+            "(it becomes a routing-key word, so no dots or spaces), at most 63 characters"
+        )
+    return ConfigIssue(source, path, message, _line_of(node, location))
+
+
+def _line_of(node: yaml.Node | None, location: list[str]) -> int | None:
+    """The 1-based line of the deepest YAML node that `location` reaches."""
+    if node is None:
+        return None
+    line: int = node.start_mark.line + 1
+    for part in location:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((value for key, value in node.value if key.value == part), None)
+            if child is not None:
+                key_node = next(key for key, value in node.value if value is child)
+                line = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            child = node.value[int(part)]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _unknown_fields(model: BaseModel, prefix: str) -> list[str]:
+    found = [f"{prefix}{key}" for key in (model.model_extra or {})]
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        children = value if isinstance(value, list) else [value]
+        for index, child in enumerate(children):
+            if isinstance(child, BaseModel):
+                position = f".{index}" if isinstance(value, list) else ""
+                found.extend(_unknown_fields(child, f"{prefix}{name}{position}."))
+    return found

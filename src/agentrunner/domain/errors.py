@@ -1,0 +1,106 @@
+"""The one error tree of agentrunner.
+
+    AgentRunnerError                 code, message, context, retryable
+    ├── ConfigError                  the user's configuration is wrong (config_invalid)
+    ├── AgentNotFoundError           no agent of that name (agent_not_found)
+    ├── AgentUnavailableError        the agent exists but cannot run (agent_unavailable)
+    ├── ExecutionNotFoundError       no execution with that id (execution_not_found)
+    ├── BadRequestError              the request is malformed (bad_request)
+    ├── LLMError                     a provider call failed
+    │   ├── LLMRateLimitError        429 / throttling (llm_rate_limited, retryable)
+    │   ├── LLMUnavailableError      5xx, timeouts, refused (llm_unavailable, retryable)
+    │   ├── LLMAuthError             bad or missing credentials (llm_auth)
+    │   └── LLMBadRequestError       the vendor rejected the request (llm_bad_request)
+    └── DependencyUnavailableError   a database, broker or cache is down (dependency_unavailable)
+
+Only `api/` maps these to HTTP statuses; the rest of the code raises them with a message
+that says what was wrong, where, and what would be right.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class AgentRunnerError(Exception):
+    """Base of every error agentrunner raises on purpose."""
+
+    code: ClassVar[str] = "internal_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(AgentRunnerError):
+    """A user mistake in settings or agent YAML, found when it is loaded."""
+
+    code = "config_invalid"
+
+
+class AgentNotFoundError(AgentRunnerError):
+    """No agent is registered under the requested name."""
+
+    code = "agent_not_found"
+
+
+class AgentUnavailableError(AgentRunnerError):
+    """The agent is registered but cannot run now (bad config, provider without a key)."""
+
+    code = "agent_unavailable"
+
+
+class ExecutionNotFoundError(AgentRunnerError):
+    """No execution has the requested id."""
+
+    code = "execution_not_found"
+
+
+class BadRequestError(AgentRunnerError):
+    """The caller sent something that cannot be acted on."""
+
+    code = "bad_request"
+
+
+class LLMError(AgentRunnerError):
+    """A call to an LLM provider failed."""
+
+    code = "llm_error"
+
+
+class LLMRateLimitError(LLMError):
+    """The provider throttled the call; try again later."""
+
+    code = "llm_rate_limited"
+    retryable = True
+
+
+class LLMUnavailableError(LLMError):
+    """The provider could not be reached or failed on its side."""
+
+    code = "llm_unavailable"
+    retryable = True
+
+
+class LLMAuthError(LLMError):
+    """The provider refused the credentials, or none were configured."""
+
+    code = "llm_auth"
+
+
+class LLMBadRequestError(LLMError):
+    """The provider rejected the request itself (bad model, context too long, ...)."""
+
+    code = "llm_bad_request"
+
+
+class DependencyUnavailableError(AgentRunnerError):
+    """A backing service (database, broker, cache) is not answering."""
+
+    code = "dependency_unavailable"
+    retryable = True

@@ -1,0 +1,92 @@
+"""An execution: one run of one agent for one task, and the rules of its status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ExecutionStatus(StrEnum):
+    """Where an execution is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT, ExecutionStatus.CANCELLED}
+)
+
+_ALLOWED: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
+    ExecutionStatus.QUEUED: frozenset({ExecutionStatus.RUNNING, ExecutionStatus.CANCELLED, ExecutionStatus.FAILED}),
+    # running -> running is a retry or a redelivery after a worker died.
+    ExecutionStatus.RUNNING: frozenset({ExecutionStatus.RUNNING, *_TERMINAL}),
+}
+
+
+def can_transition(current: ExecutionStatus, new: ExecutionStatus) -> bool:
+    """True when an execution in `current` may move to `new`; terminal states are final."""
+    return new in _ALLOWED.get(current, frozenset())
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC (the only clock the domain uses)."""
+    return datetime.now(UTC)
+
+
+class Usage(BaseModel):
+    """Tokens a provider counted for one or more calls."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+        )
+
+
+class ExecutionError(BaseModel):
+    """Why an execution did not succeed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+
+
+class Execution(BaseModel):
+    """The durable record of one agent run (ARCHITECTURE §9 'finished execution')."""
+
+    model_config = ConfigDict(frozen=True)
+
+    execution_id: str
+    agent: str
+    status: ExecutionStatus = ExecutionStatus.QUEUED
+    input: dict[str, Any] = Field(default_factory=dict)
+    session_id: str | None = None
+    output: str | None = None
+    error: ExecutionError | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = None
+    attempts: int = 0
+    provider: str | None = None
+    model: str | None = None
+    trace_id: str
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

@@ -1,0 +1,79 @@
+"""JSON logs: one object per line on stdout with timestamp, level, service, trace_id,
+message and metadata, for our own records and for those of libraries (uvicorn, ...)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+from agentrunner.tracing import current_service, current_trace_id
+
+_TOP_LEVEL = ("timestamp", "level", "service", "trace_id", "message", "metadata")
+_DROPPED = {"_record", "_from_structlog", "logger", "exc_info", "stack_info", "color_message"}
+
+
+def _shape(default_service: str) -> structlog.types.Processor:
+    def shape(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        message = event_dict.pop("event", "")
+        record = {
+            "timestamp": event_dict.pop("timestamp", None),
+            "level": str(event_dict.pop("level", "info")).upper(),
+            "service": event_dict.pop("service", None) or current_service() or default_service,
+            "trace_id": event_dict.pop("trace_id", None) or current_trace_id(),
+            "message": str(message),
+        }
+        exception = event_dict.pop("exception", None)
+        metadata = {key: value for key, value in event_dict.items() if key not in _DROPPED}
+        if exception:
+            metadata["exception"] = exception
+        record["metadata"] = metadata
+        return record
+
+    return shape
+
+
+def _render(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> str:
+    return orjson.dumps(event_dict, default=str).decode()
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Send every log record, ours and libraries', to stdout as one JSON object per line."""
+    stamp: list[structlog.types.Processor] = [
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[structlog.stdlib.filter_by_level, *stamp, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *stamp],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _shape(service),
+                _render,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A logger whose records carry the current trace id and service."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

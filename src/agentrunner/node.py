@@ -1,0 +1,152 @@
+"""The composition root: builds the adapters that settings select, wires them into the
+runtime and the role apps, and owns their lifecycle. Nothing else constructs adapters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from agentrunner.adapters.bus.memory import InMemoryEventBus
+from agentrunner.adapters.cache.memory import InMemoryCache
+from agentrunner.adapters.config.files import load_agent_directory
+from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
+from agentrunner.adapters.providers.offline import Script
+from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.api.config import config_app
+from agentrunner.api.edge import ReadinessCheck
+from agentrunner.api.orchestrator import orchestrator_app
+from agentrunner.api.scheduler import scheduler_app
+from agentrunner.api.server import PortRouter, bind
+from agentrunner.api.slack import slack_app
+from agentrunner.api.state import state_app
+from agentrunner.domain.errors import ConfigError
+from agentrunner.domain.event import new_id
+from agentrunner.logs import get_logger
+from agentrunner.runtime.orchestrator import Orchestrator
+from agentrunner.runtime.registry import AgentRegistry, AgentStatus
+from agentrunner.runtime.worker import AutonomousPool
+from agentrunner.settings import HTTP_ROLES, Role, Settings
+
+log = get_logger(__name__)
+
+
+class Node:
+    """One agentrunner process: its adapters, engines and role apps."""
+
+    def __init__(self, settings: Settings, *, script: Script | None = None) -> None:
+        if settings.rabbitmq_url or settings.redis_url:
+            raise ConfigError(
+                "RABBITMQ_URL and REDIS_URL select the distributed mode, which this version does not "
+                "run yet: leave them empty to use the embedded bus and cache"
+            )
+        self.settings = settings
+        self.node_id = new_id()[:12]
+        self.catalog = SettingsProviderCatalog(settings, script=script)
+        self.store = SQLStateStore(
+            settings.effective_database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+        )
+        self.cache = InMemoryCache()
+        self.bus = InMemoryEventBus()
+        self.registry = AgentRegistry()
+        self.orchestrator = Orchestrator(
+            bus=self.bus, store=self.store, cache=self.cache, registry=self.registry, node_id=self.node_id
+        )
+        self.pool = AutonomousPool(
+            bus=self.bus,
+            store=self.store,
+            registry=self.registry,
+            catalog=self.catalog,
+            prefetch=settings.rabbitmq_prefetch_count,
+        )
+
+    def load_agents(self) -> None:
+        """(Re)load agent files into the registry, logging every problem found."""
+        directory = load_agent_directory(self.settings.agents_dir)
+        self.registry.replace_all(directory.documents, directory.broken, self.catalog)
+        for issue in directory.issues:
+            log.error("agent file invalid", problem=str(issue))
+        for agent in self.registry.agents.values():
+            for warning in agent.warnings:
+                log.warning("agent file warning", problem=str(warning))
+            if agent.status is AgentStatus.UNAVAILABLE:
+                log.info("agent unavailable", agent=agent.name, reasons=list(agent.reasons))
+
+    async def start(self) -> None:
+        """Open the adapters, load the agents and start the engines."""
+        started = time.perf_counter()
+        await self.store.start()
+        await self.bus.start()
+        self.load_agents()
+        await self.orchestrator.start()
+        await self.pool.start()
+        available = sum(agent.status is AgentStatus.AVAILABLE for agent in self.registry.agents.values())
+        log.info(
+            "node started",
+            node_id=self.node_id,
+            agents=len(self.registry.agents),
+            available=available,
+            startup_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    async def stop(self) -> None:
+        """Stop the engines (in-flight work finishes first), then close the adapters."""
+        await self.pool.stop()
+        await self.orchestrator.stop()
+        await self.bus.close()
+        await self.catalog.close()
+        await self.cache.close()
+        await self.store.close()
+        log.info("node stopped", node_id=self.node_id)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Start on enter, stop on exit."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    def readiness(self) -> dict[str, ReadinessCheck]:
+        """The checks `/health/ready` runs."""
+        return {"database": self.store.ping, "event_bus": self.bus.ping}
+
+    def apps(self) -> dict[Role, FastAPI]:
+        """One FastAPI app per HTTP role."""
+        ready = self.readiness()
+        return {
+            "state": state_app(self.store, ready),
+            "config": config_app(self.registry, ready),
+            "orchestrator": orchestrator_app(self.orchestrator, ready, self.settings.invoke_wait_seconds),
+            "scheduler": scheduler_app(ready),
+            "slack": slack_app(ready),
+        }
+
+
+async def serve(node: Node, roles: Sequence[Role] = HTTP_ROLES) -> bool:
+    """Serve `roles` of `node` until SIGINT/SIGTERM; False when start-up failed."""
+    settings = node.settings
+    sockets = {role: bind(settings.host, settings.port_of(role)) for role in roles}
+    apps = node.apps()
+    router = PortRouter({sock.getsockname()[1]: apps[role] for role, sock in sockets.items()}, node.running)
+    ssl: dict[str, str] = {}
+    if settings.enable_tls:
+        if not (settings.tls_cert_file and settings.tls_key_file):
+            raise ConfigError("ENABLE_TLS=true needs TLS_CERT_FILE and TLS_KEY_FILE")
+        ssl = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
+    config = uvicorn.Config(
+        router, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=30, **ssl  # type: ignore[arg-type]
+    )
+    server = uvicorn.Server(config)
+    log.info(
+        "listening",
+        host=settings.host,
+        ports={role: sock.getsockname()[1] for role, sock in sockets.items()},
+        tls=settings.enable_tls,
+    )
+    await server.serve(sockets=list(sockets.values()))
+    return server.started

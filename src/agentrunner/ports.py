@@ -1,0 +1,178 @@
+"""The ports: what the runtime needs from the world, as Protocols.
+
+Each port has one adapter per backend under `adapters/`, and every adapter passes the same
+contract suite in `tests/contract/`, which is how embedded and distributed modes agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from agentrunner.domain.agent import LLMConfig
+from agentrunner.domain.event import Event
+from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.llm import Completion, LLMRequest
+
+EventHandler = Callable[[Event], Awaitable[None]]
+
+
+class Subscription(Protocol):
+    """A running consumer of one queue."""
+
+    @property
+    def queue(self) -> str:
+        """The queue it consumes."""
+        ...
+
+    async def cancel(self) -> None:
+        """Stop taking messages; in-flight handlers are allowed to finish."""
+        ...
+
+
+class EventBus(Protocol):
+    """Topic-routed, at-least-once delivery of events (ARCHITECTURE §5).
+
+    Contract: `publish` returns only once the bus holds the event; every queue bound with a
+    matching pattern gets one copy; consumers of one queue share its messages; a handler
+    that raises has its message delivered again; `trace_id` travels with every event.
+    """
+
+    async def start(self) -> None:
+        """Connect; must be called before publish or subscribe."""
+        ...
+
+    async def publish(self, event: Event) -> None:
+        """Route `event` by its topic to every bound queue; raise if it cannot be accepted."""
+        ...
+
+    async def subscribe(
+        self,
+        queue: str,
+        patterns: Sequence[str],
+        handler: EventHandler,
+        *,
+        prefetch: int = 1,
+        exclusive: bool = False,
+    ) -> Subscription:
+        """Declare `queue` bound to `patterns` and run `handler` for each of its events.
+
+        `prefetch` bounds the handlers in flight for this consumer; an `exclusive` queue
+        belongs to this process alone and disappears with it.
+        """
+        ...
+
+    async def ping(self) -> None:
+        """Raise `DependencyUnavailableError` when the bus cannot take events."""
+        ...
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop consuming, let in-flight handlers finish within `timeout`, then close."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionPage:
+    """One page of executions, newest first, and the cursor of the next page."""
+
+    items: list[Execution]
+    next_cursor: str | None
+
+
+class StateStore(Protocol):
+    """Durable records of the platform (ARCHITECTURE §6).
+
+    Contract: a write that returned is durable; reads see every write that returned.
+    """
+
+    async def start(self) -> None:
+        """Open the connection pool and make sure the schema exists."""
+        ...
+
+    async def close(self) -> None:
+        """Release every connection."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise `DependencyUnavailableError` when the database does not answer."""
+        ...
+
+    async def create_execution(self, execution: Execution) -> None:
+        """Record a new execution; its id must be new."""
+        ...
+
+    async def save_execution(self, execution: Execution) -> None:
+        """Replace the stored execution with the same id (raises `ExecutionNotFoundError`)."""
+        ...
+
+    async def get_execution(self, execution_id: str) -> Execution:
+        """The execution with that id (raises `ExecutionNotFoundError`)."""
+        ...
+
+    async def list_executions(
+        self,
+        *,
+        agent: str | None = None,
+        status: ExecutionStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> ExecutionPage:
+        """Executions matching the filters, newest first, `limit` at a time."""
+        ...
+
+
+class Cache(Protocol):
+    """A hot, lossy key-value cache in front of the state store."""
+
+    async def get(self, key: str) -> bytes | None:
+        """The cached value, or None when absent or expired."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        """Cache `value` for `ttl_seconds`."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Forget `key`."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class LLMProvider(Protocol):
+    """One LLM vendor behind one interface (ARCHITECTURE §7).
+
+    Contract: returns a Completion with usage; raises `LLMRateLimitError`,
+    `LLMUnavailableError`, `LLMAuthError` or `LLMBadRequestError`, never an SDK exception.
+    """
+
+    name: str
+
+    async def complete(self, request: LLMRequest) -> Completion:
+        """Ask the model once and return its whole answer."""
+        ...
+
+    async def close(self) -> None:
+        """Release the SDK client."""
+        ...
+
+
+
+class ProviderCatalog(Protocol):
+    """Finds the LLMProvider an agent's `llm_config` names, and says why one cannot run."""
+
+    def unavailable_reason(self, llm: LLMConfig) -> str | None:
+        """Why agents with this `llm_config` cannot run now (missing key, ...), else None."""
+        ...
+
+    def provider_for(self, llm: LLMConfig) -> LLMProvider:
+        """The provider client for `llm` (created once, then shared); raises `LLMAuthError`
+        when it is not configured."""
+        ...
+
+    async def close(self) -> None:
+        """Close every provider client."""
+        ...

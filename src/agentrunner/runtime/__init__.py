@@ -1,0 +1,1 @@
+"""The engines: they talk to the world only through `agentrunner.ports`."""

@@ -1,0 +1,40 @@
+"""Run one agent once: turn the task into messages, ask its provider, return the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from agentrunner.domain.agent import AgentConfig
+from agentrunner.domain.llm import Completion, LLMRequest, Message
+from agentrunner.ports import LLMProvider
+
+# Keys of task_data read as the user's prompt, in this order; otherwise the whole task_data
+# is sent as JSON, so structured tasks (a schedule's report_type, ...) still reach the model.
+PROMPT_KEYS = ("prompt", "message", "text", "question", "query", "input")
+
+
+def user_prompt(task_data: dict[str, Any]) -> str:
+    """The user message for `task_data`."""
+    for key in PROMPT_KEYS:
+        value = task_data.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return orjson.dumps(task_data, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def build_request(config: AgentConfig, task_data: dict[str, Any]) -> LLMRequest:
+    """The provider request for one fresh-context run of `config` on `task_data`."""
+    messages = []
+    if config.system_prompt.strip():
+        messages.append(Message(role="system", content=config.system_prompt))
+    messages.append(Message(role="user", content=user_prompt(task_data)))
+    llm = config.llm_config
+    return LLMRequest(model=llm.model, messages=messages, temperature=llm.temperature, max_tokens=llm.max_tokens)
+
+
+async def run_agent(config: AgentConfig, provider: LLMProvider, task_data: dict[str, Any]) -> Completion:
+    """Ask `provider` to answer `task_data` as `config` describes; raises the provider's
+    `LLMError`s unchanged."""
+    return await provider.complete(build_request(config, task_data))

@@ -1,0 +1,115 @@
+"""The orchestrator: accepts invocations, records them, routes them to a pool, and
+answers callers who wait for the result."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from agentrunner.domain.event import Event, new_id
+from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.logs import get_logger
+from agentrunner.ports import Cache, EventBus, ExecutionPage, StateStore, Subscription
+from agentrunner.runtime.registry import AgentRegistry
+from agentrunner.runtime.topics import FINISHED_PATTERN, invoke_topic
+from agentrunner.tracing import current_trace_id, new_trace_id
+
+log = get_logger(__name__)
+
+FINISHED_CACHE_TTL_SECONDS = 300.0
+
+
+class Orchestrator:
+    """Entry point of every invocation (ARCHITECTURE §3)."""
+
+    def __init__(
+        self, *, bus: EventBus, store: StateStore, cache: Cache, registry: AgentRegistry, node_id: str
+    ) -> None:
+        self._bus = bus
+        self._store = store
+        self._cache = cache
+        self._registry = registry
+        self._node_id = node_id
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._subscription: Subscription | None = None
+
+    @property
+    def registry(self) -> AgentRegistry:
+        """The agents this orchestrator routes to."""
+        return self._registry
+
+    async def start(self) -> None:
+        """Listen for finished executions, to wake callers that wait."""
+        self._subscription = await self._bus.subscribe(
+            f"orchestrator.{self._node_id}.finished", [FINISHED_PATTERN], self._on_finished, prefetch=16, exclusive=True
+        )
+
+    async def stop(self) -> None:
+        """Stop listening; callers still waiting get the execution as it stands."""
+        if self._subscription is not None:
+            await self._subscription.cancel()
+            self._subscription = None
+        for waiter in self._waiters.values():
+            waiter.cancel()
+
+    async def invoke(
+        self, agent: str, task_data: dict[str, Any], *, session_id: str | None = None, wait: float = 0.0
+    ) -> Execution:
+        """Accept a task for `agent` and return its execution: finished if it ended within
+        `wait` seconds, else as it stands (queued or running).
+
+        Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything.
+        """
+        config = self._registry.runnable(agent)
+        execution = Execution(
+            execution_id=new_id(),
+            agent=config.name,
+            input=task_data,
+            session_id=session_id,
+            trace_id=current_trace_id() or new_trace_id(),
+        )
+        waiter = asyncio.get_running_loop().create_future() if wait > 0 else None
+        if waiter is not None:
+            self._waiters[execution.execution_id] = waiter
+        try:
+            await self._store.create_execution(execution)
+            await self._bus.publish(
+                Event(
+                    topic=invoke_topic(config.name),
+                    payload={"execution_id": execution.execution_id},
+                    trace_id=execution.trace_id,
+                )
+            )
+            log.info("execution accepted", execution_id=execution.execution_id, agent=config.name)
+            if waiter is not None:
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(waiter), timeout=wait)
+        finally:
+            self._waiters.pop(execution.execution_id, None)
+        return await self.execution(execution.execution_id)
+
+    async def execution(self, execution_id: str) -> Execution:
+        """The execution with that id (raises `ExecutionNotFoundError`); finished ones are
+        served from the cache, since they no longer change."""
+        key = f"execution:{execution_id}"
+        cached = await self._cache.get(key)
+        if cached is not None:
+            return Execution.model_validate_json(cached)
+        execution = await self._store.get_execution(execution_id)
+        if execution.status.is_terminal:
+            await self._cache.set(key, execution.model_dump_json().encode(), FINISHED_CACHE_TTL_SECONDS)
+        return execution
+
+    async def executions(
+        self, *, agent: str | None, status: ExecutionStatus | None, limit: int, cursor: str | None
+    ) -> ExecutionPage:
+        """A page of executions, newest first."""
+        return await self._store.list_executions(agent=agent, status=status, limit=limit, cursor=cursor)
+
+    async def _on_finished(self, event: Event) -> None:
+        waiter = self._waiters.get(str(event.payload.get("execution_id")))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+

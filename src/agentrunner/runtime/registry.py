@@ -1,0 +1,95 @@
+"""The agents this node knows, each available to run or not, and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from agentrunner.domain.agent import AgentConfig, ExecutionMode
+from agentrunner.domain.agent_document import AgentDocument, BrokenAgentFile, ConfigIssue
+from agentrunner.domain.errors import AgentNotFoundError, AgentUnavailableError
+from agentrunner.ports import ProviderCatalog
+
+# Modes whose engines this build runs; the others are listed but unavailable, with reason.
+SERVED_MODES = frozenset({ExecutionMode.AUTONOMOUS, ExecutionMode.SCHEDULED})
+
+
+class AgentStatus(StrEnum):
+    """Whether an agent can take work."""
+
+    AVAILABLE = "available"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredAgent:
+    """An agent as the platform sees it: its config (if it loaded), status and reasons."""
+
+    name: str
+    source: str
+    config: AgentConfig | None
+    status: AgentStatus
+    reasons: tuple[str, ...] = ()
+    warnings: tuple[ConfigIssue, ...] = ()
+
+
+@dataclass
+class AgentRegistry:
+    """Every agent by name; the orchestrator asks it before accepting work."""
+
+    agents: dict[str, RegisteredAgent] = field(default_factory=dict)
+    problems: list[ConfigIssue] = field(default_factory=list)
+
+    def replace_all(
+        self, documents: list[AgentDocument], broken: list[BrokenAgentFile], catalog: ProviderCatalog
+    ) -> None:
+        """Register good documents (available unless their provider or mode cannot run)
+        and broken files that name an agent (unavailable, with their errors), replacing
+        what was registered before."""
+        registry = AgentRegistry()
+        for document in documents:
+            config = document.config
+            reasons = []
+            provider_reason = catalog.unavailable_reason(config.llm_config)
+            if provider_reason:
+                reasons.append(provider_reason)
+            if config.execution_mode not in SERVED_MODES:
+                reasons.append(f"execution mode {config.execution_mode.value!r} is not served by this version yet")
+            status = AgentStatus.UNAVAILABLE if reasons else AgentStatus.AVAILABLE
+            registry.agents[config.name] = RegisteredAgent(
+                config.name, document.source, config, status, tuple(reasons), document.warnings
+            )
+        for failure in broken:
+            registry.problems.extend(failure.issues)
+            name = failure.claimed_name
+            if name and name not in registry.agents:
+                reasons = tuple(str(issue) for issue in failure.issues)
+                registry.agents[name] = RegisteredAgent(name, failure.source, None, AgentStatus.UNAVAILABLE, reasons)
+        self.agents = dict(sorted(registry.agents.items()))
+        self.problems = registry.problems
+
+    def get(self, name: str) -> RegisteredAgent:
+        """The agent called `name` (raises `AgentNotFoundError`)."""
+        agent = self.agents.get(name)
+        if agent is None:
+            raise AgentNotFoundError(
+                f"agent {name!r} not found: GET /agents lists the {len(self.agents)} known agents", agent=name
+            )
+        return agent
+
+    def runnable(self, name: str) -> AgentConfig:
+        """The config of `name` if it can run now (raises `AgentUnavailableError`)."""
+        agent = self.get(name)
+        if agent.status is not AgentStatus.AVAILABLE or agent.config is None:
+            raise AgentUnavailableError(
+                f"agent {name!r} is unavailable: {'; '.join(agent.reasons)}", agent=name, reasons=list(agent.reasons)
+            )
+        return agent.config
+
+    def in_modes(self, modes: frozenset[ExecutionMode]) -> list[AgentConfig]:
+        """Available agents whose execution mode is one of `modes`."""
+        return [
+            agent.config
+            for agent in self.agents.values()
+            if agent.config and agent.status is AgentStatus.AVAILABLE and agent.config.execution_mode in modes
+        ]

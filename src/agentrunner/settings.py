@@ -1,0 +1,89 @@
+"""Every setting of agentrunner, read from the environment and `.env`.
+
+Names follow the user's README (OPENAI_API_KEY, DATABASE_URL, DB_POOL_SIZE, ...). Secrets
+are `SecretStr`: masked in every repr, log line and API answer. Empty values count as unset,
+so `cp .env.example .env` works before any key is filled in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["state", "config", "orchestrator", "scheduler", "slack"]
+HTTP_ROLES: tuple[Role, ...] = ("state", "config", "orchestrator", "scheduler", "slack")
+
+
+class Settings(BaseSettings):
+    """agentrunner's settings; see `.env.example` for the documented list."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    # Network
+    host: str = "127.0.0.1"
+    state_port: int = Field(default=8001, ge=0, le=65535)
+    config_port: int = Field(default=8002, ge=0, le=65535)
+    orchestrator_port: int = Field(default=8003, ge=0, le=65535)
+    scheduler_port: int = Field(default=8004, ge=0, le=65535)
+    slack_port: int = Field(default=8005, ge=0, le=65535)
+
+    # Files
+    agents_dir: Path = Path("config/agents")
+    data_dir: Path = Path("data")
+
+    # Durable state, cache and bus: empty URLs select the embedded backends.
+    database_url: str = ""
+    db_pool_size: int = Field(default=10, gt=0)
+    db_max_overflow: int = Field(default=20, ge=0)
+    redis_url: str = ""
+    rabbitmq_url: str = ""
+    rabbitmq_prefetch_count: int = Field(default=10, gt=0)
+
+    # LLM providers
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    aws_region: str = "us-east-1"
+    bedrock_endpoint_url: str | None = None
+    ollama_host: str = "http://localhost:11434"
+    llm_timeout_seconds: float = Field(default=120, gt=0)
+
+    # Slack
+    slack_signing_secret: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+
+    # Edges
+    enable_api_auth: bool = False
+    api_keys: SecretStr | None = None
+    enable_tls: bool = False
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    # Behaviour
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    invoke_wait_seconds: float = Field(default=60, ge=0)
+
+    @property
+    def effective_database_url(self) -> str:
+        """DATABASE_URL, or a SQLite file under DATA_DIR when it is empty."""
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'agentrunner.db'}"
+
+    def port_of(self, role: Role) -> int:
+        """The HTTP port a role listens on."""
+        ports: dict[Role, int] = {
+            "state": self.state_port,
+            "config": self.config_port,
+            "orchestrator": self.orchestrator_port,
+            "scheduler": self.scheduler_port,
+            "slack": self.slack_port,
+        }
+        return ports[role]

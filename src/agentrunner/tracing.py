@@ -1,0 +1,52 @@
+"""The trace id and service name of the work in progress, carried in contextvars.
+
+An edge (HTTP request, Slack call, consumed event) sets the trace id; every log line and
+every published event reads it from here.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_trace_id: ContextVar[str | None] = ContextVar("agentrunner_trace_id", default=None)
+_service: ContextVar[str | None] = ContextVar("agentrunner_service", default=None)
+_VALID_TRACE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def new_trace_id() -> str:
+    """A fresh trace id."""
+    return uuid.uuid4().hex
+
+
+def accept_trace_id(candidate: str | None) -> str:
+    """The caller's trace id when it is safe to log and forward, else a fresh one."""
+    if candidate and _VALID_TRACE.match(candidate):
+        return candidate
+    return new_trace_id()
+
+
+def current_trace_id() -> str | None:
+    """The trace id of the work in progress, if an edge set one."""
+    return _trace_id.get()
+
+
+def current_service() -> str | None:
+    """The role doing the work in progress, if one was set."""
+    return _service.get()
+
+
+@contextmanager
+def traced(trace_id: str, service: str | None = None) -> Iterator[str]:
+    """Run a block under `trace_id` (and `service`), restoring the previous values after."""
+    trace_token = _trace_id.set(trace_id)
+    service_token = _service.set(service) if service else None
+    try:
+        yield trace_id
+    finally:
+        _trace_id.reset(trace_token)
+        if service_token is not None:
+            _service.reset(service_token)
