@@ -27,7 +27,9 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 UrlOption = Annotated[
     str | None,
-    typer.Option("--url", envvar="AGENTRUNNER_URL", help="Orchestrator URL (default http://127.0.0.1:ORCHESTRATOR_PORT)."),
+    typer.Option(
+        "--url", envvar="AGENTRUNNER_URL", help="Orchestrator URL (default http://127.0.0.1:ORCHESTRATOR_PORT)."
+    ),
 ]
 
 
@@ -70,7 +72,9 @@ def validate(
     for document in loaded.documents:
         config = document.config
         llm = config.llm_config
-        table.add_row(config.name, config.execution_mode.value, llm.provider.value, llm.model, Path(document.source).name)
+        table.add_row(
+            config.name, config.execution_mode.value, llm.provider.value, llm.model, Path(document.source).name
+        )
     if loaded.documents:
         out.print(table)
     for document in loaded.documents:

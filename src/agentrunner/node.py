@@ -3,9 +3,11 @@ runtime and the role apps, and owns their lifecycle. Nothing else constructs ada
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,7 +19,7 @@ from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
 from agentrunner.adapters.providers.offline import Script
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.api.config import config_app
-from agentrunner.api.edge import ReadinessCheck
+from agentrunner.api.edge import EdgeConfig
 from agentrunner.api.orchestrator import orchestrator_app
 from agentrunner.api.scheduler import scheduler_app
 from agentrunner.api.server import PortRouter, bind
@@ -111,13 +113,19 @@ class Node:
         finally:
             await self.stop()
 
-    def readiness(self) -> dict[str, ReadinessCheck]:
-        """The checks `/health/ready` runs."""
-        return {"database": self.store.ping, "event_bus": self.bus.ping}
+    def edge(self) -> EdgeConfig:
+        """What every role app shares: readiness checks and API keys."""
+        api_keys: tuple[str, ...] | None = None
+        if self.settings.enable_api_auth:
+            raw = self.settings.api_keys.get_secret_value() if self.settings.api_keys else ""
+            api_keys = tuple(key.strip() for key in raw.split(",") if key.strip())
+            if not api_keys:
+                raise ConfigError("ENABLE_API_AUTH=true needs at least one key in API_KEYS (comma-separated)")
+        return EdgeConfig(readiness={"database": self.store.ping, "event_bus": self.bus.ping}, api_keys=api_keys)
 
     def apps(self) -> dict[Role, FastAPI]:
         """One FastAPI app per HTTP role."""
-        ready = self.readiness()
+        ready = self.edge()
         return {
             "state": state_app(self.store, ready),
             "config": config_app(self.registry, ready),
@@ -125,6 +133,27 @@ class Node:
             "scheduler": scheduler_app(ready),
             "slack": slack_app(ready),
         }
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn's server, but a SIGTERM/SIGINT that led to a clean shutdown exits 0
+    instead of being re-raised (a second signal still forces the exit)."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
 
 
 async def serve(node: Node, roles: Sequence[Role] = HTTP_ROLES) -> bool:
@@ -139,9 +168,14 @@ async def serve(node: Node, roles: Sequence[Role] = HTTP_ROLES) -> bool:
             raise ConfigError("ENABLE_TLS=true needs TLS_CERT_FILE and TLS_KEY_FILE")
         ssl = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
     config = uvicorn.Config(
-        router, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=30, **ssl  # type: ignore[arg-type]
+        router,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        **ssl,  # type: ignore[arg-type]
     )
-    server = uvicorn.Server(config)
+    server = _GracefulServer(config)
     log.info(
         "listening",
         host=settings.host,

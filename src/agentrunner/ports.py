@@ -67,8 +67,8 @@ class EventBus(Protocol):
         """Raise `DependencyUnavailableError` when the bus cannot take events."""
         ...
 
-    async def close(self, timeout: float = 10.0) -> None:
-        """Stop consuming, let in-flight handlers finish within `timeout`, then close."""
+    async def close(self, grace_seconds: float = 10.0) -> None:
+        """Stop consuming, let in-flight handlers finish within `grace_seconds`, then close."""
         ...
 
 
@@ -158,7 +158,6 @@ class LLMProvider(Protocol):
     async def close(self) -> None:
         """Release the SDK client."""
         ...
-
 
 
 class ProviderCatalog(Protocol):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
-from agentrunner.api.edge import ReadinessCheck, role_app
+from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.views import config_view
 from agentrunner.domain.agent_document import AgentFileError, ConfigIssue, parse_agent_document
 from agentrunner.runtime.registry import AgentRegistry
@@ -44,9 +43,9 @@ def _issue(issue: ConfigIssue) -> IssueView:
     return IssueView(path=issue.path, line=issue.line, message=issue.message)
 
 
-def config_app(registry: AgentRegistry, readiness: Mapping[str, ReadinessCheck]) -> FastAPI:
+def config_app(registry: AgentRegistry, edge: EdgeConfig) -> FastAPI:
     """The config service's HTTP API."""
-    app = role_app("config", "agentrunner config", readiness)
+    app = role_app("config", "agentrunner config", edge)
 
     @app.get("/configs", response_model=list[ConfigSummary], tags=["configs"])
     async def list_configs() -> list[ConfigSummary]:

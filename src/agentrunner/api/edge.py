@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -53,15 +55,60 @@ class TraceMiddleware:
                 log.exception("unhandled error", path=scope.get("path"), method=scope.get("method"))
                 if started:
                     raise
-                response = error_response(500, "internal_error", "internal error: the log line with this trace_id has the details")
+                response = error_response(
+                    500, "internal_error", "internal error: the log line with this trace_id has the details"
+                )
                 await response(scope, receive, send_with_trace)
 
 
-def role_app(service: str, title: str, readiness: Mapping[str, ReadinessCheck], **fastapi_kwargs: Any) -> FastAPI:
+class ApiKeyMiddleware:
+    """Require one of `keys` in `X-API-Key` or `Authorization: Bearer` (compared in constant
+    time) on every path but the health probes, which orchestrators call without secrets."""
+
+    def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
+        self._app = app
+        self._keys = tuple(key.encode() for key in keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or str(scope.get("path", "")).startswith("/health/") or self._allowed(scope):
+            await self._app(scope, receive, send)
+            return
+        response = error_response(
+            401, "unauthorized", "missing or wrong API key: send X-API-Key or Authorization: Bearer"
+        )
+        response.headers["www-authenticate"] = "Bearer"
+        await response(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        headers = dict(scope.get("headers") or [])
+        offered = headers.get(b"x-api-key")
+        authorization = headers.get(b"authorization", b"")
+        if offered is None and authorization[:7].lower() == b"bearer ":
+            offered = authorization[7:].strip()
+        if not offered:
+            return False
+        # Compare against every key so the time taken does not say which one matched.
+        matches = [hmac.compare_digest(offered, key) for key in self._keys]
+        return any(matches)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    """What every role app shares: its readiness checks and, when auth is on, the API keys."""
+
+    readiness: Mapping[str, ReadinessCheck]
+    api_keys: tuple[str, ...] | None = None
+
+
+def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) -> FastAPI:
     """A FastAPI app for one role, with `/health/live`, `/health/ready`, `/docs` and the
-    error shape; the caller adds the role's own routes."""
+    error shape; `edge.api_keys` (when not None) are required on every other path. The caller
+    adds the role's own routes."""
     app = FastAPI(title=title, version="1", **fastapi_kwargs)
     install_error_handlers(app)
+    if edge.api_keys is not None:
+        app.add_middleware(ApiKeyMiddleware, keys=edge.api_keys)
+    # Added last, so it runs first: even a refused request gets a trace id.
     app.add_middleware(TraceMiddleware, service=service)
 
     @app.get("/health/live", tags=["health"], summary="The process is up")
@@ -70,7 +117,7 @@ def role_app(service: str, title: str, readiness: Mapping[str, ReadinessCheck], 
 
     @app.get("/health/ready", tags=["health"], summary="The role's dependencies answer")
     async def ready() -> JSONResponse:
-        checks = await _run_checks(readiness)
+        checks = await _run_checks(edge.readiness)
         ok = all(result == "ok" for result in checks.values())
         body = {"status": "ready" if ok else "not_ready", "service": service, "checks": checks}
         return JSONResponse(body, status_code=200 if ok else 503)

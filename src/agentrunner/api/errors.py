@@ -32,7 +32,13 @@ STATUS_BY_CODE: dict[str, int] = {
     "llm_bad_request": 502,
     "dependency_unavailable": 503,
 }
-_CODE_BY_STATUS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
@@ -54,9 +60,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     if any(error.get("type") == "json_invalid" for error in errors):
         detail = errors[0].get("ctx", {}).get("error", "")
         return error_response(400, "invalid_json", f"request body is not valid JSON: {detail}".rstrip(": "))
-    problems = [
-        {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]} for error in errors
-    ]
+    problems = [{"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]} for error in errors]
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
     return error_response(422, "validation_error", f"invalid request: {summary}", fields=problems)
 

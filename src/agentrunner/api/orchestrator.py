@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from agentrunner.api.edge import ReadinessCheck, role_app
+from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.runtime.orchestrator import Orchestrator
@@ -20,8 +19,12 @@ MAX_WAIT_SECONDS = 3600
 class InvokeRequest(BaseModel):
     """Body of `POST /agents/{name}/invoke`."""
 
-    task_data: dict[str, Any] = Field(default_factory=dict, description="What the agent should work on; `prompt` is the usual key.")
-    session_id: str | None = Field(default=None, max_length=256, description="Conversation to continue (continuous agents).")
+    task_data: dict[str, Any] = Field(
+        default_factory=dict, description="What the agent should work on; `prompt` is the usual key."
+    )
+    session_id: str | None = Field(
+        default=None, max_length=256, description="Conversation to continue (continuous agents)."
+    )
     wait: float | None = Field(
         default=None,
         ge=0,
@@ -45,9 +48,9 @@ class ExecutionList(BaseModel):
     next_cursor: str | None
 
 
-def orchestrator_app(orchestrator: Orchestrator, readiness: Mapping[str, ReadinessCheck], default_wait: float) -> FastAPI:
+def orchestrator_app(orchestrator: Orchestrator, edge: EdgeConfig, default_wait: float) -> FastAPI:
     """The orchestrator's HTTP API."""
-    app = role_app("orchestrator", "agentrunner orchestrator", readiness)
+    app = role_app("orchestrator", "agentrunner orchestrator", edge)
 
     @app.get("/agents", response_model=list[AgentView], tags=["agents"])
     async def list_agents() -> list[AgentView]:

@@ -18,9 +18,7 @@ log = get_logger(__name__)
 class PortRouter:
     """An ASGI app that hands each request to the app bound to its local port."""
 
-    def __init__(
-        self, apps: Mapping[int, ASGIApp], lifespan: Callable[[], AbstractAsyncContextManager[None]]
-    ) -> None:
+    def __init__(self, apps: Mapping[int, ASGIApp], lifespan: Callable[[], AbstractAsyncContextManager[None]]) -> None:
         self._apps = dict(apps)
         self._lifespan = lifespan
 
@@ -68,7 +66,9 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror} (is another agentrunner running?)") from exc
+        raise OSError(
+            exc.errno, f"cannot listen on {host}:{port}: {exc.strerror} (is another agentrunner running?)"
+        ) from exc
     sock.listen(2048)
     sock.setblocking(False)
     return sock

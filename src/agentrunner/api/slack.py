@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from fastapi import FastAPI
 
-from agentrunner.api.edge import ReadinessCheck, role_app
+from agentrunner.api.edge import EdgeConfig, role_app
 
 
-def slack_app(readiness: Mapping[str, ReadinessCheck]) -> FastAPI:
+def slack_app(edge: EdgeConfig) -> FastAPI:
     """The Slack gateway's HTTP API: health for now; commands and events arrive with the gateway."""
-    return role_app("slack", "agentrunner slack gateway", readiness)
+    return role_app("slack", "agentrunner slack gateway", edge)

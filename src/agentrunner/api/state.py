@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from fastapi import FastAPI
 
-from agentrunner.api.edge import ReadinessCheck, role_app
+from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.domain.execution import Execution
 from agentrunner.ports import StateStore
 
 
-def state_app(store: StateStore, readiness: Mapping[str, ReadinessCheck]) -> FastAPI:
+def state_app(store: StateStore, edge: EdgeConfig) -> FastAPI:
     """The state manager's HTTP API."""
-    app = role_app("state", "agentrunner state", readiness)
+    app = role_app("state", "agentrunner state", edge)
 
     @app.get("/executions/{execution_id}", response_model=Execution, tags=["executions"], summary="Audit record")
     async def get_execution(execution_id: str) -> Execution:

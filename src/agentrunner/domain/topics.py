@@ -18,10 +18,7 @@ def topic_problem(topic: str) -> str | None:
         return "a topic must not be empty"
     for word in topic.split("."):
         if not _WORD.match(word):
-            return (
-                f"word {word!r} in topic {topic!r} is not valid: use letters, digits, '_', '-' "
-                "or ':' between dots"
-            )
+            return f"word {word!r} in topic {topic!r} is not valid: use letters, digits, '_', '-' or ':' between dots"
     return None
 
 

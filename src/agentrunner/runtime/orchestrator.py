@@ -111,5 +111,3 @@ class Orchestrator:
         waiter = self._waiters.get(str(event.payload.get("execution_id")))
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-

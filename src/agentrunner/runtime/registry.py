@@ -63,8 +63,8 @@ class AgentRegistry:
             registry.problems.extend(failure.issues)
             name = failure.claimed_name
             if name and name not in registry.agents:
-                reasons = tuple(str(issue) for issue in failure.issues)
-                registry.agents[name] = RegisteredAgent(name, failure.source, None, AgentStatus.UNAVAILABLE, reasons)
+                errors = tuple(str(issue) for issue in failure.issues)
+                registry.agents[name] = RegisteredAgent(name, failure.source, None, AgentStatus.UNAVAILABLE, errors)
         self.agents = dict(sorted(registry.agents.items()))
         self.problems = registry.problems
 

@@ -17,6 +17,7 @@ from agentrunner.ports import EventBus, ProviderCatalog, StateStore, Subscriptio
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import agent_queue, finished_topic, invoke_topic
+from agentrunner.tracing import traced
 
 log = get_logger(__name__)
 
@@ -61,6 +62,10 @@ class AutonomousPool:
 
     async def handle(self, event: Event) -> None:
         """Run the execution named by an `invoke.<agent>` event to a terminal status."""
+        with traced(event.trace_id, "autonomous"):
+            await self._handle(event)
+
+    async def _handle(self, event: Event) -> None:
         execution = await self._store.get_execution(str(event.payload["execution_id"]))
         if execution.status.is_terminal:
             log.info("execution already finished, redelivery ignored", execution_id=execution.execution_id)
@@ -98,7 +103,9 @@ class AutonomousPool:
             )
             try:
                 provider = self._catalog.provider_for(llm)
-                completion = await asyncio.wait_for(run_agent(config, provider, execution.input), config.timeout_seconds)
+                completion = await asyncio.wait_for(
+                    run_agent(config, provider, execution.input), config.timeout_seconds
+                )
             except TimeoutError:
                 message = f"agent {config.name!r} did not answer within {config.timeout_seconds:g} s (timeout_seconds)"
                 return await self._finish(execution, ExecutionStatus.TIMED_OUT, error=AgentRunnerError(message))

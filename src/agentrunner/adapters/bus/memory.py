@@ -72,16 +72,18 @@ class InMemorySubscription:
             raise
         except Exception as exc:  # noqa: BLE001 - any handler failure is a nack
             reason = exc.message if isinstance(exc, AgentRunnerError) else f"{type(exc).__name__}: {exc}"
-            log.warning("event handler failed", queue=self.queue, topic=event.topic, attempt=event.attempt, error=reason)
+            log.warning(
+                "event handler failed", queue=self.queue, topic=event.topic, attempt=event.attempt, error=reason
+            )
             self._bus.retry_later(self._queue, event, reason)
 
-    async def cancel(self, timeout: float = 10.0) -> None:
+    async def cancel(self, grace_seconds: float = 10.0) -> None:
         idle = [task for task in self._tasks if task not in self._busy]
         for task in idle:
             task.cancel()
         busy = [task for task in self._tasks if task in self._busy]
         if busy:
-            _, pending = await asyncio.wait(busy, timeout=timeout)
+            _, pending = await asyncio.wait(busy, timeout=grace_seconds)
             for task in pending:
                 task.cancel()
         for task in self._tasks:
@@ -168,9 +170,9 @@ class InMemoryEventBus:
         if queue and queue.exclusive and not any(s.queue == queue.name for s in self._subscriptions):
             del self._queues[queue.name]
 
-    async def close(self, timeout: float = 10.0) -> None:
+    async def close(self, grace_seconds: float = 10.0) -> None:
         self._closed = True
-        await asyncio.gather(*(sub.cancel(timeout) for sub in list(self._subscriptions)))
+        await asyncio.gather(*(sub.cancel(grace_seconds) for sub in list(self._subscriptions)))
         for timer in list(self._timers):
             timer.cancel()
         await asyncio.gather(*self._timers, return_exceptions=True)

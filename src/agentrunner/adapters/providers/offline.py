@@ -22,9 +22,7 @@ def _completion(provider: str, request: LLMRequest, text: str) -> Completion:
         input_tokens=sum(_count_tokens(message.content) for message in request.messages),
         output_tokens=_count_tokens(text),
     )
-    return Completion(
-        text=text, finish_reason="stop", usage=usage, cost_usd=cost_usd(provider, request.model, usage)
-    )
+    return Completion(text=text, finish_reason="stop", usage=usage, cost_usd=cost_usd(provider, request.model, usage))
 
 
 class EchoProvider:

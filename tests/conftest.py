@@ -1,0 +1,64 @@
+"""Fixtures shared by every suite: free ports, per-test databases, settings without `.env`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE_AGENTS = Path(__file__).resolve().parent / "fixtures" / "agents"
+COMPAT_AGENTS = REPO.parent / "shared" / "compat" / "agents"
+
+# The server scripts/services.sh starts; override for another one.
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres:postgres@127.0.0.1:5432/agentrunner_test"
+)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite database file of this test's own."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A PostgreSQL database of this test's own, dropped afterwards."""
+    name = f"agentrunner_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No agentrunner setting leaks in from the developer's environment."""
+    for key in list(os.environ):
+        if key.endswith(("_API_KEY", "_BASE_URL")) or key.startswith(
+            ("AWS_", "SLACK_", "DATABASE_", "REDIS_", "RABBITMQ_")
+        ):
+            monkeypatch.delenv(key, raising=False)
+    yield

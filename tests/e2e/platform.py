@@ -1,0 +1,93 @@
+"""Start `agentrunner up` as a user would: a subprocess on free ports, in a folder of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import free_port
+
+ROLES = ("state", "config", "orchestrator", "scheduler", "slack")
+
+
+@dataclass
+class RunningPlatform:
+    """A running `agentrunner up` and where to reach it."""
+
+    process: subprocess.Popen[bytes]
+    ports: dict[str, int]
+    workdir: Path
+    log_path: Path
+    env: dict[str, str]
+
+    def url(self, role: str) -> str:
+        return f"http://127.0.0.1:{self.ports[role]}"
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """Every JSON log line written so far (a non-JSON line fails the test)."""
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+
+def platform_env(workdir: Path, extra: dict[str, str]) -> tuple[dict[str, str], dict[str, int]]:
+    """The environment of a platform process: free ports, its own data, no inherited keys."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.endswith(("_API_KEY", "_BASE_URL", "_URL")) and not key.startswith(("AWS_", "SLACK_"))
+    }
+    ports = {role: free_port() for role in ROLES}
+    env.update({f"{role.upper()}_PORT": str(port) for role, port in ports.items()})
+    env.update({"AGENTS_DIR": str(workdir / "agents"), "DATA_DIR": str(workdir / "data"), "LOG_LEVEL": "INFO"})
+    env.update(extra)
+    return env, ports
+
+
+def start_platform(workdir: Path, extra_env: dict[str, str], ready_timeout: float = 30.0) -> RunningPlatform:
+    """Run `python -m agentrunner up` in `workdir` and wait until every role is ready."""
+    env, ports = platform_env(workdir, extra_env)
+    log_path = workdir / "agentrunner.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agentrunner", "up"],
+            cwd=workdir,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    platform = RunningPlatform(process, ports, workdir, log_path, env)
+    deadline = time.monotonic() + ready_timeout
+    pending = set(ROLES)
+    while pending and time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"agentrunner up exited with {process.returncode}:\n{log_path.read_text()}")
+        for role in list(pending):
+            try:
+                if httpx.get(f"{platform.url(role)}/health/ready", timeout=1).status_code == 200:
+                    pending.discard(role)
+            except httpx.TransportError:
+                pass
+        time.sleep(0.05)
+    if pending:
+        platform.stop()
+        raise RuntimeError(f"roles {sorted(pending)} not ready in {ready_timeout} s:\n{log_path.read_text()}")
+    return platform

@@ -1,0 +1,97 @@
+"""What every role app does at the edge: trace ids, API keys, health, the error shape."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.domain.errors import DependencyUnavailableError
+
+
+async def _ok() -> None:
+    return None
+
+
+async def _db_down() -> None:
+    raise DependencyUnavailableError("database is not answering")
+
+
+def client(edge: EdgeConfig) -> httpx.AsyncClient:
+    app = role_app("orchestrator", "agentrunner test", edge)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    @app.get("/thing")
+    async def thing() -> dict[str, str]:
+        return {"thing": "ok"}
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://test")
+
+
+async def test_trace_id_from_the_caller_is_echoed_and_a_fresh_one_made_otherwise() -> None:
+    async with client(EdgeConfig(readiness={})) as http:
+        given = await http.get("/thing", headers={"X-Trace-Id": "abc-123"})
+        made = await http.get("/thing")
+        unsafe = await http.get("/thing", headers={"X-Trace-Id": "bad id with spaces"})
+
+    assert given.headers["x-trace-id"] == "abc-123"
+    assert len(made.headers["x-trace-id"]) == 32
+    assert unsafe.headers["x-trace-id"] != "bad id with spaces"
+
+
+async def test_unexpected_error_answers_500_in_the_error_shape_with_the_trace_id() -> None:
+    async with client(EdgeConfig(readiness={})) as http:
+        response = await http.get("/boom", headers={"X-Trace-Id": "t-500"})
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert response.json()["error"]["trace_id"] == "t-500"
+    assert "kaboom" not in response.text
+
+
+async def test_unknown_route_answers_404_in_the_error_shape() -> None:
+    async with client(EdgeConfig(readiness={})) as http:
+        response = await http.get("/nowhere")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_ready_is_503_and_names_the_dependency_that_is_down() -> None:
+    async with client(EdgeConfig(readiness={"database": _db_down, "event_bus": _ok})) as http:
+        ready = await http.get("/health/ready")
+        live = await http.get("/health/live")
+
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {"database": "database is not answering", "event_bus": "ok"}
+    assert live.json() == {"status": "ok", "service": "orchestrator"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"X-API-Key": "wrong"}, 401),
+        ({"Authorization": "Bearer wrong"}, 401),
+        ({"X-API-Key": "key-two"}, 200),
+        ({"Authorization": "Bearer key-one"}, 200),
+        ({"Authorization": "bearer key-one"}, 200),
+    ],
+)
+async def test_api_keys_are_required_when_auth_is_on(headers: dict[str, str], status: int) -> None:
+    async with client(EdgeConfig(readiness={}, api_keys=("key-one", "key-two"))) as http:
+        response = await http.get("/thing", headers=headers)
+
+    assert response.status_code == status
+    if status == 401:
+        assert response.json()["error"]["code"] == "unauthorized"
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_health_probes_need_no_api_key() -> None:
+    async with client(EdgeConfig(readiness={"database": _ok}, api_keys=("key-one",))) as http:
+        assert (await http.get("/health/live")).status_code == 200
+        assert (await http.get("/health/ready")).status_code == 200

@@ -1,0 +1,59 @@
+"""Settings: documented in .env.example, loadable from it with no key, secrets masked."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agentrunner.settings import Settings
+from tests.conftest import REPO
+
+
+def _documented_names() -> set[str]:
+    text = (REPO / ".env.example").read_text()
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
+
+
+def test_env_example_documents_every_setting_and_nothing_else() -> None:
+    fields = {name.upper() for name in Settings.model_fields}
+
+    assert fields - _documented_names() == set(), "settings missing from .env.example"
+    assert {n for n in _documented_names() if n not in fields} == set(), ".env.example names unknown settings"
+
+
+def test_env_example_copied_to_env_loads_with_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
+) -> None:
+    shutil.copy(REPO / ".env.example", tmp_path / ".env")
+    monkeypatch.chdir(tmp_path)
+
+    settings = Settings()
+
+    assert settings.openai_api_key is None
+    assert settings.database_url == ""
+    assert settings.effective_database_url == "sqlite+aiosqlite:///data/agentrunner.db"
+    assert (settings.state_port, settings.slack_port) == (8001, 8005)
+
+
+def test_seed_names_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_POOL_SIZE", "50")
+    monkeypatch.setenv("DB_MAX_OVERFLOW", "20")
+    monkeypatch.setenv("RABBITMQ_PREFETCH_COUNT", "5")
+    monkeypatch.setenv("ENABLE_API_AUTH", "true")
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    assert (settings.db_pool_size, settings.db_max_overflow, settings.rabbitmq_prefetch_count) == (50, 20, 5)
+    assert settings.enable_api_auth is True
+
+
+def test_secrets_never_show_in_repr_or_dump() -> None:
+    settings = Settings(_env_file=None, openai_api_key="sk-very-secret", slack_bot_token="xoxb-secret")  # type: ignore[call-arg]
+
+    assert "sk-very-secret" not in repr(settings)
+    assert "xoxb-secret" not in str(settings.model_dump())
+    assert settings.openai_api_key is not None
+    assert settings.openai_api_key.get_secret_value() == "sk-very-secret"
