@@ -7,9 +7,8 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -18,6 +17,9 @@ from rich.table import Table
 from agentrunner.adapters.config.files import load_agent_directory
 from agentrunner.domain.errors import ConfigError
 from agentrunner.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 app = typer.Typer(
     name="agentrunner", help="Run LLM agents defined in YAML files.", no_args_is_help=True, add_completion=False
@@ -91,11 +93,15 @@ def validate(
 
 
 def _client(url: str | None) -> httpx.Client:
+    import httpx  # noqa: PLC0415 - only the commands that call a running node pay for it
+
     base = url or f"http://127.0.0.1:{_settings().orchestrator_port}"
     return httpx.Client(base_url=base, timeout=httpx.Timeout(10.0, read=None))
 
 
 def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    import httpx  # noqa: PLC0415
+
     try:
         response = client.request(method, path, **kwargs)
     except httpx.TransportError as exc:

@@ -61,8 +61,7 @@ class AgentFileError(ConfigError):
 def parse_agent_document(text: str, source: str) -> AgentDocument:
     """Parse and validate one agent file; raise `AgentFileError` listing every problem."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = _load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -84,6 +83,20 @@ def parse_agent_document(text: str, source: str) -> AgentDocument:
         for path in _unknown_fields(config, "")
     )
     return AgentDocument(config=config, source=source, warnings=warnings)
+
+
+# libyaml when it is installed (it is, with PyYAML's wheels): ~10x faster, same marks.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """Parse once, keeping both the node tree (for line numbers) and the data."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        return node, loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
 
 
 def _issue_from(error: Any, source: str, node: yaml.Node | None) -> ConfigIssue:
