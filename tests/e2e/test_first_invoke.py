@@ -16,6 +16,7 @@ import pytest
 
 from agentrunner.domain.execution import Usage
 from agentrunner.domain.pricing import cost_usd
+from tests.conftest import free_port
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -276,8 +277,6 @@ def test_the_api_key_never_appears_in_logs(platform: RunningPlatform) -> None:
 
 
 def test_cli_reports_a_platform_that_is_not_running(tmp_path: Path) -> None:
-    from tests.conftest import free_port
-
     result = subprocess.run(
         [sys.executable, "-m", "agentrunner", "agents", "--url", f"http://127.0.0.1:{free_port()}"],
         capture_output=True,
