@@ -6,6 +6,7 @@
     ├── AgentUnavailableError        the agent exists but cannot run (agent_unavailable)
     ├── ExecutionNotFoundError       no execution with that id (execution_not_found)
     ├── BadRequestError              the request is malformed (bad_request)
+    ├── ConflictError                conflicts with what is stored (conflict)
     ├── LLMError                     a provider call failed
     │   ├── LLMRateLimitError        429 / throttling (llm_rate_limited, retryable)
     │   ├── LLMUnavailableError      5xx, timeouts, refused (llm_unavailable, retryable)
@@ -65,6 +66,12 @@ class BadRequestError(AgentRunnerError):
     """The caller sent something that cannot be acted on."""
 
     code = "bad_request"
+
+
+class ConflictError(AgentRunnerError):
+    """The request conflicts with what is stored (a duplicate id, a stale version)."""
+
+    code = "conflict"
 
 
 class LLMError(AgentRunnerError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-_WORD = re.compile(r"^[A-Za-z0-9_\-:]+$")
+_WORD = re.compile(r"[A-Za-z0-9_\-:]+")
 
 
 def topic_problem(topic: str) -> str | None:
@@ -17,7 +17,7 @@ def topic_problem(topic: str) -> str | None:
     if not topic:
         return "a topic must not be empty"
     for word in topic.split("."):
-        if not _WORD.match(word):
+        if not _WORD.fullmatch(word):
             return f"word {word!r} in topic {topic!r} is not valid: use letters, digits, '_', '-' or ':' between dots"
     return None
 
@@ -27,7 +27,7 @@ def pattern_problem(pattern: str) -> str | None:
     if not pattern:
         return "a pattern must not be empty"
     for word in pattern.split("."):
-        if word not in ("*", "#") and not _WORD.match(word):
+        if word not in ("*", "#") and not _WORD.fullmatch(word):
             return (
                 f"word {word!r} in pattern {pattern!r} is not valid: use letters, digits, "
                 "'_', '-', ':', or a whole-word '*' (one word) or '#' (zero or more words)"

@@ -45,6 +45,7 @@ class InMemorySubscription:
         self._queue = queue
         self._handler = handler
         self._busy: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self._tasks = [asyncio.create_task(self._consume(), name=f"bus:{queue.name}") for _ in range(prefetch)]
 
     @property
@@ -54,7 +55,7 @@ class InMemorySubscription:
     async def _consume(self) -> None:
         current = asyncio.current_task()
         assert current is not None
-        while True:
+        while not self._stopping:
             event = await self._queue.messages.get()
             self._busy.add(current)
             try:
@@ -78,6 +79,8 @@ class InMemorySubscription:
             self._bus.retry_later(self._queue, event, reason)
 
     async def cancel(self, grace_seconds: float = 10.0) -> None:
+        # A consumer that finishes its handler sees the flag and takes nothing more.
+        self._stopping = True
         idle = [task for task in self._tasks if task not in self._busy]
         for task in idle:
             task.cancel()

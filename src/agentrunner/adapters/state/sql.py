@@ -14,7 +14,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from agentrunner.adapters.state.tables import Base, ExecutionRow
-from agentrunner.domain.errors import BadRequestError, DependencyUnavailableError, ExecutionNotFoundError
+from agentrunner.domain.errors import (
+    BadRequestError,
+    ConfigError,
+    ConflictError,
+    DependencyUnavailableError,
+    ExecutionNotFoundError,
+)
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage
 from agentrunner.ports import ExecutionPage
 
@@ -68,11 +74,15 @@ def _encode_cursor(execution: Execution) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    problem = BadRequestError(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page")
     try:
-        created, execution_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), execution_id
+        created_text, execution_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        created = datetime.fromisoformat(created_text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page") from exc
+        raise problem from exc
+    if created.tzinfo is None:
+        raise problem
+    return created, execution_id
 
 
 class SQLStateStore:
@@ -93,7 +103,11 @@ class SQLStateStore:
     async def start(self) -> None:
         if self.is_sqlite:
             if self._url.database and self._url.database != ":memory:":
-                Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
+                folder = Path(self._url.database).parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise ConfigError(f"cannot create the SQLite folder {folder} (DATA_DIR): {exc}") from exc
             engine = create_async_engine(self._url)
             event.listen(engine.sync_engine, "connect", _tune_sqlite)
         else:
@@ -111,6 +125,7 @@ class SQLStateStore:
             ) from exc
 
     async def close(self) -> None:
+        self._sessions = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -135,7 +150,7 @@ class SQLStateStore:
             try:
                 await session.flush()
             except IntegrityError as exc:
-                raise BadRequestError(f"execution {execution.execution_id} already exists") from exc
+                raise ConflictError(f"execution {execution.execution_id} already exists") from exc
 
     async def save_execution(self, execution: Execution) -> None:
         async with self._session_factory().begin() as session:
@@ -162,6 +177,8 @@ class SQLStateStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> ExecutionPage:
+        if limit < 1:
+            raise BadRequestError(f"limit must be at least 1, got {limit}")
         query = select(ExecutionRow)
         if agent:
             query = query.where(ExecutionRow.agent == agent)

@@ -1,0 +1,398 @@
+"""StateStore contract: what every backend (SQLite, PostgreSQL) must do the same way."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.domain.errors import (
+    AgentRunnerError,
+    BadRequestError,
+    ConflictError,
+    DependencyUnavailableError,
+    ExecutionNotFoundError,
+)
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage
+from agentrunner.ports import StateStore
+from tests.conftest import free_port
+
+BASE_TIME = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def _execution(execution_id: str, *, agent: str = "writer", seconds: float = 0, **fields: Any) -> Execution:
+    return Execution.model_validate(
+        {
+            "execution_id": execution_id,
+            "agent": agent,
+            "trace_id": f"trace-{execution_id}",
+            "created_at": BASE_TIME + timedelta(seconds=seconds),
+            **fields,
+        }
+    )
+
+
+def _full_execution(execution_id: str = "exec-full", **overrides: Any) -> Execution:
+    fields: dict[str, Any] = {
+        "status": ExecutionStatus.FAILED,
+        "input": {"task": "résumé ✓", "nested": {"n": [1, 2.5, None, True]}, "empty": {}},
+        "session_id": "session-42",
+        "output": "partial answer\nwith two lines",
+        "error": ExecutionError(code="llm_unavailable", message="the provider timed out"),
+        "usage": Usage(input_tokens=1234, output_tokens=567),
+        "cost_usd": 0.0123,
+        "attempts": 3,
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "started_at": BASE_TIME + timedelta(seconds=1, microseconds=7),
+        "finished_at": BASE_TIME + timedelta(seconds=2, microseconds=999999),
+    }
+    fields.update(overrides)
+    return _execution(execution_id, **fields)
+
+
+def _assert_utc(value: datetime | None) -> None:
+    assert value is not None
+    assert value.tzinfo is not None, f"{value!r} came back naive"
+    assert value.utcoffset() == timedelta(0), f"{value!r} came back outside UTC"
+
+
+async def _all_pages(store: StateStore, *, limit: int, agent: str | None = None) -> list[list[Execution]]:
+    pages: list[list[Execution]] = []
+    cursor: str | None = None
+    for _ in range(100):  # a bound, so a cursor that never ends fails instead of hanging
+        page = await store.list_executions(agent=agent, limit=limit, cursor=cursor)
+        pages.append(page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            return pages
+    raise AssertionError("pagination did not end after 100 pages")
+
+
+# -- create / get ---------------------------------------------------------------------------
+
+
+async def test_create_then_get_returns_every_field_unchanged(state_store: StateStore) -> None:
+    original = _full_execution()
+
+    await state_store.create_execution(original)
+    stored = await state_store.get_execution(original.execution_id)
+
+    assert stored == original
+    assert stored.model_dump() == original.model_dump()
+    for moment in (stored.created_at, stored.started_at, stored.finished_at):
+        _assert_utc(moment)
+    assert stored.usage == Usage(input_tokens=1234, output_tokens=567)
+    assert stored.error == ExecutionError(code="llm_unavailable", message="the provider timed out")
+
+
+async def test_create_then_get_keeps_defaults_and_nones(state_store: StateStore) -> None:
+    original = _execution("exec-minimal")
+
+    await state_store.create_execution(original)
+    stored = await state_store.get_execution("exec-minimal")
+
+    assert stored == original
+    assert stored.status is ExecutionStatus.QUEUED
+    assert stored.input == {}
+    assert stored.error is None
+    assert stored.usage == Usage()
+    assert (stored.session_id, stored.output, stored.provider, stored.model) == (None, None, None, None)
+    assert (stored.started_at, stored.finished_at) == (None, None)
+    _assert_utc(stored.created_at)
+
+
+@pytest.mark.parametrize("cost", [None, 0.0], ids=["unknown-cost", "zero-cost"])
+async def test_unknown_cost_and_zero_cost_stay_distinct(state_store: StateStore, cost: float | None) -> None:
+    await state_store.create_execution(_execution("exec-cost", cost_usd=cost))
+
+    stored = await state_store.get_execution("exec-cost")
+
+    if cost is None:
+        assert stored.cost_usd is None
+    else:
+        assert stored.cost_usd is not None
+        assert stored.cost_usd == 0.0
+
+
+async def test_datetimes_in_another_zone_come_back_as_the_same_instant_in_utc(state_store: StateStore) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    created = datetime(2024, 5, 1, 14, 30, 0, 250000, tzinfo=plus_two)
+
+    await state_store.create_execution(_execution("exec-zone", created_at=created, started_at=created))
+    stored = await state_store.get_execution("exec-zone")
+
+    assert stored.created_at == created
+    assert stored.created_at == datetime(2024, 5, 1, 12, 30, 0, 250000, tzinfo=UTC)
+    _assert_utc(stored.created_at)
+    _assert_utc(stored.started_at)
+
+
+async def test_get_unknown_id_raises_execution_not_found(state_store: StateStore) -> None:
+    with pytest.raises(ExecutionNotFoundError, match="no-such-execution"):
+        await state_store.get_execution("no-such-execution")
+
+
+async def test_create_with_a_duplicate_id_is_refused_and_keeps_the_original(state_store: StateStore) -> None:
+    await state_store.create_execution(_execution("exec-dup", agent="first"))
+
+    with pytest.raises(AgentRunnerError, match="exec-dup"):
+        await state_store.create_execution(_execution("exec-dup", agent="second"))
+
+    assert (await state_store.get_execution("exec-dup")).agent == "first"
+    assert [e.execution_id for e in (await state_store.list_executions()).items] == ["exec-dup"]
+
+
+# -- save -----------------------------------------------------------------------------------
+
+
+async def test_save_execution_replaces_the_stored_execution(state_store: StateStore) -> None:
+    queued = _execution("exec-save")
+    await state_store.create_execution(queued)
+    finished = queued.model_copy(
+        update={
+            "status": ExecutionStatus.SUCCEEDED,
+            "output": "done",
+            "usage": Usage(input_tokens=10, output_tokens=20),
+            "cost_usd": 0.5,
+            "attempts": 1,
+            "provider": "openai",
+            "model": "gpt-4o",
+            "started_at": BASE_TIME + timedelta(seconds=1),
+            "finished_at": BASE_TIME + timedelta(seconds=3),
+        }
+    )
+
+    await state_store.save_execution(finished)
+    stored = await state_store.get_execution("exec-save")
+
+    assert stored == finished
+    _assert_utc(stored.finished_at)
+    assert len((await state_store.list_executions()).items) == 1
+
+
+async def test_save_execution_can_clear_optional_fields(state_store: StateStore) -> None:
+    await state_store.create_execution(_full_execution("exec-clear"))
+    cleared = _execution("exec-clear", status=ExecutionStatus.RUNNING)
+
+    await state_store.save_execution(cleared)
+
+    assert await state_store.get_execution("exec-clear") == cleared
+
+
+async def test_save_unknown_execution_raises_not_found_and_creates_nothing(state_store: StateStore) -> None:
+    with pytest.raises(ExecutionNotFoundError, match="exec-ghost"):
+        await state_store.save_execution(_execution("exec-ghost"))
+
+    with pytest.raises(ExecutionNotFoundError):
+        await state_store.get_execution("exec-ghost")
+
+
+# -- list -----------------------------------------------------------------------------------
+
+
+async def test_list_returns_newest_first_whatever_the_insertion_order(state_store: StateStore) -> None:
+    seconds = list(range(8))
+    random.Random(7).shuffle(seconds)
+    for second in seconds:
+        await state_store.create_execution(_execution(f"exec-{second}", seconds=second))
+
+    page = await state_store.list_executions()
+
+    assert [e.execution_id for e in page.items] == [f"exec-{s}" for s in range(7, -1, -1)]
+    assert page.next_cursor is None
+
+
+async def test_list_on_an_empty_store_is_an_empty_last_page(state_store: StateStore) -> None:
+    page = await state_store.list_executions()
+
+    assert page.items == []
+    assert page.next_cursor is None
+
+
+async def test_list_filters_by_agent_by_status_and_by_both(state_store: StateStore) -> None:
+    rows = [
+        ("e1", "writer", ExecutionStatus.QUEUED),
+        ("e2", "writer", ExecutionStatus.SUCCEEDED),
+        ("e3", "critic", ExecutionStatus.SUCCEEDED),
+        ("e4", "critic", ExecutionStatus.FAILED),
+        ("e5", "writer", ExecutionStatus.SUCCEEDED),
+    ]
+    for second, (execution_id, agent, status) in enumerate(rows):
+        await state_store.create_execution(_execution(execution_id, agent=agent, status=status, seconds=second))
+
+    by_agent = await state_store.list_executions(agent="writer")
+    by_status = await state_store.list_executions(status=ExecutionStatus.SUCCEEDED)
+    by_both = await state_store.list_executions(agent="critic", status=ExecutionStatus.SUCCEEDED)
+    nothing = await state_store.list_executions(agent="nobody")
+
+    assert [e.execution_id for e in by_agent.items] == ["e5", "e2", "e1"]
+    assert [e.execution_id for e in by_status.items] == ["e5", "e3", "e2"]
+    assert [e.execution_id for e in by_both.items] == ["e3"]
+    assert nothing.items == []
+    assert all(page.next_cursor is None for page in (by_agent, by_status, by_both, nothing))
+
+
+async def test_cursor_pagination_returns_every_execution_once_newest_first(state_store: StateStore) -> None:
+    for second in random.Random(25).sample(range(25), 25):
+        await state_store.create_execution(_execution(f"exec-{second:02d}", seconds=second))
+
+    pages = await _all_pages(state_store, limit=10)
+
+    assert [len(page) for page in pages] == [10, 10, 5]
+    assert [e.execution_id for page in pages for e in page] == [f"exec-{s:02d}" for s in range(24, -1, -1)]
+
+
+async def test_cursor_pagination_ends_without_an_empty_page_when_the_last_page_is_full(
+    state_store: StateStore,
+) -> None:
+    for second in range(20):
+        await state_store.create_execution(_execution(f"exec-{second:02d}", seconds=second))
+
+    pages = await _all_pages(state_store, limit=10)
+
+    assert [len(page) for page in pages] == [10, 10]
+
+
+async def test_cursor_pagination_neither_skips_nor_repeats_executions_created_at_the_same_instant(
+    state_store: StateStore,
+) -> None:
+    # Groups of four share one created_at, and pages of three cut through every group.
+    ids = [f"exec-{i:02d}" for i in range(16)]
+    for i, execution_id in enumerate(ids):
+        await state_store.create_execution(_execution(execution_id, seconds=i // 4))
+
+    pages = await _all_pages(state_store, limit=3)
+    listed = [e for page in pages for e in page]
+
+    assert sorted(e.execution_id for e in listed) == ids
+    assert len(listed) == len(ids)
+    assert all(a.created_at >= b.created_at for a, b in itertools.pairwise(listed))
+
+
+async def test_cursor_pagination_keeps_the_filters(state_store: StateStore) -> None:
+    for i in range(12):
+        agent = "writer" if i % 2 == 0 else "critic"
+        await state_store.create_execution(_execution(f"exec-{i:02d}", agent=agent, seconds=i))
+
+    pages = await _all_pages(state_store, limit=4, agent="writer")
+
+    assert [len(page) for page in pages] == [4, 2]
+    assert [e.execution_id for page in pages for e in page] == [f"exec-{i:02d}" for i in (10, 8, 6, 4, 2, 0)]
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        pytest.param("not a cursor!!", id="not-base64"),
+        pytest.param(_b64(b"no separator"), id="no-separator"),
+        pytest.param(_b64(b"yesterday|exec-1"), id="not-a-datetime"),
+        pytest.param(_b64(b"\xff\xfe\xfd"), id="not-utf8"),
+        pytest.param(_b64(b"2024-05-01T12:00:00|exec-1"), id="naive-datetime"),
+    ],
+)
+async def test_invalid_cursor_raises_bad_request(state_store: StateStore, cursor: str) -> None:
+    await state_store.create_execution(_execution("exec-1"))
+
+    with pytest.raises(BadRequestError, match="cursor"):
+        await state_store.list_executions(cursor=cursor)
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+
+async def test_ping_succeeds_on_a_started_store(state_store: StateStore) -> None:
+    await state_store.ping()
+
+
+async def test_ping_before_start_raises_dependency_unavailable(
+    state_store_factory: Callable[[], SQLStateStore],
+) -> None:
+    store = state_store_factory()
+
+    with pytest.raises(DependencyUnavailableError):
+        await store.ping()
+
+
+async def test_ping_after_close_raises_dependency_unavailable(
+    state_store_factory: Callable[[], SQLStateStore],
+) -> None:
+    store = state_store_factory()
+    await store.start()
+    await store.ping()
+
+    await store.close()
+
+    with pytest.raises(DependencyUnavailableError):
+        await store.ping()
+
+
+async def test_start_against_a_closed_port_raises_dependency_unavailable() -> None:
+    store = SQLStateStore(f"postgresql+asyncpg://postgres:postgres@127.0.0.1:{free_port()}/x")
+    try:
+        with pytest.raises(DependencyUnavailableError, match="not reachable") as raised:
+            await store.start()
+        assert "postgres:postgres@" not in str(raised.value), "the error message leaks the password"
+    finally:
+        await store.close()
+
+
+async def test_writes_survive_close_and_reopen(state_store_factory: Callable[[], SQLStateStore]) -> None:
+    original = _full_execution("exec-durable")
+    first = state_store_factory()
+    await first.start()
+    await first.create_execution(original)
+    await first.close()
+
+    reopened = state_store_factory()
+    await reopened.start()
+
+    assert await reopened.get_execution("exec-durable") == original
+    assert [e.execution_id for e in (await reopened.list_executions()).items] == ["exec-durable"]
+
+
+async def test_start_is_idempotent_on_an_existing_schema(state_store_factory: Callable[[], SQLStateStore]) -> None:
+    first = state_store_factory()
+    await first.start()
+    await first.create_execution(_execution("exec-kept"))
+    second = state_store_factory()
+
+    await second.start()
+
+    assert (await second.get_execution("exec-kept")).execution_id == "exec-kept"
+
+
+async def test_operations_after_close_raise_dependency_unavailable(
+    state_store_factory: Callable[[], SQLStateStore],
+) -> None:
+    store = state_store_factory()
+    await store.start()
+    await store.create_execution(_execution("exec-1"))
+    await store.close()
+
+    with pytest.raises(DependencyUnavailableError):
+        await store.get_execution("exec-1")
+    with pytest.raises(DependencyUnavailableError):
+        await store.list_executions()
+
+
+async def test_duplicate_id_is_a_conflict(state_store: StateStore) -> None:
+    await state_store.create_execution(_execution("exec-1"))
+
+    with pytest.raises(ConflictError, match="exec-1"):
+        await state_store.create_execution(_execution("exec-1"))
+
+
+async def test_limit_below_one_is_a_bad_request(state_store: StateStore) -> None:
+    with pytest.raises(BadRequestError, match="limit"):
+        await state_store.list_executions(limit=0)
