@@ -7,11 +7,11 @@ reported as warnings by `agent_document.parse_agent_document`, so typos still su
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from agentrunner.domain.topics import pattern_problem
 
@@ -63,6 +63,16 @@ class ScheduleConfig(_Section):
     task_data: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=300, gt=0)
 
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None and (len(value.split()) != 5 or not croniter.is_valid(value)):
+            raise ValueError(
+                f"invalid cron {value!r}: expected 5 fields "
+                "'minute hour day-of-month month day-of-week', e.g. \"0 9 * * 1-5\""
+            )
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -74,16 +84,9 @@ class ScheduleConfig(_Section):
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> ScheduleConfig:
-        if self.type == "cron":
-            if not self.cron:
-                raise ValueError("type 'cron' needs a 'cron' expression such as \"0 9 * * *\"")
-            fields = self.cron.split()
-            if len(fields) != 5 or not croniter.is_valid(self.cron):
-                raise ValueError(
-                    f"invalid cron {self.cron!r}: expected 5 fields "
-                    "'minute hour day-of-month month day-of-week', e.g. \"0 9 * * 1-5\""
-                )
-        elif self.interval_seconds is None:
+        if self.type == "cron" and not self.cron:
+            raise ValueError("type 'cron' needs a 'cron' expression such as \"0 9 * * *\"")
+        if self.type == "interval" and self.interval_seconds is None:
             raise ValueError("type 'interval' needs 'interval_seconds' greater than 0")
         return self
 
@@ -139,6 +142,13 @@ class RetryConfig(_Section):
     exponential_backoff: bool = True
 
 
+def _topic_pattern(pattern: str) -> str:
+    problem = pattern_problem(pattern)
+    if problem:
+        raise ValueError(problem)
+    return pattern
+
+
 class AgentConfig(_Section):
     """One agent, as its YAML file defines it."""
 
@@ -149,29 +159,27 @@ class AgentConfig(_Section):
     llm_config: LLMConfig
     system_prompt: str = ""
     tags: list[str] = Field(default_factory=list)
-    event_subscriptions: list[str] = Field(default_factory=list)
-    schedule_config: ScheduleConfig | None = None
+    event_subscriptions: list[Annotated[str, AfterValidator(_topic_pattern)]] = Field(default_factory=list)
+    # Validated even when absent, so a scheduled agent without one is reported at this path.
+    schedule_config: ScheduleConfig | None = Field(default=None, validate_default=True)
     collaborative_config: CollaborativeConfig | None = None
     continuous_config: ContinuousConfig | None = None
     retry_config: RetryConfig = Field(default_factory=RetryConfig)
     tools: list[ToolConfig] = Field(default_factory=list)
     timeout_seconds: float = Field(default=300, gt=0)
 
-    @field_validator("event_subscriptions")
+    @field_validator("schedule_config")
     @classmethod
-    def _valid_patterns(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            problem = pattern_problem(pattern)
-            if problem:
-                raise ValueError(problem)
-        return patterns
-
-    @model_validator(mode="after")
-    def _mode_needs(self) -> AgentConfig:
-        if self.execution_mode is ExecutionMode.SCHEDULED and self.schedule_config is None:
+    def _scheduled_has_schedule(cls, schedule: ScheduleConfig | None, info: ValidationInfo) -> ScheduleConfig | None:
+        if info.data.get("execution_mode") is ExecutionMode.SCHEDULED and schedule is None:
             raise ValueError("execution_mode 'scheduled' needs a 'schedule_config' (type cron or interval)")
-        names = [tool.name for tool in self.tools]
+        return schedule
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tool_names(cls, tools: list[ToolConfig]) -> list[ToolConfig]:
+        names = [tool.name for tool in tools]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"tool names must be unique, repeated: {', '.join(duplicates)}")
-        return self
+        return tools

@@ -73,14 +73,17 @@ def parse_agent_document(text: str, source: str) -> AgentDocument:
         kind = "empty" if data is None else type(data).__name__
         issue = ConfigIssue(source, "", f"expected a mapping of agent fields at the top level, found {kind}", 1)
         raise AgentFileError(source, [issue])
+    duplicates = _duplicate_keys(node, source)
+    if duplicates:
+        raise AgentFileError(source, duplicates)
     try:
         config = AgentConfig.model_validate(data)
     except ValidationError as exc:
         issues = [_issue_from(error, source, node) for error in exc.errors()]
         raise AgentFileError(source, issues) from exc
     warnings = tuple(
-        ConfigIssue(source, path, "unknown field, ignored", _line_of(node, path.split(".")))
-        for path in _unknown_fields(config, "")
+        ConfigIssue(source, ".".join(path), "unknown field, ignored", _line_of(node, list(path)))
+        for path in _unknown_fields(config, ())
     )
     return AgentDocument(config=config, source=source, warnings=warnings)
 
@@ -137,13 +140,34 @@ def _line_of(node: yaml.Node | None, location: list[str]) -> int | None:
     return line
 
 
-def _unknown_fields(model: BaseModel, prefix: str) -> list[str]:
-    found = [f"{prefix}{key}" for key in (model.model_extra or {})]
+def _unknown_fields(model: BaseModel, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+    found = [(*prefix, str(key)) for key in (model.model_extra or {})]
     for name in type(model).model_fields:
         value = getattr(model, name)
-        children = value if isinstance(value, list) else [value]
-        for index, child in enumerate(children):
-            if isinstance(child, BaseModel):
-                position = f".{index}" if isinstance(value, list) else ""
-                found.extend(_unknown_fields(child, f"{prefix}{name}{position}."))
+        if isinstance(value, BaseModel):
+            found.extend(_unknown_fields(value, (*prefix, name)))
+        elif isinstance(value, list):
+            for index, child in enumerate(value):
+                if isinstance(child, BaseModel):
+                    found.extend(_unknown_fields(child, (*prefix, name, str(index))))
     return found
+
+
+def _duplicate_keys(node: yaml.Node | None, source: str, path: tuple[str, ...] = ()) -> list[ConfigIssue]:
+    """YAML lets a repeated key silently replace the first: report it instead."""
+    issues: list[ConfigIssue] = []
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            line = key.start_mark.line + 1
+            if name in first_line:
+                where = ".".join((*path, name))
+                issues.append(ConfigIssue(source, where, f"duplicate key: also set at line {first_line[name]}", line))
+            else:
+                first_line[name] = line
+            issues.extend(_duplicate_keys(value, source, (*path, name)))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            issues.extend(_duplicate_keys(item, source, (*path, str(index))))
+    return issues

@@ -35,18 +35,20 @@ def pattern_problem(pattern: str) -> str | None:
     return None
 
 
-def _words_match(pattern: tuple[str, ...], topic: tuple[str, ...]) -> bool:
-    if not pattern:
-        return not topic
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_words_match(rest, topic[skip:]) for skip in range(len(topic) + 1))
-    if not topic:
-        return False
-    return (head in ("*", topic[0])) and _words_match(rest, topic[1:])
+def _words_match(pattern: list[str], topic: list[str]) -> bool:
+    # Dynamic programming over (pattern words, topic words): linear in each, however many
+    # '#' a pattern has (a naive backtracking matcher is exponential in them).
+    matched = [True] + [False] * len(topic)  # matched[j]: the pattern so far matches topic[:j]
+    for word in pattern:
+        if word == "#":
+            for j in range(1, len(topic) + 1):
+                matched[j] = matched[j] or matched[j - 1]
+        else:
+            matched = [False] + [matched[j - 1] and word in ("*", topic[j - 1]) for j in range(1, len(topic) + 1)]
+    return matched[-1]
 
 
 @lru_cache(maxsize=65536)
 def topic_matches(pattern: str, topic: str) -> bool:
     """True when `topic` would be routed to a queue bound with `pattern`."""
-    return _words_match(tuple(pattern.split(".")), tuple(topic.split(".")))
+    return _words_match(pattern.split("."), topic.split("."))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def _claimed_name(text: str) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
+def _name_line(text: str) -> int | None:
+    match = re.search(r"^name\s*:", text, flags=re.MULTILINE)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
 def load_agent_directory(directory: Path) -> AgentDirectory:
     """Parse `*.yml` and `*.yaml` in `directory` (sorted by file name; not recursive).
 
@@ -66,7 +72,9 @@ def load_agent_directory(directory: Path) -> AgentDirectory:
             continue
         name = document.config.name
         if name in seen:
-            issue = ConfigIssue(source, "name", f"duplicate agent name {name!r}: already defined in {seen[name]}")
+            issue = ConfigIssue(
+                source, "name", f"duplicate agent name {name!r}: already defined in {seen[name]}", _name_line(text)
+            )
             result.broken.append(BrokenAgentFile(source, (issue,)))
             continue
         seen[name] = source

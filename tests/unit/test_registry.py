@@ -1,0 +1,221 @@
+"""AgentRegistry: which agents can run on this node, and a reason a user can act on for the
+ones that cannot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentrunner.adapters.config.files import load_agent_directory
+from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
+from agentrunner.domain.agent import ExecutionMode
+from agentrunner.domain.agent_document import AgentDocument, parse_agent_document
+from agentrunner.domain.errors import AgentNotFoundError, AgentUnavailableError
+from agentrunner.runtime.registry import AgentRegistry, AgentStatus
+from agentrunner.settings import Settings
+from tests.conftest import FIXTURE_AGENTS
+
+
+def agent_yaml(name: str, *, provider: str = "echo", mode: str = "autonomous") -> str:
+    """A small valid agent file; scheduled agents get an hourly interval."""
+    schedule = "schedule_config:\n  type: interval\n  interval_seconds: 3600\n" if mode == "scheduled" else ""
+    return (
+        f"name: {name}\nagent_type: tester\nexecution_mode: {mode}\n"
+        f"llm_config:\n  provider: {provider}\n  model: some-model\n{schedule}"
+    )
+
+
+def document(name: str, *, provider: str = "echo", mode: str = "autonomous") -> AgentDocument:
+    return parse_agent_document(agent_yaml(name, provider=provider, mode=mode), f"agents/{name}.yml")
+
+
+def catalog(**settings: str) -> SettingsProviderCatalog:
+    return SettingsProviderCatalog(Settings(_env_file=None, **settings))  # type: ignore[call-arg]
+
+
+def registry_of(*documents: AgentDocument, **settings: str) -> AgentRegistry:
+    registry = AgentRegistry()
+    registry.replace_all(list(documents), [], catalog(**settings))
+    return registry
+
+
+@pytest.fixture(autouse=True)
+def _no_keys_from_the_environment(clean_env: None) -> None:
+    """Every test starts with no provider key, whatever the developer's shell exports."""
+
+
+@pytest.mark.parametrize(
+    ("provider", "reason"),
+    [
+        ("openai", "provider 'openai' needs OPENAI_API_KEY: set it in .env or the environment"),
+        ("anthropic", "provider 'anthropic' needs ANTHROPIC_API_KEY: set it in .env or the environment"),
+        (
+            "bedrock",
+            "provider 'bedrock' needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: set them in .env or the environment",
+        ),
+    ],
+)
+def test_agent_on_a_keyed_provider_without_its_key_is_unavailable_naming_the_variable(
+    provider: str, reason: str
+) -> None:
+    registry = registry_of(document("needs-key", provider=provider))
+
+    agent = registry.get("needs-key")
+
+    assert (agent.status, agent.reasons) == (AgentStatus.UNAVAILABLE, (reason,))
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "ollama"])
+def test_provider_without_an_adapter_in_this_version_is_unavailable_even_with_a_key(provider: str) -> None:
+    registry = registry_of(document("later", provider=provider), anthropic_api_key="sk-ant-test")
+
+    assert registry.get("later").reasons == (f"the {provider} adapter is not in this version of agentrunner yet",)
+
+
+@pytest.mark.parametrize("mode", ["autonomous", "scheduled"])
+def test_echo_agent_is_available_without_any_key(mode: str) -> None:
+    registry = registry_of(document("echo-agent", mode=mode))
+
+    agent = registry.get("echo-agent")
+
+    assert (agent.status, agent.reasons) == (AgentStatus.AVAILABLE, ())
+    assert registry.runnable("echo-agent").name == "echo-agent"
+
+
+def test_openai_autonomous_agent_is_available_once_openai_api_key_is_set() -> None:
+    registry = registry_of(document("writer", provider="openai"), openai_api_key="sk-test")
+
+    assert registry.get("writer").status is AgentStatus.AVAILABLE
+    assert registry.runnable("writer").llm_config.provider.value == "openai"
+
+
+@pytest.mark.parametrize("mode", ["collaborative", "continuous"])
+def test_agent_in_a_mode_this_version_does_not_serve_is_unavailable_saying_so(mode: str) -> None:
+    registry = registry_of(document("later", mode=mode))
+
+    agent = registry.get("later")
+
+    assert agent.status is AgentStatus.UNAVAILABLE
+    assert agent.reasons == (f"execution mode {mode!r} is not served by this version yet",)
+
+
+def test_every_reason_is_listed_when_both_provider_and_mode_stop_an_agent() -> None:
+    registry = registry_of(document("blocked", provider="openai", mode="continuous"))
+
+    assert registry.get("blocked").reasons == (
+        "provider 'openai' needs OPENAI_API_KEY: set it in .env or the environment",
+        "execution mode 'continuous' is not served by this version yet",
+    )
+
+
+def test_broken_file_with_a_readable_name_is_listed_unavailable_with_its_error(tmp_path: Path) -> None:
+    bad = tmp_path / "half-done.yml"
+    bad.write_text(agent_yaml("half-done", mode="batch"), encoding="utf-8")
+    loaded = load_agent_directory(tmp_path)
+    registry = AgentRegistry()
+
+    registry.replace_all(loaded.documents, loaded.broken, catalog())
+
+    agent = registry.get("half-done")
+    assert (agent.status, agent.config, agent.source) == (AgentStatus.UNAVAILABLE, None, str(bad))
+    assert agent.reasons == (
+        f"{bad}:3: execution_mode: got 'batch', expected one of "
+        "'collaborative', 'autonomous', 'continuous' or 'scheduled'",
+    )
+    assert [issue.path for issue in registry.problems] == ["execution_mode"]
+
+
+def test_broken_file_without_a_name_is_only_a_problem_not_an_agent(tmp_path: Path) -> None:
+    (tmp_path / "garbage.yml").write_text("- just\n- a list\n", encoding="utf-8")
+    loaded = load_agent_directory(tmp_path)
+    registry = AgentRegistry()
+
+    registry.replace_all(loaded.documents, loaded.broken, catalog())
+
+    assert registry.agents == {}
+    assert [issue.message for issue in registry.problems] == [
+        "expected a mapping of agent fields at the top level, found list"
+    ]
+
+
+def test_broken_file_claiming_the_name_of_a_loaded_agent_does_not_replace_it(tmp_path: Path) -> None:
+    (tmp_path / "a.yml").write_text(agent_yaml("twin"), encoding="utf-8")
+    (tmp_path / "b.yml").write_text(agent_yaml("twin", mode="batch"), encoding="utf-8")
+    loaded = load_agent_directory(tmp_path)
+    registry = AgentRegistry()
+
+    registry.replace_all(loaded.documents, loaded.broken, catalog())
+
+    assert registry.get("twin").status is AgentStatus.AVAILABLE
+    assert registry.get("twin").source == str(tmp_path / "a.yml")
+    assert [issue.source for issue in registry.problems] == [str(tmp_path / "b.yml")]
+
+
+def test_unknown_agent_raises_not_found_pointing_at_get_agents() -> None:
+    registry = registry_of(document("one"), document("two"))
+
+    with pytest.raises(AgentNotFoundError) as caught:
+        registry.get("nope")
+
+    assert str(caught.value) == "agent 'nope' not found: GET /agents lists the 2 known agents"
+    assert caught.value.code == "agent_not_found"
+    assert caught.value.context == {"agent": "nope"}
+
+
+def test_runnable_on_an_unavailable_agent_raises_with_the_reason() -> None:
+    registry = registry_of(document("needs-key", provider="openai"))
+
+    with pytest.raises(AgentUnavailableError) as caught:
+        registry.runnable("needs-key")
+
+    reason = "provider 'openai' needs OPENAI_API_KEY: set it in .env or the environment"
+    assert str(caught.value) == f"agent 'needs-key' is unavailable: {reason}"
+    assert caught.value.code == "agent_unavailable"
+    assert caught.value.context == {"agent": "needs-key", "reasons": [reason]}
+
+
+def test_runnable_on_an_unknown_agent_raises_not_found() -> None:
+    with pytest.raises(AgentNotFoundError):
+        registry_of().runnable("nope")
+
+
+def test_replace_all_forgets_agents_that_are_gone_and_lists_the_rest_by_name() -> None:
+    registry = registry_of(document("zulu"), document("alpha"), document("old"))
+
+    registry.replace_all([document("zulu"), document("alpha")], [], catalog())
+
+    assert list(registry.agents) == ["alpha", "zulu"]
+    with pytest.raises(AgentNotFoundError):
+        registry.get("old")
+
+
+def test_in_modes_returns_only_available_agents_of_those_modes() -> None:
+    registry = registry_of(
+        document("runs-now"),
+        document("ticks", mode="scheduled"),
+        document("no-key", provider="anthropic"),
+        document("later", mode="continuous"),
+    )
+
+    assert [c.name for c in registry.in_modes(frozenset({ExecutionMode.AUTONOMOUS}))] == ["runs-now"]
+    assert [c.name for c in registry.in_modes(frozenset({ExecutionMode.SCHEDULED}))] == ["ticks"]
+    assert registry.in_modes(frozenset({ExecutionMode.CONTINUOUS})) == []
+
+
+def test_fixture_agents_without_keys_only_the_served_echo_agents_are_available() -> None:
+    loaded = load_agent_directory(FIXTURE_AGENTS)
+    registry = AgentRegistry()
+
+    registry.replace_all(loaded.documents, loaded.broken, catalog())
+
+    status = {name: agent.status.value for name, agent in registry.agents.items()}
+    assert status == {
+        "anthropic-analyst": "unavailable",
+        "bedrock-reporter": "unavailable",
+        "echo-helper": "available",
+        "echo-planner": "unavailable",
+        "echo-ticker": "available",
+        "openai-writer": "unavailable",
+    }
+    assert "AWS_ACCESS_KEY_ID" in registry.get("bedrock-reporter").reasons[0]
