@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -54,11 +54,10 @@ async def postgres_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No agentrunner setting leaks in from the developer's environment."""
     for key in list(os.environ):
         if key.endswith(("_API_KEY", "_BASE_URL")) or key.startswith(
             ("AWS_", "SLACK_", "DATABASE_", "REDIS_", "RABBITMQ_")
         ):
             monkeypatch.delenv(key, raising=False)
-    yield
