@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,11 +41,14 @@ class TraceMiddleware:
         headers = dict(scope.get("headers") or [])
         trace_id = accept_trace_id(headers.get(TRACE_HEADER.encode(), b"").decode("latin-1"))
         started = False
+        status = 500
+        began = time.perf_counter()
 
         async def send_with_trace(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = int(message["status"])
                 message["headers"] = [*message.get("headers", []), (TRACE_HEADER.encode(), trace_id.encode())]
             await send(message)
 
@@ -59,6 +63,17 @@ class TraceMiddleware:
                     500, "internal_error", "internal error: the log line with this trace_id has the details"
                 )
                 await response(scope, receive, send_with_trace)
+            finally:
+                path = str(scope.get("path", ""))
+                # Probes run every few seconds: keep them out of INFO.
+                emit = log.debug if path.startswith("/health/") else log.info
+                emit(
+                    "request",
+                    method=scope.get("method"),
+                    path=path,
+                    status=status,
+                    duration_ms=round((time.perf_counter() - began) * 1000, 2),
+                )
 
 
 class ApiKeyMiddleware:
