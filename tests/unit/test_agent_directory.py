@@ -13,6 +13,8 @@ from tests.conftest import FIXTURE_AGENTS
 
 BAD_AGENTS = FIXTURE_AGENTS.parent / "bad_agents"
 
+FIXTURE_NAMES = ("anthropic-analyst", "bedrock-reporter", "echo-helper", "echo-planner", "echo-ticker", "openai-writer")
+
 
 def agent_yaml(name: str, *, mode: str = "autonomous") -> str:
     """A small valid agent file for `name`; `mode` sits on line 3."""
@@ -160,17 +162,7 @@ def test_fixture_agents_load_with_no_error_and_no_warning() -> None:
 
     assert loaded.issues == []
     assert [w for d in loaded.documents for w in d.warnings] == []
-    assert {Path(d.source).stem: d.config.name for d in loaded.documents} == {
-        name: name
-        for name in (
-            "anthropic-analyst",
-            "bedrock-reporter",
-            "echo-helper",
-            "echo-planner",
-            "echo-ticker",
-            "openai-writer",
-        )
-    }
+    assert {Path(d.source).stem: d.config.name for d in loaded.documents} == {name: name for name in FIXTURE_NAMES}
 
 
 def test_bad_agents_fixture_keeps_its_one_good_file_and_reports_the_rest() -> None:
@@ -195,14 +187,7 @@ def test_validate_good_directory_exits_0_and_prints_a_table_of_agents() -> None:
     for header in ("name", "mode", "provider", "model", "file"):
         assert header in table
     rows = {line.split("│")[1].strip(): line for line in table.splitlines() if line.count("│") == 6}
-    assert set(rows) == {
-        "anthropic-analyst",
-        "bedrock-reporter",
-        "echo-helper",
-        "echo-planner",
-        "echo-ticker",
-        "openai-writer",
-    }
+    assert set(rows) == set(FIXTURE_NAMES)
     assert [cell.strip() for cell in rows["echo-ticker"].split("│")[1:6]] == [
         "echo-ticker",
         "scheduled",
