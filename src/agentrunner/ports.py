@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from agentrunner.domain.agent import LLMConfig
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import Completion, LLMRequest
+from agentrunner.domain.state import AgentState, UsageTotals
 
 EventHandler = Callable[[Event], Awaitable[None]]
 
@@ -73,6 +75,25 @@ class EventBus(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """An agent as the registry table keeps it, for every role to read."""
+
+    name: str
+    source: str
+    status: str
+    reasons: list[str]
+    config: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An event written with the change that caused it, not yet confirmed published."""
+
+    id: str
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionPage:
     """One page of executions, newest first, and the cursor of the next page."""
 
@@ -98,12 +119,14 @@ class StateStore(Protocol):
         """Raise `DependencyUnavailableError` when the database does not answer."""
         ...
 
-    async def create_execution(self, execution: Execution) -> None:
-        """Record a new execution; its id must be new."""
+    async def create_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
+        """Record a new execution (its id must be new, else `ConflictError`), and append
+        `events` to the outbox in the same transaction."""
         ...
 
-    async def save_execution(self, execution: Execution) -> None:
-        """Replace the stored execution with the same id (raises `ExecutionNotFoundError`)."""
+    async def save_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
+        """Replace the stored execution with the same id (raises `ExecutionNotFoundError`),
+        appending `events` to the outbox in the same transaction."""
         ...
 
     async def get_execution(self, execution_id: str) -> Execution:
@@ -119,6 +142,45 @@ class StateStore(Protocol):
         cursor: str | None = None,
     ) -> ExecutionPage:
         """Executions matching the filters, newest first, `limit` at a time."""
+        ...
+
+    async def load_state(self, agent: str, session_id: str) -> AgentState:
+        """The state of `agent` in `session_id` (raises `StateNotFoundError`)."""
+        ...
+
+    async def save_state(self, state: AgentState, *, expected_version: int | None) -> AgentState:
+        """Store `state` and return it with its new version.
+
+        `expected_version` is the version the writer read (0: there was none); when the
+        stored version differs, raise `ConflictError` and change nothing. None overwrites
+        whatever is stored.
+        """
+        ...
+
+    async def delete_state(self, agent: str, session_id: str) -> None:
+        """Forget the state of `agent` in `session_id` (raises `StateNotFoundError`)."""
+        ...
+
+    async def usage(
+        self, *, agent: str | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> UsageTotals:
+        """Tokens and cost of executions created in [since, until), per agent and in all."""
+        ...
+
+    async def pending_events(self, *, limit: int = 100, older_than_seconds: float = 0.0) -> list[OutboxEntry]:
+        """Outbox events not yet marked published, oldest first."""
+        ...
+
+    async def mark_published(self, entry_ids: Sequence[str]) -> None:
+        """Record that these outbox events reached the bus."""
+        ...
+
+    async def sync_agents(self, agents: Sequence[AgentRecord]) -> None:
+        """Make the registry table hold exactly `agents`."""
+        ...
+
+    async def list_agents(self) -> list[AgentRecord]:
+        """The registry table, by name."""
         ...
 
 

@@ -5,6 +5,7 @@
     ├── AgentNotFoundError           no agent of that name (agent_not_found)
     ├── AgentUnavailableError        the agent exists but cannot run (agent_unavailable)
     ├── ExecutionNotFoundError       no execution with that id (execution_not_found)
+    ├── StateNotFoundError           no state for that agent and session (state_not_found)
     ├── BadRequestError              the request is malformed (bad_request)
     ├── ConflictError                conflicts with what is stored (conflict)
     ├── LLMError                     a provider call failed
@@ -60,6 +61,12 @@ class ExecutionNotFoundError(AgentRunnerError):
     """No execution has the requested id."""
 
     code = "execution_not_found"
+
+
+class StateNotFoundError(AgentRunnerError):
+    """No agent state is stored for that agent and session."""
+
+    code = "state_not_found"
 
 
 class BadRequestError(AgentRunnerError):

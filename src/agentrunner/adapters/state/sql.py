@@ -1,128 +1,121 @@
-"""StateStore on SQLAlchemy 2 async: SQLite (aiosqlite) for the embedded mode,
-PostgreSQL (asyncpg) for the distributed one. The only module that writes SQL."""
+"""StateStore on SQLAlchemy 2 async: SQLite (aiosqlite) for the embedded mode, PostgreSQL
+(asyncpg) for the distributed one. The only module that writes SQL; driver errors are
+translated here and nowhere else."""
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, select, tuple_
+from alembic import command
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, delete, event, func, select, tuple_, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from agentrunner.adapters.state.tables import Base, ExecutionRow
+from agentrunner.adapters.state.rows import (
+    decode_cursor,
+    encode_cursor,
+    execution_from,
+    execution_values,
+    state_from,
+    state_payload,
+)
+from agentrunner.adapters.state.tables import AgentRow, AgentStateRow, ExecutionRow, OutboxRow
+from agentrunner.adapters.state.urls import alembic_config, prepare_sqlite_folder
 from agentrunner.domain.errors import (
     BadRequestError,
     ConfigError,
     ConflictError,
     DependencyUnavailableError,
     ExecutionNotFoundError,
+    StateNotFoundError,
 )
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage
-from agentrunner.ports import ExecutionPage
-
-
-def _to_row(execution: Execution) -> dict[str, Any]:
-    return {
-        "execution_id": execution.execution_id,
-        "agent": execution.agent,
-        "status": execution.status.value,
-        "input": execution.input,
-        "session_id": execution.session_id,
-        "output": execution.output,
-        "error": execution.error.model_dump() if execution.error else None,
-        "input_tokens": execution.usage.input_tokens,
-        "output_tokens": execution.usage.output_tokens,
-        "cost_usd": execution.cost_usd,
-        "attempts": execution.attempts,
-        "provider": execution.provider,
-        "model": execution.model,
-        "trace_id": execution.trace_id,
-        "created_at": execution.created_at,
-        "started_at": execution.started_at,
-        "finished_at": execution.finished_at,
-    }
-
-
-def _from_row(row: ExecutionRow) -> Execution:
-    return Execution(
-        execution_id=row.execution_id,
-        agent=row.agent,
-        status=ExecutionStatus(row.status),
-        input=row.input,
-        session_id=row.session_id,
-        output=row.output,
-        error=ExecutionError.model_validate(row.error) if row.error else None,
-        usage=Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens),
-        cost_usd=row.cost_usd,
-        attempts=row.attempts,
-        provider=row.provider,
-        model=row.model,
-        trace_id=row.trace_id,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-    )
-
-
-def _encode_cursor(execution: Execution) -> str:
-    raw = f"{execution.created_at.isoformat()}|{execution.execution_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    problem = BadRequestError(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page")
-    try:
-        created_text, execution_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        created = datetime.fromisoformat(created_text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise problem from exc
-    if created.tzinfo is None:
-        raise problem
-    return created, execution_id
+from agentrunner.domain.event import Event
+from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
+from agentrunner.domain.state import AgentState, AgentUsage, UsageTotals
+from agentrunner.ports import AgentRecord, ExecutionPage, OutboxEntry
 
 
 class SQLStateStore:
-    """StateStore over a SQLAlchemy async engine (see `ports.StateStore`)."""
+    """StateStore over a SQLAlchemy async engine (see `ports.StateStore`).
 
-    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> None:
+    `migrate=True` upgrades the schema to the newest migration at start (the embedded mode
+    does this); otherwise start refuses a database that is not at the newest migration and
+    says to run `agentrunner db upgrade`, so replicas never race on a migration.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 20,
+        statement_timeout_ms: int = 30_000,
+        migrate: bool = True,
+    ) -> None:
         self._url = make_url(url)
         self._pool_size = pool_size
         self._max_overflow = max_overflow
+        self._statement_timeout_ms = statement_timeout_ms
+        self._migrate = migrate
         self._engine: AsyncEngine | None = None
-        self._sessions: async_sessionmaker[Any] | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
 
     @property
     def is_sqlite(self) -> bool:
         """True for the embedded SQLite backend."""
         return self._url.get_backend_name() == "sqlite"
 
+    @property
+    def _where(self) -> str:
+        return self._url.render_as_string(hide_password=True)
+
+    # -- lifecycle -------------------------------------------------------------------
+
     async def start(self) -> None:
         if self.is_sqlite:
-            if self._url.database and self._url.database != ":memory:":
-                folder = Path(self._url.database).parent
-                try:
-                    folder.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise ConfigError(f"cannot create the SQLite folder {folder} (DATA_DIR): {exc}") from exc
+            prepare_sqlite_folder(self._url.render_as_string(hide_password=False))
             engine = create_async_engine(self._url)
             event.listen(engine.sync_engine, "connect", _tune_sqlite)
         else:
             engine = create_async_engine(
-                self._url, pool_size=self._pool_size, max_overflow=self._max_overflow, pool_pre_ping=True
+                self._url,
+                pool_size=self._pool_size,
+                max_overflow=self._max_overflow,
+                pool_pre_ping=True,
+                connect_args={"server_settings": {"statement_timeout": str(self._statement_timeout_ms)}},
             )
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         try:
             async with engine.begin() as connection:
-                await connection.run_sync(Base.metadata.create_all)
-        except (OperationalError, DBAPIError, OSError) as exc:
-            raise DependencyUnavailableError(
-                f"database {self._url.render_as_string(hide_password=True)} is not reachable: {exc}"
-            ) from exc
+                await connection.run_sync(self._upgrade if self._migrate else self._require_head)
+        except (OperationalError, InterfaceError, OSError) as exc:
+            await self.close()
+            raise DependencyUnavailableError(f"database {self._where} is not reachable: {exc}") from exc
+        except ConfigError:
+            await self.close()
+            raise
+
+    @staticmethod
+    def _upgrade(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    def _require_head(self, connection: Connection) -> None:
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current != head:
+            raise ConfigError(
+                f"database {self._where} is at schema revision {current or 'none'}, this agentrunner needs "
+                f"{head}: run `agentrunner db upgrade`"
+            )
 
     async def close(self) -> None:
         self._sessions = None
@@ -130,44 +123,59 @@ class SQLStateStore:
             await self._engine.dispose()
             self._engine = None
 
-    def _session_factory(self) -> async_sessionmaker[Any]:
-        if self._sessions is None:
-            raise DependencyUnavailableError("the state store is not started")
-        return self._sessions
-
     async def ping(self) -> None:
-        if self._engine is None:
-            raise DependencyUnavailableError("the state store is not started")
+        async with self._session() as session:
+            await session.execute(select(1))
+
+    @asynccontextmanager
+    async def _session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session (a transaction when `write`), with driver errors translated."""
+        if self._sessions is None:
+            raise DependencyUnavailableError("the state store is not started (or was closed)")
         try:
-            async with self._engine.connect() as connection:
-                await connection.exec_driver_sql("SELECT 1")
-        except (OperationalError, DBAPIError, OSError) as exc:
-            raise DependencyUnavailableError(f"database is not answering: {exc}") from exc
+            async with self._sessions() as session:
+                if write:
+                    async with session.begin():
+                        yield session
+                else:
+                    yield session
+        except IntegrityError:
+            raise
+        except (OperationalError, InterfaceError, OSError) as exc:
+            raise DependencyUnavailableError(f"database {self._where} is not answering: {exc}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise DependencyUnavailableError(f"database {self._where} connection lost: {exc}") from exc
+            raise
 
-    async def create_execution(self, execution: Execution) -> None:
-        async with self._session_factory().begin() as session:
-            session.add(ExecutionRow(**_to_row(execution)))
-            try:
+    # -- executions ------------------------------------------------------------------
+
+    async def create_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
+        try:
+            async with self._session(write=True) as session:
+                session.add(ExecutionRow(**execution_values(execution)))
+                _append_outbox(session, events)
                 await session.flush()
-            except IntegrityError as exc:
-                raise ConflictError(f"execution {execution.execution_id} already exists") from exc
+        except IntegrityError as exc:
+            raise ConflictError(f"execution {execution.execution_id} already exists") from exc
 
-    async def save_execution(self, execution: Execution) -> None:
-        async with self._session_factory().begin() as session:
+    async def save_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
+        async with self._session(write=True) as session:
             row = await session.get(ExecutionRow, execution.execution_id)
             if row is None:
                 raise ExecutionNotFoundError(
                     f"execution {execution.execution_id} not found", execution_id=execution.execution_id
                 )
-            for key, value in _to_row(execution).items():
+            for key, value in execution_values(execution).items():
                 setattr(row, key, value)
+            _append_outbox(session, events)
 
     async def get_execution(self, execution_id: str) -> Execution:
-        async with self._session_factory()() as session:
+        async with self._session() as session:
             row = await session.get(ExecutionRow, execution_id)
             if row is None:
                 raise ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=execution_id)
-            return _from_row(row)
+            return execution_from(row)
 
     async def list_executions(
         self,
@@ -185,21 +193,180 @@ class SQLStateStore:
         if status:
             query = query.where(ExecutionRow.status == status.value)
         if cursor:
-            created, execution_id = _decode_cursor(cursor)
+            created, execution_id = decode_cursor(cursor)
             query = query.where(tuple_(ExecutionRow.created_at, ExecutionRow.execution_id) < (created, execution_id))
         query = query.order_by(ExecutionRow.created_at.desc(), ExecutionRow.execution_id.desc()).limit(limit + 1)
-        async with self._session_factory()() as session:
+        async with self._session() as session:
             rows = (await session.scalars(query)).all()
-        items = [_from_row(row) for row in rows[:limit]]
-        next_cursor = _encode_cursor(items[-1]) if len(rows) > limit and items else None
+        items = [execution_from(row) for row in rows[:limit]]
+        next_cursor = encode_cursor(items[-1]) if len(rows) > limit and items else None
         return ExecutionPage(items=items, next_cursor=next_cursor)
+
+    async def usage(
+        self, *, agent: str | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> UsageTotals:
+        query = select(
+            ExecutionRow.agent,
+            func.count(),
+            func.coalesce(func.sum(ExecutionRow.input_tokens), 0),
+            func.coalesce(func.sum(ExecutionRow.output_tokens), 0),
+            func.sum(ExecutionRow.cost_usd),
+        ).group_by(ExecutionRow.agent)
+        if agent:
+            query = query.where(ExecutionRow.agent == agent)
+        if since:
+            query = query.where(ExecutionRow.created_at >= since)
+        if until:
+            query = query.where(ExecutionRow.created_at < until)
+        async with self._session() as session:
+            rows = (await session.execute(query.order_by(ExecutionRow.agent))).all()
+        agents = [
+            AgentUsage(
+                agent=name,
+                executions=count,
+                input_tokens=int(tokens_in),
+                output_tokens=int(tokens_out),
+                cost_usd=float(cost) if cost is not None else None,
+            )
+            for name, count, tokens_in, tokens_out, cost in rows
+        ]
+        costs = [a.cost_usd for a in agents if a.cost_usd is not None]
+        return UsageTotals(
+            since=since,
+            until=until,
+            agents=agents,
+            executions=sum(a.executions for a in agents),
+            input_tokens=sum(a.input_tokens for a in agents),
+            output_tokens=sum(a.output_tokens for a in agents),
+            cost_usd=round(sum(costs), 8) if costs else None,
+        )
+
+    # -- agent state -----------------------------------------------------------------
+
+    async def load_state(self, agent: str, session_id: str) -> AgentState:
+        async with self._session() as session:
+            row = await session.get(AgentStateRow, (agent, session_id))
+            if row is None:
+                raise StateNotFoundError(f"no state for agent {agent!r} session {session_id!r}")
+            return state_from(row)
+
+    async def save_state(self, state: AgentState, *, expected_version: int | None) -> AgentState:
+        key = {"agent": state.agent, "session_id": state.session_id}
+        now = utcnow()
+        try:
+            async with self._session(write=True) as session:
+                if expected_version is None:
+                    row = await session.get(AgentStateRow, (state.agent, state.session_id), with_for_update=True)
+                    expected_version = row.version if row else 0
+                if expected_version == 0:
+                    session.add(AgentStateRow(**key, payload=state_payload(state), version=1, updated_at=now))
+                    await session.flush()
+                else:
+                    result = await session.execute(
+                        update(AgentStateRow)
+                        .where(
+                            AgentStateRow.agent == state.agent,
+                            AgentStateRow.session_id == state.session_id,
+                            AgentStateRow.version == expected_version,
+                        )
+                        .values(payload=state_payload(state), version=expected_version + 1, updated_at=now)
+                    )
+                    if result.rowcount != 1:  # type: ignore[attr-defined]
+                        raise await self._stale(session, state, expected_version)
+        except IntegrityError as exc:
+            raise ConflictError(
+                f"state of agent {state.agent!r} session {state.session_id!r} already exists: "
+                "load it and save with the version you read",
+                agent=state.agent,
+                session_id=state.session_id,
+            ) from exc
+        return state.model_copy(update={"version": expected_version + 1, "updated_at": now})
+
+    @staticmethod
+    async def _stale(session: AsyncSession, state: AgentState, expected: int) -> ConflictError:
+        current = await session.scalar(
+            select(AgentStateRow.version).where(
+                AgentStateRow.agent == state.agent, AgentStateRow.session_id == state.session_id
+            )
+        )
+        where = f"agent {state.agent!r} session {state.session_id!r}"
+        if current is None:
+            return ConflictError(f"no state stored for {where} (expected version {expected}): save with version 0")
+        return ConflictError(
+            f"stale write to {where}: expected version {expected}, stored version is {current}; "
+            "load the state again and reapply the change",
+            current_version=current,
+        )
+
+    async def delete_state(self, agent: str, session_id: str) -> None:
+        async with self._session(write=True) as session:
+            result = await session.execute(
+                delete(AgentStateRow).where(AgentStateRow.agent == agent, AgentStateRow.session_id == session_id)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise StateNotFoundError(f"no state for agent {agent!r} session {session_id!r}")
+
+    # -- outbox ----------------------------------------------------------------------
+
+    async def pending_events(self, *, limit: int = 100, older_than_seconds: float = 0.0) -> list[OutboxEntry]:
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+        query = (
+            select(OutboxRow)
+            .where(OutboxRow.published_at.is_(None), OutboxRow.created_at <= cutoff)
+            .order_by(OutboxRow.created_at, OutboxRow.id)
+            .limit(limit)
+        )
+        async with self._session() as session:
+            rows = (await session.scalars(query)).all()
+        return [OutboxEntry(id=row.id, event=Event.model_validate(row.event)) for row in rows]
+
+    async def mark_published(self, entry_ids: Sequence[str]) -> None:
+        if not entry_ids:
+            return
+        async with self._session(write=True) as session:
+            await session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id.in_(list(entry_ids)), OutboxRow.published_at.is_(None))
+                .values(published_at=utcnow())
+            )
+
+    # -- agent registry --------------------------------------------------------------
+
+    async def sync_agents(self, agents: Sequence[AgentRecord]) -> None:
+        now = utcnow()
+        async with self._session(write=True) as session:
+            await session.execute(delete(AgentRow).where(AgentRow.name.not_in([a.name for a in agents])))
+            for agent in agents:
+                await session.merge(
+                    AgentRow(
+                        name=agent.name,
+                        source=agent.source,
+                        status=agent.status,
+                        reasons=list(agent.reasons),
+                        config=agent.config,
+                        updated_at=now,
+                    )
+                )
+
+    async def list_agents(self) -> list[AgentRecord]:
+        async with self._session() as session:
+            rows = (await session.scalars(select(AgentRow).order_by(AgentRow.name))).all()
+        return [AgentRecord(r.name, r.source, r.status, list(r.reasons), r.config) for r in rows]
+
+
+def _append_outbox(session: AsyncSession, events: Sequence[Event]) -> None:
+    for item in events:
+        session.add(
+            OutboxRow(id=item.event_id, topic=item.topic, event=item.model_dump(mode="json"), created_at=utcnow())
+        )
 
 
 def _tune_sqlite(dbapi_connection: Any, _: Any) -> None:
     # WAL lets readers and the single writer work at once; a busy timeout instead of
-    # 'database is locked' errors when two writers meet.
+    # 'database is locked' errors when two writers meet; foreign keys on, as on PostgreSQL.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

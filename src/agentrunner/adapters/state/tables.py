@@ -1,12 +1,38 @@
-"""SQLAlchemy models of the durable state, shared by SQLite and PostgreSQL."""
+"""SQLAlchemy models of the durable state, shared by SQLite and PostgreSQL.
+
+Alembic migrations (`migrations/versions/`) create exactly these tables; a test proves
+that autogenerate finds no difference between the two.
+"""
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Float, Index, Integer, String, Text, TypeDecorator
+import orjson
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Payloads larger than this are stored gzip-compressed (ARCHITECTURE §6).
+COMPRESS_OVER_BYTES = 1024 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -28,10 +54,54 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class CompressedJSON(TypeDecorator[Any]):
+    """JSON stored as bytes, gzip-compressed when over `COMPRESS_OVER_BYTES`; reads are
+    transparent (JSON text never starts with gzip's magic bytes)."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
+        if value is None:
+            return None
+        raw = orjson.dumps(value)
+        return gzip.compress(raw, compresslevel=6) if len(raw) > COMPRESS_OVER_BYTES else raw
+
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        raw = bytes(value)
+        return orjson.loads(gzip.decompress(raw) if raw.startswith(_GZIP_MAGIC) else raw)
+
+
+# Stable constraint names, so migrations can drop and alter them on every backend.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 class Base(DeclarativeBase):
     """Metadata of every agentrunner table."""
 
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class AgentRow(Base):
+    """The agent registry: what each node loaded, so every role sees the same agents."""
+
+    __tablename__ = "agents"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[list[Any]]
+    config: Mapped[dict[str, Any] | None]
+    updated_at: Mapped[datetime]
 
 
 class ExecutionRow(Base):
@@ -62,3 +132,152 @@ class ExecutionRow(Base):
         Index("ix_executions_agent_created", "agent", "created_at"),
         Index("ix_executions_status", "status"),
     )
+
+
+class AgentStateRow(Base):
+    """An agent's memory for one session, versioned for optimistic concurrency."""
+
+    __tablename__ = "agent_state"
+
+    agent: Mapped[str] = mapped_column(String(128), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    payload: Mapped[Any] = mapped_column(CompressedJSON)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime]
+
+
+class PlanRunRow(Base):
+    """One run of a collaborative agent's plan."""
+
+    __tablename__ = "plan_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(24))
+    input: Mapped[dict[str, Any]]
+    plan: Mapped[dict[str, Any] | None]
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[dict[str, Any] | None]
+    trace_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class PlanStepRow(Base):
+    """One step of a plan run, assigned to an agent, after its dependencies."""
+
+    __tablename__ = "plan_steps"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    plan_run_id: Mapped[str] = mapped_column(ForeignKey("plan_runs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    agent: Mapped[str] = mapped_column(String(128))
+    task: Mapped[str] = mapped_column(Text)
+    depends_on: Mapped[list[Any]]
+    status: Mapped[str] = mapped_column(String(24))
+    output: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[dict[str, Any] | None]
+    execution_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("plan_run_id", "position", name="uq_plan_steps_run_position"),)
+
+
+class ClarificationRow(Base):
+    """A question a plan step asks a human; the run waits until it is answered."""
+
+    __tablename__ = "clarifications"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    plan_run_id: Mapped[str] = mapped_column(ForeignKey("plan_runs.id", ondelete="CASCADE"), index=True)
+    step_id: Mapped[str | None] = mapped_column(ForeignKey("plan_steps.id", ondelete="CASCADE"))
+    question: Mapped[str] = mapped_column(Text)
+    options: Mapped[list[Any]]
+    status: Mapped[str] = mapped_column(String(16))
+    response: Mapped[str | None] = mapped_column(Text)
+    answered_by: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime]
+    answered_at: Mapped[datetime | None]
+
+
+class ScheduleRow(Base):
+    """When an agent runs by itself: from its YAML or created through the API."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    cron: Mapped[str | None] = mapped_column(String(128))
+    interval_seconds: Mapped[float | None] = mapped_column(Float)
+    timezone: Mapped[str] = mapped_column(String(64))
+    task_data: Mapped[dict[str, Any]]
+    timeout_seconds: Mapped[float] = mapped_column(Float)
+    misfire_policy: Mapped[str] = mapped_column(String(16))
+    overlap_policy: Mapped[str] = mapped_column(String(16))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    origin: Mapped[str] = mapped_column(String(16))
+    next_fire_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ScheduleFireRow(Base):
+    """One firing of a schedule; the unique fire key makes each fire happen once across
+    scheduler replicas."""
+
+    __tablename__ = "schedule_fires"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"), index=True)
+    fire_key: Mapped[str] = mapped_column(String(200), unique=True)
+    scheduled_for: Mapped[datetime]
+    fired_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    execution_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class OutboxRow(Base):
+    """An event written in the same transaction as the change that caused it, published
+    afterwards (transactional outbox: nothing accepted is lost between DB and broker)."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    event: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    published_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_outbox_pending", "published_at", "created_at"),)
+
+
+class DeadLetterRow(Base):
+    """An event that failed every delivery attempt, kept for inspection and replay."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str] = mapped_column(String(255))
+    event: Mapped[dict[str, Any]]
+    error: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    replayed_at: Mapped[datetime | None]
+
+
+class AuditRow(Base):
+    """Who did what, when: configuration changes, approvals, replays, state edits."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(256))
+    trace_id: Mapped[str | None] = mapped_column(String(128))
+    details: Mapped[dict[str, Any]]

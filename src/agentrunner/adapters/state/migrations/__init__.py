@@ -1,0 +1,1 @@
+"""Alembic migrations of agentrunner's schema; they run on SQLite and PostgreSQL alike."""

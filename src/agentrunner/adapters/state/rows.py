@@ -1,0 +1,94 @@
+"""Conversions between domain models and table rows."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+from agentrunner.adapters.state.tables import AgentStateRow, ExecutionRow
+from agentrunner.domain.errors import BadRequestError
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage
+from agentrunner.domain.state import AgentState
+
+
+def execution_values(execution: Execution) -> dict[str, Any]:
+    """Column values of an execution row."""
+    return {
+        "execution_id": execution.execution_id,
+        "agent": execution.agent,
+        "status": execution.status.value,
+        "input": execution.input,
+        "session_id": execution.session_id,
+        "output": execution.output,
+        "error": execution.error.model_dump() if execution.error else None,
+        "input_tokens": execution.usage.input_tokens,
+        "output_tokens": execution.usage.output_tokens,
+        "cost_usd": execution.cost_usd,
+        "attempts": execution.attempts,
+        "provider": execution.provider,
+        "model": execution.model,
+        "trace_id": execution.trace_id,
+        "created_at": execution.created_at,
+        "started_at": execution.started_at,
+        "finished_at": execution.finished_at,
+    }
+
+
+def execution_from(row: ExecutionRow) -> Execution:
+    """The execution a row holds."""
+    return Execution(
+        execution_id=row.execution_id,
+        agent=row.agent,
+        status=ExecutionStatus(row.status),
+        input=row.input,
+        session_id=row.session_id,
+        output=row.output,
+        error=ExecutionError.model_validate(row.error) if row.error else None,
+        usage=Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens),
+        cost_usd=row.cost_usd,
+        attempts=row.attempts,
+        provider=row.provider,
+        model=row.model,
+        trace_id=row.trace_id,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def state_from(row: AgentStateRow) -> AgentState:
+    """The agent state a row holds."""
+    payload = row.payload or {}
+    return AgentState(
+        agent=row.agent,
+        session_id=row.session_id,
+        history=payload.get("history", []),
+        memory=payload.get("memory", {}),
+        version=row.version,
+        updated_at=row.updated_at,
+    )
+
+
+def state_payload(state: AgentState) -> dict[str, Any]:
+    """What an agent state row stores in its (possibly compressed) payload."""
+    return {"history": state.history, "memory": state.memory}
+
+
+def encode_cursor(execution: Execution) -> str:
+    """An opaque cursor that resumes a listing after `execution`."""
+    raw = f"{execution.created_at.isoformat()}|{execution.execution_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, execution_id) a cursor resumes after (raises `BadRequestError`)."""
+    problem = BadRequestError(f"invalid cursor {cursor!r}: pass the next_cursor of a previous page")
+    try:
+        created_text, execution_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        created = datetime.fromisoformat(created_text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise problem from exc
+    if created.tzinfo is None:
+        raise problem
+    return created, execution_id
