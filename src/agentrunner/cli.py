@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentrunner.adapters.config.files import load_agent_directory
-from agentrunner.domain.errors import ConfigError
+from agentrunner.domain.errors import AgentRunnerError, ConfigError
 from agentrunner.settings import Settings
 
 if TYPE_CHECKING:
@@ -90,6 +90,40 @@ def validate(
         err.print(f"[red]{summary}[/red]")
         raise typer.Exit(1)
     out.print(f"[green]{summary}[/green]")
+
+
+db_app = typer.Typer(help="Manage the database schema (Alembic migrations) of DATABASE_URL.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _alembic(action: str, revision: str) -> None:
+    from agentrunner.adapters.state.urls import run_schema_command  # noqa: PLC0415 - only `db` needs Alembic
+
+    try:
+        run_schema_command(_settings().effective_database_url, action, revision)
+    except AgentRunnerError as exc:
+        err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    _alembic("upgrade", revision)
+    out.print(f"database at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base.")]) -> None:
+    """Undo migrations down to REVISION."""
+    _alembic("downgrade", revision)
+    out.print(f"database at {revision}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the revision the database is at."""
+    _alembic("current", "head")
 
 
 def _client(url: str | None) -> httpx.Client:

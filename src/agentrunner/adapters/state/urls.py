@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
-from agentrunner.domain.errors import ConfigError
+from agentrunner.domain.errors import ConfigError, DependencyUnavailableError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -31,6 +33,22 @@ def alembic_config(url: str | None = None) -> Config:
     if url:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
+
+
+def run_schema_command(url: str, action: str, revision: str = "head") -> None:
+    """`upgrade`, `downgrade` or `current` (printed) on the database at `url`; raises
+    `DependencyUnavailableError` naming the database (password hidden) when it fails."""
+    config = alembic_config(url)
+    actions = {
+        "upgrade": lambda: command.upgrade(config, revision),
+        "downgrade": lambda: command.downgrade(config, revision),
+        "current": lambda: command.current(config),
+    }
+    try:
+        actions[action]()
+    except (SQLAlchemyError, OSError) as exc:
+        where = make_url(url).render_as_string(hide_password=True)
+        raise DependencyUnavailableError(f"db {action} failed on {where}: {exc}") from exc
 
 
 def database_url_for_alembic(config: Config) -> str:

@@ -1,0 +1,140 @@
+"""The Alembic migrations build exactly the models' schema, on SQLite and PostgreSQL,
+and the seed's own `alembic` commands work from the repository root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, inspect
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from agentrunner.adapters.state.tables import Base
+from agentrunner.adapters.state.urls import alembic_config
+from tests.conftest import REPO
+
+EXPECTED_TABLES = {
+    "agents",
+    "executions",
+    "agent_state",
+    "plan_runs",
+    "plan_steps",
+    "clarifications",
+    "schedules",
+    "schedule_fires",
+    "outbox",
+    "dead_letters",
+    "audit_log",
+}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+async def _on(url: str, work: Any) -> Any:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            return await connection.run_sync(work)
+    finally:
+        await engine.dispose()
+
+
+def _migrate(revision: str, *, down: bool = False) -> Any:
+    def run(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+    return run
+
+
+def _tables(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names()) - {"alembic_version"}
+
+
+def _differences(connection: Connection) -> list[Any]:
+    return list(compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata))
+
+
+async def test_upgrade_to_head_creates_every_table_and_matches_the_models(database_url: str) -> None:
+    await _on(database_url, _migrate("head"))
+
+    assert await _on(database_url, _tables) == EXPECTED_TABLES
+    assert await _on(database_url, _differences) == []
+
+
+async def test_downgrade_to_base_removes_every_table_and_upgrade_works_again(database_url: str) -> None:
+    await _on(database_url, _migrate("head"))
+    await _on(database_url, _migrate("base", down=True))
+
+    assert await _on(database_url, _tables) == set()
+    await _on(database_url, _migrate("head"))
+    assert await _on(database_url, _tables) == EXPECTED_TABLES
+
+
+def test_the_seed_alembic_commands_work_from_the_repository_root(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'nested' / 'seed.db'}"
+    alembic = [sys.executable, "-m", "alembic"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*alembic, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    upgraded = run("upgrade", "head")
+    current = run("current")
+    downgraded = run("downgrade", "-1")
+    after = run("current")
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "0001 (head)" in current.stdout
+    assert downgraded.returncode == 0, downgraded.stderr
+    assert "0001" not in after.stdout
+    assert (tmp_path / "nested" / "seed.db").is_file()
+
+
+def test_agentrunner_db_commands_upgrade_report_and_downgrade(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+
+    def db(*args: str) -> subprocess.CompletedProcess[str]:
+        cli = [sys.executable, "-m", "agentrunner", "db", *args]
+        return subprocess.run(cli, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    upgraded, current, downgraded = db("upgrade"), db("current"), db("downgrade", "base")
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "0001 (head)" in current.stdout
+    assert downgraded.returncode == 0, downgraded.stderr
+
+
+def test_agentrunner_db_upgrade_names_an_unreachable_database_without_its_password(tmp_path: Path) -> None:
+    env = dict(os.environ, DATABASE_URL="postgresql+asyncpg://postgres:hunter2@127.0.0.1:1/nowhere")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "agentrunner", "db", "upgrade"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert "db upgrade failed on postgresql+asyncpg://postgres:***@127.0.0.1:1/nowhere" in result.stderr.replace(
+        "\n", ""
+    )
+    assert "hunter2" not in result.stderr
