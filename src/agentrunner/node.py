@@ -40,17 +40,24 @@ class Node:
     """One agentrunner process: its adapters, engines and role apps."""
 
     def __init__(self, settings: Settings, *, script: Script | None = None) -> None:
-        if settings.rabbitmq_url or settings.redis_url:
+        if settings.rabbitmq_url:
             raise ConfigError(
-                "RABBITMQ_URL and REDIS_URL select the distributed mode, which this version does not "
-                "run yet: leave them empty to use the embedded bus and cache"
+                "RABBITMQ_URL selects the distributed event bus, which this version does not run yet: "
+                "leave it empty to use the embedded bus"
             )
         self.settings = settings
         self.node_id = new_id()[:12]
         self.catalog = SettingsProviderCatalog(settings, script=script)
-        self.store = SQLStateStore(
-            settings.effective_database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+        database = SQLStateStore(
+            settings.effective_database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+            # SQLite belongs to this process: migrate it. A shared PostgreSQL is migrated
+            # once, by `agentrunner db upgrade`, so replicas never race on a migration.
+            migrate=not settings.database_url or settings.database_url.startswith("sqlite"),
         )
+        self.store = database
         self.cache = InMemoryCache()
         self.bus = InMemoryEventBus()
         self.registry = AgentRegistry()
@@ -83,6 +90,7 @@ class Node:
         await self.store.start()
         await self.bus.start()
         self.load_agents()
+        await self.store.sync_agents(self.registry.records())
         await self.orchestrator.start()
         await self.pool.start()
         available = sum(agent.status is AgentStatus.AVAILABLE for agent in self.registry.agents.values())
@@ -121,7 +129,11 @@ class Node:
             api_keys = tuple(key.strip() for key in raw.split(",") if key.strip())
             if not api_keys:
                 raise ConfigError("ENABLE_API_AUTH=true needs at least one key in API_KEYS (comma-separated)")
-        return EdgeConfig(readiness={"database": self.store.ping, "event_bus": self.bus.ping}, api_keys=api_keys)
+        return EdgeConfig(
+            readiness={"database": self.store.ping, "event_bus": self.bus.ping},
+            api_keys=api_keys,
+            max_body_bytes=self.settings.max_request_bytes,
+        )
 
     def apps(self) -> dict[Role, FastAPI]:
         """One FastAPI app per HTTP role."""

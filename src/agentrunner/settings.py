@@ -40,7 +40,10 @@ class Settings(BaseSettings):
     database_url: str = ""
     db_pool_size: int = Field(default=10, gt=0)
     db_max_overflow: int = Field(default=20, ge=0)
+    db_statement_timeout_ms: int = Field(default=30_000, gt=0)
     redis_url: str = ""
+    redis_key_prefix: str = "agentrunner:"
+    cache_ttl_seconds: float = Field(default=300, gt=0)
     rabbitmq_url: str = ""
     rabbitmq_prefetch_count: int = Field(default=10, gt=0)
 
@@ -62,6 +65,7 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
 
     # Edges
+    max_request_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     enable_api_auth: bool = False
     api_keys: SecretStr | None = None
     enable_tls: bool = False

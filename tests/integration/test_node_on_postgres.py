@@ -3,11 +3,14 @@ the distributed state backend behaves as the embedded one does."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from agentrunner.adapters.state.urls import run_schema_command
+from agentrunner.domain.errors import ConfigError
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
@@ -34,7 +37,9 @@ def _reply(request: LLMRequest) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, postgres_url: str) -> Settings:
+async def settings(tmp_path: Path, postgres_url: str) -> Settings:
+    # What an operator does once before starting replicas on a shared PostgreSQL.
+    await asyncio.to_thread(run_schema_command, postgres_url, "upgrade")
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "scripted-helper.yml").write_text(AGENT)
     return Settings(_env_file=None, database_url=postgres_url, agents_dir=tmp_path / "agents", data_dir=tmp_path)  # type: ignore[call-arg]
@@ -78,3 +83,22 @@ async def test_an_unexpected_failure_is_retried_then_recorded_as_failed(settings
     assert execution.error is not None
     assert "scripted failure" in execution.error.message
     assert [e.execution_id for e in listed.items] == [execution.execution_id]
+
+
+async def test_a_node_refuses_a_postgres_database_that_was_not_migrated(tmp_path: Path, postgres_url: str) -> None:
+    settings = Settings(_env_file=None, database_url=postgres_url, agents_dir=tmp_path, data_dir=tmp_path)  # type: ignore[call-arg]
+    node = Node(settings)
+
+    with pytest.raises(ConfigError, match="agentrunner db upgrade"):
+        await node.start()
+    await node.stop()
+
+
+async def test_the_registry_table_holds_the_loaded_agents(settings: Settings) -> None:
+    node = Node(settings, script=_reply)
+    async with node.running():
+        records = await node.store.list_agents()
+
+    assert [(r.name, r.status) for r in records] == [("scripted-helper", "available")]
+    assert records[0].config is not None
+    assert records[0].config["llm_config"]["model"] == "script-1"

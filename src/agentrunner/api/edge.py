@@ -107,12 +107,56 @@ class ApiKeyMiddleware:
         return any(matches)
 
 
+class BodyLimitMiddleware:
+    """Refuse request bodies over `max_bytes` with 413: at once when Content-Length says
+    so; a body without Content-Length (chunked) is read up to the limit first, then
+    handed to the app, since the server already holds the framing of declared ones."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self._app = app
+        self._max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self._max_bytes:
+                await self._refuse(int(declared), scope, receive, send)
+                return
+            await self._app(scope, receive, send)
+            return
+        buffered: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            buffered.append(message)
+            size += len(message.get("body", b""))
+            if size > self._max_bytes:
+                await self._refuse(size, scope, receive, send)
+                return
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self._app(scope, replay, send)
+
+    async def _refuse(self, size: int, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"request body of {size}+ bytes is over the limit of {self._max_bytes} bytes (MAX_REQUEST_BYTES)"
+        await error_response(413, "payload_too_large", message)(scope, receive, send)
+
+
 @dataclass(frozen=True, slots=True)
 class EdgeConfig:
-    """What every role app shares: its readiness checks and, when auth is on, the API keys."""
+    """What every role app shares: readiness checks, the body size limit and, when auth is
+    on, the API keys."""
 
     readiness: Mapping[str, ReadinessCheck]
     api_keys: tuple[str, ...] | None = None
+    max_body_bytes: int = 10 * 1024 * 1024
 
 
 def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) -> FastAPI:
@@ -121,6 +165,7 @@ def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) 
     adds the role's own routes."""
     app = FastAPI(title=title, version="1", **fastapi_kwargs)
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=edge.max_body_bytes)
     if edge.api_keys is not None:
         app.add_middleware(ApiKeyMiddleware, keys=edge.api_keys)
     # Added last, so it runs first: even a refused request gets a trace id.

@@ -8,7 +8,7 @@ from enum import StrEnum
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.agent_document import AgentDocument, BrokenAgentFile, ConfigIssue
 from agentrunner.domain.errors import AgentNotFoundError, AgentUnavailableError
-from agentrunner.ports import ProviderCatalog
+from agentrunner.ports import AgentRecord, ProviderCatalog
 
 # Modes whose engines this build runs; the others are listed but unavailable, with reason.
 SERVED_MODES = frozenset({ExecutionMode.AUTONOMOUS, ExecutionMode.SCHEDULED})
@@ -85,6 +85,19 @@ class AgentRegistry:
                 f"agent {name!r} is unavailable: {'; '.join(agent.reasons)}", agent=name, reasons=list(agent.reasons)
             )
         return agent.config
+
+    def records(self) -> list[AgentRecord]:
+        """Every agent as the registry table keeps it."""
+        return [
+            AgentRecord(
+                name=agent.name,
+                source=agent.source,
+                status=agent.status.value,
+                reasons=list(agent.reasons),
+                config=agent.config.model_dump(mode="json") if agent.config else None,
+            )
+            for agent in self.agents.values()
+        ]
 
     def in_modes(self, modes: frozenset[ExecutionMode]) -> list[AgentConfig]:
         """Available agents whose execution mode is one of `modes`."""
