@@ -12,7 +12,7 @@ from typing import Any
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, delete, event, func, select, tuple_, update
+from sqlalchemy import Connection, delete, event, func, insert, select, tuple_, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -80,7 +80,9 @@ class SQLStateStore:
     async def start(self) -> None:
         if self.is_sqlite:
             prepare_sqlite_folder(self._url.render_as_string(hide_password=False))
-            engine = create_async_engine(self._url)
+            # One connection: SQLite has one writer anyway, and waiting in the pool is fair and
+            # prompt where several connections would sleep in SQLite's busy handler.
+            engine = create_async_engine(self._url, pool_size=1, max_overflow=0)
             event.listen(engine.sync_engine, "connect", _tune_sqlite)
         else:
             engine = create_async_engine(
@@ -153,26 +155,26 @@ class SQLStateStore:
     async def create_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
         try:
             async with self._session(write=True) as session:
-                session.add(ExecutionRow(**execution_values(execution)))
-                _append_outbox(session, events)
-                await session.flush()
+                await session.execute(insert(ExecutionRow).values(**execution_values(execution)))
+                await _append_outbox(session, events)
         except IntegrityError as exc:
             raise ConflictError(f"execution {execution.execution_id} already exists") from exc
 
     async def save_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
+        values = execution_values(execution)
         async with self._session(write=True) as session:
-            row = await session.get(ExecutionRow, execution.execution_id)
-            if row is None:
+            result = await session.execute(
+                update(ExecutionRow).where(ExecutionRow.execution_id == values.pop("execution_id")).values(**values)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise ExecutionNotFoundError(
                     f"execution {execution.execution_id} not found", execution_id=execution.execution_id
                 )
-            for key, value in execution_values(execution).items():
-                setattr(row, key, value)
-            _append_outbox(session, events)
+            await _append_outbox(session, events)
 
     async def get_execution(self, execution_id: str) -> Execution:
         async with self._session() as session:
-            row = await session.get(ExecutionRow, execution_id)
+            row = await session.scalar(select(ExecutionRow).where(ExecutionRow.execution_id == execution_id))
             if row is None:
                 raise ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=execution_id)
             return execution_from(row)
@@ -354,11 +356,13 @@ class SQLStateStore:
         return [AgentRecord(r.name, r.source, r.status, list(r.reasons), r.config) for r in rows]
 
 
-def _append_outbox(session: AsyncSession, events: Sequence[Event]) -> None:
-    for item in events:
-        session.add(
-            OutboxRow(id=item.event_id, topic=item.topic, event=item.model_dump(mode="json"), created_at=utcnow())
-        )
+async def _append_outbox(session: AsyncSession, events: Sequence[Event]) -> None:
+    if events:
+        now = utcnow()
+        rows = [
+            {"id": e.event_id, "topic": e.topic, "event": e.model_dump(mode="json"), "created_at": now} for e in events
+        ]
+        await session.execute(insert(OutboxRow), rows)
 
 
 def _tune_sqlite(dbapi_connection: Any, _: Any) -> None:
