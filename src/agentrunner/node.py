@@ -17,6 +17,7 @@ from agentrunner.adapters.cache.memory import InMemoryCache
 from agentrunner.adapters.config.files import load_agent_directory
 from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
 from agentrunner.adapters.providers.offline import Script
+from agentrunner.adapters.state.cached import CachedStateStore
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig
@@ -28,6 +29,7 @@ from agentrunner.api.state import state_app
 from agentrunner.domain.errors import ConfigError
 from agentrunner.domain.event import new_id
 from agentrunner.logs import get_logger
+from agentrunner.ports import Cache
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
 from agentrunner.runtime.worker import AutonomousPool
@@ -57,13 +59,11 @@ class Node:
             # once, by `agentrunner db upgrade`, so replicas never race on a migration.
             migrate=not settings.database_url or settings.database_url.startswith("sqlite"),
         )
-        self.store = database
-        self.cache = InMemoryCache()
+        self.cache = _cache(settings)
+        self.store = CachedStateStore(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
         self.bus = InMemoryEventBus()
         self.registry = AgentRegistry()
-        self.orchestrator = Orchestrator(
-            bus=self.bus, store=self.store, cache=self.cache, registry=self.registry, node_id=self.node_id
-        )
+        self.orchestrator = Orchestrator(bus=self.bus, store=self.store, registry=self.registry, node_id=self.node_id)
         self.pool = AutonomousPool(
             bus=self.bus,
             store=self.store,
@@ -131,6 +131,8 @@ class Node:
                 raise ConfigError("ENABLE_API_AUTH=true needs at least one key in API_KEYS (comma-separated)")
         return EdgeConfig(
             readiness={"database": self.store.ping, "event_bus": self.bus.ping},
+            # The cache being down slows reads; it does not stop the node from serving.
+            advisory={"cache": self.cache.ping},
             api_keys=api_keys,
             max_body_bytes=self.settings.max_request_bytes,
         )
@@ -145,6 +147,15 @@ class Node:
             "scheduler": scheduler_app(ready),
             "slack": slack_app(ready),
         }
+
+
+def _cache(settings: Settings) -> Cache:
+    if not settings.redis_url:
+        return InMemoryCache()
+    # Imported here: redis-py costs start-up time that the embedded mode does not need.
+    from agentrunner.adapters.cache.redis import RedisCache  # noqa: PLC0415
+
+    return RedisCache(settings.redis_url, key_prefix=settings.redis_key_prefix)
 
 
 class _GracefulServer(uvicorn.Server):

@@ -195,6 +195,15 @@ class Cache(Protocol):
         """Cache `value` for `ttl_seconds`."""
         ...
 
+    async def add(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+        """Cache `value` only when `key` holds nothing; True when it was stored. Read fills
+        use it, so a slow reader never overwrites what a writer has just put there."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise `DependencyUnavailableError` when the cache does not answer."""
+        ...
+
     async def delete(self, key: str) -> None:
         """Forget `key`."""
         ...

@@ -6,12 +6,18 @@ server, a marker on that param).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from uuid import uuid4
 
 import pytest
+from redis.asyncio import Redis
 
 from agentrunner.adapters.bus.memory import InMemoryEventBus
 from agentrunner.adapters.cache.memory import InMemoryCache
+from agentrunner.adapters.cache.redis import RedisCache
+from agentrunner.adapters.state.cached import CachedStateStore
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.ports import Cache, EventBus, StateStore
 
@@ -25,35 +31,62 @@ BUS_TEARDOWN_GRACE_SECONDS = 0.5
 
 # -- StateStore ---------------------------------------------------------------------------
 
+# (database, cache in front of it or None): the cached variants run the same contract, which
+# is how we know the cache changes nothing a caller can see.
+STATE_STORE_BACKENDS = [
+    pytest.param(("sqlite", None), id="sqlite"),
+    pytest.param(("postgres", None), id="postgres", marks=pytest.mark.postgres),
+    pytest.param(("sqlite", "memory"), id="sqlite+memory-cache"),
+    pytest.param(("postgres", "redis"), id="postgres+redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+]
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def state_store_url(request: pytest.FixtureRequest) -> str:
+
+@pytest.fixture(params=STATE_STORE_BACKENDS)
+def state_store_backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """The database and the cache (or None) of this run of a StateStore contract test."""
+    backend: tuple[str, str | None] = request.param
+    return backend
+
+
+@pytest.fixture
+def state_store_url(request: pytest.FixtureRequest, state_store_backend: tuple[str, str | None]) -> str:
     """The URL of an empty database of this test's own, once per StateStore backend.
 
     A sync fixture on purpose: `postgres_url` is async, and only a sync fixture can pull it
     in with `getfixturevalue` without re-entering the running event loop.
     """
-    url: str = request.getfixturevalue(f"{request.param}_url")
+    database, _ = state_store_backend
+    url: str = request.getfixturevalue(f"{database}_url")
     return url
 
 
 @pytest.fixture
-async def state_store_factory(state_store_url: str) -> AsyncIterator[Callable[[], SQLStateStore]]:
-    """Builds unstarted stores on this test's database; closes all of them afterwards."""
-    stores: list[SQLStateStore] = []
+async def state_store_factory(
+    state_store_url: str, state_store_backend: tuple[str, str | None]
+) -> AsyncIterator[Callable[[], StateStore]]:
+    """Builds unstarted stores on this test's database; closes all of them afterwards.
 
-    def build() -> SQLStateStore:
-        store = SQLStateStore(state_store_url, pool_size=2, max_overflow=2)
-        stores.append(store)
-        return store
+    On a cached backend every store is a `CachedStateStore` over its own `SQLStateStore`,
+    and all of them share one cache, as the nodes of a deployment share Redis.
+    """
+    _, cache_backend = state_store_backend
+    stores: list[StateStore] = []
+    async with AsyncExitStack() as stack:
+        cache = await stack.enter_async_context(open_cache(cache_backend)) if cache_backend else None
 
-    yield build
-    for store in stores:
-        await store.close()
+        def build() -> StateStore:
+            database = SQLStateStore(state_store_url, pool_size=2, max_overflow=2)
+            store: StateStore = CachedStateStore(database, cache) if cache is not None else database
+            stores.append(store)
+            return store
+
+        yield build
+        for store in stores:
+            await store.close()
 
 
 @pytest.fixture
-async def state_store(state_store_factory: Callable[[], SQLStateStore]) -> StateStore:
+async def state_store(state_store_factory: Callable[[], StateStore]) -> StateStore:
     """A started StateStore on an empty database, once per backend (`state_store_factory` closes it)."""
     store = state_store_factory()
     await store.start()
@@ -80,16 +113,44 @@ async def event_bus(request: pytest.FixtureRequest) -> AsyncIterator[EventBus]:
 
 # -- Cache --------------------------------------------------------------------------------
 
+# The server scripts/services.sh starts; override for another one.
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-def _build_cache(backend: str) -> Cache:
+
+@asynccontextmanager
+async def open_cache(backend: str) -> AsyncIterator[Cache]:
+    """An empty Cache of `backend`, closed afterwards; a Redis one gets a key prefix of its
+    own, so runs never see each other's keys, and its keys are deleted afterwards."""
     if backend == "memory":
-        return InMemoryCache()
-    raise AssertionError(f"unknown cache backend {backend!r}")
+        memory = InMemoryCache()
+        try:
+            yield memory
+        finally:
+            await memory.close()
+    elif backend == "redis":
+        prefix = f"agentrunner-test:{uuid4().hex}:"
+        redis_cache = RedisCache(REDIS_URL, key_prefix=prefix)
+        try:
+            yield redis_cache
+        finally:
+            await redis_cache.close()
+            await delete_redis_keys(prefix)
+    else:
+        raise AssertionError(f"unknown cache backend {backend!r}")
 
 
-@pytest.fixture(params=["memory"])
+async def delete_redis_keys(prefix: str) -> None:
+    """Delete every key under `prefix` from the test Redis."""
+    client = Redis.from_url(REDIS_URL)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*", count=500):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
     """An empty Cache, once per backend."""
-    built = _build_cache(request.param)
-    yield built
-    await built.close()
+    async with open_cache(request.param) as opened:
+        yield opened

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
+import redis.exceptions
 
 from agentrunner.adapters.cache.memory import InMemoryCache
+from agentrunner.adapters.cache.redis import RedisCache
+from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.ports import Cache
+from tests.conftest import free_port
 
 WAIT_SECONDS = 5.0
 LONG_TTL = 60.0
@@ -99,6 +107,26 @@ async def test_setting_a_short_ttl_over_a_long_one_makes_the_entry_expire(cache:
     await wait_until_missing(cache, "key")
 
 
+async def test_add_stores_only_when_the_key_is_empty(cache: Cache) -> None:
+    first = await cache.add("k", b"reader", 60)
+    second = await cache.add("k", b"late reader", 60)
+
+    assert (first, second) == (True, False)
+    assert await cache.get("k") == b"reader"
+
+
+async def test_add_after_expiry_stores_again(cache: Cache) -> None:
+    await cache.set("k", b"old", 0.05)
+    await asyncio.sleep(0.1)
+
+    assert await cache.add("k", b"new", 60) is True
+    assert await cache.get("k") == b"new"
+
+
+async def test_ping_answers_when_the_cache_is_up(cache: Cache) -> None:
+    await cache.ping()
+
+
 async def test_deleted_key_can_be_set_again(cache: Cache) -> None:
     await cache.set("key", b"1", ttl_seconds=LONG_TTL)
     await cache.delete("key")
@@ -133,3 +161,83 @@ async def test_memory_cache_evicts_the_least_recently_used_entry() -> None:
     assert await cache.get("b") is None
     assert [await cache.get(key) for key in ("a", "c", "d")] == [b"a", b"c", b"d"]
     await cache.close()
+
+
+# -- Redis that does not answer (the Redis backend only) ------------------------------------
+
+# Errors redis.exceptions exports that the standalone asyncio client never raises.
+NOT_RAISED_BY_THE_ASYNC_CLIENT = {
+    redis.exceptions.ChildDeadlockedError,  # the sync connection pool after a fork
+    redis.exceptions.RedisClusterException,  # the cluster client
+    redis.exceptions.IncorrectPolicyType,  # cluster command routing
+}
+
+CACHE_CALLS: dict[str, Callable[[RedisCache], Awaitable[object]]] = {
+    "get": lambda cache: cache.get("key"),
+    "set": lambda cache: cache.set("key", b"value", ttl_seconds=LONG_TTL),
+    "delete": lambda cache: cache.delete("key"),
+    "ping": lambda cache: cache.ping(),
+}
+
+
+@pytest.mark.parametrize("call", CACHE_CALLS.values(), ids=CACHE_CALLS.keys())
+async def test_redis_on_a_closed_port_raises_dependency_unavailable_quickly_without_the_password(
+    call: Callable[[RedisCache], Awaitable[object]],
+) -> None:
+    port = free_port()
+    cache = RedisCache(f"redis://:s3cret@127.0.0.1:{port}/0", timeout_seconds=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DependencyUnavailableError) as raised:
+            await call(cache)
+        elapsed = time.monotonic() - started
+    finally:
+        await cache.close()
+
+    assert elapsed < 1.0, f"a dead Redis cost {elapsed:.2f}s"
+    assert f"127.0.0.1:{port}" in str(raised.value)
+    assert "s3cret" not in str(raised.value), "the error message leaks the password"
+    assert "s3cret" not in repr(raised.value.context)
+
+
+async def test_redis_on_a_missing_unix_socket_raises_dependency_unavailable_without_the_password(
+    tmp_path: Path,
+) -> None:
+    cache = RedisCache(f"unix://{tmp_path / 'no-redis.sock'}?db=0&password=s3cret")
+    try:
+        with pytest.raises(DependencyUnavailableError) as raised:
+            await cache.get("key")
+    finally:
+        await cache.close()
+
+    assert "no-redis.sock" in str(raised.value)
+    assert "s3cret" not in str(raised.value), "the error message leaks the password"
+
+
+def _redis_exceptions() -> list[type[BaseException]]:
+    return [
+        member
+        for member in vars(redis.exceptions).values()
+        if inspect.isclass(member)
+        and issubclass(member, BaseException)
+        and not issubclass(member, tuple(NOT_RAISED_BY_THE_ASYNC_CLIENT))
+    ]
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [*_redis_exceptions(), ConnectionRefusedError, ConnectionResetError, TimeoutError, OSError],
+    ids=lambda exception: f"{exception.__module__}.{exception.__name__}",
+)
+async def test_every_redis_and_network_error_becomes_dependency_unavailable(exception: type[Exception]) -> None:
+    cache = RedisCache("redis://:s3cret@127.0.0.1:6379/0")
+    error = exception.__new__(exception)  # some need arguments their __init__ parses
+
+    try:
+        with pytest.raises(DependencyUnavailableError) as raised:
+            async with cache._answering("GET 'key'"):
+                raise error
+    finally:
+        await cache.close()
+
+    assert raised.value.__cause__ is error

@@ -1,4 +1,4 @@
-"""StateStore contract: what every backend (SQLite, PostgreSQL) must do the same way."""
+"""StateStore contract: what every backend (SQLite, PostgreSQL, either behind a cache) must do the same way."""
 
 from __future__ import annotations
 
@@ -316,7 +316,7 @@ async def test_ping_succeeds_on_a_started_store(state_store: StateStore) -> None
 
 
 async def test_ping_before_start_raises_dependency_unavailable(
-    state_store_factory: Callable[[], SQLStateStore],
+    state_store_factory: Callable[[], StateStore],
 ) -> None:
     store = state_store_factory()
 
@@ -325,7 +325,7 @@ async def test_ping_before_start_raises_dependency_unavailable(
 
 
 async def test_ping_after_close_raises_dependency_unavailable(
-    state_store_factory: Callable[[], SQLStateStore],
+    state_store_factory: Callable[[], StateStore],
 ) -> None:
     store = state_store_factory()
     await store.start()
@@ -347,7 +347,7 @@ async def test_start_against_a_closed_port_raises_dependency_unavailable() -> No
         await store.close()
 
 
-async def test_writes_survive_close_and_reopen(state_store_factory: Callable[[], SQLStateStore]) -> None:
+async def test_writes_survive_close_and_reopen(state_store_factory: Callable[[], StateStore]) -> None:
     original = _full_execution("exec-durable")
     first = state_store_factory()
     await first.start()
@@ -361,7 +361,7 @@ async def test_writes_survive_close_and_reopen(state_store_factory: Callable[[],
     assert [e.execution_id for e in (await reopened.list_executions()).items] == ["exec-durable"]
 
 
-async def test_start_is_idempotent_on_an_existing_schema(state_store_factory: Callable[[], SQLStateStore]) -> None:
+async def test_start_is_idempotent_on_an_existing_schema(state_store_factory: Callable[[], StateStore]) -> None:
     first = state_store_factory()
     await first.start()
     await first.create_execution(_execution("exec-kept"))
@@ -373,7 +373,7 @@ async def test_start_is_idempotent_on_an_existing_schema(state_store_factory: Ca
 
 
 async def test_operations_after_close_raise_dependency_unavailable(
-    state_store_factory: Callable[[], SQLStateStore],
+    state_store_factory: Callable[[], StateStore],
 ) -> None:
     store = state_store_factory()
     await store.start()

@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -156,6 +156,8 @@ class EdgeConfig:
 
     readiness: Mapping[str, ReadinessCheck]
     api_keys: tuple[str, ...] | None = None
+    # Reported by /health/ready but not required: the role serves without them, slower.
+    advisory: Mapping[str, ReadinessCheck] = field(default_factory=dict)
     max_body_bytes: int = 10 * 1024 * 1024
 
 
@@ -177,9 +179,12 @@ def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) 
 
     @app.get("/health/ready", tags=["health"], summary="The role's dependencies answer")
     async def ready() -> JSONResponse:
-        checks = await _run_checks(edge.readiness)
-        ok = all(result == "ok" for result in checks.values())
-        body = {"status": "ready" if ok else "not_ready", "service": service, "checks": checks}
+        checks = await _run_checks({**edge.readiness, **edge.advisory})
+        ok = all(checks[name] == "ok" for name in edge.readiness)
+        degraded = sorted(name for name in edge.advisory if checks[name] != "ok")
+        body: dict[str, Any] = {"status": "ready" if ok else "not_ready", "service": service, "checks": checks}
+        if degraded:
+            body["degraded"] = degraded
         return JSONResponse(body, status_code=200 if ok else 503)
 
     return app

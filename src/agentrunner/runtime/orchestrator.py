@@ -10,25 +10,20 @@ from typing import Any
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.logs import get_logger
-from agentrunner.ports import Cache, EventBus, ExecutionPage, StateStore, Subscription
+from agentrunner.ports import EventBus, ExecutionPage, StateStore, Subscription
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import FINISHED_PATTERN, invoke_topic
 from agentrunner.tracing import current_trace_id, new_trace_id
 
 log = get_logger(__name__)
 
-FINISHED_CACHE_TTL_SECONDS = 300.0
-
 
 class Orchestrator:
     """Entry point of every invocation (ARCHITECTURE §3)."""
 
-    def __init__(
-        self, *, bus: EventBus, store: StateStore, cache: Cache, registry: AgentRegistry, node_id: str
-    ) -> None:
+    def __init__(self, *, bus: EventBus, store: StateStore, registry: AgentRegistry, node_id: str) -> None:
         self._bus = bus
         self._store = store
-        self._cache = cache
         self._registry = registry
         self._node_id = node_id
         self._waiters: dict[str, asyncio.Future[None]] = {}
@@ -90,16 +85,8 @@ class Orchestrator:
         return await self.execution(execution.execution_id)
 
     async def execution(self, execution_id: str) -> Execution:
-        """The execution with that id (raises `ExecutionNotFoundError`); finished ones are
-        served from the cache, since they no longer change."""
-        key = f"execution:{execution_id}"
-        cached = await self._cache.get(key)
-        if cached is not None:
-            return Execution.model_validate_json(cached)
-        execution = await self._store.get_execution(execution_id)
-        if execution.status.is_terminal:
-            await self._cache.set(key, execution.model_dump_json().encode(), FINISHED_CACHE_TTL_SECONDS)
-        return execution
+        """The execution with that id (raises `ExecutionNotFoundError`)."""
+        return await self._store.get_execution(execution_id)
 
     async def executions(
         self, *, agent: str | None, status: ExecutionStatus | None, limit: int, cursor: str | None

@@ -1,1 +1,1 @@
-"""Cache adapters: `memory` (in-process LRU with TTL); Redis arrives with the distributed mode."""
+"""Cache adapters: `memory` (in-process LRU with TTL, embedded mode) and `redis` (shared)."""

@@ -30,6 +30,15 @@ class InMemoryCache:
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         self._entries[key] = _Entry(value, ttl_seconds)
 
+    async def add(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+        if self._entries.get(key) is not None:
+            return False
+        self._entries[key] = _Entry(value, ttl_seconds)
+        return True
+
+    async def ping(self) -> None:
+        return None
+
     async def delete(self, key: str) -> None:
         self._entries.pop(key, None)
 

@@ -1,1 +1,2 @@
-"""StateStore adapters: `sql` serves SQLite (embedded) and PostgreSQL (distributed)."""
+"""StateStore adapters: `sql` serves SQLite (embedded) and PostgreSQL (distributed);
+`cached` puts a Cache in front of either."""

@@ -1,0 +1,384 @@
+"""CachedStateStore: reads through and writes through its cache, and carries on with the
+database alone, logging the outage once, when the cache is down.
+
+The StateStore contract itself runs over the cached store in test_state_store.py; this
+suite proves what the cache adds: which calls reach the database, and what a cache outage
+looks like.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from agentrunner.adapters.cache.redis import RedisCache
+from agentrunner.adapters.state.cached import CachedStateStore, execution_key, state_key
+from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.domain.errors import (
+    ConflictError,
+    DependencyUnavailableError,
+    ExecutionNotFoundError,
+    StateNotFoundError,
+)
+from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.state import AgentState
+from agentrunner.ports import Cache
+from agentrunner.tracing import traced
+from tests.conftest import free_port
+from tests.contract.conftest import open_cache
+
+LONG_TTL = 60.0
+CREATED = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+# Slack thread sessions look like this: the key holds the colons as they are.
+SESSION = "slack:C0123:1700000000.000100"
+UNAVAILABLE = "cache unavailable, reading from the database"
+AVAILABLE_AGAIN = "cache available again"
+
+# The deployments: embedded (SQLite + in-process cache) and distributed (PostgreSQL + Redis).
+CACHED_BACKENDS = [
+    pytest.param(("sqlite", "memory"), id="sqlite+memory-cache"),
+    pytest.param(("postgres", "redis"), id="postgres+redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+]
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+class CountingStore(SQLStateStore):
+    """The real SQL store, counting the reads that reach it."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, pool_size=2, max_overflow=2)
+        self.reads: Counter[str] = Counter()
+
+    async def get_execution(self, execution_id: str) -> Execution:
+        self.reads["get_execution"] += 1
+        return await super().get_execution(execution_id)
+
+    async def load_state(self, agent: str, session_id: str) -> AgentState:
+        self.reads["load_state"] += 1
+        return await super().load_state(agent, session_id)
+
+
+class SwitchableCache:
+    """A Cache over a dict that can be switched off, failing then as RedisCache does when
+    Redis is down."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self._entries: dict[str, tuple[bytes, float]] = {}
+
+    def _answer(self) -> None:
+        if not self.up:
+            raise DependencyUnavailableError("cache switched off")
+
+    async def get(self, key: str) -> bytes | None:
+        self._answer()
+        value, expires_at = self._entries.get(key, (b"", 0.0))
+        return value if time.monotonic() < expires_at else None
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        self._answer()
+        self._entries[key] = (value, time.monotonic() + ttl_seconds)
+
+    async def add(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+        if await self.get(key) is not None:
+            return False
+        await self.set(key, value, ttl_seconds)
+        return True
+
+    async def ping(self) -> None:
+        self._answer()
+
+    async def delete(self, key: str) -> None:
+        self._answer()
+        self._entries.pop(key, None)
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+def _execution(execution_id: str = "exec-1", **fields: Any) -> Execution:
+    return Execution(
+        execution_id=execution_id, agent="writer", trace_id=f"trace-{execution_id}", created_at=CREATED, **fields
+    )
+
+
+def _state(**fields: Any) -> AgentState:
+    return AgentState(agent="writer", session_id=SESSION, **fields)
+
+
+def _logged(entries: list[MutableMapping[str, Any]], message: str) -> list[MutableMapping[str, Any]]:
+    return [entry for entry in entries if entry["event"] == message]
+
+
+@asynccontextmanager
+async def started(store: CachedStateStore) -> AsyncIterator[CachedStateStore]:
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture(params=CACHED_BACKENDS)
+def cached_backend(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(database, cache) of a deployment; sync so it can pull in the async `postgres_url`."""
+    database, cache = request.param
+    url: str = request.getfixturevalue(f"{database}_url")
+    return url, cache
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """An empty database of this test's own, for the tests that bring their own cache."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture
+async def cache_in_front(cached_backend: tuple[str, str]) -> AsyncIterator[Cache]:
+    async with open_cache(cached_backend[1]) as cache:
+        yield cache
+
+
+@pytest.fixture
+def database(cached_backend: tuple[str, str]) -> CountingStore:
+    """The database behind `cached`, which starts and closes it."""
+    return CountingStore(cached_backend[0])
+
+
+@pytest.fixture
+async def cached(database: CountingStore, cache_in_front: Cache) -> AsyncIterator[CachedStateStore]:
+    async with started(CachedStateStore(database, cache_in_front, ttl_seconds=LONG_TTL)) as store:
+        yield store
+
+
+# -- read-through ---------------------------------------------------------------------------
+
+
+async def test_an_execution_read_once_is_then_answered_by_the_cache(
+    cached: CachedStateStore, database: CountingStore
+) -> None:
+    original = _execution()
+    await database.create_execution(original)
+
+    first = await cached.get_execution("exec-1")
+    await database.save_execution(original.model_copy(update={"status": ExecutionStatus.RUNNING}))
+    second = await cached.get_execution("exec-1")
+
+    assert first == second == original
+    assert database.reads["get_execution"] == 1
+
+
+async def test_a_state_read_once_is_then_answered_by_the_cache(
+    cached: CachedStateStore, database: CountingStore
+) -> None:
+    saved = await database.save_state(_state(memory={"n": 1}), expected_version=0)
+
+    first = await cached.load_state("writer", SESSION)
+    await database.save_state(_state(memory={"n": 2}), expected_version=1)
+    second = await cached.load_state("writer", SESSION)
+
+    assert first == second == saved
+    assert database.reads["load_state"] == 1
+
+
+async def test_a_missing_execution_is_not_cached(cached: CachedStateStore, database: CountingStore) -> None:
+    with pytest.raises(ExecutionNotFoundError):
+        await cached.get_execution("exec-1")
+    await database.create_execution(_execution())
+
+    assert await cached.get_execution("exec-1") == _execution()
+    assert database.reads["get_execution"] == 2
+
+
+async def test_an_unreadable_cached_value_is_dropped_and_the_database_answers(
+    cached: CachedStateStore, database: CountingStore, cache_in_front: Cache
+) -> None:
+    await database.create_execution(_execution())
+    await cache_in_front.set(execution_key("exec-1"), b'{"not": "an execution"}', LONG_TTL)
+
+    with capture_logs() as entries:
+        assert await cached.get_execution("exec-1") == _execution()
+    assert await cached.get_execution("exec-1") == _execution()
+
+    assert database.reads["get_execution"] == 1
+    assert len(_logged(entries, "cached value unreadable, dropping it")) == 1
+
+
+# -- write-through --------------------------------------------------------------------------
+
+
+async def test_created_and_saved_executions_are_answered_by_the_cache(
+    cached: CachedStateStore, database: CountingStore
+) -> None:
+    created = _execution()
+    await cached.create_execution(created)
+    assert await cached.get_execution("exec-1") == created
+
+    finished = created.model_copy(update={"status": ExecutionStatus.SUCCEEDED, "output": "done"})
+    await cached.save_execution(finished)
+
+    assert await cached.get_execution("exec-1") == finished
+    assert database.reads["get_execution"] == 0
+    assert await database.get_execution("exec-1") == finished
+
+
+async def test_saved_states_are_answered_by_the_cache(cached: CachedStateStore, database: CountingStore) -> None:
+    first = await cached.save_state(_state(memory={"n": 1}), expected_version=0)
+    assert await cached.load_state("writer", SESSION) == first
+
+    second = await cached.save_state(_state(memory={"n": 2}), expected_version=first.version)
+
+    assert await cached.load_state("writer", SESSION) == second
+    assert second.version == 2
+    assert database.reads["load_state"] == 0
+    assert await database.load_state("writer", SESSION) == second
+
+
+async def test_a_deleted_state_is_gone_from_the_cache(cached: CachedStateStore, database: CountingStore) -> None:
+    await cached.save_state(_state(), expected_version=0)
+    assert (await cached.load_state("writer", SESSION)).version == 1
+
+    await cached.delete_state("writer", SESSION)
+
+    with pytest.raises(StateNotFoundError):
+        await cached.load_state("writer", SESSION)
+    assert database.reads["load_state"] == 1
+
+
+async def test_a_stale_save_drops_the_cached_state(cached: CachedStateStore, database: CountingStore) -> None:
+    mine = await cached.save_state(_state(memory={"by": "me"}), expected_version=0)
+    theirs = await database.save_state(_state(memory={"by": "another node"}), expected_version=1)
+    assert await cached.load_state("writer", SESSION) == mine  # the cache does not know yet
+
+    with pytest.raises(ConflictError):
+        await cached.save_state(_state(memory={"by": "me, again"}), expected_version=mine.version)
+
+    assert await cached.load_state("writer", SESSION) == theirs
+    assert database.reads["load_state"] == 1
+
+
+def _three_megabyte_state() -> AgentState:
+    words = random.Random(3).choices(["agent", "plan", "tool", "résumé", "✓", "cache", "node", "42"], k=600_000)
+    history = [
+        {"role": "user" if n % 2 else "assistant", "content": " ".join(words[n * 300 : (n + 1) * 300]), "n": n}
+        for n in range(1_000)
+    ]
+    memory = {"notes": " ".join(words[300_000:]), "scores": [n / 7 for n in range(10_000)], "nested": {"ok": True}}
+    state = _state(history=history, memory=memory)
+    assert len(state.model_dump_json()) > 3_000_000
+    return state
+
+
+async def test_a_three_megabyte_state_round_trips_through_the_cache(
+    cached: CachedStateStore, database: CountingStore, cache_in_front: Cache
+) -> None:
+    big = _three_megabyte_state()
+
+    saved = await cached.save_state(big, expected_version=0)
+    from_cache = await cached.load_state("writer", SESSION)
+    from_database = await database.load_state("writer", SESSION)
+
+    assert (from_cache.history, from_cache.memory) == (big.history, big.memory)
+    assert from_cache == from_database == saved
+    cached_json = await cache_in_front.get(state_key("writer", SESSION))
+    assert cached_json is not None
+    assert AgentState.model_validate_json(cached_json) == saved
+    assert database.reads["load_state"] == 1
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+
+async def test_close_leaves_the_cache_open_for_its_owner(database: CountingStore, cache_in_front: Cache) -> None:
+    async with started(CachedStateStore(database, cache_in_front)) as store:
+        await store.create_execution(_execution())
+
+    assert await cache_in_front.get(execution_key("exec-1")) is not None
+    with pytest.raises(DependencyUnavailableError):
+        await store.get_execution("exec-1")
+
+
+# -- cache outages --------------------------------------------------------------------------
+
+
+async def test_with_redis_down_every_call_is_answered_by_the_database_and_one_warning_logged(
+    database_url: str,
+) -> None:
+    dead_redis = RedisCache(f"redis://:s3cret@127.0.0.1:{free_port()}/0")
+    store = CachedStateStore(CountingStore(database_url), dead_redis)
+    finished = _execution(status=ExecutionStatus.SUCCEEDED, output="done")
+
+    with capture_logs() as entries, traced("trace-redis-down"):
+        async with started(store):
+            await store.create_execution(_execution())
+            assert await store.get_execution("exec-1") == _execution()
+            await store.save_execution(finished)
+            assert await store.get_execution("exec-1") == finished
+            saved = await store.save_state(_state(), expected_version=0)
+            assert await store.load_state("writer", SESSION) == saved
+            assert (await store.save_state(_state(), expected_version=saved.version)).version == 2
+            await store.delete_state("writer", SESSION)
+    await dead_redis.close()
+
+    warnings = _logged(entries, UNAVAILABLE)
+    assert len(warnings) == 1
+    assert warnings[0]["log_level"] == "warning"
+    assert warnings[0]["trace_id"] == "trace-redis-down"
+    assert "127.0.0.1" in warnings[0]["error"]
+    assert "s3cret" not in warnings[0]["error"]
+    assert _logged(entries, AVAILABLE_AGAIN) == []
+
+
+async def test_a_cache_that_comes_back_is_logged_once_and_the_next_outage_warned_again(
+    database_url: str,
+) -> None:
+    cache = SwitchableCache()
+    database = CountingStore(database_url)
+    store = CachedStateStore(database, cache)
+
+    with capture_logs() as entries:
+        async with started(store):
+            await store.create_execution(_execution())
+            cache.up = False
+            for _ in range(3):
+                assert await store.get_execution("exec-1") == _execution()
+            cache.up = True
+            for _ in range(3):
+                assert await store.get_execution("exec-1") == _execution()
+            cache.up = False
+            assert await store.get_execution("exec-1") == _execution()
+
+    assert [(entry["event"], entry["log_level"]) for entry in entries] == [
+        (UNAVAILABLE, "warning"),
+        (AVAILABLE_AGAIN, "info"),
+        (UNAVAILABLE, "warning"),
+    ]
+    # Down: the database answered three times; back up: the cache answered.
+    assert database.reads["get_execution"] == 4
+
+
+async def test_a_value_written_while_the_cache_was_down_is_not_served_stale_after_it_returns(
+    database_url: str,
+) -> None:
+    cache = SwitchableCache()
+    store = CachedStateStore(CountingStore(database_url), cache)
+    finished = _execution(status=ExecutionStatus.SUCCEEDED, output="done")
+
+    async with started(store):
+        await store.create_execution(_execution())
+        assert (await store.get_execution("exec-1")).status is ExecutionStatus.QUEUED
+        cache.up = False
+        await store.save_execution(finished)
+        cache.up = True
+
+        assert await store.get_execution("exec-1") == finished
+        assert await store.get_execution("exec-1") == finished
