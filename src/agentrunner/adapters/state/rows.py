@@ -6,7 +6,6 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from agentrunner.adapters.state.tables import AgentStateRow, ExecutionRow
 from agentrunner.domain.errors import BadRequestError
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage
 from agentrunner.domain.state import AgentState
@@ -35,8 +34,8 @@ def execution_values(execution: Execution) -> dict[str, Any]:
     }
 
 
-def execution_from(row: ExecutionRow) -> Execution:
-    """The execution a row holds."""
+def execution_from(row: Any) -> Execution:
+    """The execution an `executions` row holds."""
     return Execution(
         execution_id=row.execution_id,
         agent=row.agent,
@@ -57,8 +56,8 @@ def execution_from(row: ExecutionRow) -> Execution:
     )
 
 
-def state_from(row: AgentStateRow) -> AgentState:
-    """The agent state a row holds."""
+def state_from(row: Any) -> AgentState:
+    """The agent state an `agent_state` row holds."""
     payload = row.payload or {}
     return AgentState(
         agent=row.agent,
