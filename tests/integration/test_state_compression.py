@@ -1,0 +1,59 @@
+"""Agent state over 1 MB is stored gzip-compressed, and read back transparently."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.domain.state import AgentState
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SQLStateStore]:
+    state_store = SQLStateStore(database_url)
+    await state_store.start()
+    yield state_store
+    await state_store.close()
+
+
+async def _raw_payload(url: str, session_id: str) -> bytes:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            query = text("SELECT payload FROM agent_state WHERE agent = 'chat' AND session_id = :s")
+            value = await connection.scalar(query, {"s": session_id})
+    finally:
+        await engine.dispose()
+    return bytes(value)
+
+
+async def test_a_3_mb_state_is_stored_compressed_and_read_back_whole(store: SQLStateStore, database_url: str) -> None:
+    history = [{"role": "user", "content": f"line {i}: " + "the same words again " * 15} for i in range(10_000)]
+    state = AgentState(agent="chat", session_id="big", history=history, memory={"notes": "n" * 1000})
+
+    await store.save_state(state, expected_version=0)
+    raw = await _raw_payload(database_url, "big")
+    loaded = await store.load_state("chat", "big")
+
+    assert raw.startswith(b"\x1f\x8b"), "gzip magic bytes"
+    assert len(raw) < 3_000_000 // 10
+    assert loaded.history == history
+    assert loaded.memory == {"notes": "n" * 1000}
+
+
+async def test_a_small_state_is_stored_as_plain_json(store: SQLStateStore, database_url: str) -> None:
+    await store.save_state(AgentState(agent="chat", session_id="small", memory={"k": "v"}), expected_version=0)
+
+    raw = await _raw_payload(database_url, "small")
+
+    assert raw == b'{"history":[],"memory":{"k":"v"}}'
