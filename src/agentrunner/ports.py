@@ -12,12 +12,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agentrunner.domain.agent import LLMConfig
-from agentrunner.domain.event import Event
+from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import Completion, LLMRequest
 from agentrunner.domain.state import AgentState, UsageTotals
 
 EventHandler = Callable[[Event], Awaitable[None]]
+DeadLetterHandler = Callable[[DeadLetter], Awaitable[None]]
 
 
 class Subscription(Protocol):
@@ -38,7 +39,9 @@ class EventBus(Protocol):
 
     Contract: `publish` returns only once the bus holds the event; every queue bound with a
     matching pattern gets one copy; consumers of one queue share its messages; a handler
-    that raises has its message delivered again; `trace_id` travels with every event.
+    that raises has its event delivered again after a backoff (attempt + 1), and after the
+    last attempt it becomes a dead letter; `trace_id` travels with every event and is the
+    current trace while its handler runs.
     """
 
     async def start(self) -> None:
@@ -63,6 +66,14 @@ class EventBus(Protocol):
         `prefetch` bounds the handlers in flight for this consumer; an `exclusive` queue
         belongs to this process alone and disappears with it.
         """
+        ...
+
+    async def subscribe_dead_letters(self, handler: DeadLetterHandler) -> Subscription:
+        """Run `handler` for each event that failed every attempt (kept until handled)."""
+        ...
+
+    async def replay(self, letter: DeadLetter) -> None:
+        """Deliver a dead letter's event again, to its own queue only, from attempt 1."""
         ...
 
     async def ping(self) -> None:

@@ -11,14 +11,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from uuid import uuid4
 
+import aio_pika
 import pytest
 from redis.asyncio import Redis
 
 from agentrunner.adapters.bus.memory import InMemoryEventBus
+from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus
 from agentrunner.adapters.cache.memory import InMemoryCache
 from agentrunner.adapters.cache.redis import RedisCache
 from agentrunner.adapters.state.cached import CachedStateStore
 from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.domain.event import DeadLetter
 from agentrunner.ports import Cache, EventBus, StateStore
 
 # Small delays keep the retry tests fast; an event gets len(RETRY_DELAYS) + 1 deliveries.
@@ -96,19 +99,52 @@ async def state_store(state_store_factory: Callable[[], StateStore]) -> StateSto
 # -- EventBus -----------------------------------------------------------------------------
 
 
-def _build_bus(backend: str) -> InMemoryEventBus:
+# The broker scripts/services.sh starts; override for another one.
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+# What each bus gave up on, collected through `subscribe_dead_letters` (see `dead_letters`).
+DEAD_LETTERS: dict[int, list[DeadLetter]] = {}
+
+
+def _build_bus(backend: str) -> InMemoryEventBus | RabbitMQEventBus:
     if backend == "memory":
         return InMemoryEventBus(retry_delays=RETRY_DELAYS)
+    if backend == "rabbitmq":
+        # A prefix of its own: this test's exchange and queues meet nobody else's.
+        return RabbitMQEventBus(RABBITMQ_URL, prefix=f"test-{uuid4().hex[:12]}", retry_delays=RETRY_DELAYS)
     raise AssertionError(f"unknown event bus backend {backend!r}")
 
 
-@pytest.fixture(params=["memory"])
+async def delete_broker_objects(bus: RabbitMQEventBus) -> None:
+    """Remove the exchange and queues a test's bus declared."""
+    exchange, queues = bus.declared
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    try:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+        await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
 async def event_bus(request: pytest.FixtureRequest) -> AsyncIterator[EventBus]:
-    """A started EventBus with small retry delays, once per backend."""
+    """A started EventBus with small retry delays, once per backend; what it dead-letters
+    is collected in DEAD_LETTERS."""
     bus = _build_bus(request.param)
     await bus.start()
+    letters = DEAD_LETTERS.setdefault(id(bus), [])
+
+    async def collect(letter: DeadLetter) -> None:
+        letters.append(letter)
+
+    await bus.subscribe_dead_letters(collect)
     yield bus
     await bus.close(grace_seconds=BUS_TEARDOWN_GRACE_SECONDS)
+    DEAD_LETTERS.pop(id(bus), None)
+    if isinstance(bus, RabbitMQEventBus):
+        await delete_broker_objects(bus)
 
 
 # -- Cache --------------------------------------------------------------------------------

@@ -7,15 +7,18 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from uuid import uuid4
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from agentrunner.adapters.bus.memory import DeadLetter
 from agentrunner.domain.errors import DependencyUnavailableError
-from agentrunner.domain.event import Event
+from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.ports import EventBus
 from agentrunner.tracing import current_trace_id
-from tests.contract.conftest import MAX_ATTEMPTS, RETRY_DELAYS
+from tests.contract.conftest import DEAD_LETTERS, MAX_ATTEMPTS, RETRY_DELAYS
+from tests.topic_reference import PATTERNS, TOPICS, reference_matches
 
 WAIT_SECONDS = 5.0
 # A topic every recording queue is also bound to: a queue with one consumer handles its
@@ -41,9 +44,8 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 
 
 
 def dead_letters(bus: EventBus) -> list[DeadLetter]:
-    """The events `bus` gave up on (every backend exposes them as `dead_letters`)."""
-    letters: list[DeadLetter] = bus.dead_letters  # type: ignore[attr-defined]
-    return list(letters)
+    """The events `bus` gave up on, as its dead-letter consumer received them."""
+    return list(DEAD_LETTERS[id(bus)])
 
 
 class Recorder:
@@ -476,3 +478,51 @@ async def test_close_starts_no_new_handler(event_bus: EventBus) -> None:
     await asyncio.wait_for(event_bus.close(grace_seconds=1.0), WAIT_SECONDS)
 
     assert started == [1], "close took another event after the one in flight"
+
+
+# -- dead letters and replay ----------------------------------------------------------------
+
+
+async def test_replay_delivers_a_dead_letter_again_to_its_own_queue_from_attempt_one(event_bus: EventBus) -> None:
+    healthy = Recorder()
+    await event_bus.subscribe("q.bystander", ["orders.#"], healthy)
+    broken = True
+    received: list[Event] = []
+
+    async def sometimes(event: Event) -> None:
+        if broken:
+            raise RuntimeError("not yet")
+        received.append(event)
+
+    await event_bus.subscribe("q.flaky", ["orders.#"], sometimes)
+    published = _event("orders.created", payload={"id": 7})
+    await event_bus.publish(published)
+    await wait_until(lambda: len(dead_letters(event_bus)) == 1, "the event to be dead-lettered")
+    [letter] = dead_letters(event_bus)
+    assert letter.error == "RuntimeError: not yet"
+
+    broken = False
+    await event_bus.replay(letter)
+    await wait_until(lambda: len(received) == 1, "the replayed event")
+
+    assert received[0].event_id == published.event_id
+    assert received[0].attempt == 1
+    assert received[0].payload == {"id": 7}
+    assert received[0].trace_id == published.trace_id
+    assert [e.event_id for e in healthy.events] == [published.event_id], "the bystander queue got no replay"
+
+
+@settings(max_examples=8, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(patterns=st.lists(PATTERNS, min_size=1, max_size=4, unique=True), topics=st.lists(TOPICS, max_size=8))
+async def test_generated_topics_reach_exactly_the_queues_a_reference_matcher_picks(
+    event_bus: EventBus, patterns: list[str], topics: list[str]
+) -> None:
+    run = uuid4().hex[:8]
+    recorders = [await subscribe_recorder(event_bus, f"q.gen.{run}.{index}", [p]) for index, p in enumerate(patterns)]
+    for topic in topics:
+        await event_bus.publish(_event(topic))
+    await drain(event_bus, *recorders)
+
+    for pattern, recorder in zip(patterns, recorders, strict=True):
+        expected = [topic for topic in topics if reference_matches(pattern, topic)]
+        assert sorted(recorder.topics) == sorted(expected), pattern

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from agentrunner.domain.topics import pattern_problem, topic_matches, topic_problem
+from tests.topic_reference import PATTERNS, TOPICS, reference_matches
 
 ROUTING_CASES = [
     # pattern, topic, matches
@@ -61,27 +61,6 @@ def test_routing_table(pattern: str, topic: str, matches: bool) -> None:
 
 
 # --- property: agrees with an independent matcher ----------------------------------------
-
-
-def reference_matches(pattern: str, topic: str) -> bool:
-    """Dynamic programming over words: done[i][j] is True when the first i pattern words
-    match the first j topic words."""
-    words, parts = pattern.split("."), topic.split(".")
-    done = [[False] * (len(parts) + 1) for _ in range(len(words) + 1)]
-    done[0][0] = True
-    for i, word in enumerate(words, start=1):
-        for j in range(len(parts) + 1):
-            if word == "#":
-                # '#' covers nothing (row above) or one more word (column to the left).
-                done[i][j] = done[i - 1][j] or (j > 0 and done[i][j - 1])
-            elif j > 0:
-                done[i][j] = done[i - 1][j - 1] and word in ("*", parts[j - 1])
-    return done[-1][-1]
-
-
-WORDS = st.sampled_from(["a", "b", "c"])
-TOPICS = st.lists(WORDS, min_size=1, max_size=7).map(".".join)
-PATTERNS = st.lists(st.one_of(WORDS, st.sampled_from(["*", "#"])), min_size=1, max_size=6).map(".".join)
 
 
 def test_reference_matcher_agrees_with_the_routing_table() -> None:

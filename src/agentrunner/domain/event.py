@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentrunner.domain.execution import utcnow
 
@@ -31,3 +32,25 @@ class Event(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
     attempt: int = 1
     headers: dict[str, str] = Field(default_factory=dict)
+
+
+def encode_event(event: Event) -> bytes:
+    """The wire form of an event: its whole envelope as JSON (UTF-8)."""
+    return event.model_dump_json().encode()
+
+
+def decode_event(raw: bytes) -> Event:
+    """The event in a wire body; raises `ValueError` saying what is wrong with it."""
+    try:
+        return Event.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ValueError(f"not an agentrunner event (version {EVENT_VERSION} envelope): {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event that failed every delivery attempt to `queue`, with the last error."""
+
+    queue: str
+    event: Event
+    error: str

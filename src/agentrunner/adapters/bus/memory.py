@@ -5,45 +5,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
-from agentrunner.domain.event import Event
+from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.domain.topics import pattern_problem, topic_matches, topic_problem
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventHandler
+from agentrunner.ports import DeadLetterHandler, EventHandler
 from agentrunner.tracing import traced
 
 log = get_logger(__name__)
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
 
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """An event that failed every attempt, with the last error."""
-
-    queue: str
-    event: Event
-    error: str
+_Item = TypeVar("_Item")
 
 
 @dataclass
-class _Queue:
+class _Queue(Generic[_Item]):
     name: str
     exclusive: bool
     patterns: set[str] = field(default_factory=set)
-    messages: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    messages: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
 
 
-class InMemorySubscription:
+class InMemorySubscription(Generic[_Item]):
     """Consumer tasks of one queue; `prefetch` of them bound the handlers in flight."""
 
-    def __init__(self, bus: InMemoryEventBus, queue: _Queue, handler: EventHandler, prefetch: int) -> None:
+    def __init__(
+        self,
+        bus: InMemoryEventBus,
+        queue: _Queue[_Item],
+        handle: Callable[[_Item], Awaitable[None]],
+        prefetch: int,
+    ) -> None:
         self._bus = bus
         self._queue = queue
-        self._handler = handler
+        self._handle = handle
         self._busy: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._tasks = [asyncio.create_task(self._consume(), name=f"bus:{queue.name}") for _ in range(prefetch)]
@@ -56,41 +56,28 @@ class InMemorySubscription:
         current = asyncio.current_task()
         assert current is not None
         while not self._stopping:
-            event = await self._queue.messages.get()
+            item = await self._queue.messages.get()
             self._busy.add(current)
             try:
-                with traced(event.trace_id, service=None):
-                    await self._handle(event)
+                await self._handle(item)
+            except asyncio.CancelledError:
+                # Like an AMQP channel closing with the message unacked: deliver it again.
+                self._queue.messages.put_nowait(item)
+                raise
             finally:
                 self._busy.discard(current)
-
-    async def _handle(self, event: Event) -> None:
-        try:
-            await self._handler(event)
-        except asyncio.CancelledError:
-            # Like an AMQP channel closing with the message unacked: deliver it again.
-            self._queue.messages.put_nowait(event)
-            raise
-        except Exception as exc:  # noqa: BLE001 - any handler failure is a nack
-            reason = exc.message if isinstance(exc, AgentRunnerError) else f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "event handler failed", queue=self.queue, topic=event.topic, attempt=event.attempt, error=reason
-            )
-            self._bus.retry_later(self._queue, event, reason)
 
     async def cancel(self, grace_seconds: float = 10.0) -> None:
         # A consumer that finishes its handler sees the flag and takes nothing more.
         self._stopping = True
-        idle = [task for task in self._tasks if task not in self._busy]
-        for task in idle:
-            task.cancel()
+        for task in self._tasks:
+            if task not in self._busy:
+                task.cancel()
         busy = [task for task in self._tasks if task in self._busy]
         if busy:
             _, pending = await asyncio.wait(busy, timeout=grace_seconds)
             for task in pending:
                 task.cancel()
-        for task in self._tasks:
-            task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._bus.forget(self)
 
@@ -100,15 +87,15 @@ class InMemoryEventBus:
 
     def __init__(self, *, retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS) -> None:
         self._retry_delays = tuple(retry_delays)
-        self._queues: dict[str, _Queue] = {}
-        self._subscriptions: list[InMemorySubscription] = []
+        self._queues: dict[str, _Queue[Event]] = {}
+        self._dead_letters: _Queue[DeadLetter] = _Queue(name="dead-letters", exclusive=False)
+        self._subscriptions: list[InMemorySubscription[Any]] = []
         self._timers: set[asyncio.Task[None]] = set()
         self._closed = True
-        self.dead_letters: list[DeadLetter] = []
 
     @property
     def max_attempts(self) -> int:
-        """Deliveries an event gets before it is dead-lettered."""
+        """Deliveries an event gets before it becomes a dead letter."""
         return len(self._retry_delays) + 1
 
     async def start(self) -> None:
@@ -118,9 +105,12 @@ class InMemoryEventBus:
         if self._closed:
             raise DependencyUnavailableError("the in-memory event bus is closed")
 
-    async def publish(self, event: Event) -> None:
+    def _require_open(self, action: str) -> None:
         if self._closed:
-            raise DependencyUnavailableError(f"cannot publish {event.topic!r}: the event bus is closed")
+            raise DependencyUnavailableError(f"cannot {action}: the event bus is closed")
+
+    async def publish(self, event: Event) -> None:
+        self._require_open(f"publish {event.topic!r}")
         problem = topic_problem(event.topic)
         if problem:
             raise ValueError(problem)
@@ -136,24 +126,56 @@ class InMemoryEventBus:
         *,
         prefetch: int = 1,
         exclusive: bool = False,
-    ) -> InMemorySubscription:
-        if self._closed:
-            raise DependencyUnavailableError(f"cannot subscribe {queue!r}: the event bus is closed")
+    ) -> InMemorySubscription[Event]:
+        self._require_open(f"subscribe {queue!r}")
         for pattern in patterns:
             problem = pattern_problem(pattern)
             if problem:
                 raise ValueError(problem)
         declared = self._queues.setdefault(queue, _Queue(name=queue, exclusive=exclusive))
         declared.patterns.update(patterns)
-        subscription = InMemorySubscription(self, declared, handler, max(1, prefetch))
+
+        async def handle(event: Event) -> None:
+            with traced(event.trace_id):
+                try:
+                    await handler(event)
+                except Exception as exc:  # noqa: BLE001 - any handler failure is a nack
+                    reason = exc.message if isinstance(exc, AgentRunnerError) else f"{type(exc).__name__}: {exc}"
+                    self._retry_later(declared, event, reason)
+
+        subscription = InMemorySubscription(self, declared, handle, max(1, prefetch))
         self._subscriptions.append(subscription)
         return subscription
 
-    def retry_later(self, queue: _Queue, event: Event, reason: str) -> None:
-        """Deliver `event` again after its backoff delay, or dead-letter it."""
+    async def subscribe_dead_letters(self, handler: DeadLetterHandler) -> InMemorySubscription[DeadLetter]:
+        self._require_open("consume dead letters")
+
+        async def handle(letter: DeadLetter) -> None:
+            with traced(letter.event.trace_id):
+                try:
+                    await handler(letter)
+                except Exception:
+                    log.exception("dead-letter handler failed, keeping the letter", queue=letter.queue)
+                    self._dead_letters.messages.put_nowait(letter)
+                    await asyncio.sleep(1.0)  # no hot loop on a handler that keeps failing
+
+        subscription = InMemorySubscription(self, self._dead_letters, handle, 1)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def replay(self, letter: DeadLetter) -> None:
+        self._require_open(f"replay into {letter.queue!r}")
+        queue = self._queues.get(letter.queue)
+        if queue is None:
+            raise DependencyUnavailableError(f"cannot replay: queue {letter.queue!r} does not exist")
+        queue.messages.put_nowait(letter.event.model_copy(update={"attempt": 1}))
+
+    def _retry_later(self, queue: _Queue[Event], event: Event, reason: str) -> None:
+        """Deliver `event` again after its backoff delay, or make it a dead letter."""
+        log.warning("event handler failed", queue=queue.name, topic=event.topic, attempt=event.attempt, error=reason)
         if event.attempt >= self.max_attempts:
             log.error("event dead-lettered", queue=queue.name, topic=event.topic, attempts=event.attempt, error=reason)
-            self.dead_letters.append(DeadLetter(queue=queue.name, event=event, error=reason))
+            self._dead_letters.messages.put_nowait(DeadLetter(queue=queue.name, event=event, error=reason))
             return
         again = event.model_copy(update={"attempt": event.attempt + 1})
 
@@ -165,7 +187,7 @@ class InMemoryEventBus:
         self._timers.add(timer)
         timer.add_done_callback(self._timers.discard)
 
-    def forget(self, subscription: InMemorySubscription) -> None:
+    def forget(self, subscription: InMemorySubscription[Any]) -> None:
         """Drop a cancelled subscription, and its queue when that queue was exclusive."""
         with contextlib.suppress(ValueError):
             self._subscriptions.remove(subscription)

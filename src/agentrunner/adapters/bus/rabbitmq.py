@@ -1,0 +1,363 @@
+"""The distributed EventBus on RabbitMQ (aio-pika, robust connection).
+
+Layout, for a prefix P (several platforms or test runs share a broker without meeting):
+- exchange `P.events` (topic, durable): every event is published there with its topic as
+  the routing key;
+- queue `P.q.<name>` (durable, or exclusive and auto-deleted) bound with the patterns;
+- retry queues `P.q.<name>.retry.<ms>`, one per backoff delay: a failed event is published
+  there with attempt + 1; when its TTL runs out RabbitMQ dead-letters it straight back to
+  `P.q.<name>` through the default exchange;
+- queue `P.dead-letters`: events that failed every attempt, with their queue and error.
+Messages are persistent, publishes wait for the broker's confirm, and a message is acked
+only after its handler returned or its retry copy was confirmed: nothing is lost between.
+Broker and network errors become `DependencyUnavailableError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from yarl import URL
+
+from agentrunner.adapters.bus.memory import DEFAULT_RETRY_DELAYS
+from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
+from agentrunner.domain.event import DeadLetter, Event, decode_event, encode_event
+from agentrunner.domain.topics import pattern_problem, topic_problem
+from agentrunner.logs import get_logger
+from agentrunner.ports import DeadLetterHandler, EventHandler
+from agentrunner.tracing import traced
+
+log = get_logger(__name__)
+
+_QUEUE_HEADER = "x-agentrunner-queue"
+_ERROR_HEADER = "x-agentrunner-error"
+# Retry queues of an exclusive queue vanish after this long unused (the exclusive queue
+# they feed is gone by then); far longer than any backoff delay.
+_EXCLUSIVE_RETRY_EXPIRES_MS = 10 * 60 * 1000
+
+
+def _redacted(url: str) -> str:
+    parsed = URL(url)
+    return str(parsed.with_password("***")) if parsed.password else url
+
+
+class RabbitMQSubscription:
+    """One consumer of one queue, on a channel of its own (its own prefetch)."""
+
+    def __init__(self, bus: RabbitMQEventBus, name: str, channel: AbstractChannel, queue: AbstractQueue) -> None:
+        self._bus = bus
+        self._name = name
+        self._channel = channel
+        self._queue = queue
+        self._tag: str | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    @property
+    def queue(self) -> str:
+        return self._name
+
+    async def start(self, on_message: Callable[[AbstractIncomingMessage], Awaitable[None]]) -> None:
+        async def tracked(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._in_flight.add(task)
+            try:
+                await on_message(message)
+            finally:
+                self._in_flight.discard(task)
+
+        self._tag = await self._queue.consume(tracked, no_ack=False)
+
+    async def cancel(self, grace_seconds: float = 10.0) -> None:
+        if self._tag is not None:
+            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                await self._queue.cancel(self._tag)
+            self._tag = None
+        if self._in_flight:
+            # Unacked messages of handlers cut short go back to the queue with the channel.
+            await asyncio.wait(list(self._in_flight), timeout=grace_seconds)
+        with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+            await self._channel.close()
+        self._bus.forget(self)
+
+
+class RabbitMQEventBus:
+    """EventBus on a RabbitMQ broker (see the module docstring for the layout)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "agentrunner",
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        publish_timeout_seconds: float = 10.0,
+        connection_name: str = "agentrunner",
+    ) -> None:
+        self._url = url
+        self._where = _redacted(url)
+        self._prefix = prefix
+        self._retry_ms = tuple(max(1, round(delay * 1000)) for delay in retry_delays)
+        self._publish_timeout = publish_timeout_seconds
+        self._connection_name = connection_name
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._subscriptions: list[RabbitMQSubscription] = []
+        self._declared: set[str] = set()
+        self._closed = True
+
+    @property
+    def max_attempts(self) -> int:
+        """Deliveries an event gets before it becomes a dead letter."""
+        return len(self._retry_ms) + 1
+
+    @property
+    def declared(self) -> tuple[str, frozenset[str]]:
+        """The exchange and the queues this bus declared (to inspect or tear down a prefix)."""
+        return f"{self._prefix}.events", frozenset(self._declared)
+
+    def _queue_name(self, queue: str) -> str:
+        return f"{self._prefix}.q.{queue}"
+
+    @property
+    def _dead_letter_queue(self) -> str:
+        return f"{self._prefix}.dead-letters"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            self._connection = await aio_pika.connect_robust(
+                self._url, client_properties={"connection_name": self._connection_name}, timeout=10
+            )
+            self._channel = await self._connection.channel(publisher_confirms=True)
+            self._exchange = await self._channel.declare_exchange(
+                f"{self._prefix}.events", aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            await self._channel.declare_queue(self._dead_letter_queue, durable=True)
+            self._declared.add(self._dead_letter_queue)
+        except CONNECTION_EXCEPTIONS as exc:
+            await self.close(grace_seconds=0)
+            raise DependencyUnavailableError(f"RabbitMQ at {self._where} is not reachable: {exc}") from exc
+        self._closed = False
+
+    async def ping(self) -> None:
+        connection = self._connection
+        if self._closed or connection is None or connection.is_closed or not connection.connected.is_set():
+            raise DependencyUnavailableError(f"RabbitMQ at {self._where} is not connected")
+
+    async def close(self, grace_seconds: float = 10.0) -> None:
+        self._closed = True
+        await asyncio.gather(*(sub.cancel(grace_seconds) for sub in list(self._subscriptions)))
+        if self._connection is not None:
+            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                await self._connection.close()
+            self._connection = None
+
+    def forget(self, subscription: RabbitMQSubscription) -> None:
+        """Drop a cancelled subscription."""
+        with contextlib.suppress(ValueError):
+            self._subscriptions.remove(subscription)
+
+    def _require_open(self, action: str) -> tuple[AbstractRobustConnection, AbstractChannel, AbstractExchange]:
+        if self._closed or self._connection is None or self._channel is None or self._exchange is None:
+            raise DependencyUnavailableError(f"cannot {action}: the event bus is closed")
+        return self._connection, self._channel, self._exchange
+
+    # -- publishing ------------------------------------------------------------------
+
+    async def publish(self, event: Event) -> None:
+        problem = topic_problem(event.topic)
+        if problem:
+            raise ValueError(problem)
+        _, _, exchange = self._require_open(f"publish {event.topic!r}")
+        await self._confirmed(f"publish {event.topic!r}", lambda: exchange.publish(_message(event), event.topic))
+
+    async def _to_queue(self, queue: str, event: Event, headers: dict[str, str] | None = None) -> None:
+        """Publish straight into `queue` (default exchange), confirmed."""
+        _, channel, _ = self._require_open(f"publish into {queue!r}")
+        message = _message(event, headers)
+        await self._confirmed(f"publish into {queue!r}", lambda: channel.default_exchange.publish(message, queue))
+
+    async def _confirmed(self, action: str, publish: Callable[[], Awaitable[Any]]) -> None:
+        """Run `publish` until the broker confirms it; through a reconnection, wait (at
+        most the publish timeout) instead of losing the event."""
+        connection, _, _ = self._require_open(action)
+        deadline = asyncio.get_running_loop().time() + self._publish_timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                async with asyncio.timeout(max(remaining, 0.001)):
+                    await connection.connected.wait()
+                    await publish()
+                return
+            except TimeoutError as exc:
+                raise DependencyUnavailableError(
+                    f"cannot {action}: RabbitMQ at {self._where} did not confirm within {self._publish_timeout:g} s"
+                ) from exc
+            except CONNECTION_EXCEPTIONS as exc:
+                if asyncio.get_running_loop().time() >= deadline or self._closed:
+                    raise DependencyUnavailableError(f"cannot {action}: RabbitMQ at {self._where}: {exc}") from exc
+                log.warning("publish interrupted, retrying after reconnect", action=action, error=str(exc))
+                await asyncio.sleep(0.1)
+
+    # -- consuming -------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        queue: str,
+        patterns: Sequence[str],
+        handler: EventHandler,
+        *,
+        prefetch: int = 1,
+        exclusive: bool = False,
+    ) -> RabbitMQSubscription:
+        for pattern in patterns:
+            problem = pattern_problem(pattern)
+            if problem:
+                raise ValueError(problem)
+        connection, _, exchange = self._require_open(f"subscribe {queue!r}")
+        name = self._queue_name(queue)
+        try:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=max(1, prefetch))
+            declared = await channel.declare_queue(
+                name, durable=not exclusive, exclusive=exclusive, auto_delete=exclusive
+            )
+            self._declared.add(name)
+            for pattern in patterns:
+                await declared.bind(exchange, routing_key=pattern)
+            for delay_ms in self._retry_ms:
+                arguments: dict[str, Any] = {
+                    "x-message-ttl": delay_ms,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": name,
+                }
+                if exclusive:
+                    arguments["x-expires"] = _EXCLUSIVE_RETRY_EXPIRES_MS + delay_ms
+                await channel.declare_queue(f"{name}.retry.{delay_ms}", durable=not exclusive, arguments=arguments)
+                self._declared.add(f"{name}.retry.{delay_ms}")
+        except CONNECTION_EXCEPTIONS as exc:
+            raise DependencyUnavailableError(f"cannot subscribe {queue!r} on RabbitMQ at {self._where}: {exc}") from exc
+        subscription = RabbitMQSubscription(self, queue, channel, declared)
+        await subscription.start(lambda message: self._deliver(queue, message, handler))
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def _deliver(self, queue: str, message: AbstractIncomingMessage, handler: EventHandler) -> None:
+        try:
+            event = decode_event(message.body)
+        except ValueError as exc:
+            log.error("undecodable message dead-lettered", queue=queue, error=str(exc))
+            await self._settle(message, self._bury(queue, None, message.body, str(exc)))
+            return
+        with traced(event.trace_id):
+            try:
+                await handler(event)
+            except Exception as exc:  # noqa: BLE001 - any handler failure is a nack
+                reason = exc.message if isinstance(exc, AgentRunnerError) else f"{type(exc).__name__}: {exc}"
+                await self._settle(message, self._retry_later(queue, event, reason))
+            else:
+                await self._settle(message, None)
+
+    async def _settle(self, message: AbstractIncomingMessage, before_ack: Awaitable[None] | None) -> None:
+        """Ack `message` once `before_ack` (a retry or dead-letter publish) is confirmed; if
+        that publish fails, leave it unacked so the broker delivers it again."""
+        try:
+            if before_ack is not None:
+                await before_ack
+            await message.ack()
+        except (DependencyUnavailableError, *CONNECTION_EXCEPTIONS) as exc:
+            # The channel is gone: the broker redelivers the unacked message.
+            log.warning("message left unacked for redelivery", error=str(exc))
+            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                await message.nack(requeue=True)
+
+    async def _retry_later(self, queue: str, event: Event, reason: str) -> None:
+        log.warning("event handler failed", queue=queue, topic=event.topic, attempt=event.attempt, error=reason)
+        if event.attempt >= self.max_attempts:
+            await self._bury(queue, event, None, reason)
+            return
+        again = event.model_copy(update={"attempt": event.attempt + 1})
+        delay_ms = self._retry_ms[event.attempt - 1]
+        await self._to_queue(f"{self._queue_name(queue)}.retry.{delay_ms}", again)
+
+    async def _bury(self, queue: str, event: Event | None, raw: bytes | None, reason: str) -> None:
+        log.error("event dead-lettered", queue=queue, topic=event.topic if event else None, error=reason)
+        _, channel, _ = self._require_open("dead-letter an event")
+        if event is None:
+            message = aio_pika.Message(
+                raw or b"",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers={_QUEUE_HEADER: queue, _ERROR_HEADER: reason[:2000]},
+            )
+            dead_letters = self._dead_letter_queue
+            await self._confirmed("dead-letter", lambda: channel.default_exchange.publish(message, dead_letters))
+            return
+        await self._to_queue(self._dead_letter_queue, event, {_QUEUE_HEADER: queue, _ERROR_HEADER: reason[:2000]})
+
+    # -- dead letters ----------------------------------------------------------------
+
+    async def subscribe_dead_letters(self, handler: DeadLetterHandler) -> RabbitMQSubscription:
+        connection, _, _ = self._require_open("consume dead letters")
+        try:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=1)
+            declared = await channel.declare_queue(self._dead_letter_queue, durable=True)
+        except CONNECTION_EXCEPTIONS as exc:
+            raise DependencyUnavailableError(
+                f"cannot consume dead letters on RabbitMQ at {self._where}: {exc}"
+            ) from exc
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            headers = message.headers or {}
+            try:
+                event = decode_event(message.body)
+            except ValueError:
+                log.error("undecodable dead letter dropped", queue=str(headers.get(_QUEUE_HEADER)))
+                await message.ack()
+                return
+            letter = DeadLetter(
+                queue=str(headers.get(_QUEUE_HEADER, "")), event=event, error=str(headers.get(_ERROR_HEADER, ""))
+            )
+            with traced(event.trace_id):
+                try:
+                    await handler(letter)
+                except Exception:
+                    log.exception("dead-letter handler failed, keeping the letter", queue=letter.queue)
+                    await asyncio.sleep(1.0)  # no hot loop on a handler that keeps failing
+                    await message.nack(requeue=True)
+                    return
+            await message.ack()
+
+        subscription = RabbitMQSubscription(self, "dead-letters", channel, declared)
+        await subscription.start(on_message)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def replay(self, letter: DeadLetter) -> None:
+        await self._to_queue(self._queue_name(letter.queue), letter.event.model_copy(update={"attempt": 1}))
+
+
+def _message(event: Event, extra_headers: dict[str, str] | None = None) -> aio_pika.Message:
+    headers: dict[str, Any] = {"trace_id": event.trace_id, "event_id": event.event_id, "attempt": event.attempt}
+    headers.update(extra_headers or {})
+    return aio_pika.Message(
+        encode_event(event),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=event.event_id,
+        headers=headers,
+    )
