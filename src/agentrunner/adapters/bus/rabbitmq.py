@@ -103,6 +103,7 @@ class RabbitMQEventBus:
         prefix: str = "agentrunner",
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         publish_timeout_seconds: float = 10.0,
+        reconnect_interval_seconds: float = 1.0,
         connection_name: str = "agentrunner",
     ) -> None:
         self._url = url
@@ -110,6 +111,7 @@ class RabbitMQEventBus:
         self._prefix = prefix
         self._retry_ms = tuple(max(1, round(delay * 1000)) for delay in retry_delays)
         self._publish_timeout = publish_timeout_seconds
+        self._reconnect_interval = reconnect_interval_seconds
         self._connection_name = connection_name
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -140,7 +142,10 @@ class RabbitMQEventBus:
     async def start(self) -> None:
         try:
             self._connection = await aio_pika.connect_robust(
-                self._url, client_properties={"connection_name": self._connection_name}, timeout=10
+                self._url,
+                client_properties={"connection_name": self._connection_name},
+                timeout=10,
+                reconnect_interval=self._reconnect_interval,
             )
             self._channel = await self._connection.channel(publisher_confirms=True)
             self._exchange = await self._channel.declare_exchange(
