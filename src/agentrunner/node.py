@@ -29,7 +29,8 @@ from agentrunner.api.state import state_app
 from agentrunner.domain.errors import ConfigError
 from agentrunner.domain.event import new_id
 from agentrunner.logs import get_logger
-from agentrunner.ports import Cache
+from agentrunner.ports import Cache, EventBus
+from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
 from agentrunner.runtime.worker import AutonomousPool
@@ -42,11 +43,6 @@ class Node:
     """One agentrunner process: its adapters, engines and role apps."""
 
     def __init__(self, settings: Settings, *, script: Script | None = None) -> None:
-        if settings.rabbitmq_url:
-            raise ConfigError(
-                "RABBITMQ_URL selects the distributed event bus, which this version does not run yet: "
-                "leave it empty to use the embedded bus"
-            )
         self.settings = settings
         self.node_id = new_id()[:12]
         self.catalog = SettingsProviderCatalog(settings, script=script)
@@ -61,9 +57,10 @@ class Node:
         )
         self.cache = _cache(settings)
         self.store = CachedStateStore(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
-        self.bus = InMemoryEventBus()
+        self.bus = _bus(settings, self.node_id)
         self.registry = AgentRegistry()
         self.orchestrator = Orchestrator(bus=self.bus, store=self.store, registry=self.registry, node_id=self.node_id)
+        self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store)
         self.pool = AutonomousPool(
             bus=self.bus,
             store=self.store,
@@ -92,6 +89,7 @@ class Node:
         self.load_agents()
         await self.store.sync_agents(self.registry.records())
         await self.orchestrator.start()
+        await self.dead_letters.start()
         await self.pool.start()
         available = sum(agent.status is AgentStatus.AVAILABLE for agent in self.registry.agents.values())
         log.info(
@@ -105,6 +103,7 @@ class Node:
     async def stop(self) -> None:
         """Stop the engines (in-flight work finishes first), then close the adapters."""
         await self.pool.stop()
+        await self.dead_letters.stop()
         await self.orchestrator.stop()
         await self.bus.close()
         await self.catalog.close()
@@ -143,10 +142,26 @@ class Node:
         return {
             "state": state_app(self.store, ready),
             "config": config_app(self.registry, ready),
-            "orchestrator": orchestrator_app(self.orchestrator, ready, self.settings.invoke_wait_seconds),
+            "orchestrator": orchestrator_app(
+                self.orchestrator, self.dead_letters, ready, self.settings.invoke_wait_seconds
+            ),
             "scheduler": scheduler_app(ready),
             "slack": slack_app(ready),
         }
+
+
+def _bus(settings: Settings, node_id: str) -> EventBus:
+    if not settings.rabbitmq_url:
+        return InMemoryEventBus(retry_delays=settings.bus_retry_delays)
+    # Imported here: aio-pika costs start-up time that the embedded mode does not need.
+    from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus  # noqa: PLC0415
+
+    return RabbitMQEventBus(
+        settings.rabbitmq_url,
+        prefix=settings.rabbitmq_exchange_prefix,
+        retry_delays=settings.bus_retry_delays,
+        connection_name=f"agentrunner node {node_id}",
+    )
 
 
 def _cache(settings: Settings) -> Cache:

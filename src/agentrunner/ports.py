@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agentrunner.domain.agent import LLMConfig
-from agentrunner.domain.event import DeadLetter, Event
+from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import Completion, LLMRequest
 from agentrunner.domain.state import AgentState, UsageTotals
@@ -184,6 +184,23 @@ class StateStore(Protocol):
 
     async def mark_published(self, entry_ids: Sequence[str]) -> None:
         """Record that these outbox events reached the bus."""
+        ...
+
+    async def record_dead_letter(self, letter: DeadLetter) -> StoredDeadLetter:
+        """Keep a dead letter; the same event dead in the same queue again replaces the
+        earlier record (with the newer error) instead of adding one."""
+        ...
+
+    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 100) -> list[StoredDeadLetter]:
+        """Dead letters, newest first."""
+        ...
+
+    async def get_dead_letter(self, letter_id: str) -> StoredDeadLetter:
+        """The dead letter with that id (raises `DeadLetterNotFoundError`)."""
+        ...
+
+    async def mark_dead_letter_replayed(self, letter_id: str) -> StoredDeadLetter:
+        """Record that the dead letter was handed back to the bus."""
         ...
 
     async def sync_agents(self, agents: Sequence[AgentRecord]) -> None:

@@ -8,10 +8,10 @@ so `cp .env.example .env` works before any key is filled in.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Role = Literal["state", "config", "orchestrator", "scheduler", "slack"]
 HTTP_ROLES: tuple[Role, ...] = ("state", "config", "orchestrator", "scheduler", "slack")
@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     cache_ttl_seconds: float = Field(default=300, gt=0)
     rabbitmq_url: str = ""
     rabbitmq_prefetch_count: int = Field(default=10, gt=0)
+    rabbitmq_exchange_prefix: str = Field(default="agentrunner", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    # Seconds before each redelivery of an event whose handler failed; after the last one
+    # the event becomes a dead letter (len + 1 deliveries in all).
+    bus_retry_delays: Annotated[tuple[float, ...], NoDecode] = (1.0, 2.0, 4.0, 8.0)
 
     # LLM providers
     openai_api_key: SecretStr | None = None
@@ -75,6 +79,13 @@ class Settings(BaseSettings):
     # Behaviour
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     invoke_wait_seconds: float = Field(default=60, ge=0)
+
+    @field_validator("bus_retry_delays", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        return value
 
     @property
     def effective_database_url(self) -> str:

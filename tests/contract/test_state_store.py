@@ -16,9 +16,11 @@ from agentrunner.domain.errors import (
     AgentRunnerError,
     BadRequestError,
     ConflictError,
+    DeadLetterNotFoundError,
     DependencyUnavailableError,
     ExecutionNotFoundError,
 )
+from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage
 from agentrunner.ports import StateStore
 from tests.conftest import free_port
@@ -396,3 +398,53 @@ async def test_duplicate_id_is_a_conflict(state_store: StateStore) -> None:
 async def test_limit_below_one_is_a_bad_request(state_store: StateStore) -> None:
     with pytest.raises(BadRequestError, match="limit"):
         await state_store.list_executions(limit=0)
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+def _letter(queue: str = "agent.a", event_id: str = "ev-1", error: str = "boom") -> DeadLetter:
+    event = Event(event_id=event_id, topic="invoke.a", payload={"execution_id": "x"}, trace_id="t-dead", attempt=5)
+    return DeadLetter(queue=queue, event=event, error=error)
+
+
+async def test_dead_letters_are_recorded_listed_and_fetched(state_store: StateStore) -> None:
+    letter = _letter(event_id="ev-1")
+    first = await state_store.record_dead_letter(letter)
+    second = await state_store.record_dead_letter(_letter(event_id="ev-2", error="worse"))
+
+    listed = await state_store.list_dead_letters()
+    fetched = await state_store.get_dead_letter(first.id)
+
+    assert {letter.id for letter in listed} == {first.id, second.id}
+    assert fetched.event == letter.event
+    assert (fetched.queue, fetched.topic, fetched.error, fetched.attempts) == ("agent.a", "invoke.a", "boom", 5)
+    assert fetched.replayed_at is None
+
+
+async def test_the_same_event_dead_again_in_the_same_queue_replaces_its_record(state_store: StateStore) -> None:
+    first = await state_store.record_dead_letter(_letter(error="first error"))
+    again = await state_store.record_dead_letter(_letter(error="second error"))
+    other_queue = await state_store.record_dead_letter(_letter(queue="agent.b"))
+
+    assert again.id == first.id
+    assert other_queue.id != first.id
+    assert (await state_store.get_dead_letter(first.id)).error == "second error"
+    assert len(await state_store.list_dead_letters()) == 2
+
+
+async def test_replayed_dead_letters_leave_the_default_listing(state_store: StateStore) -> None:
+    letter = await state_store.record_dead_letter(_letter())
+
+    replayed = await state_store.mark_dead_letter_replayed(letter.id)
+
+    assert replayed.replayed_at is not None
+    assert await state_store.list_dead_letters() == []
+    assert [d.id for d in await state_store.list_dead_letters(include_replayed=True)] == [letter.id]
+
+
+async def test_unknown_dead_letter_raises_not_found(state_store: StateStore) -> None:
+    with pytest.raises(DeadLetterNotFoundError):
+        await state_store.get_dead_letter("nope")
+    with pytest.raises(DeadLetterNotFoundError):
+        await state_store.mark_dead_letter_replayed("nope")

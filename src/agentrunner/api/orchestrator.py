@@ -10,7 +10,9 @@ from pydantic import BaseModel, Field
 
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
+from agentrunner.domain.event import StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
 
 MAX_WAIT_SECONDS = 3600
@@ -48,7 +50,9 @@ class ExecutionList(BaseModel):
     next_cursor: str | None
 
 
-def orchestrator_app(orchestrator: Orchestrator, edge: EdgeConfig, default_wait: float) -> FastAPI:
+def orchestrator_app(
+    orchestrator: Orchestrator, dead_letters: DeadLetterOffice, edge: EdgeConfig, default_wait: float
+) -> FastAPI:
     """The orchestrator's HTTP API."""
     app = role_app("orchestrator", "agentrunner orchestrator", edge)
 
@@ -87,5 +91,20 @@ def orchestrator_app(orchestrator: Orchestrator, edge: EdgeConfig, default_wait:
     ) -> ExecutionList:
         page = await orchestrator.executions(agent=agent, status=status, limit=limit, cursor=cursor)
         return ExecutionList(items=page.items, next_cursor=page.next_cursor)
+
+    @app.get("/dead-letters", response_model=list[StoredDeadLetter], tags=["dead letters"])
+    async def list_dead_letters(
+        include_replayed: bool = False, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[StoredDeadLetter]:
+        return await dead_letters.list(include_replayed=include_replayed, limit=limit)
+
+    @app.post(
+        "/dead-letters/{letter_id}/replay",
+        response_model=StoredDeadLetter,
+        tags=["dead letters"],
+        summary="Deliver the event again to its queue, from attempt 1",
+    )
+    async def replay_dead_letter(letter_id: str) -> StoredDeadLetter:
+        return await dead_letters.replay(letter_id)
 
     return app

@@ -6,6 +6,7 @@
     ├── AgentUnavailableError        the agent exists but cannot run (agent_unavailable)
     ├── ExecutionNotFoundError       no execution with that id (execution_not_found)
     ├── StateNotFoundError           no state for that agent and session (state_not_found)
+    ├── DeadLetterNotFoundError      no dead letter with that id (dead_letter_not_found)
     ├── BadRequestError              the request is malformed (bad_request)
     ├── ConflictError                conflicts with what is stored (conflict)
     ├── LLMError                     a provider call failed
@@ -67,6 +68,12 @@ class StateNotFoundError(AgentRunnerError):
     """No agent state is stored for that agent and session."""
 
     code = "state_not_found"
+
+
+class DeadLetterNotFoundError(AgentRunnerError):
+    """No dead letter has that id."""
+
+    code = "dead_letter_not_found"
 
 
 class BadRequestError(AgentRunnerError):

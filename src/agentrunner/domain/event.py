@@ -54,3 +54,22 @@ class DeadLetter:
     queue: str
     event: Event
     error: str
+
+
+class StoredDeadLetter(BaseModel):
+    """A dead letter as the platform keeps it, to list and replay (`GET /dead-letters`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    queue: str
+    topic: str
+    event: Event
+    error: str
+    attempts: int
+    created_at: datetime = Field(default_factory=utcnow)
+    replayed_at: datetime | None = None
+
+    def letter(self) -> DeadLetter:
+        """The dead letter to hand back to the bus."""
+        return DeadLetter(queue=self.queue, event=self.event, error=self.error)

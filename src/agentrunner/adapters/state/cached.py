@@ -11,7 +11,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agentrunner.domain.errors import DependencyUnavailableError
-from agentrunner.domain.event import Event
+from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.logs import get_logger
@@ -161,6 +161,18 @@ class CachedStateStore:
 
     async def mark_published(self, entry_ids: Sequence[str]) -> None:
         await self._store.mark_published(entry_ids)
+
+    async def record_dead_letter(self, letter: DeadLetter) -> StoredDeadLetter:
+        return await self._store.record_dead_letter(letter)
+
+    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 100) -> list[StoredDeadLetter]:
+        return await self._store.list_dead_letters(include_replayed=include_replayed, limit=limit)
+
+    async def get_dead_letter(self, letter_id: str) -> StoredDeadLetter:
+        return await self._store.get_dead_letter(letter_id)
+
+    async def mark_dead_letter_replayed(self, letter_id: str) -> StoredDeadLetter:
+        return await self._store.mark_dead_letter_replayed(letter_id)
 
     async def sync_agents(self, agents: Sequence[AgentRecord]) -> None:
         await self._store.sync_agents(agents)

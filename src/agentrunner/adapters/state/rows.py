@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import datetime
 from typing import Any
 
 from agentrunner.domain.errors import BadRequestError
+from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage
 from agentrunner.domain.state import AgentState
 
@@ -91,3 +93,23 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if created.tzinfo is None:
         raise problem
     return created, execution_id
+
+
+def dead_letter_id(letter: DeadLetter) -> str:
+    """One id per (queue, event): the same event dying in the same queue again replaces
+    its record rather than adding one."""
+    return hashlib.sha256(f"{letter.queue}\0{letter.event.event_id}".encode()).hexdigest()[:32]
+
+
+def dead_letter_from(row: Any) -> StoredDeadLetter:
+    """The dead letter a `dead_letters` row holds."""
+    return StoredDeadLetter(
+        id=row.id,
+        queue=row.queue,
+        topic=row.topic,
+        event=Event.model_validate(row.event),
+        error=row.error,
+        attempts=row.attempts,
+        created_at=row.created_at,
+        replayed_at=row.replayed_at,
+    )

@@ -18,6 +18,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from agentrunner.adapters.state.rows import (
+    dead_letter_from,
+    dead_letter_id,
     decode_cursor,
     encode_cursor,
     execution_from,
@@ -25,22 +27,24 @@ from agentrunner.adapters.state.rows import (
     state_from,
     state_payload,
 )
-from agentrunner.adapters.state.tables import AgentRow, AgentStateRow, ExecutionRow, OutboxRow
+from agentrunner.adapters.state.tables import AgentRow, AgentStateRow, DeadLetterRow, ExecutionRow, OutboxRow
 from agentrunner.adapters.state.urls import alembic_config, prepare_sqlite_folder
 from agentrunner.domain.errors import (
     BadRequestError,
     ConfigError,
     ConflictError,
+    DeadLetterNotFoundError,
     DependencyUnavailableError,
     ExecutionNotFoundError,
     StateNotFoundError,
 )
-from agentrunner.domain.event import Event
+from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
 from agentrunner.domain.state import AgentState, AgentUsage, UsageTotals
 from agentrunner.ports import AgentRecord, ExecutionPage, OutboxEntry
 
 EXECUTIONS = cast("Table", ExecutionRow.__table__)
+DEAD_LETTERS = cast("Table", DeadLetterRow.__table__)
 STATES = cast("Table", AgentStateRow.__table__)
 OUTBOX = cast("Table", OutboxRow.__table__)
 AGENTS = cast("Table", AgentRow.__table__)
@@ -338,6 +342,56 @@ class SQLStateStore:
                 .where(OutboxRow.id.in_(list(entry_ids)), OutboxRow.published_at.is_(None))
                 .values(published_at=utcnow())
             )
+
+    # -- dead letters ----------------------------------------------------------------
+
+    async def record_dead_letter(self, letter: DeadLetter) -> StoredDeadLetter:
+        stored = StoredDeadLetter(
+            id=dead_letter_id(letter),
+            queue=letter.queue,
+            topic=letter.event.topic,
+            event=letter.event,
+            error=letter.error,
+            attempts=letter.event.attempt,
+        )
+        values = {
+            "id": stored.id,
+            "queue": stored.queue,
+            "topic": stored.topic,
+            "event": stored.event.model_dump(mode="json"),
+            "error": stored.error,
+            "attempts": stored.attempts,
+            "created_at": stored.created_at,
+            "replayed_at": None,
+        }
+        async with self._session(write=True) as session:
+            await session.execute(delete(DEAD_LETTERS).where(DEAD_LETTERS.c.id == stored.id))
+            await session.execute(insert(DEAD_LETTERS).values(**values))
+        return stored
+
+    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 100) -> list[StoredDeadLetter]:
+        query = select(DEAD_LETTERS).order_by(DEAD_LETTERS.c.created_at.desc(), DEAD_LETTERS.c.id).limit(limit)
+        if not include_replayed:
+            query = query.where(DEAD_LETTERS.c.replayed_at.is_(None))
+        async with self._session() as session:
+            rows = (await session.execute(query)).all()
+        return [dead_letter_from(row) for row in rows]
+
+    async def get_dead_letter(self, letter_id: str) -> StoredDeadLetter:
+        async with self._session() as session:
+            row = (await session.execute(select(DEAD_LETTERS).where(DEAD_LETTERS.c.id == letter_id))).first()
+        if row is None:
+            raise DeadLetterNotFoundError(f"dead letter {letter_id} not found: GET /dead-letters lists them")
+        return dead_letter_from(row)
+
+    async def mark_dead_letter_replayed(self, letter_id: str) -> StoredDeadLetter:
+        async with self._session(write=True) as session:
+            result = await session.execute(
+                update(DEAD_LETTERS).where(DEAD_LETTERS.c.id == letter_id).values(replayed_at=utcnow())
+            )
+            if result.rowcount != 1:
+                raise DeadLetterNotFoundError(f"dead letter {letter_id} not found: GET /dead-letters lists them")
+        return await self.get_dead_letter(letter_id)
 
     # -- agent registry --------------------------------------------------------------
 

@@ -1,0 +1,53 @@
+"""The dead-letter office: keeps every event the bus gave up on, lists them, and hands
+one back to the bus on request (ARCHITECTURE §5: inspectable and replayable)."""
+
+from __future__ import annotations
+
+from agentrunner.domain.event import DeadLetter, StoredDeadLetter
+from agentrunner.logs import get_logger
+from agentrunner.ports import EventBus, StateStore, Subscription
+
+log = get_logger(__name__)
+
+
+class DeadLetterOffice:
+    """Records dead letters in the state store and replays them through the bus."""
+
+    def __init__(self, *, bus: EventBus, store: StateStore) -> None:
+        self._bus = bus
+        self._store = store
+        self._subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        """Take dead letters off the bus into the database (a letter leaves the bus only
+        once it is recorded)."""
+        self._subscription = await self._bus.subscribe_dead_letters(self._record)
+
+    async def stop(self) -> None:
+        """Stop taking dead letters; those left stay on the bus."""
+        if self._subscription is not None:
+            await self._subscription.cancel()
+            self._subscription = None
+
+    async def _record(self, letter: DeadLetter) -> None:
+        stored = await self._store.record_dead_letter(letter)
+        log.warning(
+            "dead letter recorded",
+            dead_letter_id=stored.id,
+            queue=letter.queue,
+            topic=letter.event.topic,
+            error=letter.error,
+        )
+
+    async def list(self, *, include_replayed: bool = False, limit: int = 100) -> list[StoredDeadLetter]:
+        """Dead letters, newest first."""
+        return await self._store.list_dead_letters(include_replayed=include_replayed, limit=limit)
+
+    async def replay(self, letter_id: str) -> StoredDeadLetter:
+        """Deliver the dead letter's event again to its queue, from attempt 1; raises
+        `DeadLetterNotFoundError`."""
+        stored = await self._store.get_dead_letter(letter_id)
+        await self._bus.replay(stored.letter())
+        replayed = await self._store.mark_dead_letter_replayed(letter_id)
+        log.info("dead letter replayed", dead_letter_id=letter_id, queue=stored.queue, topic=stored.topic)
+        return replayed
