@@ -117,6 +117,9 @@ class InMemoryEventBus:
         for queue in self._queues.values():
             if any(topic_matches(pattern, event.topic) for pattern in queue.patterns):
                 queue.messages.put_nowait(event)
+        # Let consumers run, as they would while a broker confirms: a publishing loop
+        # must not starve every handler until it ends.
+        await asyncio.sleep(0)
 
     async def subscribe(
         self,

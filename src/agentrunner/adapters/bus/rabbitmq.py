@@ -200,6 +200,20 @@ class RabbitMQEventBus:
         """Run `publish` until the broker confirms it; through a reconnection, wait (at
         most the publish timeout) instead of losing the event."""
         connection, _, _ = self._require_open(action)
+        if connection.connected.is_set():
+            try:
+                async with asyncio.timeout(self._publish_timeout):
+                    await publish()
+                return
+            except TimeoutError as exc:
+                raise self._unconfirmed(action) from exc
+            except CONNECTION_EXCEPTIONS as exc:
+                log.warning("publish interrupted, retrying after reconnect", action=action, error=str(exc))
+        await self._confirmed_after_reconnect(connection, action, publish)
+
+    async def _confirmed_after_reconnect(
+        self, connection: AbstractRobustConnection, action: str, publish: Callable[[], Awaitable[Any]]
+    ) -> None:
         deadline = asyncio.get_running_loop().time() + self._publish_timeout
         while True:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -209,14 +223,17 @@ class RabbitMQEventBus:
                     await publish()
                 return
             except TimeoutError as exc:
-                raise DependencyUnavailableError(
-                    f"cannot {action}: RabbitMQ at {self._where} did not confirm within {self._publish_timeout:g} s"
-                ) from exc
+                raise self._unconfirmed(action) from exc
             except CONNECTION_EXCEPTIONS as exc:
                 if asyncio.get_running_loop().time() >= deadline or self._closed:
                     raise DependencyUnavailableError(f"cannot {action}: RabbitMQ at {self._where}: {exc}") from exc
                 log.warning("publish interrupted, retrying after reconnect", action=action, error=str(exc))
                 await asyncio.sleep(0.1)
+
+    def _unconfirmed(self, action: str) -> DependencyUnavailableError:
+        return DependencyUnavailableError(
+            f"cannot {action}: RabbitMQ at {self._where} did not confirm within {self._publish_timeout:g} s"
+        )
 
     # -- consuming -------------------------------------------------------------------
 
