@@ -32,6 +32,7 @@ from agentrunner.logs import get_logger
 from agentrunner.ports import Cache, EventBus
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
+from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
 from agentrunner.runtime.worker import AutonomousPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
@@ -59,14 +60,19 @@ class Node:
         self.store = CachedStateStore(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
         self.bus = _bus(settings, self.node_id)
         self.registry = AgentRegistry()
-        self.orchestrator = Orchestrator(bus=self.bus, store=self.store, registry=self.registry, node_id=self.node_id)
+        self.relay = OutboxRelay(bus=self.bus, store=self.store)
+        self.orchestrator = Orchestrator(
+            bus=self.bus, store=self.store, relay=self.relay, registry=self.registry, node_id=self.node_id
+        )
         self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store)
         self.pool = AutonomousPool(
             bus=self.bus,
             store=self.store,
             registry=self.registry,
             catalog=self.catalog,
+            relay=self.relay,
             prefetch=settings.rabbitmq_prefetch_count,
+            max_chain_depth=settings.chain_max_depth,
         )
 
     def load_agents(self) -> None:
@@ -91,6 +97,7 @@ class Node:
         await self.orchestrator.start()
         await self.dead_letters.start()
         await self.pool.start()
+        await self.relay.start()
         available = sum(agent.status is AgentStatus.AVAILABLE for agent in self.registry.agents.values())
         log.info(
             "node started",
@@ -102,6 +109,7 @@ class Node:
 
     async def stop(self) -> None:
         """Stop the engines (in-flight work finishes first), then close the adapters."""
+        await self.relay.stop()
         await self.pool.stop()
         await self.dead_letters.stop()
         await self.orchestrator.stop()

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     # Behaviour
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     invoke_wait_seconds: float = Field(default=60, ge=0)
+    chain_max_depth: int = Field(default=5, ge=0)
 
     @field_validator("bus_retry_delays", mode="before")
     @classmethod

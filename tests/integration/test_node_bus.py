@@ -18,13 +18,27 @@ from agentrunner.node import Node
 from agentrunner.settings import Settings
 from tests.contract.conftest import RABBITMQ_URL, delete_broker_objects
 
-AGENT = "name: echoer\nagent_type: demo\nexecution_mode: autonomous\nllm_config: {provider: echo, model: echo}\n"
+AGENTS = {
+    "echoer": [],
+    "greeter": ["customer.ticket.created"],
+    "summariser": ["agent.output.greeter"],
+    "looper": ["loop.start", "agent.output.looper"],
+}
+MAX_DEPTH = 2
+
+
+def _agent_yaml(name: str, subscriptions: list[str]) -> str:
+    return (
+        f"name: {name}\nagent_type: demo\nexecution_mode: autonomous\n"
+        f"llm_config: {{provider: echo, model: echo}}\nevent_subscriptions: {subscriptions!r}\n"
+    )
 
 
 @pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
 async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Node]:
     (tmp_path / "agents").mkdir()
-    (tmp_path / "agents" / "echoer.yml").write_text(AGENT)
+    for name, subscriptions in AGENTS.items():
+        (tmp_path / "agents" / f"{name}.yml").write_text(_agent_yaml(name, subscriptions))
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
         agents_dir=tmp_path / "agents",
@@ -32,6 +46,7 @@ async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         rabbitmq_url=RABBITMQ_URL if request.param == "rabbitmq" else "",
         rabbitmq_exchange_prefix=f"test-{uuid4().hex[:12]}",
         bus_retry_delays=(0.05, 0.05),
+        chain_max_depth=MAX_DEPTH,
     )
     running = Node(settings)
     async with running.running():
@@ -92,3 +107,51 @@ async def test_a_dead_letter_is_listed_and_replayed_over_http(node: Node) -> Non
     assert remaining == []
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "dead_letter_not_found"
+
+
+async def _executions_of(node: Node, agent: str, count: int) -> list[Execution]:
+    async def enough() -> list[Execution]:
+        while True:
+            page = await node.store.list_executions(agent=agent, limit=50)
+            done = [e for e in page.items if e.status.is_terminal]
+            if len(done) >= count:
+                return done
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(enough(), 15)
+
+
+async def test_an_external_event_runs_its_subscriber_and_the_output_chains_to_the_next(node: Node) -> None:
+    async with client(node) as http:
+        published = await http.post(
+            "/events",
+            json={"topic": "customer.ticket.created", "payload": {"prompt": "printer on fire"}},
+            headers={"X-Trace-Id": "trace-chain"},
+        )
+        [greeted] = await _executions_of(node, "greeter", 1)
+        [summarised] = await _executions_of(node, "summariser", 1)
+
+    assert published.status_code == 202
+    assert published.json()["trace_id"] == "trace-chain"
+    assert (greeted.output, greeted.trace_id) == ("printer on fire", "trace-chain")
+    assert summarised.input["execution_id"] == greeted.execution_id
+    assert (summarised.output, summarised.trace_id) == ("printer on fire", "trace-chain")
+
+
+async def test_a_loop_of_outputs_stops_at_the_chain_depth_limit(node: Node) -> None:
+    async with client(node) as http:
+        await http.post("/events", json={"topic": "loop.start", "payload": {"prompt": "again"}})
+        runs = await _executions_of(node, "looper", MAX_DEPTH + 1)
+        await asyncio.sleep(0.5)  # room for a run too many
+        after = (await node.store.list_executions(agent="looper")).items
+
+    assert len(runs) == MAX_DEPTH + 1
+    assert len(after) == MAX_DEPTH + 1
+
+
+async def test_an_invalid_topic_is_a_400(node: Node) -> None:
+    async with client(node) as http:
+        response = await http.post("/events", json={"topic": "not a topic", "payload": {}})
+
+    assert response.status_code == 400
+    assert "not a topic" in response.json()["error"]["message"]

@@ -35,6 +35,21 @@ class InvokeRequest(BaseModel):
     )
 
 
+class PublishRequest(BaseModel):
+    """Body of `POST /events`."""
+
+    topic: str = Field(description="Dot-separated words, e.g. customer.ticket.created.", max_length=255)
+    payload: dict[str, Any] = Field(default_factory=dict, description="Becomes the task_data of agents that run.")
+
+
+class Published(BaseModel):
+    """Answer of `POST /events`."""
+
+    event_id: str
+    topic: str
+    trace_id: str
+
+
 class Accepted(BaseModel):
     """Answer of an invocation that had not finished within `wait`."""
 
@@ -91,6 +106,11 @@ def orchestrator_app(
     ) -> ExecutionList:
         page = await orchestrator.executions(agent=agent, status=status, limit=limit, cursor=cursor)
         return ExecutionList(items=page.items, next_cursor=page.next_cursor)
+
+    @app.post("/events", response_model=Published, status_code=202, tags=["events"], summary="Publish an event")
+    async def publish_event(request: PublishRequest) -> Published:
+        event = await orchestrator.publish_event(request.topic, request.payload)
+        return Published(event_id=event.event_id, topic=event.topic, trace_id=event.trace_id)
 
     @app.get("/dead-letters", response_model=list[StoredDeadLetter], tags=["dead letters"])
     async def list_dead_letters(

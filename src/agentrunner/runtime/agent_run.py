@@ -10,9 +10,10 @@ from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.llm import Completion, LLMRequest, Message
 from agentrunner.ports import LLMProvider
 
-# Keys of task_data read as the user's prompt, in this order; otherwise the whole task_data
-# is sent as JSON, so structured tasks (a schedule's report_type, ...) still reach the model.
-PROMPT_KEYS = ("prompt", "message", "text", "question", "query", "input")
+# Keys of task_data read as the user's prompt, in this order (`output` is what a chained
+# agent receives from the one before); otherwise the whole task_data is sent as JSON, so
+# structured tasks (a schedule's report_type, ...) still reach the model.
+PROMPT_KEYS = ("prompt", "message", "text", "question", "query", "input", "output")
 
 
 def user_prompt(task_data: dict[str, Any]) -> str:

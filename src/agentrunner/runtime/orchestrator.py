@@ -7,10 +7,13 @@ import asyncio
 import contextlib
 from typing import Any
 
+from agentrunner.domain.errors import BadRequestError
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.topics import topic_problem
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ExecutionPage, StateStore, Subscription
+from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import FINISHED_PATTERN, invoke_topic
 from agentrunner.tracing import current_trace_id, new_trace_id
@@ -21,9 +24,12 @@ log = get_logger(__name__)
 class Orchestrator:
     """Entry point of every invocation (ARCHITECTURE §3)."""
 
-    def __init__(self, *, bus: EventBus, store: StateStore, registry: AgentRegistry, node_id: str) -> None:
+    def __init__(
+        self, *, bus: EventBus, store: StateStore, relay: OutboxRelay, registry: AgentRegistry, node_id: str
+    ) -> None:
         self._bus = bus
         self._store = store
+        self._relay = relay
         self._registry = registry
         self._node_id = node_id
         self._waiters: dict[str, asyncio.Future[None]] = {}
@@ -67,15 +73,15 @@ class Orchestrator:
         waiter = asyncio.get_running_loop().create_future() if wait > 0 else None
         if waiter is not None:
             self._waiters[execution.execution_id] = waiter
+        invocation = Event(
+            topic=invoke_topic(config.name),
+            payload={"execution_id": execution.execution_id},
+            trace_id=execution.trace_id,
+        )
         try:
-            await self._store.create_execution(execution)
-            await self._bus.publish(
-                Event(
-                    topic=invoke_topic(config.name),
-                    payload={"execution_id": execution.execution_id},
-                    trace_id=execution.trace_id,
-                )
-            )
+            # Recorded with its event in one transaction: accepted means it will run.
+            await self._store.create_execution(execution, events=[invocation])
+            await self._relay.deliver([invocation])
             log.info("execution accepted", execution_id=execution.execution_id, agent=config.name)
             if waiter is not None:
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
@@ -83,6 +89,17 @@ class Orchestrator:
         finally:
             self._waiters.pop(execution.execution_id, None)
         return await self.execution(execution.execution_id)
+
+    async def publish_event(self, topic: str, payload: dict[str, Any]) -> Event:
+        """Publish an external event; agents whose `event_subscriptions` match it run.
+        Raises `BadRequestError` for a topic that is not dot-separated words."""
+        problem = topic_problem(topic)
+        if problem:
+            raise BadRequestError(f"invalid topic: {problem}")
+        event = Event(topic=topic, payload=payload, trace_id=current_trace_id() or new_trace_id())
+        await self._bus.publish(event)
+        log.info("event published", topic=topic, event_id=event.event_id)
+        return event
 
     async def execution(self, execution_id: str) -> Execution:
         """The execution with that id (raises `ExecutionNotFoundError`)."""

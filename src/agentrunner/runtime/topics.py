@@ -15,6 +15,14 @@ def finished_topic(agent: str) -> str:
 
 FINISHED_PATTERN = "execution.finished.#"
 
+# How many agent outputs led to an event; past the limit the next agent does not run.
+CHAIN_DEPTH_HEADER = "chain_depth"
+
+
+def output_topic(agent: str) -> str:
+    """Topic of an agent's successful output; agents subscribed to it run next (chains)."""
+    return f"agent.output.{agent}"
+
 
 def agent_queue(agent: str) -> str:
     """The durable work queue of `agent`."""

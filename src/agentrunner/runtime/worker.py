@@ -1,28 +1,40 @@
 """The autonomous pool: consumes agents' work queues and runs each task in a fresh context.
 
+An agent's queue receives `invoke.<agent>` (an execution the orchestrator recorded) and
+every event matching the agent's `event_subscriptions` (a new execution per event, chains
+through `agent.output.<agent>` included, up to a depth limit against loops).
 Delivery is at least once; the execution record makes the result idempotent: a message
-for an execution that already ended is acknowledged without running it again.
+for an execution that already ended is acknowledged without running it again, and an
+event's execution id derives from the event, so a redelivered event finds its execution.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from functools import partial
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
-from agentrunner.domain.errors import AgentRunnerError
+from agentrunner.domain.errors import AgentRunnerError, ConflictError, ExecutionNotFoundError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ProviderCatalog, StateStore, Subscription
 from agentrunner.runtime.agent_run import run_agent
+from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry
-from agentrunner.runtime.topics import agent_queue, finished_topic, invoke_topic
+from agentrunner.runtime.topics import CHAIN_DEPTH_HEADER, agent_queue, finished_topic, invoke_topic, output_topic
 from agentrunner.tracing import traced
 
 log = get_logger(__name__)
 
 # A scheduled agent invoked by hand runs like an autonomous one: once, in a fresh context.
 AUTONOMOUS_POOL_MODES = frozenset({ExecutionMode.AUTONOMOUS, ExecutionMode.SCHEDULED})
+
+
+def execution_id_for(agent: str, event: Event) -> str:
+    """The execution an event starts for `agent`: the same on every redelivery."""
+    return hashlib.sha256(f"{agent}\0{event.event_id}".encode()).hexdigest()[:32]
 
 
 class AutonomousPool:
@@ -35,11 +47,15 @@ class AutonomousPool:
         store: StateStore,
         registry: AgentRegistry,
         catalog: ProviderCatalog,
+        relay: OutboxRelay,
         prefetch: int = 10,
+        max_chain_depth: int = 5,
         modes: frozenset[ExecutionMode] = AUTONOMOUS_POOL_MODES,
     ) -> None:
         self._bus = bus
         self._store = store
+        self._relay = relay
+        self._max_chain_depth = max_chain_depth
         self._registry = registry
         self._catalog = catalog
         self._prefetch = prefetch
@@ -49,8 +65,10 @@ class AutonomousPool:
     async def start(self) -> None:
         """Consume the work queue of every available agent in this pool's modes."""
         for config in self._registry.in_modes(self._modes):
+            patterns = [invoke_topic(config.name), *config.event_subscriptions]
+            handler = partial(self.handle, config.name)
             subscription = await self._bus.subscribe(
-                agent_queue(config.name), [invoke_topic(config.name)], self.handle, prefetch=self._prefetch
+                agent_queue(config.name), patterns, handler, prefetch=self._prefetch
             )
             self._subscriptions.append(subscription)
         log.info("autonomous pool consuming", queues=len(self._subscriptions))
@@ -60,29 +78,86 @@ class AutonomousPool:
         await asyncio.gather(*(subscription.cancel() for subscription in self._subscriptions))
         self._subscriptions.clear()
 
-    async def handle(self, event: Event) -> None:
-        """Run the execution named by an `invoke.<agent>` event to a terminal status."""
+    async def handle(self, agent: str, event: Event) -> None:
+        """Run `agent` for an event of its queue to a terminal status."""
         with traced(event.trace_id, "autonomous"):
-            await self._handle(event)
+            await self._handle(agent, event)
 
-    async def _handle(self, event: Event) -> None:
-        execution = await self._store.get_execution(str(event.payload["execution_id"]))
+    async def _handle(self, agent: str, event: Event) -> None:
+        depth = int(event.headers.get(CHAIN_DEPTH_HEADER, "0"))
+        if event.topic == invoke_topic(agent):
+            execution = await self._store.get_execution(str(event.payload["execution_id"]))
+        elif depth > self._max_chain_depth:
+            log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
+            return
+        else:
+            execution = await self._execution_for_event(agent, event)
         if execution.status.is_terminal:
             log.info("execution already finished, redelivery ignored", execution_id=execution.execution_id)
             return
         try:
             config = self._registry.runnable(execution.agent)
         except AgentRunnerError as exc:
-            execution = await self._finish(execution, ExecutionStatus.FAILED, error=exc)
+            finished = _finished(execution, ExecutionStatus.FAILED, exc)
         else:
-            execution = await self._run(config, execution)
-        await self._bus.publish(
-            Event(
-                topic=finished_topic(execution.agent),
-                payload={"execution_id": execution.execution_id, "status": execution.status.value},
-                trace_id=execution.trace_id,
-            )
+            finished = await self._run(config, execution)
+        await self._complete(finished, depth)
+
+    async def _execution_for_event(self, agent: str, event: Event) -> Execution:
+        execution_id = execution_id_for(agent, event)
+        try:
+            return await self._store.get_execution(execution_id)
+        except ExecutionNotFoundError:
+            pass
+        session = event.payload.get("session_id")
+        execution = Execution(
+            execution_id=execution_id,
+            agent=agent,
+            input=event.payload,
+            session_id=session if isinstance(session, str) else None,
+            trace_id=event.trace_id,
         )
+        try:
+            await self._store.create_execution(execution)
+        except ConflictError:
+            return await self._store.get_execution(execution_id)  # another delivery won the race
+        log.info("execution started by event", execution_id=execution_id, agent=agent, topic=event.topic)
+        return execution
+
+    async def _complete(self, finished: Execution, depth: int) -> None:
+        """Save the terminal execution with its announcements in one transaction, then
+        publish them: `execution.finished.<agent>`, and `agent.output.<agent>` on success."""
+        events = [
+            Event(
+                topic=finished_topic(finished.agent),
+                payload={"execution_id": finished.execution_id, "status": finished.status.value},
+                trace_id=finished.trace_id,
+            )
+        ]
+        if finished.status is ExecutionStatus.SUCCEEDED:
+            events.append(
+                Event(
+                    topic=output_topic(finished.agent),
+                    payload={
+                        "agent": finished.agent,
+                        "execution_id": finished.execution_id,
+                        "output": finished.output,
+                        "session_id": finished.session_id,
+                    },
+                    trace_id=finished.trace_id,
+                    headers={CHAIN_DEPTH_HEADER: str(depth + 1)},
+                )
+            )
+        await self._store.save_execution(finished, events=events)
+        log.info(
+            "execution finished",
+            execution_id=finished.execution_id,
+            agent=finished.agent,
+            status=finished.status.value,
+            input_tokens=finished.usage.input_tokens,
+            output_tokens=finished.usage.output_tokens,
+        )
+        await self._relay.deliver(events)
 
     async def _run(self, config: AgentConfig, execution: Execution) -> Execution:
         retry = config.retry_config
@@ -108,12 +183,12 @@ class AutonomousPool:
                 )
             except TimeoutError:
                 message = f"agent {config.name!r} did not answer within {config.timeout_seconds:g} s (timeout_seconds)"
-                return await self._finish(execution, ExecutionStatus.TIMED_OUT, error=AgentRunnerError(message))
+                return _finished(execution, ExecutionStatus.TIMED_OUT, AgentRunnerError(message))
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the execution
                 error = exc if isinstance(exc, AgentRunnerError) else _unexpected(exc, execution)
                 retryable = error.retryable or error is not exc
                 if not retryable or retry_number == retry.max_retries:
-                    return await self._finish(execution, ExecutionStatus.FAILED, error=error)
+                    return _finished(execution, ExecutionStatus.FAILED, error)
                 delay = retry.retry_delay_seconds * (2**retry_number if retry.exponential_backoff else 1)
                 log.warning(
                     "execution attempt failed, retrying",
@@ -126,29 +201,18 @@ class AutonomousPool:
             execution = execution.model_copy(
                 update={"output": completion.text, "usage": completion.usage, "cost_usd": completion.cost_usd}
             )
-            return await self._finish(execution, ExecutionStatus.SUCCEEDED)
+            return _finished(execution, ExecutionStatus.SUCCEEDED)
         raise AssertionError("unreachable: the last retry always returns")
 
-    async def _finish(
-        self, execution: Execution, status: ExecutionStatus, *, error: AgentRunnerError | None = None
-    ) -> Execution:
-        finished = execution.model_copy(
-            update={
-                "status": status,
-                "finished_at": utcnow(),
-                "error": ExecutionError(code=error.code, message=error.message) if error else None,
-            }
-        )
-        await self._store.save_execution(finished)
-        log.info(
-            "execution finished",
-            execution_id=finished.execution_id,
-            agent=finished.agent,
-            status=status.value,
-            input_tokens=finished.usage.input_tokens,
-            output_tokens=finished.usage.output_tokens,
-        )
-        return finished
+
+def _finished(execution: Execution, status: ExecutionStatus, error: AgentRunnerError | None = None) -> Execution:
+    return execution.model_copy(
+        update={
+            "status": status,
+            "finished_at": utcnow(),
+            "error": ExecutionError(code=error.code, message=error.message) if error else None,
+        }
+    )
 
 
 def _unexpected(exc: Exception, execution: Execution) -> AgentRunnerError:
