@@ -25,7 +25,7 @@ from agentrunner.domain.event import DeadLetter
 from agentrunner.ports import Cache, EventBus, StateStore
 
 # Small delays keep the retry tests fast; an event gets len(RETRY_DELAYS) + 1 deliveries.
-RETRY_DELAYS: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08)
+RETRY_DELAYS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2)
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 
 # Teardown must not hang on a handler a failed test left blocked.

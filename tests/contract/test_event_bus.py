@@ -4,6 +4,7 @@ tracing, graceful close and exclusive queues, the same on every backend."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -289,6 +290,24 @@ async def test_failed_handler_gets_the_event_again_with_attempt_incremented(even
 
     assert deliveries == [(published.event_id, attempt, "trace-retry") for attempt in (1, 2, 3)]
     assert dead_letters(event_bus) == []
+
+
+async def test_redeliveries_follow_the_backoff_schedule(event_bus: EventBus) -> None:
+    times: list[float] = []
+
+    async def failing(_: Event) -> None:
+        times.append(time.monotonic())
+        raise RuntimeError("always")
+
+    await event_bus.subscribe("q.backoff", ["jobs.#"], failing)
+    await event_bus.publish(_event("jobs.run"))
+    await wait_until(lambda: len(dead_letters(event_bus)) == 1, "the event to be dead-lettered")
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert len(gaps) == len(RETRY_DELAYS)
+    for gap, delay in zip(gaps, RETRY_DELAYS, strict=True):
+        assert gap >= delay * 0.9, (gaps, RETRY_DELAYS)  # never sooner than the schedule
+        assert gap < delay + 1.0, (gaps, RETRY_DELAYS)
 
 
 async def test_event_failing_every_attempt_is_dead_lettered_with_the_last_error(event_bus: EventBus) -> None:

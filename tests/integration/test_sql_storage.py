@@ -1,4 +1,5 @@
-"""Agent state over 1 MB is stored gzip-compressed, and read back transparently."""
+"""How the SQL store keeps data: agent state over 1 MB gzip-compressed and read back
+transparently; PostgreSQL connections with the configured statement timeout and pool."""
 
 from __future__ import annotations
 
@@ -57,3 +58,20 @@ async def test_a_small_state_is_stored_as_plain_json(store: SQLStateStore, datab
     raw = await _raw_payload(database_url, "small")
 
     assert raw == b'{"history":[],"memory":{"k":"v"}}'
+
+
+@pytest.mark.postgres
+async def test_postgres_connections_carry_the_statement_timeout_and_pool_size(postgres_url: str) -> None:
+    store = SQLStateStore(postgres_url, statement_timeout_ms=1500, pool_size=3, max_overflow=1)
+    await store.start()
+    try:
+        engine = store._engine  # the pool's own settings are what this test is about
+        assert engine is not None
+        async with engine.connect() as connection:
+            timeout = await connection.scalar(text("SHOW statement_timeout"))
+        pool_size = engine.pool.size()  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+
+    assert timeout == "1500ms"
+    assert pool_size == 3
