@@ -73,6 +73,7 @@ class Node:
             relay=self.relay,
             prefetch=settings.rabbitmq_prefetch_count,
             max_chain_depth=settings.chain_max_depth,
+            llm_retry_base_seconds=settings.llm_retry_base_seconds,
         )
 
     def load_agents(self) -> None:

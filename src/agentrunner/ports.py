@@ -6,7 +6,7 @@ contract suite in `tests/contract/`, which is how embedded and distributed modes
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from agentrunner.domain.agent import LLMConfig
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
-from agentrunner.domain.llm import Completion, LLMRequest
+from agentrunner.domain.llm import Completion, LLMRequest, StreamItem
 from agentrunner.domain.state import AgentState, UsageTotals
 
 EventHandler = Callable[[Event], Awaitable[None]]
@@ -244,14 +244,21 @@ class Cache(Protocol):
 class LLMProvider(Protocol):
     """One LLM vendor behind one interface (ARCHITECTURE §7).
 
-    Contract: returns a Completion with usage; raises `LLMRateLimitError`,
-    `LLMUnavailableError`, `LLMAuthError` or `LLMBadRequestError`, never an SDK exception.
+    Contract: answers with text and/or tool calls and the vendor's token usage; raises
+    `LLMRateLimitError` (with `retry_after` in its context when the vendor said),
+    `LLMUnavailableError`, `LLMAuthError` or `LLMBadRequestError`, never an SDK exception;
+    makes one attempt (retrying is the caller's policy); never blocks the event loop.
     """
 
     name: str
 
     async def complete(self, request: LLMRequest) -> Completion:
         """Ask the model once and return its whole answer."""
+        ...
+
+    def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
+        """Ask the model once and yield its text as it comes (`TextDelta`s), then one final
+        `Completion` with the whole text, tool calls and usage."""
         ...
 
     async def close(self) -> None:

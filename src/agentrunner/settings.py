@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     bedrock_endpoint_url: str | None = None
     ollama_host: str = "http://localhost:11434"
     llm_timeout_seconds: float = Field(default=120, gt=0)
+    llm_retry_base_seconds: float = Field(default=0.5, ge=0)
 
     # Slack
     slack_signing_secret: SecretStr | None = None

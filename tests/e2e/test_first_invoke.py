@@ -82,7 +82,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) 
     (workdir / "agents").mkdir()
     for name, text in AGENTS.items():
         (workdir / "agents" / name).write_text(text)
-    running = start_platform(workdir, {"OPENAI_API_KEY": SECRET_KEY, "OPENAI_BASE_URL": fake_openai.base_url})
+    running = start_platform(
+        workdir,
+        {"OPENAI_API_KEY": SECRET_KEY, "OPENAI_BASE_URL": fake_openai.base_url, "LLM_RETRY_BASE_SECONDS": "0.01"},
+    )
     yield running
     assert running.stop() == 0, running.log_path.read_text()
 
@@ -170,16 +173,19 @@ def test_wait_zero_answers_202_then_the_execution_finishes(platform: RunningPlat
     assert status == "succeeded"
 
 
-def test_provider_errors_are_retried_with_a_fresh_context_then_recorded(
+def test_provider_errors_are_retried_then_a_fresh_context_then_recorded(
     platform: RunningPlatform, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.failures.extend([429])
     recovered = invoke(platform, "my-assistant", {"task_data": {"prompt": "flaky"}}).json()
-    fake_openai.failures.extend([500, 500, 500])
+    calls_for_recovered = len(fake_openai.requests)
+    # Three calls per attempt (llm_config.max_attempts), three attempts (max_retries 2).
+    fake_openai.failures.extend([500] * 9)
     failed = invoke(platform, "my-assistant", {"task_data": {"prompt": "down"}}).json()
 
-    assert (recovered["status"], recovered["attempts"]) == ("succeeded", 2)
+    assert (recovered["status"], recovered["attempts"], calls_for_recovered) == ("succeeded", 1, 2)
     assert (failed["status"], failed["attempts"]) == ("failed", 3)
+    assert len(fake_openai.requests) - calls_for_recovered == 9
     assert failed["error"]["code"] == "llm_unavailable"
     assert failed["output"] is None
 

@@ -42,6 +42,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+class Pricing(_Section):
+    """An agent's own price for its model, in USD per million tokens."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
 class LLMConfig(_Section):
     """Which model answers for the agent, and how."""
 
@@ -51,6 +58,10 @@ class LLMConfig(_Section):
     max_tokens: int | None = Field(default=None, gt=0)
     region: str | None = None
     host: str | None = None
+    # Calls per request when the vendor rate-limits or fails on its side (auth and bad
+    # requests are never tried again).
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    pricing: Pricing | None = None
 
 
 class ScheduleConfig(_Section):

@@ -1,4 +1,5 @@
-"""What the runtime asks of an LLM provider, and what it gets back."""
+"""What the runtime asks of an LLM provider, and what it gets back, in one shape for
+every vendor."""
 
 from __future__ import annotations
 
@@ -7,15 +8,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentrunner.domain.execution import Usage
-
-
-class Message(BaseModel):
-    """One chat message."""
-
-    model_config = ConfigDict(frozen=True)
-
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str
 
 
 class ToolCall(BaseModel):
@@ -28,6 +20,28 @@ class ToolCall(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
+class Message(BaseModel):
+    """One chat message. An assistant message may carry tool calls; a `tool` message
+    answers the call named by `tool_call_id`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+
+
+class ToolDefinition(BaseModel):
+    """A tool offered to the model: its name, what it does, and its arguments' JSON schema."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
 class LLMRequest(BaseModel):
     """One completion request to a provider."""
 
@@ -38,10 +52,14 @@ class LLMRequest(BaseModel):
     temperature: float | None = None
     max_tokens: int | None = None
     stop: list[str] | None = None
+    tools: list[ToolDefinition] = Field(default_factory=list)
+    # A JSON schema the answer must follow (structured output), where the vendor supports it.
+    response_schema: dict[str, Any] | None = None
 
 
 class Completion(BaseModel):
-    """A provider's answer, with what it cost."""
+    """A provider's whole answer. `cost_usd` is filled in by the runtime from the pricing
+    table (None: no known price)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -52,3 +70,14 @@ class Completion(BaseModel):
     cost_usd: float | None = None
     latency_ms: float | None = None
     request_id: str | None = None
+
+
+class TextDelta(BaseModel):
+    """A piece of the answer's text, as a stream delivers it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+
+
+StreamItem = TextDelta | Completion

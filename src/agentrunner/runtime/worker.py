@@ -50,12 +50,14 @@ class AutonomousPool:
         relay: OutboxRelay,
         prefetch: int = 10,
         max_chain_depth: int = 5,
+        llm_retry_base_seconds: float = 0.5,
         modes: frozenset[ExecutionMode] = AUTONOMOUS_POOL_MODES,
     ) -> None:
         self._bus = bus
         self._store = store
         self._relay = relay
         self._max_chain_depth = max_chain_depth
+        self._llm_retry_base = llm_retry_base_seconds
         self._registry = registry
         self._catalog = catalog
         self._prefetch = prefetch
@@ -179,7 +181,8 @@ class AutonomousPool:
             try:
                 provider = self._catalog.provider_for(llm)
                 completion = await asyncio.wait_for(
-                    run_agent(config, provider, execution.input), config.timeout_seconds
+                    run_agent(config, provider, execution.input, retry_base_seconds=self._llm_retry_base),
+                    config.timeout_seconds,
                 )
             except TimeoutError:
                 message = f"agent {config.name!r} did not answer within {config.timeout_seconds:g} s (timeout_seconds)"

@@ -5,11 +5,10 @@ They are chosen only by an agent that names them; never as a fallback for a real
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from agentrunner.domain.execution import Usage
-from agentrunner.domain.llm import Completion, LLMRequest
-from agentrunner.domain.pricing import cost_usd
+from agentrunner.domain.llm import Completion, LLMRequest, StreamItem, TextDelta
 
 
 def _count_tokens(text: str) -> int:
@@ -17,12 +16,19 @@ def _count_tokens(text: str) -> int:
     return len(text.split())
 
 
-def _completion(provider: str, request: LLMRequest, text: str) -> Completion:
+def _completion(request: LLMRequest, text: str) -> Completion:
     usage = Usage(
         input_tokens=sum(_count_tokens(message.content) for message in request.messages),
         output_tokens=_count_tokens(text),
     )
-    return Completion(text=text, finish_reason="stop", usage=usage, cost_usd=cost_usd(provider, request.model, usage))
+    return Completion(text=text, finish_reason="stop", usage=usage)
+
+
+async def _streamed(completion: Completion) -> AsyncIterator[StreamItem]:
+    words = completion.text.split(" ")
+    for index, word in enumerate(words):
+        yield TextDelta(text=word if index == len(words) - 1 else f"{word} ")
+    yield completion
 
 
 class EchoProvider:
@@ -32,7 +38,11 @@ class EchoProvider:
 
     async def complete(self, request: LLMRequest) -> Completion:
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        return _completion(self.name, request, last_user)
+        return _completion(request, last_user)
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
+        async for item in _streamed(await self.complete(request)):
+            yield item
 
     async def close(self) -> None:
         return None
@@ -58,7 +68,11 @@ class ScriptedProvider:
         else:
             replies = list(self._script)
             text = replies[min(len(self.requests), len(replies)) - 1] if replies else ""
-        return _completion(self.name, request, text)
+        return _completion(request, text)
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
+        async for item in _streamed(await self.complete(request)):
+            yield item
 
     async def close(self) -> None:
         return None

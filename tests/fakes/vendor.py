@@ -1,0 +1,67 @@
+"""What every vendor fake offers the provider contract suite (tests/contract/test_llm_provider.py).
+
+Each `tests/fakes/<vendor>_server.py` runs a loopback HTTP server that speaks the vendor's
+wire protocol closely enough for the vendor's official SDK, and exposes
+`running() -> contextmanager[FakeVendor]`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agentrunner.ports import LLMProvider
+
+
+@dataclass
+class Received:
+    """One request as the fake understood it, in vendor-neutral terms."""
+
+    model: str
+    system: str | None
+    messages: list[dict[str, Any]]  # [{"role": "user"|"assistant"|"tool", "content": str}, ...] in order
+    temperature: float | None
+    max_tokens: int | None
+    tool_names: list[str] = field(default_factory=list)
+    stream: bool = False
+
+
+class FakeVendor(Protocol):
+    """A running fake and adapters pointed at it."""
+
+    name: str  # the provider name: openai, anthropic, bedrock, ollama
+    model: str  # a model with a known price in agentrunner.domain.pricing
+
+    @property
+    def received(self) -> list[Received]:
+        """Every request received so far, oldest first."""
+        ...
+
+    def reply_with(
+        self,
+        text: str = "Paris is the capital of France.",
+        *,
+        tool_call: tuple[str, dict[str, Any]] | None = None,
+        input_tokens: int = 11,
+        output_tokens: int = 7,
+    ) -> None:
+        """Answer the next calls with this text (streamed in several pieces when streaming),
+        or with a call of tool `tool_call[0]` with arguments `tool_call[1]`, and this usage."""
+        ...
+
+    def fail_with(self, *statuses: int) -> None:
+        """Answer the next len(statuses) calls with these HTTP statuses, in the vendor's error
+        body: 429 (with `retry-after: 1`), 500/503, 401 (bad key), 400 (context too long)."""
+        ...
+
+    def slow(self, seconds: float) -> None:
+        """Wait this long before answering the next calls (0 to stop)."""
+        ...
+
+    def provider(self, *, timeout: float = 10.0) -> LLMProvider:
+        """The agentrunner adapter for this vendor, configured against the fake."""
+        ...
+
+    def unreachable_provider(self) -> LLMProvider:
+        """The adapter pointed at a loopback port where nothing listens."""
+        ...
