@@ -66,11 +66,18 @@ def test_agent_on_a_keyed_provider_without_its_key_is_unavailable_naming_the_var
     assert (agent.status, agent.reasons) == (AgentStatus.UNAVAILABLE, (reason,))
 
 
-@pytest.mark.parametrize("provider", ["anthropic", "ollama"])
-def test_provider_without_an_adapter_in_this_version_is_unavailable_even_with_a_key(provider: str) -> None:
-    registry = registry_of(document("later", provider=provider), anthropic_api_key="sk-ant-test")
+@pytest.mark.parametrize(
+    ("provider", "keys"),
+    [
+        ("anthropic", {"anthropic_api_key": "sk-ant-test"}),
+        ("bedrock", {"aws_access_key_id": "AKIATEST", "aws_secret_access_key": "secret"}),
+        ("ollama", {}),
+    ],
+)
+def test_every_provider_is_available_once_its_credentials_are_set(provider: str, keys: dict[str, str]) -> None:
+    registry = registry_of(document("agent", provider=provider), **keys)
 
-    assert registry.get("later").reasons == (f"the {provider} adapter is not in this version of agentrunner yet",)
+    assert registry.get("agent").status is AgentStatus.AVAILABLE
 
 
 @pytest.mark.parametrize("mode", ["autonomous", "scheduled"])

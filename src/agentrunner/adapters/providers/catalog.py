@@ -1,7 +1,7 @@
 """Picks the provider client for each agent's `llm_config`, from settings.
 
 Clients are created on first use (importing a vendor SDK is slow, and start-up should not
-pay for providers nobody calls) and shared per (provider, endpoint).
+pay for providers nobody calls) and shared per (provider, credentials, endpoint).
 """
 
 from __future__ import annotations
@@ -12,13 +12,9 @@ from agentrunner.domain.errors import LLMAuthError
 from agentrunner.ports import LLMProvider
 from agentrunner.settings import Settings
 
-# Providers whose adapters are not part of this build yet: agents on them are listed as
-# unavailable with this reason instead of failing at run time.
-_NOT_YET = "the {provider} adapter is not in this version of agentrunner yet"
-
 
 class SettingsProviderCatalog:
-    """ProviderCatalog driven by `Settings` (keys, base URLs, hosts)."""
+    """ProviderCatalog driven by `Settings` (keys, base URLs, regions, hosts)."""
 
     def __init__(self, settings: Settings, *, script: Script | None = None) -> None:
         self._settings = settings
@@ -28,28 +24,18 @@ class SettingsProviderCatalog:
     def unavailable_reason(self, llm: LLMConfig) -> str | None:
         settings = self._settings
         match llm.provider:
-            case ProviderName.OPENAI:
-                if settings.openai_api_key is None:
-                    return "provider 'openai' needs OPENAI_API_KEY: set it in .env or the environment"
-                return None
-            case ProviderName.ANTHROPIC:
-                if settings.anthropic_api_key is None:
-                    return "provider 'anthropic' needs ANTHROPIC_API_KEY: set it in .env or the environment"
-                return _NOT_YET.format(provider="anthropic")
-            case ProviderName.BEDROCK:
-                if settings.aws_access_key_id is None or settings.aws_secret_access_key is None:
-                    return (
-                        "provider 'bedrock' needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: "
-                        "set them in .env or the environment"
-                    )
-                return _NOT_YET.format(provider="bedrock")
-            case ProviderName.OLLAMA:
-                return _NOT_YET.format(provider="ollama")
-            case ProviderName.SCRIPTED:
-                if self._script is None:
-                    return "provider 'scripted' is for tests: it answers only when a script is installed"
-                return None
-            case ProviderName.ECHO:
+            case ProviderName.OPENAI if settings.openai_api_key is None:
+                return "provider 'openai' needs OPENAI_API_KEY: set it in .env or the environment"
+            case ProviderName.ANTHROPIC if settings.anthropic_api_key is None:
+                return "provider 'anthropic' needs ANTHROPIC_API_KEY: set it in .env or the environment"
+            case ProviderName.BEDROCK if settings.aws_access_key_id is None or settings.aws_secret_access_key is None:
+                return (
+                    "provider 'bedrock' needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: "
+                    "set them in .env or the environment"
+                )
+            case ProviderName.SCRIPTED if self._script is None:
+                return "provider 'scripted' is for tests: it answers only when a script is installed"
+            case _:
                 return None
 
     def provider_for(self, llm: LLMConfig) -> LLMProvider:
@@ -63,26 +49,65 @@ class SettingsProviderCatalog:
         return client
 
     def _endpoint(self, llm: LLMConfig) -> str:
-        if llm.provider is ProviderName.OPENAI:
-            return self._settings.openai_base_url or ""
-        return llm.host or llm.region or ""
+        settings = self._settings
+        match llm.provider:
+            case ProviderName.OPENAI:
+                return settings.openai_base_url or ""
+            case ProviderName.ANTHROPIC:
+                return settings.anthropic_base_url or ""
+            case ProviderName.BEDROCK:
+                return f"{llm.region or settings.aws_region}|{settings.bedrock_endpoint_url or ''}"
+            case ProviderName.OLLAMA:
+                return llm.host or settings.ollama_host
+            case _:
+                return ""
 
     def _create(self, llm: LLMConfig) -> LLMProvider:
-        if llm.provider is ProviderName.OPENAI:
-            # Imported here: the SDK takes a noticeable share of start-up time.
-            from agentrunner.adapters.providers.openai import OpenAIProvider  # noqa: PLC0415
+        # Each vendor SDK is imported only when an agent first calls it: they take a
+        # noticeable share of start-up time.
+        settings = self._settings
+        timeout = settings.llm_timeout_seconds
+        match llm.provider:
+            case ProviderName.OPENAI:
+                from agentrunner.adapters.providers.openai import OpenAIProvider  # noqa: PLC0415
 
-            api_key = self._settings.openai_api_key
-            assert api_key is not None  # unavailable_reason checked it
-            return OpenAIProvider(
-                api_key=api_key.get_secret_value(),
-                base_url=self._settings.openai_base_url,
-                timeout=self._settings.llm_timeout_seconds,
-            )
-        if llm.provider is ProviderName.SCRIPTED:
-            assert self._script is not None
-            return ScriptedProvider(self._script)
-        return EchoProvider()
+                assert settings.openai_api_key is not None  # unavailable_reason checked it
+                return OpenAIProvider(
+                    api_key=settings.openai_api_key.get_secret_value(),
+                    base_url=settings.openai_base_url,
+                    timeout=timeout,
+                )
+            case ProviderName.ANTHROPIC:
+                from agentrunner.adapters.providers.anthropic import AnthropicProvider  # noqa: PLC0415
+
+                assert settings.anthropic_api_key is not None
+                return AnthropicProvider(
+                    api_key=settings.anthropic_api_key.get_secret_value(),
+                    base_url=settings.anthropic_base_url,
+                    timeout=timeout,
+                )
+            case ProviderName.BEDROCK:
+                from agentrunner.adapters.providers.bedrock import BedrockProvider  # noqa: PLC0415
+
+                assert settings.aws_access_key_id is not None
+                assert settings.aws_secret_access_key is not None
+                return BedrockProvider(
+                    region=llm.region or settings.aws_region,
+                    endpoint_url=settings.bedrock_endpoint_url,
+                    access_key_id=settings.aws_access_key_id.get_secret_value(),
+                    secret_access_key=settings.aws_secret_access_key.get_secret_value(),
+                    session_token=settings.aws_session_token.get_secret_value() if settings.aws_session_token else None,
+                    timeout=timeout,
+                )
+            case ProviderName.OLLAMA:
+                from agentrunner.adapters.providers.ollama import OllamaProvider  # noqa: PLC0415
+
+                return OllamaProvider(host=llm.host or settings.ollama_host, timeout=timeout)
+            case ProviderName.SCRIPTED:
+                assert self._script is not None
+                return ScriptedProvider(self._script)
+            case _:
+                return EchoProvider()
 
     async def close(self) -> None:
         for client in self._clients.values():
