@@ -41,7 +41,7 @@ def bare_request(vendor: str, fake: Any, base: str) -> tuple[str, dict[str, str]
     if vendor == "anthropic":
         return (
             f"{base}/v1/messages",
-            {"x-api-key": fake.api_key, "anthropic-version": "2023-06-01"},
+            {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"},
             {
                 "model": fake.model,
                 "max_tokens": 64,

@@ -285,6 +285,9 @@ def _api_key(headers: Message) -> str:
 def _handler(fake: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: without TCP_NODELAY the body waits
+        # for the client's delayed ACK (~40 ms a call).
+        disable_nagle_algorithm = True
 
         def setup(self) -> None:
             super().setup()

@@ -294,6 +294,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     fake: FakeBedrock
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY the body waits for
+    # the client's delayed ACK (~40 ms a call).
+    disable_nagle_algorithm = True
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length", "0"))

@@ -216,6 +216,9 @@ def _pieces(text: str) -> list[str]:
 def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: without TCP_NODELAY the body waits
+        # for the client's delayed ACK (~40 ms a call).
+        disable_nagle_algorithm = True
         timeout = 30  # an idle keep-alive connection does not hold its thread forever
 
         def do_POST(self) -> None:
