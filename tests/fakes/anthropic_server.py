@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agentrunner.adapters.providers.anthropic import AnthropicProvider
-from tests.fakes.vendor import Received
+from tests.fakes.vendor import Received, Reply, ScriptedAnswers
 
 MODEL = "claude-3-haiku-20240307"
 API_KEY = "sk-ant-test"
@@ -43,14 +43,6 @@ _ERRORS: dict[int, tuple[str, str]] = {
 
 
 @dataclass(frozen=True)
-class _Reply:
-    text: str = "Paris is the capital of France."
-    tool_call: tuple[str, dict[str, Any]] | None = None
-    input_tokens: int = 11
-    output_tokens: int = 7
-
-
-@dataclass(frozen=True)
 class _Answer:
     status: int
     headers: dict[str, str]
@@ -58,18 +50,16 @@ class _Answer:
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # or server-sent events
 
 
-class FakeAnthropic:
+class FakeAnthropic(ScriptedAnswers):
     """The running fake (see `running()`) and `AnthropicProvider`s pointed at it."""
 
     name = "anthropic"
     model = MODEL
 
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._received: list[Received] = []
-        self._reply = _Reply()
-        self._failures: list[int] = []
-        self._delay = 0.0
         self._stopping = threading.Event()
         self._connections: dict[socket.socket, threading.Thread] = {}
         self._server = _Server(("127.0.0.1", 0), _handler(self))
@@ -86,25 +76,6 @@ class FakeAnthropic:
     def received(self) -> list[Received]:
         with self._lock:
             return list(self._received)
-
-    def reply_with(
-        self,
-        text: str = "Paris is the capital of France.",
-        *,
-        tool_call: tuple[str, dict[str, Any]] | None = None,
-        input_tokens: int = 11,
-        output_tokens: int = 7,
-    ) -> None:
-        with self._lock:
-            self._reply = _Reply(text, tool_call, input_tokens, output_tokens)
-
-    def fail_with(self, *statuses: int) -> None:
-        with self._lock:
-            self._failures.extend(statuses)
-
-    def slow(self, seconds: float) -> None:
-        with self._lock:
-            self._delay = seconds
 
     def provider(self, *, timeout: float = 10.0) -> AnthropicProvider:
         return AnthropicProvider(api_key=API_KEY, base_url=self.base_url, timeout=timeout)
@@ -143,8 +114,7 @@ class FakeAnthropic:
     def answer(self, body: dict[str, Any], api_key: str) -> _Answer:
         with self._lock:
             self._received.append(_received(body))
-            failure = self._failures.pop(0) if self._failures else None
-            reply, delay = self._reply, self._delay
+        reply, failure, delay = self.next_answer()
         if delay:
             self._stopping.wait(delay)
         if api_key != API_KEY:
@@ -179,14 +149,14 @@ def _error(status: int) -> _Answer:
     return _Answer(status, headers, body=body)
 
 
-def _content(reply: _Reply) -> dict[str, Any]:
+def _content(reply: Reply) -> dict[str, Any]:
     if reply.tool_call is not None:
         name, arguments = reply.tool_call
         return {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": name, "input": arguments}
     return {"type": "text", "text": reply.text}
 
 
-def _message(message_id: str, model: str, reply: _Reply) -> dict[str, Any]:
+def _message(message_id: str, model: str, reply: Reply) -> dict[str, Any]:
     return {
         "id": message_id,
         "type": "message",
@@ -199,7 +169,7 @@ def _message(message_id: str, model: str, reply: _Reply) -> dict[str, Any]:
     }
 
 
-def _events(message_id: str, model: str, reply: _Reply) -> list[tuple[str, dict[str, Any]]]:
+def _events(message_id: str, model: str, reply: Reply) -> list[tuple[str, dict[str, Any]]]:
     start = _message(message_id, model, reply) | {"content": [], "stop_reason": None}
     start["usage"] = {"input_tokens": reply.input_tokens, "output_tokens": 1}
     block = _content(reply)

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 from agentrunner.adapters.providers.bedrock import BedrockProvider
 from tests.conftest import free_port
-from tests.fakes.vendor import Received
+from tests.fakes.vendor import Received, Reply, ScriptedAnswers
 
 ACCESS_KEY_ID = "AKIATEST"
 SECRET_ACCESS_KEY = "test-secret"
@@ -49,15 +49,7 @@ _ERRORS: dict[int, tuple[str, str]] = {
 
 
 @dataclass
-class _Reply:
-    text: str = "Paris is the capital of France."
-    tool_call: tuple[str, dict[str, Any]] | None = None
-    input_tokens: int = 11
-    output_tokens: int = 7
-
-
-@dataclass
-class FakeBedrock:
+class FakeBedrock(ScriptedAnswers):
     """A running fake Bedrock Runtime (see `FakeVendor`); `endpoint_url` is what boto3 is
     pointed at."""
 
@@ -66,10 +58,8 @@ class FakeBedrock:
     requests: list[tuple[str, bool, dict[str, Any]]] = field(default_factory=list)  # (model, stream, body)
 
     def __post_init__(self) -> None:
-        self._reply = _Reply()
-        self._failures: list[int] = []
+        ScriptedAnswers.__init__(self)
         self._stream_failures: list[str] = []
-        self._delay = 0.0
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._server = _Server(("127.0.0.1", 0), _handler(self))
@@ -98,24 +88,6 @@ class FakeBedrock:
             requests = list(self.requests)
         return [_received(model, stream, body) for model, stream, body in requests]
 
-    def reply_with(
-        self,
-        text: str = "Paris is the capital of France.",
-        *,
-        tool_call: tuple[str, dict[str, Any]] | None = None,
-        input_tokens: int = 11,
-        output_tokens: int = 7,
-    ) -> None:
-        with self._lock:
-            self._reply = _Reply(text, tool_call, input_tokens, output_tokens)
-
-    def fail_with(self, *statuses: int) -> None:
-        with self._lock:
-            self._failures.extend(statuses)
-
-    def slow(self, seconds: float) -> None:
-        self._delay = seconds
-
     def provider(self, *, timeout: float = 10.0) -> BedrockProvider:
         return _provider(self.endpoint_url, timeout)
 
@@ -133,16 +105,15 @@ class FakeBedrock:
 
     # -- answering -------------------------------------------------------------------
 
-    def take(self, model: str, stream: bool, body: dict[str, Any]) -> tuple[int | None, str | None, _Reply]:
+    def take(self, model: str, stream: bool, body: dict[str, Any]) -> tuple[int | None, str | None, Reply]:
         """Record a request; the status to fail it with (or None), the exception event to
         break its stream with (or None), and the reply."""
+        reply, failure, delay = self.next_answer()
         with self._lock:
             self.requests.append((model, stream, body))
-            failure = self._failures.pop(0) if self._failures else None
             broken = self._stream_failures.pop(0) if stream and self._stream_failures and failure is None else None
-            reply = self._reply
         if failure is None:
-            self._closing.wait(self._delay)
+            self._closing.wait(delay)
         return failure, broken, reply
 
 
@@ -188,7 +159,7 @@ def _received(model: str, stream: bool, body: dict[str, Any]) -> Received:
     )
 
 
-def _usage(reply: _Reply) -> dict[str, int]:
+def _usage(reply: Reply) -> dict[str, int]:
     total = reply.input_tokens + reply.output_tokens
     return {"inputTokens": reply.input_tokens, "outputTokens": reply.output_tokens, "totalTokens": total}
 
@@ -197,7 +168,7 @@ def _tool_use_id() -> str:
     return f"tooluse_{uuid.uuid4().hex[:22]}"
 
 
-def _converse(reply: _Reply) -> dict[str, Any]:
+def _converse(reply: Reply) -> dict[str, Any]:
     if reply.tool_call is None:
         content: list[dict[str, Any]] = [{"text": reply.text}]
     else:
@@ -221,7 +192,7 @@ def _pieces(text: str) -> list[str]:
     return [text[start : start + step] for start in range(0, len(text), step)] or [text]
 
 
-def _stream_events(reply: _Reply, broken: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+def _stream_events(reply: Reply, broken: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
     """(event type, payload) of a ConverseStream answer; an `exception` type breaks it."""
     yield "messageStart", {"role": "assistant"}
     if reply.tool_call is None:

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agentrunner.adapters.providers.ollama import OllamaProvider
-from tests.fakes.vendor import Received
+from tests.fakes.vendor import Received, Reply, ScriptedAnswers
 
 _ERRORS: dict[int, str] = {
     400: "model requires more context: the input length exceeds the context length",
@@ -34,15 +34,7 @@ _ERRORS: dict[int, str] = {
 
 
 @dataclass
-class _Reply:
-    text: str = "Paris is the capital of France."
-    tool_call: tuple[str, dict[str, Any]] | None = None
-    input_tokens: int = 11
-    output_tokens: int = 7
-
-
-@dataclass
-class FakeOllama:
+class FakeOllama(ScriptedAnswers):
     """A running fake Ollama (see `FakeVendor`); `host` is what the SDK is pointed at."""
 
     name: str = "ollama"
@@ -50,9 +42,7 @@ class FakeOllama:
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._reply = _Reply()
-        self._failures: list[int] = []
-        self._delay = 0.0
+        ScriptedAnswers.__init__(self)
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -69,25 +59,6 @@ class FakeOllama:
         with self._lock:
             bodies = list(self.requests)
         return [_received(body) for body in bodies]
-
-    def reply_with(
-        self,
-        text: str = "Paris is the capital of France.",
-        *,
-        tool_call: tuple[str, dict[str, Any]] | None = None,
-        input_tokens: int = 11,
-        output_tokens: int = 7,
-    ) -> None:
-        with self._lock:
-            self._reply = _Reply(text, tool_call, input_tokens, output_tokens)
-
-    def fail_with(self, *statuses: int) -> None:
-        with self._lock:
-            self._failures.extend(statuses)
-
-    def slow(self, seconds: float) -> None:
-        with self._lock:
-            self._delay = seconds
 
     def provider(self, *, timeout: float = 10.0) -> OllamaProvider:
         return OllamaProvider(host=self.host, timeout=timeout)
@@ -108,8 +79,7 @@ class FakeOllama:
         """The status, then one object (or the NDJSON lines when streaming), then headers."""
         with self._lock:
             self.requests.append(body)
-            failure = self._failures.pop(0) if self._failures else None
-            reply, delay = self._reply, self._delay
+        reply, failure, delay = self.next_answer()
         if delay:
             self._closing.wait(delay)
         model = str(body.get("model", ""))
@@ -164,7 +134,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _message(reply: _Reply, content: str) -> dict[str, Any]:
+def _message(reply: Reply, content: str) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if reply.tool_call is not None:
         name, arguments = reply.tool_call
@@ -172,7 +142,7 @@ def _message(reply: _Reply, content: str) -> dict[str, Any]:
     return message
 
 
-def _final(model: str, reply: _Reply, message: dict[str, Any]) -> dict[str, Any]:
+def _final(model: str, reply: Reply, message: dict[str, Any]) -> dict[str, Any]:
     return {
         "model": model,
         "created_at": _now(),
@@ -188,12 +158,12 @@ def _final(model: str, reply: _Reply, message: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def _answer(model: str, reply: _Reply) -> dict[str, Any]:
+def _answer(model: str, reply: Reply) -> dict[str, Any]:
     # A tool call replaces the text, as Ollama answers with empty content when calling one.
     return _final(model, reply, _message(reply, "" if reply.tool_call else reply.text))
 
 
-def _stream_lines(model: str, reply: _Reply) -> list[dict[str, Any]]:
+def _stream_lines(model: str, reply: Reply) -> list[dict[str, Any]]:
     def line(message: dict[str, Any]) -> dict[str, Any]:
         return {"model": model, "created_at": _now(), "message": message, "done": False}
 

@@ -7,6 +7,7 @@ wire protocol closely enough for the vendor's official SDK, and exposes
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -65,3 +66,49 @@ class FakeVendor(Protocol):
     def unreachable_provider(self) -> LLMProvider:
         """The adapter pointed at a loopback port where nothing listens."""
         ...
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a fake answers: text, or a call of a tool, with this token usage."""
+
+    text: str = "Paris is the capital of France."
+    tool_call: tuple[str, dict[str, Any]] | None = None
+    input_tokens: int = 11
+    output_tokens: int = 7
+
+
+class ScriptedAnswers:
+    """The part of `FakeVendor` every fake shares: what to answer next, which failures to
+    answer first, how slow to be. Thread-safe (the fakes answer from server threads)."""
+
+    def __init__(self) -> None:
+        self._script_lock = threading.Lock()
+        self._script_reply = Reply()
+        self._script_failures: list[int] = []
+        self._script_delay = 0.0
+
+    def reply_with(
+        self,
+        text: str = "Paris is the capital of France.",
+        *,
+        tool_call: tuple[str, dict[str, Any]] | None = None,
+        input_tokens: int = 11,
+        output_tokens: int = 7,
+    ) -> None:
+        with self._script_lock:
+            self._script_reply = Reply(text, tool_call, input_tokens, output_tokens)
+
+    def fail_with(self, *statuses: int) -> None:
+        with self._script_lock:
+            self._script_failures.extend(statuses)
+
+    def slow(self, seconds: float) -> None:
+        with self._script_lock:
+            self._script_delay = seconds
+
+    def next_answer(self) -> tuple[Reply, int | None, float]:
+        """The reply, the status to fail this call with (or None), and the delay."""
+        with self._script_lock:
+            failure = self._script_failures.pop(0) if self._script_failures else None
+            return self._script_reply, failure, self._script_delay

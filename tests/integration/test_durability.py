@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import pytest
-
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.domain.errors import ExecutionNotFoundError
 from agentrunner.domain.execution import ExecutionStatus
@@ -30,12 +28,6 @@ WRITER = Path(__file__).resolve().parent / "durability_writer.py"
 ACKNOWLEDGED_BEFORE_KILL = 200
 READ_TIMEOUT_SECONDS = 30.0
 EXIT_TIMEOUT_SECONDS = 10.0
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    return url
 
 
 @dataclass

@@ -3,28 +3,12 @@ transparently; PostgreSQL connections with the configured statement timeout and 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.domain.state import AgentState
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    return url
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SQLStateStore]:
-    state_store = SQLStateStore(database_url)
-    await state_store.start()
-    yield state_store
-    await state_store.close()
 
 
 async def _raw_payload(url: str, session_id: str) -> bytes:

@@ -16,21 +16,6 @@ from agentrunner.domain.execution import Execution, ExecutionStatus, Usage
 LIMIT = 4 * 1024 * 1024
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest) -> str:
-    # A sync fixture: resolving the async postgres_url from an async fixture would nest loops.
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    return url
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SQLStateStore]:
-    state_store = SQLStateStore(database_url)
-    await state_store.start()
-    yield state_store
-    await state_store.close()
-
-
 @pytest.fixture
 async def http(store: SQLStateStore) -> AsyncIterator[httpx.AsyncClient]:
     app = state_app(store, EdgeConfig(readiness={"database": store.ping}, max_body_bytes=LIMIT))
