@@ -62,6 +62,52 @@ def up() -> None:
 
 
 @app.command()
+def serve(
+    roles: Annotated[
+        list[str], typer.Argument(help="Roles: state, config, orchestrator, scheduler, slack, autonomous.")
+    ],
+    health_port: Annotated[
+        int, typer.Option("--health-port", help="Port of /health/* for a worker-only process (0: any free port).")
+    ] = 0,
+) -> None:
+    """Run some roles in this process (distributed mode: RabbitMQ between processes)."""
+    from agentrunner.logs import configure_logging  # noqa: PLC0415 - keep `validate` light
+    from agentrunner.node import Node  # noqa: PLC0415
+    from agentrunner.node import serve as serve_node  # noqa: PLC0415
+
+    settings = _settings()
+    configure_logging("+".join(roles), settings.log_level)
+    try:
+        started = asyncio.run(serve_node(Node(settings, roles=roles), health_port=health_port))
+    except (ConfigError, OSError) as exc:
+        err.print(f"[red]agentrunner cannot start {' '.join(roles)}:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if not started:
+        raise typer.Exit(1)
+
+
+cluster_app = typer.Typer(help="Every role as a local process (where Docker is absent).", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up(
+    autonomous: Annotated[int, typer.Option("--autonomous", min=0, help="Autonomous pool processes.")] = 1,
+) -> None:
+    """Migrate the database, start every role as its own process, stop them all on Ctrl-C."""
+    from agentrunner import cluster  # noqa: PLC0415
+    from agentrunner.adapters.state.urls import run_schema_command  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        run_schema_command(settings.effective_database_url, "upgrade", "head")
+        raise typer.Exit(cluster.run(settings, autonomous))
+    except AgentRunnerError as exc:
+        err.print(f"[red]cluster up failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
 def validate(
     directory: Annotated[Path | None, typer.Argument(help="Folder of agent YAML files (default AGENTS_DIR).")] = None,
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -20,7 +21,7 @@ from agentrunner.adapters.providers.offline import Script
 from agentrunner.adapters.state.cached import CachedStateStore
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.api.config import config_app
-from agentrunner.api.edge import EdgeConfig
+from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.orchestrator import orchestrator_app
 from agentrunner.api.scheduler import scheduler_app
 from agentrunner.api.server import PortRouter, bind
@@ -40,11 +41,30 @@ from agentrunner.settings import HTTP_ROLES, Role, Settings
 log = get_logger(__name__)
 
 
-class Node:
-    """One agentrunner process: its adapters, engines and role apps."""
+# Roles a process can take: the HTTP services, and worker pools (which need no port).
+WORKER_ROLES: tuple[str, ...] = ("autonomous",)
+PLANNED_ROLES: tuple[str, ...] = ("continuous", "collaborative")
+ALL_ROLES: tuple[str, ...] = (*HTTP_ROLES, *WORKER_ROLES)
 
-    def __init__(self, settings: Settings, *, script: Script | None = None) -> None:
+
+class Node:
+    """One agentrunner process: its adapters, engines and role apps. `roles` says which
+    of them this process runs (all of them in the embedded mode)."""
+
+    def __init__(self, settings: Settings, *, roles: Sequence[str] = ALL_ROLES, script: Script | None = None) -> None:
+        unknown = sorted(set(roles) - set(ALL_ROLES) - set(PLANNED_ROLES))
+        if unknown:
+            raise ConfigError(f"unknown role {', '.join(unknown)}: choose from {', '.join(ALL_ROLES)}")
+        planned = sorted(set(roles) & set(PLANNED_ROLES))
+        if planned:
+            raise ConfigError(f"the {', '.join(planned)} pool is not in this version of agentrunner yet")
+        if set(roles) != set(ALL_ROLES) and not settings.rabbitmq_url:
+            raise ConfigError(
+                "roles in separate processes talk through RabbitMQ: set RABBITMQ_URL "
+                "(or run every role in one process with `agentrunner up`)"
+            )
         self.settings = settings
+        self.roles = frozenset(roles)
         self.node_id = new_id()[:12]
         self.catalog = SettingsProviderCatalog(settings, script=script)
         database = SQLStateStore(
@@ -94,15 +114,20 @@ class Node:
         await self.store.start()
         await self.bus.start()
         self.load_agents()
-        await self.store.sync_agents(self.registry.records())
-        await self.orchestrator.start()
-        await self.dead_letters.start()
-        await self.pool.start()
-        await self.relay.start()
+        if "config" in self.roles:
+            # One owner writes the registry table, so replicas of other roles never race on it.
+            await self.store.sync_agents(self.registry.records())
+        if "orchestrator" in self.roles:
+            await self.orchestrator.start()
+            await self.dead_letters.start()
+            await self.relay.start()
+        if "autonomous" in self.roles:
+            await self.pool.start()
         available = sum(agent.status is AgentStatus.AVAILABLE for agent in self.registry.agents.values())
         log.info(
             "node started",
             node_id=self.node_id,
+            roles=sorted(self.roles),
             agents=len(self.registry.agents),
             available=available,
             startup_ms=round((time.perf_counter() - started) * 1000, 1),
@@ -144,6 +169,11 @@ class Node:
             api_keys=api_keys,
             max_body_bytes=self.settings.max_request_bytes,
         )
+
+    def health_app(self) -> FastAPI:
+        """Health probes for a process that runs only worker pools (no HTTP role)."""
+        name = "+".join(sorted(self.roles))
+        return role_app(name, f"agentrunner {name}", self.edge())
 
     def apps(self) -> dict[Role, FastAPI]:
         """One FastAPI app per HTTP role."""
@@ -203,11 +233,16 @@ class _GracefulServer(uvicorn.Server):
         self.should_exit = True
 
 
-async def serve(node: Node, roles: Sequence[Role] = HTTP_ROLES) -> bool:
-    """Serve `roles` of `node` until SIGINT/SIGTERM; False when start-up failed."""
+async def serve(node: Node, *, health_port: int = 0) -> bool:
+    """Serve the HTTP roles of `node` (or, for a worker-only process, its health probes on
+    `health_port`, 0 for any free port) until SIGINT/SIGTERM; False when start-up failed."""
     settings = node.settings
-    sockets = {role: bind(settings.host, settings.port_of(role)) for role in roles}
-    apps = node.apps()
+    roles = [role for role in HTTP_ROLES if role in node.roles]
+    apps: dict[str, FastAPI] = {role: app for role, app in node.apps().items()}
+    sockets: dict[str, socket.socket] = {role: bind(settings.host, settings.port_of(role)) for role in roles}
+    if not sockets:
+        apps["health"] = node.health_app()
+        sockets["health"] = bind(settings.host, health_port)
     router = PortRouter({sock.getsockname()[1]: apps[role] for role, sock in sockets.items()}, node.running)
     ssl: dict[str, str] = {}
     if settings.enable_tls:
