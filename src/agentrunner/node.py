@@ -91,6 +91,7 @@ class Node:
             registry=self.registry,
             catalog=self.catalog,
             relay=self.relay,
+            worker_id=self.node_id,
             prefetch=settings.rabbitmq_prefetch_count,
             max_chain_depth=settings.chain_max_depth,
             llm_retry_base_seconds=settings.llm_retry_base_seconds,

@@ -86,6 +86,8 @@ class Execution(BaseModel):
     attempts: int = 0
     provider: str | None = None
     model: str | None = None
+    # The node (process) that ran the last attempt, for audits and load checks.
+    worker: str | None = None
     trace_id: str
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

@@ -48,6 +48,7 @@ class AutonomousPool:
         registry: AgentRegistry,
         catalog: ProviderCatalog,
         relay: OutboxRelay,
+        worker_id: str,
         prefetch: int = 10,
         max_chain_depth: int = 5,
         llm_retry_base_seconds: float = 0.5,
@@ -56,6 +57,7 @@ class AutonomousPool:
         self._bus = bus
         self._store = store
         self._relay = relay
+        self._worker_id = worker_id
         self._max_chain_depth = max_chain_depth
         self._llm_retry_base = llm_retry_base_seconds
         self._registry = registry
@@ -172,6 +174,7 @@ class AutonomousPool:
                     "started_at": execution.started_at or utcnow(),
                     "provider": llm.provider.value,
                     "model": llm.model,
+                    "worker": self._worker_id,
                 }
             )
             await self._store.save_execution(execution)

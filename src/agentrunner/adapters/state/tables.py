@@ -122,6 +122,7 @@ class ExecutionRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     provider: Mapped[str | None] = mapped_column(String(32))
     model: Mapped[str | None] = mapped_column(String(128))
+    worker: Mapped[str | None] = mapped_column(String(64))
     trace_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]

@@ -1,0 +1,184 @@
+"""Autonomous workers as separate processes on RabbitMQ and PostgreSQL: three share the
+load fairly, and when one is killed -9 with tasks in flight every accepted execution still
+ends, once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from agentrunner.adapters.state.urls import run_schema_command
+from tests.conftest import free_port
+from tests.contract.conftest import RABBITMQ_URL
+from tests.e2e.test_cluster import _delete_queues
+from tests.fakes.openai_server import FakeOpenAI
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
+
+AGENT = "name: worker-test\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
+
+
+@dataclass
+class Deployment:
+    orchestrator: str
+    workers: list[subprocess.Popen[bytes]]
+    database_url: str
+    fake: FakeOpenAI
+
+
+async def _terminal_counts(database_url: str) -> tuple[Counter[str], Counter[str], list[tuple[str, int]]]:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            statuses = Counter(
+                dict((await connection.execute(text("SELECT status, count(*) FROM executions GROUP BY status"))).all())
+            )
+            workers = Counter(
+                dict((await connection.execute(text("SELECT worker, count(*) FROM executions GROUP BY worker"))).all())
+            )
+            finished = (
+                await connection.execute(
+                    text(
+                        "SELECT event->'payload'->>'execution_id', count(*) FROM outbox "
+                        "WHERE topic LIKE 'execution.finished.%' GROUP BY 1"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    return statuses, workers, [(str(row[0]), int(row[1])) for row in finished]
+
+
+def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as output:  # the child keeps its own handle
+        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, postgres_url: str) -> Iterator[Deployment]:
+    run_schema_command(postgres_url, "upgrade")
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "worker-test.yml").write_text(AGENT)
+    prefix = f"test-{uuid4().hex[:12]}"
+    port = free_port()
+    with FakeOpenAI(api_key="sk-workers") as fake:
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        env.update(
+            {
+                "ORCHESTRATOR_PORT": str(port),
+                "AGENTS_DIR": str(tmp_path / "agents"),
+                "DATABASE_URL": postgres_url,
+                "RABBITMQ_URL": RABBITMQ_URL,
+                "RABBITMQ_EXCHANGE_PREFIX": prefix,
+                "RABBITMQ_PREFETCH_COUNT": "5",
+                "OPENAI_API_KEY": fake.api_key,
+                "OPENAI_BASE_URL": fake.base_url,
+                "LOG_LEVEL": "WARNING",
+            }
+        )
+        serve = [sys.executable, "-m", "agentrunner", "serve"]
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        processes = [_spawn([*serve, "orchestrator"], env, logs / "o.log")]
+        health = [f"http://127.0.0.1:{port}"]
+        for index in range(3):
+            health_port = free_port()
+            processes.append(
+                _spawn([*serve, "autonomous", "--health-port", str(health_port)], env, logs / f"w{index}.log")
+            )
+            health.append(f"http://127.0.0.1:{health_port}")
+        try:
+            deadline = time.monotonic() + 60
+            for url in health:
+                while True:
+                    try:
+                        if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    assert time.monotonic() < deadline, "\n".join(p.read_text() for p in logs.iterdir())
+                    time.sleep(0.1)
+            yield Deployment(f"http://127.0.0.1:{port}", processes[1:], postgres_url, fake)
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(40)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)
+            asyncio.run(_delete_queues(prefix))
+
+
+async def _submit(orchestrator: str, count: int) -> list[str]:
+    async with httpx.AsyncClient(base_url=orchestrator, timeout=30) as http:
+
+        async def one(index: int) -> str:
+            response = await http.post(
+                "/agents/worker-test/invoke", json={"task_data": {"prompt": f"task {index}"}, "wait": 0}
+            )
+            assert response.status_code == 202, response.text
+            return str(response.json()["execution_id"])
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def _until_all_terminal(database_url: str, count: int, timeout: float = 90) -> Counter[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses, _, _ = await _terminal_counts(database_url)
+        if sum(n for status, n in statuses.items() if status in ("succeeded", "failed", "timed_out")) >= count:
+            return statuses
+        assert time.monotonic() < deadline, f"not all terminal: {statuses}"
+        await asyncio.sleep(0.2)
+
+
+async def test_three_workers_share_300_tasks_fairly(deployment: Deployment) -> None:
+    deployment.fake.slow(0.02)
+
+    await _submit(deployment.orchestrator, 300)
+    statuses = await _until_all_terminal(deployment.database_url, 300)
+    _, workers, finished = await _terminal_counts(deployment.database_url)
+
+    assert statuses == Counter({"succeeded": 300})
+    assert len(workers) == 3
+    assert min(workers.values()) >= 60, f"unfair share: {dict(workers)}"
+    assert all(count == 1 for _, count in finished)
+
+
+async def test_a_worker_killed_mid_task_loses_nothing_and_records_each_result_once(deployment: Deployment) -> None:
+    deployment.fake.slow(0.3)
+    submitted = await _submit(deployment.orchestrator, 60)
+
+    async def running() -> None:
+        while (await _terminal_counts(deployment.database_url))[0]["running"] < 6:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(running(), 30)
+    victim = deployment.workers[0]
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(10) == -signal.SIGKILL
+
+    statuses = await _until_all_terminal(deployment.database_url, len(submitted))
+    _, workers, finished = await _terminal_counts(deployment.database_url)
+
+    assert statuses == Counter({"succeeded": 60})
+    assert len(finished) == 60
+    assert all(count == 1 for _, count in finished), "a result was recorded twice"
+    assert sum(workers.values()) == 60
