@@ -29,8 +29,8 @@ class Subscription(Protocol):
         """The queue it consumes."""
         ...
 
-    async def cancel(self) -> None:
-        """Stop taking messages; in-flight handlers are allowed to finish."""
+    async def cancel(self, grace_seconds: float = 10.0) -> None:
+        """Stop taking messages; in-flight handlers get `grace_seconds` to finish."""
         ...
 
 

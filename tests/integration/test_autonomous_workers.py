@@ -182,3 +182,28 @@ async def test_a_worker_killed_mid_task_loses_nothing_and_records_each_result_on
     assert len(finished) == 60
     assert all(count == 1 for _, count in finished), "a result was recorded twice"
     assert sum(workers.values()) == 60
+
+
+async def test_sigterm_lets_a_worker_finish_its_tasks_in_flight_then_exit(deployment: Deployment) -> None:
+    deployment.fake.slow(1.5)
+    await _submit(deployment.orchestrator, 9)
+
+    async def running() -> None:
+        while (await _terminal_counts(deployment.database_url))[0]["running"] < 6:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(running(), 30)
+    worker = deployment.workers[0]
+    worker.send_signal(signal.SIGTERM)
+    exit_code = await asyncio.to_thread(worker.wait, 35)
+    statuses = await _until_all_terminal(deployment.database_url, 9)
+    engine = create_async_engine(deployment.database_url)
+    try:
+        async with engine.connect() as connection:
+            attempts = (await connection.execute(text("SELECT max(attempts) FROM executions"))).scalar_one()
+    finally:
+        await engine.dispose()
+
+    assert exit_code == 0
+    assert statuses == Counter({"succeeded": 9})
+    assert attempts == 1, "a task in flight was cut short and run again instead of finishing"

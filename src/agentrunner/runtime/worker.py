@@ -77,9 +77,10 @@ class AutonomousPool:
             self._subscriptions.append(subscription)
         log.info("autonomous pool consuming", queues=len(self._subscriptions))
 
-    async def stop(self) -> None:
-        """Stop taking work; in-flight tasks finish (the bus bounds how long)."""
-        await asyncio.gather(*(subscription.cancel() for subscription in self._subscriptions))
+    async def stop(self, grace_seconds: float = 30.0) -> None:
+        """Stop taking work; tasks in flight get `grace_seconds` to finish (SIGTERM drain);
+        what is cut short goes back to the queue for another worker."""
+        await asyncio.gather(*(subscription.cancel(grace_seconds) for subscription in self._subscriptions))
         self._subscriptions.clear()
 
     async def handle(self, agent: str, event: Event) -> None:
