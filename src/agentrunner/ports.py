@@ -135,9 +135,17 @@ class StateStore(Protocol):
         `events` to the outbox in the same transaction."""
         ...
 
-    async def save_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
+    async def save_execution(
+        self,
+        execution: Execution,
+        *,
+        events: Sequence[Event] = (),
+        only_if: frozenset[ExecutionStatus] | None = None,
+    ) -> None:
         """Replace the stored execution with the same id (raises `ExecutionNotFoundError`),
-        appending `events` to the outbox in the same transaction."""
+        appending `events` to the outbox in the same transaction. With `only_if`, the write
+        happens only while the stored status is one of those, else `ConflictError` (so a
+        cancel and a worker starting the same execution cannot both win)."""
         ...
 
     async def get_execution(self, execution_id: str) -> Execution:

@@ -97,6 +97,18 @@ def orchestrator_app(
     async def get_execution(execution_id: str) -> Execution:
         return await orchestrator.execution(execution_id)
 
+    @app.post(
+        "/executions/{execution_id}/cancel",
+        tags=["executions"],
+        responses={200: {"model": Execution}, 202: {"model": Execution}},
+        summary="Cancel a queued or running execution",
+    )
+    async def cancel_execution(execution_id: str) -> JSONResponse:
+        execution = await orchestrator.cancel(execution_id)
+        # 200: it is cancelled; 202: its worker was asked to stop it (GET it to see the end).
+        status = 200 if execution.status.is_terminal else 202
+        return JSONResponse(execution.model_dump(mode="json"), status_code=status)
+
     @app.get("/executions", response_model=ExecutionList, tags=["executions"])
     async def list_executions(
         agent: str | None = None,

@@ -9,6 +9,7 @@
     ├── DeadLetterNotFoundError      no dead letter with that id (dead_letter_not_found)
     ├── BadRequestError              the request is malformed (bad_request)
     ├── ConflictError                conflicts with what is stored (conflict)
+    ├── ExecutionCancelledError      cancelled on request (cancelled)
     ├── LLMError                     a provider call failed
     │   ├── LLMRateLimitError        429 / throttling (llm_rate_limited, retryable)
     │   ├── LLMUnavailableError      5xx, timeouts, refused (llm_unavailable, retryable)
@@ -86,6 +87,12 @@ class ConflictError(AgentRunnerError):
     """The request conflicts with what is stored (a duplicate id, a stale version)."""
 
     code = "conflict"
+
+
+class ExecutionCancelledError(AgentRunnerError):
+    """The execution was cancelled on request."""
+
+    code = "cancelled"
 
 
 class LLMError(AgentRunnerError):

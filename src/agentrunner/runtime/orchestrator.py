@@ -7,15 +7,15 @@ import asyncio
 import contextlib
 from typing import Any
 
-from agentrunner.domain.errors import BadRequestError
+from agentrunner.domain.errors import BadRequestError, ConflictError, ExecutionCancelledError
 from agentrunner.domain.event import Event, new_id
-from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.topics import topic_problem
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ExecutionPage, StateStore, Subscription
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry
-from agentrunner.runtime.topics import FINISHED_PATTERN, invoke_topic
+from agentrunner.runtime.topics import FINISHED_PATTERN, cancel_topic, finished_topic, invoke_topic
 from agentrunner.tracing import current_trace_id, new_trace_id
 
 log = get_logger(__name__)
@@ -100,6 +100,48 @@ class Orchestrator:
         await self._bus.publish(event)
         log.info("event published", topic=topic, event_id=event.event_id)
         return event
+
+    async def cancel(self, execution_id: str) -> Execution:
+        """Cancel an execution: a queued one at once (it will not run), a running one by
+        asking its worker to stop it. Raises `ExecutionNotFoundError`, or `ConflictError`
+        when it already ended."""
+        execution = await self._store.get_execution(execution_id)
+        if execution.status.is_terminal:
+            raise ConflictError(
+                f"execution {execution_id} already ended ({execution.status.value}): nothing to cancel",
+                execution_id=execution_id,
+            )
+        if execution.status is ExecutionStatus.QUEUED:
+            cancelled = execution.model_copy(
+                update={
+                    "status": ExecutionStatus.CANCELLED,
+                    "finished_at": utcnow(),
+                    "error": ExecutionError(
+                        code=ExecutionCancelledError.code, message="cancelled on request before it started"
+                    ),
+                }
+            )
+            finished = Event(
+                topic=finished_topic(execution.agent),
+                payload={"execution_id": execution_id, "status": ExecutionStatus.CANCELLED.value},
+                trace_id=execution.trace_id,
+            )
+            try:
+                await self._store.save_execution(
+                    cancelled, events=[finished], only_if=frozenset({ExecutionStatus.QUEUED})
+                )
+            except ConflictError:
+                return await self.cancel(execution_id)  # a worker started it meanwhile: stop it there
+            await self._relay.deliver([finished])
+            log.info("execution cancelled before it ran", execution_id=execution_id)
+            return cancelled
+        await self._bus.publish(
+            Event(
+                topic=cancel_topic(execution.agent), payload={"execution_id": execution_id}, trace_id=execution.trace_id
+            )
+        )
+        log.info("cancel requested", execution_id=execution_id)
+        return execution
 
     async def execution(self, execution_id: str) -> Execution:
         """The execution with that id (raises `ExecutionNotFoundError`)."""

@@ -27,3 +27,11 @@ def output_topic(agent: str) -> str:
 def agent_queue(agent: str) -> str:
     """The durable work queue of `agent`."""
     return f"agent.{agent}"
+
+
+CANCEL_PATTERN = "execution.cancel.#"
+
+
+def cancel_topic(agent: str) -> str:
+    """Topic asking the worker that runs an execution of `agent` to stop it."""
+    return f"execution.cancel.{agent}"

@@ -15,15 +15,28 @@ import hashlib
 from functools import partial
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
-from agentrunner.domain.errors import AgentRunnerError, ConflictError, ExecutionNotFoundError
+from agentrunner.domain.errors import (
+    AgentRunnerError,
+    ConflictError,
+    ExecutionCancelledError,
+    ExecutionNotFoundError,
+)
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
+from agentrunner.domain.llm import Completion
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, ProviderCatalog, StateStore, Subscription
+from agentrunner.ports import EventBus, LLMProvider, ProviderCatalog, StateStore, Subscription
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry
-from agentrunner.runtime.topics import CHAIN_DEPTH_HEADER, agent_queue, finished_topic, invoke_topic, output_topic
+from agentrunner.runtime.topics import (
+    CANCEL_PATTERN,
+    CHAIN_DEPTH_HEADER,
+    agent_queue,
+    finished_topic,
+    invoke_topic,
+    output_topic,
+)
 from agentrunner.tracing import traced
 
 log = get_logger(__name__)
@@ -65,9 +78,17 @@ class AutonomousPool:
         self._prefetch = prefetch
         self._modes = modes
         self._subscriptions: list[Subscription] = []
+        self._running: dict[str, asyncio.Task[Completion]] = {}
+        self._cancelled: set[str] = set()
 
     async def start(self) -> None:
-        """Consume the work queue of every available agent in this pool's modes."""
+        """Consume the work queue of every available agent in this pool's modes, and the
+        cancel requests for the executions this process runs."""
+        self._subscriptions.append(
+            await self._bus.subscribe(
+                f"worker.{self._worker_id}.cancel", [CANCEL_PATTERN], self._on_cancel, prefetch=4, exclusive=True
+            )
+        )
         for config in self._registry.in_modes(self._modes):
             patterns = [invoke_topic(config.name), *config.event_subscriptions]
             handler = partial(self.handle, config.name)
@@ -105,7 +126,11 @@ class AutonomousPool:
         except AgentRunnerError as exc:
             finished = _finished(execution, ExecutionStatus.FAILED, exc)
         else:
-            finished = await self._run(config, execution)
+            try:
+                finished = await self._run(config, execution)
+            except _NotStartable:
+                log.info("execution ended before it started (cancelled), not run", execution_id=execution.execution_id)
+                return
         await self._complete(finished, depth)
 
     async def _execution_for_event(self, agent: str, event: Event) -> Execution:
@@ -128,6 +153,30 @@ class AutonomousPool:
             return await self._store.get_execution(execution_id)  # another delivery won the race
         log.info("execution started by event", execution_id=execution_id, agent=agent, topic=event.topic)
         return execution
+
+    async def _attempt(self, config: AgentConfig, provider: LLMProvider, execution: Execution) -> Completion:
+        """One attempt in a task of its own, so a cancel request can stop it alone."""
+        run = run_agent(config, provider, execution.input, retry_base_seconds=self._llm_retry_base)
+        task = asyncio.create_task(asyncio.wait_for(run, config.timeout_seconds))
+        self._running[execution.execution_id] = task
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if execution.execution_id in self._cancelled and task.cancelled():
+                raise _CancelledByUser from None
+            task.cancel()  # this worker is shutting down: stop the attempt too
+            raise
+        finally:
+            self._running.pop(execution.execution_id, None)
+            self._cancelled.discard(execution.execution_id)
+
+    async def _on_cancel(self, event: Event) -> None:
+        execution_id = str(event.payload.get("execution_id"))
+        task = self._running.get(execution_id)
+        if task is not None:
+            log.info("cancelling execution on request", execution_id=execution_id)
+            self._cancelled.add(execution_id)
+            task.cancel()
 
     async def _complete(self, finished: Execution, depth: int) -> None:
         """Save the terminal execution with its announcements in one transaction, then
@@ -178,16 +227,19 @@ class AutonomousPool:
                     "worker": self._worker_id,
                 }
             )
-            await self._store.save_execution(execution)
+            try:
+                # Only from queued or running: a cancel that won the race stays cancelled.
+                await self._store.save_execution(execution, only_if=_STARTABLE)
+            except ConflictError as exc:
+                raise _NotStartable from exc
             log.info(
                 "execution running", execution_id=execution.execution_id, agent=config.name, attempt=execution.attempts
             )
             try:
                 provider = self._catalog.provider_for(llm)
-                completion = await asyncio.wait_for(
-                    run_agent(config, provider, execution.input, retry_base_seconds=self._llm_retry_base),
-                    config.timeout_seconds,
-                )
+                completion = await self._attempt(config, provider, execution)
+            except _CancelledByUser:
+                return _finished(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError("cancelled on request"))
             except TimeoutError:
                 message = f"agent {config.name!r} did not answer within {config.timeout_seconds:g} s (timeout_seconds)"
                 return _finished(execution, ExecutionStatus.TIMED_OUT, AgentRunnerError(message))
@@ -210,6 +262,17 @@ class AutonomousPool:
             )
             return _finished(execution, ExecutionStatus.SUCCEEDED)
         raise AssertionError("unreachable: the last retry always returns")
+
+
+_STARTABLE = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
+
+
+class _NotStartable(Exception):
+    pass
+
+
+class _CancelledByUser(Exception):
+    pass
 
 
 def _finished(execution: Execution, status: ExecutionStatus, error: AgentRunnerError | None = None) -> Execution:

@@ -106,10 +106,16 @@ class CachedStateStore:
             _in_utc(execution),
         )
 
-    async def save_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
+    async def save_execution(
+        self,
+        execution: Execution,
+        *,
+        events: Sequence[Event] = (),
+        only_if: frozenset[ExecutionStatus] | None = None,
+    ) -> None:
         await self._write_through(
             execution_key(execution.execution_id),
-            lambda: self._store.save_execution(execution, events=events),
+            lambda: self._store.save_execution(execution, events=events, only_if=only_if),
             _in_utc(execution),
         )
 

@@ -30,6 +30,7 @@ from agentrunner.adapters.state.rows import (
 from agentrunner.adapters.state.tables import AgentRow, AgentStateRow, DeadLetterRow, ExecutionRow, OutboxRow
 from agentrunner.adapters.state.urls import alembic_config, prepare_sqlite_folder
 from agentrunner.domain.errors import (
+    AgentRunnerError,
     BadRequestError,
     ConfigError,
     ConflictError,
@@ -165,17 +166,40 @@ class SQLStateStore:
         except IntegrityError as exc:
             raise ConflictError(f"execution {execution.execution_id} already exists") from exc
 
-    async def save_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
+    async def save_execution(
+        self,
+        execution: Execution,
+        *,
+        events: Sequence[Event] = (),
+        only_if: frozenset[ExecutionStatus] | None = None,
+    ) -> None:
         values = execution_values(execution)
+        query = update(EXECUTIONS).where(EXECUTIONS.c.execution_id == values.pop("execution_id"))
+        if only_if is not None:
+            query = query.where(EXECUTIONS.c.status.in_(sorted(status.value for status in only_if)))
         async with self._session(write=True) as session:
-            result = await session.execute(
-                update(ExecutionRow).where(ExecutionRow.execution_id == values.pop("execution_id")).values(**values)
-            )
+            result = await session.execute(query.values(**values))
             if result.rowcount != 1:
-                raise ExecutionNotFoundError(
-                    f"execution {execution.execution_id} not found", execution_id=execution.execution_id
-                )
+                raise await self._unsaved(session, execution, only_if)
             await _append_outbox(session, events)
+
+    @staticmethod
+    async def _unsaved(
+        session: AsyncConnection, execution: Execution, only_if: frozenset[ExecutionStatus] | None
+    ) -> AgentRunnerError:
+        stored = await session.scalar(
+            select(EXECUTIONS.c.status).where(EXECUTIONS.c.execution_id == execution.execution_id)
+        )
+        if stored is None:
+            return ExecutionNotFoundError(
+                f"execution {execution.execution_id} not found", execution_id=execution.execution_id
+            )
+        expected = ", ".join(sorted(status.value for status in only_if or ()))
+        return ConflictError(
+            f"execution {execution.execution_id} is {stored}, not {expected}: left as it is",
+            execution_id=execution.execution_id,
+            status=stored,
+        )
 
     async def get_execution(self, execution_id: str) -> Execution:
         async with self._session() as session:

@@ -1,0 +1,86 @@
+"""POST /executions/{id}/cancel: a queued execution never runs, a running one is stopped by
+its worker, an ended one is a 409; on the in-memory bus and on RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus
+from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.llm import LLMRequest
+from agentrunner.node import Node
+from agentrunner.settings import Settings
+from tests.contract.conftest import RABBITMQ_URL, delete_broker_objects
+
+AGENT = "name: slow\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: scripted, model: s}\n"
+CALLS: list[str] = []
+
+
+async def _slow_reply(request: LLMRequest) -> str:
+    prompt = request.messages[-1].content
+    CALLS.append(prompt)
+    await asyncio.sleep(float(prompt))
+    return f"slept {prompt}"
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Node]:
+    CALLS.clear()
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "slow.yml").write_text(AGENT)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        agents_dir=tmp_path / "agents",
+        data_dir=tmp_path,
+        rabbitmq_url=RABBITMQ_URL if request.param == "rabbitmq" else "",
+        rabbitmq_exchange_prefix=f"test-{uuid4().hex[:12]}",
+        rabbitmq_prefetch_count=1,  # one task at a time: the next one stays queued
+    )
+    running = Node(settings, script=_slow_reply)
+    async with running.running():
+        yield running
+    if isinstance(running.bus, RabbitMQEventBus):
+        await delete_broker_objects(running.bus)
+
+
+async def _until(node: Node, execution_id: str, *statuses: ExecutionStatus) -> Execution:
+    async def poll() -> Execution:
+        while (execution := await node.store.get_execution(execution_id)).status not in statuses:
+            await asyncio.sleep(0.02)
+        return execution
+
+    return await asyncio.wait_for(poll(), 10)
+
+
+async def test_cancel_queued_running_and_ended(node: Node) -> None:
+    app = node.apps()["orchestrator"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as http:
+        first = (await http.post("/agents/slow/invoke", json={"task_data": {"prompt": "5"}, "wait": 0})).json()
+        second = (await http.post("/agents/slow/invoke", json={"task_data": {"prompt": "0"}, "wait": 0})).json()
+        await _until(node, first["execution_id"], ExecutionStatus.RUNNING)
+
+        queued = await http.post(f"/executions/{second['execution_id']}/cancel")
+        running = await http.post(f"/executions/{first['execution_id']}/cancel")
+        stopped = await _until(node, first["execution_id"], ExecutionStatus.CANCELLED)
+        await asyncio.sleep(0.3)  # room for the cancelled second task to run, which it must not
+        second_after = await node.store.get_execution(second["execution_id"])
+        again = await http.post(f"/executions/{first['execution_id']}/cancel")
+        unknown = await http.post("/executions/nope/cancel")
+
+    assert (queued.status_code, queued.json()["status"]) == (200, "cancelled")
+    assert queued.json()["error"]["code"] == "cancelled"
+    assert (running.status_code, running.json()["status"]) == (202, "running")
+    assert stopped.error is not None
+    assert stopped.error.code == "cancelled"
+    assert stopped.finished_at is not None
+    assert second_after.status is ExecutionStatus.CANCELLED
+    assert second_after.attempts == 0
+    assert CALLS == ["5"], "the cancelled queued task never reached the model"
+    assert again.status_code == 409
+    assert unknown.status_code == 404
