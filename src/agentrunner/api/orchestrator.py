@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sse_starlette.sse import EventSourceResponse
 
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
@@ -26,6 +29,9 @@ class InvokeRequest(BaseModel):
     )
     session_id: str | None = Field(
         default=None, max_length=256, description="Conversation to continue (continuous agents)."
+    )
+    stream: bool = Field(
+        default=False, description="Stream the answer's text to GET /executions/{id}/events as it comes."
     )
     wait: float | None = Field(
         default=None,
@@ -87,15 +93,46 @@ def orchestrator_app(
     )
     async def invoke(name: str, request: InvokeRequest) -> JSONResponse:
         wait = default_wait if request.wait is None else request.wait
-        execution = await orchestrator.invoke(name, request.task_data, session_id=request.session_id, wait=wait)
+        execution = await orchestrator.invoke(
+            name, request.task_data, session_id=request.session_id, wait=wait, stream=request.stream
+        )
         if execution.status.is_terminal:
             return JSONResponse(execution.model_dump(mode="json"), status_code=200)
         accepted = Accepted(execution_id=execution.execution_id, status=execution.status, trace_id=execution.trace_id)
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
 
+    @app.post("/events", response_model=Published, status_code=202, tags=["events"], summary="Publish an event")
+    async def publish_event(request: PublishRequest) -> Published:
+        event = await orchestrator.publish_event(request.topic, request.payload)
+        return Published(event_id=event.event_id, topic=event.topic, trace_id=event.trace_id)
+
+    _execution_routes(app, orchestrator)
+    _dead_letter_routes(app, dead_letters)
+
+    return app
+
+
+def _execution_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
+    """Reading, watching and cancelling executions."""
+
     @app.get("/executions/{execution_id}", response_model=Execution, tags=["executions"])
     async def get_execution(execution_id: str) -> Execution:
         return await orchestrator.execution(execution_id)
+
+    @app.get(
+        "/executions/{execution_id}/events",
+        tags=["executions"],
+        summary="Server-sent events: status changes, streamed text, then the finished record",
+        response_class=EventSourceResponse,
+    )
+    async def execution_events(execution_id: str) -> EventSourceResponse:
+        await orchestrator.execution(execution_id)  # 404 before the stream starts
+
+        async def events() -> AsyncIterator[dict[str, str]]:
+            async for update in orchestrator.watch(execution_id):
+                yield {"event": update["event"], "data": json.dumps(update["data"])}
+
+        return EventSourceResponse(events())
 
     @app.post(
         "/executions/{execution_id}/cancel",
@@ -119,10 +156,9 @@ def orchestrator_app(
         page = await orchestrator.executions(agent=agent, status=status, limit=limit, cursor=cursor)
         return ExecutionList(items=page.items, next_cursor=page.next_cursor)
 
-    @app.post("/events", response_model=Published, status_code=202, tags=["events"], summary="Publish an event")
-    async def publish_event(request: PublishRequest) -> Published:
-        event = await orchestrator.publish_event(request.topic, request.payload)
-        return Published(event_id=event.event_id, topic=event.topic, trace_id=event.trace_id)
+
+def _dead_letter_routes(app: FastAPI, dead_letters: DeadLetterOffice) -> None:
+    """Listing and replaying dead letters."""
 
     @app.get("/dead-letters", response_model=list[StoredDeadLetter], tags=["dead letters"])
     async def list_dead_letters(
@@ -138,5 +174,3 @@ def orchestrator_app(
     )
     async def replay_dead_letter(letter_id: str) -> StoredDeadLetter:
         return await dead_letters.replay(letter_id)
-
-    return app

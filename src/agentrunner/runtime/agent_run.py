@@ -9,7 +9,7 @@ import orjson
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.llm import Completion, LLMRequest, Message
 from agentrunner.ports import LLMProvider
-from agentrunner.runtime.llm_calls import complete_with_retries
+from agentrunner.runtime.llm_calls import TextSink, complete_with_retries
 
 # Keys of task_data read as the user's prompt, in this order (`output` is what a chained
 # agent receives from the one before); otherwise the whole task_data is sent as JSON, so
@@ -37,9 +37,17 @@ def build_request(config: AgentConfig, task_data: dict[str, Any]) -> LLMRequest:
 
 
 async def run_agent(
-    config: AgentConfig, provider: LLMProvider, task_data: dict[str, Any], *, retry_base_seconds: float = 0.5
+    config: AgentConfig,
+    provider: LLMProvider,
+    task_data: dict[str, Any],
+    *,
+    on_text: TextSink | None = None,
+    retry_base_seconds: float = 0.5,
 ) -> Completion:
     """Ask `provider` to answer `task_data` as `config` describes (transient failures
-    tried again per `llm_config.max_attempts`); raises the last `LLMError`."""
+    tried again per `llm_config.max_attempts`; streamed to `on_text` when given); raises
+    the last `LLMError`."""
     request = build_request(config, task_data)
-    return await complete_with_retries(provider, request, config.llm_config, base_delay_seconds=retry_base_seconds)
+    return await complete_with_retries(
+        provider, request, config.llm_config, on_text=on_text, base_delay_seconds=retry_base_seconds
+    )

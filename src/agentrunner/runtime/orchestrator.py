@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agentrunner.domain.errors import BadRequestError, ConflictError, ExecutionCancelledError
@@ -15,7 +16,13 @@ from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ExecutionPage, StateStore, Subscription
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry
-from agentrunner.runtime.topics import FINISHED_PATTERN, cancel_topic, finished_topic, invoke_topic
+from agentrunner.runtime.topics import (
+    FINISHED_PATTERN,
+    PROGRESS_PATTERN,
+    cancel_topic,
+    finished_topic,
+    invoke_topic,
+)
 from agentrunner.tracing import current_trace_id, new_trace_id
 
 log = get_logger(__name__)
@@ -33,6 +40,7 @@ class Orchestrator:
         self._registry = registry
         self._node_id = node_id
         self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._watchers: dict[str, list[asyncio.Queue[Event]]] = {}
         self._subscription: Subscription | None = None
 
     @property
@@ -43,7 +51,11 @@ class Orchestrator:
     async def start(self) -> None:
         """Listen for finished executions, to wake callers that wait."""
         self._subscription = await self._bus.subscribe(
-            f"orchestrator.{self._node_id}.finished", [FINISHED_PATTERN], self._on_finished, prefetch=16, exclusive=True
+            f"orchestrator.{self._node_id}.finished",
+            [FINISHED_PATTERN, PROGRESS_PATTERN],
+            self._on_finished,
+            prefetch=1,  # in order: streamed text must reach watchers as it was written
+            exclusive=True,
         )
 
     async def stop(self) -> None:
@@ -55,7 +67,13 @@ class Orchestrator:
             waiter.cancel()
 
     async def invoke(
-        self, agent: str, task_data: dict[str, Any], *, session_id: str | None = None, wait: float = 0.0
+        self,
+        agent: str,
+        task_data: dict[str, Any],
+        *,
+        session_id: str | None = None,
+        wait: float = 0.0,
+        stream: bool = False,
     ) -> Execution:
         """Accept a task for `agent` and return its execution: finished if it ended within
         `wait` seconds, else as it stands (queued or running).
@@ -75,7 +93,7 @@ class Orchestrator:
             self._waiters[execution.execution_id] = waiter
         invocation = Event(
             topic=invoke_topic(config.name),
-            payload={"execution_id": execution.execution_id},
+            payload={"execution_id": execution.execution_id, "stream": stream},
             trace_id=execution.trace_id,
         )
         try:
@@ -153,7 +171,40 @@ class Orchestrator:
         """A page of executions, newest first."""
         return await self._store.list_executions(agent=agent, status=status, limit=limit, cursor=cursor)
 
+    async def watch(self, execution_id: str, *, idle_seconds: float = 15.0) -> AsyncIterator[dict[str, Any]]:
+        """What happens to an execution, as it happens: `status` changes, `text` pieces when
+        it was invoked with streaming, then `finished` with the whole record. Yields
+        `{"event": "ping"}` after `idle_seconds` of quiet. Raises `ExecutionNotFoundError`."""
+        updates: asyncio.Queue[Event] = asyncio.Queue()
+        self._watchers.setdefault(execution_id, []).append(updates)
+        try:
+            execution = await self._store.get_execution(execution_id)
+            yield {"event": "status", "data": {"status": execution.status.value}}
+            while not execution.status.is_terminal:
+                try:
+                    update = await asyncio.wait_for(updates.get(), idle_seconds)
+                except TimeoutError:
+                    yield {"event": "ping", "data": {}}
+                    continue
+                if update.payload.get("kind") == "text":
+                    yield {"event": "text", "data": {"text": update.payload.get("text", "")}}
+                elif update.payload.get("kind") == "status":
+                    yield {"event": "status", "data": {"status": update.payload.get("status")}}
+                else:  # execution.finished
+                    execution = await self._store.get_execution(execution_id)
+            yield {"event": "finished", "data": execution.model_dump(mode="json")}
+        finally:
+            watchers = self._watchers.get(execution_id, [])
+            if updates in watchers:
+                watchers.remove(updates)
+            if not watchers:
+                self._watchers.pop(execution_id, None)
+
     async def _on_finished(self, event: Event) -> None:
-        waiter = self._waiters.get(str(event.payload.get("execution_id")))
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        execution_id = str(event.payload.get("execution_id"))
+        for updates in self._watchers.get(execution_id, []):
+            updates.put_nowait(event)
+        if event.topic.startswith("execution.finished."):
+            waiter = self._waiters.get(execution_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)

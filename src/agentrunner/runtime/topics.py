@@ -35,3 +35,11 @@ CANCEL_PATTERN = "execution.cancel.#"
 def cancel_topic(agent: str) -> str:
     """Topic asking the worker that runs an execution of `agent` to stop it."""
     return f"execution.cancel.{agent}"
+
+
+PROGRESS_PATTERN = "execution.progress.#"
+
+
+def progress_topic(agent: str) -> str:
+    """Topic of an execution's progress: status changes and pieces of streamed text."""
+    return f"execution.progress.{agent}"

@@ -36,6 +36,7 @@ from agentrunner.runtime.topics import (
     finished_topic,
     invoke_topic,
     output_topic,
+    progress_topic,
 )
 from agentrunner.tracing import traced
 
@@ -111,8 +112,10 @@ class AutonomousPool:
 
     async def _handle(self, agent: str, event: Event) -> None:
         depth = int(event.headers.get(CHAIN_DEPTH_HEADER, "0"))
+        stream = False
         if event.topic == invoke_topic(agent):
             execution = await self._store.get_execution(str(event.payload["execution_id"]))
+            stream = bool(event.payload.get("stream"))
         elif depth > self._max_chain_depth:
             log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
             return
@@ -127,7 +130,7 @@ class AutonomousPool:
             finished = _finished(execution, ExecutionStatus.FAILED, exc)
         else:
             try:
-                finished = await self._run(config, execution)
+                finished = await self._run(config, execution, stream=stream)
             except _NotStartable:
                 log.info("execution ended before it started (cancelled), not run", execution_id=execution.execution_id)
                 return
@@ -154,9 +157,33 @@ class AutonomousPool:
         log.info("execution started by event", execution_id=execution_id, agent=agent, topic=event.topic)
         return execution
 
-    async def _attempt(self, config: AgentConfig, provider: LLMProvider, execution: Execution) -> Completion:
+    async def _progress(self, execution: Execution, payload: dict[str, str]) -> None:
+        """Tell watchers (`GET /executions/{id}/events`) how the execution goes; best effort."""
+        event = Event(
+            topic=progress_topic(execution.agent),
+            payload={"execution_id": execution.execution_id, **payload},
+            trace_id=execution.trace_id,
+        )
+        try:
+            await self._bus.publish(event)
+        except AgentRunnerError as exc:
+            log.warning("progress not published", execution_id=execution.execution_id, error=exc.message)
+
+    async def _attempt(
+        self, config: AgentConfig, provider: LLMProvider, execution: Execution, *, stream: bool
+    ) -> Completion:
         """One attempt in a task of its own, so a cancel request can stop it alone."""
-        run = run_agent(config, provider, execution.input, retry_base_seconds=self._llm_retry_base)
+
+        async def text(piece: str) -> None:
+            await self._progress(execution, {"kind": "text", "text": piece})
+
+        run = run_agent(
+            config,
+            provider,
+            execution.input,
+            on_text=text if stream else None,
+            retry_base_seconds=self._llm_retry_base,
+        )
         task = asyncio.create_task(asyncio.wait_for(run, config.timeout_seconds))
         self._running[execution.execution_id] = task
         try:
@@ -213,7 +240,7 @@ class AutonomousPool:
         )
         await self._relay.deliver(events)
 
-    async def _run(self, config: AgentConfig, execution: Execution) -> Execution:
+    async def _run(self, config: AgentConfig, execution: Execution, *, stream: bool = False) -> Execution:
         retry = config.retry_config
         llm = config.llm_config
         for retry_number in range(retry.max_retries + 1):
@@ -235,9 +262,10 @@ class AutonomousPool:
             log.info(
                 "execution running", execution_id=execution.execution_id, agent=config.name, attempt=execution.attempts
             )
+            await self._progress(execution, {"kind": "status", "status": ExecutionStatus.RUNNING.value})
             try:
                 provider = self._catalog.provider_for(llm)
-                completion = await self._attempt(config, provider, execution)
+                completion = await self._attempt(config, provider, execution, stream=stream)
             except _CancelledByUser:
                 return _finished(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError("cancelled on request"))
             except TimeoutError:
