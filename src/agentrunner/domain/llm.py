@@ -41,6 +41,14 @@ class ToolDefinition(BaseModel):
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 
+    def as_function(self) -> dict[str, Any]:
+        """The tool in the `{"type": "function", "function": ...}` shape OpenAI defined and
+        Ollama (and other compatible servers) adopted."""
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
 
 class LLMRequest(BaseModel):
     """One completion request to a provider."""
@@ -55,6 +63,11 @@ class LLMRequest(BaseModel):
     tools: list[ToolDefinition] = Field(default_factory=list)
     # A JSON schema the answer must follow (structured output), where the vendor supports it.
     response_schema: dict[str, Any] | None = None
+
+    def sampling(self, *, temperature: str, max_tokens: str, stop: str) -> dict[str, Any]:
+        """The sampling settings this request sets, under the vendor's names for them."""
+        chosen = {temperature: self.temperature, max_tokens: self.max_tokens, stop: self.stop or None}
+        return {name: value for name, value in chosen.items() if value is not None}
 
 
 class Completion(BaseModel):

@@ -185,13 +185,7 @@ def _converse_arguments(request: LLMRequest) -> dict[str, Any]:
     arguments: dict[str, Any] = {"modelId": request.model, "messages": messages}
     if system:
         arguments["system"] = system
-    inference: dict[str, Any] = {}
-    if request.max_tokens is not None:
-        inference["maxTokens"] = request.max_tokens
-    if request.temperature is not None:
-        inference["temperature"] = request.temperature
-    if request.stop:
-        inference["stopSequences"] = request.stop
+    inference = request.sampling(temperature="temperature", max_tokens="maxTokens", stop="stopSequences")
     if inference:
         arguments["inferenceConfig"] = inference
     if request.tools:

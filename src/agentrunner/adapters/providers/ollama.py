@@ -106,23 +106,11 @@ def _messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
 
 def _arguments(request: LLMRequest) -> dict[str, Any]:
     arguments: dict[str, Any] = {"model": request.model, "messages": _messages(request.messages)}
-    options: dict[str, Any] = {}
-    if request.temperature is not None:
-        options["temperature"] = request.temperature
-    if request.max_tokens is not None:
-        options["num_predict"] = request.max_tokens
-    if request.stop:
-        options["stop"] = request.stop
+    options = request.sampling(temperature="temperature", max_tokens="num_predict", stop="stop")
     if options:
         arguments["options"] = options
     if request.tools:
-        arguments["tools"] = [
-            {
-                "type": "function",
-                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-            }
-            for t in request.tools
-        ]
+        arguments["tools"] = [tool.as_function() for tool in request.tools]
     if request.response_schema is not None:
         arguments["format"] = request.response_schema
     return arguments

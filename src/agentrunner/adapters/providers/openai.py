@@ -72,21 +72,13 @@ class OpenAIProvider:
         self._client = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
 
     def _arguments(self, request: LLMRequest) -> dict[str, Any]:
-        arguments: dict[str, Any] = {"model": request.model, "messages": [_message(m) for m in request.messages]}
-        if request.temperature is not None:
-            arguments["temperature"] = request.temperature
-        if request.max_tokens is not None:
-            arguments["max_tokens"] = request.max_tokens
-        if request.stop:
-            arguments["stop"] = request.stop
+        arguments: dict[str, Any] = {
+            "model": request.model,
+            "messages": [_message(m) for m in request.messages],
+            **request.sampling(temperature="temperature", max_tokens="max_tokens", stop="stop"),
+        }
         if request.tools:
-            arguments["tools"] = [
-                {
-                    "type": "function",
-                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-                }
-                for t in request.tools
-            ]
+            arguments["tools"] = [tool.as_function() for tool in request.tools]
         if request.response_schema is not None:
             arguments["response_format"] = {
                 "type": "json_schema",
