@@ -4,11 +4,13 @@ runtime and the role apps, and owns their lifecycle. Nothing else constructs ada
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
 
 import uvicorn
 from fastapi import FastAPI
@@ -16,6 +18,7 @@ from fastapi import FastAPI
 from agentrunner.adapters.bus.memory import InMemoryEventBus
 from agentrunner.adapters.cache.memory import InMemoryCache
 from agentrunner.adapters.config.files import load_agent_directory
+from agentrunner.adapters.config.watch import watch_agent_files
 from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
 from agentrunner.adapters.providers.offline import Script
 from agentrunner.adapters.state.cached import CachedStateStore
@@ -27,19 +30,23 @@ from agentrunner.api.scheduler import scheduler_app
 from agentrunner.api.server import PortRouter, bind
 from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
+from agentrunner.domain.agent_document import AgentDocument
 from agentrunner.domain.errors import ConfigError
-from agentrunner.domain.event import new_id
+from agentrunner.domain.event import Event, new_id
 from agentrunner.logs import get_logger
-from agentrunner.ports import Cache, EventBus
+from agentrunner.ports import Cache, EventBus, Subscription
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
 from agentrunner.runtime.worker import AutonomousPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
+from agentrunner.tracing import current_trace_id
 
 log = get_logger(__name__)
 
+
+CONFIG_CHANGED = "config.changed"
 
 # Roles a process can take: the HTTP services, and worker pools (which need no port).
 WORKER_ROLES: tuple[str, ...] = ("autonomous",)
@@ -65,6 +72,9 @@ class Node:
             )
         self.settings = settings
         self.roles = frozenset(roles)
+        self._documents: dict[str, AgentDocument] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._config_events: Subscription | None = None
         self.node_id = new_id()[:12]
         self.catalog = SettingsProviderCatalog(settings, script=script)
         database = SQLStateStore(
@@ -98,11 +108,24 @@ class Node:
         )
 
     def load_agents(self) -> None:
-        """(Re)load agent files into the registry, logging every problem found."""
+        """(Re)load agent files into the registry, logging every problem found. A file that
+        was good and now is not keeps its last good version running (with the errors as
+        warnings), so a bad edit never takes an agent down."""
         directory = load_agent_directory(self.settings.agents_dir)
-        self.registry.replace_all(directory.documents, directory.broken, self.catalog)
-        for issue in directory.issues:
-            log.error("agent file invalid", problem=str(issue))
+        documents = list(directory.documents)
+        broken = []
+        for failure in directory.broken:
+            last_good = self._documents.get(failure.source)
+            if last_good is None:
+                broken.append(failure)
+                for issue in failure.issues:
+                    log.error("agent file invalid", problem=str(issue))
+                continue
+            for issue in failure.issues:
+                log.error("agent file invalid, the last good version keeps running", problem=str(issue))
+            documents.append(replace(last_good, warnings=(*last_good.warnings, *failure.issues)))
+        self.registry.replace_all(documents, broken, self.catalog)
+        self._documents = {document.source: document for document in documents}
         for agent in self.registry.agents.values():
             for warning in agent.warnings:
                 log.warning("agent file warning", problem=str(warning))
@@ -124,6 +147,13 @@ class Node:
             await self.relay.start()
         if "autonomous" in self.roles:
             await self.pool.start()
+        self._config_events = await self.bus.subscribe(
+            f"node.{self.node_id}.config", [CONFIG_CHANGED], self._on_config_changed, exclusive=True
+        )
+        if "config" in self.roles and self.settings.watch_agents:
+            self._watcher = asyncio.create_task(
+                watch_agent_files(self.settings.agents_dir, self.reload_agents), name="agent-files-watch"
+            )
         available = sum(agent.status is AgentStatus.AVAILABLE for agent in self.registry.agents.values())
         log.info(
             "node started",
@@ -134,8 +164,33 @@ class Node:
             startup_ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
+    async def reload_agents(self) -> None:
+        """Load the agent files again, apply them to this node, and tell every other node."""
+        await self._apply_agents()
+        await self.bus.publish(
+            Event(topic=CONFIG_CHANGED, payload={"node_id": self.node_id}, trace_id=current_trace_id() or new_id())
+        )
+
+    async def _apply_agents(self) -> None:
+        self.load_agents()
+        if "config" in self.roles:
+            await self.store.sync_agents(self.registry.records())
+        if "autonomous" in self.roles:
+            await self.pool.sync()
+        log.info("agents reloaded", agents=len(self.registry.agents), problems=len(self.registry.problems))
+
+    async def _on_config_changed(self, event: Event) -> None:
+        if event.payload.get("node_id") != self.node_id:
+            await self._apply_agents()
+
     async def stop(self) -> None:
         """Stop the engines (in-flight work finishes first), then close the adapters."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._config_events is not None:
+            await self._config_events.cancel()
         await self.relay.stop()
         await self.pool.stop()
         await self.dead_letters.stop()
@@ -181,7 +236,7 @@ class Node:
         ready = self.edge()
         return {
             "state": state_app(self.store, ready),
-            "config": config_app(self.registry, ready),
+            "config": config_app(self.registry, ready, self.reload_agents),
             "orchestrator": orchestrator_app(
                 self.orchestrator, self.dead_letters, ready, self.settings.invoke_wait_seconds
             ),

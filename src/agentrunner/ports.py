@@ -68,6 +68,10 @@ class EventBus(Protocol):
         """
         ...
 
+    async def unbind(self, queue: str, patterns: Sequence[str]) -> None:
+        """Stop routing `patterns` to `queue`; events already in it stay there."""
+        ...
+
     async def subscribe_dead_letters(self, handler: DeadLetterHandler) -> Subscription:
         """Run `handler` for each event that failed every attempt (kept until handled)."""
         ...

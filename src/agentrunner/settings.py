@@ -34,6 +34,8 @@ class Settings(BaseSettings):
 
     # Files
     agents_dir: Path = Path("config/agents")
+    # Reload agent files when they change (the config role watches AGENTS_DIR).
+    watch_agents: bool = True
     data_dir: Path = Path("data")
 
     # Durable state, cache and bus: empty URLs select the embedded backends.

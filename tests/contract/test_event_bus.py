@@ -545,3 +545,14 @@ async def test_generated_topics_reach_exactly_the_queues_a_reference_matcher_pic
     for pattern, recorder in zip(patterns, recorders, strict=True):
         expected = [topic for topic in topics if reference_matches(pattern, topic)]
         assert sorted(recorder.topics) == sorted(expected), pattern
+
+
+async def test_unbound_patterns_no_longer_reach_the_queue(event_bus: EventBus) -> None:
+    recorder = await subscribe_recorder(event_bus, "q.rebind", ["old.topic", "kept.topic"])
+
+    await event_bus.unbind("q.rebind", ["old.topic"])
+    await event_bus.publish(_event("old.topic"))
+    await event_bus.publish(_event("kept.topic"))
+    await drain(event_bus, recorder)
+
+    assert recorder.topics == ["kept.topic"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -43,7 +44,7 @@ def _issue(issue: ConfigIssue) -> IssueView:
     return IssueView(path=issue.path, line=issue.line, message=issue.message)
 
 
-def config_app(registry: AgentRegistry, edge: EdgeConfig) -> FastAPI:
+def config_app(registry: AgentRegistry, edge: EdgeConfig, reload: Callable[[], Awaitable[None]]) -> FastAPI:
     """The config service's HTTP API."""
     app = role_app("config", "agentrunner config", edge)
 
@@ -61,6 +62,16 @@ def config_app(registry: AgentRegistry, edge: EdgeConfig) -> FastAPI:
         body["config"] = config_view(agent.config) if agent.config else None
         body["reasons"] = list(agent.reasons)
         return body
+
+    @app.post(
+        "/configs/reload",
+        response_model=list[ConfigSummary],
+        tags=["configs"],
+        summary="Load the agent files again and apply them on every node",
+    )
+    async def reload_configs() -> list[ConfigSummary]:
+        await reload()
+        return await list_configs()
 
     @app.post(
         "/configs/validate",

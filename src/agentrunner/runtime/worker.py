@@ -79,6 +79,7 @@ class AutonomousPool:
         self._prefetch = prefetch
         self._modes = modes
         self._subscriptions: list[Subscription] = []
+        self._agents: dict[str, tuple[Subscription, frozenset[str]]] = {}
         self._running: dict[str, asyncio.Task[Completion]] = {}
         self._cancelled: set[str] = set()
 
@@ -90,20 +91,37 @@ class AutonomousPool:
                 f"worker.{self._worker_id}.cancel", [CANCEL_PATTERN], self._on_cancel, prefetch=4, exclusive=True
             )
         )
-        for config in self._registry.in_modes(self._modes):
-            patterns = [invoke_topic(config.name), *config.event_subscriptions]
-            handler = partial(self.handle, config.name)
-            subscription = await self._bus.subscribe(
-                agent_queue(config.name), patterns, handler, prefetch=self._prefetch
-            )
-            self._subscriptions.append(subscription)
-        log.info("autonomous pool consuming", queues=len(self._subscriptions))
+        await self.sync()
+
+    async def sync(self) -> None:
+        """Consume exactly the queues of the registry's available agents, bound to their
+        current subscriptions: new agents start, removed ones stop (their queue keeps what
+        it holds), changed subscriptions are re-bound. Prompts and models need nothing:
+        each task reads its agent's config when it runs."""
+        wanted = {
+            config.name: frozenset({invoke_topic(config.name), *config.event_subscriptions})
+            for config in self._registry.in_modes(self._modes)
+        }
+        for name, (subscription, patterns) in list(self._agents.items()):
+            if wanted.get(name) != patterns:
+                del self._agents[name]
+                await subscription.cancel(30.0)
+                await self._bus.unbind(agent_queue(name), sorted(patterns - wanted.get(name, frozenset())))
+        for name, patterns in wanted.items():
+            if name not in self._agents:
+                subscription = await self._bus.subscribe(
+                    agent_queue(name), sorted(patterns), partial(self.handle, name), prefetch=self._prefetch
+                )
+                self._agents[name] = (subscription, patterns)
+        log.info("autonomous pool consuming", queues=len(self._agents))
 
     async def stop(self, grace_seconds: float = 30.0) -> None:
         """Stop taking work; tasks in flight get `grace_seconds` to finish (SIGTERM drain);
         what is cut short goes back to the queue for another worker."""
-        await asyncio.gather(*(subscription.cancel(grace_seconds) for subscription in self._subscriptions))
+        subscriptions = [*self._subscriptions, *(subscription for subscription, _ in self._agents.values())]
+        await asyncio.gather(*(subscription.cancel(grace_seconds) for subscription in subscriptions))
         self._subscriptions.clear()
+        self._agents.clear()
 
     async def handle(self, agent: str, event: Event) -> None:
         """Run `agent` for an event of its queue to a terminal status."""

@@ -150,6 +150,12 @@ class InMemoryEventBus:
         self._subscriptions.append(subscription)
         return subscription
 
+    async def unbind(self, queue: str, patterns: Sequence[str]) -> None:
+        self._require_open(f"unbind {queue!r}")
+        declared = self._queues.get(queue)
+        if declared is not None:
+            declared.patterns.difference_update(patterns)
+
     async def subscribe_dead_letters(self, handler: DeadLetterHandler) -> InMemorySubscription[DeadLetter]:
         self._require_open("consume dead letters")
 
