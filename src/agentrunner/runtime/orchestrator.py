@@ -106,6 +106,8 @@ class Orchestrator:
                     await asyncio.wait_for(asyncio.shield(waiter), timeout=wait)
         finally:
             self._waiters.pop(execution.execution_id, None)
+        if waiter is None:
+            return execution  # wait 0: accepted, answered at once, whatever happens next
         return await self.execution(execution.execution_id)
 
     async def publish_event(self, topic: str, payload: dict[str, Any]) -> Event:
