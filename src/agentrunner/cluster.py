@@ -53,11 +53,11 @@ def plan(settings: Settings, autonomous: int) -> list[tuple[str, list[str], str]
     processes: list[tuple[str, list[str], str]] = [
         (role, [*command, role], f"http://{host}:{settings.port_of(role)}") for role in HTTP_ROLES
     ]
-    for index in range(autonomous):
+    workers = [f"autonomous-{index + 1}" for index in range(autonomous)] + ["continuous"]
+    for name in workers:
         port = _free_port(host)
-        processes.append(
-            (f"autonomous-{index + 1}", [*command, "autonomous", "--health-port", str(port)], f"http://{host}:{port}")
-        )
+        role = name.split("-")[0]
+        processes.append((name, [*command, role, "--health-port", str(port)], f"http://{host}:{port}"))
     return processes
 
 

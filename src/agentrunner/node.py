@@ -39,7 +39,7 @@ from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
-from agentrunner.runtime.worker import AutonomousPool
+from agentrunner.runtime.worker import CONTINUOUS_POOL_MODES, AgentPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
 from agentrunner.tracing import current_trace_id
 
@@ -49,8 +49,8 @@ log = get_logger(__name__)
 CONFIG_CHANGED = "config.changed"
 
 # Roles a process can take: the HTTP services, and worker pools (which need no port).
-WORKER_ROLES: tuple[str, ...] = ("autonomous",)
-PLANNED_ROLES: tuple[str, ...] = ("continuous", "collaborative")
+WORKER_ROLES: tuple[str, ...] = ("autonomous", "continuous")
+PLANNED_ROLES: tuple[str, ...] = ("collaborative",)
 ALL_ROLES: tuple[str, ...] = (*HTTP_ROLES, *WORKER_ROLES)
 
 
@@ -95,16 +95,28 @@ class Node:
             bus=self.bus, store=self.store, relay=self.relay, registry=self.registry, node_id=self.node_id
         )
         self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store)
-        self.pool = AutonomousPool(
+        self.pool = AgentPool(
             bus=self.bus,
             store=self.store,
             registry=self.registry,
             catalog=self.catalog,
             relay=self.relay,
-            worker_id=self.node_id,
+            worker_id=f"{self.node_id}-autonomous",
             prefetch=settings.rabbitmq_prefetch_count,
             max_chain_depth=settings.chain_max_depth,
             llm_retry_base_seconds=settings.llm_retry_base_seconds,
+        )
+        self.continuous = AgentPool(
+            bus=self.bus,
+            store=self.store,
+            registry=self.registry,
+            catalog=self.catalog,
+            relay=self.relay,
+            worker_id=f"{self.node_id}-continuous",
+            prefetch=1,  # a conversation takes its messages one at a time, in order
+            max_chain_depth=settings.chain_max_depth,
+            llm_retry_base_seconds=settings.llm_retry_base_seconds,
+            modes=CONTINUOUS_POOL_MODES,
         )
 
     def load_agents(self) -> None:
@@ -147,6 +159,8 @@ class Node:
             await self.relay.start()
         if "autonomous" in self.roles:
             await self.pool.start()
+        if "continuous" in self.roles:
+            await self.continuous.start()
         self._config_events = await self.bus.subscribe(
             f"node.{self.node_id}.config", [CONFIG_CHANGED], self._on_config_changed, exclusive=True
         )
@@ -177,6 +191,8 @@ class Node:
             await self.store.sync_agents(self.registry.records())
         if "autonomous" in self.roles:
             await self.pool.sync()
+        if "continuous" in self.roles:
+            await self.continuous.sync()
         log.info("agents reloaded", agents=len(self.registry.agents), problems=len(self.registry.problems))
 
     async def _on_config_changed(self, event: Event) -> None:
@@ -193,6 +209,7 @@ class Node:
             await self._config_events.cancel()
         await self.relay.stop()
         await self.pool.stop()
+        await self.continuous.stop()
         await self.dead_letters.stop()
         await self.orchestrator.stop()
         await self.bus.close()

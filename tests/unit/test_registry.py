@@ -97,22 +97,25 @@ def test_openai_autonomous_agent_is_available_once_openai_api_key_is_set() -> No
     assert registry.runnable("writer").llm_config.provider.value == "openai"
 
 
-@pytest.mark.parametrize("mode", ["collaborative", "continuous"])
-def test_agent_in_a_mode_this_version_does_not_serve_is_unavailable_saying_so(mode: str) -> None:
-    registry = registry_of(document("later", mode=mode))
+def test_agent_in_a_mode_this_version_does_not_serve_is_unavailable_saying_so() -> None:
+    registry = registry_of(document("later", mode="collaborative"))
 
     agent = registry.get("later")
 
     assert agent.status is AgentStatus.UNAVAILABLE
-    assert agent.reasons == (f"execution mode {mode!r} is not served by this version yet",)
+    assert agent.reasons == ("execution mode 'collaborative' is not served by this version yet",)
+
+
+def test_continuous_agents_are_served() -> None:
+    assert registry_of(document("chat", mode="continuous")).get("chat").status is AgentStatus.AVAILABLE
 
 
 def test_every_reason_is_listed_when_both_provider_and_mode_stop_an_agent() -> None:
-    registry = registry_of(document("blocked", provider="openai", mode="continuous"))
+    registry = registry_of(document("blocked", provider="openai", mode="collaborative"))
 
     assert registry.get("blocked").reasons == (
         "provider 'openai' needs OPENAI_API_KEY: set it in .env or the environment",
-        "execution mode 'continuous' is not served by this version yet",
+        "execution mode 'collaborative' is not served by this version yet",
     )
 
 
@@ -202,12 +205,12 @@ def test_in_modes_returns_only_available_agents_of_those_modes() -> None:
         document("runs-now"),
         document("ticks", mode="scheduled"),
         document("no-key", provider="anthropic"),
-        document("later", mode="continuous"),
+        document("later", mode="collaborative"),
     )
 
     assert [c.name for c in registry.in_modes(frozenset({ExecutionMode.AUTONOMOUS}))] == ["runs-now"]
     assert [c.name for c in registry.in_modes(frozenset({ExecutionMode.SCHEDULED}))] == ["ticks"]
-    assert registry.in_modes(frozenset({ExecutionMode.CONTINUOUS})) == []
+    assert registry.in_modes(frozenset({ExecutionMode.COLLABORATIVE})) == []
 
 
 def test_fixture_agents_without_keys_only_the_served_echo_agents_are_available() -> None:

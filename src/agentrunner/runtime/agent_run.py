@@ -26,11 +26,17 @@ def user_prompt(task_data: dict[str, Any]) -> str:
     return orjson.dumps(task_data, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def build_request(config: AgentConfig, task_data: dict[str, Any]) -> LLMRequest:
-    """The provider request for one fresh-context run of `config` on `task_data`."""
+def build_request(
+    config: AgentConfig, task_data: dict[str, Any], *, history: list[dict[str, Any]] | None = None
+) -> LLMRequest:
+    """The provider request for one run of `config` on `task_data`: a fresh context, or
+    after the `history` of a continuous agent's session (`{"role", "content"}` items)."""
     messages = []
     if config.system_prompt.strip():
         messages.append(Message(role="system", content=config.system_prompt))
+    for item in history or []:
+        if item.get("role") in ("user", "assistant"):
+            messages.append(Message(role=item["role"], content=str(item.get("content", ""))))
     messages.append(Message(role="user", content=user_prompt(task_data)))
     llm = config.llm_config
     return LLMRequest(model=llm.model, messages=messages, temperature=llm.temperature, max_tokens=llm.max_tokens)
@@ -42,12 +48,13 @@ async def run_agent(
     task_data: dict[str, Any],
     *,
     on_text: TextSink | None = None,
+    history: list[dict[str, Any]] | None = None,
     retry_base_seconds: float = 0.5,
 ) -> Completion:
     """Ask `provider` to answer `task_data` as `config` describes (transient failures
     tried again per `llm_config.max_attempts`; streamed to `on_text` when given); raises
     the last `LLMError`."""
-    request = build_request(config, task_data)
+    request = build_request(config, task_data, history=history)
     return await complete_with_retries(
         provider, request, config.llm_config, on_text=on_text, base_delay_seconds=retry_base_seconds
     )

@@ -27,6 +27,7 @@ from agentrunner.domain.llm import Completion
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, LLMProvider, ProviderCatalog, StateStore, Subscription
 from agentrunner.runtime.agent_run import run_agent
+from agentrunner.runtime.conversation import converse
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import (
@@ -44,6 +45,8 @@ log = get_logger(__name__)
 
 # A scheduled agent invoked by hand runs like an autonomous one: once, in a fresh context.
 AUTONOMOUS_POOL_MODES = frozenset({ExecutionMode.AUTONOMOUS, ExecutionMode.SCHEDULED})
+# Continuous agents: one queue each, taken one message at a time, with session memory.
+CONTINUOUS_POOL_MODES = frozenset({ExecutionMode.CONTINUOUS})
 
 
 def execution_id_for(agent: str, event: Event) -> str:
@@ -51,8 +54,9 @@ def execution_id_for(agent: str, event: Event) -> str:
     return hashlib.sha256(f"{agent}\0{event.event_id}".encode()).hexdigest()[:32]
 
 
-class AutonomousPool:
-    """Runs invocations of the agents in `modes`; more processes of it share the load."""
+class AgentPool:
+    """Runs the agents of some execution modes from their queues (the autonomous pool, the
+    continuous pool); more processes of a pool share its load."""
 
     def __init__(
         self,
@@ -195,13 +199,13 @@ class AutonomousPool:
         async def text(piece: str) -> None:
             await self._progress(execution, {"kind": "text", "text": piece})
 
-        run = run_agent(
-            config,
-            provider,
-            execution.input,
-            on_text=text if stream else None,
-            retry_base_seconds=self._llm_retry_base,
-        )
+        sink = text if stream else None
+        if config.execution_mode is ExecutionMode.CONTINUOUS:
+            run = converse(
+                config, provider, self._store, execution, on_text=sink, retry_base_seconds=self._llm_retry_base
+            )
+        else:
+            run = run_agent(config, provider, execution.input, on_text=sink, retry_base_seconds=self._llm_retry_base)
         task = asyncio.create_task(asyncio.wait_for(run, config.timeout_seconds))
         self._running[execution.execution_id] = task
         try:

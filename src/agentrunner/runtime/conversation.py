@@ -1,0 +1,79 @@
+"""A continuous agent's turn: its session's history in, the answer out, the history saved
+after the step (so a crash or restart resumes with it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentrunner.domain.agent import AgentConfig, ContinuousConfig
+from agentrunner.domain.errors import ConflictError, StateNotFoundError
+from agentrunner.domain.execution import Execution
+from agentrunner.domain.llm import Completion
+from agentrunner.domain.state import AgentState
+from agentrunner.logs import get_logger
+from agentrunner.ports import LLMProvider, StateStore
+from agentrunner.runtime.agent_run import run_agent, user_prompt
+from agentrunner.runtime.llm_calls import TextSink
+
+log = get_logger(__name__)
+
+DEFAULT_SESSION = "default"
+SAVE_ATTEMPTS = 5
+
+
+def session_of(execution: Execution) -> str:
+    """The session a continuous execution belongs to: its `session_id`, else the Slack
+    thread or channel in its input, else `default`."""
+    if execution.session_id:
+        return execution.session_id
+    for key in ("thread_ts", "channel_id", "channel"):
+        value = execution.input.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return DEFAULT_SESSION
+
+
+async def load_session(store: StateStore, agent: str, session: str) -> AgentState:
+    """The session's state, or an empty one (version 0) when it has none yet."""
+    try:
+        return await store.load_state(agent, session)
+    except StateNotFoundError:
+        return AgentState(agent=agent, session_id=session)
+
+
+async def converse(
+    config: AgentConfig,
+    provider: LLMProvider,
+    store: StateStore,
+    execution: Execution,
+    *,
+    on_text: TextSink | None = None,
+    retry_base_seconds: float = 0.5,
+) -> Completion:
+    """One turn of `config` in its session: answer with the history, then append the
+    exchange (bounded by `max_conversation_history`) and save it. Two turns of the same
+    session at once both land: a save that finds a newer version appends to it."""
+    session = session_of(execution)
+    state = await load_session(store, config.name, session)
+    completion = await run_agent(
+        config,
+        provider,
+        execution.input,
+        on_text=on_text,
+        history=state.history,
+        retry_base_seconds=retry_base_seconds,
+    )
+    exchange: list[dict[str, Any]] = [
+        {"role": "user", "content": user_prompt(execution.input), "execution_id": execution.execution_id},
+        {"role": "assistant", "content": completion.text, "execution_id": execution.execution_id},
+    ]
+    limit = (config.continuous_config or ContinuousConfig()).max_conversation_history
+    for _ in range(SAVE_ATTEMPTS):
+        history = [*state.history, *exchange][-limit:]
+        try:
+            await store.save_state(state.model_copy(update={"history": history}), expected_version=state.version)
+            return completion
+        except ConflictError:
+            state = await load_session(store, config.name, session)  # another turn saved first
+    log.error("session history not saved after retries", agent=config.name, session=session)
+    return completion
