@@ -1,0 +1,45 @@
+"""The Celery app of bench/invoke.py's peer: one task that returns its argument, the
+same trivial work as the `echo` provider.
+
+bench/invoke.py starts `celery -A bench.celery_peer worker` with BENCH_CELERY_BROKER,
+BENCH_CELERY_BACKEND, BENCH_CELERY_QUEUE and BENCH_CELERY_KEY_PREFIX set, and imports this
+module in its own process as the client with the same variables. Building the app opens
+no connection.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+
+QUEUE = os.environ.get("BENCH_CELERY_QUEUE", "agentrunner-bench-celery")
+
+app = Celery(
+    "agentrunner_bench_peer",
+    broker=os.environ.get("BENCH_CELERY_BROKER", "amqp://guest:guest@127.0.0.1:5672//"),
+    backend=os.environ.get("BENCH_CELERY_BACKEND", "redis://127.0.0.1:6379/13"),
+)
+app.conf.update(
+    task_default_queue=QUEUE,
+    task_default_exchange=QUEUE,
+    task_default_routing_key=QUEUE,
+    # Results live under a prefix of this run, so the bench can delete them afterwards.
+    result_backend_transport_options={"global_keyprefix": os.environ.get("BENCH_CELERY_KEY_PREFIX", "")},
+    result_expires=600,
+    # No broadcast queues or gossip: the bench's queue is all this peer declares.
+    worker_enable_remote_control=False,
+    worker_send_task_events=False,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+)
+
+
+@app.task(name="bench.echo")
+def echo(task_data: Any) -> Any:
+    """The peer's trivial work: answer with the input."""
+    return task_data
