@@ -33,12 +33,14 @@ from agentrunner.api.state import state_app
 from agentrunner.domain.agent_document import AgentDocument
 from agentrunner.domain.errors import ConfigError
 from agentrunner.domain.event import Event, new_id
+from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.logs import get_logger
 from agentrunner.ports import Cache, EventBus, Subscription
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
+from agentrunner.runtime.topics import invoke_topic
 from agentrunner.runtime.worker import CONTINUOUS_POOL_MODES, AgentPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
 from agentrunner.tracing import current_trace_id
@@ -161,6 +163,8 @@ class Node:
             await self.pool.start()
         if "continuous" in self.roles:
             await self.continuous.start()
+        if not self.settings.rabbitmq_url:
+            await self._resume_unfinished()
         self._config_events = await self.bus.subscribe(
             f"node.{self.node_id}.config", [CONFIG_CHANGED], self._on_config_changed, exclusive=True
         )
@@ -177,6 +181,30 @@ class Node:
             available=available,
             startup_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+
+    async def _resume_unfinished(self) -> None:
+        """Embedded mode: the in-memory bus died with the last process, and with it the
+        events of executions that had not ended. Hand them to the pools again (RabbitMQ
+        keeps and redelivers its own, so this runs only without it)."""
+        resumed = 0
+        for status in (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING):
+            cursor: str | None = None
+            while True:
+                page = await self.store.list_executions(status=status, limit=200, cursor=cursor)
+                for execution in page.items:
+                    await self.bus.publish(
+                        Event(
+                            topic=invoke_topic(execution.agent),
+                            payload={"execution_id": execution.execution_id},
+                            trace_id=execution.trace_id,
+                        )
+                    )
+                    resumed += 1
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        if resumed:
+            log.warning("resuming executions left unfinished by the last run", count=resumed)
 
     async def reload_agents(self) -> None:
         """Load the agent files again, apply them to this node, and tell every other node."""
