@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
 
 import pytest
 
+from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus
+from agentrunner.adapters.providers.offline import Script
 from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.node import Node
+from agentrunner.settings import Settings
+from tests.contract.conftest import RABBITMQ_URL, delete_broker_objects
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -24,3 +33,31 @@ async def store(database_url: str) -> AsyncIterator[SQLStateStore]:
     await state_store.start()
     yield state_store
     await state_store.close()
+
+
+# The event buses a whole node is tested on.
+BUSES = ["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)]
+
+
+@asynccontextmanager
+async def node_on(
+    bus: str, tmp_path: Path, agents: dict[str, str], *, script: Script | None = None, **settings: Any
+) -> AsyncIterator[Node]:
+    """A started node on `bus` ("memory" or "rabbitmq", with a prefix of its own), with
+    `agents` (file name -> YAML) as its agent files; its broker objects go afterwards."""
+    (tmp_path / "agents").mkdir(exist_ok=True)
+    for name, text in agents.items():
+        (tmp_path / "agents" / name).write_text(text)
+    configured = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        agents_dir=tmp_path / "agents",
+        data_dir=tmp_path,
+        rabbitmq_url=RABBITMQ_URL if bus == "rabbitmq" else "",
+        rabbitmq_exchange_prefix=f"test-{uuid4().hex[:12]}",
+        **settings,
+    )
+    node = Node(configured, script=script)
+    async with node.running():
+        yield node
+    if isinstance(node.bus, RabbitMQEventBus):
+        await delete_broker_objects(node.bus)

@@ -6,17 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
 
-from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
-from agentrunner.settings import Settings
-from tests.contract.conftest import RABBITMQ_URL, delete_broker_objects
+from tests.integration.conftest import BUSES, node_on
 
 AGENT = "name: slow\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: scripted, model: s}\n"
 CALLS: list[str] = []
@@ -29,24 +26,14 @@ async def _slow_reply(request: LLMRequest) -> str:
     return f"slept {prompt}"
 
 
-@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+@pytest.fixture(params=BUSES)
 async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Node]:
     CALLS.clear()
-    (tmp_path / "agents").mkdir()
-    (tmp_path / "agents" / "slow.yml").write_text(AGENT)
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        agents_dir=tmp_path / "agents",
-        data_dir=tmp_path,
-        rabbitmq_url=RABBITMQ_URL if request.param == "rabbitmq" else "",
-        rabbitmq_exchange_prefix=f"test-{uuid4().hex[:12]}",
-        rabbitmq_prefetch_count=1,  # one task at a time: the next one stays queued
-    )
-    running = Node(settings, script=_slow_reply)
-    async with running.running():
-        yield running
-    if isinstance(running.bus, RabbitMQEventBus):
-        await delete_broker_objects(running.bus)
+    # One task at a time: the next one stays queued.
+    async with node_on(
+        request.param, tmp_path, {"slow.yml": AGENT}, script=_slow_reply, rabbitmq_prefetch_count=1
+    ) as node:
+        yield node
 
 
 async def _until(node: Node, execution_id: str, *statuses: ExecutionStatus) -> Execution:

@@ -7,16 +7,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
 
-from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
-from agentrunner.settings import Settings
-from tests.contract.conftest import RABBITMQ_URL, delete_broker_objects
+from tests.integration.conftest import BUSES, node_on
 
 AGENT = "name: talker\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: scripted, model: s}\n"
 
@@ -26,22 +23,10 @@ async def _reply(request: LLMRequest) -> str:
     return "one two three four"
 
 
-@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+@pytest.fixture(params=BUSES)
 async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Node]:
-    (tmp_path / "agents").mkdir()
-    (tmp_path / "agents" / "talker.yml").write_text(AGENT)
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        agents_dir=tmp_path / "agents",
-        data_dir=tmp_path,
-        rabbitmq_url=RABBITMQ_URL if request.param == "rabbitmq" else "",
-        rabbitmq_exchange_prefix=f"test-{uuid4().hex[:12]}",
-    )
-    running = Node(settings, script=_reply)
-    async with running.running():
-        yield running
-    if isinstance(running.bus, RabbitMQEventBus):
-        await delete_broker_objects(running.bus)
+    async with node_on(request.param, tmp_path, {"talker.yml": AGENT}, script=_reply) as node:
+        yield node
 
 
 def _parse(body: str) -> list[tuple[str, dict[str, object]]]:

@@ -6,17 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
 
-from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.node import Node
-from agentrunner.settings import Settings
-from tests.contract.conftest import RABBITMQ_URL, delete_broker_objects
+from tests.integration.conftest import BUSES, node_on
 
 AGENTS = {
     "echoer": [],
@@ -34,25 +31,13 @@ def _agent_yaml(name: str, subscriptions: list[str]) -> str:
     )
 
 
-@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+@pytest.fixture(params=BUSES)
 async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Node]:
-    (tmp_path / "agents").mkdir()
-    for name, subscriptions in AGENTS.items():
-        (tmp_path / "agents" / f"{name}.yml").write_text(_agent_yaml(name, subscriptions))
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        agents_dir=tmp_path / "agents",
-        data_dir=tmp_path,
-        rabbitmq_url=RABBITMQ_URL if request.param == "rabbitmq" else "",
-        rabbitmq_exchange_prefix=f"test-{uuid4().hex[:12]}",
-        bus_retry_delays=(0.05, 0.05),
-        chain_max_depth=MAX_DEPTH,
-    )
-    running = Node(settings)
-    async with running.running():
-        yield running
-    if isinstance(running.bus, RabbitMQEventBus):
-        await delete_broker_objects(running.bus)
+    files = {f"{name}.yml": _agent_yaml(name, subscriptions) for name, subscriptions in AGENTS.items()}
+    async with node_on(
+        request.param, tmp_path, files, bus_retry_delays=(0.05, 0.05), chain_max_depth=MAX_DEPTH
+    ) as node:
+        yield node
 
 
 def client(node: Node) -> httpx.AsyncClient:
