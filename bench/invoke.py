@@ -469,8 +469,12 @@ def table(rows: list[Row], plan: Plan, took: float, left: list[str]) -> None:
     print(f"{'setup':25} {'workers':>7} {'mode':15} {'invocations/s':>14} {'p50 ms':>9} {'p99 ms':>9}")
     for r in rows:
         print(f"{r.setup:25} {r.workers:7d} {r.mode:15} {r.rate:14.0f} {r.p50_ms:9.2f} {r.p99_ms:9.2f}")
-    ours = next(r for r in rows if r.setup == "agentrunner distributed" and r.workers == 3 and r.mode != "sequential")
-    peer = next(r for r in rows if r.setup == "celery" and r.workers == 3 and r.mode != "sequential")
+    ours = next(
+        (r for r in rows if r.setup == "agentrunner distributed" and r.workers == 3 and r.mode != "sequential"), None
+    )
+    peer = next((r for r in rows if r.setup == "celery" and r.workers == 3 and r.mode != "sequential"), None)
+    if ours is None or peer is None:
+        return
     print()
     print(
         f"distributed 3 workers / celery 3 workers, concurrent throughput: {ours.rate / peer.rate:.2f} "
@@ -487,7 +491,11 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres:postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--rabbitmq", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--setups", default="embedded,distributed,celery", help="which setups to run, comma-separated (default: all)"
+    )
     args = parser.parse_args()
+    setups = set(args.setups.split(","))
     try:
         import celery  # noqa: F401, PLC0415
     except ImportError:
@@ -506,9 +514,11 @@ def main() -> None:
         (workdir / "logs").mkdir()
         processes = Processes(workdir / "logs")
         with cleaned_up(services, run, processes) as left:
-            rows = asyncio.run(bench_embedded(plan, workdir))
-            rows += asyncio.run(bench_distributed(plan, services, workdir, run, processes))
-            rows += bench_celery(plan, services, run, processes)
+            rows = asyncio.run(bench_embedded(plan, workdir)) if "embedded" in setups else []
+            if "distributed" in setups:
+                rows += asyncio.run(bench_distributed(plan, services, workdir, run, processes))
+            if "celery" in setups:
+                rows += bench_celery(plan, services, run, processes)
     table(rows, plan, time.perf_counter() - started, left)
 
 

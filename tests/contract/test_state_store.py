@@ -196,6 +196,77 @@ async def test_save_unknown_execution_raises_not_found_and_creates_nothing(state
         await state_store.get_execution("exec-ghost")
 
 
+# -- outbox: events written with the change that caused them -------------------------------
+
+
+def _events(*topics: str) -> list[Event]:
+    return [
+        Event(topic=topic, payload={"n": n, "text": "ünïcode"}, trace_id="t-outbox") for n, topic in enumerate(topics)
+    ]
+
+
+async def _pending(store: StateStore) -> list[Event]:
+    """Unpublished events, by topic (the events of one write share their creation time)."""
+    return sorted((entry.event for entry in await store.pending_events(limit=100)), key=lambda e: e.topic)
+
+
+async def test_create_appends_its_events_to_the_outbox_until_marked_published(state_store: StateStore) -> None:
+    events = _events("audit.created", "invoke.writer")
+
+    await state_store.create_execution(_execution("exec-out"), events=events)
+    pending = await _pending(state_store)
+    await state_store.mark_published([events[0].event_id])
+    after_one = await _pending(state_store)
+    await state_store.mark_published([events[1].event_id, events[1].event_id, "unknown-id"])
+
+    assert pending == events
+    assert after_one == events[1:]
+    assert await _pending(state_store) == []
+    assert (await state_store.get_execution("exec-out")).status is ExecutionStatus.QUEUED
+
+
+async def test_a_refused_create_appends_no_event(state_store: StateStore) -> None:
+    first = _events("invoke.writer")
+    await state_store.create_execution(_execution("exec-twice"), events=first)
+
+    with pytest.raises(ConflictError):
+        await state_store.create_execution(_execution("exec-twice", agent="other"), events=_events("invoke.other"))
+
+    assert await _pending(state_store) == first
+
+
+async def test_a_conditional_save_writes_and_appends_only_from_an_allowed_status(state_store: StateStore) -> None:
+    queued = _execution("exec-cond")
+    await state_store.create_execution(queued)
+    running = queued.model_copy(update={"status": ExecutionStatus.RUNNING, "attempts": 1})
+    finished = running.model_copy(update={"status": ExecutionStatus.SUCCEEDED, "output": "done"})
+    started = _events("execution.progress.writer")
+    late = _events("execution.progress.writer")
+    only_queued = frozenset({ExecutionStatus.QUEUED})
+
+    await state_store.save_execution(running, events=started, only_if=only_queued)
+    await state_store.save_execution(finished, only_if=frozenset({ExecutionStatus.RUNNING}))
+    with pytest.raises(ConflictError, match="succeeded"):
+        await state_store.save_execution(running, events=late, only_if=only_queued)
+
+    assert await state_store.get_execution("exec-cond") == finished
+    assert await _pending(state_store) == started
+
+
+async def test_saving_an_unknown_execution_appends_no_event(state_store: StateStore) -> None:
+    with pytest.raises(ExecutionNotFoundError):
+        await state_store.save_execution(_execution("exec-none"), events=_events("execution.finished.writer"))
+
+    assert await _pending(state_store) == []
+
+
+async def test_pending_events_can_skip_the_recent_ones(state_store: StateStore) -> None:
+    await state_store.create_execution(_execution("exec-recent"), events=_events("invoke.writer"))
+
+    assert await state_store.pending_events(older_than_seconds=60) == []
+    assert len(await state_store.pending_events(older_than_seconds=0)) == 1
+
+
 # -- list -----------------------------------------------------------------------------------
 
 

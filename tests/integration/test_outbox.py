@@ -36,6 +36,7 @@ async def test_an_execution_whose_event_was_never_published_runs_after_the_sweep
             return current
 
         result = await asyncio.wait_for(finished(), 10)
+        await node.relay.flush()
         pending_after = await node.store.pending_events()
 
     assert swept == 1

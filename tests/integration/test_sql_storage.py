@@ -3,12 +3,19 @@ transparently; PostgreSQL connections with the configured statement timeout and 
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from agentrunner.adapters.state import sql
 from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.domain.errors import DependencyUnavailableError
+from agentrunner.domain.execution import Execution
 from agentrunner.domain.state import AgentState
+from tests.conftest import POSTGRES_ADMIN_URL
 
 
 async def _raw_payload(url: str, session_id: str) -> bytes:
@@ -59,3 +66,57 @@ async def test_postgres_connections_carry_the_statement_timeout_and_pool_size(po
 
     assert timeout == "1500ms"
     assert pool_size == 3
+
+
+async def _drop_connections(url: str) -> int:
+    """What a PostgreSQL restart does to a pool: every server connection to the database goes."""
+    database = url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        return int(
+            await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
+        )
+    finally:
+        await admin.close()
+
+
+@pytest.mark.postgres
+async def test_connections_dropped_while_idle_are_replaced_before_use(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLStateStore(postgres_url)
+    await store.start()
+    try:
+        await store.create_execution(Execution(execution_id="before", agent="a", trace_id="t"))
+        monkeypatch.setattr(sql, "PING_AFTER_IDLE_SECONDS", 0.0)  # every pooled connection counts as idle
+        dropped = await _drop_connections(postgres_url)
+
+        await store.create_execution(Execution(execution_id="after", agent="a", trace_id="t"))
+        found = await store.get_execution("after")
+    finally:
+        await store.close()
+
+    assert dropped >= 1
+    assert found.execution_id == "after"
+
+
+@pytest.mark.postgres
+async def test_a_connection_dropped_under_load_fails_one_call_then_the_pool_reconnects(postgres_url: str) -> None:
+    store = SQLStateStore(postgres_url)
+    await store.start()
+    try:
+        await asyncio.gather(*(store.ping() for _ in range(4)))  # several pooled connections, just used
+        dropped = await _drop_connections(postgres_url)
+        with pytest.raises(DependencyUnavailableError):
+            await store.get_execution("anything")
+        await store.create_execution(Execution(execution_id="next", agent="a", trace_id="t"))
+        calls_after = await asyncio.gather(*(store.get_execution("next") for _ in range(4)))
+    finally:
+        await store.close()
+
+    assert dropped >= 2
+    assert {execution.execution_id for execution in calls_after} == {"next"}

@@ -4,6 +4,8 @@ translated here and nowhere else."""
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -12,10 +14,27 @@ from typing import Any, cast
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Table, delete, event, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from agentrunner.adapters.state.rows import (
     dead_letter_from,
@@ -74,6 +93,7 @@ class SQLStateStore:
         self._statement_timeout_ms = statement_timeout_ms
         self._migrate = migrate
         self._engine: AsyncEngine | None = None
+        self._autocommit: AsyncEngine | None = None  # the same pool, no transactions
 
     @property
     def is_sqlite(self) -> bool:
@@ -98,10 +118,12 @@ class SQLStateStore:
                 self._url,
                 pool_size=self._pool_size,
                 max_overflow=self._max_overflow,
-                pool_pre_ping=True,
                 connect_args={"server_settings": {"statement_timeout": str(self._statement_timeout_ms)}},
             )
+            event.listen(engine.sync_engine.pool, "checkin", _note_checkin)
+            event.listen(engine.sync_engine.pool, "checkout", _ping_if_idle)
         self._engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         try:
             async with engine.begin() as connection:
                 await connection.run_sync(self._upgrade if self._migrate else self._require_head)
@@ -130,23 +152,31 @@ class SQLStateStore:
     async def close(self) -> None:
         if self._engine is not None:
             await self._engine.dispose()
-            self._engine = None
+            self._engine = self._autocommit = None
 
     async def ping(self) -> None:
         async with self._session() as session:
             await session.execute(select(1))
 
     @asynccontextmanager
-    async def _session(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A connection (in a transaction when `write`), with driver errors translated.
+    async def _session(self, *, write: bool = False, atomic: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection for one operation, with driver errors translated.
 
-        Core statements on a connection, not the ORM session: a third of the cost per
-        call, and every operation here is one or two statements anyway."""
-        if self._engine is None:
+        `atomic`: several statements that commit together, in a transaction. Otherwise, on
+        PostgreSQL, every statement is its own transaction (autocommit), which spares the
+        BEGIN and COMMIT round trips; so an atomic write on PostgreSQL is ONE statement
+        (data-modifying CTEs), see `_write`. SQLite runs every `write` in a transaction
+        (it has no round trips to spare). Core statements on a connection, not the ORM
+        session: a third of the cost per call."""
+        if self._engine is None or self._autocommit is None:
             raise DependencyUnavailableError("the state store is not started (or was closed)")
         try:
-            async with self._engine.begin() if write else self._engine.connect() as session:
-                yield session
+            if atomic or (write and self.is_sqlite):
+                async with self._engine.begin() as session:
+                    yield session
+            else:
+                async with (self._engine if self.is_sqlite else self._autocommit).connect() as session:
+                    yield session
         except IntegrityError:
             raise
         except (OperationalError, InterfaceError, OSError) as exc:
@@ -156,13 +186,41 @@ class SQLStateStore:
                 raise DependencyUnavailableError(f"database {self._where} connection lost: {exc}") from exc
             raise
 
+    async def _write_execution(
+        self,
+        session: AsyncConnection,
+        execution: Execution,
+        *,
+        new: bool,
+        events: Sequence[Event],
+        only_if: frozenset[ExecutionStatus] | None = None,
+    ) -> int:
+        """Insert (`new`) or update `execution` and, only when a row changed, append `events`
+        to the outbox, atomically; return how many execution rows changed.
+
+        On PostgreSQL this is ONE statement (the change as a data-modifying CTE, the outbox
+        rows inserted only if it returned a row), so it needs no transaction around it. On
+        SQLite, two statements in the caller's transaction. The statements are built once
+        and reused with parameters: building one per call cost more than running it."""
+        params = {f"v_{column}": value for column, value in execution_values(execution).items()}
+        if self.is_sqlite or not events:
+            changed = (await session.execute(_execution_statement(new, only_if), params)).rowcount
+            if changed and events:
+                await _append_outbox(session, events)
+            return int(changed)
+        now = utcnow()
+        for i, e in enumerate(events):
+            params |= {f"o{i}_id": e.event_id, f"o{i}_topic": e.topic, f"o{i}_event": e.model_dump(mode="json")}
+            params[f"o{i}_created_at"] = now
+        statement = _execution_statement_with_outbox(new, only_if, len(events))
+        return 1 if (await session.execute(statement, params)).rowcount else 0
+
     # -- executions ------------------------------------------------------------------
 
     async def create_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
         try:
             async with self._session(write=True) as session:
-                await session.execute(insert(ExecutionRow).values(**execution_values(execution)))
-                await _append_outbox(session, events)
+                await self._write_execution(session, execution, new=True, events=events)
         except IntegrityError as exc:
             raise ConflictError(f"execution {execution.execution_id} already exists") from exc
 
@@ -173,15 +231,9 @@ class SQLStateStore:
         events: Sequence[Event] = (),
         only_if: frozenset[ExecutionStatus] | None = None,
     ) -> None:
-        values = execution_values(execution)
-        query = update(EXECUTIONS).where(EXECUTIONS.c.execution_id == values.pop("execution_id"))
-        if only_if is not None:
-            query = query.where(EXECUTIONS.c.status.in_(sorted(status.value for status in only_if)))
         async with self._session(write=True) as session:
-            result = await session.execute(query.values(**values))
-            if result.rowcount != 1:
+            if await self._write_execution(session, execution, new=False, events=events, only_if=only_if) != 1:
                 raise await self._unsaved(session, execution, only_if)
-            await _append_outbox(session, events)
 
     @staticmethod
     async def _unsaved(
@@ -286,7 +338,7 @@ class SQLStateStore:
         key = {"agent": state.agent, "session_id": state.session_id}
         now = utcnow()
         try:
-            async with self._session(write=True) as session:
+            async with self._session(write=True, atomic=expected_version is None) as session:
                 if expected_version is None:
                     stored = await session.scalar(
                         select(STATES.c.version)
@@ -388,7 +440,7 @@ class SQLStateStore:
             "created_at": stored.created_at,
             "replayed_at": None,
         }
-        async with self._session(write=True) as session:
+        async with self._session(write=True, atomic=True) as session:
             await session.execute(delete(DEAD_LETTERS).where(DEAD_LETTERS.c.id == stored.id))
             await session.execute(insert(DEAD_LETTERS).values(**values))
         return stored
@@ -421,7 +473,7 @@ class SQLStateStore:
 
     async def sync_agents(self, agents: Sequence[AgentRecord]) -> None:
         now = utcnow()
-        async with self._session(write=True) as session:
+        async with self._session(write=True, atomic=True) as session:
             await session.execute(delete(AGENTS))
             if agents:
                 rows = [
@@ -443,6 +495,39 @@ class SQLStateStore:
         return [AgentRecord(r.name, r.source, r.status, list(r.reasons), r.config) for r in rows]
 
 
+EXECUTION_COLUMNS = tuple(column.name for column in EXECUTIONS.columns)
+OUTBOX_COLUMNS = ("id", "topic", "event", "created_at")
+
+
+@functools.cache
+def _execution_statement(new: bool, only_if: frozenset[ExecutionStatus] | None) -> Insert | Update:
+    """INSERT of a whole execution row, or UPDATE of one by id (while its status is one of
+    `only_if`), with `v_<column>` parameters."""
+    values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in EXECUTION_COLUMNS if c != "execution_id"}
+    if new:
+        return insert(EXECUTIONS).values(execution_id=bindparam("v_execution_id"), **values)
+    query = update(EXECUTIONS).where(EXECUTIONS.c.execution_id == bindparam("v_execution_id")).values(**values)
+    if only_if is not None:  # constants, so the compiled statement is reused as it is
+        query = query.where(EXECUTIONS.c.status.in_([literal_column(f"'{s.value}'") for s in sorted(only_if)]))
+    return query
+
+
+@functools.cache
+def _execution_statement_with_outbox(new: bool, only_if: frozenset[ExecutionStatus] | None, events: int) -> Insert:
+    """`_execution_statement` as a CTE, and `events` outbox rows (`o<i>_<column>`
+    parameters) inserted only when it changed a row: one atomic statement (PostgreSQL)."""
+    change = _execution_statement(new, only_if).returning(EXECUTIONS.c.execution_id).cte("change")
+    rows = [
+        select(*(bindparam(f"o{i}_{c}", type_=OUTBOX.c[c].type) for c in OUTBOX_COLUMNS)).where(
+            exists(select(change.c.execution_id))
+        )
+        for i in range(events)
+    ]
+    return (
+        insert(OUTBOX).from_select(list(OUTBOX_COLUMNS), rows[0] if events == 1 else union_all(*rows)).add_cte(change)
+    )
+
+
 async def _append_outbox(session: AsyncConnection, events: Sequence[Event]) -> None:
     if events:
         now = utcnow()
@@ -450,6 +535,27 @@ async def _append_outbox(session: AsyncConnection, events: Sequence[Event]) -> N
             {"id": e.event_id, "topic": e.topic, "event": e.model_dump(mode="json"), "created_at": now} for e in events
         ]
         await session.execute(insert(OutboxRow), rows)
+
+
+# A connection idle longer than this is pinged before use (a database restart while the
+# node was quiet leaves every pooled connection dead). A busy pool skips the ping: three
+# round trips per transaction otherwise; a connection that dies under load fails its
+# statement, which invalidates the whole pool so the next checkouts reconnect.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        dbapi_connection.ping()
+    except Exception as exc:  # any failure means: not this connection
+        raise DisconnectionError(f"pooled connection is dead: {exc}") from exc  # the pool reconnects
 
 
 def _tune_sqlite(dbapi_connection: Any, _: Any) -> None:
