@@ -163,18 +163,34 @@ async def cached(database: CountingStore, cache_in_front: Cache) -> AsyncIterato
 # -- read-through ---------------------------------------------------------------------------
 
 
-async def test_an_execution_read_once_is_then_answered_by_the_cache(
+async def test_a_finished_execution_read_once_is_then_answered_by_the_cache(
     cached: CachedStateStore, database: CountingStore
 ) -> None:
-    original = _execution()
+    original = _execution(status=ExecutionStatus.SUCCEEDED, output="done")
     await database.create_execution(original)
 
     first = await cached.get_execution("exec-1")
-    await database.save_execution(original.model_copy(update={"status": ExecutionStatus.RUNNING}))
+    await database.save_execution(original.model_copy(update={"output": "changed behind the cache's back"}))
     second = await cached.get_execution("exec-1")
 
     assert first == second == original
     assert database.reads["get_execution"] == 1
+
+
+@pytest.mark.parametrize("status", [ExecutionStatus.QUEUED, ExecutionStatus.RUNNING])
+async def test_an_unfinished_execution_is_always_read_from_the_database(
+    cached: CachedStateStore, database: CountingStore, cache_in_front: Cache, status: ExecutionStatus
+) -> None:
+    created = _execution(status=status)
+    await cached.create_execution(created)
+    first = await cached.get_execution("exec-1")
+    moved_on = created.model_copy(update={"status": ExecutionStatus.RUNNING, "attempts": 2})
+    await cached.save_execution(moved_on)
+    second = await cached.get_execution("exec-1")
+
+    assert (first, second) == (created, moved_on)
+    assert database.reads["get_execution"] == 2
+    assert await cache_in_front.get(execution_key("exec-1")) is None
 
 
 async def test_a_state_read_once_is_then_answered_by_the_cache(
@@ -191,23 +207,25 @@ async def test_a_state_read_once_is_then_answered_by_the_cache(
 
 
 async def test_a_missing_execution_is_not_cached(cached: CachedStateStore, database: CountingStore) -> None:
+    finished = _execution(status=ExecutionStatus.FAILED)
     with pytest.raises(ExecutionNotFoundError):
         await cached.get_execution("exec-1")
-    await database.create_execution(_execution())
+    await database.create_execution(finished)
 
-    assert await cached.get_execution("exec-1") == _execution()
+    assert await cached.get_execution("exec-1") == finished
     assert database.reads["get_execution"] == 2
 
 
 async def test_an_unreadable_cached_value_is_dropped_and_the_database_answers(
     cached: CachedStateStore, database: CountingStore, cache_in_front: Cache
 ) -> None:
-    await database.create_execution(_execution())
+    finished = _execution(status=ExecutionStatus.CANCELLED)
+    await database.create_execution(finished)
     await cache_in_front.set(execution_key("exec-1"), b'{"not": "an execution"}', LONG_TTL)
 
     with capture_logs() as entries:
-        assert await cached.get_execution("exec-1") == _execution()
-    assert await cached.get_execution("exec-1") == _execution()
+        assert await cached.get_execution("exec-1") == finished
+    assert await cached.get_execution("exec-1") == finished
 
     assert database.reads["get_execution"] == 1
     assert len(_logged(entries, "cached value unreadable, dropping it")) == 1
@@ -216,12 +234,11 @@ async def test_an_unreadable_cached_value_is_dropped_and_the_database_answers(
 # -- write-through --------------------------------------------------------------------------
 
 
-async def test_created_and_saved_executions_are_answered_by_the_cache(
+async def test_an_execution_saved_finished_is_answered_by_the_cache(
     cached: CachedStateStore, database: CountingStore
 ) -> None:
     created = _execution()
     await cached.create_execution(created)
-    assert await cached.get_execution("exec-1") == created
 
     finished = created.model_copy(update={"status": ExecutionStatus.SUCCEEDED, "output": "done"})
     await cached.save_execution(finished)
@@ -300,7 +317,7 @@ async def test_a_three_megabyte_state_round_trips_through_the_cache(
 
 async def test_close_leaves_the_cache_open_for_its_owner(database: CountingStore, cache_in_front: Cache) -> None:
     async with started(CachedStateStore(database, cache_in_front)) as store:
-        await store.create_execution(_execution())
+        await store.create_execution(_execution(status=ExecutionStatus.SUCCEEDED))
 
     assert await cache_in_front.get(execution_key("exec-1")) is not None
     with pytest.raises(DependencyUnavailableError):
@@ -344,18 +361,19 @@ async def test_a_cache_that_comes_back_is_logged_once_and_the_next_outage_warned
     cache = SwitchableCache()
     database = CountingStore(database_url)
     store = CachedStateStore(database, cache)
+    finished = _execution(status=ExecutionStatus.SUCCEEDED, output="done")
 
     with capture_logs() as entries:
         async with started(store):
-            await store.create_execution(_execution())
+            await store.create_execution(finished)
             cache.up = False
             for _ in range(3):
-                assert await store.get_execution("exec-1") == _execution()
+                assert await store.get_execution("exec-1") == finished
             cache.up = True
             for _ in range(3):
-                assert await store.get_execution("exec-1") == _execution()
+                assert await store.get_execution("exec-1") == finished
             cache.up = False
-            assert await store.get_execution("exec-1") == _execution()
+            assert await store.get_execution("exec-1") == finished
 
     assert [(entry["event"], entry["log_level"]) for entry in entries] == [
         (UNAVAILABLE, "warning"),

@@ -26,9 +26,16 @@ class OutboxRelay:
     `interval_seconds` for those still unpublished after `grace_seconds`."""
 
     def __init__(
-        self, *, bus: EventBus, store: StateStore, interval_seconds: float = 1.0, grace_seconds: float = 5.0
+        self,
+        *,
+        bus: EventBus,
+        store: StateStore,
+        interval_seconds: float = 1.0,
+        grace_seconds: float = 5.0,
+        mark_every_seconds: float = 0.05,
     ) -> None:
         self._bus = bus
+        self._mark_every = mark_every_seconds
         self._store = store
         self._interval = interval_seconds
         self._grace = grace_seconds
@@ -99,6 +106,7 @@ class OutboxRelay:
     async def _mark_forever(self) -> None:
         while True:
             await self._marks_waiting.wait()
+            await asyncio.sleep(self._mark_every)  # what else is published meanwhile joins the batch
             self._marks_waiting.clear()
             await self.flush()
 

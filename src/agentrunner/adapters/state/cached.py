@@ -1,6 +1,6 @@
-"""A StateStore that keeps executions and agent states in a Cache in front of another
-StateStore: read-through on get, write-through on save, and the database alone when the
-cache is down."""
+"""A StateStore that keeps finished executions and agent states in a Cache in front of
+another StateStore: read-through on get, write-through on save, and the database alone
+when the cache is down."""
 
 from __future__ import annotations
 
@@ -64,8 +64,12 @@ class _CacheHealth:
 
 
 class CachedStateStore:
-    """StateStore (see `ports.StateStore`) over `store`, with executions and agent states
-    cached in `cache` for `ttl_seconds`.
+    """StateStore (see `ports.StateStore`) over `store`, with finished executions and agent
+    states cached in `cache` for `ttl_seconds`.
+
+    Only executions in a terminal status are cached: they never change again, so a cached
+    one is never stale, and the writes on the way there (queued, running: several per
+    execution) cost no cache round trip. Reads of unfinished executions go to `store`.
 
     Contract: answers exactly what `store` answers, from the cache when it holds the value.
     Reads fill the cache; a write that returned puts its value in the cache, a write that
@@ -100,11 +104,9 @@ class CachedStateStore:
     # -- cached records --------------------------------------------------------------
 
     async def create_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
-        await self._write_through(
-            execution_key(execution.execution_id),
-            lambda: self._store.create_execution(execution, events=events),
-            _in_utc(execution),
-        )
+        await self._store.create_execution(execution, events=events)
+        if execution.status.is_terminal:
+            await self._remember(execution_key(execution.execution_id), _in_utc(execution))
 
     async def save_execution(
         self,
@@ -113,6 +115,9 @@ class CachedStateStore:
         events: Sequence[Event] = (),
         only_if: frozenset[ExecutionStatus] | None = None,
     ) -> None:
+        if not execution.status.is_terminal:
+            await self._store.save_execution(execution, events=events, only_if=only_if)
+            return
         await self._write_through(
             execution_key(execution.execution_id),
             lambda: self._store.save_execution(execution, events=events, only_if=only_if),
@@ -120,9 +125,14 @@ class CachedStateStore:
         )
 
     async def get_execution(self, execution_id: str) -> Execution:
-        return await self._read_through(
-            execution_key(execution_id), Execution, lambda: self._store.get_execution(execution_id)
-        )
+        key = execution_key(execution_id)
+        cached = await self._cached(key, Execution)
+        if cached is not None:
+            return cached
+        execution = await self._store.get_execution(execution_id)
+        if execution.status.is_terminal:
+            await self._remember(key, execution, only_if_absent=True)
+        return execution
 
     async def load_state(self, agent: str, session_id: str) -> AgentState:
         return await self._read_through(
