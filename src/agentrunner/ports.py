@@ -68,6 +68,11 @@ class EventBus(Protocol):
         """
         ...
 
+    async def bind(self, queue: str, patterns: Sequence[str]) -> None:
+        """Route `patterns` to `queue` too (declared by `subscribe`); raises
+        `DependencyUnavailableError` when the queue does not exist."""
+        ...
+
     async def unbind(self, queue: str, patterns: Sequence[str]) -> None:
         """Stop routing `patterns` to `queue`; events already in it stay there."""
         ...

@@ -547,6 +547,23 @@ async def test_generated_topics_reach_exactly_the_queues_a_reference_matcher_pic
         assert sorted(recorder.topics) == sorted(expected), pattern
 
 
+async def test_patterns_bound_later_reach_the_queue_too(event_bus: EventBus) -> None:
+    recorder = await subscribe_recorder(event_bus, "q.bind", ["first.topic"])
+
+    await event_bus.bind("q.bind", ["later.*.x1"])
+    await event_bus.publish(_event("later.agent.x1"))
+    await event_bus.publish(_event("later.agent.x2"))
+    await event_bus.publish(_event("first.topic"))
+    await drain(event_bus, recorder)
+
+    assert sorted(recorder.topics) == ["first.topic", "later.agent.x1"]
+
+
+async def test_binding_a_queue_that_was_never_declared_is_refused(event_bus: EventBus) -> None:
+    with pytest.raises(DependencyUnavailableError, match="nowhere"):
+        await event_bus.bind("q.nowhere", ["any.topic"])
+
+
 async def test_unbound_patterns_no_longer_reach_the_queue(event_bus: EventBus) -> None:
     recorder = await subscribe_recorder(event_bus, "q.rebind", ["old.topic", "kept.topic"])
 

@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agentrunner.domain.errors import BadRequestError, ConflictError, ExecutionCancelledError
+from agentrunner.domain.errors import AgentRunnerError, BadRequestError, ConflictError, ExecutionCancelledError
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.topics import topic_problem
@@ -18,10 +18,10 @@ from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import (
     FINISHED_PATTERN,
-    PROGRESS_PATTERN,
     cancel_topic,
     finished_topic,
     invoke_topic,
+    progress_pattern,
 )
 from agentrunner.tracing import current_trace_id, new_trace_id
 
@@ -39,7 +39,7 @@ class Orchestrator:
         self._relay = relay
         self._registry = registry
         self._node_id = node_id
-        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._waiters: dict[str, asyncio.Future[Execution | None]] = {}
         self._watchers: dict[str, list[asyncio.Queue[Event]]] = {}
         self._subscription: Subscription | None = None
 
@@ -48,11 +48,16 @@ class Orchestrator:
         """The agents this orchestrator routes to."""
         return self._registry
 
+    @property
+    def _queue(self) -> str:
+        return f"orchestrator.{self._node_id}.finished"
+
     async def start(self) -> None:
-        """Listen for finished executions, to wake callers that wait."""
+        """Listen for finished executions, to wake callers that wait (and for the progress
+        of executions somebody watches, bound while they watch)."""
         self._subscription = await self._bus.subscribe(
-            f"orchestrator.{self._node_id}.finished",
-            [FINISHED_PATTERN, PROGRESS_PATTERN],
+            self._queue,
+            [FINISHED_PATTERN],
             self._on_finished,
             prefetch=1,  # in order: streamed text must reach watchers as it was written
             exclusive=True,
@@ -88,7 +93,9 @@ class Orchestrator:
             session_id=session_id,
             trace_id=current_trace_id() or new_trace_id(),
         )
-        waiter = asyncio.get_running_loop().create_future() if wait > 0 else None
+        waiter: asyncio.Future[Execution | None] | None = None
+        if wait > 0:
+            waiter = asyncio.get_running_loop().create_future()
         if waiter is not None:
             self._waiters[execution.execution_id] = waiter
         invocation = Event(
@@ -108,6 +115,8 @@ class Orchestrator:
             self._waiters.pop(execution.execution_id, None)
         if waiter is None:
             return execution  # wait 0: accepted, answered at once, whatever happens next
+        if waiter.done() and not waiter.cancelled() and (finished := waiter.result()) is not None:
+            return finished  # as the worker saved it, carried by the finished event
         return await self.execution(execution.execution_id)
 
     async def publish_event(self, topic: str, payload: dict[str, Any]) -> Event:
@@ -178,8 +187,11 @@ class Orchestrator:
         it was invoked with streaming, then `finished` with the whole record. Yields
         `{"event": "ping"}` after `idle_seconds` of quiet. Raises `ExecutionNotFoundError`."""
         updates: asyncio.Queue[Event] = asyncio.Queue()
-        self._watchers.setdefault(execution_id, []).append(updates)
+        watchers = self._watchers.setdefault(execution_id, [])
+        watchers.append(updates)
         try:
+            if len(watchers) == 1:  # bound before the status is read: no change falls between
+                await self._bus.bind(self._queue, [progress_pattern(execution_id)])
             execution = await self._store.get_execution(execution_id)
             yield {"event": "status", "data": {"status": execution.status.value}}
             while not execution.status.is_terminal:
@@ -196,11 +208,13 @@ class Orchestrator:
                     execution = await self._store.get_execution(execution_id)
             yield {"event": "finished", "data": execution.model_dump(mode="json")}
         finally:
-            watchers = self._watchers.get(execution_id, [])
-            if updates in watchers:
-                watchers.remove(updates)
+            watchers.remove(updates)
             if not watchers:
-                self._watchers.pop(execution_id, None)
+                del self._watchers[execution_id]
+                with contextlib.suppress(AgentRunnerError):  # the queue goes with this node anyway
+                    await self._bus.unbind(self._queue, [progress_pattern(execution_id)])
+                    if execution_id in self._watchers:  # a new watcher bound meanwhile: keep it bound
+                        await self._bus.bind(self._queue, [progress_pattern(execution_id)])
 
     async def _on_finished(self, event: Event) -> None:
         execution_id = str(event.payload.get("execution_id"))
@@ -209,4 +223,5 @@ class Orchestrator:
         if event.topic.startswith("execution.finished."):
             waiter = self._waiters.get(execution_id)
             if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+                carried = event.payload.get("execution")
+                waiter.set_result(Execution.model_validate(carried) if isinstance(carried, dict) else None)

@@ -37,9 +37,12 @@ def cancel_topic(agent: str) -> str:
     return f"execution.cancel.{agent}"
 
 
-PROGRESS_PATTERN = "execution.progress.#"
+def progress_topic(agent: str, execution_id: str) -> str:
+    """Topic of an execution's progress: status changes and pieces of streamed text. Bound
+    only while somebody watches that execution, so unwatched progress costs no delivery."""
+    return f"execution.progress.{agent}.{execution_id}"
 
 
-def progress_topic(agent: str) -> str:
-    """Topic of an execution's progress: status changes and pieces of streamed text."""
-    return f"execution.progress.{agent}"
+def progress_pattern(execution_id: str) -> str:
+    """The pattern a watcher of one execution binds."""
+    return f"execution.progress.*.{execution_id}"

@@ -182,7 +182,7 @@ class AgentPool:
     async def _progress(self, execution: Execution, payload: dict[str, str]) -> None:
         """Tell watchers (`GET /executions/{id}/events`) how the execution goes; best effort."""
         event = Event(
-            topic=progress_topic(execution.agent),
+            topic=progress_topic(execution.agent, execution.execution_id),
             payload={"execution_id": execution.execution_id, **payload},
             trace_id=execution.trace_id,
         )
@@ -233,7 +233,11 @@ class AgentPool:
         events = [
             Event(
                 topic=finished_topic(finished.agent),
-                payload={"execution_id": finished.execution_id, "status": finished.status.value},
+                payload={
+                    "execution_id": finished.execution_id,
+                    "status": finished.status.value,
+                    "execution": finished.model_dump(mode="json"),  # callers that wait need no read
+                },
                 trace_id=finished.trace_id,
             )
         ]

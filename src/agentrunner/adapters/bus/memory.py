@@ -150,6 +150,13 @@ class InMemoryEventBus:
         self._subscriptions.append(subscription)
         return subscription
 
+    async def bind(self, queue: str, patterns: Sequence[str]) -> None:
+        self._require_open(f"bind {queue!r}")
+        declared = self._queues.get(queue)
+        if declared is None:
+            raise DependencyUnavailableError(f"cannot bind {queue!r}: no such queue (subscribe declares it)")
+        declared.patterns.update(patterns)
+
     async def unbind(self, queue: str, patterns: Sequence[str]) -> None:
         self._require_open(f"unbind {queue!r}")
         declared = self._queues.get(queue)

@@ -278,16 +278,26 @@ class RabbitMQEventBus:
         self._subscriptions.append(subscription)
         return subscription
 
+    async def bind(self, queue: str, patterns: Sequence[str]) -> None:
+        await self._rebind(queue, patterns, bind=True)
+
     async def unbind(self, queue: str, patterns: Sequence[str]) -> None:
-        connection, _, exchange = self._require_open(f"unbind {queue!r}")
+        await self._rebind(queue, patterns, bind=False)
+
+    async def _rebind(self, queue: str, patterns: Sequence[str], *, bind: bool) -> None:
+        verb = "bind" if bind else "unbind"
+        connection, _, exchange = self._require_open(f"{verb} {queue!r}")
         try:
             # A channel of its own: a missing queue closes the channel that asked.
             async with connection.channel() as channel:
                 declared = await channel.declare_queue(self._queue_name(queue), passive=True)
                 for pattern in patterns:
-                    await declared.unbind(exchange, routing_key=pattern)
+                    if bind:
+                        await declared.bind(exchange, routing_key=pattern)
+                    else:
+                        await declared.unbind(exchange, routing_key=pattern)
         except CONNECTION_EXCEPTIONS as exc:
-            raise DependencyUnavailableError(f"cannot unbind {queue!r} on RabbitMQ at {self._where}: {exc}") from exc
+            raise DependencyUnavailableError(f"cannot {verb} {queue!r} on RabbitMQ at {self._where}: {exc}") from exc
 
     async def _deliver(self, queue: str, message: AbstractIncomingMessage, handler: EventHandler) -> None:
         try:
