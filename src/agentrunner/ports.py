@@ -157,6 +157,14 @@ class StateStore(Protocol):
         cancel and a worker starting the same execution cannot both win)."""
         ...
 
+    async def start_execution(self, execution_id: str, *, worker: str, provider: str, model: str) -> Execution:
+        """Begin one more attempt of a queued or running execution, in one atomic step:
+        status running, attempts + 1, `started_at` kept from the first attempt (else now),
+        and who runs it on what. Returns the execution as stored. Raises
+        `ExecutionNotFoundError`, or `ConflictError` when it already ended (a cancel that
+        won the race, a redelivery of a finished one)."""
+        ...
+
     async def get_execution(self, execution_id: str) -> Execution:
         """The execution with that id (raises `ExecutionNotFoundError`)."""
         ...

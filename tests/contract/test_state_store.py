@@ -196,6 +196,52 @@ async def test_save_unknown_execution_raises_not_found_and_creates_nothing(state
         await state_store.get_execution("exec-ghost")
 
 
+# -- start: one more attempt, atomically ---------------------------------------------------
+
+
+async def test_start_moves_a_queued_execution_to_running_and_counts_the_attempt(state_store: StateStore) -> None:
+    queued = _execution("exec-start", input={"prompt": "hi"})
+    await state_store.create_execution(queued)
+
+    started = await state_store.start_execution("exec-start", worker="w-1", provider="openai", model="gpt-4o")
+
+    assert (started.status, started.attempts, started.worker) == (ExecutionStatus.RUNNING, 1, "w-1")
+    assert (started.provider, started.model, started.input) == ("openai", "gpt-4o", {"prompt": "hi"})
+    assert started.started_at is not None
+    _assert_utc(started.started_at)
+    assert await state_store.get_execution("exec-start") == started
+
+
+async def test_starting_again_counts_another_attempt_and_keeps_the_first_start_time(state_store: StateStore) -> None:
+    await state_store.create_execution(_execution("exec-again"))
+    first = await state_store.start_execution("exec-again", worker="w-1", provider="echo", model="echo")
+
+    second = await state_store.start_execution("exec-again", worker="w-2", provider="echo", model="echo")
+
+    assert (second.attempts, second.worker, second.started_at) == (2, "w-2", first.started_at)
+
+
+@pytest.mark.parametrize(
+    "status",
+    [ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT],
+)
+async def test_an_ended_execution_cannot_start_and_stays_as_it_is(
+    state_store: StateStore, status: ExecutionStatus
+) -> None:
+    ended = _execution("exec-ended", status=status)
+    await state_store.create_execution(ended)
+
+    with pytest.raises(ConflictError, match=status.value):
+        await state_store.start_execution("exec-ended", worker="w-1", provider="echo", model="echo")
+
+    assert await state_store.get_execution("exec-ended") == ended
+
+
+async def test_starting_an_unknown_execution_raises_not_found(state_store: StateStore) -> None:
+    with pytest.raises(ExecutionNotFoundError, match="exec-nobody"):
+        await state_store.start_execution("exec-nobody", worker="w-1", provider="echo", model="echo")
+
+
 # -- outbox: events written with the change that caused them -------------------------------
 
 

@@ -19,7 +19,6 @@ from agentrunner.domain.errors import (
     AgentRunnerError,
     ConflictError,
     ExecutionCancelledError,
-    ExecutionNotFoundError,
 )
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
@@ -136,34 +135,32 @@ class AgentPool:
         depth = int(event.headers.get(CHAIN_DEPTH_HEADER, "0"))
         stream = False
         if event.topic == invoke_topic(agent):
-            execution = await self._store.get_execution(str(event.payload["execution_id"]))
+            execution_id = str(event.payload["execution_id"])
             stream = bool(event.payload.get("stream"))
         elif depth > self._max_chain_depth:
             log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
             return
         else:
-            execution = await self._execution_for_event(agent, event)
-        if execution.status.is_terminal:
-            log.info("execution already finished, redelivery ignored", execution_id=execution.execution_id)
-            return
+            execution_id = await self._execution_for_event(agent, event)
         try:
-            config = self._registry.runnable(execution.agent)
+            config = self._registry.runnable(agent)
         except AgentRunnerError as exc:
+            execution = await self._store.get_execution(execution_id)
+            if execution.status.is_terminal:
+                log.info("execution already finished, redelivery ignored", execution_id=execution_id)
+                return
             finished = _finished(execution, ExecutionStatus.FAILED, exc)
         else:
             try:
-                finished = await self._run(config, execution, stream=stream)
+                finished = await self._run(config, execution_id, stream=stream)
             except _NotStartable:
-                log.info("execution ended before it started (cancelled), not run", execution_id=execution.execution_id)
+                log.info("execution already ended (finished, or cancelled), not run", execution_id=execution_id)
                 return
         await self._complete(finished, depth)
 
-    async def _execution_for_event(self, agent: str, event: Event) -> Execution:
+    async def _execution_for_event(self, agent: str, event: Event) -> str:
+        """The id of the execution `event` starts for `agent`, recorded on first delivery."""
         execution_id = execution_id_for(agent, event)
-        try:
-            return await self._store.get_execution(execution_id)
-        except ExecutionNotFoundError:
-            pass
         session = event.payload.get("session_id")
         execution = Execution(
             execution_id=execution_id,
@@ -175,9 +172,9 @@ class AgentPool:
         try:
             await self._store.create_execution(execution)
         except ConflictError:
-            return await self._store.get_execution(execution_id)  # another delivery won the race
+            return execution_id  # a redelivery: the execution exists, its status decides
         log.info("execution started by event", execution_id=execution_id, agent=agent, topic=event.topic)
-        return execution
+        return execution_id
 
     async def _progress(self, execution: Execution, payload: dict[str, str]) -> None:
         """Tell watchers (`GET /executions/{id}/events`) how the execution goes; best effort."""
@@ -266,23 +263,15 @@ class AgentPool:
         )
         await self._relay.deliver(events)
 
-    async def _run(self, config: AgentConfig, execution: Execution, *, stream: bool = False) -> Execution:
+    async def _run(self, config: AgentConfig, execution_id: str, *, stream: bool = False) -> Execution:
         retry = config.retry_config
         llm = config.llm_config
         for retry_number in range(retry.max_retries + 1):
-            execution = execution.model_copy(
-                update={
-                    "status": ExecutionStatus.RUNNING,
-                    "attempts": execution.attempts + 1,
-                    "started_at": execution.started_at or utcnow(),
-                    "provider": llm.provider.value,
-                    "model": llm.model,
-                    "worker": self._worker_id,
-                }
-            )
             try:
                 # Only from queued or running: a cancel that won the race stays cancelled.
-                await self._store.save_execution(execution, only_if=_STARTABLE)
+                execution = await self._store.start_execution(
+                    execution_id, worker=self._worker_id, provider=llm.provider.value, model=llm.model
+                )
             except ConflictError as exc:
                 raise _NotStartable from exc
             log.info(
@@ -316,9 +305,6 @@ class AgentPool:
             )
             return _finished(execution, ExecutionStatus.SUCCEEDED)
         raise AssertionError("unreachable: the last retry always returns")
-
-
-_STARTABLE = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
 
 
 class _NotStartable(Exception):

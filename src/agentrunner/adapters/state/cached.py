@@ -116,13 +116,23 @@ class CachedStateStore:
         only_if: frozenset[ExecutionStatus] | None = None,
     ) -> None:
         if not execution.status.is_terminal:
-            await self._store.save_execution(execution, events=events, only_if=only_if)
+            if only_if is not None and not any(status.is_terminal for status in only_if):
+                # It was unfinished, so nothing is cached for it: no cache round trip.
+                await self._store.save_execution(execution, events=events, only_if=only_if)
+                return
+            try:  # it may overwrite a finished one the cache holds
+                await self._store.save_execution(execution, events=events, only_if=only_if)
+            finally:
+                await self._forget(execution_key(execution.execution_id))
             return
         await self._write_through(
             execution_key(execution.execution_id),
             lambda: self._store.save_execution(execution, events=events, only_if=only_if),
             _in_utc(execution),
         )
+
+    async def start_execution(self, execution_id: str, *, worker: str, provider: str, model: str) -> Execution:
+        return await self._store.start_execution(execution_id, worker=worker, provider=provider, model=model)
 
     async def get_execution(self, execution_id: str) -> Execution:
         key = execution_key(execution_id)

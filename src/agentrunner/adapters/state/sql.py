@@ -233,23 +233,27 @@ class SQLStateStore:
     ) -> None:
         async with self._session(write=True) as session:
             if await self._write_execution(session, execution, new=False, events=events, only_if=only_if) != 1:
-                raise await self._unsaved(session, execution, only_if)
+                raise await self._unsaved(session, execution.execution_id, only_if)
+
+    async def start_execution(self, execution_id: str, *, worker: str, provider: str, model: str) -> Execution:
+        params = {"v_execution_id": execution_id, "v_worker": worker, "v_provider": provider, "v_model": model}
+        async with self._session(write=True) as session:
+            row = (await session.execute(_START_EXECUTION, params | {"v_now": utcnow()})).first()
+            if row is None:
+                raise await self._unsaved(session, execution_id, _STARTABLE)
+            return execution_from(row)
 
     @staticmethod
     async def _unsaved(
-        session: AsyncConnection, execution: Execution, only_if: frozenset[ExecutionStatus] | None
+        session: AsyncConnection, execution_id: str, only_if: frozenset[ExecutionStatus] | None
     ) -> AgentRunnerError:
-        stored = await session.scalar(
-            select(EXECUTIONS.c.status).where(EXECUTIONS.c.execution_id == execution.execution_id)
-        )
+        stored = await session.scalar(select(EXECUTIONS.c.status).where(EXECUTIONS.c.execution_id == execution_id))
         if stored is None:
-            return ExecutionNotFoundError(
-                f"execution {execution.execution_id} not found", execution_id=execution.execution_id
-            )
+            return ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=execution_id)
         expected = ", ".join(sorted(status.value for status in only_if or ()))
         return ConflictError(
-            f"execution {execution.execution_id} is {stored}, not {expected}: left as it is",
-            execution_id=execution.execution_id,
+            f"execution {execution_id} is {stored}, not {expected}: left as it is",
+            execution_id=execution_id,
             status=stored,
         )
 
@@ -526,6 +530,25 @@ def _execution_statement_with_outbox(new: bool, only_if: frozenset[ExecutionStat
     return (
         insert(OUTBOX).from_select(list(OUTBOX_COLUMNS), rows[0] if events == 1 else union_all(*rows)).add_cte(change)
     )
+
+
+_STARTABLE = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
+_START_EXECUTION = (
+    update(EXECUTIONS)
+    .where(
+        EXECUTIONS.c.execution_id == bindparam("v_execution_id"),
+        EXECUTIONS.c.status.in_([literal_column(f"'{s.value}'") for s in sorted(_STARTABLE)]),
+    )
+    .values(
+        status=ExecutionStatus.RUNNING.value,
+        attempts=EXECUTIONS.c.attempts + 1,
+        started_at=func.coalesce(EXECUTIONS.c.started_at, bindparam("v_now", type_=EXECUTIONS.c.started_at.type)),
+        worker=bindparam("v_worker"),
+        provider=bindparam("v_provider"),
+        model=bindparam("v_model"),
+    )
+    .returning(*EXECUTIONS.c)
+)
 
 
 async def _append_outbox(session: AsyncConnection, events: Sequence[Event]) -> None:
