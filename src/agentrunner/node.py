@@ -104,6 +104,8 @@ class Node:
             catalog=self.catalog,
             relay=self.relay,
             worker_id=f"{self.node_id}-autonomous",
+            heartbeat_timeout_seconds=settings.consumer_heartbeat_timeout_seconds,
+            max_restarts=settings.consumer_max_restarts,
             prefetch=settings.rabbitmq_prefetch_count,
             max_chain_depth=settings.chain_max_depth,
             llm_retry_base_seconds=settings.llm_retry_base_seconds,
@@ -115,6 +117,8 @@ class Node:
             catalog=self.catalog,
             relay=self.relay,
             worker_id=f"{self.node_id}-continuous",
+            heartbeat_timeout_seconds=settings.consumer_heartbeat_timeout_seconds,
+            max_restarts=settings.consumer_max_restarts,
             prefetch=1,  # a conversation takes its messages one at a time, in order
             max_chain_depth=settings.chain_max_depth,
             llm_retry_base_seconds=settings.llm_retry_base_seconds,

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     invoke_wait_seconds: float = Field(default=60, ge=0)
     chain_max_depth: int = Field(default=5, ge=0)
+    consumer_heartbeat_timeout_seconds: float = Field(default=60, gt=0)
+    consumer_max_restarts: int = Field(default=3, ge=0)
 
     @field_validator("bus_retry_delays", mode="before")
     @classmethod

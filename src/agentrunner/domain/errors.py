@@ -95,6 +95,13 @@ class ExecutionCancelledError(AgentRunnerError):
     code = "cancelled"
 
 
+class ConsumerUnresponsiveError(AgentRunnerError):
+    """An agent's consumer stopped answering (an attempt overran its timeout and could not
+    be stopped) and was given up on after its restarts."""
+
+    code = "consumer_unresponsive"
+
+
 class LLMError(AgentRunnerError):
     """A call to an LLM provider failed."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
@@ -76,6 +76,11 @@ class AgentRegistry:
                 f"agent {name!r} not found: GET /agents lists the {len(self.agents)} known agents", agent=name
             )
         return agent
+
+    def mark_unavailable(self, name: str, reason: str) -> None:
+        """Take `name` out of service until its file is loaded again, saying why."""
+        agent = self.get(name)
+        self.agents[name] = replace(agent, status=AgentStatus.UNAVAILABLE, reasons=(*agent.reasons, reason))
 
     def runnable(self, name: str) -> AgentConfig:
         """The config of `name` if it can run now (raises `AgentUnavailableError`)."""

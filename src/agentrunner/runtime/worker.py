@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from functools import partial
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.errors import (
     AgentRunnerError,
     ConflictError,
+    ConsumerUnresponsiveError,
     ExecutionCancelledError,
 )
 from agentrunner.domain.event import Event
@@ -38,6 +40,7 @@ from agentrunner.runtime.topics import (
     output_topic,
     progress_topic,
 )
+from agentrunner.runtime.watchdog import ConsumerWatchdog
 from agentrunner.tracing import traced
 
 log = get_logger(__name__)
@@ -70,6 +73,8 @@ class AgentPool:
         max_chain_depth: int = 5,
         llm_retry_base_seconds: float = 0.5,
         modes: frozenset[ExecutionMode] = AUTONOMOUS_POOL_MODES,
+        heartbeat_timeout_seconds: float = 60.0,
+        max_restarts: int = 3,
     ) -> None:
         self._bus = bus
         self._store = store
@@ -85,10 +90,14 @@ class AgentPool:
         self._agents: dict[str, tuple[Subscription, frozenset[str]]] = {}
         self._running: dict[str, asyncio.Task[Completion]] = {}
         self._cancelled: set[str] = set()
+        self._abandoned: set[asyncio.Task[Completion]] = set()
+        self._max_restarts = max_restarts
+        self._watchdog = ConsumerWatchdog(self._unresponsive, timeout_seconds=heartbeat_timeout_seconds)
 
     async def start(self) -> None:
         """Consume the work queue of every available agent in this pool's modes, and the
-        cancel requests for the executions this process runs."""
+        cancel requests for the executions this process runs; watch their heartbeats."""
+        await self._watchdog.start()
         self._subscriptions.append(
             await self._bus.subscribe(
                 f"worker.{self._worker_id}.cancel", [CANCEL_PATTERN], self._on_cancel, prefetch=4, exclusive=True
@@ -112,19 +121,50 @@ class AgentPool:
                 await self._bus.unbind(agent_queue(name), sorted(patterns - wanted.get(name, frozenset())))
         for name, patterns in wanted.items():
             if name not in self._agents:
-                subscription = await self._bus.subscribe(
-                    agent_queue(name), sorted(patterns), partial(self.handle, name), prefetch=self._prefetch
-                )
-                self._agents[name] = (subscription, patterns)
+                await self._consume(name, patterns)
         log.info("autonomous pool consuming", queues=len(self._agents))
+
+    async def _consume(self, name: str, patterns: frozenset[str]) -> None:
+        subscription = await self._bus.subscribe(
+            agent_queue(name), sorted(patterns), partial(self.handle, name), prefetch=self._prefetch
+        )
+        self._agents[name] = (subscription, patterns)
+
+    async def _unresponsive(self, agent: str, execution_id: str, strikes: int) -> None:
+        """Restart the consumer of `agent` (its stuck attempt is cut short and its message
+        goes back to the queue); after `max_restarts`, stop consuming it, mark the agent
+        unavailable and the stuck execution failed."""
+        entry = self._agents.pop(agent, None)
+        if entry is None:
+            return
+        subscription, patterns = entry
+        await subscription.cancel(0.0)
+        if strikes <= self._max_restarts:
+            log.error("restarting unresponsive consumer", agent=agent, restart=strikes, max_restarts=self._max_restarts)
+            await self._consume(agent, patterns)
+            return
+        reason = (
+            f"its consumer stopped answering after {self._max_restarts} restarts (an attempt overran "
+            "timeout_seconds and could not be stopped): fix the agent, then reload its file or restart the runner"
+        )
+        log.error("consumer given up, agent marked unavailable", agent=agent, execution_id=execution_id)
+        self._registry.mark_unavailable(agent, reason)
+        execution = await self._store.get_execution(execution_id)
+        if not execution.status.is_terminal:
+            await self._complete(_finished(execution, ExecutionStatus.FAILED, ConsumerUnresponsiveError(reason)), 0)
 
     async def stop(self, grace_seconds: float = 30.0) -> None:
         """Stop taking work; tasks in flight get `grace_seconds` to finish (SIGTERM drain);
         what is cut short goes back to the queue for another worker."""
+        await self._watchdog.stop()
         subscriptions = [*self._subscriptions, *(subscription for subscription, _ in self._agents.values())]
         await asyncio.gather(*(subscription.cancel(grace_seconds) for subscription in subscriptions))
         self._subscriptions.clear()
         self._agents.clear()
+        if self._abandoned:  # attempts cut short (cancelled) that have not ended yet
+            _, left = await asyncio.wait(set(self._abandoned), timeout=grace_seconds)
+            if left:
+                log.error("attempts still running after the drain, left behind", count=len(left))
 
     async def handle(self, agent: str, event: Event) -> None:
         """Run `agent` for an event of its queue to a terminal status."""
@@ -203,14 +243,25 @@ class AgentPool:
             )
         else:
             run = run_agent(config, provider, execution.input, on_text=sink, retry_base_seconds=self._llm_retry_base)
-        task = asyncio.create_task(asyncio.wait_for(run, config.timeout_seconds))
+        # The run is the task itself (no wait_for inside it), so cancelling it twice never
+        # orphans the coroutine: whoever waits for the task waits for the run.
+        task: asyncio.Task[Completion] = asyncio.create_task(run)
         self._running[execution.execution_id] = task
         try:
-            return await asyncio.shield(task)
+            with self._watchdog.attempt(config.name, execution.execution_id, config.timeout_seconds):
+                done, _ = await asyncio.wait({task}, timeout=config.timeout_seconds)
+                if not done:
+                    task.cancel()
+                    await asyncio.wait({task})  # a run that ignores the cancel holds here: the watchdog sees it
+                    raise TimeoutError
+                return task.result()  # a cancel request made it raise CancelledError
         except asyncio.CancelledError:
             if execution.execution_id in self._cancelled and task.cancelled():
                 raise _CancelledByUser from None
-            task.cancel()  # this worker is shutting down: stop the attempt too
+            task.cancel()  # shutting down, or a restart of a stuck consumer: stop the attempt too
+            if not task.done():  # it may ignore the cancel; kept, so stop() can wait for it
+                self._abandoned.add(task)
+                task.add_done_callback(_forget_abandoned(self._abandoned))
             raise
         finally:
             self._running.pop(execution.execution_id, None)
@@ -313,6 +364,15 @@ class _NotStartable(Exception):
 
 class _CancelledByUser(Exception):
     pass
+
+
+def _forget_abandoned(abandoned: set[asyncio.Task[Completion]]) -> Callable[[asyncio.Task[Completion]], None]:
+    def forget(task: asyncio.Task[Completion]) -> None:
+        abandoned.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("an attempt cut short ended later with an error", error=str(task.exception()))
+
+    return forget
 
 
 def _finished(execution: Execution, status: ExecutionStatus, error: AgentRunnerError | None = None) -> Execution:

@@ -86,8 +86,13 @@ class RabbitMQSubscription:
                 await self._queue.cancel(self._tag)
             self._tag = None
         if self._in_flight:
-            # Unacked messages of handlers cut short go back to the queue with the channel.
-            await asyncio.wait(list(self._in_flight), timeout=grace_seconds)
+            # Handlers still running after the grace are cut short (cancelled); their
+            # unacked messages go back to the queue when the channel closes.
+            _, cut_short = await asyncio.wait(list(self._in_flight), timeout=grace_seconds)
+            for task in cut_short:
+                task.cancel()
+            if cut_short:
+                await asyncio.wait(cut_short, timeout=5.0)
         with contextlib.suppress(*CONNECTION_EXCEPTIONS):
             await self._channel.close()
         self._bus.forget(self)
