@@ -292,11 +292,14 @@ def overlap_decision(schedule: Schedule, tick: DueTick, activity: Activity) -> t
             activity,
         )
     note = f"runs once for {tick.missed} missed tick(s)" if tick.missed else None
-    if not activity.running or schedule.overlap_policy is OverlapPolicy.ALLOW:
+    policy = schedule.overlap_policy
+    if policy is OverlapPolicy.ALLOW or not (activity.running or activity.pending):
         return FireStatus.FIRED, note, Activity(running=True, pending=activity.pending)
-    if schedule.overlap_policy is OverlapPolicy.QUEUE_ONE and not activity.pending:
+    if policy is OverlapPolicy.QUEUE_ONE and not activity.pending:
         return FireStatus.PENDING, "held until the previous run ends (overlap_policy queue_one)", Activity(True, True)
-    return FireStatus.SKIPPED, f"previous run still going (overlap_policy {schedule.overlap_policy.value})", activity
+    if activity.pending:  # the held tick runs next; this one is not owed
+        return FireStatus.SKIPPED, "a tick is already held for when the previous run ends (queue_one)", activity
+    return FireStatus.SKIPPED, f"previous run still going (overlap_policy {policy.value})", activity
 
 
 def timed_out(fired_at: datetime, schedule_timeout_seconds: float, now: datetime) -> bool:

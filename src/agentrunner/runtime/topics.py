@@ -43,3 +43,8 @@ PROGRESS_PATTERN = "execution.progress.#"
 def progress_topic(agent: str) -> str:
     """Topic of an execution's progress: status changes and pieces of streamed text."""
     return f"execution.progress.{agent}"
+
+
+# Announces each scheduled run (payload: agent, schedule_id, scheduled_time, task_data,
+# execution_id); the run itself goes through `invoke.<agent>`.
+SCHEDULED_TASKS = "scheduled.tasks"
