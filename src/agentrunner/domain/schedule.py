@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentrunner.domain.agent import ScheduleConfig
@@ -234,7 +234,10 @@ def _next_cron(expression: str, zone: ZoneInfo, after: datetime) -> datetime | N
     skipped = _offset(zone, after) - _offset(zone, after - timedelta(hours=3))
     walker = croniter(expression, local - max(skipped, timedelta(0)))
     for _ in range(MAX_CRON_CANDIDATES):
-        wall: datetime = walker.get_next(datetime)
+        try:
+            wall: datetime = walker.get_next(datetime)
+        except CroniterBadDateError:  # a date that never comes, e.g. "0 0 30 2 *"
+            return None
         # fold=0: the first of two occurrences; in a gap, the offset from before it, so
         # the time lands as far past the jump as it was into the gap.
         when = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
