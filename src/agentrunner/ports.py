@@ -129,11 +129,10 @@ class FireClaim:
 
 @dataclass(frozen=True, slots=True)
 class UnfinishedFire:
-    """A fire whose run has not ended (or that is held, `execution` None), and the timeout
-    of its schedule."""
+    """A fire whose run has not ended (`fire.outcome` queued or running) or that is held
+    (`fire.status` pending, no execution), and the timeout of its schedule."""
 
     fire: ScheduleFire
-    execution: Execution | None
     timeout_seconds: float
 
 

@@ -249,11 +249,11 @@ async def test_unfinished_fires_are_held_ones_and_those_whose_run_goes_on(state_
 
     unfinished = await state_store.unfinished_fires()
 
-    assert sorted((u.fire.id, u.execution is None, u.timeout_seconds) for u in unfinished) == sorted(
-        [(queued.fire.id, False, 42), (held.fire.id, True, 42)]
+    assert sorted((u.fire.id, u.fire.outcome, u.timeout_seconds) for u in unfinished) == sorted(
+        [(queued.fire.id, ExecutionStatus.QUEUED, 42), (held.fire.id, None, 42)]
     )
-    [running] = [u for u in unfinished if u.execution is not None]
-    assert running.execution == queued.execution
+    [running] = [u for u in unfinished if u.fire.execution_id is not None]
+    assert running.fire.execution_id == queued.fire.execution_id
     assert running.fire.fire_time == T0
 
 

@@ -71,15 +71,15 @@ class FireWatch:
     async def check(self) -> None:
         """One pass: release held ticks whose schedule is idle, stop runs past their timeout."""
         unfinished = await self._store.unfinished_fires()
-        busy = {u.fire.schedule_id for u in unfinished if u.execution is not None}
+        busy = {u.fire.schedule_id for u in unfinished if u.fire.execution_id is not None}
         now = self._clock()
         for item in unfinished:
-            if item.execution is None:
+            if item.fire.execution_id is None:
                 if item.fire.schedule_id not in busy:
                     await self._release(item)
                     busy.add(item.fire.schedule_id)
             elif timed_out(item.fire.fired_at, item.timeout_seconds, now):
-                await self._time_out(item.execution, item)
+                await self._time_out(await self._store.get_execution(item.fire.execution_id), item)
         await self._settle_stopped()
 
     async def _release(self, item: UnfinishedFire) -> None:
@@ -94,6 +94,8 @@ class FireWatch:
             f"scheduled run of agent {execution.agent!r} (schedule {item.fire.schedule_id!r}) did not finish "
             f"within {item.timeout_seconds:g} s (timeout_seconds)"
         )
+        if execution.status.is_terminal:
+            return  # it ended since the pass began
         if execution.status is ExecutionStatus.QUEUED:
             await self._record_timed_out(execution, message, frozenset({ExecutionStatus.QUEUED}))
         elif execution.execution_id not in self._stopping:

@@ -12,7 +12,7 @@ from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agentrunner.adapters.state.rows import execution_from, execution_values
+from agentrunner.adapters.state.rows import execution_values
 from agentrunner.adapters.state.tables import ExecutionRow, OutboxRow, ScheduleFireRow, ScheduleRow
 from agentrunner.domain.errors import ScheduleNotFoundError
 from agentrunner.domain.event import Event
@@ -257,46 +257,48 @@ async def list_fires(
 
 
 async def unfinished_fires(session: AsyncConnection, *, limit: int) -> list[UnfinishedFire]:
-    """See `StateStore.unfinished_fires`."""
-    fire_columns = [column.label(f"fire_{column.name}") for column in FIRES.c]
+    """See `StateStore.unfinished_fires`. Light rows: the watch reads this every second."""
     running = (
         await session.execute(
-            select(EXECUTIONS, SCHEDULES.c.timeout_seconds, *fire_columns)
+            select(FIRES, EXECUTIONS.c.status.label("outcome"), EXECUTIONS.c.started_at, SCHEDULES.c.timeout_seconds)
+            .select_from(EXECUTIONS)
             .join(FIRES, FIRES.c.execution_id == EXECUTIONS.c.execution_id)
             .join(SCHEDULES, SCHEDULES.c.id == FIRES.c.schedule_id)
             .where(EXECUTIONS.c.status.in_(_UNFINISHED), EXECUTIONS.c.schedule_id.is_not(None))
-            .order_by(EXECUTIONS.c.created_at)
+            .order_by(FIRES.c.fired_at)
             .limit(limit)
         )
     ).all()
     pending = (
         await session.execute(
-            _fires_query()
-            .add_columns(SCHEDULES.c.timeout_seconds)
+            select(FIRES, SCHEDULES.c.timeout_seconds)
             .join(SCHEDULES, SCHEDULES.c.id == FIRES.c.schedule_id)
             .where(FIRES.c.status == FireStatus.PENDING.value)
             .order_by(FIRES.c.scheduled_for)
             .limit(limit)
         )
     ).all()
-    found = []
-    for row in running:
-        execution = execution_from(row)
-        fire = ScheduleFire(
-            id=row.fire_id,
-            schedule_id=row.fire_schedule_id,
-            agent=row.fire_agent,
-            fire_time=row.fire_scheduled_for,
-            fired_at=row.fire_fired_at,
-            status=FireStatus(row.fire_status),
-            note=row.fire_note,
-            execution_id=row.fire_execution_id,
-            outcome=execution.status,
-            started_at=execution.started_at,
-        )
-        found.append(UnfinishedFire(fire=fire, execution=execution, timeout_seconds=row.timeout_seconds))
-    found.extend(UnfinishedFire(_fire_from(row), None, row.timeout_seconds) for row in pending)
+    found = [
+        UnfinishedFire(_light_fire(row, ExecutionStatus(row.outcome), row.started_at), row.timeout_seconds)
+        for row in running
+    ]
+    found.extend(UnfinishedFire(_light_fire(row, None, None), row.timeout_seconds) for row in pending)
     return found
+
+
+def _light_fire(row: Any, outcome: ExecutionStatus | None, started_at: datetime | None) -> ScheduleFire:
+    return ScheduleFire(
+        id=row.id,
+        schedule_id=row.schedule_id,
+        agent=row.agent,
+        fire_time=row.scheduled_for,
+        fired_at=row.fired_at,
+        status=FireStatus(row.status),
+        note=row.note,
+        execution_id=row.execution_id,
+        outcome=outcome,
+        started_at=started_at,
+    )
 
 
 async def append_outbox(session: AsyncConnection, events: Sequence[Event]) -> None:
