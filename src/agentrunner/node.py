@@ -40,6 +40,8 @@ from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
+from agentrunner.runtime.schedule_watch import FireWatch
+from agentrunner.runtime.scheduler import Scheduler
 from agentrunner.runtime.topics import invoke_topic
 from agentrunner.runtime.worker import CONTINUOUS_POOL_MODES, AgentPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
@@ -97,6 +99,18 @@ class Node:
             bus=self.bus, store=self.store, relay=self.relay, registry=self.registry, node_id=self.node_id
         )
         self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store)
+        self.scheduler = Scheduler(
+            store=self.store,
+            relay=self.relay,
+            registry=self.registry,
+            refresh_seconds=settings.scheduler_refresh_seconds,
+        )
+        self.fire_watch = FireWatch(
+            store=self.store,
+            bus=self.bus,
+            deliver=self.scheduler.deliver,
+            interval_seconds=settings.scheduler_watch_seconds,
+        )
         self.pool = AgentPool(
             bus=self.bus,
             store=self.store,
@@ -162,11 +176,16 @@ class Node:
         if "orchestrator" in self.roles:
             await self.orchestrator.start()
             await self.dead_letters.start()
+        if self.roles & {"orchestrator", "scheduler"}:
+            # Events a crash left in the outbox are published by any node with a sweep.
             await self.relay.start()
         if "autonomous" in self.roles:
             await self.pool.start()
         if "continuous" in self.roles:
             await self.continuous.start()
+        if "scheduler" in self.roles:
+            await self.scheduler.start()
+            await self.fire_watch.start()
         if not self.settings.rabbitmq_url:
             await self._resume_unfinished()
         self._config_events = await self.bus.subscribe(
@@ -225,6 +244,8 @@ class Node:
             await self.pool.sync()
         if "continuous" in self.roles:
             await self.continuous.sync()
+        if "scheduler" in self.roles:
+            await self.scheduler.sync_config()
         log.info("agents reloaded", agents=len(self.registry.agents), problems=len(self.registry.problems))
 
     async def _on_config_changed(self, event: Event) -> None:
@@ -239,6 +260,8 @@ class Node:
                 await self._watcher
         if self._config_events is not None:
             await self._config_events.cancel()
+        await self.fire_watch.stop()
+        await self.scheduler.stop()
         await self.relay.stop()
         await self.pool.stop()
         await self.continuous.stop()
@@ -289,7 +312,7 @@ class Node:
             "orchestrator": orchestrator_app(
                 self.orchestrator, self.dead_letters, ready, self.settings.invoke_wait_seconds
             ),
-            "scheduler": scheduler_app(ready),
+            "scheduler": scheduler_app(self.scheduler, ready),
             "slack": slack_app(ready),
         }
 

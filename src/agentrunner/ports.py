@@ -15,6 +15,7 @@ from agentrunner.domain.agent import LLMConfig
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import Completion, LLMRequest, StreamItem
+from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, UsageTotals
 
 EventHandler = Callable[[Event], Awaitable[None]]
@@ -119,6 +120,25 @@ class ExecutionPage:
 
     items: list[Execution]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FireClaim:
+    """A tick a scheduler replica claims, with what a won claim creates in the same
+    transaction: the execution (for a fire that runs) and outbox events."""
+
+    fire: ScheduleFire
+    execution: Execution | None = None
+    events: Sequence[Event] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedFire:
+    """A fire whose run has not ended (`fire.outcome` queued or running) or that is held
+    (`fire.status` pending, no execution), and the timeout of its schedule."""
+
+    fire: ScheduleFire
+    timeout_seconds: float
 
 
 class StateStore(Protocol):
@@ -234,6 +254,68 @@ class StateStore(Protocol):
 
     async def list_agents(self) -> list[AgentRecord]:
         """The registry table, by name."""
+        ...
+
+    # -- schedules (ARCHITECTURE §4 scheduled mode) ---------------------------------
+
+    async def sync_config_schedules(self, schedules: Sequence[Schedule]) -> None:
+        """Make the schedules from agent files exactly `schedules`: add new ones, update
+        changed definitions (keeping `paused`; `updated_at` moves), delete the others.
+        An unchanged definition is left as it is, so replicas may all call this."""
+        ...
+
+    async def create_schedule(self, schedule: Schedule) -> Schedule:
+        """Store a new schedule (its id must be new, else `ConflictError`)."""
+        ...
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """The schedule with that id, with its `last_fire_at` (raises `ScheduleNotFoundError`)."""
+        ...
+
+    async def list_schedules(self, *, agent: str | None = None) -> list[Schedule]:
+        """Every schedule (of `agent`), by id, each with its `last_fire_at`."""
+        ...
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Forget a schedule and its fires (raises `ScheduleNotFoundError`); executions stay."""
+        ...
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool) -> Schedule:
+        """Pause or resume a schedule (`updated_at` moves when it changes: ticks while it was
+        paused are not owed); raises `ScheduleNotFoundError`."""
+        ...
+
+    async def schedules_version(self) -> str:
+        """A value that changes whenever a schedule is added, changed or deleted (not when
+        it fires): replicas compare it to know when to reload."""
+        ...
+
+    async def schedule_activity(self, schedule_ids: Sequence[str]) -> dict[str, Activity]:
+        """For the schedules of `schedule_ids` that have any: an execution queued or running,
+        a fire held for later. Absent ids have neither."""
+        ...
+
+    async def claim_fires(self, claims: Sequence[FireClaim]) -> list[ScheduleFire]:
+        """Claim ticks: each (schedule_id, fire_time) is claimed once across all callers,
+        ever. For the claims won (returned), the fire, its execution and its events are
+        written in one transaction; claims already taken, or of deleted schedules, are
+        dropped."""
+        ...
+
+    async def release_fire(self, fire_id: str, execution: Execution, events: Sequence[Event] = ()) -> bool:
+        """Turn a held (`pending`) fire into a run of `execution`, with `events` in the same
+        transaction; False, and nothing written, when it is no longer pending."""
+        ...
+
+    async def unfinished_fires(self, *, limit: int = 1000) -> list[UnfinishedFire]:
+        """Fires held for later and fires whose execution is queued or running, oldest first."""
+        ...
+
+    async def list_fires(
+        self, schedule_id: str, *, limit: int = 50, before: datetime | None = None
+    ) -> list[ScheduleFire]:
+        """Fires of a schedule with fire time before `before`, newest first, each with its
+        execution's outcome, timings and result (raises `ScheduleNotFoundError`)."""
         ...
 
 

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     chain_max_depth: int = Field(default=5, ge=0)
     consumer_heartbeat_timeout_seconds: float = Field(default=60, gt=0)
     consumer_max_restarts: int = Field(default=3, ge=0)
+    # Scheduler: how often a replica checks the store for schedules another one changed,
+    # and how often it checks held ticks and runs past their timeout.
+    scheduler_refresh_seconds: float = Field(default=2, gt=0)
+    scheduler_watch_seconds: float = Field(default=1, gt=0)
 
     @field_validator("bus_retry_delays", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "execution_not_found": 404,
     "state_not_found": 404,
     "dead_letter_not_found": 404,
+    "schedule_not_found": 404,
     "method_not_allowed": 405,
     "agent_unavailable": 409,
     "conflict": 409,

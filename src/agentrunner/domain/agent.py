@@ -6,6 +6,7 @@ reported as warnings by `agent_document.parse_agent_document`, so typos still su
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -73,6 +74,12 @@ class ScheduleConfig(_Section):
     timezone: str = "UTC"
     task_data: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=300, gt=0)
+    # Optional, with the defaults of ARCHITECTURE §4 (see domain/schedule.py for the rules).
+    start_at: datetime | None = None
+    jitter_seconds: float = Field(default=0, ge=0)
+    misfire_policy: Literal["skip", "run_once"] = "run_once"
+    misfire_grace_seconds: float = Field(default=60, gt=0)
+    overlap_policy: Literal["skip", "allow", "queue_one"] = "skip"
 
     @field_validator("cron")
     @classmethod
@@ -99,6 +106,10 @@ class ScheduleConfig(_Section):
             raise ValueError("type 'cron' needs a 'cron' expression such as \"0 9 * * *\"")
         if self.type == "interval" and self.interval_seconds is None:
             raise ValueError("type 'interval' needs 'interval_seconds' greater than 0")
+        if self.jitter_seconds and (self.type != "interval" or self.jitter_seconds >= (self.interval_seconds or 0)):
+            raise ValueError("'jitter_seconds' applies to interval schedules and must be below 'interval_seconds'")
+        if self.start_at is not None and self.start_at.tzinfo is None:
+            raise ValueError("'start_at' needs a timezone, e.g. 2026-01-01T09:00:00Z")
         return self
 
 

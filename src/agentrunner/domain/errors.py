@@ -7,6 +7,7 @@
     ├── ExecutionNotFoundError       no execution with that id (execution_not_found)
     ├── StateNotFoundError           no state for that agent and session (state_not_found)
     ├── DeadLetterNotFoundError      no dead letter with that id (dead_letter_not_found)
+    ├── ScheduleNotFoundError        no schedule with that id (schedule_not_found)
     ├── BadRequestError              the request is malformed (bad_request)
     ├── ConflictError                conflicts with what is stored (conflict)
     ├── ExecutionCancelledError      cancelled on request (cancelled)
@@ -75,6 +76,12 @@ class DeadLetterNotFoundError(AgentRunnerError):
     """No dead letter has that id."""
 
     code = "dead_letter_not_found"
+
+
+class ScheduleNotFoundError(AgentRunnerError):
+    """No schedule has that id."""
+
+    code = "schedule_not_found"
 
 
 class BadRequestError(AgentRunnerError):

@@ -88,6 +88,8 @@ class Execution(BaseModel):
     model: str | None = None
     # The node (process) that ran the last attempt, for audits and load checks.
     worker: str | None = None
+    # The schedule whose tick created it (scheduled runs only).
+    schedule_id: str | None = None
     trace_id: str
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

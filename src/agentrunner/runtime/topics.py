@@ -46,3 +46,8 @@ def progress_topic(agent: str, execution_id: str) -> str:
 def progress_pattern(execution_id: str) -> str:
     """The pattern a watcher of one execution binds."""
     return f"execution.progress.*.{execution_id}"
+
+
+# Announces each scheduled run (payload: agent, schedule_id, scheduled_time, task_data,
+# execution_id); the run itself goes through `invoke.<agent>`.
+SCHEDULED_TASKS = "scheduled.tasks"

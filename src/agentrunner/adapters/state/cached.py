@@ -13,9 +13,18 @@ from pydantic import BaseModel, ValidationError
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.logs import get_logger
-from agentrunner.ports import AgentRecord, Cache, ExecutionPage, OutboxEntry, StateStore
+from agentrunner.ports import (
+    AgentRecord,
+    Cache,
+    ExecutionPage,
+    FireClaim,
+    OutboxEntry,
+    StateStore,
+    UnfinishedFire,
+)
 from agentrunner.tracing import current_trace_id
 
 log = get_logger(__name__)
@@ -205,6 +214,45 @@ class CachedStateStore:
 
     async def list_agents(self) -> list[AgentRecord]:
         return await self._store.list_agents()
+
+    async def sync_config_schedules(self, schedules: Sequence[Schedule]) -> None:
+        await self._store.sync_config_schedules(schedules)
+
+    async def create_schedule(self, schedule: Schedule) -> Schedule:
+        return await self._store.create_schedule(schedule)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        return await self._store.get_schedule(schedule_id)
+
+    async def list_schedules(self, *, agent: str | None = None) -> list[Schedule]:
+        return await self._store.list_schedules(agent=agent)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._store.delete_schedule(schedule_id)
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool) -> Schedule:
+        return await self._store.set_schedule_paused(schedule_id, paused)
+
+    async def schedules_version(self) -> str:
+        return await self._store.schedules_version()
+
+    async def schedule_activity(self, schedule_ids: Sequence[str]) -> dict[str, Activity]:
+        return await self._store.schedule_activity(schedule_ids)
+
+    # Executions these create are not cached: the first read fills the cache from the store.
+    async def claim_fires(self, claims: Sequence[FireClaim]) -> list[ScheduleFire]:
+        return await self._store.claim_fires(claims)
+
+    async def release_fire(self, fire_id: str, execution: Execution, events: Sequence[Event] = ()) -> bool:
+        return await self._store.release_fire(fire_id, execution, events)
+
+    async def unfinished_fires(self, *, limit: int = 1000) -> list[UnfinishedFire]:
+        return await self._store.unfinished_fires(limit=limit)
+
+    async def list_fires(
+        self, schedule_id: str, *, limit: int = 50, before: datetime | None = None
+    ) -> list[ScheduleFire]:
+        return await self._store.list_fires(schedule_id, limit=limit, before=before)
 
     # -- the cache, which may be down ------------------------------------------------
 

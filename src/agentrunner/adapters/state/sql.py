@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, Inter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from agentrunner.adapters.state import schedule_sql
 from agentrunner.adapters.state.rows import (
     dead_letter_from,
     dead_letter_id,
@@ -60,8 +61,9 @@ from agentrunner.domain.errors import (
 )
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
+from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, AgentUsage, UsageTotals
-from agentrunner.ports import AgentRecord, ExecutionPage, OutboxEntry
+from agentrunner.ports import AgentRecord, ExecutionPage, FireClaim, OutboxEntry, UnfinishedFire
 
 EXECUTIONS = cast("Table", ExecutionRow.__table__)
 DEAD_LETTERS = cast("Table", DeadLetterRow.__table__)
@@ -498,6 +500,74 @@ class SQLStateStore:
             rows = (await session.execute(select(AGENTS).order_by(AGENTS.c.name))).all()
         return [AgentRecord(r.name, r.source, r.status, list(r.reasons), r.config) for r in rows]
 
+    # -- schedules -------------------------------------------------------------------
+
+    async def sync_config_schedules(self, schedules: Sequence[Schedule]) -> None:
+        async with self._session(write=True, atomic=True) as session:
+            await schedule_sql.sync_config_schedules(session, schedules)
+
+    async def create_schedule(self, schedule: Schedule) -> Schedule:
+        try:
+            async with self._session(write=True) as session:
+                await session.execute(insert(schedule_sql.SCHEDULES).values(**schedule_sql.schedule_values(schedule)))
+        except IntegrityError as exc:
+            raise ConflictError(f"schedule {schedule.id!r} already exists", schedule_id=schedule.id) from exc
+        return await self.get_schedule(schedule.id)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        async with self._session() as session:
+            return await schedule_sql.get_schedule(session, schedule_id)
+
+    async def list_schedules(self, *, agent: str | None = None) -> list[Schedule]:
+        async with self._session() as session:
+            return await schedule_sql.list_schedules(session, agent=agent)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        async with self._session(write=True, atomic=True) as session:
+            await schedule_sql.get_schedule(session, schedule_id)
+            await session.execute(delete(schedule_sql.FIRES).where(schedule_sql.FIRES.c.schedule_id == schedule_id))
+            await session.execute(delete(schedule_sql.SCHEDULES).where(schedule_sql.SCHEDULES.c.id == schedule_id))
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool) -> Schedule:
+        async with self._session(write=True, atomic=True) as session:
+            await schedule_sql.set_paused(session, schedule_id, paused)
+        return await self.get_schedule(schedule_id)
+
+    async def schedules_version(self) -> str:
+        async with self._session() as session:
+            return await schedule_sql.schedules_version(session)
+
+    async def schedule_activity(self, schedule_ids: Sequence[str]) -> dict[str, Activity]:
+        async with self._session() as session:
+            return await schedule_sql.schedule_activity(session, schedule_ids)
+
+    async def claim_fires(self, claims: Sequence[FireClaim]) -> list[ScheduleFire]:
+        try:
+            async with self._session(write=True, atomic=True) as session:
+                return await schedule_sql.claim_fires(session, claims)
+        except IntegrityError:
+            pass  # a schedule was deleted meanwhile (its fires would dangle): claim the others
+        async with self._session(write=True, atomic=True) as session:
+            ids = {claim.fire.schedule_id for claim in claims}
+            alive = {s.id for s in await schedule_sql.list_schedules(session, ids=sorted(ids))}
+            return await schedule_sql.claim_fires(session, [c for c in claims if c.fire.schedule_id in alive])
+
+    async def release_fire(self, fire_id: str, execution: Execution, events: Sequence[Event] = ()) -> bool:
+        async with self._session(write=True, atomic=True) as session:
+            return await schedule_sql.release_fire(session, fire_id, execution, events)
+
+    async def unfinished_fires(self, *, limit: int = 1000) -> list[UnfinishedFire]:
+        async with self._session() as session:
+            return await schedule_sql.unfinished_fires(session, limit=limit)
+
+    async def list_fires(
+        self, schedule_id: str, *, limit: int = 50, before: datetime | None = None
+    ) -> list[ScheduleFire]:
+        if limit < 1:
+            raise BadRequestError(f"limit must be at least 1, got {limit}")
+        async with self._session() as session:
+            return await schedule_sql.list_fires(session, schedule_id, limit=limit, before=before)
+
 
 EXECUTION_COLUMNS = tuple(column.name for column in EXECUTIONS.columns)
 OUTBOX_COLUMNS = ("id", "topic", "event", "created_at")
@@ -551,13 +621,7 @@ _START_EXECUTION = (
 )
 
 
-async def _append_outbox(session: AsyncConnection, events: Sequence[Event]) -> None:
-    if events:
-        now = utcnow()
-        rows = [
-            {"id": e.event_id, "topic": e.topic, "event": e.model_dump(mode="json"), "created_at": now} for e in events
-        ]
-        await session.execute(insert(OutboxRow), rows)
+_append_outbox = schedule_sql.append_outbox
 
 
 # A connection idle longer than this is pinged before use (a database restart while the

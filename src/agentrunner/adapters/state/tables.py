@@ -123,6 +123,8 @@ class ExecutionRow(Base):
     provider: Mapped[str | None] = mapped_column(String(32))
     model: Mapped[str | None] = mapped_column(String(128))
     worker: Mapped[str | None] = mapped_column(String(64))
+    # The schedule whose tick created it, if one did.
+    schedule_id: Mapped[str | None] = mapped_column(String(64))
     trace_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
@@ -204,7 +206,8 @@ class ClarificationRow(Base):
 
 
 class ScheduleRow(Base):
-    """When an agent runs by itself: from its YAML or created through the API."""
+    """When an agent runs by itself: from its YAML or created through the API (see
+    `domain.schedule.Schedule`)."""
 
     __tablename__ = "schedules"
 
@@ -214,30 +217,37 @@ class ScheduleRow(Base):
     cron: Mapped[str | None] = mapped_column(String(128))
     interval_seconds: Mapped[float | None] = mapped_column(Float)
     timezone: Mapped[str] = mapped_column(String(64))
+    start_at: Mapped[datetime | None]
+    jitter_seconds: Mapped[float] = mapped_column(Float)
     task_data: Mapped[dict[str, Any]]
     timeout_seconds: Mapped[float] = mapped_column(Float)
     misfire_policy: Mapped[str] = mapped_column(String(16))
+    misfire_grace_seconds: Mapped[float] = mapped_column(Float)
     overlap_policy: Mapped[str] = mapped_column(String(16))
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     origin: Mapped[str] = mapped_column(String(16))
+    # Unused: replicas keep next fire times in memory (runtime/scheduler.py).
     next_fire_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
 
 class ScheduleFireRow(Base):
-    """One firing of a schedule; the unique fire key makes each fire happen once across
-    scheduler replicas."""
+    """One tick of a schedule. The unique (schedule_id, scheduled_for) makes each tick
+    claimed once across scheduler replicas."""
 
     __tablename__ = "schedule_fires"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"), index=True)
-    fire_key: Mapped[str] = mapped_column(String(200), unique=True)
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    agent: Mapped[str] = mapped_column(String(128))
     scheduled_for: Mapped[datetime]
     fired_at: Mapped[datetime]
-    status: Mapped[str] = mapped_column(String(16))
-    execution_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    note: Mapped[str | None] = mapped_column(Text)
+    execution_id: Mapped[str | None] = mapped_column(String(64), index=True)
+
+    __table_args__ = (UniqueConstraint("schedule_id", "scheduled_for", name="uq_schedule_fires_schedule_time"),)
 
 
 class OutboxRow(Base):
