@@ -71,3 +71,15 @@ async def test_cancel_queued_running_and_ended(node: Node) -> None:
     assert CALLS == ["5"], "the cancelled queued task never reached the model"
     assert again.status_code == 409
     assert unknown.status_code == 404
+
+
+async def test_a_run_past_the_agents_timeout_is_stopped_and_recorded_timed_out(tmp_path: Path) -> None:
+    quick = AGENT.replace("name: slow", "name: quick") + "timeout_seconds: 0.3\nretry_config: {max_retries: 0}\n"
+    async with node_on("memory", tmp_path, {"quick.yml": quick}, script=_slow_reply) as node:
+        accepted = await node.orchestrator.invoke("quick", {"prompt": "5"})
+        ended = await _until(node, accepted.execution_id, ExecutionStatus.TIMED_OUT, ExecutionStatus.SUCCEEDED)
+
+    assert ended.status is ExecutionStatus.TIMED_OUT
+    assert ended.error is not None
+    assert ended.error.code == "timed_out"
+    assert "0.3 s" in ended.error.message

@@ -144,9 +144,9 @@ async def test_a_run_past_its_timeout_is_stopped_and_recorded_timed_out(node: No
         triggered = (await http.post("/schedules/too-slow/trigger")).json()
 
         async def ended() -> Any:
-            # Its worker records it cancelled when it stops it; the watch then makes it timed_out.
+            # Its worker stops it on the watch's request and records it timed_out (never cancelled).
             execution = await node.store.get_execution(triggered["execution_id"])
-            return execution if execution.status in (ExecutionStatus.TIMED_OUT, ExecutionStatus.SUCCEEDED) else None
+            return execution if execution.status.is_terminal else None
 
         execution = await _until(ended, timeout=10)
         [fire] = await _fires(http, "too-slow")
@@ -155,6 +155,7 @@ async def test_a_run_past_its_timeout_is_stopped_and_recorded_timed_out(node: No
     assert execution.error is not None
     assert execution.error.code == "timed_out"
     assert "0.5 s" in execution.error.message
+    assert "did not stop it" not in execution.error.message, "stopped by its worker, not rewritten late"
     assert fire.outcome is ExecutionStatus.TIMED_OUT
 
 

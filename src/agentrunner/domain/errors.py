@@ -102,6 +102,12 @@ class ExecutionCancelledError(AgentRunnerError):
     code = "cancelled"
 
 
+class ExecutionTimedOutError(AgentRunnerError):
+    """The execution ran past its time: the agent's `timeout_seconds`, or its schedule's."""
+
+    code = "timed_out"
+
+
 class ConsumerUnresponsiveError(AgentRunnerError):
     """An agent's consumer stopped answering (an attempt overran its timeout and could not
     be stopped) and was given up on after its restarts."""

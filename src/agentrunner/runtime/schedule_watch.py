@@ -105,7 +105,7 @@ class FireWatch:
             await self._bus.publish(
                 Event(
                     topic=cancel_topic(execution.agent),
-                    payload={"execution_id": execution.execution_id, "reason": TIMED_OUT},
+                    payload={"execution_id": execution.execution_id, "reason": TIMED_OUT, "message": message},
                     trace_id=execution.trace_id,
                 )
             )

@@ -21,6 +21,7 @@ from agentrunner.domain.errors import (
     ConflictError,
     ConsumerUnresponsiveError,
     ExecutionCancelledError,
+    ExecutionTimedOutError,
 )
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
@@ -89,7 +90,7 @@ class AgentPool:
         self._subscriptions: list[Subscription] = []
         self._agents: dict[str, tuple[Subscription, frozenset[str]]] = {}
         self._running: dict[str, asyncio.Task[Completion]] = {}
-        self._cancelled: set[str] = set()
+        self._cancelled: dict[str, Event] = {}  # execution id -> the cancel request
         self._abandoned: set[asyncio.Task[Completion]] = set()
         self._max_restarts = max_restarts
         self._watchdog = ConsumerWatchdog(self._unresponsive, timeout_seconds=heartbeat_timeout_seconds)
@@ -256,8 +257,9 @@ class AgentPool:
                     raise TimeoutError
                 return task.result()  # a cancel request made it raise CancelledError
         except asyncio.CancelledError:
-            if execution.execution_id in self._cancelled and task.cancelled():
-                raise _CancelledByUser from None
+            request = self._cancelled.get(execution.execution_id)
+            if request is not None and task.cancelled():
+                raise _CancelledByUser(request) from None
             task.cancel()  # shutting down, or a restart of a stuck consumer: stop the attempt too
             if not task.done():  # it may ignore the cancel; kept, so stop() can wait for it
                 self._abandoned.add(task)
@@ -265,14 +267,14 @@ class AgentPool:
             raise
         finally:
             self._running.pop(execution.execution_id, None)
-            self._cancelled.discard(execution.execution_id)
+            self._cancelled.pop(execution.execution_id, None)
 
     async def _on_cancel(self, event: Event) -> None:
         execution_id = str(event.payload.get("execution_id"))
         task = self._running.get(execution_id)
         if task is not None:
             log.info("cancelling execution on request", execution_id=execution_id)
-            self._cancelled.add(execution_id)
+            self._cancelled[execution_id] = event
             task.cancel()
 
     async def _complete(self, finished: Execution, depth: int) -> None:
@@ -332,11 +334,15 @@ class AgentPool:
             try:
                 provider = self._catalog.provider_for(llm)
                 completion = await self._attempt(config, provider, execution, stream=stream)
-            except _CancelledByUser:
+            except _CancelledByUser as stopped:
+                request = stopped.args[0].payload
+                if request.get("reason") == ExecutionStatus.TIMED_OUT.value:  # the scheduler's per-run timeout
+                    message = str(request.get("message") or "stopped: its schedule's timeout_seconds passed")
+                    return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
                 return _finished(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError("cancelled on request"))
             except TimeoutError:
                 message = f"agent {config.name!r} did not answer within {config.timeout_seconds:g} s (timeout_seconds)"
-                return _finished(execution, ExecutionStatus.TIMED_OUT, AgentRunnerError(message))
+                return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the execution
                 error = exc if isinstance(exc, AgentRunnerError) else _unexpected(exc, execution)
                 retryable = error.retryable or error is not exc
