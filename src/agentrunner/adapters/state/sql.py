@@ -112,8 +112,11 @@ class SQLStateStore:
         if self.is_sqlite:
             prepare_sqlite_folder(self._url.render_as_string(hide_password=False))
             # One connection: SQLite has one writer anyway, and waiting in the pool is fair and
-            # prompt where several connections would sleep in SQLite's busy handler.
-            engine = create_async_engine(self._url, pool_size=1, max_overflow=0)
+            # prompt where several connections would sleep in SQLite's busy handler. No reset
+            # when it goes back to the pool: every use ends its own transaction (commit, or
+            # the rollback of the connection's close), so the pool's extra ROLLBACK would be
+            # one more hop to SQLite's thread per operation for nothing.
+            engine = create_async_engine(self._url, pool_size=1, max_overflow=0, pool_reset_on_return=None)
             event.listen(engine.sync_engine, "connect", _tune_sqlite)
         else:
             engine = create_async_engine(
