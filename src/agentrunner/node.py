@@ -19,6 +19,7 @@ from agentrunner.adapters.bus.memory import InMemoryEventBus
 from agentrunner.adapters.cache.memory import InMemoryCache
 from agentrunner.adapters.config.files import load_agent_directory
 from agentrunner.adapters.config.watch import watch_agent_files
+from agentrunner.adapters.metrics.prometheus import PrometheusMetrics
 from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
 from agentrunner.adapters.providers.offline import Script
 from agentrunner.adapters.state.cached import CachedStateStore
@@ -98,12 +99,14 @@ class Node:
         self.orchestrator = Orchestrator(
             bus=self.bus, store=self.store, relay=self.relay, registry=self.registry, node_id=self.node_id
         )
-        self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store)
+        self.metrics = PrometheusMetrics()
+        self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store, metrics=self.metrics)
         self.scheduler = Scheduler(
             store=self.store,
             relay=self.relay,
             registry=self.registry,
             refresh_seconds=settings.scheduler_refresh_seconds,
+            metrics=self.metrics,
         )
         self.fire_watch = FireWatch(
             store=self.store,
@@ -118,6 +121,7 @@ class Node:
             catalog=self.catalog,
             relay=self.relay,
             worker_id=f"{self.node_id}-autonomous",
+            metrics=self.metrics,
             heartbeat_timeout_seconds=settings.consumer_heartbeat_timeout_seconds,
             max_restarts=settings.consumer_max_restarts,
             prefetch=settings.rabbitmq_prefetch_count,
@@ -131,6 +135,7 @@ class Node:
             catalog=self.catalog,
             relay=self.relay,
             worker_id=f"{self.node_id}-continuous",
+            metrics=self.metrics,
             heartbeat_timeout_seconds=settings.consumer_heartbeat_timeout_seconds,
             max_restarts=settings.consumer_max_restarts,
             prefetch=1,  # a conversation takes its messages one at a time, in order
@@ -296,6 +301,7 @@ class Node:
             advisory={"cache": self.cache.ping},
             api_keys=api_keys,
             max_body_bytes=self.settings.max_request_bytes,
+            metrics=self.metrics.exposition,
         )
 
     def health_app(self) -> FastAPI:

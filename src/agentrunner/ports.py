@@ -373,6 +373,33 @@ class LLMProvider(Protocol):
         ...
 
 
+class Metrics(Protocol):
+    """What the platform counts for operators (served on `/metrics` by every role).
+
+    Contract: recording never raises and never blocks; each process counts its own work.
+    """
+
+    def execution_finished(self, execution: Execution, mode: str) -> None:
+        """An execution ended: its status, its time from accepted to ended, its tokens and cost."""
+        ...
+
+    def attempt_retried(self, agent: str) -> None:
+        """An attempt failed and the execution will be tried again."""
+        ...
+
+    def dead_lettered(self, queue: str) -> None:
+        """An event failed every delivery and became a dead letter."""
+        ...
+
+    def schedule_fired(self, lateness_seconds: float) -> None:
+        """A schedule's tick was fired, `lateness_seconds` after its time."""
+        ...
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The metrics in the text exposition format, and its content type."""
+        ...
+
+
 class ProviderCatalog(Protocol):
     """Finds the LLMProvider an agent's `llm_config` names, and says why one cannot run."""
 

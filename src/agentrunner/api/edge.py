@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentrunner.api.errors import error_response, install_error_handlers
@@ -159,6 +159,8 @@ class EdgeConfig:
     # Reported by /health/ready but not required: the role serves without them, slower.
     advisory: Mapping[str, ReadinessCheck] = field(default_factory=dict)
     max_body_bytes: int = 10 * 1024 * 1024
+    # The node's metrics in Prometheus' text format, and its content type, for `/metrics`.
+    metrics: Callable[[], tuple[bytes, str]] | None = None
 
 
 def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) -> FastAPI:
@@ -186,6 +188,14 @@ def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) 
         if degraded:
             body["degraded"] = degraded
         return JSONResponse(body, status_code=200 if ok else 503)
+
+    if edge.metrics is not None:
+        exposition = edge.metrics
+
+        @app.get("/metrics", tags=["health"], summary="Prometheus metrics of this process", include_in_schema=False)
+        async def metrics() -> Response:
+            content, content_type = exposition()
+            return Response(content, media_type=content_type)
 
     return app
 

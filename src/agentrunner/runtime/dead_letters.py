@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from agentrunner.domain.event import DeadLetter, StoredDeadLetter
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, StateStore, Subscription
+from agentrunner.ports import EventBus, Metrics, StateStore, Subscription
 
 log = get_logger(__name__)
 
@@ -13,9 +13,10 @@ log = get_logger(__name__)
 class DeadLetterOffice:
     """Records dead letters in the state store and replays them through the bus."""
 
-    def __init__(self, *, bus: EventBus, store: StateStore) -> None:
+    def __init__(self, *, bus: EventBus, store: StateStore, metrics: Metrics | None = None) -> None:
         self._bus = bus
         self._store = store
+        self._metrics = metrics
         self._subscription: Subscription | None = None
 
     async def start(self) -> None:
@@ -31,6 +32,8 @@ class DeadLetterOffice:
 
     async def _record(self, letter: DeadLetter) -> None:
         stored = await self._store.record_dead_letter(letter)
+        if self._metrics is not None:
+            self._metrics.dead_lettered(letter.queue)
         log.warning(
             "dead letter recorded",
             dead_letter_id=stored.id,

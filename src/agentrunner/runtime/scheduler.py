@@ -36,7 +36,7 @@ from agentrunner.domain.schedule import (
     schedule_from_config,
 )
 from agentrunner.logs import get_logger
-from agentrunner.ports import FireClaim, StateStore
+from agentrunner.ports import FireClaim, Metrics, StateStore
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
 from agentrunner.runtime.topics import SCHEDULED_TASKS, invoke_topic
@@ -112,7 +112,9 @@ class Scheduler:
         registry: AgentRegistry,
         refresh_seconds: float = 2.0,
         clock: Clock = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._relay = relay
         self._registry = registry
@@ -288,6 +290,10 @@ class Scheduler:
         won_ids = {fire.id for fire in won}
         events = [event for claim in claims if claim.fire.id in won_ids for event in claim.events]
         fired = sum(fire.status is FireStatus.FIRED for fire in won)
+        if self._metrics is not None:
+            for fire in won:
+                if fire.status is FireStatus.FIRED:
+                    self._metrics.schedule_fired((now - fire.fire_time).total_seconds())
         lateness = max((now - fire.fire_time).total_seconds() for fire in won)
         log.info("schedules fired", fired=fired, claimed=len(won), max_lateness_ms=round(lateness * 1000, 1))
         if events:

@@ -27,7 +27,7 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.llm import Completion
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, LLMProvider, ProviderCatalog, StateStore, Subscription
+from agentrunner.ports import EventBus, LLMProvider, Metrics, ProviderCatalog, StateStore, Subscription
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.conversation import converse
 from agentrunner.runtime.outbox import OutboxRelay
@@ -76,7 +76,9 @@ class AgentPool:
         modes: frozenset[ExecutionMode] = AUTONOMOUS_POOL_MODES,
         heartbeat_timeout_seconds: float = 60.0,
         max_restarts: int = 3,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._bus = bus
         self._store = store
         self._relay = relay
@@ -306,6 +308,10 @@ class AgentPool:
                 )
             )
         await self._store.save_execution(finished, events=events)
+        if self._metrics is not None:
+            registered = self._registry.agents.get(finished.agent)
+            mode = registered.config.execution_mode.value if registered and registered.config else "unknown"
+            self._metrics.execution_finished(finished, mode)
         log.info(
             "execution finished",
             execution_id=finished.execution_id,
@@ -349,6 +355,8 @@ class AgentPool:
                 if not retryable or retry_number == retry.max_retries:
                     return _finished(execution, ExecutionStatus.FAILED, error)
                 delay = retry.retry_delay_seconds * (2**retry_number if retry.exponential_backoff else 1)
+                if self._metrics is not None:
+                    self._metrics.attempt_retried(config.name)
                 log.warning(
                     "execution attempt failed, retrying",
                     execution_id=execution.execution_id,

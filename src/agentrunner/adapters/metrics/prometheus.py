@@ -1,0 +1,89 @@
+"""Metrics with prometheus-client, in a registry of this node's own (no global state), in
+the text exposition format Prometheus scrapes from `/metrics`."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from agentrunner.domain.execution import Execution
+
+# Seconds from accepted to ended: from an instant agent to a long LLM conversation.
+EXECUTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)
+
+
+class PrometheusMetrics:
+    """Metrics (see `ports.Metrics`) as Prometheus counters and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        self._executions = Counter(
+            "agentrunner_executions",
+            "Executions that ended, by agent, execution mode and final status",
+            ["agent", "mode", "status"],
+            registry=self.registry,
+        )
+        self._duration = Histogram(
+            "agentrunner_execution_duration_seconds",
+            "Seconds from an execution's acceptance to its end",
+            ["agent", "mode"],
+            buckets=EXECUTION_BUCKETS,
+            registry=self.registry,
+        )
+        self._tokens = Counter(
+            "agentrunner_llm_tokens",
+            "Tokens of ended executions, by provider, model and direction (input/output)",
+            ["provider", "model", "direction"],
+            registry=self.registry,
+        )
+        self._cost = Counter(
+            "agentrunner_llm_cost_usd",
+            "Cost in USD of ended executions, by provider and model (where the price is known)",
+            ["provider", "model"],
+            registry=self.registry,
+        )
+        self._retries = Counter(
+            "agentrunner_execution_retries",
+            "Failed attempts tried again, by agent",
+            ["agent"],
+            registry=self.registry,
+        )
+        self._dead_letters = Counter(
+            "agentrunner_dead_letters",
+            "Events that failed every delivery, by queue",
+            ["queue"],
+            registry=self.registry,
+        )
+        self._lateness = Histogram(
+            "agentrunner_schedule_lateness_seconds",
+            "Seconds between a schedule tick's time and its firing",
+            buckets=LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+
+    def execution_finished(self, execution: Execution, mode: str) -> None:
+        self._executions.labels(execution.agent, mode, execution.status.value).inc()
+        if execution.finished_at is not None:
+            seconds = (execution.finished_at - execution.created_at).total_seconds()
+            self._duration.labels(execution.agent, mode).observe(max(seconds, 0.0))
+        provider, model = execution.provider or "none", execution.model or "none"
+        if execution.usage.input_tokens:
+            self._tokens.labels(provider, model, "input").inc(execution.usage.input_tokens)
+        if execution.usage.output_tokens:
+            self._tokens.labels(provider, model, "output").inc(execution.usage.output_tokens)
+        if execution.cost_usd:
+            self._cost.labels(provider, model).inc(execution.cost_usd)
+
+    def attempt_retried(self, agent: str) -> None:
+        self._retries.labels(agent).inc()
+
+    def dead_lettered(self, queue: str) -> None:
+        self._dead_letters.labels(queue).inc()
+
+    def schedule_fired(self, lateness_seconds: float) -> None:
+        self._lateness.observe(max(lateness_seconds, 0.0))
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,89 @@
+"""`/metrics` on every role: executions by agent, mode and status, their duration, tokens
+and cost, retries, dead letters and schedule lateness, in Prometheus' text format; behind
+the API key when auth is on."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from agentrunner.domain.llm import LLMRequest
+from agentrunner.node import Node
+from tests.integration.conftest import node_on
+
+FLAKY = (
+    "name: flaky\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: scripted, model: s1}\n"
+    "retry_config: {max_retries: 1, retry_delay_seconds: 0}\n"
+)
+TICKER = (
+    "name: ticker\nagent_type: t\nexecution_mode: scheduled\nllm_config: {provider: echo, model: echo}\n"
+    "schedule_config: {type: interval, interval_seconds: 1, task_data: {prompt: tick}}\n"
+)
+FAILURES: list[str] = []
+
+
+def _reply(request: LLMRequest) -> str:
+    prompt = request.messages[-1].content
+    if prompt == "fail once" and prompt not in FAILURES:
+        FAILURES.append(prompt)
+        raise RuntimeError("first attempt fails")
+    if prompt == "always fail":
+        raise ValueError("never works")
+    return f"ok {prompt}"
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def _scrape(node: Node, role: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    transport = httpx.ASGITransport(app=node.apps()[role])
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as http:
+        return await http.get("/metrics", headers=headers or {})
+
+
+async def test_metrics_count_executions_retries_tokens_and_schedule_fires(tmp_path: Path) -> None:
+    FAILURES.clear()
+    agents = {"flaky.yml": FLAKY, "ticker.yml": TICKER}
+    async with node_on("memory", tmp_path, agents, script=_reply) as node:
+        invoke = node.orchestrator.invoke
+        await invoke("flaky", {"prompt": "hello there"}, wait=10)
+        await invoke("flaky", {"prompt": "fail once"}, wait=10)
+        await invoke("flaky", {"prompt": "always fail"}, wait=10)
+        for _ in range(60):  # the ticker fires every second
+            scraped = await _scrape(node, "scheduler")
+            if "agentrunner_schedule_lateness_seconds_count 0.0" not in scraped.text:
+                break
+            await asyncio.sleep(0.1)
+        on_orchestrator = await _scrape(node, "orchestrator")
+
+    samples = _samples(scraped.text)
+    mode = ("mode", "autonomous")
+    assert scraped.headers["content-type"].startswith("text/plain")
+    succeeded = frozenset({("agent", "flaky"), mode, ("status", "succeeded")})
+    failed = frozenset({("agent", "flaky"), mode, ("status", "failed")})
+    assert samples[("agentrunner_executions_total", succeeded)] == 2
+    assert samples[("agentrunner_executions_total", failed)] == 1
+    assert samples[("agentrunner_execution_retries_total", frozenset({("agent", "flaky")}))] == 2
+    assert samples[("agentrunner_execution_duration_seconds_count", frozenset({("agent", "flaky"), mode}))] == 3
+    tokens_in = frozenset({("provider", "scripted"), ("model", "s1"), ("direction", "input")})
+    assert samples[("agentrunner_llm_tokens_total", tokens_in)] > 0
+    assert samples[("agentrunner_schedule_lateness_seconds_count", frozenset())] >= 1
+    assert on_orchestrator.text.count("agentrunner_executions_total{") >= 2, "every role serves the node's metrics"
+
+
+async def test_metrics_need_the_api_key_when_auth_is_on(tmp_path: Path) -> None:
+    async with node_on("memory", tmp_path, {"flaky.yml": FLAKY}, enable_api_auth=True, api_keys="k-metrics") as node:
+        refused = await _scrape(node, "state")
+        allowed = await _scrape(node, "state", {"X-API-Key": "k-metrics"})
+
+    assert refused.status_code == 401
+    assert allowed.status_code == 200
+    assert "process_cpu_seconds_total" in allowed.text
