@@ -16,7 +16,7 @@ from rich.table import Table
 
 from agentrunner.adapters.config.files import load_agent_directory
 from agentrunner.domain.errors import AgentRunnerError, ConfigError
-from agentrunner.settings import Settings
+from agentrunner.settings import Role, Settings
 
 if TYPE_CHECKING:
     import httpx
@@ -172,11 +172,15 @@ def db_current() -> None:
     _alembic("current", "head")
 
 
-def _client(url: str | None) -> httpx.Client:
+def _client(url: str | None, role: Role = "orchestrator") -> httpx.Client:
+    """A client of `role`'s API: `url`, else that role's port on this host; with the API key
+    in AGENTRUNNER_API_KEY when the platform requires one."""
     import httpx  # noqa: PLC0415 - only the commands that call a running node pay for it
 
-    base = url or f"http://127.0.0.1:{_settings().orchestrator_port}"
-    return httpx.Client(base_url=base, timeout=httpx.Timeout(10.0, read=None))
+    base = url or f"http://127.0.0.1:{_settings().port_of(role)}"
+    key = os.environ.get("AGENTRUNNER_API_KEY")
+    headers = {"X-API-Key": key} if key else {}
+    return httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(10.0, read=None))
 
 
 def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -233,7 +237,7 @@ def invoke(
     body: dict[str, Any] = {"task_data": {"prompt": prompt}, "wait": wait}
     if session:
         body["session_id"] = session
-    with _client(url) as client:
+    with _client(url) as client, err.status(f"{name} is working on it (up to {wait:g} s)..."):
         response = _call(client, "POST", f"/agents/{name}/invoke", json=body)
     record = response.json()
     if as_json:
@@ -247,6 +251,169 @@ def invoke(
         err.print(f"[red]{record['status']}[/red]: {error.get('message', '')}")
         raise typer.Exit(1)
     sys.stdout.write((record.get("output") or "") + os.linesep)
+
+
+RoleUrl = Annotated[str | None, typer.Option("--url", help="The role's URL (default: its port on this host).")]
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"${value:.4f}"
+
+
+@app.command()
+def runs(
+    agent: Annotated[str | None, typer.Option("--agent", help="Only this agent's executions.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only this status (queued, running, ...).")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many, newest first.")] = 20,
+    url: UrlOption = None,
+) -> None:
+    """List executions, newest first."""
+    params: dict[str, Any] = {
+        "limit": limit,
+        **({"agent": agent} if agent else {}),
+        **({"status": status} if status else {}),
+    }
+    with _client(url) as client:
+        page = _call(client, "GET", "/executions", params=params).json()
+    table = Table(title=f"{len(page['items'])} executions" + (" (more: --limit)" if page.get("next_cursor") else ""))
+    for column in ("id", "agent", "status", "attempts", "created", "tokens in/out", "cost"):
+        table.add_column(column, overflow="fold")
+    for run in page["items"]:
+        usage = run.get("usage") or {}
+        colour = {"succeeded": "green", "failed": "red", "timed_out": "red"}.get(run["status"], "yellow")
+        table.add_row(
+            run["execution_id"],
+            run["agent"],
+            f"[{colour}]{run['status']}[/{colour}]",
+            str(run.get("attempts", 0)),
+            run["created_at"][:19].replace("T", " "),
+            f"{usage.get('input_tokens', 0)}/{usage.get('output_tokens', 0)}",
+            _money(run.get("cost_usd")),
+        )
+    out.print(table)
+
+
+@app.command()
+def run(
+    execution_id: Annotated[str, typer.Argument(help="The execution id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """Show one execution: input, output or error, usage, cost, trace id."""
+    with _client(url) as client:
+        record = _call(client, "GET", f"/executions/{execution_id}").json()
+    if as_json:
+        sys.stdout.write(json.dumps(record, indent=2) + os.linesep)
+        return
+    table = Table(show_header=False, title=f"execution {execution_id}")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    error = record.get("error") or {}
+    usage = record.get("usage") or {}
+    for field, value in (
+        ("agent", record["agent"]),
+        ("status", record["status"]),
+        ("attempts", str(record.get("attempts", 0))),
+        ("input", json.dumps(record.get("input", {}))),
+        ("output", record.get("output") or "-"),
+        ("error", f"{error.get('code')}: {error.get('message')}" if error else "-"),
+        ("provider / model", f"{record.get('provider') or '-'} / {record.get('model') or '-'}"),
+        ("tokens in / out", f"{usage.get('input_tokens', 0)} / {usage.get('output_tokens', 0)}"),
+        ("cost", _money(record.get("cost_usd"))),
+        ("trace id", record["trace_id"]),
+        ("created / finished", f"{record['created_at']} / {record.get('finished_at') or '-'}"),
+    ):
+        table.add_row(field, value)
+    out.print(table)
+
+
+@app.command()
+def schedules(url: RoleUrl = None) -> None:
+    """List schedules with their next fire time."""
+    with _client(url, "scheduler") as client:
+        listed = _call(client, "GET", "/schedules").json()
+    table = Table(title=f"{len(listed)} schedules")
+    for column in ("id", "agent", "when", "next fire (UTC)", "paused", "source"):
+        table.add_column(column, overflow="fold")
+    for view in listed:
+        schedule = view["schedule"]
+        when = schedule.get("cron") or f"every {schedule.get('interval_seconds'):g} s"
+        table.add_row(
+            schedule["id"],
+            schedule["agent"],
+            f"{when} ({schedule.get('timezone', 'UTC')})",
+            (view.get("next_fire_at") or "-")[:19].replace("T", " "),
+            "yes" if schedule.get("paused") else "no",
+            schedule.get("source", "-"),
+        )
+    out.print(table)
+
+
+@app.command()
+def usage(
+    agent: Annotated[str | None, typer.Option("--agent", help="Only this agent.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="ISO 8601 start (UTC without a zone).")] = None,
+    url: RoleUrl = None,
+) -> None:
+    """Tokens and cost per agent."""
+    params = {**({"agent": agent} if agent else {}), **({"since": since} if since else {})}
+    with _client(url, "state") as client:
+        totals = _call(client, "GET", "/usage", params=params).json()
+    table = Table(title="usage" + (f" since {since}" if since else ""))
+    for column in ("agent", "executions", "tokens in", "tokens out", "cost"):
+        table.add_column(column)
+    for row in [*totals["agents"], {**totals, "agent": "[bold]all[/bold]"}]:
+        table.add_row(
+            row["agent"],
+            str(row["executions"]),
+            str(row["input_tokens"]),
+            str(row["output_tokens"]),
+            _money(row["cost_usd"]),
+        )
+    out.print(table)
+
+
+dlq_app = typer.Typer(help="Dead letters: events that failed every delivery.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    include_replayed: Annotated[bool, typer.Option("--all", help="Replayed ones too.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """List dead letters, newest first."""
+    with _client(url) as client:
+        letters = _call(client, "GET", "/dead-letters", params={"include_replayed": include_replayed}).json()
+    table = Table(title=f"{len(letters)} dead letters")
+    for column in ("id", "queue", "topic", "attempts", "error", "when"):
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        table.add_row(
+            letter["id"],
+            letter["queue"],
+            letter["topic"],
+            str(letter["attempts"]),
+            letter["error"],
+            letter["created_at"][:19].replace("T", " "),
+        )
+    out.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(letter_id: Annotated[str, typer.Argument(help="The dead letter's id.")], url: UrlOption = None) -> None:
+    """Deliver a dead letter's event again to its queue, from attempt 1."""
+    with _client(url) as client:
+        letter = _call(client, "POST", f"/dead-letters/{letter_id}/replay").json()
+    out.print(f"replayed {letter['id']} into {letter['queue']}")
+
+
+@dlq_app.command("delete")
+def dlq_delete(letter_id: Annotated[str, typer.Argument(help="The dead letter's id.")], url: UrlOption = None) -> None:
+    """Forget a dead letter that will not be replayed."""
+    with _client(url) as client:
+        _call(client, "DELETE", f"/dead-letters/{letter_id}")
+    out.print(f"deleted {letter_id}")
 
 
 def main() -> None:

@@ -248,6 +248,10 @@ class StateStore(Protocol):
         """Record that the dead letter was handed back to the bus."""
         ...
 
+    async def delete_dead_letter(self, letter_id: str) -> None:
+        """Forget a dead letter (raises `DeadLetterNotFoundError`)."""
+        ...
+
     async def sync_agents(self, agents: Sequence[AgentRecord]) -> None:
         """Make the registry table hold exactly `agents`."""
         ...

@@ -560,6 +560,18 @@ async def test_replayed_dead_letters_leave_the_default_listing(state_store: Stat
     assert [d.id for d in await state_store.list_dead_letters(include_replayed=True)] == [letter.id]
 
 
+async def test_a_deleted_dead_letter_is_gone(state_store: StateStore) -> None:
+    stored = await state_store.record_dead_letter(
+        DeadLetter(queue="agent.writer", event=Event(topic="invoke.writer", trace_id="t"), error="boom")
+    )
+
+    await state_store.delete_dead_letter(stored.id)
+
+    assert await state_store.list_dead_letters(include_replayed=True) == []
+    with pytest.raises(DeadLetterNotFoundError):
+        await state_store.delete_dead_letter(stored.id)
+
+
 async def test_unknown_dead_letter_raises_not_found(state_store: StateStore) -> None:
     with pytest.raises(DeadLetterNotFoundError):
         await state_store.get_dead_letter("nope")

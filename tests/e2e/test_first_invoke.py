@@ -276,6 +276,39 @@ def test_cli_invoke_prints_the_answer_and_json(platform: RunningPlatform, fake_o
     assert "agent_not_found" in missing.stderr
 
 
+def test_operator_cli_lists_runs_shows_one_and_reports_usage_schedules_and_dead_letters(
+    platform: RunningPlatform,
+) -> None:
+    record = invoke(platform, "echo-assistant", {"task_data": {"prompt": "for the operators"}}).json()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "agentrunner", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    orchestrator = ["--url", platform.url("orchestrator")]
+    runs = cli("runs", "--agent", "echo-assistant", "--status", "succeeded", *orchestrator)
+    one = cli("run", record["execution_id"], *orchestrator)
+    usage = cli("usage", "--agent", "echo-assistant", "--url", platform.url("state"))
+    schedules = cli("schedules", "--url", platform.url("scheduler"))
+    letters = cli("dlq", "list", *orchestrator)
+    unknown = cli("dlq", "delete", "no-such-letter", *orchestrator)
+
+    assert runs.returncode == 0, runs.stderr
+    assert record["execution_id"] in runs.stdout
+    assert "succeeded" in runs.stdout
+    assert one.returncode == 0, one.stderr
+    assert "for the operators" in one.stdout
+    assert record["trace_id"] in one.stdout
+    assert usage.returncode == 0, usage.stderr
+    assert "echo-assistant" in usage.stdout
+    assert schedules.returncode == 0, schedules.stderr
+    assert "schedules" in schedules.stdout
+    assert letters.returncode == 0, letters.stderr
+    assert "0 dead letters" in letters.stdout
+    assert unknown.returncode == 1
+    assert "dead_letter_not_found" in unknown.stderr
+
+
 def test_the_api_key_never_appears_in_logs(platform: RunningPlatform) -> None:
     invoke(platform, "my-assistant", {"task_data": {"prompt": "anything"}})
 

@@ -174,3 +174,7 @@ def _dead_letter_routes(app: FastAPI, dead_letters: DeadLetterOffice) -> None:
     )
     async def replay_dead_letter(letter_id: str) -> StoredDeadLetter:
         return await dead_letters.replay(letter_id)
+
+    @app.delete("/dead-letters/{letter_id}", status_code=204, tags=["dead letters"], summary="Forget a dead letter")
+    async def delete_dead_letter(letter_id: str) -> None:
+        await dead_letters.discard(letter_id)

@@ -46,6 +46,11 @@ class DeadLetterOffice:
         """Dead letters, newest first."""
         return await self._store.list_dead_letters(include_replayed=include_replayed, limit=limit)
 
+    async def discard(self, letter_id: str) -> None:
+        """Forget a dead letter that will not be replayed; raises `DeadLetterNotFoundError`."""
+        await self._store.delete_dead_letter(letter_id)
+        log.info("dead letter discarded", dead_letter_id=letter_id)
+
     async def replay(self, letter_id: str) -> StoredDeadLetter:
         """Deliver the dead letter's event again to its queue, from attempt 1; raises
         `DeadLetterNotFoundError`."""

@@ -209,6 +209,9 @@ class CachedStateStore:
     async def mark_dead_letter_replayed(self, letter_id: str) -> StoredDeadLetter:
         return await self._store.mark_dead_letter_replayed(letter_id)
 
+    async def delete_dead_letter(self, letter_id: str) -> None:
+        await self._store.delete_dead_letter(letter_id)
+
     async def sync_agents(self, agents: Sequence[AgentRecord]) -> None:
         await self._store.sync_agents(agents)
 

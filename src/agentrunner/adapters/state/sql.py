@@ -478,6 +478,12 @@ class SQLStateStore:
                 raise DeadLetterNotFoundError(f"dead letter {letter_id} not found: GET /dead-letters lists them")
         return await self.get_dead_letter(letter_id)
 
+    async def delete_dead_letter(self, letter_id: str) -> None:
+        async with self._session(write=True) as session:
+            result = await session.execute(delete(DEAD_LETTERS).where(DEAD_LETTERS.c.id == letter_id))
+            if result.rowcount != 1:
+                raise DeadLetterNotFoundError(f"dead letter {letter_id} not found: GET /dead-letters lists them")
+
     # -- agent registry --------------------------------------------------------------
 
     async def sync_agents(self, agents: Sequence[AgentRecord]) -> None:
