@@ -301,6 +301,7 @@ class Node:
             advisory={"cache": self.cache.ping},
             api_keys=api_keys,
             max_body_bytes=self.settings.max_request_bytes,
+            rate_limit_per_minute=self.settings.api_rate_limit_per_minute,
             metrics=self.metrics.exposition,
         )
 

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     enable_api_auth: bool = False
     api_keys: SecretStr | None = None
+    api_rate_limit_per_minute: int = Field(default=0, ge=0)
     enable_tls: bool = False
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.api.edge import EdgeConfig, KeyRateLimiter, role_app
 from agentrunner.domain.errors import DependencyUnavailableError
 
 
@@ -95,3 +95,33 @@ async def test_health_probes_need_no_api_key() -> None:
     async with client(EdgeConfig(readiness={"database": _ok}, api_keys=("key-one",))) as http:
         assert (await http.get("/health/live")).status_code == 200
         assert (await http.get("/health/ready")).status_code == 200
+
+
+async def test_each_api_key_has_its_own_rate_and_past_it_gets_429_with_retry_after() -> None:
+    edge = EdgeConfig(readiness={}, api_keys=("key-one", "key-two"), rate_limit_per_minute=3)
+    async with client(edge) as http:
+        first_key = [(await http.get("/thing", headers={"X-API-Key": "key-one"})).status_code for _ in range(4)]
+        limited = await http.get("/thing", headers={"X-API-Key": "key-one"})
+        other_key = await http.get("/thing", headers={"X-API-Key": "key-two"})
+        health = await http.get("/health/live", headers={"X-API-Key": "key-one"})
+
+    assert first_key == [200, 200, 200, 429]
+    assert limited.status_code == 429
+    assert limited.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(limited.headers["retry-after"]) <= 20
+    assert other_key.status_code == 200
+    assert health.status_code == 200
+
+
+def test_a_key_bucket_refills_at_its_rate() -> None:
+    now = [0.0]
+    limiter = KeyRateLimiter(60, clock=lambda: now[0])  # one a second, bursts of 60
+
+    burst = [limiter.wait_seconds(0) for _ in range(60)]
+    refused = limiter.wait_seconds(0)
+    now[0] += 1.0
+    after_a_second = limiter.wait_seconds(0)
+
+    assert burst == [0.0] * 60
+    assert 0 < refused <= 1.0
+    assert after_a_second == 0.0

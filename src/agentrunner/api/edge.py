@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -76,35 +77,72 @@ class TraceMiddleware:
                 )
 
 
+class KeyRateLimiter:
+    """A token bucket per API key: `per_minute` requests a minute, in bursts up to as many.
+    Each process counts its own requests."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = per_minute / 60.0
+        self._capacity = float(per_minute)
+        self._clock = clock
+        self._buckets: dict[int, tuple[float, float]] = {}  # key index -> (tokens, when)
+
+    def wait_seconds(self, key: int) -> float:
+        """Take one request from `key`'s bucket: 0 when allowed, else the seconds until it is."""
+        now = self._clock()
+        tokens, then = self._buckets.get(key, (self._capacity, now))
+        tokens = min(self._capacity, tokens + (now - then) * self._rate)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1 - tokens) / self._rate
+
+
 class ApiKeyMiddleware:
     """Require one of `keys` in `X-API-Key` or `Authorization: Bearer` (compared in constant
-    time) on every path but the health probes, which orchestrators call without secrets."""
+    time) on every path but the health probes, which orchestrators call without secrets;
+    with a `limiter`, each key gets its own request rate (429 with Retry-After past it)."""
 
-    def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
+    def __init__(self, app: ASGIApp, keys: tuple[str, ...], limiter: KeyRateLimiter | None = None) -> None:
         self._app = app
         self._keys = tuple(key.encode() for key in keys)
+        self._limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope.get("path", "")).startswith("/health/") or self._allowed(scope):
+        if scope["type"] != "http" or str(scope.get("path", "")).startswith("/health/"):
             await self._app(scope, receive, send)
             return
-        response = error_response(
-            401, "unauthorized", "missing or wrong API key: send X-API-Key or Authorization: Bearer"
-        )
-        response.headers["www-authenticate"] = "Bearer"
-        await response(scope, receive, send)
+        key = self._matched(scope)
+        if key is None:
+            response = error_response(
+                401, "unauthorized", "missing or wrong API key: send X-API-Key or Authorization: Bearer"
+            )
+            response.headers["www-authenticate"] = "Bearer"
+            await response(scope, receive, send)
+            return
+        wait = self._limiter.wait_seconds(key) if self._limiter is not None else 0.0
+        if wait > 0:
+            response = error_response(
+                429, "rate_limited", f"too many requests with this API key: try again in {math.ceil(wait)} s"
+            )
+            response.headers["retry-after"] = str(math.ceil(wait))
+            await response(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
 
-    def _allowed(self, scope: Scope) -> bool:
+    def _matched(self, scope: Scope) -> int | None:
+        """The index of the key the request offers, if it is one of ours."""
         headers = dict(scope.get("headers") or [])
         offered = headers.get(b"x-api-key")
         authorization = headers.get(b"authorization", b"")
         if offered is None and authorization[:7].lower() == b"bearer ":
             offered = authorization[7:].strip()
         if not offered:
-            return False
+            return None
         # Compare against every key so the time taken does not say which one matched.
         matches = [hmac.compare_digest(offered, key) for key in self._keys]
-        return any(matches)
+        return matches.index(True) if any(matches) else None
 
 
 class BodyLimitMiddleware:
@@ -159,6 +197,8 @@ class EdgeConfig:
     # Reported by /health/ready but not required: the role serves without them, slower.
     advisory: Mapping[str, ReadinessCheck] = field(default_factory=dict)
     max_body_bytes: int = 10 * 1024 * 1024
+    # Requests a minute per API key (when auth is on); 0: no limit.
+    rate_limit_per_minute: int = 0
     # The node's metrics in Prometheus' text format, and its content type, for `/metrics`.
     metrics: Callable[[], tuple[bytes, str]] | None = None
 
@@ -171,7 +211,8 @@ def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) 
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=edge.max_body_bytes)
     if edge.api_keys is not None:
-        app.add_middleware(ApiKeyMiddleware, keys=edge.api_keys)
+        limiter = KeyRateLimiter(edge.rate_limit_per_minute) if edge.rate_limit_per_minute else None
+        app.add_middleware(ApiKeyMiddleware, keys=edge.api_keys, limiter=limiter)
     # Added last, so it runs first: even a refused request gets a trace id.
     app.add_middleware(TraceMiddleware, service=service)
 
