@@ -29,6 +29,18 @@ async def _raw_payload(url: str, session_id: str) -> bytes:
     return bytes(value)
 
 
+async def test_integers_past_64_bits_are_stored_and_read_back_exactly(store: SQLStateStore) -> None:
+    huge = 2**64 + 12345
+    small = AgentState(agent="chat", session_id="ints", memory={"huge": huge, "negative": -huge})
+    large = AgentState(agent="chat", session_id="ints-big", memory={"huge": huge, "pad": "p" * 2_000_000})
+
+    await store.save_state(small, expected_version=0)
+    await store.save_state(large, expected_version=0)
+
+    assert (await store.load_state("chat", "ints")).memory == {"huge": huge, "negative": -huge}
+    assert (await store.load_state("chat", "ints-big")).memory["huge"] == huge
+
+
 async def test_a_3_mb_state_is_stored_compressed_and_read_back_whole(store: SQLStateStore, database_url: str) -> None:
     history = [{"role": "user", "content": f"line {i}: " + "the same words again " * 15} for i in range(10_000)]
     state = AgentState(agent="chat", session_id="big", history=history, memory={"notes": "n" * 1000})

@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentrunner.domain.errors import AgentRunnerError
@@ -74,8 +76,57 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
+class ErrorBody(BaseModel):
+    """What went wrong: a stable code, a message for people, the request's trace id."""
+
+    code: str
+    message: str
+    trace_id: str | None
+    details: dict[str, Any] | None = None
+
+
+class ErrorAnswer(BaseModel):
+    """Every error answer of every role."""
+
+    error: ErrorBody
+
+
+# The error answers any operation may give (auth, limits, bad input, missing things,
+# conflicts, dependencies down), documented on every operation of every role.
+DOCUMENTED_ERRORS: dict[int, str] = {
+    400: "Bad request or invalid JSON",
+    401: "Missing or wrong API key (when auth is on)",
+    404: "Not found",
+    409: "Conflict (unavailable agent, already ended, stale version, ...)",
+    413: "Request body over MAX_REQUEST_BYTES",
+    422: "Invalid request (fields named in details)",
+    429: "Rate limited (Retry-After says when to try again)",
+    503: "A dependency (database, event bus) does not answer",
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Make every error of `app` answer in the one JSON shape."""
+    """Make every error of `app` answer in the one JSON shape, and say so in its OpenAPI."""
     app.add_exception_handler(AgentRunnerError, _agentrunner_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(ErrorAnswer.model_json_schema(ref_template="#/components/schemas/{model}")["$defs"])
+            components["ErrorAnswer"] = ErrorAnswer.model_json_schema(ref_template="#/components/schemas/{model}")
+            components["ErrorAnswer"].pop("$defs", None)
+            answer = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorAnswer"}}}}
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    responses = operation.setdefault("responses", {})
+                    for status, description in DOCUMENTED_ERRORS.items():
+                        responses[str(status)] = {"description": description, **answer}
+            for unused in ("HTTPValidationError", "ValidationError"):
+                components.pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -7,6 +7,7 @@ that autogenerate finds no difference between the two.
 from __future__ import annotations
 
 import gzip
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +55,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Marks JSON the standard library wrote (no JSON text starts with this byte, nor gzip).
+_STDLIB_JSON = b"\x1e"
+
+
 class CompressedJSON(TypeDecorator[Any]):
     """JSON stored as bytes, gzip-compressed when over `COMPRESS_OVER_BYTES`; reads are
     transparent (JSON text never starts with gzip's magic bytes)."""
@@ -64,14 +69,20 @@ class CompressedJSON(TypeDecorator[Any]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
         if value is None:
             return None
-        raw = orjson.dumps(value)
+        try:
+            raw = orjson.dumps(value)
+        except TypeError:  # integers past 64 bits, which JSON allows: the standard library takes them
+            raw = _STDLIB_JSON + json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
         return gzip.compress(raw, compresslevel=6) if len(raw) > COMPRESS_OVER_BYTES else raw
 
     def process_result_value(self, value: bytes | None, dialect: Dialect) -> Any:
         if value is None:
             return None
         raw = bytes(value)
-        return orjson.loads(gzip.decompress(raw) if raw.startswith(_GZIP_MAGIC) else raw)
+        text = gzip.decompress(raw) if raw.startswith(_GZIP_MAGIC) else raw
+        if text.startswith(_STDLIB_JSON):  # orjson would read those integers as floats
+            return json.loads(text[len(_STDLIB_JSON) :])
+        return orjson.loads(text)
 
 
 # Stable constraint names, so migrations can drop and alter them on every backend.
