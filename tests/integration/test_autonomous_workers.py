@@ -5,16 +5,13 @@ ends, once."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
@@ -23,9 +20,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentrunner.adapters.state.urls import run_schema_command
 from tests.conftest import free_port
-from tests.contract.conftest import RABBITMQ_URL
-from tests.e2e.test_cluster import _delete_queues
 from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.processes import role_processes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -63,67 +59,29 @@ async def _terminal_counts(database_url: str) -> tuple[Counter[str], Counter[str
     return statuses, workers, [(str(row[0]), int(row[1])) for row in finished]
 
 
-def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as output:  # the child keeps its own handle
-        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-
-
 @pytest.fixture
 def deployment(tmp_path: Path, postgres_url: str) -> Iterator[Deployment]:
     run_schema_command(postgres_url, "upgrade")
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "worker-test.yml").write_text(AGENT)
-    prefix = f"test-{uuid4().hex[:12]}"
     port = free_port()
     with FakeOpenAI(api_key="sk-workers") as fake:
-        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-        env.update(
-            {
-                "ORCHESTRATOR_PORT": str(port),
-                "AGENTS_DIR": str(tmp_path / "agents"),
-                "DATABASE_URL": postgres_url,
-                "RABBITMQ_URL": RABBITMQ_URL,
-                "RABBITMQ_EXCHANGE_PREFIX": prefix,
-                "RABBITMQ_PREFETCH_COUNT": "5",
-                "OPENAI_API_KEY": fake.api_key,
-                "OPENAI_BASE_URL": fake.base_url,
-                "LOG_LEVEL": "WARNING",
-            }
-        )
-        serve = [sys.executable, "-m", "agentrunner", "serve"]
-        logs = tmp_path / "logs"
-        logs.mkdir()
-        processes = [_spawn([*serve, "orchestrator"], env, logs / "o.log")]
-        health = [f"http://127.0.0.1:{port}"]
-        for index in range(3):
-            health_port = free_port()
-            processes.append(
-                _spawn([*serve, "autonomous", "--health-port", str(health_port)], env, logs / f"w{index}.log")
-            )
-            health.append(f"http://127.0.0.1:{health_port}")
-        try:
-            deadline = time.monotonic() + 60
-            for url in health:
-                while True:
-                    try:
-                        if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert time.monotonic() < deadline, "\n".join(p.read_text() for p in logs.iterdir())
-                    time.sleep(0.1)
-            yield Deployment(f"http://127.0.0.1:{port}", processes[1:], postgres_url, fake)
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(40)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)
-            asyncio.run(_delete_queues(prefix))
+        env = {
+            "ORCHESTRATOR_PORT": str(port),
+            "RABBITMQ_PREFETCH_COUNT": "5",
+            "OPENAI_API_KEY": fake.api_key,
+            "OPENAI_BASE_URL": fake.base_url,
+        }
+        with role_processes(tmp_path, postgres_url, **env) as roles:
+            roles.serve("orchestrator", log="o.log")
+            health = [f"http://127.0.0.1:{port}"]
+            workers = []
+            for index in range(3):
+                health_port = free_port()
+                workers.append(roles.serve("autonomous", "--health-port", str(health_port), log=f"w{index}.log"))
+                health.append(f"http://127.0.0.1:{health_port}")
+            roles.wait_ready(*health)
+            yield Deployment(f"http://127.0.0.1:{port}", workers, postgres_url, fake)
 
 
 async def _submit(orchestrator: str, count: int) -> list[str]:

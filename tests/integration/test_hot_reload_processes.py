@@ -5,23 +5,16 @@ RabbitMQ and PostgreSQL, apply it within seconds, without a restart."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
 
 from agentrunner.adapters.state.urls import run_schema_command
 from tests.conftest import free_port
-from tests.contract.conftest import RABBITMQ_URL
-from tests.e2e.test_cluster import _delete_queues
+from tests.integration.processes import role_processes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -35,72 +28,21 @@ def _agent(name: str, prompt: str = "") -> str:
     )
 
 
-@dataclass
-class Roles:
-    agents: Path
-    orchestrator: str
-    logs: Path
-
-    def log_text(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.logs.iterdir()))
-
-
 @pytest.fixture
-def roles(tmp_path: Path, postgres_url: str) -> Iterator[Roles]:
+def roles(tmp_path: Path, postgres_url: str) -> Iterator[tuple[Path, str]]:
     run_schema_command(postgres_url, "upgrade")
     agents = tmp_path / "agents"
     agents.mkdir()
     (agents / "first.yml").write_text(_agent("first"))
-    prefix = f"test-{uuid4().hex[:12]}"
     ports = {"config": free_port(), "orchestrator": free_port(), "worker": free_port()}
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env.update(
-        {
-            "CONFIG_PORT": str(ports["config"]),
-            "ORCHESTRATOR_PORT": str(ports["orchestrator"]),
-            "AGENTS_DIR": str(agents),
-            "DATABASE_URL": postgres_url,
-            "RABBITMQ_URL": RABBITMQ_URL,
-            "RABBITMQ_EXCHANGE_PREFIX": prefix,
-            "LOG_LEVEL": "INFO",
-        }
-    )
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    serve = [sys.executable, "-m", "agentrunner", "serve"]
-    commands = {
-        "config": [*serve, "config"],
-        "orchestrator": [*serve, "orchestrator"],
-        "worker": [*serve, "autonomous", "--health-port", str(ports["worker"])],
-    }
-    processes = []
-    for name, command in commands.items():
-        with (logs / f"{name}.log").open("wb") as output:
-            processes.append(subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT))
-    deployed = Roles(agents, f"http://127.0.0.1:{ports['orchestrator']}", logs)
-    try:
-        deadline = time.monotonic() + 60
-        for port in ports.values():
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, deployed.log_text()
-                time.sleep(0.1)
+    env = {"CONFIG_PORT": str(ports["config"]), "ORCHESTRATOR_PORT": str(ports["orchestrator"]), "LOG_LEVEL": "INFO"}
+    with role_processes(tmp_path, postgres_url, **env) as processes:
+        processes.serve("config", log="config.log")
+        processes.serve("orchestrator", log="orchestrator.log")
+        processes.serve("autonomous", "--health-port", str(ports["worker"]), log="worker.log")
+        processes.wait_ready(*(f"http://127.0.0.1:{port}" for port in ports.values()))
         time.sleep(0.5)  # the config role's file watcher is armed
-        yield deployed
-    finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        asyncio.run(_delete_queues(prefix))
+        yield agents, f"http://127.0.0.1:{ports['orchestrator']}"
 
 
 async def _within(seconds: float, check: Callable[[], Awaitable[bool]]) -> float:
@@ -112,8 +54,9 @@ async def _within(seconds: float, check: Callable[[], Awaitable[bool]]) -> float
     return time.monotonic() - started
 
 
-async def test_files_added_broken_and_removed_apply_on_other_processes(roles: Roles) -> None:
-    async with httpx.AsyncClient(base_url=roles.orchestrator, timeout=15) as http:
+async def test_files_added_broken_and_removed_apply_on_other_processes(roles: tuple[Path, str]) -> None:
+    agents, orchestrator = roles
+    async with httpx.AsyncClient(base_url=orchestrator, timeout=15) as http:
 
         async def status(name: str) -> int:
             return (await http.get(f"/agents/{name}")).status_code
@@ -121,7 +64,7 @@ async def test_files_added_broken_and_removed_apply_on_other_processes(roles: Ro
         async def invoke(name: str, prompt: str) -> httpx.Response:
             return await http.post(f"/agents/{name}/invoke", json={"task_data": {"prompt": prompt}, "wait": 10})
 
-        (roles.agents / "second.yml").write_text(_agent("second"))
+        (agents / "second.yml").write_text(_agent("second"))
 
         async def second_listed() -> bool:
             return await status("second") == 200
@@ -129,7 +72,7 @@ async def test_files_added_broken_and_removed_apply_on_other_processes(roles: Ro
         added_after = await _within(RELOAD_SECONDS, second_listed)
         ran = await invoke("second", "new agent, no restart")  # the worker process consumes it too
 
-        (roles.agents / "second.yml").write_text("name: second\nexecution_mode: [not, valid\n")
+        (agents / "second.yml").write_text("name: second\nexecution_mode: [not, valid\n")
 
         async def reported() -> bool:
             return bool((await http.get("/agents/second")).json()["warnings"])
@@ -137,7 +80,7 @@ async def test_files_added_broken_and_removed_apply_on_other_processes(roles: Ro
         broken_after = await _within(RELOAD_SECONDS, reported)
         still = await invoke("second", "the last good version runs")
 
-        (roles.agents / "first.yml").unlink()
+        (agents / "first.yml").unlink()
 
         async def first_gone() -> bool:
             return await status("first") == 404

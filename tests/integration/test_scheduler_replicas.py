@@ -5,16 +5,12 @@ the others keep firing every tick."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
@@ -23,8 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentrunner.adapters.state.urls import run_schema_command
 from tests.conftest import free_port
-from tests.contract.conftest import RABBITMQ_URL
-from tests.e2e.test_cluster import _delete_queues
+from tests.integration.processes import role_processes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -33,59 +28,19 @@ AGENT += "schedule_config: {type: cron, cron: '0 0 1 1 *'}\n"
 SCHEDULES = 200
 
 
-def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as output:  # the child keeps its own handle
-        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-
-
 @pytest.fixture
 def replicas(tmp_path: Path, postgres_url: str) -> Iterator[tuple[list[subprocess.Popen[bytes]], list[str], str]]:
     run_schema_command(postgres_url, "upgrade")
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "pinger.yml").write_text(AGENT)
-    prefix = f"test-{uuid4().hex[:12]}"
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env.update(
-        {
-            "AGENTS_DIR": str(tmp_path / "agents"),
-            "DATABASE_URL": postgres_url,
-            "RABBITMQ_URL": RABBITMQ_URL,
-            "RABBITMQ_EXCHANGE_PREFIX": prefix,
-            "SCHEDULER_REFRESH_SECONDS": "0.5",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    processes, urls = [], []
-    for index in range(3):
-        port = free_port()
-        command = [sys.executable, "-m", "agentrunner", "serve", "scheduler"]
-        processes.append(_spawn(command, {**env, "SCHEDULER_PORT": str(port)}, logs / f"s{index}.log"))
-        urls.append(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 60
-        for url in urls:
-            while True:
-                try:
-                    if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "\n".join(p.read_text() for p in logs.iterdir())
-                time.sleep(0.1)
+    with role_processes(tmp_path, postgres_url, SCHEDULER_REFRESH_SECONDS="0.5") as roles:
+        processes, urls = [], []
+        for index in range(3):
+            port = free_port()
+            processes.append(roles.serve("scheduler", log=f"s{index}.log", SCHEDULER_PORT=str(port)))
+            urls.append(f"http://127.0.0.1:{port}")
+        roles.wait_ready(*urls)
         yield processes, urls, postgres_url
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        asyncio.run(_delete_queues(prefix))
 
 
 async def _fires(database_url: str) -> tuple[dict[str, list[datetime]], int]:

@@ -1,0 +1,93 @@
+"""Roles as real processes for the integration suites: `agentrunner serve ...` on
+PostgreSQL and RabbitMQ with a broker prefix of their own, health waits, and a SIGTERM
+(then SIGKILL) stop that also deletes the broker objects."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+
+from tests.contract.conftest import RABBITMQ_URL
+from tests.e2e.test_cluster import _delete_queues
+
+
+@dataclass
+class RoleProcesses:
+    """Processes of one deployment: their environment, logs, and health URLs."""
+
+    env: dict[str, str]
+    logs: Path
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def serve(self, *args: str, log: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start `agentrunner serve ARGS` with `env` on top of the deployment's."""
+        with (self.logs / log).open("wb") as output:  # the child keeps its own handle
+            process = subprocess.Popen(
+                [sys.executable, "-m", "agentrunner", "serve", *args],
+                env={**self.env, **env},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        self.started.append(process)
+        return process
+
+    def log_text(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.logs.iterdir()))
+
+    def wait_ready(self, *urls: str, timeout: float = 60.0) -> None:
+        """Until every `url`'s `/health/ready` answers 200 (the logs say why not)."""
+        deadline = time.monotonic() + timeout
+        for url in urls:
+            while True:
+                try:
+                    if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, self.log_text()
+                time.sleep(0.1)
+
+
+@contextmanager
+def role_processes(tmp_path: Path, database_url: str, **env: str) -> Iterator[RoleProcesses]:
+    """A deployment's processes (started with `serve`), stopped afterwards: SIGTERM, 40 s,
+    then SIGKILL; its queues and exchange on the broker deleted."""
+    prefix = f"test-{uuid4().hex[:12]}"
+    base = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    base.update(
+        {
+            "AGENTS_DIR": str(tmp_path / "agents"),
+            "DATABASE_URL": database_url,
+            "RABBITMQ_URL": RABBITMQ_URL,
+            "RABBITMQ_EXCHANGE_PREFIX": prefix,
+            "LOG_LEVEL": "WARNING",
+            **env,
+        }
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    processes = RoleProcesses(base, logs)
+    try:
+        yield processes
+    finally:
+        for process in processes.started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes.started:
+            try:
+                process.wait(40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        asyncio.run(_delete_queues(prefix))
