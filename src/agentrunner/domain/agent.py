@@ -16,6 +16,29 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from agentrunner.domain.topics import pattern_problem
 
+
+def _check_cron(value: str) -> str:
+    if len(value.split()) != 5 or not croniter.is_valid(value):
+        raise ValueError(
+            f"invalid cron {value!r}: expected 5 fields "
+            "'minute hour day-of-month month day-of-week', e.g. \"0 9 * * 1-5\""
+        )
+    return value
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {value!r}: use an IANA name such as 'UTC' or 'Europe/Paris'") from exc
+    return value
+
+
+# A 5-field cron expression, and an IANA time zone name, as schedules take them.
+CronExpression = Annotated[str, AfterValidator(_check_cron)]
+TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+
+
 AGENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
@@ -69,9 +92,9 @@ class ScheduleConfig(_Section):
     """When the scheduler fires the agent, and with what input."""
 
     type: Literal["cron", "interval"]
-    cron: str | None = None
+    cron: CronExpression | None = None
     interval_seconds: float | None = Field(default=None, gt=0)
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
     task_data: dict[str, Any] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=300, gt=0)
     # Optional, with the defaults of ARCHITECTURE §4 (see domain/schedule.py for the rules).
@@ -80,25 +103,6 @@ class ScheduleConfig(_Section):
     misfire_policy: Literal["skip", "run_once"] = "run_once"
     misfire_grace_seconds: float = Field(default=60, gt=0)
     overlap_policy: Literal["skip", "allow", "queue_one"] = "skip"
-
-    @field_validator("cron")
-    @classmethod
-    def _valid_cron(cls, value: str | None) -> str | None:
-        if value is not None and (len(value.split()) != 5 or not croniter.is_valid(value)):
-            raise ValueError(
-                f"invalid cron {value!r}: expected 5 fields "
-                "'minute hour day-of-month month day-of-week', e.g. \"0 9 * * 1-5\""
-            )
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown timezone {value!r}: use an IANA name such as 'UTC' or 'Europe/Paris'") from exc
-        return value
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> ScheduleConfig:

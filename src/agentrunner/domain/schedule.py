@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agentrunner.domain.agent import ScheduleConfig
+from agentrunner.domain.agent import CronExpression, ScheduleConfig, TimeZoneName
 from agentrunner.domain.execution import ExecutionError, ExecutionStatus, utcnow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -81,9 +81,9 @@ class Schedule(BaseModel):
 
     id: str = Field(min_length=1, max_length=64)
     agent: str = Field(min_length=1, max_length=128)
-    cron: str | None = None
+    cron: CronExpression | None = None
     interval_seconds: float | None = Field(default=None, gt=0)
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
     start_at: datetime | None = None
     jitter_seconds: float = Field(default=0, ge=0)
     task_data: dict[str, Any] = Field(default_factory=dict)
@@ -98,22 +98,6 @@ class Schedule(BaseModel):
     updated_at: datetime = Field(default_factory=utcnow)
     # The latest tick claimed (fired, held or skipped) by any replica.
     last_fire_at: datetime | None = None
-
-    @field_validator("cron")
-    @classmethod
-    def _valid_cron(cls, value: str | None) -> str | None:
-        if value is not None and (len(value.split()) != 5 or not croniter.is_valid(value)):
-            raise ValueError(f'invalid cron {value!r}: expected 5 fields, e.g. "0 9 * * 1-5"')
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown timezone {value!r}: use an IANA name such as 'Europe/Paris'") from exc
-        return value
 
     @model_validator(mode="after")
     def _one_timing(self) -> Schedule:

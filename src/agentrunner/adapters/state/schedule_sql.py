@@ -216,20 +216,13 @@ async def release_fire(session: AsyncConnection, fire_id: str, execution: Execut
 
 
 def _fire_from(row: Any) -> ScheduleFire:
-    return ScheduleFire(
-        id=row.id,
-        schedule_id=row.schedule_id,
-        agent=row.agent,
-        fire_time=row.scheduled_for,
-        fired_at=row.fired_at,
-        status=FireStatus(row.status),
-        note=row.note,
-        execution_id=row.execution_id,
-        outcome=ExecutionStatus(row.outcome) if row.outcome else None,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        result=row.output,
-        error=ExecutionError.model_validate(row.error) if row.error else None,
+    outcome = ExecutionStatus(row.outcome) if row.outcome else None
+    return _light_fire(row, outcome, row.started_at).model_copy(
+        update={
+            "finished_at": row.finished_at,
+            "result": row.output,
+            "error": ExecutionError.model_validate(row.error) if row.error else None,
+        }
     )
 
 
