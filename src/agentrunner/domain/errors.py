@@ -8,6 +8,9 @@
     ├── StateNotFoundError           no state for that agent and session (state_not_found)
     ├── DeadLetterNotFoundError      no dead letter with that id (dead_letter_not_found)
     ├── ScheduleNotFoundError        no schedule with that id (schedule_not_found)
+    ├── PlanRunNotFoundError         no plan run with that id (plan_run_not_found)
+    ├── ClarificationNotFoundError   no such question in that run (clarification_not_found)
+    ├── PlanInvalidError             a plan that cannot run (plan_invalid)
     ├── BadRequestError              the request is malformed (bad_request)
     ├── ConflictError                conflicts with what is stored (conflict)
     ├── ExecutionCancelledError      cancelled on request (cancelled)
@@ -82,6 +85,24 @@ class ScheduleNotFoundError(AgentRunnerError):
     """No schedule has that id."""
 
     code = "schedule_not_found"
+
+
+class PlanRunNotFoundError(AgentRunnerError):
+    """No plan run has that id."""
+
+    code = "plan_run_not_found"
+
+
+class ClarificationNotFoundError(AgentRunnerError):
+    """The plan run has no question with that id."""
+
+    code = "clarification_not_found"
+
+
+class PlanInvalidError(AgentRunnerError):
+    """A plan that cannot run: unknown agent, cycle, too many steps, dangling input."""
+
+    code = "plan_invalid"
 
 
 class BadRequestError(AgentRunnerError):
