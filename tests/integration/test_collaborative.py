@@ -71,10 +71,14 @@ class Team:
     (noting when), the coordinator's synthesis; every request kept."""
 
     def __init__(
-        self, plans: list[str | Completion], steps: dict[str, Callable[[str], str | Completion]] | None = None
+        self,
+        plans: list[str | Completion],
+        steps: dict[str, Callable[[str], str | Completion]] | None = None,
+        seconds: dict[str, float] | None = None,
     ):
         self.plans = plans
         self.steps = steps or {}
+        self.seconds = seconds or {}
         self.planner_requests: list[LLMRequest] = []
         self.step_prompts: dict[str, list[str]] = {}
         self.spans: dict[str, tuple[float, float]] = {}
@@ -91,7 +95,7 @@ class Team:
         start = loop.time()
         self.calls[request.model] += 1
         self.step_prompts.setdefault(request.model, []).append(prompt)
-        await asyncio.sleep(STEP_SECONDS)
+        await asyncio.sleep(self.seconds.get(request.model, STEP_SECONDS))
         self.spans[request.model] = (start, loop.time())
         reply = self.steps.get(request.model)
         return reply(prompt) if reply else f"{request.model} done"
@@ -350,3 +354,49 @@ async def test_an_unanswered_question_times_out_to_its_default_or_fails_the_run(
     else:
         assert (run.clarifications[0].status.value, run.clarifications[0].answer) == ("defaulted", "US")
         assert run.steps[0].output == "written for US"
+
+
+async def test_cancelling_a_collaborative_execution_cancels_its_run_and_its_running_step(tmp_path: Path) -> None:
+    team = Team([_plan_call(ONE_QUESTION)], seconds={"writer": 30})
+    agents = {"team.yml": _team(), **WORKERS}
+    async with node_on("memory", tmp_path, agents, script=team, **FAST) as node, _client(node) as http:
+        run_id = (await http.post("/agents/team/invoke", json={"task_data": {"prompt": "x"}, "wait": 0})).json()[
+            "execution_id"
+        ]
+        await _until(lambda: asyncio.sleep(0, team.calls["writer"]))
+        running = await _run_in(http, run_id, PlanRunStatus.RUNNING)
+        cancelled = await http.post(f"/executions/{run_id}/cancel")
+        run = await _run_in(http, run_id, PlanRunStatus.CANCELLED)
+        step_execution = running.steps[0].execution_id
+
+        async def step_stopped() -> dict[str, Any] | None:
+            body = (await http.get(f"/executions/{step_execution}")).json()
+            return body if body["status"] == "cancelled" else None
+
+        stopped = await _until(step_stopped)
+        execution = (await http.get(f"/executions/{run_id}")).json()
+
+    assert cancelled.status_code in (200, 202), cancelled.text
+    assert run.error is not None
+    assert run.error.code == "cancelled"
+    assert execution["status"] == "cancelled"
+    assert stopped["agent"] == "writer"
+
+
+async def test_a_step_whose_agent_became_unavailable_fails_the_run_saying_so(tmp_path: Path) -> None:
+    team = Team([_plan_call(FOUR_STEPS)])
+    agents = {"team.yml": _team(require_plan_approval=True), **WORKERS}
+    async with node_on("memory", tmp_path, agents, script=team, **FAST) as node, _client(node) as http:
+        run_id = (await http.post("/agents/team/invoke", json={"task_data": {"prompt": "x"}, "wait": 0})).json()[
+            "execution_id"
+        ]
+        await _run_in(http, run_id, PlanRunStatus.AWAITING_APPROVAL)
+        (tmp_path / "agents" / "researcher.yml").unlink()
+        await node.reload_agents()
+        await http.post(f"/plan-runs/{run_id}/approve")
+        run = await _run_in(http, run_id, PlanRunStatus.FAILED, PlanRunStatus.SUCCEEDED)
+
+    assert run.status is PlanRunStatus.FAILED
+    assert run.error is not None
+    assert run.error.message.startswith("step 'facts' (researcher) failed: agent 'researcher' not found")
+    assert team.calls == Counter()

@@ -16,39 +16,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
 from functools import partial
-from typing import Any
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
-from agentrunner.domain.errors import AgentRunnerError, ConflictError, LLMError, PlanInvalidError
+from agentrunner.domain.errors import (
+    AgentRunnerError,
+    ConflictError,
+    ExecutionCancelledError,
+    LLMError,
+    PlanInvalidError,
+)
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.plan import (
-    Clarification,
     ClarificationStatus,
     PlanRun,
     PlanRunStatus,
     StepRun,
     StepStatus,
-    asked_human,
-    clarification_id,
-    step_execution_id,
 )
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ProviderCatalog, StateStore, Subscription
-from agentrunner.runtime.agent_run import COLLABORATION_KEY, user_prompt
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import (
     CLARIFICATION_ANSWERED_PATTERN,
     Change,
     PlanRuns,
-    clarification_requested_topic,
-    ended,
 )
-from agentrunner.runtime.planner import Spend, add_cost, make_plan, participants, synthesize
+from agentrunner.runtime.plan_steps import (
+    cancelled_error,
+    ending,
+    failed_by_step,
+    paused,
+    ready_steps,
+    spent,
+    started,
+    step_finished,
+    step_task,
+)
+from agentrunner.runtime.planner import Spend, make_plan, participants, synthesize
 from agentrunner.runtime.registry import AgentRegistry
-from agentrunner.runtime.topics import FINISHED_PATTERN, agent_queue, invoke_topic
+from agentrunner.runtime.topics import CANCEL_PATTERN, FINISHED_PATTERN, agent_queue, cancel_topic, invoke_topic
 from agentrunner.runtime.worker import execution_id_for
 from agentrunner.tracing import traced
 
@@ -57,12 +65,6 @@ log = get_logger(__name__)
 COLLABORATIVE_POOL_MODES = frozenset({ExecutionMode.COLLABORATIVE})
 # Keys of task_data that say where a Slack task came from (the Slack gateway sets them).
 ORIGIN_KEYS = ("source", "channel_id", "user_id", "team_id", "thread_ts", "response_url")
-
-
-class StepFailedError(AgentRunnerError):
-    """A step of a plan run did not succeed, so the run cannot."""
-
-    code = "step_failed"
 
 
 class CollaborativePool:
@@ -107,7 +109,7 @@ class CollaborativePool:
         self._subscriptions.append(
             await self._bus.subscribe(
                 f"collaborative.{self._worker_id}.finished",
-                [FINISHED_PATTERN],
+                [FINISHED_PATTERN, CANCEL_PATTERN],
                 self._on_finished,
                 prefetch=50,
                 exclusive=True,
@@ -183,12 +185,12 @@ class CollaborativePool:
             await self._runs.finish_execution(run)  # a crash between the two saves
             return
         if execution.status.is_terminal:  # cancelled on request
-            await self._runs.update(run, partial(_ending, PlanRunStatus.CANCELLED, _cancelled(execution), None))
+            await self._runs.update(run, partial(ending, PlanRunStatus.CANCELLED, cancelled_error(execution), None))
             return
         try:
             config = self._registry.runnable(agent)
         except AgentRunnerError as exc:
-            await self._runs.update(run, partial(_ending, PlanRunStatus.FAILED, exc, None))
+            await self._runs.update(run, partial(ending, PlanRunStatus.FAILED, exc, None))
             return
         if run.status.is_paused:
             return
@@ -227,7 +229,7 @@ class CollaborativePool:
             plan = await make_plan(config, self._catalog, run.task, team, spend, retry_base_seconds=self._retry_base)
         except (PlanInvalidError, LLMError) as exc:
             log.warning("planning failed", run_id=run.id, error=exc.message)
-            return await self._runs.update(run, partial(_ending, PlanRunStatus.FAILED, exc, spend))
+            return await self._runs.update(run, partial(ending, PlanRunStatus.FAILED, exc, spend))
         collaborative = config.collaborative_config
         held = bool(collaborative and collaborative.require_plan_approval)
 
@@ -236,7 +238,7 @@ class CollaborativePool:
                 return current, []
             status = PlanRunStatus.AWAITING_APPROVAL if held else PlanRunStatus.RUNNING
             steps = [StepRun(step_id=step.id, agent=step.agent) for step in plan.steps]
-            changed = _spent(current, spend).model_copy(update={"plan": plan, "steps": steps, "status": status})
+            changed = spent(current, spend).model_copy(update={"plan": plan, "steps": steps, "status": status})
             events = []
             if held:
                 payload = {"run_id": current.id, "agent": current.agent, "plan": plan.model_dump(mode="json")}
@@ -261,9 +263,9 @@ class CollaborativePool:
         try:
             result = await synthesize(config, self._catalog, run, spend, retry_base_seconds=self._retry_base)
         except LLMError as exc:
-            await self._runs.update(run, partial(_ending, PlanRunStatus.FAILED, exc, spend))
+            await self._runs.update(run, partial(ending, PlanRunStatus.FAILED, exc, spend))
             return
-        await self._runs.update(run, partial(_ending, PlanRunStatus.SUCCEEDED, None, spend, result=result))
+        await self._runs.update(run, partial(ending, PlanRunStatus.SUCCEEDED, None, spend, result=result))
 
     async def _run_steps(self, run: PlanRun, *, allow: bool, question_timeout: float) -> PlanRun:
         """Start ready steps and record their outcomes until every step succeeded (the run
@@ -274,16 +276,16 @@ class CollaborativePool:
                 if run.status is not PlanRunStatus.RUNNING:
                     return run
                 if any(step.status is StepStatus.FAILED for step in run.steps):
-                    return await self._runs.update(run, _failed_by_step)
+                    return await self._runs.update(run, failed_by_step)
                 if all(step.status is StepStatus.SUCCEEDED for step in run.steps):
                     return run
-                ready = _ready(run)
+                ready = ready_steps(run)
                 if ready:
-                    run = await self._runs.update(run, partial(_started, ready))
+                    run = await self._runs.update(run, partial(started, ready))
                     continue
                 self._watch_running(run, watched, allow)
                 if not watched:
-                    run = await self._runs.update(run, _paused)
+                    run = await self._runs.update(run, paused)
                     if run.status is PlanRunStatus.RUNNING:  # an answer came meanwhile: look again
                         await asyncio.sleep(self._poll)
                         run = await self._store.get_plan_run(run.id)
@@ -294,7 +296,7 @@ class CollaborativePool:
                     continue
                 for task in finished:
                     step_id = watched.pop(task)
-                    outcome = partial(_step_finished, step_id, task.result(), allow=allow, timeout=question_timeout)
+                    outcome = partial(step_finished, step_id, task.result(), allow=allow, timeout=question_timeout)
                     run = await self._runs.update(run, outcome)
         finally:
             for task in watched:
@@ -310,13 +312,17 @@ class CollaborativePool:
         """The step's execution once it ended: created (with its invocation) unless it
         exists, as after a resume; observed through `execution.finished`, or the store."""
         assert step.execution_id is not None
+        try:
+            self._registry.runnable(step.agent)
+        except AgentRunnerError as exc:  # removed or broken since the plan was made
+            await self._fail_unstarted(run, step, exc)
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[step.execution_id] = waiter
         try:
             execution = Execution(
                 execution_id=step.execution_id,
                 agent=step.agent,
-                input=_step_task(run, step, allow),
+                input=step_task(run, step, allow),
                 trace_id=run.trace_id,
             )
             invocation = Event(
@@ -338,11 +344,51 @@ class CollaborativePool:
         finally:
             self._waiters.pop(step.execution_id, None)
 
+    async def _fail_unstarted(self, run: PlanRun, step: StepRun, error: AgentRunnerError) -> None:
+        """Record the step's execution as failed, unless it exists (started before)."""
+        assert step.execution_id is not None
+        failed = Execution(
+            execution_id=step.execution_id,
+            agent=step.agent,
+            status=ExecutionStatus.FAILED,
+            input=step_task(run, step, False),
+            error=ExecutionError(code=error.code, message=error.message),
+            trace_id=run.trace_id,
+            finished_at=utcnow(),
+        )
+        with contextlib.suppress(ConflictError):
+            await self._store.create_execution(failed)
+
     async def _on_finished(self, event: Event) -> None:
+        if event.topic.startswith("execution.cancel."):
+            await self._cancel(event.topic.rsplit(".", 1)[1], str(event.payload.get("execution_id")))
+            return
         waiter = self._waiters.get(str(event.payload.get("execution_id")))
         carried = event.payload.get("execution")
         if waiter is not None and not waiter.done() and isinstance(carried, dict):
             waiter.set_result(Execution.model_validate(carried))
+
+    async def _cancel(self, agent: str, execution_id: str) -> None:
+        """A cancel request for a collaborative execution: its run ends cancelled (every
+        replica hears it; the first save wins) and its running steps are asked to stop."""
+        registered = self._registry.agents.get(agent)
+        if registered is None or registered.config is None:
+            return
+        if registered.config.execution_mode is not ExecutionMode.COLLABORATIVE:
+            return
+        try:
+            run = await self._store.get_plan_run(execution_id)
+        except AgentRunnerError:
+            return
+        if run.status.is_terminal:
+            return
+        stop = ExecutionCancelledError("cancelled on request")
+        run = await self._runs.update(run, partial(ending, PlanRunStatus.CANCELLED, stop, None))
+        for step in run.steps:
+            if step.status is StepStatus.RUNNING and step.execution_id:
+                payload = {"execution_id": step.execution_id}
+                await self._bus.publish(Event(topic=cancel_topic(step.agent), payload=payload, trace_id=run.trace_id))
+        log.info("plan run cancelled on request", run_id=run.id)
 
     async def _on_answered(self, event: Event) -> None:
         """An answer from the bus (a Slack button): the same path as the API's."""
@@ -377,157 +423,3 @@ class CollaborativePool:
                     for c in run.clarifications
                 ):
                     await self._runs.expire(run)
-
-
-def _ready(run: PlanRun) -> list[str]:
-    """Pending steps whose needs have all succeeded."""
-    assert run.plan is not None
-    done = {step.step_id for step in run.steps if step.status is StepStatus.SUCCEEDED}
-    pending = {step.step_id for step in run.steps if step.status is StepStatus.PENDING}
-    return [step.id for step in run.plan.steps if step.id in pending and step.needs <= done]
-
-
-def _started(step_ids: list[str], current: PlanRun) -> Change:
-    if current.status is not PlanRunStatus.RUNNING:
-        return current, []
-    ready = set(_ready(current)) & set(step_ids)
-    now = utcnow()
-    steps = [
-        step.model_copy(
-            update={
-                "status": StepStatus.RUNNING,
-                "attempts": step.attempts + 1,
-                "execution_id": step_execution_id(current.id, step.step_id, step.attempts + 1),
-                "started_at": step.started_at or now,
-            }
-        )
-        if step.step_id in ready
-        else step
-        for step in current.steps
-    ]
-    return current.model_copy(update={"steps": steps}), []
-
-
-def _step_finished(step_id: str, execution: Execution, current: PlanRun, *, allow: bool, timeout: float) -> Change:
-    """`current` with the outcome of a step's execution (a question it asked, included)."""
-    step = current.step_run(step_id)
-    if current.status.is_terminal or step is None or step.execution_id != execution.execution_id:
-        return current, []
-    if step.status is not StepStatus.RUNNING:
-        return current, []
-    now = utcnow()
-    spent: dict[str, Any] = {
-        "usage": step.usage + execution.usage,
-        "cost_usd": add_cost(step.cost_usd, execution.cost_usd),
-        "finished_at": now,
-    }
-    run = current.model_copy(
-        update={"usage": current.usage + execution.usage, "cost_usd": add_cost(current.cost_usd, execution.cost_usd)}
-    )
-    events: list[Event] = []
-    question = asked_human(execution.output) if execution.status is ExecutionStatus.SUCCEEDED else None
-    if execution.status is not ExecutionStatus.SUCCEEDED:
-        error = execution.error or ExecutionError(code="step_failed", message=f"ended {execution.status.value}")
-        changed = step.model_copy(update={"status": StepStatus.FAILED, "error": error, **spent})
-    elif question is not None and not allow:
-        error = ExecutionError(
-            code="clarification_not_allowed",
-            message=f"asked a human {question.question!r}, but allow_human_clarification is false",
-        )
-        changed = step.model_copy(update={"status": StepStatus.FAILED, "error": error, **spent})
-    elif question is not None:
-        asked = Clarification(
-            id=clarification_id(run.id, step_id, step.attempts),
-            run_id=run.id,
-            step_id=step_id,
-            question=question.question,
-            kind=question.kind,
-            options=question.options,
-            default=question.default,
-            asked_at=now,
-            expires_at=now + timedelta(seconds=timeout),
-        )
-        changed = step.model_copy(update={"status": StepStatus.NEEDS_CLARIFICATION, **spent})
-        run = run.model_copy(update={"clarifications": [*run.clarifications, asked]})
-        payload = {
-            "run_id": run.id,
-            "clarification_id": asked.id,
-            "step_id": step_id,
-            "question": asked.question,
-            "kind": asked.kind.value,
-            "options": asked.options,
-            "default": asked.default,
-            "origin": run.origin,
-        }
-        events.append(Event(topic=clarification_requested_topic(run.id), payload=payload, trace_id=run.trace_id))
-    else:
-        changed = step.model_copy(update={"status": StepStatus.SUCCEEDED, "output": execution.output, **spent})
-        run = run.model_copy(update={"state": {**run.state, step_id: execution.output}})
-    steps = [changed if s.step_id == step_id else s for s in run.steps]
-    return run.model_copy(update={"steps": steps}), events
-
-
-def _paused(current: PlanRun) -> Change:
-    """Paused for a human when nothing can run until an answer comes."""
-    if current.status is not PlanRunStatus.RUNNING or _ready(current):
-        return current, []
-    if any(step.status is StepStatus.RUNNING for step in current.steps):
-        return current, []
-    if not any(step.status is StepStatus.NEEDS_CLARIFICATION for step in current.steps):
-        return current, []
-    return current.model_copy(update={"status": PlanRunStatus.NEEDS_CLARIFICATION}), []
-
-
-def _failed_by_step(current: PlanRun) -> Change:
-    failed = next((step for step in current.steps if step.status is StepStatus.FAILED), None)
-    if current.status.is_terminal or failed is None:
-        return current, []
-    reason = failed.error.message if failed.error else "it failed"
-    error = StepFailedError(f"step {failed.step_id!r} ({failed.agent}) failed: {reason}")
-    return ended(current, PlanRunStatus.FAILED, error=error)
-
-
-def _ending(
-    status: PlanRunStatus,
-    error: AgentRunnerError | None,
-    spend: Spend | None,
-    current: PlanRun,
-    *,
-    result: str | None = None,
-) -> Change:
-    """`current` ended in `status` (with what the coordinator spent); a run that already
-    ended is left as it is."""
-    if current.status.is_terminal:
-        return current, []
-    return ended(_spent(current, spend) if spend else current, status, result=result, error=error)
-
-
-def _spent(run: PlanRun, spend: Spend) -> PlanRun:
-    return run.model_copy(update={"usage": run.usage + spend.usage, "cost_usd": add_cost(run.cost_usd, spend.cost_usd)})
-
-
-def _cancelled(execution: Execution) -> AgentRunnerError:
-    message = execution.error.message if execution.error else f"its execution ended {execution.status.value}"
-    return AgentRunnerError(f"plan run stopped: {message}")
-
-
-def _step_task(run: PlanRun, step: StepRun, allow: bool) -> dict[str, Any]:
-    """What a step's agent receives: its instruction, the run's task, its inputs' outputs,
-    its earlier questions and their answers, and a read-only copy of the shared state."""
-    assert run.plan is not None
-    planned = run.plan.step(step.step_id)
-    parts = [planned.instruction, f"This step is part of a larger task:\n{user_prompt(run.task)}"]
-    for source in [*planned.inputs, *(d for d in planned.depends_on if d not in planned.inputs)]:
-        if source in run.state:
-            parts.append(f"Output of step {source!r}:\n{run.state[source]}")
-    for question in run.clarifications:
-        if question.step_id == step.step_id and question.answer is not None:
-            parts.append(f"You asked a human: {question.question}\nTheir answer: {question.answer}")
-    context = {
-        "run_id": run.id,
-        "step_id": step.step_id,
-        "allow_clarification": allow,
-        "inputs": {source: run.state.get(source) for source in planned.inputs},
-        "shared_state": run.state,
-    }
-    return {"prompt": "\n\n".join(parts), COLLABORATION_KEY: context}
