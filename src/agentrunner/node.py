@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
+from functools import partial
 
 import uvicorn
 from fastapi import FastAPI
@@ -26,7 +27,7 @@ from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.orchestrator import orchestrator_app
-from agentrunner.api.plan_runs import plan_run_routes
+from agentrunner.api.plan_runs import plan_run_answer, plan_run_routes
 from agentrunner.api.scheduler import scheduler_app
 from agentrunner.api.server import PortRouter, bind
 from agentrunner.api.slack import slack_app
@@ -328,7 +329,13 @@ class Node:
     def apps(self) -> dict[Role, FastAPI]:
         """One FastAPI app per HTTP role."""
         ready = self.edge()
-        orchestrator = orchestrator_app(self.orchestrator, self.dead_letters, ready, self.settings.invoke_wait_seconds)
+        orchestrator = orchestrator_app(
+            self.orchestrator,
+            self.dead_letters,
+            ready,
+            self.settings.invoke_wait_seconds,
+            invoke_extras=partial(plan_run_answer, self.plan_runs),
+        )
         orchestrator.include_router(plan_run_routes(self.plan_runs))
         return {
             "state": state_app(self.store, ready),

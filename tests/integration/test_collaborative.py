@@ -151,6 +151,9 @@ async def test_a_four_step_plan_runs_its_independent_pair_together_and_completes
 
     assert finished["status"] == "succeeded"
     assert finished["output"] == "SYNTHESIS of analyst done + editor done + researcher done + writer done"
+    assert (finished["plan_run_id"], finished["plan_run_status"]) == (finished["execution_id"], "succeeded")
+    assert [step["status"] for step in finished["steps"]] == ["succeeded"] * 4
+    assert finished["clarifications"] == []
     assert run.status is PlanRunStatus.SUCCEEDED
     assert run.result == finished["output"]
     assert [(s.step_id, s.status.value, s.output) for s in run.steps] == [
@@ -201,6 +204,7 @@ async def test_a_step_question_pauses_the_run_until_it_is_answered(bus: str, ans
         async with _client(node) as http:
             accepted = (await http.post("/agents/team/invoke", json={"task_data": task, "wait": 0})).json()
             run_id = accepted["execution_id"]
+            assert accepted["plan_run_id"] == run_id
             paused = await _run_in(http, run_id, PlanRunStatus.NEEDS_CLARIFICATION)
             question = paused.clarifications[0]
             url = f"/plan-runs/{run_id}/clarifications/{question.id}"
@@ -279,13 +283,17 @@ async def test_a_rejected_plan_ends_the_run_and_cancels_its_execution(tmp_path: 
         await _run_in(http, run_id, PlanRunStatus.AWAITING_APPROVAL)
         rejected = await http.post(f"/plan-runs/{run_id}/reject", json={"reason": "too costly"})
         execution = (await http.get(f"/executions/{run_id}")).json()
+        calls_before = sum(team.calls.values())
+        alone = (await http.post("/agents/editor/invoke", json={"task_data": {"prompt": "x"}, "wait": 60})).json()
 
     assert rejected.status_code == 200
     assert rejected.json()["status"] == "rejected"
     assert rejected.json()["error"]["message"] == "the plan was rejected: too costly"
     assert execution["status"] == "cancelled"
     assert execution["error"]["code"] == "plan_rejected"
-    assert sum(team.calls.values()) == 0
+    assert calls_before == 0
+    assert alone["status"] == "succeeded"
+    assert "plan_run_id" not in alone  # only collaborative agents answer with a plan run
 
 
 async def test_an_invalid_plan_is_asked_for_again_once_with_what_was_wrong(tmp_path: Path) -> None:

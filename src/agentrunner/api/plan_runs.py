@@ -9,7 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from agentrunner.domain.plan import PlanRun, PlanRunStatus
+from agentrunner.domain.agent import ExecutionMode
+from agentrunner.domain.errors import PlanRunNotFoundError
+from agentrunner.domain.execution import Execution
+from agentrunner.domain.plan import ClarificationStatus, PlanRun, PlanRunStatus
 from agentrunner.runtime.plan_runs import PlanRuns
 
 
@@ -39,6 +42,26 @@ class PlanRunList(BaseModel):
     """Plan runs, newest first."""
 
     items: list[PlanRun]
+
+
+async def plan_run_answer(plan_runs: PlanRuns, execution: Execution) -> dict[str, Any]:
+    """What an invocation of a collaborative agent answers besides its execution (ARCHITECTURE
+    §9): `plan_run_id`, and as the run stands, `plan_run_status`, `steps` and the pending
+    `clarifications` (absent until the collaborative pool has started the run)."""
+    agent = plan_runs.registry.agents.get(execution.agent)
+    if agent is None or agent.config is None or agent.config.execution_mode is not ExecutionMode.COLLABORATIVE:
+        return {}
+    answer: dict[str, Any] = {"plan_run_id": execution.execution_id}
+    try:
+        run = await plan_runs.get(execution.execution_id)
+    except PlanRunNotFoundError:
+        return answer
+    pending = [c for c in run.clarifications if c.status is ClarificationStatus.PENDING]
+    return answer | {
+        "plan_run_status": run.status.value,
+        "steps": [step.model_dump(mode="json") for step in run.steps],
+        "clarifications": [question.model_dump(mode="json") for question in pending],
+    }
 
 
 def plan_run_routes(plan_runs: PlanRuns) -> APIRouter:

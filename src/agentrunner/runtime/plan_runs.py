@@ -109,6 +109,11 @@ class PlanRuns:
         """Where runs are kept."""
         return self._store
 
+    @property
+    def registry(self) -> AgentRegistry:
+        """The agents runs are planned over."""
+        return self._registry
+
     async def get(self, run_id: str) -> PlanRun:
         """The run (raises `PlanRunNotFoundError`)."""
         return await self._store.get_plan_run(run_id)
