@@ -203,3 +203,39 @@ def _wait_for_ready(orchestrator: str, log: Path, timeout: float = 60) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"the orchestrator did not come up:\n{log.read_text()[-3000:]}")
+
+
+def test_kill_9_of_agentrunner_up_mid_run_resumes_the_run_after_the_restart(tmp_path: Path) -> None:
+    _agents(tmp_path / "agents", "openai")
+    with _vendor(1.5) as fake:
+        env = {"OPENAI_API_KEY": fake.api_key, "OPENAI_BASE_URL": fake.base_url, "COLLABORATIVE_POLL_SECONDS": "0.5"}
+        first = start_platform(tmp_path, env)
+        try:
+            accepted = httpx.post(
+                f"{first.url('orchestrator')}/agents/team/invoke", json={"task_data": {"prompt": "go"}, "wait": 0}
+            ).json()
+            deadline = time.monotonic() + 60
+            while not any(request["model"] == "step-2" for request in list(fake.requests)):
+                assert time.monotonic() < deadline, first.log_path.read_text()[-3000:]
+                time.sleep(0.02)
+            first.process.send_signal(signal.SIGKILL)
+            assert first.process.wait(10) == -signal.SIGKILL
+        finally:
+            first.stop()
+        second = start_platform(tmp_path, env)
+        try:
+            orchestrator = second.url("orchestrator")
+            run = _wait_for(f"{orchestrator}/plan-runs/{accepted['execution_id']}", {"succeeded", "failed"}, 90)
+        finally:
+            assert second.stop() == 0
+        calls = Counter(request["model"] for request in fake.requests)
+
+    assert run["status"] == "succeeded", json.dumps(run)[-2000:]
+    assert [(s["step_id"], s["status"], s["attempts"]) for s in run["steps"]] == [
+        ("one", "succeeded", 1),
+        ("two", "succeeded", 1),
+        ("three", "succeeded", 1),
+    ]
+    # Step one had finished: never run again. Step two was cut short with the process: its
+    # one execution runs again (a second model call), not a second execution.
+    assert (calls["step-1"], calls["step-2"], calls["step-3"]) == (1, 2, 1)
