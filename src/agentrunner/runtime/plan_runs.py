@@ -17,8 +17,9 @@ from agentrunner.domain.errors import (
     AgentRunnerError,
     BadRequestError,
     ClarificationNotFoundError,
+    ClarificationTimedOutError,
     ConflictError,
-    ExecutionCancelledError,
+    PlanRejectedError,
 )
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
@@ -216,7 +217,7 @@ class PlanRuns:
         def rejected(current: PlanRun) -> Change:
             _require(current, PlanRunStatus.AWAITING_APPROVAL, "reject")
             why = f"the plan was rejected{': ' + reason if reason else ''}"
-            return ended(current, PlanRunStatus.REJECTED, error=_Rejected(why))
+            return ended(current, PlanRunStatus.REJECTED, error=PlanRejectedError(why))
 
         return await self.update(run, rejected)
 
@@ -275,7 +276,7 @@ class PlanRuns:
                 f"clarification {question.id} of step {question.step_id!r} ({question.question!r}) was not answered "
                 f"within {waited.total_seconds():g} s (clarification_timeout_seconds) and has no default"
             )
-            return ended(current, PlanRunStatus.FAILED, error=_ClarificationTimedOut(reason))
+            return ended(current, PlanRunStatus.FAILED, error=ClarificationTimedOutError(reason))
 
         return await self.update(run, settled)
 
@@ -331,11 +332,3 @@ def _output_event(execution: Execution) -> Event:
         trace_id=execution.trace_id,
         headers={CHAIN_DEPTH_HEADER: "1"},
     )
-
-
-class _Rejected(ExecutionCancelledError):
-    code = "plan_rejected"
-
-
-class _ClarificationTimedOut(AgentRunnerError):
-    code = "clarification_timed_out"

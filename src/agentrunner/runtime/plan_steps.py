@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from agentrunner.domain.errors import AgentRunnerError
+from agentrunner.domain.errors import AgentRunnerError, StepFailedError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.plan import (
@@ -24,12 +24,6 @@ from agentrunner.domain.plan import (
 from agentrunner.runtime.agent_run import COLLABORATION_KEY, user_prompt
 from agentrunner.runtime.plan_runs import Change, clarification_requested_topic, ended
 from agentrunner.runtime.planner import Spend, add_cost
-
-
-class StepFailedError(AgentRunnerError):
-    """A step of a plan run did not succeed, so the run cannot."""
-
-    code = "step_failed"
 
 
 def ready_steps(run: PlanRun) -> list[str]:
