@@ -100,7 +100,7 @@ class CollaborativePool:
         self._subscriptions: list[Subscription] = []
         self._agents: dict[str, tuple[Subscription, frozenset[str]]] = {}
         self._waiters: dict[str, asyncio.Future[Execution]] = {}
-        self._driving: set[str] = set()
+        self._driving: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -162,14 +162,16 @@ class CollaborativePool:
                 execution_id = str(event.payload["execution_id"])
             else:
                 execution_id = await self._execution_for_event(agent, event)
-            if execution_id in self._driving:
-                log.info("plan run already driven here, event dropped", run_id=execution_id)
-                return
-            self._driving.add(execution_id)
+            # One driver per run in this process: a resume that arrives while the driver
+            # that paused the run is still returning waits for it, then drives afresh.
+            while (busy := self._driving.get(execution_id)) is not None:
+                await busy.wait()
+            done = self._driving[execution_id] = asyncio.Event()
             try:
                 await self._drive(agent, execution_id)
             finally:
-                self._driving.discard(execution_id)
+                del self._driving[execution_id]
+                done.set()
 
     async def _execution_for_event(self, agent: str, event: Event) -> str:
         execution_id = execution_id_for(agent, event)
