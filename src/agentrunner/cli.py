@@ -64,7 +64,10 @@ def up() -> None:
 @app.command()
 def serve(
     roles: Annotated[
-        list[str], typer.Argument(help="Roles: state, config, orchestrator, scheduler, slack, autonomous, continuous.")
+        list[str],
+        typer.Argument(
+            help="Roles: state, config, orchestrator, scheduler, slack, autonomous, continuous, collaborative."
+        ),
     ],
     health_port: Annotated[
         int, typer.Option("--health-port", help="Port of /health/* for a worker-only process (0: any free port).")

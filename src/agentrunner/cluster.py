@@ -53,7 +53,7 @@ def plan(settings: Settings, autonomous: int) -> list[tuple[str, list[str], str]
     processes: list[tuple[str, list[str], str]] = [
         (role, [*command, role], f"http://{host}:{settings.port_of(role)}") for role in HTTP_ROLES
     ]
-    workers = [f"autonomous-{index + 1}" for index in range(autonomous)] + ["continuous"]
+    workers = [f"autonomous-{index + 1}" for index in range(autonomous)] + ["continuous", "collaborative"]
     for name in workers:
         port = _free_port(host)
         role = name.split("-")[0]

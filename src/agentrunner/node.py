@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
+from functools import partial
 
 import uvicorn
 from fastapi import FastAPI
@@ -27,6 +28,7 @@ from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.orchestrator import orchestrator_app
+from agentrunner.api.plan_runs import plan_run_answer, plan_run_routes
 from agentrunner.api.scheduler import scheduler_app
 from agentrunner.api.server import PortRouter, bind
 from agentrunner.api.slack import slack_app
@@ -37,9 +39,11 @@ from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.logs import get_logger
 from agentrunner.ports import Cache, EventBus, Subscription
+from agentrunner.runtime.collaboration import CollaborativePool
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
+from agentrunner.runtime.plan_runs import PlanRuns
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
 from agentrunner.runtime.schedule_watch import FireWatch
 from agentrunner.runtime.scheduler import Scheduler
@@ -54,8 +58,8 @@ log = get_logger(__name__)
 CONFIG_CHANGED = "config.changed"
 
 # Roles a process can take: the HTTP services, and worker pools (which need no port).
-WORKER_ROLES: tuple[str, ...] = ("autonomous", "continuous")
-PLANNED_ROLES: tuple[str, ...] = ("collaborative",)
+WORKER_ROLES: tuple[str, ...] = ("autonomous", "continuous", "collaborative")
+PLANNED_ROLES: tuple[str, ...] = ()
 ALL_ROLES: tuple[str, ...] = (*HTTP_ROLES, *WORKER_ROLES)
 
 
@@ -143,6 +147,20 @@ class Node:
             llm_retry_base_seconds=settings.llm_retry_base_seconds,
             modes=CONTINUOUS_POOL_MODES,
         )
+        self.plan_runs = PlanRuns(store=self.store, relay=self.relay, registry=self.registry)
+        self.collaborative = CollaborativePool(
+            bus=self.bus,
+            store=self.store,
+            registry=self.registry,
+            catalog=self.catalog,
+            relay=self.relay,
+            plan_runs=self.plan_runs,
+            worker_id=f"{self.node_id}-collaborative",
+            prefetch=settings.rabbitmq_prefetch_count,
+            poll_seconds=settings.collaborative_poll_seconds,
+            sweep_seconds=settings.clarification_sweep_seconds,
+            llm_retry_base_seconds=settings.llm_retry_base_seconds,
+        )
 
     def load_agents(self) -> None:
         """(Re)load agent files into the registry, logging every problem found. A file that
@@ -188,6 +206,8 @@ class Node:
             await self.pool.start()
         if "continuous" in self.roles:
             await self.continuous.start()
+        if "collaborative" in self.roles:
+            await self.collaborative.start()
         if "scheduler" in self.roles:
             await self.scheduler.start()
             await self.fire_watch.start()
@@ -249,6 +269,8 @@ class Node:
             await self.pool.sync()
         if "continuous" in self.roles:
             await self.continuous.sync()
+        if "collaborative" in self.roles:
+            await self.collaborative.sync()
         if "scheduler" in self.roles:
             await self.scheduler.sync_config()
         log.info("agents reloaded", agents=len(self.registry.agents), problems=len(self.registry.problems))
@@ -270,6 +292,7 @@ class Node:
         await self.relay.stop()
         await self.pool.stop()
         await self.continuous.stop()
+        await self.collaborative.stop()
         await self.dead_letters.stop()
         await self.orchestrator.stop()
         await self.bus.close()
@@ -313,12 +336,18 @@ class Node:
     def apps(self) -> dict[Role, FastAPI]:
         """One FastAPI app per HTTP role."""
         ready = self.edge()
+        orchestrator = orchestrator_app(
+            self.orchestrator,
+            self.dead_letters,
+            ready,
+            self.settings.invoke_wait_seconds,
+            invoke_extras=partial(plan_run_answer, self.plan_runs),
+        )
+        orchestrator.include_router(plan_run_routes(self.plan_runs))
         return {
             "state": state_app(self.store, ready),
             "config": config_app(self.registry, ready, self.reload_agents),
-            "orchestrator": orchestrator_app(
-                self.orchestrator, self.dead_letters, ready, self.settings.invoke_wait_seconds
-            ),
+            "orchestrator": orchestrator,
             "scheduler": scheduler_app(self.scheduler, ready),
             "slack": slack_app(ready),
         }

@@ -15,6 +15,7 @@ from agentrunner.domain.agent import LLMConfig
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import Completion, LLMRequest, StreamItem
+from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, UsageTotals
 
@@ -320,6 +321,30 @@ class StateStore(Protocol):
     ) -> list[ScheduleFire]:
         """Fires of a schedule with fire time before `before`, newest first, each with its
         execution's outcome, timings and result (raises `ScheduleNotFoundError`)."""
+        ...
+
+    # -- plan runs (ARCHITECTURE §4 collaborative mode) ------------------------------
+
+    async def create_plan_run(self, run: PlanRun, *, events: Sequence[Event] = ()) -> PlanRun:
+        """Store a new run with its steps and clarifications, and `events` in the outbox,
+        in one transaction; returns it at version 1. Its id must be new, else `ConflictError`."""
+        ...
+
+    async def save_plan_run(self, run: PlanRun, *, events: Sequence[Event] = ()) -> PlanRun:
+        """Write the whole run (row, steps, clarifications) and `events` in one transaction,
+        only while the stored version is `run.version`; returns it at the next version.
+        Raises `ConflictError` when another writer saved it meanwhile (nothing written),
+        `PlanRunNotFoundError` when there is no such run."""
+        ...
+
+    async def get_plan_run(self, run_id: str) -> PlanRun:
+        """The run with its steps and clarifications (raises `PlanRunNotFoundError`)."""
+        ...
+
+    async def list_plan_runs(
+        self, *, agent: str | None = None, status: PlanRunStatus | None = None, limit: int = 50
+    ) -> list[PlanRun]:
+        """Runs matching the filters, newest first, with their steps and clarifications."""
         ...
 
 

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     # and how often it checks held ticks and runs past their timeout.
     scheduler_refresh_seconds: float = Field(default=2, gt=0)
     scheduler_watch_seconds: float = Field(default=1, gt=0)
+    # Collaborative pool: how often a run driver re-reads its run while steps run (answers,
+    # timeouts) and checks a step's execution in the store, should its finished event be
+    # missed; and how often clarifications past their timeout are settled.
+    collaborative_poll_seconds: float = Field(default=2, gt=0)
+    clarification_sweep_seconds: float = Field(default=5, gt=0)
 
     @field_validator("bus_retry_delays", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +42,8 @@ class FakeOpenAI:
     usage: tuple[int, int] | None = None  # (input, output) tokens; None: counted from words
     name: str = "openai"
     model: str = "gpt-4o"
+    # Answers per request: body -> (text, tool call or None); else `reply` and `tool_call`.
+    script: Callable[[dict[str, Any]], tuple[str, tuple[str, dict[str, Any]] | None]] | None = None
 
     def __post_init__(self) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -103,22 +105,23 @@ class FakeOpenAI:
             time.sleep(self.delay_seconds)
         return 200, self._completion(body), {"x-request-id": f"req_{uuid.uuid4().hex[:16]}"}
 
-    def _usage(self, body: dict[str, Any]) -> dict[str, int]:
+    def _usage(self, body: dict[str, Any], reply: str | None = None) -> dict[str, int]:
         if self.usage is not None:
             prompt, completion = self.usage
         else:
             prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-            completion = len(self.reply.split())
+            completion = len((self.reply if reply is None else reply).split())
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    def _message(self) -> dict[str, Any]:
-        if self.tool_call is None:
-            return {"role": "assistant", "content": self.reply, "refusal": None}
-        name, arguments = self.tool_call
+    def _message(self, reply: str, tool_call: tuple[str, dict[str, Any]] | None) -> dict[str, Any]:
+        if tool_call is None:
+            return {"role": "assistant", "content": reply, "refusal": None}
+        name, arguments = tool_call
         call = {"id": "call_fake1", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
         return {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
 
     def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        reply, tool_call = self.script(body) if self.script else (self.reply, self.tool_call)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -128,12 +131,12 @@ class FakeOpenAI:
             "choices": [
                 {
                     "index": 0,
-                    "message": self._message(),
+                    "message": self._message(reply, tool_call),
                     "logprobs": None,
-                    "finish_reason": "tool_calls" if self.tool_call else "stop",
+                    "finish_reason": "tool_calls" if tool_call else "stop",
                 }
             ],
-            "usage": self._usage(body),
+            "usage": self._usage(body, reply),
         }
 
     def chunks(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -97,25 +97,19 @@ def test_openai_autonomous_agent_is_available_once_openai_api_key_is_set() -> No
     assert registry.runnable("writer").llm_config.provider.value == "openai"
 
 
-def test_agent_in_a_mode_this_version_does_not_serve_is_unavailable_saying_so() -> None:
-    registry = registry_of(document("later", mode="collaborative"))
-
-    agent = registry.get("later")
-
-    assert agent.status is AgentStatus.UNAVAILABLE
-    assert agent.reasons == ("execution mode 'collaborative' is not served by this version yet",)
+def test_collaborative_agents_are_served() -> None:
+    assert registry_of(document("team", mode="collaborative")).get("team").status is AgentStatus.AVAILABLE
 
 
 def test_continuous_agents_are_served() -> None:
     assert registry_of(document("chat", mode="continuous")).get("chat").status is AgentStatus.AVAILABLE
 
 
-def test_every_reason_is_listed_when_both_provider_and_mode_stop_an_agent() -> None:
+def test_a_collaborative_agent_without_its_provider_key_is_unavailable_saying_why() -> None:
     registry = registry_of(document("blocked", provider="openai", mode="collaborative"))
 
     assert registry.get("blocked").reasons == (
         "provider 'openai' needs OPENAI_API_KEY: set it in .env or the environment",
-        "execution mode 'collaborative' is not served by this version yet",
     )
 
 
@@ -210,7 +204,7 @@ def test_in_modes_returns_only_available_agents_of_those_modes() -> None:
 
     assert [c.name for c in registry.in_modes(frozenset({ExecutionMode.AUTONOMOUS}))] == ["runs-now"]
     assert [c.name for c in registry.in_modes(frozenset({ExecutionMode.SCHEDULED}))] == ["ticks"]
-    assert registry.in_modes(frozenset({ExecutionMode.COLLABORATIVE})) == []
+    assert [c.name for c in registry.in_modes(frozenset({ExecutionMode.COLLABORATIVE}))] == ["later"]
 
 
 def test_fixture_agents_without_keys_only_the_served_echo_agents_are_available() -> None:
@@ -224,7 +218,7 @@ def test_fixture_agents_without_keys_only_the_served_echo_agents_are_available()
         "anthropic-analyst": "unavailable",
         "bedrock-reporter": "unavailable",
         "echo-helper": "available",
-        "echo-planner": "unavailable",
+        "echo-planner": "available",
         "echo-ticker": "available",
         "openai-writer": "unavailable",
     }

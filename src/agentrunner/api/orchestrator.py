@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
@@ -71,10 +71,18 @@ class ExecutionList(BaseModel):
     next_cursor: str | None
 
 
+InvokeExtras = Callable[[Execution], Awaitable[dict[str, Any]]]
+
+
 def orchestrator_app(
-    orchestrator: Orchestrator, dead_letters: DeadLetterOffice, edge: EdgeConfig, default_wait: float
+    orchestrator: Orchestrator,
+    dead_letters: DeadLetterOffice,
+    edge: EdgeConfig,
+    default_wait: float,
+    invoke_extras: InvokeExtras | None = None,
 ) -> FastAPI:
-    """The orchestrator's HTTP API."""
+    """The orchestrator's HTTP API. `invoke_extras` adds fields to an invocation's answer
+    (a collaborative agent's plan run)."""
     app = role_app("orchestrator", "agentrunner orchestrator", edge)
 
     @app.get("/agents", response_model=list[AgentView], tags=["agents"])
@@ -96,10 +104,11 @@ def orchestrator_app(
         execution = await orchestrator.invoke(
             name, request.task_data, session_id=request.session_id, wait=wait, stream=request.stream
         )
+        extras = await invoke_extras(execution) if invoke_extras else {}
         if execution.status.is_terminal:
-            return JSONResponse(execution.model_dump(mode="json"), status_code=200)
+            return JSONResponse(execution.model_dump(mode="json") | extras, status_code=200)
         accepted = Accepted(execution_id=execution.execution_id, status=execution.status, trace_id=execution.trace_id)
-        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+        return JSONResponse(accepted.model_dump(mode="json") | extras, status_code=202)
 
     @app.post("/events", response_model=Published, status_code=202, tags=["events"], summary="Publish an event")
     async def publish_event(request: PublishRequest) -> Published:

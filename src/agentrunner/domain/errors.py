@@ -8,9 +8,15 @@
     ├── StateNotFoundError           no state for that agent and session (state_not_found)
     ├── DeadLetterNotFoundError      no dead letter with that id (dead_letter_not_found)
     ├── ScheduleNotFoundError        no schedule with that id (schedule_not_found)
+    ├── PlanRunNotFoundError         no plan run with that id (plan_run_not_found)
+    ├── ClarificationNotFoundError   no such question in that run (clarification_not_found)
+    ├── PlanInvalidError             a plan that cannot run (plan_invalid)
+    ├── StepFailedError              a step of a plan run failed, so the run did (step_failed)
+    ├── ClarificationTimedOutError   a question unanswered in time, no default (clarification_timed_out)
     ├── BadRequestError              the request is malformed (bad_request)
     ├── ConflictError                conflicts with what is stored (conflict)
     ├── ExecutionCancelledError      cancelled on request (cancelled)
+    │   └── PlanRejectedError        a plan held for approval was rejected (plan_rejected)
     ├── LLMError                     a provider call failed
     │   ├── LLMRateLimitError        429 / throttling (llm_rate_limited, retryable)
     │   ├── LLMUnavailableError      5xx, timeouts, refused (llm_unavailable, retryable)
@@ -84,6 +90,36 @@ class ScheduleNotFoundError(AgentRunnerError):
     code = "schedule_not_found"
 
 
+class PlanRunNotFoundError(AgentRunnerError):
+    """No plan run has that id."""
+
+    code = "plan_run_not_found"
+
+
+class ClarificationNotFoundError(AgentRunnerError):
+    """The plan run has no question with that id."""
+
+    code = "clarification_not_found"
+
+
+class PlanInvalidError(AgentRunnerError):
+    """A plan that cannot run: unknown agent, cycle, too many steps, dangling input."""
+
+    code = "plan_invalid"
+
+
+class StepFailedError(AgentRunnerError):
+    """A step of a plan run did not succeed, so the run cannot."""
+
+    code = "step_failed"
+
+
+class ClarificationTimedOutError(AgentRunnerError):
+    """A step's question was not answered within clarification_timeout_seconds and had no default."""
+
+    code = "clarification_timed_out"
+
+
 class BadRequestError(AgentRunnerError):
     """The caller sent something that cannot be acted on."""
 
@@ -100,6 +136,12 @@ class ExecutionCancelledError(AgentRunnerError):
     """The execution was cancelled on request."""
 
     code = "cancelled"
+
+
+class PlanRejectedError(ExecutionCancelledError):
+    """A plan held for approval was rejected: its run and execution end."""
+
+    code = "plan_rejected"
 
 
 class ExecutionTimedOutError(AgentRunnerError):

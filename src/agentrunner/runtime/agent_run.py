@@ -8,6 +8,7 @@ import orjson
 
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.llm import Completion, LLMRequest, Message
+from agentrunner.domain.plan import ASK_HUMAN_TOOL, ask_human_output
 from agentrunner.ports import LLMProvider
 from agentrunner.runtime.llm_calls import TextSink, complete_with_retries
 
@@ -15,6 +16,16 @@ from agentrunner.runtime.llm_calls import TextSink, complete_with_retries
 # agent receives from the one before); otherwise the whole task_data is sent as JSON, so
 # structured tasks (a schedule's report_type, ...) still reach the model.
 PROMPT_KEYS = ("prompt", "message", "text", "question", "query", "input", "output")
+
+# The key of task_data under which a collaborative run hands a step its context; with
+# `allow_clarification`, the step's agent is offered the `ask_human` tool.
+COLLABORATION_KEY = "collaboration"
+
+
+def may_ask_human(task_data: dict[str, Any]) -> bool:
+    """True when `task_data` is a collaborative step allowed to ask a human."""
+    context = task_data.get(COLLABORATION_KEY)
+    return isinstance(context, dict) and context.get("allow_clarification") is True
 
 
 def user_prompt(task_data: dict[str, Any]) -> str:
@@ -39,7 +50,10 @@ def build_request(
             messages.append(Message(role=item["role"], content=str(item.get("content", ""))))
     messages.append(Message(role="user", content=user_prompt(task_data)))
     llm = config.llm_config
-    return LLMRequest(model=llm.model, messages=messages, temperature=llm.temperature, max_tokens=llm.max_tokens)
+    tools = [ASK_HUMAN_TOOL] if may_ask_human(task_data) else []
+    return LLMRequest(
+        model=llm.model, messages=messages, temperature=llm.temperature, max_tokens=llm.max_tokens, tools=tools
+    )
 
 
 async def run_agent(
@@ -53,8 +67,14 @@ async def run_agent(
 ) -> Completion:
     """Ask `provider` to answer `task_data` as `config` describes (transient failures
     tried again per `llm_config.max_attempts`; streamed to `on_text` when given); raises
-    the last `LLMError`."""
+    the last `LLMError`. A collaborative step that calls `ask_human` answers with the
+    question (`domain.plan.ask_human_output`): the run pauses until a human answers."""
     request = build_request(config, task_data, history=history)
-    return await complete_with_retries(
+    completion = await complete_with_retries(
         provider, request, config.llm_config, on_text=on_text, base_delay_seconds=retry_base_seconds
     )
+    if request.tools:
+        asked = next((call for call in completion.tool_calls if call.name == ASK_HUMAN_TOOL.name), None)
+        if asked is not None:
+            return completion.model_copy(update={"text": ask_human_output(asked.arguments)})
+    return completion

@@ -11,7 +11,9 @@ from agentrunner.domain.errors import AgentNotFoundError, AgentUnavailableError
 from agentrunner.ports import AgentRecord, ProviderCatalog
 
 # Modes whose engines this build runs; the others are listed but unavailable, with reason.
-SERVED_MODES = frozenset({ExecutionMode.AUTONOMOUS, ExecutionMode.SCHEDULED, ExecutionMode.CONTINUOUS})
+SERVED_MODES = frozenset(
+    {ExecutionMode.AUTONOMOUS, ExecutionMode.SCHEDULED, ExecutionMode.CONTINUOUS, ExecutionMode.COLLABORATIVE}
+)
 
 
 class AgentStatus(StrEnum):

@@ -48,11 +48,14 @@ class EchoProvider:
         return None
 
 
-Script = Sequence[str] | Callable[[LLMRequest], Awaitable[str] | str]
+Reply = str | Completion
+Script = Sequence[Reply] | Callable[[LLMRequest], Awaitable[Reply] | Reply]
 
 
 class ScriptedProvider:
-    """Answers from a list of replies (in turn, repeating the last) or from a callable."""
+    """Answers from a list of replies (in turn, repeating the last) or from a callable. A
+    reply is the answer's text, or a whole `Completion` (to answer with tool calls); a
+    Completion without usage gets the word counts of the other replies."""
 
     name = "scripted"
 
@@ -62,13 +65,18 @@ class ScriptedProvider:
 
     async def complete(self, request: LLMRequest) -> Completion:
         self.requests.append(request)
+        reply: Reply
         if callable(self._script):
-            reply = self._script(request)
-            text = reply if isinstance(reply, str) else await reply
+            answer = self._script(request)
+            reply = answer if isinstance(answer, str | Completion) else await answer
         else:
             replies = list(self._script)
-            text = replies[min(len(self.requests), len(replies)) - 1] if replies else ""
-        return _completion(request, text)
+            reply = replies[min(len(self.requests), len(replies)) - 1] if replies else ""
+        if isinstance(reply, str):
+            return _completion(request, reply)
+        if reply.usage == Usage():
+            return reply.model_copy(update={"usage": _completion(request, reply.text).usage})
+        return reply
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
         async for item in _streamed(await self.complete(request)):

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.logs import get_logger
@@ -256,6 +257,22 @@ class CachedStateStore:
         self, schedule_id: str, *, limit: int = 50, before: datetime | None = None
     ) -> list[ScheduleFire]:
         return await self._store.list_fires(schedule_id, limit=limit, before=before)
+
+    # Plan runs are read and written by few callers, and every write is conditional on the
+    # version read: served from the database, never cached.
+    async def create_plan_run(self, run: PlanRun, *, events: Sequence[Event] = ()) -> PlanRun:
+        return await self._store.create_plan_run(run, events=events)
+
+    async def save_plan_run(self, run: PlanRun, *, events: Sequence[Event] = ()) -> PlanRun:
+        return await self._store.save_plan_run(run, events=events)
+
+    async def get_plan_run(self, run_id: str) -> PlanRun:
+        return await self._store.get_plan_run(run_id)
+
+    async def list_plan_runs(
+        self, *, agent: str | None = None, status: PlanRunStatus | None = None, limit: int = 50
+    ) -> list[PlanRun]:
+        return await self._store.list_plan_runs(agent=agent, status=status, limit=limit)
 
     # -- the cache, which may be down ------------------------------------------------
 

@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, Inter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from agentrunner.adapters.state import schedule_sql
+from agentrunner.adapters.state import plan_sql, schedule_sql
 from agentrunner.adapters.state.rows import (
     dead_letter_from,
     dead_letter_id,
@@ -61,6 +61,7 @@ from agentrunner.domain.errors import (
 )
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
+from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, AgentUsage, UsageTotals
 from agentrunner.ports import AgentRecord, ExecutionPage, FireClaim, OutboxEntry, UnfinishedFire
@@ -576,6 +577,29 @@ class SQLStateStore:
             raise BadRequestError(f"limit must be at least 1, got {limit}")
         async with self._session() as session:
             return await schedule_sql.list_fires(session, schedule_id, limit=limit, before=before)
+
+    # -- plan runs (collaborative mode; the SQL is in plan_sql.py) ---------------------
+
+    async def create_plan_run(self, run: PlanRun, *, events: Sequence[Event] = ()) -> PlanRun:
+        try:
+            async with self._session(write=True, atomic=True) as session:
+                return await plan_sql.create_plan_run(session, run, events)
+        except IntegrityError as exc:
+            raise ConflictError(f"plan run {run.id} already exists", run_id=run.id) from exc
+
+    async def save_plan_run(self, run: PlanRun, *, events: Sequence[Event] = ()) -> PlanRun:
+        async with self._session(write=True, atomic=True) as session:
+            return await plan_sql.save_plan_run(session, run, events)
+
+    async def get_plan_run(self, run_id: str) -> PlanRun:
+        async with self._session() as session:
+            return await plan_sql.get_plan_run(session, run_id)
+
+    async def list_plan_runs(
+        self, *, agent: str | None = None, status: PlanRunStatus | None = None, limit: int = 50
+    ) -> list[PlanRun]:
+        async with self._session() as session:
+            return await plan_sql.list_plan_runs(session, agent=agent, status=status, limit=limit)
 
 
 EXECUTION_COLUMNS = tuple(column.name for column in EXECUTIONS.columns)

@@ -161,58 +161,67 @@ class AgentStateRow(Base):
 
 
 class PlanRunRow(Base):
-    """One run of a collaborative agent's plan."""
+    """One run of a collaborative agent's plan (see `domain.plan.PlanRun`); its id is the
+    id of the execution that started it. `version` grows with every save."""
 
     __tablename__ = "plan_runs"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     agent: Mapped[str] = mapped_column(String(128), index=True)
-    status: Mapped[str] = mapped_column(String(24))
-    input: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(24), index=True)
+    task: Mapped[dict[str, Any]]
     plan: Mapped[dict[str, Any] | None]
-    result: Mapped[dict[str, Any] | None]
+    state: Mapped[Any] = mapped_column(CompressedJSON)
+    origin: Mapped[dict[str, Any] | None]
+    result: Mapped[str | None] = mapped_column(Text)
     error: Mapped[dict[str, Any] | None]
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
     trace_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
 
 
 class PlanStepRow(Base):
-    """One step of a plan run, assigned to an agent, after its dependencies."""
+    """What happened to one step of a plan run (see `domain.plan.StepRun`)."""
 
     __tablename__ = "plan_steps"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    plan_run_id: Mapped[str] = mapped_column(ForeignKey("plan_runs.id", ondelete="CASCADE"), index=True)
-    position: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[str] = mapped_column(ForeignKey("plan_runs.id", ondelete="CASCADE"), primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     agent: Mapped[str] = mapped_column(String(128))
-    task: Mapped[str] = mapped_column(Text)
-    depends_on: Mapped[list[Any]]
     status: Mapped[str] = mapped_column(String(24))
+    execution_id: Mapped[str | None] = mapped_column(String(64))
     output: Mapped[str | None] = mapped_column(Text)
     error: Mapped[dict[str, Any] | None]
-    execution_id: Mapped[str | None] = mapped_column(String(64))
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    __table_args__ = (UniqueConstraint("plan_run_id", "position", name="uq_plan_steps_run_position"),)
-
 
 class ClarificationRow(Base):
-    """A question a plan step asks a human; the run waits until it is answered."""
+    """A question a plan step asked a human (see `domain.plan.Clarification`)."""
 
     __tablename__ = "clarifications"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    plan_run_id: Mapped[str] = mapped_column(ForeignKey("plan_runs.id", ondelete="CASCADE"), index=True)
-    step_id: Mapped[str | None] = mapped_column(ForeignKey("plan_steps.id", ondelete="CASCADE"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("plan_runs.id", ondelete="CASCADE"), index=True)
+    step_id: Mapped[str] = mapped_column(String(64))
     question: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
     options: Mapped[list[Any]]
-    status: Mapped[str] = mapped_column(String(16))
-    response: Mapped[str | None] = mapped_column(Text)
+    default: Mapped[str | None] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(Text)
     answered_by: Mapped[str | None] = mapped_column(String(256))
-    created_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    asked_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
     answered_at: Mapped[datetime | None]
 
 

@@ -1,0 +1,99 @@
+"""Plan runs of collaborative agents, on the orchestrator (8003): read them, approve or
+reject a plan held for approval, answer a step's question. Mounted into the orchestrator
+app by the composition root."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from agentrunner.domain.agent import ExecutionMode
+from agentrunner.domain.errors import PlanRunNotFoundError
+from agentrunner.domain.execution import Execution
+from agentrunner.domain.plan import ClarificationStatus, PlanRun, PlanRunStatus
+from agentrunner.runtime.plan_runs import PlanRuns
+
+
+class ApproveRequest(BaseModel):
+    """Body of `POST /plan-runs/{id}/approve` (optional)."""
+
+    plan: dict[str, Any] | None = Field(
+        default=None,
+        description='An edited plan, `{"steps": [...]}`, checked as a planned one; omit to run the plan as it is.',
+    )
+
+
+class RejectRequest(BaseModel):
+    """Body of `POST /plan-runs/{id}/reject` (optional)."""
+
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class AnswerRequest(BaseModel):
+    """Body of `POST /plan-runs/{id}/clarifications/{clarification_id}`."""
+
+    response: str = Field(min_length=1, max_length=20_000, description="The answer: text, an option, or yes/no.")
+    answered_by: str | None = Field(default=None, max_length=256)
+
+
+class PlanRunList(BaseModel):
+    """Plan runs, newest first."""
+
+    items: list[PlanRun]
+
+
+async def plan_run_answer(plan_runs: PlanRuns, execution: Execution) -> dict[str, Any]:
+    """What an invocation of a collaborative agent answers besides its execution (ARCHITECTURE
+    §9): `plan_run_id`, and as the run stands, `plan_run_status`, `steps` and the pending
+    `clarifications` (absent until the collaborative pool has started the run)."""
+    agent = plan_runs.registry.agents.get(execution.agent)
+    if agent is None or agent.config is None or agent.config.execution_mode is not ExecutionMode.COLLABORATIVE:
+        return {}
+    answer: dict[str, Any] = {"plan_run_id": execution.execution_id}
+    try:
+        run = await plan_runs.get(execution.execution_id)
+    except PlanRunNotFoundError:
+        return answer
+    pending = [c for c in run.clarifications if c.status is ClarificationStatus.PENDING]
+    return answer | {
+        "plan_run_status": run.status.value,
+        "steps": [step.model_dump(mode="json") for step in run.steps],
+        "clarifications": [question.model_dump(mode="json") for question in pending],
+    }
+
+
+def plan_run_routes(plan_runs: PlanRuns) -> APIRouter:
+    """The plan-run routes (ARCHITECTURE §9), to include in the orchestrator app."""
+    router = APIRouter(tags=["plan runs"])
+
+    @router.get("/plan-runs", response_model=PlanRunList)
+    async def list_plan_runs(
+        agent: str | None = None,
+        status: PlanRunStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> PlanRunList:
+        return PlanRunList(items=await plan_runs.list(agent=agent, status=status, limit=limit))
+
+    @router.get(
+        "/plan-runs/{run_id}",
+        response_model=PlanRun,
+        summary="A plan run: its plan, every step's status, output, usage and cost, and its questions",
+    )
+    async def get_plan_run(run_id: str) -> PlanRun:
+        return await plan_runs.get(run_id)
+
+    @router.post("/plan-runs/{run_id}/approve", response_model=PlanRun)
+    async def approve_plan_run(run_id: str, request: ApproveRequest | None = None) -> PlanRun:
+        return await plan_runs.approve(run_id, request.plan if request else None)
+
+    @router.post("/plan-runs/{run_id}/reject", response_model=PlanRun)
+    async def reject_plan_run(run_id: str, request: RejectRequest | None = None) -> PlanRun:
+        return await plan_runs.reject(run_id, request.reason if request else None)
+
+    @router.post("/plan-runs/{run_id}/clarifications/{clarification_id}", response_model=PlanRun)
+    async def answer_clarification(run_id: str, clarification_id: str, request: AnswerRequest) -> PlanRun:
+        return await plan_runs.answer(run_id, clarification_id, request.response, answered_by=request.answered_by)
+
+    return router

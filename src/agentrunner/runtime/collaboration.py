@@ -1,0 +1,427 @@
+"""The collaborative pool: drives the plan runs of collaborative agents.
+
+It consumes the queues of collaborative agents (`invoke.<agent>`, and their event
+subscriptions). A run is keyed to the execution that started it: planned by the
+coordinating agent's model, held for approval if asked, then its steps run in dependency
+order, independent ones together, each as an execution of its agent through the bus and
+that agent's pool, with a deterministic id (run, step, attempt). The run is saved after
+every step, so a worker killed at any point resumes from the last finished step when the
+message comes back (RabbitMQ redelivers it; the embedded node re-publishes unfinished
+executions at start): a step that was running is found by its execution id, never run
+twice. A step's agent may ask a human (`ask_human`): the step, then the run, pause durably
+until the answer (runtime/plan_runs.py) or the clarification timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from functools import partial
+
+from agentrunner.domain.agent import AgentConfig, ExecutionMode
+from agentrunner.domain.errors import (
+    AgentRunnerError,
+    ConflictError,
+    ExecutionCancelledError,
+    LLMError,
+    PlanInvalidError,
+)
+from agentrunner.domain.event import Event
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
+from agentrunner.domain.plan import (
+    ClarificationStatus,
+    PlanRun,
+    PlanRunStatus,
+    StepRun,
+    StepStatus,
+)
+from agentrunner.logs import get_logger
+from agentrunner.ports import EventBus, ProviderCatalog, StateStore, Subscription
+from agentrunner.runtime.outbox import OutboxRelay
+from agentrunner.runtime.plan_runs import (
+    CLARIFICATION_ANSWERED_PATTERN,
+    Change,
+    PlanRuns,
+)
+from agentrunner.runtime.plan_steps import (
+    cancelled_error,
+    ending,
+    failed_by_step,
+    paused,
+    ready_steps,
+    spent,
+    started,
+    step_finished,
+    step_task,
+)
+from agentrunner.runtime.planner import Spend, make_plan, participants, synthesize
+from agentrunner.runtime.registry import AgentRegistry
+from agentrunner.runtime.topics import CANCEL_PATTERN, FINISHED_PATTERN, agent_queue, cancel_topic, invoke_topic
+from agentrunner.runtime.worker import execution_id_for
+from agentrunner.tracing import traced
+
+log = get_logger(__name__)
+
+COLLABORATIVE_POOL_MODES = frozenset({ExecutionMode.COLLABORATIVE})
+# Keys of task_data that say where a Slack task came from (the Slack gateway sets them).
+ORIGIN_KEYS = ("source", "channel_id", "user_id", "team_id", "thread_ts", "response_url")
+
+
+class CollaborativePool:
+    """Drives plan runs from the collaborative agents' queues (see the module docstring);
+    more processes of the pool share the runs."""
+
+    def __init__(
+        self,
+        *,
+        bus: EventBus,
+        store: StateStore,
+        registry: AgentRegistry,
+        catalog: ProviderCatalog,
+        relay: OutboxRelay,
+        plan_runs: PlanRuns,
+        worker_id: str,
+        prefetch: int = 10,
+        poll_seconds: float = 2.0,
+        sweep_seconds: float = 5.0,
+        llm_retry_base_seconds: float = 0.5,
+    ) -> None:
+        self._bus = bus
+        self._store = store
+        self._registry = registry
+        self._catalog = catalog
+        self._relay = relay
+        self._runs = plan_runs
+        self._worker_id = worker_id
+        self._prefetch = prefetch
+        self._poll = poll_seconds
+        self._sweep_seconds = sweep_seconds
+        self._retry_base = llm_retry_base_seconds
+        self._subscriptions: list[Subscription] = []
+        self._agents: dict[str, tuple[Subscription, frozenset[str]]] = {}
+        self._waiters: dict[str, asyncio.Future[Execution]] = {}
+        self._driving: dict[str, asyncio.Event] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Consume the collaborative agents' queues, step completions and answers from the
+        bus; settle unanswered questions past their timeout."""
+        self._subscriptions.append(
+            await self._bus.subscribe(
+                f"collaborative.{self._worker_id}.finished",
+                [FINISHED_PATTERN, CANCEL_PATTERN],
+                self._on_finished,
+                prefetch=50,
+                exclusive=True,
+            )
+        )
+        self._subscriptions.append(
+            await self._bus.subscribe(
+                "collaborative.answers", [CLARIFICATION_ANSWERED_PATTERN], self._on_answered, prefetch=4
+            )
+        )
+        await self.sync()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="clarification-timeouts")
+
+    async def sync(self) -> None:
+        """Consume exactly the queues of the available collaborative agents."""
+        wanted = {
+            config.name: frozenset({invoke_topic(config.name), *config.event_subscriptions})
+            for config in self._registry.in_modes(COLLABORATIVE_POOL_MODES)
+        }
+        for name, (subscription, patterns) in list(self._agents.items()):
+            if wanted.get(name) != patterns:
+                del self._agents[name]
+                await subscription.cancel(30.0)
+                await self._bus.unbind(agent_queue(name), sorted(patterns - wanted.get(name, frozenset())))
+        for name, patterns in wanted.items():
+            if name not in self._agents:
+                subscription = await self._bus.subscribe(
+                    agent_queue(name), sorted(patterns), partial(self.handle, name), prefetch=self._prefetch
+                )
+                self._agents[name] = (subscription, patterns)
+        log.info("collaborative pool consuming", queues=len(self._agents))
+
+    async def stop(self, grace_seconds: float = 30.0) -> None:
+        """Stop taking work; runs in flight get `grace_seconds`, then go back to the queue."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        subscriptions = [*self._subscriptions, *(subscription for subscription, _ in self._agents.values())]
+        await asyncio.gather(*(subscription.cancel(grace_seconds) for subscription in subscriptions))
+        self._subscriptions.clear()
+        self._agents.clear()
+
+    async def handle(self, agent: str, event: Event) -> None:
+        """Drive the run an event of `agent`'s queue starts or resumes, until it ends or
+        pauses. Raises only what should bring the event back (the database is down)."""
+        with traced(event.trace_id, "collaborative"):
+            if event.topic == invoke_topic(agent):
+                execution_id = str(event.payload["execution_id"])
+            else:
+                execution_id = await self._execution_for_event(agent, event)
+            # One driver per run in this process: a resume that arrives while the driver
+            # that paused the run is still returning waits for it, then drives afresh.
+            while (busy := self._driving.get(execution_id)) is not None:
+                await busy.wait()
+            done = self._driving[execution_id] = asyncio.Event()
+            try:
+                await self._drive(agent, execution_id)
+            finally:
+                del self._driving[execution_id]
+                done.set()
+
+    async def _execution_for_event(self, agent: str, event: Event) -> str:
+        execution_id = execution_id_for(agent, event)
+        execution = Execution(execution_id=execution_id, agent=agent, input=event.payload, trace_id=event.trace_id)
+        with contextlib.suppress(ConflictError):  # a redelivery: the execution exists
+            await self._store.create_execution(execution)
+        return execution_id
+
+    async def _drive(self, agent: str, execution_id: str) -> None:
+        execution = await self._store.get_execution(execution_id)
+        run = await self._run_for(execution)
+        if run.status.is_terminal:
+            await self._runs.finish_execution(run)  # a crash between the two saves
+            return
+        if execution.status.is_terminal:  # cancelled on request
+            await self._runs.update(run, partial(ending, PlanRunStatus.CANCELLED, cancelled_error(execution), None))
+            return
+        try:
+            config = self._registry.runnable(agent)
+        except AgentRunnerError as exc:
+            await self._runs.update(run, partial(ending, PlanRunStatus.FAILED, exc, None))
+            return
+        if run.status.is_paused:
+            return
+        llm = config.llm_config
+        try:
+            await self._store.start_execution(
+                execution_id, worker=self._worker_id, provider=llm.provider.value, model=llm.model
+            )
+        except ConflictError:
+            return
+        if run.status is PlanRunStatus.PLANNING:
+            run = await self._plan(config, run)
+        if run.status is PlanRunStatus.RUNNING:
+            await self._execute(config, run)
+
+    async def _run_for(self, execution: Execution) -> PlanRun:
+        """The run of `execution`, created on its first delivery."""
+        with contextlib.suppress(AgentRunnerError):
+            return await self._store.get_plan_run(execution.execution_id)
+        task = execution.input
+        origin = {k: task[k] for k in ORIGIN_KEYS if k in task} if task.get("source") == "slack" else None
+        run = PlanRun(
+            id=execution.execution_id, agent=execution.agent, task=task, origin=origin, trace_id=execution.trace_id
+        )
+        try:
+            created = await self._store.create_plan_run(run)
+        except ConflictError:
+            return await self._store.get_plan_run(execution.execution_id)
+        log.info("plan run created", run_id=run.id, agent=run.agent)
+        return created
+
+    async def _plan(self, config: AgentConfig, run: PlanRun) -> PlanRun:
+        spend = Spend()
+        try:
+            team = participants(config, self._registry)
+            plan = await make_plan(config, self._catalog, run.task, team, spend, retry_base_seconds=self._retry_base)
+        except (PlanInvalidError, LLMError) as exc:
+            log.warning("planning failed", run_id=run.id, error=exc.message)
+            return await self._runs.update(run, partial(ending, PlanRunStatus.FAILED, exc, spend))
+        collaborative = config.collaborative_config
+        held = bool(collaborative and collaborative.require_plan_approval)
+
+        def planned(current: PlanRun) -> Change:
+            if current.status is not PlanRunStatus.PLANNING:
+                return current, []
+            status = PlanRunStatus.AWAITING_APPROVAL if held else PlanRunStatus.RUNNING
+            steps = [StepRun(step_id=step.id, agent=step.agent) for step in plan.steps]
+            changed = spent(current, spend).model_copy(update={"plan": plan, "steps": steps, "status": status})
+            events = []
+            if held:
+                payload = {"run_id": current.id, "agent": current.agent, "plan": plan.model_dump(mode="json")}
+                events.append(
+                    Event(topic=f"plan.approval.requested.{current.id}", payload=payload, trace_id=current.trace_id)
+                )
+            return changed, events
+
+        saved = await self._runs.update(run, planned)
+        log.info("plan made", run_id=run.id, steps=len(plan.steps), held_for_approval=held)
+        return saved
+
+    async def _execute(self, config: AgentConfig, run: PlanRun) -> None:
+        """Run the steps until all succeed (then synthesise), one fails, or the run pauses."""
+        collaborative = config.collaborative_config
+        allow = collaborative.allow_human_clarification if collaborative else True
+        timeout = collaborative.clarification_timeout_seconds if collaborative else 3600.0
+        run = await self._run_steps(run, allow=allow, question_timeout=timeout)
+        if run.status is not PlanRunStatus.RUNNING:
+            return
+        spend = Spend()
+        try:
+            result = await synthesize(config, self._catalog, run, spend, retry_base_seconds=self._retry_base)
+        except LLMError as exc:
+            await self._runs.update(run, partial(ending, PlanRunStatus.FAILED, exc, spend))
+            return
+        await self._runs.update(run, partial(ending, PlanRunStatus.SUCCEEDED, None, spend, result=result))
+
+    async def _run_steps(self, run: PlanRun, *, allow: bool, question_timeout: float) -> PlanRun:
+        """Start ready steps and record their outcomes until every step succeeded (the run
+        is returned still running), or the run failed or paused."""
+        watched: dict[asyncio.Task[Execution], str] = {}
+        try:
+            while True:
+                if run.status is not PlanRunStatus.RUNNING:
+                    return run
+                if any(step.status is StepStatus.FAILED for step in run.steps):
+                    return await self._runs.update(run, failed_by_step)
+                if all(step.status is StepStatus.SUCCEEDED for step in run.steps):
+                    return run
+                ready = ready_steps(run)
+                if ready:
+                    run = await self._runs.update(run, partial(started, ready))
+                    continue
+                self._watch_running(run, watched, allow)
+                if not watched:
+                    run = await self._runs.update(run, paused)
+                    if run.status is PlanRunStatus.RUNNING:  # an answer came meanwhile: look again
+                        await asyncio.sleep(self._poll)
+                        run = await self._store.get_plan_run(run.id)
+                    continue
+                finished, _ = await asyncio.wait(watched, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
+                if not finished:  # answers, timeouts and other writers meanwhile
+                    run = await self._store.get_plan_run(run.id)
+                    continue
+                for task in finished:
+                    step_id = watched.pop(task)
+                    outcome = partial(step_finished, step_id, task.result(), allow=allow, timeout=question_timeout)
+                    run = await self._runs.update(run, outcome)
+        finally:
+            for task in watched:
+                task.cancel()
+
+    def _watch_running(self, run: PlanRun, watched: dict[asyncio.Task[Execution], str], allow: bool) -> None:
+        """Watch every running step not watched yet (all of them after a resume)."""
+        for step in run.steps:
+            if step.status is StepStatus.RUNNING and step.step_id not in watched.values():
+                watched[asyncio.create_task(self._step_result(run, step, allow))] = step.step_id
+
+    async def _step_result(self, run: PlanRun, step: StepRun, allow: bool) -> Execution:
+        """The step's execution once it ended: created (with its invocation) unless it
+        exists, as after a resume; observed through `execution.finished`, or the store."""
+        assert step.execution_id is not None
+        try:
+            self._registry.runnable(step.agent)
+        except AgentRunnerError as exc:  # removed or broken since the plan was made
+            await self._fail_unstarted(run, step, exc)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[step.execution_id] = waiter
+        try:
+            execution = Execution(
+                execution_id=step.execution_id,
+                agent=step.agent,
+                input=step_task(run, step, allow),
+                trace_id=run.trace_id,
+            )
+            invocation = Event(
+                topic=invoke_topic(step.agent), payload={"execution_id": step.execution_id}, trace_id=run.trace_id
+            )
+            try:
+                await self._store.create_execution(execution, events=[invocation])
+            except ConflictError:
+                pass  # started before a resume: it runs, or ran, already
+            else:
+                await self._relay.deliver([invocation])
+                log.info("step started", run_id=run.id, step_id=step.step_id, agent=step.agent, attempt=step.attempts)
+            while True:
+                stored = await self._store.get_execution(step.execution_id)
+                if stored.status.is_terminal:
+                    return stored
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(waiter), self._poll)
+        finally:
+            self._waiters.pop(step.execution_id, None)
+
+    async def _fail_unstarted(self, run: PlanRun, step: StepRun, error: AgentRunnerError) -> None:
+        """Record the step's execution as failed, unless it exists (started before)."""
+        assert step.execution_id is not None
+        failed = Execution(
+            execution_id=step.execution_id,
+            agent=step.agent,
+            status=ExecutionStatus.FAILED,
+            input=step_task(run, step, False),
+            error=ExecutionError(code=error.code, message=error.message),
+            trace_id=run.trace_id,
+            finished_at=utcnow(),
+        )
+        with contextlib.suppress(ConflictError):
+            await self._store.create_execution(failed)
+
+    async def _on_finished(self, event: Event) -> None:
+        if event.topic.startswith("execution.cancel."):
+            await self._cancel(event.topic.rsplit(".", 1)[1], str(event.payload.get("execution_id")))
+            return
+        waiter = self._waiters.get(str(event.payload.get("execution_id")))
+        carried = event.payload.get("execution")
+        if waiter is not None and not waiter.done() and isinstance(carried, dict):
+            waiter.set_result(Execution.model_validate(carried))
+
+    async def _cancel(self, agent: str, execution_id: str) -> None:
+        """A cancel request for a collaborative execution: its run ends cancelled (every
+        replica hears it; the first save wins) and its running steps are asked to stop."""
+        registered = self._registry.agents.get(agent)
+        if registered is None or registered.config is None:
+            return
+        if registered.config.execution_mode is not ExecutionMode.COLLABORATIVE:
+            return
+        try:
+            run = await self._store.get_plan_run(execution_id)
+        except AgentRunnerError:
+            return
+        if run.status.is_terminal:
+            return
+        stop = ExecutionCancelledError("cancelled on request")
+        run = await self._runs.update(run, partial(ending, PlanRunStatus.CANCELLED, stop, None))
+        for step in run.steps:
+            if step.status is StepStatus.RUNNING and step.execution_id:
+                payload = {"execution_id": step.execution_id}
+                await self._bus.publish(Event(topic=cancel_topic(step.agent), payload=payload, trace_id=run.trace_id))
+        log.info("plan run cancelled on request", run_id=run.id)
+
+    async def _on_answered(self, event: Event) -> None:
+        """An answer from the bus (a Slack button): the same path as the API's."""
+        payload = event.payload
+        try:
+            await self._runs.answer(
+                str(payload.get("run_id")),
+                str(payload.get("clarification_id")),
+                str(payload.get("answer", "")),
+                answered_by=str(payload["answered_by"]) if payload.get("answered_by") else None,
+            )
+        except AgentRunnerError as exc:
+            if exc.retryable:
+                raise
+            log.warning("answer from the bus not taken", run_id=payload.get("run_id"), error=exc.message)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_seconds)
+            try:
+                await self.settle_late_questions()
+            except AgentRunnerError as exc:
+                log.warning("clarification timeouts not checked", error=exc.message)
+
+    async def settle_late_questions(self) -> None:
+        """Settle every question unanswered past its timeout (default taken, or the run fails)."""
+        now = utcnow()
+        for status in (PlanRunStatus.NEEDS_CLARIFICATION, PlanRunStatus.RUNNING):
+            for run in await self._store.list_plan_runs(status=status, limit=500):
+                if any(
+                    c.status is ClarificationStatus.PENDING and c.expires_at is not None and c.expires_at <= now
+                    for c in run.clarifications
+                ):
+                    await self._runs.expire(run)

@@ -1,0 +1,334 @@
+"""What people do to plan runs, wherever they come from (the API, a Slack button through
+the bus, the clarification timeout): read them, approve or reject a plan, answer a
+question; and how a run ends (its execution finished, `collaboration.completed` published).
+
+Every change is a read-modify-write over the run's version (`StateStore.save_plan_run`),
+tried again on a conflict with what changed meanwhile, so the collaborative worker that
+drives a run and a person answering it never overwrite each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from agentrunner.domain.errors import (
+    AgentRunnerError,
+    BadRequestError,
+    ClarificationNotFoundError,
+    ClarificationTimedOutError,
+    ConflictError,
+    PlanRejectedError,
+)
+from agentrunner.domain.event import Event
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
+from agentrunner.domain.plan import (
+    Clarification,
+    ClarificationStatus,
+    PlanRun,
+    PlanRunStatus,
+    StepRun,
+    StepStatus,
+    checked_answer,
+    parse_plan,
+)
+from agentrunner.logs import get_logger
+from agentrunner.ports import StateStore
+from agentrunner.runtime.outbox import OutboxRelay
+from agentrunner.runtime.planner import participants
+from agentrunner.runtime.registry import AgentRegistry
+from agentrunner.runtime.topics import CHAIN_DEPTH_HEADER, finished_topic, invoke_topic, output_topic
+
+log = get_logger(__name__)
+
+Change = tuple[PlanRun, list[Event]]
+Mutation = Callable[[PlanRun], Change]
+_CONFLICT_RETRIES = 20
+
+
+def completed_topic(run_id: str) -> str:
+    """Topic announcing that a plan run ended (payload: run_id, status, result)."""
+    return f"collaboration.completed.{run_id}"
+
+
+def clarification_requested_topic(run_id: str) -> str:
+    """Topic announcing a question a run's step asks a human."""
+    return f"clarification.requested.{run_id}"
+
+
+def clarification_answered_topic(run_id: str) -> str:
+    """Topic of an answer to a run's question (the Slack gateway publishes it)."""
+    return f"clarification.answered.{run_id}"
+
+
+CLARIFICATION_ANSWERED_PATTERN = "clarification.answered.*"
+
+
+def resume_event(run: PlanRun) -> Event:
+    """The request that makes a collaborative worker drive `run` again."""
+    return Event(topic=invoke_topic(run.agent), payload={"execution_id": run.id, "resume": True}, trace_id=run.trace_id)
+
+
+def ended(
+    run: PlanRun, status: PlanRunStatus, *, result: str | None = None, error: AgentRunnerError | None = None
+) -> Change:
+    """`run` ended in `status`, with its completion announced."""
+    now = utcnow()
+    finished = run.model_copy(
+        update={
+            "status": status,
+            "result": result,
+            "error": ExecutionError(code=error.code, message=error.message) if error else None,
+            "finished_at": now,
+        }
+    )
+    announced = Event(
+        topic=completed_topic(run.id),
+        payload={
+            "run_id": run.id,
+            "agent": run.agent,
+            "status": status.value,
+            "result": result,
+            "error": finished.error.model_dump() if finished.error else None,
+        },
+        trace_id=run.trace_id,
+    )
+    return finished, [announced]
+
+
+class PlanRuns:
+    """Reads and changes plan runs (see the module docstring)."""
+
+    def __init__(self, *, store: StateStore, relay: OutboxRelay, registry: AgentRegistry) -> None:
+        self._store = store
+        self._relay = relay
+        self._registry = registry
+
+    @property
+    def store(self) -> StateStore:
+        """Where runs are kept."""
+        return self._store
+
+    @property
+    def registry(self) -> AgentRegistry:
+        """The agents runs are planned over."""
+        return self._registry
+
+    async def get(self, run_id: str) -> PlanRun:
+        """The run (raises `PlanRunNotFoundError`)."""
+        return await self._store.get_plan_run(run_id)
+
+    async def list(
+        self, *, agent: str | None = None, status: PlanRunStatus | None = None, limit: int = 50
+    ) -> list[PlanRun]:
+        """Runs matching the filters, newest first."""
+        return await self._store.list_plan_runs(agent=agent, status=status, limit=limit)
+
+    async def update(self, run: PlanRun, mutate: Mutation) -> PlanRun:
+        """Apply `mutate` to `run` and save it with its events; on a conflict, apply it
+        again to the run as stored now. `mutate` may raise to refuse the change. Events
+        are published once saved. Returns the run as saved."""
+        for _ in range(_CONFLICT_RETRIES):
+            changed, events = mutate(run)
+            try:
+                saved = await self._store.save_plan_run(changed, events=events)
+            except ConflictError:
+                run = await self._store.get_plan_run(run.id)
+                continue
+            await self._relay.deliver(events)
+            if saved.status.is_terminal:
+                await self.finish_execution(saved)
+            return saved
+        raise ConflictError(f"plan run {run.id} keeps changing: try again", run_id=run.id)
+
+    async def finish_execution(self, run: PlanRun) -> None:
+        """End the execution that started `run` as the run ended (a no-op when it already
+        has), announcing it as every execution is: `execution.finished.<agent>`, and
+        `agent.output.<agent>` on success."""
+        execution = await self._store.get_execution(run.id)
+        if execution.status.is_terminal:
+            return
+        status = {
+            PlanRunStatus.SUCCEEDED: ExecutionStatus.SUCCEEDED,
+            PlanRunStatus.REJECTED: ExecutionStatus.CANCELLED,
+            PlanRunStatus.CANCELLED: ExecutionStatus.CANCELLED,
+        }.get(run.status, ExecutionStatus.FAILED)
+        finished = execution.model_copy(
+            update={
+                "status": status,
+                "output": run.result,
+                "error": run.error,
+                "usage": run.usage,
+                "cost_usd": run.cost_usd,
+                "finished_at": run.finished_at or utcnow(),
+            }
+        )
+        events = [
+            Event(
+                topic=finished_topic(run.agent),
+                payload={
+                    "execution_id": run.id,
+                    "status": status.value,
+                    "plan_run_id": run.id,
+                    "execution": finished.model_dump(mode="json"),
+                },
+                trace_id=run.trace_id,
+            )
+        ]
+        if status is ExecutionStatus.SUCCEEDED:
+            events.append(_output_event(finished))
+        try:
+            await self._store.save_execution(
+                finished, events=events, only_if=frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
+            )
+        except ConflictError:
+            return  # ended meanwhile (cancelled): left as it is
+        await self._relay.deliver(events)
+        log.info("plan run ended", run_id=run.id, agent=run.agent, status=run.status.value)
+
+    async def approve(self, run_id: str, plan: dict[str, Any] | None = None) -> PlanRun:
+        """Let a run held for approval go on, with its plan or an edited one (validated as
+        the planner's is: `PlanInvalidError`). `ConflictError` when it is not held."""
+        run = await self._store.get_plan_run(run_id)
+        config = self._registry.get(run.agent).config
+        edited = None
+        if plan is not None:
+            max_steps = config.collaborative_config.max_plan_steps if config and config.collaborative_config else 10
+            agents = {p.name for p in participants(config, self._registry)} if config else set()
+            edited = parse_plan(plan, agents=agents, max_steps=max_steps)
+
+        def approved(current: PlanRun) -> Change:
+            _require(current, PlanRunStatus.AWAITING_APPROVAL, "approve")
+            changes: dict[str, Any] = {"status": PlanRunStatus.RUNNING}
+            if edited is not None:
+                changes |= {"plan": edited, "steps": [StepRun(step_id=s.id, agent=s.agent) for s in edited.steps]}
+            changed = current.model_copy(update=changes)
+            return changed, [resume_event(changed)]
+
+        saved = await self.update(run, approved)
+        log.info("plan approved", run_id=run_id, edited=edited is not None)
+        return saved
+
+    async def reject(self, run_id: str, reason: str | None = None) -> PlanRun:
+        """Stop a run held for approval: rejected, its execution cancelled."""
+        run = await self._store.get_plan_run(run_id)
+
+        def rejected(current: PlanRun) -> Change:
+            _require(current, PlanRunStatus.AWAITING_APPROVAL, "reject")
+            why = f"the plan was rejected{': ' + reason if reason else ''}"
+            return ended(current, PlanRunStatus.REJECTED, error=PlanRejectedError(why))
+
+        return await self.update(run, rejected)
+
+    async def answer(self, run_id: str, clarification_id: str, answer: str, *, answered_by: str | None) -> PlanRun:
+        """Answer a run's question: the step that asked runs again with the answer, and a
+        run paused for it resumes. A second answer is a `ConflictError`; an answer that
+        does not fit the question (a choice not offered) a `BadRequestError`."""
+        run = await self._store.get_plan_run(run_id)
+
+        def answered(current: PlanRun) -> Change:
+            question = current.clarification(clarification_id)
+            if question is None:
+                raise ClarificationNotFoundError(
+                    f"plan run {run_id} has no clarification {clarification_id}", run_id=run_id
+                )
+            if question.status is not ClarificationStatus.PENDING:
+                raise ConflictError(
+                    f"clarification {clarification_id} is already {question.status.value}: it takes one answer",
+                    run_id=run_id,
+                )
+            if current.status.is_terminal:
+                raise ConflictError(f"plan run {run_id} already ended ({current.status.value})", run_id=run_id)
+            try:
+                value = checked_answer(question, answer)
+            except ValueError as exc:
+                raise BadRequestError(f"clarification {clarification_id}: {exc}") from exc
+            return _with_answer(current, question, value, answered_by, ClarificationStatus.ANSWERED)
+
+        saved = await self.update(run, answered)
+        log.info("clarification answered", run_id=run_id, clarification_id=clarification_id)
+        return saved
+
+    async def expire(self, run: PlanRun) -> PlanRun:
+        """Settle the questions of `run` unanswered past their time: the declared default
+        is taken, else the run fails with the reason. Returns the run as it stands."""
+
+        def settled(current: PlanRun) -> Change:
+            now = utcnow()
+            late = [
+                c
+                for c in current.clarifications
+                if c.status is ClarificationStatus.PENDING and c.expires_at is not None and c.expires_at <= now
+            ]
+            if not late or current.status.is_terminal:
+                return current, []
+            question = late[0]
+            if question.default is not None:
+                return _with_answer(current, question, question.default, "default", ClarificationStatus.DEFAULTED)
+            waited = (question.expires_at - question.asked_at) if question.expires_at else timedelta()
+            expired = question.model_copy(update={"status": ClarificationStatus.EXPIRED})
+            failed_step = _step(current, question.step_id).model_copy(
+                update={"status": StepStatus.FAILED, "finished_at": now}
+            )
+            current = _replace(current, clarification=expired, step=failed_step)
+            reason = (
+                f"clarification {question.id} of step {question.step_id!r} ({question.question!r}) was not answered "
+                f"within {waited.total_seconds():g} s (clarification_timeout_seconds) and has no default"
+            )
+            return ended(current, PlanRunStatus.FAILED, error=ClarificationTimedOutError(reason))
+
+        return await self.update(run, settled)
+
+
+def _with_answer(
+    run: PlanRun, question: Clarification, value: str, answered_by: str | None, status: ClarificationStatus
+) -> Change:
+    """`run` with `question` answered and its step ready to run again; a run paused for
+    it resumes (its worker is asked to drive it)."""
+    answered = question.model_copy(
+        update={"answer": value, "answered_by": answered_by, "status": status, "answered_at": utcnow()}
+    )
+    step = _step(run, question.step_id).model_copy(update={"status": StepStatus.PENDING})
+    changed = _replace(run, clarification=answered, step=step)
+    if run.status is PlanRunStatus.NEEDS_CLARIFICATION:
+        changed = changed.model_copy(update={"status": PlanRunStatus.RUNNING})
+        return changed, [resume_event(changed)]
+    return changed, []
+
+
+def _step(run: PlanRun, step_id: str) -> StepRun:
+    step = run.step_run(step_id)
+    if step is None:
+        raise ConflictError(f"plan run {run.id} has no step {step_id!r}", run_id=run.id)
+    return step
+
+
+def _replace(run: PlanRun, *, clarification: Clarification | None = None, step: StepRun | None = None) -> PlanRun:
+    changes: dict[str, Any] = {}
+    if clarification is not None:
+        changes["clarifications"] = [clarification if c.id == clarification.id else c for c in run.clarifications]
+    if step is not None:
+        changes["steps"] = [step if s.step_id == step.step_id else s for s in run.steps]
+    return run.model_copy(update=changes)
+
+
+def _require(run: PlanRun, status: PlanRunStatus, action: str) -> None:
+    if run.status is not status:
+        raise ConflictError(
+            f"plan run {run.id} is {run.status.value}, not {status.value}: nothing to {action}", run_id=run.id
+        )
+
+
+def _output_event(execution: Execution) -> Event:
+    return Event(
+        topic=output_topic(execution.agent),
+        payload={
+            "agent": execution.agent,
+            "execution_id": execution.execution_id,
+            "output": execution.output,
+            "session_id": execution.session_id,
+        },
+        trace_id=execution.trace_id,
+        headers={CHAIN_DEPTH_HEADER: "1"},
+    )

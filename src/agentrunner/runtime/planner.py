@@ -1,0 +1,169 @@
+"""The coordinating agent's own model calls in a collaborative run: writing the plan
+(through the provider's tool call, or JSON text), and the final synthesis of the steps'
+outputs. The steps themselves run as invocations of their agents (runtime/collaboration.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from agentrunner.domain.agent import AgentConfig, ExecutionMode, LLMConfig
+from agentrunner.domain.errors import PlanInvalidError
+from agentrunner.domain.execution import Usage
+from agentrunner.domain.llm import Completion, LLMRequest, Message
+from agentrunner.domain.plan import PLAN_TOOL, Plan, PlanRun, parse_plan
+from agentrunner.ports import ProviderCatalog
+from agentrunner.runtime.agent_run import user_prompt
+from agentrunner.runtime.llm_calls import complete_with_retries
+from agentrunner.runtime.registry import AgentRegistry
+
+PLANNER_PROMPT = """You plan the work of a team of AI agents.
+Split the task into steps; assign each step to the participating agent best suited to it
+(by its description and tags); give each step a short unique id, a precise instruction,
+the ids of earlier steps whose outputs it needs (`inputs`) and of steps it must wait for
+(`depends_on`). Steps that do not need each other run in parallel. Use at most {max_steps}
+steps, and only the participating agents. Answer by calling the `submit_plan` tool (or, if
+you cannot call tools, with the JSON object {{"steps": [...]}} alone)."""
+
+SYNTHESIS_PROMPT = """The steps of your team's plan are done. Combine their outputs into the
+final answer to the task: complete, consistent, and in the form the task asks for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """An agent a plan may assign steps to, as the planner sees it."""
+
+    name: str
+    description: str
+    tags: tuple[str, ...]
+    preferred: bool
+
+
+@dataclass(slots=True)
+class Spend:
+    """Tokens and cost of the coordinating agent's own calls."""
+
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = None
+
+    def add(self, completion: Completion) -> None:
+        """Count one more call."""
+        self.usage = self.usage + completion.usage
+        self.cost_usd = add_cost(self.cost_usd, completion.cost_usd)
+
+
+def add_cost(first: float | None, second: float | None) -> float | None:
+    """The sum of two costs, None only when neither is known."""
+    if first is None and second is None:
+        return None
+    return (first or 0.0) + (second or 0.0)
+
+
+def participants(config: AgentConfig, registry: AgentRegistry) -> list[Participant]:
+    """The agents `config`'s plans may use: its `preferred_collaborators` that can run, then
+    every other available agent that is not collaborative (runs do not nest)."""
+    collaborative = config.collaborative_config
+    preferred = collaborative.preferred_collaborators if collaborative else []
+    available = {
+        agent.name: agent
+        for agent in registry.in_modes(frozenset(ExecutionMode) - {ExecutionMode.COLLABORATIVE})
+        if agent.name != config.name
+    }
+    ordered = [name for name in preferred if name in available]
+    ordered += sorted(set(available) - set(ordered))
+    return [
+        Participant(name, available[name].description, tuple(available[name].tags), name in preferred)
+        for name in ordered
+    ]
+
+
+def planner_llm(config: AgentConfig) -> LLMConfig:
+    """The model that plans: `collaborative_config.planning_agent` over the agent's own."""
+    planning = config.collaborative_config.planning_agent if config.collaborative_config else None
+    if planning is None:
+        return config.llm_config
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("provider", planning.provider),
+            ("model", planning.model),
+            ("temperature", planning.temperature),
+        )
+        if value is not None
+    }
+    return config.llm_config.model_copy(update=changes)
+
+
+async def make_plan(
+    config: AgentConfig,
+    catalog: ProviderCatalog,
+    task: dict[str, Any],
+    team: list[Participant],
+    spend: Spend,
+    *,
+    retry_base_seconds: float = 0.5,
+) -> Plan:
+    """A valid plan for `task` over `team`. An invalid answer is asked for again once, with
+    what was wrong; raises `PlanInvalidError` when the second is invalid too (or
+    `LLMError` when the planner cannot be reached)."""
+    llm = planner_llm(config)
+    provider = catalog.provider_for(llm)
+    max_steps = config.collaborative_config.max_plan_steps if config.collaborative_config else 10
+    team_text = orjson.dumps(
+        [{"name": p.name, "description": p.description, "tags": list(p.tags), "preferred": p.preferred} for p in team],
+        option=orjson.OPT_INDENT_2,
+    ).decode()
+    messages = [
+        Message(role="system", content=PLANNER_PROMPT.format(max_steps=max_steps)),
+        Message(role="user", content=f"Task:\n{user_prompt(task)}\n\nParticipating agents:\n{team_text}"),
+    ]
+    agents = {p.name for p in team}
+    first_error: PlanInvalidError | None = None
+    for _ in range(2):
+        request = LLMRequest(model=llm.model, messages=messages, temperature=llm.temperature, tools=[PLAN_TOOL])
+        completion = await complete_with_retries(provider, request, llm, base_delay_seconds=retry_base_seconds)
+        spend.add(completion)
+        call = next((c for c in completion.tool_calls if c.name == PLAN_TOOL.name), None)
+        try:
+            return parse_plan(call.arguments if call else completion.text, agents=agents, max_steps=max_steps)
+        except PlanInvalidError as exc:
+            if first_error is not None:
+                raise PlanInvalidError(
+                    f"the planner's plan was invalid twice; first: {first_error.message}; then: {exc.message}"
+                ) from exc
+            first_error = exc
+            messages += _correction(completion, exc)
+    raise AssertionError("unreachable: the second invalid plan raises")
+
+
+def _correction(completion: Completion, error: PlanInvalidError) -> list[Message]:
+    """The planner's answer and what was wrong with it, to ask for a corrected plan."""
+    ask = f"That plan is invalid: {error.message}. Submit a corrected plan."
+    if not completion.tool_calls:
+        return [Message(role="assistant", content=completion.text), Message(role="user", content=ask)]
+    answers = [Message(role="tool", content=ask, tool_call_id=call.id) for call in completion.tool_calls]
+    return [Message(role="assistant", content=completion.text, tool_calls=completion.tool_calls), *answers]
+
+
+async def synthesize(
+    config: AgentConfig, catalog: ProviderCatalog, run: PlanRun, spend: Spend, *, retry_base_seconds: float = 0.5
+) -> str:
+    """The final answer of `run`: the coordinating agent (its own llm_config and system
+    prompt) over the outputs of every step. Raises `LLMError`."""
+    llm = config.llm_config
+    outputs = "\n\n".join(
+        f"## Step {step.step_id} ({step.agent})\n{step.output or ''}" for step in run.steps if step.output
+    )
+    messages = []
+    if config.system_prompt.strip():
+        messages.append(Message(role="system", content=config.system_prompt))
+    messages.append(Message(role="user", content=f"{SYNTHESIS_PROMPT}\n\nTask:\n{user_prompt(run.task)}\n\n{outputs}"))
+    request = LLMRequest(model=llm.model, messages=messages, temperature=llm.temperature, max_tokens=llm.max_tokens)
+    completion = await complete_with_retries(
+        catalog.provider_for(llm), request, llm, base_delay_seconds=retry_base_seconds
+    )
+    spend.add(completion)
+    return completion.text
