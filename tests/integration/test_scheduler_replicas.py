@@ -44,9 +44,10 @@ def replicas(tmp_path: Path, postgres_url: str) -> Iterator[tuple[list[subproces
 
 
 async def _fires(database_url: str) -> tuple[dict[str, list[datetime]], int]:
-    engine = create_async_engine(database_url)
+    # One snapshot for both counts: the replicas keep firing between two statements.
+    engine = create_async_engine(database_url, isolation_level="REPEATABLE READ")
     try:
-        async with engine.connect() as connection:
+        async with engine.begin() as connection:
             rows = (
                 await connection.execute(
                     text(
