@@ -64,7 +64,14 @@ class Node:
     """One agentrunner process: its adapters, engines and role apps. `roles` says which
     of them this process runs (all of them in the embedded mode)."""
 
-    def __init__(self, settings: Settings, *, roles: Sequence[str] = ALL_ROLES, script: Script | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        roles: Sequence[str] = ALL_ROLES,
+        script: Script | None = None,
+        slack_optional: bool = False,
+    ) -> None:
         unknown = sorted(set(roles) - set(ALL_ROLES) - set(PLANNED_ROLES))
         if unknown:
             raise ConfigError(f"unknown role {', '.join(unknown)}: choose from {', '.join(ALL_ROLES)}")
@@ -78,7 +85,7 @@ class Node:
             )
         self.settings = settings
         self.roles = frozenset(roles)
-        self.slack_off_reason = _slack_off_reason(settings, self.roles)
+        self.slack_off_reason = _slack_off_reason(settings, self.roles, optional=slack_optional)
         self._documents: dict[str, AgentDocument] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._config_events: Subscription | None = None
@@ -141,7 +148,6 @@ class Node:
             llm_retry_base_seconds=settings.llm_retry_base_seconds,
             modes=CONTINUOUS_POOL_MODES,
         )
-        self.slack_replies = _slack_replies(settings)
         self.slack_gateway = SlackGateway(
             orchestrator=self.orchestrator,
             cache=self.cache,
@@ -149,7 +155,13 @@ class Node:
             default_agent=settings.slack_default_agent,
             dedup_ttl_seconds=settings.slack_dedup_ttl_seconds,
         )
-        self.slack_answers = SlackAnswers(bus=self.bus, store=self.store, cache=self.cache, replies=self.slack_replies)
+        # Built only where Slack is served: slack_sdk and aiohttp cost start-up time.
+        self.slack_replies: SlackReplies | None = _slack_replies(settings) if self.slack_on else None
+        self.slack_answers: SlackAnswers | None = None
+        if self.slack_replies is not None:
+            self.slack_answers = SlackAnswers(
+                bus=self.bus, store=self.store, cache=self.cache, replies=self.slack_replies
+            )
 
     @property
     def slack_on(self) -> bool:
@@ -235,7 +247,8 @@ class Node:
             )
         if self.settings.slack_bot_token is None:
             log.warning("SLACK_BOT_TOKEN is not set: answers to mentions and messages cannot be posted")
-        await self.slack_answers.start()
+        if self.slack_answers is not None:
+            await self.slack_answers.start()
 
     async def _resume_unfinished(self) -> None:
         """Embedded mode: the in-memory bus died with the last process, and with it the
@@ -297,8 +310,10 @@ class Node:
         await self.relay.stop()
         await self.pool.stop()
         await self.continuous.stop()
-        await self.slack_answers.stop()
-        await self.slack_replies.close()
+        if self.slack_answers is not None:
+            await self.slack_answers.stop()
+        if self.slack_replies is not None:
+            await self.slack_replies.close()
         await self.dead_letters.stop()
         await self.orchestrator.stop()
         await self.bus.close()
@@ -379,17 +394,18 @@ def _cache(settings: Settings) -> Cache:
     return RedisCache(settings.redis_url, key_prefix=settings.redis_key_prefix)
 
 
-def _slack_off_reason(settings: Settings, roles: frozenset[str]) -> str | None:
-    """Why the slack role cannot serve, or None. A process started for the slack role
-    alone refuses to start without its secret; `agentrunner up` (every role) serves
-    without Slack and says so on 8005's /health/ready."""
+def _slack_off_reason(settings: Settings, roles: frozenset[str], *, optional: bool) -> str | None:
+    """Why the slack role cannot serve, or None. Without its secret, a process started for
+    the slack role refuses to start; `agentrunner up` (every role) and `optional` ones
+    (`serve --slack-optional`, as `cluster up` runs it) serve with the gateway off and say
+    so on 8005's /health/ready."""
     if settings.slack_signing_secret is not None or not settings.slack_verify_signatures:
         return None
     reason = (
         "SLACK_SIGNING_SECRET is not set: Slack requests cannot be verified "
         "(set it from the app's Basic Information page, or SLACK_VERIFY_SIGNATURES=false for local development)"
     )
-    if "slack" in roles and set(roles) != set(ALL_ROLES):
+    if "slack" in roles and set(roles) != set(ALL_ROLES) and not optional:
         raise ConfigError(f"the slack role does not start: {reason}")
     return reason
 
@@ -403,7 +419,7 @@ def _slack_verifier(settings: Settings) -> SlackRequestVerifier | None:
 
 
 def _slack_replies(settings: Settings) -> SlackReplies:
-    # Imported here: slack_sdk and aiohttp cost start-up time a node without Slack does not need.
+    # Imported here: slack_sdk and aiohttp cost ~0.2 s of start-up a node without Slack does not need.
     from agentrunner.adapters.slack.replies import SlackSdkReplies  # noqa: PLC0415
 
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None

@@ -4,12 +4,15 @@ what still fails raises agentrunner's errors, never the SDK's."""
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import pytest
+import slack_sdk.errors
+from slack_sdk.web.slack_response import SlackResponse
 
-from agentrunner.adapters.slack.replies import SlackSdkReplies
-from agentrunner.domain.errors import SlackRejectedError, SlackUnavailableError
+from agentrunner.adapters.slack.replies import SlackSdkReplies, _translate
+from agentrunner.domain.errors import SlackError, SlackRejectedError, SlackUnavailableError
 from agentrunner.domain.slack import SlackMessage
 from tests.conftest import free_port
 from tests.fakes.slack_server import BOT_TOKEN, FakeSlack
@@ -79,3 +82,39 @@ async def test_slack_unreachable_raises_a_retryable_error() -> None:
             await replies.respond(f"http://127.0.0.1:{free_port()}/response/x", SlackMessage(text="Paris."))
     finally:
         await replies.close()
+
+
+def _sdk_errors() -> list[type[Exception]]:
+    return [
+        cls
+        for _, cls in inspect.getmembers(slack_sdk.errors, inspect.isclass)
+        if issubclass(cls, Exception) and cls is not slack_sdk.errors.SlackApiError
+    ]
+
+
+@pytest.mark.parametrize("error", _sdk_errors(), ids=lambda cls: cls.__name__)
+def test_every_error_slack_sdk_exports_becomes_a_slack_error(error: type[Exception]) -> None:
+    try:
+        raised = error("boom")
+    except TypeError:  # SlackTokenRotationError wraps an api error
+        raised = error(slack_sdk.errors.SlackApiError("boom", {"ok": False}))  # type: ignore[call-arg]
+    translated = _translate(raised, "chat.postMessage")
+    assert isinstance(translated, SlackError)
+    assert "chat.postMessage" in translated.message
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (429, {"ok": False, "error": "ratelimited"}, SlackUnavailableError),
+        (503, {"ok": False, "error": "service_unavailable"}, SlackUnavailableError),
+        (200, {"ok": False, "error": "channel_not_found"}, SlackRejectedError),
+    ],
+)
+def test_api_errors_are_retryable_only_when_slack_says_not_now(
+    status: int, body: dict[str, object], expected: type[SlackError]
+) -> None:
+    response = SlackResponse(
+        client=None, http_verb="POST", api_url="u", req_args={}, data=body, headers={}, status_code=status
+    )
+    assert type(_translate(slack_sdk.errors.SlackApiError("failed", response), "chat.postMessage")) is expected

@@ -106,9 +106,11 @@ class SlackSdkReplies:
 def _translate(exc: Exception, call: str) -> SlackError:
     """The one place slack_sdk and aiohttp errors become agentrunner's."""
     if isinstance(exc, SlackApiError):
-        status = exc.response.status_code
-        error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
-        detail = f"{call} failed with {status}: {error or exc.response.data!s:.200}"
+        # A SlackResponse, or (for a body that is not JSON) the raw aiohttp response.
+        status = int(getattr(exc.response, "status_code", None) or getattr(exc.response, "status", 0) or 0)
+        data = getattr(exc.response, "data", None)
+        error = data.get("error") if isinstance(data, dict) else None
+        detail = f"{call} failed with {status}: {error or str(data or exc)[:200]}"
         if status == 429 or status >= 500 or error in _TRANSIENT_API_ERRORS:
             return SlackUnavailableError(f"{detail} (after retries)", status=status)
         return SlackRejectedError(detail, status=status, error=error)
