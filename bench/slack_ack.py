@@ -11,7 +11,7 @@ Answers to the commands go to a loopback fake of Slack's response_url.
 
 Slack's limit is 3 s; our target is p99 under 100 ms.
 
-Run: .venv/bin/python bench/slack_ack.py [--concurrency 50] [--rounds 10]
+Run: .venv/bin/python bench/slack_ack.py [--concurrency 50] [--rounds 10] [--sequential 40]
 """
 
 from __future__ import annotations
@@ -67,12 +67,14 @@ async def rounds(
             await asyncio.gather(*(timed(number * concurrency + i) for i in range(concurrency)))
             if number == 0:  # warm-up: connections, first queries
                 del latencies[before:], statuses[before:]
-            await asyncio.sleep(0.5)  # let the runs of this round drain before the next
+            await asyncio.sleep(0.5 if concurrency > 1 else 0.05)  # let this round's runs drain first
     return latencies, statuses
 
 
-def measure(setup: str, extra_env: dict[str, str], concurrency: int, count: int) -> list[tuple[str, ...]]:
-    """Rows of the table for one `agentrunner up` configured by `extra_env`."""
+def measure(setup: str, extra_env: dict[str, str], modes: list[tuple[int, int]]) -> list[tuple[str, ...]]:
+    """Rows of the table for one `agentrunner up` configured by `extra_env`: for each
+    (concurrency, rounds) of `modes`, the commands then the peer's invocations."""
+    rows: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory() as scratch, FakeSlack() as slack:
         workdir = Path(scratch)
         (workdir / "agents").mkdir()
@@ -84,10 +86,11 @@ def measure(setup: str, extra_env: dict[str, str], concurrency: int, count: int)
             **extra_env,
         }
         running = start_platform(workdir, env)
+        offset = 0
         try:
 
             async def command(http: httpx.AsyncClient, index: int) -> int:
-                body = command_body("/ask", f"question {index}", response_url=slack.response_url(f"b{index}"))
+                body = command_body("/ask", f"question {index}", response_url=slack.response_url(f"b{offset + index}"))
                 headers = {"content-type": "application/x-www-form-urlencoded", **slack_headers(body)}
                 return (await http.post("/slack/commands", content=body, headers=headers)).status_code
 
@@ -95,34 +98,39 @@ def measure(setup: str, extra_env: dict[str, str], concurrency: int, count: int)
                 task = {"task_data": {"prompt": f"question {index}"}, "wait": 0}
                 return (await http.post(f"/agents/{AGENT}/invoke", json=task)).status_code
 
-            results = {
-                "POST /slack/commands (signed)": asyncio.run(rounds(command, running.url("slack"), concurrency, count)),
-                "peer: POST /agents/{name}/invoke wait=0": asyncio.run(
-                    rounds(invoke, running.url("orchestrator"), concurrency, count)
-                ),
-            }
-            deadline = time.monotonic() + 30
-            while len(slack.messages("/response/")) < (count + 1) * concurrency and time.monotonic() < deadline:
-                time.sleep(0.1)
-            answered = len(slack.messages("/response/"))
+            for concurrency, count in modes:
+                sent = (count + 1) * concurrency
+                before = len(slack.messages("/response/"))
+                commands = asyncio.run(rounds(command, running.url("slack"), concurrency, count))
+                offset += sent
+                invokes = asyncio.run(rounds(invoke, running.url("orchestrator"), concurrency, count))
+                deadline = time.monotonic() + 30
+                while len(slack.messages("/response/")) < before + sent and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                answered = f"{len(slack.messages('/response/')) - before}/{sent}"
+                rows.append(_row(setup, concurrency, "POST /slack/commands (signed)", commands, answered))
+                rows.append(_row(setup, concurrency, "peer: POST /agents/{name}/invoke wait=0", invokes, ""))
         finally:
             running.stop()
-    rows = []
-    for name, (latencies, statuses) in results.items():
-        counts = ", ".join(f"{status}: {statuses.count(status)}" for status in sorted(set(statuses)))
-        rows.append(
-            (
-                setup,
-                name,
-                str(len(latencies)),
-                counts,
-                f"{percentile(latencies, 50):.1f}",
-                f"{percentile(latencies, 99):.1f}",
-                f"{max(latencies):.1f}",
-                str(answered) if name.startswith("POST /slack") else "",
-            )
-        )
     return rows
+
+
+def _row(
+    setup: str, concurrency: int, name: str, result: tuple[list[float], list[int]], answered: str
+) -> tuple[str, ...]:
+    latencies, statuses = result
+    counts = ", ".join(f"{status}: {statuses.count(status)}" for status in sorted(set(statuses)))
+    return (
+        setup,
+        str(concurrency),
+        name,
+        str(len(latencies)),
+        counts,
+        f"{percentile(latencies, 50):.1f}",
+        f"{percentile(latencies, 99):.1f}",
+        f"{max(latencies):.1f}",
+        answered,
+    )
 
 
 def postgres_database() -> tuple[str, Callable[[], None]]:
@@ -151,18 +159,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--sequential", type=int, default=40, help="requests one at a time, for the cost of one")
     args = parser.parse_args()
-    rows = measure("embedded (SQLite)", {}, args.concurrency, args.rounds)
+    modes = [(args.concurrency, args.rounds), (1, args.sequential)]
+    rows = measure("embedded (SQLite)", {}, modes)
     url, drop = postgres_database()
     try:
-        rows += measure("PostgreSQL", {"DATABASE_URL": url}, args.concurrency, args.rounds)
+        rows += measure("PostgreSQL", {"DATABASE_URL": url}, modes)
     finally:
         drop()
-    print(f"# Slack ack latency: {args.concurrency} concurrent requests x {args.rounds} rounds, `agentrunner up`")
+    print(
+        f"# Slack ack latency: {args.concurrency} concurrent requests x {args.rounds} rounds, "
+        f"then {args.sequential} one at a time; `agentrunner up` (all roles and workers in one process)"
+    )
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print()
-    print("| database | endpoint | requests | statuses | p50 ms | p99 ms | max ms | answers at response_url |")
-    print("|---|---|---:|---|---:|---:|---:|---:|")
+    print("| database | in flight | endpoint | requests | statuses | p50 ms | p99 ms | max ms | answered |")
+    print("|---|---:|---|---:|---|---:|---:|---:|---:|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 
