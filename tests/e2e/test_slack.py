@@ -4,6 +4,7 @@ the quick start's agent subscribed to `slack.command.ask` and routed by SLACK_CO
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def test_ask_from_slack_is_acked_then_answered_once(tmp_path: Path) -> None:
         finally:
             assert platform.stop() == 0
         logs = platform.log_path.read_text()
+        refused = [record for record in platform.log_records() if record.get("message") == "slack request refused"]
 
     assert ack.status_code == 200
     assert ack.json()["response_type"] == "ephemeral"
@@ -62,5 +64,8 @@ def test_ask_from_slack_is_acked_then_answered_once(tmp_path: Path) -> None:
     assert len(answers) == 1
     assert "What is the capital of France?" in answers[0].body["text"]
     assert len(executions) == 1, "routed and subscribed: one run"
+    [record] = refused
+    assert "does not match" in json.dumps(record)
+    assert "capital" not in json.dumps(record), "a refused request is logged without its body"
     assert SIGNING_SECRET not in logs
     assert BOT_TOKEN not in logs

@@ -405,3 +405,24 @@ async def test_up_without_a_signing_secret_serves_without_slack_and_says_so(tmp_
     assert "SLACK_SIGNING_SECRET is not set" in ready.json()["checks"]["slack_gateway"]
     assert command.status_code == 503
     assert "SLACK_SIGNING_SECRET" in command.json()["error"]["message"]
+
+
+async def test_a_request_that_failed_on_our_side_runs_when_slack_retries_it(tmp_path: Path, slack: FakeSlack) -> None:
+    listener = AGENT.replace("assistant", "listener") + 'event_subscriptions: ["slack.command.listen"]\n'
+    async with node_on("memory", tmp_path, {"listener.yml": listener}, script=_answer, **_settings(slack)) as node:
+        body = command_body("/listen", "are you there?", response_url=slack.response_url("l1"))
+        headers = {"content-type": FORM, **slack_headers(body)}
+        async with _client(node) as http:
+            await node.bus.close(0)  # the broker goes away: nothing can be accepted
+            failed = await http.post("/slack/commands", content=body, headers=headers)
+            await node.bus.start()
+            seen = await _watch(node, "slack.command.#")
+            retried = await http.post("/slack/commands", content=body, headers={**headers, "X-Slack-Retry-Num": "1"})
+            again = await http.post("/slack/commands", content=body, headers={**headers, "X-Slack-Retry-Num": "2"})
+        await asyncio.sleep(0.3)
+
+    assert failed.status_code == 503
+    assert (retried.status_code, again.status_code) == (200, 200)
+    assert "Working on it: listener" in retried.json()["text"]
+    assert "Already on it" in again.json()["text"]
+    assert [event.payload["text"] for event in seen] == ["are you there?"]
