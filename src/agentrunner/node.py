@@ -247,6 +247,9 @@ class Node:
             )
         if self.settings.slack_bot_token is None:
             log.warning("SLACK_BOT_TOKEN is not set: answers to mentions and messages cannot be posted")
+        unknown = self.slack_gateway.unknown_routes()
+        if unknown:
+            log.warning("SLACK_COMMANDS routes commands to agents that do not exist", routes=unknown)
         if self.slack_answers is not None:
             await self.slack_answers.start()
 

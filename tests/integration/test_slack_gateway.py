@@ -324,7 +324,7 @@ async def test_buttons_answer_clarifications_and_other_actions_are_published(tmp
     async with node_on("memory", tmp_path, {"assistant.yml": AGENT}, script=_answer, **_settings(slack)) as node:
         seen = await _watch(node, "clarification.answered.#", "slack.interaction.#")
         async with _client(node) as http:
-            for action_id, value in (("clarify:run1:c1", "yes"), ("approve-deploy", "go")):
+            for action_id, value in (("clarify:run1:c1", "yes"), ("clarify:run1:c1", "no"), ("approve-deploy", "go")):
                 payload = {
                     "type": "block_actions",
                     "user": {"id": "U7", "username": "ann"},
@@ -339,7 +339,9 @@ async def test_buttons_answer_clarifications_and_other_actions_are_published(tmp
                 )
                 assert response.status_code == 200
         answered, other = await eventually(lambda: seen if len(seen) >= 2 else None)
+        await asyncio.sleep(0.3)
 
+    assert len(seen) == 2, "a second click on the same question answers nothing"
     assert answered.topic == "clarification.answered.run1"
     assert answered.payload == {"run_id": "run1", "clarification_id": "c1", "answer": "yes", "answered_by": "U7"}
     assert other.topic == "slack.interaction.approve-deploy"

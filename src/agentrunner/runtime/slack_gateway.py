@@ -210,6 +210,12 @@ class SlackGateway:
             clarification = parse_clarify_action_id(action_id)
             if clarification is not None:
                 run_id, clarification_id = clarification
+                # The first click answers; a second (another button, another person) is too late.
+                if not await self._first_time(f"answer:{run_id}:{clarification_id}"):
+                    log.info(
+                        "clarification already answered from slack", run_id=run_id, clarification_id=clarification_id
+                    )
+                    continue
                 answer = {"run_id": run_id, "clarification_id": clarification_id, "answer": value}
                 await self._orchestrator.publish_event(
                     f"clarification.answered.{topic_word(run_id)}", {**answer, "answered_by": user.get("id")}
@@ -231,6 +237,12 @@ class SlackGateway:
             if ran is None:
                 raise
             log.error("slack event not published; the routed run goes on", topic=topic, error=exc.message)
+
+    def unknown_routes(self) -> dict[str, str]:
+        """Routed commands whose agent is not registered (to warn about at start)."""
+        return {
+            command: agent for command, agent in self._routes.items() if agent not in self._orchestrator.registry.agents
+        }
 
     def _subscribers(self, topic: str) -> set[str]:
         """Available agents whose event_subscriptions match `topic`."""
