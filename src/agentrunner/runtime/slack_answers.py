@@ -78,6 +78,8 @@ class SlackAnswers:
     async def _on_finished(self, event: Event) -> None:
         carried = event.payload.get("execution")
         if isinstance(carried, dict):
+            if (carried.get("input") or {}).get("source") != SOURCE:
+                return  # most executions: read no further
             execution = Execution.model_validate(carried)
         else:  # a cancel before the run announces only the id
             execution = await self._store.get_execution(str(event.payload.get("execution_id")))
