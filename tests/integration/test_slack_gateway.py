@@ -332,6 +332,10 @@ async def test_buttons_answer_clarifications_and_other_actions_are_published(tmp
                     "channel": {"id": "C1"},
                     "response_url": slack.response_url("i1"),
                     "trigger_id": "t1",
+                    "message": {
+                        "text": "Deploy now?",
+                        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": ":question: Deploy now?"}}],
+                    },
                     "actions": [{"action_id": action_id, "block_id": "b1", "value": value, "type": "button"}],
                 }
                 response = await _post(
@@ -339,11 +343,15 @@ async def test_buttons_answer_clarifications_and_other_actions_are_published(tmp
                 )
                 assert response.status_code == 200
         answered, other = await eventually(lambda: seen if len(seen) >= 2 else None)
+        [marked] = await slack.wait_for(1, "/response/i1")
         await asyncio.sleep(0.3)
 
     assert len(seen) == 2, "a second click on the same question answers nothing"
     assert answered.topic == "clarification.answered.run1"
-    assert answered.payload == {"run_id": "run1", "clarification_id": "c1", "answer": "yes", "answered_by": "U7"}
+    contract = {k: answered.payload[k] for k in ("run_id", "clarification_id", "answer", "answered_by")}
+    assert contract == {"run_id": "run1", "clarification_id": "c1", "answer": "yes", "answered_by": "U7"}
+    assert marked.body["replace_original"] is True, "the question's buttons are replaced by the answer"
+    assert marked.body["text"] == ":white_check_mark: Deploy now?\n<@U7> answered *yes*"
     assert other.topic == "slack.interaction.approve-deploy"
     assert other.payload["value"] == "go"
     assert other.payload["user_id"] == "U7"

@@ -20,11 +20,13 @@ CLARIFY_ACTION_PREFIX = "clarify:"
 @dataclass(frozen=True, slots=True)
 class SlackMessage:
     """One message: its text (always set, the fallback of notifications), optional Block Kit
-    blocks, and whether only the user who asked sees it (response_url only)."""
+    blocks, whether only the user who asked sees it, and whether it replaces the message
+    whose button was clicked (those two through a response_url only)."""
 
     text: str
     blocks: list[dict[str, Any]] = field(default_factory=list)
     ephemeral: bool = False
+    replace_original: bool = False
 
 
 def split_text(text: str, limit: int = MESSAGE_CHARS) -> list[str]:
@@ -115,3 +117,10 @@ def clarification_message(
         for index, answer in enumerate(answers[:25])
     )
     return SlackMessage(text=question, blocks=blocks)
+
+
+def answered_message(question: str, answer: str, answered_by: str) -> SlackMessage:
+    """What a clarification's message becomes once answered: the question and who said
+    what, without buttons (so nobody clicks again)."""
+    text = f":white_check_mark: {question}\n<@{answered_by}> answered *{answer}*"
+    return SlackMessage(text=text[:MESSAGE_CHARS], replace_original=True)

@@ -19,6 +19,7 @@ from agentrunner.domain.slack import (
     RESPONSE_URL_MESSAGES,
     THREAD_MESSAGES,
     SlackMessage,
+    answered_message,
     clarification_message,
     reply_messages,
 )
@@ -32,6 +33,7 @@ log = get_logger(__name__)
 ANSWERS_QUEUE = "slack.answers"
 CLARIFICATIONS_QUEUE = "slack.clarifications"
 CLARIFICATION_REQUESTED_PATTERN = "clarification.requested.#"
+CLARIFICATION_ANSWERED_PATTERN = "clarification.answered.#"
 SOURCE = "slack"
 
 
@@ -63,7 +65,7 @@ class SlackAnswers:
             await self._bus.subscribe(ANSWERS_QUEUE, [FINISHED_PATTERN], self._on_finished, prefetch=self._prefetch),
             await self._bus.subscribe(
                 CLARIFICATIONS_QUEUE,
-                [CLARIFICATION_REQUESTED_PATTERN],
+                [CLARIFICATION_REQUESTED_PATTERN, CLARIFICATION_ANSWERED_PATTERN],
                 self._on_clarification,
                 prefetch=self._prefetch,
             ),
@@ -93,6 +95,9 @@ class SlackAnswers:
         origin = payload.get("origin")
         if not isinstance(origin, dict) or origin.get("source") != SOURCE:
             return
+        if event.topic.startswith("clarification.answered."):
+            await self._mark_answered(payload, origin)
+            return
         options = payload.get("options")
         default = payload.get("default")
         message = clarification_message(
@@ -108,6 +113,19 @@ class SlackAnswers:
         log.info(
             "slack clarification asked", run_id=payload.get("run_id"), clarification_id=payload.get("clarification_id")
         )
+
+    async def _mark_answered(self, payload: dict[str, Any], origin: dict[str, Any]) -> None:
+        """Replace the clicked question's buttons with who answered what (through the
+        click's response_url; an answer from elsewhere has none and changes nothing)."""
+        if not origin.get("response_url"):
+            return
+        message = answered_message(
+            str(origin.get("question") or "").removeprefix(":question: ").split("\n_Answer with")[0],
+            str(payload.get("answer")),
+            str(payload.get("answered_by")),
+        )
+        key = f"answered:{payload.get('run_id')}:{payload.get('clarification_id')}"
+        await self._deliver(key, {"response_url": origin["response_url"]}, message)
 
     async def _send(self, key: str, origin: dict[str, Any], text: str) -> None:
         """`text` to where `origin` came from, cut to Slack's limits, each piece once."""

@@ -217,8 +217,13 @@ class SlackGateway:
                     )
                     continue
                 answer = {"run_id": run_id, "clarification_id": clarification_id, "answer": value}
+                # `origin` (an addition to the contract's fields) lets the slack role mark the
+                # question answered in Slack.
+                message: Mapping[str, Any] = payload.get("message") or {}
+                origin_of_click = {**origin, "question": _question_text(message)}
                 await self._orchestrator.publish_event(
-                    f"clarification.answered.{topic_word(run_id)}", {**answer, "answered_by": user.get("id")}
+                    f"clarification.answered.{topic_word(run_id)}",
+                    {**answer, "answered_by": user.get("id"), "origin": origin_of_click},
                 )
                 log.info("clarification answered from slack", run_id=run_id, clarification_id=clarification_id)
                 continue
@@ -280,6 +285,14 @@ class SlackGateway:
             await self._cache.delete(f"slack:seen:{key}")
         except AgentRunnerError as exc:
             log.warning("slack request failed and stays marked seen: the cache is down", error=exc.message)
+
+
+def _question_text(message: Mapping[str, Any]) -> str:
+    """The question of a clarification message (its first section), else its text."""
+    for block in message.get("blocks") or []:
+        if isinstance(block, dict) and block.get("type") == "section":
+            return str((block.get("text") or {}).get("text") or "")
+    return str(message.get("text") or "")
 
 
 def _ephemeral(text: str) -> SlackMessage:

@@ -62,7 +62,7 @@ class SlackSdkReplies:
                 text=message.text,
                 blocks=message.blocks or None,
                 response_type="ephemeral" if message.ephemeral else "in_channel",
-                replace_original=False,
+                replace_original=message.replace_original,
             )
         except (aiohttp.ClientError, TimeoutError, SlackClientError) as exc:
             raise _translate(exc, "response_url") from exc
