@@ -238,6 +238,8 @@ async def test_unknown_commands_and_agents_get_a_clear_ephemeral_answer(tmp_path
             unknown = await _post(http, "/slack/commands", command_body("/deploy", "now"))
             nobody = await _post(http, "/slack/commands", command_body("/agent", "ghost do it"))
             usage = await _post(http, "/slack/commands", command_body("/agent", ""))
+            ssl_check = await _post(http, "/slack/commands", b"ssl_check=1&token=x")
+            no_command = await _post(http, "/slack/commands", b"text=hello")
             named = await _post(
                 http,
                 "/slack/commands",
@@ -252,6 +254,8 @@ async def test_unknown_commands_and_agents_get_a_clear_ephemeral_answer(tmp_path
     assert "/ask` → assistant" in unknown.json()["text"]
     assert "'ghost' not found" in nobody.json()["text"]
     assert "Usage" in usage.json()["text"]
+    assert ssl_check.status_code == 200
+    assert no_command.status_code == 400
     assert answer.body["text"] == "answer to: summarise"
 
 

@@ -81,6 +81,8 @@ class _SlackRoutes:
         if gateway is None:
             return refused or Response(status_code=503)
         form = _form(body)
+        if form.get("ssl_check") == "1":  # Slack checking the certificate of a command's URL
+            return Response(status_code=200)
         if not form.get("command", "").startswith("/"):
             return error_response(400, "bad_request", "a slash command's form needs a `command` field like /ask")
         command = SlashCommand(
