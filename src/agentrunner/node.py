@@ -206,8 +206,9 @@ class Node:
         if "orchestrator" in self.roles:
             await self.orchestrator.start()
             await self.dead_letters.start()
-        if self.roles & {"orchestrator", "scheduler"}:
-            # Events a crash left in the outbox are published by any node with a sweep.
+        if self.roles & {"orchestrator", "scheduler"} or self.slack_on:
+            # Events a crash left in the outbox are published by any node with a sweep. The
+            # slack role accepts invocations too: its outbox marks are batched off the ack path.
             await self.relay.start()
         if "autonomous" in self.roles:
             await self.pool.start()
