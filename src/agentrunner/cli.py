@@ -72,6 +72,13 @@ def serve(
     health_port: Annotated[
         int, typer.Option("--health-port", help="Port of /health/* for a worker-only process (0: any free port).")
     ] = 0,
+    slack_optional: Annotated[
+        bool,
+        typer.Option(
+            "--slack-optional",
+            help="Without SLACK_SIGNING_SECRET, serve the slack role with its gateway off, not refuse to start.",
+        ),
+    ] = False,
 ) -> None:
     """Run some roles in this process (distributed mode: RabbitMQ between processes)."""
     from agentrunner.logs import configure_logging  # noqa: PLC0415 - keep `validate` light
@@ -81,7 +88,9 @@ def serve(
     settings = _settings()
     configure_logging("+".join(roles), settings.log_level)
     try:
-        started = asyncio.run(serve_node(Node(settings, roles=roles), health_port=health_port))
+        started = asyncio.run(
+            serve_node(Node(settings, roles=roles, slack_optional=slack_optional), health_port=health_port)
+        )
     except (ConfigError, OSError) as exc:
         err.print(f"[red]agentrunner cannot start {' '.join(roles)}:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -50,8 +50,15 @@ def plan(settings: Settings, autonomous: int) -> list[tuple[str, list[str], str]
         )
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     command = [sys.executable, "-m", "agentrunner", "serve"]
+    # Like `up`, a cluster runs for users who do not use Slack too: without its signing
+    # secret the slack role serves with the gateway off instead of refusing to start.
     processes: list[tuple[str, list[str], str]] = [
-        (role, [*command, role], f"http://{host}:{settings.port_of(role)}") for role in HTTP_ROLES
+        (
+            role,
+            [*command, role, *(["--slack-optional"] if role == "slack" else [])],
+            f"http://{host}:{settings.port_of(role)}",
+        )
+        for role in HTTP_ROLES
     ]
     workers = [f"autonomous-{index + 1}" for index in range(autonomous)] + ["continuous", "collaborative"]
     for name in workers:

@@ -38,7 +38,7 @@ from agentrunner.domain.errors import ConfigError
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.logs import get_logger
-from agentrunner.ports import Cache, EventBus, Subscription
+from agentrunner.ports import Cache, EventBus, SlackReplies, SlackRequestVerifier, Subscription
 from agentrunner.runtime.collaboration import CollaborativePool
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
@@ -47,6 +47,8 @@ from agentrunner.runtime.plan_runs import PlanRuns
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
 from agentrunner.runtime.schedule_watch import FireWatch
 from agentrunner.runtime.scheduler import Scheduler
+from agentrunner.runtime.slack_answers import SlackAnswers
+from agentrunner.runtime.slack_gateway import SlackGateway
 from agentrunner.runtime.topics import invoke_topic
 from agentrunner.runtime.worker import CONTINUOUS_POOL_MODES, AgentPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
@@ -67,7 +69,14 @@ class Node:
     """One agentrunner process: its adapters, engines and role apps. `roles` says which
     of them this process runs (all of them in the embedded mode)."""
 
-    def __init__(self, settings: Settings, *, roles: Sequence[str] = ALL_ROLES, script: Script | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        roles: Sequence[str] = ALL_ROLES,
+        script: Script | None = None,
+        slack_optional: bool = False,
+    ) -> None:
         unknown = sorted(set(roles) - set(ALL_ROLES) - set(PLANNED_ROLES))
         if unknown:
             raise ConfigError(f"unknown role {', '.join(unknown)}: choose from {', '.join(ALL_ROLES)}")
@@ -81,6 +90,7 @@ class Node:
             )
         self.settings = settings
         self.roles = frozenset(roles)
+        self.slack_off_reason = _slack_off_reason(settings, self.roles, optional=slack_optional)
         self._documents: dict[str, AgentDocument] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._config_events: Subscription | None = None
@@ -161,6 +171,26 @@ class Node:
             sweep_seconds=settings.clarification_sweep_seconds,
             llm_retry_base_seconds=settings.llm_retry_base_seconds,
         )
+        self.slack_gateway = SlackGateway(
+            orchestrator=self.orchestrator,
+            cache=self.cache,
+            routes=settings.slack_commands,
+            default_agent=settings.slack_default_agent,
+            dedup_ttl_seconds=settings.slack_dedup_ttl_seconds,
+        )
+        # Built only where Slack is served: slack_sdk and aiohttp cost start-up time.
+        self.slack_replies: SlackReplies | None = _slack_replies(settings) if self.slack_on else None
+        self.slack_answers: SlackAnswers | None = None
+        if self.slack_replies is not None:
+            self.slack_answers = SlackAnswers(
+                bus=self.bus, store=self.store, cache=self.cache, replies=self.slack_replies
+            )
+
+    @property
+    def slack_on(self) -> bool:
+        """Whether this process serves Slack (the slack role, with its signing secret or
+        verification explicitly off)."""
+        return "slack" in self.roles and self.slack_off_reason is None
 
     def load_agents(self) -> None:
         """(Re)load agent files into the registry, logging every problem found. A file that
@@ -199,8 +229,9 @@ class Node:
         if "orchestrator" in self.roles:
             await self.orchestrator.start()
             await self.dead_letters.start()
-        if self.roles & {"orchestrator", "scheduler"}:
-            # Events a crash left in the outbox are published by any node with a sweep.
+        if self.roles & {"orchestrator", "scheduler"} or self.slack_on:
+            # Events a crash left in the outbox are published by any node with a sweep. The
+            # slack role accepts invocations too: its outbox marks are batched off the ack path.
             await self.relay.start()
         if "autonomous" in self.roles:
             await self.pool.start()
@@ -211,6 +242,10 @@ class Node:
         if "scheduler" in self.roles:
             await self.scheduler.start()
             await self.fire_watch.start()
+        if self.slack_on:
+            await self._start_slack()
+        elif "slack" in self.roles:
+            log.warning("slack gateway off", reason=self.slack_off_reason)
         if not self.settings.rabbitmq_url:
             await self._resume_unfinished()
         self._config_events = await self.bus.subscribe(
@@ -229,6 +264,20 @@ class Node:
             available=available,
             startup_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+
+    async def _start_slack(self) -> None:
+        if not self.settings.slack_verify_signatures:
+            log.warning(
+                "SLACK_VERIFY_SIGNATURES=false: the slack gateway accepts UNSIGNED requests; "
+                "local development only, never reachable from the internet"
+            )
+        if self.settings.slack_bot_token is None:
+            log.warning("SLACK_BOT_TOKEN is not set: answers to mentions and messages cannot be posted")
+        unknown = self.slack_gateway.unknown_routes()
+        if unknown:
+            log.warning("SLACK_COMMANDS routes commands to agents that do not exist", routes=unknown)
+        if self.slack_answers is not None:
+            await self.slack_answers.start()
 
     async def _resume_unfinished(self) -> None:
         """Embedded mode: the in-memory bus died with the last process, and with it the
@@ -293,6 +342,10 @@ class Node:
         await self.pool.stop()
         await self.continuous.stop()
         await self.collaborative.stop()
+        if self.slack_answers is not None:
+            await self.slack_answers.stop()
+        if self.slack_replies is not None:
+            await self.slack_replies.close()
         await self.dead_letters.stop()
         await self.orchestrator.stop()
         await self.bus.close()
@@ -349,7 +402,12 @@ class Node:
             "config": config_app(self.registry, ready, self.reload_agents),
             "orchestrator": orchestrator,
             "scheduler": scheduler_app(self.scheduler, ready),
-            "slack": slack_app(ready),
+            "slack": slack_app(
+                ready,
+                self.slack_gateway if self.slack_on else None,
+                _slack_verifier(self.settings),
+                off_reason=self.slack_off_reason,
+            ),
         }
 
 
@@ -374,6 +432,40 @@ def _cache(settings: Settings) -> Cache:
     from agentrunner.adapters.cache.redis import RedisCache  # noqa: PLC0415
 
     return RedisCache(settings.redis_url, key_prefix=settings.redis_key_prefix)
+
+
+def _slack_off_reason(settings: Settings, roles: frozenset[str], *, optional: bool) -> str | None:
+    """Why the slack role cannot serve, or None. Without its secret, a process started for
+    the slack role refuses to start; `agentrunner up` (every role) and `optional` ones
+    (`serve --slack-optional`, as `cluster up` runs it) serve with the gateway off and say
+    so on 8005's /health/ready."""
+    if settings.slack_signing_secret is not None or not settings.slack_verify_signatures:
+        return None
+    reason = (
+        "SLACK_SIGNING_SECRET is not set: Slack requests cannot be verified "
+        "(set it from the app's Basic Information page, or SLACK_VERIFY_SIGNATURES=false for local development)"
+    )
+    if "slack" in roles and set(roles) != set(ALL_ROLES) and not optional:
+        raise ConfigError(f"the slack role does not start: {reason}")
+    return reason
+
+
+def _slack_verifier(settings: Settings) -> SlackRequestVerifier | None:
+    if not settings.slack_verify_signatures or settings.slack_signing_secret is None:
+        return None
+    from agentrunner.adapters.slack.verifier import SlackSignatureVerifier  # noqa: PLC0415
+
+    return SlackSignatureVerifier(settings.slack_signing_secret.get_secret_value())
+
+
+def _slack_replies(settings: Settings) -> SlackReplies:
+    # Imported here: slack_sdk and aiohttp cost ~0.2 s of start-up a node without Slack does not need.
+    from agentrunner.adapters.slack.replies import SlackSdkReplies  # noqa: PLC0415
+
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    return SlackSdkReplies(
+        bot_token=token, api_url=settings.slack_api_url, rate_limit_retries=settings.slack_rate_limit_retries
+    )
 
 
 class _GracefulServer(uvicorn.Server):

@@ -70,6 +70,18 @@ class Settings(BaseSettings):
     # Slack
     slack_signing_secret: SecretStr | None = None
     slack_bot_token: SecretStr | None = None
+    # Slash commands routed to agents: "/ask=my-assistant,/review=code-reviewer" (plus the
+    # built-in `/agent NAME text`); mentions and direct messages go to SLACK_DEFAULT_AGENT.
+    slack_commands: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    slack_default_agent: str = ""
+    # false = accept unsigned requests (local development only, logged loudly at start).
+    slack_verify_signatures: bool = True
+    # Slack Web API base URL (chat.postMessage); tests and proxies point it elsewhere.
+    slack_api_url: str = "https://slack.com/api/"
+    # How long a request, event or reply is remembered to recognise Slack's retries.
+    slack_dedup_ttl_seconds: float = Field(default=600, gt=0)
+    # Retries of a reply that Slack rate-limits (429, after its Retry-After).
+    slack_rate_limit_retries: int = Field(default=3, ge=0)
 
     # Edges
     max_request_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
@@ -102,6 +114,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(float(part) for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("slack_commands", mode="before")
+    @classmethod
+    def _command_routes(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        routes: dict[str, str] = {}
+        for part in (piece.strip() for piece in value.split(",")):
+            if not part:
+                continue
+            command, _, agent = part.partition("=")
+            command, agent = command.strip(), agent.strip()
+            if not command.startswith("/") or len(command) < 2 or not agent:
+                raise ValueError(f"SLACK_COMMANDS entry {part!r} is not /command=agent (e.g. /ask=my-assistant)")
+            routes[command] = agent
+        return routes
 
     @property
     def effective_database_url(self) -> str:

@@ -38,6 +38,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "llm_unavailable": 502,
     "llm_auth": 502,
     "llm_bad_request": 502,
+    "slack_error": 502,
+    "slack_unavailable": 502,
+    "slack_rejected": 502,
     "dependency_unavailable": 503,
 }
 _CODE_BY_STATUS = {

@@ -1,12 +1,147 @@
-"""Slack gateway role (8005)."""
+"""Slack gateway role (8005): Slack's slash commands, Events API and interactivity.
+
+Every request is checked against the app's signing secret over its raw body before it is
+parsed (401 otherwise, logged without the body), answered within Slack's 3 seconds (the
+run itself goes on in the pools), and recognised when Slack retries it.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import hashlib
+import json
+from dataclasses import replace
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
 from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.api.errors import error_response
+from agentrunner.domain.errors import DependencyUnavailableError
+from agentrunner.logs import get_logger
+from agentrunner.ports import SlackRequestVerifier
+from agentrunner.runtime.slack_gateway import SlackGateway, SlashCommand
+
+log = get_logger(__name__)
 
 
-def slack_app(edge: EdgeConfig) -> FastAPI:
-    """The Slack gateway's HTTP API: health for now; commands and events arrive with the gateway."""
-    return role_app("slack", "agentrunner slack gateway", edge)
+def slack_app(
+    edge: EdgeConfig,
+    gateway: SlackGateway | None = None,
+    verifier: SlackRequestVerifier | None = None,
+    *,
+    off_reason: str | None = None,
+) -> FastAPI:
+    """The Slack gateway's HTTP API. `verifier` None accepts unsigned requests (local
+    development); `off_reason` says why the gateway is off (its routes answer 503 and
+    `/health/ready` reports it, the process still serves)."""
+    if off_reason is not None:
+
+        async def gateway_off() -> None:
+            raise DependencyUnavailableError(off_reason)
+
+        edge = replace(edge, advisory={**edge.advisory, "slack_gateway": gateway_off})
+    app = role_app("slack", "agentrunner slack gateway", edge)
+    routes = _SlackRoutes(gateway, verifier, off_reason)
+    app.post("/slack/commands", tags=["slack"], summary="Slash commands (form-encoded, signed by Slack)")(
+        routes.commands
+    )
+    app.post("/slack/events", tags=["slack"], summary="Events API callbacks (JSON, signed by Slack)")(routes.events)
+    app.post("/slack/interactions", tags=["slack"], summary="Buttons and other interactivity (signed by Slack)")(
+        routes.interactions
+    )
+    return app
+
+
+class _SlackRoutes:
+    """The three endpoints Slack calls, each verified first."""
+
+    def __init__(
+        self, gateway: SlackGateway | None, verifier: SlackRequestVerifier | None, off_reason: str | None
+    ) -> None:
+        self._gateway = gateway
+        self._verifier = verifier
+        self._off_reason = off_reason or "the Slack gateway is off"
+
+    async def _verified(self, request: Request) -> tuple[bytes, SlackGateway | None, Response | None]:
+        body = await request.body()
+        if self._gateway is None:
+            return body, None, error_response(503, "dependency_unavailable", self._off_reason)
+        if self._verifier is not None:
+            headers = {name.lower(): value for name, value in request.headers.items()}
+            problem = self._verifier.problem(body, headers)
+            if problem is not None:
+                log.warning("slack request refused", path=request.url.path, reason=problem, body_bytes=len(body))
+                return body, None, error_response(401, "unauthorized", f"not a valid Slack request: {problem}")
+        return body, self._gateway, None
+
+    async def commands(self, request: Request) -> Response:
+        body, gateway, refused = await self._verified(request)
+        if gateway is None:
+            return refused or Response(status_code=503)
+        form = _form(body)
+        if form.get("ssl_check") == "1":  # Slack checking the certificate of a command's URL
+            return Response(status_code=200)
+        if not form.get("command", "").startswith("/"):
+            return error_response(400, "bad_request", "a slash command's form needs a `command` field like /ask")
+        command = SlashCommand(
+            command=form["command"],
+            text=form.get("text", ""),
+            user_id=form.get("user_id", ""),
+            channel_id=form.get("channel_id", ""),
+            team_id=form.get("team_id", ""),
+            response_url=form.get("response_url", ""),
+            trigger_id=form.get("trigger_id", ""),
+            request_key=_request_key(request, body),
+        )
+        ack = await gateway.command(command)
+        return JSONResponse({"response_type": "ephemeral" if ack.ephemeral else "in_channel", "text": ack.text})
+
+    async def events(self, request: Request) -> Response:
+        body, gateway, refused = await self._verified(request)
+        if gateway is None:
+            return refused or Response(status_code=503)
+        try:
+            envelope = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return error_response(400, "invalid_json", "an Events API request body must be JSON")
+        if not isinstance(envelope, dict):
+            return error_response(400, "bad_request", "an Events API request body must be a JSON object")
+        if envelope.get("type") == "url_verification":
+            return JSONResponse({"challenge": envelope.get("challenge", "")})
+        if envelope.get("type") == "event_callback":
+            retry = request.headers.get("x-slack-retry-num")
+            if retry:
+                log.info("slack retried an event", retry_num=retry, reason=request.headers.get("x-slack-retry-reason"))
+            await gateway.event(envelope, retry_num=retry)
+        return Response(status_code=200)
+
+    async def interactions(self, request: Request) -> Response:
+        body, gateway, refused = await self._verified(request)
+        if gateway is None:
+            return refused or Response(status_code=503)
+        try:
+            payload = json.loads(_form(body).get("payload", ""))
+        except json.JSONDecodeError:
+            return error_response(400, "bad_request", "an interaction's form needs a JSON `payload` field")
+        if not isinstance(payload, dict):
+            return error_response(400, "bad_request", "an interaction's payload must be a JSON object")
+        await gateway.interaction(payload, request_key=_request_key(request, body))
+        return Response(status_code=200)
+
+
+def _form(body: bytes) -> dict[str, str]:
+    """A form body's fields (the first value of each)."""
+    fields: dict[str, Any] = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
+
+
+def _request_key(request: Request, body: bytes) -> str:
+    """What identifies a request across replays: its signature (HMAC of timestamp and body),
+    or with verification off a hash of the same."""
+    signature = request.headers.get("x-slack-signature")
+    if signature:
+        return signature
+    stamp = request.headers.get("x-slack-request-timestamp", "")
+    return hashlib.sha256(stamp.encode() + b":" + body).hexdigest()

@@ -22,6 +22,9 @@
     │   ├── LLMUnavailableError      5xx, timeouts, refused (llm_unavailable, retryable)
     │   ├── LLMAuthError             bad or missing credentials (llm_auth)
     │   └── LLMBadRequestError       the vendor rejected the request (llm_bad_request)
+    ├── SlackError                   a reply to Slack failed
+    │   ├── SlackUnavailableError    unreachable, 5xx, still rate-limited (slack_unavailable, retryable)
+    │   └── SlackRejectedError       Slack refused the message (slack_rejected)
     └── DependencyUnavailableError   a database, broker or cache is down (dependency_unavailable)
 
 Only `api/` maps these to HTTP statuses; the rest of the code raises them with a message
@@ -187,6 +190,25 @@ class LLMBadRequestError(LLMError):
     """The provider rejected the request itself (bad model, context too long, ...)."""
 
     code = "llm_bad_request"
+
+
+class SlackError(AgentRunnerError):
+    """A message to Slack (response_url or Web API) was not delivered."""
+
+    code = "slack_error"
+
+
+class SlackUnavailableError(SlackError):
+    """Slack could not be reached, failed on its side, or still rate-limits after retries."""
+
+    code = "slack_unavailable"
+    retryable = True
+
+
+class SlackRejectedError(SlackError):
+    """Slack refused the message itself (bad token, unknown channel, expired response_url)."""
+
+    code = "slack_rejected"
 
 
 class DependencyUnavailableError(AgentRunnerError):

@@ -1,2 +1,2 @@
-"""Slack adapters (signature checks, replies through response_url / chat.postMessage):
-planned, see the issues. The slack role (8005) serves health and docs today."""
+"""Slack adapters: request signatures checked with slack_sdk's SignatureVerifier, and
+replies sent with its AsyncWebhookClient (response_url) and AsyncWebClient (chat.postMessage)."""

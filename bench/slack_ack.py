@@ -1,0 +1,246 @@
+"""Ack latency of the Slack gateway: how long Slack waits for `POST /slack/commands` to
+answer while 50 signed commands arrive at once, next to a peer doing the same acceptance
+without Slack: `POST /agents/<agent>/invoke` with `"wait": 0` (record the execution with
+its outbox event, route it, answer 202).
+
+Setups: `agentrunner up` (every role and the workers in one process, in-memory bus and
+cache) on SQLite, then on a scratch PostgreSQL database (created, migrated and dropped
+here); then distributed as deployed: `serve slack`, `serve orchestrator` and `serve
+autonomous` as three processes on that PostgreSQL, RabbitMQ and Redis (queues, exchange and
+keys deleted afterwards). A trivial agent (provider `echo`); the client is this process
+(httpx.AsyncClient). Each round sends `--concurrency` requests at once; `--rounds` rounds
+after one warm-up round.
+Answers to the commands go to a loopback fake of Slack's response_url.
+
+Slack's limit is 3 s; our target is p99 under 100 ms.
+
+Run: .venv/bin/python bench/slack_ack.py [--concurrency 50] [--rounds 10] [--sequential 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.fakes, tests.e2e
+
+from bench.invoke import Processes, delete_broker_names, delete_redis_keys, free_port, wait_ready
+from tests.conftest import POSTGRES_ADMIN_URL
+from tests.contract.conftest import RABBITMQ_URL, REDIS_URL
+from tests.e2e.platform import start_platform
+from tests.fakes.slack_server import SIGNING_SECRET, FakeSlack, command_body, slack_headers
+
+SLACK_ENV = {"SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_COMMANDS": "/ask=bench-echo", "LOG_LEVEL": "WARNING"}
+AGENT = "bench-echo"
+AGENT_YAML = (
+    f"name: {AGENT}\nagent_type: bench\nexecution_mode: autonomous\nllm_config: {{provider: echo, model: echo}}\n"
+)
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+async def rounds(
+    call: Callable[[httpx.AsyncClient, int], Awaitable[int]], base_url: str, concurrency: int, count: int
+) -> tuple[list[float], list[int | str]]:
+    """Latencies (ms) of the requests answered, and every status (or transport error)."""
+    latencies: list[float] = []
+    statuses: list[int | str] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
+
+        async def timed(index: int, keep: bool) -> None:
+            began = time.perf_counter()
+            try:
+                status: int | str = await call(http, index)
+            except httpx.TransportError as exc:  # counted and shown, not hidden
+                status = type(exc).__name__
+            took = (time.perf_counter() - began) * 1000
+            if keep:
+                statuses.append(status)
+                if isinstance(status, int):
+                    latencies.append(took)
+
+        for number in range(count + 1):  # round 0 warms up: connections, first queries
+            await asyncio.gather(*(timed(number * concurrency + i, number > 0) for i in range(concurrency)))
+            await asyncio.sleep(0.5 if concurrency > 1 else 0.05)  # let this round's runs drain first
+    return latencies, statuses
+
+
+def measure(
+    setup: str, slack: FakeSlack, slack_url: str, orchestrator_url: str, modes: list[tuple[int, int]]
+) -> list[tuple[str, ...]]:
+    """Rows of the table for one running setup: for each (concurrency, rounds) of `modes`,
+    the commands then the peer's invocations."""
+    rows: list[tuple[str, ...]] = []
+    offset = 0
+    slug = "".join(c for c in setup if c.isalnum())
+
+    async def command(http: httpx.AsyncClient, index: int) -> int:
+        body = command_body("/ask", f"question {index}", response_url=slack.response_url(f"{slug}-{offset + index}"))
+        headers = {"content-type": "application/x-www-form-urlencoded", **slack_headers(body)}
+        return (await http.post("/slack/commands", content=body, headers=headers)).status_code
+
+    async def invoke(http: httpx.AsyncClient, index: int) -> int:
+        task = {"task_data": {"prompt": f"question {index}"}, "wait": 0}
+        return (await http.post(f"/agents/{AGENT}/invoke", json=task)).status_code
+
+    for concurrency, count in modes:
+        sent = (count + 1) * concurrency
+        before = len(slack.messages(f"/response/{slug}-"))
+        commands = asyncio.run(rounds(command, slack_url, concurrency, count))
+        offset += sent
+        invokes = asyncio.run(rounds(invoke, orchestrator_url, concurrency, count))
+        deadline = time.monotonic() + 30
+        while len(slack.messages(f"/response/{slug}-")) < before + sent and time.monotonic() < deadline:
+            time.sleep(0.1)
+        answered = f"{len(slack.messages(f'/response/{slug}-')) - before}/{sent}"
+        rows.append(_row(setup, concurrency, "POST /slack/commands (signed)", commands, answered))
+        rows.append(_row(setup, concurrency, "peer: POST /agents/{name}/invoke wait=0", invokes, ""))
+    return rows
+
+
+def embedded(
+    setup: str, slack: FakeSlack, extra_env: dict[str, str], modes: list[tuple[int, int]]
+) -> list[tuple[str, ...]]:
+    """`agentrunner up`: every role and the workers in one process."""
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        (workdir / "agents").mkdir()
+        (workdir / "agents" / f"{AGENT}.yml").write_text(AGENT_YAML)
+        running = start_platform(workdir, {**SLACK_ENV, **extra_env})
+        try:
+            return measure(setup, slack, running.url("slack"), running.url("orchestrator"), modes)
+        finally:
+            running.stop()
+
+
+def distributed(slack: FakeSlack, database_url: str, modes: list[tuple[int, int]]) -> list[tuple[str, ...]]:
+    """`serve slack`, `serve orchestrator` and `serve autonomous` as three processes on
+    PostgreSQL, RabbitMQ and Redis, as in a deployment."""
+    run = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        (workdir / "agents").mkdir()
+        (workdir / "agents" / f"{AGENT}.yml").write_text(AGENT_YAML)
+        ports = {"slack": free_port(), "orchestrator": free_port(), "autonomous": free_port()}
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("SLACK_")}
+        env.update(
+            {
+                **SLACK_ENV,
+                "DATABASE_URL": database_url,
+                "RABBITMQ_URL": RABBITMQ_URL,
+                "RABBITMQ_EXCHANGE_PREFIX": f"agentrunner-bench-{run}",
+                "REDIS_URL": REDIS_URL,
+                "REDIS_KEY_PREFIX": f"agentrunner-bench-{run}:",
+                "SLACK_PORT": str(ports["slack"]),
+                "ORCHESTRATOR_PORT": str(ports["orchestrator"]),
+                "AGENTS_DIR": str(workdir / "agents"),
+                "DATA_DIR": str(workdir / "data"),
+            }
+        )
+        processes = Processes(workdir)
+        cli = [sys.executable, "-m", "agentrunner", "serve"]
+        try:
+            processes.spawn("slack", [*cli, "slack"], env)
+            processes.spawn("orchestrator", [*cli, "orchestrator"], env)
+            processes.spawn("autonomous", [*cli, "autonomous", "--health-port", str(ports["autonomous"])], env)
+            urls = {role: f"http://127.0.0.1:{port}" for role, port in ports.items()}
+
+            async def ready() -> None:
+                async with httpx.AsyncClient() as http:
+                    await wait_ready(http, processes, urls)
+
+            asyncio.run(ready())
+            return measure("distributed", slack, urls["slack"], urls["orchestrator"], modes)
+        finally:
+            processes.stop()
+            prefix = f"agentrunner-bench-{run}"
+            asyncio.run(delete_broker_names(RABBITMQ_URL, [f"{prefix}."], [f"{prefix}.events"]))
+            asyncio.run(delete_redis_keys(REDIS_URL, [f"{prefix}:"]))
+
+
+def _row(
+    setup: str, concurrency: int, name: str, result: tuple[list[float], list[int | str]], answered: str
+) -> tuple[str, ...]:
+    latencies, statuses = result
+    counts = ", ".join(f"{status}: {statuses.count(status)}" for status in sorted(set(statuses), key=str))
+    return (
+        setup,
+        str(concurrency),
+        name,
+        str(len(latencies)),
+        counts,
+        f"{percentile(latencies, 50):.1f}",
+        f"{percentile(latencies, 99):.1f}",
+        f"{max(latencies):.1f}",
+        answered,
+    )
+
+
+def postgres_database() -> tuple[str, Callable[[], None]]:
+    """A scratch PostgreSQL database migrated to the newest schema, and how to drop it."""
+    name = f"agentrunner_bench_{uuid.uuid4().hex[:10]}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
+    subprocess.run(
+        [sys.executable, "-m", "agentrunner", "db", "upgrade"],
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+    )
+    return url, lambda: asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--sequential", type=int, default=40, help="requests one at a time, for the cost of one")
+    args = parser.parse_args()
+    modes = [(args.concurrency, args.rounds), (1, args.sequential)]
+    with FakeSlack() as slack:
+        rows = embedded("embedded (SQLite)", slack, {}, modes)
+        url, drop = postgres_database()
+        try:
+            rows += embedded("embedded (PostgreSQL)", slack, {"DATABASE_URL": url}, modes)
+            rows += distributed(slack, url, modes)
+        finally:
+            drop()
+    print(
+        f"# Slack ack latency: {args.concurrency} concurrent requests x {args.rounds} rounds, "
+        f"then {args.sequential} one at a time"
+    )
+    print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print()
+    print("| setup | in flight | endpoint | requests | statuses | p50 ms | p99 ms | max ms | answered |")
+    print("|---|---:|---|---:|---|---:|---:|---:|---:|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Answers back to Slack: when an execution that came from Slack ends, its output (or what
+went wrong) goes to the command's response_url, or to the event's thread with
+chat.postMessage; a collaborative run's question from Slack is posted with buttons.
+
+Delivery is at least once: a reply that still fails after the adapter's retries raises,
+so the bus delivers the event again (and, after its last attempt, keeps it as a dead
+letter to replay). Each message of a reply is remembered once sent, so a redelivery posts
+only what had not gone yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentrunner.domain.errors import AgentRunnerError
+from agentrunner.domain.event import Event
+from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.slack import (
+    RESPONSE_URL_MESSAGES,
+    THREAD_MESSAGES,
+    SlackMessage,
+    answered_message,
+    clarification_message,
+    reply_messages,
+)
+from agentrunner.logs import get_logger
+from agentrunner.ports import Cache, EventBus, SlackReplies, StateStore, Subscription
+from agentrunner.runtime.topics import FINISHED_PATTERN
+
+log = get_logger(__name__)
+
+# Queues of the slack role, shared by its replicas: each reply is sent by one of them.
+ANSWERS_QUEUE = "slack.answers"
+CLARIFICATIONS_QUEUE = "slack.clarifications"
+CLARIFICATION_REQUESTED_PATTERN = "clarification.requested.#"
+CLARIFICATION_ANSWERED_PATTERN = "clarification.answered.#"
+SOURCE = "slack"
+
+
+class SlackAnswers:
+    """Consumes `execution.finished.#` and `clarification.requested.#` and answers in Slack
+    for those that came from it (`source: "slack"` in the input, or the run's origin)."""
+
+    def __init__(
+        self,
+        *,
+        bus: EventBus,
+        store: StateStore,
+        cache: Cache,
+        replies: SlackReplies,
+        sent_ttl_seconds: float = 24 * 3600.0,
+        prefetch: int = 10,
+    ) -> None:
+        self._bus = bus
+        self._store = store
+        self._cache = cache
+        self._replies = replies
+        self._ttl = sent_ttl_seconds
+        self._prefetch = prefetch
+        self._subscriptions: list[Subscription] = []
+
+    async def start(self) -> None:
+        """Start consuming (the queues are shared by every slack role replica)."""
+        self._subscriptions = [
+            await self._bus.subscribe(ANSWERS_QUEUE, [FINISHED_PATTERN], self._on_finished, prefetch=self._prefetch),
+            await self._bus.subscribe(
+                CLARIFICATIONS_QUEUE,
+                [CLARIFICATION_REQUESTED_PATTERN, CLARIFICATION_ANSWERED_PATTERN],
+                self._on_clarification,
+                prefetch=self._prefetch,
+            ),
+        ]
+
+    async def stop(self) -> None:
+        """Stop consuming; replies being sent get the bus's grace to finish."""
+        for subscription in self._subscriptions:
+            await subscription.cancel()
+        self._subscriptions = []
+
+    async def _on_finished(self, event: Event) -> None:
+        carried = event.payload.get("execution")
+        if isinstance(carried, dict):
+            if (carried.get("input") or {}).get("source") != SOURCE:
+                return  # most executions: read no further
+            execution = Execution.model_validate(carried)
+        else:  # a cancel before the run announces only the id
+            execution = await self._store.get_execution(str(event.payload.get("execution_id")))
+        if execution.input.get("source") != SOURCE:
+            return
+        await self._send(f"reply:{execution.execution_id}", execution.input, answer_text(execution))
+        log.info("slack answer sent", execution_id=execution.execution_id, agent=execution.agent)
+
+    async def _on_clarification(self, event: Event) -> None:
+        payload = event.payload
+        origin = payload.get("origin")
+        if not isinstance(origin, dict) or origin.get("source") != SOURCE:
+            return
+        if event.topic.startswith("clarification.answered."):
+            await self._mark_answered(payload, origin)
+            return
+        options = payload.get("options")
+        default = payload.get("default")
+        message = clarification_message(
+            run_id=str(payload.get("run_id")),
+            clarification_id=str(payload.get("clarification_id")),
+            question=str(payload.get("question") or ""),
+            kind=str(payload.get("kind") or "text"),
+            options=[str(option) for option in options] if isinstance(options, list) else [],
+            default=None if default is None else str(default),
+        )
+        key = f"clarify:{payload.get('run_id')}:{payload.get('clarification_id')}"
+        await self._deliver(f"{key}:0", origin, message)
+        log.info(
+            "slack clarification asked", run_id=payload.get("run_id"), clarification_id=payload.get("clarification_id")
+        )
+
+    async def _mark_answered(self, payload: dict[str, Any], origin: dict[str, Any]) -> None:
+        """Replace the clicked question's buttons with who answered what (through the
+        click's response_url; an answer from elsewhere has none and changes nothing)."""
+        if not origin.get("response_url"):
+            return
+        message = answered_message(
+            str(origin.get("question") or "").removeprefix(":question: ").split("\n_Answer with")[0],
+            str(payload.get("answer")),
+            str(payload.get("answered_by")),
+        )
+        key = f"answered:{payload.get('run_id')}:{payload.get('clarification_id')}"
+        await self._deliver(key, {"response_url": origin["response_url"]}, message)
+
+    async def _send(self, key: str, origin: dict[str, Any], text: str) -> None:
+        """`text` to where `origin` came from, cut to Slack's limits, each piece once."""
+        by_url = bool(origin.get("response_url"))
+        messages = reply_messages(
+            text,
+            max_messages=RESPONSE_URL_MESSAGES if by_url else THREAD_MESSAGES,
+            note=f"the whole answer is in execution {key.split(':', 1)[1]} (GET /executions/{{id}})",
+        )
+        for index, message in enumerate(messages):
+            await self._deliver(f"{key}:{index}", origin, message)
+
+    async def _deliver(self, key: str, origin: dict[str, Any], message: SlackMessage) -> None:
+        if await self._sent(key):
+            return
+        response_url = origin.get("response_url")
+        channel = origin.get("channel_id")
+        if isinstance(response_url, str) and response_url:
+            await self._replies.respond(response_url, message)
+        elif isinstance(channel, str) and channel:
+            thread = origin.get("thread_ts")
+            await self._replies.post(channel, message, thread_ts=thread if isinstance(thread, str) else None)
+        else:
+            log.warning("a Slack reply has nowhere to go: no response_url or channel_id in its origin", key=key)
+            return
+        try:
+            await self._cache.set(f"slack:sent:{key}", b"1", self._ttl)
+        except AgentRunnerError as exc:
+            log.warning("slack reply sent but not remembered: a redelivery would send it again", error=exc.message)
+
+    async def _sent(self, key: str) -> bool:
+        try:
+            return await self._cache.get(f"slack:sent:{key}") is not None
+        except AgentRunnerError as exc:
+            log.warning("slack reply de-duplication skipped: the cache is down", error=exc.message)
+            return False
+
+
+def answer_text(execution: Execution) -> str:
+    """What Slack shows when `execution` ends: its output, or a clear error."""
+    if execution.status is ExecutionStatus.SUCCEEDED:
+        return execution.output or f"({execution.agent} finished with no answer)"
+    reason = execution.error.message if execution.error else "no reason recorded"
+    return (
+        f":warning: {execution.agent} could not answer ({execution.status.value}): {reason}\n"
+        f"(execution {execution.execution_id}, trace {execution.trace_id})"
+    )
