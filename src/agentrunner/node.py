@@ -187,6 +187,12 @@ class Node:
             )
 
     @property
+    def accepts_work(self) -> bool:
+        """Whether this process records work for the pools (invocations, schedule fires,
+        Slack requests), and so declares the agents' queues before it does."""
+        return bool(self.roles & {"orchestrator", "scheduler"}) or self.slack_on
+
+    @property
     def slack_on(self) -> bool:
         """Whether this process serves Slack (the slack role, with its signing secret or
         verification explicitly off)."""
@@ -229,7 +235,8 @@ class Node:
         if "orchestrator" in self.roles:
             await self.orchestrator.start()
             await self.dead_letters.start()
-        if self.roles & {"orchestrator", "scheduler"} or self.slack_on:
+        if self.accepts_work:
+            await self.orchestrator.declare_queues()
             # Events a crash left in the outbox are published by any node with a sweep. The
             # slack role accepts invocations too: its outbox marks are batched off the ack path.
             await self.relay.start()
@@ -322,6 +329,8 @@ class Node:
             await self.collaborative.sync()
         if "scheduler" in self.roles:
             await self.scheduler.sync_config()
+        if self.accepts_work:
+            await self.orchestrator.declare_queues()
         log.info("agents reloaded", agents=len(self.registry.agents), problems=len(self.registry.problems))
 
     async def _on_config_changed(self, event: Event) -> None:

@@ -71,6 +71,11 @@ class EventBus(Protocol):
         """
         ...
 
+    async def declare(self, queue: str, patterns: Sequence[str]) -> None:
+        """Declare durable `queue` bound to `patterns` (idempotent), without consuming it:
+        events that match are kept for its consumers, even before the first subscribes."""
+        ...
+
     async def bind(self, queue: str, patterns: Sequence[str]) -> None:
         """Route `patterns` to `queue` too (declared by `subscribe`); raises
         `DependencyUnavailableError` when the queue does not exist."""

@@ -547,6 +547,18 @@ async def test_generated_topics_reach_exactly_the_queues_a_reference_matcher_pic
         assert sorted(recorder.topics) == sorted(expected), pattern
 
 
+async def test_a_declared_queue_keeps_its_events_until_a_consumer_subscribes(event_bus: EventBus) -> None:
+    await event_bus.declare("q.early", ["early.#"])
+    await event_bus.declare("q.early", ["early.#"])  # idempotent
+    await event_bus.publish(_event("early.one"))
+    await event_bus.publish(_event("early.two"))
+
+    recorder = await subscribe_recorder(event_bus, "q.early", ["early.#"])
+    await drain(event_bus, recorder)
+
+    assert sorted(recorder.topics) == ["early.one", "early.two"]
+
+
 async def test_patterns_bound_later_reach_the_queue_too(event_bus: EventBus) -> None:
     recorder = await subscribe_recorder(event_bus, "q.bind", ["first.topic"])
 

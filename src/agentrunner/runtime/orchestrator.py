@@ -15,9 +15,10 @@ from agentrunner.domain.topics import topic_problem
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ExecutionPage, StateStore, Subscription
 from agentrunner.runtime.outbox import OutboxRelay
-from agentrunner.runtime.registry import AgentRegistry
+from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry
 from agentrunner.runtime.topics import (
     FINISHED_PATTERN,
+    agent_queue,
     cancel_topic,
     finished_topic,
     invoke_topic,
@@ -62,6 +63,14 @@ class Orchestrator:
             prefetch=1,  # in order: streamed text must reach watchers as it was written
             exclusive=True,
         )
+
+    async def declare_queues(self) -> None:
+        """Declare the queue of every available agent, bound to its invocations and its
+        event subscriptions, so work accepted before (or while) a pool subscribes waits in
+        the queue instead of being routed nowhere."""
+        for config in self._registry.in_modes(SERVED_MODES):
+            patterns = sorted({invoke_topic(config.name), *config.event_subscriptions})
+            await self._bus.declare(agent_queue(config.name), patterns)
 
     async def stop(self) -> None:
         """Stop listening; callers still waiting get the execution as it stands."""

@@ -150,6 +150,14 @@ class InMemoryEventBus:
         self._subscriptions.append(subscription)
         return subscription
 
+    async def declare(self, queue: str, patterns: Sequence[str]) -> None:
+        self._require_open(f"declare {queue!r}")
+        for pattern in patterns:
+            problem = pattern_problem(pattern)
+            if problem:
+                raise ValueError(problem)
+        self._queues.setdefault(queue, _Queue(name=queue, exclusive=False)).patterns.update(patterns)
+
     async def bind(self, queue: str, patterns: Sequence[str]) -> None:
         self._require_open(f"bind {queue!r}")
         declared = self._queues.get(queue)

@@ -283,6 +283,22 @@ class RabbitMQEventBus:
         self._subscriptions.append(subscription)
         return subscription
 
+    async def declare(self, queue: str, patterns: Sequence[str]) -> None:
+        for pattern in patterns:
+            problem = pattern_problem(pattern)
+            if problem:
+                raise ValueError(problem)
+        connection, _, exchange = self._require_open(f"declare {queue!r}")
+        name = self._queue_name(queue)
+        try:
+            async with connection.channel() as channel:
+                declared = await channel.declare_queue(name, durable=True)
+                for pattern in patterns:
+                    await declared.bind(exchange, routing_key=pattern)
+        except CONNECTION_EXCEPTIONS as exc:
+            raise DependencyUnavailableError(f"cannot declare {queue!r} on RabbitMQ at {self._where}: {exc}") from exc
+        self._declared.add(name)
+
     async def bind(self, queue: str, patterns: Sequence[str]) -> None:
         await self._rebind(queue, patterns, bind=True)
 
