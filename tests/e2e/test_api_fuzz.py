@@ -46,7 +46,9 @@ def test_no_operation_answers_5xx_or_outside_its_schema(platform: RunningPlatfor
         response = case.call(base_url=base, headers={"X-API-Key": KEY}, timeout=15)
         calls.append(response.status_code)
         if response.status_code >= 500:
-            failures.append(f"{case.operation.label}: {response.status_code} {response.text[:300]}")
+            trace = response.headers.get("x-trace-id", "?")
+            logged = [line for line in platform.log_path.read_text().splitlines() if trace in line]
+            failures.append(f"{case.operation.label}: {response.status_code} {response.text[:300]}\n{logged[-1:]}")
             return
         try:
             case.validate_response(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -27,6 +29,10 @@ def client(edge: EdgeConfig) -> httpx.AsyncClient:
     @app.get("/thing")
     async def thing() -> dict[str, str]:
         return {"thing": "ok"}
+
+    @app.post("/echo")
+    async def echo(body: dict[str, Any]) -> dict[str, Any]:
+        return body
 
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://test")
 
@@ -125,3 +131,24 @@ def test_a_key_bucket_refills_at_its_rate() -> None:
     assert burst == [0.0] * 60
     assert 0 < refused <= 1.0
     assert after_a_second == 0.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b'{"text": "\\ud800"}', 400),  # a lone high surrogate
+        (b'{"\\udfff": 1}', 400),  # a lone low one, as a key
+        (b'{"deep": [{"x": ["ok", "\\ud83d"]}]}', 400),
+        (b'{"emoji": "\\ud83d\\ude00", "path": "C:\\\\users"}', 200),  # a pair is fine, so are backslashes
+    ],
+)
+async def test_json_bodies_with_lone_surrogates_are_refused_as_not_unicode(raw: bytes, status: int) -> None:
+    async with client(EdgeConfig(readiness={})) as http:
+        response = await http.post("/echo", content=raw, headers={"content-type": "application/json"})
+
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert response.json()["error"]["code"] == "bad_request"
+        assert "surrogate" in response.json()["error"]["message"]
+    else:
+        assert response.json()["emoji"] == "\U0001f600"

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentrunner.api.errors import error_response, install_error_handlers
-from agentrunner.domain.errors import AgentRunnerError
+from agentrunner.domain.errors import AgentRunnerError, BadRequestError
 from agentrunner.logs import get_logger
 from agentrunner.tracing import accept_trace_id, traced
 
@@ -203,11 +204,37 @@ class EdgeConfig:
     metrics: Callable[[], tuple[bytes, str]] | None = None
 
 
+async def _valid_unicode_body(request: Request) -> None:
+    """Refuse a JSON body with a lone UTF-16 surrogate (`"\\ud800"`): JSON's escapes allow
+    it, but it is no Unicode text, and no store, cache or bus could keep it."""
+    if "json" not in request.headers.get("content-type", ""):
+        return
+    body = await request.body()  # read once: the route's parsing reuses it
+    if b"\\u" not in body:
+        return
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return  # the route answers invalid JSON its own way
+    if not _valid_unicode(parsed):
+        raise BadRequestError("the request body contains a lone UTF-16 surrogate (\\ud800-\\udfff): not valid Unicode")
+
+
+def _valid_unicode(value: Any) -> bool:
+    if isinstance(value, str):
+        return not any("\ud800" <= character <= "\udfff" for character in value)
+    if isinstance(value, dict):
+        return all(_valid_unicode(key) and _valid_unicode(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_valid_unicode(item) for item in value)
+    return True
+
+
 def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) -> FastAPI:
     """A FastAPI app for one role, with `/health/live`, `/health/ready`, `/docs` and the
     error shape; `edge.api_keys` (when not None) are required on every other path. The caller
     adds the role's own routes."""
-    app = FastAPI(title=title, version="1", **fastapi_kwargs)
+    app = FastAPI(title=title, version="1", dependencies=[Depends(_valid_unicode_body)], **fastapi_kwargs)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=edge.max_body_bytes)
     if edge.api_keys is not None:

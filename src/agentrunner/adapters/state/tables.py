@@ -71,8 +71,8 @@ class CompressedJSON(TypeDecorator[Any]):
             return None
         try:
             raw = orjson.dumps(value)
-        except TypeError:  # integers past 64 bits, which JSON allows: the standard library takes them
-            raw = _STDLIB_JSON + json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        except TypeError:  # integers past 64 bits, lone surrogates: JSON allows both, the standard library takes them
+            raw = _STDLIB_JSON + json.dumps(value, separators=(",", ":")).encode()  # ASCII: lone surrogates too
         return gzip.compress(raw, compresslevel=6) if len(raw) > COMPRESS_OVER_BYTES else raw
 
     def process_result_value(self, value: bytes | None, dialect: Dialect) -> Any:
