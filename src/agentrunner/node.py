@@ -33,6 +33,7 @@ from agentrunner.api.scheduler import scheduler_app
 from agentrunner.api.server import PortRouter, bind
 from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
+from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.agent_document import AgentDocument
 from agentrunner.domain.errors import ConfigError
 from agentrunner.domain.event import Event, new_id
@@ -50,7 +51,7 @@ from agentrunner.runtime.scheduler import Scheduler
 from agentrunner.runtime.slack_answers import SlackAnswers
 from agentrunner.runtime.slack_gateway import SlackGateway
 from agentrunner.runtime.topics import invoke_topic
-from agentrunner.runtime.worker import CONTINUOUS_POOL_MODES, AgentPool
+from agentrunner.runtime.worker import AUTONOMOUS_POOL_MODES, CONTINUOUS_POOL_MODES, AgentPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
 from agentrunner.tracing import current_trace_id
 
@@ -128,35 +129,9 @@ class Node:
             deliver=self.scheduler.deliver,
             interval_seconds=settings.scheduler_watch_seconds,
         )
-        self.pool = AgentPool(
-            bus=self.bus,
-            store=self.store,
-            registry=self.registry,
-            catalog=self.catalog,
-            relay=self.relay,
-            worker_id=f"{self.node_id}-autonomous",
-            metrics=self.metrics,
-            heartbeat_timeout_seconds=settings.consumer_heartbeat_timeout_seconds,
-            max_restarts=settings.consumer_max_restarts,
-            prefetch=settings.rabbitmq_prefetch_count,
-            max_chain_depth=settings.chain_max_depth,
-            llm_retry_base_seconds=settings.llm_retry_base_seconds,
-        )
-        self.continuous = AgentPool(
-            bus=self.bus,
-            store=self.store,
-            registry=self.registry,
-            catalog=self.catalog,
-            relay=self.relay,
-            worker_id=f"{self.node_id}-continuous",
-            metrics=self.metrics,
-            heartbeat_timeout_seconds=settings.consumer_heartbeat_timeout_seconds,
-            max_restarts=settings.consumer_max_restarts,
-            prefetch=1,  # a conversation takes its messages one at a time, in order
-            max_chain_depth=settings.chain_max_depth,
-            llm_retry_base_seconds=settings.llm_retry_base_seconds,
-            modes=CONTINUOUS_POOL_MODES,
-        )
+        self.pool = self._agent_pool("autonomous", settings.rabbitmq_prefetch_count, AUTONOMOUS_POOL_MODES)
+        # A conversation takes its messages one at a time, in order.
+        self.continuous = self._agent_pool("continuous", 1, CONTINUOUS_POOL_MODES)
         self.plan_runs = PlanRuns(store=self.store, relay=self.relay, registry=self.registry)
         self.collaborative = CollaborativePool(
             bus=self.bus,
@@ -185,6 +160,24 @@ class Node:
             self.slack_answers = SlackAnswers(
                 bus=self.bus, store=self.store, cache=self.cache, replies=self.slack_replies
             )
+
+    def _agent_pool(self, kind: str, prefetch: int, modes: frozenset[ExecutionMode]) -> AgentPool:
+        settings = self.settings
+        return AgentPool(
+            bus=self.bus,
+            store=self.store,
+            registry=self.registry,
+            catalog=self.catalog,
+            relay=self.relay,
+            worker_id=f"{self.node_id}-{kind}",
+            metrics=self.metrics,
+            heartbeat_timeout_seconds=settings.consumer_heartbeat_timeout_seconds,
+            max_restarts=settings.consumer_max_restarts,
+            prefetch=prefetch,
+            max_chain_depth=settings.chain_max_depth,
+            llm_retry_base_seconds=settings.llm_retry_base_seconds,
+            modes=modes,
+        )
 
     @property
     def accepts_work(self) -> bool:
