@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import random
@@ -279,6 +280,49 @@ async def test_a_refused_create_appends_no_event(state_store: StateStore) -> Non
         await state_store.create_execution(_execution("exec-twice", agent="other"), events=_events("invoke.other"))
 
     assert await _pending(state_store) == first
+
+
+async def test_concurrent_creates_are_each_written_with_their_events_and_only_a_duplicate_fails(
+    state_store: StateStore,
+) -> None:
+    """Creates that arrive together (written as one batch by the SQL store) stay
+    independent: each is stored with its own outbox events, and an id that exists already
+    fails alone, appending nothing."""
+    await state_store.create_execution(_execution("exec-batch-taken"))
+    ids = [f"exec-batch-{i:02d}" for i in range(40)]
+    events = {execution_id: _events(f"invoke.{execution_id}") for execution_id in [*ids, "exec-batch-taken"]}
+
+    async def create(execution_id: str) -> BaseException | None:
+        try:
+            await state_store.create_execution(_execution(execution_id), events=events[execution_id])
+        except ConflictError as exc:
+            return exc
+        return None
+
+    outcomes = await asyncio.gather(*(create(i) for i in [*ids[:20], "exec-batch-taken", *ids[20:]]))
+
+    assert [type(o).__name__ for o in outcomes if o is not None] == ["ConflictError"]
+    assert "exec-batch-taken" in str(outcomes[20])
+    for execution_id in ids:
+        assert (await state_store.get_execution(execution_id)).status is ExecutionStatus.QUEUED
+    pending = await state_store.pending_events(limit=100)
+    assert sorted(entry.event.event_id for entry in pending) == sorted(
+        event.event_id for execution_id in ids for event in events[execution_id]
+    )
+
+
+async def test_a_create_whose_caller_gave_up_does_not_fail_the_others(state_store: StateStore) -> None:
+    async def create(execution_id: str) -> None:
+        await state_store.create_execution(_execution(execution_id))
+
+    tasks = [asyncio.create_task(create(f"exec-cancel-{i}")) for i in range(10)]
+    await asyncio.sleep(0)
+    tasks[3].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert [i for i, r in enumerate(results) if r is not None] in ([], [3])
+    for i in [0, 1, 2, 4, 5, 6, 7, 8, 9]:
+        assert (await state_store.get_execution(f"exec-cancel-{i}")).status is ExecutionStatus.QUEUED
 
 
 async def test_a_conditional_save_writes_and_appends_only_from_an_allowed_status(state_store: StateStore) -> None:

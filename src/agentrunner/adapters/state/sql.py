@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from agentrunner.adapters.state import plan_sql, schedule_sql
+from agentrunner.adapters.state.group_commit import GroupCommit
 from agentrunner.adapters.state.rows import (
     dead_letter_from,
     dead_letter_id,
@@ -97,6 +98,7 @@ class SQLStateStore:
         self._migrate = migrate
         self._engine: AsyncEngine | None = None
         self._autocommit: AsyncEngine | None = None  # the same pool, no transactions
+        self._creates: GroupCommit[tuple[Execution, Sequence[Event]]] = GroupCommit(self._create_many)
 
     @property
     def is_sqlite(self) -> bool:
@@ -224,11 +226,30 @@ class SQLStateStore:
     # -- executions ------------------------------------------------------------------
 
     async def create_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
+        await self._creates.submit((execution, events))
+
+    async def _create_many(self, items: list[tuple[Execution, Sequence[Event]]]) -> list[BaseException | None]:
+        """Write new executions with their outbox events: several in one transaction (one
+        INSERT per table), or one by one when one of them exists already, so only that one
+        fails."""
+        if len(items) > 1:
+            try:
+                async with self._session(write=True, atomic=True) as session:
+                    rows = [{f"v_{c}": v for c, v in execution_values(e).items()} for e, _ in items]
+                    await session.execute(_execution_statement(True, None), rows)
+                    await _append_outbox(session, [event for _, events in items for event in events])
+                return [None] * len(items)
+            except IntegrityError:
+                pass
+        return [await self._create_one(execution, events) for execution, events in items]
+
+    async def _create_one(self, execution: Execution, events: Sequence[Event]) -> BaseException | None:
         try:
             async with self._session(write=True) as session:
                 await self._write_execution(session, execution, new=True, events=events)
-        except IntegrityError as exc:
-            raise ConflictError(f"execution {execution.execution_id} already exists") from exc
+        except IntegrityError:
+            return ConflictError(f"execution {execution.execution_id} already exists")
+        return None
 
     async def save_execution(
         self,
