@@ -7,7 +7,7 @@ the same trivial work on the same broker, in the same run.
   orchestration per invocation (record, route, run, record the result, wake the caller).
 - distributed: `agentrunner serve orchestrator` and N x `agentrunner serve autonomous`
   as processes on a scratch PostgreSQL database, RabbitMQ and Redis; each call is an HTTP
-  `POST /agents/<agent>/invoke` with `"wait": 30` from httpx.AsyncClient in this process.
+  `POST /agents/<agent>/invoke` with `"wait": 30` from an aiohttp client in this process.
 - celery: `celery worker` (prefork, `-c N`: N processes run tasks, as N agentrunner
   workers do) on RabbitMQ with a Redis result backend; each call is
   `echo.delay(task_data).get(timeout=30)` from the Celery client in this process.
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import platform
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiohttp
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
@@ -60,6 +62,7 @@ AGENT_YAML = (
     f"name: {AGENT}\nagent_type: bench\nexecution_mode: autonomous\nllm_config: {{provider: echo, model: echo}}\n"
 )
 TASK: dict[str, Any] = {"prompt": "x"}
+JSON = {"content-type": "application/json"}
 CALL_TIMEOUT = 30.0  # one invocation, in every setup
 READY_TIMEOUT = 60.0  # a process answering /health/ready, a Celery worker its first task
 PHASE_TIMEOUT = 120.0  # one mode of one setup; the whole run is far below it
@@ -306,7 +309,10 @@ async def bench_distributed(plan: Plan, services: Services, workdir: Path, run: 
 
         limits = httpx.Limits(max_connections=plan.concurrency * 2, max_keepalive_connections=plan.concurrency * 2)
         orchestrator = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=orchestrator, limits=limits, timeout=CALL_TIMEOUT + 5) as http:
+        async with contextlib.AsyncExitStack() as stack:
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=orchestrator, limits=limits, timeout=CALL_TIMEOUT + 5)
+            )
 
             async def add_workers(count: int) -> None:
                 targets = {}
@@ -316,10 +322,21 @@ async def bench_distributed(plan: Plan, services: Services, workdir: Path, run: 
                     targets[name] = f"http://127.0.0.1:{health}"
                 await wait_ready(http, processes, targets)
 
+            # The load: aiohttp, whose C parser keeps the client's own CPU (on the same 2
+            # cores as the platform) small; httpx cost more CPU than the orchestrator.
+            connector = aiohttp.TCPConnector(limit=plan.concurrency * 2)
+            load = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    orchestrator, connector=connector, timeout=aiohttp.ClientTimeout(CALL_TIMEOUT + 5)
+                )
+            )
+            body = json.dumps({"task_data": TASK, "wait": CALL_TIMEOUT}).encode()
+
             async def call() -> None:
-                response = await http.post(f"/agents/{AGENT}/invoke", json={"task_data": TASK, "wait": CALL_TIMEOUT})
-                if response.status_code != 200 or response.json()["status"] != "succeeded":
-                    raise RuntimeError(f"distributed invocation answered {response.status_code}: {response.text}")
+                async with load.post(f"/agents/{AGENT}/invoke", data=body, headers=JSON) as response:
+                    answer = await response.read()
+                if response.status != 200 or json.loads(answer)["status"] != "succeeded":
+                    raise RuntimeError(f"distributed invocation answered {response.status}: {answer.decode()}")
 
             processes.spawn("orchestrator", [*cli, "serve", "orchestrator"], env)
             await wait_ready(http, processes, {"orchestrator": orchestrator})

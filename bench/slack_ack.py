@@ -15,12 +15,15 @@ Answers to the commands go to a loopback fake of Slack's response_url.
 Slack's limit is 3 s; our target is p99 under 100 ms.
 
 Run: .venv/bin/python bench/slack_ack.py [--concurrency 50] [--rounds 10] [--sequential 40]
+     [--client aiohttp|httpx] [--setups sqlite,postgres,distributed]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import math
 import os
 import platform
@@ -29,9 +32,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import httpx
 
@@ -55,20 +60,43 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
+Request = tuple[str, bytes, dict[str, str]]  # path, body, headers
+
+
 async def rounds(
-    call: Callable[[httpx.AsyncClient, int], Awaitable[int]], base_url: str, concurrency: int, count: int
+    request: Callable[[int], Request], base_url: str, concurrency: int, count: int, client: str
 ) -> tuple[list[float], list[int | str]]:
-    """Latencies (ms) of the requests answered, and every status (or transport error)."""
+    """Latencies (ms) of the requests answered, and every status (or transport error).
+
+    `client`: aiohttp (default: its C parser keeps the load generator's own CPU, which
+    shares this machine's 2 cores with the server, small, as Slack's servers cost us none)
+    or httpx (heavier; what the earlier runs used)."""
     latencies: list[float] = []
     statuses: list[int | str] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
+    async with contextlib.AsyncExitStack() as stack:
+        if client == "httpx":
+            limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+            hx = await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits))
+
+            async def post(path: str, body: bytes, headers: dict[str, str]) -> int:
+                return (await hx.post(path, content=body, headers=headers)).status_code
+        else:
+            connector = aiohttp.TCPConnector(limit=concurrency)
+            ah = await stack.enter_async_context(
+                aiohttp.ClientSession(base_url, connector=connector, timeout=aiohttp.ClientTimeout(total=30))
+            )
+
+            async def post(path: str, body: bytes, headers: dict[str, str]) -> int:
+                async with ah.post(path, data=body, headers=headers) as response:
+                    await response.read()
+                    return response.status
 
         async def timed(index: int, keep: bool) -> None:
+            path, body, headers = request(index)
             began = time.perf_counter()
             try:
-                status: int | str = await call(http, index)
-            except httpx.TransportError as exc:  # counted and shown, not hidden
+                status: int | str = await post(path, body, headers)
+            except (httpx.TransportError, aiohttp.ClientError) as exc:  # counted and shown, not hidden
                 status = type(exc).__name__
             took = (time.perf_counter() - began) * 1000
             if keep:
@@ -82,30 +110,36 @@ async def rounds(
     return latencies, statuses
 
 
-def measure(
-    setup: str, slack: FakeSlack, slack_url: str, orchestrator_url: str, modes: list[tuple[int, int]]
-) -> list[tuple[str, ...]]:
+@dataclass(frozen=True)
+class Plan:
+    """(concurrency, rounds) pairs to run, and the load generator."""
+
+    modes: list[tuple[int, int]]
+    client: str
+
+
+def measure(setup: str, slack: FakeSlack, slack_url: str, orchestrator_url: str, plan: Plan) -> list[tuple[str, ...]]:
     """Rows of the table for one running setup: for each (concurrency, rounds) of `modes`,
     the commands then the peer's invocations."""
     rows: list[tuple[str, ...]] = []
     offset = 0
     slug = "".join(c for c in setup if c.isalnum())
 
-    async def command(http: httpx.AsyncClient, index: int) -> int:
+    def command(index: int) -> Request:
         body = command_body("/ask", f"question {index}", response_url=slack.response_url(f"{slug}-{offset + index}"))
-        headers = {"content-type": "application/x-www-form-urlencoded", **slack_headers(body)}
-        return (await http.post("/slack/commands", content=body, headers=headers)).status_code
+        return "/slack/commands", body, {"content-type": "application/x-www-form-urlencoded", **slack_headers(body)}
 
-    async def invoke(http: httpx.AsyncClient, index: int) -> int:
-        task = {"task_data": {"prompt": f"question {index}"}, "wait": 0}
-        return (await http.post(f"/agents/{AGENT}/invoke", json=task)).status_code
+    def invoke(index: int) -> Request:
+        body = json.dumps({"task_data": {"prompt": f"question {index}"}, "wait": 0}).encode()
+        return f"/agents/{AGENT}/invoke", body, {"content-type": "application/json"}
 
-    for concurrency, count in modes:
+    client = plan.client
+    for concurrency, count in plan.modes:
         sent = (count + 1) * concurrency
         before = len(slack.messages(f"/response/{slug}-"))
-        commands = asyncio.run(rounds(command, slack_url, concurrency, count))
+        commands = asyncio.run(rounds(command, slack_url, concurrency, count, client))
         offset += sent
-        invokes = asyncio.run(rounds(invoke, orchestrator_url, concurrency, count))
+        invokes = asyncio.run(rounds(invoke, orchestrator_url, concurrency, count, client))
         deadline = time.monotonic() + 30
         while len(slack.messages(f"/response/{slug}-")) < before + sent and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -115,9 +149,7 @@ def measure(
     return rows
 
 
-def embedded(
-    setup: str, slack: FakeSlack, extra_env: dict[str, str], modes: list[tuple[int, int]]
-) -> list[tuple[str, ...]]:
+def embedded(setup: str, slack: FakeSlack, extra_env: dict[str, str], plan: Plan) -> list[tuple[str, ...]]:
     """`agentrunner up`: every role and the workers in one process."""
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
@@ -125,12 +157,12 @@ def embedded(
         (workdir / "agents" / f"{AGENT}.yml").write_text(AGENT_YAML)
         running = start_platform(workdir, {**SLACK_ENV, **extra_env})
         try:
-            return measure(setup, slack, running.url("slack"), running.url("orchestrator"), modes)
+            return measure(setup, slack, running.url("slack"), running.url("orchestrator"), plan)
         finally:
             running.stop()
 
 
-def distributed(slack: FakeSlack, database_url: str, modes: list[tuple[int, int]]) -> list[tuple[str, ...]]:
+def distributed(slack: FakeSlack, database_url: str, plan: Plan) -> list[tuple[str, ...]]:
     """`serve slack`, `serve orchestrator` and `serve autonomous` as three processes on
     PostgreSQL, RabbitMQ and Redis, as in a deployment."""
     run = uuid.uuid4().hex[:8]
@@ -167,7 +199,7 @@ def distributed(slack: FakeSlack, database_url: str, modes: list[tuple[int, int]
                     await wait_ready(http, processes, urls)
 
             asyncio.run(ready())
-            return measure("distributed", slack, urls["slack"], urls["orchestrator"], modes)
+            return measure("distributed", slack, urls["slack"], urls["orchestrator"], plan)
         finally:
             processes.stop()
             prefix = f"agentrunner-bench-{run}"
@@ -220,19 +252,27 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--sequential", type=int, default=40, help="requests one at a time, for the cost of one")
+    parser.add_argument("--client", choices=["aiohttp", "httpx"], default="aiohttp", help="the load generator")
+    parser.add_argument("--setups", default="sqlite,postgres,distributed", help="comma-separated, of the default")
     args = parser.parse_args()
-    modes = [(args.concurrency, args.rounds), (1, args.sequential)]
+    plan = Plan(modes=[(args.concurrency, args.rounds), (1, args.sequential)], client=args.client)
+    setups = set(args.setups.split(","))
+    rows: list[tuple[str, ...]] = []
     with FakeSlack() as slack:
-        rows = embedded("embedded (SQLite)", slack, {}, modes)
-        url, drop = postgres_database()
-        try:
-            rows += embedded("embedded (PostgreSQL)", slack, {"DATABASE_URL": url}, modes)
-            rows += distributed(slack, url, modes)
-        finally:
-            drop()
+        if "sqlite" in setups:
+            rows += embedded("embedded (SQLite)", slack, {}, plan)
+        if setups & {"postgres", "distributed"}:
+            url, drop = postgres_database()
+            try:
+                if "postgres" in setups:
+                    rows += embedded("embedded (PostgreSQL)", slack, {"DATABASE_URL": url}, plan)
+                if "distributed" in setups:
+                    rows += distributed(slack, url, plan)
+            finally:
+                drop()
     print(
         f"# Slack ack latency: {args.concurrency} concurrent requests x {args.rounds} rounds, "
-        f"then {args.sequential} one at a time"
+        f"then {args.sequential} one at a time; client {args.client}"
     )
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print()
