@@ -381,6 +381,8 @@ class Node:
             max_body_bytes=self.settings.max_request_bytes,
             rate_limit_per_minute=self.settings.api_rate_limit_per_minute,
             metrics=self.metrics.exposition,
+            idempotency=self.store,
+            idempotency_ttl_seconds=self.settings.idempotency_ttl_seconds,
         )
 
     def health_app(self) -> FastAPI:

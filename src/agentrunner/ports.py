@@ -148,6 +148,18 @@ class UnfinishedFire:
     timeout_seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotentRequest:
+    """A request recorded under an idempotency key: its fingerprint and, once answered, the
+    answer (`status_code` None while it is still running)."""
+
+    fingerprint: str
+    created_at: datetime
+    status_code: int | None = None
+    response: bytes = b""
+    content_type: str = "application/json"
+
+
 class StateStore(Protocol):
     """Durable records of the platform (ARCHITECTURE §6).
 
@@ -236,6 +248,26 @@ class StateStore(Protocol):
 
     async def mark_published(self, entry_ids: Sequence[str]) -> None:
         """Record that these outbox events reached the bus."""
+        ...
+
+    async def claim_idempotency_key(
+        self, key: str, fingerprint: str, *, expired_before: datetime, abandoned_before: datetime
+    ) -> IdempotentRequest | None:
+        """None when this caller now owns `key` (new, or its record was created before
+        `expired_before`, or was left unanswered and untouched since `abandoned_before`);
+        otherwise the request already recorded under it."""
+        ...
+
+    async def touch_idempotency_key(self, key: str) -> None:
+        """The request that owns `key` is still running."""
+        ...
+
+    async def complete_idempotency_key(self, key: str, status_code: int, response: bytes, content_type: str) -> None:
+        """Keep the answer of the request that owns `key`, for its retries."""
+        ...
+
+    async def release_idempotency_key(self, key: str) -> None:
+        """Forget `key` (its request gave no answer worth replaying): a retry runs anew."""
         ...
 
     async def record_dead_letter(self, letter: DeadLetter) -> StoredDeadLetter:

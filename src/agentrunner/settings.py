@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     enable_api_auth: bool = False
     api_keys: SecretStr | None = None
     api_rate_limit_per_minute: int = Field(default=0, ge=0)
+    # How long a POST's answer is replayed to retries with the same Idempotency-Key.
+    idempotency_ttl_seconds: float = Field(default=24 * 3600, gt=0)
     enable_tls: bool = False
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

@@ -621,3 +621,61 @@ async def test_unknown_dead_letter_raises_not_found(state_store: StateStore) -> 
         await state_store.get_dead_letter("nope")
     with pytest.raises(DeadLetterNotFoundError):
         await state_store.mark_dead_letter_replayed("nope")
+
+
+# -- idempotency keys -----------------------------------------------------------------
+
+
+def _windows(now: datetime | None = None) -> dict[str, datetime]:
+    now = now or datetime.now(UTC)
+    return {"expired_before": now - timedelta(hours=24), "abandoned_before": now - timedelta(seconds=30)}
+
+
+async def test_the_first_claim_of_an_idempotency_key_owns_it_and_later_ones_see_it_running(
+    state_store: StateStore,
+) -> None:
+    assert await state_store.claim_idempotency_key("key-1", "fp-a", **_windows()) is None
+
+    running = await state_store.claim_idempotency_key("key-1", "fp-a", **_windows())
+    other_body = await state_store.claim_idempotency_key("key-1", "fp-b", **_windows())
+
+    assert running is not None
+    assert running.fingerprint == "fp-a"
+    assert running.status_code is None
+    assert other_body is not None
+    assert other_body.fingerprint == "fp-a"  # the caller compares and refuses
+
+
+async def test_a_completed_idempotency_key_gives_its_answer_back_byte_for_byte(state_store: StateStore) -> None:
+    answer = '{"execution_id": "e-1", "text": "ünïcode"}'.encode()
+    await state_store.claim_idempotency_key("key-2", "fp", **_windows())
+    await state_store.complete_idempotency_key("key-2", 202, answer, "application/json")
+
+    earlier = await state_store.claim_idempotency_key("key-2", "fp", **_windows())
+
+    assert earlier is not None
+    assert (earlier.status_code, earlier.response, earlier.content_type) == (202, answer, "application/json")
+
+
+async def test_a_released_expired_or_abandoned_idempotency_key_is_claimed_anew(state_store: StateStore) -> None:
+    await state_store.claim_idempotency_key("released", "fp", **_windows())
+    await state_store.release_idempotency_key("released")
+    await state_store.claim_idempotency_key("expired", "fp", **_windows())
+    await state_store.complete_idempotency_key("expired", 200, b"{}", "application/json")
+    await state_store.claim_idempotency_key("abandoned", "fp", **_windows())
+    await state_store.claim_idempotency_key("alive", "fp", **_windows())
+    later = datetime.now(UTC) + timedelta(seconds=31)
+    await state_store.touch_idempotency_key("alive")  # touched now; "abandoned" was not
+
+    assert await state_store.claim_idempotency_key("released", "fp-new", **_windows()) is None
+    assert await state_store.claim_idempotency_key("expired", "fp-new", **_windows(later + timedelta(days=1))) is None
+    assert await state_store.claim_idempotency_key("abandoned", "fp-new", **_windows(later)) is None
+    alive = await state_store.claim_idempotency_key("alive", "fp-new", **_windows(later - timedelta(seconds=2)))
+    assert alive is not None
+    assert alive.fingerprint == "fp"
+
+
+async def test_concurrent_claims_of_one_idempotency_key_have_exactly_one_owner(state_store: StateStore) -> None:
+    claims = await asyncio.gather(*(state_store.claim_idempotency_key("raced", "fp", **_windows()) for _ in range(20)))
+
+    assert sum(claim is None for claim in claims) == 1

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentrunner.api.errors import error_response, install_error_handlers
+from agentrunner.api.idempotency import IdempotencyKeys, IdempotencyMiddleware
 from agentrunner.domain.errors import AgentRunnerError, BadRequestError
 from agentrunner.logs import get_logger
 from agentrunner.tracing import accept_trace_id, traced
@@ -202,6 +203,9 @@ class EdgeConfig:
     rate_limit_per_minute: int = 0
     # The node's metrics in Prometheus' text format, and its content type, for `/metrics`.
     metrics: Callable[[], tuple[bytes, str]] | None = None
+    # Where POSTs with an `Idempotency-Key` keep their answers; None: the header is ignored.
+    idempotency: IdempotencyKeys | None = None
+    idempotency_ttl_seconds: float = 24 * 3600
 
 
 async def _valid_unicode_body(request: Request) -> None:
@@ -236,6 +240,8 @@ def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) 
     adds the role's own routes."""
     app = FastAPI(title=title, version="1", dependencies=[Depends(_valid_unicode_body)], **fastapi_kwargs)
     install_error_handlers(app)
+    if edge.idempotency is not None:  # innermost: inside the key check and the body limit
+        app.add_middleware(IdempotencyMiddleware, store=edge.idempotency, ttl_seconds=edge.idempotency_ttl_seconds)
     app.add_middleware(BodyLimitMiddleware, max_bytes=edge.max_body_bytes)
     if edge.api_keys is not None:
         limiter = KeyRateLimiter(edge.rate_limit_per_minute) if edge.rate_limit_per_minute else None

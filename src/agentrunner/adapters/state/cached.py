@@ -22,6 +22,7 @@ from agentrunner.ports import (
     Cache,
     ExecutionPage,
     FireClaim,
+    IdempotentRequest,
     OutboxEntry,
     StateStore,
     UnfinishedFire,
@@ -194,6 +195,22 @@ class CachedStateStore:
 
     async def pending_events(self, *, limit: int = 100, older_than_seconds: float = 0.0) -> list[OutboxEntry]:
         return await self._store.pending_events(limit=limit, older_than_seconds=older_than_seconds)
+
+    async def claim_idempotency_key(
+        self, key: str, fingerprint: str, *, expired_before: datetime, abandoned_before: datetime
+    ) -> IdempotentRequest | None:
+        return await self._store.claim_idempotency_key(
+            key, fingerprint, expired_before=expired_before, abandoned_before=abandoned_before
+        )
+
+    async def touch_idempotency_key(self, key: str) -> None:
+        await self._store.touch_idempotency_key(key)
+
+    async def complete_idempotency_key(self, key: str, status_code: int, response: bytes, content_type: str) -> None:
+        await self._store.complete_idempotency_key(key, status_code, response, content_type)
+
+    async def release_idempotency_key(self, key: str) -> None:
+        await self._store.release_idempotency_key(key)
 
     async def mark_published(self, entry_ids: Sequence[str]) -> None:
         await self._store.mark_published(entry_ids)

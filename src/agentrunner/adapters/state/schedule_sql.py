@@ -121,7 +121,7 @@ async def sync_config_schedules(session: AsyncConnection, schedules: Sequence[Sc
     for schedule_id, schedule in wanted.items():
         current = stored.get(schedule_id)
         if current is None:
-            await _insert_ignoring_duplicates(session, SCHEDULES, [schedule_values(schedule)])
+            await insert_ignoring_duplicates(session, SCHEDULES, [schedule_values(schedule)])
         elif not current.same_definition(schedule):
             values = schedule_values(schedule)
             for kept in ("id", "paused", "created_at"):
@@ -192,7 +192,7 @@ async def claim_fires(session: AsyncConnection, claims: Sequence[FireClaim]) -> 
     won_ids: set[str] = set()
     for start in range(0, len(ordered), _CHUNK):
         rows = [_fire_values(claim.fire) for claim in ordered[start : start + _CHUNK]]
-        won_ids.update(await _insert_ignoring_duplicates(session, FIRES, rows, returning=FIRES.c.id))
+        won_ids.update(await insert_ignoring_duplicates(session, FIRES, rows, returning=FIRES.c.id))
     won = [claim for claim in ordered if claim.fire.id in won_ids]
     executions = [execution_values(claim.execution) for claim in won if claim.execution is not None]
     if executions:
@@ -304,7 +304,7 @@ async def append_outbox(session: AsyncConnection, events: Sequence[Event]) -> No
         await session.execute(insert(OUTBOX), rows)
 
 
-async def _insert_ignoring_duplicates(
+async def insert_ignoring_duplicates(
     session: AsyncConnection, table: Table, rows: list[dict[str, Any]], *, returning: Any = None
 ) -> list[Any]:
     """INSERT ... ON CONFLICT DO NOTHING (on either backend); the `returning` column of

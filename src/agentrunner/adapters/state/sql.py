@@ -19,6 +19,7 @@ from sqlalchemy import (
     Insert,
     Table,
     Update,
+    and_,
     bindparam,
     delete,
     event,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    or_,
     select,
     tuple_,
     union_all,
@@ -48,7 +50,14 @@ from agentrunner.adapters.state.rows import (
     state_from,
     state_payload,
 )
-from agentrunner.adapters.state.tables import AgentRow, AgentStateRow, DeadLetterRow, ExecutionRow, OutboxRow
+from agentrunner.adapters.state.tables import (
+    AgentRow,
+    AgentStateRow,
+    DeadLetterRow,
+    ExecutionRow,
+    IdempotencyKeyRow,
+    OutboxRow,
+)
 from agentrunner.adapters.state.urls import alembic_config, prepare_sqlite_folder
 from agentrunner.domain.errors import (
     AgentRunnerError,
@@ -65,13 +74,14 @@ from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, AgentUsage, UsageTotals
-from agentrunner.ports import AgentRecord, ExecutionPage, FireClaim, OutboxEntry, UnfinishedFire
+from agentrunner.ports import AgentRecord, ExecutionPage, FireClaim, IdempotentRequest, OutboxEntry, UnfinishedFire
 
 EXECUTIONS = cast("Table", ExecutionRow.__table__)
 DEAD_LETTERS = cast("Table", DeadLetterRow.__table__)
 STATES = cast("Table", AgentStateRow.__table__)
 OUTBOX = cast("Table", OutboxRow.__table__)
 AGENTS = cast("Table", AgentRow.__table__)
+IDEMPOTENCY_KEYS = cast("Table", IdempotencyKeyRow.__table__)
 
 
 class SQLStateStore:
@@ -449,6 +459,67 @@ class SQLStateStore:
                 .where(OutboxRow.id.in_(list(entry_ids)), OutboxRow.published_at.is_(None))
                 .values(published_at=utcnow())
             )
+
+    # -- idempotency keys ------------------------------------------------------------
+
+    async def claim_idempotency_key(
+        self, key: str, fingerprint: str, *, expired_before: datetime, abandoned_before: datetime
+    ) -> IdempotentRequest | None:
+        now = utcnow()
+        row = {"key": key, "fingerprint": fingerprint, "created_at": now, "touched_at": now}
+        async with self._session(write=True, atomic=True) as session:
+            await session.execute(
+                delete(IdempotencyKeyRow).where(
+                    IdempotencyKeyRow.key == key,
+                    or_(
+                        IdempotencyKeyRow.created_at < expired_before,
+                        and_(IdempotencyKeyRow.completed_at.is_(None), IdempotencyKeyRow.touched_at < abandoned_before),
+                    ),
+                )
+            )
+            if await schedule_sql.insert_ignoring_duplicates(
+                session, IDEMPOTENCY_KEYS, [row], returning=IDEMPOTENCY_KEYS.c.key
+            ):
+                return None
+            found = (await session.execute(select(IDEMPOTENCY_KEYS).where(IdempotencyKeyRow.key == key))).first()
+        if found is None:  # released between our insert and read: the caller may try again
+            return await self.claim_idempotency_key(
+                key, fingerprint, expired_before=expired_before, abandoned_before=abandoned_before
+            )
+        return IdempotentRequest(
+            fingerprint=found.fingerprint,
+            created_at=found.created_at,
+            status_code=found.status_code,
+            response=found.response or b"",
+            content_type=found.content_type or "application/json",
+        )
+
+    async def touch_idempotency_key(self, key: str) -> None:
+        async with self._session(write=True) as session:
+            await session.execute(
+                update(IdempotencyKeyRow)
+                .where(IdempotencyKeyRow.key == key, IdempotencyKeyRow.completed_at.is_(None))
+                .values(touched_at=utcnow())
+            )
+
+    async def complete_idempotency_key(self, key: str, status_code: int, response: bytes, content_type: str) -> None:
+        now = utcnow()
+        async with self._session(write=True) as session:
+            await session.execute(
+                update(IdempotencyKeyRow)
+                .where(IdempotencyKeyRow.key == key)
+                .values(
+                    status_code=status_code,
+                    response=response,
+                    content_type=content_type,
+                    touched_at=now,
+                    completed_at=now,
+                )
+            )
+
+    async def release_idempotency_key(self, key: str) -> None:
+        async with self._session(write=True) as session:
+            await session.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key))
 
     # -- dead letters ----------------------------------------------------------------
 

@@ -312,3 +312,19 @@ class AuditRow(Base):
     subject: Mapped[str] = mapped_column(String(256))
     trace_id: Mapped[str | None] = mapped_column(String(128))
     details: Mapped[dict[str, Any]]
+
+
+class IdempotencyKeyRow(Base):
+    """A POST made with an `Idempotency-Key`: the request's fingerprint and, once answered,
+    its answer, replayed to a retry of the same request (ARCHITECTURE §9)."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of caller, route and key
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of method, path and body
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    touched_at: Mapped[datetime]  # the request in flight is alive (refreshed while it runs)
+    completed_at: Mapped[datetime | None]
