@@ -25,6 +25,7 @@ from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
 from agentrunner.adapters.providers.offline import Script
 from agentrunner.adapters.state.cached import CachedStateStore
 from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.adapters.webhooks import HttpxWebhookSender
 from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.orchestrator import orchestrator_app
@@ -51,6 +52,7 @@ from agentrunner.runtime.scheduler import Scheduler
 from agentrunner.runtime.slack_answers import SlackAnswers
 from agentrunner.runtime.slack_gateway import SlackGateway
 from agentrunner.runtime.topics import invoke_topic
+from agentrunner.runtime.webhooks import WebhookDispatcher
 from agentrunner.runtime.worker import AUTONOMOUS_POOL_MODES, CONTINUOUS_POOL_MODES, AgentPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
 from agentrunner.tracing import current_trace_id
@@ -112,7 +114,22 @@ class Node:
         self.registry = AgentRegistry()
         self.relay = OutboxRelay(bus=self.bus, store=self.store)
         self.orchestrator = Orchestrator(
-            bus=self.bus, store=self.store, relay=self.relay, registry=self.registry, node_id=self.node_id
+            bus=self.bus,
+            store=self.store,
+            relay=self.relay,
+            registry=self.registry,
+            node_id=self.node_id,
+            webhooks_signed=self.webhook_secret is not None,
+        )
+        self.webhooks = WebhookDispatcher(
+            bus=self.bus,
+            store=self.store,
+            sender=HttpxWebhookSender(),
+            secret=self.webhook_secret,
+            retry_seconds=settings.webhook_retry_seconds,
+            backoff_base_seconds=settings.webhook_backoff_seconds,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            sweep_seconds=settings.webhook_sweep_seconds,
         )
         self.metrics = PrometheusMetrics()
         self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store, metrics=self.metrics)
@@ -180,6 +197,13 @@ class Node:
         )
 
     @property
+    def webhook_secret(self) -> bytes | None:
+        """What webhooks are signed with; None: this node sends none (and, an orchestrator
+        without it, takes no deliveries from the replicas that have it)."""
+        secret = self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else ""
+        return secret.encode() or None
+
+    @property
     def accepts_work(self) -> bool:
         """Whether this process records work for the pools (invocations, schedule fires,
         Slack requests), and so declares the agents' queues before it does."""
@@ -215,6 +239,8 @@ class Node:
                 log.warning("agent file warning", problem=str(warning))
             if agent.status is AgentStatus.UNAVAILABLE:
                 log.info("agent unavailable", agent=agent.name, reasons=list(agent.reasons))
+            if agent.config is not None and agent.config.webhook_url and self.webhook_secret is None:
+                log.warning("agent has a webhook_url but WEBHOOK_SECRET is not set: it is not sent", agent=agent.name)
 
     async def start(self) -> None:
         """Open the adapters, load the agents and start the engines."""
@@ -228,8 +254,10 @@ class Node:
         if "orchestrator" in self.roles:
             await self.orchestrator.start()
             await self.dead_letters.start()
+            await self.webhooks.start()
         if self.accepts_work:
             await self.orchestrator.declare_queues()
+            await self.webhooks.declare()
             # Events a crash left in the outbox are published by any node with a sweep. The
             # slack role accepts invocations too: its outbox marks are batched off the ack path.
             await self.relay.start()
@@ -349,6 +377,7 @@ class Node:
         if self.slack_replies is not None:
             await self.slack_replies.close()
         await self.dead_letters.stop()
+        await self.webhooks.stop()
         await self.orchestrator.stop()
         await self.bus.close()
         await self.catalog.close()

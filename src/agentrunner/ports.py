@@ -19,6 +19,7 @@ from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.slack import SlackMessage
 from agentrunner.domain.state import AgentState, UsageTotals
+from agentrunner.domain.webhook import WebhookDelivery
 
 EventHandler = Callable[[Event], Awaitable[None]]
 DeadLetterHandler = Callable[[DeadLetter], Awaitable[None]]
@@ -248,6 +249,29 @@ class StateStore(Protocol):
 
     async def mark_published(self, entry_ids: Sequence[str]) -> None:
         """Record that these outbox events reached the bus."""
+        ...
+
+    async def add_webhook_delivery(self, delivery: WebhookDelivery) -> None:
+        """Keep a delivery to make (one per execution: a second add changes nothing)."""
+        ...
+
+    async def claim_webhook_delivery(
+        self, execution_id: str, *, now: datetime, lease_until: datetime
+    ) -> WebhookDelivery | None:
+        """The delivery, when it is due at `now` and still open; its next attempt moves to
+        `lease_until` so no other process tries it meanwhile. None otherwise."""
+        ...
+
+    async def save_webhook_delivery(self, delivery: WebhookDelivery) -> None:
+        """Write a delivery's attempts and what comes next."""
+        ...
+
+    async def due_webhook_deliveries(self, *, now: datetime, limit: int = 100) -> list[str]:
+        """Execution ids of open deliveries due at `now`, oldest first."""
+        ...
+
+    async def get_webhook_delivery(self, execution_id: str) -> WebhookDelivery | None:
+        """The delivery of an execution's record, if it has a webhook."""
         ...
 
     async def claim_idempotency_key(
@@ -513,4 +537,17 @@ class SlackReplies(Protocol):
 
     async def close(self) -> None:
         """Release HTTP sessions."""
+        ...
+
+
+class WebhookSender(Protocol):
+    """POSTs to webhook receivers (an HTTP client)."""
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout_seconds: float) -> int:
+        """The receiver's HTTP status; raises `DependencyUnavailableError` when it could not
+        be reached or did not answer in time."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
         ...

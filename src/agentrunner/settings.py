@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     enable_api_auth: bool = False
     api_keys: SecretStr | None = None
     api_rate_limit_per_minute: int = Field(default=0, ge=0)
+    # Webhooks out: the HMAC-SHA256 secret they are signed with (none: webhooks refused),
+    # how long a delivery is retried, the first retry's wait (doubling), one POST's limit.
+    webhook_secret: SecretStr | None = None
+    webhook_retry_seconds: float = Field(default=24 * 3600, gt=0)
+    webhook_backoff_seconds: float = Field(default=1.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_sweep_seconds: float = Field(default=1.0, gt=0)
     # How long a POST's answer is replayed to retries with the same Idempotency-Key.
     idempotency_ttl_seconds: float = Field(default=24 * 3600, gt=0)
     enable_tls: bool = False

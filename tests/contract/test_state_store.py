@@ -23,6 +23,7 @@ from agentrunner.domain.errors import (
 )
 from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage
+from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
 from agentrunner.ports import StateStore
 from tests.conftest import free_port
 
@@ -679,3 +680,49 @@ async def test_concurrent_claims_of_one_idempotency_key_have_exactly_one_owner(s
     claims = await asyncio.gather(*(state_store.claim_idempotency_key("raced", "fp", **_windows()) for _ in range(20)))
 
     assert sum(claim is None for claim in claims) == 1
+
+
+# -- webhook deliveries ---------------------------------------------------------------
+
+
+async def test_a_webhook_delivery_is_claimed_once_when_due_and_keeps_its_attempts(state_store: StateStore) -> None:
+    now = datetime.now(UTC)
+    delivery = WebhookDelivery(execution_id="exec-hook", url="http://hooks.test/x", created_at=now, next_attempt_at=now)
+    await state_store.add_webhook_delivery(delivery)
+    await state_store.add_webhook_delivery(delivery.model_copy(update={"url": "http://other.test"}))  # no change
+
+    due = await state_store.due_webhook_deliveries(now=now)
+    first = await state_store.claim_webhook_delivery("exec-hook", now=now, lease_until=now + timedelta(seconds=40))
+    second = await state_store.claim_webhook_delivery("exec-hook", now=now, lease_until=now + timedelta(seconds=40))
+    assert first is not None
+    failed = WebhookAttempt(at=now, status_code=500, error="the receiver answered HTTP 500", duration_ms=3.5)
+    retry_at = now + timedelta(seconds=2)
+    await state_store.save_webhook_delivery(
+        first.model_copy(update={"attempts": [failed], "next_attempt_at": retry_at})
+    )
+    early = await state_store.claim_webhook_delivery("exec-hook", now=now, lease_until=now + timedelta(seconds=40))
+    later = await state_store.claim_webhook_delivery("exec-hook", now=retry_at, lease_until=retry_at)
+
+    assert due == ["exec-hook"]
+    assert (first.url, first.attempts) == ("http://hooks.test/x", [])
+    assert second is None
+    assert early is None
+    assert later is not None
+    assert later.attempts == [failed]
+    assert await state_store.get_webhook_delivery("exec-none") is None
+
+
+async def test_a_settled_webhook_delivery_is_never_due_again(state_store: StateStore) -> None:
+    now = datetime.now(UTC)
+    for execution_id, settled in (("exec-done", "delivered_at"), ("exec-given-up", "gave_up_at")):
+        delivery = WebhookDelivery(
+            execution_id=execution_id, url="http://hooks.test", created_at=now, next_attempt_at=now
+        )
+        await state_store.add_webhook_delivery(delivery)
+        await state_store.save_webhook_delivery(delivery.model_copy(update={settled: now}))
+
+    assert await state_store.due_webhook_deliveries(now=now + timedelta(days=2)) == []
+    assert await state_store.claim_webhook_delivery("exec-done", now=now, lease_until=now) is None
+    stored = await state_store.get_webhook_delivery("exec-given-up")
+    assert stored is not None
+    assert stored.gave_up_at is not None

@@ -23,6 +23,7 @@ from tests.conftest import REPO
 EXPECTED_TABLES = {
     "agents",
     "executions",
+    "webhook_deliveries",
     "idempotency_keys",
     "agent_state",
     "plan_runs",

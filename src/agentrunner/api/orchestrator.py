@@ -15,6 +15,7 @@ from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
 from agentrunner.domain.event import StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN, WebhookDelivery
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
 
@@ -39,6 +40,13 @@ class InvokeRequest(BaseModel):
         le=MAX_WAIT_SECONDS,
         description="Seconds to wait for the result (default 60); 0 answers 202 at once.",
     )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=WEBHOOK_URL_PATTERN,
+        description="POST the execution's record here when it ends, signed (X-AgentRunner-Signature); "
+        "overrides the agent's webhook_url. Needs WEBHOOK_SECRET.",
+    )
 
 
 class PublishRequest(BaseModel):
@@ -62,6 +70,14 @@ class Accepted(BaseModel):
     execution_id: str
     status: ExecutionStatus
     trace_id: str
+
+
+class ExecutionDetail(Execution):
+    """An execution, with the delivery of its record to its webhook (when it has one)."""
+
+    webhook: WebhookDelivery | None = Field(
+        default=None, description="Attempts to POST the record to webhook_url, once the execution ended."
+    )
 
 
 class ExecutionList(BaseModel):
@@ -102,7 +118,12 @@ def orchestrator_app(
     async def invoke(name: str, request: InvokeRequest) -> JSONResponse:
         wait = default_wait if request.wait is None else request.wait
         execution = await orchestrator.invoke(
-            name, request.task_data, session_id=request.session_id, wait=wait, stream=request.stream
+            name,
+            request.task_data,
+            session_id=request.session_id,
+            wait=wait,
+            stream=request.stream,
+            webhook_url=request.webhook_url,
         )
         extras = await invoke_extras(execution) if invoke_extras else {}
         if execution.status.is_terminal:
@@ -124,9 +145,11 @@ def orchestrator_app(
 def _execution_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     """Reading, watching and cancelling executions."""
 
-    @app.get("/executions/{execution_id}", response_model=Execution, tags=["executions"])
-    async def get_execution(execution_id: str) -> Execution:
-        return await orchestrator.execution(execution_id)
+    @app.get("/executions/{execution_id}", response_model=ExecutionDetail, tags=["executions"])
+    async def get_execution(execution_id: str) -> ExecutionDetail:
+        execution = await orchestrator.execution(execution_id)
+        webhook = await orchestrator.webhook_delivery(execution) if execution.webhook_url else None
+        return ExecutionDetail(**execution.model_dump(), webhook=webhook)
 
     @app.get(
         "/executions/{execution_id}/events",

@@ -15,6 +15,7 @@ from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from agentrunner.domain.topics import pattern_problem
+from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN
 
 
 def _check_cron(value: str) -> str:
@@ -193,6 +194,7 @@ class AgentConfig(_Section):
     retry_config: RetryConfig = Field(default_factory=RetryConfig)
     tools: list[ToolConfig] = Field(default_factory=list)
     timeout_seconds: float = Field(default=300, gt=0)
+    webhook_url: str | None = Field(default=None, max_length=2048, pattern=WEBHOOK_URL_PATTERN)
 
     @field_validator("schedule_config")
     @classmethod

@@ -90,6 +90,7 @@ class Execution(BaseModel):
     worker: str | None = None
     # The schedule whose tick created it (scheduled runs only).
     schedule_id: str | None = None
+    webhook_url: str | None = None
     trace_id: str
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

@@ -12,6 +12,7 @@ from agentrunner.domain.errors import AgentRunnerError, BadRequestError, Conflic
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.topics import topic_problem
+from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ExecutionPage, StateStore, Subscription
 from agentrunner.runtime.outbox import OutboxRelay
@@ -33,9 +34,17 @@ class Orchestrator:
     """Entry point of every invocation (ARCHITECTURE §3)."""
 
     def __init__(
-        self, *, bus: EventBus, store: StateStore, relay: OutboxRelay, registry: AgentRegistry, node_id: str
+        self,
+        *,
+        bus: EventBus,
+        store: StateStore,
+        relay: OutboxRelay,
+        registry: AgentRegistry,
+        node_id: str,
+        webhooks_signed: bool = False,
     ) -> None:
         self._bus = bus
+        self._webhooks_signed = webhooks_signed
         self._store = store
         self._relay = relay
         self._registry = registry
@@ -88,6 +97,7 @@ class Orchestrator:
         session_id: str | None = None,
         wait: float = 0.0,
         stream: bool = False,
+        webhook_url: str | None = None,
     ) -> Execution:
         """Accept a task for `agent` and return its execution: finished if it ended within
         `wait` seconds, else as it stands (queued or running).
@@ -95,12 +105,15 @@ class Orchestrator:
         Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything.
         """
         config = self._registry.runnable(agent)
+        if webhook_url and not self._webhooks_signed:
+            raise BadRequestError("webhook_url needs WEBHOOK_SECRET to be set: webhooks are never sent unsigned")
         execution = Execution(
             execution_id=new_id(),
             agent=config.name,
             input=task_data,
             session_id=session_id,
             trace_id=current_trace_id() or new_trace_id(),
+            webhook_url=webhook_url or config.webhook_url,
         )
         waiter: asyncio.Future[Execution | None] | None = None
         if wait > 0:
@@ -127,6 +140,10 @@ class Orchestrator:
         if waiter.done() and not waiter.cancelled() and (finished := waiter.result()) is not None:
             return finished  # as the worker saved it, carried by the finished event
         return await self.execution(execution.execution_id)
+
+    async def webhook_delivery(self, execution: Execution) -> WebhookDelivery | None:
+        """The delivery of `execution`'s record to its webhook (none before it ends)."""
+        return await self._store.get_webhook_delivery(execution.execution_id)
 
     async def publish_event(self, topic: str, payload: dict[str, Any]) -> Event:
         """Publish an external event; agents whose `event_subscriptions` match it run.

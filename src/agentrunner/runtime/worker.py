@@ -205,12 +205,14 @@ class AgentPool:
         """The id of the execution `event` starts for `agent`, recorded on first delivery."""
         execution_id = execution_id_for(agent, event)
         session = event.payload.get("session_id")
+        registered = self._registry.agents.get(agent)
         execution = Execution(
             execution_id=execution_id,
             agent=agent,
             input=event.payload,
             session_id=session if isinstance(session, str) else None,
             trace_id=event.trace_id,
+            webhook_url=registered.config.webhook_url if registered and registered.config else None,
         )
         try:
             await self._store.create_execution(execution)

@@ -16,6 +16,7 @@ from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, UsageTotals
+from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
 from agentrunner.ports import (
     AgentRecord,
@@ -211,6 +212,23 @@ class CachedStateStore:
 
     async def release_idempotency_key(self, key: str) -> None:
         await self._store.release_idempotency_key(key)
+
+    async def add_webhook_delivery(self, delivery: WebhookDelivery) -> None:
+        await self._store.add_webhook_delivery(delivery)
+
+    async def claim_webhook_delivery(
+        self, execution_id: str, *, now: datetime, lease_until: datetime
+    ) -> WebhookDelivery | None:
+        return await self._store.claim_webhook_delivery(execution_id, now=now, lease_until=lease_until)
+
+    async def save_webhook_delivery(self, delivery: WebhookDelivery) -> None:
+        await self._store.save_webhook_delivery(delivery)
+
+    async def due_webhook_deliveries(self, *, now: datetime, limit: int = 100) -> list[str]:
+        return await self._store.due_webhook_deliveries(now=now, limit=limit)
+
+    async def get_webhook_delivery(self, execution_id: str) -> WebhookDelivery | None:
+        return await self._store.get_webhook_delivery(execution_id)
 
     async def mark_published(self, entry_ids: Sequence[str]) -> None:
         await self._store.mark_published(entry_ids)

@@ -57,6 +57,7 @@ from agentrunner.adapters.state.tables import (
     ExecutionRow,
     IdempotencyKeyRow,
     OutboxRow,
+    WebhookDeliveryRow,
 )
 from agentrunner.adapters.state.urls import alembic_config, prepare_sqlite_folder
 from agentrunner.domain.errors import (
@@ -74,6 +75,7 @@ from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, AgentUsage, UsageTotals
+from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
 from agentrunner.ports import AgentRecord, ExecutionPage, FireClaim, IdempotentRequest, OutboxEntry, UnfinishedFire
 
 EXECUTIONS = cast("Table", ExecutionRow.__table__)
@@ -82,6 +84,7 @@ STATES = cast("Table", AgentStateRow.__table__)
 OUTBOX = cast("Table", OutboxRow.__table__)
 AGENTS = cast("Table", AgentRow.__table__)
 IDEMPOTENCY_KEYS = cast("Table", IdempotencyKeyRow.__table__)
+WEBHOOK_DELIVERIES = cast("Table", WebhookDeliveryRow.__table__)
 
 
 class SQLStateStore:
@@ -521,6 +524,63 @@ class SQLStateStore:
         async with self._session(write=True) as session:
             await session.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key))
 
+    # -- webhook deliveries ----------------------------------------------------------
+
+    async def add_webhook_delivery(self, delivery: WebhookDelivery) -> None:
+        async with self._session(write=True) as session:
+            await schedule_sql.insert_ignoring_duplicates(session, WEBHOOK_DELIVERIES, [_delivery_values(delivery)])
+
+    async def claim_webhook_delivery(
+        self, execution_id: str, *, now: datetime, lease_until: datetime
+    ) -> WebhookDelivery | None:
+        async with self._session(write=True, atomic=True) as session:
+            claimed = await session.execute(
+                update(WebhookDeliveryRow)
+                .where(
+                    WebhookDeliveryRow.execution_id == execution_id,
+                    WebhookDeliveryRow.next_attempt_at <= now,
+                    WebhookDeliveryRow.delivered_at.is_(None),
+                    WebhookDeliveryRow.gave_up_at.is_(None),
+                )
+                .values(next_attempt_at=lease_until)
+            )
+            if claimed.rowcount != 1:
+                return None
+            row = (
+                await session.execute(select(WEBHOOK_DELIVERIES).where(WebhookDeliveryRow.execution_id == execution_id))
+            ).one()
+        return _delivery_from(row)
+
+    async def save_webhook_delivery(self, delivery: WebhookDelivery) -> None:
+        values = _delivery_values(delivery)
+        del values["execution_id"]
+        async with self._session(write=True) as session:
+            await session.execute(
+                update(WebhookDeliveryRow)
+                .where(WebhookDeliveryRow.execution_id == delivery.execution_id)
+                .values(**values)
+            )
+
+    async def due_webhook_deliveries(self, *, now: datetime, limit: int = 100) -> list[str]:
+        query = (
+            select(WebhookDeliveryRow.execution_id)
+            .where(
+                WebhookDeliveryRow.next_attempt_at <= now,
+                WebhookDeliveryRow.delivered_at.is_(None),
+                WebhookDeliveryRow.gave_up_at.is_(None),
+            )
+            .order_by(WebhookDeliveryRow.next_attempt_at)
+            .limit(limit)
+        )
+        async with self._session() as session:
+            return list((await session.execute(query)).scalars())
+
+    async def get_webhook_delivery(self, execution_id: str) -> WebhookDelivery | None:
+        query = select(WEBHOOK_DELIVERIES).where(WebhookDeliveryRow.execution_id == execution_id)
+        async with self._session() as session:
+            row = (await session.execute(query)).first()
+        return None if row is None else _delivery_from(row)
+
     # -- dead letters ----------------------------------------------------------------
 
     async def record_dead_letter(self, letter: DeadLetter) -> StoredDeadLetter:
@@ -779,3 +839,21 @@ def _tune_sqlite(dbapi_connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _delivery_values(delivery: WebhookDelivery) -> dict[str, Any]:
+    values = delivery.model_dump(exclude={"attempts"})
+    values["attempts"] = [attempt.model_dump(mode="json") for attempt in delivery.attempts]
+    return values
+
+
+def _delivery_from(row: Any) -> WebhookDelivery:
+    return WebhookDelivery(
+        execution_id=row.execution_id,
+        url=row.url,
+        attempts=[WebhookAttempt.model_validate(attempt) for attempt in row.attempts],
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        delivered_at=row.delivered_at,
+        gave_up_at=row.gave_up_at,
+    )

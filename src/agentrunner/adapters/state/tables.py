@@ -136,6 +136,7 @@ class ExecutionRow(Base):
     worker: Mapped[str | None] = mapped_column(String(64))
     # The schedule whose tick created it, if one did.
     schedule_id: Mapped[str | None] = mapped_column(String(64))
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
     trace_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
@@ -328,3 +329,17 @@ class IdempotencyKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
     touched_at: Mapped[datetime]  # the request in flight is alive (refreshed while it runs)
     completed_at: Mapped[datetime | None]
+
+
+class WebhookDeliveryRow(Base):
+    """An execution's record on its way to its webhook: attempts so far, next try."""
+
+    __tablename__ = "webhook_deliveries"
+
+    execution_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    attempts: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
+    delivered_at: Mapped[datetime | None]
+    gave_up_at: Mapped[datetime | None]
