@@ -1,7 +1,7 @@
 """The web dashboard as an operator uses it, in headless Chromium (Debian's `chromium`,
 driven by Playwright through its `executable_path`; no browser download): `agentrunner up`
 with API keys on, the key typed into the page, an execution appearing live and its
-record, and a plan run's question answered through the page's form."""
+record, a plan run's question answered through the page's form, and a dead letter replayed."""
 
 from __future__ import annotations
 
@@ -70,12 +70,24 @@ def platform(tmp_path: Path) -> Iterator[RunningPlatform]:
             "OPENAI_API_KEY": fake.api_key,
             "OPENAI_BASE_URL": fake.base_url,
             "COLLABORATIVE_POLL_SECONDS": "0.2",
+            "BUS_RETRY_DELAYS": "0.05,0.05",  # an event that always fails is a dead letter at once
         }
         running = start_platform(tmp_path, env)
         try:
             yield running
         finally:
             assert running.stop() == 0, running.log_path.read_text()[-3000:]
+
+
+def _wait_for_dead_letter(api: httpx.Client, execution_id: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        letters = api.get("/dead-letters", params={"include_replayed": True}).json()
+        for letter in letters:
+            if letter["event"]["payload"].get("execution_id") == execution_id:
+                return dict(letter)
+        time.sleep(0.1)
+    raise AssertionError(f"no dead letter for {execution_id}")
 
 
 def _wait_for_run(api: httpx.Client, run_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
@@ -144,6 +156,18 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
             expect(page.locator("#plan-result")).to_have_text("the team's post")
             screenshot = tmp_path / "dashboard.png"
             page.screenshot(path=str(screenshot), full_page=True)
+
+            # An invocation whose execution record does not exist fails every delivery.
+            api.post("/events", json={"topic": "invoke.writer", "payload": {"execution_id": "never-recorded"}})
+            letter = _wait_for_dead_letter(api, "never-recorded")
+            page.click("nav a[href='#/dead-letters']")
+            page.locator(f'#dead-letters tr[data-dead-letter="{letter["id"]}"] button.replay').click()
+            expect(page.locator(f'#dead-letters tr[data-dead-letter="{letter["id"]}"]')).to_have_count(0)
+            replayed = next(
+                item
+                for item in api.get("/dead-letters", params={"include_replayed": True}).json()
+                if item["id"] == letter["id"]
+            )
         finally:
             browser.close()
             api.close()
@@ -155,5 +179,6 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
     assert run["status"] == "succeeded", run
     assert run["steps"][0]["output"] == "written for EU", "the step ran again with the page's answer"
     assert run["clarifications"][0]["answered_by"] == "web dashboard"
+    assert replayed["replayed_at"] is not None, "the page's Replay button replayed it"
     assert screenshot.stat().st_size > 10_000
     assert problems == []
