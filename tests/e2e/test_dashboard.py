@@ -117,6 +117,8 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
         try:
             page = browser.new_page()
             page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            urls: list[str] = []
+            page.on("request", lambda request: urls.append(request.url))
             page.on(
                 "console",
                 lambda message: problems.append(message.text) if "Content Security Policy" in message.text else None,
@@ -130,17 +132,23 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
             expect(page.locator("#connection")).to_have_text("connected")
             expect(page.locator("#executions")).to_be_visible()
 
-            accepted = api.post("/agents/slow/invoke", json={"task_data": {"prompt": "take your time"}, "wait": 0})
+            task = {"task_data": {"prompt": "take your time"}, "wait": 0}
+            accepted = api.post("/agents/slow/invoke", json=task)
             execution_id = accepted.json()["execution_id"]
             row = page.locator(f'#executions tr[data-execution-id="{execution_id}"]')
             expect(row).to_be_visible()  # no reload: it came in while the page was open
             seen_unfinished = row.locator(".status").get_attribute("data-status")
-            expect(row.locator(".status")).to_have_text("succeeded", timeout=30_000)
 
             row.locator("a").click()
+            expect(page.locator("#execution")).to_be_visible()
+            detail_before = page.locator("#execution .status").first.get_attribute("data-status")
+            # The detail page does not poll: the output and the end come over its event stream.
             expect(page.locator("#execution-output")).to_have_text("slow done")
-            detail = page.locator("#execution").inner_text()
+            expect(page.locator("#execution .status").first).to_have_text("succeeded")
             expect(page.locator("#trace-id")).to_have_text(accepted.json()["trace_id"])
+            detail = page.locator("#execution").inner_text()
+            page.go_back()
+            expect(row.locator(".status")).to_have_text("succeeded")
 
             invoked = api.post("/agents/team/invoke", json={"task_data": {"prompt": "a launch post"}, "wait": 0})
             run_id = invoked.json()["plan_run_id"]
@@ -173,6 +181,7 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
             api.close()
 
     assert seen_unfinished in {"queued", "running"}, "the execution was shown before it ended"
+    assert detail_before in {"queued", "running"}, "the detail page opened before it ended"
     assert "take your time" in detail, "the detail shows the input"
     assert "Input tokens" in detail
     assert "Cost" in detail
@@ -182,3 +191,5 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
     assert replayed["replayed_at"] is not None, "the page's Replay button replayed it"
     assert screenshot.stat().st_size > 10_000
     assert problems == []
+    assert any("/executions/" in url and url.endswith("/events") for url in urls), "the page read the SSE stream"
+    assert not any(KEY in url for url in urls), "the key travels in a header, never in a URL"
