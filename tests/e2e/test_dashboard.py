@@ -127,6 +127,9 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
 
             page.goto(f"{base}/ui")
             expect(page.locator("#key-form")).to_be_visible()  # the API refused the page without a key
+            page.fill("#api-key", "not-the-key")
+            page.click("#key-form button[type=submit]")
+            expect(page.locator("#key-error")).to_have_text("The API refused this key.")
             page.fill("#api-key", KEY)
             page.click("#key-form button[type=submit]")
             expect(page.locator("#connection")).to_have_text("connected")

@@ -29,7 +29,9 @@ function connection(text, state) {
 
 function problem(error) {
   if (error instanceof ApiError && error.status === 401) {
-    askForKey(apiKey() ? "The API refused this key." : "");
+    const refused = Boolean(apiKey());
+    forgetApiKey();
+    askForKey(refused ? "The API refused this key." : "");
     return;
   }
   const shown = element("problem");
