@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
@@ -107,8 +108,6 @@ def _wait_for_run(api: httpx.Client, run_id: str, statuses: set[str], timeout: f
 def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_dashboard(
     platform: RunningPlatform, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import expect, sync_playwright  # noqa: PLC0415 - only where Chromium runs
-
     base = platform.url("orchestrator")
     api = httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=30)
     problems: list[str] = []
@@ -160,6 +159,7 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
             page.locator(f'#plan-runs tr[data-plan-run-id="{run_id}"] a').click()
             form = page.locator("form.clarification")
             expect(form).to_contain_text("Which market?")
+            page.screenshot(path=str(tmp_path / "question.png"), full_page=True)
             form.get_by_label("EU").check()
             form.locator("button[type=submit]").click()
 
