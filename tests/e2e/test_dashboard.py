@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from agentrunner.api.ui import STATIC_DIRECTORY
+from tests.conftest import REPO
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -196,3 +201,31 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
     assert problems == []
     assert any("/executions/" in url and url.endswith("/events") for url in urls), "the page read the SSE stream"
     assert not any(KEY in url for url in urls), "the key travels in a header, never in a URL"
+
+
+def test_the_wheel_ships_every_file_of_the_dashboard(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("agentrunner-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.startswith("agentrunner/api/static/")}
+
+    assert shipped == {f"agentrunner/api/static/{path.name}" for path in STATIC_DIRECTORY.iterdir()}
+    assert "agentrunner/api/static/index.html" in shipped
