@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs (when missing), configures and starts the services agentrunner's distributed
-# mode and its test suite use: PostgreSQL, Redis and RabbitMQ, all on 127.0.0.1.
+# mode and its test suite use: PostgreSQL, Redis and RabbitMQ, all on 127.0.0.1; and
+# installs Debian's chromium, the browser the dashboard's test drives (Playwright with
+# executable_path: no browser download).
 # Idempotent: a second run with everything up takes well under a second.
 #
 # Result (override with the variables below):
@@ -29,6 +31,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
   echo "services: installing ${missing[*]} with apt-get"
   as_root apt-get update -qq &&

@@ -30,7 +30,7 @@ from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.orchestrator import orchestrator_app
 from agentrunner.api.plan_runs import plan_run_answer, plan_run_routes
-from agentrunner.api.scheduler import scheduler_app
+from agentrunner.api.scheduler import schedule_read_routes, scheduler_app
 from agentrunner.api.server import PortRouter, bind
 from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
@@ -430,6 +430,9 @@ class Node:
             invoke_extras=partial(plan_run_answer, self.plan_runs),
         )
         orchestrator.include_router(plan_run_routes(self.plan_runs))
+        # Read-only, from the shared state store: the dashboard shows schedules from its own
+        # port (8003) without a second origin; changing them stays the scheduler's (8004).
+        orchestrator.include_router(schedule_read_routes(self.scheduler))
         return {
             "state": state_app(self.store, ready),
             "config": config_app(self.registry, ready, self.reload_agents),

@@ -19,8 +19,20 @@ async def _db_down() -> None:
     raise DependencyUnavailableError("database is not answering")
 
 
-def client(edge: EdgeConfig) -> httpx.AsyncClient:
-    app = role_app("orchestrator", "agentrunner test", edge)
+def client(edge: EdgeConfig, public: tuple[str, ...] = ()) -> httpx.AsyncClient:
+    app = role_app("orchestrator", "agentrunner test", edge, public=public)
+
+    @app.get("/files/{name}")
+    async def files(name: str) -> dict[str, str]:
+        return {"file": name}
+
+    @app.get("/files")
+    async def file_list() -> dict[str, str]:
+        return {"files": "all"}
+
+    @app.get("/filesystem")
+    async def filesystem() -> dict[str, str]:
+        return {"secret": "data"}
 
     @app.get("/boom")
     async def boom() -> None:
@@ -101,6 +113,15 @@ async def test_health_probes_need_no_api_key() -> None:
     async with client(EdgeConfig(readiness={"database": _ok}, api_keys=("key-one",))) as http:
         assert (await http.get("/health/live")).status_code == 200
         assert (await http.get("/health/ready")).status_code == 200
+
+
+async def test_a_public_path_and_what_is_under_it_need_no_key_but_a_longer_name_does() -> None:
+    async with client(EdgeConfig(readiness={}, api_keys=("key-one",)), public=("/files",)) as http:
+        statuses = {
+            path: (await http.get(path)).status_code for path in ("/files", "/files/a.js", "/filesystem", "/thing")
+        }
+
+    assert statuses == {"/files": 200, "/files/a.js": 200, "/filesystem": 401, "/thing": 401}
 
 
 async def test_each_api_key_has_its_own_rate_and_past_it_gets_429_with_retry_after() -> None:

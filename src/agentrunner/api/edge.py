@@ -103,16 +103,29 @@ class KeyRateLimiter:
 
 class ApiKeyMiddleware:
     """Require one of `keys` in `X-API-Key` or `Authorization: Bearer` (compared in constant
-    time) on every path but the health probes, which orchestrators call without secrets;
-    with a `limiter`, each key gets its own request rate (429 with Retry-After past it)."""
+    time) on every path but the health probes, which orchestrators call without secrets,
+    and the `public` ones (a path and everything under it: files that hold no data); with a
+    `limiter`, each key gets its own request rate (429 with Retry-After past it)."""
 
-    def __init__(self, app: ASGIApp, keys: tuple[str, ...], limiter: KeyRateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: tuple[str, ...],
+        limiter: KeyRateLimiter | None = None,
+        public: tuple[str, ...] = (),
+    ) -> None:
         self._app = app
         self._keys = tuple(key.encode() for key in keys)
         self._limiter = limiter
+        self._public = public
+
+    def _open(self, path: str) -> bool:
+        return path.startswith("/health/") or any(
+            path == prefix or path.startswith(f"{prefix}/") for prefix in self._public
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope.get("path", "")).startswith("/health/"):
+        if scope["type"] != "http" or self._open(str(scope.get("path", ""))):
             await self._app(scope, receive, send)
             return
         key = self._matched(scope)
@@ -234,10 +247,12 @@ def _valid_unicode(value: Any) -> bool:
     return True
 
 
-def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) -> FastAPI:
+def role_app(
+    service: str, title: str, edge: EdgeConfig, *, public: tuple[str, ...] = (), **fastapi_kwargs: Any
+) -> FastAPI:
     """A FastAPI app for one role, with `/health/live`, `/health/ready`, `/docs` and the
-    error shape; `edge.api_keys` (when not None) are required on every other path. The caller
-    adds the role's own routes."""
+    error shape; `edge.api_keys` (when not None) are required on every other path but the
+    `public` ones (and what is under them). The caller adds the role's own routes."""
     app = FastAPI(title=title, version="1", dependencies=[Depends(_valid_unicode_body)], **fastapi_kwargs)
     install_error_handlers(app)
     if edge.idempotency is not None:  # innermost: inside the key check and the body limit
@@ -245,7 +260,7 @@ def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) 
     app.add_middleware(BodyLimitMiddleware, max_bytes=edge.max_body_bytes)
     if edge.api_keys is not None:
         limiter = KeyRateLimiter(edge.rate_limit_per_minute) if edge.rate_limit_per_minute else None
-        app.add_middleware(ApiKeyMiddleware, keys=edge.api_keys, limiter=limiter)
+        app.add_middleware(ApiKeyMiddleware, keys=edge.api_keys, limiter=limiter, public=public)
     # Added last, so it runs first: even a refused request gets a trace id.
     app.add_middleware(TraceMiddleware, service=service)
 

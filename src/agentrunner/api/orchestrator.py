@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
 from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.api.ui import UI_PATH, mount_dashboard
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
 from agentrunner.domain.event import StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
@@ -99,7 +100,8 @@ def orchestrator_app(
 ) -> FastAPI:
     """The orchestrator's HTTP API. `invoke_extras` adds fields to an invocation's answer
     (a collaborative agent's plan run)."""
-    app = role_app("orchestrator", "agentrunner orchestrator", edge)
+    # The dashboard's files hold no data: served without a key; its API calls send one.
+    app = role_app("orchestrator", "agentrunner orchestrator", edge, public=(UI_PATH,))
 
     @app.get("/agents", response_model=list[AgentView], tags=["agents"])
     async def list_agents() -> list[AgentView]:
@@ -138,6 +140,7 @@ def orchestrator_app(
 
     _execution_routes(app, orchestrator)
     _dead_letter_routes(app, dead_letters)
+    mount_dashboard(app)
 
     return app
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, Field, ValidationError
 
 from agentrunner.api.edge import EdgeConfig, role_app
@@ -69,18 +69,28 @@ def _schedule_from(request: ScheduleRequest) -> Schedule:
         raise ConfigError(f"invalid schedule: {problems}") from exc
 
 
+def schedule_read_routes(scheduler: Scheduler) -> APIRouter:
+    """Reading schedules with their next fire, from the state store every role shares: the
+    scheduler serves them, and so does the orchestrator, for the dashboard on its port."""
+    router = APIRouter(tags=["schedules"])
+    store = scheduler.store
+
+    @router.get("/schedules", response_model=list[ScheduleView])
+    async def list_schedules(agent: str | None = None) -> list[ScheduleView]:
+        return [_view(scheduler, schedule) for schedule in await store.list_schedules(agent=agent)]
+
+    @router.get("/schedules/{schedule_id}", response_model=ScheduleView)
+    async def get_schedule(schedule_id: str) -> ScheduleView:
+        return _view(scheduler, await store.get_schedule(schedule_id))
+
+    return router
+
+
 def scheduler_app(scheduler: Scheduler, edge: EdgeConfig) -> FastAPI:
     """The scheduler's HTTP API (ARCHITECTURE §9)."""
     app = role_app("scheduler", "agentrunner scheduler", edge)
     store = scheduler.store
-
-    @app.get("/schedules", response_model=list[ScheduleView], tags=["schedules"])
-    async def list_schedules(agent: str | None = None) -> list[ScheduleView]:
-        return [_view(scheduler, schedule) for schedule in await store.list_schedules(agent=agent)]
-
-    @app.get("/schedules/{schedule_id}", response_model=ScheduleView, tags=["schedules"])
-    async def get_schedule(schedule_id: str) -> ScheduleView:
-        return _view(scheduler, await store.get_schedule(schedule_id))
+    app.include_router(schedule_read_routes(scheduler))
 
     @app.post("/schedules", response_model=ScheduleView, status_code=201, tags=["schedules"])
     async def create_schedule(request: ScheduleRequest) -> ScheduleView:

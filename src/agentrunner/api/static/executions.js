@@ -1,0 +1,158 @@
+// Executions: the newest, refreshed as they come, the unfinished ones followed live over
+// their SSE stream; and one execution's whole record (input, output, usage, cost, trace).
+
+import { get, post, streamEvents } from "./api.js";
+import { cost, every, fields, h, json, link, seconds, shortId, status, table, time, tokens } from "./dom.js";
+
+const STATUSES = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled"];
+const TERMINAL = new Set(["succeeded", "failed", "timed_out", "cancelled"]);
+// Browsers open about 6 connections per server: leave room for the page's other calls.
+const MAX_FOLLOWED = 3;
+
+function row(execution) {
+  return h(
+    "tr",
+    { dataset: { executionId: execution.execution_id } },
+    h("td", { title: execution.execution_id }, link(`#/executions/${execution.execution_id}`, shortId(execution.execution_id))),
+    h("td", {}, execution.agent),
+    h("td", { class: "status-cell" }, status(execution.status)),
+    h("td", {}, time(execution.created_at)),
+    h("td", {}, seconds(execution.started_at, execution.finished_at)),
+    h("td", {}, tokens(execution.usage)),
+    h("td", {}, cost(execution.cost_usd)),
+  );
+}
+
+function select(name, values, chosen) {
+  return h(
+    "select",
+    { name },
+    h("option", { value: "" }, `any ${name}`),
+    values.map((value) => h("option", { value, selected: value === chosen }, value)),
+  );
+}
+
+export async function list(root, { query, signal, fail }) {
+  const agents = await get("agents", signal);
+  const agentFilter = select("agent", agents.map((agent) => agent.name), query.get("agent") || "");
+  const statusFilter = select("status", STATUSES, query.get("status") || "");
+  const holder = h("div");
+  const followed = new Map(); // execution id -> AbortController of its stream
+
+  const follow = (id) => {
+    const stop = new AbortController();
+    signal.addEventListener("abort", () => stop.abort());
+    followed.set(id, stop);
+    const update = (name, data) => {
+      const cell = holder.querySelector(`tr[data-execution-id="${CSS.escape(id)}"] .status-cell`);
+      if (name === "status" && cell) cell.replaceChildren(status(data.status));
+      if (name === "finished") {
+        const old = holder.querySelector(`tr[data-execution-id="${CSS.escape(id)}"]`);
+        if (old) old.replaceWith(row(data));
+      }
+    };
+    streamEvents(`executions/${encodeURIComponent(id)}/events`, update, stop.signal)
+      .catch(() => {}) // the next refresh shows where it stands
+      .finally(() => followed.delete(id));
+  };
+
+  const refresh = async () => {
+    const params = new URLSearchParams({ limit: "50" });
+    if (agentFilter.value) params.set("agent", agentFilter.value);
+    if (statusFilter.value) params.set("status", statusFilter.value);
+    const page = await get(`executions?${params}`, signal);
+    holder.replaceChildren(
+      table(
+        "executions",
+        ["Execution", "Agent", "Status", "Created", "Took", "Tokens", "Cost"],
+        page.items.map(row),
+        "No executions yet: invoke an agent (POST /agents/{name}/invoke).",
+      ),
+    );
+    for (const execution of page.items) {
+      if (followed.size >= MAX_FOLLOWED) break;
+      if (!TERMINAL.has(execution.status) && !followed.has(execution.execution_id)) follow(execution.execution_id);
+    }
+  };
+  for (const filter of [agentFilter, statusFilter]) filter.addEventListener("change", () => refresh().catch(fail));
+
+  root.append(
+    h("h2", {}, "Executions"),
+    h("p", { class: "hint" }, "New executions appear as they are accepted; unfinished ones update live."),
+    h("div", { class: "filters" }, agentFilter, statusFilter),
+    holder,
+  );
+  await every(2000, refresh, signal, fail);
+}
+
+function record(execution, output) {
+  const error = execution.error ? `${execution.error.code}: ${execution.error.message}` : null;
+  return [
+    fields([
+      ["Agent", link(`#/executions?agent=${encodeURIComponent(execution.agent)}`, execution.agent)],
+      ["Status", status(execution.status)],
+      ["Provider / model", execution.provider ? `${execution.provider} / ${execution.model}` : "-"],
+      ["Attempts", String(execution.attempts)],
+      ["Session", execution.session_id],
+      ["Schedule", execution.schedule_id],
+      ["Worker", execution.worker],
+      ["Created", time(execution.created_at)],
+      ["Started", time(execution.started_at)],
+      ["Finished", time(execution.finished_at)],
+      ["Took", seconds(execution.started_at, execution.finished_at)],
+    ]),
+    h("h3", {}, "Usage and cost"),
+    fields([
+      ["Input tokens", String(execution.usage.input_tokens)],
+      ["Output tokens", String(execution.usage.output_tokens)],
+      ["Cost", cost(execution.cost_usd)],
+    ]),
+    h("h3", {}, "Input"),
+    json(execution.input),
+    h("h3", {}, "Output"),
+    output,
+    error ? [h("h3", {}, "Error"), h("pre", { id: "execution-error", class: "error-text" }, error)] : null,
+    h("h3", {}, "Trace"),
+    fields([["Trace id", h("code", { id: "trace-id" }, execution.trace_id)]]),
+    h("p", { class: "hint" }, "Every log line of every role about this execution carries this trace_id."),
+  ];
+}
+
+export async function detail(root, { params, signal, fail }) {
+  const [id] = params;
+  const path = `executions/${encodeURIComponent(id)}`;
+  const body = h("div", { id: "execution" });
+  const extras = h("div");
+  root.append(h("h2", {}, "Execution ", h("code", {}, id)), body, extras);
+
+  let output = h("pre", { id: "execution-output", class: "output" });
+  const render = (execution) => {
+    output = h("pre", { id: "execution-output", class: "output" }, execution.output ?? output.textContent);
+    const cancel = TERMINAL.has(execution.status)
+      ? null
+      : h("button", { type: "button", class: "danger", onclick: () => post(`${path}/cancel`).catch(fail) }, "Cancel");
+    body.replaceChildren(h("div", {}, record(execution, output), cancel));
+  };
+  const execution = await get(path, signal);
+  render(execution);
+
+  // A collaborative agent's execution is its plan run.
+  get(`agents/${encodeURIComponent(execution.agent)}`, signal)
+    .then((agent) => (agent.execution_mode === "collaborative" ? get(`plan-runs/${encodeURIComponent(id)}`, signal) : null))
+    .then((run) => run && extras.replaceChildren(h("p", {}, "Plan run: ", link(`#/plan-runs/${run.id}`, `${run.status}, ${run.steps.length} steps`))))
+    .catch(() => {}); // an agent removed since, or a run not planned yet: nothing to link
+
+  if (TERMINAL.has(execution.status)) return;
+  let latest = execution;
+  await streamEvents(
+    `${path}/events`,
+    (name, data) => {
+      if (name === "status") render((latest = { ...latest, status: data.status }));
+      else if (name === "text") output.append(data.text);
+      else if (name === "finished") render((latest = data));
+    },
+    signal,
+  ).catch((error) => {
+    if (!signal.aborted) fail(error);
+  });
+}

@@ -1,0 +1,231 @@
+"""The web dashboard as an operator uses it, in headless Chromium (Debian's `chromium`,
+driven by Playwright through its `executable_path`; no browser download): `agentrunner up`
+with API keys on, the key typed into the page, an execution appearing live and its
+record, a plan run's question answered through the page's form, and a dead letter replayed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from agentrunner.api.ui import STATIC_DIRECTORY
+from tests.conftest import REPO
+from tests.e2e.platform import RunningPlatform, start_platform
+from tests.fakes.openai_server import FakeOpenAI
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+KEY = "dashboard-key-7f3a"
+SLOW_SECONDS = 4.0  # long enough for the page to show the execution before it ends
+
+AGENTS = {
+    "slow.yml": "name: slow\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: slow}\n",
+    "writer.yml": (
+        "name: writer\nagent_type: t\nexecution_mode: autonomous\ndescription: writes posts\n"
+        "llm_config: {provider: openai, model: writer}\n"
+    ),
+    "team.yml": (
+        "name: team\nagent_type: t\nexecution_mode: collaborative\nllm_config: {provider: openai, model: coordinator}\n"
+        "collaborative_config: {preferred_collaborators: [writer], max_plan_steps: 1}\n"
+    ),
+}
+PLAN = {"steps": [{"id": "draft", "agent": "writer", "instruction": "draft for the right market"}]}
+
+
+def _vendor() -> FakeOpenAI:
+    """Answers like OpenAI: `slow` after a while; the team's plan as a tool call; the writer
+    asks which market (the `ask_human` tool) until the prompt carries the answer."""
+
+    def answer(body: dict[str, Any]) -> tuple[str, tuple[str, dict[str, Any]] | None]:
+        prompt = json.dumps(body["messages"])
+        if body["model"] == "slow":
+            time.sleep(SLOW_SECONDS)
+            return "slow done", None
+        if any(tool["function"]["name"] == "submit_plan" for tool in body.get("tools", [])):
+            return "", ("submit_plan", PLAN)
+        if body["model"] == "writer":
+            if "Their answer:" in prompt:
+                return "written for " + prompt.rsplit("Their answer:", 1)[1].split('"')[0].strip(), None
+            return "", ("ask_human", {"question": "Which market?", "kind": "choice", "options": ["EU", "US"]})
+        return "the team's post", None
+
+    return FakeOpenAI(api_key="sk-dashboard", script=answer)
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[RunningPlatform]:
+    (tmp_path / "agents").mkdir()
+    for name, text in AGENTS.items():
+        (tmp_path / "agents" / name).write_text(text)
+    with _vendor() as fake:
+        env = {
+            "ENABLE_API_AUTH": "true",
+            "API_KEYS": KEY,
+            "OPENAI_API_KEY": fake.api_key,
+            "OPENAI_BASE_URL": fake.base_url,
+            "COLLABORATIVE_POLL_SECONDS": "0.2",
+            "BUS_RETRY_DELAYS": "0.05,0.05",  # an event that always fails is a dead letter at once
+        }
+        running = start_platform(tmp_path, env)
+        try:
+            yield running
+        finally:
+            assert running.stop() == 0, running.log_path.read_text()[-3000:]
+
+
+def _wait_for_dead_letter(api: httpx.Client, execution_id: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        letters = api.get("/dead-letters", params={"include_replayed": True}).json()
+        for letter in letters:
+            if letter["event"]["payload"].get("execution_id") == execution_id:
+                return dict(letter)
+        time.sleep(0.1)
+    raise AssertionError(f"no dead letter for {execution_id}")
+
+
+def _wait_for_run(api: httpx.Client, run_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    run: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = api.get(f"/plan-runs/{run_id}")
+        if response.status_code == 200:
+            run = response.json()
+            if run["status"] in statuses:
+                return run
+        time.sleep(0.1)
+    raise AssertionError(f"plan run {run_id} did not reach {statuses}: {run}")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed (apt-get install chromium)")
+def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_dashboard(
+    platform: RunningPlatform, tmp_path: Path
+) -> None:
+    base = platform.url("orchestrator")
+    api = httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=30)
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            urls: list[str] = []
+            page.on("request", lambda request: urls.append(request.url))
+            page.on(
+                "console",
+                lambda message: problems.append(message.text) if "Content Security Policy" in message.text else None,
+            )
+            expect.set_options(timeout=20_000)
+
+            page.goto(f"{base}/ui")
+            expect(page.locator("#key-form")).to_be_visible()  # the API refused the page without a key
+            page.fill("#api-key", "not-the-key")
+            page.click("#key-form button[type=submit]")
+            expect(page.locator("#key-error")).to_have_text("The API refused this key.")
+            page.fill("#api-key", KEY)
+            page.click("#key-form button[type=submit]")
+            expect(page.locator("#connection")).to_have_text("connected")
+            expect(page.locator("#executions")).to_be_visible()
+
+            task = {"task_data": {"prompt": "take your time"}, "wait": 0}
+            accepted = api.post("/agents/slow/invoke", json=task)
+            execution_id = accepted.json()["execution_id"]
+            row = page.locator(f'#executions tr[data-execution-id="{execution_id}"]')
+            expect(row).to_be_visible()  # no reload: it came in while the page was open
+            seen_unfinished = row.locator(".status").get_attribute("data-status")
+
+            row.locator("a").click()
+            expect(page.locator("#execution")).to_be_visible()
+            detail_before = page.locator("#execution .status").first.get_attribute("data-status")
+            # The detail page does not poll: the output and the end come over its event stream.
+            expect(page.locator("#execution-output")).to_have_text("slow done")
+            expect(page.locator("#execution .status").first).to_have_text("succeeded")
+            expect(page.locator("#trace-id")).to_have_text(accepted.json()["trace_id"])
+            detail = page.locator("#execution").inner_text()
+            page.go_back()
+            expect(row.locator(".status")).to_have_text("succeeded")
+
+            invoked = api.post("/agents/team/invoke", json={"task_data": {"prompt": "a launch post"}, "wait": 0})
+            run_id = invoked.json()["plan_run_id"]
+            _wait_for_run(api, run_id, {"needs_clarification"})
+            page.click("nav a[href='#/plan-runs']")
+            page.locator(f'#plan-runs tr[data-plan-run-id="{run_id}"] a').click()
+            form = page.locator("form.clarification")
+            expect(form).to_contain_text("Which market?")
+            page.screenshot(path=str(tmp_path / "question.png"), full_page=True)
+            form.get_by_label("EU").check()
+            form.locator("button[type=submit]").click()
+
+            run = _wait_for_run(api, run_id, {"succeeded", "failed"})
+            expect(page.locator("#plan-result")).to_have_text("the team's post")
+            screenshot = tmp_path / "dashboard.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+
+            # An invocation whose execution record does not exist fails every delivery.
+            api.post("/events", json={"topic": "invoke.writer", "payload": {"execution_id": "never-recorded"}})
+            letter = _wait_for_dead_letter(api, "never-recorded")
+            page.click("nav a[href='#/dead-letters']")
+            page.locator(f'#dead-letters tr[data-dead-letter="{letter["id"]}"] button.replay').click()
+            expect(page.locator(f'#dead-letters tr[data-dead-letter="{letter["id"]}"]')).to_have_count(0)
+            replayed = next(
+                item
+                for item in api.get("/dead-letters", params={"include_replayed": True}).json()
+                if item["id"] == letter["id"]
+            )
+        finally:
+            browser.close()
+            api.close()
+
+    assert seen_unfinished in {"queued", "running"}, "the execution was shown before it ended"
+    assert detail_before in {"queued", "running"}, "the detail page opened before it ended"
+    assert "take your time" in detail, "the detail shows the input"
+    assert "Input tokens" in detail
+    assert "Cost" in detail
+    assert run["status"] == "succeeded", run
+    assert run["steps"][0]["output"] == "written for EU", "the step ran again with the page's answer"
+    assert run["clarifications"][0]["answered_by"] == "web dashboard"
+    assert replayed["replayed_at"] is not None, "the page's Replay button replayed it"
+    assert screenshot.stat().st_size > 10_000
+    assert problems == []
+    assert any("/executions/" in url and url.endswith("/events") for url in urls), "the page read the SSE stream"
+    assert not any(KEY in url for url in urls), "the key travels in a header, never in a URL"
+
+
+def test_the_wheel_ships_every_file_of_the_dashboard(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("agentrunner-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.startswith("agentrunner/api/static/")}
+
+    assert shipped == {f"agentrunner/api/static/{path.name}" for path in STATIC_DIRECTORY.iterdir()}
+    assert "agentrunner/api/static/index.html" in shipped
