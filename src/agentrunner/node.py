@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from functools import partial
+from typing import Protocol
 
 import uvicorn
 from fastapi import FastAPI
@@ -40,9 +41,11 @@ from agentrunner.domain.errors import ConfigError
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.logs import get_logger
-from agentrunner.ports import Cache, EventBus, SlackReplies, SlackRequestVerifier, Subscription
+from agentrunner.ports import Cache, EventBus, SlackReplies, SlackRequestVerifier, Slots, Subscription
+from agentrunner.runtime.budgets import Budget, Budgets
 from agentrunner.runtime.collaboration import CollaborativePool
 from agentrunner.runtime.dead_letters import DeadLetterOffice
+from agentrunner.runtime.limits import ConcurrencyLimits
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import PlanRuns
@@ -113,6 +116,7 @@ class Node:
         self.bus = _bus(settings, self.node_id)
         self.registry = AgentRegistry()
         self.relay = OutboxRelay(bus=self.bus, store=self.store)
+        self.budgets = Budgets(store=self.store, bus=self.bus, cache=self.cache)
         self.orchestrator = Orchestrator(
             bus=self.bus,
             store=self.store,
@@ -120,6 +124,7 @@ class Node:
             registry=self.registry,
             node_id=self.node_id,
             webhooks_signed=self.webhook_secret is not None,
+            budgets=self.budgets,
         )
         self.webhooks = WebhookDispatcher(
             bus=self.bus,
@@ -145,6 +150,9 @@ class Node:
             bus=self.bus,
             deliver=self.scheduler.deliver,
             interval_seconds=settings.scheduler_watch_seconds,
+        )
+        self.limits = ConcurrencyLimits(
+            self.cache, provider_limits=settings.provider_max_concurrency, lease_seconds=settings.slot_lease_seconds
         )
         self.pool = self._agent_pool("autonomous", settings.rabbitmq_prefetch_count, AUTONOMOUS_POOL_MODES)
         # A conversation takes its messages one at a time, in order.
@@ -194,6 +202,8 @@ class Node:
             max_chain_depth=settings.chain_max_depth,
             llm_retry_base_seconds=settings.llm_retry_base_seconds,
             modes=modes,
+            limits=self.limits,
+            budgets=self.budgets,
         )
 
     @property
@@ -414,6 +424,10 @@ class Node:
             idempotency_ttl_seconds=self.settings.idempotency_ttl_seconds,
         )
 
+    async def _budgets_of(self, agent: str | None) -> list[Budget]:
+        configs = [a.config for a in self.registry.agents.values() if a.config is not None and agent in (None, a.name)]
+        return await self.budgets.all(configs)
+
     def health_app(self) -> FastAPI:
         """Health probes for a process that runs only worker pools (no HTTP role)."""
         name = "+".join(sorted(self.roles))
@@ -434,7 +448,7 @@ class Node:
         # port (8003) without a second origin; changing them stays the scheduler's (8004).
         orchestrator.include_router(schedule_read_routes(self.scheduler))
         return {
-            "state": state_app(self.store, ready),
+            "state": state_app(self.store, ready, self._budgets_of),
             "config": config_app(self.registry, ready, self.reload_agents),
             "orchestrator": orchestrator,
             "scheduler": scheduler_app(self.scheduler, ready),
@@ -461,7 +475,11 @@ def _bus(settings: Settings, node_id: str) -> EventBus:
     )
 
 
-def _cache(settings: Settings) -> Cache:
+class _SharedCache(Cache, Slots, Protocol):
+    """The cache adapters: a cache, and the concurrency slots (shared through Redis)."""
+
+
+def _cache(settings: Settings) -> _SharedCache:
     if not settings.redis_url:
         return InMemoryCache()
     # Imported here: redis-py costs start-up time that the embedded mode does not need.

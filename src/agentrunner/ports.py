@@ -410,6 +410,23 @@ class StateStore(Protocol):
         ...
 
 
+class Slots(Protocol):
+    """Concurrency slots shared by every process: at most `limit` holders of a scope at
+    once, each lease expiring unless renewed (a dead holder frees its slot)."""
+
+    async def acquire_slot(self, scope: str, holder: str, limit: int, ttl_seconds: float) -> bool:
+        """Take (or keep) one of `scope`'s `limit` slots for `holder`; False when all are taken."""
+        ...
+
+    async def renew_slot(self, scope: str, holder: str, ttl_seconds: float) -> bool:
+        """Extend `holder`'s lease; False when it had expired (and may be taken)."""
+        ...
+
+    async def release_slot(self, scope: str, holder: str) -> None:
+        """Give the slot back."""
+        ...
+
+
 class Cache(Protocol):
     """A hot, lossy key-value cache in front of the state store."""
 

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=1.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     webhook_sweep_seconds: float = Field(default=1.0, gt=0)
+    # Concurrency: executions per provider at once across every worker (e.g.
+    # "openai=8,anthropic=4"; agents set theirs in limits.max_concurrency), and how long a
+    # slot outlives a worker that died holding it.
+    provider_max_concurrency: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    slot_lease_seconds: float = Field(default=15.0, gt=0)
     # How long a POST's answer is replayed to retries with the same Idempotency-Key.
     idempotency_ttl_seconds: float = Field(default=24 * 3600, gt=0)
     enable_tls: bool = False
@@ -123,6 +128,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(float(part) for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("provider_max_concurrency", mode="before")
+    @classmethod
+    def _provider_limits(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        limits: dict[str, int] = {}
+        for part in (piece.strip() for piece in value.split(",")):
+            if not part:
+                continue
+            provider, _, count = part.partition("=")
+            if not provider.strip() or not count.strip().isdigit() or int(count) < 1:
+                raise ValueError(f"PROVIDER_MAX_CONCURRENCY entry {part!r} is not provider=N (e.g. openai=8)")
+            limits[provider.strip()] = int(count)
+        return limits
 
     @field_validator("slack_commands", mode="before")
     @classmethod

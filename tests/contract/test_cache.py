@@ -14,7 +14,7 @@ import redis.exceptions
 from agentrunner.adapters.cache.memory import InMemoryCache
 from agentrunner.adapters.cache.redis import RedisCache
 from agentrunner.domain.errors import DependencyUnavailableError
-from agentrunner.ports import Cache
+from agentrunner.ports import Cache, Slots
 from tests.conftest import free_port
 
 WAIT_SECONDS = 5.0
@@ -241,3 +241,48 @@ async def test_every_redis_and_network_error_becomes_dependency_unavailable(exce
         await cache.close()
 
     assert raised.value.__cause__ is error
+
+
+# -- concurrency slots (ports.Slots) --------------------------------------------------
+
+
+def _slots(cache: Cache) -> Slots:
+    assert isinstance(cache, InMemoryCache | RedisCache)
+    return cache
+
+
+async def test_a_scope_gives_at_most_its_limit_of_slots_and_a_holder_keeps_its_own(cache: Cache) -> None:
+    slots = _slots(cache)
+
+    taken = [await slots.acquire_slot("agent:a", f"h{i}", 2, 30) for i in range(3)]
+    again = await slots.acquire_slot("agent:a", "h0", 2, 30)
+    other_scope = await slots.acquire_slot("agent:b", "h2", 2, 30)
+    await slots.release_slot("agent:a", "h1")
+    after_release = await slots.acquire_slot("agent:a", "h2", 2, 30)
+
+    assert taken == [True, True, False]
+    assert again is True
+    assert other_scope is True
+    assert after_release is True
+
+
+async def test_a_lease_not_renewed_expires_and_frees_its_slot(cache: Cache) -> None:
+    slots = _slots(cache)
+    assert await slots.acquire_slot("agent:exp", "dead", 1, 0.3)
+    assert await slots.acquire_slot("agent:exp", "alive", 1, 30) is False
+
+    await asyncio.sleep(0.2)
+    renewed_early = await slots.renew_slot("agent:exp", "dead", 0.3)  # still alive: kept
+    await asyncio.sleep(0.45)
+
+    assert renewed_early is True
+    assert await slots.renew_slot("agent:exp", "dead", 30) is False  # expired meanwhile
+    assert await slots.acquire_slot("agent:exp", "alive", 1, 30) is True
+
+
+async def test_concurrent_takers_of_the_last_slots_never_exceed_the_limit(cache: Cache) -> None:
+    slots = _slots(cache)
+
+    taken = await asyncio.gather(*(slots.acquire_slot("agent:race", f"h{i}", 3, 30) for i in range(20)))
+
+    assert sum(taken) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.ports import StateStore
+from agentrunner.runtime.budgets import Budget
 
 AgentName = Annotated[str, Path(max_length=128)]
 SessionId = Annotated[str, Path(max_length=256)]
@@ -37,7 +39,17 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def state_app(store: StateStore, edge: EdgeConfig) -> FastAPI:
+class UsageView(UsageTotals):
+    """`GET /usage`: usage per agent and overall, and each budgeted agent's spend in its
+    current period against `limits.budget_usd`."""
+
+    budgets: list[Budget] = Field(default_factory=list)
+
+
+BudgetsOf = Callable[[str | None], Awaitable[list[Budget]]]
+
+
+def state_app(store: StateStore, edge: EdgeConfig, budgets: BudgetsOf | None = None) -> FastAPI:
     """The state manager's HTTP API."""
     app = role_app("state", "agentrunner state", edge)
 
@@ -59,12 +71,13 @@ def state_app(store: StateStore, edge: EdgeConfig) -> FastAPI:
     async def get_execution(execution_id: str) -> Execution:
         return await store.get_execution(execution_id)
 
-    @app.get("/usage", response_model=UsageTotals, tags=["usage"], summary="Tokens and cost per agent")
+    @app.get("/usage", response_model=UsageView, tags=["usage"], summary="Tokens and cost per agent, and budgets")
     async def usage(
         agent: str | None = None,
         since: Annotated[datetime | None, Query(description="ISO 8601; without a zone, UTC.")] = None,
         until: Annotated[datetime | None, Query(description="ISO 8601, exclusive; without a zone, UTC.")] = None,
-    ) -> UsageTotals:
-        return await store.usage(agent=agent, since=_utc(since), until=_utc(until))
+    ) -> UsageView:
+        totals = await store.usage(agent=agent, since=_utc(since), until=_utc(until))
+        return UsageView(**totals.model_dump(), budgets=await budgets(agent) if budgets else [])
 
     return app

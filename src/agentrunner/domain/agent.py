@@ -169,6 +169,15 @@ class RetryConfig(_Section):
     exponential_backoff: bool = True
 
 
+class LimitsConfig(_Section):
+    """Guardrails of one agent: how many of its executions run at once (across every
+    worker process), and what it may spend per day or month."""
+
+    max_concurrency: int | None = Field(default=None, ge=1)
+    budget_usd: float | None = Field(default=None, gt=0)
+    budget_period: Literal["day", "month"] = "day"
+
+
 def _topic_pattern(pattern: str) -> str:
     problem = pattern_problem(pattern)
     if problem:
@@ -195,6 +204,7 @@ class AgentConfig(_Section):
     tools: list[ToolConfig] = Field(default_factory=list)
     timeout_seconds: float = Field(default=300, gt=0)
     webhook_url: str | None = Field(default=None, max_length=2048, pattern=WEBHOOK_URL_PATTERN)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @field_validator("schedule_config")
     @classmethod

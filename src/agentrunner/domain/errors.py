@@ -123,6 +123,12 @@ class ClarificationTimedOutError(AgentRunnerError):
     code = "clarification_timed_out"
 
 
+class BudgetExceededError(AgentRunnerError):
+    """The agent spent its limits.budget_usd for the period: nothing more starts until it resets."""
+
+    code = "budget_exceeded"
+
+
 class BadRequestError(AgentRunnerError):
     """The caller sent something that cannot be acted on."""
 

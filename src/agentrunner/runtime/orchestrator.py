@@ -15,6 +15,7 @@ from agentrunner.domain.topics import topic_problem
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ExecutionPage, StateStore, Subscription
+from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry
 from agentrunner.runtime.topics import (
@@ -42,8 +43,10 @@ class Orchestrator:
         registry: AgentRegistry,
         node_id: str,
         webhooks_signed: bool = False,
+        budgets: Budgets | None = None,
     ) -> None:
         self._bus = bus
+        self._budgets = budgets
         self._webhooks_signed = webhooks_signed
         self._store = store
         self._relay = relay
@@ -105,6 +108,8 @@ class Orchestrator:
         Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything.
         """
         config = self._registry.runnable(agent)
+        if self._budgets is not None:
+            await self._budgets.check(config)  # refused: nothing recorded
         if webhook_url and not self._webhooks_signed:
             raise BadRequestError("webhook_url needs WEBHOOK_SECRET to be set: webhooks are never sent unsigned")
         execution = Execution(

@@ -11,6 +11,7 @@ event's execution id derives from the event, so a redelivered event finds its ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Callable
 from functools import partial
@@ -29,7 +30,9 @@ from agentrunner.domain.llm import Completion
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, LLMProvider, Metrics, ProviderCatalog, StateStore, Subscription
 from agentrunner.runtime.agent_run import run_agent
+from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import converse
+from agentrunner.runtime.limits import ConcurrencyLimits
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import (
@@ -77,8 +80,12 @@ class AgentPool:
         heartbeat_timeout_seconds: float = 60.0,
         max_restarts: int = 3,
         metrics: Metrics | None = None,
+        limits: ConcurrencyLimits | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
+        self._budgets = budgets
         self._metrics = metrics
+        self._limits = limits
         self._bus = bus
         self._store = store
         self._relay = relay
@@ -187,6 +194,8 @@ class AgentPool:
             execution_id = await self._execution_for_event(agent, event)
         try:
             config = self._registry.runnable(agent)
+            if self._budgets is not None:
+                await self._budgets.check(config)
         except AgentRunnerError as exc:
             execution = await self._store.get_execution(execution_id)
             if execution.status.is_terminal:
@@ -195,11 +204,16 @@ class AgentPool:
             finished = _finished(execution, ExecutionStatus.FAILED, exc)
         else:
             try:
-                finished = await self._run(config, execution_id, stream=stream)
+                holder = f"{self._worker_id}:{execution_id}"  # a redelivery elsewhere waits for this lease
+                async with self._limits.held(config, holder) if self._limits else contextlib.nullcontext():
+                    finished = await self._run(config, execution_id, stream=stream)
             except _NotStartable:
                 log.info("execution already ended (finished, or cancelled), not run", execution_id=execution_id)
                 return
         await self._complete(finished, depth)
+        registered = self._registry.agents.get(agent)
+        if self._budgets is not None and finished.cost_usd and registered and registered.config:
+            await self._budgets.after_run(registered.config)
 
     async def _execution_for_event(self, agent: str, event: Event) -> str:
         """The id of the execution `event` starts for `agent`, recorded on first delivery."""

@@ -22,6 +22,34 @@ class InMemoryCache:
 
     def __init__(self, *, max_entries: int = 10_000) -> None:
         self._entries: TLRUCache[str, _Entry] = TLRUCache(maxsize=max_entries, ttu=_expires_at, timer=time.monotonic)
+        self._slots: dict[str, dict[str, float]] = {}  # scope -> holder -> expires (monotonic)
+
+    # Slots (see ports.Slots): this process's only, as everything in the embedded mode.
+
+    async def acquire_slot(self, scope: str, holder: str, limit: int, ttl_seconds: float) -> bool:
+        now = time.monotonic()
+        holders = {h: t for h, t in self._slots.get(scope, {}).items() if t > now}
+        if holder not in holders and len(holders) >= limit:
+            self._slots[scope] = holders
+            return False
+        holders[holder] = now + ttl_seconds
+        self._slots[scope] = holders
+        return True
+
+    async def renew_slot(self, scope: str, holder: str, ttl_seconds: float) -> bool:
+        holders = self._slots.get(scope, {})
+        now = time.monotonic()
+        if holders.get(holder, 0.0) <= now:
+            return False
+        holders[holder] = now + ttl_seconds
+        return True
+
+    async def release_slot(self, scope: str, holder: str) -> None:
+        holders = self._slots.get(scope)
+        if holders is not None:
+            holders.pop(holder, None)
+            if not holders:
+                del self._slots[scope]
 
     async def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)

@@ -38,6 +38,32 @@ def redacted_url(url: str) -> str:
     return redacted
 
 
+_NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+# KEYS[1]: the scope's sorted set; ARGV: holder, limit, ttl ms. 1 when the holder has a slot.
+_ACQUIRE_SLOT = (
+    _NOW_MS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not held and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
+return 1
+"""
+)
+# KEYS[1]: the scope's sorted set; ARGV: holder, ttl ms. 1 when the lease was still alive.
+_RENEW_SLOT = (
+    _NOW_MS
+    + """
+local expires = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not expires or tonumber(expires) <= now then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return 1
+"""
+)
+
+
 class RedisCache:
     """Cache in Redis (see `ports.Cache`): every key is stored as `key_prefix + key`, with a
     per-key TTL in milliseconds.
@@ -62,6 +88,8 @@ class RedisCache:
             raise ConfigError(
                 f"invalid Redis URL {self._where}: {exc}; expected redis://[:password@]host:port/db"
             ) from exc
+        self._acquire = self._client.register_script(_ACQUIRE_SLOT)
+        self._renew = self._client.register_script(_RENEW_SLOT)
 
     @asynccontextmanager
     async def _answering(self, action: str) -> AsyncIterator[None]:
@@ -93,6 +121,25 @@ class RedisCache:
     async def delete(self, key: str) -> None:
         async with self._answering(f"DEL {key!r}"):
             await self._client.delete(self._prefix + key)
+
+    # Slots (see ports.Slots): a sorted set per scope, holder -> expiry in Redis's own clock
+    # (no skew between processes), changed by one script so two takers never both get the last.
+
+    async def acquire_slot(self, scope: str, holder: str, limit: int, ttl_seconds: float) -> bool:
+        key = f"{self._prefix}slots:{scope}"
+        async with self._answering(f"slot {scope!r}"):
+            taken = await self._acquire(keys=[key], args=[holder, limit, max(1, math.ceil(ttl_seconds * 1000))])
+        return bool(taken)
+
+    async def renew_slot(self, scope: str, holder: str, ttl_seconds: float) -> bool:
+        key = f"{self._prefix}slots:{scope}"
+        async with self._answering(f"slot renewal {scope!r}"):
+            renewed = await self._renew(keys=[key], args=[holder, max(1, math.ceil(ttl_seconds * 1000))])
+        return bool(renewed)
+
+    async def release_slot(self, scope: str, holder: str) -> None:
+        async with self._answering(f"slot release {scope!r}"):
+            await self._client.zrem(f"{self._prefix}slots:{scope}", holder)
 
     async def ping(self) -> None:
         async with self._answering("PING"):

@@ -1,0 +1,117 @@
+"""Cost budgets: an agent with `limits.budget_usd` spends at most that much per day or
+month (UTC). Past it, an invocation is refused and an execution that would start fails at
+once, both with `budget_exceeded` saying what was spent, the limit and when it resets; an
+execution already running finishes. At 80 % a `budget.warning.<agent>` event is published,
+once per period.
+
+Spend is the cost recorded on the agent's executions created in the period (the usage
+totals of the state store), so every process sees the same figure.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel
+
+from agentrunner.domain.agent import AgentConfig
+from agentrunner.domain.errors import AgentRunnerError, BudgetExceededError
+from agentrunner.domain.event import Event
+from agentrunner.domain.execution import utcnow
+from agentrunner.logs import get_logger
+from agentrunner.ports import Cache, EventBus, StateStore
+from agentrunner.tracing import current_trace_id, new_trace_id
+
+log = get_logger(__name__)
+
+WARN_AT = 0.8
+
+
+class Budget(BaseModel):
+    """An agent's spend against its budget in the current period."""
+
+    agent: str
+    period: str
+    limit_usd: float
+    spent_usd: float
+    period_start: datetime
+    resets_at: datetime
+
+
+def period_bounds(now: datetime, period: str) -> tuple[datetime, datetime]:
+    """The start of `now`'s day or month (UTC) and the start of the next one."""
+    now = now.astimezone(UTC)
+    if period == "month":
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        following = (start + timedelta(days=32)).replace(day=1)
+        return start, following
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, start + timedelta(days=1)
+
+
+class Budgets:
+    """Checks and reports agents' spend against `limits.budget_usd`."""
+
+    def __init__(self, *, store: StateStore, bus: EventBus, cache: Cache) -> None:
+        self._store = store
+        self._bus = bus
+        self._cache = cache
+
+    async def budget(self, config: AgentConfig, now: datetime | None = None) -> Budget | None:
+        """The agent's spend against its budget now; None without a budget."""
+        limit = config.limits.budget_usd
+        if limit is None:
+            return None
+        start, resets = period_bounds(now or utcnow(), config.limits.budget_period)
+        totals = await self._store.usage(agent=config.name, since=start)
+        spent = sum(a.cost_usd or 0.0 for a in totals.agents)
+        return Budget(
+            agent=config.name,
+            period=config.limits.budget_period,
+            limit_usd=limit,
+            spent_usd=round(spent, 6),
+            period_start=start,
+            resets_at=resets,
+        )
+
+    async def all(self, configs: list[AgentConfig]) -> list[Budget]:
+        """The budgets of the agents that have one, for `GET /usage`."""
+        now = utcnow()
+        budgets = [await self.budget(config, now) for config in configs]
+        return [budget for budget in budgets if budget is not None]
+
+    async def check(self, config: AgentConfig) -> None:
+        """Raise `BudgetExceededError` when the agent has spent its budget."""
+        budget = await self.budget(config)
+        if budget is not None and budget.spent_usd >= budget.limit_usd:
+            raise BudgetExceededError(
+                f"agent {config.name!r} spent ${budget.spent_usd:.4f} of its ${budget.limit_usd:.4f} "
+                f"{'daily' if budget.period == 'day' else 'monthly'} budget (limits.budget_usd); "
+                f"it resets at {budget.resets_at.isoformat()}",
+                agent=config.name,
+                spent_usd=budget.spent_usd,
+                limit_usd=budget.limit_usd,
+                resets_at=budget.resets_at.isoformat(),
+            )
+
+    async def after_run(self, config: AgentConfig) -> None:
+        """Publish `budget.warning.<agent>` once the agent passes 80 % of its budget (once
+        per period, across processes)."""
+        try:
+            budget = await self.budget(config)
+            if budget is None or budget.spent_usd < WARN_AT * budget.limit_usd:
+                return
+            key = f"budget-warned:{config.name}:{budget.period_start.isoformat()}"
+            if not await self._cache.add(key, b"1", (budget.resets_at - utcnow()).total_seconds() + 60):
+                return
+            await self._bus.publish(
+                Event(
+                    topic=f"budget.warning.{config.name}",
+                    payload=budget.model_dump(mode="json")
+                    | {"percent": round(100 * budget.spent_usd / budget.limit_usd)},
+                    trace_id=current_trace_id() or new_trace_id(),
+                )
+            )
+            log.warning("agent passed 80% of its budget", agent=config.name, spent_usd=budget.spent_usd)
+        except AgentRunnerError as exc:
+            log.warning("budget warning not checked", agent=config.name, error=exc.message)
