@@ -470,6 +470,11 @@ class SQLStateStore:
     ) -> IdempotentRequest | None:
         now = utcnow()
         row = {"key": key, "fingerprint": fingerprint, "created_at": now, "touched_at": now}
+        async with self._session(write=True) as session:  # a new key, the usual case: one statement
+            if await schedule_sql.insert_ignoring_duplicates(
+                session, IDEMPOTENCY_KEYS, [row], returning=IDEMPOTENCY_KEYS.c.key
+            ):
+                return None
         async with self._session(write=True, atomic=True) as session:
             await session.execute(
                 delete(IdempotencyKeyRow).where(
