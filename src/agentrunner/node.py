@@ -35,7 +35,7 @@ from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
 from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.agent_document import AgentDocument
-from agentrunner.domain.errors import ConfigError
+from agentrunner.domain.errors import AgentRunnerError, ConfigError
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.logs import get_logger
@@ -45,12 +45,12 @@ from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import PlanRuns
-from agentrunner.runtime.registry import AgentRegistry, AgentStatus
+from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry, AgentStatus
 from agentrunner.runtime.schedule_watch import FireWatch
 from agentrunner.runtime.scheduler import Scheduler
 from agentrunner.runtime.slack_answers import SlackAnswers
 from agentrunner.runtime.slack_gateway import SlackGateway
-from agentrunner.runtime.topics import invoke_topic
+from agentrunner.runtime.topics import agent_queue, invoke_topic
 from agentrunner.runtime.worker import AUTONOMOUS_POOL_MODES, CONTINUOUS_POOL_MODES, AgentPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
 from agentrunner.tracing import current_trace_id
@@ -59,6 +59,8 @@ log = get_logger(__name__)
 
 
 CONFIG_CHANGED = "config.changed"
+# A scrape of /metrics waits at most this long for the bus to count the queues.
+QUEUE_DEPTH_TIMEOUT_SECONDS = 2.0
 
 # Roles a process can take: the HTTP services, and worker pools (which need no port).
 WORKER_ROLES: tuple[str, ...] = ("autonomous", "continuous", "collaborative")
@@ -380,8 +382,21 @@ class Node:
             api_keys=api_keys,
             max_body_bytes=self.settings.max_request_bytes,
             rate_limit_per_minute=self.settings.api_rate_limit_per_minute,
-            metrics=self.metrics.exposition,
+            metrics=self.metrics_exposition,
         )
+
+    async def metrics_exposition(self) -> tuple[bytes, str]:
+        """The node's metrics for `/metrics`, with the depth of every agent's queue measured now."""
+        queues = [agent_queue(config.name) for config in self.registry.in_modes(SERVED_MODES)]
+        try:
+            async with asyncio.timeout(QUEUE_DEPTH_TIMEOUT_SECONDS):
+                depths = await self.bus.queue_depths(queues)
+        except (AgentRunnerError, TimeoutError) as exc:
+            # The last depths measured stay; the bus's own health shows on /health/ready.
+            log.warning("queue depths not measured", error=getattr(exc, "message", "timed out"))
+        else:
+            self.metrics.queue_depths_measured(depths)
+        return self.metrics.exposition()
 
     def health_app(self) -> FastAPI:
         """Health probes for a process that runs only worker pools (no HTTP role)."""

@@ -201,7 +201,7 @@ class EdgeConfig:
     # Requests a minute per API key (when auth is on); 0: no limit.
     rate_limit_per_minute: int = 0
     # The node's metrics in Prometheus' text format, and its content type, for `/metrics`.
-    metrics: Callable[[], tuple[bytes, str]] | None = None
+    metrics: Callable[[], Awaitable[tuple[bytes, str]]] | None = None
 
 
 async def _valid_unicode_body(request: Request) -> None:
@@ -262,7 +262,7 @@ def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) 
 
         @app.get("/metrics", tags=["health"], summary="Prometheus metrics of this process", include_in_schema=False)
         async def metrics() -> Response:
-            content, content_type = exposition()
+            content, content_type = await exposition()
             return Response(content, media_type=content_type)
 
     return app
