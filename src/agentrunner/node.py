@@ -39,7 +39,15 @@ from agentrunner.domain.errors import AgentRunnerError, ConfigError
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.logs import get_logger
-from agentrunner.ports import Cache, EventBus, SlackReplies, SlackRequestVerifier, Subscription
+from agentrunner.ports import (
+    Cache,
+    EventBus,
+    ProviderCatalog,
+    SlackReplies,
+    SlackRequestVerifier,
+    Subscription,
+    Tracing,
+)
 from agentrunner.runtime.collaboration import CollaborativePool
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
@@ -98,7 +106,9 @@ class Node:
         self._watcher: asyncio.Task[None] | None = None
         self._config_events: Subscription | None = None
         self.node_id = new_id()[:12]
-        self.catalog = SettingsProviderCatalog(settings, script=script)
+        # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set: no exporter, no wrappers, no cost.
+        self.tracing: Tracing | None = _tracing(settings, self.node_id, self.roles)
+        self.catalog: ProviderCatalog = SettingsProviderCatalog(settings, script=script)
         database = SQLStateStore(
             settings.effective_database_url,
             pool_size=settings.db_pool_size,
@@ -111,6 +121,9 @@ class Node:
         self.cache = _cache(settings)
         self.store = CachedStateStore(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
         self.bus = _bus(settings, self.node_id)
+        if self.tracing is not None:
+            self.bus = self.tracing.traced_bus(self.bus)
+            self.catalog = self.tracing.traced_catalog(self.catalog)
         self.registry = AgentRegistry()
         self.relay = OutboxRelay(bus=self.bus, store=self.store)
         self.orchestrator = Orchestrator(
@@ -356,6 +369,8 @@ class Node:
         await self.catalog.close()
         await self.cache.close()
         await self.store.close()
+        if self.tracing is not None:
+            await self.tracing.close()
         log.info("node stopped", node_id=self.node_id)
 
     @asynccontextmanager
@@ -383,6 +398,7 @@ class Node:
             max_body_bytes=self.settings.max_request_bytes,
             rate_limit_per_minute=self.settings.api_rate_limit_per_minute,
             metrics=self.metrics_exposition,
+            tracing=self.tracing,
         )
 
     async def metrics_exposition(self) -> tuple[bytes, str]:
@@ -439,6 +455,19 @@ def _bus(settings: Settings, node_id: str) -> EventBus:
         prefix=settings.rabbitmq_exchange_prefix,
         retry_delays=settings.bus_retry_delays,
         connection_name=f"agentrunner node {node_id}",
+    )
+
+
+def _tracing(settings: Settings, node_id: str, roles: frozenset[str]) -> Tracing | None:
+    if not settings.otel_exporter_otlp_endpoint:
+        return None
+    # Imported here: the OpenTelemetry SDK costs start-up time a node without tracing does not need.
+    from agentrunner.adapters.telemetry.otel import OtelTracing  # noqa: PLC0415
+
+    everything = set(roles) == set(ALL_ROLES)
+    name = settings.otel_service_name or ("agentrunner" if everything else f"agentrunner-{'+'.join(sorted(roles))}")
+    return OtelTracing(
+        endpoint=settings.otel_exporter_otlp_endpoint, service_name=name, node_id=node_id, roles=sorted(roles)
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import math
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentrunner.api.errors import error_response, install_error_handlers
 from agentrunner.domain.errors import AgentRunnerError, BadRequestError
 from agentrunner.logs import get_logger
+from agentrunner.ports import RequestSpan, Tracing
 from agentrunner.tracing import accept_trace_id, traced
 
 log = get_logger(__name__)
@@ -30,11 +32,14 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 
 class TraceMiddleware:
     """Give each request a trace id (the caller's `X-Trace-Id` when valid), echo it in the
-    response, and answer unexpected errors in the JSON error shape with that trace id."""
+    response, and answer unexpected errors in the JSON error shape with that trace id. With
+    `tracing`, the request is a server span whose trace id is that trace id (or, when the
+    caller sent a W3C `traceparent`, the caller's trace, whose id becomes the trace id)."""
 
-    def __init__(self, app: ASGIApp, service: str) -> None:
+    def __init__(self, app: ASGIApp, service: str, tracing: Tracing | None = None) -> None:
         self._app = app
         self._service = service
+        self._tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,7 +59,16 @@ class TraceMiddleware:
                 message["headers"] = [*message.get("headers", []), (TRACE_HEADER.encode(), trace_id.encode())]
             await send(message)
 
-        with traced(trace_id, self._service):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(traced(trace_id, self._service))
+            span: RequestSpan | None = None
+            if self._tracing is not None and not _is_probe(str(scope.get("path", ""))):
+                text_headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers.items()}
+                method, path = str(scope.get("method", "")), str(scope.get("path", ""))
+                span = stack.enter_context(self._tracing.request_span(method, path, text_headers))
+                if span.trace_id != trace_id:
+                    trace_id = span.trace_id
+                    stack.enter_context(traced(trace_id, self._service))
             try:
                 await self._app(scope, receive, send_with_trace)
             except Exception:
@@ -76,6 +90,14 @@ class TraceMiddleware:
                     status=status,
                     duration_ms=round((time.perf_counter() - began) * 1000, 2),
                 )
+                if span is not None:
+                    route = scope.get("route")
+                    span.finish(route=getattr(route, "path", None), status=status)
+
+
+def _is_probe(path: str) -> bool:
+    """Health probes and metric scrapes come every few seconds: no span of their own."""
+    return path.startswith("/health/") or path == "/metrics"
 
 
 class KeyRateLimiter:
@@ -202,6 +224,8 @@ class EdgeConfig:
     rate_limit_per_minute: int = 0
     # The node's metrics in Prometheus' text format, and its content type, for `/metrics`.
     metrics: Callable[[], Awaitable[tuple[bytes, str]]] | None = None
+    # OpenTelemetry spans (a server span per request), when tracing is on.
+    tracing: Tracing | None = None
 
 
 async def _valid_unicode_body(request: Request) -> None:
@@ -241,7 +265,7 @@ def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) 
         limiter = KeyRateLimiter(edge.rate_limit_per_minute) if edge.rate_limit_per_minute else None
         app.add_middleware(ApiKeyMiddleware, keys=edge.api_keys, limiter=limiter)
     # Added last, so it runs first: even a refused request gets a trace id.
-    app.add_middleware(TraceMiddleware, service=service)
+    app.add_middleware(TraceMiddleware, service=service, tracing=edge.tracing)
 
     @app.get("/health/live", tags=["health"], summary="The process is up")
     async def live() -> dict[str, str]:
