@@ -125,15 +125,23 @@ class KeyRateLimiter:
 class ApiKeyMiddleware:
     """Require one of `keys` in `X-API-Key` or `Authorization: Bearer` (compared in constant
     time) on every path but the health probes, which orchestrators call without secrets;
-    with a `limiter`, each key gets its own request rate (429 with Retry-After past it)."""
+    with a `limiter`, each key gets its own request rate (429 with Retry-After past it).
+    Paths under `exempt_prefixes` prove who calls another way (Slack's signature)."""
 
-    def __init__(self, app: ASGIApp, keys: tuple[str, ...], limiter: KeyRateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: tuple[str, ...],
+        limiter: KeyRateLimiter | None = None,
+        exempt_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self._app = app
         self._keys = tuple(key.encode() for key in keys)
         self._limiter = limiter
+        self._exempt = ("/health/", *exempt_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope.get("path", "")).startswith("/health/"):
+        if scope["type"] != "http" or str(scope.get("path", "")).startswith(self._exempt):
             await self._app(scope, receive, send)
             return
         key = self._matched(scope)
@@ -226,6 +234,9 @@ class EdgeConfig:
     metrics: Callable[[], Awaitable[tuple[bytes, str]]] | None = None
     # OpenTelemetry spans (a server span per request), when tracing is on.
     tracing: Tracing | None = None
+    # Paths that need no API key because their callers prove themselves otherwise (the
+    # Slack routes check Slack's signature; Slack cannot send our keys).
+    key_exempt_prefixes: tuple[str, ...] = ()
 
 
 async def _valid_unicode_body(request: Request) -> None:
@@ -263,7 +274,9 @@ def role_app(service: str, title: str, edge: EdgeConfig, **fastapi_kwargs: Any) 
     app.add_middleware(BodyLimitMiddleware, max_bytes=edge.max_body_bytes)
     if edge.api_keys is not None:
         limiter = KeyRateLimiter(edge.rate_limit_per_minute) if edge.rate_limit_per_minute else None
-        app.add_middleware(ApiKeyMiddleware, keys=edge.api_keys, limiter=limiter)
+        app.add_middleware(
+            ApiKeyMiddleware, keys=edge.api_keys, limiter=limiter, exempt_prefixes=edge.key_exempt_prefixes
+        )
     # Added last, so it runs first: even a refused request gets a trace id.
     app.add_middleware(TraceMiddleware, service=service, tracing=edge.tracing)
 

@@ -42,6 +42,9 @@ def slack_app(
             raise DependencyUnavailableError(off_reason)
 
         edge = replace(edge, advisory={**edge.advisory, "slack_gateway": gateway_off})
+    if verifier is not None:
+        # Slack signs its requests and cannot send our API keys: the signature is the check.
+        edge = replace(edge, key_exempt_prefixes=(*edge.key_exempt_prefixes, "/slack/"))
     app = role_app("slack", "agentrunner slack gateway", edge)
     routes = _SlackRoutes(gateway, verifier, off_reason)
     app.post("/slack/commands", tags=["slack"], summary="Slash commands (form-encoded, signed by Slack)")(
