@@ -2,7 +2,8 @@
 set (API keys, each provider's keys, AWS session token, the Slack signing secret and bot
 token), through a whole user flow: requests with no, wrong and right keys, invocations on
 three vendors' wires, a failure, a signed Slack command, a mention answered with the bot
-token, a forged Slack request, and the operator CLI."""
+token, a forged Slack request, and the operator CLI; and distributed roles at DEBUG on
+PostgreSQL, RabbitMQ and Redis, whose URLs' passwords never show either."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from uuid import uuid4
 import httpx
 import pytest
 
+from agentrunner.adapters.state.urls import run_schema_command
 from tests.conftest import free_port
+from tests.contract.conftest import RABBITMQ_URL, REDIS_URL
 from tests.e2e.platform import start_platform
 from tests.fakes import anthropic_server, bedrock_server
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_TOKEN, SIGNING_SECRET, FakeSlack, command_body, slack_headers
+from tests.integration.processes import role_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -142,3 +146,42 @@ def test_no_configured_secret_appears_in_any_log_line(tmp_path: Path) -> None:
     assert any(record["level"] == "DEBUG" for record in records), "DEBUG lines were written"
     leaked = {name for name, value in secrets.items() for part in value.split(",") if part in logs}
     assert leaked == set(), f"secrets in the logs: {sorted(leaked)}"
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+@pytest.mark.redis
+def test_distributed_roles_log_no_secret_nor_a_url_password(tmp_path: Path, postgres_url: str) -> None:
+    run_schema_command(postgres_url, "upgrade")
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "on-openai.yml").write_text(
+        "name: on-openai\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
+    )
+    api_key = _unique("ak-distributed-")
+    port, health_port = free_port(), free_port()
+    # The passwords of the service URLs, as they appear in them ("user:password@").
+    userinfo = {url.split("//", 1)[1].split("@", 1)[0] + "@" for url in (postgres_url, RABBITMQ_URL) if "@" in url}
+    with FakeOpenAI(api_key=_unique("sk-proj-")) as openai:
+        env = {
+            "ENABLE_API_AUTH": "true",
+            "API_KEYS": api_key,
+            "OPENAI_API_KEY": openai.api_key,
+            "OPENAI_BASE_URL": openai.base_url,
+            "REDIS_URL": REDIS_URL,
+            "LOG_LEVEL": "DEBUG",
+            "ORCHESTRATOR_PORT": str(port),
+        }
+        with role_processes(tmp_path, postgres_url, **env) as roles:
+            roles.serve("orchestrator", log="orchestrator.log")
+            roles.serve("autonomous", "--health-port", str(health_port), log="autonomous.log")
+            roles.wait_ready(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{health_port}")
+            url = f"http://127.0.0.1:{port}/agents/on-openai/invoke"
+            wrong = httpx.post(url, json={}, headers={"X-API-Key": "wrong"}, timeout=10)
+            done = httpx.post(url, json={"task_data": {"prompt": "hi"}}, headers={"X-API-Key": api_key}, timeout=60)
+        logs = roles.log_text()
+
+    assert wrong.status_code == 401
+    assert done.status_code == 200, done.text
+    assert '"level":"DEBUG"' in logs
+    leaked = [value for value in (api_key, openai.api_key, *userinfo) if value in logs]
+    assert leaked == []
