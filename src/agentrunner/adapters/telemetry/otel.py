@@ -48,6 +48,7 @@ log = get_logger(__name__)
 
 _HEX_TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 _TRACEPARENT = "traceparent"
+_CONTEXT_HEADERS = frozenset({_TRACEPARENT, "tracestate"})
 # One event per streamed piece of text: a span each would bury the trace in noise.
 _UNTRACED_TOPICS = ("execution.progress.",)
 _CLOSE_TIMEOUT_SECONDS = 5.0
@@ -196,7 +197,9 @@ class TracedEventBus:
                     "agentrunner.trace_id": event.trace_id,
                 },
             ):
-                await handler(event)
+                # The handler sees the event as it was published: the context is the bus's.
+                carried = {key: value for key, value in event.headers.items() if key not in _CONTEXT_HEADERS}
+                await handler(event.model_copy(update={"headers": carried}))
 
         return await self._bus.subscribe(queue, patterns, traced_handler, prefetch=prefetch, exclusive=exclusive)
 
