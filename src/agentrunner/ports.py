@@ -498,8 +498,9 @@ class RequestSpan(Protocol):
     """The span of one HTTP request, open while the request is served."""
 
     @property
-    def trace_id(self) -> str:
-        """The span's trace id (32 lower-case hex digits)."""
+    def caller_trace_id(self) -> str | None:
+        """The trace id of the caller's trace this span continues (the request carried a W3C
+        `traceparent`), else None: the span's trace is the request's own trace id."""
         ...
 
     def finish(self, *, route: str | None, status: int) -> None:

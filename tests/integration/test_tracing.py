@@ -18,6 +18,7 @@ from agentrunner.adapters.state.urls import run_schema_command
 from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_collector import FakeCollector, ReceivedSpan
+from tests.integration.conftest import node_on
 from tests.integration.processes import role_processes
 
 AGENT = "name: traced\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
@@ -126,3 +127,42 @@ def test_without_an_otlp_endpoint_no_tracing_code_is_loaded(tmp_path: Path) -> N
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]", "no exporter, no SDK imported"
+
+
+ECHO = "name: echoed\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: echo, model: echo}\n"
+
+
+async def _invoke_traced(tmp_path: Path, collector: FakeCollector, trace_header: str) -> httpx.Response:
+    async with node_on(
+        "memory", tmp_path, {"echoed.yml": ECHO}, otel_exporter_otlp_endpoint=collector.endpoint
+    ) as node:
+        transport = httpx.ASGITransport(app=node.apps()["orchestrator"])
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as http:
+            return await http.post(
+                "/agents/echoed/invoke", json={"task_data": {"prompt": "hi"}}, headers={"X-Trace-Id": trace_header}
+            )
+    # Leaving the node flushed its spans to the collector.
+
+
+async def test_a_caller_hex_trace_id_becomes_the_otel_trace_id(tmp_path: Path) -> None:
+    chosen = "0af7651916cd43dd8448eb211c80319c"
+    with FakeCollector() as collector:
+        response = await _invoke_traced(tmp_path, collector, chosen)
+        spans = collector.wait_for(_has(chosen, "POST /agents/{name}/invoke", "chat echo"))
+
+    assert response.headers["x-trace-id"] == chosen
+    assert response.json()["trace_id"] == chosen
+    assert _one(spans, chosen, "chat echo").service == "agentrunner"
+
+
+async def test_a_caller_trace_id_that_is_not_hex_is_kept_and_recorded_on_the_spans(tmp_path: Path) -> None:
+    with FakeCollector() as collector:
+        response = await _invoke_traced(tmp_path, collector, "order-42:checkout")
+        spans = collector.wait_for(lambda spans: any(s.name == "chat echo" for s in spans))
+
+    assert response.headers["x-trace-id"] == "order-42:checkout", "the caller's id is echoed, as without tracing"
+    assert response.json()["trace_id"] == "order-42:checkout"
+    [request] = [span for span in spans if span.name == "POST /agents/{name}/invoke"]
+    assert request.attributes["agentrunner.trace_id"] == "order-42:checkout"
+    trace = {span.trace_id for span in spans if span.name in ("POST /agents/{name}/invoke", "chat echo")}
+    assert len(trace) == 1, "still one trace, under an id of OTel's own"

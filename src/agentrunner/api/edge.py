@@ -66,8 +66,8 @@ class TraceMiddleware:
                 text_headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers.items()}
                 method, path = str(scope.get("method", "")), str(scope.get("path", ""))
                 span = stack.enter_context(self._tracing.request_span(method, path, text_headers))
-                if span.trace_id != trace_id:
-                    trace_id = span.trace_id
+                if span.caller_trace_id is not None and span.caller_trace_id != trace_id:
+                    trace_id = span.caller_trace_id
                     stack.enter_context(traced(trace_id, self._service))
             try:
                 await self._app(scope, receive, send_with_trace)

@@ -26,7 +26,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from agentrunner.domain.agent import LLMConfig
@@ -76,13 +76,14 @@ def _hex_trace_id(span: Span) -> str:
 
 
 class _RequestSpan:
-    def __init__(self, span: Span, method: str) -> None:
+    def __init__(self, span: Span, method: str, *, continued: bool) -> None:
         self._span = span
         self._method = method
+        self._continued = continued
 
     @property
-    def trace_id(self) -> str:
-        return _hex_trace_id(self._span)
+    def caller_trace_id(self) -> str | None:
+        return _hex_trace_id(self._span) if self._continued else None
 
     def finish(self, *, route: str | None, status: int) -> None:
         if route:
@@ -118,13 +119,21 @@ class OtelTracing:
 
     @contextmanager
     def request_span(self, method: str, path: str, headers: Mapping[str, str]) -> Iterator[RequestSpan]:
+        parent = self.parent_of(headers)
         with self.tracer.start_as_current_span(
             method,
-            context=self.parent_of(headers),
+            context=parent,
             kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": path},
+            attributes={
+                "http.request.method": method,
+                "url.path": path,
+                "agentrunner.trace_id": current_trace_id() or "",
+            },
         ) as span:
-            yield _RequestSpan(span, method)
+            continued = get_current_span(parent).get_span_context().is_valid
+            if continued:  # the caller's trace id is the request's trace id from here on
+                span.set_attribute("agentrunner.trace_id", _hex_trace_id(span))
+            yield _RequestSpan(span, method, continued=continued)
 
     def traced_bus(self, bus: EventBus) -> EventBus:
         return TracedEventBus(bus, self)
