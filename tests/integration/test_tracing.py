@@ -84,6 +84,7 @@ def test_one_invoke_is_one_trace_from_the_http_request_to_the_model_call(traced_
     assert {request.service, publish.service} == {"agentrunner-orchestrator"}
     assert {process.service, chat.service} == {"agentrunner-autonomous"}
     assert request.attributes["http.response.status_code"] == 200
+    assert process.attributes["agentrunner.execution_id"] == response.json()["execution_id"]
     assert chat.attributes["gen_ai.request.model"] == "gpt-4o"
     assert chat.attributes["gen_ai.usage.output_tokens"] > 0
 

@@ -204,6 +204,7 @@ class TracedEventBus:
                     "messaging.message.id": event.event_id,
                     "agentrunner.attempt": event.attempt,
                     "agentrunner.trace_id": event.trace_id,
+                    "agentrunner.execution_id": str(event.payload.get("execution_id", "")),
                 },
             ):
                 # The handler sees the event as it was published: the context is the bus's.
