@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up install test lint typecheck unit services clean
+.PHONY: up install test lint typecheck unit services clean api-docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ up: install
 
 services:
 	bash scripts/services.sh
+
+# docs/api.md from every role's OpenAPI (a unit test fails when it is stale).
+api-docs: install
+	$(BIN)/python scripts/api_docs.py
 
 lint: install
 	$(BIN)/ruff format --check src tests bench

@@ -14,6 +14,10 @@ import structlog
 from agentrunner.tracing import current_service, current_trace_id
 
 _TOP_LEVEL = ("timestamp", "level", "service", "trace_id", "message", "metadata")
+# Libraries kept at WARNING even when LOG_LEVEL=DEBUG: httpx writes a line per vendor HTTP
+# call (noise next to our execution records); botocore/boto3 write each signed request at
+# DEBUG, with the AWS access key id and session token in its headers (secrets never logged).
+_QUIET_LIBRARIES = ("httpx", "botocore", "boto3", "urllib3")
 _DROPPED = {"_record", "_from_structlog", "logger", "exc_info", "stack_info", "color_message"}
 
 
@@ -68,8 +72,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # One line per vendor HTTP call is noise next to our own execution records.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    for name in _QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -37,11 +37,20 @@ from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
 from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.agent_document import AgentDocument
-from agentrunner.domain.errors import ConfigError
+from agentrunner.domain.errors import AgentRunnerError, ConfigError
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.logs import get_logger
-from agentrunner.ports import Cache, EventBus, SlackReplies, SlackRequestVerifier, Slots, Subscription
+from agentrunner.ports import (
+    Cache,
+    EventBus,
+    ProviderCatalog,
+    SlackReplies,
+    SlackRequestVerifier,
+    Slots,
+    Subscription,
+    Tracing,
+)
 from agentrunner.runtime.budgets import Budget, Budgets
 from agentrunner.runtime.collaboration import CollaborativePool
 from agentrunner.runtime.dead_letters import DeadLetterOffice
@@ -49,12 +58,12 @@ from agentrunner.runtime.limits import ConcurrencyLimits
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import PlanRuns
-from agentrunner.runtime.registry import AgentRegistry, AgentStatus
+from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry, AgentStatus
 from agentrunner.runtime.schedule_watch import FireWatch
 from agentrunner.runtime.scheduler import Scheduler
 from agentrunner.runtime.slack_answers import SlackAnswers
 from agentrunner.runtime.slack_gateway import SlackGateway
-from agentrunner.runtime.topics import invoke_topic
+from agentrunner.runtime.topics import agent_queue, invoke_topic
 from agentrunner.runtime.webhooks import WebhookDispatcher
 from agentrunner.runtime.worker import AUTONOMOUS_POOL_MODES, CONTINUOUS_POOL_MODES, AgentPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
@@ -64,6 +73,8 @@ log = get_logger(__name__)
 
 
 CONFIG_CHANGED = "config.changed"
+# A scrape of /metrics waits at most this long for the bus to count the queues.
+QUEUE_DEPTH_TIMEOUT_SECONDS = 2.0
 
 # Roles a process can take: the HTTP services, and worker pools (which need no port).
 WORKER_ROLES: tuple[str, ...] = ("autonomous", "continuous", "collaborative")
@@ -101,7 +112,9 @@ class Node:
         self._watcher: asyncio.Task[None] | None = None
         self._config_events: Subscription | None = None
         self.node_id = new_id()[:12]
-        self.catalog = SettingsProviderCatalog(settings, script=script)
+        # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set: no exporter, no wrappers, no cost.
+        self.tracing: Tracing | None = _tracing(settings, self.node_id, self.roles)
+        self.catalog: ProviderCatalog = SettingsProviderCatalog(settings, script=script)
         database = SQLStateStore(
             settings.effective_database_url,
             pool_size=settings.db_pool_size,
@@ -114,6 +127,9 @@ class Node:
         self.cache = _cache(settings)
         self.store = CachedStateStore(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
         self.bus = _bus(settings, self.node_id)
+        if self.tracing is not None:
+            self.bus = self.tracing.traced_bus(self.bus)
+            self.catalog = self.tracing.traced_catalog(self.catalog)
         self.registry = AgentRegistry()
         self.relay = OutboxRelay(bus=self.bus, store=self.store)
         self.budgets = Budgets(store=self.store, bus=self.bus, cache=self.cache)
@@ -393,6 +409,8 @@ class Node:
         await self.catalog.close()
         await self.cache.close()
         await self.store.close()
+        if self.tracing is not None:
+            await self.tracing.close()
         log.info("node stopped", node_id=self.node_id)
 
     @asynccontextmanager
@@ -419,7 +437,8 @@ class Node:
             api_keys=api_keys,
             max_body_bytes=self.settings.max_request_bytes,
             rate_limit_per_minute=self.settings.api_rate_limit_per_minute,
-            metrics=self.metrics.exposition,
+            metrics=self.metrics_exposition,
+            tracing=self.tracing,
             idempotency=self.store,
             idempotency_ttl_seconds=self.settings.idempotency_ttl_seconds,
         )
@@ -427,6 +446,19 @@ class Node:
     async def _budgets_of(self, agent: str | None) -> list[Budget]:
         configs = [a.config for a in self.registry.agents.values() if a.config is not None and agent in (None, a.name)]
         return await self.budgets.all(configs)
+
+    async def metrics_exposition(self) -> tuple[bytes, str]:
+        """The node's metrics for `/metrics`, with the depth of every agent's queue measured now."""
+        queues = [agent_queue(config.name) for config in self.registry.in_modes(SERVED_MODES)]
+        try:
+            async with asyncio.timeout(QUEUE_DEPTH_TIMEOUT_SECONDS):
+                depths = await self.bus.queue_depths(queues)
+        except (AgentRunnerError, TimeoutError) as exc:
+            # The last depths measured stay; the bus's own health shows on /health/ready.
+            log.warning("queue depths not measured", error=getattr(exc, "message", "timed out"))
+        else:
+            self.metrics.queue_depths_measured(depths)
+        return self.metrics.exposition()
 
     def health_app(self) -> FastAPI:
         """Health probes for a process that runs only worker pools (no HTTP role)."""
@@ -472,6 +504,19 @@ def _bus(settings: Settings, node_id: str) -> EventBus:
         prefix=settings.rabbitmq_exchange_prefix,
         retry_delays=settings.bus_retry_delays,
         connection_name=f"agentrunner node {node_id}",
+    )
+
+
+def _tracing(settings: Settings, node_id: str, roles: frozenset[str]) -> Tracing | None:
+    if not settings.otel_exporter_otlp_endpoint:
+        return None
+    # Imported here: the OpenTelemetry SDK costs start-up time a node without tracing does not need.
+    from agentrunner.adapters.telemetry.otel import OtelTracing  # noqa: PLC0415
+
+    everything = set(roles) == set(ALL_ROLES)
+    name = settings.otel_service_name or ("agentrunner" if everything else f"agentrunner-{'+'.join(sorted(roles))}")
+    return OtelTracing(
+        endpoint=settings.otel_exporter_otlp_endpoint, service_name=name, node_id=node_id, roles=sorted(roles)
     )
 
 

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
 
+    # Tracing: OpenTelemetry spans go to this OTLP/HTTP collector (`/v1/traces` is
+    # appended); empty = tracing off, no exporter built.
+    otel_exporter_otlp_endpoint: str = ""
+    # The service name spans carry; empty = "agentrunner-<roles>" of the process.
+    otel_service_name: str = ""
+
     # Behaviour
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     invoke_wait_seconds: float = Field(default=60, ge=0)

@@ -6,6 +6,7 @@ server, a marker on that param).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -21,8 +22,10 @@ from agentrunner.adapters.cache.memory import InMemoryCache
 from agentrunner.adapters.cache.redis import RedisCache
 from agentrunner.adapters.state.cached import CachedStateStore
 from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.adapters.telemetry.otel import OtelTracing
 from agentrunner.domain.event import DeadLetter
 from agentrunner.ports import Cache, EventBus, StateStore
+from tests.fakes.otlp_collector import FakeCollector
 
 # Small delays keep the retry tests fast; an event gets len(RETRY_DELAYS) + 1 deliveries.
 RETRY_DELAYS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2)
@@ -128,23 +131,46 @@ async def delete_broker_objects(bus: RabbitMQEventBus) -> None:
         await connection.close()
 
 
-@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+        # RabbitMQ seen through the OpenTelemetry adapter (spans to a loopback collector):
+        # tracing must change nothing a publisher or a handler can see.
+        pytest.param("rabbitmq+otel", marks=pytest.mark.rabbitmq),
+    ]
+)
 async def event_bus(request: pytest.FixtureRequest) -> AsyncIterator[EventBus]:
     """A started EventBus with small retry delays, once per backend; what it dead-letters
     is collected in DEAD_LETTERS."""
-    bus = _build_bus(request.param)
-    await bus.start()
-    letters = DEAD_LETTERS.setdefault(id(bus), [])
+    async with _started_bus(request.param) as bus:
+        yield bus
 
-    async def collect(letter: DeadLetter) -> None:
-        letters.append(letter)
 
-    await bus.subscribe_dead_letters(collect)
-    yield bus
-    await bus.close(grace_seconds=BUS_TEARDOWN_GRACE_SECONDS)
-    DEAD_LETTERS.pop(id(bus), None)
-    if isinstance(bus, RabbitMQEventBus):
-        await delete_broker_objects(bus)
+@asynccontextmanager
+async def _started_bus(backend: str) -> AsyncIterator[EventBus]:
+    inner = _build_bus(backend.removesuffix("+otel"))
+    bus: EventBus = inner
+    with contextlib.ExitStack() as stack:
+        tracing: OtelTracing | None = None
+        if backend.endswith("+otel"):
+            collector = stack.enter_context(FakeCollector())
+            tracing = OtelTracing(endpoint=collector.endpoint, service_name="contract", node_id="n", roles=["test"])
+            bus = tracing.traced_bus(inner)
+        await bus.start()
+        letters = DEAD_LETTERS.setdefault(id(bus), [])
+
+        async def collect(letter: DeadLetter) -> None:
+            letters.append(letter)
+
+        await bus.subscribe_dead_letters(collect)
+        yield bus
+        await bus.close(grace_seconds=BUS_TEARDOWN_GRACE_SECONDS)
+        DEAD_LETTERS.pop(id(bus), None)
+        if isinstance(inner, RabbitMQEventBus):
+            await delete_broker_objects(inner)
+        if tracing is not None:
+            await tracing.close()
 
 
 # -- Cache --------------------------------------------------------------------------------

@@ -585,3 +585,35 @@ async def test_unbound_patterns_no_longer_reach_the_queue(event_bus: EventBus) -
     await drain(event_bus, recorder)
 
     assert recorder.topics == ["kept.topic"]
+
+
+# -- queue depth ------------------------------------------------------------------------------
+
+
+async def test_queue_depth_counts_the_events_waiting_for_a_consumer(event_bus: EventBus) -> None:
+    await event_bus.declare("q.depth", ["depth.#"])
+    for number in range(3):
+        await event_bus.publish(_event(f"depth.e{number}"))
+    await event_bus.publish(_event("elsewhere.topic"))
+
+    async def three_waiting() -> bool:
+        return (await event_bus.queue_depths(["q.depth"]))["q.depth"] == 3
+
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not await three_waiting():  # the broker counts a confirmed publish a moment later
+        assert time.monotonic() < deadline, await event_bus.queue_depths(["q.depth"])
+        await asyncio.sleep(0.02)
+
+    assert await event_bus.queue_depths(["q.depth", "q.never-declared"]) == {"q.depth": 3, "q.never-declared": 0}
+
+
+async def test_queue_depth_drops_to_zero_once_a_consumer_took_the_events(event_bus: EventBus) -> None:
+    await event_bus.declare("q.drained", ["drained.#"])
+    await event_bus.publish(_event("drained.one"))
+    await event_bus.publish(_event("drained.two"))
+
+    recorder = await subscribe_recorder(event_bus, "q.drained", ["drained.#"])
+    await drain(event_bus, recorder)
+
+    assert sorted(recorder.topics) == ["drained.one", "drained.two"]
+    assert await event_bus.queue_depths(["q.drained"]) == {"q.drained": 0}

@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentrunner.domain.llm import LLMRequest
@@ -87,3 +88,28 @@ async def test_metrics_need_the_api_key_when_auth_is_on(tmp_path: Path) -> None:
     assert refused.status_code == 401
     assert allowed.status_code == 200
     assert "process_cpu_seconds_total" in allowed.text
+
+
+@pytest.mark.parametrize("bus", ["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+async def test_queue_depth_shows_the_invocations_waiting_for_a_worker(tmp_path: Path, bus: str) -> None:
+    agents = {"flaky.yml": FLAKY, "idle.yml": FLAKY.replace("name: flaky", "name: idle")}
+    async with node_on(bus, tmp_path, agents, script=_reply) as node:
+        await node.pool.stop(0.5)  # no worker takes them: they wait in the queue
+        for number in range(3):
+            await node.orchestrator.invoke("flaky", {"prompt": f"task {number}"}, wait=0)
+        depths: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for _ in range(50):  # a broker counts a confirmed publish a moment later
+            depths = _samples((await _scrape(node, "orchestrator")).text)
+            if depths.get(("agentrunner_queue_depth", frozenset({("queue", "agent.flaky")}))) == 3:
+                break
+            await asyncio.sleep(0.05)
+        await node.pool.start()  # the waiting invocations run now, and the queue empties
+        for _ in range(100):
+            after = _samples((await _scrape(node, "orchestrator")).text)
+            if after[("agentrunner_queue_depth", frozenset({("queue", "agent.flaky")}))] == 0:
+                break
+            await asyncio.sleep(0.05)
+
+    assert depths[("agentrunner_queue_depth", frozenset({("queue", "agent.flaky")}))] == 3
+    assert depths[("agentrunner_queue_depth", frozenset({("queue", "agent.idle")}))] == 0
+    assert after[("agentrunner_queue_depth", frozenset({("queue", "agent.flaky")}))] == 0

@@ -204,6 +204,27 @@ async def test_requests_not_signed_by_slack_are_refused_and_run_nothing(tmp_path
     assert slack.messages() == []
 
 
+async def test_with_api_auth_on_slack_routes_take_slacks_signature_instead_of_an_api_key(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    settings = _settings(slack, enable_api_auth=True, api_keys="k-slack-auth")
+    agents = {"assistant.yml": AGENT}
+    async with node_on("memory", tmp_path, agents, script=_answer, **settings) as node, _client(node) as http:
+        body = command_body("/ask", "signed, no key", response_url=slack.response_url("auth"))
+        signed = await _post(http, "/slack/commands", body)
+        forged = await http.post(
+            "/slack/commands", content=body, headers={"content-type": FORM, **slack_headers(body, "guess")}
+        )
+        metrics = await http.get("/metrics")
+        metrics_with_key = await http.get("/metrics", headers={"X-API-Key": "k-slack-auth"})
+        await slack.wait_for(1, "/response/auth")
+
+    assert signed.status_code == 200, signed.text
+    assert forged.status_code == 401
+    assert "not a valid Slack request" in forged.json()["error"]["message"]
+    assert (metrics.status_code, metrics_with_key.status_code) == (401, 200), "the rest of the role keeps its key"
+
+
 async def test_url_verification_bot_messages_and_edits(tmp_path: Path, slack: FakeSlack) -> None:
     async with node_on("memory", tmp_path, {"assistant.yml": AGENT}, script=_answer, **_settings(slack)) as node:
         seen = await _watch(node, "slack.#")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import math
@@ -19,6 +20,7 @@ from agentrunner.api.errors import error_response, install_error_handlers
 from agentrunner.api.idempotency import IdempotencyKeys, IdempotencyMiddleware
 from agentrunner.domain.errors import AgentRunnerError, BadRequestError
 from agentrunner.logs import get_logger
+from agentrunner.ports import RequestSpan, Tracing
 from agentrunner.tracing import accept_trace_id, traced
 
 log = get_logger(__name__)
@@ -31,11 +33,14 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 
 class TraceMiddleware:
     """Give each request a trace id (the caller's `X-Trace-Id` when valid), echo it in the
-    response, and answer unexpected errors in the JSON error shape with that trace id."""
+    response, and answer unexpected errors in the JSON error shape with that trace id. With
+    `tracing`, the request is a server span whose trace id is that trace id (or, when the
+    caller sent a W3C `traceparent`, the caller's trace, whose id becomes the trace id)."""
 
-    def __init__(self, app: ASGIApp, service: str) -> None:
+    def __init__(self, app: ASGIApp, service: str, tracing: Tracing | None = None) -> None:
         self._app = app
         self._service = service
+        self._tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,7 +60,16 @@ class TraceMiddleware:
                 message["headers"] = [*message.get("headers", []), (TRACE_HEADER.encode(), trace_id.encode())]
             await send(message)
 
-        with traced(trace_id, self._service):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(traced(trace_id, self._service))
+            span: RequestSpan | None = None
+            if self._tracing is not None and not _is_probe(str(scope.get("path", ""))):
+                text_headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers.items()}
+                method, path = str(scope.get("method", "")), str(scope.get("path", ""))
+                span = stack.enter_context(self._tracing.request_span(method, path, text_headers))
+                if span.caller_trace_id is not None and span.caller_trace_id != trace_id:
+                    trace_id = span.caller_trace_id
+                    stack.enter_context(traced(trace_id, self._service))
             try:
                 await self._app(scope, receive, send_with_trace)
             except Exception:
@@ -77,6 +91,14 @@ class TraceMiddleware:
                     status=status,
                     duration_ms=round((time.perf_counter() - began) * 1000, 2),
                 )
+                if span is not None:
+                    route = scope.get("route")
+                    span.finish(route=getattr(route, "path", None), status=status)
+
+
+def _is_probe(path: str) -> bool:
+    """Health probes and metric scrapes come every few seconds: no span of their own."""
+    return path.startswith("/health/") or path == "/metrics"
 
 
 class KeyRateLimiter:
@@ -105,7 +127,8 @@ class ApiKeyMiddleware:
     """Require one of `keys` in `X-API-Key` or `Authorization: Bearer` (compared in constant
     time) on every path but the health probes, which orchestrators call without secrets,
     and the `public` ones (a path and everything under it: files that hold no data); with a
-    `limiter`, each key gets its own request rate (429 with Retry-After past it)."""
+    `limiter`, each key gets its own request rate (429 with Retry-After past it).
+    Paths under `exempt_prefixes` prove who calls another way (Slack's signature)."""
 
     def __init__(
         self,
@@ -113,14 +136,16 @@ class ApiKeyMiddleware:
         keys: tuple[str, ...],
         limiter: KeyRateLimiter | None = None,
         public: tuple[str, ...] = (),
+        exempt_prefixes: tuple[str, ...] = (),
     ) -> None:
         self._app = app
         self._keys = tuple(key.encode() for key in keys)
         self._limiter = limiter
         self._public = public
+        self._exempt = ("/health/", *exempt_prefixes)
 
     def _open(self, path: str) -> bool:
-        return path.startswith("/health/") or any(
+        return path.startswith(self._exempt) or any(
             path == prefix or path.startswith(f"{prefix}/") for prefix in self._public
         )
 
@@ -215,7 +240,12 @@ class EdgeConfig:
     # Requests a minute per API key (when auth is on); 0: no limit.
     rate_limit_per_minute: int = 0
     # The node's metrics in Prometheus' text format, and its content type, for `/metrics`.
-    metrics: Callable[[], tuple[bytes, str]] | None = None
+    metrics: Callable[[], Awaitable[tuple[bytes, str]]] | None = None
+    # OpenTelemetry spans (a server span per request), when tracing is on.
+    tracing: Tracing | None = None
+    # Paths that need no API key because their callers prove themselves otherwise (the
+    # Slack routes check Slack's signature; Slack cannot send our keys).
+    key_exempt_prefixes: tuple[str, ...] = ()
     # Where POSTs with an `Idempotency-Key` keep their answers; None: the header is ignored.
     idempotency: IdempotencyKeys | None = None
     idempotency_ttl_seconds: float = 24 * 3600
@@ -260,9 +290,15 @@ def role_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=edge.max_body_bytes)
     if edge.api_keys is not None:
         limiter = KeyRateLimiter(edge.rate_limit_per_minute) if edge.rate_limit_per_minute else None
-        app.add_middleware(ApiKeyMiddleware, keys=edge.api_keys, limiter=limiter, public=public)
+        app.add_middleware(
+            ApiKeyMiddleware,
+            keys=edge.api_keys,
+            limiter=limiter,
+            public=public,
+            exempt_prefixes=edge.key_exempt_prefixes,
+        )
     # Added last, so it runs first: even a refused request gets a trace id.
-    app.add_middleware(TraceMiddleware, service=service)
+    app.add_middleware(TraceMiddleware, service=service, tracing=edge.tracing)
 
     @app.get("/health/live", tags=["health"], summary="The process is up")
     async def live() -> dict[str, str]:
@@ -283,7 +319,7 @@ def role_app(
 
         @app.get("/metrics", tags=["health"], summary="Prometheus metrics of this process", include_in_schema=False)
         async def metrics() -> Response:
-            content, content_type = exposition()
+            content, content_type = await exposition()
             return Response(content, media_type=content_type)
 
     return app

@@ -42,16 +42,122 @@ def slack_app(
             raise DependencyUnavailableError(off_reason)
 
         edge = replace(edge, advisory={**edge.advisory, "slack_gateway": gateway_off})
+    if verifier is not None:
+        # Slack signs its requests and cannot send our API keys: the signature is the check.
+        edge = replace(edge, key_exempt_prefixes=(*edge.key_exempt_prefixes, "/slack/"))
     app = role_app("slack", "agentrunner slack gateway", edge)
     routes = _SlackRoutes(gateway, verifier, off_reason)
-    app.post("/slack/commands", tags=["slack"], summary="Slash commands (form-encoded, signed by Slack)")(
-        routes.commands
-    )
-    app.post("/slack/events", tags=["slack"], summary="Events API callbacks (JSON, signed by Slack)")(routes.events)
-    app.post("/slack/interactions", tags=["slack"], summary="Buttons and other interactivity (signed by Slack)")(
-        routes.interactions
-    )
+    app.post(
+        "/slack/commands",
+        tags=["slack"],
+        summary="Slash commands (form-encoded, signed by Slack)",
+        openapi_extra=_COMMANDS_DOC,
+    )(routes.commands)
+    app.post(
+        "/slack/events",
+        tags=["slack"],
+        summary="Events API callbacks (JSON, signed by Slack)",
+        openapi_extra=_EVENTS_DOC,
+    )(routes.events)
+    app.post(
+        "/slack/interactions",
+        tags=["slack"],
+        summary="Buttons and other interactivity (signed by Slack)",
+        response_class=Response,  # an empty 200: Slack reads no body for a click
+        openapi_extra=_INTERACTIONS_DOC,
+    )(routes.interactions)
     return app
+
+
+# The routes read their raw bodies (the signature covers the exact bytes), so their request
+# and answer shapes are documented here, as Slack sends and reads them.
+_SIGNED = (
+    "Signed by Slack: `X-Slack-Signature` (v0=HMAC-SHA256 of `v0:{timestamp}:{body}` with the "
+    "app's signing secret) and `X-Slack-Request-Timestamp` (within 5 minutes); 401 otherwise."
+)
+_TEXT = {"type": "string"}
+_COMMANDS_DOC: dict[str, Any] = {
+    "description": f"{_SIGNED} Answers within 3 s with an ephemeral acknowledgement; the agent's "
+    "answer goes to `response_url` when it is ready.",
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["command"],
+                    "properties": {
+                        "command": {"type": "string", "pattern": "^/", "example": "/ask"},
+                        **{
+                            name: _TEXT
+                            for name in ("text", "user_id", "channel_id", "team_id", "response_url", "trigger_id")
+                        },
+                        "ssl_check": {"enum": ["1"]},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "The acknowledgement Slack shows (empty for an `ssl_check`)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"response_type": {"enum": ["ephemeral", "in_channel"]}, "text": _TEXT},
+                    }
+                }
+            },
+        }
+    },
+}
+_EVENTS_DOC: dict[str, Any] = {
+    "description": f"{_SIGNED} `url_verification` is answered with its challenge; an "
+    "`event_callback` (app_mention, message) is acknowledged and run.",
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "type": {"enum": ["url_verification", "event_callback"]},
+                        "challenge": _TEXT,
+                        "team_id": _TEXT,
+                        "event_id": _TEXT,
+                        "event": {"type": "object"},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "The challenge of a url_verification, else an acknowledgement",
+            "content": {
+                "application/json": {"schema": {"type": "object", "properties": {"challenge": _TEXT, "ok": {}}}}
+            },
+        }
+    },
+}
+_INTERACTIONS_DOC: dict[str, Any] = {
+    "description": f"{_SIGNED} A button click (block_actions): an answer to a clarification, "
+    "else published on the bus. Acknowledged with an empty 200.",
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["payload"],
+                    "properties": {"payload": {"type": "string", "description": "The interaction, as JSON text"}},
+                }
+            }
+        },
+    },
+    "responses": {"200": {"description": "Acknowledged (empty body)"}},
+}
 
 
 class _SlackRoutes:
@@ -82,7 +188,7 @@ class _SlackRoutes:
             return refused or Response(status_code=503)
         form = _form(body)
         if form.get("ssl_check") == "1":  # Slack checking the certificate of a command's URL
-            return Response(status_code=200)
+            return JSONResponse({})
         if not form.get("command", "").startswith("/"):
             return error_response(400, "bad_request", "a slash command's form needs a `command` field like /ask")
         command = SlashCommand(
@@ -115,7 +221,7 @@ class _SlackRoutes:
             if retry:
                 log.info("slack retried an event", retry_num=retry, reason=request.headers.get("x-slack-retry-reason"))
             await gateway.event(envelope, retry_num=retry)
-        return Response(status_code=200)
+        return JSONResponse({"ok": True})
 
     async def interactions(self, request: Request) -> Response:
         body, gateway, refused = await self._verified(request)

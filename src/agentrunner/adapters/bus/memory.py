@@ -171,6 +171,10 @@ class InMemoryEventBus:
         if declared is not None:
             declared.patterns.difference_update(patterns)
 
+    async def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
+        self._require_open("count queued events")
+        return {name: queue.messages.qsize() if (queue := self._queues.get(name)) else 0 for name in queues}
+
     async def subscribe_dead_letters(self, handler: DeadLetterHandler) -> InMemorySubscription[DeadLetter]:
         self._require_open("consume dead letters")
 

@@ -28,7 +28,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelNotFoundEntity
 from yarl import URL
 
 from agentrunner.adapters.bus.memory import DEFAULT_RETRY_DELAYS
@@ -319,6 +319,29 @@ class RabbitMQEventBus:
                         await declared.unbind(exchange, routing_key=pattern)
         except CONNECTION_EXCEPTIONS as exc:
             raise DependencyUnavailableError(f"cannot {verb} {queue!r} on RabbitMQ at {self._where}: {exc}") from exc
+
+    async def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
+        connection, _, _ = self._require_open("count queued events")
+        depths: dict[str, int] = {}
+        channel: AbstractChannel | None = None
+        try:
+            for queue in queues:
+                if channel is None or channel.is_closed:
+                    channel = await connection.channel()
+                try:
+                    # Passive: reads the count without creating a queue that is missing.
+                    declared = await channel.declare_queue(self._queue_name(queue), passive=True)
+                except ChannelNotFoundEntity:
+                    depths[queue] = 0  # the broker closed the channel with the answer
+                    continue
+                depths[queue] = declared.declaration_result.message_count or 0
+        except CONNECTION_EXCEPTIONS as exc:
+            raise DependencyUnavailableError(f"cannot count queued events on RabbitMQ at {self._where}: {exc}") from exc
+        finally:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                    await channel.close()
+        return depths
 
     async def _deliver(self, queue: str, message: AbstractIncomingMessage, handler: EventHandler) -> None:
         try:

@@ -3,7 +3,9 @@ the text exposition format Prometheus scrapes from `/metrics`."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from agentrunner.domain.execution import Execution
@@ -63,6 +65,13 @@ class PrometheusMetrics:
             registry=self.registry,
         )
 
+        self._queue_depth = Gauge(
+            "agentrunner_queue_depth",
+            "Events waiting for a worker in each agent's queue, measured when /metrics is scraped",
+            ["queue"],
+            registry=self.registry,
+        )
+
     def execution_finished(self, execution: Execution, mode: str) -> None:
         self._executions.labels(execution.agent, mode, execution.status.value).inc()
         if execution.finished_at is not None:
@@ -84,6 +93,11 @@ class PrometheusMetrics:
 
     def schedule_fired(self, lateness_seconds: float) -> None:
         self._lateness.observe(max(lateness_seconds, 0.0))
+
+    def queue_depths_measured(self, depths: Mapping[str, int]) -> None:
+        self._queue_depth.clear()  # a queue that went away stops being reported
+        for queue, depth in depths.items():
+            self._queue_depth.labels(queue).set(depth)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
