@@ -42,6 +42,7 @@ from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.logs import get_logger
 from agentrunner.ports import (
+    Buckets,
     Cache,
     EventBus,
     ProviderCatalog,
@@ -58,6 +59,7 @@ from agentrunner.runtime.limits import ConcurrencyLimits
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import PlanRuns
+from agentrunner.runtime.rate_limits import RateLimits
 from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry, AgentStatus
 from agentrunner.runtime.schedule_watch import FireWatch
 from agentrunner.runtime.scheduler import Scheduler
@@ -170,6 +172,11 @@ class Node:
         self.limits = ConcurrencyLimits(
             self.cache, provider_limits=settings.provider_max_concurrency, lease_seconds=settings.slot_lease_seconds
         )
+        self.rates = RateLimits(
+            self.cache,
+            provider_requests_per_minute=settings.provider_requests_per_minute,
+            provider_tokens_per_minute=settings.provider_tokens_per_minute,
+        )
         self.pool = self._agent_pool("autonomous", settings.rabbitmq_prefetch_count, AUTONOMOUS_POOL_MODES)
         # A conversation takes its messages one at a time, in order.
         self.continuous = self._agent_pool("continuous", 1, CONTINUOUS_POOL_MODES)
@@ -220,6 +227,7 @@ class Node:
             modes=modes,
             limits=self.limits,
             budgets=self.budgets,
+            rates=self.rates,
         )
 
     @property
@@ -520,8 +528,8 @@ def _tracing(settings: Settings, node_id: str, roles: frozenset[str]) -> Tracing
     )
 
 
-class _SharedCache(Cache, Slots, Protocol):
-    """The cache adapters: a cache, and the concurrency slots (shared through Redis)."""
+class _SharedCache(Cache, Slots, Buckets, Protocol):
+    """The cache adapters: a cache, concurrency slots and token buckets (shared through Redis)."""
 
 
 def _cache(settings: Settings) -> _SharedCache:

@@ -433,6 +433,20 @@ class Slots(Protocol):
         ...
 
 
+class Buckets(Protocol):
+    """Token buckets shared by every process: `per_minute` tokens a minute, smoothed (at
+    most one second's worth at once), for request and token rate limits."""
+
+    async def take_tokens(self, scope: str, per_minute: float, amount: float) -> float:
+        """Take `amount` tokens (0: only check the bucket is not in debt); 0.0 when taken,
+        else the seconds to wait before they are there (nothing taken)."""
+        ...
+
+    async def debit_tokens(self, scope: str, per_minute: float, amount: float) -> None:
+        """Take `amount` tokens even into debt (tokens a call used; a vendor's Retry-After)."""
+        ...
+
+
 class Cache(Protocol):
     """A hot, lossy key-value cache in front of the state store."""
 

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     # "openai=8,anthropic=4"; agents set theirs in limits.max_concurrency), and how long a
     # slot outlives a worker that died holding it.
     provider_max_concurrency: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    # Model calls and tokens a minute per provider across every worker (e.g. "openai=500").
+    provider_requests_per_minute: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    provider_tokens_per_minute: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     slot_lease_seconds: float = Field(default=15.0, gt=0)
     # How long a POST's answer is replayed to retries with the same Idempotency-Key.
     idempotency_ttl_seconds: float = Field(default=24 * 3600, gt=0)
@@ -135,7 +138,9 @@ class Settings(BaseSettings):
             return tuple(float(part) for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("provider_max_concurrency", mode="before")
+    @field_validator(
+        "provider_max_concurrency", "provider_requests_per_minute", "provider_tokens_per_minute", mode="before"
+    )
     @classmethod
     def _provider_limits(cls, value: object) -> object:
         if not isinstance(value, str):
@@ -146,7 +151,7 @@ class Settings(BaseSettings):
                 continue
             provider, _, count = part.partition("=")
             if not provider.strip() or not count.strip().isdigit() or int(count) < 1:
-                raise ValueError(f"PROVIDER_MAX_CONCURRENCY entry {part!r} is not provider=N (e.g. openai=8)")
+                raise ValueError(f"entry {part!r} is not provider=N (e.g. openai=8)")
             limits[provider.strip()] = int(count)
         return limits
 

@@ -14,7 +14,7 @@ import redis.exceptions
 from agentrunner.adapters.cache.memory import InMemoryCache
 from agentrunner.adapters.cache.redis import RedisCache
 from agentrunner.domain.errors import DependencyUnavailableError
-from agentrunner.ports import Cache, Slots
+from agentrunner.ports import Buckets, Cache, Slots
 from tests.conftest import free_port
 
 WAIT_SECONDS = 5.0
@@ -286,3 +286,40 @@ async def test_concurrent_takers_of_the_last_slots_never_exceed_the_limit(cache:
     taken = await asyncio.gather(*(slots.acquire_slot("agent:race", f"h{i}", 3, 30) for i in range(20)))
 
     assert sum(taken) == 3
+
+
+# -- token buckets (ports.Buckets) ----------------------------------------------------
+
+
+def _buckets(cache: Cache) -> Buckets:
+    assert isinstance(cache, InMemoryCache | RedisCache)
+    return cache
+
+
+async def test_a_bucket_gives_a_seconds_worth_at_once_then_says_how_long_to_wait(cache: Cache) -> None:
+    buckets = _buckets(cache)
+
+    waits = [await buckets.take_tokens("rpm:a", 120, 1) for _ in range(3)]  # 2 a second
+    await asyncio.sleep(0.55)
+    later = await buckets.take_tokens("rpm:a", 120, 1)
+
+    assert waits[:2] == [0.0, 0.0]
+    assert 0.3 < waits[2] <= 0.51
+    assert later == 0.0
+
+
+async def test_a_debit_puts_the_bucket_in_debt_until_it_refills(cache: Cache) -> None:
+    buckets = _buckets(cache)
+
+    await buckets.debit_tokens("tpm:a", 60, 3)  # 1 a second, 1 kept: 1 - 3 = -2
+    wait = await buckets.take_tokens("tpm:a", 60, 0)
+
+    assert 1.5 < wait <= 2.05
+
+
+async def test_concurrent_takers_share_only_what_the_bucket_holds(cache: Cache) -> None:
+    buckets = _buckets(cache)
+
+    waits = await asyncio.gather(*(buckets.take_tokens("rpm:race", 300, 1) for _ in range(20)))
+
+    assert sum(wait == 0.0 for wait in waits) == 5

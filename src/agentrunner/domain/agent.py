@@ -171,9 +171,12 @@ class RetryConfig(_Section):
 
 class LimitsConfig(_Section):
     """Guardrails of one agent: how many of its executions run at once (across every
-    worker process), and what it may spend per day or month."""
+    worker process), how many model calls and tokens a minute, and what it may spend per
+    day or month."""
 
     max_concurrency: int | None = Field(default=None, ge=1)
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
     budget_usd: float | None = Field(default=None, gt=0)
     budget_period: Literal["day", "month"] = "day"
 

@@ -5,11 +5,16 @@ execution already running finishes. At 80 % a `budget.warning.<agent>` event is 
 once per period.
 
 Spend is the cost recorded on the agent's executions created in the period (the usage
-totals of the state store), so every process sees the same figure.
+totals of the state store), so every process sees the same figure. Each process reads it
+at most once per SPEND_READ_SECONDS per agent (adding the cost of the runs it finishes
+meanwhile), so a budget costs no query per invocation; what other processes spend within
+that second can pass the limit by that much.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
@@ -25,6 +30,7 @@ from agentrunner.tracing import current_trace_id, new_trace_id
 log = get_logger(__name__)
 
 WARN_AT = 0.8
+SPEND_READ_SECONDS = 1.0
 
 
 class Budget(BaseModel):
@@ -52,10 +58,36 @@ def period_bounds(now: datetime, period: str) -> tuple[datetime, datetime]:
 class Budgets:
     """Checks and reports agents' spend against `limits.budget_usd`."""
 
-    def __init__(self, *, store: StateStore, bus: EventBus, cache: Cache) -> None:
+    def __init__(
+        self, *, store: StateStore, bus: EventBus, cache: Cache, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._store = store
         self._bus = bus
         self._cache = cache
+        self._clock = clock
+        # agent -> (period start, spend read then plus what this process saw finish, when read)
+        self._spent: dict[str, tuple[datetime, float, float]] = {}
+        self._counted: dict[str, set[str]] = {}  # agent -> executions added since the read
+
+    async def _spent_since(self, agent: str, start: datetime) -> float:
+        known = self._spent.get(agent)
+        now = self._clock()
+        if known is not None and known[0] == start and now - known[2] < SPEND_READ_SECONDS:
+            return known[1]
+        totals = await self._store.usage(agent=agent, since=start)
+        spent = sum(a.cost_usd or 0.0 for a in totals.agents)
+        self._spent[agent] = (start, spent, now)
+        self._counted[agent] = set()
+        return spent
+
+    def spent(self, agent: str, execution_id: str, cost_usd: float | None) -> None:
+        """Count a finished run's cost (once) until the next read of the agent's spend."""
+        known = self._spent.get(agent)
+        counted = self._counted.setdefault(agent, set())
+        if known is None or not cost_usd or execution_id in counted:
+            return
+        counted.add(execution_id)
+        self._spent[agent] = (known[0], known[1] + cost_usd, known[2])
 
     async def budget(self, config: AgentConfig, now: datetime | None = None) -> Budget | None:
         """The agent's spend against its budget now; None without a budget."""
@@ -63,8 +95,7 @@ class Budgets:
         if limit is None:
             return None
         start, resets = period_bounds(now or utcnow(), config.limits.budget_period)
-        totals = await self._store.usage(agent=config.name, since=start)
-        spent = sum(a.cost_usd or 0.0 for a in totals.agents)
+        spent = await self._spent_since(config.name, start)
         return Budget(
             agent=config.name,
             period=config.limits.budget_period,
@@ -94,9 +125,10 @@ class Budgets:
                 resets_at=budget.resets_at.isoformat(),
             )
 
-    async def after_run(self, config: AgentConfig) -> None:
-        """Publish `budget.warning.<agent>` once the agent passes 80 % of its budget (once
-        per period, across processes)."""
+    async def after_run(self, config: AgentConfig, execution_id: str, cost_usd: float | None) -> None:
+        """Count the run's cost; publish `budget.warning.<agent>` once the agent passes 80 %
+        of its budget (once per period, across processes)."""
+        self.spent(config.name, execution_id, cost_usd)
         try:
             budget = await self.budget(config)
             if budget is None or budget.spent_usd < WARN_AT * budget.limit_usd:

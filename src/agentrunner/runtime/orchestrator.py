@@ -252,6 +252,9 @@ class Orchestrator:
         for updates in self._watchers.get(execution_id, []):
             updates.put_nowait(event)
         if event.topic.startswith("execution.finished."):
+            carried_cost = (event.payload.get("execution") or {}).get("cost_usd")
+            if self._budgets is not None and isinstance(carried_cost, int | float):
+                self._budgets.spent(event.topic.removeprefix("execution.finished."), execution_id, float(carried_cost))
             waiter = self._waiters.get(execution_id)
             if waiter is not None and not waiter.done():
                 carried = event.payload.get("execution")

@@ -34,6 +34,7 @@ from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import converse
 from agentrunner.runtime.limits import ConcurrencyLimits
 from agentrunner.runtime.outbox import OutboxRelay
+from agentrunner.runtime.rate_limits import RateLimits
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import (
     CANCEL_PATTERN,
@@ -82,8 +83,10 @@ class AgentPool:
         metrics: Metrics | None = None,
         limits: ConcurrencyLimits | None = None,
         budgets: Budgets | None = None,
+        rates: RateLimits | None = None,
     ) -> None:
         self._budgets = budgets
+        self._rates = rates
         self._metrics = metrics
         self._limits = limits
         self._bus = bus
@@ -213,7 +216,7 @@ class AgentPool:
         await self._complete(finished, depth)
         registered = self._registry.agents.get(agent)
         if self._budgets is not None and finished.cost_usd and registered and registered.config:
-            await self._budgets.after_run(registered.config)
+            await self._budgets.after_run(registered.config, finished.execution_id, finished.cost_usd)
 
     async def _execution_for_event(self, agent: str, event: Event) -> str:
         """The id of the execution `event` starts for `agent`, recorded on first delivery."""
@@ -355,6 +358,8 @@ class AgentPool:
             await self._progress(execution, {"kind": "status", "status": ExecutionStatus.RUNNING.value})
             try:
                 provider = self._catalog.provider_for(llm)
+                if self._rates is not None:
+                    provider = self._rates.wrap(provider, config)
                 completion = await self._attempt(config, provider, execution, stream=stream)
             except _CancelledByUser as stopped:
                 request = stopped.args[0].payload

@@ -23,6 +23,27 @@ class InMemoryCache:
     def __init__(self, *, max_entries: int = 10_000) -> None:
         self._entries: TLRUCache[str, _Entry] = TLRUCache(maxsize=max_entries, ttu=_expires_at, timer=time.monotonic)
         self._slots: dict[str, dict[str, float]] = {}  # scope -> holder -> expires (monotonic)
+        self._buckets: dict[str, tuple[float, float]] = {}  # scope -> (tokens, at monotonic)
+
+    # Token buckets (see ports.Buckets), this process's only.
+
+    def _refilled(self, scope: str, per_minute: float) -> tuple[float, float, float]:
+        rate, capacity = per_minute / 60.0, max(1.0, per_minute / 60.0)
+        now = time.monotonic()
+        tokens, at = self._buckets.get(scope, (capacity, now))
+        return min(capacity, tokens + (now - at) * rate), now, rate
+
+    async def take_tokens(self, scope: str, per_minute: float, amount: float) -> float:
+        tokens, now, rate = self._refilled(scope, per_minute)
+        if tokens >= amount and tokens >= 0:
+            self._buckets[scope] = (tokens - amount, now)
+            return 0.0
+        self._buckets[scope] = (tokens, now)
+        return (max(amount, 0.0) - tokens) / rate
+
+    async def debit_tokens(self, scope: str, per_minute: float, amount: float) -> None:
+        tokens, now, _ = self._refilled(scope, per_minute)
+        self._buckets[scope] = (tokens - amount, now)
 
     # Slots (see ports.Slots): this process's only, as everything in the embedded mode.
 

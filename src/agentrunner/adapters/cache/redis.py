@@ -63,6 +63,30 @@ return 1
 """
 )
 
+# KEYS[1]: the bucket's hash; ARGV: per minute, amount, "take" or "debit". The milliseconds
+# to wait (0: taken or debited). At most one second's worth is kept.
+_BUCKET = (
+    _NOW_MS
+    + """
+local rate = tonumber(ARGV[1]) / 60000
+local capacity = math.max(1, tonumber(ARGV[1]) / 60)
+local amount = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 't', 'ts')
+local tokens = tonumber(state[1]) or capacity
+local at = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if ARGV[3] == 'debit' or (tokens >= amount and tokens >= 0) then
+  tokens = tokens - amount
+else
+  wait = math.ceil((math.max(amount, 0) - tokens) / rate)
+end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate) + 60000)
+return wait
+"""
+)
+
 
 class RedisCache:
     """Cache in Redis (see `ports.Cache`): every key is stored as `key_prefix + key`, with a
@@ -90,6 +114,7 @@ class RedisCache:
             ) from exc
         self._acquire = self._client.register_script(_ACQUIRE_SLOT)
         self._renew = self._client.register_script(_RENEW_SLOT)
+        self._bucket = self._client.register_script(_BUCKET)
 
     @asynccontextmanager
     async def _answering(self, action: str) -> AsyncIterator[None]:
@@ -140,6 +165,17 @@ class RedisCache:
     async def release_slot(self, scope: str, holder: str) -> None:
         async with self._answering(f"slot release {scope!r}"):
             await self._client.zrem(f"{self._prefix}slots:{scope}", holder)
+
+    # Token buckets (see ports.Buckets): a hash per scope, refilled in Redis's own clock.
+
+    async def take_tokens(self, scope: str, per_minute: float, amount: float) -> float:
+        async with self._answering(f"bucket {scope!r}"):
+            wait_ms = await self._bucket(keys=[f"{self._prefix}bucket:{scope}"], args=[per_minute, amount, "take"])
+        return float(wait_ms) / 1000
+
+    async def debit_tokens(self, scope: str, per_minute: float, amount: float) -> None:
+        async with self._answering(f"bucket {scope!r}"):
+            await self._bucket(keys=[f"{self._prefix}bucket:{scope}"], args=[per_minute, amount, "debit"])
 
     async def ping(self) -> None:
         async with self._answering("PING"):

@@ -1,0 +1,118 @@
+"""Rate limits on real processes (an orchestrator and two autonomous workers on
+PostgreSQL, RabbitMQ and Redis; the model is the OpenAI loopback fake): an agent's
+requests_per_minute paces its model calls across both workers; a vendor's 429 pauses the
+calls of every worker for its Retry-After, not just the one that got it."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agentrunner.adapters.state.urls import run_schema_command
+from tests.conftest import free_port
+from tests.contract.conftest import REDIS_URL
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.processes import role_processes
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
+
+OPENAI = "agent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
+
+
+@dataclass
+class Arrivals:
+    """When each answered model call reached the fake (monotonic), by prompt."""
+
+    times: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def script(self, body: dict[str, Any]) -> tuple[str, None]:
+        prompt = str(body["messages"][-1]["content"])
+        with self.lock:
+            self.times.setdefault(prompt, time.monotonic())
+        return f"done: {prompt}", None
+
+
+@dataclass
+class Deployment:
+    url: str
+    fake: FakeOpenAI
+    arrivals: Arrivals
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, postgres_url: str) -> Iterator[Deployment]:
+    run_schema_command(postgres_url, "upgrade")
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "paced.yml").write_text(f"name: paced\n{OPENAI}limits: {{requests_per_minute: 120}}\n")
+    (agents / "plain.yml").write_text(f"name: plain\n{OPENAI}")
+    arrivals = Arrivals()
+    port = free_port()
+    with FakeOpenAI(api_key="sk-rates", script=arrivals.script) as fake:
+        env = {
+            "ORCHESTRATOR_PORT": str(port),
+            "OPENAI_API_KEY": fake.api_key,
+            "OPENAI_BASE_URL": fake.base_url,
+            "REDIS_URL": REDIS_URL,
+            "REDIS_KEY_PREFIX": f"rates-{uuid.uuid4().hex[:8]}:",
+            "PROVIDER_REQUESTS_PER_MINUTE": "openai=600",
+            "LLM_RETRY_BASE_SECONDS": "0.05",
+        }
+        with role_processes(tmp_path, postgres_url, **env) as roles:
+            roles.serve("orchestrator", log="o.log")
+            health = [f"http://127.0.0.1:{port}"]
+            for index in range(2):
+                health_port = free_port()
+                roles.serve("autonomous", "--health-port", str(health_port), log=f"w{index}.log")
+                health.append(f"http://127.0.0.1:{health_port}")
+            roles.wait_ready(*health)
+            yield Deployment(f"http://127.0.0.1:{port}", fake, arrivals)
+
+
+def _submit(http: httpx.Client, agent: str, prompt: str) -> str:
+    answer = http.post(f"/agents/{agent}/invoke", json={"task_data": {"prompt": prompt}, "wait": 0})
+    return str(answer.json()["execution_id"])
+
+
+def _finished(http: httpx.Client, ids: list[str], timeout: float = 60) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [http.get(f"/executions/{i}").json() for i in ids]
+        if all(r["status"] not in ("queued", "running") for r in records):
+            return records
+        assert time.monotonic() < deadline, [r["status"] for r in records]
+        time.sleep(0.1)
+
+
+def test_requests_per_minute_paces_an_agents_calls_across_workers(deployment: Deployment) -> None:
+    prompts = [f"paced {i}" for i in range(8)]
+    with httpx.Client(base_url=deployment.url, timeout=30) as http:
+        records = _finished(http, [_submit(http, "paced", p) for p in prompts])
+
+    arrived = sorted(deployment.arrivals.times[p] for p in prompts)
+    assert [r["status"] for r in records] == ["succeeded"] * 8
+    # 2 a second with at most a second's worth at once: 8 calls take at least 3 s.
+    assert arrived[-1] - arrived[0] >= 2.7, [round(t - arrived[0], 2) for t in arrived]
+
+
+def test_a_vendors_429_pauses_every_workers_calls_for_its_retry_after(deployment: Deployment) -> None:
+    deployment.fake.fail_with(429)  # the next call is refused with Retry-After: 1
+    with httpx.Client(base_url=deployment.url, timeout=30) as http:
+        began = time.monotonic()
+        refused = _submit(http, "plain", "refused")
+        time.sleep(0.3)  # the 429 has been answered: the bucket is in debt
+        bystander = _submit(http, "plain", "bystander")
+        records = _finished(http, [refused, bystander])
+
+    assert [r["status"] for r in records] == ["succeeded", "succeeded"]
+    # Without the feedback the bystander's call would have arrived ~0.3 s in.
+    assert deployment.arrivals.times["bystander"] - began >= 0.9
