@@ -29,6 +29,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     "agent_unavailable": 409,
     "conflict": 409,
+    "session_busy": 409,
     "idempotency_key_reused": 409,
     "payload_too_large": 413,
     "config_invalid": 422,

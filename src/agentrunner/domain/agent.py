@@ -159,6 +159,10 @@ class ContinuousConfig(_Section):
     idle_timeout_seconds: float = Field(default=600, gt=0)
     save_interval_seconds: float = Field(default=60, gt=0)
     max_conversation_history: int = Field(default=100, gt=0)
+    # A new message to a session whose previous one is still queued or running: wait
+    # behind it, be refused (409 session_busy), or cancel it first, keeping its user
+    # message in the history (interrupt) or leaving no trace of it (rollback).
+    on_busy: Literal["enqueue", "reject", "interrupt", "rollback"] = "enqueue"
 
 
 class RetryConfig(_Section):

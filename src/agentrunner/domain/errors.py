@@ -141,6 +141,12 @@ class ConflictError(AgentRunnerError):
     code = "conflict"
 
 
+class SessionBusyError(AgentRunnerError):
+    """A continuous agent's session is still answering an earlier message (on_busy: reject)."""
+
+    code = "session_busy"
+
+
 class ExecutionCancelledError(AgentRunnerError):
     """The execution was cancelled on request."""
 

@@ -67,13 +67,32 @@ async def converse(
         {"role": "user", "content": user_prompt(execution.input), "execution_id": execution.execution_id},
         {"role": "assistant", "content": completion.text, "execution_id": execution.execution_id},
     ]
+    await _append(config, store, state, exchange)
+    return completion
+
+
+async def keep_interrupted(config: AgentConfig, store: StateStore, execution: Execution) -> None:
+    """An interrupted turn (on_busy: interrupt) leaves its user message in the history,
+    marked, so the next turn knows what was asked; it has no answer."""
+    state = await load_session(store, config.name, session_of(execution))
+    message = {
+        "role": "user",
+        "content": user_prompt(execution.input),
+        "execution_id": execution.execution_id,
+        "interrupted": True,
+    }
+    await _append(config, store, state, [message])
+
+
+async def _append(config: AgentConfig, store: StateStore, state: AgentState, entries: list[dict[str, Any]]) -> None:
+    """Append `entries` to the session's history (bounded by `max_conversation_history`)
+    and save it; a save that finds a newer version appends to that one."""
     limit = (config.continuous_config or ContinuousConfig()).max_conversation_history
     for _ in range(SAVE_ATTEMPTS):
-        history = [*state.history, *exchange][-limit:]
+        history = [*state.history, *entries][-limit:]
         try:
             await store.save_state(state.model_copy(update={"history": history}), expected_version=state.version)
-            return completion
+            return
         except ConflictError:
-            state = await load_session(store, config.name, session)  # another turn saved first
-    log.error("session history not saved after retries", agent=config.name, session=session)
-    return completion
+            state = await load_session(store, state.agent, state.session_id)  # another turn saved first
+    log.error("session history not saved after retries", agent=config.name, session=state.session_id)

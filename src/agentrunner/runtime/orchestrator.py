@@ -8,7 +8,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agentrunner.domain.errors import AgentRunnerError, BadRequestError, ConflictError, ExecutionCancelledError
+from agentrunner.domain.agent import ExecutionMode
+from agentrunner.domain.errors import (
+    AgentRunnerError,
+    BadRequestError,
+    ConflictError,
+    ExecutionCancelledError,
+    SessionBusyError,
+)
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.topics import topic_problem
@@ -16,6 +23,7 @@ from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ExecutionPage, StateStore, Subscription
 from agentrunner.runtime.budgets import Budgets
+from agentrunner.runtime.conversation import session_of
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry
 from agentrunner.runtime.topics import (
@@ -120,6 +128,8 @@ class Orchestrator:
             trace_id=current_trace_id() or new_trace_id(),
             webhook_url=webhook_url or config.webhook_url,
         )
+        if config.execution_mode is ExecutionMode.CONTINUOUS and config.continuous_config is not None:
+            await self._on_busy(config.name, config.continuous_config.on_busy, session_of(execution))
         waiter: asyncio.Future[Execution | None] | None = None
         if wait > 0:
             waiter = asyncio.get_running_loop().create_future()
@@ -146,6 +156,32 @@ class Orchestrator:
             return finished  # as the worker saved it, carried by the finished event
         return await self.execution(execution.execution_id)
 
+    async def _on_busy(self, agent: str, policy: str, session: str) -> None:
+        """Apply a continuous agent's `on_busy` to the earlier messages of `session` that are
+        still queued or running (enqueue: nothing; the queue keeps them in order)."""
+        if policy == "enqueue":
+            return
+        busy = [
+            execution
+            for status in (ExecutionStatus.RUNNING, ExecutionStatus.QUEUED)
+            for execution in (await self._store.list_executions(agent=agent, status=status, limit=500)).items
+            if session_of(execution) == session
+        ]
+        if not busy:
+            return
+        if policy == "reject":
+            raise SessionBusyError(
+                f"session {session!r} of {agent!r} is still answering execution {busy[0].execution_id}: "
+                "send the next message when it has finished (continuous_config.on_busy: reject)",
+                agent=agent,
+                session_id=session,
+                busy=[execution.execution_id for execution in busy],
+            )
+        message = f"interrupted by a newer message in its session (on_busy: {policy})"
+        for execution in busy:
+            with contextlib.suppress(ConflictError):  # it ended meanwhile
+                await self.cancel(execution.execution_id, reason=policy, message=message)
+
     async def webhook_delivery(self, execution: Execution) -> WebhookDelivery | None:
         """The delivery of `execution`'s record to its webhook (none before it ends)."""
         return await self._store.get_webhook_delivery(execution.execution_id)
@@ -161,10 +197,10 @@ class Orchestrator:
         log.info("event published", topic=topic, event_id=event.event_id)
         return event
 
-    async def cancel(self, execution_id: str) -> Execution:
+    async def cancel(self, execution_id: str, *, reason: str | None = None, message: str | None = None) -> Execution:
         """Cancel an execution: a queued one at once (it will not run), a running one by
-        asking its worker to stop it. Raises `ExecutionNotFoundError`, or `ConflictError`
-        when it already ended."""
+        asking its worker to stop it (`reason` and `message` travel with the request).
+        Raises `ExecutionNotFoundError`, or `ConflictError` when it already ended."""
         execution = await self._store.get_execution(execution_id)
         if execution.status.is_terminal:
             raise ConflictError(
@@ -177,7 +213,7 @@ class Orchestrator:
                     "status": ExecutionStatus.CANCELLED,
                     "finished_at": utcnow(),
                     "error": ExecutionError(
-                        code=ExecutionCancelledError.code, message="cancelled on request before it started"
+                        code=ExecutionCancelledError.code, message=message or "cancelled on request before it started"
                     ),
                 }
             )
@@ -191,14 +227,16 @@ class Orchestrator:
                     cancelled, events=[finished], only_if=frozenset({ExecutionStatus.QUEUED})
                 )
             except ConflictError:
-                return await self.cancel(execution_id)  # a worker started it meanwhile: stop it there
+                # a worker started it meanwhile: stop it there
+                return await self.cancel(execution_id, reason=reason, message=message)
             await self._relay.deliver([finished])
             log.info("execution cancelled before it ran", execution_id=execution_id)
             return cancelled
+        request: dict[str, Any] = {"execution_id": execution_id}
+        if reason:
+            request |= {"reason": reason, "message": message}
         await self._bus.publish(
-            Event(
-                topic=cancel_topic(execution.agent), payload={"execution_id": execution_id}, trace_id=execution.trace_id
-            )
+            Event(topic=cancel_topic(execution.agent), payload=request, trace_id=execution.trace_id)
         )
         log.info("cancel requested", execution_id=execution_id)
         return execution

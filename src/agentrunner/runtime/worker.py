@@ -31,7 +31,7 @@ from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, LLMProvider, Metrics, ProviderCatalog, StateStore, Subscription
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.budgets import Budgets
-from agentrunner.runtime.conversation import converse
+from agentrunner.runtime.conversation import converse, keep_interrupted
 from agentrunner.runtime.limits import ConcurrencyLimits
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.rate_limits import RateLimits
@@ -366,7 +366,10 @@ class AgentPool:
                 if request.get("reason") == ExecutionStatus.TIMED_OUT.value:  # the scheduler's per-run timeout
                     message = str(request.get("message") or "stopped: its schedule's timeout_seconds passed")
                     return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
-                return _finished(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError("cancelled on request"))
+                if request.get("reason") == "interrupt":  # a newer message in its session (on_busy)
+                    await keep_interrupted(config, self._store, execution)
+                message = str(request.get("message") or "cancelled on request")
+                return _finished(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError(message))
             except TimeoutError:
                 message = f"agent {config.name!r} did not answer within {config.timeout_seconds:g} s (timeout_seconds)"
                 return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
