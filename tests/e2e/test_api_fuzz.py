@@ -69,6 +69,7 @@ def _fuzz(platform: RunningPlatform, role: str, send: Send) -> tuple[list[int], 
         calls.append(response.status_code)
         if response.status_code >= 500:
             trace = response.headers.get("x-trace-id", "?")
+            trace = trace[0] if isinstance(trace, list) else trace  # schemathesis' own responses list values
             logged = [line for line in platform.log_path.read_text().splitlines() if trace in line]
             failures.append(f"{case.operation.label}: {response.status_code} {response.text[:300]}\n{logged[-1:]}")
             return

@@ -148,11 +148,17 @@ def orchestrator_app(
 def _execution_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     """Reading, watching and cancelling executions."""
 
-    @app.get("/executions/{execution_id}", response_model=ExecutionDetail, tags=["executions"])
+    @app.get(
+        "/executions/{execution_id}",
+        response_model=ExecutionDetail,
+        response_model_exclude_unset=True,  # `webhook` only for executions that have one
+        tags=["executions"],
+    )
     async def get_execution(execution_id: str) -> ExecutionDetail:
         execution = await orchestrator.execution(execution_id)
-        webhook = await orchestrator.webhook_delivery(execution) if execution.webhook_url else None
-        return ExecutionDetail(**execution.model_dump(), webhook=webhook)
+        if not execution.webhook_url:
+            return ExecutionDetail(**execution.model_dump())
+        return ExecutionDetail(**execution.model_dump(), webhook=await orchestrator.webhook_delivery(execution))
 
     @app.get(
         "/executions/{execution_id}/events",

@@ -102,6 +102,7 @@ class AgentPool:
         self._subscriptions: list[Subscription] = []
         self._agents: dict[str, tuple[Subscription, frozenset[str]]] = {}
         self._running: dict[str, asyncio.Task[Completion]] = {}
+        self._in_hand: set[str] = set()  # executions being handled by this process
         self._cancelled: dict[str, Event] = {}  # execution id -> the cancel request
         self._abandoned: set[asyncio.Task[Completion]] = set()
         self._max_restarts = max_restarts
@@ -195,6 +196,18 @@ class AgentPool:
             return
         else:
             execution_id = await self._execution_for_event(agent, event)
+        if execution_id in self._in_hand:
+            # A second event for an execution this process is running (the outbox's sweep
+            # and a restart's resume both re-publish it): the first one finishes it.
+            log.info("execution already running here, duplicate delivery dropped", execution_id=execution_id)
+            return
+        self._in_hand.add(execution_id)
+        try:
+            await self._run_to_end(agent, execution_id, depth, stream=stream)
+        finally:
+            self._in_hand.discard(execution_id)
+
+    async def _run_to_end(self, agent: str, execution_id: str, depth: int, *, stream: bool) -> None:
         try:
             config = self._registry.runnable(agent)
             if self._budgets is not None:
