@@ -52,7 +52,7 @@ from agentrunner.ports import (
     Subscription,
     Tracing,
 )
-from agentrunner.runtime.budgets import Budget, Budgets
+from agentrunner.runtime.budgets import Budget, Budgets, TenantBudget
 from agentrunner.runtime.collaboration import CollaborativePool
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.limits import ConcurrencyLimits
@@ -69,7 +69,7 @@ from agentrunner.runtime.topics import agent_queue, invoke_topic
 from agentrunner.runtime.webhooks import WebhookDispatcher
 from agentrunner.runtime.worker import AUTONOMOUS_POOL_MODES, CONTINUOUS_POOL_MODES, AgentPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
-from agentrunner.tracing import current_trace_id
+from agentrunner.tracing import current_trace_id, tenant_of_key
 
 log = get_logger(__name__)
 
@@ -134,7 +134,14 @@ class Node:
             self.catalog = self.tracing.traced_catalog(self.catalog)
         self.registry = AgentRegistry()
         self.relay = OutboxRelay(bus=self.bus, store=self.store)
-        self.budgets = Budgets(store=self.store, bus=self.bus, cache=self.cache)
+        self.budgets = Budgets(
+            store=self.store,
+            bus=self.bus,
+            cache=self.cache,
+            tenant_budget=TenantBudget(settings.tenant_budget_usd, settings.tenant_budget_period)
+            if settings.tenant_budget_usd
+            else None,
+        )
         self.orchestrator = Orchestrator(
             bus=self.bus,
             store=self.store,
@@ -170,7 +177,10 @@ class Node:
             interval_seconds=settings.scheduler_watch_seconds,
         )
         self.limits = ConcurrencyLimits(
-            self.cache, provider_limits=settings.provider_max_concurrency, lease_seconds=settings.slot_lease_seconds
+            self.cache,
+            provider_limits=settings.provider_max_concurrency,
+            lease_seconds=settings.slot_lease_seconds,
+            tenant_limit=settings.tenant_max_concurrency,
         )
         self.rates = RateLimits(
             self.cache,
@@ -453,7 +463,13 @@ class Node:
 
     async def _budgets_of(self, agent: str | None) -> list[Budget]:
         configs = [a.config for a in self.registry.agents.values() if a.config is not None and agent in (None, a.name)]
-        return await self.budgets.all(configs)
+        keys = (
+            self.settings.api_keys.get_secret_value()
+            if self.settings.enable_api_auth and self.settings.api_keys
+            else ""
+        )
+        tenants = [tenant_of_key(key.strip().encode()) for key in keys.split(",") if key.strip()]
+        return await self.budgets.all(configs, tenants)
 
     async def metrics_exposition(self) -> tuple[bytes, str]:
         """The node's metrics for `/metrics`, with the depth of every agent's queue measured now."""

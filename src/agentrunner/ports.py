@@ -244,9 +244,15 @@ class StateStore(Protocol):
         ...
 
     async def usage(
-        self, *, agent: str | None = None, since: datetime | None = None, until: datetime | None = None
+        self,
+        *,
+        agent: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tenant: str | None = None,
     ) -> UsageTotals:
-        """Tokens and cost of executions created in [since, until), per agent and in all."""
+        """Tokens and cost of executions created in [since, until) (of one tenant), per
+        agent and in all."""
         ...
 
     async def pending_events(self, *, limit: int = 100, older_than_seconds: float = 0.0) -> list[OutboxEntry]:

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     provider_requests_per_minute: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     provider_tokens_per_minute: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     slot_lease_seconds: float = Field(default=15.0, gt=0)
+    # Per tenant (each API key, when auth is on): executions at once (0: no limit), and a
+    # cost budget per day or month (none: no budget).
+    tenant_max_concurrency: int = Field(default=0, ge=0)
+    tenant_budget_usd: float | None = Field(default=None, gt=0)
+    tenant_budget_period: Literal["day", "month"] = "day"
     # How long a POST's answer is replayed to retries with the same Idempotency-Key.
     idempotency_ttl_seconds: float = Field(default=24 * 3600, gt=0)
     enable_tls: bool = False

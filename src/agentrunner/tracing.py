@@ -6,6 +6,7 @@ every published event reads it from here.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from contextvars import ContextVar
 
 _trace_id: ContextVar[str | None] = ContextVar("agentrunner_trace_id", default=None)
 _service: ContextVar[str | None] = ContextVar("agentrunner_service", default=None)
+_tenant: ContextVar[str | None] = ContextVar("agentrunner_tenant", default=None)
 _VALID_TRACE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -50,3 +52,23 @@ def traced(trace_id: str, service: str | None = None) -> Iterator[str]:
         _trace_id.reset(trace_token)
         if service_token is not None:
             _service.reset(service_token)
+
+
+def tenant_of_key(key: bytes) -> str:
+    """The tenant an API key stands for: a stable name that does not reveal the key."""
+    return f"key-{hashlib.sha256(key).hexdigest()[:12]}"
+
+
+def current_tenant() -> str | None:
+    """The tenant (API key) of the request in progress, when API auth is on."""
+    return _tenant.get()
+
+
+@contextmanager
+def as_tenant(tenant: str | None) -> Iterator[None]:
+    """Run a block on behalf of `tenant`."""
+    token = _tenant.set(tenant)
+    try:
+        yield
+    finally:
+        _tenant.reset(token)

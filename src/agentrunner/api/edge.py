@@ -21,7 +21,7 @@ from agentrunner.api.idempotency import IdempotencyKeys, IdempotencyMiddleware
 from agentrunner.domain.errors import AgentRunnerError, BadRequestError
 from agentrunner.logs import get_logger
 from agentrunner.ports import RequestSpan, Tracing
-from agentrunner.tracing import accept_trace_id, traced
+from agentrunner.tracing import accept_trace_id, as_tenant, tenant_of_key, traced
 
 log = get_logger(__name__)
 
@@ -140,6 +140,7 @@ class ApiKeyMiddleware:
     ) -> None:
         self._app = app
         self._keys = tuple(key.encode() for key in keys)
+        self._tenants = tuple(tenant_of_key(key) for key in self._keys)
         self._limiter = limiter
         self._public = public
         self._exempt = ("/health/", *exempt_prefixes)
@@ -169,7 +170,8 @@ class ApiKeyMiddleware:
             response.headers["retry-after"] = str(math.ceil(wait))
             await response(scope, receive, send)
             return
-        await self._app(scope, receive, send)
+        with as_tenant(self._tenants[key]):  # the key is the tenant its work is counted for
+            await self._app(scope, receive, send)
 
     def _matched(self, scope: Scope) -> int | None:
         """The index of the key the request offers, if it is one of ours."""

@@ -91,6 +91,8 @@ class Execution(BaseModel):
     # The schedule whose tick created it (scheduled runs only).
     schedule_id: str | None = None
     webhook_url: str | None = None
+    # The API key (as `key-<hash>`) whose request started it, when API auth is on.
+    tenant: str | None = None
     trace_id: str
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

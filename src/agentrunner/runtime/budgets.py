@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.errors import AgentRunnerError, BudgetExceededError
 from agentrunner.domain.event import Event
-from agentrunner.domain.execution import utcnow
+from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.logs import get_logger
 from agentrunner.ports import Cache, EventBus, StateStore
 from agentrunner.tracing import current_trace_id, new_trace_id
@@ -34,14 +35,27 @@ SPEND_READ_SECONDS = 1.0
 
 
 class Budget(BaseModel):
-    """An agent's spend against its budget in the current period."""
+    """An agent's (or a tenant's) spend against its budget in the current period."""
 
-    agent: str
+    agent: str | None = None
+    tenant: str | None = None
     period: str
     limit_usd: float
     spent_usd: float
     period_start: datetime
     resets_at: datetime
+
+    @property
+    def who(self) -> str:
+        return f"agent {self.agent!r}" if self.agent else f"tenant {self.tenant!r}"
+
+
+@dataclass(frozen=True)
+class TenantBudget:
+    """The budget every tenant (API key) gets, from settings."""
+
+    limit_usd: float
+    period: str = "day"
 
 
 def period_bounds(now: datetime, period: str) -> tuple[datetime, datetime]:
@@ -56,38 +70,56 @@ def period_bounds(now: datetime, period: str) -> tuple[datetime, datetime]:
 
 
 class Budgets:
-    """Checks and reports agents' spend against `limits.budget_usd`."""
+    """Checks and reports spend against `limits.budget_usd` (per agent) and the tenant
+    budget of the settings (per API key)."""
 
     def __init__(
-        self, *, store: StateStore, bus: EventBus, cache: Cache, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        store: StateStore,
+        bus: EventBus,
+        cache: Cache,
+        tenant_budget: TenantBudget | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._bus = bus
         self._cache = cache
+        self._tenant_budget = tenant_budget
         self._clock = clock
-        # agent -> (period start, spend read then plus what this process saw finish, when read)
+        # "agent:<name>" or "tenant:<id>" -> (period start, spend read then plus what this
+        # process saw finish since, when read)
         self._spent: dict[str, tuple[datetime, float, float]] = {}
-        self._counted: dict[str, set[str]] = {}  # agent -> executions added since the read
+        self._counted: dict[str, set[str]] = {}  # scope -> executions added since the read
 
-    async def _spent_since(self, agent: str, start: datetime) -> float:
-        known = self._spent.get(agent)
+    async def _spent_since(self, scope: str, start: datetime) -> float:
+        known = self._spent.get(scope)
         now = self._clock()
         if known is not None and known[0] == start and now - known[2] < SPEND_READ_SECONDS:
             return known[1]
-        totals = await self._store.usage(agent=agent, since=start)
+        kind, _, name = scope.partition(":")
+        if kind == "agent":
+            totals = await self._store.usage(agent=name, since=start)
+        else:
+            totals = await self._store.usage(tenant=name, since=start)
         spent = sum(a.cost_usd or 0.0 for a in totals.agents)
-        self._spent[agent] = (start, spent, now)
-        self._counted[agent] = set()
+        self._spent[scope] = (start, spent, now)
+        self._counted[scope] = set()
         return spent
 
-    def spent(self, agent: str, execution_id: str, cost_usd: float | None) -> None:
-        """Count a finished run's cost (once) until the next read of the agent's spend."""
-        known = self._spent.get(agent)
-        counted = self._counted.setdefault(agent, set())
-        if known is None or not cost_usd or execution_id in counted:
+    def spent(self, execution: Execution) -> None:
+        """Count a finished run's cost (once) until the next read of its agent's and its
+        tenant's spend."""
+        if not execution.cost_usd:
             return
-        counted.add(execution_id)
-        self._spent[agent] = (known[0], known[1] + cost_usd, known[2])
+        scopes = [f"agent:{execution.agent}"] + ([f"tenant:{execution.tenant}"] if execution.tenant else [])
+        for scope in scopes:
+            known = self._spent.get(scope)
+            counted = self._counted.setdefault(scope, set())
+            if known is None or execution.execution_id in counted:
+                continue
+            counted.add(execution.execution_id)
+            self._spent[scope] = (known[0], known[1] + execution.cost_usd, known[2])
 
     async def budget(self, config: AgentConfig, now: datetime | None = None) -> Budget | None:
         """The agent's spend against its budget now; None without a budget."""
@@ -95,7 +127,7 @@ class Budgets:
         if limit is None:
             return None
         start, resets = period_bounds(now or utcnow(), config.limits.budget_period)
-        spent = await self._spent_since(config.name, start)
+        spent = await self._spent_since(f"agent:{config.name}", start)
         return Budget(
             agent=config.name,
             period=config.limits.budget_period,
@@ -105,30 +137,48 @@ class Budgets:
             resets_at=resets,
         )
 
-    async def all(self, configs: list[AgentConfig]) -> list[Budget]:
-        """The budgets of the agents that have one, for `GET /usage`."""
+    async def tenant_budget(self, tenant: str, now: datetime | None = None) -> Budget | None:
+        """The tenant's spend against the tenant budget now; None without one."""
+        if self._tenant_budget is None:
+            return None
+        start, resets = period_bounds(now or utcnow(), self._tenant_budget.period)
+        spent = await self._spent_since(f"tenant:{tenant}", start)
+        return Budget(
+            tenant=tenant,
+            period=self._tenant_budget.period,
+            limit_usd=self._tenant_budget.limit_usd,
+            spent_usd=round(spent, 6),
+            period_start=start,
+            resets_at=resets,
+        )
+
+    async def all(self, configs: list[AgentConfig], tenants: list[str]) -> list[Budget]:
+        """The budgets of the agents that have one and of `tenants`, for `GET /usage`."""
         now = utcnow()
         budgets = [await self.budget(config, now) for config in configs]
+        budgets += [await self.tenant_budget(tenant, now) for tenant in tenants]
         return [budget for budget in budgets if budget is not None]
 
-    async def check(self, config: AgentConfig) -> None:
-        """Raise `BudgetExceededError` when the agent has spent its budget."""
-        budget = await self.budget(config)
-        if budget is not None and budget.spent_usd >= budget.limit_usd:
-            raise BudgetExceededError(
-                f"agent {config.name!r} spent ${budget.spent_usd:.4f} of its ${budget.limit_usd:.4f} "
-                f"{'daily' if budget.period == 'day' else 'monthly'} budget (limits.budget_usd); "
-                f"it resets at {budget.resets_at.isoformat()}",
-                agent=config.name,
-                spent_usd=budget.spent_usd,
-                limit_usd=budget.limit_usd,
-                resets_at=budget.resets_at.isoformat(),
-            )
+    async def check(self, config: AgentConfig, tenant: str | None = None) -> None:
+        """Raise `BudgetExceededError` when the agent, or the tenant, has spent its budget."""
+        for budget in (await self.budget(config), await self.tenant_budget(tenant) if tenant else None):
+            if budget is not None and budget.spent_usd >= budget.limit_usd:
+                kind = "limits.budget_usd" if budget.agent else "TENANT_BUDGET_USD"
+                raise BudgetExceededError(
+                    f"{budget.who} spent ${budget.spent_usd:.4f} of its ${budget.limit_usd:.4f} "
+                    f"{'daily' if budget.period == 'day' else 'monthly'} budget ({kind}); "
+                    f"it resets at {budget.resets_at.isoformat()}",
+                    agent=config.name,
+                    tenant=budget.tenant,
+                    spent_usd=budget.spent_usd,
+                    limit_usd=budget.limit_usd,
+                    resets_at=budget.resets_at.isoformat(),
+                )
 
-    async def after_run(self, config: AgentConfig, execution_id: str, cost_usd: float | None) -> None:
+    async def after_run(self, config: AgentConfig, execution: Execution) -> None:
         """Count the run's cost; publish `budget.warning.<agent>` once the agent passes 80 %
         of its budget (once per period, across processes)."""
-        self.spent(config.name, execution_id, cost_usd)
+        self.spent(execution)
         try:
             budget = await self.budget(config)
             if budget is None or budget.spent_usd < WARN_AT * budget.limit_usd:

@@ -1,6 +1,6 @@
-"""Concurrency limits: at most `limits.max_concurrency` executions of an agent, and at most
-PROVIDER_MAX_CONCURRENCY calls' worth of executions per provider, run at once across every
-worker process. Excess work is not refused: its message waits, unacknowledged, in the
+"""Concurrency limits: at most `limits.max_concurrency` executions of an agent, at most
+PROVIDER_MAX_CONCURRENCY executions per provider and TENANT_MAX_CONCURRENCY per tenant (API
+key) run at once across every worker process. Excess work is not refused: its message waits, unacknowledged, in the
 worker that took it (so nothing is lost if that worker dies) until a slot frees.
 
 Slots are leases in Redis (in-process in the embedded mode) renewed while the execution
@@ -29,14 +29,20 @@ POLL_MAX_SECONDS = 0.5
 class ConcurrencyLimits:
     """Holds the slots an execution needs while it runs (see the module docstring)."""
 
-    def __init__(self, slots: Slots, *, provider_limits: Mapping[str, int], lease_seconds: float) -> None:
+    def __init__(
+        self, slots: Slots, *, provider_limits: Mapping[str, int], lease_seconds: float, tenant_limit: int = 0
+    ) -> None:
         self._slots = slots
         self._provider_limits = dict(provider_limits)
+        self._tenant_limit = tenant_limit
         self._lease = lease_seconds
 
-    def scopes(self, config: AgentConfig) -> list[tuple[str, int]]:
-        """The (scope, limit) pairs an execution of `config` needs, in a fixed order."""
+    def scopes(self, config: AgentConfig, tenant: str | None = None) -> list[tuple[str, int]]:
+        """The (scope, limit) pairs an execution of `config` (for `tenant`) needs, in a
+        fixed order (so two takers never hold one each of what the other needs)."""
         scopes: list[tuple[str, int]] = []
+        if tenant and self._tenant_limit:
+            scopes.append((f"tenant:{tenant}", self._tenant_limit))
         if config.limits.max_concurrency is not None:
             scopes.append((f"agent:{config.name}", config.limits.max_concurrency))
         provider = config.llm_config.provider.value
@@ -45,9 +51,10 @@ class ConcurrencyLimits:
         return scopes
 
     @asynccontextmanager
-    async def held(self, config: AgentConfig, holder: str) -> AsyncIterator[None]:
-        """Wait for a slot in each scope of `config`, hold them (renewed) while the body runs."""
-        scopes = self.scopes(config)
+    async def held(self, config: AgentConfig, holder: str, tenant: str | None = None) -> AsyncIterator[None]:
+        """Wait for a slot in each scope of `config` (and `tenant`), hold them (renewed)
+        while the body runs."""
+        scopes = self.scopes(config, tenant)
         if not scopes:
             yield
             return

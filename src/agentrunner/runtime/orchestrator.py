@@ -34,7 +34,7 @@ from agentrunner.runtime.topics import (
     invoke_topic,
     progress_pattern,
 )
-from agentrunner.tracing import current_trace_id, new_trace_id
+from agentrunner.tracing import current_tenant, current_trace_id, new_trace_id
 
 log = get_logger(__name__)
 
@@ -116,8 +116,9 @@ class Orchestrator:
         Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything.
         """
         config = self._registry.runnable(agent)
+        tenant = current_tenant()
         if self._budgets is not None:
-            await self._budgets.check(config)  # refused: nothing recorded
+            await self._budgets.check(config, tenant)  # refused: nothing recorded
         if webhook_url and not self._webhooks_signed:
             raise BadRequestError("webhook_url needs WEBHOOK_SECRET to be set: webhooks are never sent unsigned")
         execution = Execution(
@@ -127,6 +128,7 @@ class Orchestrator:
             session_id=session_id,
             trace_id=current_trace_id() or new_trace_id(),
             webhook_url=webhook_url or config.webhook_url,
+            tenant=tenant,
         )
         if config.execution_mode is ExecutionMode.CONTINUOUS and config.continuous_config is not None:
             await self._on_busy(config.name, config.continuous_config.on_busy, session_of(execution))
@@ -137,7 +139,7 @@ class Orchestrator:
             self._waiters[execution.execution_id] = waiter
         invocation = Event(
             topic=invoke_topic(config.name),
-            payload={"execution_id": execution.execution_id, "stream": stream},
+            payload={"execution_id": execution.execution_id, "stream": stream} | ({"tenant": tenant} if tenant else {}),
             trace_id=execution.trace_id,
         )
         try:
@@ -290,10 +292,10 @@ class Orchestrator:
         for updates in self._watchers.get(execution_id, []):
             updates.put_nowait(event)
         if event.topic.startswith("execution.finished."):
-            carried_cost = (event.payload.get("execution") or {}).get("cost_usd")
-            if self._budgets is not None and isinstance(carried_cost, int | float):
-                self._budgets.spent(event.topic.removeprefix("execution.finished."), execution_id, float(carried_cost))
+            carried = event.payload.get("execution")
+            finished = Execution.model_validate(carried) if isinstance(carried, dict) else None
+            if self._budgets is not None and finished is not None:
+                self._budgets.spent(finished)
             waiter = self._waiters.get(execution_id)
             if waiter is not None and not waiter.done():
-                carried = event.payload.get("execution")
-                waiter.set_result(Execution.model_validate(carried) if isinstance(carried, dict) else None)
+                waiter.set_result(finished)

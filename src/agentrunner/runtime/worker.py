@@ -188,9 +188,11 @@ class AgentPool:
     async def _handle(self, agent: str, event: Event) -> None:
         depth = int(event.headers.get(CHAIN_DEPTH_HEADER, "0"))
         stream = False
+        tenant: str | None = None
         if event.topic == invoke_topic(agent):
             execution_id = str(event.payload["execution_id"])
             stream = bool(event.payload.get("stream"))
+            tenant = str(event.payload["tenant"]) if event.payload.get("tenant") else None
         elif depth > self._max_chain_depth:
             log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
             return
@@ -203,15 +205,15 @@ class AgentPool:
             return
         self._in_hand.add(execution_id)
         try:
-            await self._run_to_end(agent, execution_id, depth, stream=stream)
+            await self._run_to_end(agent, execution_id, depth, stream=stream, tenant=tenant)
         finally:
             self._in_hand.discard(execution_id)
 
-    async def _run_to_end(self, agent: str, execution_id: str, depth: int, *, stream: bool) -> None:
+    async def _run_to_end(self, agent: str, execution_id: str, depth: int, *, stream: bool, tenant: str | None) -> None:
         try:
             config = self._registry.runnable(agent)
             if self._budgets is not None:
-                await self._budgets.check(config)
+                await self._budgets.check(config, tenant)
         except AgentRunnerError as exc:
             execution = await self._store.get_execution(execution_id)
             if execution.status.is_terminal:
@@ -221,7 +223,8 @@ class AgentPool:
         else:
             try:
                 holder = f"{self._worker_id}:{execution_id}"  # a redelivery elsewhere waits for this lease
-                async with self._limits.held(config, holder) if self._limits else contextlib.nullcontext():
+                slots = self._limits.held(config, holder, tenant) if self._limits else contextlib.nullcontext()
+                async with slots:
                     finished = await self._run(config, execution_id, stream=stream)
             except _NotStartable:
                 log.info("execution already ended (finished, or cancelled), not run", execution_id=execution_id)
@@ -229,7 +232,7 @@ class AgentPool:
         await self._complete(finished, depth)
         registered = self._registry.agents.get(agent)
         if self._budgets is not None and finished.cost_usd and registered and registered.config:
-            await self._budgets.after_run(registered.config, finished.execution_id, finished.cost_usd)
+            await self._budgets.after_run(registered.config, finished)
 
     async def _execution_for_event(self, agent: str, event: Event) -> str:
         """The id of the execution `event` starts for `agent`, recorded on first delivery."""

@@ -190,9 +190,14 @@ class CachedStateStore:
         return await self._store.list_executions(agent=agent, status=status, limit=limit, cursor=cursor)
 
     async def usage(
-        self, *, agent: str | None = None, since: datetime | None = None, until: datetime | None = None
+        self,
+        *,
+        agent: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tenant: str | None = None,
     ) -> UsageTotals:
-        return await self._store.usage(agent=agent, since=since, until=until)
+        return await self._store.usage(agent=agent, since=since, until=until, tenant=tenant)
 
     async def pending_events(self, *, limit: int = 100, older_than_seconds: float = 0.0) -> list[OutboxEntry]:
         return await self._store.pending_events(limit=limit, older_than_seconds=older_than_seconds)

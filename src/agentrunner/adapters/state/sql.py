@@ -330,7 +330,12 @@ class SQLStateStore:
         return ExecutionPage(items=items, next_cursor=next_cursor)
 
     async def usage(
-        self, *, agent: str | None = None, since: datetime | None = None, until: datetime | None = None
+        self,
+        *,
+        agent: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tenant: str | None = None,
     ) -> UsageTotals:
         query = select(
             ExecutionRow.agent,
@@ -341,6 +346,8 @@ class SQLStateStore:
         ).group_by(ExecutionRow.agent)
         if agent:
             query = query.where(ExecutionRow.agent == agent)
+        if tenant:
+            query = query.where(ExecutionRow.tenant == tenant)
         if since:
             query = query.where(ExecutionRow.created_at >= since)
         if until:

@@ -137,6 +137,7 @@ class ExecutionRow(Base):
     # The schedule whose tick created it, if one did.
     schedule_id: Mapped[str | None] = mapped_column(String(64))
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    tenant: Mapped[str | None] = mapped_column(String(64), index=True)
     trace_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]

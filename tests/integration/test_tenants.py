@@ -1,0 +1,105 @@
+"""Tenants are API keys: each key's work is limited on its own (TENANT_MAX_CONCURRENCY,
+TENANT_BUDGET_USD) across worker processes, on PostgreSQL, RabbitMQ and Redis, and every
+execution says which tenant started it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agentrunner.adapters.state.urls import run_schema_command
+from agentrunner.tracing import tenant_of_key
+from tests.conftest import free_port
+from tests.contract.conftest import REDIS_URL
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.processes import role_processes
+from tests.integration.test_limits import _most_at_once
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
+
+AGENT = "name: shared\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
+
+
+async def _burst(url: str, key: str, count: int) -> list[str]:
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers={"X-API-Key": key}) as http:
+        answers = await asyncio.gather(
+            *(
+                http.post("/agents/shared/invoke", json={"task_data": {"prompt": f"{key} {i}"}, "wait": 0})
+                for i in range(count)
+            )
+        )
+    return [str(a.json()["execution_id"]) for a in answers]
+
+
+def _finished(http: httpx.Client, ids: list[str], timeout: float = 60) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [http.get(f"/executions/{i}").json() for i in ids]
+        if all(r["status"] not in ("queued", "running") for r in records):
+            return records
+        assert time.monotonic() < deadline, [r["status"] for r in records]
+        time.sleep(0.1)
+
+
+def test_each_tenant_has_its_own_concurrency_and_budget(tmp_path: Path, postgres_url: str) -> None:
+    run_schema_command(postgres_url, "upgrade")
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "shared.yml").write_text(AGENT)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with FakeOpenAI(api_key="sk-tenants") as fake:
+        fake.slow(0.3)
+        env = {
+            "ORCHESTRATOR_PORT": str(port),
+            "OPENAI_API_KEY": fake.api_key,
+            "OPENAI_BASE_URL": fake.base_url,
+            "REDIS_URL": REDIS_URL,
+            "REDIS_KEY_PREFIX": f"tenants-{uuid.uuid4().hex[:8]}:",
+            "ENABLE_API_AUTH": "true",
+            "API_KEYS": "key-alice,key-bob",
+            "TENANT_MAX_CONCURRENCY": "1",
+            "TENANT_BUDGET_USD": "0.0002",  # 3 of these calls (gpt-4o prices), not 2
+        }
+        with role_processes(tmp_path, postgres_url, **env) as roles:
+            roles.serve("orchestrator", log="o.log")
+            health = [url]
+            for index in range(2):
+                health_port = free_port()
+                roles.serve("autonomous", "--health-port", str(health_port), log=f"w{index}.log")
+                health.append(f"http://127.0.0.1:{health_port}")
+            roles.wait_ready(*health)
+
+            async def both() -> tuple[list[str], list[str]]:
+                alice, bob = await asyncio.gather(_burst(url, "key-alice", 4), _burst(url, "key-bob", 2))
+                return alice, bob
+
+            alice_ids, bob_ids = asyncio.run(both())
+            with httpx.Client(base_url=url, timeout=30, headers={"X-API-Key": "key-alice"}) as http:
+                alice = _finished(http, alice_ids)
+                bob = _finished(http, bob_ids)
+                time.sleep(1.1)  # the spend each process read is at most a second old
+                refused = http.post("/agents/shared/invoke", json={"task_data": {"prompt": "more"}, "wait": 0})
+                bob_again = http.post(
+                    "/agents/shared/invoke",
+                    json={"task_data": {"prompt": "bob"}, "wait": 0},
+                    headers={"X-API-Key": "key-bob"},
+                )
+
+    assert [r["status"] for r in alice + bob] == ["succeeded"] * 6
+    assert {r["tenant"] for r in alice} == {tenant_of_key(b"key-alice")}
+    assert {r["tenant"] for r in bob} == {tenant_of_key(b"key-bob")}
+    assert _most_at_once(alice) == 1
+    assert _most_at_once(bob) == 1
+    assert _most_at_once(alice + bob) == 2  # the tenants do not wait for each other
+    assert sum(r["cost_usd"] for r in alice) > 0.0002 > sum(r["cost_usd"] for r in bob)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "budget_exceeded"
+    assert f"tenant {tenant_of_key(b'key-alice')!r} spent" in refused.json()["error"]["message"]
+    assert "TENANT_BUDGET_USD" in refused.json()["error"]["message"]
+    assert bob_again.status_code == 202  # alice's spend is not bob's
