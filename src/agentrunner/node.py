@@ -25,6 +25,7 @@ from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
 from agentrunner.adapters.providers.offline import Script
 from agentrunner.adapters.state.cached import CachedStateStore
 from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.adapters.tools.catalog import ToolShelf
 from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.orchestrator import orchestrator_app
@@ -110,6 +111,9 @@ class Node:
         self.store = CachedStateStore(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
         self.bus = _bus(settings, self.node_id)
         self.registry = AgentRegistry()
+        self.tools = ToolShelf(
+            store=self.store, bus=self.bus, connect_timeout_seconds=settings.mcp_connect_timeout_seconds
+        )
         self.relay = OutboxRelay(bus=self.bus, store=self.store)
         self.orchestrator = Orchestrator(
             bus=self.bus, store=self.store, relay=self.relay, registry=self.registry, node_id=self.node_id
@@ -177,6 +181,7 @@ class Node:
             max_chain_depth=settings.chain_max_depth,
             llm_retry_base_seconds=settings.llm_retry_base_seconds,
             modes=modes,
+            tools=self.tools,
         )
 
     @property
@@ -216,12 +221,33 @@ class Node:
             if agent.status is AgentStatus.UNAVAILABLE:
                 log.info("agent unavailable", agent=agent.name, reasons=list(agent.reasons))
 
+    @property
+    def uses_tools(self) -> bool:
+        """Whether this process connects the agents' tools: it runs agents (a worker pool),
+        or reports their status (the config role)."""
+        return bool(self.roles & {"config", *WORKER_ROLES})
+
+    async def load_tools(self) -> None:
+        """Connect the tools of the loaded agents (MCP servers listed, installed tools
+        found); agents missing some run degraded, with the reasons."""
+        if not self.uses_tools:
+            return
+        configs = [agent.config for agent in self.registry.agents.values() if agent.config is not None]
+        missing = await self.tools.load(configs)
+        offered = {
+            config.name: [tool.definition.name for tool in self.tools.tools_for(config.name)] for config in configs
+        }
+        self.registry.apply_tools(offered, missing)
+        for name, reasons in missing.items():
+            log.warning("agent degraded: some of its tools are missing", agent=name, reasons=reasons)
+
     async def start(self) -> None:
         """Open the adapters, load the agents and start the engines."""
         started = time.perf_counter()
         await self.store.start()
         await self.bus.start()
         self.load_agents()
+        await self.load_tools()
         if "config" in self.roles:
             # One owner writes the registry table, so replicas of other roles never race on it.
             await self.store.sync_agents(self.registry.records())
@@ -255,7 +281,7 @@ class Node:
             self._watcher = asyncio.create_task(
                 watch_agent_files(self.settings.agents_dir, self.reload_agents), name="agent-files-watch"
             )
-        available = sum(agent.status is AgentStatus.AVAILABLE for agent in self.registry.agents.values())
+        available = sum(agent.status.runs for agent in self.registry.agents.values())
         log.info(
             "node started",
             node_id=self.node_id,
@@ -312,6 +338,7 @@ class Node:
 
     async def _apply_agents(self) -> None:
         self.load_agents()
+        await self.load_tools()
         if "config" in self.roles:
             await self.store.sync_agents(self.registry.records())
         if "autonomous" in self.roles:
@@ -350,6 +377,7 @@ class Node:
             await self.slack_replies.close()
         await self.dead_letters.stop()
         await self.orchestrator.stop()
+        await self.tools.close()
         await self.bus.close()
         await self.catalog.close()
         await self.cache.close()

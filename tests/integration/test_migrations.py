@@ -92,10 +92,10 @@ def test_the_seed_alembic_commands_work_from_the_repository_root(tmp_path: Path)
     after = run("current")
 
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0004 (head)" in current.stdout
+    assert "0005 (head)" in current.stdout
     assert downgraded.returncode == 0, downgraded.stderr
-    assert "0003" in after.stdout
-    assert "0004" not in after.stdout
+    assert "0004" in after.stdout
+    assert "0005" not in after.stdout
     assert (tmp_path / "nested" / "seed.db").is_file()
 
 
@@ -110,7 +110,7 @@ def test_agentrunner_db_commands_upgrade_report_and_downgrade(tmp_path: Path) ->
     upgraded, current, downgraded = db("upgrade"), db("current"), db("downgrade", "base")
 
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0004 (head)" in current.stdout
+    assert "0005 (head)" in current.stdout
     assert downgraded.returncode == 0, downgraded.stderr
 
 

@@ -136,6 +136,8 @@ class ExecutionRow(Base):
     worker: Mapped[str | None] = mapped_column(String(64))
     # The schedule whose tick created it, if one did.
     schedule_id: Mapped[str | None] = mapped_column(String(64))
+    # The tool calls of the attempt that ended it (domain.execution.ToolCallRecord), if any.
+    tool_calls: Mapped[list[Any] | None]
     trace_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
