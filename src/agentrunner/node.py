@@ -224,8 +224,8 @@ class Node:
     @property
     def uses_tools(self) -> bool:
         """Whether this process connects the agents' tools: it runs agents (a worker pool),
-        or reports their status (the config role)."""
-        return bool(self.roles & {"config", *WORKER_ROLES})
+        or reports their status (`GET /agents` on the orchestrator, `/configs` on config)."""
+        return bool(self.roles & {"config", "orchestrator", *WORKER_ROLES})
 
     async def load_tools(self) -> None:
         """Connect the tools of the loaded agents (MCP servers listed, installed tools

@@ -14,6 +14,7 @@ from typing import Any
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
+from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.execution import ToolCallRecord, utcnow
 from agentrunner.domain.llm import Message, ToolCall
 from agentrunner.logs import get_logger
@@ -52,6 +53,12 @@ def schema_problem(schema: Mapping[str, Any], arguments: dict[str, Any]) -> str 
     return "; ".join(
         f"{'.'.join(str(part) for part in error.path) or 'arguments'}: {error.message}" for error in problems[:3]
     )
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, AgentRunnerError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 @dataclass
@@ -93,7 +100,7 @@ async def _outcome(
         except TimeoutError:
             error = f"timed out after {tool.timeout_seconds:g} s"
         except Exception as exc:  # noqa: BLE001 - every tool failure is the model's to handle
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            error = _describe(exc)
     if error is not None:
         error = capped(error, ERROR_MAX_CHARS)
         log.info("tool call failed", tool=call.name, execution_id=context.execution_id, error=error)

@@ -169,11 +169,16 @@ class McpServer:
         for attempt in (1, 2):
             session = self._session if self.connected else None
             if session is None:
-                await self.connect()
+                try:
+                    await self.connect()
+                except DependencyUnavailableError as exc:
+                    raise DependencyUnavailableError(
+                        f"MCP server {self.entry.name!r} unreachable: {exc.message}"
+                    ) from exc
                 session = self._session
                 assert session is not None
             try:
-                result = await session.call_tool(tool, arguments)
+                result = await self._call_on(session, tool, arguments)
             except Exception as exc:
                 log.warning(
                     "MCP call failed on its session, reconnecting", tool=self.entry.name, error=_error_text(exc)
@@ -188,6 +193,23 @@ class McpServer:
                 raise ToolFailedError(result_text(result) or "the tool reported an error")
             return result_text(result)
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _call_on(self, session: ClientSession, tool: str, arguments: dict[str, Any]) -> Any:
+        """`session.call_tool`, failing as soon as the session's task ends: a request in
+        flight when the transport drops is otherwise never answered."""
+        holder = self._task
+        assert holder is not None
+        call = asyncio.ensure_future(session.call_tool(tool, arguments))
+        try:
+            await asyncio.wait({call, holder}, return_when=asyncio.FIRST_COMPLETED)
+            if not call.done():
+                raise ConnectionError("the session to the MCP server dropped during the call")
+            return call.result()
+        finally:
+            if not call.done():
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await call
 
     async def _drop(self) -> None:
         """End the session task (politely, then by cancelling it)."""
