@@ -3,12 +3,13 @@ over streamable HTTP or SSE on a loopback port (in a thread, stoppable and resta
 the same port), or over stdio (`python -m tests.mcp_server`).
 
 Tools: `add` (sums two numbers), `slow` (sleeps, then says how long), `fail` (raises),
-`whoami` (the Authorization header it was called with).
+`env` (a variable of its process), `whoami` (the Authorization header it was called with).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,11 @@ def build_server() -> FastMCP:
     def fail(reason: str = "broken") -> str:
         """Always fails."""
         raise RuntimeError(f"the tool failed: {reason}")
+
+    @server.tool()
+    def env(name: str) -> str:
+        """The value of an environment variable of the server's process."""
+        return str(os.environ.get(name))
 
     @server.tool()
     def whoami(ctx: Context) -> str:  # type: ignore[type-arg]
@@ -81,8 +87,10 @@ class McpHttpServer:
     def stop(self) -> None:
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
-            self._server.force_exit = True
-            self._thread.join(10)
+            self._thread.join(3)
+            if self._thread.is_alive():  # a client still holds a stream open
+                self._server.force_exit = True
+                self._thread.join(10)
         self._server = self._thread = None
 
     def __enter__(self) -> McpHttpServer:

@@ -96,7 +96,8 @@ async def _outcome(
         error = f"invalid arguments: {problem}"
     else:
         try:
-            result = capped(await asyncio.wait_for(tool.call(call.arguments, context), tool.timeout_seconds), max_chars)
+            answer = await asyncio.wait_for(tool.call(call.arguments, context), tool.timeout_seconds)
+            result = capped(result_text(answer), max_chars)
         except TimeoutError:
             error = f"timed out after {tool.timeout_seconds:g} s"
         except Exception as exc:  # noqa: BLE001 - every tool failure is the model's to handle
