@@ -198,3 +198,13 @@ def test_the_loop_settings_have_their_defaults() -> None:
 )
 def test_http_request_hosts_are_matched_exactly_or_by_subdomain(host: str, allowed: list[str], expected: bool) -> None:
     assert host_allowed(host, allowed) is expected
+
+
+def test_a_secret_header_must_reference_the_environment() -> None:
+    with pytest.raises(ValidationError, match="never stored in the clear"):
+        ToolConfig(name="k", type="mcp", url="http://x/mcp", headers={"Authorization": "Bearer abc123"})
+
+    entry = ToolConfig(
+        name="k", type="mcp", url="http://x/mcp", headers={"Authorization": "Bearer ${KB_TOKEN}", "X-Team": "support"}
+    )
+    assert entry.headers["Authorization"] == "Bearer ${KB_TOKEN}"

@@ -6,6 +6,7 @@ reported as warnings by `agent_document.parse_agent_document`, so typos still su
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -117,6 +118,10 @@ class ScheduleConfig(_Section):
         return self
 
 
+_SECRET_HEADER = re.compile(r"(authorization|api[_-]?key|token|secret|cookie|password)", re.IGNORECASE)
+_ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
 class ToolConfig(_Section):
     """A tool entry of an agent: a built-in or installed tool named by `name`, or an MCP
     server whose tools are offered as `<name>__<tool>`."""
@@ -145,6 +150,17 @@ class ToolConfig(_Section):
         if self.url and self.command:
             raise ValueError("an 'mcp' tool takes either 'url' or 'command', not both")
         return self
+
+    @field_validator("headers")
+    @classmethod
+    def _secrets_by_reference(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if _SECRET_HEADER.search(name) and not _ENV_REFERENCE.search(value):
+                raise ValueError(
+                    f"header {name!r} carries a secret: write it as an environment reference, "
+                    f'e.g. "Bearer ${{KB_TOKEN}}", so it is never stored in the clear'
+                )
+        return headers
 
     @property
     def argv(self) -> list[str]:
