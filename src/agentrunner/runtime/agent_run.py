@@ -13,9 +13,12 @@ from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.execution import Usage
 from agentrunner.domain.llm import Completion, LLMRequest, Message, ToolDefinition
 from agentrunner.domain.plan import ASK_HUMAN_TOOL, ask_human_output
+from agentrunner.logs import get_logger
 from agentrunner.ports import LLMProvider, Tool, ToolContext
 from agentrunner.runtime.llm_calls import TextSink, complete_with_retries
 from agentrunner.runtime.tool_calls import ToolBudget, ToolSink, run_tool_calls
+
+log = get_logger(__name__)
 
 # Keys of task_data read as the user's prompt, in this order (`output` is what a chained
 # agent receives from the one before); otherwise the whole task_data is sent as JSON, so
@@ -105,6 +108,12 @@ async def run_agent(
         if not completion.tool_calls:
             return completion
         if iteration > config.max_tool_iterations:
+            log.warning(
+                "agent loop stopped at max_tool_iterations, last tool calls not run",
+                agent=config.name,
+                execution_id=context.execution_id,
+                max_tool_iterations=config.max_tool_iterations,
+            )
             return completion.model_copy(update={"finish_reason": "max_tool_iterations"})
         results = await run_tool_calls(
             completion.tool_calls,
