@@ -222,3 +222,45 @@ async def test_a_slow_tool_does_not_hold_the_loop_past_its_timeout(node: Node) -
 
     assert asyncio.get_running_loop().time() - started < 4  # the 5 s call was cut at 1.5 s
     assert execution["status"] == "succeeded"
+
+
+CONTINUOUS = """name: rememberer
+agent_type: t
+execution_mode: continuous
+llm_config: {provider: scripted, model: s}
+tools:
+  - {name: set_state}
+  - {name: get_state}
+"""
+
+
+def _remember(request: LLMRequest) -> Any:
+    """Turn 'my name is X' stores X; turn 'who am I' reads it back."""
+    prompt = [m.content for m in request.messages if m.role == "user"][-1]
+    results = [m.content for m in request.messages if m.role == "tool"]
+    if results:
+        return "noted" if prompt.startswith("my name") else f"you are {json.loads(results[-1])['value']}"
+    if prompt.startswith("my name is "):
+        return {"tool_calls": [{"name": "set_state", "arguments": {"key": "name", "value": prompt[11:]}}]}
+    return {"tool_calls": [{"name": "get_state", "arguments": {"key": "name"}}]}
+
+
+async def test_a_continuous_agent_keeps_memory_through_its_state_tools(tmp_path: Path) -> None:
+    async with node_on("memory", tmp_path, {"rememberer.yml": CONTINUOUS}, script=_remember) as node:
+        app = node.apps()["orchestrator"]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o", timeout=30) as http:
+
+            async def say(text: str) -> dict[str, Any]:
+                body = {"task_data": {"prompt": text}, "session_id": "s-1", "wait": 20}
+                answer: dict[str, Any] = (await http.post("/agents/rememberer/invoke", json=body)).json()
+                return answer
+
+            stored = await say("my name is Ada")
+            recalled = await say("who am I")
+        state = await node.store.load_state("rememberer", "s-1")
+
+    assert stored["output"] == "noted"
+    assert recalled["output"] == "you are Ada"
+    assert state.memory == {"name": "Ada"}
+    # The turns' history is saved too, after the memory writes of the same turns.
+    assert [item["content"] for item in state.history] == ["my name is Ada", "noted", "who am I", "you are Ada"]
