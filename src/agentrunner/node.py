@@ -95,6 +95,7 @@ class Node:
         self.slack_off_reason = _slack_off_reason(settings, self.roles, optional=slack_optional)
         self._documents: dict[str, AgentDocument] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._tool_retry: asyncio.Task[None] | None = None
         self._config_events: Subscription | None = None
         self.node_id = new_id()[:12]
         self.catalog = SettingsProviderCatalog(settings, script=script)
@@ -241,6 +242,28 @@ class Node:
         for name, reasons in missing.items():
             log.warning("agent degraded: some of its tools are missing", agent=name, reasons=reasons)
 
+    async def _retry_tools(self) -> None:
+        """Every MCP_RETRY_SECONDS, try the MCP servers that did not answer; when one does,
+        load the agents again so those using it get its tools back."""
+        while True:
+            await asyncio.sleep(self.settings.mcp_retry_seconds)
+            try:
+                if await self.tools.retry_unreachable():
+                    log.info("an unreachable MCP server answers again: reloading the agents")
+                    await self._apply_agents()
+            except Exception:  # the next round tries again; the agents keep running
+                log.exception("trying unreachable MCP servers again failed")
+
+    def _start_watches(self) -> None:
+        """The background tasks that keep the agents current: file watching (config role)
+        and new tries of unreachable MCP servers; cancelled by `stop`."""
+        if self.uses_tools:
+            self._tool_retry = asyncio.create_task(self._retry_tools(), name="mcp-retry")
+        if "config" in self.roles and self.settings.watch_agents:
+            self._watcher = asyncio.create_task(
+                watch_agent_files(self.settings.agents_dir, self.reload_agents), name="agent-files-watch"
+            )
+
     async def start(self) -> None:
         """Open the adapters, load the agents and start the engines."""
         started = time.perf_counter()
@@ -277,10 +300,7 @@ class Node:
         self._config_events = await self.bus.subscribe(
             f"node.{self.node_id}.config", [CONFIG_CHANGED], self._on_config_changed, exclusive=True
         )
-        if "config" in self.roles and self.settings.watch_agents:
-            self._watcher = asyncio.create_task(
-                watch_agent_files(self.settings.agents_dir, self.reload_agents), name="agent-files-watch"
-            )
+        self._start_watches()
         available = sum(agent.status.runs for agent in self.registry.agents.values())
         log.info(
             "node started",
@@ -359,10 +379,11 @@ class Node:
 
     async def stop(self) -> None:
         """Stop the engines (in-flight work finishes first), then close the adapters."""
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._tool_retry):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._config_events is not None:
             await self._config_events.cancel()
         await self.fire_watch.stop()

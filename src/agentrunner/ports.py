@@ -460,6 +460,11 @@ class ToolCatalog(Protocol):
         """The tools `agent` offers to its model now (empty when it has none)."""
         ...
 
+    async def retry_unreachable(self) -> bool:
+        """Try again the MCP servers the last `load` could not reach; True when one now
+        answers (load again to offer its tools)."""
+        ...
+
     async def close(self) -> None:
         """Close every MCP session."""
         ...

@@ -264,3 +264,22 @@ async def test_a_continuous_agent_keeps_memory_through_its_state_tools(tmp_path:
     assert state.memory == {"name": "Ada"}
     # The turns' history is saved too, after the memory writes of the same turns.
     assert [item["content"] for item in state.history] == ["my name is Ada", "noted", "who am I", "you are Ada"]
+
+
+async def test_a_server_that_comes_up_after_load_gives_the_agent_its_tools_back(tmp_path: Path) -> None:
+    late = McpHttpServer()  # its port is chosen, nothing listens yet
+    files = {"toolsmith.yml": agent_yaml(late.url)}
+    async with node_on("memory", tmp_path, files, script=_script, mcp_retry_seconds=0.2) as node:
+        before = node.registry.get("toolsmith")
+        with late:
+            for _ in range(100):
+                if node.registry.get("toolsmith").status.value == "available":
+                    break
+                await asyncio.sleep(0.1)
+            after = node.registry.get("toolsmith")
+            execution = await _invoke(node, "add")
+
+    assert before.status.value == "degraded"
+    assert (after.status.value, after.reasons) == ("available", ())
+    assert "kit__add" in after.tools
+    assert execution["tool_calls"][0]["result"] == "5.0"

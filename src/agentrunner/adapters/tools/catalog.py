@@ -59,6 +59,7 @@ class ToolShelf:
         self._connect_timeout = connect_timeout_seconds
         self._group = group
         self._servers: dict[tuple[str, str], McpServer] = {}
+        self._unreachable: list[McpServer] = []
         self._tools: dict[str, list[Tool]] = {}
 
     async def load(self, agents: Sequence[AgentConfig]) -> dict[str, list[str]]:
@@ -75,6 +76,7 @@ class ToolShelf:
             if key not in self._servers:
                 self._servers[key] = McpServer(entry, connect_timeout_seconds=self._connect_timeout)
         failures = await self._connect([server for server in self._servers.values() if not server.connected])
+        self._unreachable = [server for server in self._servers.values() if id(server) in failures]
         plugins = installed_tools(self._group)
         reasons: dict[str, list[str]] = {}
         tools: dict[str, list[Tool]] = {}
@@ -109,7 +111,7 @@ class ToolShelf:
                 if id(server) in failures:
                     reasons.append(
                         f"tool {entry.name!r}: MCP server {_endpoint(entry)} unreachable ({failures[id(server)]}); "
-                        "the agent runs without its tools until the server answers and the agents are reloaded"
+                        "the agent runs without its tools until it answers (tried again every MCP_RETRY_SECONDS)"
                     )
                     continue
                 tools.extend(McpTool(server, definition) for definition in server.definitions)
@@ -129,6 +131,13 @@ class ToolShelf:
 
     def tools_for(self, agent: str) -> list[Tool]:
         return list(self._tools.get(agent, []))
+
+    async def retry_unreachable(self) -> bool:
+        waiting = [server for server in self._unreachable if not server.connected]
+        if not waiting:
+            return False
+        failures = await self._connect(waiting)
+        return len(failures) < len(waiting)
 
     async def close(self) -> None:
         await asyncio.gather(*(server.close() for server in self._servers.values()))
