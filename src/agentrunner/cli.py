@@ -224,7 +224,7 @@ def agents(url: UrlOption = None) -> None:
     for agent in listed:
         llm = agent.get("llm") or {}
         status = agent["status"]
-        colour = "green" if status == "available" else "yellow"
+        colour = {"available": "green", "degraded": "yellow"}.get(status, "red")
         table.add_row(
             agent["name"],
             agent.get("execution_mode") or "-",

@@ -26,6 +26,7 @@ from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
 from agentrunner.adapters.providers.offline import Script
 from agentrunner.adapters.state.cached import CachedStateStore
 from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.adapters.tools.catalog import ToolShelf
 from agentrunner.adapters.webhooks import HttpxWebhookSender
 from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig, role_app
@@ -112,6 +113,7 @@ class Node:
         self.slack_off_reason = _slack_off_reason(settings, self.roles, optional=slack_optional)
         self._documents: dict[str, AgentDocument] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._tool_retry: asyncio.Task[None] | None = None
         self._config_events: Subscription | None = None
         self.node_id = new_id()[:12]
         # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set: no exporter, no wrappers, no cost.
@@ -133,6 +135,9 @@ class Node:
             self.bus = self.tracing.traced_bus(self.bus)
             self.catalog = self.tracing.traced_catalog(self.catalog)
         self.registry = AgentRegistry()
+        self.tools = ToolShelf(
+            store=self.store, bus=self.bus, connect_timeout_seconds=settings.mcp_connect_timeout_seconds
+        )
         self.relay = OutboxRelay(bus=self.bus, store=self.store)
         self.budgets = Budgets(
             store=self.store,
@@ -238,6 +243,7 @@ class Node:
             limits=self.limits,
             budgets=self.budgets,
             rates=self.rates,
+            tools=self.tools,
         )
 
     @property
@@ -286,12 +292,55 @@ class Node:
             if agent.config is not None and agent.config.webhook_url and self.webhook_secret is None:
                 log.warning("agent has a webhook_url but WEBHOOK_SECRET is not set: it is not sent", agent=agent.name)
 
+    @property
+    def uses_tools(self) -> bool:
+        """Whether this process connects the agents' tools: it runs agents (a worker pool),
+        or reports their status (`GET /agents` on the orchestrator, `/configs` on config)."""
+        return bool(self.roles & {"config", "orchestrator", *WORKER_ROLES})
+
+    async def load_tools(self) -> None:
+        """Connect the tools of the loaded agents (MCP servers listed, installed tools
+        found); agents missing some run degraded, with the reasons."""
+        if not self.uses_tools:
+            return
+        configs = [agent.config for agent in self.registry.agents.values() if agent.config is not None]
+        missing = await self.tools.load(configs)
+        offered = {
+            config.name: [tool.definition.name for tool in self.tools.tools_for(config.name)] for config in configs
+        }
+        self.registry.apply_tools(offered, missing)
+        for name, reasons in missing.items():
+            log.warning("agent degraded: some of its tools are missing", agent=name, reasons=reasons)
+
+    async def _retry_tools(self) -> None:
+        """Every MCP_RETRY_SECONDS, try the MCP servers that did not answer; when one does,
+        load the agents again so those using it get its tools back."""
+        while True:
+            await asyncio.sleep(self.settings.mcp_retry_seconds)
+            try:
+                if await self.tools.retry_unreachable():
+                    log.info("an unreachable MCP server answers again: reloading the agents")
+                    await self._apply_agents()
+            except Exception:  # the next round tries again; the agents keep running
+                log.exception("trying unreachable MCP servers again failed")
+
+    def _start_watches(self) -> None:
+        """The background tasks that keep the agents current: file watching (config role)
+        and new tries of unreachable MCP servers; cancelled by `stop`."""
+        if self.uses_tools:
+            self._tool_retry = asyncio.create_task(self._retry_tools(), name="mcp-retry")
+        if "config" in self.roles and self.settings.watch_agents:
+            self._watcher = asyncio.create_task(
+                watch_agent_files(self.settings.agents_dir, self.reload_agents), name="agent-files-watch"
+            )
+
     async def start(self) -> None:
         """Open the adapters, load the agents and start the engines."""
         started = time.perf_counter()
         await self.store.start()
         await self.bus.start()
         self.load_agents()
+        await self.load_tools()
         if "config" in self.roles:
             # One owner writes the registry table, so replicas of other roles never race on it.
             await self.store.sync_agents(self.registry.records())
@@ -323,11 +372,8 @@ class Node:
         self._config_events = await self.bus.subscribe(
             f"node.{self.node_id}.config", [CONFIG_CHANGED], self._on_config_changed, exclusive=True
         )
-        if "config" in self.roles and self.settings.watch_agents:
-            self._watcher = asyncio.create_task(
-                watch_agent_files(self.settings.agents_dir, self.reload_agents), name="agent-files-watch"
-            )
-        available = sum(agent.status is AgentStatus.AVAILABLE for agent in self.registry.agents.values())
+        self._start_watches()
+        available = sum(agent.status.runs for agent in self.registry.agents.values())
         log.info(
             "node started",
             node_id=self.node_id,
@@ -384,6 +430,7 @@ class Node:
 
     async def _apply_agents(self) -> None:
         self.load_agents()
+        await self.load_tools()
         if "config" in self.roles:
             await self.store.sync_agents(self.registry.records())
         if "autonomous" in self.roles:
@@ -404,10 +451,11 @@ class Node:
 
     async def stop(self) -> None:
         """Stop the engines (in-flight work finishes first), then close the adapters."""
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._tool_retry):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._config_events is not None:
             await self._config_events.cancel()
         await self.fire_watch.stop()
@@ -423,6 +471,7 @@ class Node:
         await self.dead_letters.stop()
         await self.webhooks.stop()
         await self.orchestrator.stop()
+        await self.tools.close()
         await self.bus.close()
         await self.catalog.close()
         await self.cache.close()

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     ollama_host: str = "http://localhost:11434"
     llm_timeout_seconds: float = Field(default=120, gt=0)
     llm_retry_base_seconds: float = Field(default=0.5, ge=0)
+    # How long connecting to an agent's MCP server may take when agents load (then: degraded).
+    mcp_connect_timeout_seconds: float = Field(default=5, gt=0)
+    # How often MCP servers unreachable at load are tried again (their agents run degraded meanwhile).
+    mcp_retry_seconds: float = Field(default=30, gt=0)
 
     # Slack
     slack_signing_secret: SecretStr | None = None

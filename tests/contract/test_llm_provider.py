@@ -243,3 +243,21 @@ async def test_two_agents_on_different_providers_run_concurrently() -> None:
 
     assert [a.text for a in answers] == ["from openai", "from ollama"]
     assert elapsed < 0.55, "the two calls overlapped"
+
+
+async def test_a_failed_tool_result_reaches_the_vendor_marked_as_an_error(
+    fake: FakeVendor, provider: LLMProvider
+) -> None:
+    call = ToolCall(id="call_1", name="get_weather", arguments={"city": "Paris"})
+    messages = [
+        Message(role="user", content="Weather in Paris?"),
+        Message(role="assistant", content="", tool_calls=[call]),
+        Message(role="tool", content="error: timed out after 30 s", tool_call_id="call_1", is_error=True),
+    ]
+
+    await provider.complete(LLMRequest(model=fake.model, messages=messages, tools=[WEATHER]))
+
+    sent = fake.received[0].messages[-1]
+    assert (sent["role"], sent["content"]) == ("tool", "error: timed out after 30 s")
+    # The vendors whose format can say so are told: Anthropic's is_error, Bedrock's status.
+    assert sent.get("is_error", False) is (fake.name in ("anthropic", "bedrock"))

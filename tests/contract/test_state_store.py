@@ -22,7 +22,7 @@ from agentrunner.domain.errors import (
     ExecutionNotFoundError,
 )
 from agentrunner.domain.event import DeadLetter, Event
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, Usage
 from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
 from agentrunner.ports import StateStore
 from tests.conftest import free_port
@@ -179,6 +179,41 @@ async def test_save_execution_replaces_the_stored_execution(state_store: StateSt
     assert stored == finished
     _assert_utc(stored.finished_at)
     assert len((await state_store.list_executions()).items) == 1
+
+
+async def test_tool_calls_are_kept_with_the_execution(state_store: StateStore) -> None:
+    queued = _execution("exec-tools")
+    await state_store.create_execution(queued)
+    calls = [
+        ToolCallRecord(
+            call_id="call_1",
+            name="kb__search",
+            arguments={"q": "refund ✓", "filters": {"lang": ["fr", "en"], "limit": 3}},
+            result='{"hits": 2}',
+            started_at=BASE_TIME,
+            finished_at=BASE_TIME + timedelta(milliseconds=250),
+            duration_ms=250.0,
+        ),
+        ToolCallRecord(
+            call_id="call_2",
+            name="kb__slow",
+            error="timed out after 30 s",
+            iteration=2,
+            started_at=BASE_TIME + timedelta(seconds=1),
+            finished_at=BASE_TIME + timedelta(seconds=31),
+            duration_ms=30000.5,
+        ),
+    ]
+    finished = queued.model_copy(update={"status": ExecutionStatus.SUCCEEDED, "output": "ok", "tool_calls": calls})
+
+    await state_store.save_execution(finished)
+    stored = await state_store.get_execution("exec-tools")
+    listed = (await state_store.list_executions()).items
+
+    assert stored == finished
+    assert stored.tool_calls[1].error == "timed out after 30 s"
+    assert listed[0].tool_calls == calls
+    assert (await state_store.get_execution("exec-tools")).tool_calls == calls  # from the cache too, where there is one
 
 
 async def test_save_execution_can_clear_optional_fields(state_store: StateStore) -> None:

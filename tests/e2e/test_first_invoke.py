@@ -214,7 +214,10 @@ def test_invalid_json_is_400_and_a_wrong_field_is_422(platform: RunningPlatform)
 def test_agents_list_shows_status_and_reasons(platform: RunningPlatform) -> None:
     agents = {a["name"]: a for a in httpx.get(f"{platform.url('orchestrator')}/agents").json()}
 
-    assert agents["my-assistant"]["status"] == "available"
+    # Its MCP server (port 9) does not answer: it runs, without that server's tools.
+    assert agents["my-assistant"]["status"] == "degraded"
+    assert "tool 'tickets': MCP server http://127.0.0.1:9/mcp unreachable" in agents["my-assistant"]["reasons"][0]
+    assert agents["echo-assistant"]["status"] == "available"
     assert agents["my-assistant"]["llm"] == {"provider": "openai", "model": "gpt-4o"}
     assert agents["needs-anthropic"]["status"] == "unavailable"
     assert "ANTHROPIC_API_KEY" in agents["needs-anthropic"]["reasons"][0]

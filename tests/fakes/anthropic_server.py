@@ -218,7 +218,11 @@ def _flatten(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             flat.append({"role": message["role"], "content": content})
             continue
         results = [block for block in content or [] if block.get("type") == "tool_result"]
-        flat.extend({"role": "tool", "content": _text(block.get("content"))} for block in results)
+        flat.extend(
+            {"role": "tool", "content": _text(block.get("content"))}
+            | ({"is_error": True} if block.get("is_error") else {})
+            for block in results
+        )
         text = _text(content)
         if text or not results:
             flat.append({"role": message["role"], "content": text})

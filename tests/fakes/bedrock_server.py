@@ -139,7 +139,8 @@ def _flatten(message: dict[str, Any]) -> list[dict[str, Any]]:
         elif "toolResult" in block:
             results += 1
             content = block["toolResult"].get("content", [])
-            flat.append({"role": "tool", "content": "".join(part.get("text", "") for part in content)})
+            failed = {"is_error": True} if block["toolResult"].get("status") == "error" else {}
+            flat.append({"role": "tool", "content": "".join(part.get("text", "") for part in content)} | failed)
     if texts or not results:
         flat.append({"role": message.get("role", ""), "content": "".join(texts)})
     return flat

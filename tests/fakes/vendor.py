@@ -20,7 +20,9 @@ class Received:
 
     model: str
     system: str | None
-    messages: list[dict[str, Any]]  # [{"role": "user"|"assistant"|"tool", "content": str}, ...] in order
+    # [{"role": "user"|"assistant"|"tool", "content": str}, ...] in order; a tool result the
+    # vendor's format marks as failed has "is_error": True.
+    messages: list[dict[str, Any]]
     temperature: float | None
     max_tokens: int | None
     tool_names: list[str] = field(default_factory=list)

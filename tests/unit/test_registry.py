@@ -223,3 +223,25 @@ def test_fixture_agents_without_keys_only_the_served_echo_agents_are_available()
         "openai-writer": "unavailable",
     }
     assert "AWS_ACCESS_KEY_ID" in registry.get("bedrock-reporter").reasons[0]
+
+
+def test_an_agent_missing_tools_runs_degraded_and_an_unavailable_one_stays_unavailable() -> None:
+    registry = registry_of(document("helper"), document("keyless", provider="openai"))
+
+    registry.apply_tools(
+        {"helper": ["current_time"]},
+        {"helper": ["tool 'kb': MCP server down"], "keyless": ["tool 'kb': MCP server down"]},
+    )
+
+    helper, keyless = registry.get("helper"), registry.get("keyless")
+    assert (helper.status, helper.reasons, helper.tools) == (
+        AgentStatus.DEGRADED,
+        ("tool 'kb': MCP server down",),
+        ("current_time",),
+    )
+    assert registry.runnable("helper").name == "helper"
+    assert [config.name for config in registry.in_modes(frozenset({ExecutionMode.AUTONOMOUS}))] == ["helper"]
+    assert keyless.status is AgentStatus.UNAVAILABLE
+    assert keyless.reasons[-1] == "tool 'kb': MCP server down"
+    with pytest.raises(AgentUnavailableError):
+        registry.runnable("keyless")

@@ -41,6 +41,8 @@ class AgentDetailView(AgentView):
     event_subscriptions: list[str]
     schedule: dict[str, Any] | None
     tools: list[dict[str, Any]]
+    # The tools its model is offered now (an MCP entry's tools as `<entry>__<tool>`).
+    offered_tools: list[str]
     warnings: list[str]
 
 
@@ -68,6 +70,7 @@ def agent_detail_view(agent: RegisteredAgent) -> AgentDetailView:
         event_subscriptions=list(config.event_subscriptions) if config else [],
         schedule=masked(config.schedule_config.model_dump(mode="json")) if config and config.schedule_config else None,
         tools=[masked(tool.model_dump(mode="json")) for tool in config.tools] if config else [],
+        offered_tools=list(agent.tools),
         warnings=[str(warning) for warning in agent.warnings],
     )
 

@@ -6,6 +6,7 @@ reported as warnings by `agent_document.parse_agent_document`, so typos still su
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -118,20 +119,62 @@ class ScheduleConfig(_Section):
         return self
 
 
-class ToolConfig(_Section):
-    """A tool the agent may call: built in, or served by an MCP server."""
+_SECRET_HEADER = re.compile(r"(authorization|api[_-]?key|token|secret|cookie|password)", re.IGNORECASE)
+_ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 
-    name: str = Field(min_length=1)
+
+class ToolConfig(_Section):
+    """A tool entry of an agent: a built-in or installed tool named by `name`, or an MCP
+    server whose tools are offered as `<name>__<tool>`."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]{1,48}$")
     type: Literal["builtin", "mcp"] = "builtin"
     description: str = ""
+    # MCP over HTTP: streamable HTTP, or SSE for older servers (a URL ending in /sse).
     url: str | None = None
-    command: list[str] | None = None
+    transport: Literal["streamable_http", "sse"] | None = None
+    # Values may reference the environment as ${VAR}: expanded when connecting, never stored.
+    headers: dict[str, str] = Field(default_factory=dict)
+    # MCP over stdio: the server's program, its arguments and environment (${VAR} expanded).
+    command: str | list[str] | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    # How long one call of this tool may take before the model gets a timeout error.
+    timeout_seconds: float = Field(default=30, gt=0)
+    # http_request: the hosts it may call (exact names, or `*.example.com`).
+    allowed_hosts: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _mcp_has_endpoint(self) -> ToolConfig:
         if self.type == "mcp" and not (self.url or self.command):
             raise ValueError("an 'mcp' tool needs a 'url' (HTTP server) or a 'command' (stdio server)")
+        if self.url and self.command:
+            raise ValueError("an 'mcp' tool takes either 'url' or 'command', not both")
         return self
+
+    @field_validator("headers")
+    @classmethod
+    def _secrets_by_reference(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if _SECRET_HEADER.search(name) and not _ENV_REFERENCE.search(value):
+                raise ValueError(
+                    f"header {name!r} carries a secret: write it as an environment reference, "
+                    f'e.g. "Bearer ${{KB_TOKEN}}", so it is never stored in the clear'
+                )
+        return headers
+
+    @property
+    def argv(self) -> list[str]:
+        """The stdio server's command line: `command` (a string or a list) then `args`."""
+        command = [self.command] if isinstance(self.command, str) else list(self.command or [])
+        return [*command, *self.args]
+
+    @property
+    def http_transport(self) -> Literal["streamable_http", "sse"]:
+        """The HTTP transport: the one named, else SSE for a URL ending in /sse."""
+        if self.transport is not None:
+            return self.transport
+        return "sse" if (self.url or "").rstrip("/").endswith("/sse") else "streamable_http"
 
 
 class PlanningAgentConfig(_Section):
@@ -209,6 +252,11 @@ class AgentConfig(_Section):
     continuous_config: ContinuousConfig | None = None
     retry_config: RetryConfig = Field(default_factory=RetryConfig)
     tools: list[ToolConfig] = Field(default_factory=list)
+    # The agent loop: rounds of tool calls per run, tool calls per execution, and the
+    # characters of one tool result the model sees (the rest cut, with a marker).
+    max_tool_iterations: int = Field(default=10, ge=1, le=100)
+    max_tool_calls: int = Field(default=50, ge=1)
+    tool_result_max_chars: int = Field(default=20000, ge=100)
     timeout_seconds: float = Field(default=300, gt=0)
     webhook_url: str | None = Field(default=None, max_length=2048, pattern=WEBHOOK_URL_PATTERN)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)

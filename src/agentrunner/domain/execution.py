@@ -69,6 +69,23 @@ class ExecutionError(BaseModel):
     message: str
 
 
+class ToolCallRecord(BaseModel):
+    """One tool call of an execution: what the model asked, what it got back, how long it took."""
+
+    model_config = ConfigDict(frozen=True)
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: str | None = None
+    error: str | None = None
+    # The round of the agent loop (1 for the model's first answer).
+    iteration: int = 1
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float
+
+
 class Execution(BaseModel):
     """The durable record of one agent run (ARCHITECTURE §9 'finished execution')."""
 
@@ -93,6 +110,8 @@ class Execution(BaseModel):
     webhook_url: str | None = None
     # The API key (as `key-<hash>`) whose request started it, when API auth is on.
     tenant: str | None = None
+    # Every tool call of the attempt that ended it, in the order they finished.
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     trace_id: str
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

@@ -30,6 +30,8 @@ class Message(BaseModel):
     content: str
     tool_calls: list[ToolCall] = Field(default_factory=list)
     tool_call_id: str | None = None
+    # A tool result that reports a failure (the tool raised, timed out, was refused).
+    is_error: bool = False
 
 
 class ToolDefinition(BaseModel):

@@ -1,16 +1,24 @@
-"""Run one agent once: turn the task into messages, ask its provider, return the answer."""
+"""Run one agent once: turn the task into messages, then the agent loop: ask its provider
+with the agent's tools, run the tool calls it answers with, ask again with their results,
+until a final answer (or `max_tool_iterations`). Every mode runs its agents through here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from agentrunner.domain.agent import AgentConfig
-from agentrunner.domain.llm import Completion, LLMRequest, Message
+from agentrunner.domain.execution import Usage
+from agentrunner.domain.llm import Completion, LLMRequest, Message, ToolDefinition
 from agentrunner.domain.plan import ASK_HUMAN_TOOL, ask_human_output
-from agentrunner.ports import LLMProvider
+from agentrunner.logs import get_logger
+from agentrunner.ports import LLMProvider, Tool, ToolContext
 from agentrunner.runtime.llm_calls import TextSink, complete_with_retries
+from agentrunner.runtime.tool_calls import ToolBudget, ToolSink, run_tool_calls
+
+log = get_logger(__name__)
 
 # Keys of task_data read as the user's prompt, in this order (`output` is what a chained
 # agent receives from the one before); otherwise the whole task_data is sent as JSON, so
@@ -38,10 +46,15 @@ def user_prompt(task_data: dict[str, Any]) -> str:
 
 
 def build_request(
-    config: AgentConfig, task_data: dict[str, Any], *, history: list[dict[str, Any]] | None = None
+    config: AgentConfig,
+    task_data: dict[str, Any],
+    *,
+    history: list[dict[str, Any]] | None = None,
+    tools: Sequence[ToolDefinition] = (),
 ) -> LLMRequest:
     """The provider request for one run of `config` on `task_data`: a fresh context, or
-    after the `history` of a continuous agent's session (`{"role", "content"}` items)."""
+    after the `history` of a continuous agent's session (`{"role", "content"}` items),
+    offering `tools` (and `ask_human` to a collaborative step that may ask)."""
     messages = []
     if config.system_prompt.strip():
         messages.append(Message(role="system", content=config.system_prompt))
@@ -50,9 +63,11 @@ def build_request(
             messages.append(Message(role=item["role"], content=str(item.get("content", ""))))
     messages.append(Message(role="user", content=user_prompt(task_data)))
     llm = config.llm_config
-    tools = [ASK_HUMAN_TOOL] if may_ask_human(task_data) else []
+    offered = [tool for tool in tools if tool.name != ASK_HUMAN_TOOL.name]
+    if may_ask_human(task_data):
+        offered.append(ASK_HUMAN_TOOL)
     return LLMRequest(
-        model=llm.model, messages=messages, temperature=llm.temperature, max_tokens=llm.max_tokens, tools=tools
+        model=llm.model, messages=messages, temperature=llm.temperature, max_tokens=llm.max_tokens, tools=offered
     )
 
 
@@ -64,17 +79,57 @@ async def run_agent(
     on_text: TextSink | None = None,
     history: list[dict[str, Any]] | None = None,
     retry_base_seconds: float = 0.5,
+    tools: Sequence[Tool] = (),
+    context: ToolContext | None = None,
+    on_tool_call: ToolSink | None = None,
 ) -> Completion:
-    """Ask `provider` to answer `task_data` as `config` describes (transient failures
-    tried again per `llm_config.max_attempts`; streamed to `on_text` when given); raises
-    the last `LLMError`. A collaborative step that calls `ask_human` answers with the
-    question (`domain.plan.ask_human_output`): the run pauses until a human answers."""
-    request = build_request(config, task_data, history=history)
-    completion = await complete_with_retries(
-        provider, request, config.llm_config, on_text=on_text, base_delay_seconds=retry_base_seconds
-    )
-    if request.tools:
+    """Answer `task_data` as `config` describes: ask `provider` (transient failures tried
+    again per `llm_config.max_attempts`; streamed to `on_text` when given), run the tool
+    calls it answers with (records to `on_tool_call`) and ask again, until an answer
+    without tool calls or `max_tool_iterations` rounds of calls. Returns the last answer
+    with the usage and cost of every call; raises the last `LLMError`. A collaborative
+    step that calls `ask_human` answers with the question (`domain.plan.ask_human_output`):
+    the run pauses until a human answers."""
+    request = build_request(config, task_data, history=history, tools=[tool.definition for tool in tools])
+    by_name = {tool.definition.name: tool for tool in tools}
+    context = context or ToolContext(agent=config.name, execution_id="", session_id=None, trace_id="")
+    budget = ToolBudget(left=config.max_tool_calls)
+    usage, cost = Usage(), None
+    for iteration in range(1, config.max_tool_iterations + 2):
+        completion = await complete_with_retries(
+            provider, request, config.llm_config, on_text=on_text, base_delay_seconds=retry_base_seconds
+        )
+        usage += completion.usage
+        cost = _add_cost(cost, completion.cost_usd)
+        completion = completion.model_copy(update={"usage": usage, "cost_usd": cost})
         asked = next((call for call in completion.tool_calls if call.name == ASK_HUMAN_TOOL.name), None)
-        if asked is not None:
+        if asked is not None and may_ask_human(task_data):
             return completion.model_copy(update={"text": ask_human_output(asked.arguments)})
-    return completion
+        if not completion.tool_calls:
+            return completion
+        if iteration > config.max_tool_iterations:
+            log.warning(
+                "agent loop stopped at max_tool_iterations, last tool calls not run",
+                agent=config.name,
+                execution_id=context.execution_id,
+                max_tool_iterations=config.max_tool_iterations,
+            )
+            return completion.model_copy(update={"finish_reason": "max_tool_iterations"})
+        results = await run_tool_calls(
+            completion.tool_calls,
+            by_name,
+            context,
+            budget=budget,
+            iteration=iteration,
+            max_chars=config.tool_result_max_chars,
+            on_tool_call=on_tool_call,
+        )
+        turn = Message(role="assistant", content=completion.text, tool_calls=completion.tool_calls)
+        request = request.model_copy(update={"messages": [*request.messages, turn, *results]})
+    raise AssertionError("unreachable: the last round always returns")
+
+
+def _add_cost(total: float | None, cost: float | None) -> float | None:
+    if cost is None:
+        return total
+    return cost if total is None else total + cost

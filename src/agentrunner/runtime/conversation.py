@@ -3,6 +3,7 @@ after the step (so a crash or restart resumes with it)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from agentrunner.domain.agent import AgentConfig, ContinuousConfig
@@ -11,9 +12,10 @@ from agentrunner.domain.execution import Execution
 from agentrunner.domain.llm import Completion
 from agentrunner.domain.state import AgentState
 from agentrunner.logs import get_logger
-from agentrunner.ports import LLMProvider, StateStore
+from agentrunner.ports import LLMProvider, StateStore, Tool, ToolContext
 from agentrunner.runtime.agent_run import run_agent, user_prompt
 from agentrunner.runtime.llm_calls import TextSink
+from agentrunner.runtime.tool_calls import ToolSink
 
 log = get_logger(__name__)
 
@@ -49,6 +51,8 @@ async def converse(
     *,
     on_text: TextSink | None = None,
     retry_base_seconds: float = 0.5,
+    tools: Sequence[Tool] = (),
+    on_tool_call: ToolSink | None = None,
 ) -> Completion:
     """One turn of `config` in its session: answer with the history, then append the
     exchange (bounded by `max_conversation_history`) and save it. Two turns of the same
@@ -62,6 +66,11 @@ async def converse(
         on_text=on_text,
         history=state.history,
         retry_base_seconds=retry_base_seconds,
+        tools=tools,
+        context=ToolContext(
+            agent=config.name, execution_id=execution.execution_id, session_id=session, trace_id=execution.trace_id
+        ),
+        on_tool_call=on_tool_call,
     )
     exchange: list[dict[str, Any]] = [
         {"role": "user", "content": user_prompt(execution.input), "execution_id": execution.execution_id},

@@ -255,7 +255,7 @@ class Orchestrator:
 
     async def watch(self, execution_id: str, *, idle_seconds: float = 15.0) -> AsyncIterator[dict[str, Any]]:
         """What happens to an execution, as it happens: `status` changes, `text` pieces when
-        it was invoked with streaming, then `finished` with the whole record. Yields
+        it was invoked with streaming, each `tool_call` as it ends, then `finished` with the whole record. Yields
         `{"event": "ping"}` after `idle_seconds` of quiet. Raises `ExecutionNotFoundError`."""
         updates: asyncio.Queue[Event] = asyncio.Queue()
         watchers = self._watchers.setdefault(execution_id, [])
@@ -273,6 +273,8 @@ class Orchestrator:
                     continue
                 if update.payload.get("kind") == "text":
                     yield {"event": "text", "data": {"text": update.payload.get("text", "")}}
+                elif update.payload.get("kind") == "tool_call":
+                    yield {"event": "tool_call", "data": update.payload.get("tool_call", {})}
                 elif update.payload.get("kind") == "status":
                     yield {"event": "status", "data": {"status": update.payload.get("status")}}
                 else:  # execution.finished

@@ -20,7 +20,14 @@ class AgentStatus(StrEnum):
     """Whether an agent can take work."""
 
     AVAILABLE = "available"
+    # Runs, but without some of its tools (an MCP server unreachable, a tool not installed).
+    DEGRADED = "degraded"
     UNAVAILABLE = "unavailable"
+
+    @property
+    def runs(self) -> bool:
+        """Whether an agent in this status takes work."""
+        return self is not AgentStatus.UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +40,8 @@ class RegisteredAgent:
     status: AgentStatus
     reasons: tuple[str, ...] = ()
     warnings: tuple[ConfigIssue, ...] = ()
+    # The tools offered to its model (MCP tools as `<entry>__<tool>`), once they are loaded.
+    tools: tuple[str, ...] = ()
 
 
 @dataclass
@@ -84,10 +93,23 @@ class AgentRegistry:
         agent = self.get(name)
         self.agents[name] = replace(agent, status=AgentStatus.UNAVAILABLE, reasons=(*agent.reasons, reason))
 
+    def apply_tools(self, offered: dict[str, list[str]], missing: dict[str, list[str]]) -> None:
+        """Record the tools each agent offers; agents `missing` some run degraded, saying
+        why (an unavailable agent stays unavailable, with these reasons added)."""
+        for name, agent in list(self.agents.items()):
+            found = missing.get(name, [])
+            status = agent.status
+            if found and status is AgentStatus.AVAILABLE:
+                status = AgentStatus.DEGRADED
+            self.agents[name] = replace(
+                agent, status=status, reasons=(*agent.reasons, *found), tools=tuple(offered.get(name, ()))
+            )
+
     def runnable(self, name: str) -> AgentConfig:
-        """The config of `name` if it can run now (raises `AgentUnavailableError`)."""
+        """The config of `name` if it can run now, degraded included (raises
+        `AgentUnavailableError`)."""
         agent = self.get(name)
-        if agent.status is not AgentStatus.AVAILABLE or agent.config is None:
+        if not agent.status.runs or agent.config is None:
             raise AgentUnavailableError(
                 f"agent {name!r} is unavailable: {'; '.join(agent.reasons)}", agent=name, reasons=list(agent.reasons)
             )
@@ -107,9 +129,9 @@ class AgentRegistry:
         ]
 
     def in_modes(self, modes: frozenset[ExecutionMode]) -> list[AgentConfig]:
-        """Available agents whose execution mode is one of `modes`."""
+        """Agents that run (available or degraded) whose execution mode is one of `modes`."""
         return [
             agent.config
             for agent in self.agents.values()
-            if agent.config and agent.status is AgentStatus.AVAILABLE and agent.config.execution_mode in modes
+            if agent.config and agent.status.runs and agent.config.execution_mode in modes
         ]

@@ -38,7 +38,7 @@ from agentrunner.domain.schedule import (
 from agentrunner.logs import get_logger
 from agentrunner.ports import FireClaim, Metrics, StateStore
 from agentrunner.runtime.outbox import OutboxRelay
-from agentrunner.runtime.registry import AgentRegistry, AgentStatus
+from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import SCHEDULED_TASKS, invoke_topic
 from agentrunner.tracing import new_trace_id
 
@@ -280,7 +280,7 @@ class Scheduler:
         registered = self._registry.agents.get(agent)
         if registered is None:
             return f"agent {agent!r} is not loaded on this scheduler"
-        if registered.status is not AgentStatus.AVAILABLE:
+        if not registered.status.runs:
             return f"agent {agent!r} is unavailable: {'; '.join(registered.reasons)}"
         return None
 

@@ -24,7 +24,6 @@ from agentrunner.domain.topics import topic_matches
 from agentrunner.logs import get_logger
 from agentrunner.ports import Cache
 from agentrunner.runtime.orchestrator import Orchestrator
-from agentrunner.runtime.registry import AgentStatus
 from agentrunner.tracing import current_trace_id
 
 log = get_logger(__name__)
@@ -250,19 +249,17 @@ class SlackGateway:
         }
 
     def _subscribers(self, topic: str) -> set[str]:
-        """Available agents whose event_subscriptions match `topic`."""
+        """Agents that run (available or degraded) whose event_subscriptions match `topic`."""
         return {
             agent.name
             for agent in self._orchestrator.registry.agents.values()
             if agent.config is not None
-            and agent.status is AgentStatus.AVAILABLE
+            and agent.status.runs
             and any(topic_matches(pattern, topic) for pattern in agent.config.event_subscriptions)
         }
 
     def _agent_names(self) -> str:
-        names = [
-            name for name, agent in self._orchestrator.registry.agents.items() if agent.status.value == "available"
-        ]
+        names = [name for name, agent in self._orchestrator.registry.agents.items() if agent.status.runs]
         return ", ".join(names) or "none available"
 
     def _routes_help(self) -> str:

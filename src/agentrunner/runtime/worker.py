@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.errors import (
@@ -25,10 +26,19 @@ from agentrunner.domain.errors import (
     ExecutionTimedOutError,
 )
 from agentrunner.domain.event import Event
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, utcnow
 from agentrunner.domain.llm import Completion
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, LLMProvider, Metrics, ProviderCatalog, StateStore, Subscription
+from agentrunner.ports import (
+    EventBus,
+    LLMProvider,
+    Metrics,
+    ProviderCatalog,
+    StateStore,
+    Subscription,
+    ToolCatalog,
+    ToolContext,
+)
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import converse, keep_interrupted
@@ -84,11 +94,13 @@ class AgentPool:
         limits: ConcurrencyLimits | None = None,
         budgets: Budgets | None = None,
         rates: RateLimits | None = None,
+        tools: ToolCatalog | None = None,
     ) -> None:
         self._budgets = budgets
         self._rates = rates
         self._metrics = metrics
         self._limits = limits
+        self._tools = tools
         self._bus = bus
         self._store = store
         self._relay = relay
@@ -254,7 +266,7 @@ class AgentPool:
         log.info("execution started by event", execution_id=execution_id, agent=agent, topic=event.topic)
         return execution_id
 
-    async def _progress(self, execution: Execution, payload: dict[str, str]) -> None:
+    async def _progress(self, execution: Execution, payload: dict[str, Any]) -> None:
         """Tell watchers (`GET /executions/{id}/events`) how the execution goes; best effort."""
         event = Event(
             topic=progress_topic(execution.agent, execution.execution_id),
@@ -267,20 +279,54 @@ class AgentPool:
             log.warning("progress not published", execution_id=execution.execution_id, error=exc.message)
 
     async def _attempt(
-        self, config: AgentConfig, provider: LLMProvider, execution: Execution, *, stream: bool
+        self,
+        config: AgentConfig,
+        provider: LLMProvider,
+        execution: Execution,
+        *,
+        stream: bool,
+        records: list[ToolCallRecord],
     ) -> Completion:
-        """One attempt in a task of its own, so a cancel request can stop it alone."""
+        """One attempt in a task of its own, so a cancel request can stop it alone; its
+        tool calls are appended to `records` (and streamed to watchers) as they end."""
 
         async def text(piece: str) -> None:
             await self._progress(execution, {"kind": "text", "text": piece})
 
+        async def tool_call(record: ToolCallRecord) -> None:
+            records.append(record)
+            await self._progress(execution, {"kind": "tool_call", "tool_call": record.model_dump(mode="json")})
+
         sink = text if stream else None
+        tools = self._tools.tools_for(config.name) if self._tools is not None else []
         if config.execution_mode is ExecutionMode.CONTINUOUS:
             run = converse(
-                config, provider, self._store, execution, on_text=sink, retry_base_seconds=self._llm_retry_base
+                config,
+                provider,
+                self._store,
+                execution,
+                on_text=sink,
+                retry_base_seconds=self._llm_retry_base,
+                tools=tools,
+                on_tool_call=tool_call,
             )
         else:
-            run = run_agent(config, provider, execution.input, on_text=sink, retry_base_seconds=self._llm_retry_base)
+            context = ToolContext(
+                agent=config.name,
+                execution_id=execution.execution_id,
+                session_id=execution.session_id,
+                trace_id=execution.trace_id,
+            )
+            run = run_agent(
+                config,
+                provider,
+                execution.input,
+                on_text=sink,
+                retry_base_seconds=self._llm_retry_base,
+                tools=tools,
+                context=context,
+                on_tool_call=tool_call,
+            )
         # The run is the task itself (no wait_for inside it), so cancelling it twice never
         # orphans the coroutine: whoever waits for the task waits for the run.
         task: asyncio.Task[Completion] = asyncio.create_task(run)
@@ -372,12 +418,14 @@ class AgentPool:
                 "execution running", execution_id=execution.execution_id, agent=config.name, attempt=execution.attempts
             )
             await self._progress(execution, {"kind": "status", "status": ExecutionStatus.RUNNING.value})
+            records: list[ToolCallRecord] = []
             try:
                 provider = self._catalog.provider_for(llm)
                 if self._rates is not None:
                     provider = self._rates.wrap(provider, config)
-                completion = await self._attempt(config, provider, execution, stream=stream)
+                completion = await self._attempt(config, provider, execution, stream=stream, records=records)
             except _CancelledByUser as stopped:
+                execution = execution.model_copy(update={"tool_calls": records})
                 request = stopped.args[0].payload
                 if request.get("reason") == ExecutionStatus.TIMED_OUT.value:  # the scheduler's per-run timeout
                     message = str(request.get("message") or "stopped: its schedule's timeout_seconds passed")
@@ -387,12 +435,14 @@ class AgentPool:
                 message = str(request.get("message") or "cancelled on request")
                 return _finished(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError(message))
             except TimeoutError:
+                execution = execution.model_copy(update={"tool_calls": records})
                 message = f"agent {config.name!r} did not answer within {config.timeout_seconds:g} s (timeout_seconds)"
                 return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the execution
                 error = exc if isinstance(exc, AgentRunnerError) else _unexpected(exc, execution)
                 retryable = error.retryable or error is not exc
                 if not retryable or retry_number == retry.max_retries:
+                    execution = execution.model_copy(update={"tool_calls": records})
                     return _finished(execution, ExecutionStatus.FAILED, error)
                 delay = retry.retry_delay_seconds * (2**retry_number if retry.exponential_backoff else 1)
                 if self._metrics is not None:
@@ -406,7 +456,12 @@ class AgentPool:
                 await asyncio.sleep(delay)
                 continue
             execution = execution.model_copy(
-                update={"output": completion.text, "usage": completion.usage, "cost_usd": completion.cost_usd}
+                update={
+                    "output": completion.text,
+                    "usage": completion.usage,
+                    "cost_usd": completion.cost_usd,
+                    "tool_calls": records,
+                }
             )
             return _finished(execution, ExecutionStatus.SUCCEEDED)
         raise AssertionError("unreachable: the last retry always returns")

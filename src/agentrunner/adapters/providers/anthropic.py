@@ -8,7 +8,7 @@ from typing import Any, Literal, TypedDict
 
 import anthropic
 from anthropic import AsyncAnthropic, Omit, omit
-from anthropic.types import ContentBlockParam, MessageParam, ToolParam
+from anthropic.types import ContentBlockParam, MessageParam, ToolParam, ToolResultBlockParam
 
 from agentrunner.domain.errors import (
     LLMAuthError,
@@ -125,7 +125,14 @@ def _blocks(message: Message) -> list[ContentBlockParam]:
                 "anthropic: a 'tool' message needs the tool_call_id of the call it answers",
                 content=message.content[:80],
             )
-        return [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.content}]
+        result: ToolResultBlockParam = {
+            "type": "tool_result",
+            "tool_use_id": message.tool_call_id,
+            "content": message.content,
+        }
+        if message.is_error:
+            result["is_error"] = True
+        return [result]
     blocks: list[ContentBlockParam] = []
     if message.content or not message.tool_calls:
         blocks.append({"type": "text", "text": message.content})

@@ -156,7 +156,9 @@ def _blocks(message: Message) -> tuple[str, list[dict[str, Any]]]:
             raise LLMBadRequestError(
                 "bedrock: a `tool` message needs the `tool_call_id` of the call it answers", role="tool"
             )
-        result = {"toolUseId": message.tool_call_id, "content": [{"text": message.content}]}
+        result: dict[str, Any] = {"toolUseId": message.tool_call_id, "content": [{"text": message.content}]}
+        if message.is_error:
+            result["status"] = "error"
         return "user", [{"toolResult": result}]
     blocks: list[dict[str, Any]] = []
     # Bedrock rejects a blank text block, which an assistant turn of tool calls alone has.

@@ -6,9 +6,10 @@ They are chosen only by an agent that names them; never as a fallback for a real
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 from agentrunner.domain.execution import Usage
-from agentrunner.domain.llm import Completion, LLMRequest, StreamItem, TextDelta
+from agentrunner.domain.llm import Completion, LLMRequest, StreamItem, TextDelta, ToolCall
 
 
 def _count_tokens(text: str) -> int:
@@ -48,14 +49,31 @@ class EchoProvider:
         return None
 
 
-Reply = str | Completion
+Reply = str | Completion | dict[str, Any]
 Script = Sequence[Reply] | Callable[[LLMRequest], Awaitable[Reply] | Reply]
+
+
+def scripted_reply(reply: Reply) -> Completion:
+    """A reply as a `Completion`. A dict scripts tool calls the way a model asks for them:
+    `{"text": "...", "tool_calls": [{"name": "weather__forecast", "arguments": {...}}]}`
+    (`id` optional: `call_<n>` by position)."""
+    if isinstance(reply, Completion):
+        return reply
+    if isinstance(reply, str):
+        return Completion(text=reply, finish_reason="stop")
+    calls = [
+        ToolCall(id=str(call.get("id") or f"call_{index}"), name=call["name"], arguments=call.get("arguments") or {})
+        for index, call in enumerate(reply.get("tool_calls") or [], start=1)
+    ]
+    return Completion(
+        text=str(reply.get("text", "")), tool_calls=calls, finish_reason="tool_calls" if calls else "stop"
+    )
 
 
 class ScriptedProvider:
     """Answers from a list of replies (in turn, repeating the last) or from a callable. A
-    reply is the answer's text, or a whole `Completion` (to answer with tool calls); a
-    Completion without usage gets the word counts of the other replies."""
+    reply is the answer's text, a dict naming tool calls (`scripted_reply`), or a whole
+    `Completion`; a reply without usage gets the word counts of the other replies."""
 
     name = "scripted"
 
@@ -68,15 +86,14 @@ class ScriptedProvider:
         reply: Reply
         if callable(self._script):
             answer = self._script(request)
-            reply = answer if isinstance(answer, str | Completion) else await answer
+            reply = answer if isinstance(answer, str | Completion | dict) else await answer
         else:
             replies = list(self._script)
             reply = replies[min(len(self.requests), len(replies)) - 1] if replies else ""
-        if isinstance(reply, str):
-            return _completion(request, reply)
-        if reply.usage == Usage():
-            return reply.model_copy(update={"usage": _completion(request, reply.text).usage})
-        return reply
+        completion = scripted_reply(reply)
+        if completion.usage == Usage():
+            return completion.model_copy(update={"usage": _completion(request, completion.text).usage})
+        return completion
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
         async for item in _streamed(await self.complete(request)):

@@ -9,7 +9,7 @@ from typing import Any
 
 from agentrunner.domain.errors import BadRequestError
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, Usage
 from agentrunner.domain.state import AgentState
 
 
@@ -33,6 +33,7 @@ def execution_values(execution: Execution) -> dict[str, Any]:
         "schedule_id": execution.schedule_id,
         "webhook_url": execution.webhook_url,
         "tenant": execution.tenant,
+        "tool_calls": [call.model_dump(mode="json") for call in execution.tool_calls] or None,
         "trace_id": execution.trace_id,
         "created_at": execution.created_at,
         "started_at": execution.started_at,
@@ -59,6 +60,7 @@ def execution_from(row: Any) -> Execution:
         schedule_id=row.schedule_id,
         webhook_url=row.webhook_url,
         tenant=row.tenant,
+        tool_calls=[ToolCallRecord.model_validate(call) for call in row.tool_calls or ()],
         trace_id=row.trace_id,
         created_at=row.created_at,
         started_at=row.started_at,

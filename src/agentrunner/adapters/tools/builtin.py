@@ -1,0 +1,215 @@
+"""The built-in tools an agent enables by name: `current_time`, `http_request` (to
+allow-listed hosts only), `publish_event` (to the bus), `get_state`/`set_state` (the
+session's memory in the state store). `ask_human` is offered by the agent loop itself
+to collaborative steps that may ask (runtime/agent_run.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+
+from agentrunner.domain.agent import ToolConfig
+from agentrunner.domain.errors import ConflictError, StateNotFoundError
+from agentrunner.domain.event import Event
+from agentrunner.domain.llm import ToolDefinition
+from agentrunner.domain.state import AgentState
+from agentrunner.ports import EventBus, StateStore, ToolContext
+
+# The session a tool call without one keeps its memory in.
+DEFAULT_SESSION = "default"
+# Topics an agent may not publish to: the platform's own (work, results, control).
+RESERVED_TOPIC_PREFIXES = ("invoke.", "execution.", "agent.output.", "config.", "scheduled.", "slack.")
+HTTP_MAX_RESPONSE_BYTES = 1_000_000
+SAVE_ATTEMPTS = 5
+
+Handler = Callable[[dict[str, Any], ToolContext], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinTool:
+    """A tool implemented in agentrunner."""
+
+    definition: ToolDefinition
+    timeout_seconds: float
+    handler: Handler
+
+    async def call(self, arguments: dict[str, Any], context: ToolContext) -> str:
+        return await self.handler(arguments, context)
+
+
+def _schema(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required or [], "additionalProperties": False}
+
+
+async def current_time(arguments: dict[str, Any], context: ToolContext) -> str:
+    """The current time in ISO 8601, in the time zone asked (UTC by default)."""
+    zone = str(arguments.get("timezone") or "UTC")
+    try:
+        now = datetime.now(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {zone!r}: use an IANA name such as 'UTC' or 'Europe/Paris'") from exc
+    return json.dumps({"now": now.isoformat(), "timezone": zone, "weekday": now.strftime("%A")})
+
+
+def host_allowed(host: str, allowed: list[str]) -> bool:
+    """Whether `host` is one of `allowed` (exact names, or `*.domain` for its subdomains)."""
+    host = host.lower().rstrip(".")
+    for pattern in (entry.lower().rstrip(".") for entry in allowed):
+        if pattern.startswith("*.") and host.endswith(pattern[1:]):
+            return True
+        if host == pattern:
+            return True
+    return False
+
+
+class HttpRequest:
+    """`http_request`: one HTTP call to an allow-listed host, its answer cut at 1 MB."""
+
+    def __init__(self, entry: ToolConfig) -> None:
+        self._allowed = list(entry.allowed_hosts)
+        self._timeout = entry.timeout_seconds
+
+    async def __call__(self, arguments: dict[str, Any], context: ToolContext) -> str:
+        url = str(arguments["url"])
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        if not host_allowed(parts.hostname, self._allowed):
+            allowed = ", ".join(self._allowed) or "none (set allowed_hosts on the tool entry)"
+            raise PermissionError(f"host {parts.hostname!r} is not allowed; allowed hosts: {allowed}")
+        body = arguments.get("body")
+        async with (
+            httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client,
+            client.stream(
+                str(arguments.get("method") or "GET"),
+                url,
+                headers=arguments.get("headers") or {},
+                content=body if isinstance(body, str) else None,
+                json=body if body is not None and not isinstance(body, str) else None,
+            ) as response,
+        ):
+            received = bytearray()
+            async for chunk in response.aiter_bytes():
+                received.extend(chunk)
+                if len(received) > HTTP_MAX_RESPONSE_BYTES:
+                    break
+            truncated = len(received) > HTTP_MAX_RESPONSE_BYTES
+            text = bytes(received[:HTTP_MAX_RESPONSE_BYTES]).decode(response.encoding or "utf-8", errors="replace")
+            return json.dumps(
+                {
+                    "status": response.status_code,
+                    "content_type": response.headers.get("content-type"),
+                    "body": text,
+                    "truncated": truncated,
+                }
+            )
+
+
+class SessionMemory:
+    """`get_state` / `set_state`: the free-form memory of the execution's session."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    async def _load(self, context: ToolContext) -> AgentState:
+        session = context.session_id or DEFAULT_SESSION
+        try:
+            return await self._store.load_state(context.agent, session)
+        except StateNotFoundError:
+            return AgentState(agent=context.agent, session_id=session)
+
+    async def get(self, arguments: dict[str, Any], context: ToolContext) -> str:
+        memory = (await self._load(context)).memory
+        key = arguments.get("key")
+        if key is None:
+            return json.dumps(memory)
+        return json.dumps({"key": key, "value": memory.get(str(key)), "found": str(key) in memory})
+
+    async def set(self, arguments: dict[str, Any], context: ToolContext) -> str:
+        key = str(arguments["key"])
+        for _ in range(SAVE_ATTEMPTS):
+            state = await self._load(context)
+            memory = {**state.memory, key: arguments.get("value")}
+            try:
+                saved = await self._store.save_state(
+                    state.model_copy(update={"memory": memory}), expected_version=state.version
+                )
+            except ConflictError:
+                continue  # another writer of the session saved first: apply ours to theirs
+            return json.dumps({"saved": key, "version": saved.version})
+        raise ConflictError(f"session memory of {context.agent!r} kept changing: {key!r} not saved")
+
+
+class PublishEvent:
+    """`publish_event`: an event on the bus, for agents and services subscribed to its topic."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+
+    async def __call__(self, arguments: dict[str, Any], context: ToolContext) -> str:
+        topic = str(arguments["topic"])
+        words = topic.split(".")
+        if any(not word or word in ("*", "#") for word in words):
+            raise ValueError(f"topic {topic!r} must be dot-separated words without wildcards")
+        if topic.startswith(RESERVED_TOPIC_PREFIXES):
+            raise PermissionError(f"topic {topic!r} is reserved for agentrunner itself")
+        event = Event(
+            topic=topic,
+            payload={**(arguments.get("payload") or {}), "source_agent": context.agent},
+            trace_id=context.trace_id or context.execution_id or "tool",
+            headers={"source_execution": context.execution_id},
+        )
+        await self._bus.publish(event)
+        return json.dumps({"published": topic, "event_id": event.event_id})
+
+
+BUILTIN_NAMES = frozenset({"current_time", "http_request", "publish_event", "get_state", "set_state", "ask_human"})
+
+_DESCRIPTIONS = {
+    "current_time": "The current date and time (ISO 8601) in a time zone, UTC by default.",
+    "http_request": "Make an HTTP request to an allowed host; returns status, content type and body.",
+    "publish_event": "Publish an event (a topic and a JSON payload) for other agents and services.",
+    "get_state": "Read this session's memory: one key, or all of it when no key is given.",
+    "set_state": "Remember a value under a key in this session's memory.",
+}
+
+
+def builtin_tool(entry: ToolConfig, *, store: StateStore, bus: EventBus) -> BuiltinTool | None:
+    """The built-in tool `entry` names (None for `ask_human`, offered by the agent loop)."""
+    handler: Handler
+    parameters: dict[str, Any]
+    match entry.name:
+        case "current_time":
+            handler, parameters = current_time, _schema({"timezone": {"type": "string"}})
+        case "http_request":
+            handler = HttpRequest(entry)
+            parameters = _schema(
+                {
+                    "url": {"type": "string"},
+                    "method": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
+                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "body": {"description": "A string, or JSON"},
+                },
+                ["url"],
+            )
+        case "publish_event":
+            handler = PublishEvent(bus)
+            parameters = _schema({"topic": {"type": "string"}, "payload": {"type": "object"}}, ["topic"])
+        case "get_state":
+            handler, parameters = SessionMemory(store).get, _schema({"key": {"type": "string"}})
+        case "set_state":
+            handler = SessionMemory(store).set
+            parameters = _schema({"key": {"type": "string"}, "value": {}}, ["key", "value"])
+        case _:
+            return None
+    definition = ToolDefinition(
+        name=entry.name, description=entry.description or _DESCRIPTIONS[entry.name], parameters=parameters
+    )
+    return BuiltinTool(definition=definition, timeout_seconds=entry.timeout_seconds, handler=handler)

@@ -1,0 +1,250 @@
+"""MCP servers as tools, through the official `mcp` SDK: streamable HTTP, SSE (older
+servers) or stdio. One session per tool entry, kept open across executions in a task of
+its own (the SDK's transports must be entered and left in one task), reconnected when it
+drops. Auth headers and stdio environment come from `${VAR}` references, expanded only
+when connecting: the secret never reaches the config, the registry table or a log."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from mcp import ClientSession, StdioServerParameters
+from mcp import types as mcp_types
+from mcp.client.sse import sse_client
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from agentrunner.domain.agent import ToolConfig
+from agentrunner.domain.errors import DependencyUnavailableError
+from agentrunner.domain.llm import ToolDefinition
+from agentrunner.logs import get_logger
+from agentrunner.ports import ToolContext
+
+log = get_logger(__name__)
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+# Between an entry's name and its server's tool name, in the name the model sees
+# (OpenAI and Anthropic accept only letters, digits, '_' and '-').
+PREFIX_SEPARATOR = "__"
+
+
+class ToolFailedError(Exception):
+    """The MCP server ran the tool and reported an error (`isError`)."""
+
+
+def expand(value: str, where: str) -> str:
+    """`value` with each `${VAR}` replaced by the environment's value; raises
+    `DependencyUnavailableError` naming the variable when it is not set."""
+
+    def variable(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise DependencyUnavailableError(f"{where} references ${{{name}}}, which is not set in the environment")
+        return os.environ[name]
+
+    return _REFERENCE.sub(variable, value)
+
+
+def _error_text(exc: BaseException) -> str:
+    """The innermost useful message of an exception (task groups wrap them)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def result_text(result: mcp_types.CallToolResult) -> str:
+    """A tool result as text: its text parts joined, else its structured content as JSON."""
+    parts = []
+    for item in result.content:
+        if isinstance(item, mcp_types.TextContent):
+            parts.append(item.text)
+        else:
+            parts.append(json.dumps(item.model_dump(mode="json", exclude_none=True)))
+    if not parts and result.structuredContent is not None:
+        return json.dumps(result.structuredContent)
+    return "\n".join(parts)
+
+
+class McpServer:
+    """The MCP server of one tool entry, with its open session."""
+
+    def __init__(self, entry: ToolConfig, *, connect_timeout_seconds: float) -> None:
+        self.entry = entry
+        self._connect_timeout = connect_timeout_seconds
+        self._task: asyncio.Task[None] | None = None
+        self._session: ClientSession | None = None
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.definitions: list[ToolDefinition] = []
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None and self._task is not None and not self._task.done()
+
+    @asynccontextmanager
+    async def _streams(self) -> AsyncIterator[tuple[Any, Any]]:
+        entry = self.entry
+        if entry.url:
+            headers = {
+                name: expand(value, f"tool {entry.name!r} header {name}") for name, value in entry.headers.items()
+            }
+            if entry.http_transport == "sse":
+                async with sse_client(entry.url, headers=headers, timeout=self._connect_timeout) as (read, write):
+                    yield read, write
+                return
+            timeout = httpx.Timeout(entry.timeout_seconds + 5, connect=self._connect_timeout)
+            async with (
+                httpx.AsyncClient(headers=headers, timeout=timeout) as client,
+                streamable_http_client(entry.url, http_client=client) as (read, write, _),
+            ):
+                yield read, write
+            return
+        argv = entry.argv
+        env = {name: expand(value, f"tool {entry.name!r} env {name}") for name, value in entry.env.items()}
+        parameters = StdioServerParameters(command=argv[0], args=argv[1:], env=env or None)
+        async with stdio_client(parameters) as (read, write):
+            yield read, write
+
+    async def _hold(self, ready: asyncio.Future[ClientSession]) -> None:
+        """Open the session, hand it over, and keep it open until `close`."""
+        try:
+            async with self._streams() as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                ready.set_result(session)
+                await self._stop.wait()
+        except Exception as exc:  # noqa: BLE001 - a dropped session is reconnected on the next call
+            if not ready.done():
+                ready.set_exception(DependencyUnavailableError(_error_text(exc)))
+            else:
+                log.warning("MCP session dropped", tool=self.entry.name, error=_error_text(exc))
+        finally:
+            self._session = None
+
+    async def connect(self) -> list[ToolDefinition]:
+        """Open a session (closing a dead one) and list the server's tools as the model
+        sees them. Raises `DependencyUnavailableError` with the reason."""
+        async with self._lock:
+            if self.connected:
+                return self.definitions
+            await self._drop()
+            self._stop = asyncio.Event()
+            ready: asyncio.Future[ClientSession] = asyncio.get_running_loop().create_future()
+            self._task = asyncio.create_task(self._hold(ready), name=f"mcp-{self.entry.name}")
+            try:
+                session = await asyncio.wait_for(asyncio.shield(ready), self._connect_timeout)
+                listed = await asyncio.wait_for(session.list_tools(), self._connect_timeout)
+            except TimeoutError as exc:
+                await self._drop()
+                raise DependencyUnavailableError(f"no answer within {self._connect_timeout:g} s") from exc
+            except DependencyUnavailableError:
+                await self._drop()
+                raise
+            except Exception as exc:
+                await self._drop()
+                raise DependencyUnavailableError(_error_text(exc)) from exc
+            self._session = session
+            self.definitions = [self._definition(tool) for tool in listed.tools]
+            return self.definitions
+
+    def _definition(self, tool: mcp_types.Tool) -> ToolDefinition:
+        return ToolDefinition(
+            name=f"{self.entry.name}{PREFIX_SEPARATOR}{tool.name}",
+            description=tool.description or self.entry.description,
+            parameters=tool.inputSchema or {"type": "object", "properties": {}},
+        )
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> str:
+        """Call `tool` on the server: over the open session, or a new one when it dropped
+        (a call that fails on the session itself is tried once more on a new one). Raises
+        `ToolFailedError` when the tool reported an error."""
+        for attempt in (1, 2):
+            session = self._session if self.connected else None
+            if session is None:
+                try:
+                    await self.connect()
+                except DependencyUnavailableError as exc:
+                    raise DependencyUnavailableError(
+                        f"MCP server {self.entry.name!r} unreachable: {exc.message}"
+                    ) from exc
+                session = self._session
+                assert session is not None
+            try:
+                result = await self._call_on(session, tool, arguments)
+            except Exception as exc:
+                log.warning(
+                    "MCP call failed on its session, reconnecting", tool=self.entry.name, error=_error_text(exc)
+                )
+                async with self._lock:
+                    if self._session is session:
+                        await self._drop()
+                if attempt == 2:
+                    raise DependencyUnavailableError(f"MCP server {self.entry.name!r}: {_error_text(exc)}") from exc
+                continue
+            if result.isError:
+                raise ToolFailedError(result_text(result) or "the tool reported an error")
+            return result_text(result)
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _call_on(self, session: ClientSession, tool: str, arguments: dict[str, Any]) -> Any:
+        """`session.call_tool`, failing as soon as the session's task ends: a request in
+        flight when the transport drops is otherwise never answered."""
+        holder = self._task
+        assert holder is not None
+        call = asyncio.ensure_future(session.call_tool(tool, arguments))
+        try:
+            await asyncio.wait({call, holder}, return_when=asyncio.FIRST_COMPLETED)
+            if not call.done():
+                raise ConnectionError("the session to the MCP server dropped during the call")
+            return call.result()
+        finally:
+            if not call.done():
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await call
+
+    async def _drop(self) -> None:
+        """End the session task (politely, then by cancelling it)."""
+        task, self._task, self._session = self._task, None, None
+        if task is None:
+            return
+        self._stop.set()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(asyncio.shield(task), 5.0)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def close(self) -> None:
+        """Close the session."""
+        async with self._lock:
+            await self._drop()
+
+
+class McpTool:
+    """One tool of an MCP server, as the agent loop calls it."""
+
+    def __init__(self, server: McpServer, definition: ToolDefinition) -> None:
+        self._server = server
+        self._definition = definition
+        self._remote_name = definition.name.removeprefix(f"{server.entry.name}{PREFIX_SEPARATOR}")
+
+    @property
+    def definition(self) -> ToolDefinition:
+        return self._definition
+
+    @property
+    def timeout_seconds(self) -> float:
+        return self._server.entry.timeout_seconds
+
+    async def call(self, arguments: dict[str, Any], context: ToolContext) -> str:
+        return await self._server.call(self._remote_name, arguments)

@@ -1,0 +1,104 @@
+"""A real MCP server written with the official SDK's FastMCP, for the tool tests: served
+over streamable HTTP or SSE on a loopback port (in a thread, stoppable and restartable on
+the same port), or over stdio (`python -m tests.mcp_server`).
+
+Tools: `add` (sums two numbers), `slow` (sleeps, then says how long), `fail` (raises),
+`env` (a variable of its process), `whoami` (the Authorization header it was called with).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import uvicorn
+from mcp.server.fastmcp import Context, FastMCP
+
+from tests.conftest import free_port
+
+
+def build_server() -> FastMCP:
+    """A fresh FastMCP server (a session manager runs once: a restart needs a new one)."""
+    server = FastMCP("agentrunner-test-tools")
+
+    @server.tool()
+    def add(a: float, b: float) -> str:
+        """Add two numbers."""
+        return str(a + b)
+
+    @server.tool()
+    async def slow(seconds: float) -> str:
+        """Wait `seconds`, then answer."""
+        await asyncio.sleep(seconds)
+        return f"slept {seconds}"
+
+    @server.tool()
+    def fail(reason: str = "broken") -> str:
+        """Always fails."""
+        raise RuntimeError(f"the tool failed: {reason}")
+
+    @server.tool()
+    def env(name: str) -> str:
+        """The value of an environment variable of the server's process."""
+        return str(os.environ.get(name))
+
+    @server.tool()
+    def whoami(ctx: Context) -> str:  # type: ignore[type-arg]
+        """The Authorization header of the request."""
+        request = ctx.request_context.request
+        headers = getattr(request, "headers", None)
+        return str(headers.get("authorization") if headers is not None else None)
+
+    return server
+
+
+@dataclass
+class McpHttpServer:
+    """The test server over HTTP on a loopback port: `start()`, `stop()`, `start()` again
+    on the same port. `transport` is "streamable-http" (path /mcp) or "sse" (path /sse)."""
+
+    transport: str = "streamable-http"
+    port: int = field(default_factory=free_port)
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        path = "/sse" if self.transport == "sse" else "/mcp"
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> McpHttpServer:
+        mcp = build_server()
+        app = mcp.sse_app() if self.transport == "sse" else mcp.streamable_http_app()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the MCP test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(3)
+            if self._thread.is_alive():  # a client still holds a stream open
+                self._server.force_exit = True
+                self._thread.join(10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> McpHttpServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    build_server().run("stdio")
