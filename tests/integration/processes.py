@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -91,3 +92,14 @@ def role_processes(tmp_path: Path, database_url: str, **env: str) -> Iterator[Ro
                 process.kill()
                 process.wait(5)
         asyncio.run(_delete_queues(prefix))
+
+
+def wait_finished(http: httpx.Client, ids: list[str], timeout: float = 60) -> list[dict[str, Any]]:
+    """The records of executions `ids` (GET /executions/{id}) once none is queued or running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [http.get(f"/executions/{execution_id}").json() for execution_id in ids]
+        if all(record["status"] not in ("queued", "running") for record in records):
+            return records
+        assert time.monotonic() < deadline, [record["status"] for record in records]
+        time.sleep(0.1)

@@ -23,7 +23,7 @@ from agentrunner.adapters.state.urls import run_schema_command
 from tests.conftest import free_port
 from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.processes import role_processes
+from tests.integration.processes import role_processes, wait_finished
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
 
@@ -87,16 +87,6 @@ def _invoke(http: httpx.Client, agent: str, prompt: str) -> httpx.Response:
     return http.post(f"/agents/{agent}/invoke", json={"task_data": {"prompt": prompt}, "wait": 0})
 
 
-def _finished(http: httpx.Client, ids: list[str], timeout: float = 60) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        records = [http.get(f"/executions/{i}").json() for i in ids]
-        if all(r["status"] not in ("queued", "running") for r in records):
-            return records
-        assert time.monotonic() < deadline, [r["status"] for r in records]
-        time.sleep(0.2)
-
-
 def _most_at_once(records: list[dict[str, Any]]) -> int:
     edges = []
     for r in records:
@@ -112,7 +102,7 @@ def test_max_concurrency_holds_across_three_workers_and_every_task_runs(deployme
     deployment.fake.slow(0.3)
     with httpx.Client(base_url=deployment.url, timeout=30) as http:
         ids = [_invoke(http, "limited", f"task {i}").json()["execution_id"] for i in range(12)]
-        records = _finished(http, ids)
+        records = wait_finished(http, ids)
 
     assert [r["status"] for r in records] == ["succeeded"] * 12
     assert _most_at_once(records) == 2
@@ -136,7 +126,7 @@ def test_a_worker_killed_holding_a_slot_frees_it_within_the_lease(deployment: De
         deployment.roles.serve("autonomous", "--health-port", str(health), log="late.log")
         deployment.roles.wait_ready(f"http://127.0.0.1:{health}")
         second = _invoke(http, "single", "next").json()["execution_id"]
-        records = _finished(http, [first, second], timeout=60)
+        records = wait_finished(http, [first, second], timeout=60)
         took = time.monotonic() - killed_at
 
     assert [r["status"] for r in records] == ["succeeded", "succeeded"]

@@ -20,7 +20,7 @@ from agentrunner.adapters.state.urls import run_schema_command
 from tests.conftest import free_port
 from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.processes import role_processes
+from tests.integration.processes import role_processes, wait_finished
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
 
@@ -83,20 +83,10 @@ def _submit(http: httpx.Client, agent: str, prompt: str) -> str:
     return str(answer.json()["execution_id"])
 
 
-def _finished(http: httpx.Client, ids: list[str], timeout: float = 60) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        records = [http.get(f"/executions/{i}").json() for i in ids]
-        if all(r["status"] not in ("queued", "running") for r in records):
-            return records
-        assert time.monotonic() < deadline, [r["status"] for r in records]
-        time.sleep(0.1)
-
-
 def test_requests_per_minute_paces_an_agents_calls_across_workers(deployment: Deployment) -> None:
     prompts = [f"paced {i}" for i in range(8)]
     with httpx.Client(base_url=deployment.url, timeout=30) as http:
-        records = _finished(http, [_submit(http, "paced", p) for p in prompts])
+        records = wait_finished(http, [_submit(http, "paced", p) for p in prompts])
 
     arrived = sorted(deployment.arrivals.times[p] for p in prompts)
     assert [r["status"] for r in records] == ["succeeded"] * 8
@@ -111,7 +101,7 @@ def test_a_vendors_429_pauses_every_workers_calls_for_its_retry_after(deployment
         refused = _submit(http, "plain", "refused")
         time.sleep(0.3)  # the 429 has been answered: the bucket is in debt
         bystander = _submit(http, "plain", "bystander")
-        records = _finished(http, [refused, bystander])
+        records = wait_finished(http, [refused, bystander])
 
     assert [r["status"] for r in records] == ["succeeded", "succeeded"]
     # Without the feedback the bystander's call would have arrived ~0.3 s in.

@@ -8,7 +8,6 @@ import asyncio
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from agentrunner.tracing import tenant_of_key
 from tests.conftest import free_port
 from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
-from tests.integration.processes import role_processes
+from tests.integration.processes import role_processes, wait_finished
 from tests.integration.test_limits import _most_at_once
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
@@ -35,16 +34,6 @@ async def _burst(url: str, key: str, count: int) -> list[str]:
             )
         )
     return [str(a.json()["execution_id"]) for a in answers]
-
-
-def _finished(http: httpx.Client, ids: list[str], timeout: float = 60) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        records = [http.get(f"/executions/{i}").json() for i in ids]
-        if all(r["status"] not in ("queued", "running") for r in records):
-            return records
-        assert time.monotonic() < deadline, [r["status"] for r in records]
-        time.sleep(0.1)
 
 
 def test_each_tenant_has_its_own_concurrency_and_budget(tmp_path: Path, postgres_url: str) -> None:
@@ -81,8 +70,8 @@ def test_each_tenant_has_its_own_concurrency_and_budget(tmp_path: Path, postgres
 
             alice_ids, bob_ids = asyncio.run(both())
             with httpx.Client(base_url=url, timeout=30, headers={"X-API-Key": "key-alice"}) as http:
-                alice = _finished(http, alice_ids)
-                bob = _finished(http, bob_ids)
+                alice = wait_finished(http, alice_ids)
+                bob = wait_finished(http, bob_ids)
                 time.sleep(1.1)  # the spend each process read is at most a second old
                 refused = http.post("/agents/shared/invoke", json={"task_data": {"prompt": "more"}, "wait": 0})
                 bob_again = http.post(
