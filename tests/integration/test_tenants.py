@@ -23,6 +23,10 @@ from tests.integration.test_limits import _most_at_once
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
 
 AGENT = "name: shared\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
+LISTENER = (
+    "name: orders\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
+    "event_subscriptions: ['orders.#']\n"
+)
 
 
 async def _burst(url: str, key: str, count: int) -> list[str]:
@@ -40,6 +44,7 @@ def test_each_tenant_has_its_own_concurrency_and_budget(tmp_path: Path, postgres
     run_schema_command(postgres_url, "upgrade")
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "shared.yml").write_text(AGENT)
+    (tmp_path / "agents" / "orders.yml").write_text(LISTENER)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with FakeOpenAI(api_key="sk-tenants") as fake:
@@ -79,6 +84,13 @@ def test_each_tenant_has_its_own_concurrency_and_budget(tmp_path: Path, postgres
                     json={"task_data": {"prompt": "bob"}, "wait": 0},
                     headers={"X-API-Key": "key-bob"},
                 )
+                # An event a tenant publishes starts runs that count as that tenant's.
+                http.post("/events", json={"topic": "orders.created", "payload": {"prompt": "ship"}})
+                deadline = time.monotonic() + 30
+                while not (started := http.get("/executions", params={"agent": "orders"}).json()["items"]):
+                    assert time.monotonic() < deadline, "the event started nothing"
+                    time.sleep(0.1)
+                by_event = wait_finished(http, [started[0]["execution_id"]])[0]
 
     assert [r["status"] for r in alice + bob] == ["succeeded"] * 6
     assert {r["tenant"] for r in alice} == {tenant_of_key(b"key-alice")}
@@ -92,3 +104,5 @@ def test_each_tenant_has_its_own_concurrency_and_budget(tmp_path: Path, postgres
     assert f"tenant {tenant_of_key(b'key-alice')!r} spent" in refused.json()["error"]["message"]
     assert "TENANT_BUDGET_USD" in refused.json()["error"]["message"]
     assert bob_again.status_code == 202  # alice's spend is not bob's
+    assert by_event["tenant"] == tenant_of_key(b"key-alice")
+    assert (by_event["status"], by_event["error"]["code"]) == ("failed", "budget_exceeded")

@@ -28,6 +28,7 @@ from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry
 from agentrunner.runtime.topics import (
     FINISHED_PATTERN,
+    TENANT_HEADER,
     agent_queue,
     cancel_topic,
     finished_topic,
@@ -194,7 +195,13 @@ class Orchestrator:
         problem = topic_problem(topic)
         if problem:
             raise BadRequestError(f"invalid topic: {problem}")
-        event = Event(topic=topic, payload=payload, trace_id=current_trace_id() or new_trace_id())
+        tenant = current_tenant()
+        event = Event(
+            topic=topic,
+            payload=payload,
+            trace_id=current_trace_id() or new_trace_id(),
+            headers={TENANT_HEADER: tenant} if tenant else {},
+        )
         await self._bus.publish(event)
         log.info("event published", topic=topic, event_id=event.event_id)
         return event

@@ -51,3 +51,8 @@ def progress_pattern(execution_id: str) -> str:
 # Announces each scheduled run (payload: agent, schedule_id, scheduled_time, task_data,
 # execution_id); the run itself goes through `invoke.<agent>`.
 SCHEDULED_TASKS = "scheduled.tasks"
+
+
+# The tenant (API key, as `key-<hash>`) whose request led to an event: carried along chains
+# so the runs it starts count against that tenant's limits and budget.
+TENANT_HEADER = "x-agentrunner-tenant"

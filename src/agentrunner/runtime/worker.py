@@ -49,6 +49,7 @@ from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import (
     CANCEL_PATTERN,
     CHAIN_DEPTH_HEADER,
+    TENANT_HEADER,
     agent_queue,
     finished_topic,
     invoke_topic,
@@ -200,7 +201,7 @@ class AgentPool:
     async def _handle(self, agent: str, event: Event) -> None:
         depth = int(event.headers.get(CHAIN_DEPTH_HEADER, "0"))
         stream = False
-        tenant: str | None = None
+        tenant: str | None = event.headers.get(TENANT_HEADER) or None  # events and chains
         if event.topic == invoke_topic(agent):
             execution_id = str(event.payload["execution_id"])
             stream = bool(event.payload.get("stream"))
@@ -209,7 +210,7 @@ class AgentPool:
             log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
             return
         else:
-            execution_id = await self._execution_for_event(agent, event)
+            execution_id = await self._execution_for_event(agent, event, tenant)
         if execution_id in self._in_hand:
             # A second event for an execution this process is running (the outbox's sweep
             # and a restart's resume both re-publish it): the first one finishes it.
@@ -246,7 +247,7 @@ class AgentPool:
         if self._budgets is not None and finished.cost_usd and registered and registered.config:
             await self._budgets.after_run(registered.config, finished)
 
-    async def _execution_for_event(self, agent: str, event: Event) -> str:
+    async def _execution_for_event(self, agent: str, event: Event, tenant: str | None) -> str:
         """The id of the execution `event` starts for `agent`, recorded on first delivery."""
         execution_id = execution_id_for(agent, event)
         session = event.payload.get("session_id")
@@ -258,6 +259,7 @@ class AgentPool:
             session_id=session if isinstance(session, str) else None,
             trace_id=event.trace_id,
             webhook_url=registered.config.webhook_url if registered and registered.config else None,
+            tenant=tenant,
         )
         try:
             await self._store.create_execution(execution)
@@ -385,7 +387,8 @@ class AgentPool:
                         "session_id": finished.session_id,
                     },
                     trace_id=finished.trace_id,
-                    headers={CHAIN_DEPTH_HEADER: str(depth + 1)},
+                    headers={CHAIN_DEPTH_HEADER: str(depth + 1)}
+                    | ({TENANT_HEADER: finished.tenant} if finished.tenant else {}),
                 )
             )
         await self._store.save_execution(finished, events=events)
