@@ -489,14 +489,19 @@ class Node:
         finally:
             await self.stop()
 
+    @property
+    def api_keys(self) -> tuple[str, ...] | None:
+        """The keys of API_KEYS when ENABLE_API_AUTH is on (each one a tenant), else None."""
+        if not self.settings.enable_api_auth:
+            return None
+        raw = self.settings.api_keys.get_secret_value() if self.settings.api_keys else ""
+        return tuple(key.strip() for key in raw.split(",") if key.strip())
+
     def edge(self) -> EdgeConfig:
         """What every role app shares: readiness checks and API keys."""
-        api_keys: tuple[str, ...] | None = None
-        if self.settings.enable_api_auth:
-            raw = self.settings.api_keys.get_secret_value() if self.settings.api_keys else ""
-            api_keys = tuple(key.strip() for key in raw.split(",") if key.strip())
-            if not api_keys:
-                raise ConfigError("ENABLE_API_AUTH=true needs at least one key in API_KEYS (comma-separated)")
+        api_keys = self.api_keys
+        if api_keys == ():
+            raise ConfigError("ENABLE_API_AUTH=true needs at least one key in API_KEYS (comma-separated)")
         return EdgeConfig(
             readiness={"database": self.store.ping, "event_bus": self.bus.ping},
             # The cache being down slows reads; it does not stop the node from serving.
@@ -512,12 +517,7 @@ class Node:
 
     async def _budgets_of(self, agent: str | None) -> list[Budget]:
         configs = [a.config for a in self.registry.agents.values() if a.config is not None and agent in (None, a.name)]
-        keys = (
-            self.settings.api_keys.get_secret_value()
-            if self.settings.enable_api_auth and self.settings.api_keys
-            else ""
-        )
-        tenants = [tenant_of_key(key.strip().encode()) for key in keys.split(",") if key.strip()]
+        tenants = [tenant_of_key(key.encode()) for key in self.api_keys or ()]
         return await self.budgets.all(configs, tenants)
 
     async def metrics_exposition(self) -> tuple[bytes, str]:

@@ -107,19 +107,18 @@ class Budgets:
         self._counted[scope] = set()
         return spent
 
-    def spent(self, execution: Execution) -> None:
+    def spent(self, agent: str, tenant: str | None, execution_id: str, cost_usd: float | None) -> None:
         """Count a finished run's cost (once) until the next read of its agent's and its
         tenant's spend."""
-        if not execution.cost_usd:
+        if not cost_usd:
             return
-        scopes = [f"agent:{execution.agent}"] + ([f"tenant:{execution.tenant}"] if execution.tenant else [])
-        for scope in scopes:
+        for scope in [f"agent:{agent}"] + ([f"tenant:{tenant}"] if tenant else []):
             known = self._spent.get(scope)
             counted = self._counted.setdefault(scope, set())
-            if known is None or execution.execution_id in counted:
+            if known is None or execution_id in counted:
                 continue
-            counted.add(execution.execution_id)
-            self._spent[scope] = (known[0], known[1] + execution.cost_usd, known[2])
+            counted.add(execution_id)
+            self._spent[scope] = (known[0], known[1] + cost_usd, known[2])
 
     async def budget(self, config: AgentConfig, now: datetime | None = None) -> Budget | None:
         """The agent's spend against its budget now; None without a budget."""
@@ -178,7 +177,7 @@ class Budgets:
     async def after_run(self, config: AgentConfig, execution: Execution) -> None:
         """Count the run's cost; publish `budget.warning.<agent>` once the agent passes 80 %
         of its budget (once per period, across processes)."""
-        self.spent(execution)
+        self.spent(execution.agent, execution.tenant, execution.execution_id, execution.cost_usd)
         try:
             budget = await self.budget(config)
             if budget is None or budget.spent_usd < WARN_AT * budget.limit_usd:

@@ -302,9 +302,11 @@ class Orchestrator:
             updates.put_nowait(event)
         if event.topic.startswith("execution.finished."):
             carried = event.payload.get("execution")
-            finished = Execution.model_validate(carried) if isinstance(carried, dict) else None
-            if self._budgets is not None and finished is not None:
-                self._budgets.spent(finished)
+            if not isinstance(carried, dict):
+                carried = {}
+            cost = carried.get("cost_usd")
+            if self._budgets is not None and isinstance(cost, int | float):  # read as is: no model per event
+                self._budgets.spent(str(carried.get("agent")), carried.get("tenant"), execution_id, float(cost))
             waiter = self._waiters.get(execution_id)
             if waiter is not None and not waiter.done():
-                waiter.set_result(finished)
+                waiter.set_result(Execution.model_validate(carried) if carried else None)
