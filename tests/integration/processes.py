@@ -19,6 +19,7 @@ from uuid import uuid4
 
 import httpx
 
+from tests.conftest import free_port
 from tests.contract.conftest import RABBITMQ_URL
 from tests.e2e.test_cluster import _delete_queues
 
@@ -42,6 +43,17 @@ class RoleProcesses:
             )
         self.started.append(process)
         return process
+
+    def serve_workers(self, count: int, *, ready: tuple[str, ...] = ()) -> list[subprocess.Popen[bytes]]:
+        """Start `count` autonomous workers (logs w0.log, w1.log, ...) and wait until they
+        and the `ready` URLs answer /health/ready."""
+        workers, health = [], list(ready)
+        for index in range(count):
+            port = free_port()
+            workers.append(self.serve("autonomous", "--health-port", str(port), log=f"w{index}.log"))
+            health.append(f"http://127.0.0.1:{port}")
+        self.wait_ready(*health)
+        return workers
 
     def log_text(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.logs.iterdir()))

@@ -73,13 +73,7 @@ def deployment(tmp_path: Path, postgres_url: str) -> Iterator[Deployment]:
         }
         with role_processes(tmp_path, postgres_url, **env) as roles:
             roles.serve("orchestrator", log="o.log")
-            health = [f"http://127.0.0.1:{port}"]
-            workers = []
-            for index in range(3):
-                health_port = free_port()
-                workers.append(roles.serve("autonomous", "--health-port", str(health_port), log=f"w{index}.log"))
-                health.append(f"http://127.0.0.1:{health_port}")
-            roles.wait_ready(*health)
+            workers = roles.serve_workers(3, ready=(f"http://127.0.0.1:{port}",))
             yield Deployment(f"http://127.0.0.1:{port}", fake, workers, roles)
 
 

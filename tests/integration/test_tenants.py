@@ -62,12 +62,7 @@ def test_each_tenant_has_its_own_concurrency_and_budget(tmp_path: Path, postgres
         }
         with role_processes(tmp_path, postgres_url, **env) as roles:
             roles.serve("orchestrator", log="o.log")
-            health = [url]
-            for index in range(2):
-                health_port = free_port()
-                roles.serve("autonomous", "--health-port", str(health_port), log=f"w{index}.log")
-                health.append(f"http://127.0.0.1:{health_port}")
-            roles.wait_ready(*health)
+            roles.serve_workers(2, ready=(url,))
 
             async def both() -> tuple[list[str], list[str]]:
                 alice, bob = await asyncio.gather(_burst(url, "key-alice", 4), _burst(url, "key-bob", 2))
