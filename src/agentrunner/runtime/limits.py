@@ -5,13 +5,15 @@ worker that took it (so nothing is lost if that worker dies) until a slot frees.
 
 Slots are leases in Redis (in-process in the embedded mode) renewed while the execution
 runs, so a worker killed while holding one frees it within SLOT_LEASE_SECONDS. When Redis
-does not answer, work runs unlimited rather than not at all (and says so in the log).
+does not answer for a whole lease, work runs unlimited rather than not at all (and says so
+in the log); a slow answer is tried again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -68,6 +70,7 @@ class ConcurrencyLimits:
 
     async def _take_all(self, scopes: list[tuple[str, int]], holder: str) -> list[str]:
         poll = POLL_FIRST_SECONDS
+        failing_since: float | None = None
         while True:
             taken: list[str] = []
             try:
@@ -77,9 +80,15 @@ class ConcurrencyLimits:
                     taken.append(scope)
                 else:
                     return taken
+                failing_since = None
             except AgentRunnerError as exc:
-                log.warning("concurrency limits not enforced: the slot store did not answer", error=exc.message)
-                return taken
+                # A slow answer is tried again for up to a lease; only a store that stays
+                # down lets the work run unlimited.
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= self._lease:
+                    log.warning("concurrency limits not enforced: the slot store did not answer", error=exc.message)
+                    return taken
             await self._release(taken, holder)
             await asyncio.sleep(poll)
             poll = min(poll * 2, POLL_MAX_SECONDS)
