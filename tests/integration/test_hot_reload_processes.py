@@ -62,7 +62,7 @@ async def test_files_added_broken_and_removed_apply_on_other_processes(roles: tu
             return (await http.get(f"/agents/{name}")).status_code
 
         async def invoke(name: str, prompt: str) -> httpx.Response:
-            return await http.post(f"/agents/{name}/invoke", json={"task_data": {"prompt": prompt}, "wait": 10})
+            return await http.post(f"/agents/{name}/invoke", json={"task_data": {"prompt": prompt}, "wait": 30})
 
         (agents / "second.yml").write_text(_agent("second"))
 
