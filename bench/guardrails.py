@@ -33,7 +33,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.*, tests.*
 
-from bench.invoke import Processes, delete_broker_names, delete_redis_keys, free_port, percentile, wait_ready
+from bench.invoke import (
+    Processes,
+    collector_paused,
+    delete_broker_names,
+    delete_redis_keys,
+    free_port,
+    percentile,
+    wait_ready,
+)
 from bench.slack_ack import postgres_database
 from tests.contract.conftest import RABBITMQ_URL, REDIS_URL
 from tests.e2e.platform import start_platform
@@ -63,11 +71,12 @@ async def alternate(url: str, calls: int, warm_up: int = 30) -> dict[str, list[f
                 raise RuntimeError(f"{kind} invocation answered {response.status}: {answer.decode()}")
             return took
 
-        for index in range(warm_up + calls):
-            for kind in ("plain", "guarded") if index % 2 else ("guarded", "plain"):
-                took = await one(kind)
-                if index >= warm_up:
-                    latencies[kind].append(took)
+        with collector_paused():
+            for index in range(warm_up + calls):
+                for kind in ("plain", "guarded") if index % 2 else ("guarded", "plain"):
+                    took = await one(kind)
+                    if index >= warm_up:
+                        latencies[kind].append(took)
     return latencies
 
 

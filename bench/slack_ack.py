@@ -42,7 +42,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.fakes, tests.e2e
 
-from bench.invoke import Processes, delete_broker_names, delete_redis_keys, free_port, wait_ready
+from bench.invoke import Processes, collector_paused, delete_broker_names, delete_redis_keys, free_port, wait_ready
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.contract.conftest import RABBITMQ_URL, REDIS_URL
 from tests.e2e.platform import start_platform
@@ -105,7 +105,8 @@ async def rounds(
                     latencies.append(took)
 
         for number in range(count + 1):  # round 0 warms up: connections, first queries
-            await asyncio.gather(*(timed(number * concurrency + i, number > 0) for i in range(concurrency)))
+            with collector_paused():
+                await asyncio.gather(*(timed(number * concurrency + i, number > 0) for i in range(concurrency)))
             await asyncio.sleep(0.5 if concurrency > 1 else 0.05)  # let this round's runs drain first
     return latencies, statuses
 

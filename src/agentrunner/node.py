@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 import time
@@ -661,6 +662,29 @@ class _GracefulServer(uvicorn.Server):
         self.should_exit = True
 
 
+@asynccontextmanager
+async def _serving(node: Node) -> AsyncIterator[None]:
+    """The node running for a server process's lifetime, its start-up heap frozen."""
+    async with node.running():
+        freeze_heap()
+        yield
+
+
+def freeze_heap() -> None:
+    """Put every object alive after start-up (modules, apps, agents, connections: most of
+    the heap, and there for the process's life) out of the cyclic collector's reach.
+
+    Without it each full collection walks them all: ~100 ms with every thread stopped, every
+    few hundred requests, which was the whole p99 under load (50 concurrent Slack commands:
+    a round in eleven answered 110-150 ms late). Frozen, a full collection walks only what
+    came after: 1-2 ms. Only for a process's lifetime (`serve`): frozen objects that become
+    cyclic garbage are never collected, so a process that starts many nodes (tests) must not."""
+    started = time.perf_counter()
+    gc.collect()
+    gc.freeze()
+    log.info("start-up heap frozen", objects=gc.get_freeze_count(), ms=round((time.perf_counter() - started) * 1000, 1))
+
+
 async def serve(node: Node, *, health_port: int = 0) -> bool:
     """Serve the HTTP roles of `node` (or, for a worker-only process, its health probes on
     `health_port`, 0 for any free port) until SIGINT/SIGTERM; False when start-up failed."""
@@ -671,7 +695,7 @@ async def serve(node: Node, *, health_port: int = 0) -> bool:
     if not sockets:
         apps["health"] = node.health_app()
         sockets["health"] = bind(settings.host, health_port)
-    router = PortRouter({sock.getsockname()[1]: apps[role] for role, sock in sockets.items()}, node.running)
+    router = PortRouter({sock.getsockname()[1]: apps[role] for role, sock in sockets.items()}, partial(_serving, node))
     ssl: dict[str, str] = {}
     if settings.enable_tls:
         if not (settings.tls_cert_file and settings.tls_key_file):
