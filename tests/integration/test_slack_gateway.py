@@ -461,3 +461,29 @@ async def test_a_request_that_failed_on_our_side_runs_when_slack_retries_it(tmp_
     assert "Working on it: listener" in retried.json()["text"]
     assert "Already on it" in again.json()["text"]
     assert [event.payload["text"] for event in seen] == ["are you there?"]
+
+
+async def test_a_routed_command_accepted_while_the_broker_is_away_is_run_and_announced_later(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """The run and the request's event are recorded together: neither is lost when the
+    broker fails between the ack and the publish (the event used to be published on its
+    own after the run was recorded, and dropped with a log line when that failed)."""
+    agents = {"assistant.yml": AGENT, "listener.yml": SUBSCRIBER}
+    async with node_on("memory", tmp_path, agents, script=_answer, **_settings(slack)) as node:
+        body = command_body("/ask", "still there?", response_url=slack.response_url("b1"))
+        async with _client(node) as http:
+            await node.bus.close(0)  # the broker goes away after the recording, before the publish
+            ack = await http.post("/slack/commands", content=body, headers={"content-type": FORM, **slack_headers(body)})
+        await node.bus.start()
+        seen = await _watch(node, "slack.command.#", "invoke.#")
+        swept = await node.relay.sweep(older_than_seconds=0)
+
+    assert ack.status_code == 200
+    assert "Working on it: assistant" in ack.json()["text"]
+    assert swept == 2
+    by_topic = {event.topic: event for event in seen}
+    assert set(by_topic) == {"slack.command.ask", "invoke.assistant"}
+    announced = by_topic["slack.command.ask"].payload
+    assert announced["execution_id"] == by_topic["invoke.assistant"].payload["execution_id"]
+    assert (announced["text"], announced["agent"]) == ("still there?", "assistant")

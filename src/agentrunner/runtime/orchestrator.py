@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from agentrunner.domain.agent import ExecutionMode
@@ -110,9 +110,14 @@ class Orchestrator:
         wait: float = 0.0,
         stream: bool = False,
         webhook_url: str | None = None,
+        with_events: Callable[[Execution], Sequence[Event]] | None = None,
     ) -> Execution:
         """Accept a task for `agent` and return its execution: finished if it ended within
         `wait` seconds, else as it stands (queued or running).
+
+        `with_events`: events about this execution (see `event`) recorded in the same
+        transaction as it and published with its invocation: accepted means they go out too,
+        at the cost of no further round trip.
 
         Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything.
         """
@@ -143,10 +148,11 @@ class Orchestrator:
             payload={"execution_id": execution.execution_id, "stream": stream} | ({"tenant": tenant} if tenant else {}),
             trace_id=execution.trace_id,
         )
+        events = [invocation, *(with_events(execution) if with_events is not None else ())]
         try:
-            # Recorded with its event in one transaction: accepted means it will run.
-            await self._store.create_execution(execution, events=[invocation])
-            await self._relay.deliver([invocation])
+            # Recorded with its events in one transaction: accepted means it will run.
+            await self._store.create_execution(execution, events=events)
+            await self._relay.deliver(events)
             log.info("execution accepted", execution_id=execution.execution_id, agent=config.name)
             if waiter is not None:
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
@@ -189,19 +195,24 @@ class Orchestrator:
         """The delivery of `execution`'s record to its webhook (none before it ends)."""
         return await self._store.get_webhook_delivery(execution.execution_id)
 
-    async def publish_event(self, topic: str, payload: dict[str, Any]) -> Event:
-        """Publish an external event; agents whose `event_subscriptions` match it run.
+    def event(self, topic: str, payload: dict[str, Any]) -> Event:
+        """An external event of the caller's trace and tenant, not yet published.
         Raises `BadRequestError` for a topic that is not dot-separated words."""
         problem = topic_problem(topic)
         if problem:
             raise BadRequestError(f"invalid topic: {problem}")
         tenant = current_tenant()
-        event = Event(
+        return Event(
             topic=topic,
             payload=payload,
             trace_id=current_trace_id() or new_trace_id(),
             headers={TENANT_HEADER: tenant} if tenant else {},
         )
+
+    async def publish_event(self, topic: str, payload: dict[str, Any]) -> Event:
+        """Publish an external event; agents whose `event_subscriptions` match it run.
+        Raises `BadRequestError` for a topic that is not dot-separated words."""
+        event = self.event(topic, payload)
         await self._bus.publish(event)
         log.info("event published", topic=topic, event_id=event.event_id)
         return event

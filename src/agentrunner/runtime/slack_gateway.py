@@ -8,7 +8,8 @@ recorded with its outbox event like any invocation. The request is also publishe
 `slack.command.<command>` / `slack.event.<type>`, its payload shaped as a task (prompt,
 source "slack", channel_id, user_id, team_id, response_url/trigger_id or thread_ts), so
 agents that subscribe to it run on it too, and are answered in Slack the same way. An agent
-both routed to and subscribed runs once: from the event, which is then its run.
+both routed to and subscribed runs once: from the event, which is then its run. A routed
+run and its event are recorded in one transaction and published together.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentrunner.domain.errors import AgentNotFoundError, AgentRunnerError, AgentUnavailableError
+from agentrunner.domain.event import Event
+from agentrunner.domain.execution import Execution
 from agentrunner.domain.slack import SlackMessage, parse_clarify_action_id
 from agentrunner.domain.topics import topic_matches
 from agentrunner.logs import get_logger
@@ -116,15 +119,14 @@ class SlackGateway:
             "response_url": command.response_url,
             "trigger_id": command.trigger_id,
         }
-        execution_id: str | None = None
+        announced = {**task, "text": command.text, "agent": agent}
         if agent is not None and agent not in subscribers:
             try:
-                execution_id = (await self._orchestrator.invoke(agent, task, wait=0)).execution_id
+                await self._run(agent, task, topic, announced)
             except (AgentNotFoundError, AgentUnavailableError) as exc:
                 return _ephemeral(f"{exc.message.split(':')[0]}. {self._routes_help()}")
-        await self._announce(
-            topic, {**task, "text": command.text, "agent": agent, "execution_id": execution_id}, ran=execution_id
-        )
+        else:
+            await self._orchestrator.publish_event(topic, self._announcement(announced, None))
         who = agent or ", ".join(sorted(subscribers))
         return _ephemeral(f"Working on it: {who} will answer here.")
 
@@ -167,13 +169,14 @@ class SlackGateway:
         agent = self._default_agent if direct else None
         if direct and not agent:
             log.warning("a Slack mention has no agent to answer it: set SLACK_DEFAULT_AGENT", type=kind)
-        execution_id: str | None = None
+        announced = {**task, "text": text, "agent": agent}
         if agent and task["prompt"] and agent not in self._subscribers(topic):
             try:
-                execution_id = (await self._orchestrator.invoke(agent, task, wait=0)).execution_id
+                await self._run(agent, task, topic, announced)
+                return
             except (AgentNotFoundError, AgentUnavailableError) as exc:
                 log.error("SLACK_DEFAULT_AGENT cannot run", agent=agent, error=exc.message)
-        await self._announce(topic, {**task, "text": text, "agent": agent, "execution_id": execution_id}, execution_id)
+        await self._orchestrator.publish_event(topic, self._announcement(announced, None))
 
     async def interaction(self, payload: Mapping[str, Any], *, request_key: str) -> None:
         """Act once on an interaction: a clarification button publishes
@@ -231,16 +234,20 @@ class SlackGateway:
                 {**origin, "action_id": action_id, "block_id": action.get("block_id"), "value": value},
             )
 
-    async def _announce(self, topic: str, payload: dict[str, Any], ran: str | None) -> None:
-        """Publish the request; when an agent already runs on it, a lost event costs only
-        subscribers, so it is logged rather than failing the request."""
-        payload["trace_id"] = current_trace_id()
-        try:
-            await self._orchestrator.publish_event(topic, payload)
-        except AgentRunnerError as exc:
-            if ran is None:
-                raise
-            log.error("slack event not published; the routed run goes on", topic=topic, error=exc.message)
+    async def _run(self, agent: str, task: dict[str, Any], topic: str, announced: dict[str, Any]) -> None:
+        """Invoke `agent` on `task`; the request's event on `topic` is recorded in the same
+        transaction and published with the invocation (one write, no second round trip on
+        Slack's clock, and never one without the other)."""
+
+        def announcement(execution: Execution) -> list[Event]:
+            return [self._orchestrator.event(topic, self._announcement(announced, execution.execution_id))]
+
+        await self._orchestrator.invoke(agent, task, wait=0, with_events=announcement)
+
+    @staticmethod
+    def _announcement(announced: dict[str, Any], execution_id: str | None) -> dict[str, Any]:
+        """The payload of a request's event: the task, the run it started (if any), the trace."""
+        return {**announced, "execution_id": execution_id, "trace_id": current_trace_id()}
 
     def unknown_routes(self) -> dict[str, str]:
         """Routed commands whose agent is not registered (to warn about at start)."""
