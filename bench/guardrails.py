@@ -6,6 +6,7 @@ and without them, called alternately, one at a time, over HTTP.
   header (a new key per call: the claim and the kept answer), and the agent has
   `limits: {max_concurrency: 1000, budget_usd: 1000}` (a slot lease taken, renewed and
   given back; the budget's spend read before accepting and before running).
+- and, to split its cost: the plain agent with a key; the guarded agent without one.
 
 Setups: `agentrunner up` (embedded: SQLite, in-memory bus and cache, one process), then
 distributed: `serve orchestrator` and `serve autonomous` as processes on a scratch
@@ -54,17 +55,30 @@ AGENTS = {
 BODY = json.dumps({"task_data": {"prompt": "x"}, "wait": 30}).encode()
 
 
+# What each kind of call sends: (agent, with an Idempotency-Key). `keyed` and `limited` split
+# the guarded call's cost between its two parts.
+KINDS = {
+    "plain": ("bench-plain", False),
+    "keyed": ("bench-plain", True),
+    "limited": ("bench-guarded", False),
+    "guarded": ("bench-guarded", True),
+}
+
+
 async def alternate(url: str, calls: int, warm_up: int = 30) -> dict[str, list[float]]:
-    """Latencies (ms) of `calls` plain and `calls` guarded invocations, interleaved."""
-    latencies: dict[str, list[float]] = {"plain": [], "guarded": []}
+    """Latencies (ms) of `calls` calls of each kind, interleaved (the order turns each
+    round, so each kind follows each other kind as often)."""
+    latencies: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    order = list(KINDS)
     async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=60)) as http:
 
         async def one(kind: str) -> float:
+            agent, keyed = KINDS[kind]
             headers = {"content-type": "application/json"}
-            if kind == "guarded":
+            if keyed:
                 headers["idempotency-key"] = uuid.uuid4().hex
             began = time.perf_counter()
-            async with http.post(f"/agents/bench-{kind}/invoke", data=BODY, headers=headers) as response:
+            async with http.post(f"/agents/{agent}/invoke", data=BODY, headers=headers) as response:
                 answer = await response.read()
             took = (time.perf_counter() - began) * 1000
             if response.status != 200 or json.loads(answer)["status"] != "succeeded":
@@ -73,7 +87,8 @@ async def alternate(url: str, calls: int, warm_up: int = 30) -> dict[str, list[f
 
         with collector_paused():
             for index in range(warm_up + calls):
-                for kind in ("plain", "guarded") if index % 2 else ("guarded", "plain"):
+                turn = index % len(order)
+                for kind in order[turn:] + order[:turn]:
                     took = await one(kind)
                     if index >= warm_up:
                         latencies[kind].append(took)
@@ -141,9 +156,17 @@ def distributed(calls: int) -> dict[str, list[float]]:
         drop()
 
 
+LABELS = {
+    "plain": "plain",
+    "keyed": "Idempotency-Key only",
+    "limited": "limits only",
+    "guarded": "guarded (both)",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=300, help="calls of each agent, per setup")
+    parser.add_argument("--calls", type=int, default=300, help="calls of each kind, per setup")
     parser.add_argument("--setups", default="embedded,distributed")
     args = parser.parse_args()
     setups = args.setups.split(",")
@@ -152,17 +175,20 @@ def main() -> None:
         results["embedded"] = embedded(args.calls)
     if "distributed" in setups:
         results["distributed"] = distributed(args.calls)
-    print(f"# Guardrail overhead: {args.calls} calls of each agent per setup, alternating, one at a time")
+    print(f"# Guardrail overhead: {args.calls} calls of each kind per setup, interleaved, one at a time")
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print()
-    print("| setup | plain p50 ms | plain p99 ms | guarded p50 ms | guarded p99 ms | added p50 ms | added p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| setup | call | p50 ms | p99 ms | added p50 ms | added p99 ms |")
+    print("|---|---|---:|---:|---:|---:|")
     for setup, latencies in results.items():
         plain = [percentile(latencies["plain"], p) for p in (50, 99)]
-        guarded = [percentile(latencies["guarded"], p) for p in (50, 99)]
-        added = [g - p for g, p in zip(guarded, plain, strict=True)]
-        cells = [*plain, *guarded, *added]
-        print(f"| {setup} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+        for kind, label in LABELS.items():
+            measured = [percentile(latencies[kind], p) for p in (50, 99)]
+            added = [m - p for m, p in zip(measured, plain, strict=True)] if kind != "plain" else []
+            cells = [f"{c:.2f}" for c in measured] + (
+                [f"**{a:.2f}**" if kind == "guarded" else f"{a:.2f}" for a in added] or ["", ""]
+            )
+            print(f"| {setup} | {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -165,6 +165,29 @@ class IdempotentRequest:
     status_code: int | None = None
     response: bytes = b""
     content_type: str = "application/json"
+    # An invocation's key names its execution instead of keeping an answer: a retry is
+    # answered with that execution (see `IdempotencyClaim`).
+    execution_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """An `Idempotency-Key` taken in the same transaction as the execution it starts, so
+    the key costs no write of its own: the key (sha256 of caller, route and key), the
+    request's fingerprint, and the time before which an earlier record has expired."""
+
+    key: str
+    fingerprint: str
+    expired_before: datetime
+
+
+class IdempotencyKeyTakenError(Exception):
+    """The key of an `IdempotencyClaim` belongs to an earlier request (`earlier`): nothing
+    was recorded. Not an error to the caller: its retry is answered with the earlier one."""
+
+    def __init__(self, earlier: IdempotentRequest) -> None:
+        super().__init__("idempotency key already used")
+        self.earlier = earlier
 
 
 class StateStore(Protocol):
@@ -185,9 +208,13 @@ class StateStore(Protocol):
         """Raise `DependencyUnavailableError` when the database does not answer."""
         ...
 
-    async def create_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
+    async def create_execution(
+        self, execution: Execution, *, events: Sequence[Event] = (), idempotency: IdempotencyClaim | None = None
+    ) -> None:
         """Record a new execution (its id must be new, else `ConflictError`), and append
-        `events` to the outbox in the same transaction."""
+        `events` to the outbox in the same transaction. With `idempotency`, its key is
+        recorded in that transaction too, naming this execution; when the key is already
+        held (and not expired) nothing is recorded and `IdempotencyKeyTakenError` says by what."""
         ...
 
     async def save_execution(
@@ -292,6 +319,10 @@ class StateStore(Protocol):
         """None when this caller now owns `key` (new, or its record was created before
         `expired_before`, or was left unanswered and untouched since `abandoned_before`);
         otherwise the request already recorded under it."""
+        ...
+
+    async def get_idempotency_key(self, key: str, *, expired_before: datetime) -> IdempotentRequest | None:
+        """The request recorded under `key`, unless there is none or it expired."""
         ...
 
     async def touch_idempotency_key(self, key: str) -> None:

@@ -24,7 +24,7 @@ from agentrunner.domain.errors import (
 from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, Usage
 from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
-from agentrunner.ports import StateStore
+from agentrunner.ports import IdempotencyClaim, IdempotencyKeyTakenError, StateStore
 from tests.conftest import free_port
 
 BASE_TIME = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -715,6 +715,61 @@ async def test_concurrent_claims_of_one_idempotency_key_have_exactly_one_owner(s
     claims = await asyncio.gather(*(state_store.claim_idempotency_key("raced", "fp", **_windows()) for _ in range(20)))
 
     assert sum(claim is None for claim in claims) == 1
+
+
+def _claim(key: str, fingerprint: str = "fp", now: datetime | None = None) -> IdempotencyClaim:
+    return IdempotencyClaim(key=key, fingerprint=fingerprint, expired_before=_windows(now)["expired_before"])
+
+
+async def test_a_key_recorded_with_its_execution_names_it_and_a_second_execution_is_not_recorded(
+    state_store: StateStore,
+) -> None:
+    event = Event(topic="invoke.writer", payload={"n": 1}, trace_id="t-key")
+    await state_store.create_execution(_execution("keyed-1"), events=[event], idempotency=_claim("inv-1"))
+
+    with pytest.raises(IdempotencyKeyTakenError) as taken:
+        await state_store.create_execution(
+            _execution("keyed-2"),
+            events=[Event(topic="invoke.writer", payload={"n": 2}, trace_id="t-key")],
+            idempotency=_claim("inv-1", "fp-other"),
+        )
+
+    assert taken.value.earlier.execution_id == "keyed-1"
+    assert taken.value.earlier.fingerprint == "fp"  # the caller compares and refuses
+    with pytest.raises(ExecutionNotFoundError):
+        await state_store.get_execution("keyed-2")
+    assert [entry.event.payload for entry in await state_store.pending_events(older_than_seconds=0)] == [{"n": 1}]
+    found = await state_store.get_idempotency_key("inv-1", expired_before=_claim("inv-1").expired_before)
+    assert found is not None
+    assert found.execution_id == "keyed-1"
+
+
+async def test_an_expired_key_is_recorded_anew_with_its_new_execution(state_store: StateStore) -> None:
+    await state_store.create_execution(_execution("old-run"), idempotency=_claim("inv-2"))
+    a_day_later = datetime.now(UTC) + timedelta(days=1, seconds=1)
+
+    assert await state_store.get_idempotency_key("inv-2", expired_before=a_day_later - timedelta(hours=24)) is None
+    await state_store.create_execution(_execution("new-run"), idempotency=_claim("inv-2", now=a_day_later))
+
+    found = await state_store.get_idempotency_key("inv-2", expired_before=_claim("inv-2").expired_before)
+    assert found is not None
+    assert found.execution_id == "new-run"
+    assert (await state_store.get_execution("new-run")).execution_id == "new-run"
+
+
+async def test_concurrent_creates_with_one_key_record_exactly_one_execution(state_store: StateStore) -> None:
+    results = await asyncio.gather(
+        *(state_store.create_execution(_execution(f"race-{n}"), idempotency=_claim("inv-3")) for n in range(10)),
+        return_exceptions=True,
+    )
+
+    recorded = [n for n, result in enumerate(results) if result is None]
+    assert len(recorded) == 1
+    taken = [result for result in results if isinstance(result, IdempotencyKeyTakenError)]
+    assert len(taken) == 9
+    assert {t.earlier.execution_id for t in taken} == {f"race-{recorded[0]}"}
+    assert (await state_store.list_executions()).items[0].execution_id == f"race-{recorded[0]}"
+    assert len((await state_store.list_executions()).items) == 1
 
 
 # -- webhook deliveries ---------------------------------------------------------------

@@ -11,6 +11,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,9 +134,19 @@ def test_a_worker_killed_holding_a_slot_frees_it_within_the_lease(deployment: De
 
 def test_a_spent_budget_refuses_the_next_invocation_and_warns_once(deployment: Deployment) -> None:
     words = " ".join(["word"] * 30)  # 30+ tokens in, as many out: ~$0.0004 > the $0.0001 budget
-    with httpx.Client(base_url=deployment.url, timeout=30) as http:
-        first = http.post("/agents/budgeted/invoke", json={"task_data": {"prompt": words}, "wait": 30}).json()
+    body = {"task_data": {"prompt": words}, "wait": 30}
+    keyed = {"Idempotency-Key": "charge-once"}
+    deployment.fake.slow(1.0)
+    with httpx.Client(base_url=deployment.url, timeout=30) as http, ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(http.post, "/agents/budgeted/invoke", json=body, headers=keyed)
+        time.sleep(0.3)
+        # A retry while the original runs waits for it as the original does, and is not run.
+        while_running = http.post("/agents/budgeted/invoke", json=body, headers=keyed)
+        first = pending.result().json()
+        deployment.fake.slow(0.0)
         refused = _invoke(http, "budgeted", "one more")
+        # A retry of the accepted invocation is answered with it, not refused by the budget it spent.
+        retried = http.post("/agents/budgeted/invoke", json=body, headers=keyed)
         deadline = time.monotonic() + 20
         while not http.get("/executions", params={"agent": "budget-watch"}).json()["items"]:
             assert time.monotonic() < deadline, "no budget warning ran its subscriber"
@@ -148,6 +159,10 @@ def test_a_spent_budget_refuses_the_next_invocation_and_warns_once(deployment: D
 
     assert first["status"] == "succeeded"
     assert first["cost_usd"] > 0.0001
+    for retry in (while_running, retried):
+        assert (retry.status_code, retry.headers["idempotent-replayed"]) == (200, "true")
+        assert retry.json()["execution_id"] == first["execution_id"]
+        assert retry.json()["status"] == "succeeded"
     assert refused.status_code == 429
     error = refused.json()["error"]
     assert error["code"] == "budget_exceeded"

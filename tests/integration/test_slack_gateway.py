@@ -474,7 +474,9 @@ async def test_a_routed_command_accepted_while_the_broker_is_away_is_run_and_ann
         body = command_body("/ask", "still there?", response_url=slack.response_url("b1"))
         async with _client(node) as http:
             await node.bus.close(0)  # the broker goes away after the recording, before the publish
-            ack = await http.post("/slack/commands", content=body, headers={"content-type": FORM, **slack_headers(body)})
+            ack = await http.post(
+                "/slack/commands", content=body, headers={"content-type": FORM, **slack_headers(body)}
+            )
         await node.bus.start()
         seen = await _watch(node, "slack.command.#", "invoke.#")
         swept = await node.relay.sweep(older_than_seconds=0)

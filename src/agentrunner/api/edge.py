@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import json
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -280,15 +281,27 @@ def _valid_unicode(value: Any) -> bool:
 
 
 def role_app(
-    service: str, title: str, edge: EdgeConfig, *, public: tuple[str, ...] = (), **fastapi_kwargs: Any
+    service: str,
+    title: str,
+    edge: EdgeConfig,
+    *,
+    public: tuple[str, ...] = (),
+    keyed_by_route: re.Pattern[str] | None = None,
+    **fastapi_kwargs: Any,
 ) -> FastAPI:
     """A FastAPI app for one role, with `/health/live`, `/health/ready`, `/docs` and the
     error shape; `edge.api_keys` (when not None) are required on every other path but the
-    `public` ones (and what is under them). The caller adds the role's own routes."""
+    `public` ones (and what is under them). `keyed_by_route`: the paths whose routes record
+    their `Idempotency-Key` themselves (`route_claim`). The caller adds the role's own routes."""
     app = FastAPI(title=title, version="1", dependencies=[Depends(_valid_unicode_body)], **fastapi_kwargs)
     install_error_handlers(app)
     if edge.idempotency is not None:  # innermost: inside the key check and the body limit
-        app.add_middleware(IdempotencyMiddleware, store=edge.idempotency, ttl_seconds=edge.idempotency_ttl_seconds)
+        app.add_middleware(
+            IdempotencyMiddleware,
+            store=edge.idempotency,
+            ttl_seconds=edge.idempotency_ttl_seconds,
+            claimed_by_route=keyed_by_route,
+        )
     app.add_middleware(BodyLimitMiddleware, max_bytes=edge.max_body_bytes)
     if edge.api_keys is not None:
         limiter = KeyRateLimiter(edge.rate_limit_per_minute) if edge.rate_limit_per_minute else None

@@ -11,6 +11,12 @@ Only successful JSON answers (2xx) are kept: an error started no work, so its re
 anew (after the agent was added, the database came back, ...). A request whose process
 died leaves its key unanswered; it stops being refreshed and is taken over by the next
 retry after `ABANDONED_AFTER_SECONDS`.
+
+Invocations (`claimed_by_route`) cost no write of their own: the route records the key in
+the same transaction as the execution it starts (`route_claim`), and a retry is answered
+with that execution, waited for as the original was (same id; the same status code when
+the original ended within its wait). Nothing to keep after the answer, nothing to take
+over after a crash: the execution is the answer.
 """
 
 from __future__ import annotations
@@ -18,16 +24,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentrunner.api.errors import STATUS_BY_CODE, error_response
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.execution import utcnow
 from agentrunner.logs import get_logger
-from agentrunner.ports import IdempotentRequest
+from agentrunner.ports import IdempotencyClaim, IdempotentRequest
 
 log = get_logger(__name__)
 
@@ -38,6 +47,7 @@ TOUCH_EVERY_SECONDS = 10.0  # while the first request runs
 ABANDONED_AFTER_SECONDS = 30.0  # not touched for this long: its process is gone
 POLL_FIRST_SECONDS = 0.02  # a retry waiting for the first request's answer
 POLL_MAX_SECONDS = 0.5
+_CLAIM = "idempotency_claim"  # where a route that claims the key itself finds it (request.state)
 
 
 class IdempotencyKeys(Protocol):
@@ -60,10 +70,17 @@ class IdempotencyMiddleware:
     """See the module docstring. Runs inside the API key check (the key scopes it) and the
     body limit (the body it reads is bounded)."""
 
-    def __init__(self, app: ASGIApp, store: IdempotencyKeys, ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: IdempotencyKeys,
+        ttl_seconds: float,
+        claimed_by_route: re.Pattern[str] | None = None,
+    ) -> None:
         self._app = app
         self._store = store
         self._ttl = timedelta(seconds=ttl_seconds)
+        self._claimed_by_route = claimed_by_route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -83,6 +100,11 @@ class IdempotencyMiddleware:
         caller = headers.get(b"x-api-key") or headers.get(b"authorization") or b""
         key = _sha256(caller, route.encode(), raw_key)
         fingerprint = _sha256(route.encode(), body)
+        if self._claimed_by_route is not None and self._claimed_by_route.fullmatch(scope.get("path", "")):
+            claim = IdempotencyClaim(key=key, fingerprint=fingerprint, expired_before=utcnow() - self._ttl)
+            scope.setdefault("state", {})[_CLAIM] = claim
+            await self._app(scope, _replaying(body), send)
+            return
         try:
             earlier = await self._claim(key, fingerprint)
         except AgentRunnerError as exc:
@@ -114,35 +136,14 @@ class IdempotencyMiddleware:
     async def _answer_again(
         earlier: IdempotentRequest, fingerprint: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        if earlier.fingerprint != fingerprint:
-            response = error_response(
-                409,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request body: use a new key for a new request",
-            )
-            await response(scope, receive, send)
-            return
-        assert earlier.status_code is not None
-        await send(
-            {
-                "type": "http.response.start",
-                "status": earlier.status_code,
-                "headers": [
-                    (b"content-type", earlier.content_type.encode("latin-1")),
-                    (b"content-length", str(len(earlier.response)).encode()),
-                    (REPLAYED_HEADER.encode(), b"true"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": earlier.response})
+        response = reused_key_response() if earlier.fingerprint != fingerprint else kept_answer(earlier)
+        await response(scope, receive, send)
 
     async def _run_first(self, key: str, body: bytes, scope: Scope, send: Send) -> None:
         status = 0
         content_type = ""
         chunks: list[bytes] = []
-
-        async def replay() -> Message:
-            return {"type": "http.request", "body": body, "more_body": False}
+        replay = _replaying(body)
 
         async def keep(message: Message) -> None:
             nonlocal status, content_type
@@ -183,6 +184,38 @@ class IdempotencyMiddleware:
             await self._store.release_idempotency_key(key)
         except AgentRunnerError as exc:
             log.error("idempotency key not released: its retries wait until it is abandoned", error=exc.message)
+
+
+def route_claim(request: Request) -> IdempotencyClaim | None:
+    """The request's `Idempotency-Key`, for a route that records it with its own write."""
+    claim = request.scope.get("state", {}).get(_CLAIM)
+    return claim if isinstance(claim, IdempotencyClaim) else None
+
+
+def reused_key_response() -> Response:
+    return error_response(
+        409,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with a different request body: use a new key for a new request",
+    )
+
+
+def kept_answer(earlier: IdempotentRequest) -> Response:
+    """The answer kept for an earlier request, as it was sent."""
+    assert earlier.status_code is not None
+    return Response(
+        earlier.response,
+        status_code=earlier.status_code,
+        media_type=earlier.content_type,
+        headers={REPLAYED_HEADER: "true"},
+    )
+
+
+def _replaying(body: bytes) -> Receive:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
 from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.api.idempotency import REPLAYED_HEADER, kept_answer, reused_key_response, route_claim
 from agentrunner.api.ui import UI_PATH, mount_dashboard
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
 from agentrunner.domain.event import StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN, WebhookDelivery
+from agentrunner.ports import IdempotencyKeyTakenError
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
 
@@ -91,6 +94,10 @@ class ExecutionList(BaseModel):
 InvokeExtras = Callable[[Execution], Awaitable[dict[str, Any]]]
 
 
+# Invocations record their Idempotency-Key with the execution (api/idempotency.py).
+_INVOKE_PATH = re.compile(r"/agents/[^/]+/invoke")
+
+
 def orchestrator_app(
     orchestrator: Orchestrator,
     dead_letters: DeadLetterOffice,
@@ -101,7 +108,7 @@ def orchestrator_app(
     """The orchestrator's HTTP API. `invoke_extras` adds fields to an invocation's answer
     (a collaborative agent's plan run)."""
     # The dashboard's files hold no data: served without a key; its API calls send one.
-    app = role_app("orchestrator", "agentrunner orchestrator", edge, public=(UI_PATH,))
+    app = role_app("orchestrator", "agentrunner orchestrator", edge, public=(UI_PATH,), keyed_by_route=_INVOKE_PATH)
 
     @app.get("/agents", response_model=list[AgentView], tags=["agents"])
     async def list_agents() -> list[AgentView]:
@@ -117,21 +124,33 @@ def orchestrator_app(
         responses={200: {"model": Execution}, 202: {"model": Accepted}},
         summary="Run an agent on a task",
     )
-    async def invoke(name: str, request: InvokeRequest) -> JSONResponse:
+    async def invoke(name: str, request: InvokeRequest, http: Request) -> Response:
         wait = default_wait if request.wait is None else request.wait
-        execution = await orchestrator.invoke(
-            name,
-            request.task_data,
-            session_id=request.session_id,
-            wait=wait,
-            stream=request.stream,
-            webhook_url=request.webhook_url,
-        )
+        claim = route_claim(http)  # an Idempotency-Key, recorded with the execution
+        replayed = {}
+        try:
+            execution = await orchestrator.invoke(
+                name,
+                request.task_data,
+                session_id=request.session_id,
+                wait=wait,
+                stream=request.stream,
+                webhook_url=request.webhook_url,
+                idempotency=claim,
+            )
+        except IdempotencyKeyTakenError as taken:  # a retry: answered as its original was
+            earlier = taken.earlier
+            if claim is None or earlier.fingerprint != claim.fingerprint:
+                return reused_key_response()
+            if earlier.execution_id is None:  # kept by an older version: its answer as sent
+                return kept_answer(earlier)
+            execution = await orchestrator.wait_for(earlier.execution_id, wait)
+            replayed = {REPLAYED_HEADER: "true"}
         extras = await invoke_extras(execution) if invoke_extras else {}
-        if execution.status.is_terminal:
-            return JSONResponse(execution.model_dump(mode="json") | extras, status_code=200)
+        if execution.status.is_terminal and wait > 0:  # wait 0: accepted (202), even a retry's
+            return JSONResponse(execution.model_dump(mode="json") | extras, status_code=200, headers=replayed)
         accepted = Accepted(execution_id=execution.execution_id, status=execution.status, trace_id=execution.trace_id)
-        return JSONResponse(accepted.model_dump(mode="json") | extras, status_code=202)
+        return JSONResponse(accepted.model_dump(mode="json") | extras, status_code=202, headers=replayed)
 
     @app.post("/events", response_model=Published, status_code=202, tags=["events"], summary="Publish an event")
     async def publish_event(request: PublishRequest) -> Published:

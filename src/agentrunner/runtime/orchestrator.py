@@ -12,6 +12,7 @@ from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.errors import (
     AgentRunnerError,
     BadRequestError,
+    BudgetExceededError,
     ConflictError,
     ExecutionCancelledError,
     SessionBusyError,
@@ -21,7 +22,14 @@ from agentrunner.domain.execution import Execution, ExecutionError, ExecutionSta
 from agentrunner.domain.topics import topic_problem
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, ExecutionPage, StateStore, Subscription
+from agentrunner.ports import (
+    EventBus,
+    ExecutionPage,
+    IdempotencyClaim,
+    IdempotencyKeyTakenError,
+    StateStore,
+    Subscription,
+)
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import session_of
 from agentrunner.runtime.outbox import OutboxRelay
@@ -61,7 +69,8 @@ class Orchestrator:
         self._relay = relay
         self._registry = registry
         self._node_id = node_id
-        self._waiters: dict[str, asyncio.Future[Execution | None]] = {}
+        # Callers waiting for an execution to end (its invoker, retries of the invocation).
+        self._waiters: dict[str, list[asyncio.Future[Execution | None]]] = {}
         self._watchers: dict[str, list[asyncio.Queue[Event]]] = {}
         self._subscription: Subscription | None = None
 
@@ -98,8 +107,9 @@ class Orchestrator:
         if self._subscription is not None:
             await self._subscription.cancel()
             self._subscription = None
-        for waiter in self._waiters.values():
-            waiter.cancel()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.cancel()
 
     async def invoke(
         self,
@@ -111,6 +121,7 @@ class Orchestrator:
         stream: bool = False,
         webhook_url: str | None = None,
         with_events: Callable[[Execution], Sequence[Event]] | None = None,
+        idempotency: IdempotencyClaim | None = None,
     ) -> Execution:
         """Accept a task for `agent` and return its execution: finished if it ended within
         `wait` seconds, else as it stands (queued or running).
@@ -119,12 +130,18 @@ class Orchestrator:
         transaction as it and published with its invocation: accepted means they go out too,
         at the cost of no further round trip.
 
+        `idempotency`: the caller's `Idempotency-Key`, recorded with the execution. When an
+        earlier invocation holds it, nothing is accepted and `IdempotencyKeyTakenError` names
+        the earlier one (also instead of a refusal: a retry of an accepted invocation is
+        answered with it, whatever the budget or the session say now).
+
         Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything.
         """
         config = self._registry.runnable(agent)
         tenant = current_tenant()
         if self._budgets is not None:
-            await self._budgets.check(config, tenant)  # refused: nothing recorded
+            async with self._unless_a_retry(idempotency):
+                await self._budgets.check(config, tenant)  # refused: nothing recorded
         if webhook_url and not self._webhooks_signed:
             raise BadRequestError("webhook_url needs WEBHOOK_SECRET to be set: webhooks are never sent unsigned")
         execution = Execution(
@@ -137,12 +154,12 @@ class Orchestrator:
             tenant=tenant,
         )
         if config.execution_mode is ExecutionMode.CONTINUOUS and config.continuous_config is not None:
-            await self._on_busy(config.name, config.continuous_config.on_busy, session_of(execution))
-        waiter: asyncio.Future[Execution | None] | None = None
-        if wait > 0:
-            waiter = asyncio.get_running_loop().create_future()
-        if waiter is not None:
-            self._waiters[execution.execution_id] = waiter
+            policy = config.continuous_config.on_busy
+            if idempotency is not None and policy in ("interrupt", "rollback"):
+                await self._raise_if_taken(idempotency)  # a retry must not cancel its own original
+            async with self._unless_a_retry(idempotency):
+                await self._on_busy(config.name, policy, session_of(execution))
+        waiter = self._waiter(execution.execution_id) if wait > 0 else None
         invocation = Event(
             topic=invoke_topic(config.name),
             payload={"execution_id": execution.execution_id, "stream": stream} | ({"tenant": tenant} if tenant else {}),
@@ -150,20 +167,68 @@ class Orchestrator:
         )
         events = [invocation, *(with_events(execution) if with_events is not None else ())]
         try:
-            # Recorded with its events in one transaction: accepted means it will run.
-            await self._store.create_execution(execution, events=events)
+            # Recorded with its events (and key) in one transaction: accepted means it will run.
+            await self._store.create_execution(execution, events=events, idempotency=idempotency)
             await self._relay.deliver(events)
             log.info("execution accepted", execution_id=execution.execution_id, agent=config.name)
             if waiter is not None:
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.shield(waiter), timeout=wait)
         finally:
-            self._waiters.pop(execution.execution_id, None)
+            if waiter is not None:
+                self._forget_waiter(execution.execution_id, waiter)
         if waiter is None:
             return execution  # wait 0: accepted, answered at once, whatever happens next
+        return await self._as_waited(execution.execution_id, waiter)
+
+    @contextlib.asynccontextmanager
+    async def _unless_a_retry(self, idempotency: IdempotencyClaim | None) -> AsyncIterator[None]:
+        """A refusal (budget, busy session) of a retry of an accepted invocation becomes
+        `IdempotencyKeyTakenError`: the retry is answered with the invocation it repeats."""
+        try:
+            yield
+        except (BudgetExceededError, SessionBusyError):
+            if idempotency is not None:
+                await self._raise_if_taken(idempotency)
+            raise
+
+    async def _raise_if_taken(self, idempotency: IdempotencyClaim) -> None:
+        earlier = await self._store.get_idempotency_key(idempotency.key, expired_before=idempotency.expired_before)
+        if earlier is not None:
+            raise IdempotencyKeyTakenError(earlier)
+
+    async def wait_for(self, execution_id: str, wait: float) -> Execution:
+        """The execution once it has ended, or as it stands after `wait` seconds (a retried
+        invocation is answered as its original was). Raises `ExecutionNotFoundError`."""
+        if wait <= 0:
+            return await self.execution(execution_id)
+        waiter = self._waiter(execution_id)  # before the read: no ending falls between
+        try:
+            execution = await self.execution(execution_id)
+            if execution.status.is_terminal:
+                return execution
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(waiter), timeout=wait)
+        finally:
+            self._forget_waiter(execution_id, waiter)
+        return await self._as_waited(execution_id, waiter)
+
+    def _waiter(self, execution_id: str) -> asyncio.Future[Execution | None]:
+        waiter: asyncio.Future[Execution | None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(execution_id, []).append(waiter)
+        return waiter
+
+    def _forget_waiter(self, execution_id: str, waiter: asyncio.Future[Execution | None]) -> None:
+        waiters = self._waiters.get(execution_id, [])
+        if waiter in waiters:
+            waiters.remove(waiter)
+        if not waiters:
+            self._waiters.pop(execution_id, None)
+
+    async def _as_waited(self, execution_id: str, waiter: asyncio.Future[Execution | None]) -> Execution:
         if waiter.done() and not waiter.cancelled() and (finished := waiter.result()) is not None:
             return finished  # as the worker saved it, carried by the finished event
-        return await self.execution(execution.execution_id)
+        return await self.execution(execution_id)
 
     async def _on_busy(self, agent: str, policy: str, session: str) -> None:
         """Apply a continuous agent's `on_busy` to the earlier messages of `session` that are
@@ -318,6 +383,8 @@ class Orchestrator:
             cost = carried.get("cost_usd")
             if self._budgets is not None and isinstance(cost, int | float):  # read as is: no model per event
                 self._budgets.spent(str(carried.get("agent")), carried.get("tenant"), execution_id, float(cost))
-            waiter = self._waiters.get(execution_id)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(Execution.model_validate(carried) if carried else None)
+            waiters = [waiter for waiter in self._waiters.get(execution_id, []) if not waiter.done()]
+            if waiters:
+                finished = Execution.model_validate(carried) if carried else None
+                for waiter in waiters:
+                    waiter.set_result(finished)

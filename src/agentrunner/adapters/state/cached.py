@@ -23,6 +23,7 @@ from agentrunner.ports import (
     Cache,
     ExecutionPage,
     FireClaim,
+    IdempotencyClaim,
     IdempotentRequest,
     OutboxEntry,
     StateStore,
@@ -115,8 +116,10 @@ class CachedStateStore:
 
     # -- cached records --------------------------------------------------------------
 
-    async def create_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
-        await self._store.create_execution(execution, events=events)
+    async def create_execution(
+        self, execution: Execution, *, events: Sequence[Event] = (), idempotency: IdempotencyClaim | None = None
+    ) -> None:
+        await self._store.create_execution(execution, events=events, idempotency=idempotency)
         if execution.status.is_terminal:
             await self._remember(execution_key(execution.execution_id), _in_utc(execution))
 
@@ -208,6 +211,9 @@ class CachedStateStore:
         return await self._store.claim_idempotency_key(
             key, fingerprint, expired_before=expired_before, abandoned_before=abandoned_before
         )
+
+    async def get_idempotency_key(self, key: str, *, expired_before: datetime) -> IdempotentRequest | None:
+        return await self._store.get_idempotency_key(key, expired_before=expired_before)
 
     async def touch_idempotency_key(self, key: str) -> None:
         await self._store.touch_idempotency_key(key)

@@ -310,8 +310,10 @@ async def insert_ignoring_duplicates(
     """INSERT ... ON CONFLICT DO NOTHING (on either backend); the `returning` column of
     the rows actually inserted."""
     dialect = postgresql if session.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(rows).on_conflict_do_nothing()
+    # The rows as parameters, not in the statement: its compiled form is then cached (a
+    # statement with the values in it was compiled anew on every call, ~0.2 ms).
+    statement = dialect.insert(table).on_conflict_do_nothing()
     if returning is None:
-        await session.execute(statement)
+        await session.execute(statement, rows)
         return []
-    return list((await session.execute(statement.returning(returning))).scalars())
+    return list((await session.execute(statement.returning(returning), rows)).scalars())

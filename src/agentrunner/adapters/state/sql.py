@@ -33,10 +33,12 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.dml import ReturningInsert
 
 from agentrunner.adapters.state import plan_sql, schedule_sql
 from agentrunner.adapters.state.group_commit import GroupCommit
@@ -76,7 +78,16 @@ from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, AgentUsage, UsageTotals
 from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
-from agentrunner.ports import AgentRecord, ExecutionPage, FireClaim, IdempotentRequest, OutboxEntry, UnfinishedFire
+from agentrunner.ports import (
+    AgentRecord,
+    ExecutionPage,
+    FireClaim,
+    IdempotencyClaim,
+    IdempotencyKeyTakenError,
+    IdempotentRequest,
+    OutboxEntry,
+    UnfinishedFire,
+)
 
 EXECUTIONS = cast("Table", ExecutionRow.__table__)
 DEAD_LETTERS = cast("Table", DeadLetterRow.__table__)
@@ -84,6 +95,7 @@ STATES = cast("Table", AgentStateRow.__table__)
 OUTBOX = cast("Table", OutboxRow.__table__)
 AGENTS = cast("Table", AgentRow.__table__)
 IDEMPOTENCY_KEYS = cast("Table", IdempotencyKeyRow.__table__)
+_KEY_COLUMNS = tuple(column.name for column in IDEMPOTENCY_KEYS.columns if column.name != "key")
 WEBHOOK_DELIVERIES = cast("Table", WebhookDeliveryRow.__table__)
 
 
@@ -238,8 +250,59 @@ class SQLStateStore:
 
     # -- executions ------------------------------------------------------------------
 
-    async def create_execution(self, execution: Execution, *, events: Sequence[Event] = ()) -> None:
-        await self._creates.submit((execution, events))
+    async def create_execution(
+        self, execution: Execution, *, events: Sequence[Event] = (), idempotency: IdempotencyClaim | None = None
+    ) -> None:
+        if idempotency is None:
+            await self._creates.submit((execution, events))
+            return
+        while True:
+            async with self._session(write=True, atomic=True) as session:
+                if await self._take_key(session, idempotency, execution.execution_id):
+                    await self._write_execution(session, execution, new=True, events=events)
+                    return
+                earlier = await self._idempotent_request(session, idempotency.key)
+            if earlier is not None:  # else it expired and went between the two statements: again
+                raise IdempotencyKeyTakenError(earlier)
+
+    @staticmethod
+    async def _take_key(session: AsyncConnection, claim: IdempotencyClaim, execution_id: str) -> bool:
+        """Record `claim`'s key for `execution_id` in the caller's transaction, over an
+        expired record of it; False when an unexpired one holds it. One statement."""
+        now = utcnow()
+        row = {
+            "key": claim.key,
+            "fingerprint": claim.fingerprint,
+            "execution_id": execution_id,
+            "status_code": None,
+            "response": None,
+            "content_type": None,
+            "created_at": now,
+            "touched_at": now,
+            "completed_at": now,  # answered from the start: its answer is the execution
+        }
+        statement = _take_key_statement(session.dialect.name)
+        inserted = await session.execute(statement, row | {"expired_before": claim.expired_before})
+        return inserted.first() is not None
+
+    @staticmethod
+    async def _idempotent_request(
+        session: AsyncConnection, key: str, *, expired_before: datetime | None = None
+    ) -> IdempotentRequest | None:
+        query = select(IDEMPOTENCY_KEYS).where(IdempotencyKeyRow.key == key)
+        if expired_before is not None:
+            query = query.where(IdempotencyKeyRow.created_at >= expired_before)
+        found = (await session.execute(query)).first()
+        if found is None:
+            return None
+        return IdempotentRequest(
+            fingerprint=found.fingerprint,
+            created_at=found.created_at,
+            status_code=found.status_code,
+            response=found.response or b"",
+            content_type=found.content_type or "application/json",
+            execution_id=found.execution_id,
+        )
 
     async def _create_many(self, items: list[tuple[Execution, Sequence[Event]]]) -> list[BaseException | None]:
         """Write new executions with their outbox events: several in one transaction (one
@@ -496,18 +559,16 @@ class SQLStateStore:
                 session, IDEMPOTENCY_KEYS, [row], returning=IDEMPOTENCY_KEYS.c.key
             ):
                 return None
-            found = (await session.execute(select(IDEMPOTENCY_KEYS).where(IdempotencyKeyRow.key == key))).first()
+            found = await self._idempotent_request(session, key)
         if found is None:  # released between our insert and read: the caller may try again
             return await self.claim_idempotency_key(
                 key, fingerprint, expired_before=expired_before, abandoned_before=abandoned_before
             )
-        return IdempotentRequest(
-            fingerprint=found.fingerprint,
-            created_at=found.created_at,
-            status_code=found.status_code,
-            response=found.response or b"",
-            content_type=found.content_type or "application/json",
-        )
+        return found
+
+    async def get_idempotency_key(self, key: str, *, expired_before: datetime) -> IdempotentRequest | None:
+        async with self._session() as session:
+            return await self._idempotent_request(session, key, expired_before=expired_before)
 
     async def touch_idempotency_key(self, key: str) -> None:
         async with self._session(write=True) as session:
@@ -768,6 +829,20 @@ class SQLStateStore:
 
 EXECUTION_COLUMNS = tuple(column.name for column in EXECUTIONS.columns)
 OUTBOX_COLUMNS = ("id", "topic", "event", "created_at")
+
+
+@functools.cache
+def _take_key_statement(dialect_name: str) -> ReturningInsert[tuple[str]]:
+    """INSERT a key, or replace its expired record, RETURNING the key (built once: building
+    it cost more than running it)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(IDEMPOTENCY_KEYS)
+    upsert = statement.on_conflict_do_update(
+        index_elements=[IDEMPOTENCY_KEYS.c.key],
+        set_={column: statement.excluded[column] for column in _KEY_COLUMNS},
+        where=IDEMPOTENCY_KEYS.c.created_at < bindparam("expired_before", type_=IDEMPOTENCY_KEYS.c.created_at.type),
+    )
+    return cast("ReturningInsert[tuple[str]]", upsert.returning(IDEMPOTENCY_KEYS.c.key))
 
 
 @functools.cache

@@ -332,6 +332,7 @@ class IdempotencyKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
     touched_at: Mapped[datetime]  # the request in flight is alive (refreshed while it runs)
     completed_at: Mapped[datetime | None]
+    execution_id: Mapped[str | None] = mapped_column(String(64))  # an invocation's: its answer is the execution
 
 
 class WebhookDeliveryRow(Base):
