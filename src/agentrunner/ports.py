@@ -165,9 +165,6 @@ class IdempotentRequest:
     status_code: int | None = None
     response: bytes = b""
     content_type: str = "application/json"
-    # An invocation's key names its execution instead of keeping an answer: a retry is
-    # answered with that execution (see `IdempotencyClaim`).
-    execution_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,11 +178,21 @@ class IdempotencyClaim:
     expired_before: datetime
 
 
-class IdempotencyKeyTakenError(Exception):
-    """The key of an `IdempotencyClaim` belongs to an earlier request (`earlier`): nothing
-    was recorded. Not an error to the caller: its retry is answered with the earlier one."""
+@dataclass(frozen=True, slots=True)
+class KeyedInvocation:
+    """The invocation recorded under an idempotency key: its execution, and the fingerprint
+    of its request (a retry must have the same)."""
 
-    def __init__(self, earlier: IdempotentRequest) -> None:
+    execution_id: str
+    fingerprint: str
+    created_at: datetime
+
+
+class IdempotencyKeyTakenError(Exception):
+    """The key of an `IdempotencyClaim` belongs to an earlier invocation (`earlier`):
+    nothing was recorded. Not an error to the caller: its retry is answered with that one."""
+
+    def __init__(self, earlier: KeyedInvocation) -> None:
         super().__init__("idempotency key already used")
         self.earlier = earlier
 
@@ -321,8 +328,8 @@ class StateStore(Protocol):
         otherwise the request already recorded under it."""
         ...
 
-    async def get_idempotency_key(self, key: str, *, expired_before: datetime) -> IdempotentRequest | None:
-        """The request recorded under `key`, unless there is none or it expired."""
+    async def keyed_invocation(self, key: str, *, expired_before: datetime) -> KeyedInvocation | None:
+        """The invocation recorded under an `IdempotencyClaim`'s key, unless none or expired."""
         ...
 
     async def touch_idempotency_key(self, key: str) -> None:

@@ -717,6 +717,11 @@ async def test_concurrent_claims_of_one_idempotency_key_have_exactly_one_owner(s
     assert sum(claim is None for claim in claims) == 1
 
 
+def _recent(execution_id: str) -> Execution:
+    """An execution created now (an invocation's key expires 24 h after its execution)."""
+    return _execution(execution_id, created_at=datetime.now(UTC))
+
+
 def _claim(key: str, fingerprint: str = "fp", now: datetime | None = None) -> IdempotencyClaim:
     return IdempotencyClaim(key=key, fingerprint=fingerprint, expired_before=_windows(now)["expired_before"])
 
@@ -725,11 +730,11 @@ async def test_a_key_recorded_with_its_execution_names_it_and_a_second_execution
     state_store: StateStore,
 ) -> None:
     event = Event(topic="invoke.writer", payload={"n": 1}, trace_id="t-key")
-    await state_store.create_execution(_execution("keyed-1"), events=[event], idempotency=_claim("inv-1"))
+    await state_store.create_execution(_recent("keyed-1"), events=[event], idempotency=_claim("inv-1"))
 
     with pytest.raises(IdempotencyKeyTakenError) as taken:
         await state_store.create_execution(
-            _execution("keyed-2"),
+            _recent("keyed-2"),
             events=[Event(topic="invoke.writer", payload={"n": 2}, trace_id="t-key")],
             idempotency=_claim("inv-1", "fp-other"),
         )
@@ -739,19 +744,19 @@ async def test_a_key_recorded_with_its_execution_names_it_and_a_second_execution
     with pytest.raises(ExecutionNotFoundError):
         await state_store.get_execution("keyed-2")
     assert [entry.event.payload for entry in await state_store.pending_events(older_than_seconds=0)] == [{"n": 1}]
-    found = await state_store.get_idempotency_key("inv-1", expired_before=_claim("inv-1").expired_before)
+    found = await state_store.keyed_invocation("inv-1", expired_before=_claim("inv-1").expired_before)
     assert found is not None
     assert found.execution_id == "keyed-1"
 
 
 async def test_an_expired_key_is_recorded_anew_with_its_new_execution(state_store: StateStore) -> None:
-    await state_store.create_execution(_execution("old-run"), idempotency=_claim("inv-2"))
+    await state_store.create_execution(_recent("old-run"), idempotency=_claim("inv-2"))
     a_day_later = datetime.now(UTC) + timedelta(days=1, seconds=1)
 
-    assert await state_store.get_idempotency_key("inv-2", expired_before=a_day_later - timedelta(hours=24)) is None
-    await state_store.create_execution(_execution("new-run"), idempotency=_claim("inv-2", now=a_day_later))
+    assert await state_store.keyed_invocation("inv-2", expired_before=a_day_later - timedelta(hours=24)) is None
+    await state_store.create_execution(_recent("new-run"), idempotency=_claim("inv-2", now=a_day_later))
 
-    found = await state_store.get_idempotency_key("inv-2", expired_before=_claim("inv-2").expired_before)
+    found = await state_store.keyed_invocation("inv-2", expired_before=_claim("inv-2").expired_before)
     assert found is not None
     assert found.execution_id == "new-run"
     assert (await state_store.get_execution("new-run")).execution_id == "new-run"
@@ -759,7 +764,7 @@ async def test_an_expired_key_is_recorded_anew_with_its_new_execution(state_stor
 
 async def test_concurrent_creates_with_one_key_record_exactly_one_execution(state_store: StateStore) -> None:
     results = await asyncio.gather(
-        *(state_store.create_execution(_execution(f"race-{n}"), idempotency=_claim("inv-3")) for n in range(10)),
+        *(state_store.create_execution(_recent(f"race-{n}"), idempotency=_claim("inv-3")) for n in range(10)),
         return_exceptions=True,
     )
 

@@ -136,7 +136,7 @@ class IdempotencyMiddleware:
     async def _answer_again(
         earlier: IdempotentRequest, fingerprint: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        response = reused_key_response() if earlier.fingerprint != fingerprint else kept_answer(earlier)
+        response = reused_key_response() if earlier.fingerprint != fingerprint else _kept_answer(earlier)
         await response(scope, receive, send)
 
     async def _run_first(self, key: str, body: bytes, scope: Scope, send: Send) -> None:
@@ -200,7 +200,7 @@ def reused_key_response() -> Response:
     )
 
 
-def kept_answer(earlier: IdempotentRequest) -> Response:
+def _kept_answer(earlier: IdempotentRequest) -> Response:
     """The answer kept for an earlier request, as it was sent."""
     assert earlier.status_code is not None
     return Response(

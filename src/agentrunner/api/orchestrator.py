@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
 from agentrunner.api.edge import EdgeConfig, role_app
-from agentrunner.api.idempotency import REPLAYED_HEADER, kept_answer, reused_key_response, route_claim
+from agentrunner.api.idempotency import REPLAYED_HEADER, reused_key_response, route_claim
 from agentrunner.api.ui import UI_PATH, mount_dashboard
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
 from agentrunner.domain.event import StoredDeadLetter
@@ -142,8 +142,6 @@ def orchestrator_app(
             earlier = taken.earlier
             if claim is None or earlier.fingerprint != claim.fingerprint:
                 return reused_key_response()
-            if earlier.execution_id is None:  # kept by an older version: its answer as sent
-                return kept_answer(earlier)
             execution = await orchestrator.wait_for(earlier.execution_id, wait)
             replayed = {REPLAYED_HEADER: "true"}
         extras = await invoke_extras(execution) if invoke_extras else {}

@@ -193,7 +193,7 @@ class Orchestrator:
             raise
 
     async def _raise_if_taken(self, idempotency: IdempotencyClaim) -> None:
-        earlier = await self._store.get_idempotency_key(idempotency.key, expired_before=idempotency.expired_before)
+        earlier = await self._store.keyed_invocation(idempotency.key, expired_before=idempotency.expired_before)
         if earlier is not None:
             raise IdempotencyKeyTakenError(earlier)
 

@@ -25,6 +25,7 @@ from agentrunner.ports import (
     FireClaim,
     IdempotencyClaim,
     IdempotentRequest,
+    KeyedInvocation,
     OutboxEntry,
     StateStore,
     UnfinishedFire,
@@ -212,8 +213,8 @@ class CachedStateStore:
             key, fingerprint, expired_before=expired_before, abandoned_before=abandoned_before
         )
 
-    async def get_idempotency_key(self, key: str, *, expired_before: datetime) -> IdempotentRequest | None:
-        return await self._store.get_idempotency_key(key, expired_before=expired_before)
+    async def keyed_invocation(self, key: str, *, expired_before: datetime) -> KeyedInvocation | None:
+        return await self._store.keyed_invocation(key, expired_before=expired_before)
 
     async def touch_idempotency_key(self, key: str) -> None:
         await self._store.touch_idempotency_key(key)

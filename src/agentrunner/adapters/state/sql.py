@@ -33,12 +33,10 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.sql.dml import ReturningInsert
 
 from agentrunner.adapters.state import plan_sql, schedule_sql
 from agentrunner.adapters.state.group_commit import GroupCommit
@@ -85,6 +83,7 @@ from agentrunner.ports import (
     IdempotencyClaim,
     IdempotencyKeyTakenError,
     IdempotentRequest,
+    KeyedInvocation,
     OutboxEntry,
     UnfinishedFire,
 )
@@ -95,7 +94,6 @@ STATES = cast("Table", AgentStateRow.__table__)
 OUTBOX = cast("Table", OutboxRow.__table__)
 AGENTS = cast("Table", AgentRow.__table__)
 IDEMPOTENCY_KEYS = cast("Table", IdempotencyKeyRow.__table__)
-_KEY_COLUMNS = tuple(column.name for column in IDEMPOTENCY_KEYS.columns if column.name != "key")
 WEBHOOK_DELIVERIES = cast("Table", WebhookDeliveryRow.__table__)
 
 
@@ -123,7 +121,7 @@ class SQLStateStore:
         self._migrate = migrate
         self._engine: AsyncEngine | None = None
         self._autocommit: AsyncEngine | None = None  # the same pool, no transactions
-        self._creates: GroupCommit[tuple[Execution, Sequence[Event]]] = GroupCommit(self._create_many)
+        self._creates: GroupCommit[_Create] = GroupCommit(self._create_many)
 
     @property
     def is_sqlite(self) -> bool:
@@ -227,15 +225,17 @@ class SQLStateStore:
         new: bool,
         events: Sequence[Event],
         only_if: frozenset[ExecutionStatus] | None = None,
+        idempotency: IdempotencyClaim | None = None,
     ) -> int:
-        """Insert (`new`) or update `execution` and, only when a row changed, append `events`
-        to the outbox, atomically; return how many execution rows changed.
+        """Insert (`new`, with its `idempotency` key if any) or update `execution` and, only
+        when a row changed, append `events` to the outbox, atomically; return how many
+        execution rows changed.
 
         On PostgreSQL this is ONE statement (the change as a data-modifying CTE, the outbox
         rows inserted only if it returned a row), so it needs no transaction around it. On
         SQLite, two statements in the caller's transaction. The statements are built once
         and reused with parameters: building one per call cost more than running it."""
-        params = {f"v_{column}": value for column, value in execution_values(execution).items()}
+        params = _execution_params(execution, idempotency) if new else _execution_params(execution)
         if self.is_sqlite or not events:
             changed = (await session.execute(_execution_statement(new, only_if), params)).rowcount
             if changed and events:
@@ -253,79 +253,61 @@ class SQLStateStore:
     async def create_execution(
         self, execution: Execution, *, events: Sequence[Event] = (), idempotency: IdempotencyClaim | None = None
     ) -> None:
-        if idempotency is None:
-            await self._creates.submit((execution, events))
-            return
-        while True:
-            async with self._session(write=True, atomic=True) as session:
-                if await self._take_key(session, idempotency, execution.execution_id):
-                    await self._write_execution(session, execution, new=True, events=events)
-                    return
-                earlier = await self._idempotent_request(session, idempotency.key)
-            if earlier is not None:  # else it expired and went between the two statements: again
-                raise IdempotencyKeyTakenError(earlier)
+        await self._creates.submit((execution, events, idempotency))
 
-    @staticmethod
-    async def _take_key(session: AsyncConnection, claim: IdempotencyClaim, execution_id: str) -> bool:
-        """Record `claim`'s key for `execution_id` in the caller's transaction, over an
-        expired record of it; False when an unexpired one holds it. One statement."""
-        now = utcnow()
-        row = {
-            "key": claim.key,
-            "fingerprint": claim.fingerprint,
-            "execution_id": execution_id,
-            "status_code": None,
-            "response": None,
-            "content_type": None,
-            "created_at": now,
-            "touched_at": now,
-            "completed_at": now,  # answered from the start: its answer is the execution
-        }
-        statement = _take_key_statement(session.dialect.name)
-        inserted = await session.execute(statement, row | {"expired_before": claim.expired_before})
-        return inserted.first() is not None
-
-    @staticmethod
-    async def _idempotent_request(
-        session: AsyncConnection, key: str, *, expired_before: datetime | None = None
-    ) -> IdempotentRequest | None:
-        query = select(IDEMPOTENCY_KEYS).where(IdempotencyKeyRow.key == key)
-        if expired_before is not None:
-            query = query.where(IdempotencyKeyRow.created_at >= expired_before)
-        found = (await session.execute(query)).first()
-        if found is None:
-            return None
-        return IdempotentRequest(
-            fingerprint=found.fingerprint,
-            created_at=found.created_at,
-            status_code=found.status_code,
-            response=found.response or b"",
-            content_type=found.content_type or "application/json",
-            execution_id=found.execution_id,
-        )
-
-    async def _create_many(self, items: list[tuple[Execution, Sequence[Event]]]) -> list[BaseException | None]:
+    async def _create_many(self, items: list[_Create]) -> list[BaseException | None]:
         """Write new executions with their outbox events: several in one transaction (one
-        INSERT per table), or one by one when one of them exists already, so only that one
-        fails."""
+        INSERT per table), or one by one when one of them exists already (its id, or its
+        idempotency key), so only that one fails."""
         if len(items) > 1:
             try:
                 async with self._session(write=True, atomic=True) as session:
-                    rows = [{f"v_{c}": v for c, v in execution_values(e).items()} for e, _ in items]
+                    rows = [_execution_params(execution, claim) for execution, _, claim in items]
                     await session.execute(_execution_statement(True, None), rows)
-                    await _append_outbox(session, [event for _, events in items for event in events])
+                    await _append_outbox(session, [event for _, events, _ in items for event in events])
                 return [None] * len(items)
             except IntegrityError:
                 pass
-        return [await self._create_one(execution, events) for execution, events in items]
+        return [await self._create_one(*item) for item in items]
 
-    async def _create_one(self, execution: Execution, events: Sequence[Event]) -> BaseException | None:
-        try:
+    async def _create_one(
+        self, execution: Execution, events: Sequence[Event], claim: IdempotencyClaim | None
+    ) -> BaseException | None:
+        while True:
+            try:
+                async with self._session(write=True) as session:
+                    await self._write_execution(session, execution, new=True, events=events, idempotency=claim)
+                return None
+            except IntegrityError:
+                if claim is None:
+                    return ConflictError(f"execution {execution.execution_id} already exists")
+            # The key is on an execution already: taken, or expired (then freed, and again).
             async with self._session(write=True) as session:
-                await self._write_execution(session, execution, new=True, events=events)
-        except IntegrityError:
-            return ConflictError(f"execution {execution.execution_id} already exists")
-        return None
+                earlier = await self._keyed_execution(session, claim.key)
+                if earlier is None:
+                    return ConflictError(f"execution {execution.execution_id} already exists")
+                if earlier.created_at >= claim.expired_before:
+                    return IdempotencyKeyTakenError(earlier)
+                await session.execute(
+                    update(EXECUTIONS)
+                    .where(EXECUTIONS.c.idempotency_key == claim.key, EXECUTIONS.c.created_at < claim.expired_before)
+                    .values(idempotency_key=None, idempotency_fingerprint=None)
+                )
+
+    @staticmethod
+    async def _keyed_execution(
+        session: AsyncConnection, key: str, *, expired_before: datetime | None = None
+    ) -> KeyedInvocation | None:
+        """The invocation recorded under an idempotency `key` (unless it expired)."""
+        query = select(EXECUTIONS.c.execution_id, EXECUTIONS.c.idempotency_fingerprint, EXECUTIONS.c.created_at).where(
+            EXECUTIONS.c.idempotency_key == key
+        )
+        if expired_before is not None:
+            query = query.where(EXECUTIONS.c.created_at >= expired_before)
+        found = (await session.execute(query)).first()
+        if found is None:
+            return None
+        return KeyedInvocation(found.execution_id, found.idempotency_fingerprint, found.created_at)
 
     async def save_execution(
         self,
@@ -559,16 +541,22 @@ class SQLStateStore:
                 session, IDEMPOTENCY_KEYS, [row], returning=IDEMPOTENCY_KEYS.c.key
             ):
                 return None
-            found = await self._idempotent_request(session, key)
+            found = (await session.execute(select(IDEMPOTENCY_KEYS).where(IdempotencyKeyRow.key == key))).first()
         if found is None:  # released between our insert and read: the caller may try again
             return await self.claim_idempotency_key(
                 key, fingerprint, expired_before=expired_before, abandoned_before=abandoned_before
             )
-        return found
+        return IdempotentRequest(
+            fingerprint=found.fingerprint,
+            created_at=found.created_at,
+            status_code=found.status_code,
+            response=found.response or b"",
+            content_type=found.content_type or "application/json",
+        )
 
-    async def get_idempotency_key(self, key: str, *, expired_before: datetime) -> IdempotentRequest | None:
+    async def keyed_invocation(self, key: str, *, expired_before: datetime) -> KeyedInvocation | None:
         async with self._session() as session:
-            return await self._idempotent_request(session, key, expired_before=expired_before)
+            return await self._keyed_execution(session, key, expired_before=expired_before)
 
     async def touch_idempotency_key(self, key: str) -> None:
         async with self._session(write=True) as session:
@@ -827,22 +815,25 @@ class SQLStateStore:
             return await plan_sql.list_plan_runs(session, agent=agent, status=status, limit=limit)
 
 
-EXECUTION_COLUMNS = tuple(column.name for column in EXECUTIONS.columns)
+# An execution's own columns; the idempotency key of the invocation that started it is
+# written once, with it (`_execution_params`), and never updated.
+_KEY_COLUMNS = ("idempotency_key", "idempotency_fingerprint")
+EXECUTION_COLUMNS = tuple(column.name for column in EXECUTIONS.columns if column.name not in _KEY_COLUMNS)
+_Create = tuple[Execution, Sequence[Event], IdempotencyClaim | None]
+
+
+def _execution_params(execution: Execution, *claim: IdempotencyClaim | None) -> dict[str, Any]:
+    """The `v_<column>` parameters of an execution's row; with `claim` (even None), of a
+    new one, with the key of the invocation that started it."""
+    params = {f"v_{column}": value for column, value in execution_values(execution).items()}
+    if claim:
+        key = claim[0]
+        params["v_idempotency_key"] = key.key if key else None
+        params["v_idempotency_fingerprint"] = key.fingerprint if key else None
+    return params
+
+
 OUTBOX_COLUMNS = ("id", "topic", "event", "created_at")
-
-
-@functools.cache
-def _take_key_statement(dialect_name: str) -> ReturningInsert[tuple[str]]:
-    """INSERT a key, or replace its expired record, RETURNING the key (built once: building
-    it cost more than running it)."""
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    statement = dialect.insert(IDEMPOTENCY_KEYS)
-    upsert = statement.on_conflict_do_update(
-        index_elements=[IDEMPOTENCY_KEYS.c.key],
-        set_={column: statement.excluded[column] for column in _KEY_COLUMNS},
-        where=IDEMPOTENCY_KEYS.c.created_at < bindparam("expired_before", type_=IDEMPOTENCY_KEYS.c.created_at.type),
-    )
-    return cast("ReturningInsert[tuple[str]]", upsert.returning(IDEMPOTENCY_KEYS.c.key))
 
 
 @functools.cache
@@ -851,7 +842,8 @@ def _execution_statement(new: bool, only_if: frozenset[ExecutionStatus] | None) 
     `only_if`), with `v_<column>` parameters."""
     values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in EXECUTION_COLUMNS if c != "execution_id"}
     if new:
-        return insert(EXECUTIONS).values(execution_id=bindparam("v_execution_id"), **values)
+        keyed: dict[str, Any] = {c: bindparam(f"v_{c}") for c in _KEY_COLUMNS}
+        return insert(EXECUTIONS).values(execution_id=bindparam("v_execution_id"), **values, **keyed)
     query = update(EXECUTIONS).where(EXECUTIONS.c.execution_id == bindparam("v_execution_id")).values(**values)
     if only_if is not None:  # constants, so the compiled statement is reused as it is
         query = query.where(EXECUTIONS.c.status.in_([literal_column(f"'{s.value}'") for s in sorted(only_if)]))

@@ -144,6 +144,11 @@ class ExecutionRow(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The `Idempotency-Key` of the invocation that started it (sha256 of caller, route and
+    # key) and that request's fingerprint: unique, so a retry finds this execution instead of
+    # recording another, at no write of its own (api/idempotency.py).
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    idempotency_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_executions_created", "created_at", "execution_id"),
@@ -332,7 +337,6 @@ class IdempotencyKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
     touched_at: Mapped[datetime]  # the request in flight is alive (refreshed while it runs)
     completed_at: Mapped[datetime | None]
-    execution_id: Mapped[str | None] = mapped_column(String(64))  # an invocation's: its answer is the execution
 
 
 class WebhookDeliveryRow(Base):

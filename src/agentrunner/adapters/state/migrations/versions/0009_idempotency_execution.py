@@ -1,4 +1,4 @@
-"""An invocation's idempotency key names its execution (recorded with it, no answer kept).
+"""An invocation's idempotency key is kept on the execution it started (unique).
 
 Revision ID: 0009
 Revises: 0008
@@ -19,10 +19,14 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("execution_id", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("executions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("idempotency_key", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("idempotency_fingerprint", sa.String(length=64), nullable=True))
+        batch_op.create_unique_constraint("uq_executions_idempotency_key", ["idempotency_key"])
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
-        batch_op.drop_column("execution_id")
+    with op.batch_alter_table("executions", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_executions_idempotency_key", type_="unique")
+        batch_op.drop_column("idempotency_fingerprint")
+        batch_op.drop_column("idempotency_key")
