@@ -233,16 +233,19 @@ class AgentPool:
                 log.info("execution already finished, redelivery ignored", execution_id=execution_id)
                 return
             finished = _finished(execution, ExecutionStatus.FAILED, exc)
+            await self._complete(finished, depth)
         else:
             try:
                 holder = f"{self._worker_id}:{execution_id}"  # a redelivery elsewhere waits for this lease
                 slots = self._limits.held(config, holder, tenant) if self._limits else contextlib.nullcontext()
                 async with slots:
                     finished = await self._run(config, execution_id, stream=stream)
+                    # Saved and announced before the slots go back (held a moment longer, never
+                    # exceeded): whoever waits for the result does not wait for the release.
+                    await self._complete(finished, depth)
             except _NotStartable:
                 log.info("execution already ended (finished, or cancelled), not run", execution_id=execution_id)
                 return
-        await self._complete(finished, depth)
         registered = self._registry.agents.get(agent)
         if self._budgets is not None and finished.cost_usd and registered and registered.config:
             await self._budgets.after_run(registered.config, finished)
