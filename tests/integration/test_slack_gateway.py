@@ -22,6 +22,7 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
 from agentrunner.settings import Settings
+from tests.conftest import free_port
 from tests.fakes.slack_server import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -489,3 +490,27 @@ async def test_a_routed_command_accepted_while_the_broker_is_away_is_run_and_ann
     announced = by_topic["slack.command.ask"].payload
     assert announced["execution_id"] == by_topic["invoke.assistant"].payload["execution_id"]
     assert (announced["text"], announced["agent"]) == ("still there?", "assistant")
+
+
+async def test_a_routed_command_retried_while_the_cache_is_down_still_runs_once(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """A routed command's retries are recognised by the run's idempotency key, in the
+    database: the cache being down (which makes the cache-based check let requests through)
+    does not run it twice."""
+    nobody = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    async with node_on(
+        "memory", tmp_path, {"assistant.yml": AGENT}, script=_answer, **_settings(slack, redis_url=nobody)
+    ) as node:
+        body = command_body("/ask", "only once", response_url=slack.response_url("r1"))
+        headers = {"content-type": FORM, **slack_headers(body)}
+        async with _client(node) as http:
+            first = await http.post("/slack/commands", content=body, headers=headers)
+            retried = await http.post("/slack/commands", content=body, headers={**headers, "X-Slack-Retry-Num": "1"})
+        await slack.wait_for(1, "/response/r1")
+        executions = (await node.store.list_executions(agent="assistant")).items
+
+    assert (first.status_code, retried.status_code) == (200, 200)
+    assert "Working on it" in first.json()["text"]
+    assert "Already on it" in retried.json()["text"]
+    assert len(executions) == 1

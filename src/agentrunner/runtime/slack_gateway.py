@@ -14,18 +14,20 @@ run and its event are recorded in one transaction and published together.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from agentrunner.domain.errors import AgentNotFoundError, AgentRunnerError, AgentUnavailableError
 from agentrunner.domain.event import Event
-from agentrunner.domain.execution import Execution
+from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.domain.slack import SlackMessage, parse_clarify_action_id
 from agentrunner.domain.topics import topic_matches
 from agentrunner.logs import get_logger
-from agentrunner.ports import Cache
+from agentrunner.ports import Cache, IdempotencyClaim, IdempotencyKeyTakenError
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.tracing import current_trace_id
 
@@ -80,17 +82,12 @@ class SlackGateway:
     async def command(self, command: SlashCommand) -> SlackMessage:
         """Run a slash command once and say so (an ephemeral message, what Slack shows at
         once). An unknown command or agent, or no text, is answered with what to do instead.
-        Raises `AgentRunnerError` when nothing could be accepted (Slack may retry then)."""
-        if not await self._first_time(f"request:{command.request_key}"):
-            log.info("slack command seen before, not run again", command=command.command)
-            return SlackMessage(text="Already on it.", ephemeral=True)
-        try:
-            return await self._command(command)
-        except AgentRunnerError:
-            await self._forget(f"request:{command.request_key}")
-            raise
+        Raises `AgentRunnerError` when nothing could be accepted (Slack may retry then).
 
-    async def _command(self, command: SlashCommand) -> SlackMessage:
+        Slack's retries of a command are recognised by its signature: for a command routed
+        to an agent, as the idempotency key of the run (in the database, with the run: one
+        round trip less, and it holds with the cache down); for one only published, in the
+        cache (SLACK_DEDUP_TTL_SECONDS)."""
         agent: str | None
         prompt = command.text.strip()
         if command.command == AGENT_COMMAND:
@@ -122,11 +119,22 @@ class SlackGateway:
         announced = {**task, "text": command.text, "agent": agent}
         if agent is not None and agent not in subscribers:
             try:
-                await self._run(agent, task, topic, announced)
+                await self._run(agent, task, topic, announced, request_key=command.request_key)
             except (AgentNotFoundError, AgentUnavailableError) as exc:
                 return _ephemeral(f"{exc.message.split(':')[0]}. {self._routes_help()}")
+            except IdempotencyKeyTakenError:
+                log.info("slack command seen before, not run again", command=command.command)
+                return _ephemeral("Already on it.")
         else:
-            await self._orchestrator.publish_event(topic, self._announcement(announced, None))
+            seen = f"request:{command.request_key}"
+            if not await self._first_time(seen):
+                log.info("slack command seen before, not run again", command=command.command)
+                return _ephemeral("Already on it.")
+            try:
+                await self._orchestrator.publish_event(topic, self._announcement(announced, None))
+            except AgentRunnerError:
+                await self._forget(seen)
+                raise
         who = agent or ", ".join(sorted(subscribers))
         return _ephemeral(f"Working on it: {who} will answer here.")
 
@@ -234,15 +242,22 @@ class SlackGateway:
                 {**origin, "action_id": action_id, "block_id": action.get("block_id"), "value": value},
             )
 
-    async def _run(self, agent: str, task: dict[str, Any], topic: str, announced: dict[str, Any]) -> None:
+    async def _run(
+        self, agent: str, task: dict[str, Any], topic: str, announced: dict[str, Any], *, request_key: str = ""
+    ) -> None:
         """Invoke `agent` on `task`; the request's event on `topic` is recorded in the same
         transaction and published with the invocation (one write, no second round trip on
-        Slack's clock, and never one without the other)."""
+        Slack's clock, and never one without the other). With `request_key`, a request run
+        before raises `IdempotencyKeyTakenError` and runs nothing."""
 
         def announcement(execution: Execution) -> list[Event]:
             return [self._orchestrator.event(topic, self._announcement(announced, execution.execution_id))]
 
-        await self._orchestrator.invoke(agent, task, wait=0, with_events=announcement)
+        claim = None
+        if request_key:
+            key = hashlib.sha256(b"slack-request:" + request_key.encode()).hexdigest()
+            claim = IdempotencyClaim(key=key, fingerprint=key, expired_before=utcnow() - timedelta(seconds=self._ttl))
+        await self._orchestrator.invoke(agent, task, wait=0, with_events=announcement, idempotency=claim)
 
     @staticmethod
     def _announcement(announced: dict[str, Any], execution_id: str | None) -> dict[str, Any]:
