@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 from collections import Counter
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -15,6 +17,7 @@ from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.domain.event import Event
 from tests.contract.conftest import RABBITMQ_URL, delete_broker_objects
+from tests.integration.conftest import node_on
 
 pytestmark = [
     pytest.mark.rabbitmq,
@@ -75,3 +78,27 @@ async def test_every_confirmed_event_is_handled_once_through_a_dropped_connectio
     assert record <= set(confirmed) | set(refused)
     # Redeliveries (a handler cut off by the drop) are allowed; the record absorbs them.
     assert sum(deliveries.values()) >= len(record)
+
+
+ECHO = "name: echo\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: echo, model: echo}\n"
+
+
+async def test_an_invocation_is_accepted_while_the_broker_holds_publishes_and_runs_after(tmp_path: Path) -> None:
+    """Accepted means recorded with its outbox event: the caller is answered without
+    waiting for the broker's confirm (here: a memory alarm blocking every publisher), and
+    the run happens once the broker takes the event."""
+    async with node_on("rabbitmq", tmp_path, {"echo.yml": ECHO}) as node:
+        await rabbitmqctl("set_vm_memory_high_watermark", "0")  # the broker blocks publishers
+        try:
+            began = time.monotonic()
+            accepted = await asyncio.wait_for(node.orchestrator.invoke("echo", {"prompt": "held"}, wait=0), 10)
+            took = time.monotonic() - began
+            await asyncio.sleep(0.5)
+            held = await node.orchestrator.execution(accepted.execution_id)
+        finally:
+            await rabbitmqctl("set_vm_memory_high_watermark", "0.4")  # the default
+        finished = await node.orchestrator.wait_for(accepted.execution_id, 30)
+
+    assert took < 2, took
+    assert held.status.value == "queued"  # nothing reached the worker while the broker held it
+    assert (finished.status.value, finished.output) == ("succeeded", "held")

@@ -167,9 +167,15 @@ class Orchestrator:
         )
         events = [invocation, *(with_events(execution) if with_events is not None else ())]
         try:
-            # Recorded with its events (and key) in one transaction: accepted means it will run.
+            # Recorded with its events (and key) in one transaction: accepted means it will run,
+            # so the caller is answered without waiting for the broker's confirms (the relay
+            # publishes them now, its sweep later if that fails). A continuous session's
+            # messages are published before the answer: the next one cannot overtake it.
             await self._store.create_execution(execution, events=events, idempotency=idempotency)
-            await self._relay.deliver(events)
+            if config.execution_mode is ExecutionMode.CONTINUOUS:
+                await self._relay.deliver(events)
+            else:
+                self._relay.deliver_soon(events)
             log.info("execution accepted", execution_id=execution.execution_id, agent=config.name)
             if waiter is not None:
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):

@@ -43,6 +43,7 @@ class OutboxRelay:
         self._marker: asyncio.Task[None] | None = None
         self._unmarked: list[str] = []
         self._marks_waiting = asyncio.Event()
+        self._deliveries: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start the background sweep and the writer of marks."""
@@ -50,9 +51,11 @@ class OutboxRelay:
         self._marker = asyncio.create_task(self._mark_forever(), name="outbox-marks")
 
     async def stop(self) -> None:
-        """Stop the sweep and write the marks still queued; what is left unpublished is
-        published by the next node that starts."""
-        for task in (self._sweeper, self._marker):
+        """Finish the deliveries under way (10 s at most), stop the sweep and write the marks
+        still queued; what is left unpublished is published by the next node that starts."""
+        if self._deliveries:
+            await asyncio.wait(self._deliveries, timeout=10)
+        for task in (*self._deliveries, self._sweeper, self._marker):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -65,6 +68,20 @@ class OutboxRelay:
         batch, self._unmarked = self._unmarked, []
         if batch:
             await self._mark(batch)
+
+    def deliver_soon(self, events: Sequence[Event]) -> None:
+        """`deliver` in the background: the caller does not wait for the broker. For events
+        already committed to the outbox, whose caller only needs them recorded: a failure
+        leaves them to the sweep, as `deliver` does."""
+        task = asyncio.create_task(self._deliver_logged(events), name="outbox-deliver")
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver_logged(self, events: Sequence[Event]) -> None:
+        try:
+            await self.deliver(events)
+        except Exception:  # nobody awaits this task: say it, the sweep publishes them later
+            log.exception("outbox delivery failed; the sweep publishes these events later", count=len(events))
 
     async def deliver(self, events: Sequence[Event]) -> None:
         """Publish events just committed to the outbox, then mark them published. A

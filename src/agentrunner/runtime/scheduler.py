@@ -127,7 +127,6 @@ class Scheduler:
         self._reload = True
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
-        self._deliveries: set[asyncio.Task[None]] = set()
 
     @property
     def store(self) -> StateStore:
@@ -145,16 +144,13 @@ class Scheduler:
         self._loop = asyncio.create_task(self._run(), name="scheduler-loop")
 
     async def stop(self) -> None:
-        """Stop firing; events already claimed are delivered (or left to the outbox sweep)."""
+        """Stop firing; events already claimed are delivered by the relay's `stop` (or left
+        to the outbox sweep)."""
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
             self._loop = None
-        if self._deliveries:
-            await asyncio.wait(self._deliveries, timeout=10)
-        for task in self._deliveries:
-            task.cancel()
 
     async def sync_config(self) -> None:
         """Make the schedules from agent files match the registry's `schedule_config`s."""
@@ -301,9 +297,7 @@ class Scheduler:
 
     def deliver(self, events: list[Event]) -> None:
         """Publish committed outbox events in the background (the loop does not wait)."""
-        task = asyncio.create_task(self._relay.deliver(events), name="scheduler-deliver")
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
+        self._relay.deliver_soon(events)
 
     # -- operations of the API -------------------------------------------------------
 
