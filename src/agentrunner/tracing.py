@@ -12,10 +12,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 _trace_id: ContextVar[str | None] = ContextVar("agentrunner_trace_id", default=None)
 _service: ContextVar[str | None] = ContextVar("agentrunner_service", default=None)
 _tenant: ContextVar[str | None] = ContextVar("agentrunner_tenant", default=None)
+_admin: ContextVar[bool] = ContextVar("agentrunner_admin", default=False)
 _VALID_TRACE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -60,15 +62,46 @@ def tenant_of_key(key: bytes) -> str:
 
 
 def current_tenant() -> str | None:
-    """The tenant (API key) of the request in progress, when API auth is on."""
+    """The tenant of the work in progress: the owner recorded on what it creates, and the
+    one its budgets and limits count against. None with API auth off (one implicit tenant)."""
     return _tenant.get()
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who the work in progress is done for: a tenant, and whether its key is an admin's
+    (an admin sees and acts across tenants). `tenant` None: auth is off."""
+
+    tenant: str | None
+    admin: bool = False
+
+
+def current_caller() -> Caller:
+    """The caller of the work in progress."""
+    return Caller(_tenant.get(), _admin.get())
+
+
+def visible_tenant() -> str | None:
+    """The tenant whose objects the caller may name: its own; None (every object) for an
+    admin or with auth off. Lookups and lists filter by it; a miss is a 404."""
+    return None if _admin.get() else _tenant.get()
+
+
+@contextmanager
+def as_caller(caller: Caller) -> Iterator[None]:
+    """Run a block on behalf of `caller`."""
+    tenant_token = _tenant.set(caller.tenant)
+    admin_token = _admin.set(caller.admin)
+    try:
+        yield
+    finally:
+        _admin.reset(admin_token)
+        _tenant.reset(tenant_token)
 
 
 @contextmanager
 def as_tenant(tenant: str | None) -> Iterator[None]:
-    """Run a block on behalf of `tenant`."""
-    token = _tenant.set(tenant)
-    try:
+    """Run a block on behalf of `tenant` (not an admin): work started by an event, a
+    schedule or a chain, counted for the tenant that started it."""
+    with as_caller(Caller(tenant)):
         yield
-    finally:
-        _tenant.reset(token)

@@ -1,0 +1,26 @@
+"""The attacker's suite: two tenants and an admin against the running platform.
+
+Every test here plays a caller that should not get what it asks for, and is marked
+`security` (run with `pytest -m security`)."""
+
+from __future__ import annotations
+
+import pytest
+
+# Keys of 32+ characters, as the platform requires with ENABLE_API_AUTH=true.
+TEAM_A_KEY = "team-a-key-0123456789abcdef0123456789"
+TEAM_B_KEY = "team-b-key-0123456789abcdef0123456789"
+ADMIN_KEY = "admin-key-0123456789abcdef0123456789ab"
+
+# The environment of a platform with two tenants and one admin.
+TENANTS_ENV = {
+    "ENABLE_API_AUTH": "true",
+    "API_KEYS": f"team-a:{TEAM_A_KEY},team-b:{TEAM_B_KEY}",
+    "ADMIN_API_KEYS": f"ops:{ADMIN_KEY}",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/security/" in str(item.path):
+            item.add_marker(pytest.mark.security)
