@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -65,20 +66,31 @@ KINDS = {
 }
 
 
-async def alternate(url: str, calls: int, warm_up: int = 30) -> dict[str, list[float]]:
+@dataclass(frozen=True)
+class Call:
+    """One kind of call: an invocation of `agent` at `url`, with `headers`, and a new
+    Idempotency-Key each time when `keyed`."""
+
+    url: str
+    agent: str
+    keyed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def alternate(kinds: dict[str, Call], calls: int, warm_up: int = 30) -> dict[str, list[float]]:
     """Latencies (ms) of `calls` calls of each kind, interleaved (the order turns each
     round, so each kind follows each other kind as often)."""
-    latencies: dict[str, list[float]] = {kind: [] for kind in KINDS}
-    order = list(KINDS)
-    async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=60)) as http:
+    latencies: dict[str, list[float]] = {kind: [] for kind in kinds}
+    order = list(kinds)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
 
         async def one(kind: str) -> float:
-            agent, keyed = KINDS[kind]
-            headers = {"content-type": "application/json"}
-            if keyed:
+            call = kinds[kind]
+            headers = {"content-type": "application/json", **call.headers}
+            if call.keyed:
                 headers["idempotency-key"] = uuid.uuid4().hex
             began = time.perf_counter()
-            async with http.post(f"/agents/{agent}/invoke", data=BODY, headers=headers) as response:
+            async with http.post(f"{call.url}/agents/{call.agent}/invoke", data=BODY, headers=headers) as response:
                 answer = await response.read()
             took = (time.perf_counter() - began) * 1000
             if response.status != 200 or json.loads(answer)["status"] != "succeeded":
@@ -95,6 +107,10 @@ async def alternate(url: str, calls: int, warm_up: int = 30) -> dict[str, list[f
     return latencies
 
 
+def guardrail_calls(url: str) -> dict[str, Call]:
+    return {kind: Call(url, agent, keyed) for kind, (agent, keyed) in KINDS.items()}
+
+
 def write_agents(workdir: Path) -> None:
     (workdir / "agents").mkdir()
     for name, text in AGENTS.items():
@@ -107,7 +123,7 @@ def embedded(calls: int) -> dict[str, list[float]]:
         write_agents(workdir)
         running = start_platform(workdir, {"LOG_LEVEL": "WARNING"})
         try:
-            return asyncio.run(alternate(running.url("orchestrator"), calls))
+            return asyncio.run(alternate(guardrail_calls(running.url("orchestrator")), calls))
         finally:
             running.stop()
 
@@ -146,7 +162,7 @@ def distributed(calls: int) -> dict[str, list[float]]:
                         await wait_ready(http, processes, urls)
 
                 asyncio.run(ready())
-                return asyncio.run(alternate(urls["orchestrator"], calls))
+                return asyncio.run(alternate(guardrail_calls(urls["orchestrator"]), calls))
             finally:
                 processes.stop()
                 prefix = f"agentrunner-bench-{run}"
