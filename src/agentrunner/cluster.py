@@ -19,6 +19,7 @@ from types import FrameType
 
 import httpx
 
+from agentrunner.api.access import check_listen_host
 from agentrunner.domain.errors import ConfigError
 from agentrunner.settings import HTTP_ROLES, Settings
 
@@ -48,6 +49,9 @@ def plan(settings: Settings, autonomous: int) -> list[tuple[str, list[str], str]
         raise ConfigError(
             "`cluster up` runs roles in separate processes, which talk through RabbitMQ: set RABBITMQ_URL"
         )
+    check_listen_host(
+        settings.host, auth=settings.enable_api_auth, network_allowed=settings.allow_unauthenticated_network
+    )
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     command = [sys.executable, "-m", "agentrunner", "serve"]
     # Like `up`, a cluster runs for users who do not use Slack too: without its signing
