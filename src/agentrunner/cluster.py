@@ -45,13 +45,13 @@ def _free_port(host: str) -> int:
 
 def plan(settings: Settings, autonomous: int) -> list[tuple[str, list[str], str]]:
     """(role, command, health URL) of every process of the cluster."""
+    check_listen_host(
+        settings.host, auth=settings.enable_api_auth, network_allowed=settings.allow_unauthenticated_network
+    )
     if not settings.rabbitmq_url:
         raise ConfigError(
             "`cluster up` runs roles in separate processes, which talk through RabbitMQ: set RABBITMQ_URL"
         )
-    check_listen_host(
-        settings.host, auth=settings.enable_api_auth, network_allowed=settings.allow_unauthenticated_network
-    )
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     command = [sys.executable, "-m", "agentrunner", "serve"]
     # Like `up`, a cluster runs for users who do not use Slack too: without its signing

@@ -9,9 +9,8 @@ import pytest
 
 from agentrunner.api.access import ApiKey, FailedAuthThrottle, NetworkGuard
 from agentrunner.api.edge import EdgeConfig, KeyRateLimiter, role_app
-from agentrunner.tracing import current_caller
 from agentrunner.domain.errors import DependencyUnavailableError
-
+from agentrunner.tracing import current_caller
 
 KEY_ONE = "key-one-0123456789abcdef0123456789ab"
 KEY_TWO = "key-two-0123456789abcdef0123456789ab"
