@@ -224,6 +224,15 @@ def test_failures_are_forgotten_after_their_window_and_memory_stays_bounded() ->
     assert len(throttle._failures) == 100
 
 
+def test_an_ipv6_client_is_counted_by_its_64_so_rotating_addresses_does_not_help() -> None:
+    throttle = FailedAuthThrottle(max_failures=3)
+    started = [throttle.failed(f"2001:db8:1:2::{n:x}") for n in range(3)]
+
+    assert started == [False, False, True]
+    assert throttle.wait_seconds("2001:db8:1:2:ffff::1") > 0
+    assert throttle.wait_seconds("2001:db8:1:3::1") == 0.0
+
+
 def guarded(**options: Any) -> httpx.AsyncClient:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})

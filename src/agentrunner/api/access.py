@@ -92,9 +92,10 @@ def check_unique(keys: Iterable[ApiKey]) -> None:
 
 
 class FailedAuthThrottle:
-    """Counts failed authentications per client address: past `max_failures` in
-    `window_seconds`, the address is refused until its window ends. Remembers at most
-    `max_addresses` (the oldest forgotten first), so memory stays bounded."""
+    """Counts failed authentications per client address (an IPv6 client by its /64, which
+    one host can fill): past `max_failures` in `window_seconds`, the address is refused
+    until its window ends. Remembers at most `max_addresses` (the oldest forgotten first),
+    so memory stays bounded."""
 
     def __init__(
         self,
@@ -111,6 +112,7 @@ class FailedAuthThrottle:
 
     def wait_seconds(self, address: str) -> float:
         """0 when `address` may try, else the seconds until it may again."""
+        address = _counted_as(address)
         count, since = self._failures.get(address, (0, 0.0))
         left = since + self._window - self._clock()
         if left <= 0:
@@ -118,8 +120,10 @@ class FailedAuthThrottle:
             return 0.0
         return left if count >= self._max else 0.0
 
-    def failed(self, address: str) -> None:
-        """Record one failed authentication from `address`."""
+    def failed(self, address: str) -> bool:
+        """Record one failed authentication from `address`; True when it is the one that
+        gets the address throttled."""
+        address = _counted_as(address)
         now = self._clock()
         count, since = self._failures.pop(address, (0, now))
         if since + self._window <= now:
@@ -127,6 +131,19 @@ class FailedAuthThrottle:
         self._failures[address] = (count + 1, since)
         while len(self._failures) > self._capacity:
             self._failures.popitem(last=False)
+        return count + 1 == self._max
+
+
+def _counted_as(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def client_address(scope: Scope) -> str:

@@ -171,7 +171,8 @@ class ApiKeyMiddleware:
             return
         key = self._matched(scope)
         if key is None:
-            self._failures.failed(address)
+            if self._failures.failed(address):
+                log.warning("failed authentications throttled", client=address)
             response = error_response(
                 401, "unauthorized", "missing or wrong API key: send X-API-Key or Authorization: Bearer"
             )
