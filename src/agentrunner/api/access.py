@@ -112,6 +112,8 @@ class FailedAuthThrottle:
 
     def wait_seconds(self, address: str) -> float:
         """0 when `address` may try, else the seconds until it may again."""
+        if not self._failures:
+            return 0.0
         address = _counted_as(address)
         count, since = self._failures.get(address, (0, 0.0))
         left = since + self._window - self._clock()
@@ -135,6 +137,8 @@ class FailedAuthThrottle:
 
 
 def _counted_as(address: str) -> str:
+    if ":" not in address:  # IPv4 (or no address): as it is, without parsing on every request
+        return address
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
