@@ -140,6 +140,8 @@ def render(schemas: dict[str, dict[str, Any]]) -> str:
         "Every role also serves its OpenAPI at `/openapi.json` and an interactive page at `/docs`.",
         "With `ENABLE_API_AUTH=true`, every path except `/health/*` (and the Slack routes, which",
         "check Slack's signature) needs `X-API-Key: <key>` or `Authorization: Bearer <key>`.",
+        "With it off, a POST/PUT/PATCH/DELETE with a non-JSON body or an `Origin` header needs",
+        "`X-AgentRunner-Client: <anything>` (403 `cross_site_refused` otherwise).",
         'Errors share one shape: `{"error": {"code", "message", "trace_id"}}` ([ErrorAnswer](#erroranswer)).',
         "Every role also answers `GET /metrics` (Prometheus text format, see the README).",
         "",

@@ -191,7 +191,8 @@ def _client(url: str | None, role: Role = "orchestrator") -> httpx.Client:
 
     base = url or f"http://127.0.0.1:{_settings().port_of(role)}"
     key = os.environ.get("AGENTRUNNER_API_KEY")
-    headers = {"X-API-Key": key} if key else {}
+    # The header says "not a browser form" to a platform running with auth off.
+    headers = {"X-AgentRunner-Client": "cli", **({"X-API-Key": key} if key else {})}
     return httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(10.0, read=None))
 
 

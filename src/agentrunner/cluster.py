@@ -19,6 +19,7 @@ from types import FrameType
 
 import httpx
 
+from agentrunner.api.access import check_listen_host
 from agentrunner.domain.errors import ConfigError
 from agentrunner.settings import HTTP_ROLES, Settings
 
@@ -44,6 +45,9 @@ def _free_port(host: str) -> int:
 
 def plan(settings: Settings, autonomous: int) -> list[tuple[str, list[str], str]]:
     """(role, command, health URL) of every process of the cluster."""
+    check_listen_host(
+        settings.host, auth=settings.enable_api_auth, network_allowed=settings.allow_unauthenticated_network
+    )
     if not settings.rabbitmq_url:
         raise ConfigError(
             "`cluster up` runs roles in separate processes, which talk through RabbitMQ: set RABBITMQ_URL"

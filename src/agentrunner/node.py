@@ -29,12 +29,21 @@ from agentrunner.adapters.state.cached import CachedStateStore
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.tools.catalog import ToolShelf
 from agentrunner.adapters.webhooks import HttpxWebhookSender
+from agentrunner.api.access import (
+    MAKE_A_KEY,
+    ApiKey,
+    NetworkGuard,
+    check_listen_host,
+    check_unique,
+    default_allowed_hosts,
+    parse_api_keys,
+)
 from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.orchestrator import orchestrator_app
 from agentrunner.api.plan_runs import plan_run_answer, plan_run_routes
 from agentrunner.api.scheduler import schedule_read_routes, scheduler_app
-from agentrunner.api.server import PortRouter, bind
+from agentrunner.api.server import PortRouter, bind, modern_tls
 from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
 from agentrunner.domain.agent import ExecutionMode
@@ -71,7 +80,7 @@ from agentrunner.runtime.topics import agent_queue, invoke_topic
 from agentrunner.runtime.webhooks import WebhookDispatcher
 from agentrunner.runtime.worker import AUTONOMOUS_POOL_MODES, CONTINUOUS_POOL_MODES, AgentPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
-from agentrunner.tracing import current_trace_id, tenant_of_key
+from agentrunner.tracing import current_trace_id
 
 log = get_logger(__name__)
 
@@ -491,25 +500,40 @@ class Node:
             await self.stop()
 
     @property
-    def api_keys(self) -> tuple[str, ...] | None:
-        """The keys of API_KEYS when ENABLE_API_AUTH is on (each one a tenant), else None."""
-        if not self.settings.enable_api_auth:
+    def api_keys(self) -> tuple[ApiKey, ...] | None:
+        """The keys of API_KEYS and ADMIN_API_KEYS when ENABLE_API_AUTH is on (each one a
+        tenant's), else None. Raises `ConfigError` for a malformed, short or repeated key."""
+        settings = self.settings
+        if not settings.enable_api_auth:
             return None
-        raw = self.settings.api_keys.get_secret_value() if self.settings.api_keys else ""
-        return tuple(key.strip() for key in raw.split(",") if key.strip())
+        secret = settings.tenant_id_secret.get_secret_value().encode() if settings.tenant_id_secret else None
+        keys = tuple(
+            key
+            for setting, raw, admin in (
+                ("API_KEYS", settings.api_keys, False),
+                ("ADMIN_API_KEYS", settings.admin_api_keys, True),
+            )
+            for key in parse_api_keys(
+                raw.get_secret_value() if raw else "", setting=setting, admin=admin, tenant_secret=secret
+            )
+        )
+        if not keys:
+            raise ConfigError(
+                "ENABLE_API_AUTH=true needs at least one key in API_KEYS (team-a:<key>,...);"
+                f" make one with: {MAKE_A_KEY}"
+            )
+        check_unique(keys)
+        return keys
 
     def edge(self) -> EdgeConfig:
         """What every role app shares: readiness checks and API keys."""
-        api_keys = self.api_keys
-        if api_keys == ():
-            raise ConfigError("ENABLE_API_AUTH=true needs at least one key in API_KEYS (comma-separated)")
         return EdgeConfig(
             readiness={"database": self.store.ping, "event_bus": self.bus.ping},
             # The cache being down slows reads; it does not stop the node from serving.
             advisory={"cache": self.cache.ping},
-            api_keys=api_keys,
+            api_keys=self.api_keys,
             max_body_bytes=self.settings.max_request_bytes,
-            rate_limit_per_minute=self.settings.api_rate_limit_per_minute,
+            rate_limit_per_minute=self.settings.effective_api_rate_limit,
             metrics=self.metrics_exposition,
             tracing=self.tracing,
             idempotency=self.store,
@@ -518,7 +542,7 @@ class Node:
 
     async def _budgets_of(self, agent: str | None) -> list[Budget]:
         configs = [a.config for a in self.registry.agents.values() if a.config is not None and agent in (None, a.name)]
-        tenants = [tenant_of_key(key.encode()) for key in self.api_keys or ()]
+        tenants = list(dict.fromkeys(key.tenant for key in self.api_keys or ()))
         return await self.budgets.all(configs, tenants)
 
     async def metrics_exposition(self) -> tuple[bytes, str]:
@@ -689,6 +713,8 @@ async def serve(node: Node, *, health_port: int = 0) -> bool:
     """Serve the HTTP roles of `node` (or, for a worker-only process, its health probes on
     `health_port`, 0 for any free port) until SIGINT/SIGTERM; False when start-up failed."""
     settings = node.settings
+    auth = settings.enable_api_auth
+    check_listen_host(settings.host, auth=auth, network_allowed=settings.allow_unauthenticated_network)
     roles = [role for role in HTTP_ROLES if role in node.roles]
     apps: dict[str, FastAPI] = {role: app for role, app in node.apps().items()}
     sockets: dict[str, socket.socket] = {role: bind(settings.host, settings.port_of(role)) for role in roles}
@@ -696,19 +722,28 @@ async def serve(node: Node, *, health_port: int = 0) -> bool:
         apps["health"] = node.health_app()
         sockets["health"] = bind(settings.host, health_port)
     router = PortRouter({sock.getsockname()[1]: apps[role] for role, sock in sockets.items()}, partial(_serving, node))
+    guarded = NetworkGuard(
+        router,
+        allowed_hosts=settings.allowed_hosts or (None if auth else default_allowed_hosts(settings.host)),
+        require_client_header=not auth,
+        hsts_seconds=settings.hsts_seconds,
+    )
     ssl: dict[str, str] = {}
     if settings.enable_tls:
         if not (settings.tls_cert_file and settings.tls_key_file):
             raise ConfigError("ENABLE_TLS=true needs TLS_CERT_FILE and TLS_KEY_FILE")
         ssl = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
     config = uvicorn.Config(
-        router,
+        guarded,
         log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=30,
         **ssl,  # type: ignore[arg-type]
     )
+    config.load()
+    if config.ssl is not None:
+        modern_tls(config.ssl)
     server = _GracefulServer(config)
     log.info(
         "listening",

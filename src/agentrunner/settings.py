@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Role = Literal["state", "config", "orchestrator", "scheduler", "slack"]
 HTTP_ROLES: tuple[Role, ...] = ("state", "config", "orchestrator", "scheduler", "slack")
+DEFAULT_API_RATE_LIMIT_PER_MINUTE = 600
 
 
 class Settings(BaseSettings):
@@ -90,8 +91,19 @@ class Settings(BaseSettings):
     # Edges
     max_request_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     enable_api_auth: bool = False
+    # "team-a:<key>,team-b:<key>" (keys of 32+ characters); a bare key's tenant id is an
+    # HMAC of it under TENANT_ID_SECRET. Admin keys act across tenants.
     api_keys: SecretStr | None = None
-    api_rate_limit_per_minute: int = Field(default=0, ge=0)
+    admin_api_keys: SecretStr | None = None
+    tenant_id_secret: SecretStr | None = None
+    # Requests a minute per API key; unset: 600 with auth on, none with auth off; 0: no limit.
+    api_rate_limit_per_minute: int | None = Field(default=None, ge=0)
+    # Auth off: listen only on loopback unless this says so; Host names answered (comma-
+    # separated, "*" any; unset: loopback and HOST with auth off, any with auth on).
+    allow_unauthenticated_network: bool = False
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    # Strict-Transport-Security max-age sent on every answer (0: none).
+    hsts_seconds: int = Field(default=0, ge=0)
     # Webhooks out: the HMAC-SHA256 secret they are signed with (none: webhooks refused),
     # how long a delivery is retried, the first retry's wait (doubling), one POST's limit.
     webhook_secret: SecretStr | None = None
@@ -140,6 +152,13 @@ class Settings(BaseSettings):
     collaborative_poll_seconds: float = Field(default=2, gt=0)
     clarification_sweep_seconds: float = Field(default=5, gt=0)
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
     @field_validator("bus_retry_delays", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -179,6 +198,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"SLACK_COMMANDS entry {part!r} is not /command=agent (e.g. /ask=my-assistant)")
             routes[command] = agent
         return routes
+
+    @property
+    def effective_api_rate_limit(self) -> int:
+        """API_RATE_LIMIT_PER_MINUTE, or its default: 600 a minute per key with auth on."""
+        if self.api_rate_limit_per_minute is not None:
+            return self.api_rate_limit_per_minute
+        return DEFAULT_API_RATE_LIMIT_PER_MINUTE if self.enable_api_auth else 0
 
     @property
     def effective_database_url(self) -> str:

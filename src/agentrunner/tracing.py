@@ -7,6 +7,7 @@ every published event reads it from here.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import uuid
 from collections.abc import Iterator
@@ -56,9 +57,11 @@ def traced(trace_id: str, service: str | None = None) -> Iterator[str]:
             _service.reset(service_token)
 
 
-def tenant_of_key(key: bytes) -> str:
-    """The tenant an API key stands for: a stable name that does not reveal the key."""
-    return f"key-{hashlib.sha256(key).hexdigest()[:12]}"
+def tenant_of_key(key: bytes, secret: bytes) -> str:
+    """The tenant a bare API key (one without a tenant name) stands for: an HMAC-SHA256 of
+    the key under the server's `secret`, so the id, shown in answers and logs, lets no one
+    test guesses of the key without that secret."""
+    return f"key-{hmac.new(secret, key, hashlib.sha256).hexdigest()[:16]}"
 
 
 def current_tenant() -> str | None:

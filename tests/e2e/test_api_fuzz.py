@@ -1,8 +1,9 @@
 """Every role's API, fuzzed from its own OpenAPI with schemathesis against `agentrunner up`
-(embedded mode, API keys on): no 5xx, and every answer (status code, content type, body)
-as the schema says, errors included. The Slack role answers only requests Slack signed:
-each generated request is signed with the app's secret over its exact body, as Slack
-would, so the fuzz reaches the gateway rather than stopping at 401."""
+(embedded mode, API keys on: two tenants and an admin, fuzzed as tenant team-a): no 5xx,
+and every answer (status code, content type, body) as the schema says, errors included.
+The Slack role answers only requests Slack signed: each generated request is signed with
+the app's secret over its exact body, as Slack would, so the fuzz reaches the gateway
+rather than stopping at 401."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.e2e.platform import ROLES, RunningPlatform, start_platform
 from tests.fakes.slack_server import BOT_TOKEN, SIGNING_SECRET, FakeSlack, slack_headers
+from tests.security.conftest import TEAM_A_KEY, TENANTS_ENV
 
 pytestmark = pytest.mark.e2e
 
-KEY = "fuzz-key-1"
+KEY = TEAM_A_KEY
 AGENT = "name: echo-assistant\nagent_type: demo\nexecution_mode: autonomous\nllm_config: {provider: echo, model: e}\n"
 EXAMPLES = 25  # per operation: enough to hit every parameter's edges, quick enough for CI
 
@@ -38,8 +40,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
     (workdir / "agents" / "echo-assistant.yml").write_text(AGENT)
     with FakeSlack() as slack:
         env = {
-            "ENABLE_API_AUTH": "true",
-            "API_KEYS": KEY,
+            **TENANTS_ENV,
+            # The fuzz makes hundreds of calls a minute with one key: not the default's test.
+            "API_RATE_LIMIT_PER_MINUTE": "0",
             "LOG_LEVEL": "WARNING",
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_BOT_TOKEN": BOT_TOKEN,

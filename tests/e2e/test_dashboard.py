@@ -27,7 +27,7 @@ from tests.fakes.openai_server import FakeOpenAI
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-KEY = "dashboard-key-7f3a"
+KEY = "dashboard-key-7f3a-0123456789abcdef01234567"
 SLOW_SECONDS = 4.0  # long enough for the page to show the execution before it ends
 
 AGENTS = {
@@ -72,7 +72,7 @@ def platform(tmp_path: Path) -> Iterator[RunningPlatform]:
     with _vendor() as fake:
         env = {
             "ENABLE_API_AUTH": "true",
-            "API_KEYS": KEY,
+            "API_KEYS": f"dashboard:{KEY}",
             "OPENAI_API_KEY": fake.api_key,
             "OPENAI_BASE_URL": fake.base_url,
             "COLLABORATIVE_POLL_SECONDS": "0.2",

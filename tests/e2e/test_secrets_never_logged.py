@@ -51,7 +51,8 @@ def _mention(text: str) -> bytes:
 def test_no_configured_secret_appears_in_any_log_line(tmp_path: Path) -> None:
     api_keys = [_unique("ak-first-"), _unique("ak-second-")]
     secrets = {
-        "API_KEYS": ",".join(api_keys),
+        "API_KEYS": ",".join(api_keys),  # bare keys: their tenants are HMACs under TENANT_ID_SECRET
+        "TENANT_ID_SECRET": _unique("tenant-secret-"),
         "OPENAI_API_KEY": _unique("sk-proj-"),
         "ANTHROPIC_API_KEY": anthropic_server.API_KEY,
         "AWS_ACCESS_KEY_ID": f"AKIA{uuid4().hex[:16].upper()}",
@@ -158,6 +159,7 @@ def test_distributed_roles_log_no_secret_nor_a_url_password(tmp_path: Path, post
         "name: on-openai\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
     )
     api_key = _unique("ak-distributed-")
+    tenant_secret = _unique("tenant-secret-")
     port, health_port = free_port(), free_port()
     # The passwords of the service URLs, as they appear in them ("user:password@").
     userinfo = {url.split("//", 1)[1].split("@", 1)[0] + "@" for url in (postgres_url, RABBITMQ_URL) if "@" in url}
@@ -165,6 +167,7 @@ def test_distributed_roles_log_no_secret_nor_a_url_password(tmp_path: Path, post
         env = {
             "ENABLE_API_AUTH": "true",
             "API_KEYS": api_key,
+            "TENANT_ID_SECRET": tenant_secret,
             "OPENAI_API_KEY": openai.api_key,
             "OPENAI_BASE_URL": openai.base_url,
             "REDIS_URL": REDIS_URL,
@@ -183,5 +186,5 @@ def test_distributed_roles_log_no_secret_nor_a_url_password(tmp_path: Path, post
     assert wrong.status_code == 401
     assert done.status_code == 200, done.text
     assert '"level":"DEBUG"' in logs
-    leaked = [value for value in (api_key, openai.api_key, *userinfo) if value in logs]
+    leaked = [value for value in (api_key, tenant_secret, openai.api_key, *userinfo) if value in logs]
     assert leaked == []

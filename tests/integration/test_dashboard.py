@@ -16,7 +16,7 @@ import pytest
 from agentrunner.api.ui import STATIC_DIRECTORY
 from tests.integration.conftest import node_on
 
-KEY = "k-dashboard"
+KEY = "k-dashboard-0123456789abcdef0123456789"
 TICKER = (
     "name: ticker\nagent_type: t\nexecution_mode: scheduled\nllm_config: {provider: echo, model: e}\n"
     "schedule_config: {type: interval, interval_seconds: 3600}\n"
@@ -25,7 +25,9 @@ TICKER = (
 
 @pytest.fixture
 async def orchestrator(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with node_on("memory", tmp_path, {"ticker.yml": TICKER}, enable_api_auth=True, api_keys=KEY) as node:
+    async with node_on(
+        "memory", tmp_path, {"ticker.yml": TICKER}, enable_api_auth=True, api_keys=f"dashboard:{KEY}"
+    ) as node:
         transport = httpx.ASGITransport(app=node.apps()["orchestrator"])
         async with httpx.AsyncClient(transport=transport, base_url="http://orchestrator") as client:
             yield client

@@ -26,7 +26,9 @@ AGENTS = {
         "event_subscriptions: ['orders.created']\n"
     ),
 }
-KEYS = "key-alice,key-bob"
+ALICE_KEY = "key-alice-0123456789abcdef0123456789"
+BOB_KEY = "key-bob-0123456789abcdef0123456789ab"
+KEYS = f"alice:{ALICE_KEY},bob:{BOB_KEY}"
 
 
 async def _fifty(urls: list[str], body: dict[str, Any], headers: dict[str, str]) -> list[httpx.Response]:
@@ -49,8 +51,8 @@ def test_one_key_makes_one_execution_across_replicas_and_retries_get_its_answer(
         (tmp_path / "agents" / name).write_text(text)
     ports = [free_port(), free_port()]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
-    alice = {"X-API-Key": "key-alice", "Idempotency-Key": "order-42"}
-    bob = {"Authorization": "Bearer key-bob", "Idempotency-Key": "order-42"}
+    alice = {"X-API-Key": ALICE_KEY, "Idempotency-Key": "order-42"}
+    bob = {"Authorization": f"Bearer {BOB_KEY}", "Idempotency-Key": "order-42"}
     body = {"task_data": {"prompt": "charge the card"}, "wait": 0}
     with role_processes(tmp_path, postgres_url, ENABLE_API_AUTH="true", API_KEYS=KEYS) as roles:
         for i, port in enumerate(ports):

@@ -15,6 +15,7 @@ from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
 from tests.integration.conftest import node_on
 
+METRICS_KEY = "k-metrics-0123456789abcdef0123456789ab"
 FLAKY = (
     "name: flaky\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: scripted, model: s1}\n"
     "retry_config: {max_retries: 1, retry_delay_seconds: 0}\n"
@@ -81,9 +82,11 @@ async def test_metrics_count_executions_retries_tokens_and_schedule_fires(tmp_pa
 
 
 async def test_metrics_need_the_api_key_when_auth_is_on(tmp_path: Path) -> None:
-    async with node_on("memory", tmp_path, {"flaky.yml": FLAKY}, enable_api_auth=True, api_keys="k-metrics") as node:
+    async with node_on(
+        "memory", tmp_path, {"flaky.yml": FLAKY}, enable_api_auth=True, api_keys=f"metrics:{METRICS_KEY}"
+    ) as node:
         refused = await _scrape(node, "state")
-        allowed = await _scrape(node, "state", {"X-API-Key": "k-metrics"})
+        allowed = await _scrape(node, "state", {"X-API-Key": METRICS_KEY})
 
     assert refused.status_code == 401
     assert allowed.status_code == 200

@@ -35,6 +35,7 @@ from tests.integration.conftest import BUSES, node_on
 
 AGENT = "name: assistant\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: scripted, model: s}\n"
 FORM = "application/x-www-form-urlencoded"
+SLACK_AUTH_KEY = "k-slack-auth-0123456789abcdef012345678"
 
 
 def _answer(request: LLMRequest) -> str:
@@ -208,7 +209,7 @@ async def test_requests_not_signed_by_slack_are_refused_and_run_nothing(tmp_path
 async def test_with_api_auth_on_slack_routes_take_slacks_signature_instead_of_an_api_key(
     tmp_path: Path, slack: FakeSlack
 ) -> None:
-    settings = _settings(slack, enable_api_auth=True, api_keys="k-slack-auth")
+    settings = _settings(slack, enable_api_auth=True, api_keys=f"slack:{SLACK_AUTH_KEY}")
     agents = {"assistant.yml": AGENT}
     async with node_on("memory", tmp_path, agents, script=_answer, **settings) as node, _client(node) as http:
         body = command_body("/ask", "signed, no key", response_url=slack.response_url("auth"))
@@ -217,7 +218,7 @@ async def test_with_api_auth_on_slack_routes_take_slacks_signature_instead_of_an
             "/slack/commands", content=body, headers={"content-type": FORM, **slack_headers(body, "guess")}
         )
         metrics = await http.get("/metrics")
-        metrics_with_key = await http.get("/metrics", headers={"X-API-Key": "k-slack-auth"})
+        metrics_with_key = await http.get("/metrics", headers={"X-API-Key": SLACK_AUTH_KEY})
         await slack.wait_for(1, "/response/auth")
 
     assert signed.status_code == 200, signed.text

@@ -57,3 +57,25 @@ def test_secrets_never_show_in_repr_or_dump() -> None:
     assert "xoxb-secret" not in str(settings.model_dump())
     assert settings.openai_api_key is not None
     assert settings.openai_api_key.get_secret_value() == "sk-very-secret"
+
+
+def test_the_api_rate_limit_defaults_on_only_with_auth_and_zero_still_turns_it_off() -> None:
+    def limit(**values: object) -> int:
+        return Settings(_env_file=None, **values).effective_api_rate_limit  # type: ignore[call-arg]
+
+    assert limit() == 0
+    assert limit(enable_api_auth=True) == 600
+    assert limit(enable_api_auth=True, api_rate_limit_per_minute=0) == 0
+    assert limit(enable_api_auth=True, api_rate_limit_per_minute=30) == 30
+
+
+def test_allowed_hosts_and_auth_keys_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOWED_HOSTS", "Agents.Example.com, localhost,")
+    monkeypatch.setenv("ADMIN_API_KEYS", "ops:admin-key-0123456789abcdef0123456789ab")
+    monkeypatch.setenv("TENANT_ID_SECRET", "tenant-secret")
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    assert settings.allowed_hosts == ("agents.example.com", "localhost")
+    assert "admin-key" not in repr(settings)
+    assert "tenant-secret" not in repr(settings)

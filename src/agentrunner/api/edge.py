@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,12 +15,13 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentrunner.api.access import ApiKey, FailedAuthThrottle, client_address, retry_after, same_secret
 from agentrunner.api.errors import error_response, install_error_handlers
 from agentrunner.api.idempotency import IdempotencyKeys, IdempotencyMiddleware
 from agentrunner.domain.errors import AgentRunnerError, BadRequestError
 from agentrunner.logs import get_logger
 from agentrunner.ports import RequestSpan, Tracing
-from agentrunner.tracing import accept_trace_id, as_tenant, tenant_of_key, traced
+from agentrunner.tracing import Caller, accept_trace_id, as_caller, traced
 
 log = get_logger(__name__)
 
@@ -127,24 +126,28 @@ class KeyRateLimiter:
 class ApiKeyMiddleware:
     """Require one of `keys` in `X-API-Key` or `Authorization: Bearer` (compared in constant
     time) on every path but the health probes, which orchestrators call without secrets,
-    and the `public` ones (a path and everything under it: files that hold no data); with a
-    `limiter`, each key gets its own request rate (429 with Retry-After past it).
+    and the `public` ones (a path and everything under it: files that hold no data); the
+    request then runs as its key's caller (tenant, admin or not). With a `limiter`, each key
+    gets its own request rate (429 with Retry-After past it); `failures` throttles the client
+    addresses that keep offering wrong keys (429 with Retry-After, whatever they send).
     Paths under `exempt_prefixes` prove who calls another way (Slack's signature)."""
 
     def __init__(
         self,
         app: ASGIApp,
-        keys: tuple[str, ...],
+        keys: tuple[ApiKey, ...],
         limiter: KeyRateLimiter | None = None,
         public: tuple[str, ...] = (),
         exempt_prefixes: tuple[str, ...] = (),
+        failures: FailedAuthThrottle | None = None,
     ) -> None:
         self._app = app
-        self._keys = tuple(key.encode() for key in keys)
-        self._tenants = tuple(tenant_of_key(key) for key in self._keys)
+        self._keys = keys
+        self._index = {id(key): index for index, key in enumerate(keys)}
         self._limiter = limiter
         self._public = public
         self._exempt = ("/health/", *exempt_prefixes)
+        self._failures = failures if failures is not None else FailedAuthThrottle()
 
     def _open(self, path: str) -> bool:
         return path.startswith(self._exempt) or any(
@@ -155,27 +158,44 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or self._open(str(scope.get("path", ""))):
             await self._app(scope, receive, send)
             return
+        address = client_address(scope)
+        blocked = self._failures.wait_seconds(address)
+        if blocked > 0:
+            await self._too_many(
+                f"too many failed authentications from this address: try again in {retry_after(blocked)} s",
+                blocked,
+                scope,
+                receive,
+                send,
+            )
+            return
         key = self._matched(scope)
         if key is None:
+            if self._failures.failed(address):
+                log.warning("failed authentications throttled", client=address)
             response = error_response(
                 401, "unauthorized", "missing or wrong API key: send X-API-Key or Authorization: Bearer"
             )
             response.headers["www-authenticate"] = "Bearer"
             await response(scope, receive, send)
             return
-        wait = self._limiter.wait_seconds(key) if self._limiter is not None else 0.0
+        wait = self._limiter.wait_seconds(self._index[id(key)]) if self._limiter is not None else 0.0
         if wait > 0:
-            response = error_response(
-                429, "rate_limited", f"too many requests with this API key: try again in {math.ceil(wait)} s"
+            await self._too_many(
+                f"too many requests with this API key: try again in {retry_after(wait)} s", wait, scope, receive, send
             )
-            response.headers["retry-after"] = str(math.ceil(wait))
-            await response(scope, receive, send)
             return
-        with as_tenant(self._tenants[key]):  # the key is the tenant its work is counted for
+        with as_caller(Caller(key.tenant, admin=key.admin)):  # the tenant its work is counted for
             await self._app(scope, receive, send)
 
-    def _matched(self, scope: Scope) -> int | None:
-        """The index of the key the request offers, if it is one of ours."""
+    @staticmethod
+    async def _too_many(message: str, wait: float, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(429, "rate_limited", message)
+        response.headers["retry-after"] = retry_after(wait)
+        await response(scope, receive, send)
+
+    def _matched(self, scope: Scope) -> ApiKey | None:
+        """The key the request offers, if it is one of ours."""
         headers = dict(scope.get("headers") or [])
         offered = headers.get(b"x-api-key")
         authorization = headers.get(b"authorization", b"")
@@ -183,9 +203,7 @@ class ApiKeyMiddleware:
             offered = authorization[7:].strip()
         if not offered:
             return None
-        # Compare against every key so the time taken does not say which one matched.
-        matches = [hmac.compare_digest(offered, key) for key in self._keys]
-        return matches.index(True) if any(matches) else None
+        return same_secret(offered, self._keys)
 
 
 class BodyLimitMiddleware:
@@ -236,7 +254,9 @@ class EdgeConfig:
     on, the API keys."""
 
     readiness: Mapping[str, ReadinessCheck]
-    api_keys: tuple[str, ...] | None = None
+    api_keys: tuple[ApiKey, ...] | None = None
+    # Failed authentications per client address, shared by the apps of a process.
+    failed_auth: FailedAuthThrottle = field(default_factory=FailedAuthThrottle)
     # Reported by /health/ready but not required: the role serves without them, slower.
     advisory: Mapping[str, ReadinessCheck] = field(default_factory=dict)
     max_body_bytes: int = 10 * 1024 * 1024
@@ -311,6 +331,7 @@ def role_app(
             limiter=limiter,
             public=public,
             exempt_prefixes=edge.key_exempt_prefixes,
+            failures=edge.failed_auth,
         )
     # Added last, so it runs first: even a refused request gets a trace id.
     app.add_middleware(TraceMiddleware, service=service, tracing=edge.tracing)

@@ -27,6 +27,7 @@ class StateWrite(BaseModel):
     version: int | None = Field(
         default=None,
         ge=0,
+        le=2**63 - 1,  # what a database integer holds
         description="The version you read (0 when creating). A newer stored version answers 409; "
         "leave it out to overwrite unconditionally.",
     )
