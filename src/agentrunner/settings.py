@@ -1,8 +1,9 @@
 """Every setting of agentrunner, read from the environment and `.env`.
 
 Names follow the user's README (OPENAI_API_KEY, DATABASE_URL, DB_POOL_SIZE, ...). Secrets
-are `SecretStr`: masked in every repr, log line and API answer. Empty values count as unset,
-so `cp .env.example .env` works before any key is filled in.
+are `SecretStr`: masked in every repr, log line and API answer; service URLs, which carry
+passwords, are `SecretUrl`: their repr shows where they point, never the credentials. Empty
+values count as unset, so `cp .env.example .env` works before any key is filled in.
 """
 
 from __future__ import annotations
@@ -13,8 +14,19 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agentrunner.domain.redaction import mask_url
+
 Role = Literal["state", "config", "orchestrator", "scheduler", "slack"]
 HTTP_ROLES: tuple[Role, ...] = ("state", "config", "orchestrator", "scheduler", "slack")
+
+
+class SecretUrl(SecretStr):
+    """A URL that may carry credentials (DATABASE_URL, REDIS_URL, ...): `str()` and `repr()`
+    show it with its userinfo and credential query values masked; `get_secret_value()` gives
+    the URL to connect with. Empty (falsy) when unset."""
+
+    def _display(self) -> str:
+        return mask_url(self.get_secret_value())
 
 
 class Settings(BaseSettings):
@@ -39,14 +51,14 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
 
     # Durable state, cache and bus: empty URLs select the embedded backends.
-    database_url: str = ""
+    database_url: SecretUrl = SecretUrl("")
     db_pool_size: int = Field(default=10, gt=0)
     db_max_overflow: int = Field(default=20, ge=0)
     db_statement_timeout_ms: int = Field(default=30_000, gt=0)
-    redis_url: str = ""
+    redis_url: SecretUrl = SecretUrl("")
     redis_key_prefix: str = "agentrunner:"
     cache_ttl_seconds: float = Field(default=300, gt=0)
-    rabbitmq_url: str = ""
+    rabbitmq_url: SecretUrl = SecretUrl("")
     rabbitmq_prefetch_count: int = Field(default=10, gt=0)
     rabbitmq_exchange_prefix: str = Field(default="agentrunner", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
     # Seconds before each redelivery of an event whose handler failed; after the last one
@@ -120,7 +132,7 @@ class Settings(BaseSettings):
 
     # Tracing: OpenTelemetry spans go to this OTLP/HTTP collector (`/v1/traces` is
     # appended); empty = tracing off, no exporter built.
-    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_endpoint: SecretUrl = SecretUrl("")
     # The service name spans carry; empty = "agentrunner-<roles>" of the process.
     otel_service_name: str = ""
 
@@ -183,7 +195,7 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         """DATABASE_URL, or a SQLite file under DATA_DIR when it is empty."""
-        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'agentrunner.db'}"
+        return self.database_url.get_secret_value() or f"sqlite+aiosqlite:///{self.data_dir / 'agentrunner.db'}"
 
     def port_of(self, role: Role) -> int:
         """The HTTP port a role listens on."""

@@ -33,7 +33,7 @@ def test_env_example_copied_to_env_loads_with_no_key(
     settings = Settings()
 
     assert settings.openai_api_key is None
-    assert settings.database_url == ""
+    assert not settings.database_url
     assert settings.effective_database_url == "sqlite+aiosqlite:///data/agentrunner.db"
     assert (settings.state_port, settings.slack_port) == (8001, 8005)
 
@@ -57,3 +57,19 @@ def test_secrets_never_show_in_repr_or_dump() -> None:
     assert "xoxb-secret" not in str(settings.model_dump())
     assert settings.openai_api_key is not None
     assert settings.openai_api_key.get_secret_value() == "sk-very-secret"
+
+
+def test_service_urls_show_where_they_point_but_never_their_password() -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url="postgresql+asyncpg://agentrunner:pg-secret@db:5432/agentrunner",
+        redis_url="redis://:redis-secret@cache:6379/0",
+        rabbitmq_url="amqp://agentrunner:mq-secret@broker:5672/",
+        otel_exporter_otlp_endpoint="https://collector:4318/?api_key=otel-secret",
+    )
+    shown = repr(settings) + str(settings) + str(settings.model_dump()) + settings.model_dump_json()
+
+    assert [word for word in ("pg-secret", "redis-secret", "mq-secret", "otel-secret") if word in shown] == []
+    assert "SecretUrl('postgresql+asyncpg://agentrunner:********@db:5432/agentrunner')" in repr(settings)
+    assert settings.effective_database_url == "postgresql+asyncpg://agentrunner:pg-secret@db:5432/agentrunner"
+    assert settings.redis_url.get_secret_value() == "redis://:redis-secret@cache:6379/0"
