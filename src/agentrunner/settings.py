@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # built-in `/agent NAME text`); mentions and direct messages go to SLACK_DEFAULT_AGENT.
     slack_commands: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     slack_default_agent: str = ""
+    # Agents `/agent NAME text` may run; empty = the agents routed to Slack (SLACK_COMMANDS'
+    # agents, SLACK_DEFAULT_AGENT, subscribers of slack.* topics); ("*",) = any agent.
+    slack_allowed_agents: Annotated[tuple[str, ...], NoDecode] = ()
     # false = accept unsigned requests (local development only, logged loudly at start).
     slack_verify_signatures: bool = True
     # Slack Web API base URL (chat.postMessage); tests and proxies point it elsewhere.
@@ -151,6 +154,13 @@ class Settings(BaseSettings):
     # missed; and how often clarifications past their timeout are settled.
     collaborative_poll_seconds: float = Field(default=2, gt=0)
     clarification_sweep_seconds: float = Field(default=5, gt=0)
+
+    @field_validator("slack_allowed_agents", mode="before")
+    @classmethod
+    def _agent_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("bus_retry_delays", mode="before")
     @classmethod

@@ -11,6 +11,9 @@ import pytest
 from agentrunner.settings import Settings
 from tests.conftest import REPO
 
+# Variables of .env.example that docker-compose.yml reads and the platform does not.
+COMPOSE_ONLY = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_PASSWORD", "BIND_ADDRESS"}
+
 
 def _documented_names() -> set[str]:
     text = (REPO / ".env.example").read_text()
@@ -21,7 +24,13 @@ def test_env_example_documents_every_setting_and_nothing_else() -> None:
     fields = {name.upper() for name in Settings.model_fields}
 
     assert fields - _documented_names() == set(), "settings missing from .env.example"
-    assert {n for n in _documented_names() if n not in fields} == set(), ".env.example names unknown settings"
+    assert {n for n in _documented_names() if n not in fields} == COMPOSE_ONLY, ".env.example names unknown settings"
+
+
+def test_the_compose_only_variables_are_used_by_docker_compose() -> None:
+    compose = (REPO / "docker-compose.yml").read_text()
+
+    assert {name for name in COMPOSE_ONLY if f"${{{name}:" in compose} == COMPOSE_ONLY
 
 
 def test_env_example_copied_to_env_loads_with_no_key(
