@@ -215,6 +215,7 @@ class Node:
             cache=self.cache,
             routes=settings.slack_commands,
             default_agent=settings.slack_default_agent,
+            allowed_agents=settings.slack_allowed_agents,
             dedup_ttl_seconds=settings.slack_dedup_ttl_seconds,
         )
         # Built only where Slack is served: slack_sdk and aiohttp cost start-up time.
