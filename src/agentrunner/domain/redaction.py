@@ -33,6 +33,7 @@ _TOKEN_SHAPE = re.compile(
     r"\bBearer\s+\S+)"
 )
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://\S+$")
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()]+")
 _USERINFO = re.compile(r"(?<=//)[^/?#@\s]*@")
 
 
@@ -82,6 +83,12 @@ def mask_text(value: str) -> str:
     if _URL.match(value):
         return mask_url(value)
     return _TOKEN_SHAPE.sub(MASK, value)
+
+
+def mask_prose(text: str) -> str:
+    """Free text (an error message, a reason) with every URL in it masked like `mask_url`
+    and every token-shaped part masked."""
+    return _TOKEN_SHAPE.sub(MASK, _URL_IN_TEXT.sub(lambda match: mask_url(match[0]), text))
 
 
 def mask_arguments(arguments: Iterable[str]) -> list[str]:
