@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import structlog
 
+from agentrunner.domain.redaction import mask_prose
 from agentrunner.tracing import current_service, current_trace_id
 
 _TOP_LEVEL = ("timestamp", "level", "service", "trace_id", "message", "metadata")
@@ -41,6 +42,13 @@ def _shape(default_service: str) -> structlog.types.Processor:
     return shape
 
 
+def _mask_foreign(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A library's message with the credentials of URLs and token-shaped values masked (the
+    MCP client logs each endpoint it connects to, userinfo and query included)."""
+    event_dict["event"] = mask_prose(str(event_dict.get("event", "")))
+    return event_dict
+
+
 def _render(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> str:
     return orjson.dumps(event_dict, default=str).decode()
 
@@ -60,7 +68,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *stamp],
+            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *stamp, _mask_foreign],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,

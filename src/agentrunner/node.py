@@ -136,7 +136,7 @@ class Node:
             statement_timeout_ms=settings.db_statement_timeout_ms,
             # SQLite belongs to this process: migrate it. A shared PostgreSQL is migrated
             # once, by `agentrunner db upgrade`, so replicas never race on a migration.
-            migrate=not settings.database_url or settings.database_url.startswith("sqlite"),
+            migrate=not settings.database_url or settings.database_url.get_secret_value().startswith("sqlite"),
         )
         self.cache = _cache(settings)
         self.store = CachedStateStore(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
@@ -224,6 +224,7 @@ class Node:
             cache=self.cache,
             routes=settings.slack_commands,
             default_agent=settings.slack_default_agent,
+            allowed_agents=settings.slack_allowed_agents,
             dedup_ttl_seconds=settings.slack_dedup_ttl_seconds,
         )
         # Built only where Slack is served: slack_sdk and aiohttp cost start-up time.
@@ -598,7 +599,7 @@ def _bus(settings: Settings, node_id: str) -> EventBus:
     from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus  # noqa: PLC0415
 
     return RabbitMQEventBus(
-        settings.rabbitmq_url,
+        settings.rabbitmq_url.get_secret_value(),
         prefix=settings.rabbitmq_exchange_prefix,
         retry_delays=settings.bus_retry_delays,
         connection_name=f"agentrunner node {node_id}",
@@ -614,7 +615,10 @@ def _tracing(settings: Settings, node_id: str, roles: frozenset[str]) -> Tracing
     everything = set(roles) == set(ALL_ROLES)
     name = settings.otel_service_name or ("agentrunner" if everything else f"agentrunner-{'+'.join(sorted(roles))}")
     return OtelTracing(
-        endpoint=settings.otel_exporter_otlp_endpoint, service_name=name, node_id=node_id, roles=sorted(roles)
+        endpoint=settings.otel_exporter_otlp_endpoint.get_secret_value(),
+        service_name=name,
+        node_id=node_id,
+        roles=sorted(roles),
     )
 
 
@@ -628,7 +632,7 @@ def _cache(settings: Settings) -> _SharedCache:
     # Imported here: redis-py costs start-up time that the embedded mode does not need.
     from agentrunner.adapters.cache.redis import RedisCache  # noqa: PLC0415
 
-    return RedisCache(settings.redis_url, key_prefix=settings.redis_key_prefix)
+    return RedisCache(settings.redis_url.get_secret_value(), key_prefix=settings.redis_key_prefix)
 
 
 def _slack_off_reason(settings: Settings, roles: frozenset[str], *, optional: bool) -> str | None:

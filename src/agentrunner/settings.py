@@ -1,8 +1,9 @@
 """Every setting of agentrunner, read from the environment and `.env`.
 
 Names follow the user's README (OPENAI_API_KEY, DATABASE_URL, DB_POOL_SIZE, ...). Secrets
-are `SecretStr`: masked in every repr, log line and API answer. Empty values count as unset,
-so `cp .env.example .env` works before any key is filled in.
+are `SecretStr`: masked in every repr, log line and API answer; service URLs, which carry
+passwords, are `SecretUrl`: their repr shows where they point, never the credentials. Empty
+values count as unset, so `cp .env.example .env` works before any key is filled in.
 """
 
 from __future__ import annotations
@@ -13,9 +14,20 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agentrunner.domain.redaction import mask_url
+
 Role = Literal["state", "config", "orchestrator", "scheduler", "slack"]
 HTTP_ROLES: tuple[Role, ...] = ("state", "config", "orchestrator", "scheduler", "slack")
 DEFAULT_API_RATE_LIMIT_PER_MINUTE = 600
+
+
+class SecretUrl(SecretStr):
+    """A URL that may carry credentials (DATABASE_URL, REDIS_URL, ...): `str()` and `repr()`
+    show it with its userinfo and credential query values masked; `get_secret_value()` gives
+    the URL to connect with. Empty (falsy) when unset."""
+
+    def _display(self) -> str:
+        return mask_url(self.get_secret_value())
 
 
 class Settings(BaseSettings):
@@ -40,14 +52,14 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
 
     # Durable state, cache and bus: empty URLs select the embedded backends.
-    database_url: str = ""
+    database_url: SecretUrl = SecretUrl("")
     db_pool_size: int = Field(default=10, gt=0)
     db_max_overflow: int = Field(default=20, ge=0)
     db_statement_timeout_ms: int = Field(default=30_000, gt=0)
-    redis_url: str = ""
+    redis_url: SecretUrl = SecretUrl("")
     redis_key_prefix: str = "agentrunner:"
     cache_ttl_seconds: float = Field(default=300, gt=0)
-    rabbitmq_url: str = ""
+    rabbitmq_url: SecretUrl = SecretUrl("")
     rabbitmq_prefetch_count: int = Field(default=10, gt=0)
     rabbitmq_exchange_prefix: str = Field(default="agentrunner", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
     # Seconds before each redelivery of an event whose handler failed; after the last one
@@ -79,6 +91,9 @@ class Settings(BaseSettings):
     # built-in `/agent NAME text`); mentions and direct messages go to SLACK_DEFAULT_AGENT.
     slack_commands: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     slack_default_agent: str = ""
+    # Agents `/agent NAME text` may run; empty = the agents routed to Slack (SLACK_COMMANDS'
+    # agents, SLACK_DEFAULT_AGENT, subscribers of slack.* topics); ("*",) = any agent.
+    slack_allowed_agents: Annotated[tuple[str, ...], NoDecode] = ()
     # false = accept unsigned requests (local development only, logged loudly at start).
     slack_verify_signatures: bool = True
     # Slack Web API base URL (chat.postMessage); tests and proxies point it elsewhere.
@@ -132,7 +147,7 @@ class Settings(BaseSettings):
 
     # Tracing: OpenTelemetry spans go to this OTLP/HTTP collector (`/v1/traces` is
     # appended); empty = tracing off, no exporter built.
-    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_endpoint: SecretUrl = SecretUrl("")
     # The service name spans carry; empty = "agentrunner-<roles>" of the process.
     otel_service_name: str = ""
 
@@ -157,6 +172,13 @@ class Settings(BaseSettings):
     def _host_names(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("slack_allowed_agents", mode="before")
+    @classmethod
+    def _agent_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @field_validator("bus_retry_delays", mode="before")
@@ -209,7 +231,7 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         """DATABASE_URL, or a SQLite file under DATA_DIR when it is empty."""
-        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'agentrunner.db'}"
+        return self.database_url.get_secret_value() or f"sqlite+aiosqlite:///{self.data_dir / 'agentrunner.db'}"
 
     def port_of(self, role: Role) -> int:
         """The HTTP port a role listens on."""

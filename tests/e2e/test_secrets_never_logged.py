@@ -3,7 +3,8 @@ set (API keys, each provider's keys, AWS session token, the Slack signing secret
 token), through a whole user flow: requests with no, wrong and right keys, invocations on
 three vendors' wires, a failure, a signed Slack command, a mention answered with the bot
 token, a forged Slack request, and the operator CLI; and distributed roles at DEBUG on
-PostgreSQL, RabbitMQ and Redis, whose URLs' passwords never show either."""
+PostgreSQL, RabbitMQ and Redis, whose URLs' passwords never show either, nor the
+credentials in an MCP server's URL (logged and reported when it is unreachable)."""
 
 from __future__ import annotations
 
@@ -158,11 +159,22 @@ def test_distributed_roles_log_no_secret_nor_a_url_password(tmp_path: Path, post
     (tmp_path / "agents" / "on-openai.yml").write_text(
         "name: on-openai\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
     )
+    # An MCP server that does not answer: its URL is logged and reported, credentials masked.
+    mcp_password, mcp_token = _unique("mcp-pass-"), _unique("mcp-token-")
+    (tmp_path / "agents" / "with-tools.yml").write_text(
+        "name: with-tools\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
+        f"tools:\n  - {{name: kb, type: mcp, url: 'http://kb:{mcp_password}@127.0.0.1:{free_port()}/mcp?token={mcp_token}'}}\n"
+    )
     api_key = _unique("ak-distributed-")
     tenant_secret = _unique("tenant-secret-")
     port, health_port = free_port(), free_port()
+    # Redis accepts any password for its default user when it has none: REDIS_URL carries one.
+    redis_password = _unique("redis-pass-")
+    redis_url = REDIS_URL if "@" in REDIS_URL else REDIS_URL.replace("://", f"://default:{redis_password}@", 1)
     # The passwords of the service URLs, as they appear in them ("user:password@").
-    userinfo = {url.split("//", 1)[1].split("@", 1)[0] + "@" for url in (postgres_url, RABBITMQ_URL) if "@" in url}
+    userinfo = {
+        url.split("//", 1)[1].split("@", 1)[0] + "@" for url in (postgres_url, RABBITMQ_URL, redis_url) if "@" in url
+    }
     with FakeOpenAI(api_key=_unique("sk-proj-")) as openai:
         env = {
             "ENABLE_API_AUTH": "true",
@@ -170,7 +182,8 @@ def test_distributed_roles_log_no_secret_nor_a_url_password(tmp_path: Path, post
             "TENANT_ID_SECRET": tenant_secret,
             "OPENAI_API_KEY": openai.api_key,
             "OPENAI_BASE_URL": openai.base_url,
-            "REDIS_URL": REDIS_URL,
+            "REDIS_URL": redis_url,
+            "MCP_CONNECT_TIMEOUT_SECONDS": "1",
             "LOG_LEVEL": "DEBUG",
             "ORCHESTRATOR_PORT": str(port),
         }
@@ -181,10 +194,17 @@ def test_distributed_roles_log_no_secret_nor_a_url_password(tmp_path: Path, post
             url = f"http://127.0.0.1:{port}/agents/on-openai/invoke"
             wrong = httpx.post(url, json={}, headers={"X-API-Key": "wrong"}, timeout=10)
             done = httpx.post(url, json={"task_data": {"prompt": "hi"}}, headers={"X-API-Key": api_key}, timeout=60)
+            tooled = httpx.get(f"http://127.0.0.1:{port}/agents/with-tools", headers={"X-API-Key": api_key}, timeout=10)
         logs = roles.log_text()
 
     assert wrong.status_code == 401
     assert done.status_code == 200, done.text
     assert '"level":"DEBUG"' in logs
-    leaked = [value for value in (api_key, tenant_secret, openai.api_key, *userinfo) if value in logs]
+    assert "MCP server unreachable" in logs, "the MCP server's URL was logged"
+    assert tooled.status_code == 200, tooled.text
+    leaked = [
+        value
+        for value in (api_key, tenant_secret, openai.api_key, redis_password, mcp_password, mcp_token, *userinfo)
+        if value in logs or value in tooled.text
+    ]
     assert leaked == []

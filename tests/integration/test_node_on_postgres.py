@@ -52,7 +52,7 @@ async def test_invocation_is_recorded_in_postgres(settings: Settings) -> None:
 
     assert execution.status is ExecutionStatus.SUCCEEDED
     assert execution.output == "HELLO"
-    database = settings.database_url.rsplit("/", 1)[1]
+    database = settings.database_url.get_secret_value().rsplit("/", 1)[1]
     connection = await asyncpg.connect(POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}")
     try:
         row = await connection.fetchrow(

@@ -275,7 +275,7 @@ async def test_unknown_commands_and_agents_get_a_clear_ephemeral_answer(tmp_path
     )
     assert "`/deploy` is not routed" in unknown.json()["text"]
     assert "/ask` → assistant" in unknown.json()["text"]
-    assert "'ghost' not found" in nobody.json()["text"]
+    assert "`/agent ghost` is not allowed here: Slack may run assistant" in nobody.json()["text"]
     assert "Usage" in usage.json()["text"]
     assert ssl_check.status_code == 200
     assert no_command.status_code == 400

@@ -11,6 +11,9 @@ import pytest
 from agentrunner.settings import Settings
 from tests.conftest import REPO
 
+# Variables of .env.example that docker-compose.yml reads and the platform does not.
+COMPOSE_ONLY = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_PASSWORD", "BIND_ADDRESS"}
+
 
 def _documented_names() -> set[str]:
     text = (REPO / ".env.example").read_text()
@@ -21,7 +24,13 @@ def test_env_example_documents_every_setting_and_nothing_else() -> None:
     fields = {name.upper() for name in Settings.model_fields}
 
     assert fields - _documented_names() == set(), "settings missing from .env.example"
-    assert {n for n in _documented_names() if n not in fields} == set(), ".env.example names unknown settings"
+    assert {n for n in _documented_names() if n not in fields} == COMPOSE_ONLY, ".env.example names unknown settings"
+
+
+def test_the_compose_only_variables_are_used_by_docker_compose() -> None:
+    compose = (REPO / "docker-compose.yml").read_text()
+
+    assert {name for name in COMPOSE_ONLY if f"${{{name}:" in compose} == COMPOSE_ONLY
 
 
 def test_env_example_copied_to_env_loads_with_no_key(
@@ -33,7 +42,7 @@ def test_env_example_copied_to_env_loads_with_no_key(
     settings = Settings()
 
     assert settings.openai_api_key is None
-    assert settings.database_url == ""
+    assert not settings.database_url
     assert settings.effective_database_url == "sqlite+aiosqlite:///data/agentrunner.db"
     assert (settings.state_port, settings.slack_port) == (8001, 8005)
 
@@ -79,3 +88,19 @@ def test_allowed_hosts_and_auth_keys_are_read_from_the_environment(monkeypatch: 
     assert settings.allowed_hosts == ("agents.example.com", "localhost")
     assert "admin-key" not in repr(settings)
     assert "tenant-secret" not in repr(settings)
+
+
+def test_service_urls_show_where_they_point_but_never_their_password() -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url="postgresql+asyncpg://agentrunner:pg-secret@db:5432/agentrunner",
+        redis_url="redis://:redis-secret@cache:6379/0",
+        rabbitmq_url="amqp://agentrunner:mq-secret@broker:5672/",
+        otel_exporter_otlp_endpoint="https://collector:4318/?api_key=otel-secret",
+    )
+    shown = repr(settings) + str(settings) + str(settings.model_dump()) + settings.model_dump_json()
+
+    assert [word for word in ("pg-secret", "redis-secret", "mq-secret", "otel-secret") if word in shown] == []
+    assert "SecretUrl('postgresql+asyncpg://agentrunner:********@db:5432/agentrunner')" in repr(settings)
+    assert settings.effective_database_url == "postgresql+asyncpg://agentrunner:pg-secret@db:5432/agentrunner"
+    assert settings.redis_url.get_secret_value() == "redis://:redis-secret@cache:6379/0"

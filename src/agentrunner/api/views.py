@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel
 
-from agentrunner.domain.agent import AgentConfig
+from agentrunner.domain.agent import AgentConfig, ToolConfig
+from agentrunner.domain.redaction import MASK, is_secret_name, mask_arguments, mask_command, mask_text
 from agentrunner.runtime.registry import RegisteredAgent
-
-_SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|authorization|credential)", re.IGNORECASE)
-MASK = "********"
+from agentrunner.tracing import current_caller
 
 
 class LLMView(BaseModel):
@@ -69,22 +67,59 @@ def agent_detail_view(agent: RegisteredAgent) -> AgentDetailView:
         **agent_view(agent).model_dump(),
         event_subscriptions=list(config.event_subscriptions) if config else [],
         schedule=masked(config.schedule_config.model_dump(mode="json")) if config and config.schedule_config else None,
-        tools=[masked(tool.model_dump(mode="json")) for tool in config.tools] if config else [],
+        tools=tools_view(config.tools) if config else [],
         offered_tools=list(agent.tools),
         warnings=[str(warning) for warning in agent.warnings],
     )
 
 
 def masked(value: Any) -> Any:
-    """`value` with every field whose name looks secret replaced by a mask."""
+    """`value` with every field whose name looks secret replaced by a mask, and every
+    string's credentials (URL userinfo and query secrets, token-shaped values) masked."""
     if isinstance(value, dict):
-        return {key: MASK if _SECRET_KEY.search(str(key)) and item else masked(item) for key, item in value.items()}
+        return {key: MASK if is_secret_name(str(key)) and item else masked(item) for key, item in value.items()}
     if isinstance(value, list):
         return [masked(item) for item in value]
+    if isinstance(value, str):
+        return mask_text(value)
     return value
 
 
+def reads_tool_definitions() -> bool:
+    """Whether the caller may read tool definitions (their URLs, commands, arguments and
+    environment, masked): an admin, or anyone with auth off (one local user). A tenant sees
+    its agents' tool names only: a definition tells where internal services are."""
+    caller = current_caller()
+    return caller.admin or caller.tenant is None
+
+
+def tool_view(tool: ToolConfig) -> dict[str, Any]:
+    """One tool entry as the caller may see it: its name, type and description to a tenant;
+    the whole entry with every secret masked to an admin (each `env` value, secret-looking
+    arguments, URL credentials, secret headers)."""
+    if not reads_tool_definitions():
+        return {"name": tool.name, "type": tool.type, "description": tool.description}
+    entry: dict[str, Any] = masked(tool.model_dump(mode="json"))
+    entry["env"] = {name: MASK for name in tool.env}
+    entry["args"] = mask_arguments(tool.args)
+    if isinstance(tool.command, str):
+        entry["command"] = mask_command(tool.command)
+    elif tool.command is not None:
+        entry["command"] = mask_arguments(tool.command)
+    entry["headers"] = {
+        name: MASK if is_secret_name(name) else mask_text(value) for name, value in tool.headers.items()
+    }
+    return entry
+
+
+def tools_view(tools: list[ToolConfig]) -> list[dict[str, Any]]:
+    """An agent's tool entries as the caller may see them (see `tool_view`)."""
+    return [tool_view(tool) for tool in tools]
+
+
 def config_view(config: AgentConfig) -> dict[str, Any]:
-    """The whole agent config as JSON, secrets masked."""
+    """The whole agent config as JSON, secrets masked; tool entries as `tool_view` shows
+    them to the caller."""
     result: dict[str, Any] = masked(config.model_dump(mode="json"))
+    result["tools"] = tools_view(config.tools)
     return result

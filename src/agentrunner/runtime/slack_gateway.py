@@ -10,13 +10,18 @@ source "slack", channel_id, user_id, team_id, response_url/trigger_id or thread_
 agents that subscribe to it run on it too, and are answered in Slack the same way. An agent
 both routed to and subscribed runs once: from the event, which is then its run. A routed
 run and its event are recorded in one transaction and published together.
+
+Anyone in the workspace can type `/agent NAME`: it runs only the agents Slack may run
+(SLACK_ALLOWED_AGENTS; by default the ones routed to Slack: SLACK_COMMANDS' agents,
+SLACK_DEFAULT_AGENT and the subscribers of `slack.*` topics), so an agent with powerful
+tools is not one slash command away from every workspace member.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -34,6 +39,8 @@ from agentrunner.tracing import current_trace_id
 log = get_logger(__name__)
 
 AGENT_COMMAND = "/agent"
+# SLACK_ALLOWED_AGENTS=* : `/agent NAME` runs any agent.
+ANY_AGENT = "*"
 SOURCE = "slack"
 # Message subtypes that are still a person talking; every other subtype (edits, deletions,
 # bot messages, joins) is not a request.
@@ -71,12 +78,14 @@ class SlackGateway:
         cache: Cache,
         routes: Mapping[str, str],
         default_agent: str = "",
+        allowed_agents: Collection[str] = (),
         dedup_ttl_seconds: float = 600.0,
     ) -> None:
         self._orchestrator = orchestrator
         self._cache = cache
         self._routes = dict(routes)
         self._default_agent = default_agent
+        self._allowed = frozenset(allowed_agents)
         self._ttl = dedup_ttl_seconds
 
     async def command(self, command: SlashCommand) -> SlackMessage:
@@ -95,6 +104,13 @@ class SlackGateway:
             prompt = prompt.strip()
             if not agent:
                 return _ephemeral(f"Usage: `{AGENT_COMMAND} NAME what to do`. Agents: {self._agent_names()}.")
+            if not self.may_run(agent):
+                # The same answer for an agent that does not exist: no list of hidden agents.
+                log.info("slack /agent refused: not an agent Slack may run", agent=agent[:64])
+                return _ephemeral(
+                    f"`{AGENT_COMMAND} {agent[:64]}` is not allowed here: Slack may run {self._agent_names()} "
+                    "(the operator chooses with SLACK_ALLOWED_AGENTS)."
+                )
         else:
             agent = self._routes.get(command.command)
         topic = f"slack.command.{topic_word(command.command.lstrip('/'))}"
@@ -280,8 +296,27 @@ class SlackGateway:
             and any(topic_matches(pattern, topic) for pattern in agent.config.event_subscriptions)
         }
 
+    def may_run(self, agent: str) -> bool:
+        """Whether `/agent NAME` may run `agent`: one of SLACK_ALLOWED_AGENTS (`*`: any), or
+        with none named, one routed to Slack (a command's agent, the default agent, or a
+        subscriber of a `slack.*` topic)."""
+        if self._allowed:
+            return ANY_AGENT in self._allowed or agent in self._allowed
+        if agent in self._routes.values() or agent == self._default_agent:
+            return True
+        registered = self._orchestrator.registry.agents.get(agent)
+        return (
+            registered is not None
+            and registered.config is not None
+            and any(pattern.split(".", 1)[0] == SOURCE for pattern in registered.config.event_subscriptions)
+        )
+
     def _agent_names(self) -> str:
-        names = [name for name, agent in self._orchestrator.registry.agents.items() if agent.status.runs]
+        names = [
+            name
+            for name, agent in self._orchestrator.registry.agents.items()
+            if agent.status.runs and self.may_run(name)
+        ]
         return ", ".join(names) or "none available"
 
     def _routes_help(self) -> str:

@@ -13,6 +13,7 @@ from agentrunner.adapters.tools.builtin import BUILTIN_NAMES, builtin_tool
 from agentrunner.adapters.tools.mcp import McpServer, McpTool
 from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.errors import AgentRunnerError
+from agentrunner.domain.redaction import mask_arguments, mask_prose, mask_url
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, StateStore, Tool
 
@@ -39,7 +40,8 @@ def plugin_tool(point: EntryPoint, entry: ToolConfig) -> Tool:
 
 
 def _endpoint(entry: ToolConfig) -> str:
-    return entry.url or " ".join(entry.argv)
+    """Where an MCP entry connects, as logs and reasons show it: credentials masked."""
+    return mask_url(entry.url) if entry.url else " ".join(mask_arguments(entry.argv))
 
 
 class ToolShelf:
@@ -91,7 +93,7 @@ class ToolShelf:
         failures = {}
         for server, result in zip(servers, results, strict=True):
             if isinstance(result, BaseException):
-                reason = (
+                reason = mask_prose(
                     result.message if isinstance(result, AgentRunnerError) else f"{type(result).__name__}: {result}"
                 )
                 failures[id(server)] = reason
