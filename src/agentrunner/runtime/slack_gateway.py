@@ -10,6 +10,12 @@ source "slack", channel_id, user_id, team_id, response_url/trigger_id or thread_
 agents that subscribe to it run on it too, and are answered in Slack the same way. An agent
 both routed to and subscribed runs once: from the event, which is then its run. A routed
 run and its event are recorded in one transaction and published together.
+
+Only this gateway marks a run as Slack's: the run's `origin` (where its answer goes: the
+response_url or the channel and thread) is recorded by the platform, beside the task, and
+carried in the event's `origin` for the runs subscribed to it. The task's own `source`,
+`response_url`, `channel_id` or `thread_ts` are information for the agent, never where
+anything is posted.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 from agentrunner.domain.errors import AgentNotFoundError, AgentRunnerError, AgentUnavailableError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, utcnow
-from agentrunner.domain.slack import SlackMessage, parse_clarify_action_id
+from agentrunner.domain.slack import SlackMessage, parse_clarify_action_id, slack_origin
 from agentrunner.domain.topics import topic_matches
 from agentrunner.logs import get_logger
 from agentrunner.ports import Cache, IdempotencyClaim, IdempotencyKeyTakenError
@@ -116,10 +122,16 @@ class SlackGateway:
             "response_url": command.response_url,
             "trigger_id": command.trigger_id,
         }
-        announced = {**task, "text": command.text, "agent": agent}
+        origin = slack_origin(
+            response_url=command.response_url,
+            channel_id=command.channel_id,
+            team_id=command.team_id,
+            user_id=command.user_id,
+        )
+        announced = {**task, "text": command.text, "agent": agent, "origin": origin}
         if agent is not None and agent not in subscribers:
             try:
-                await self._run(agent, task, topic, announced, request_key=command.request_key)
+                await self._run(agent, task, topic, announced, origin, request_key=command.request_key)
             except (AgentNotFoundError, AgentUnavailableError) as exc:
                 return _ephemeral(f"{exc.message.split(':')[0]}. {self._routes_help()}")
             except IdempotencyKeyTakenError:
@@ -177,10 +189,13 @@ class SlackGateway:
         agent = self._default_agent if direct else None
         if direct and not agent:
             log.warning("a Slack mention has no agent to answer it: set SLACK_DEFAULT_AGENT", type=kind)
-        announced = {**task, "text": text, "agent": agent}
+        origin = slack_origin(
+            channel_id=task["channel_id"], thread_ts=task["thread_ts"], team_id=task["team_id"], user_id=task["user_id"]
+        )
+        announced = {**task, "text": text, "agent": agent, "origin": origin}
         if agent and task["prompt"] and agent not in self._subscribers(topic):
             try:
-                await self._run(agent, task, topic, announced)
+                await self._run(agent, task, topic, announced, origin)
                 return
             except (AgentNotFoundError, AgentUnavailableError) as exc:
                 log.error("SLACK_DEFAULT_AGENT cannot run", agent=agent, error=exc.message)
@@ -243,7 +258,14 @@ class SlackGateway:
             )
 
     async def _run(
-        self, agent: str, task: dict[str, Any], topic: str, announced: dict[str, Any], *, request_key: str = ""
+        self,
+        agent: str,
+        task: dict[str, Any],
+        topic: str,
+        announced: dict[str, Any],
+        origin: dict[str, Any],
+        *,
+        request_key: str = "",
     ) -> None:
         """Invoke `agent` on `task`; the request's event on `topic` is recorded in the same
         transaction and published with the invocation (one write, no second round trip on
@@ -257,7 +279,7 @@ class SlackGateway:
         if request_key:
             key = hashlib.sha256(b"slack-request:" + request_key.encode()).hexdigest()
             claim = IdempotencyClaim(key=key, fingerprint=key, expired_before=utcnow() - timedelta(seconds=self._ttl))
-        await self._orchestrator.invoke(agent, task, wait=0, with_events=announcement, idempotency=claim)
+        await self._orchestrator.invoke(agent, task, wait=0, origin=origin, with_events=announcement, idempotency=claim)
 
     @staticmethod
     def _announcement(announced: dict[str, Any], execution_id: str | None) -> dict[str, Any]:
