@@ -23,7 +23,8 @@ from agentrunner.adapters.egress import EgressGuard, _GuardedBackend
 from agentrunner.adapters.slack.replies import SlackSdkReplies
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.tools.builtin import builtin_tool
-from agentrunner.domain.agent import ToolConfig
+from agentrunner.adapters.tools.catalog import ToolShelf
+from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.egress import EgressPolicy, EgressRefusedError, parse_networks
 from agentrunner.domain.slack import SlackMessage
 from agentrunner.node import Node
@@ -31,6 +32,7 @@ from agentrunner.ports import ToolContext
 from tests.conftest import free_port
 from tests.fakes.slack_server import BOT_TOKEN, SIGNING_SECRET, FakeSlack, command_body, slack_headers
 from tests.integration.conftest import node_on
+from tests.mcp_server import McpHttpServer
 
 SECRET = "whsec-egress-0123456789"
 PRIVATE_TARGETS = ["127.0.0.1", "169.254.169.254", "10.0.0.1", "[::1]", "localhost"]
@@ -378,3 +380,45 @@ async def test_a_slack_response_url_on_a_private_address_is_refused_without_the_
         finally:
             await replies.close()
         assert slack.messages() == []
+
+
+# --- MCP ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_an_mcp_url_from_the_environment_goes_through_the_guard(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A literal URL in the agent file is the operator's (trusted as written); one taken from
+    `${VAR}` reaches a private address only with the operator's network exception."""
+    with McpHttpServer(transport=transport) as server:
+        monkeypatch.setenv("EGRESS_TEST_MCP_URL", server.url)
+        entry = {"name": "kit", "type": "mcp", "url": "${EGRESS_TEST_MCP_URL}"}
+        refused = await _mcp_tools(entry, EgressGuard())
+        allowed = await _mcp_tools(entry, EgressGuard(LOOPBACK))
+        literal = await _mcp_tools({"name": "kit", "type": "mcp", "url": server.url}, EgressGuard())
+
+    assert refused[0] == [], refused
+    assert "127.0.0.1 is not a public address" in refused[1], "the operator reads why (GET /agents)"
+    assert "kit__add" in allowed[0], allowed
+    assert "kit__add" in literal[0], literal
+
+
+async def _mcp_tools(entry: dict[str, Any], guard: EgressGuard) -> tuple[list[str], str]:
+    """The tool names an MCP entry offers through `guard`, and why it is missing if it is."""
+    store = SQLStateStore("sqlite+aiosqlite:///:memory:")
+    shelf = ToolShelf(store=store, bus=InMemoryEventBus(), connect_timeout_seconds=10, egress=guard)
+    config = AgentConfig.model_validate(
+        {
+            "name": "smith",
+            "agent_type": "t",
+            "execution_mode": "autonomous",
+            "llm_config": {"provider": "echo", "model": "e"},
+            "tools": [entry],
+        }
+    )
+    try:
+        missing = await shelf.load([config])
+        return [tool.definition.name for tool in shelf.tools_for("smith")], " ".join(missing.get("smith", []))
+    finally:
+        await shelf.close()

@@ -71,9 +71,9 @@ class EgressGuard:
                 raise OSError(f"{host} has no address")
         refused = [address for address in found if not self.policy.allows(address, extra)]
         if refused:
+            what = f"{host} is" if literal is not None else f"{host} resolves to {refused[0]}, which is"
             raise EgressRefusedError(
-                f"{host} resolves to {refused[0]}, which is not a public address (an operator may allow "
-                "networks with EGRESS_ALLOWED_NETWORKS)",
+                f"{what} not a public address (an operator may allow networks with EGRESS_ALLOWED_NETWORKS)",
                 reason=REFUSED_PRIVATE,
             )
         return found

@@ -31,9 +31,22 @@ REFUSED_URL = "refused: url not allowed"
 UNREACHABLE = "unreachable"
 TIMEOUT = "timeout"
 
-# Ranges `ipaddress`'s flags miss or that we name for clarity: CGNAT is not `is_private`
-# on every Python, NAT64 and 6to4 embed an IPv4 address that is checked in turn.
-_CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+# NAT64 and 6to4 embed an IPv4 address that is checked in turn.
+# Refused whatever the Python version's flags say (IETF protocol assignments include
+# addresses some versions call global).
+_SPECIAL_V4 = tuple(
+    ipaddress.IPv4Network(network)
+    for network in (
+        "0.0.0.0/8",
+        "100.64.0.0/10",  # CGNAT
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+    )
+)
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
@@ -80,7 +93,7 @@ def is_public(address: IPAddress) -> bool:
         embedded = _embedded_ipv4(address)
         if embedded is not None:
             return is_public(embedded)
-    elif address in _CGNAT:
+    elif any(address in network for network in _SPECIAL_V4):
         return False
     return not (
         address.is_loopback

@@ -109,7 +109,9 @@ class McpServer:
             url, guarded = expand(entry.url, f"tool {entry.name!r} url"), bool(_REFERENCE.search(entry.url))
             if guarded:
                 split_url(url)  # no userinfo, http(s) only; the address is checked on connecting
-            if entry.http_transport == "sse":
+            # The transport follows the expanded URL (a `${VAR}` hides its /sse ending).
+            sse = entry.transport == "sse" or (entry.transport is None and url.rstrip("/").endswith("/sse"))
+            if sse:
                 options: dict[str, Any] = {"httpx_client_factory": self._guarded_factory} if guarded else {}
                 async with sse_client(url, headers=headers, timeout=self._connect_timeout, **options) as (read, write):
                     yield read, write
