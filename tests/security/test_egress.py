@@ -340,7 +340,6 @@ async def test_task_data_shaped_like_a_slack_request_posts_nothing(tmp_path: Pat
             }
             answer = await http.post("/agents/assistant/invoke", json={"task_data": forged, "wait": 10})
             assert answer.json()["status"] == "succeeded", answer.text
-            assert answer.json()["origin"] is None
             # A genuine command afterwards is answered: by then the forged one had its chance.
             body = command_body("/ask", "genuine", response_url=slack.response_url("genuine"))
             slack_http = httpx.AsyncClient(transport=httpx.ASGITransport(app=node.apps()["slack"]), base_url="http://s")
@@ -353,6 +352,7 @@ async def test_task_data_shaped_like_a_slack_request_posts_nothing(tmp_path: Pat
 
     assert slack.messages("forged") == []
     assert slack.messages("chat.postMessage") == []
+    assert answer.json().get("origin") is None, "the platform, not task_data, says where a run came from"
 
 
 async def test_a_response_url_that_is_not_slacks_is_refused() -> None:
