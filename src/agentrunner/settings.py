@@ -158,8 +158,10 @@ class Settings(BaseSettings):
     @field_validator("egress_allowed_networks", mode="before")
     @classmethod
     def _networks(cls, value: object) -> object:
-        networks = parse_networks(value if isinstance(value, str) else [str(part) for part in value or ()])  # type: ignore[attr-defined]
-        return tuple(str(network) for network in networks)
+        if not isinstance(value, str | list | tuple):
+            return value
+        parts = value if isinstance(value, str) else [str(part) for part in value]
+        return tuple(str(network) for network in parse_networks(parts))
 
     @property
     def egress_policy(self) -> EgressPolicy:

@@ -27,7 +27,6 @@ from typing import Any
 
 import httpcore
 import httpx
-from httpcore._backends.auto import AutoBackend  # no public name for the default backend
 
 from agentrunner.domain.egress import (
     REFUSED_PRIVATE,
@@ -65,8 +64,8 @@ class EgressGuard:
         if literal is not None:
             found = [literal]
         else:
-            found = [literal_address(address) for address in await self._resolve(host.rstrip("."), port)]  # type: ignore[misc]
-            found = [address for address in found if address is not None]
+            resolved = [literal_address(address) for address in await self._resolve(host.rstrip("."), port)]
+            found = [address for address in resolved if address is not None]
             if not found:
                 raise OSError(f"{host} has no address")
         refused = [address for address in found if not self.policy.allows(address, extra)]
@@ -104,7 +103,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, guard: EgressGuard, extra: Sequence[IPNetwork]) -> None:
         self._guard = guard
         self._extra = tuple(extra)
-        self._backend = AutoBackend()
+        self._backend: httpcore.AsyncNetworkBackend = httpcore.AnyIOBackend()  # asyncio, through anyio
 
     async def connect_tcp(
         self,
