@@ -225,9 +225,18 @@ class SlackGateway:
             "trigger_id": payload.get("trigger_id"),
             "message_ts": (payload.get("container") or {}).get("message_ts"),
         }
+        # Where a run subscribed to the interaction's event answers (the platform's mark).
+        answer_to = slack_origin(
+            response_url=origin["response_url"],
+            channel_id=origin["channel_id"],
+            team_id=origin["team_id"],
+            user_id=origin["user_id"],
+        )
         kind = str(payload.get("type", ""))
         if kind != "block_actions":
-            await self._orchestrator.publish_event(f"slack.interaction.{topic_word(kind)}", {**origin, "type": kind})
+            await self._orchestrator.publish_event(
+                f"slack.interaction.{topic_word(kind)}", {**origin, "type": kind, "origin": answer_to}
+            )
             return
         for action in payload.get("actions") or []:
             action_id = str(action.get("action_id", ""))
@@ -254,7 +263,13 @@ class SlackGateway:
                 continue
             await self._orchestrator.publish_event(
                 f"slack.interaction.{topic_word(action_id)}",
-                {**origin, "action_id": action_id, "block_id": action.get("block_id"), "value": value},
+                {
+                    **origin,
+                    "action_id": action_id,
+                    "block_id": action.get("block_id"),
+                    "value": value,
+                    "origin": answer_to,
+                },
             )
 
     async def _run(
