@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -57,6 +58,14 @@ class EgressGuard:
     def __init__(self, policy: EgressPolicy | None = None, *, resolver: Resolver = system_resolver) -> None:
         self.policy = policy or EgressPolicy()
         self._resolve = resolver
+        self._ssl: ssl.SSLContext | None = None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """One verifying TLS context for every guarded client (loading CA roots costs ~10 ms)."""
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context(trust_env=False)
+        return self._ssl
 
     async def addresses(self, host: str, port: int, *, extra: Sequence[IPNetwork] = ()) -> list[IPAddress]:
         """The checked addresses to connect to for `host`."""
@@ -147,10 +156,10 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over a connection pool that opens connections through the guard."""
 
     def __init__(self, guard: EgressGuard, *, extra: Sequence[IPNetwork] = ()) -> None:
-        super().__init__(trust_env=False)
+        super().__init__(verify=guard.ssl_context, trust_env=False)
         limits = httpx.Limits()
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=guard.ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
