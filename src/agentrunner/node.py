@@ -22,6 +22,7 @@ from agentrunner.adapters.bus.memory import InMemoryEventBus
 from agentrunner.adapters.cache.memory import InMemoryCache
 from agentrunner.adapters.config.files import load_agent_directory
 from agentrunner.adapters.config.watch import watch_agent_files
+from agentrunner.adapters.egress import EgressGuard
 from agentrunner.adapters.metrics.prometheus import PrometheusMetrics
 from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
 from agentrunner.adapters.providers.offline import Script
@@ -145,8 +146,13 @@ class Node:
             self.bus = self.tracing.traced_bus(self.bus)
             self.catalog = self.tracing.traced_catalog(self.catalog)
         self.registry = AgentRegistry()
+        # Every outbound call made for a caller or a model goes through this one guard.
+        self.egress = EgressGuard(settings.egress_policy)
         self.tools = ToolShelf(
-            store=self.store, bus=self.bus, connect_timeout_seconds=settings.mcp_connect_timeout_seconds
+            store=self.store,
+            bus=self.bus,
+            connect_timeout_seconds=settings.mcp_connect_timeout_seconds,
+            egress=self.egress,
         )
         self.relay = OutboxRelay(bus=self.bus, store=self.store)
         self.budgets = Budgets(
@@ -165,11 +171,12 @@ class Node:
             node_id=self.node_id,
             webhooks_signed=self.webhook_secret is not None,
             budgets=self.budgets,
+            egress=self.egress.policy,
         )
         self.webhooks = WebhookDispatcher(
             bus=self.bus,
             store=self.store,
-            sender=HttpxWebhookSender(),
+            sender=HttpxWebhookSender(self.egress),
             secret=self.webhook_secret,
             retry_seconds=settings.webhook_retry_seconds,
             backoff_base_seconds=settings.webhook_backoff_seconds,
@@ -665,7 +672,10 @@ def _slack_replies(settings: Settings) -> SlackReplies:
 
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     return SlackSdkReplies(
-        bot_token=token, api_url=settings.slack_api_url, rate_limit_retries=settings.slack_rate_limit_retries
+        bot_token=token,
+        api_url=settings.slack_api_url,
+        rate_limit_retries=settings.slack_rate_limit_retries,
+        guard=EgressGuard(settings.egress_policy),
     )
 
 

@@ -691,8 +691,9 @@ class WebhookSender(Protocol):
     """POSTs to webhook receivers (an HTTP client)."""
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout_seconds: float) -> int:
-        """The receiver's HTTP status; raises `DependencyUnavailableError` when it could not
-        be reached or did not answer in time."""
+        """The receiver's HTTP status; raises `DependencyUnavailableError` (message:
+        `unreachable` or `timeout`, nothing more) when it could not be reached or did not
+        answer in time, `EgressRefusedError` when the URL or its address is refused."""
         ...
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agentrunner.domain.egress import EgressPolicy, parse_networks
 from agentrunner.domain.redaction import mask_url
 
 Role = Literal["state", "config", "orchestrator", "scheduler", "slack"]
@@ -126,6 +127,12 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=1.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     webhook_sweep_seconds: float = Field(default=1.0, gt=0)
+    # Webhooks are https only; true lets a webhook_url be plain http (a receiver on a trusted network).
+    webhook_allow_http: bool = False
+    # Outbound calls made for a caller or a model (webhooks, Slack response_url, http_request,
+    # MCP URLs from ${VAR}) reach public addresses only; these networks (CIDRs,
+    # "10.1.0.0/16,fd00::/8") are allowed besides. Loopback fakes in tests: 127.0.0.0/8.
+    egress_allowed_networks: Annotated[tuple[str, ...], NoDecode] = ()
     # Concurrency: executions per provider at once across every worker (e.g.
     # "openai=8,anthropic=4"; agents set theirs in limits.max_concurrency), and how long a
     # slot outlives a worker that died holding it.
@@ -187,6 +194,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(float(part) for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("egress_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if not isinstance(value, str | list | tuple):
+            return value
+        parts = value if isinstance(value, str) else [str(part) for part in value]
+        return tuple(str(network) for network in parse_networks(parts))
+
+    @property
+    def egress_policy(self) -> EgressPolicy:
+        """The egress guard's policy: EGRESS_ALLOWED_NETWORKS and WEBHOOK_ALLOW_HTTP."""
+        return EgressPolicy(
+            allowed_networks=parse_networks(self.egress_allowed_networks), allow_http_webhooks=self.webhook_allow_http
+        )
 
     @field_validator(
         "provider_max_concurrency", "provider_requests_per_minute", "provider_tokens_per_minute", mode="before"

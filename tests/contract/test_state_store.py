@@ -181,6 +181,20 @@ async def test_save_execution_replaces_the_stored_execution(state_store: StateSt
     assert len((await state_store.list_executions()).items) == 1
 
 
+async def test_the_origin_the_slack_gateway_records_is_kept_through_every_save(state_store: StateStore) -> None:
+    origin = {"kind": "slack", "response_url": "https://hooks.slack.com/commands/1/2", "channel_id": "C1"}
+    queued = _execution("exec-origin", origin=origin)
+    await state_store.create_execution(queued)
+    finished = queued.model_copy(update={"status": ExecutionStatus.SUCCEEDED, "output": "ok"})
+    await state_store.save_execution(finished)
+
+    stored = await state_store.get_execution("exec-origin")
+
+    assert stored.origin == origin
+    assert stored.slack_origin == origin
+    assert (await state_store.get_execution("exec-origin")).model_copy(update={"origin": None}).slack_origin is None
+
+
 async def test_tool_calls_are_kept_with_the_execution(state_store: StateStore) -> None:
     queued = _execution("exec-tools")
     await state_store.create_execution(queued)

@@ -82,6 +82,7 @@ def test_no_configured_secret_appears_in_any_log_line(tmp_path: Path) -> None:
             "BEDROCK_ENDPOINT_URL": bedrock.endpoint_url,
             "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}",
             "SLACK_API_URL": slack.api_url,
+            "EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8",  # the fake Slack listens on loopback
             "SLACK_COMMANDS": "/ask=on-openai",
             "SLACK_DEFAULT_AGENT": "on-openai",
         }

@@ -35,6 +35,7 @@ def test_ask_from_slack_is_acked_then_answered_once(tmp_path: Path) -> None:
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_COMMANDS": "/ask=my-assistant",
             "SLACK_API_URL": slack.api_url,
+            "EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8",  # the fake Slack listens on loopback
         }
         platform = start_platform(tmp_path, env)
         try:

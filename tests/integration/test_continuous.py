@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
+from agentrunner.domain.errors import StateNotFoundError
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.domain.llm import LLMRequest
+from agentrunner.domain.slack import slack_origin
 from agentrunner.node import Node
 from agentrunner.settings import Settings
 
@@ -73,13 +76,18 @@ async def test_the_conversation_survives_a_restart(tmp_path: Path) -> None:
     assert stored["version"] == 2
 
 
-async def test_the_session_falls_back_to_the_slack_thread_then_default(tmp_path: Path) -> None:
+async def test_the_session_falls_back_to_the_slack_thread_of_a_slack_run_then_default(tmp_path: Path) -> None:
     node = _node(tmp_path)
     async with node.running():
-        await node.orchestrator.invoke("chat", {"prompt": "in a thread", "thread_ts": "171.5"}, wait=10)
-        await node.orchestrator.invoke("chat", {"prompt": "anywhere"}, wait=10)
+        await node.orchestrator.invoke(
+            "chat", {"prompt": "in a thread"}, origin=slack_origin(channel_id="C1", thread_ts="171.5"), wait=10
+        )
+        # A task_data that only looks like Slack's names no session (issue 19, rule 5).
+        await node.orchestrator.invoke("chat", {"prompt": "anywhere", "thread_ts": "171.9"}, wait=10)
         threaded = await node.store.load_state("chat", "171.5")
         default = await node.store.load_state("chat", "default")
+        with pytest.raises(StateNotFoundError):
+            await node.store.load_state("chat", "171.9")
 
     assert threaded.history[0]["content"] == "in a thread"
     assert default.history[0]["content"] == "anywhere"

@@ -68,6 +68,7 @@ def _settings(slack: FakeSlack, **extra: Any) -> dict[str, Any]:
         "slack_signing_secret": SIGNING_SECRET,
         "slack_bot_token": BOT_TOKEN,
         "slack_api_url": slack.api_url,
+        "egress_allowed_networks": ("127.0.0.0/8",),  # the fake Slack listens on loopback
         "slack_commands": {"/ask": "assistant"},
         "slack_default_agent": "assistant",
         "bus_retry_delays": (0.2, 0.2, 0.2),

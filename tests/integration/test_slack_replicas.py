@@ -45,6 +45,7 @@ async def deployment(tmp_path: Path, postgres_url: str) -> AsyncIterator[tuple[l
             slack_signing_secret=SIGNING_SECRET,
             slack_bot_token=BOT_TOKEN,
             slack_api_url=slack.api_url,
+            egress_allowed_networks=("127.0.0.0/8",),  # the fake Slack listens on loopback
             slack_commands={"/ask": "assistant"},
         )
         nodes = [Node(settings, roles=["slack"]), Node(settings, roles=["slack"]), Node(settings, roles=["autonomous"])]

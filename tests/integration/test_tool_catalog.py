@@ -219,7 +219,9 @@ async def test_builtin_publish_event_reaches_subscribers_and_refuses_platform_to
 
 
 async def test_builtin_http_request_calls_allowed_hosts_only(http_server: McpHttpServer, shelf: ToolShelf) -> None:
-    await shelf.load([agent({"name": "http_request", "allowed_hosts": ["127.0.0.1"]})])
+    # The test server is on loopback: the entry opens that network on purpose.
+    entry = {"name": "http_request", "allowed_hosts": ["127.0.0.1"], "allowed_networks": ["127.0.0.0/8"]}
+    await shelf.load([agent(entry)])
     request = by_name(shelf)["http_request"]
 
     answer = json.loads(await request.call({"url": http_server.url.replace("/mcp", "/nowhere")}, CONTEXT))

@@ -93,7 +93,14 @@ def test_a_failing_receiver_gets_the_signed_record_until_it_takes_it(tmp_path: P
         )
         port, bare = free_port(), free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {"WEBHOOK_SECRET": SECRET, "WEBHOOK_BACKOFF_SECONDS": "0.3", "WEBHOOK_SWEEP_SECONDS": "0.1"}
+        # The receiver is a loopback http server: the operator's two explicit exceptions.
+        env = {
+            "WEBHOOK_SECRET": SECRET,
+            "WEBHOOK_BACKOFF_SECONDS": "0.3",
+            "WEBHOOK_SWEEP_SECONDS": "0.1",
+            "EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "WEBHOOK_ALLOW_HTTP": "true",
+        }
         with role_processes(tmp_path, postgres_url, **env) as roles:
             roles.serve("orchestrator", log="orchestrator.log", ORCHESTRATOR_PORT=str(port))
             roles.serve("autonomous", "--health-port", str(free_port()), log="worker.log")
@@ -126,7 +133,7 @@ def test_a_failing_receiver_gets_the_signed_record_until_it_takes_it(tmp_path: P
     assert posts[2][2] - posts[1][2] >= posts[1][2] - posts[0][2] - 0.05  # waits double (0.3 s, then 0.6 s)
     attempts = record["webhook"]["attempts"]
     assert [a["status_code"] for a in attempts] == [500, 500, 200]
-    assert attempts[0]["error"] == "the receiver answered HTTP 500"
+    assert attempts[0]["error"] == "HTTP 5xx"  # coarse: never the body of what answered
     assert attempts[2]["error"] is None
     assert record["webhook"]["url"] == receiver.url("/hook")
     assert record["webhook"]["next_attempt_at"] is None

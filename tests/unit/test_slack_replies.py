@@ -11,16 +11,21 @@ import pytest
 import slack_sdk.errors
 from slack_sdk.web.slack_response import SlackResponse
 
+from agentrunner.adapters.egress import EgressGuard
 from agentrunner.adapters.slack.replies import SlackSdkReplies, _translate
+from agentrunner.domain.egress import EgressPolicy, parse_networks
 from agentrunner.domain.errors import SlackError, SlackRejectedError, SlackUnavailableError
 from agentrunner.domain.slack import SlackMessage
 from tests.conftest import free_port
 from tests.fakes.slack_server import BOT_TOKEN, FakeSlack
 
+# The fake Slack listens on loopback: the operator's exception the tests make.
+LOOPBACK_ALLOWED = EgressGuard(EgressPolicy(allowed_networks=parse_networks("127.0.0.0/8")))
+
 
 async def test_a_response_url_post_reaches_slack() -> None:
     with FakeSlack() as slack:
-        replies = SlackSdkReplies(bot_token=None)
+        replies = SlackSdkReplies(bot_token=None, api_url=slack.api_url, guard=LOOPBACK_ALLOWED)
         try:
             await replies.respond(slack.response_url("r1"), SlackMessage(text="Paris.", ephemeral=True))
         finally:
@@ -49,7 +54,9 @@ async def test_chat_post_message_waits_out_a_429_after_retry_after_then_posts() 
 async def test_a_reply_still_rate_limited_after_retries_raises_a_retryable_error() -> None:
     with FakeSlack(retry_after=0) as slack:
         slack.fail_with(429, 429, 429, 429)
-        replies = SlackSdkReplies(bot_token=BOT_TOKEN, api_url=slack.api_url, rate_limit_retries=1)
+        replies = SlackSdkReplies(
+            bot_token=BOT_TOKEN, api_url=slack.api_url, rate_limit_retries=1, guard=LOOPBACK_ALLOWED
+        )
         try:
             with pytest.raises(SlackUnavailableError) as caught:
                 await replies.post("C1", SlackMessage(text="Paris."))
@@ -74,12 +81,13 @@ async def test_slack_refusing_a_message_raises_a_rejection_that_says_why() -> No
 
 
 async def test_slack_unreachable_raises_a_retryable_error() -> None:
-    replies = SlackSdkReplies(bot_token=BOT_TOKEN, api_url=f"http://127.0.0.1:{free_port()}/api/")
+    port = free_port()
+    replies = SlackSdkReplies(bot_token=BOT_TOKEN, api_url=f"http://127.0.0.1:{port}/api/", guard=LOOPBACK_ALLOWED)
     try:
         with pytest.raises(SlackUnavailableError, match="could not be reached"):
             await replies.post("C1", SlackMessage(text="Paris."))
         with pytest.raises(SlackUnavailableError):
-            await replies.respond(f"http://127.0.0.1:{free_port()}/response/x", SlackMessage(text="Paris."))
+            await replies.respond(f"http://127.0.0.1:{port}/response/x", SlackMessage(text="Paris."))
     finally:
         await replies.close()
 

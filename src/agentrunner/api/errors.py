@@ -16,6 +16,7 @@ from agentrunner.tracing import current_trace_id
 
 STATUS_BY_CODE: dict[str, int] = {
     "bad_request": 400,
+    "egress_refused": 400,
     "invalid_json": 400,
     "unauthorized": 401,
     "not_found": 404,

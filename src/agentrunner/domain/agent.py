@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from agentrunner.domain.egress import parse_networks
 from agentrunner.domain.topics import pattern_problem
 from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN
 
@@ -123,6 +124,9 @@ _SECRET_HEADER = re.compile(r"(authorization|api[_-]?key|token|secret|cookie|pas
 _ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
 class ToolConfig(_Section):
     """A tool entry of an agent: a built-in or installed tool named by `name`, or an MCP
     server whose tools are offered as `<name>__<tool>`."""
@@ -141,8 +145,12 @@ class ToolConfig(_Section):
     env: dict[str, str] = Field(default_factory=dict)
     # How long one call of this tool may take before the model gets a timeout error.
     timeout_seconds: float = Field(default=30, gt=0)
-    # http_request: the hosts it may call (exact names, or `*.example.com`).
+    # http_request: the hosts it may call (exact names, or `*.example.com`), the methods the
+    # model may use (GET only unless widened), and networks (CIDRs) it may reach although they
+    # are not public (besides EGRESS_ALLOWED_NETWORKS): an internal service named on purpose.
     allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_methods: list[HttpMethod] = Field(default_factory=lambda: list[HttpMethod](["GET"]), min_length=1)
+    allowed_networks: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _mcp_has_endpoint(self) -> ToolConfig:
@@ -151,6 +159,16 @@ class ToolConfig(_Section):
         if self.url and self.command:
             raise ValueError("an 'mcp' tool takes either 'url' or 'command', not both")
         return self
+
+    @field_validator("allowed_methods", mode="before")
+    @classmethod
+    def _upper(cls, methods: object) -> object:
+        return [m.upper() if isinstance(m, str) else m for m in methods] if isinstance(methods, list) else methods
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, networks: list[str]) -> list[str]:
+        return [str(network) for network in parse_networks(networks)]
 
     @field_validator("headers")
     @classmethod

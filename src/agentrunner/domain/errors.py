@@ -14,6 +14,7 @@
     ├── StepFailedError              a step of a plan run failed, so the run did (step_failed)
     ├── ClarificationTimedOutError   a question unanswered in time, no default (clarification_timed_out)
     ├── BadRequestError              the request is malformed (bad_request)
+    │   └── EgressRefusedError       an outbound URL the egress guard refuses (egress_refused; domain/egress.py)
     ├── ConflictError                conflicts with what is stored (conflict)
     ├── ExecutionCancelledError      cancelled on request (cancelled)
     │   └── PlanRejectedError        a plan held for approval was rejected (plan_rejected)

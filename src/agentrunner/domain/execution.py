@@ -86,6 +86,9 @@ class ToolCallRecord(BaseModel):
     duration_ms: float
 
 
+SLACK_ORIGIN = "slack"
+
+
 class Execution(BaseModel):
     """The durable record of one agent run (ARCHITECTURE §9 'finished execution')."""
 
@@ -110,9 +113,20 @@ class Execution(BaseModel):
     webhook_url: str | None = None
     # The API key (as `key-<hash>`) whose request started it, when API auth is on.
     tenant: str | None = None
+    # Where the request came from, set only by the platform's gateways (never from task_data):
+    # {"kind": "slack", "response_url", "channel_id", "thread_ts", "team_id", "user_id"} for
+    # the Slack gateway's runs, whose answers go back to Slack. None: an API call, a schedule.
+    origin: dict[str, Any] | None = None
     # Every tool call of the attempt that ended it, in the order they finished.
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     trace_id: str
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+    @property
+    def slack_origin(self) -> dict[str, Any] | None:
+        """The Slack request this execution answers, when the Slack gateway started it."""
+        if isinstance(self.origin, dict) and self.origin.get("kind") == SLACK_ORIGIN:
+            return self.origin
+        return None

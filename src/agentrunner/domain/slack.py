@@ -15,6 +15,23 @@ RESPONSE_URL_MESSAGES = 5
 THREAD_MESSAGES = 10
 
 CLARIFY_ACTION_PREFIX = "clarify:"
+# Where a Slack request came from (Execution.origin["kind"]); only the Slack gateway sets it.
+SLACK_ORIGIN_KIND = "slack"
+ORIGIN_FIELDS = ("response_url", "channel_id", "thread_ts", "team_id", "user_id")
+
+
+def slack_origin(**fields: Any) -> dict[str, Any]:
+    """The origin the Slack gateway records on the runs of a verified Slack request."""
+    return {"kind": SLACK_ORIGIN_KIND, **{name: str(fields[name]) for name in ORIGIN_FIELDS if fields.get(name)}}
+
+
+def origin_of_event(topic: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The Slack origin an event's run answers to: only on the gateway's own `slack.` topics
+    (reserved: no caller or tool publishes them), never from any other event's payload."""
+    origin = payload.get("origin")
+    if topic.startswith("slack.") and isinstance(origin, dict) and origin.get("kind") == SLACK_ORIGIN_KIND:
+        return origin
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from agentrunner.domain.plan import (
     StepRun,
     StepStatus,
 )
+from agentrunner.domain.slack import origin_of_event
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ProviderCatalog, StateStore, Subscription
 from agentrunner.runtime.outbox import OutboxRelay
@@ -63,8 +64,6 @@ from agentrunner.tracing import traced
 log = get_logger(__name__)
 
 COLLABORATIVE_POOL_MODES = frozenset({ExecutionMode.COLLABORATIVE})
-# Keys of task_data that say where a Slack task came from (the Slack gateway sets them).
-ORIGIN_KEYS = ("source", "channel_id", "user_id", "team_id", "thread_ts", "response_url")
 
 
 class CollaborativePool:
@@ -175,7 +174,13 @@ class CollaborativePool:
 
     async def _execution_for_event(self, agent: str, event: Event) -> str:
         execution_id = execution_id_for(agent, event)
-        execution = Execution(execution_id=execution_id, agent=agent, input=event.payload, trace_id=event.trace_id)
+        execution = Execution(
+            execution_id=execution_id,
+            agent=agent,
+            input=event.payload,
+            trace_id=event.trace_id,
+            origin=origin_of_event(event.topic, event.payload),
+        )
         with contextlib.suppress(ConflictError):  # a redelivery: the execution exists
             await self._store.create_execution(execution)
         return execution_id
@@ -213,7 +218,10 @@ class CollaborativePool:
         with contextlib.suppress(AgentRunnerError):
             return await self._store.get_plan_run(execution.execution_id)
         task = execution.input
-        origin = {k: task[k] for k in ORIGIN_KEYS if k in task} if task.get("source") == "slack" else None
+        # Questions go to Slack only for runs the Slack gateway started (never for task_data
+        # that merely looks like a Slack request).
+        slack = execution.slack_origin
+        origin = {**slack, "source": "slack"} if slack is not None else None
         run = PlanRun(
             id=execution.execution_id, agent=execution.agent, task=task, origin=origin, trace_id=execution.trace_id
         )

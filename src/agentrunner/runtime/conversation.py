@@ -25,11 +25,13 @@ SAVE_ATTEMPTS = 5
 
 def session_of(execution: Execution) -> str:
     """The session a continuous execution belongs to: its `session_id`, else the Slack
-    thread or channel in its input, else `default`."""
+    thread or channel of a run the Slack gateway started (its origin, never task_data),
+    else `default`."""
     if execution.session_id:
         return execution.session_id
-    for key in ("thread_ts", "channel_id", "channel"):
-        value = execution.input.get(key)
+    slack = execution.slack_origin or {}
+    for key in ("thread_ts", "channel_id"):
+        value = slack.get(key)
         if isinstance(value, str) and value:
             return value
     return DEFAULT_SESSION

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from agentrunner.domain.agent import ExecutionMode
+from agentrunner.domain.egress import EgressPolicy, check_webhook_url
 from agentrunner.domain.errors import (
     AgentRunnerError,
     BadRequestError,
@@ -61,8 +62,10 @@ class Orchestrator:
         node_id: str,
         webhooks_signed: bool = False,
         budgets: Budgets | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self._bus = bus
+        self._egress = egress or EgressPolicy()
         self._budgets = budgets
         self._webhooks_signed = webhooks_signed
         self._store = store
@@ -120,6 +123,7 @@ class Orchestrator:
         wait: float = 0.0,
         stream: bool = False,
         webhook_url: str | None = None,
+        origin: dict[str, Any] | None = None,
         with_events: Callable[[Execution], Sequence[Event]] | None = None,
         idempotency: IdempotencyClaim | None = None,
     ) -> Execution:
@@ -135,7 +139,12 @@ class Orchestrator:
         the earlier one (also instead of a refusal: a retry of an accepted invocation is
         answered with it, whatever the budget or the session say now).
 
-        Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything.
+        `origin`: where the request came from, set by the platform's own gateways (the Slack
+        gateway's `{"kind": "slack", ...}`), never from task_data: only it makes an answer
+        go back to Slack.
+
+        Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything,
+        `EgressRefusedError` for a webhook_url the egress policy refuses outright.
         """
         config = self._registry.runnable(agent)
         tenant = current_tenant()
@@ -144,6 +153,8 @@ class Orchestrator:
                 await self._budgets.check(config, tenant)  # refused: nothing recorded
         if webhook_url and not self._webhooks_signed:
             raise BadRequestError("webhook_url needs WEBHOOK_SECRET to be set: webhooks are never sent unsigned")
+        if webhook_url:
+            check_webhook_url(webhook_url, self._egress)
         execution = Execution(
             execution_id=new_id(),
             agent=config.name,
@@ -152,6 +163,7 @@ class Orchestrator:
             trace_id=current_trace_id() or new_trace_id(),
             webhook_url=webhook_url or config.webhook_url,
             tenant=tenant,
+            origin=origin,
         )
         if config.execution_mode is ExecutionMode.CONTINUOUS and config.continuous_config is not None:
             policy = config.continuous_config.on_busy

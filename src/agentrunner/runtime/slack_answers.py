@@ -2,6 +2,9 @@
 went wrong) goes to the command's response_url, or to the event's thread with
 chat.postMessage; a collaborative run's question from Slack is posted with buttons.
 
+Where an answer goes is the execution's `origin`, recorded by the Slack gateway only: a
+task_data carrying `source`, `response_url`, `channel_id` or `thread_ts` posts nothing.
+
 Delivery is at least once: a reply that still fails after the adapter's retries raises,
 so the bus delivers the event again (and, after its last attempt, keeps it as a dead
 letter to replay). Each message of a reply is remembered once sent, so a redelivery posts
@@ -39,7 +42,8 @@ SOURCE = "slack"
 
 class SlackAnswers:
     """Consumes `execution.finished.#` and `clarification.requested.#` and answers in Slack
-    for those that came from it (`source: "slack"` in the input, or the run's origin)."""
+    for those that came from it (the origin the Slack gateway recorded on the execution,
+    or on the plan run)."""
 
     def __init__(
         self,
@@ -79,15 +83,16 @@ class SlackAnswers:
 
     async def _on_finished(self, event: Event) -> None:
         carried = event.payload.get("execution")
-        if isinstance(carried, dict):
-            if (carried.get("input") or {}).get("source") != SOURCE:
-                return  # most executions: read no further
-            execution = Execution.model_validate(carried)
-        else:  # a cancel before the run announces only the id
-            execution = await self._store.get_execution(str(event.payload.get("execution_id")))
-        if execution.input.get("source") != SOURCE:
+        if isinstance(carried, dict) and not isinstance(carried.get("origin"), dict):
+            return  # most executions: no origin, read no further
+        execution_id = carried.get("execution_id") if isinstance(carried, dict) else event.payload.get("execution_id")
+        # Where the answer goes is read from the stored execution, set by the Slack gateway:
+        # never from the event, nor from a task_data that looks like a Slack request.
+        execution = await self._store.get_execution(str(execution_id))
+        origin = execution.slack_origin
+        if origin is None:
             return
-        await self._send(f"reply:{execution.execution_id}", execution.input, answer_text(execution))
+        await self._send(f"reply:{execution.execution_id}", origin, answer_text(execution))
         log.info("slack answer sent", execution_id=execution.execution_id, agent=execution.agent)
 
     async def _on_clarification(self, event: Event) -> None:

@@ -15,6 +15,12 @@ Anyone in the workspace can type `/agent NAME`: it runs only the agents Slack ma
 (SLACK_ALLOWED_AGENTS; by default the ones routed to Slack: SLACK_COMMANDS' agents,
 SLACK_DEFAULT_AGENT and the subscribers of `slack.*` topics), so an agent with powerful
 tools is not one slash command away from every workspace member.
+
+Only this gateway marks a run as Slack's: the run's `origin` (where its answer goes: the
+response_url or the channel and thread) is recorded by the platform, beside the task, and
+carried in the event's `origin` for the runs subscribed to it. The task's own `source`,
+`response_url`, `channel_id` or `thread_ts` are information for the agent, never where
+anything is posted.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 from agentrunner.domain.errors import AgentNotFoundError, AgentRunnerError, AgentUnavailableError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, utcnow
-from agentrunner.domain.slack import SlackMessage, parse_clarify_action_id
+from agentrunner.domain.slack import SlackMessage, parse_clarify_action_id, slack_origin
 from agentrunner.domain.topics import topic_matches
 from agentrunner.logs import get_logger
 from agentrunner.ports import Cache, IdempotencyClaim, IdempotencyKeyTakenError
@@ -132,10 +138,16 @@ class SlackGateway:
             "response_url": command.response_url,
             "trigger_id": command.trigger_id,
         }
-        announced = {**task, "text": command.text, "agent": agent}
+        origin = slack_origin(
+            response_url=command.response_url,
+            channel_id=command.channel_id,
+            team_id=command.team_id,
+            user_id=command.user_id,
+        )
+        announced = {**task, "text": command.text, "agent": agent, "origin": origin}
         if agent is not None and agent not in subscribers:
             try:
-                await self._run(agent, task, topic, announced, request_key=command.request_key)
+                await self._run(agent, task, topic, announced, origin, request_key=command.request_key)
             except (AgentNotFoundError, AgentUnavailableError) as exc:
                 return _ephemeral(f"{exc.message.split(':')[0]}. {self._routes_help()}")
             except IdempotencyKeyTakenError:
@@ -193,10 +205,13 @@ class SlackGateway:
         agent = self._default_agent if direct else None
         if direct and not agent:
             log.warning("a Slack mention has no agent to answer it: set SLACK_DEFAULT_AGENT", type=kind)
-        announced = {**task, "text": text, "agent": agent}
+        origin = slack_origin(
+            channel_id=task["channel_id"], thread_ts=task["thread_ts"], team_id=task["team_id"], user_id=task["user_id"]
+        )
+        announced = {**task, "text": text, "agent": agent, "origin": origin}
         if agent and task["prompt"] and agent not in self._subscribers(topic):
             try:
-                await self._run(agent, task, topic, announced)
+                await self._run(agent, task, topic, announced, origin)
                 return
             except (AgentNotFoundError, AgentUnavailableError) as exc:
                 log.error("SLACK_DEFAULT_AGENT cannot run", agent=agent, error=exc.message)
@@ -226,9 +241,18 @@ class SlackGateway:
             "trigger_id": payload.get("trigger_id"),
             "message_ts": (payload.get("container") or {}).get("message_ts"),
         }
+        # Where a run subscribed to the interaction's event answers (the platform's mark).
+        answer_to = slack_origin(
+            response_url=origin["response_url"],
+            channel_id=origin["channel_id"],
+            team_id=origin["team_id"],
+            user_id=origin["user_id"],
+        )
         kind = str(payload.get("type", ""))
         if kind != "block_actions":
-            await self._orchestrator.publish_event(f"slack.interaction.{topic_word(kind)}", {**origin, "type": kind})
+            await self._orchestrator.publish_event(
+                f"slack.interaction.{topic_word(kind)}", {**origin, "type": kind, "origin": answer_to}
+            )
             return
         for action in payload.get("actions") or []:
             action_id = str(action.get("action_id", ""))
@@ -255,11 +279,24 @@ class SlackGateway:
                 continue
             await self._orchestrator.publish_event(
                 f"slack.interaction.{topic_word(action_id)}",
-                {**origin, "action_id": action_id, "block_id": action.get("block_id"), "value": value},
+                {
+                    **origin,
+                    "action_id": action_id,
+                    "block_id": action.get("block_id"),
+                    "value": value,
+                    "origin": answer_to,
+                },
             )
 
     async def _run(
-        self, agent: str, task: dict[str, Any], topic: str, announced: dict[str, Any], *, request_key: str = ""
+        self,
+        agent: str,
+        task: dict[str, Any],
+        topic: str,
+        announced: dict[str, Any],
+        origin: dict[str, Any],
+        *,
+        request_key: str = "",
     ) -> None:
         """Invoke `agent` on `task`; the request's event on `topic` is recorded in the same
         transaction and published with the invocation (one write, no second round trip on
@@ -273,7 +310,7 @@ class SlackGateway:
         if request_key:
             key = hashlib.sha256(b"slack-request:" + request_key.encode()).hexdigest()
             claim = IdempotencyClaim(key=key, fingerprint=key, expired_before=utcnow() - timedelta(seconds=self._ttl))
-        await self._orchestrator.invoke(agent, task, wait=0, with_events=announcement, idempotency=claim)
+        await self._orchestrator.invoke(agent, task, wait=0, origin=origin, with_events=announcement, idempotency=claim)
 
     @staticmethod
     def _announcement(announced: dict[str, Any], execution_id: str | None) -> dict[str, Any]:

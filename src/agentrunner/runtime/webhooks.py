@@ -8,6 +8,11 @@ the delivery is recorded before the event is acknowledged, so a crash loses noth
 retries are driven from the database by every replica's sweep, each delivery claimed by one
 of them at a time. Only orchestrators with WEBHOOK_SECRET run a dispatcher (none sends
 unsigned).
+
+The URL is the caller's: the sender goes through the egress guard (https only unless
+WEBHOOK_ALLOW_HTTP, public addresses only unless EGRESS_ALLOWED_NETWORKS), a refused one is
+given up at once, and an attempt records only a coarse reason (`unreachable`, `timeout`,
+`HTTP 4xx`, `refused: private address`): never the driver's message or the receiver's body.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import time
 from datetime import timedelta
 
+from agentrunner.domain.egress import EgressRefusedError, status_reason
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, utcnow
@@ -120,7 +126,7 @@ class WebhookDispatcher:
         if execution is None:
             execution = await self._store.get_execution(execution_id)
         began = time.perf_counter()
-        status_code, error = await self._post(delivery.url, execution)
+        status_code, error, final = await self._post(delivery.url, execution)
         attempt = WebhookAttempt(
             at=now, status_code=status_code, error=error, duration_ms=round((time.perf_counter() - began) * 1000, 1)
         )
@@ -130,7 +136,7 @@ class WebhookDispatcher:
         if error is None:
             update["delivered_at"] = settled
             log.info("webhook delivered", execution_id=execution_id, attempts=len(attempts))
-        elif settled - delivery.created_at >= self._retry:
+        elif final or settled - delivery.created_at >= self._retry:
             update["gave_up_at"] = settled
             log.error("webhook given up", execution_id=execution_id, attempts=len(attempts), error=error)
         else:
@@ -139,7 +145,8 @@ class WebhookDispatcher:
             log.warning("webhook attempt failed; retrying", execution_id=execution_id, error=error, in_seconds=wait)
         await self._store.save_webhook_delivery(delivery.model_copy(update=update))
 
-    async def _post(self, url: str, execution: Execution) -> tuple[int | None, str | None]:
+    async def _post(self, url: str, execution: Execution) -> tuple[int | None, str | None, bool]:
+        """(status, coarse error, whether trying again is pointless)."""
         assert self._secret is not None  # started only with one
         body = json.dumps(
             {"event": "execution.finished", "execution": execution.model_dump(mode="json")}, separators=(",", ":")
@@ -152,6 +159,9 @@ class WebhookDispatcher:
         }
         try:
             status = await self._sender.post(url, body, headers, timeout_seconds=self._timeout)
+        except EgressRefusedError as exc:
+            log.warning("webhook refused by the egress guard", execution_id=execution.execution_id, why=exc.message)
+            return None, exc.reason, True
         except AgentRunnerError as exc:
-            return None, exc.message
-        return status, None if 200 <= status < 300 else f"the receiver answered HTTP {status}"
+            return None, exc.message, False
+        return status, None if 200 <= status < 300 else status_reason(status), False

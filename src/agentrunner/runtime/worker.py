@@ -28,6 +28,7 @@ from agentrunner.domain.errors import (
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, utcnow
 from agentrunner.domain.llm import Completion
+from agentrunner.domain.slack import origin_of_event
 from agentrunner.logs import get_logger
 from agentrunner.ports import (
     EventBus,
@@ -263,6 +264,7 @@ class AgentPool:
             trace_id=event.trace_id,
             webhook_url=registered.config.webhook_url if registered and registered.config else None,
             tenant=tenant,
+            origin=origin_of_event(event.topic, event.payload),
         )
         try:
             await self._store.create_execution(execution)

@@ -138,6 +138,8 @@ class ExecutionRow(Base):
     schedule_id: Mapped[str | None] = mapped_column(String(64))
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     tenant: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Where the request came from, set by the platform's gateways (domain.execution.Execution.origin).
+    origin: Mapped[dict[str, Any] | None]
     # The tool calls of the attempt that ended it (domain.execution.ToolCallRecord), if any.
     tool_calls: Mapped[list[Any] | None]
     trace_id: Mapped[str] = mapped_column(String(128))

@@ -1,5 +1,5 @@
 """The built-in tools an agent enables by name: `current_time`, `http_request` (to
-allow-listed hosts only), `publish_event` (to the bus), `get_state`/`set_state` (the
+allow-listed hosts only, through the egress guard), `publish_event` (to the bus), `get_state`/`set_state` (the
 session's memory in the state store). `ask_human` is offered by the agent loop itself
 to collaborative steps that may ask (runtime/agent_run.py)."""
 
@@ -10,12 +10,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
+from agentrunner.adapters.egress import EgressGuard
 from agentrunner.domain.agent import ToolConfig
+from agentrunner.domain.egress import TIMEOUT, UNREACHABLE, EgressRefusedError, parse_networks, split_url
 from agentrunner.domain.errors import ConflictError, StateNotFoundError
 from agentrunner.domain.event import Event
 from agentrunner.domain.llm import ToolDefinition
@@ -69,28 +70,78 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
     return False
 
 
-class HttpRequest:
-    """`http_request`: one HTTP call to an allow-listed host, its answer cut at 1 MB."""
+# Headers the model may not set: who the request is for (Host), credentials (the tool sends
+# none of the platform's), proxy control and hop-by-hop headers that reshape the connection.
+FORBIDDEN_HEADERS = frozenset(
+    {
+        "host",
+        "authorization",
+        "cookie",
+        "connection",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "keep-alive",
+        "trailer",
+        "content-length",
+    }
+)
 
-    def __init__(self, entry: ToolConfig) -> None:
+
+def allowed_header(name: str) -> bool:
+    """Whether the model may set header `name` (not Host, credentials, Proxy-* or hop-by-hop)."""
+    lowered = name.strip().lower()
+    return lowered not in FORBIDDEN_HEADERS and not lowered.startswith("proxy-")
+
+
+class HttpRequest:
+    """`http_request`: one HTTP call to an allow-listed host, through the egress guard (public
+    addresses, or the networks the operator allowed), with the methods the entry allows (GET
+    by default), its answer cut at 1 MB. A failure tells the model a coarse reason only."""
+
+    def __init__(self, entry: ToolConfig, egress: EgressGuard) -> None:
         self._allowed = list(entry.allowed_hosts)
+        self._methods = list(entry.allowed_methods)
         self._timeout = entry.timeout_seconds
+        self._egress = egress
+        self._networks = parse_networks(entry.allowed_networks)
 
     async def __call__(self, arguments: dict[str, Any], context: ToolContext) -> str:
         url = str(arguments["url"])
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http(s) URL")
-        if not host_allowed(parts.hostname, self._allowed):
+        try:
+            parts = split_url(url)
+        except EgressRefusedError as exc:
+            raise ValueError(f"{url!r} is not an http(s) URL without credentials: {exc.message}") from None
+        hostname = parts.hostname or ""
+        if not host_allowed(hostname, self._allowed):
             allowed = ", ".join(self._allowed) or "none (set allowed_hosts on the tool entry)"
-            raise PermissionError(f"host {parts.hostname!r} is not allowed; allowed hosts: {allowed}")
+            raise PermissionError(f"host {hostname!r} is not allowed; allowed hosts: {allowed}")
+        method = str(arguments.get("method") or "GET").upper()
+        if method not in self._methods:
+            raise PermissionError(f"method {method} is not allowed; allowed methods: {', '.join(self._methods)}")
+        headers = arguments.get("headers") or {}
+        refused = sorted(name for name in headers if not allowed_header(str(name)))
+        if refused:
+            raise PermissionError(
+                f"headers {', '.join(refused)} may not be set (Host, credentials, Proxy-*, hop-by-hop)"
+            )
         body = arguments.get("body")
+        try:
+            return await self._send(method, url, {str(k): str(v) for k, v in headers.items()}, body)
+        except EgressRefusedError as exc:
+            raise PermissionError(exc.reason) from None
+        except httpx.TimeoutException:
+            raise ConnectionError(TIMEOUT) from None
+        except httpx.HTTPError:
+            raise ConnectionError(UNREACHABLE) from None
+
+    async def _send(self, method: str, url: str, headers: dict[str, str], body: Any) -> str:
         async with (
-            httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client,
+            self._egress.client(timeout=self._timeout, extra=self._networks) as client,
             client.stream(
-                str(arguments.get("method") or "GET"),
+                method,
                 url,
-                headers=arguments.get("headers") or {},
+                headers=headers,
                 content=body if isinstance(body, str) else None,
                 json=body if body is not None and not isinstance(body, str) else None,
             ) as response,
@@ -181,7 +232,9 @@ _DESCRIPTIONS = {
 }
 
 
-def builtin_tool(entry: ToolConfig, *, store: StateStore, bus: EventBus) -> BuiltinTool | None:
+def builtin_tool(
+    entry: ToolConfig, *, store: StateStore, bus: EventBus, egress: EgressGuard | None = None
+) -> BuiltinTool | None:
     """The built-in tool `entry` names (None for `ask_human`, offered by the agent loop)."""
     handler: Handler
     parameters: dict[str, Any]
@@ -189,11 +242,11 @@ def builtin_tool(entry: ToolConfig, *, store: StateStore, bus: EventBus) -> Buil
         case "current_time":
             handler, parameters = current_time, _schema({"timezone": {"type": "string"}})
         case "http_request":
-            handler = HttpRequest(entry)
+            handler = HttpRequest(entry, egress or EgressGuard())
             parameters = _schema(
                 {
                     "url": {"type": "string"},
-                    "method": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
+                    "method": {"type": "string", "enum": list(entry.allowed_methods)},
                     "headers": {"type": "object", "additionalProperties": {"type": "string"}},
                     "body": {"description": "A string, or JSON"},
                 },

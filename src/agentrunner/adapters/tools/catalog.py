@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from agentrunner.adapters.egress import EgressGuard
 from agentrunner.adapters.tools.builtin import BUILTIN_NAMES, builtin_tool
 from agentrunner.adapters.tools.mcp import McpServer, McpTool
 from agentrunner.domain.agent import AgentConfig, ToolConfig
@@ -55,7 +56,9 @@ class ToolShelf:
         bus: EventBus,
         connect_timeout_seconds: float = 5.0,
         group: str = ENTRY_POINT_GROUP,
+        egress: EgressGuard | None = None,
     ) -> None:
+        self._egress = egress or EgressGuard()
         self._store = store
         self._bus = bus
         self._connect_timeout = connect_timeout_seconds
@@ -76,7 +79,9 @@ class ToolShelf:
             await self._servers.pop(key).close()
         for key, entry in wanted.items():
             if key not in self._servers:
-                self._servers[key] = McpServer(entry, connect_timeout_seconds=self._connect_timeout)
+                self._servers[key] = McpServer(
+                    entry, connect_timeout_seconds=self._connect_timeout, egress=self._egress
+                )
         failures = await self._connect([server for server in self._servers.values() if not server.connected])
         self._unreachable = [server for server in self._servers.values() if id(server) in failures]
         plugins = installed_tools(self._group)
@@ -118,7 +123,7 @@ class ToolShelf:
                     continue
                 tools.extend(McpTool(server, definition) for definition in server.definitions)
             elif entry.name in BUILTIN_NAMES:
-                tool = builtin_tool(entry, store=self._store, bus=self._bus)
+                tool = builtin_tool(entry, store=self._store, bus=self._bus, egress=self._egress)
                 if tool is not None:
                     tools.append(tool)
             elif entry.name in plugins:

@@ -2,7 +2,13 @@
 servers) or stdio. One session per tool entry, kept open across executions in a task of
 its own (the SDK's transports must be entered and left in one task), reconnected when it
 drops. Auth headers and stdio environment come from `${VAR}` references, expanded only
-when connecting: the secret never reaches the config, the registry table or a log."""
+when connecting: the secret never reaches the config, the registry table or a log.
+
+The URL too may reference `${VAR}`. Such a URL is not what the operator wrote in the file,
+so it goes through the egress guard (public addresses, or EGRESS_ALLOWED_NETWORKS); a
+literal URL in the agent file is the operator's own choice and is trusted as written (an
+MCP server on localhost or the internal network is common). Agent files are the operator's:
+callers cannot write them (POST /configs/validate only parses)."""
 
 from __future__ import annotations
 
@@ -22,7 +28,9 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from agentrunner.adapters.egress import EgressGuard
 from agentrunner.domain.agent import ToolConfig
+from agentrunner.domain.egress import split_url
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.domain.llm import ToolDefinition
 from agentrunner.logs import get_logger
@@ -77,8 +85,9 @@ def result_text(result: mcp_types.CallToolResult) -> str:
 class McpServer:
     """The MCP server of one tool entry, with its open session."""
 
-    def __init__(self, entry: ToolConfig, *, connect_timeout_seconds: float) -> None:
+    def __init__(self, entry: ToolConfig, *, connect_timeout_seconds: float, egress: EgressGuard | None = None) -> None:
         self.entry = entry
+        self._egress = egress or EgressGuard()
         self._connect_timeout = connect_timeout_seconds
         self._task: asyncio.Task[None] | None = None
         self._session: ClientSession | None = None
@@ -97,14 +106,24 @@ class McpServer:
             headers = {
                 name: expand(value, f"tool {entry.name!r} header {name}") for name, value in entry.headers.items()
             }
-            if entry.http_transport == "sse":
-                async with sse_client(entry.url, headers=headers, timeout=self._connect_timeout) as (read, write):
+            url, guarded = expand(entry.url, f"tool {entry.name!r} url"), bool(_REFERENCE.search(entry.url))
+            if guarded:
+                split_url(url)  # no userinfo, http(s) only; the address is checked on connecting
+            # The transport follows the expanded URL (a `${VAR}` hides its /sse ending).
+            sse = entry.transport == "sse" or (entry.transport is None and url.rstrip("/").endswith("/sse"))
+            if sse:
+                options: dict[str, Any] = {"httpx_client_factory": self._guarded_factory} if guarded else {}
+                async with sse_client(url, headers=headers, timeout=self._connect_timeout, **options) as (read, write):
                     yield read, write
                 return
             timeout = httpx.Timeout(entry.timeout_seconds + 5, connect=self._connect_timeout)
             async with (
-                httpx.AsyncClient(headers=headers, timeout=timeout) as client,
-                streamable_http_client(entry.url, http_client=client) as (read, write, _),
+                (
+                    self._egress.client(headers=headers, timeout=timeout)
+                    if guarded
+                    else httpx.AsyncClient(headers=headers, timeout=timeout)
+                ) as client,
+                streamable_http_client(url, http_client=client) as (read, write, _),
             ):
                 yield read, write
             return
@@ -113,6 +132,15 @@ class McpServer:
         parameters = StdioServerParameters(command=argv[0], args=argv[1:], env=env or None)
         async with stdio_client(parameters) as (read, write):
             yield read, write
+
+    def _guarded_factory(
+        self,
+        headers: dict[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+        auth: httpx.Auth | None = None,
+    ) -> httpx.AsyncClient:
+        """An httpx client for the SDK's SSE transport, through the egress guard."""
+        return self._egress.client(headers=headers, timeout=timeout or httpx.Timeout(30.0, read=300.0), auth=auth)
 
     async def _hold(self, ready: asyncio.Future[ClientSession]) -> None:
         """Open the session, hand it over, and keep it open until `close`."""

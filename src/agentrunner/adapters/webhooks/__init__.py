@@ -1,4 +1,4 @@
-"""Webhooks out over HTTP (httpx)."""
+"""Webhooks out over HTTP (httpx), through the egress guard."""
 
 from __future__ import annotations
 
@@ -6,24 +6,30 @@ from collections.abc import Mapping
 
 import httpx
 
+from agentrunner.adapters.egress import EgressGuard
+from agentrunner.domain.egress import TIMEOUT, UNREACHABLE, check_webhook_url
 from agentrunner.domain.errors import DependencyUnavailableError
 
 
 class HttpxWebhookSender:
-    """A `WebhookSender` on one shared httpx client (connections reused per receiver)."""
+    """A `WebhookSender` on one shared httpx client (connections reused per receiver),
+    each connection opened to an address the guard checked."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard: EgressGuard | None = None) -> None:
+        self._guard = guard or EgressGuard()
         self._client: httpx.AsyncClient | None = None
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout_seconds: float) -> int:
+        check_webhook_url(url, self._guard.policy)
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False)
+            self._client = self._guard.client(timeout=timeout_seconds)
         try:
             response = await self._client.post(url, content=body, headers=dict(headers), timeout=timeout_seconds)
         except httpx.TimeoutException:
-            raise DependencyUnavailableError(f"no answer within {timeout_seconds:g} s") from None
-        except httpx.HTTPError as exc:
-            raise DependencyUnavailableError(f"could not reach the webhook: {type(exc).__name__}: {exc}") from None
+            raise DependencyUnavailableError(TIMEOUT) from None
+        except httpx.HTTPError:
+            # The driver's message names addresses and internals: the caller reads a coarse reason.
+            raise DependencyUnavailableError(UNREACHABLE) from None
         return response.status_code
 
     async def close(self) -> None:
