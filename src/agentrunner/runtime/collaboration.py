@@ -215,7 +215,12 @@ class CollaborativePool:
         task = execution.input
         origin = {k: task[k] for k in ORIGIN_KEYS if k in task} if task.get("source") == "slack" else None
         run = PlanRun(
-            id=execution.execution_id, agent=execution.agent, task=task, origin=origin, trace_id=execution.trace_id
+            id=execution.execution_id,
+            agent=execution.agent,
+            task=task,
+            origin=origin,
+            trace_id=execution.trace_id,
+            tenant=execution.tenant,  # the owner: who may read, approve and answer it
         )
         try:
             created = await self._store.create_plan_run(run)
