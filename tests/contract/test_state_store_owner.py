@@ -133,4 +133,5 @@ async def test_an_idempotency_key_is_claimed_for_a_tenant(state_store: StateStor
     assert await state_store.claim_idempotency_key("key-a", "fp", tenant="team-a", **windows) is None
     earlier = await state_store.claim_idempotency_key("key-a", "fp", tenant="team-a", **windows)
 
-    assert earlier is not None and earlier.fingerprint == "fp"
+    assert earlier is not None
+    assert earlier.fingerprint == "fp"

@@ -73,13 +73,17 @@ async def test_the_conversation_survives_a_restart(tmp_path: Path) -> None:
     assert stored["version"] == 2
 
 
-async def test_the_session_falls_back_to_the_slack_thread_then_default(tmp_path: Path) -> None:
+async def test_the_session_falls_back_to_the_slack_thread_else_a_new_one(tmp_path: Path) -> None:
+    # Issue 19 rule 5: no shared `default` session; an invocation without one gets its own.
     node = _node(tmp_path)
     async with node.running():
         await node.orchestrator.invoke("chat", {"prompt": "in a thread", "thread_ts": "171.5"}, wait=10)
-        await node.orchestrator.invoke("chat", {"prompt": "anywhere"}, wait=10)
+        first = await node.orchestrator.invoke("chat", {"prompt": "anywhere"}, wait=10)
+        second = await node.orchestrator.invoke("chat", {"prompt": "elsewhere"}, wait=10)
         threaded = await node.store.load_state("chat", "171.5")
-        default = await node.store.load_state("chat", "default")
+        new = await node.store.load_state("chat", first.session_id or "")
 
     assert threaded.history[0]["content"] == "in a thread"
-    assert default.history[0]["content"] == "anywhere"
+    assert new.history[0]["content"] == "anywhere"
+    assert first.session_id != second.session_id
+    assert second.output == "0 before; you said elsewhere"

@@ -176,7 +176,7 @@ async def test_two_callers_without_a_session_never_see_each_others_messages(http
     second = await _invoke(http, A, "chat", task_data={"prompt": "what did I say?"})
     other = await _invoke(http, B, "chat", task_data={"prompt": "hello"})
 
-    assert first["session_id"] and second["session_id"] and other["session_id"]
+    assert None not in (first["session_id"], second["session_id"], other["session_id"])
     assert len({first["session_id"], second["session_id"], other["session_id"]}) == 3
     assert "4242" not in second["output"] + other["output"]
     continued = await _invoke(http, A, "chat", task_data={"prompt": "again"}, session_id=first["session_id"])
@@ -205,7 +205,7 @@ async def test_another_tenants_session_state_cannot_be_read_written_or_deleted(h
     gone = await state.delete("/state/chat/s1", headers=B)
 
     assert read.status_code == by_name.status_code == gone.status_code == 404
-    assert overwrite.status_code == 200 and deleted.status_code == 204
+    assert (overwrite.status_code, deleted.status_code) == (200, 204)
     assert (await state.get("/state/chat/s1", headers=A)).json()["memory"] == {"secret": "a"}
     admin = await state.get("/state/chat/s1", params={"tenant": "team-a"}, headers=ADMIN)
     assert admin.json()["memory"] == {"secret": "a"}
@@ -241,7 +241,7 @@ async def test_another_tenants_plan_run_cannot_be_read_approved_rejected_or_answ
     for answer in answers:
         _assert_missing(answer, missing)
     stored = await node.store.get_plan_run(run.id)
-    assert stored.status is PlanRunStatus.AWAITING_APPROVAL and stored.clarifications[0].answer is None
+    assert (stored.status, stored.clarifications[0].answer) == (PlanRunStatus.AWAITING_APPROVAL, None)
     listed = await orchestrator.get("/plan-runs", headers=B)
     assert listed.json()["items"] == []
     assert [item["id"] for item in (await orchestrator.get("/plan-runs", headers=ADMIN)).json()["items"]] == [run.id]
@@ -282,7 +282,8 @@ async def test_agent_file_schedules_are_the_admins(http: Clients) -> None:
     paused = await scheduler.post(f"/schedules/{admin_view[0]}/pause", headers=A)
 
     assert tenant_view == []
-    assert len(admin_view) == 1 and admin_view[0].endswith("nightly")
+    assert len(admin_view) == 1
+    assert admin_view[0].endswith("nightly")
     assert paused.status_code == 404
     assert (await scheduler.post(f"/schedules/{admin_view[0]}/pause", headers=ADMIN)).status_code == 200
 
