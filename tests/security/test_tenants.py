@@ -12,6 +12,8 @@ team-b and the admin ops of TENANTS_ENV); the last test plays it against a runni
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.domain.llm import LLMRequest
@@ -33,6 +36,7 @@ from agentrunner.tracing import Caller, as_caller
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.security.conftest import ADMIN_KEY, TEAM_A_KEY, TEAM_B_KEY
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
 CALLERS = {TEAM_A_KEY: Caller("team-a"), TEAM_B_KEY: Caller("team-b"), ADMIN_KEY: Caller("ops", admin=True)}
 A = {"X-API-Key": TEAM_A_KEY}
 B = {"X-API-Key": TEAM_B_KEY}
@@ -86,13 +90,37 @@ def _callers(app: ASGIApp) -> ASGIApp:
 Clients = dict[str, httpx.AsyncClient]
 
 
+# Embedded (SQLite, in-memory cache), and on the services of a distributed deployment
+# (PostgreSQL, with Redis as the cache in front of it).
+BACKENDS = [
+    pytest.param("embedded", id="embedded"),
+    pytest.param("postgres+redis", id="postgres+redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def services(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The settings of this run's backend (a sync fixture: only one can pull in the async
+    `postgres_url` with `getfixturevalue`)."""
+    if request.param == "embedded":
+        return {}
+    return {
+        "database_url": request.getfixturevalue("postgres_url"),
+        "redis_url": REDIS_URL,
+        "redis_key_prefix": f"agentrunner-test:{uuid.uuid4().hex}:",
+    }
+
+
 @pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Node]:
+async def node(services: dict[str, str], tmp_path: Path) -> AsyncIterator[Node]:
     agents = tmp_path / "agents"
     agents.mkdir()
     for name, text in (("chat", CHAT), ("writer", WRITER), ("nightly", NIGHTLY)):
         (agents / f"{name}.yml").write_text(text)
-    node = Node(Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path), script=_reply)  # type: ignore[call-arg]
+    if "database_url" in services:  # what an operator does once before starting on PostgreSQL
+        await asyncio.to_thread(run_schema_command, services["database_url"], "upgrade")
+    settings = Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path, **services)  # type: ignore[call-arg]
+    node = Node(settings, script=_reply)
     async with node.running():
         yield node
 
