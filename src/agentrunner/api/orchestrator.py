@@ -78,7 +78,7 @@ class Accepted(BaseModel):
     status: ExecutionStatus
     trace_id: str
     session_id: str | None = Field(
-        default=None, description="The session it continues (a new one when none was given)."
+        default=None, description="The session it continues (a new one when none was given); absent without one."
     )
 
 
@@ -159,7 +159,8 @@ def orchestrator_app(
             trace_id=execution.trace_id,
             session_id=execution.session_id,
         )
-        return JSONResponse(accepted.model_dump(mode="json") | extras, status_code=202, headers=replayed)
+        answer = accepted.model_dump(mode="json", exclude_none=True)  # session_id: only with a session
+        return JSONResponse(answer | extras, status_code=202, headers=replayed)
 
     @app.post("/events", response_model=Published, status_code=202, tags=["events"], summary="Publish an event")
     async def publish_event(request: PublishRequest) -> Published:
