@@ -44,10 +44,10 @@ def execution_key(execution_id: str) -> str:
 
 def state_key(agent: str, session_id: str, tenant: str | None = None) -> str:
     """The cache key of an agent's state in one session of one tenant (written, never
-    parsed). The tenant comes first with its length, so no choice of names makes two
-    tenants' sessions share a key."""
+    parsed). Tenant and agent come with their lengths, so no choice of names (colons
+    included) makes two sessions share a key, least of all two tenants'."""
     owner = tenant or ""
-    return f"state:{len(owner)}:{owner}:{agent}:{session_id}"
+    return f"state:{len(owner)}:{owner}:{len(agent)}:{agent}:{session_id}"
 
 
 # Keys whose cached value could not be replaced or dropped during an outage, remembered
