@@ -6,8 +6,9 @@ schedule's runs count against the tenant that made it.
 
 Mostly in process, on the node's own apps: each request runs as the caller its
 `X-API-Key` stands for (`as_caller`), as the API key check makes it (tenants team-a,
-team-b and the admin ops of TENANTS_ENV); the last test plays it against a running
-`agentrunner up` with API auth on.
+team-b and the admin ops of TENANTS_ENV), embedded and on PostgreSQL with Redis; the
+last two play it with API auth on against a running `agentrunner up` and against
+distributed roles (PostgreSQL, RabbitMQ).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from agentrunner.runtime.dead_letters import tenant_of
 from agentrunner.runtime.topics import TENANT_HEADER
 from agentrunner.settings import Settings
 from agentrunner.tracing import Caller, as_caller
+from tests.conftest import free_port
 from tests.e2e.platform import RunningPlatform, start_platform
+from tests.integration.processes import role_processes
 from tests.security.conftest import ADMIN_KEY, TEAM_A_KEY, TEAM_B_KEY
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -455,3 +458,31 @@ def test_on_a_running_platform_another_tenants_execution_and_session_are_missing
     assert listed == []
     assert session.status_code == 404
     assert own_session.json()["history"][0]["content"] == "hi"
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+def test_distributed_another_tenants_execution_and_session_are_missing(tmp_path: Path, postgres_url: str) -> None:
+    run_schema_command(postgres_url, "upgrade")
+    (tmp_path / "agents").mkdir()
+    for name, text in ECHO_AGENTS.items():
+        (tmp_path / "agents" / name).write_text(text)
+    orchestrator_port, state_port = free_port(), free_port()
+    env = {**_ENV, "ORCHESTRATOR_PORT": str(orchestrator_port), "STATE_PORT": str(state_port)}
+    with role_processes(tmp_path, postgres_url, **env) as roles:
+        orchestrator, state = f"http://127.0.0.1:{orchestrator_port}", f"http://127.0.0.1:{state_port}"
+        roles.serve("orchestrator", log="o.log")
+        roles.serve("state", log="s.log")
+        continuous = free_port()
+        roles.serve("continuous", "--health-port", str(continuous), log="c.log")
+        roles.serve_workers(1, ready=(orchestrator, state, f"http://127.0.0.1:{continuous}"))
+        with httpx.Client(timeout=30) as client:
+            mine = client.post(f"{orchestrator}/agents/echo/invoke", json={"task_data": {"prompt": "a"}}, headers=A)
+            turn = client.post(f"{orchestrator}/agents/talk/invoke", json={"task_data": {"prompt": "hi"}}, headers=A)
+            other = client.post(f"{orchestrator}/agents/talk/invoke", json={"task_data": {"prompt": "yo"}}, headers=B)
+            read = client.get(f"{orchestrator}/executions/{mine.json()['execution_id']}", headers=B)
+            session = client.get(f"{state}/state/talk/{turn.json()['session_id']}", headers=B)
+
+    assert (mine.status_code, turn.status_code, other.status_code) == (200, 200, 200), roles.log_text()
+    assert turn.json()["session_id"] != other.json()["session_id"]
+    assert (read.status_code, session.status_code) == (404, 404)
