@@ -17,6 +17,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,10 @@ from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.domain.plan import Clarification, PlanRun, PlanRunStatus
+from agentrunner.domain.schedule import Schedule
 from agentrunner.node import Node
 from agentrunner.runtime.dead_letters import tenant_of
+from agentrunner.runtime.scheduler import scheduled_run
 from agentrunner.runtime.topics import TENANT_HEADER
 from agentrunner.settings import Settings
 from agentrunner.tracing import Caller, as_caller
@@ -486,3 +489,16 @@ def test_distributed_another_tenants_execution_and_session_are_missing(tmp_path:
     assert (mine.status_code, turn.status_code, other.status_code) == (200, 200, 200), roles.log_text()
     assert turn.json()["session_id"] != other.json()["session_id"]
     assert (read.status_code, session.status_code) == (404, 404)
+
+
+def test_a_scheduled_run_carries_its_creators_tenant_to_the_worker() -> None:
+    schedule = Schedule(id="a-daily", agent="writer", interval_seconds=60, tenant="team-a")
+    now = datetime.now(UTC)
+
+    execution, events = scheduled_run(schedule, now, now)
+
+    assert execution.tenant == "team-a"
+    invocation, announcement = events
+    # The worker's budgets and concurrency limits read the invocation's tenant.
+    assert invocation.payload["tenant"] == "team-a"
+    assert invocation.headers[TENANT_HEADER] == announcement.headers[TENANT_HEADER] == "team-a"

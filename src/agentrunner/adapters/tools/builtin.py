@@ -23,7 +23,6 @@ from agentrunner.domain.state import AgentState
 from agentrunner.ports import EventBus, StateStore, ToolContext
 from agentrunner.tracing import current_tenant
 
-# The session a tool call without one keeps its memory in.
 # Topics an agent may not publish to: the platform's own (work, results, control).
 RESERVED_TOPIC_PREFIXES = ("invoke.", "execution.", "agent.output.", "config.", "scheduled.", "slack.")
 HTTP_MAX_RESPONSE_BYTES = 1_000_000
