@@ -201,6 +201,14 @@ class StateStore(Protocol):
     """Durable records of the platform (ARCHITECTURE §6).
 
     Contract: a write that returned is durable; reads see every write that returned.
+
+    Ownership (issue 19): executions, sessions, plan runs, API schedules, dead letters and
+    idempotency records keep the tenant they belong to. Lists take a `tenant`: given, only
+    that tenant's records (those without one are nobody's: only an unfiltered list shows
+    them); None, all. A session is named by (agent, tenant, session id): the same id of two
+    tenants is two sessions, and None is the implicit tenant of auth off. Single-record
+    reads by id return the record whatever its tenant: the caller compares `tenant` with
+    `tracing.visible_tenant()` (runtime/ownership.py) and answers a miss for another's.
     """
 
     async def start(self) -> None:
@@ -256,16 +264,18 @@ class StateStore(Protocol):
         status: ExecutionStatus | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        tenant: str | None = None,
     ) -> ExecutionPage:
-        """Executions matching the filters, newest first, `limit` at a time."""
+        """Executions matching the filters (of `tenant` when given), newest first, `limit` at a time."""
         ...
 
-    async def load_state(self, agent: str, session_id: str) -> AgentState:
-        """The state of `agent` in `session_id` (raises `StateNotFoundError`)."""
+    async def load_state(self, agent: str, session_id: str, *, tenant: str | None = None) -> AgentState:
+        """The state of `agent` in `tenant`'s session `session_id` (raises `StateNotFoundError`,
+        also when only another tenant has a session of that id)."""
         ...
 
     async def save_state(self, state: AgentState, *, expected_version: int | None) -> AgentState:
-        """Store `state` and return it with its new version.
+        """Store `state` (in the session of `state.tenant`) and return it with its new version.
 
         `expected_version` is the version the writer read (0: there was none); when the
         stored version differs, raise `ConflictError` and change nothing. None overwrites
@@ -273,8 +283,8 @@ class StateStore(Protocol):
         """
         ...
 
-    async def delete_state(self, agent: str, session_id: str) -> None:
-        """Forget the state of `agent` in `session_id` (raises `StateNotFoundError`)."""
+    async def delete_state(self, agent: str, session_id: str, *, tenant: str | None = None) -> None:
+        """Forget the state of `agent` in `tenant`'s session `session_id` (raises `StateNotFoundError`)."""
         ...
 
     async def usage(
@@ -321,11 +331,18 @@ class StateStore(Protocol):
         ...
 
     async def claim_idempotency_key(
-        self, key: str, fingerprint: str, *, expired_before: datetime, abandoned_before: datetime
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        expired_before: datetime,
+        abandoned_before: datetime,
+        tenant: str | None = None,
     ) -> IdempotentRequest | None:
         """None when this caller now owns `key` (new, or its record was created before
-        `expired_before`, or was left unanswered and untouched since `abandoned_before`);
-        otherwise the request already recorded under it."""
+        `expired_before`, or was left unanswered and untouched since `abandoned_before`),
+        recorded as `tenant`'s; otherwise the request already recorded under it. The
+        caller makes `key` from the tenant too, so a key never names another tenant's answer."""
         ...
 
     async def keyed_invocation(self, key: str, *, expired_before: datetime) -> KeyedInvocation | None:
@@ -344,13 +361,16 @@ class StateStore(Protocol):
         """Forget `key` (its request gave no answer worth replaying): a retry runs anew."""
         ...
 
-    async def record_dead_letter(self, letter: DeadLetter) -> StoredDeadLetter:
-        """Keep a dead letter; the same event dead in the same queue again replaces the
-        earlier record (with the newer error) instead of adding one."""
+    async def record_dead_letter(self, letter: DeadLetter, *, tenant: str | None = None) -> StoredDeadLetter:
+        """Keep a dead letter as `tenant`'s (the tenant of its event); the same event dead in
+        the same queue again replaces the earlier record (with the newer error) instead of
+        adding one."""
         ...
 
-    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 100) -> list[StoredDeadLetter]:
-        """Dead letters, newest first."""
+    async def list_dead_letters(
+        self, *, include_replayed: bool = False, limit: int = 100, tenant: str | None = None
+    ) -> list[StoredDeadLetter]:
+        """Dead letters (of `tenant` when given), newest first."""
         ...
 
     async def get_dead_letter(self, letter_id: str) -> StoredDeadLetter:
@@ -389,8 +409,9 @@ class StateStore(Protocol):
         """The schedule with that id, with its `last_fire_at` (raises `ScheduleNotFoundError`)."""
         ...
 
-    async def list_schedules(self, *, agent: str | None = None) -> list[Schedule]:
-        """Every schedule (of `agent`), by id, each with its `last_fire_at`."""
+    async def list_schedules(self, *, agent: str | None = None, tenant: str | None = None) -> list[Schedule]:
+        """Every schedule (of `agent`; created by `tenant` when given), by id, each with its
+        `last_fire_at`."""
         ...
 
     async def delete_schedule(self, schedule_id: str) -> None:
@@ -454,9 +475,15 @@ class StateStore(Protocol):
         ...
 
     async def list_plan_runs(
-        self, *, agent: str | None = None, status: PlanRunStatus | None = None, limit: int = 50
+        self,
+        *,
+        agent: str | None = None,
+        status: PlanRunStatus | None = None,
+        limit: int = 50,
+        tenant: str | None = None,
     ) -> list[PlanRun]:
-        """Runs matching the filters, newest first, with their steps and clarifications."""
+        """Runs matching the filters (of `tenant` when given), newest first, with their
+        steps and clarifications."""
         ...
 
 

@@ -61,9 +61,9 @@ class CountingStore(SQLStateStore):
         self.reads["get_execution"] += 1
         return await super().get_execution(execution_id)
 
-    async def load_state(self, agent: str, session_id: str) -> AgentState:
+    async def load_state(self, agent: str, session_id: str, *, tenant: str | None = None) -> AgentState:
         self.reads["load_state"] += 1
-        return await super().load_state(agent, session_id)
+        return await super().load_state(agent, session_id, tenant=tenant)
 
 
 class SwitchableCache:

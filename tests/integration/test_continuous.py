@@ -76,18 +76,22 @@ async def test_the_conversation_survives_a_restart(tmp_path: Path) -> None:
     assert stored["version"] == 2
 
 
-async def test_the_session_falls_back_to_the_slack_thread_of_a_slack_run_then_default(tmp_path: Path) -> None:
+async def test_the_session_falls_back_to_the_slack_thread_of_a_slack_run_else_a_new_one(tmp_path: Path) -> None:
+    # Issue 19 rule 5: no shared `default` session; an invocation without one gets its own,
+    # and a task_data that only looks like Slack's names no session.
     node = _node(tmp_path)
     async with node.running():
         await node.orchestrator.invoke(
             "chat", {"prompt": "in a thread"}, origin=slack_origin(channel_id="C1", thread_ts="171.5"), wait=10
         )
-        # A task_data that only looks like Slack's names no session (issue 19, rule 5).
-        await node.orchestrator.invoke("chat", {"prompt": "anywhere", "thread_ts": "171.9"}, wait=10)
+        first = await node.orchestrator.invoke("chat", {"prompt": "anywhere", "thread_ts": "171.9"}, wait=10)
+        second = await node.orchestrator.invoke("chat", {"prompt": "elsewhere"}, wait=10)
         threaded = await node.store.load_state("chat", "171.5")
-        default = await node.store.load_state("chat", "default")
+        new = await node.store.load_state("chat", first.session_id or "")
         with pytest.raises(StateNotFoundError):
             await node.store.load_state("chat", "171.9")
 
     assert threaded.history[0]["content"] == "in a thread"
-    assert default.history[0]["content"] == "anywhere"
+    assert new.history[0]["content"] == "anywhere"
+    assert first.session_id != second.session_id
+    assert second.output == "0 before; you said elsewhere"

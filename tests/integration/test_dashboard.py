@@ -101,8 +101,13 @@ async def test_a_path_that_climbs_out_of_the_dashboard_gets_no_data(orchestrator
     assert missing.status_code == 404
 
 
-async def test_the_orchestrator_lists_schedules_with_their_next_fire(orchestrator: httpx.AsyncClient) -> None:
-    response = await orchestrator.get("/schedules", headers={"X-API-Key": KEY})
+async def test_the_orchestrator_lists_schedules_with_their_next_fire(tmp_path: Path) -> None:
+    # Auth off: with it on, an agent file's schedule is shown to admins only (issue 19;
+    # tests/security/test_tenants.py), and a tenant's key sees none.
+    async with node_on("memory", tmp_path, {"ticker.yml": TICKER}) as node:
+        transport = httpx.ASGITransport(app=node.apps()["orchestrator"])
+        async with httpx.AsyncClient(transport=transport, base_url="http://orchestrator") as client:
+            response = await client.get("/schedules")
 
     assert response.status_code == 200
     [view] = response.json()

@@ -4,8 +4,9 @@ The first request with a key runs and its answer is kept (in the state store, so
 replica and a restarted one see it); a retry with the same key and the same body gets that
 answer again, byte for byte, with `Idempotent-Replayed: true`; the same key with another
 body is refused (409 `idempotency_key_reused`). A retry that arrives while the first is
-still running waits for its answer. Keys are scoped to the caller's API key and the path,
-and kept `IDEMPOTENCY_TTL_SECONDS` (24 h).
+still running waits for its answer. Keys are scoped to the caller's tenant, its API key
+and the path (a key of one tenant never names another's answer; the record keeps its
+tenant), and kept `IDEMPOTENCY_TTL_SECONDS` (24 h).
 
 Only successful JSON answers (2xx) are kept: an error started no work, so its retry runs
 anew (after the agent was added, the database came back, ...). A request whose process
@@ -37,6 +38,7 @@ from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.execution import utcnow
 from agentrunner.logs import get_logger
 from agentrunner.ports import IdempotencyClaim, IdempotentRequest
+from agentrunner.tracing import current_tenant
 
 log = get_logger(__name__)
 
@@ -54,7 +56,13 @@ class IdempotencyKeys(Protocol):
     """The part of the state store this needs."""
 
     async def claim_idempotency_key(
-        self, key: str, fingerprint: str, *, expired_before: datetime, abandoned_before: datetime
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        expired_before: datetime,
+        abandoned_before: datetime,
+        tenant: str | None = None,
     ) -> IdempotentRequest | None: ...
 
     async def touch_idempotency_key(self, key: str) -> None: ...
@@ -98,7 +106,8 @@ class IdempotencyMiddleware:
         body = await _read_body(receive)
         route = f"{scope['method']} {scope.get('path', '')}?{scope.get('query_string', b'').decode('latin-1')}"
         caller = headers.get(b"x-api-key") or headers.get(b"authorization") or b""
-        key = _sha256(caller, route.encode(), raw_key)
+        tenant = current_tenant()  # set by the API key check this runs inside
+        key = _sha256((tenant or "").encode(), caller, route.encode(), raw_key)
         fingerprint = _sha256(route.encode(), body)
         if self._claimed_by_route is not None and self._claimed_by_route.fullmatch(scope.get("path", "")):
             claim = IdempotencyClaim(key=key, fingerprint=fingerprint, expired_before=utcnow() - self._ttl)
@@ -126,6 +135,7 @@ class IdempotencyMiddleware:
                 fingerprint,
                 expired_before=now - self._ttl,
                 abandoned_before=now - timedelta(seconds=ABANDONED_AFTER_SECONDS),
+                tenant=current_tenant(),
             )
             if earlier is None or earlier.fingerprint != fingerprint or earlier.status_code is not None:
                 return earlier

@@ -16,12 +16,15 @@ from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.idempotency import REPLAYED_HEADER, reused_key_response, route_claim
 from agentrunner.api.ui import UI_PATH, mount_dashboard
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
+from agentrunner.domain.errors import ExecutionNotFoundError
 from agentrunner.domain.event import StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN, WebhookDelivery
 from agentrunner.ports import IdempotencyKeyTakenError
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
+from agentrunner.runtime.ownership import owned
+from agentrunner.tracing import visible_tenant
 
 MAX_WAIT_SECONDS = 3600
 
@@ -74,6 +77,9 @@ class Accepted(BaseModel):
     execution_id: str
     status: ExecutionStatus
     trace_id: str
+    session_id: str | None = Field(
+        default=None, description="The session it continues (a new one when none was given); absent without one."
+    )
 
 
 class ExecutionDetail(Execution):
@@ -147,8 +153,14 @@ def orchestrator_app(
         extras = await invoke_extras(execution) if invoke_extras else {}
         if execution.status.is_terminal and wait > 0:  # wait 0: accepted (202), even a retry's
             return JSONResponse(execution.model_dump(mode="json") | extras, status_code=200, headers=replayed)
-        accepted = Accepted(execution_id=execution.execution_id, status=execution.status, trace_id=execution.trace_id)
-        return JSONResponse(accepted.model_dump(mode="json") | extras, status_code=202, headers=replayed)
+        accepted = Accepted(
+            execution_id=execution.execution_id,
+            status=execution.status,
+            trace_id=execution.trace_id,
+            session_id=execution.session_id,
+        )
+        answer = accepted.model_dump(mode="json", exclude_none=True)  # session_id: only with a session
+        return JSONResponse(answer | extras, status_code=202, headers=replayed)
 
     @app.post("/events", response_model=Published, status_code=202, tags=["events"], summary="Publish an event")
     async def publish_event(request: PublishRequest) -> Published:
@@ -163,7 +175,12 @@ def orchestrator_app(
 
 
 def _execution_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
-    """Reading, watching and cancelling executions."""
+    """Reading, watching and cancelling executions: the caller's own (every one for an
+    admin); another tenant's answers 404 as a missing one does."""
+
+    async def visible(execution_id: str) -> Execution:
+        execution = await orchestrator.execution(execution_id)
+        return owned(execution, execution.tenant, lambda: _no_execution(execution_id))
 
     @app.get(
         "/executions/{execution_id}",
@@ -172,7 +189,7 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
         tags=["executions"],
     )
     async def get_execution(execution_id: str) -> ExecutionDetail:
-        execution = await orchestrator.execution(execution_id)
+        execution = await visible(execution_id)
         if not execution.webhook_url:
             return ExecutionDetail(**execution.model_dump())
         return ExecutionDetail(**execution.model_dump(), webhook=await orchestrator.webhook_delivery(execution))
@@ -184,7 +201,7 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
         response_class=EventSourceResponse,
     )
     async def execution_events(execution_id: str) -> EventSourceResponse:
-        await orchestrator.execution(execution_id)  # 404 before the stream starts
+        await visible(execution_id)  # 404 before the stream starts
 
         async def events() -> AsyncIterator[dict[str, str]]:
             async for update in orchestrator.watch(execution_id):
@@ -199,6 +216,7 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
         summary="Cancel a queued or running execution",
     )
     async def cancel_execution(execution_id: str) -> JSONResponse:
+        await visible(execution_id)
         execution = await orchestrator.cancel(execution_id)
         # 200: it is cancelled; 202: its worker was asked to stop it (GET it to see the end).
         status = 200 if execution.status.is_terminal else 202
@@ -211,12 +229,19 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: str | None = None,
     ) -> ExecutionList:
-        page = await orchestrator.executions(agent=agent, status=status, limit=limit, cursor=cursor)
+        page = await orchestrator.executions(
+            agent=agent, status=status, limit=limit, cursor=cursor, tenant=visible_tenant()
+        )
         return ExecutionList(items=page.items, next_cursor=page.next_cursor)
 
 
+def _no_execution(execution_id: str) -> ExecutionNotFoundError:
+    return ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=execution_id)
+
+
 def _dead_letter_routes(app: FastAPI, dead_letters: DeadLetterOffice) -> None:
-    """Listing and replaying dead letters."""
+    """Listing and replaying dead letters: a tenant's own (the tenant of their event), every
+    one for an admin (DeadLetterOffice scopes each operation to the caller)."""
 
     @app.get("/dead-letters", response_model=list[StoredDeadLetter], tags=["dead letters"])
     async def list_dead_letters(

@@ -71,17 +71,17 @@ def _schedule_from(request: ScheduleRequest) -> Schedule:
 
 def schedule_read_routes(scheduler: Scheduler) -> APIRouter:
     """Reading schedules with their next fire, from the state store every role shares: the
-    scheduler serves them, and so does the orchestrator, for the dashboard on its port."""
+    scheduler serves them, and so does the orchestrator, for the dashboard on its port.
+    A tenant sees the schedules it made; an admin every one, agent files' included."""
     router = APIRouter(tags=["schedules"])
-    store = scheduler.store
 
     @router.get("/schedules", response_model=list[ScheduleView])
     async def list_schedules(agent: str | None = None) -> list[ScheduleView]:
-        return [_view(scheduler, schedule) for schedule in await store.list_schedules(agent=agent)]
+        return [_view(scheduler, schedule) for schedule in await scheduler.schedules(agent=agent)]
 
     @router.get("/schedules/{schedule_id}", response_model=ScheduleView)
     async def get_schedule(schedule_id: str) -> ScheduleView:
-        return _view(scheduler, await store.get_schedule(schedule_id))
+        return _view(scheduler, await scheduler.get(schedule_id))
 
     return router
 
@@ -89,7 +89,6 @@ def schedule_read_routes(scheduler: Scheduler) -> APIRouter:
 def scheduler_app(scheduler: Scheduler, edge: EdgeConfig) -> FastAPI:
     """The scheduler's HTTP API (ARCHITECTURE §9)."""
     app = role_app("scheduler", "agentrunner scheduler", edge)
-    store = scheduler.store
     app.include_router(schedule_read_routes(scheduler))
 
     @app.post("/schedules", response_model=ScheduleView, status_code=201, tags=["schedules"])
@@ -124,7 +123,7 @@ def scheduler_app(scheduler: Scheduler, edge: EdgeConfig) -> FastAPI:
     ) -> FireList:
         if before is not None and before.tzinfo is None:
             before = before.replace(tzinfo=UTC)  # a time without offset is read as UTC
-        fires = await store.list_fires(schedule_id, limit=limit, before=before)
+        fires = await scheduler.fires(schedule_id, limit=limit, before=before)
         return FireList(items=fires, next_before=fires[-1].fire_time if len(fires) == limit else None)
 
     return app

@@ -1,4 +1,9 @@
-"""State role (8001): agents' session memory, execution audit records, usage totals."""
+"""State role (8001): agents' session memory, execution audit records, usage totals.
+
+Everything is the caller's own (ARCHITECTURE §10): sessions are named within the caller's
+tenant (an admin names another tenant's with `?tenant=`), an execution of another tenant
+is a 404 as a missing one, and `/usage` counts the caller's executions and shows its own
+budget (an admin: every tenant's, and the agents' budgets)."""
 
 from __future__ import annotations
 
@@ -10,13 +15,19 @@ from fastapi import FastAPI, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.domain.errors import ExecutionNotFoundError, StateNotFoundError
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.ports import StateStore
 from agentrunner.runtime.budgets import Budget
+from agentrunner.runtime.ownership import owned
+from agentrunner.tracing import current_tenant, visible_tenant
 
 AgentName = Annotated[str, Path(max_length=128)]
 SessionId = Annotated[str, Path(max_length=256)]
+TenantName = Annotated[
+    str | None, Query(max_length=64, description="Admins: the tenant whose session it is (default: your own).")
+]
 
 
 class StateWrite(BaseModel):
@@ -50,27 +61,42 @@ class UsageView(UsageTotals):
 BudgetsOf = Callable[[str | None], Awaitable[list[Budget]]]
 
 
+def _session_tenant(agent: str, session_id: str, tenant: str | None) -> str | None:
+    """The tenant whose session the caller names: its own; an admin may name another's
+    (`?tenant=`). A tenant naming another's gets the answer of a session that does not exist."""
+    if tenant is None or tenant == current_tenant():
+        return current_tenant()
+    if visible_tenant() is None:
+        return tenant
+    raise StateNotFoundError(f"no state for agent {agent!r} session {session_id!r}")
+
+
 def state_app(store: StateStore, edge: EdgeConfig, budgets: BudgetsOf | None = None) -> FastAPI:
     """The state manager's HTTP API."""
     app = role_app("state", "agentrunner state", edge)
 
     @app.get("/state/{agent}/{session_id}", response_model=AgentState, tags=["state"])
-    async def get_state(agent: AgentName, session_id: SessionId) -> AgentState:
-        return await store.load_state(agent, session_id)
+    async def get_state(agent: AgentName, session_id: SessionId, tenant: TenantName = None) -> AgentState:
+        return await store.load_state(agent, session_id, tenant=_session_tenant(agent, session_id, tenant))
 
     @app.put("/state/{agent}/{session_id}", response_model=AgentState, tags=["state"])
-    async def put_state(agent: AgentName, session_id: SessionId, body: StateWrite) -> AgentState:
-        state = AgentState(agent=agent, session_id=session_id, history=body.history, memory=body.memory)
+    async def put_state(
+        agent: AgentName, session_id: SessionId, body: StateWrite, tenant: TenantName = None
+    ) -> AgentState:
+        owner = _session_tenant(agent, session_id, tenant)
+        state = AgentState(agent=agent, session_id=session_id, tenant=owner, history=body.history, memory=body.memory)
         return await store.save_state(state, expected_version=body.version)
 
     @app.delete("/state/{agent}/{session_id}", status_code=204, tags=["state"])
-    async def delete_state(agent: AgentName, session_id: SessionId) -> Response:
-        await store.delete_state(agent, session_id)
+    async def delete_state(agent: AgentName, session_id: SessionId, tenant: TenantName = None) -> Response:
+        await store.delete_state(agent, session_id, tenant=_session_tenant(agent, session_id, tenant))
         return Response(status_code=204)
 
     @app.get("/executions/{execution_id}", response_model=Execution, tags=["executions"], summary="Audit record")
     async def get_execution(execution_id: str) -> Execution:
-        return await store.get_execution(execution_id)
+        execution = await store.get_execution(execution_id)
+        missing = ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=execution_id)
+        return owned(execution, execution.tenant, lambda: missing)
 
     @app.get("/usage", response_model=UsageView, tags=["usage"], summary="Tokens and cost per agent, and budgets")
     async def usage(
@@ -78,7 +104,11 @@ def state_app(store: StateStore, edge: EdgeConfig, budgets: BudgetsOf | None = N
         since: Annotated[datetime | None, Query(description="ISO 8601; without a zone, UTC.")] = None,
         until: Annotated[datetime | None, Query(description="ISO 8601, exclusive; without a zone, UTC.")] = None,
     ) -> UsageView:
-        totals = await store.usage(agent=agent, since=_utc(since), until=_utc(until))
-        return UsageView(**totals.model_dump(), budgets=await budgets(agent) if budgets else [])
+        seen = visible_tenant()
+        totals = await store.usage(agent=agent, since=_utc(since), until=_utc(until), tenant=seen)
+        shown = await budgets(agent) if budgets else []
+        if seen is not None:  # a tenant: its own budget only (an agent's counts every tenant's spend)
+            shown = [budget for budget in shown if budget.tenant == seen]
+        return UsageView(**totals.model_dump(), budgets=shown)
 
     return app

@@ -69,6 +69,8 @@ class StoredDeadLetter(BaseModel):
     attempts: int
     created_at: datetime = Field(default_factory=utcnow)
     replayed_at: datetime | None = None
+    # The tenant whose work the event was (its tenant header): who may list and replay it.
+    tenant: str | None = None
 
     def letter(self) -> DeadLetter:
         """The dead letter to hand back to the bus."""

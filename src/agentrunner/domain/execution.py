@@ -127,6 +127,11 @@ class Execution(BaseModel):
     @property
     def slack_origin(self) -> dict[str, Any] | None:
         """The Slack request this execution answers, when the Slack gateway started it."""
-        if isinstance(self.origin, dict) and self.origin.get("kind") == SLACK_ORIGIN:
-            return self.origin
-        return None
+        return slack_origin_of(self.origin)
+
+
+def slack_origin_of(origin: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`origin` when it is a Slack request's (set by the Slack gateway), else None."""
+    if isinstance(origin, dict) and origin.get("kind") == SLACK_ORIGIN:
+        return origin
+    return None

@@ -171,6 +171,8 @@ class PlanRun(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None
     trace_id: str
+    # The tenant of the execution that started it: who may read, approve and answer it.
+    tenant: str | None = None
     version: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

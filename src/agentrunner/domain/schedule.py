@@ -93,6 +93,9 @@ class Schedule(BaseModel):
     timeout_seconds: float = Field(default=300, gt=0)
     paused: bool = False
     source: ScheduleSource = ScheduleSource.API
+    # The tenant that created it through the API: who may act on it, and whose budgets
+    # and limits its runs count against. None for agent files' schedules (admins' alone).
+    tenant: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     # When the definition or the pause last changed: ticks before it are not owed.
     updated_at: datetime = Field(default_factory=utcnow)

@@ -21,6 +21,9 @@ class AgentState(BaseModel):
 
     agent: str
     session_id: str
+    # The tenant whose session it is: the same session id of two tenants names two
+    # sessions. None with API auth off (one implicit tenant).
+    tenant: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
     memory: dict[str, Any] = Field(default_factory=dict)
     version: int = 0

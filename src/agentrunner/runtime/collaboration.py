@@ -223,7 +223,12 @@ class CollaborativePool:
         slack = execution.slack_origin
         origin = {**slack, "source": "slack"} if slack is not None else None
         run = PlanRun(
-            id=execution.execution_id, agent=execution.agent, task=task, origin=origin, trace_id=execution.trace_id
+            id=execution.execution_id,
+            agent=execution.agent,
+            task=task,
+            origin=origin,
+            trace_id=execution.trace_id,
+            tenant=execution.tenant,  # the owner: who may read, approve and answer it
         )
         try:
             created = await self._store.create_plan_run(run)

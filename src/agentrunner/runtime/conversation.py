@@ -1,13 +1,20 @@
 """A continuous agent's turn: its session's history in, the answer out, the history saved
-after the step (so a crash or restart resumes with it)."""
+after the step (so a crash or restart resumes with it).
+
+Sessions belong to a tenant (ARCHITECTURE §10): a session is named by (agent, tenant,
+session id), so two tenants' "s1" are two conversations. An invocation that names no
+session gets a new one (`new_session`), whose id its answer carries: no two callers ever
+share a conversation they did not both name.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from agentrunner.domain.agent import AgentConfig, ContinuousConfig
+from agentrunner.domain.agent import AgentConfig, ContinuousConfig, ExecutionMode
 from agentrunner.domain.errors import ConflictError, StateNotFoundError
+from agentrunner.domain.event import new_id
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.llm import Completion
 from agentrunner.domain.state import AgentState
@@ -16,33 +23,47 @@ from agentrunner.ports import LLMProvider, StateStore, Tool, ToolContext
 from agentrunner.runtime.agent_run import run_agent, user_prompt
 from agentrunner.runtime.llm_calls import TextSink
 from agentrunner.runtime.tool_calls import ToolSink
+from agentrunner.tracing import as_tenant
 
 log = get_logger(__name__)
 
-DEFAULT_SESSION = "default"
 SAVE_ATTEMPTS = 5
 
 
 def session_of(execution: Execution) -> str:
-    """The session a continuous execution belongs to: its `session_id`, else the Slack
-    thread or channel of a run the Slack gateway started (its origin, never task_data),
-    else `default`."""
+    """The session a continuous execution belongs to (within its tenant): its `session_id`,
+    else the Slack thread or channel of a run the Slack gateway started (its origin, never
+    task_data), else its own (a turn that names no session shares nobody's: never a common
+    default)."""
     if execution.session_id:
         return execution.session_id
-    slack = execution.slack_origin or {}
+    return _slack_session(execution.slack_origin) or f"execution:{execution.execution_id}"
+
+
+def new_session(config: AgentConfig, origin: dict[str, Any] | None) -> str | None:
+    """The id of a new session for an invocation of `config` that names none: a continuous
+    agent's caller continues it by sending this id back. None for other modes, and for a
+    run the Slack gateway started in a thread or channel (their session)."""
+    if config.execution_mode is not ExecutionMode.CONTINUOUS or _slack_session(origin):
+        return None
+    return new_id()
+
+
+def _slack_session(origin: dict[str, Any] | None) -> str | None:
+    """The Slack thread, else channel, of a Slack origin (`Execution.slack_origin`)."""
     for key in ("thread_ts", "channel_id"):
-        value = slack.get(key)
+        value = (origin or {}).get(key)
         if isinstance(value, str) and value:
             return value
-    return DEFAULT_SESSION
+    return None
 
 
-async def load_session(store: StateStore, agent: str, session: str) -> AgentState:
-    """The session's state, or an empty one (version 0) when it has none yet."""
+async def load_session(store: StateStore, agent: str, session: str, tenant: str | None = None) -> AgentState:
+    """`tenant`'s session state, or an empty one (version 0) when it has none yet."""
     try:
-        return await store.load_state(agent, session)
+        return await store.load_state(agent, session, tenant=tenant)
     except StateNotFoundError:
-        return AgentState(agent=agent, session_id=session)
+        return AgentState(agent=agent, session_id=session, tenant=tenant)
 
 
 async def converse(
@@ -60,20 +81,21 @@ async def converse(
     exchange (bounded by `max_conversation_history`) and save it. Two turns of the same
     session at once both land: a save that finds a newer version appends to it."""
     session = session_of(execution)
-    state = await load_session(store, config.name, session)
-    completion = await run_agent(
-        config,
-        provider,
-        execution.input,
-        on_text=on_text,
-        history=state.history,
-        retry_base_seconds=retry_base_seconds,
-        tools=tools,
-        context=ToolContext(
-            agent=config.name, execution_id=execution.execution_id, session_id=session, trace_id=execution.trace_id
-        ),
-        on_tool_call=on_tool_call,
-    )
+    state = await load_session(store, config.name, session, execution.tenant)
+    with as_tenant(execution.tenant):  # its tools (session memory) act within its tenant
+        completion = await run_agent(
+            config,
+            provider,
+            execution.input,
+            on_text=on_text,
+            history=state.history,
+            retry_base_seconds=retry_base_seconds,
+            tools=tools,
+            context=ToolContext(
+                agent=config.name, execution_id=execution.execution_id, session_id=session, trace_id=execution.trace_id
+            ),
+            on_tool_call=on_tool_call,
+        )
     exchange: list[dict[str, Any]] = [
         {"role": "user", "content": user_prompt(execution.input), "execution_id": execution.execution_id},
         {"role": "assistant", "content": completion.text, "execution_id": execution.execution_id},
@@ -85,7 +107,7 @@ async def converse(
 async def keep_interrupted(config: AgentConfig, store: StateStore, execution: Execution) -> None:
     """An interrupted turn (on_busy: interrupt) leaves its user message in the history,
     marked, so the next turn knows what was asked; it has no answer."""
-    state = await load_session(store, config.name, session_of(execution))
+    state = await load_session(store, config.name, session_of(execution), execution.tenant)
     message = {
         "role": "user",
         "content": user_prompt(execution.input),
@@ -105,5 +127,5 @@ async def _append(config: AgentConfig, store: StateStore, state: AgentState, ent
             await store.save_state(state.model_copy(update={"history": history}), expected_version=state.version)
             return
         except ConflictError:
-            state = await load_session(store, state.agent, state.session_id)  # another turn saved first
+            state = await load_session(store, state.agent, state.session_id, state.tenant)  # another turn saved first
     log.error("session history not saved after retries", agent=config.name, session=state.session_id)

@@ -19,7 +19,7 @@ from agentrunner.domain.errors import (
     SessionBusyError,
 )
 from agentrunner.domain.event import Event, new_id
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, slack_origin_of, utcnow
 from agentrunner.domain.topics import topic_problem
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
@@ -32,7 +32,7 @@ from agentrunner.ports import (
     Subscription,
 )
 from agentrunner.runtime.budgets import Budgets
-from agentrunner.runtime.conversation import session_of
+from agentrunner.runtime.conversation import new_session, session_of
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry
 from agentrunner.runtime.topics import (
@@ -159,7 +159,7 @@ class Orchestrator:
             execution_id=new_id(),
             agent=config.name,
             input=task_data,
-            session_id=session_id,
+            session_id=session_id or new_session(config, slack_origin_of(origin)),  # never a shared default
             trace_id=current_trace_id() or new_trace_id(),
             webhook_url=webhook_url or config.webhook_url,
             tenant=tenant,
@@ -170,7 +170,7 @@ class Orchestrator:
             if idempotency is not None and policy in ("interrupt", "rollback"):
                 await self._raise_if_taken(idempotency)  # a retry must not cancel its own original
             async with self._unless_a_retry(idempotency):
-                await self._on_busy(config.name, policy, session_of(execution))
+                await self._on_busy(config.name, policy, session_of(execution), tenant)
         waiter = self._waiter(execution.execution_id) if wait > 0 else None
         invocation = Event(
             topic=invoke_topic(config.name),
@@ -248,7 +248,7 @@ class Orchestrator:
             return finished  # as the worker saved it, carried by the finished event
         return await self.execution(execution_id)
 
-    async def _on_busy(self, agent: str, policy: str, session: str) -> None:
+    async def _on_busy(self, agent: str, policy: str, session: str, tenant: str | None = None) -> None:
         """Apply a continuous agent's `on_busy` to the earlier messages of `session` that are
         still queued or running (enqueue: nothing; the queue keeps them in order)."""
         if policy == "enqueue":
@@ -257,7 +257,7 @@ class Orchestrator:
             execution
             for status in (ExecutionStatus.RUNNING, ExecutionStatus.QUEUED)
             for execution in (await self._store.list_executions(agent=agent, status=status, limit=500)).items
-            if session_of(execution) == session
+            if session_of(execution) == session and execution.tenant == tenant  # sessions are per tenant
         ]
         if not busy:
             return
@@ -349,10 +349,16 @@ class Orchestrator:
         return await self._store.get_execution(execution_id)
 
     async def executions(
-        self, *, agent: str | None, status: ExecutionStatus | None, limit: int, cursor: str | None
+        self,
+        *,
+        agent: str | None,
+        status: ExecutionStatus | None,
+        limit: int,
+        cursor: str | None,
+        tenant: str | None = None,
     ) -> ExecutionPage:
-        """A page of executions, newest first."""
-        return await self._store.list_executions(agent=agent, status=status, limit=limit, cursor=cursor)
+        """A page of executions (of `tenant` when given), newest first."""
+        return await self._store.list_executions(agent=agent, status=status, limit=limit, cursor=cursor, tenant=tenant)
 
     async def watch(self, execution_id: str, *, idle_seconds: float = 15.0) -> AsyncIterator[dict[str, Any]]:
         """What happens to an execution, as it happens: `status` changes, `text` pieces when

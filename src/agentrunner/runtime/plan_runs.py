@@ -5,6 +5,10 @@ question; and how a run ends (its execution finished, `collaboration.completed` 
 Every change is a read-modify-write over the run's version (`StateStore.save_plan_run`),
 tried again on a conflict with what changed meanwhile, so the collaborative worker that
 drives a run and a person answering it never overwrite each other.
+
+A run belongs to the tenant of the execution that started it: a caller reads, lists,
+approves, rejects and answers its own runs (an admin every one); another tenant's run is
+answered as a missing one (ARCHITECTURE §10).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from agentrunner.domain.errors import (
     ClarificationTimedOutError,
     ConflictError,
     PlanRejectedError,
+    PlanRunNotFoundError,
 )
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
@@ -36,9 +41,11 @@ from agentrunner.domain.plan import (
 from agentrunner.logs import get_logger
 from agentrunner.ports import StateStore
 from agentrunner.runtime.outbox import OutboxRelay
+from agentrunner.runtime.ownership import owned
 from agentrunner.runtime.planner import participants
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import CHAIN_DEPTH_HEADER, finished_topic, invoke_topic, output_topic
+from agentrunner.tracing import visible_tenant
 
 log = get_logger(__name__)
 
@@ -116,14 +123,15 @@ class PlanRuns:
         return self._registry
 
     async def get(self, run_id: str) -> PlanRun:
-        """The run (raises `PlanRunNotFoundError`)."""
-        return await self._store.get_plan_run(run_id)
+        """The caller's run (raises `PlanRunNotFoundError`, also for another tenant's)."""
+        run = await self._store.get_plan_run(run_id)
+        return owned(run, run.tenant, lambda: _no_run(run_id))
 
     async def list(
         self, *, agent: str | None = None, status: PlanRunStatus | None = None, limit: int = 50
     ) -> list[PlanRun]:
-        """Runs matching the filters, newest first."""
-        return await self._store.list_plan_runs(agent=agent, status=status, limit=limit)
+        """The caller's runs matching the filters, newest first."""
+        return await self._store.list_plan_runs(agent=agent, status=status, limit=limit, tenant=visible_tenant())
 
     async def update(self, run: PlanRun, mutate: Mutation) -> PlanRun:
         """Apply `mutate` to `run` and save it with its events; on a conflict, apply it
@@ -190,7 +198,7 @@ class PlanRuns:
     async def approve(self, run_id: str, plan: dict[str, Any] | None = None) -> PlanRun:
         """Let a run held for approval go on, with its plan or an edited one (validated as
         the planner's is: `PlanInvalidError`). `ConflictError` when it is not held."""
-        run = await self._store.get_plan_run(run_id)
+        run = await self.get(run_id)
         config = self._registry.get(run.agent).config
         edited = None
         if plan is not None:
@@ -212,7 +220,7 @@ class PlanRuns:
 
     async def reject(self, run_id: str, reason: str | None = None) -> PlanRun:
         """Stop a run held for approval: rejected, its execution cancelled."""
-        run = await self._store.get_plan_run(run_id)
+        run = await self.get(run_id)
 
         def rejected(current: PlanRun) -> Change:
             _require(current, PlanRunStatus.AWAITING_APPROVAL, "reject")
@@ -225,7 +233,7 @@ class PlanRuns:
         """Answer a run's question: the step that asked runs again with the answer, and a
         run paused for it resumes. A second answer is a `ConflictError`; an answer that
         does not fit the question (a choice not offered) a `BadRequestError`."""
-        run = await self._store.get_plan_run(run_id)
+        run = await self.get(run_id)
 
         def answered(current: PlanRun) -> Change:
             question = current.clarification(clarification_id)
@@ -332,3 +340,7 @@ def _output_event(execution: Execution) -> Event:
         trace_id=execution.trace_id,
         headers={CHAIN_DEPTH_HEADER: "1"},
     )
+
+
+def _no_run(run_id: str) -> PlanRunNotFoundError:
+    return PlanRunNotFoundError(f"plan run {run_id} not found: GET /plan-runs lists them", run_id=run_id)

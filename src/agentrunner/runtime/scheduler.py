@@ -8,6 +8,12 @@ one transaction, so exactly one replica fires it and nothing it accepted is lost
 is rebuilt from the store at start, after a change through this replica, on config reload,
 and when the store's schedules version moves (another replica's API edit), checked every
 `refresh_seconds`.
+
+Ownership (ARCHITECTURE §10): a schedule made through the API records the tenant that made
+it; its runs carry that tenant (on the execution, and in the invocation and the
+`scheduled.tasks` announcement) so they count against its budgets and limits. A tenant acts
+on its own schedules only; schedules from agent files belong to no tenant: only an admin
+(or anyone with auth off) sees and acts on them. Another's is answered as a missing one.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from agentrunner.domain.errors import AgentRunnerError, ConflictError
+from agentrunner.domain.errors import AgentRunnerError, ConflictError, ScheduleNotFoundError
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.domain.schedule import (
@@ -38,9 +44,10 @@ from agentrunner.domain.schedule import (
 from agentrunner.logs import get_logger
 from agentrunner.ports import FireClaim, Metrics, StateStore
 from agentrunner.runtime.outbox import OutboxRelay
+from agentrunner.runtime.ownership import owned
 from agentrunner.runtime.registry import AgentRegistry
-from agentrunner.runtime.topics import SCHEDULED_TASKS, invoke_topic
-from agentrunner.tracing import new_trace_id
+from agentrunner.runtime.topics import SCHEDULED_TASKS, TENANT_HEADER, invoke_topic
+from agentrunner.tracing import current_tenant, new_trace_id, visible_tenant
 
 log = get_logger(__name__)
 
@@ -70,7 +77,9 @@ def fire_claim(
 
 def scheduled_run(schedule: Schedule, fire_time: datetime, now: datetime) -> tuple[Execution, list[Event]]:
     """A queued execution of the schedule's agent on its task_data, the event the agent's
-    pool runs it from, and the `scheduled.tasks` announcement."""
+    pool runs it from, and the `scheduled.tasks` announcement; all of the schedule's tenant
+    (its creator), whose budgets and limits the run counts against."""
+    tenant = schedule.tenant
     execution = Execution(
         execution_id=new_id(),
         agent=schedule.agent,
@@ -78,12 +87,15 @@ def scheduled_run(schedule: Schedule, fire_time: datetime, now: datetime) -> tup
         schedule_id=schedule.id,
         trace_id=new_trace_id(),
         created_at=now,
+        tenant=tenant,
     )
+    headers = {TENANT_HEADER: tenant} if tenant else {}
     events = [
         Event(
             topic=invoke_topic(schedule.agent),
-            payload={"execution_id": execution.execution_id, "stream": False},
+            payload={"execution_id": execution.execution_id, "stream": False} | ({"tenant": tenant} if tenant else {}),
             trace_id=execution.trace_id,
+            headers=headers,
         ),
         Event(
             topic=SCHEDULED_TASKS,
@@ -96,6 +108,7 @@ def scheduled_run(schedule: Schedule, fire_time: datetime, now: datetime) -> tup
                 "execution_id": execution.execution_id,
             },
             trace_id=execution.trace_id,
+            headers=headers,
         ),
     ]
     return execution, events
@@ -302,16 +315,33 @@ class Scheduler:
     # -- operations of the API -------------------------------------------------------
 
     async def create(self, schedule: Schedule) -> Schedule:
-        """Store an ad-hoc schedule for a known agent (raises `AgentNotFoundError`,
-        `ConflictError` for a taken id)."""
+        """Store an ad-hoc schedule for a known agent, owned by the caller's tenant (raises
+        `AgentNotFoundError`, `ConflictError` for a taken id)."""
         self._registry.get(schedule.agent)
-        created = await self._store.create_schedule(schedule.model_copy(update={"source": ScheduleSource.API}))
+        created = await self._store.create_schedule(
+            schedule.model_copy(update={"source": ScheduleSource.API, "tenant": current_tenant()})
+        )
         self.changed()
         return created
 
+    async def get(self, schedule_id: str) -> Schedule:
+        """The caller's schedule (raises `ScheduleNotFoundError`, also for another tenant's
+        and, for a tenant, one from an agent file)."""
+        schedule = await self._store.get_schedule(schedule_id)
+        return owned(schedule, schedule.tenant, lambda: _no_schedule(schedule_id))
+
+    async def schedules(self, *, agent: str | None = None) -> list[Schedule]:
+        """The caller's schedules (of `agent`), by id."""
+        return await self._store.list_schedules(agent=agent, tenant=visible_tenant())
+
+    async def fires(self, schedule_id: str, *, limit: int = 50, before: datetime | None = None) -> list[ScheduleFire]:
+        """Fires of the caller's schedule, newest first (raises `ScheduleNotFoundError`)."""
+        await self.get(schedule_id)
+        return await self._store.list_fires(schedule_id, limit=limit, before=before)
+
     async def delete(self, schedule_id: str) -> None:
         """Delete an ad-hoc schedule; one from an agent file is refused (`ConflictError`)."""
-        schedule = await self._store.get_schedule(schedule_id)
+        schedule = await self.get(schedule_id)
         if schedule.source is ScheduleSource.CONFIG:
             raise ConflictError(
                 f"schedule {schedule_id!r} comes from agent {schedule.agent!r}'s schedule_config: remove it "
@@ -323,6 +353,7 @@ class Scheduler:
 
     async def set_paused(self, schedule_id: str, paused: bool) -> Schedule:
         """Pause or resume; ticks while paused are not owed after a resume."""
+        await self.get(schedule_id)
         schedule = await self._store.set_schedule_paused(schedule_id, paused)
         self.changed()
         return schedule
@@ -330,7 +361,7 @@ class Scheduler:
     async def trigger(self, schedule_id: str) -> ScheduleFire:
         """Run the schedule's agent now, whatever its pause and overlap policy (raises
         `ScheduleNotFoundError`, `AgentNotFoundError`, `AgentUnavailableError`)."""
-        schedule = await self._store.get_schedule(schedule_id)
+        schedule = await self.get(schedule_id)
         self._registry.runnable(schedule.agent)
         now = self._clock()
         claim = fire_claim(schedule, now, FireStatus.FIRED, "triggered through the API", now)
@@ -340,3 +371,7 @@ class Scheduler:
         self.deliver(list(claim.events))
         log.info("schedule triggered", schedule_id=schedule_id, execution_id=claim.fire.execution_id)
         return won[0]
+
+
+def _no_schedule(schedule_id: str) -> ScheduleNotFoundError:
+    return ScheduleNotFoundError(f"schedule {schedule_id!r} not found: GET /schedules lists them")

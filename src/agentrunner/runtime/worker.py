@@ -58,7 +58,7 @@ from agentrunner.runtime.topics import (
     progress_topic,
 )
 from agentrunner.runtime.watchdog import ConsumerWatchdog
-from agentrunner.tracing import traced
+from agentrunner.tracing import as_tenant, traced
 
 log = get_logger(__name__)
 
@@ -219,7 +219,8 @@ class AgentPool:
             return
         self._in_hand.add(execution_id)
         try:
-            await self._run_to_end(agent, execution_id, depth, stream=stream, tenant=tenant)
+            with as_tenant(tenant):  # the run's tools (session memory) act within its tenant
+                await self._run_to_end(agent, execution_id, depth, stream=stream, tenant=tenant)
         finally:
             self._in_hand.discard(execution_id)
 

@@ -42,9 +42,12 @@ def execution_key(execution_id: str) -> str:
     return f"execution:{execution_id}"
 
 
-def state_key(agent: str, session_id: str) -> str:
-    """The cache key of an agent's state in one session (written, never parsed)."""
-    return f"state:{agent}:{session_id}"
+def state_key(agent: str, session_id: str, tenant: str | None = None) -> str:
+    """The cache key of an agent's state in one session of one tenant (written, never
+    parsed). Tenant and agent come with their lengths, so no choice of names (colons
+    included) makes two sessions share a key, least of all two tenants'."""
+    owner = tenant or ""
+    return f"state:{len(owner)}:{owner}:{len(agent)}:{agent}:{session_id}"
 
 
 # Keys whose cached value could not be replaced or dropped during an outage, remembered
@@ -160,13 +163,15 @@ class CachedStateStore:
             await self._remember(key, execution, only_if_absent=True)
         return execution
 
-    async def load_state(self, agent: str, session_id: str) -> AgentState:
+    async def load_state(self, agent: str, session_id: str, *, tenant: str | None = None) -> AgentState:
         return await self._read_through(
-            state_key(agent, session_id), AgentState, lambda: self._store.load_state(agent, session_id)
+            state_key(agent, session_id, tenant),
+            AgentState,
+            lambda: self._store.load_state(agent, session_id, tenant=tenant),
         )
 
     async def save_state(self, state: AgentState, *, expected_version: int | None) -> AgentState:
-        key = state_key(state.agent, state.session_id)
+        key = state_key(state.agent, state.session_id, state.tenant)
         try:
             saved = await self._store.save_state(state, expected_version=expected_version)
         except Exception:
@@ -175,11 +180,11 @@ class CachedStateStore:
         await self._remember(key, _in_utc(saved))
         return saved
 
-    async def delete_state(self, agent: str, session_id: str) -> None:
+    async def delete_state(self, agent: str, session_id: str, *, tenant: str | None = None) -> None:
         try:
-            await self._store.delete_state(agent, session_id)
+            await self._store.delete_state(agent, session_id, tenant=tenant)
         finally:
-            await self._forget(state_key(agent, session_id))
+            await self._forget(state_key(agent, session_id, tenant))
 
     # -- delegated as they are -------------------------------------------------------
 
@@ -190,8 +195,9 @@ class CachedStateStore:
         status: ExecutionStatus | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        tenant: str | None = None,
     ) -> ExecutionPage:
-        return await self._store.list_executions(agent=agent, status=status, limit=limit, cursor=cursor)
+        return await self._store.list_executions(agent=agent, status=status, limit=limit, cursor=cursor, tenant=tenant)
 
     async def usage(
         self,
@@ -207,10 +213,16 @@ class CachedStateStore:
         return await self._store.pending_events(limit=limit, older_than_seconds=older_than_seconds)
 
     async def claim_idempotency_key(
-        self, key: str, fingerprint: str, *, expired_before: datetime, abandoned_before: datetime
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        expired_before: datetime,
+        abandoned_before: datetime,
+        tenant: str | None = None,
     ) -> IdempotentRequest | None:
         return await self._store.claim_idempotency_key(
-            key, fingerprint, expired_before=expired_before, abandoned_before=abandoned_before
+            key, fingerprint, expired_before=expired_before, abandoned_before=abandoned_before, tenant=tenant
         )
 
     async def keyed_invocation(self, key: str, *, expired_before: datetime) -> KeyedInvocation | None:
@@ -245,11 +257,13 @@ class CachedStateStore:
     async def mark_published(self, entry_ids: Sequence[str]) -> None:
         await self._store.mark_published(entry_ids)
 
-    async def record_dead_letter(self, letter: DeadLetter) -> StoredDeadLetter:
-        return await self._store.record_dead_letter(letter)
+    async def record_dead_letter(self, letter: DeadLetter, *, tenant: str | None = None) -> StoredDeadLetter:
+        return await self._store.record_dead_letter(letter, tenant=tenant)
 
-    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 100) -> list[StoredDeadLetter]:
-        return await self._store.list_dead_letters(include_replayed=include_replayed, limit=limit)
+    async def list_dead_letters(
+        self, *, include_replayed: bool = False, limit: int = 100, tenant: str | None = None
+    ) -> list[StoredDeadLetter]:
+        return await self._store.list_dead_letters(include_replayed=include_replayed, limit=limit, tenant=tenant)
 
     async def get_dead_letter(self, letter_id: str) -> StoredDeadLetter:
         return await self._store.get_dead_letter(letter_id)
@@ -275,8 +289,8 @@ class CachedStateStore:
     async def get_schedule(self, schedule_id: str) -> Schedule:
         return await self._store.get_schedule(schedule_id)
 
-    async def list_schedules(self, *, agent: str | None = None) -> list[Schedule]:
-        return await self._store.list_schedules(agent=agent)
+    async def list_schedules(self, *, agent: str | None = None, tenant: str | None = None) -> list[Schedule]:
+        return await self._store.list_schedules(agent=agent, tenant=tenant)
 
     async def delete_schedule(self, schedule_id: str) -> None:
         await self._store.delete_schedule(schedule_id)
@@ -317,9 +331,14 @@ class CachedStateStore:
         return await self._store.get_plan_run(run_id)
 
     async def list_plan_runs(
-        self, *, agent: str | None = None, status: PlanRunStatus | None = None, limit: int = 50
+        self,
+        *,
+        agent: str | None = None,
+        status: PlanRunStatus | None = None,
+        limit: int = 50,
+        tenant: str | None = None,
     ) -> list[PlanRun]:
-        return await self._store.list_plan_runs(agent=agent, status=status, limit=limit)
+        return await self._store.list_plan_runs(agent=agent, status=status, limit=limit, tenant=tenant)
 
     # -- the cache, which may be down ------------------------------------------------
 

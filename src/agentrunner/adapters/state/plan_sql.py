@@ -42,6 +42,7 @@ def _run_values(run: PlanRun) -> dict[str, Any]:
         "output_tokens": run.usage.output_tokens,
         "cost_usd": run.cost_usd,
         "trace_id": run.trace_id,
+        "tenant": run.tenant,
         "version": run.version,
         "created_at": run.created_at,
         "updated_at": run.updated_at,
@@ -124,10 +125,13 @@ async def get_plan_run(session: AsyncConnection, run_id: str) -> PlanRun:
 
 
 async def list_plan_runs(
-    session: AsyncConnection, *, agent: str | None, status: PlanRunStatus | None, limit: int
+    session: AsyncConnection, *, agent: str | None, status: PlanRunStatus | None, limit: int, tenant: str | None = None
 ) -> list[PlanRun]:
-    """Runs matching the filters, newest first, with their steps and clarifications."""
+    """Runs matching the filters (of `tenant` when given), newest first, with their steps
+    and clarifications."""
     query = select(RUNS).order_by(RUNS.c.created_at.desc(), RUNS.c.id.desc()).limit(limit)
+    if tenant is not None:
+        query = query.where(RUNS.c.tenant == tenant)
     if agent is not None:
         query = query.where(RUNS.c.agent == agent)
     if status is not None:
@@ -168,6 +172,7 @@ def _run_from(row: Any, steps: list[StepRun], clarifications: list[Clarification
         usage=Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens),
         cost_usd=row.cost_usd,
         trace_id=row.trace_id,
+        tenant=row.tenant,
         version=row.version,
         created_at=row.created_at,
         updated_at=row.updated_at,

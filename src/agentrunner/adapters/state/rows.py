@@ -76,6 +76,7 @@ def state_from(row: Any) -> AgentState:
     return AgentState(
         agent=row.agent,
         session_id=row.session_id,
+        tenant=row.tenant or None,
         history=payload.get("history", []),
         memory=payload.get("memory", {}),
         version=row.version,
@@ -124,4 +125,5 @@ def dead_letter_from(row: Any) -> StoredDeadLetter:
         attempts=row.attempts,
         created_at=row.created_at,
         replayed_at=row.replayed_at,
+        tenant=row.tenant,
     )

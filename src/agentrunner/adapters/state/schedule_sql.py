@@ -48,6 +48,7 @@ def schedule_values(schedule: Schedule) -> dict[str, Any]:
         "overlap_policy": schedule.overlap_policy.value,
         "paused": schedule.paused,
         "origin": schedule.source.value,
+        "tenant": schedule.tenant,
         "created_at": schedule.created_at,
         "updated_at": schedule.updated_at,
     }
@@ -69,6 +70,7 @@ def _schedule_from(row: Any) -> Schedule:
         timeout_seconds=row.timeout_seconds,
         paused=row.paused,
         source=ScheduleSource(row.origin),
+        tenant=row.tenant,
         created_at=row.created_at,
         updated_at=row.updated_at,
         last_fire_at=row.last_fire_at,
@@ -89,10 +91,12 @@ def _schedules_query() -> Any:
 
 
 async def list_schedules(
-    session: AsyncConnection, *, agent: str | None = None, ids: Sequence[str] = ()
+    session: AsyncConnection, *, agent: str | None = None, ids: Sequence[str] = (), tenant: str | None = None
 ) -> list[Schedule]:
-    """Schedules by id, each with the time of its latest claimed tick."""
+    """Schedules by id (of `tenant` when given), each with the time of its latest claimed tick."""
     query = _schedules_query()
+    if tenant is not None:
+        query = query.where(SCHEDULES.c.tenant == tenant)
     if agent is not None:
         query = query.where(SCHEDULES.c.agent == agent)
     if ids:

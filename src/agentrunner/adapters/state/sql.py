@@ -356,10 +356,13 @@ class SQLStateStore:
         status: ExecutionStatus | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        tenant: str | None = None,
     ) -> ExecutionPage:
         if limit < 1:
             raise BadRequestError(f"limit must be at least 1, got {limit}")
         query = select(EXECUTIONS)
+        if tenant is not None:
+            query = query.where(ExecutionRow.tenant == tenant)
         if agent:
             query = query.where(ExecutionRow.agent == agent)
         if status:
@@ -422,8 +425,10 @@ class SQLStateStore:
 
     # -- agent state -----------------------------------------------------------------
 
-    async def load_state(self, agent: str, session_id: str) -> AgentState:
-        query = select(STATES).where(STATES.c.agent == agent, STATES.c.session_id == session_id)
+    async def load_state(self, agent: str, session_id: str, *, tenant: str | None = None) -> AgentState:
+        query = select(STATES).where(
+            STATES.c.agent == agent, STATES.c.tenant == (tenant or ""), STATES.c.session_id == session_id
+        )
         async with self._session() as session:
             row = (await session.execute(query)).first()
             if row is None:
@@ -431,16 +436,12 @@ class SQLStateStore:
             return state_from(row)
 
     async def save_state(self, state: AgentState, *, expected_version: int | None) -> AgentState:
-        key = {"agent": state.agent, "session_id": state.session_id}
+        key = {"agent": state.agent, "tenant": state.tenant or "", "session_id": state.session_id}
         now = utcnow()
         try:
             async with self._session(write=True, atomic=expected_version is None) as session:
                 if expected_version is None:
-                    stored = await session.scalar(
-                        select(STATES.c.version)
-                        .where(STATES.c.agent == state.agent, STATES.c.session_id == state.session_id)
-                        .with_for_update()
-                    )
+                    stored = await session.scalar(select(STATES.c.version).where(*_state_is(state)).with_for_update())
                     expected_version = stored or 0
                 if expected_version == 0:
                     await session.execute(
@@ -449,11 +450,7 @@ class SQLStateStore:
                 else:
                     result = await session.execute(
                         update(AgentStateRow)
-                        .where(
-                            AgentStateRow.agent == state.agent,
-                            AgentStateRow.session_id == state.session_id,
-                            AgentStateRow.version == expected_version,
-                        )
+                        .where(*_state_is(state), AgentStateRow.version == expected_version)
                         .values(payload=state_payload(state), version=expected_version + 1, updated_at=now)
                     )
                     if result.rowcount != 1:
@@ -469,11 +466,7 @@ class SQLStateStore:
 
     @staticmethod
     async def _stale(session: AsyncConnection, state: AgentState, expected: int) -> ConflictError:
-        current = await session.scalar(
-            select(AgentStateRow.version).where(
-                AgentStateRow.agent == state.agent, AgentStateRow.session_id == state.session_id
-            )
-        )
+        current = await session.scalar(select(AgentStateRow.version).where(*_state_is(state)))
         where = f"agent {state.agent!r} session {state.session_id!r}"
         if current is None:
             return ConflictError(f"no state stored for {where} (expected version {expected}): save with version 0")
@@ -483,10 +476,14 @@ class SQLStateStore:
             current_version=current,
         )
 
-    async def delete_state(self, agent: str, session_id: str) -> None:
+    async def delete_state(self, agent: str, session_id: str, *, tenant: str | None = None) -> None:
         async with self._session(write=True) as session:
             result = await session.execute(
-                delete(AgentStateRow).where(AgentStateRow.agent == agent, AgentStateRow.session_id == session_id)
+                delete(AgentStateRow).where(
+                    AgentStateRow.agent == agent,
+                    AgentStateRow.tenant == (tenant or ""),
+                    AgentStateRow.session_id == session_id,
+                )
             )
             if result.rowcount != 1:
                 raise StateNotFoundError(f"no state for agent {agent!r} session {session_id!r}")
@@ -518,10 +515,16 @@ class SQLStateStore:
     # -- idempotency keys ------------------------------------------------------------
 
     async def claim_idempotency_key(
-        self, key: str, fingerprint: str, *, expired_before: datetime, abandoned_before: datetime
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        expired_before: datetime,
+        abandoned_before: datetime,
+        tenant: str | None = None,
     ) -> IdempotentRequest | None:
         now = utcnow()
-        row = {"key": key, "fingerprint": fingerprint, "created_at": now, "touched_at": now}
+        row = {"key": key, "fingerprint": fingerprint, "created_at": now, "touched_at": now, "tenant": tenant}
         async with self._session(write=True) as session:  # a new key, the usual case: one statement
             if await schedule_sql.insert_ignoring_duplicates(
                 session, IDEMPOTENCY_KEYS, [row], returning=IDEMPOTENCY_KEYS.c.key
@@ -544,7 +547,7 @@ class SQLStateStore:
             found = (await session.execute(select(IDEMPOTENCY_KEYS).where(IdempotencyKeyRow.key == key))).first()
         if found is None:  # released between our insert and read: the caller may try again
             return await self.claim_idempotency_key(
-                key, fingerprint, expired_before=expired_before, abandoned_before=abandoned_before
+                key, fingerprint, expired_before=expired_before, abandoned_before=abandoned_before, tenant=tenant
             )
         return IdempotentRequest(
             fingerprint=found.fingerprint,
@@ -644,7 +647,7 @@ class SQLStateStore:
 
     # -- dead letters ----------------------------------------------------------------
 
-    async def record_dead_letter(self, letter: DeadLetter) -> StoredDeadLetter:
+    async def record_dead_letter(self, letter: DeadLetter, *, tenant: str | None = None) -> StoredDeadLetter:
         stored = StoredDeadLetter(
             id=dead_letter_id(letter),
             queue=letter.queue,
@@ -652,6 +655,7 @@ class SQLStateStore:
             event=letter.event,
             error=letter.error,
             attempts=letter.event.attempt,
+            tenant=tenant,
         )
         values = {
             "id": stored.id,
@@ -662,14 +666,19 @@ class SQLStateStore:
             "attempts": stored.attempts,
             "created_at": stored.created_at,
             "replayed_at": None,
+            "tenant": tenant,
         }
         async with self._session(write=True, atomic=True) as session:
             await session.execute(delete(DEAD_LETTERS).where(DEAD_LETTERS.c.id == stored.id))
             await session.execute(insert(DEAD_LETTERS).values(**values))
         return stored
 
-    async def list_dead_letters(self, *, include_replayed: bool = False, limit: int = 100) -> list[StoredDeadLetter]:
+    async def list_dead_letters(
+        self, *, include_replayed: bool = False, limit: int = 100, tenant: str | None = None
+    ) -> list[StoredDeadLetter]:
         query = select(DEAD_LETTERS).order_by(DEAD_LETTERS.c.created_at.desc(), DEAD_LETTERS.c.id).limit(limit)
+        if tenant is not None:
+            query = query.where(DEAD_LETTERS.c.tenant == tenant)
         if not include_replayed:
             query = query.where(DEAD_LETTERS.c.replayed_at.is_(None))
         async with self._session() as session:
@@ -741,9 +750,9 @@ class SQLStateStore:
         async with self._session() as session:
             return await schedule_sql.get_schedule(session, schedule_id)
 
-    async def list_schedules(self, *, agent: str | None = None) -> list[Schedule]:
+    async def list_schedules(self, *, agent: str | None = None, tenant: str | None = None) -> list[Schedule]:
         async with self._session() as session:
-            return await schedule_sql.list_schedules(session, agent=agent)
+            return await schedule_sql.list_schedules(session, agent=agent, tenant=tenant)
 
     async def delete_schedule(self, schedule_id: str) -> None:
         async with self._session(write=True, atomic=True) as session:
@@ -809,10 +818,24 @@ class SQLStateStore:
             return await plan_sql.get_plan_run(session, run_id)
 
     async def list_plan_runs(
-        self, *, agent: str | None = None, status: PlanRunStatus | None = None, limit: int = 50
+        self,
+        *,
+        agent: str | None = None,
+        status: PlanRunStatus | None = None,
+        limit: int = 50,
+        tenant: str | None = None,
     ) -> list[PlanRun]:
         async with self._session() as session:
-            return await plan_sql.list_plan_runs(session, agent=agent, status=status, limit=limit)
+            return await plan_sql.list_plan_runs(session, agent=agent, status=status, limit=limit, tenant=tenant)
+
+
+def _state_is(state: AgentState) -> tuple[Any, ...]:
+    """The conditions that pick `state`'s row: its agent, tenant and session."""
+    return (
+        AgentStateRow.agent == state.agent,
+        AgentStateRow.tenant == (state.tenant or ""),
+        AgentStateRow.session_id == state.session_id,
+    )
 
 
 # An execution's own columns; the idempotency key of the invocation that started it is

@@ -165,6 +165,9 @@ class AgentStateRow(Base):
     __tablename__ = "agent_state"
 
     agent: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # The tenant whose session it is ("" with API auth off): part of the key, so two
+    # tenants' sessions of the same id are two rows.
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="")
     session_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     payload: Mapped[Any] = mapped_column(CompressedJSON)
     version: Mapped[int] = mapped_column(Integer)
@@ -190,6 +193,7 @@ class PlanRunRow(Base):
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[float | None] = mapped_column(Float)
     trace_id: Mapped[str] = mapped_column(String(128))
+    tenant: Mapped[str | None] = mapped_column(String(64), index=True)
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -257,6 +261,8 @@ class ScheduleRow(Base):
     overlap_policy: Mapped[str] = mapped_column(String(16))
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     origin: Mapped[str] = mapped_column(String(16))
+    # The tenant that created it through the API (None: from an agent file).
+    tenant: Mapped[str | None] = mapped_column(String(64), index=True)
     # Unused: replicas keep next fire times in memory (runtime/scheduler.py).
     next_fire_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
@@ -309,6 +315,7 @@ class DeadLetterRow(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
     replayed_at: Mapped[datetime | None]
+    tenant: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class AuditRow(Base):
@@ -339,6 +346,7 @@ class IdempotencyKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
     touched_at: Mapped[datetime]  # the request in flight is alive (refreshed while it runs)
     completed_at: Mapped[datetime | None]
+    tenant: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class WebhookDeliveryRow(Base):

@@ -22,9 +22,8 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.llm import ToolDefinition
 from agentrunner.domain.state import AgentState
 from agentrunner.ports import EventBus, StateStore, ToolContext
+from agentrunner.tracing import current_tenant
 
-# The session a tool call without one keeps its memory in.
-DEFAULT_SESSION = "default"
 # Topics an agent may not publish to: the platform's own (work, results, control).
 RESERVED_TOPIC_PREFIXES = ("invoke.", "execution.", "agent.output.", "config.", "scheduled.", "slack.")
 HTTP_MAX_RESPONSE_BYTES = 1_000_000
@@ -170,11 +169,13 @@ class SessionMemory:
         self._store = store
 
     async def _load(self, context: ToolContext) -> AgentState:
-        session = context.session_id or DEFAULT_SESSION
+        # The session of the run's tenant; a run without a session has a memory of its own.
+        session = context.session_id or f"execution:{context.execution_id}"
+        tenant = current_tenant()
         try:
-            return await self._store.load_state(context.agent, session)
+            return await self._store.load_state(context.agent, session, tenant=tenant)
         except StateNotFoundError:
-            return AgentState(agent=context.agent, session_id=session)
+            return AgentState(agent=context.agent, session_id=session, tenant=tenant)
 
     async def get(self, arguments: dict[str, Any], context: ToolContext) -> str:
         memory = (await self._load(context)).memory

@@ -1,8 +1,8 @@
 """An execution records where its request came from (the Slack gateway's origin), set by
 the platform only: answers go back to Slack for those runs, never because task_data says so.
 
-Revision ID: 0010_egress
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-06 05:00:00.000000
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010_egress"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

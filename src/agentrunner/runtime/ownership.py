@@ -1,0 +1,31 @@
+"""Who may name a record: its owner tenant, or an admin (ARCHITECTURE §10).
+
+Lists filter in the store (`tenant=visible_tenant()`); a record read by id goes through
+`owned`, which answers another tenant's record exactly as a missing one (the same error,
+the same message), so a caller learns nothing about ids it does not own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from agentrunner.domain.errors import AgentRunnerError
+from agentrunner.tracing import visible_tenant
+
+_Record = TypeVar("_Record")
+
+
+def may_see(owner: str | None) -> bool:
+    """True when the caller may name a record owned by `owner` (an admin, auth off, or
+    the owner itself; a record without an owner is the operator's: admins only)."""
+    seen = visible_tenant()
+    return seen is None or owner == seen
+
+
+def owned(record: _Record, owner: str | None, missing: Callable[[], AgentRunnerError]) -> _Record:
+    """`record` when the caller may see it, else raise `missing()`: the not-found error
+    of its kind."""
+    if not may_see(owner):
+        raise missing()
+    return record
