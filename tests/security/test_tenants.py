@@ -40,7 +40,7 @@ from agentrunner.tracing import Caller, as_caller
 from tests.conftest import free_port
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.integration.processes import role_processes
-from tests.security.conftest import ADMIN_KEY, TEAM_A_KEY, TEAM_B_KEY
+from tests.security.conftest import ADMIN_KEY, TEAM_A_KEY, TEAM_B_KEY, TENANTS_ENV
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CALLERS = {TEAM_A_KEY: Caller("team-a"), TEAM_B_KEY: Caller("team-b"), ADMIN_KEY: Caller("ops", admin=True)}
@@ -422,9 +422,7 @@ def test_a_dead_letter_belongs_to_the_tenant_of_its_event() -> None:
 
 # -- against a running `agentrunner up` ------------------------------------------------------
 
-# TODO(lead): after the auth helper's merge, use TENANTS_ENV (named tenants and the admin)
-# here; bare keys (each its own tenant) work before and after it.
-_ENV = {"ENABLE_API_AUTH": "true", "API_KEYS": f"{TEAM_A_KEY},{TEAM_B_KEY}"}
+_ENV = TENANTS_ENV
 ECHO_AGENTS = {
     "echo.yml": "name: echo\nagent_type: demo\nexecution_mode: autonomous\nllm_config: {provider: echo, model: echo}\n",
     "talk.yml": "name: talk\nagent_type: demo\nexecution_mode: continuous\nllm_config: {provider: echo, model: echo}\n",
