@@ -209,6 +209,7 @@ class Node:
             poll_seconds=settings.collaborative_poll_seconds,
             sweep_seconds=settings.clarification_sweep_seconds,
             llm_retry_base_seconds=settings.llm_retry_base_seconds,
+            max_chain_depth=settings.chain_max_depth,
         )
         self.slack_gateway = SlackGateway(
             orchestrator=self.orchestrator,

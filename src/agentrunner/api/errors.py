@@ -18,6 +18,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "bad_request": 400,
     "invalid_json": 400,
     "unauthorized": 401,
+    "topic_reserved": 403,
     "not_found": 404,
     "agent_not_found": 404,
     "execution_not_found": 404,
@@ -105,6 +106,7 @@ class ErrorAnswer(BaseModel):
 DOCUMENTED_ERRORS: dict[int, str] = {
     400: "Bad request or invalid JSON",
     401: "Missing or wrong API key (when auth is on)",
+    403: "Refused (a topic reserved for agentrunner itself, ...)",
     404: "Not found",
     409: "Conflict (unavailable agent, already ended, stale version, ...)",
     413: "Request body over MAX_REQUEST_BYTES",

@@ -110,6 +110,9 @@ class Execution(BaseModel):
     webhook_url: str | None = None
     # The API key (as `key-<hash>`) whose request started it, when API auth is on.
     tenant: str | None = None
+    # How many agent outputs (or tool-published events) led to it: 0 when a caller, a
+    # schedule or an outside event started it. Past MAX_CHAIN_DEPTH the next agent does not run.
+    chain_depth: int = 0
     # Every tool call of the attempt that ended it, in the order they finished.
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     trace_id: str

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentrunner.domain.errors import AgentRunnerError
+from agentrunner.domain.errors import AgentRunnerError, ExecutionNotFoundError, PlanRunNotFoundError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.slack import (
@@ -79,40 +79,48 @@ class SlackAnswers:
 
     async def _on_finished(self, event: Event) -> None:
         carried = event.payload.get("execution")
-        if isinstance(carried, dict):
-            if (carried.get("input") or {}).get("source") != SOURCE:
-                return  # most executions: read no further
-            execution = Execution.model_validate(carried)
-        else:  # a cancel before the run announces only the id
+        if isinstance(carried, dict) and (carried.get("input") or {}).get("source") != SOURCE:
+            return  # most executions: read no further
+        # The event only says "look": whether to answer, where and what are read from the
+        # execution as stored, so a forged `execution.finished` never makes the bot post.
+        try:
             execution = await self._store.get_execution(str(event.payload.get("execution_id")))
-        if execution.input.get("source") != SOURCE:
+        except ExecutionNotFoundError:
+            log.warning("finished event for an unknown execution ignored", payload=str(event.payload)[:80])
             return
-        await self._send(f"reply:{execution.execution_id}", execution.input, answer_text(execution))
+        origin = slack_origin(execution)
+        if origin is None or not execution.status.is_terminal:
+            return
+        await self._send(f"reply:{execution.execution_id}", origin, answer_text(execution))
         log.info("slack answer sent", execution_id=execution.execution_id, agent=execution.agent)
 
     async def _on_clarification(self, event: Event) -> None:
         payload = event.payload
-        origin = payload.get("origin")
-        if not isinstance(origin, dict) or origin.get("source") != SOURCE:
+        # The question and the Slack origin are the stored run's, never the payload's.
+        run_id, clarification_id = str(payload.get("run_id")), str(payload.get("clarification_id"))
+        try:
+            run = await self._store.get_plan_run(run_id)
+        except PlanRunNotFoundError:
+            log.warning("clarification event for an unknown plan run ignored", run_id=run_id[:64])
+            return
+        asked = next((c for c in run.clarifications if c.id == clarification_id), None)
+        if asked is None or not isinstance(run.origin, dict) or run.origin.get("source") != SOURCE:
             return
         if event.topic.startswith("clarification.answered."):
-            await self._mark_answered(payload, origin)
+            origin = payload.get("origin")
+            if isinstance(origin, dict):
+                await self._mark_answered(payload, origin)
             return
-        options = payload.get("options")
-        default = payload.get("default")
         message = clarification_message(
-            run_id=str(payload.get("run_id")),
-            clarification_id=str(payload.get("clarification_id")),
-            question=str(payload.get("question") or ""),
-            kind=str(payload.get("kind") or "text"),
-            options=[str(option) for option in options] if isinstance(options, list) else [],
-            default=None if default is None else str(default),
+            run_id=run.id,
+            clarification_id=asked.id,
+            question=asked.question,
+            kind=asked.kind.value,
+            options=list(asked.options),
+            default=asked.default,
         )
-        key = f"clarify:{payload.get('run_id')}:{payload.get('clarification_id')}"
-        await self._deliver(f"{key}:0", origin, message)
-        log.info(
-            "slack clarification asked", run_id=payload.get("run_id"), clarification_id=payload.get("clarification_id")
-        )
+        await self._deliver(f"clarify:{run.id}:{asked.id}:0", run.origin, message)
+        log.info("slack clarification asked", run_id=run.id, clarification_id=asked.id)
 
     async def _mark_answered(self, payload: dict[str, Any], origin: dict[str, Any]) -> None:
         """Replace the clicked question's buttons with who answered what (through the
@@ -162,6 +170,12 @@ class SlackAnswers:
         except AgentRunnerError as exc:
             log.warning("slack reply de-duplication skipped: the cache is down", error=exc.message)
             return False
+
+
+def slack_origin(execution: Execution) -> dict[str, Any] | None:
+    """Where in Slack `execution` came from (its response_url, channel and thread), or None
+    when it did not come from Slack: read from the stored execution only."""
+    return execution.input if execution.input.get("source") == SOURCE else None
 
 
 def answer_text(execution: Execution) -> str:

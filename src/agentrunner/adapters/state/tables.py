@@ -138,6 +138,7 @@ class ExecutionRow(Base):
     schedule_id: Mapped[str | None] = mapped_column(String(64))
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     tenant: Mapped[str | None] = mapped_column(String(64), index=True)
+    chain_depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The tool calls of the attempt that ended it (domain.execution.ToolCallRecord), if any.
     tool_calls: Mapped[list[Any] | None]
     trace_id: Mapped[str] = mapped_column(String(128))
