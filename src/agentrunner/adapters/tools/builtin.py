@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 
 from agentrunner.domain.agent import ToolConfig
-from agentrunner.domain.errors import ConflictError, StateNotFoundError, TopicReservedError
+from agentrunner.domain.errors import ConflictError, StateNotFoundError
 from agentrunner.domain.event import Event
 from agentrunner.domain.llm import ToolDefinition
 from agentrunner.domain.state import AgentState
@@ -169,13 +169,11 @@ class PublishEvent:
         if problem:
             raise ValueError(f"{problem} (no wildcards: a topic is the concrete name of one event)")
         if is_reserved_topic(topic):
-            raise TopicReservedError(
-                f"topic {topic!r} is reserved for agentrunner itself ({', '.join(RESERVED_TOPIC_ROOTS)})", topic=topic
+            raise PermissionError(
+                f"topic {topic!r} is reserved for agentrunner itself ({', '.join(RESERVED_TOPIC_ROOTS)})"
             )
         if self._allowed and not any(topic_matches(pattern, topic) for pattern in self._allowed):
-            raise TopicReservedError(
-                f"topic {topic!r} is not in this tool's allowed_topics: {', '.join(self._allowed)}", topic=topic
-            )
+            raise PermissionError(f"topic {topic!r} is not in this tool's allowed_topics: {', '.join(self._allowed)}")
         payload = arguments.get("payload")
         headers = {"source_execution": context.execution_id, CHAIN_DEPTH_HEADER: str(context.chain_depth + 1)}
         if context.tenant:
