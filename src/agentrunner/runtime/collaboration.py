@@ -56,6 +56,7 @@ from agentrunner.runtime.plan_steps import (
 )
 from agentrunner.runtime.planner import Spend, make_plan, participants, synthesize
 from agentrunner.runtime.registry import AgentRegistry
+from agentrunner.runtime.slack_answers import slack_origin
 from agentrunner.runtime.topics import (
     CANCEL_PATTERN,
     CHAIN_DEPTH_HEADER,
@@ -239,7 +240,10 @@ class CollaborativePool:
         with contextlib.suppress(AgentRunnerError):
             return await self._store.get_plan_run(execution.execution_id)
         task = execution.input
-        origin = {k: task[k] for k in ORIGIN_KEYS if k in task} if task.get("source") == "slack" else None
+        # Where in Slack the run's questions go: the execution's Slack origin, as the one
+        # hook that says it (slack_answers.slack_origin) reads it from the stored execution.
+        slack = slack_origin(execution)
+        origin = {k: slack[k] for k in ORIGIN_KEYS if k in slack} if slack is not None else None
         run = PlanRun(
             id=execution.execution_id, agent=execution.agent, task=task, origin=origin, trace_id=execution.trace_id
         )
