@@ -210,6 +210,7 @@ class Node:
             sweep_seconds=settings.clarification_sweep_seconds,
             llm_retry_base_seconds=settings.llm_retry_base_seconds,
             max_chain_depth=settings.chain_max_depth,
+            budgets=self.budgets,
         )
         self.slack_gateway = SlackGateway(
             orchestrator=self.orchestrator,

@@ -22,7 +22,7 @@ from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.adapters.tools.builtin import builtin_tool
 from agentrunner.domain.agent import ToolConfig
 from agentrunner.domain.event import Event
-from agentrunner.domain.execution import ExecutionStatus
+from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import Completion, LLMRequest, ToolCall
 from agentrunner.domain.topics import CHAIN_DEPTH_HEADER, RESERVED_TOPIC_ROOTS, TENANT_HEADER
 from agentrunner.node import Node
@@ -298,3 +298,35 @@ async def test_a_chain_through_a_collaborative_agent_keeps_its_depth_and_tenant(
 async def _finished(node: Node, agent: str) -> Any:
     page = await node.store.list_executions(agent=agent, limit=5)
     return next((e for e in page.items if e.status.is_terminal), None)
+
+
+async def test_a_collaborative_run_started_by_an_event_counts_against_the_tenants_budget(tmp_path: Path) -> None:
+    planned: list[str | None] = []
+
+    async def models(request: LLMRequest) -> str | Completion:
+        if any(tool.name == "submit_plan" for tool in request.tools):
+            planned.append(current_tenant())
+            return Completion(text="", tool_calls=[ToolCall(id="p", name="submit_plan", arguments=PLAN)])
+        return f"{request.model} done"
+
+    team = TEAM.replace("agent.output.start", "orders.big")
+    agents = {"helper.yml": HELPER, "team.yml": team}
+    async with node_on("memory", tmp_path, agents, script=models, tenant_budget_usd=1.0) as node:
+        spent = Execution(
+            execution_id=uuid4().hex,
+            agent="helper",
+            status=ExecutionStatus.SUCCEEDED,
+            cost_usd=5.0,
+            tenant="team-a",
+            trace_id="t" * 32,
+        )
+        await node.store.create_execution(spent)
+        with as_tenant("team-a"):
+            await node.orchestrator.publish_event("orders.big", {"prompt": "plan it"})
+        run = await _until(lambda: _finished(node, "team"), timeout=30)
+
+    assert run.tenant == "team-a"
+    assert run.status is ExecutionStatus.FAILED
+    assert run.error is not None
+    assert run.error.code == "budget_exceeded", "team-a spent its budget: its run does not plan"
+    assert planned == [], "no planner call on a spent budget"

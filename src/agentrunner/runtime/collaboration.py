@@ -37,6 +37,7 @@ from agentrunner.domain.plan import (
 )
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ProviderCatalog, StateStore, Subscription
+from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import (
     CLARIFICATION_ANSWERED_PATTERN,
@@ -95,6 +96,7 @@ class CollaborativePool:
         sweep_seconds: float = 5.0,
         llm_retry_base_seconds: float = 0.5,
         max_chain_depth: int = 5,
+        budgets: Budgets | None = None,
     ) -> None:
         self._bus = bus
         self._store = store
@@ -108,6 +110,7 @@ class CollaborativePool:
         self._sweep_seconds = sweep_seconds
         self._retry_base = llm_retry_base_seconds
         self._max_chain_depth = max_chain_depth
+        self._budgets = budgets
         self._subscriptions: list[Subscription] = []
         self._agents: dict[str, tuple[Subscription, frozenset[str]]] = {}
         self._waiters: dict[str, asyncio.Future[None]] = {}
@@ -215,6 +218,8 @@ class CollaborativePool:
             return
         try:
             config = self._registry.runnable(agent)
+            if self._budgets is not None and run.status is PlanRunStatus.PLANNING:
+                await self._budgets.check(config, execution.tenant)  # the invoking tenant's, too
         except AgentRunnerError as exc:
             await self._runs.update(run, partial(ending, PlanRunStatus.FAILED, exc, None))
             return
