@@ -413,7 +413,9 @@ class Node:
                     await self.bus.publish(
                         Event(
                             topic=invoke_topic(execution.agent),
-                            payload={"execution_id": execution.execution_id},
+                            # with its tenant: a resumed run still counts for it
+                            payload={"execution_id": execution.execution_id}
+                            | ({"tenant": execution.tenant} if execution.tenant else {}),
                             trace_id=execution.trace_id,
                         )
                     )
