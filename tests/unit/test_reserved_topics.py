@@ -7,6 +7,8 @@ import ast
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from agentrunner.domain.agent import ToolConfig
@@ -109,3 +111,19 @@ def test_allowed_topics_refuse_a_reserved_pattern_and_an_invalid_one() -> None:
         ToolConfig(name="publish_event", allowed_topics=["execution.#"])
     with pytest.raises(ValidationError, match="not valid"):
         ToolConfig(name="publish_event", allowed_topics=["orders..x"])
+
+
+_WORDS = st.text(alphabet="abcXYZ09_-:", min_size=1, max_size=8)
+
+
+@given(root=st.sampled_from(RESERVED_TOPIC_ROOTS), rest=st.lists(_WORDS, max_size=4), upper=st.booleans())
+def test_everything_under_a_reserved_root_is_reserved(root: str, rest: list[str], upper: bool) -> None:
+    topic = ".".join([root.upper() if upper else root, *rest])
+    assert is_reserved_topic(topic)
+
+
+@given(words=st.lists(_WORDS, min_size=1, max_size=5))
+def test_a_topic_is_reserved_exactly_when_it_starts_with_a_reserved_roots_words(words: list[str]) -> None:
+    lowered = [word.lower() for word in words]
+    expected = any(lowered[: len(root.split("."))] == root.split(".") for root in RESERVED_TOPIC_ROOTS)
+    assert is_reserved_topic(".".join(words)) is expected
