@@ -225,6 +225,8 @@ class Node:
             poll_seconds=settings.collaborative_poll_seconds,
             sweep_seconds=settings.clarification_sweep_seconds,
             llm_retry_base_seconds=settings.llm_retry_base_seconds,
+            max_chain_depth=settings.chain_max_depth,
+            budgets=self.budgets,
         )
         self.slack_gateway = SlackGateway(
             orchestrator=self.orchestrator,
@@ -428,7 +430,9 @@ class Node:
                     await self.bus.publish(
                         Event(
                             topic=invoke_topic(execution.agent),
-                            payload={"execution_id": execution.execution_id},
+                            # with its tenant: a resumed run still counts for it
+                            payload={"execution_id": execution.execution_id}
+                            | ({"tenant": execution.tenant} if execution.tenant else {}),
                             trace_id=execution.trace_id,
                         )
                     )

@@ -580,6 +580,10 @@ class ToolContext:
     execution_id: str
     session_id: str | None
     trace_id: str
+    # The tenant the execution counts for and its depth in a chain: what a tool that
+    # starts more work (`publish_event`) hands on, so the chain keeps both.
+    tenant: str | None = None
+    chain_depth: int = 0
 
 
 class Tool(Protocol):

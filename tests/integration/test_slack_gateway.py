@@ -20,6 +20,7 @@ from agentrunner.cluster import plan
 from agentrunner.domain.errors import ConfigError, LLMBadRequestError
 from agentrunner.domain.event import Event
 from agentrunner.domain.llm import LLMRequest
+from agentrunner.domain.plan import Clarification, ClarificationKind, PlanRun
 from agentrunner.node import Node
 from agentrunner.settings import Settings
 from tests.conftest import free_port
@@ -348,8 +349,26 @@ async def test_a_long_answer_is_split_into_messages_slack_accepts(tmp_path: Path
     assert {p.body["thread_ts"] for p in posts} == {"1700000000.000100"}
 
 
+async def _stored_question(node: Node) -> None:
+    """Plan run `run1` from Slack, asking `c1`: a clarification event is acted on only for
+    a question the store holds, sent where the stored run came from (issue 19)."""
+    origin = {"source": "slack", "channel_id": "C1", "thread_ts": "1700000000.000100", "user_id": "U1"}
+    asked = Clarification(
+        id="c1",
+        run_id="run1",
+        step_id="s1",
+        question="Deploy to production?",
+        kind=ClarificationKind.CONFIRM,
+        default="no",
+    )
+    await node.store.create_plan_run(
+        PlanRun(id="run1", agent="assistant", origin=origin, clarifications=[asked], trace_id="t" * 32)
+    )
+
+
 async def test_buttons_answer_clarifications_and_other_actions_are_published(tmp_path: Path, slack: FakeSlack) -> None:
     async with node_on("memory", tmp_path, {"assistant.yml": AGENT}, script=_answer, **_settings(slack)) as node:
+        await _stored_question(node)
         seen = await _watch(node, "clarification.answered.#", "slack.interaction.#")
         async with _client(node) as http:
             for action_id, value in (("clarify:run1:c1", "yes"), ("clarify:run1:c1", "no"), ("approve-deploy", "go")):
@@ -389,6 +408,7 @@ async def test_a_clarification_asked_from_slack_is_posted_in_its_thread_with_but
     tmp_path: Path, slack: FakeSlack
 ) -> None:
     async with node_on("memory", tmp_path, {"assistant.yml": AGENT}, script=_answer, **_settings(slack)) as node:
+        await _stored_question(node)
         slack.fail_with(429)  # rate-limited first: waited out after Retry-After
         question = {
             "run_id": "run1",

@@ -59,7 +59,12 @@ class InvokeRequest(BaseModel):
 class PublishRequest(BaseModel):
     """Body of `POST /events`."""
 
-    topic: str = Field(description="Dot-separated words, e.g. customer.ticket.created.", max_length=255)
+    topic: str = Field(
+        description="Dot-separated words, e.g. customer.ticket.created. The platform's own roots (invoke, "
+        "execution, agent.output, config, scheduled, slack, clarification, plan, budget, node, collaboration) "
+        "are refused: 403 topic_reserved.",
+        max_length=255,
+    )
     payload: dict[str, Any] = Field(default_factory=dict, description="Becomes the task_data of agents that run.")
 
 

@@ -16,7 +16,7 @@ from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from agentrunner.domain.egress import parse_networks
-from agentrunner.domain.topics import pattern_problem
+from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, pattern_problem
 from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN
 
 
@@ -124,6 +124,23 @@ _SECRET_HEADER = re.compile(r"(authorization|api[_-]?key|token|secret|cookie|pas
 _ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
+def _topic_pattern(pattern: str) -> str:
+    problem = pattern_problem(pattern)
+    if problem:
+        raise ValueError(problem)
+    return pattern
+
+
+def _publishable_pattern(pattern: str) -> str:
+    _topic_pattern(pattern)
+    if is_reserved_topic(pattern):
+        raise ValueError(
+            f"{pattern!r} names a topic reserved for agentrunner itself ({', '.join(RESERVED_TOPIC_ROOTS)}): "
+            "publish_event never writes there; list topics of your own, e.g. 'orders.#'"
+        )
+    return pattern
+
+
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -151,6 +168,11 @@ class ToolConfig(_Section):
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_methods: list[HttpMethod] = Field(default_factory=lambda: list[HttpMethod](["GET"]), min_length=1)
     allowed_networks: list[str] = Field(default_factory=list)
+    # publish_event: the topics it may publish (patterns, `*` one word, `#` any); empty: any
+    # topic but the platform's own, which are refused whatever this says.
+    allowed_topics: list[Annotated[str, AfterValidator(_publishable_pattern)]] = Field(
+        default_factory=list, max_length=100
+    )
 
     @model_validator(mode="after")
     def _mcp_has_endpoint(self) -> ToolConfig:
@@ -244,13 +266,6 @@ class LimitsConfig(_Section):
     tokens_per_minute: float | None = Field(default=None, gt=0)
     budget_usd: float | None = Field(default=None, gt=0)
     budget_period: Literal["day", "month"] = "day"
-
-
-def _topic_pattern(pattern: str) -> str:
-    problem = pattern_problem(pattern)
-    if problem:
-        raise ValueError(problem)
-    return pattern
 
 
 class AgentConfig(_Section):

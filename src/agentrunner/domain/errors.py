@@ -136,6 +136,13 @@ class BadRequestError(AgentRunnerError):
     code = "bad_request"
 
 
+class TopicReservedError(AgentRunnerError):
+    """A caller or a tool tried to publish on a topic the platform itself uses (or one its
+    tool entry's `allowed_topics` does not list): only agentrunner writes its control plane."""
+
+    code = "topic_reserved"
+
+
 class ConflictError(AgentRunnerError):
     """The request conflicts with what is stored (a duplicate id, a stale version)."""
 

@@ -117,6 +117,9 @@ class Execution(BaseModel):
     # {"kind": "slack", "response_url", "channel_id", "thread_ts", "team_id", "user_id"} for
     # the Slack gateway's runs, whose answers go back to Slack. None: an API call, a schedule.
     origin: dict[str, Any] | None = None
+    # How many agent outputs (or tool-published events) led to it: 0 when a caller, a
+    # schedule or an outside event started it. Past MAX_CHAIN_DEPTH the next agent does not run.
+    chain_depth: int = 0
     # Every tool call of the attempt that ended it, in the order they finished.
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     trace_id: str

@@ -52,3 +52,37 @@ def _words_match(pattern: list[str], topic: list[str]) -> bool:
 def topic_matches(pattern: str, topic: str) -> bool:
     """True when `topic` would be routed to a queue bound with `pattern`."""
     return _words_match(pattern.split("."), topic.split("."))
+
+
+# How many agent outputs led to an event; past the limit the next agent does not run.
+CHAIN_DEPTH_HEADER = "chain_depth"
+# The tenant whose request led to an event: carried along chains so the runs it starts
+# count against that tenant's limits and budget.
+TENANT_HEADER = "x-agentrunner-tenant"
+
+# The roots of every topic agentrunner publishes itself (work, results, control, Slack,
+# plans, budgets, nodes): its control plane. Callers (`POST /events`) and agents (the
+# `publish_event` tool) may not write there, or they could forge a result, a cancel, an
+# answer or a configuration change. A test checks that every topic the platform publishes
+# falls under one of these.
+RESERVED_TOPIC_ROOTS: tuple[str, ...] = (
+    "invoke",
+    "execution",
+    "agent.output",
+    "config",
+    "scheduled",
+    "slack",
+    "clarification",
+    "plan",
+    "budget",
+    "node",
+    "collaboration",
+)
+_RESERVED_WORDS = tuple(tuple(root.split(".")) for root in RESERVED_TOPIC_ROOTS)
+
+
+def is_reserved_topic(topic: str) -> bool:
+    """Whether `topic` is (or falls under) a root agentrunner publishes itself; matched
+    without regard to case, the bare root included (`invoke`, `Invoke.x`)."""
+    words = tuple(topic.lower().split("."))
+    return any(words[: len(root)] == root for root in _RESERVED_WORDS)

@@ -38,6 +38,7 @@ from agentrunner.domain.plan import (
 from agentrunner.domain.slack import origin_of_event
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ProviderCatalog, StateStore, Subscription
+from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import (
     CLARIFICATION_ANSWERED_PATTERN,
@@ -57,9 +58,17 @@ from agentrunner.runtime.plan_steps import (
 )
 from agentrunner.runtime.planner import Spend, make_plan, participants, synthesize
 from agentrunner.runtime.registry import AgentRegistry
-from agentrunner.runtime.topics import CANCEL_PATTERN, FINISHED_PATTERN, agent_queue, cancel_topic, invoke_topic
+from agentrunner.runtime.topics import (
+    CANCEL_PATTERN,
+    CHAIN_DEPTH_HEADER,
+    FINISHED_PATTERN,
+    TENANT_HEADER,
+    agent_queue,
+    cancel_topic,
+    invoke_topic,
+)
 from agentrunner.runtime.worker import execution_id_for
-from agentrunner.tracing import traced
+from agentrunner.tracing import as_tenant, traced
 
 log = get_logger(__name__)
 
@@ -84,6 +93,8 @@ class CollaborativePool:
         poll_seconds: float = 2.0,
         sweep_seconds: float = 5.0,
         llm_retry_base_seconds: float = 0.5,
+        max_chain_depth: int = 5,
+        budgets: Budgets | None = None,
     ) -> None:
         self._bus = bus
         self._store = store
@@ -96,9 +107,11 @@ class CollaborativePool:
         self._poll = poll_seconds
         self._sweep_seconds = sweep_seconds
         self._retry_base = llm_retry_base_seconds
+        self._max_chain_depth = max_chain_depth
+        self._budgets = budgets
         self._subscriptions: list[Subscription] = []
         self._agents: dict[str, tuple[Subscription, frozenset[str]]] = {}
-        self._waiters: dict[str, asyncio.Future[Execution]] = {}
+        self._waiters: dict[str, asyncio.Future[None]] = {}
         self._driving: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -160,7 +173,11 @@ class CollaborativePool:
             if event.topic == invoke_topic(agent):
                 execution_id = str(event.payload["execution_id"])
             else:
-                execution_id = await self._execution_for_event(agent, event)
+                depth = _depth(event)
+                if depth > self._max_chain_depth:
+                    log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
+                    return
+                execution_id = await self._execution_for_event(agent, event, depth)
             # One driver per run in this process: a resume that arrives while the driver
             # that paused the run is still returning waits for it, then drives afresh.
             while (busy := self._driving.get(execution_id)) is not None:
@@ -172,7 +189,9 @@ class CollaborativePool:
                 del self._driving[execution_id]
                 done.set()
 
-    async def _execution_for_event(self, agent: str, event: Event) -> str:
+    async def _execution_for_event(self, agent: str, event: Event, depth: int) -> str:
+        """The execution an event starts (recorded on first delivery), with the tenant and
+        chain depth it carries: the run, its steps and its output keep both."""
         execution_id = execution_id_for(agent, event)
         execution = Execution(
             execution_id=execution_id,
@@ -180,6 +199,8 @@ class CollaborativePool:
             input=event.payload,
             trace_id=event.trace_id,
             origin=origin_of_event(event.topic, event.payload),
+            tenant=event.headers.get(TENANT_HEADER) or None,
+            chain_depth=depth,
         )
         with contextlib.suppress(ConflictError):  # a redelivery: the execution exists
             await self._store.create_execution(execution)
@@ -196,6 +217,8 @@ class CollaborativePool:
             return
         try:
             config = self._registry.runnable(agent)
+            if self._budgets is not None and run.status is PlanRunStatus.PLANNING:
+                await self._budgets.check(config, execution.tenant)  # the invoking tenant's, too
         except AgentRunnerError as exc:
             await self._runs.update(run, partial(ending, PlanRunStatus.FAILED, exc, None))
             return
@@ -208,10 +231,13 @@ class CollaborativePool:
             )
         except ConflictError:
             return
-        if run.status is PlanRunStatus.PLANNING:
-            run = await self._plan(config, run)
-        if run.status is PlanRunStatus.RUNNING:
-            await self._execute(config, run)
+        # The run is the invoking tenant's work: the planner's model calls, and the steps
+        # it starts (their executions carry the tenant), count against its limits.
+        with as_tenant(execution.tenant):
+            if run.status is PlanRunStatus.PLANNING:
+                run = await self._plan(config, run)
+            if run.status is PlanRunStatus.RUNNING:
+                await self._execute(config, run, execution)
 
     async def _run_for(self, execution: Execution) -> PlanRun:
         """The run of `execution`, created on its first delivery."""
@@ -266,12 +292,12 @@ class CollaborativePool:
         log.info("plan made", run_id=run.id, steps=len(plan.steps), held_for_approval=held)
         return saved
 
-    async def _execute(self, config: AgentConfig, run: PlanRun) -> None:
+    async def _execute(self, config: AgentConfig, run: PlanRun, execution: Execution) -> None:
         """Run the steps until all succeed (then synthesise), one fails, or the run pauses."""
         collaborative = config.collaborative_config
         allow = collaborative.allow_human_clarification if collaborative else True
         timeout = collaborative.clarification_timeout_seconds if collaborative else 3600.0
-        run = await self._run_steps(run, allow=allow, question_timeout=timeout)
+        run = await self._run_steps(run, execution, allow=allow, question_timeout=timeout)
         if run.status is not PlanRunStatus.RUNNING:
             return
         spend = Spend()
@@ -282,7 +308,7 @@ class CollaborativePool:
             return
         await self._runs.update(run, partial(ending, PlanRunStatus.SUCCEEDED, None, spend, result=result))
 
-    async def _run_steps(self, run: PlanRun, *, allow: bool, question_timeout: float) -> PlanRun:
+    async def _run_steps(self, run: PlanRun, owner: Execution, *, allow: bool, question_timeout: float) -> PlanRun:
         """Start ready steps and record their outcomes until every step succeeded (the run
         is returned still running), or the run failed or paused."""
         watched: dict[asyncio.Task[Execution], str] = {}
@@ -298,7 +324,7 @@ class CollaborativePool:
                 if ready:
                     run = await self._runs.update(run, partial(started, ready))
                     continue
-                self._watch_running(run, watched, allow)
+                self._watch_running(run, owner, watched, allow)
                 if not watched:
                     run = await self._runs.update(run, paused)
                     if run.status is PlanRunStatus.RUNNING:  # an answer came meanwhile: look again
@@ -317,21 +343,25 @@ class CollaborativePool:
             for task in watched:
                 task.cancel()
 
-    def _watch_running(self, run: PlanRun, watched: dict[asyncio.Task[Execution], str], allow: bool) -> None:
+    def _watch_running(
+        self, run: PlanRun, owner: Execution, watched: dict[asyncio.Task[Execution], str], allow: bool
+    ) -> None:
         """Watch every running step not watched yet (all of them after a resume)."""
         for step in run.steps:
             if step.status is StepStatus.RUNNING and step.step_id not in watched.values():
-                watched[asyncio.create_task(self._step_result(run, step, allow))] = step.step_id
+                watched[asyncio.create_task(self._step_result(run, owner, step, allow))] = step.step_id
 
-    async def _step_result(self, run: PlanRun, step: StepRun, allow: bool) -> Execution:
-        """The step's execution once it ended: created (with its invocation) unless it
-        exists, as after a resume; observed through `execution.finished`, or the store."""
+    async def _step_result(self, run: PlanRun, owner: Execution, step: StepRun, allow: bool) -> Execution:
+        """The step's execution once it ended, as stored: created (with its invocation)
+        unless it exists, as after a resume; its `execution.finished` only says when to read
+        it (a payload is never taken as the result). The step counts for the run's tenant
+        (`owner`: the run's execution) and keeps its chain depth."""
         assert step.execution_id is not None
         try:
             self._registry.runnable(step.agent)
         except AgentRunnerError as exc:  # removed or broken since the plan was made
             await self._fail_unstarted(run, step, exc)
-        waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[step.execution_id] = waiter
         try:
             execution = Execution(
@@ -339,10 +369,11 @@ class CollaborativePool:
                 agent=step.agent,
                 input=step_task(run, step, allow),
                 trace_id=run.trace_id,
+                tenant=owner.tenant,
+                chain_depth=owner.chain_depth,
             )
-            invocation = Event(
-                topic=invoke_topic(step.agent), payload={"execution_id": step.execution_id}, trace_id=run.trace_id
-            )
+            request = {"execution_id": step.execution_id} | ({"tenant": owner.tenant} if owner.tenant else {})
+            invocation = Event(topic=invoke_topic(step.agent), payload=request, trace_id=run.trace_id)
             try:
                 await self._store.create_execution(execution, events=[invocation])
             except ConflictError:
@@ -355,7 +386,8 @@ class CollaborativePool:
                 if stored.status.is_terminal:
                     return stored
                 with contextlib.suppress(TimeoutError):
-                    return await asyncio.wait_for(asyncio.shield(waiter), self._poll)
+                    await asyncio.wait_for(asyncio.shield(waiter), self._poll)
+                waiter = self._waiters[step.execution_id] = asyncio.get_running_loop().create_future()
         finally:
             self._waiters.pop(step.execution_id, None)
 
@@ -379,9 +411,8 @@ class CollaborativePool:
             await self._cancel(event.topic.rsplit(".", 1)[1], str(event.payload.get("execution_id")))
             return
         waiter = self._waiters.get(str(event.payload.get("execution_id")))
-        carried = event.payload.get("execution")
-        if waiter is not None and not waiter.done() and isinstance(carried, dict):
-            waiter.set_result(Execution.model_validate(carried))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)  # a wake-up: the step's result is read from the store
 
     async def _cancel(self, agent: str, execution_id: str) -> None:
         """A cancel request for a collaborative execution: its run ends cancelled (every
@@ -438,3 +469,11 @@ class CollaborativePool:
                     for c in run.clarifications
                 ):
                     await self._runs.expire(run)
+
+
+def _depth(event: Event) -> int:
+    """The chain depth an event carries (0 when it carries none, or nonsense)."""
+    try:
+        return max(0, int(event.headers.get(CHAIN_DEPTH_HEADER, "0")))
+    except ValueError:
+        return 0

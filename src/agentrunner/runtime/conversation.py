@@ -92,7 +92,12 @@ async def converse(
             retry_base_seconds=retry_base_seconds,
             tools=tools,
             context=ToolContext(
-                agent=config.name, execution_id=execution.execution_id, session_id=session, trace_id=execution.trace_id
+                agent=config.name,
+                execution_id=execution.execution_id,
+                session_id=session,
+                trace_id=execution.trace_id,
+                tenant=execution.tenant,
+                chain_depth=execution.chain_depth,
             ),
             on_tool_call=on_tool_call,
         )

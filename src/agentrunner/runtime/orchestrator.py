@@ -16,11 +16,13 @@ from agentrunner.domain.errors import (
     BudgetExceededError,
     ConflictError,
     ExecutionCancelledError,
+    ExecutionNotFoundError,
     SessionBusyError,
+    TopicReservedError,
 )
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, slack_origin_of, utcnow
-from agentrunner.domain.topics import topic_problem
+from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, topic_problem
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
 from agentrunner.ports import (
@@ -245,7 +247,7 @@ class Orchestrator:
 
     async def _as_waited(self, execution_id: str, waiter: asyncio.Future[Execution | None]) -> Execution:
         if waiter.done() and not waiter.cancelled() and (finished := waiter.result()) is not None:
-            return finished  # as the worker saved it, carried by the finished event
+            return finished  # as stored when its finished event came
         return await self.execution(execution_id)
 
     async def _on_busy(self, agent: str, policy: str, session: str, tenant: str | None = None) -> None:
@@ -279,7 +281,8 @@ class Orchestrator:
         return await self._store.get_webhook_delivery(execution.execution_id)
 
     def event(self, topic: str, payload: dict[str, Any]) -> Event:
-        """An external event of the caller's trace and tenant, not yet published.
+        """An event of the caller's trace and tenant, not yet published (any topic: the
+        platform's own parts, such as the Slack gateway, use it for theirs).
         Raises `BadRequestError` for a topic that is not dot-separated words."""
         problem = topic_problem(topic)
         if problem:
@@ -293,7 +296,21 @@ class Orchestrator:
         )
 
     async def publish_event(self, topic: str, payload: dict[str, Any]) -> Event:
-        """Publish an external event; agents whose `event_subscriptions` match it run.
+        """Publish a caller's event (`POST /events`); agents whose `event_subscriptions`
+        match it run, counted for the caller's tenant. Raises `BadRequestError` for a topic
+        that is not dot-separated words, `TopicReservedError` for one of the platform's own
+        (`RESERVED_TOPIC_ROOTS`): a caller never writes the control plane."""
+        if is_reserved_topic(topic):
+            raise TopicReservedError(
+                f"topic {topic!r} is reserved for agentrunner itself (topics under "
+                f"{', '.join(RESERVED_TOPIC_ROOTS)}): publish under a root of your own, e.g. 'orders.created'",
+                topic=topic[:200],
+            )
+        return await self.announce(topic, payload)
+
+    async def announce(self, topic: str, payload: dict[str, Any]) -> Event:
+        """Publish an event of the platform itself (the Slack gateway's commands, events and
+        answers), reserved topics included: never on a caller's say-so.
         Raises `BadRequestError` for a topic that is not dot-separated words."""
         event = self.event(topic, payload)
         await self._bus.publish(event)
@@ -399,16 +416,27 @@ class Orchestrator:
     async def _on_finished(self, event: Event) -> None:
         execution_id = str(event.payload.get("execution_id"))
         for updates in self._watchers.get(execution_id, []):
-            updates.put_nowait(event)
-        if event.topic.startswith("execution.finished."):
-            carried = event.payload.get("execution")
-            if not isinstance(carried, dict):
-                carried = {}
-            cost = carried.get("cost_usd")
-            if self._budgets is not None and isinstance(cost, int | float):  # read as is: no model per event
-                self._budgets.spent(str(carried.get("agent")), carried.get("tenant"), execution_id, float(cost))
-            waiters = [waiter for waiter in self._waiters.get(execution_id, []) if not waiter.done()]
-            if waiters:
-                finished = Execution.model_validate(carried) if carried else None
-                for waiter in waiters:
-                    waiter.set_result(finished)
+            updates.put_nowait(event)  # a wake-up only: the watcher reads the record itself
+        if not event.topic.startswith("execution.finished."):
+            return
+        waiters = [waiter for waiter in self._waiters.get(execution_id, []) if not waiter.done()]
+        carried = event.payload.get("execution")
+        claims_cost = isinstance(carried, dict) and bool(carried.get("cost_usd"))
+        if not waiters and not (self._budgets is not None and claims_cost):
+            return
+        # The event only says "look": what a waiter gets and what a budget counts is the
+        # execution as stored (its status, cost and tenant), never what a payload claims,
+        # so a forged `execution.finished` answers nobody and spends nothing.
+        try:
+            stored = await self._store.get_execution(execution_id)
+        except ExecutionNotFoundError:
+            log.warning("finished event for an unknown execution ignored", execution_id=execution_id[:64])
+            return
+        if not stored.status.is_terminal:
+            log.warning("finished event for an execution still running ignored", execution_id=execution_id)
+            return
+        if self._budgets is not None and stored.cost_usd:
+            self._budgets.spent(stored.agent, stored.tenant, stored.execution_id, stored.cost_usd)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(stored)

@@ -27,7 +27,7 @@ from agentrunner.domain.errors import (
     PlanRunNotFoundError,
 )
 from agentrunner.domain.event import Event
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage, utcnow
 from agentrunner.domain.plan import (
     Clarification,
     ClarificationStatus,
@@ -44,7 +44,7 @@ from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.ownership import owned
 from agentrunner.runtime.planner import participants
 from agentrunner.runtime.registry import AgentRegistry
-from agentrunner.runtime.topics import CHAIN_DEPTH_HEADER, finished_topic, invoke_topic, output_topic
+from agentrunner.runtime.topics import CHAIN_DEPTH_HEADER, TENANT_HEADER, finished_topic, invoke_topic, output_topic
 from agentrunner.tracing import visible_tenant
 
 log = get_logger(__name__)
@@ -167,8 +167,10 @@ class PlanRuns:
                 "status": status,
                 "output": run.result,
                 "error": run.error,
-                "usage": run.usage,
-                "cost_usd": run.cost_usd,
+                # The coordinator's own model calls (planning, synthesis): each step is an
+                # execution of its own, counted once for the tenant and its agent (the
+                # run's total is the plan run's usage and cost).
+                **_own_spend(run),
                 "finished_at": run.finished_at or utcnow(),
             }
         )
@@ -338,9 +340,25 @@ def _output_event(execution: Execution) -> Event:
             "session_id": execution.session_id,
         },
         trace_id=execution.trace_id,
-        headers={CHAIN_DEPTH_HEADER: "1"},
+        # The chain goes on from the run's own depth, for the tenant that started it.
+        headers={CHAIN_DEPTH_HEADER: str(execution.chain_depth + 1)}
+        | ({TENANT_HEADER: execution.tenant} if execution.tenant else {}),
     )
 
 
 def _no_run(run_id: str) -> PlanRunNotFoundError:
     return PlanRunNotFoundError(f"plan run {run_id} not found: GET /plan-runs lists them", run_id=run_id)
+
+
+def _own_spend(run: PlanRun) -> dict[str, Any]:
+    """The usage and cost of the run's coordinator alone: the run's minus its steps'."""
+    steps_in = sum(step.usage.input_tokens for step in run.steps)
+    steps_out = sum(step.usage.output_tokens for step in run.steps)
+    usage = Usage(
+        input_tokens=max(0, run.usage.input_tokens - steps_in),
+        output_tokens=max(0, run.usage.output_tokens - steps_out),
+    )
+    if run.cost_usd is None:
+        return {"usage": usage, "cost_usd": None}
+    steps_cost = sum(step.cost_usd or 0.0 for step in run.steps)
+    return {"usage": usage, "cost_usd": max(0.0, round(run.cost_usd - steps_cost, 9))}

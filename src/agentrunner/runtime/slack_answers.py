@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentrunner.domain.errors import AgentRunnerError
+from agentrunner.domain.errors import AgentRunnerError, ExecutionNotFoundError, PlanRunNotFoundError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.slack import (
@@ -85,39 +85,48 @@ class SlackAnswers:
         carried = event.payload.get("execution")
         if isinstance(carried, dict) and not isinstance(carried.get("origin"), dict):
             return  # most executions: no origin, read no further
+        # The event only says "look": whether to answer, where and what are read from the
+        # execution as stored (its origin set by the Slack gateway), so neither a forged
+        # `execution.finished` nor a task_data that looks like a Slack request makes the bot post.
         execution_id = carried.get("execution_id") if isinstance(carried, dict) else event.payload.get("execution_id")
-        # Where the answer goes is read from the stored execution, set by the Slack gateway:
-        # never from the event, nor from a task_data that looks like a Slack request.
-        execution = await self._store.get_execution(str(execution_id))
+        try:
+            execution = await self._store.get_execution(str(execution_id))
+        except ExecutionNotFoundError:
+            log.warning("finished event for an unknown execution ignored", execution_id=str(execution_id)[:64])
+            return
         origin = execution.slack_origin
-        if origin is None:
+        if origin is None or not execution.status.is_terminal:
             return
         await self._send(f"reply:{execution.execution_id}", origin, answer_text(execution))
         log.info("slack answer sent", execution_id=execution.execution_id, agent=execution.agent)
 
     async def _on_clarification(self, event: Event) -> None:
         payload = event.payload
-        origin = payload.get("origin")
-        if not isinstance(origin, dict) or origin.get("source") != SOURCE:
+        # The question and the Slack origin are the stored run's, never the payload's.
+        run_id, clarification_id = str(payload.get("run_id")), str(payload.get("clarification_id"))
+        try:
+            run = await self._store.get_plan_run(run_id)
+        except PlanRunNotFoundError:
+            log.warning("clarification event for an unknown plan run ignored", run_id=run_id[:64])
+            return
+        asked = next((c for c in run.clarifications if c.id == clarification_id), None)
+        if asked is None or not isinstance(run.origin, dict) or run.origin.get("source") != SOURCE:
             return
         if event.topic.startswith("clarification.answered."):
-            await self._mark_answered(payload, origin)
+            origin = payload.get("origin")
+            if isinstance(origin, dict):
+                await self._mark_answered(payload, origin)
             return
-        options = payload.get("options")
-        default = payload.get("default")
         message = clarification_message(
-            run_id=str(payload.get("run_id")),
-            clarification_id=str(payload.get("clarification_id")),
-            question=str(payload.get("question") or ""),
-            kind=str(payload.get("kind") or "text"),
-            options=[str(option) for option in options] if isinstance(options, list) else [],
-            default=None if default is None else str(default),
+            run_id=run.id,
+            clarification_id=asked.id,
+            question=asked.question,
+            kind=asked.kind.value,
+            options=list(asked.options),
+            default=asked.default,
         )
-        key = f"clarify:{payload.get('run_id')}:{payload.get('clarification_id')}"
-        await self._deliver(f"{key}:0", origin, message)
-        log.info(
-            "slack clarification asked", run_id=payload.get("run_id"), clarification_id=payload.get("clarification_id")
-        )
+        await self._deliver(f"clarify:{run.id}:{asked.id}:0", run.origin, message)
+        log.info("slack clarification asked", run_id=run.id, clarification_id=asked.id)
 
     async def _mark_answered(self, payload: dict[str, Any], origin: dict[str, Any]) -> None:
         """Replace the clicked question's buttons with who answered what (through the

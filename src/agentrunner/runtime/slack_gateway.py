@@ -159,7 +159,7 @@ class SlackGateway:
                 log.info("slack command seen before, not run again", command=command.command)
                 return _ephemeral("Already on it.")
             try:
-                await self._orchestrator.publish_event(topic, self._announcement(announced, None))
+                await self._orchestrator.announce(topic, self._announcement(announced, None))
             except AgentRunnerError:
                 await self._forget(seen)
                 raise
@@ -215,7 +215,7 @@ class SlackGateway:
                 return
             except (AgentNotFoundError, AgentUnavailableError) as exc:
                 log.error("SLACK_DEFAULT_AGENT cannot run", agent=agent, error=exc.message)
-        await self._orchestrator.publish_event(topic, self._announcement(announced, None))
+        await self._orchestrator.announce(topic, self._announcement(announced, None))
 
     async def interaction(self, payload: Mapping[str, Any], *, request_key: str) -> None:
         """Act once on an interaction: a clarification button publishes
@@ -250,7 +250,7 @@ class SlackGateway:
         )
         kind = str(payload.get("type", ""))
         if kind != "block_actions":
-            await self._orchestrator.publish_event(
+            await self._orchestrator.announce(
                 f"slack.interaction.{topic_word(kind)}", {**origin, "type": kind, "origin": answer_to}
             )
             return
@@ -271,13 +271,13 @@ class SlackGateway:
                 # question answered in Slack.
                 message: Mapping[str, Any] = payload.get("message") or {}
                 origin_of_click = {**origin, "question": _question_text(message)}
-                await self._orchestrator.publish_event(
+                await self._orchestrator.announce(
                     f"clarification.answered.{topic_word(run_id)}",
                     {**answer, "answered_by": user.get("id"), "origin": origin_of_click},
                 )
                 log.info("clarification answered from slack", run_id=run_id, clarification_id=clarification_id)
                 continue
-            await self._orchestrator.publish_event(
+            await self._orchestrator.announce(
                 f"slack.interaction.{topic_word(action_id)}",
                 {
                     **origin,

@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
+# The chain headers are part of the wire format, defined beside the reserved topics.
+from agentrunner.domain.topics import CHAIN_DEPTH_HEADER, TENANT_HEADER
+
+__all__ = [
+    "CANCEL_PATTERN",
+    "CHAIN_DEPTH_HEADER",
+    "FINISHED_PATTERN",
+    "SCHEDULED_TASKS",
+    "TENANT_HEADER",
+    "agent_queue",
+    "cancel_topic",
+    "finished_topic",
+    "invoke_topic",
+    "output_topic",
+    "progress_pattern",
+    "progress_topic",
+]
+
 
 def invoke_topic(agent: str) -> str:
     """Topic of a request to run `agent` (payload: execution_id)."""
@@ -14,9 +32,6 @@ def finished_topic(agent: str) -> str:
 
 
 FINISHED_PATTERN = "execution.finished.#"
-
-# How many agent outputs led to an event; past the limit the next agent does not run.
-CHAIN_DEPTH_HEADER = "chain_depth"
 
 
 def output_topic(agent: str) -> str:
@@ -51,8 +66,3 @@ def progress_pattern(execution_id: str) -> str:
 # Announces each scheduled run (payload: agent, schedule_id, scheduled_time, task_data,
 # execution_id); the run itself goes through `invoke.<agent>`.
 SCHEDULED_TASKS = "scheduled.tasks"
-
-
-# The tenant (API key, as `key-<hash>`) whose request led to an event: carried along chains
-# so the runs it starts count against that tenant's limits and budget.
-TENANT_HEADER = "x-agentrunner-tenant"

@@ -24,7 +24,7 @@ import time
 from datetime import timedelta
 
 from agentrunner.domain.egress import EgressRefusedError, status_reason
-from agentrunner.domain.errors import AgentRunnerError
+from agentrunner.domain.errors import AgentRunnerError, ExecutionNotFoundError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.domain.webhook import SIGNATURE_HEADER, WebhookAttempt, WebhookDelivery, backoff_seconds, signature
@@ -94,10 +94,18 @@ class WebhookDispatcher:
 
     async def _on_finished(self, event: Event) -> None:
         carried = event.payload.get("execution")
-        if not isinstance(carried, dict) or not carried.get("webhook_url"):
+        if isinstance(carried, dict) and not carried.get("webhook_url"):
             return  # most executions: no webhook, nothing to read
-        execution = Execution.model_validate(carried)
-        assert execution.webhook_url is not None
+        # The event only says "look": the URL, the tenant and the record sent are the
+        # execution as stored, so a forged `execution.finished` never makes the platform
+        # POST (signed) anywhere, nor sends a record that was not saved.
+        try:
+            execution = await self._store.get_execution(str(event.payload.get("execution_id")))
+        except ExecutionNotFoundError:
+            log.warning("finished event for an unknown execution ignored", execution_id=str(event.payload)[:80])
+            return
+        if not execution.status.is_terminal or not execution.webhook_url:
+            return
         now = utcnow()
         await self._store.add_webhook_delivery(
             WebhookDelivery(

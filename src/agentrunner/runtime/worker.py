@@ -211,7 +211,7 @@ class AgentPool:
             log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
             return
         else:
-            execution_id = await self._execution_for_event(agent, event, tenant)
+            execution_id = await self._execution_for_event(agent, event, tenant, depth)
         if execution_id in self._in_hand:
             # A second event for an execution this process is running (the outbox's sweep
             # and a restart's resume both re-publish it): the first one finishes it.
@@ -252,7 +252,7 @@ class AgentPool:
         if self._budgets is not None and finished.cost_usd and registered and registered.config:
             await self._budgets.after_run(registered.config, finished)
 
-    async def _execution_for_event(self, agent: str, event: Event, tenant: str | None) -> str:
+    async def _execution_for_event(self, agent: str, event: Event, tenant: str | None, depth: int) -> str:
         """The id of the execution `event` starts for `agent`, recorded on first delivery."""
         execution_id = execution_id_for(agent, event)
         session = event.payload.get("session_id")
@@ -266,6 +266,7 @@ class AgentPool:
             webhook_url=registered.config.webhook_url if registered and registered.config else None,
             tenant=tenant,
             origin=origin_of_event(event.topic, event.payload),
+            chain_depth=depth,
         )
         try:
             await self._store.create_execution(execution)
@@ -324,6 +325,8 @@ class AgentPool:
                 execution_id=execution.execution_id,
                 session_id=execution.session_id,
                 trace_id=execution.trace_id,
+                tenant=execution.tenant,
+                chain_depth=execution.chain_depth,
             )
             run = run_agent(
                 config,

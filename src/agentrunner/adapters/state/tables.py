@@ -140,6 +140,7 @@ class ExecutionRow(Base):
     tenant: Mapped[str | None] = mapped_column(String(64), index=True)
     # Where the request came from, set by the platform's gateways (domain.execution.Execution.origin).
     origin: Mapped[dict[str, Any] | None]
+    chain_depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The tool calls of the attempt that ended it (domain.execution.ToolCallRecord), if any.
     tool_calls: Mapped[list[Any] | None]
     trace_id: Mapped[str] = mapped_column(String(128))

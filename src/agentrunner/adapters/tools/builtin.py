@@ -21,11 +21,17 @@ from agentrunner.domain.errors import ConflictError, StateNotFoundError
 from agentrunner.domain.event import Event
 from agentrunner.domain.llm import ToolDefinition
 from agentrunner.domain.state import AgentState
+from agentrunner.domain.topics import (
+    CHAIN_DEPTH_HEADER,
+    RESERVED_TOPIC_ROOTS,
+    TENANT_HEADER,
+    is_reserved_topic,
+    topic_matches,
+    topic_problem,
+)
 from agentrunner.ports import EventBus, StateStore, ToolContext
 from agentrunner.tracing import current_tenant
 
-# Topics an agent may not publish to: the platform's own (work, results, control).
-RESERVED_TOPIC_PREFIXES = ("invoke.", "execution.", "agent.output.", "config.", "scheduled.", "slack.")
 HTTP_MAX_RESPONSE_BYTES = 1_000_000
 SAVE_ATTEMPTS = 5
 
@@ -200,23 +206,35 @@ class SessionMemory:
 
 
 class PublishEvent:
-    """`publish_event`: an event on the bus, for agents and services subscribed to its topic."""
+    """`publish_event`: an event on the bus, for agents and services subscribed to its topic.
+    Never on the platform's own topics; only on `allowed_topics` when the entry lists some.
+    The event carries the execution's tenant and its chain depth: what it starts counts for
+    that tenant, and a loop of agents stops at MAX_CHAIN_DEPTH."""
 
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, allowed_topics: list[str] | None = None) -> None:
         self._bus = bus
+        self._allowed = list(allowed_topics or [])
 
     async def __call__(self, arguments: dict[str, Any], context: ToolContext) -> str:
         topic = str(arguments["topic"])
-        words = topic.split(".")
-        if any(not word or word in ("*", "#") for word in words):
-            raise ValueError(f"topic {topic!r} must be dot-separated words without wildcards")
-        if topic.startswith(RESERVED_TOPIC_PREFIXES):
-            raise PermissionError(f"topic {topic!r} is reserved for agentrunner itself")
+        problem = topic_problem(topic)
+        if problem:
+            raise ValueError(f"{problem} (no wildcards: a topic is the concrete name of one event)")
+        if is_reserved_topic(topic):
+            raise PermissionError(
+                f"topic {topic!r} is reserved for agentrunner itself ({', '.join(RESERVED_TOPIC_ROOTS)})"
+            )
+        if self._allowed and not any(topic_matches(pattern, topic) for pattern in self._allowed):
+            raise PermissionError(f"topic {topic!r} is not in this tool's allowed_topics: {', '.join(self._allowed)}")
+        payload = arguments.get("payload")
+        headers = {"source_execution": context.execution_id, CHAIN_DEPTH_HEADER: str(context.chain_depth + 1)}
+        if context.tenant:
+            headers[TENANT_HEADER] = context.tenant
         event = Event(
             topic=topic,
-            payload={**(arguments.get("payload") or {}), "source_agent": context.agent},
+            payload={**(payload if isinstance(payload, dict) else {}), "source_agent": context.agent},
             trace_id=context.trace_id or context.execution_id or "tool",
-            headers={"source_execution": context.execution_id},
+            headers=headers,
         )
         await self._bus.publish(event)
         return json.dumps({"published": topic, "event_id": event.event_id})
@@ -254,7 +272,7 @@ def builtin_tool(
                 ["url"],
             )
         case "publish_event":
-            handler = PublishEvent(bus)
+            handler = PublishEvent(bus, entry.allowed_topics)
             parameters = _schema({"topic": {"type": "string"}, "payload": {"type": "object"}}, ["topic"])
         case "get_state":
             handler, parameters = SessionMemory(store).get, _schema({"key": {"type": "string"}})
