@@ -77,7 +77,7 @@ def platform(tmp_path: Path) -> Iterator[RunningPlatform]:
     with _vendor() as fake:
         env = {
             "ENABLE_API_AUTH": "true",
-            "API_KEYS": f"dashboard:{KEY}",
+            "ADMIN_API_KEYS": f"operator:{KEY}",  # an operator: every dead letter is its to see,
             "OPENAI_API_KEY": fake.api_key,
             "OPENAI_BASE_URL": fake.base_url,
             "COLLABORATIVE_POLL_SECONDS": "0.2",
