@@ -31,6 +31,7 @@ from agentrunner.adapters.tools.catalog import ToolShelf
 from agentrunner.adapters.webhooks import HttpxWebhookSender
 from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.api.limits import InputLimits
 from agentrunner.api.orchestrator import orchestrator_app
 from agentrunner.api.plan_runs import plan_run_answer, plan_run_routes
 from agentrunner.api.scheduler import schedule_read_routes, scheduler_app
@@ -245,6 +246,7 @@ class Node:
             budgets=self.budgets,
             rates=self.rates,
             tools=self.tools,
+            max_history_bytes=settings.max_history_bytes,
         )
 
     @property
@@ -539,6 +541,16 @@ class Node:
         name = "+".join(sorted(self.roles))
         return role_app(name, f"agentrunner {name}", self.edge())
 
+    @property
+    def input_limits(self) -> InputLimits:
+        """What callers may send and see: task sizes, event streams (api/limits.py)."""
+        settings = self.settings
+        return InputLimits(
+            max_task_bytes=settings.max_task_bytes,
+            max_streams_per_tenant=settings.max_streams_per_tenant,
+            max_stream_seconds=settings.max_stream_seconds,
+        )
+
     def apps(self) -> dict[Role, FastAPI]:
         """One FastAPI app per HTTP role."""
         ready = self.edge()
@@ -548,13 +560,14 @@ class Node:
             ready,
             self.settings.invoke_wait_seconds,
             invoke_extras=partial(plan_run_answer, self.plan_runs),
+            limits=self.input_limits,
         )
         orchestrator.include_router(plan_run_routes(self.plan_runs))
         # Read-only, from the shared state store: the dashboard shows schedules from its own
         # port (8003) without a second origin; changing them stays the scheduler's (8004).
         orchestrator.include_router(schedule_read_routes(self.scheduler))
         return {
-            "state": state_app(self.store, ready, self._budgets_of),
+            "state": state_app(self.store, ready, self._budgets_of, max_history_bytes=self.settings.max_history_bytes),
             "config": config_app(self.registry, ready, self.reload_agents),
             "orchestrator": orchestrator,
             "scheduler": scheduler_app(self.scheduler, ready),

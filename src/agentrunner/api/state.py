@@ -10,10 +10,12 @@ from fastapi import FastAPI, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.domain.errors import PayloadTooLargeError
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.ports import StateStore
 from agentrunner.runtime.budgets import Budget
+from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, history_size
 
 AgentName = Annotated[str, Path(max_length=128)]
 SessionId = Annotated[str, Path(max_length=256)]
@@ -49,8 +51,14 @@ class UsageView(UsageTotals):
 BudgetsOf = Callable[[str | None], Awaitable[list[Budget]]]
 
 
-def state_app(store: StateStore, edge: EdgeConfig, budgets: BudgetsOf | None = None) -> FastAPI:
-    """The state manager's HTTP API."""
+def state_app(
+    store: StateStore,
+    edge: EdgeConfig,
+    budgets: BudgetsOf | None = None,
+    *,
+    max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
+) -> FastAPI:
+    """The state manager's HTTP API; a history written is at most `max_history_bytes` as JSON."""
     app = role_app("state", "agentrunner state", edge)
 
     @app.get("/state/{agent}/{session_id}", response_model=AgentState, tags=["state"])
@@ -59,6 +67,12 @@ def state_app(store: StateStore, edge: EdgeConfig, budgets: BudgetsOf | None = N
 
     @app.put("/state/{agent}/{session_id}", response_model=AgentState, tags=["state"])
     async def put_state(agent: AgentName, session_id: SessionId, body: StateWrite) -> AgentState:
+        size = history_size(body.history)
+        if size > max_history_bytes:
+            raise PayloadTooLargeError(
+                f"history is {size} bytes as JSON, over the limit of {max_history_bytes} bytes (MAX_HISTORY_BYTES): "
+                "drop its oldest messages"
+            )
         state = AgentState(agent=agent, session_id=session_id, history=body.history, memory=body.memory)
         return await store.save_state(state, expected_version=body.version)
 

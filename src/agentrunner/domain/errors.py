@@ -14,6 +14,8 @@
     ├── StepFailedError              a step of a plan run failed, so the run did (step_failed)
     ├── ClarificationTimedOutError   a question unanswered in time, no default (clarification_timed_out)
     ├── BadRequestError              the request is malformed (bad_request)
+    ├── PayloadTooLargeError         an input over its size limit (payload_too_large)
+    ├── TooManyStreamsError          a tenant's event streams at their cap (too_many_streams)
     ├── ConflictError                conflicts with what is stored (conflict)
     ├── ExecutionCancelledError      cancelled on request (cancelled)
     │   └── PlanRejectedError        a plan held for approval was rejected (plan_rejected)
@@ -133,6 +135,19 @@ class BadRequestError(AgentRunnerError):
     """The caller sent something that cannot be acted on."""
 
     code = "bad_request"
+
+
+class PayloadTooLargeError(AgentRunnerError):
+    """An input (body, task_data, history, agent document) over its size limit; the message
+    names the limit and the setting that raises it."""
+
+    code = "payload_too_large"
+
+
+class TooManyStreamsError(AgentRunnerError):
+    """The caller's tenant already has MAX_STREAMS_PER_TENANT event streams open."""
+
+    code = "too_many_streams"
 
 
 class ConflictError(AgentRunnerError):
