@@ -570,7 +570,7 @@ class Node:
             "state": state_app(self.store, ready, self._budgets_of, max_history_bytes=self.settings.max_history_bytes),
             "config": config_app(self.registry, ready, self.reload_agents),
             "orchestrator": orchestrator,
-            "scheduler": scheduler_app(self.scheduler, ready),
+            "scheduler": scheduler_app(self.scheduler, ready, self.input_limits),
             "slack": slack_app(
                 ready,
                 self.slack_gateway if self.slack_on else None,

@@ -193,14 +193,20 @@ def test_an_agent_file_with_aliases_is_reported_broken_and_the_others_load(tmp_p
 # --- task_data -----------------------------------------------------------------------------
 
 
-def test_task_data_over_max_task_bytes_is_413_naming_the_limit(api: httpx.Client) -> None:
+def test_task_data_over_max_task_bytes_is_413_naming_the_limit(api: httpx.Client, platform: RunningPlatform) -> None:
     huge = {"prompt": "x" * (256 * 1024)}
     before = api.get("/executions", params={"agent": "echo"}).json()["items"]
 
     invoked = api.post("/agents/echo/invoke", json={"task_data": huge, "wait": 0})
     published = api.post("/events", json={"topic": "orders.created", "payload": huge})
+    scheduled = httpx.post(
+        f"{platform.url('scheduler')}/schedules",
+        json={"agent": "echo", "id": "huge", "interval_seconds": 60, "task_data": huge},
+        headers=A,
+        timeout=30,
+    )
 
-    for response in (invoked, published):
+    for response in (invoked, published, scheduled):
         assert response.status_code == 413, response.text
         assert response.json()["error"]["code"] == "payload_too_large"
         assert "262144 bytes (MAX_TASK_BYTES)" in response.json()["error"]["message"]

@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.api.limits import InputLimits, check_task_size
 from agentrunner.domain.errors import ConfigError
 from agentrunner.domain.event import new_id
 from agentrunner.domain.schedule import MisfirePolicy, OverlapPolicy, Schedule, ScheduleFire
@@ -111,14 +112,16 @@ def schedule_read_routes(scheduler: Scheduler) -> APIRouter:
     return router
 
 
-def scheduler_app(scheduler: Scheduler, edge: EdgeConfig) -> FastAPI:
-    """The scheduler's HTTP API (ARCHITECTURE §9)."""
+def scheduler_app(scheduler: Scheduler, edge: EdgeConfig, limits: InputLimits | None = None) -> FastAPI:
+    """The scheduler's HTTP API (ARCHITECTURE §9); a schedule's task_data is bounded by `limits`."""
+    max_task_bytes = (limits or InputLimits()).max_task_bytes
     app = role_app("scheduler", "agentrunner scheduler", edge)
     store = scheduler.store
     app.include_router(schedule_read_routes(scheduler))
 
     @app.post("/schedules", response_model=ScheduleView, status_code=201, tags=["schedules"])
     async def create_schedule(request: ScheduleRequest) -> ScheduleView:
+        check_task_size(request.task_data, max_task_bytes)
         return _view(scheduler, await scheduler.create(_schedule_from(request)))
 
     @app.delete("/schedules/{schedule_id}", status_code=204, tags=["schedules"])
