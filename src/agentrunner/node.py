@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from agentrunner.adapters.bus.memory import InMemoryEventBus
 from agentrunner.adapters.cache.memory import InMemoryCache
-from agentrunner.adapters.config.files import load_agent_directory
+from agentrunner.adapters.config.files import AgentDirectory, load_agent_directory
 from agentrunner.adapters.config.watch import watch_agent_files
 from agentrunner.adapters.metrics.prometheus import PrometheusMetrics
 from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
@@ -268,11 +268,12 @@ class Node:
         verification explicitly off)."""
         return "slack" in self.roles and self.slack_off_reason is None
 
-    def load_agents(self) -> None:
-        """(Re)load agent files into the registry, logging every problem found. A file that
-        was good and now is not keeps its last good version running (with the errors as
-        warnings), so a bad edit never takes an agent down."""
-        directory = load_agent_directory(self.settings.agents_dir)
+    def load_agents(self, directory: AgentDirectory | None = None) -> None:
+        """(Re)load agent files (or `directory`, parsed already) into the registry, logging
+        every problem found. A file that was good and now is not keeps its last good version
+        running (with the errors as warnings), so a bad edit never takes an agent down."""
+        if directory is None:
+            directory = load_agent_directory(self.settings.agents_dir)
         documents = list(directory.documents)
         broken = []
         for failure in directory.broken:
@@ -432,7 +433,8 @@ class Node:
         )
 
     async def _apply_agents(self) -> None:
-        self.load_agents()
+        # Parsed off the event loop: a reload must not stall the roles this process serves.
+        self.load_agents(await asyncio.to_thread(load_agent_directory, self.settings.agents_dir))
         await self.load_tools()
         if "config" in self.roles:
             await self.store.sync_agents(self.registry.records())
