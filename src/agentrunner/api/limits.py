@@ -63,19 +63,26 @@ def cut_mapping(value: dict[str, Any], limit: int) -> tuple[dict[str, Any], bool
     if json_size(value) <= limit:
         return value, False
     kept: dict[str, Any] = {}
-    budget = limit
+    budget = limit - 2  # the braces
     for key, item in value.items():
-        room = budget - len(key.encode()) - 6  # quotes, colon, comma
-        if room <= 0:
+        room = budget - json_size(key) - 2  # its colon, and a comma
+        if room < 2:  # not even an empty string
             break
-        if isinstance(item, str):
-            kept[key], _ = cut_text(item, room)
-        elif json_size(item) <= room:
+        if not isinstance(item, str) and json_size(item) <= room:
             kept[key] = item
         else:
-            kept[key], _ = cut_text(json.dumps(item, ensure_ascii=False, default=str), room)
-        budget -= json_size({key: kept[key]})
+            text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False, default=str)
+            kept[key] = _cut_json_string(text, room)
+        budget -= json_size(key) + json_size(kept[key]) + 2
     return kept, True
+
+
+def _cut_json_string(text: str, limit: int) -> str:
+    """`text` cut until it is at most `limit` bytes as a JSON string (escapes counted)."""
+    piece, _ = cut_text(text, max(limit - 2, 0))
+    while piece and (over := json_size(piece) - limit) > 0:  # each pass drops at least the excess
+        piece, _ = cut_text(piece, max(len(piece.encode()) - over, 0))
+    return piece
 
 
 def execution_preview(execution: Execution, limit: int) -> tuple[Execution, bool]:

@@ -68,7 +68,7 @@ async def converse(
         provider,
         execution.input,
         on_text=on_text,
-        history=state.history,
+        history=bound_history(state.history, max_history_bytes),  # a history written before the bound
         retry_base_seconds=retry_base_seconds,
         tools=tools,
         context=ToolContext(
