@@ -53,11 +53,15 @@ def cut_text(text: str | None, limit: int) -> tuple[str | None, bool]:
     encoded = text.encode()
     if len(encoded) <= limit:
         return text, False
-    return encoded[:limit].decode(errors="ignore"), True
+    return _first_bytes(encoded, limit), True
+
+
+def _first_bytes(encoded: bytes, limit: int) -> str:
+    return encoded[:limit].decode(errors="ignore")  # a character cut in two is dropped
 
 
 def cut_mapping(value: dict[str, Any], limit: int) -> tuple[dict[str, Any], bool]:
-    """`value` within about `limit` bytes of JSON, keeping its shape: its fields in order
+    """`value` within `limit` bytes of JSON, keeping its shape: its fields in order
     while they fit, a long string cut, any other value that does not fit replaced by the
     start of its JSON text; and whether anything was cut."""
     if json_size(value) <= limit:
@@ -79,9 +83,10 @@ def cut_mapping(value: dict[str, Any], limit: int) -> tuple[dict[str, Any], bool
 
 def _cut_json_string(text: str, limit: int) -> str:
     """`text` cut until it is at most `limit` bytes as a JSON string (escapes counted)."""
-    piece, _ = cut_text(text, max(limit - 2, 0))
+    piece = _first_bytes(text.encode(), max(limit - 2, 0))  # its quotes
     while piece and (over := json_size(piece) - limit) > 0:  # each pass drops at least the excess
-        piece, _ = cut_text(piece, max(len(piece.encode()) - over, 0))
+        encoded = piece.encode()
+        piece = _first_bytes(encoded, max(len(encoded) - over, 0))
     return piece
 
 
