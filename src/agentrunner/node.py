@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from agentrunner.adapters.bus.memory import InMemoryEventBus
 from agentrunner.adapters.cache.memory import InMemoryCache
-from agentrunner.adapters.config.files import load_agent_directory
+from agentrunner.adapters.config.files import AgentDirectory, load_agent_directory
 from agentrunner.adapters.config.watch import watch_agent_files
 from agentrunner.adapters.egress import EgressGuard
 from agentrunner.adapters.metrics.prometheus import PrometheusMetrics
@@ -41,6 +41,7 @@ from agentrunner.api.access import (
 )
 from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.api.limits import InputLimits
 from agentrunner.api.orchestrator import orchestrator_app
 from agentrunner.api.plan_runs import plan_run_answer, plan_run_routes
 from agentrunner.api.scheduler import schedule_read_routes, scheduler_app
@@ -264,6 +265,7 @@ class Node:
             budgets=self.budgets,
             rates=self.rates,
             tools=self.tools,
+            max_history_bytes=settings.max_history_bytes,
         )
 
     @property
@@ -285,11 +287,12 @@ class Node:
         verification explicitly off)."""
         return "slack" in self.roles and self.slack_off_reason is None
 
-    def load_agents(self) -> None:
-        """(Re)load agent files into the registry, logging every problem found. A file that
-        was good and now is not keeps its last good version running (with the errors as
-        warnings), so a bad edit never takes an agent down."""
-        directory = load_agent_directory(self.settings.agents_dir)
+    def load_agents(self, directory: AgentDirectory | None = None) -> None:
+        """(Re)load agent files (or `directory`, parsed already) into the registry, logging
+        every problem found. A file that was good and now is not keeps its last good version
+        running (with the errors as warnings), so a bad edit never takes an agent down."""
+        if directory is None:
+            directory = load_agent_directory(self.settings.agents_dir)
         documents = list(directory.documents)
         broken = []
         for failure in directory.broken:
@@ -451,7 +454,8 @@ class Node:
         )
 
     async def _apply_agents(self) -> None:
-        self.load_agents()
+        # Parsed off the event loop: a reload must not stall the roles this process serves.
+        self.load_agents(await asyncio.to_thread(load_agent_directory, self.settings.agents_dir))
         await self.load_tools()
         if "config" in self.roles:
             await self.store.sync_agents(self.registry.records())
@@ -575,6 +579,16 @@ class Node:
         name = "+".join(sorted(self.roles))
         return role_app(name, f"agentrunner {name}", self.edge())
 
+    @property
+    def input_limits(self) -> InputLimits:
+        """What callers may send and see: task sizes, event streams (api/limits.py)."""
+        settings = self.settings
+        return InputLimits(
+            max_task_bytes=settings.max_task_bytes,
+            max_streams_per_tenant=settings.max_streams_per_tenant,
+            max_stream_seconds=settings.max_stream_seconds,
+        )
+
     def apps(self) -> dict[Role, FastAPI]:
         """One FastAPI app per HTTP role."""
         ready = self.edge()
@@ -584,16 +598,17 @@ class Node:
             ready,
             self.settings.invoke_wait_seconds,
             invoke_extras=partial(plan_run_answer, self.plan_runs),
+            limits=self.input_limits,
         )
         orchestrator.include_router(plan_run_routes(self.plan_runs))
         # Read-only, from the shared state store: the dashboard shows schedules from its own
         # port (8003) without a second origin; changing them stays the scheduler's (8004).
         orchestrator.include_router(schedule_read_routes(self.scheduler))
         return {
-            "state": state_app(self.store, ready, self._budgets_of),
+            "state": state_app(self.store, ready, self._budgets_of, max_history_bytes=self.settings.max_history_bytes),
             "config": config_app(self.registry, ready, self.reload_agents),
             "orchestrator": orchestrator,
-            "scheduler": scheduler_app(self.scheduler, ready),
+            "scheduler": scheduler_app(self.scheduler, ready, self.input_limits),
             "slack": slack_app(
                 ready,
                 self.slack_gateway if self.slack_on else None,

@@ -120,6 +120,13 @@ class Settings(BaseSettings):
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     # Strict-Transport-Security max-age sent on every answer (0: none).
     hsts_seconds: int = Field(default=0, ge=0)
+    # Bounded input: a task's task_data (or an event's payload) as JSON; a conversation's
+    # history as JSON (oldest messages dropped first); event streams open per tenant, and
+    # how long one lasts before the client reconnects.
+    max_task_bytes: int = Field(default=256 * 1024, gt=0)
+    max_history_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_streams_per_tenant: int = Field(default=20, gt=0)
+    max_stream_seconds: float = Field(default=3600, gt=0)
     # Webhooks out: the HMAC-SHA256 secret they are signed with (none: webhooks refused),
     # how long a delivery is retried, the first retry's wait (doubling), one POST's limit.
     webhook_secret: SecretStr | None = None

@@ -200,7 +200,9 @@ def test_provider_errors_are_retried_then_a_fresh_context_then_recorded(
 
 
 def test_unknown_agent_is_404_with_the_error_shape(platform: RunningPlatform) -> None:
-    response = invoke(platform, "no-such-agent", {"task_data": {}}, **{"X-Trace-Id": "trace-404"})
+    response = invoke(
+        platform, "no-such-agent", {"task_data": {"prompt": "anyone there?"}}, **{"X-Trace-Id": "trace-404"}
+    )
 
     assert response.status_code == 404
     assert response.json() == {

@@ -68,13 +68,14 @@ async def test_unknown_state_is_404_and_delete_forgets(http: httpx.AsyncClient) 
 
 
 async def test_a_3_mb_state_round_trips(http: httpx.AsyncClient) -> None:
-    history = [{"role": "user", "content": f"message {i} " + "x" * 300} for i in range(10_000)]
+    # In memory: a history is bounded by MAX_HISTORY_BYTES (1 MiB), tests/security/test_input_bounds.py.
+    notes = [{"role": "user", "content": f"message {i} " + "x" * 300} for i in range(10_000)]
 
-    saved = await http.put("/state/chat/big", json={"history": history})
+    saved = await http.put("/state/chat/big", json={"memory": {"notes": notes}})
     read = await http.get("/state/chat/big")
 
     assert saved.status_code == 200
-    assert read.json()["history"] == history
+    assert read.json()["memory"] == {"notes": notes}
 
 
 async def test_a_body_over_the_limit_is_413_whether_declared_or_streamed(http: httpx.AsyncClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,7 +11,14 @@ from pydantic import BaseModel
 
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.views import config_view
-from agentrunner.domain.agent_document import AgentFileError, ConfigIssue, parse_agent_document
+from agentrunner.domain.agent_document import (
+    MAX_AGENT_DOCUMENT_BYTES,
+    AgentFileError,
+    AgentFileRefusedError,
+    ConfigIssue,
+    parse_agent_document,
+)
+from agentrunner.domain.errors import ConfigError, PayloadTooLargeError
 from agentrunner.runtime.registry import AgentRegistry
 
 
@@ -78,12 +86,17 @@ def config_app(registry: AgentRegistry, edge: EdgeConfig, reload: Callable[[], A
         response_model=ValidationResult,
         tags=["configs"],
         summary="Validate an agent YAML document sent as the request body",
+        description="At most 256 KiB (413 payload_too_large). Anchors and aliases are refused "
+        "(422 config_invalid, naming the line); other problems answer 200 with valid: false.",
         openapi_extra={"requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}}}}},
     )
     async def validate(request: Request) -> ValidationResult:
-        text = (await request.body()).decode("utf-8", errors="replace")
+        text = (await _bounded_body(request)).decode("utf-8", errors="replace")
         try:
-            document = parse_agent_document(text, "request body")
+            # Off the event loop: a big (bounded) document must not stall this process's roles.
+            document = await asyncio.to_thread(parse_agent_document, text, "request body")
+        except AgentFileRefusedError as exc:  # not parsed at all: refused, not "invalid"
+            raise ConfigError(exc.message) from exc
         except AgentFileError as exc:
             return ValidationResult(valid=False, name=None, errors=[_issue(i) for i in exc.issues], warnings=[])
         return ValidationResult(
@@ -91,3 +104,23 @@ def config_app(registry: AgentRegistry, edge: EdgeConfig, reload: Callable[[], A
         )
 
     return app
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """The body, read only up to `MAX_AGENT_DOCUMENT_BYTES`; 413 past it."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_AGENT_DOCUMENT_BYTES:
+        raise _too_large(int(declared))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_AGENT_DOCUMENT_BYTES:
+            raise _too_large(len(body))
+    return bytes(body)
+
+
+def _too_large(size: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"agent document of {size}+ bytes is over the limit of {MAX_AGENT_DOCUMENT_BYTES} bytes "
+        f"({MAX_AGENT_DOCUMENT_BYTES // 1024} KiB) for POST /configs/validate"
+    )

@@ -39,6 +39,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "validation_error": 422,
     "llm_rate_limited": 429,
     "budget_exceeded": 429,
+    "too_many_streams": 429,
     "llm_error": 502,
     "llm_unavailable": 502,
     "llm_auth": 502,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,6 +15,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.idempotency import REPLAYED_HEADER, reused_key_response, route_claim
+from agentrunner.api.limits import InputLimits, StreamSlots, check_task_size, execution_preview
 from agentrunner.api.ui import UI_PATH, mount_dashboard
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
 from agentrunner.domain.errors import ExecutionNotFoundError
@@ -33,7 +35,9 @@ class InvokeRequest(BaseModel):
     """Body of `POST /agents/{name}/invoke`."""
 
     task_data: dict[str, Any] = Field(
-        default_factory=dict, description="What the agent should work on; `prompt` is the usual key."
+        min_length=1,
+        description="What the agent should work on; `prompt` is the usual key. Required, at least one "
+        "field, at most MAX_TASK_BYTES as JSON (413 past it).",
     )
     session_id: str | None = Field(
         default=None, max_length=256, description="Conversation to continue (continuous agents)."
@@ -65,7 +69,10 @@ class PublishRequest(BaseModel):
         "are refused: 403 topic_reserved.",
         max_length=255,
     )
-    payload: dict[str, Any] = Field(default_factory=dict, description="Becomes the task_data of agents that run.")
+    payload: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Becomes the task_data of agents that run; at most MAX_TASK_BYTES as JSON (413 past it).",
+    )
 
 
 class Published(BaseModel):
@@ -95,10 +102,18 @@ class ExecutionDetail(Execution):
     )
 
 
+class ExecutionListItem(Execution):
+    """An execution as a list shows it: input, output and tool calls cut to a preview."""
+
+    truncated: bool = Field(
+        default=False, description="Something was cut to a preview: GET /executions/{id} has the whole record."
+    )
+
+
 class ExecutionList(BaseModel):
     """A page of executions, newest first."""
 
-    items: list[Execution]
+    items: list[ExecutionListItem]
     next_cursor: str | None
 
 
@@ -115,9 +130,11 @@ def orchestrator_app(
     edge: EdgeConfig,
     default_wait: float,
     invoke_extras: InvokeExtras | None = None,
+    limits: InputLimits | None = None,
 ) -> FastAPI:
     """The orchestrator's HTTP API. `invoke_extras` adds fields to an invocation's answer
-    (a collaborative agent's plan run)."""
+    (a collaborative agent's plan run); `limits` bound what callers send and see."""
+    limits = limits or InputLimits()
     # The dashboard's files hold no data: served without a key; its API calls send one.
     app = role_app("orchestrator", "agentrunner orchestrator", edge, public=(UI_PATH,), keyed_by_route=_INVOKE_PATH)
 
@@ -136,6 +153,7 @@ def orchestrator_app(
         summary="Run an agent on a task",
     )
     async def invoke(name: str, request: InvokeRequest, http: Request) -> Response:
+        check_task_size(request.task_data, limits.max_task_bytes)
         wait = default_wait if request.wait is None else request.wait
         claim = route_claim(http)  # an Idempotency-Key, recorded with the execution
         replayed = {}
@@ -169,19 +187,21 @@ def orchestrator_app(
 
     @app.post("/events", response_model=Published, status_code=202, tags=["events"], summary="Publish an event")
     async def publish_event(request: PublishRequest) -> Published:
+        check_task_size(request.payload, limits.max_task_bytes, what="payload")
         event = await orchestrator.publish_event(request.topic, request.payload)
         return Published(event_id=event.event_id, topic=event.topic, trace_id=event.trace_id)
 
-    _execution_routes(app, orchestrator)
+    _execution_routes(app, orchestrator, limits)
     _dead_letter_routes(app, dead_letters)
     mount_dashboard(app)
 
     return app
 
 
-def _execution_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
+def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLimits) -> None:
     """Reading, watching and cancelling executions: the caller's own (every one for an
     admin); another tenant's answers 404 as a missing one does."""
+    slots = StreamSlots(limits.max_streams_per_tenant)
 
     async def visible(execution_id: str) -> Execution:
         execution = await orchestrator.execution(execution_id)
@@ -203,14 +223,18 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
         "/executions/{execution_id}/events",
         tags=["executions"],
         summary="Server-sent events: status changes, streamed text, then the finished record",
+        description="At most MAX_STREAMS_PER_TENANT streams open per tenant (429 past it); a stream "
+        "ends after MAX_STREAM_SECONDS: reconnect to follow on.",
         response_class=EventSourceResponse,
     )
     async def execution_events(execution_id: str) -> EventSourceResponse:
         await visible(execution_id)  # 404 before the stream starts
+        tenant = slots.take()  # 429 before the stream starts
 
         async def events() -> AsyncIterator[dict[str, str]]:
-            async for update in orchestrator.watch(execution_id):
-                yield {"event": update["event"], "data": json.dumps(update["data"])}
+            with slots.held(tenant):
+                async for update in _for_at_most(orchestrator.watch(execution_id), limits.max_stream_seconds):
+                    yield {"event": update["event"], "data": json.dumps(update["data"])}
 
         return EventSourceResponse(events())
 
@@ -237,7 +261,29 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
         page = await orchestrator.executions(
             agent=agent, status=status, limit=limit, cursor=cursor, tenant=visible_tenant()
         )
-        return ExecutionList(items=page.items, next_cursor=page.next_cursor)
+        items = []
+        for execution in page.items:
+            shown, cut = execution_preview(execution, limits.preview_bytes)
+            items.append(ExecutionListItem(**shown.model_dump(), truncated=cut))
+        return ExecutionList(items=items, next_cursor=page.next_cursor)
+
+
+async def _for_at_most(updates: AsyncIterator[dict[str, Any]], seconds: float) -> AsyncIterator[dict[str, Any]]:
+    """`updates` until they end or `seconds` have passed, whichever is first. The deadline
+    wraps each wait, never a `yield`: a timeout must not land in the stream's consumer."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    update = await anext(updates)
+            except (StopAsyncIteration, TimeoutError):
+                return
+            yield update
+    finally:
+        close = getattr(updates, "aclose", None)  # a generator's own cleanup, at once
+        if close is not None:
+            await close()
 
 
 def _no_execution(execution_id: str) -> ExecutionNotFoundError:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.api.limits import InputLimits, check_task_size
 from agentrunner.domain.errors import ConfigError
 from agentrunner.domain.event import new_id
 from agentrunner.domain.schedule import MisfirePolicy, OverlapPolicy, Schedule, ScheduleFire
 from agentrunner.runtime.scheduler import Scheduler
+
+SCHEDULES_PAGE = 100
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
 
 
 class ScheduleRequest(BaseModel):
@@ -75,9 +80,30 @@ def schedule_read_routes(scheduler: Scheduler) -> APIRouter:
     A tenant sees the schedules it made; an admin every one, agent files' included."""
     router = APIRouter(tags=["schedules"])
 
-    @router.get("/schedules", response_model=list[ScheduleView])
-    async def list_schedules(agent: str | None = None) -> list[ScheduleView]:
-        return [_view(scheduler, schedule) for schedule in await scheduler.schedules(agent=agent)]
+    @router.get(
+        "/schedules",
+        response_model=list[ScheduleView],
+        description=f"A page of schedules by id ({SCHEDULES_PAGE} unless `limit` says otherwise). When more "
+        f"follow, the `{NEXT_CURSOR_HEADER}` header holds the `cursor` of the next page, and `Link` its URL "
+        "(rel=next).",
+    )
+    async def list_schedules(
+        request: Request,
+        response: Response,
+        agent: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = SCHEDULES_PAGE,
+        cursor: Annotated[str | None, Query(max_length=64, description="The id after which the page starts.")] = None,
+    ) -> list[ScheduleView]:
+        schedules = sorted(await scheduler.schedules(agent=agent), key=lambda schedule: schedule.id)
+        if cursor is not None:
+            schedules = [schedule for schedule in schedules if schedule.id > cursor]
+        page = schedules[:limit]
+        if len(schedules) > limit:  # the answer stays a bare list: the next page is in the headers
+            following = page[-1].id
+            query = urlencode({**request.query_params, "cursor": following})
+            response.headers[NEXT_CURSOR_HEADER] = following
+            response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+        return [_view(scheduler, schedule) for schedule in page]
 
     @router.get("/schedules/{schedule_id}", response_model=ScheduleView)
     async def get_schedule(schedule_id: str) -> ScheduleView:
@@ -86,13 +112,15 @@ def schedule_read_routes(scheduler: Scheduler) -> APIRouter:
     return router
 
 
-def scheduler_app(scheduler: Scheduler, edge: EdgeConfig) -> FastAPI:
-    """The scheduler's HTTP API (ARCHITECTURE §9)."""
+def scheduler_app(scheduler: Scheduler, edge: EdgeConfig, limits: InputLimits | None = None) -> FastAPI:
+    """The scheduler's HTTP API (ARCHITECTURE §9); a schedule's task_data is bounded by `limits`."""
+    max_task_bytes = (limits or InputLimits()).max_task_bytes
     app = role_app("scheduler", "agentrunner scheduler", edge)
     app.include_router(schedule_read_routes(scheduler))
 
     @app.post("/schedules", response_model=ScheduleView, status_code=201, tags=["schedules"])
     async def create_schedule(request: ScheduleRequest) -> ScheduleView:
+        check_task_size(request.task_data, max_task_bytes)
         return _view(scheduler, await scheduler.create(_schedule_from(request)))
 
     @app.delete("/schedules/{schedule_id}", status_code=204, tags=["schedules"])

@@ -15,11 +15,12 @@ from fastapi import FastAPI, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from agentrunner.api.edge import EdgeConfig, role_app
-from agentrunner.domain.errors import ExecutionNotFoundError, StateNotFoundError
+from agentrunner.domain.errors import ExecutionNotFoundError, PayloadTooLargeError, StateNotFoundError
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.ports import StateStore
 from agentrunner.runtime.budgets import Budget
+from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, history_size
 from agentrunner.runtime.ownership import owned
 from agentrunner.tracing import current_tenant, visible_tenant
 
@@ -71,8 +72,14 @@ def _session_tenant(agent: str, session_id: str, tenant: str | None) -> str | No
     raise StateNotFoundError(f"no state for agent {agent!r} session {session_id!r}")
 
 
-def state_app(store: StateStore, edge: EdgeConfig, budgets: BudgetsOf | None = None) -> FastAPI:
-    """The state manager's HTTP API."""
+def state_app(
+    store: StateStore,
+    edge: EdgeConfig,
+    budgets: BudgetsOf | None = None,
+    *,
+    max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
+) -> FastAPI:
+    """The state manager's HTTP API; a history written is at most `max_history_bytes` as JSON."""
     app = role_app("state", "agentrunner state", edge)
 
     @app.get("/state/{agent}/{session_id}", response_model=AgentState, tags=["state"])
@@ -83,6 +90,12 @@ def state_app(store: StateStore, edge: EdgeConfig, budgets: BudgetsOf | None = N
     async def put_state(
         agent: AgentName, session_id: SessionId, body: StateWrite, tenant: TenantName = None
     ) -> AgentState:
+        size = history_size(body.history)
+        if size > max_history_bytes:
+            raise PayloadTooLargeError(
+                f"history is {size} bytes as JSON, over the limit of {max_history_bytes} bytes (MAX_HISTORY_BYTES): "
+                "drop its oldest messages"
+            )
         owner = _session_tenant(agent, session_id, tenant)
         state = AgentState(agent=agent, session_id=session_id, tenant=owner, history=body.history, memory=body.memory)
         return await store.save_state(state, expected_version=body.version)

@@ -2,6 +2,11 @@
 
 Every error names the file, the line, the field path and what was expected, so the user
 can fix a file without reading our code.
+
+Agent files come from callers too (`POST /configs/validate`), so the parser is bounded: a
+document is at most `MAX_AGENT_DOCUMENT_BYTES`, and anchors and aliases are refused before
+anything is built. Agent files do not need them, and an alias is what turns a few hundred
+bytes into a tree of billions of nodes (each nesting level multiplies the work).
 """
 
 from __future__ import annotations
@@ -14,6 +19,11 @@ from pydantic import BaseModel, ValidationError
 
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.errors import ConfigError
+
+MAX_AGENT_DOCUMENT_BYTES = 256 * 1024
+# Values (scalars, lists, mappings) in one document: a large agent file has a few hundred.
+# Bounds the work of building and validating it, whatever its shape.
+MAX_AGENT_DOCUMENT_NODES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +68,15 @@ class AgentFileError(ConfigError):
         self.issues = tuple(issues)
 
 
+class AgentFileRefusedError(AgentFileError):
+    """An agent document refused before it is parsed: too big, or with anchors or aliases."""
+
+
 def parse_agent_document(text: str, source: str) -> AgentDocument:
-    """Parse and validate one agent file; raise `AgentFileError` listing every problem."""
-    try:
-        node, data = _load_yaml(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        problem = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
-        raise AgentFileError(source, [ConfigIssue(source, "", f"YAML syntax error: {problem}", line)]) from exc
-    except yaml.YAMLError as exc:
-        raise AgentFileError(source, [ConfigIssue(source, "", f"YAML error: {exc}")]) from exc
+    """Parse and validate one agent file; raise `AgentFileError` listing every problem
+    (a document over `MAX_AGENT_DOCUMENT_BYTES`, an anchor or alias, a YAML syntax error,
+    a wrong field). CPU-bound: async callers run it in a thread."""
+    node, data = load_agent_yaml(text, source)
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
         issue = ConfigIssue(source, "", f"expected a mapping of agent fields at the top level, found {kind}", 1)
@@ -90,6 +98,48 @@ def parse_agent_document(text: str, source: str) -> AgentDocument:
 
 # libyaml when it is installed (it is, with PyYAML's wheels): ~10x faster, same marks.
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_agent_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the data of one agent document; raise
+    `AgentFileError` when it is too big, uses an anchor or alias, or is not YAML."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_AGENT_DOCUMENT_BYTES:
+        message = f"document of {size} bytes is over the limit of {MAX_AGENT_DOCUMENT_BYTES} bytes for an agent file"
+        raise AgentFileRefusedError(source, [ConfigIssue(source, "", message)])
+    try:
+        _refuse_anchors(text, source)
+        return _load_yaml(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
+        raise AgentFileError(source, [ConfigIssue(source, "", f"YAML syntax error: {problem}", line)]) from exc
+    except yaml.YAMLError as exc:
+        raise AgentFileError(source, [ConfigIssue(source, "", f"YAML error: {exc}")]) from exc
+
+
+def _refuse_anchors(text: str, source: str) -> None:
+    """Walk the parser's events (linear in the text: nothing is built yet) and refuse the
+    first anchor or alias, naming its line, or a document of too many values."""
+    loader = _Loader(text)
+    try:
+        nodes = 0
+        while loader.check_event():
+            event = loader.get_event()
+            if not isinstance(event, yaml.NodeEvent):
+                continue
+            nodes += 1
+            line = event.start_mark.line + 1 if event.start_mark else None
+            if nodes > MAX_AGENT_DOCUMENT_NODES:
+                message = f"more than {MAX_AGENT_DOCUMENT_NODES} values in one agent file: it is not an agent file"
+                raise AgentFileRefusedError(source, [ConfigIssue(source, "", message, line)])
+            if event.anchor is not None:  # an alias names one, and so does the value it repeats
+                kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+                message = f"YAML {kind}{event.anchor}: agent files allow no anchors or aliases, write the value out"
+                raise AgentFileRefusedError(source, [ConfigIssue(source, "", message, line)])
+    finally:
+        loader.dispose()
 
 
 def _load_yaml(text: str) -> tuple[yaml.Node | None, Any]:

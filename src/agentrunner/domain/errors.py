@@ -15,6 +15,9 @@
     ├── ClarificationTimedOutError   a question unanswered in time, no default (clarification_timed_out)
     ├── BadRequestError              the request is malformed (bad_request)
     │   └── EgressRefusedError       an outbound URL the egress guard refuses (egress_refused; domain/egress.py)
+    ├── TopicReservedError           a publish on the platform's own topics (topic_reserved)
+    ├── PayloadTooLargeError         an input over its size limit (payload_too_large)
+    ├── TooManyStreamsError          a tenant's event streams at their cap (too_many_streams)
     ├── ConflictError                conflicts with what is stored (conflict)
     ├── ExecutionCancelledError      cancelled on request (cancelled)
     │   └── PlanRejectedError        a plan held for approval was rejected (plan_rejected)
@@ -141,6 +144,19 @@ class TopicReservedError(AgentRunnerError):
     tool entry's `allowed_topics` does not list): only agentrunner writes its control plane."""
 
     code = "topic_reserved"
+
+
+class PayloadTooLargeError(AgentRunnerError):
+    """An input (body, task_data, history, agent document) over its size limit; the message
+    names the limit and the setting that raises it."""
+
+    code = "payload_too_large"
+
+
+class TooManyStreamsError(AgentRunnerError):
+    """The caller's tenant already has MAX_STREAMS_PER_TENANT event streams open."""
+
+    code = "too_many_streams"
 
 
 class ConflictError(AgentRunnerError):

@@ -9,6 +9,7 @@ share a conversation they did not both name.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from agentrunner.tracing import as_tenant
 log = get_logger(__name__)
 
 SAVE_ATTEMPTS = 5
+DEFAULT_MAX_HISTORY_BYTES = 1024 * 1024  # MAX_HISTORY_BYTES
 
 
 def session_of(execution: Execution) -> str:
@@ -76,10 +78,12 @@ async def converse(
     retry_base_seconds: float = 0.5,
     tools: Sequence[Tool] = (),
     on_tool_call: ToolSink | None = None,
+    max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
 ) -> Completion:
     """One turn of `config` in its session: answer with the history, then append the
-    exchange (bounded by `max_conversation_history`) and save it. Two turns of the same
-    session at once both land: a save that finds a newer version appends to it."""
+    exchange (bounded by `max_conversation_history` messages and `max_history_bytes`) and
+    save it. Two turns of the same session at once both land: a save that finds a newer
+    version appends to it."""
     session = session_of(execution)
     state = await load_session(store, config.name, session, execution.tenant)
     with as_tenant(execution.tenant):  # its tools (session memory) act within its tenant
@@ -88,7 +92,7 @@ async def converse(
             provider,
             execution.input,
             on_text=on_text,
-            history=state.history,
+            history=bound_history(state.history, max_history_bytes),  # a history written before the bound
             retry_base_seconds=retry_base_seconds,
             tools=tools,
             context=ToolContext(
@@ -105,11 +109,17 @@ async def converse(
         {"role": "user", "content": user_prompt(execution.input), "execution_id": execution.execution_id},
         {"role": "assistant", "content": completion.text, "execution_id": execution.execution_id},
     ]
-    await _append(config, store, state, exchange)
+    await _append(config, store, state, exchange, max_history_bytes)
     return completion
 
 
-async def keep_interrupted(config: AgentConfig, store: StateStore, execution: Execution) -> None:
+async def keep_interrupted(
+    config: AgentConfig,
+    store: StateStore,
+    execution: Execution,
+    *,
+    max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
+) -> None:
     """An interrupted turn (on_busy: interrupt) leaves its user message in the history,
     marked, so the next turn knows what was asked; it has no answer."""
     state = await load_session(store, config.name, session_of(execution), execution.tenant)
@@ -119,15 +129,38 @@ async def keep_interrupted(config: AgentConfig, store: StateStore, execution: Ex
         "execution_id": execution.execution_id,
         "interrupted": True,
     }
-    await _append(config, store, state, [message])
+    await _append(config, store, state, [message], max_history_bytes)
 
 
-async def _append(config: AgentConfig, store: StateStore, state: AgentState, entries: list[dict[str, Any]]) -> None:
-    """Append `entries` to the session's history (bounded by `max_conversation_history`)
-    and save it; a save that finds a newer version appends to that one."""
+def history_size(history: Sequence[dict[str, Any]]) -> int:
+    """Bytes of `history` as compact UTF-8 JSON, as it is stored."""
+    return sum(_message_size(message) + 1 for message in history) + 1
+
+
+def _message_size(message: dict[str, Any]) -> int:
+    return len(json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+
+
+def bound_history(history: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
+    """The newest messages of `history` that fit in `max_bytes` of JSON: the oldest go first."""
+    sizes = [_message_size(message) + 1 for message in history]
+    total = sum(sizes) + 1
+    start = 0
+    while total > max_bytes and start < len(history):
+        total -= sizes[start]
+        start += 1
+    return history[start:]
+
+
+async def _append(
+    config: AgentConfig, store: StateStore, state: AgentState, entries: list[dict[str, Any]], max_bytes: int
+) -> None:
+    """Append `entries` to the session's history (bounded by `max_conversation_history`
+    messages and `max_bytes`, the oldest dropped first) and save it; a save that finds a
+    newer version appends to that one."""
     limit = (config.continuous_config or ContinuousConfig()).max_conversation_history
     for _ in range(SAVE_ATTEMPTS):
-        history = [*state.history, *entries][-limit:]
+        history = bound_history([*state.history, *entries][-limit:], max_bytes)
         try:
             await store.save_state(state.model_copy(update={"history": history}), expected_version=state.version)
             return

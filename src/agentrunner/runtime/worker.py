@@ -42,7 +42,7 @@ from agentrunner.ports import (
 )
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.budgets import Budgets
-from agentrunner.runtime.conversation import converse, keep_interrupted
+from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, converse, keep_interrupted
 from agentrunner.runtime.limits import ConcurrencyLimits
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.rate_limits import RateLimits
@@ -97,7 +97,9 @@ class AgentPool:
         budgets: Budgets | None = None,
         rates: RateLimits | None = None,
         tools: ToolCatalog | None = None,
+        max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
     ) -> None:
+        self._max_history_bytes = max_history_bytes
         self._budgets = budgets
         self._rates = rates
         self._metrics = metrics
@@ -318,6 +320,7 @@ class AgentPool:
                 retry_base_seconds=self._llm_retry_base,
                 tools=tools,
                 on_tool_call=tool_call,
+                max_history_bytes=self._max_history_bytes,
             )
         else:
             context = ToolContext(
@@ -443,7 +446,7 @@ class AgentPool:
                     message = str(request.get("message") or "stopped: its schedule's timeout_seconds passed")
                     return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
                 if request.get("reason") == "interrupt":  # a newer message in its session (on_busy)
-                    await keep_interrupted(config, self._store, execution)
+                    await keep_interrupted(config, self._store, execution, max_history_bytes=self._max_history_bytes)
                 message = str(request.get("message") or "cancelled on request")
                 return _finished(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError(message))
             except TimeoutError:

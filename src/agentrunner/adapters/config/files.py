@@ -6,13 +6,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from agentrunner.domain.agent_document import (
+    MAX_AGENT_DOCUMENT_BYTES,
     AgentDocument,
     AgentFileError,
     BrokenAgentFile,
     ConfigIssue,
+    load_agent_yaml,
     parse_agent_document,
 )
 
@@ -32,10 +32,10 @@ class AgentDirectory:
         return [issue for broken in self.broken for issue in broken.issues]
 
 
-def _claimed_name(text: str) -> str | None:
+def _claimed_name(text: str, source: str) -> str | None:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        _, data = load_agent_yaml(text, source)  # the same bounded parser: no alias bombs
+    except AgentFileError:
         return None
     name = data.get("name") if isinstance(data, dict) else None
     return name if isinstance(name, str) and name else None
@@ -62,10 +62,17 @@ def load_agent_directory(directory: Path) -> AgentDirectory:
     for path in paths:
         source = str(path)
         try:
+            size = path.stat().st_size
+            if size > MAX_AGENT_DOCUMENT_BYTES:  # not even read
+                message = (
+                    f"file of {size} bytes is over the limit of {MAX_AGENT_DOCUMENT_BYTES} bytes for an agent file"
+                )
+                result.broken.append(BrokenAgentFile(source, (ConfigIssue(source, "", message),)))
+                continue
             text = path.read_text(encoding="utf-8")
             document = parse_agent_document(text, source)
         except AgentFileError as exc:
-            result.broken.append(BrokenAgentFile(source, exc.issues, _claimed_name(text)))
+            result.broken.append(BrokenAgentFile(source, exc.issues, _claimed_name(text, source)))
             continue
         except (OSError, UnicodeDecodeError) as exc:
             result.broken.append(BrokenAgentFile(source, (ConfigIssue(source, "", f"cannot read file: {exc}"),)))

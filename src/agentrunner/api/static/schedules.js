@@ -3,6 +3,8 @@
 import { get } from "./api.js";
 import { every, h, table, time } from "./dom.js";
 
+const PAGE = 500;
+
 function timing(schedule) {
   if (schedule.cron) return `cron ${schedule.cron} (${schedule.timezone})`;
   return `every ${schedule.interval_seconds} s`;
@@ -29,7 +31,8 @@ export async function list(root, { signal, fail }) {
   await every(
     5000,
     async () => {
-      const schedules = await get("schedules", signal);
+      // One page, the largest the API gives: past it, the hint says so (GET /schedules pages).
+      const schedules = await get(`schedules?limit=${PAGE}`, signal);
       holder.replaceChildren(
         table(
           "schedules",
@@ -38,6 +41,9 @@ export async function list(root, { signal, fail }) {
           "No schedules.",
         ),
       );
+      if (schedules.length === PAGE) {
+        holder.append(h("p", { class: "hint" }, `The first ${PAGE} schedules by id: GET /schedules?cursor= pages on.`));
+      }
     },
     signal,
     fail,
