@@ -73,7 +73,8 @@ def test_each_tenant_has_its_own_concurrency_and_budget(tmp_path: Path, postgres
             alice_ids, bob_ids = asyncio.run(both())
             with httpx.Client(base_url=url, timeout=30, headers={"X-API-Key": ALICE_KEY}) as http:
                 alice = wait_finished(http, alice_ids)
-                bob = wait_finished(http, bob_ids)
+                with httpx.Client(base_url=url, timeout=30, headers={"X-API-Key": BOB_KEY}) as as_bob:
+                    bob = wait_finished(as_bob, bob_ids)  # a tenant reads its own executions only
                 time.sleep(1.1)  # the spend each process read is at most a second old
                 refused = http.post("/agents/shared/invoke", json={"task_data": {"prompt": "more"}, "wait": 0})
                 bob_again = http.post(

@@ -209,6 +209,20 @@ async def test_over_http_an_admin_key_reads_definitions_and_a_tenant_key_does_no
     assert all(set(tool) == {"name", "type", "description"} for tool in tenant["tools"])
 
 
+async def test_only_an_admin_reloads_the_agent_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in TENANTS_ENV.items():
+        monkeypatch.setenv(name, value)
+    async with node_on("memory", tmp_path, AGENTS, **FAST) as node:
+        async with _clients(node, TEAM_A_KEY) as (_, configs):
+            tenant = await configs.post("/configs/reload")
+        async with _clients(node, ADMIN_KEY) as (_, configs):
+            admin = await configs.post("/configs/reload")
+
+    assert tenant.status_code == 403, tenant.text
+    assert tenant.json()["error"]["code"] == "admin_only"
+    assert admin.status_code == 200, admin.text
+
+
 def test_no_repr_of_the_settings_shows_a_service_password() -> None:
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,

@@ -19,6 +19,7 @@ from agentrunner.domain.agent_document import (
     parse_agent_document,
 )
 from agentrunner.domain.errors import ConfigError, PayloadTooLargeError
+from agentrunner.runtime.ownership import require_admin
 from agentrunner.runtime.registry import AgentRegistry
 
 
@@ -78,6 +79,7 @@ def config_app(registry: AgentRegistry, edge: EdgeConfig, reload: Callable[[], A
         summary="Load the agent files again and apply them on every node",
     )
     async def reload_configs() -> list[ConfigSummary]:
+        require_admin("POST /configs/reload")
         await reload()
         return await list_configs()
 

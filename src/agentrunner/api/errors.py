@@ -20,6 +20,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_json": 400,
     "unauthorized": 401,
     "topic_reserved": 403,
+    "admin_only": 403,
     "not_found": 404,
     "agent_not_found": 404,
     "execution_not_found": 404,
@@ -108,7 +109,7 @@ class ErrorAnswer(BaseModel):
 DOCUMENTED_ERRORS: dict[int, str] = {
     400: "Bad request or invalid JSON",
     401: "Missing or wrong API key (when auth is on)",
-    403: "Refused (a topic reserved for agentrunner itself, ...)",
+    403: "Refused (a topic reserved for agentrunner itself, an admin's action with a tenant's key, ...)",
     404: "Not found",
     409: "Conflict (unavailable agent, already ended, stale version, ...)",
     413: "Request body over MAX_REQUEST_BYTES",

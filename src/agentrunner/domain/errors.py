@@ -16,6 +16,7 @@
     ├── BadRequestError              the request is malformed (bad_request)
     │   └── EgressRefusedError       an outbound URL the egress guard refuses (egress_refused; domain/egress.py)
     ├── TopicReservedError           a publish on the platform's own topics (topic_reserved)
+    ├── AdminOnlyError               an operator's action asked with a tenant's key (admin_only)
     ├── PayloadTooLargeError         an input over its size limit (payload_too_large)
     ├── TooManyStreamsError          a tenant's event streams at their cap (too_many_streams)
     ├── ConflictError                conflicts with what is stored (conflict)
@@ -137,6 +138,13 @@ class BadRequestError(AgentRunnerError):
     """The caller sent something that cannot be acted on."""
 
     code = "bad_request"
+
+
+class AdminOnlyError(AgentRunnerError):
+    """An action on the whole platform (reloading agent files) asked with a tenant's key:
+    it needs a key of ADMIN_API_KEYS."""
+
+    code = "admin_only"
 
 
 class TopicReservedError(AgentRunnerError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from agentrunner.domain.errors import AgentRunnerError
+from agentrunner.domain.errors import AdminOnlyError, AgentRunnerError
 from agentrunner.tracing import visible_tenant
 
 _Record = TypeVar("_Record")
@@ -29,3 +29,10 @@ def owned(record: _Record, owner: str | None, missing: Callable[[], AgentRunnerE
     if not may_see(owner):
         raise missing()
     return record
+
+
+def require_admin(action: str) -> None:
+    """Raise `AdminOnlyError` unless the caller may act on the whole platform (an admin,
+    or anyone with auth off): `action` names what was asked, for the message."""
+    if visible_tenant() is not None:
+        raise AdminOnlyError(f"{action} acts on every tenant: it needs a key of ADMIN_API_KEYS")
