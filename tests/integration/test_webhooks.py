@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 
 from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.domain.webhook import SIGNATURE_HEADER, verify_signature
-from tests.conftest import free_port
+from tests.conftest import free_port, loopback_http
 from tests.integration.processes import role_processes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -57,15 +57,8 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = server.server_address[1]
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
+        with loopback_http(Handler) as self.port:
             yield self
-        finally:
-            server.shutdown()
-            server.server_close()
 
     def posts(self, path: str) -> list[tuple[dict[str, str], bytes, float]]:
         with self._lock:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from agentrunner.domain.egress import EgressPolicy, EgressRefusedError, parse_ne
 from agentrunner.domain.slack import SlackMessage
 from agentrunner.node import Node
 from agentrunner.ports import ToolContext
-from tests.conftest import free_port
+from tests.conftest import free_port, loopback_http
 from tests.fakes.slack_server import BOT_TOKEN, SIGNING_SECRET, FakeSlack, command_body, slack_headers
 from tests.integration.conftest import node_on
 from tests.mcp_server import McpHttpServer
@@ -70,15 +69,8 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = server.server_address[1]
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
+        with loopback_http(Handler) as self.port:
             yield self
-        finally:
-            server.shutdown()
-            server.server_close()
 
 
 def _orchestrator(node: Node) -> httpx.AsyncClient:

@@ -313,8 +313,8 @@ def test_schedules_come_in_pages_and_the_whole_list_stays_a_list(platform: Runni
 # --- event streams -------------------------------------------------------------------------
 
 
-def _running(api: httpx.Client) -> str:
-    accepted = api.post("/agents/hanging/invoke", json={"task_data": {"prompt": "wait"}, "wait": 0})
+def _running(api: httpx.Client, key: dict[str, str] = A) -> str:
+    accepted = api.post("/agents/hanging/invoke", json={"task_data": {"prompt": "wait"}, "wait": 0}, headers=key)
     assert accepted.status_code == 202, accepted.text
     return str(accepted.json()["execution_id"])
 
@@ -325,13 +325,14 @@ def _open(stack: contextlib.ExitStack, client: httpx.Client, path: str, key: dic
 
 def test_event_streams_are_capped_per_tenant(api: httpx.Client) -> None:
     path = f"/executions/{_running(api)}/events"
+    own_path = f"/executions/{_running(api, B)}/events"  # a tenant streams its own executions
     with contextlib.ExitStack() as held:
         streams = [_open(held, api, path, A) for _ in range(MAX_STREAMS)]
         assert [stream.status_code for stream in streams] == [200] * MAX_STREAMS
 
         with api.stream("GET", path) as refused:
             refused.read()
-        with api.stream("GET", path, headers=B) as other_tenant:
+        with api.stream("GET", own_path, headers=B) as other_tenant:
             other_status = other_tenant.status_code
 
     assert refused.status_code == 429
