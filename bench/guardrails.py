@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,22 +181,30 @@ LABELS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=300, help="calls of each kind, per setup")
-    parser.add_argument("--setups", default="embedded,distributed")
+Setups = dict[str, Callable[[int], dict[str, list[float]]]]
+
+
+def measured_setups(
+    title: str, default_calls: int, description: str | None, setups: Setups
+) -> dict[str, dict[str, list[float]]]:
+    """Parse `--calls` and `--setups`, run the chosen setups (name -> run(calls)) and print
+    the table's heading: the latencies of each kind of call, per setup."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=default_calls, help="calls of each kind, per setup")
+    parser.add_argument("--setups", default=",".join(setups))
     args = parser.parse_args()
-    setups = args.setups.split(",")
-    results = {}
-    if "embedded" in setups:
-        results["embedded"] = embedded(args.calls)
-    if "distributed" in setups:
-        results["distributed"] = distributed(args.calls)
-    print(f"# Guardrail overhead: {args.calls} calls of each kind per setup, interleaved, one at a time")
+    chosen = args.setups.split(",")
+    results = {name: run(args.calls) for name, run in setups.items() if name in chosen}
+    print(f"# {title}: {args.calls} calls of each kind per setup, interleaved, one at a time")
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print()
     print("| setup | call | p50 ms | p99 ms | added p50 ms | added p99 ms |")
     print("|---|---|---:|---:|---:|---:|")
+    return results
+
+
+def main() -> None:
+    results = measured_setups("Guardrail overhead", 300, __doc__, {"embedded": embedded, "distributed": distributed})
     for setup, latencies in results.items():
         plain = [percentile(latencies["plain"], p) for p in (50, 99)]
         for kind, label in LABELS.items():

@@ -18,10 +18,8 @@ Run: .venv/bin/python bench/trust.py [--calls 600]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import platform
 import sys
 import tempfile
 import uuid
@@ -31,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.*, tests.*
 
-from bench.guardrails import Call, alternate
+from bench.guardrails import Call, alternate, measured_setups
 from bench.invoke import Processes, delete_broker_names, delete_redis_keys, free_port, percentile, wait_ready
 from bench.slack_ack import postgres_database
 from tests.contract.conftest import RABBITMQ_URL, REDIS_URL
@@ -119,21 +117,7 @@ def distributed(count: int) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=600, help="calls of each kind, per setup")
-    parser.add_argument("--setups", default="embedded,distributed")
-    args = parser.parse_args()
-    setups = args.setups.split(",")
-    results = {}
-    if "embedded" in setups:
-        results["embedded"] = embedded(args.calls)
-    if "distributed" in setups:
-        results["distributed"] = distributed(args.calls)
-    print(f"# Trust checks: {args.calls} calls of each kind per setup, interleaved, one at a time")
-    print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print()
-    print("| setup | call | p50 ms | p99 ms | added p50 ms | added p99 ms |")
-    print("|---|---|---:|---:|---:|---:|")
+    results = measured_setups("Trust checks", 600, __doc__, {"embedded": embedded, "distributed": distributed})
     for setup, latencies in results.items():
         open_figures = [percentile(latencies["open"], p) for p in (50, 99)]
         tenant = [percentile(latencies["tenant"], p) for p in (50, 99)]
