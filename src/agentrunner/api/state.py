@@ -15,14 +15,14 @@ from fastapi import FastAPI, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from agentrunner.api.edge import EdgeConfig, role_app
-from agentrunner.domain.errors import ExecutionNotFoundError, PayloadTooLargeError, StateNotFoundError
+from agentrunner.domain.errors import ExecutionNotFoundError, PayloadTooLargeError
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.ports import StateStore
 from agentrunner.runtime.budgets import Budget
 from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, history_size
-from agentrunner.runtime.ownership import owned
-from agentrunner.tracing import current_tenant, visible_tenant
+from agentrunner.runtime.ownership import owned, session_owner
+from agentrunner.tracing import visible_tenant
 
 AgentName = Annotated[str, Path(max_length=128)]
 SessionId = Annotated[str, Path(max_length=256)]
@@ -62,16 +62,6 @@ class UsageView(UsageTotals):
 BudgetsOf = Callable[[str | None], Awaitable[list[Budget]]]
 
 
-def _session_tenant(agent: str, session_id: str, tenant: str | None) -> str | None:
-    """The tenant whose session the caller names: its own; an admin may name another's
-    (`?tenant=`). A tenant naming another's gets the answer of a session that does not exist."""
-    if tenant is None or tenant == current_tenant():
-        return current_tenant()
-    if visible_tenant() is None:
-        return tenant
-    raise StateNotFoundError(f"no state for agent {agent!r} session {session_id!r}")
-
-
 def state_app(
     store: StateStore,
     edge: EdgeConfig,
@@ -84,7 +74,7 @@ def state_app(
 
     @app.get("/state/{agent}/{session_id}", response_model=AgentState, tags=["state"])
     async def get_state(agent: AgentName, session_id: SessionId, tenant: TenantName = None) -> AgentState:
-        return await store.load_state(agent, session_id, tenant=_session_tenant(agent, session_id, tenant))
+        return await store.load_state(agent, session_id, tenant=session_owner(agent, session_id, tenant))
 
     @app.put("/state/{agent}/{session_id}", response_model=AgentState, tags=["state"])
     async def put_state(
@@ -96,13 +86,13 @@ def state_app(
                 f"history is {size} bytes as JSON, over the limit of {max_history_bytes} bytes (MAX_HISTORY_BYTES): "
                 "drop its oldest messages"
             )
-        owner = _session_tenant(agent, session_id, tenant)
+        owner = session_owner(agent, session_id, tenant)
         state = AgentState(agent=agent, session_id=session_id, tenant=owner, history=body.history, memory=body.memory)
         return await store.save_state(state, expected_version=body.version)
 
     @app.delete("/state/{agent}/{session_id}", status_code=204, tags=["state"])
     async def delete_state(agent: AgentName, session_id: SessionId, tenant: TenantName = None) -> Response:
-        await store.delete_state(agent, session_id, tenant=_session_tenant(agent, session_id, tenant))
+        await store.delete_state(agent, session_id, tenant=session_owner(agent, session_id, tenant))
         return Response(status_code=204)
 
     @app.get("/executions/{execution_id}", response_model=Execution, tags=["executions"], summary="Audit record")

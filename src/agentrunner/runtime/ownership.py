@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from agentrunner.domain.errors import AdminOnlyError, AgentRunnerError
-from agentrunner.tracing import visible_tenant
+from agentrunner.domain.errors import AdminOnlyError, AgentRunnerError, StateNotFoundError
+from agentrunner.tracing import current_tenant, visible_tenant
 
 _Record = TypeVar("_Record")
 
@@ -36,3 +36,13 @@ def require_admin(action: str) -> None:
     or anyone with auth off): `action` names what was asked, for the message."""
     if visible_tenant() is not None:
         raise AdminOnlyError(f"{action} acts on every tenant: it needs a key of ADMIN_API_KEYS")
+
+
+def session_owner(agent: str, session_id: str, tenant: str | None) -> str | None:
+    """The tenant whose session the caller names: its own; an admin may name another's
+    (`tenant`). A tenant naming another's gets the answer of a session that does not exist."""
+    if tenant is None or tenant == current_tenant():
+        return current_tenant()
+    if visible_tenant() is None:
+        return tenant
+    raise StateNotFoundError(f"no state for agent {agent!r} session {session_id!r}")
