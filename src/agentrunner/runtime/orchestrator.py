@@ -258,8 +258,10 @@ class Orchestrator:
         busy = [
             execution
             for status in (ExecutionStatus.RUNNING, ExecutionStatus.QUEUED)
-            for execution in (await self._store.list_executions(agent=agent, status=status, limit=500)).items
-            if session_of(execution) == session and execution.tenant == tenant  # sessions are per tenant
+            for execution in (
+                await self._store.list_executions(agent=agent, status=status, limit=500, tenant=tenant)
+            ).items  # sessions are per tenant
+            if session_of(execution) == session
         ]
         if not busy:
             return
