@@ -15,11 +15,14 @@ no secrets (health URLs are loopback addresses).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -96,12 +99,39 @@ def exit_reason(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _stopped_with_the_supervisor() -> Callable[[], None] | None:
+    """On Linux, what makes a child get SIGTERM when the supervisor dies, even by `kill -9`
+    (prctl PR_SET_PDEATHSIG), run in the child before it execs: roles never outlive their
+    supervisor, holding ports a new `cluster up` needs. Elsewhere None (nothing to do)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here: the child only calls it
+    supervisor = os.getpid()
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != supervisor:  # it died before the line above: nobody would stop us
+            os._exit(1)
+
+    return in_child
+
+
 def spawn(command: list[str]) -> subprocess.Popen[bytes]:
-    """Start a role's process in a session of its own: Ctrl-C in the terminal reaches only
-    the supervisor, which then stops the roles once, in order (a role that got the
-    terminal's SIGINT and then our SIGTERM would take the second signal as "force exit"
-    and skip its drain)."""
-    return subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)  # noqa: S603 - our own CLI
+    """Start a role's process in a session of its own, stopped when the supervisor dies.
+
+    Its own session: Ctrl-C in the terminal reaches only the supervisor, which then stops
+    the roles once, in order (a role that got the terminal's SIGINT and then our SIGTERM
+    would take the second signal as "force exit" and skip its drain)."""
+    # preexec_fn is unsafe only with threads; the supervisor runs in one.
+    return subprocess.Popen(  # noqa: S603 - our own CLI
+        command,
+        env=os.environ.copy(),
+        start_new_session=True,
+        preexec_fn=_stopped_with_the_supervisor(),  # noqa: PLW1509
+    )
 
 
 def _say(line: str) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import free_port
 from tests.e2e.test_cluster import alive, wait_gone
 
@@ -172,4 +174,15 @@ def test_a_stop_during_the_first_start_leaves_no_process_behind(tmp_path: Path) 
 
     assert code == 1
     assert "stopped while starting" in cluster.log()
+    assert left == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_roles_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    with supervised(tmp_path, {"steady": "", "other": ""}, policy={}) as cluster:
+        pids = [role["pid"] for role in cluster.roles().values()]
+        cluster.process.kill()
+        cluster.process.wait(30)
+        left = wait_gone(pids)
+
     assert left == []
