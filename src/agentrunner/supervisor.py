@@ -360,14 +360,16 @@ def run_cluster(
     # SIGTERM while starting stops what was started, as Ctrl-C does: the roles run in
     # sessions of their own, so nobody else would stop them.
     signal.signal(signal.SIGTERM, _interrupt)
+    members: list[RoleProcess] = []
     try:
-        members = start_roles(plan)
+        members = start_roles(plan)  # stops what it started when interrupted
+        supervisor = Supervisor(members, state_path=state_path, policy=policy, drain=drain)
+        signal.signal(signal.SIGTERM, supervisor.request_stop)
+        signal.signal(signal.SIGINT, supervisor.request_stop)
     except KeyboardInterrupt:
+        stop(members, drain)  # interrupted between the start and the handlers above
         _say("agentrunner cluster: stopped while starting")
         return 1
-    supervisor = Supervisor(members, state_path=state_path, policy=policy, drain=drain)
-    signal.signal(signal.SIGTERM, supervisor.request_stop)
-    signal.signal(signal.SIGINT, supervisor.request_stop)
     supervisor.publish()  # before the line below: who waits for it can read the state file
     _say(f"agentrunner cluster: {len(members)} processes ready; Ctrl-C stops them")
     return supervisor.run()
