@@ -10,7 +10,7 @@ every role and exits 1 naming it. Only Ctrl-C or SIGTERM stops it otherwise.
 
 The state file (`cluster.json` under DATA_DIR, written atomically on every change) holds
 the supervisor's pid and each role's pid, state, restart count, last exit and start time;
-no secrets (health URLs are loopback addresses).
+no secrets (a health URL is a host and a port).
 """
 
 from __future__ import annotations
