@@ -665,14 +665,7 @@ def _cache(settings: Settings) -> _SharedCache:
     # Imported here: redis-py costs start-up time that the embedded mode does not need.
     from agentrunner.adapters.cache.redis import RedisCache  # noqa: PLC0415
 
-    # Slot calls wait longer than cache reads (a slow answer beats a call Redis may still
-    # apply), but not past a third of a lease, so a lost call is tried again in time.
-    limits_timeout = min(2.0, max(0.5, settings.slot_lease_seconds / 3))
-    return RedisCache(
-        settings.redis_url.get_secret_value(),
-        key_prefix=settings.redis_key_prefix,
-        limits_timeout_seconds=limits_timeout,
-    )
+    return RedisCache(settings.redis_url.get_secret_value(), key_prefix=settings.redis_key_prefix)
 
 
 def _slack_off_reason(settings: Settings, roles: frozenset[str], *, optional: bool) -> str | None:

@@ -122,9 +122,10 @@ class RedisCache:
     (no retries: a cache that is down is skipped, not waited for) and raises
     `DependencyUnavailableError`, whose message names the URL without its password; no
     redis-py exception escapes. Slot and bucket calls wait up to `limits_timeout_seconds`
-    instead, on connections of their own: the limits wait for the store anyway, so a slow
-    answer is better than a timed-out call that Redis may still have applied. Connects
-    lazily, so building one never touches the network.
+    instead, on connections of their own: the limits wait for the store anyway, and a call
+    written is applied by Redis whether or not its answer comes in time, so giving up
+    early only costs a reconnection (on a loaded machine, the next timeout: renewals that
+    never get through). Connects lazily, so building one never touches the network.
     """
 
     def __init__(
@@ -133,7 +134,7 @@ class RedisCache:
         *,
         key_prefix: str = "agentrunner:",
         timeout_seconds: float = 0.5,
-        limits_timeout_seconds: float = 2.0,
+        limits_timeout_seconds: float = 5.0,
     ) -> None:
         self._where = redacted_url(url)
         self._prefix = key_prefix
