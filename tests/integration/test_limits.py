@@ -194,7 +194,9 @@ def test_work_waits_for_a_redis_that_does_not_answer_and_then_runs_within_the_li
 
     assert [r["status"] for r in records] == ["succeeded"] * 6
     assert _most_at_once(records) == 2
-    assert _started_between(records, paused_wall + timedelta(seconds=0.5), resumed_wall) == []
+    # A taker answered just before the pause may record its start a little later (a loaded
+    # machine); past that, nothing starts until Redis answers again.
+    assert _started_between(records, paused_wall + timedelta(seconds=2), resumed_wall) == []
     assert {code for code, _ in answers} == {200}
     assert any(limits.startswith("waiting: cache unavailable") for _, limits in answers)
     assert any("agentrunner_limits_store_unavailable 1.0" in text for text in metrics)
