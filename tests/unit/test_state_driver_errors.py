@@ -102,7 +102,7 @@ def test_the_starting_up_answer_of_a_restart_is_an_outage() -> None:
     error = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
     translated = as_outage(_as_sqlalchemy_raises_it(error), "postgresql://db")
     assert isinstance(translated, DependencyUnavailableError)
-    assert translated.message == "database postgresql://db is not answering: the database system is starting up"
+    assert translated.message == "database postgresql://db is not reachable: the database system is starting up"
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ def as_outage(exc: BaseException, where: str) -> DependencyUnavailableError | No
     reconnect = _unavailable(exc)
     if reconnect is None:
         return None
-    message = f"database {where} is not answering: {_first_line(exc)}"
+    message = f"database {where} is not reachable: {_first_line(exc)}"
     return DependencyUnavailableError(message, reconnect=reconnect)
 
 

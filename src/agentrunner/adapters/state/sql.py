@@ -102,6 +102,18 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _in_flight(exc: DependencyUnavailableError) -> bool:
+    """The connection died under the operation (not before it): it may run again on a new one."""
+    return bool(exc.context.get("reconnect")) and not exc.context.get("waited")
+
+
+def _same_instant(stored: datetime, ours: datetime) -> bool:
+    """SQLite gives naive UTC times back, PostgreSQL aware ones."""
+    if stored.tzinfo is None and ours.tzinfo is not None:
+        ours = ours.replace(tzinfo=None) - (ours.utcoffset() or timedelta())
+    return stored == ours
+
+
 def _read(operation: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """An operation that may run twice (a read, or a write idempotent by key) tried once
     more when its connection died under it: a restart kills every pooled connection, and
@@ -112,7 +124,7 @@ def _read(operation: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, An
         try:
             return await operation(*args, **kwargs)
         except DependencyUnavailableError as exc:
-            if not exc.context.get("reconnect") or exc.context.get("waited"):
+            if not _in_flight(exc):
                 raise
         return await operation(*args, **kwargs)
 
@@ -305,7 +317,9 @@ class SQLStateStore:
     async def _create_many(self, items: list[_Create]) -> list[BaseException | None]:
         """Write new executions with their outbox events: several in one transaction (one
         INSERT per table), or one by one when one of them exists already (its id, or its
-        idempotency key), so only that one fails."""
+        idempotency key), so only that one fails, or when the connection died under the
+        batch (then each is looked for before it is written again)."""
+        maybe_stored = False
         if len(items) > 1:
             try:
                 async with self._session(write=True, atomic=True) as session:
@@ -315,17 +329,37 @@ class SQLStateStore:
                 return [None] * len(items)
             except IntegrityError:
                 pass
-        return [await self._create_one(*item) for item in items]
+            except DependencyUnavailableError as exc:
+                if not _in_flight(exc):
+                    return [exc] * len(items)
+                maybe_stored = True  # the COMMIT may have been applied before the connection died
+        return [await self._create_one(*item, maybe_stored=maybe_stored) for item in items]
 
     async def _create_one(
-        self, execution: Execution, events: Sequence[Event], claim: IdempotencyClaim | None
+        self,
+        execution: Execution,
+        events: Sequence[Event],
+        claim: IdempotencyClaim | None,
+        *,
+        maybe_stored: bool = False,
     ) -> BaseException | None:
+        """Write one new execution. A write whose connection died in flight may have been
+        applied: it is tried again (once), and a row with this execution's id and creation
+        time found then is this write's own, not a conflict. Never written twice: the
+        execution id is the table's key."""
         while True:
             try:
                 async with self._session(write=True) as session:
                     await self._write_execution(session, execution, new=True, events=events, idempotency=claim)
                 return None
+            except DependencyUnavailableError as exc:
+                if maybe_stored or not _in_flight(exc):
+                    return exc
+                maybe_stored = True
+                continue
             except IntegrityError:
+                if maybe_stored and await self._stored_as(execution):
+                    return None
                 if claim is None:
                     return ConflictError(f"execution {execution.execution_id} already exists")
             # The key is on an execution already: taken, or expired (then freed, and again).
@@ -340,6 +374,15 @@ class SQLStateStore:
                     .where(EXECUTIONS.c.idempotency_key == claim.key, EXECUTIONS.c.created_at < claim.expired_before)
                     .values(idempotency_key=None, idempotency_fingerprint=None)
                 )
+
+    async def _stored_as(self, execution: Execution) -> bool:
+        """Whether `execution` itself (its id, created at its time) is stored."""
+        async with self._session() as session:
+            found = await session.execute(
+                select(EXECUTIONS.c.created_at).where(EXECUTIONS.c.execution_id == execution.execution_id)
+            )
+            created_at = found.scalar_one_or_none()
+        return created_at is not None and _same_instant(created_at, execution.created_at)
 
     @staticmethod
     async def _keyed_execution(
