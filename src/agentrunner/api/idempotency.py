@@ -34,6 +34,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentrunner.api.errors import error_answer, error_response
+from agentrunner.background import spawn
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.execution import utcnow
 from agentrunner.logs import get_logger
@@ -164,7 +165,7 @@ class IdempotencyMiddleware:
                 chunks.append(message.get("body", b""))
             await send(message)
 
-        toucher = asyncio.create_task(self._touch(key), name="idempotency-touch")
+        toucher = spawn(self._touch(key), name="idempotency-touch")
         try:
             await self._app(scope, replay, keep)
         except BaseException:

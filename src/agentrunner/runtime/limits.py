@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
+from agentrunner.background import spawn
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.logs import get_logger
@@ -61,7 +62,7 @@ class ConcurrencyLimits:
             yield
             return
         taken = await self._take_all(scopes, holder)
-        renewer = asyncio.create_task(self._renew(taken, holder), name=f"slots-{holder}")
+        renewer = spawn(self._renew(taken, holder), name=f"slots-{holder}")
         try:
             yield
         finally:
