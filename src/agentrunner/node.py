@@ -48,6 +48,7 @@ from agentrunner.api.scheduler import schedule_read_routes, scheduler_app
 from agentrunner.api.server import PortRouter, bind, modern_tls
 from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
+from agentrunner.background import spawn
 from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.agent_document import AgentDocument
 from agentrunner.domain.errors import AgentRunnerError, ConfigError
@@ -357,9 +358,9 @@ class Node:
         """The background tasks that keep the agents current: file watching (config role)
         and new tries of unreachable MCP servers; cancelled by `stop`."""
         if self.uses_tools:
-            self._tool_retry = asyncio.create_task(self._retry_tools(), name="mcp-retry")
+            self._tool_retry = spawn(self._retry_tools(), name="mcp-retry")
         if "config" in self.roles and self.settings.watch_agents:
-            self._watcher = asyncio.create_task(
+            self._watcher = spawn(
                 watch_agent_files(self.settings.agents_dir, self.reload_agents), name="agent-files-watch"
             )
 

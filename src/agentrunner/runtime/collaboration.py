@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 from functools import partial
 
+from agentrunner.background import spawn
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.errors import (
     AgentRunnerError,
@@ -133,7 +134,7 @@ class CollaborativePool:
             )
         )
         await self.sync()
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="clarification-timeouts")
+        self._sweeper = spawn(self._sweep_forever(), name="clarification-timeouts")
 
     async def sync(self) -> None:
         """Consume exactly the queues of the available collaborative agents."""
@@ -340,8 +341,7 @@ class CollaborativePool:
                     outcome = partial(step_finished, step_id, task.result(), allow=allow, timeout=question_timeout)
                     run = await self._runs.update(run, outcome)
         finally:
-            for task in watched:
-                task.cancel()
+            _stop_watching(watched, run.id)
 
     def _watch_running(
         self, run: PlanRun, owner: Execution, watched: dict[asyncio.Task[Execution], str], allow: bool
@@ -477,3 +477,13 @@ def _depth(event: Event) -> int:
         return max(0, int(event.headers.get(CHAIN_DEPTH_HEADER, "0")))
     except ValueError:
         return 0
+
+
+def _stop_watching(watched: dict[asyncio.Task[Execution], str], run_id: str) -> None:
+    """Cancel the step watches still running; a watch that ended with an error while the
+    run stopped for another one is logged here, not lost."""
+    for task, step_id in watched.items():
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning("step watch failed", run_id=run_id, step_id=step_id, error=str(task.exception()))

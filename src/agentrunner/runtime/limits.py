@@ -37,6 +37,7 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
+from agentrunner.background import spawn
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.logs import get_logger
@@ -90,8 +91,7 @@ class ConcurrencyLimits:
             yield
             return
         taken = await self._take_all(scopes, holder)
-        renewer = asyncio.create_task(self._renew(taken, holder), name=f"slots-{holder}")
-        renewer.add_done_callback(_log_failure)
+        renewer = spawn(self._renew(taken, holder), name=f"slots-{holder}")
         try:
             yield
         finally:
@@ -172,7 +172,3 @@ class ConcurrencyLimits:
             with contextlib.suppress(AgentRunnerError):  # unreleased: it expires with its lease
                 await self._slots.release_slot(scope, holder)
 
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("slot renewals stopped by an unexpected error", holder=task.get_name(), error=repr(task.exception()))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
+from agentrunner.background import spawn
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.event import Event
 from agentrunner.logs import get_logger
@@ -47,8 +48,8 @@ class OutboxRelay:
 
     async def start(self) -> None:
         """Start the background sweep and the writer of marks."""
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="outbox-sweep")
-        self._marker = asyncio.create_task(self._mark_forever(), name="outbox-marks")
+        self._sweeper = spawn(self._sweep_forever(), name="outbox-sweep")
+        self._marker = spawn(self._mark_forever(), name="outbox-marks")
 
     async def stop(self) -> None:
         """Finish the deliveries under way (10 s at most), stop the sweep and write the marks
@@ -73,7 +74,7 @@ class OutboxRelay:
         """`deliver` in the background: the caller does not wait for the broker. For events
         already committed to the outbox, whose caller only needs them recorded: a failure
         leaves them to the sweep, as `deliver` does."""
-        task = asyncio.create_task(self._deliver_logged(events), name="outbox-deliver")
+        task = spawn(self._deliver_logged(events), name="outbox-deliver")
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 

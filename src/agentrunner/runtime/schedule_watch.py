@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from agentrunner.background import spawn
 from agentrunner.domain.errors import AgentRunnerError, ConflictError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
@@ -58,7 +59,7 @@ class FireWatch:
 
     async def start(self) -> None:
         """Start watching in the background."""
-        self._task = asyncio.create_task(self._watch_forever(), name="scheduler-watch")
+        self._task = spawn(self._watch_forever(), name="scheduler-watch")
 
     async def stop(self) -> None:
         """Stop watching."""

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from agentrunner.background import spawn
 from agentrunner.domain.errors import AgentRunnerError, ConflictError, ScheduleNotFoundError
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution, utcnow
@@ -154,7 +155,7 @@ class Scheduler:
     async def start(self) -> None:
         """Record the agent files' schedules, then run the loop in the background."""
         await self.sync_config()
-        self._loop = asyncio.create_task(self._run(), name="scheduler-loop")
+        self._loop = spawn(self._run(), name="scheduler-loop")
 
     async def stop(self) -> None:
         """Stop firing; events already claimed are delivered by the relay's `stop` (or left

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+from agentrunner.background import spawn
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.logs import get_logger
 
@@ -110,7 +111,7 @@ class ConsumerWatchdog:
 
     async def start(self) -> None:
         """Check in the background, six times per timeout."""
-        self._task = asyncio.create_task(self._run(), name="consumer-watchdog")
+        self._task = spawn(self._run(), name="consumer-watchdog")
 
     async def stop(self) -> None:
         """Stop checking."""

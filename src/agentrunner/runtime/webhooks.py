@@ -23,6 +23,7 @@ import json
 import time
 from datetime import timedelta
 
+from agentrunner.background import spawn
 from agentrunner.domain.egress import EgressRefusedError, status_reason
 from agentrunner.domain.errors import AgentRunnerError, ExecutionNotFoundError
 from agentrunner.domain.event import Event
@@ -79,7 +80,7 @@ class WebhookDispatcher:
         self._subscription = await self._bus.subscribe(
             WEBHOOKS_QUEUE, [FINISHED_PATTERN], self._on_finished, prefetch=self._prefetch
         )
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="webhook-sweep")
+        self._sweeper = spawn(self._sweep_forever(), name="webhook-sweep")
 
     async def stop(self) -> None:
         if self._sweeper is not None:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from agentrunner.background import spawn
 from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
 from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.domain.topics import pattern_problem, topic_matches, topic_problem
@@ -46,7 +47,7 @@ class InMemorySubscription(Generic[_Item]):
         self._handle = handle
         self._busy: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self._tasks = [asyncio.create_task(self._consume(), name=f"bus:{queue.name}") for _ in range(prefetch)]
+        self._tasks = [spawn(self._consume(), name=f"bus:{queue.name}") for _ in range(prefetch)]
 
     @property
     def queue(self) -> str:
@@ -211,7 +212,7 @@ class InMemoryEventBus:
             await asyncio.sleep(self._retry_delays[event.attempt - 1])
             queue.messages.put_nowait(again)
 
-        timer = asyncio.create_task(redeliver(), name=f"bus-retry:{queue.name}")
+        timer = spawn(redeliver(), name=f"bus-retry:{queue.name}")
         self._timers.add(timer)
         timer.add_done_callback(self._timers.discard)
 

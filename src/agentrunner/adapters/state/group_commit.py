@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from agentrunner.background import spawn
+
 Item = TypeVar("Item")
 
 # Outcomes of a batch, one per item in order: None when written, else the exception that
@@ -36,7 +38,7 @@ class GroupCommit(Generic[Item]):
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="group-commit")
+            self._flusher = spawn(self._flush(), name="group-commit")
         await future
 
     async def _flush(self) -> None:

@@ -166,6 +166,9 @@ class McpServer:
             await self._drop()
             self._stop = asyncio.Event()
             ready: asyncio.Future[ClientSession] = asyncio.get_running_loop().create_future()
+            # After a connect timeout nobody awaits `ready` (shield drops its callback), yet the
+            # session task may still fail it: mark its error retrieved (the timeout was raised).
+            ready.add_done_callback(lambda done: done.cancelled() or done.exception())
             self._task = asyncio.create_task(self._hold(ready), name=f"mcp-{self.entry.name}")
             try:
                 session = await asyncio.wait_for(asyncio.shield(ready), self._connect_timeout)
