@@ -664,6 +664,10 @@ class Metrics(Protocol):
         """The events waiting in each queue just now (queues absent from `depths` are gone)."""
         ...
 
+    def event_loop_lag(self, seconds: float) -> None:
+        """The event loop ran a timer `seconds` late (runtime/loop_lag.py)."""
+        ...
+
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in the text exposition format, and its content type."""
         ...
