@@ -365,6 +365,7 @@ class Node:
         started = time.perf_counter()
         await self.store.start()
         await self.bus.start()
+        await self.egress.load_tls()  # webhooks, Slack replies, tools: none builds it on the loop
         # Parsed off the event loop, as on a reload: YAML and file reads block.
         self.load_agents(await asyncio.to_thread(load_agent_directory, self.settings.agents_dir))
         await self.load_tools()

@@ -96,6 +96,8 @@ class ToolShelf:
         if self._tls is None and any(entry.url for entry in wanted.values()):
             # Loading the CA roots reads files and costs ~25 ms of CPU: once, off the loop.
             self._tls = await asyncio.to_thread(httpx.create_ssl_context)
+        if any(entry.type == "mcp" or entry.name == "http_request" for config in agents for entry in config.tools):
+            await self._egress.load_tls()  # for guarded MCP URLs and http_request
         for key, entry in wanted.items():
             if key not in self._servers:
                 self._servers[key] = McpServer(

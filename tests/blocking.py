@@ -1,0 +1,62 @@
+"""A guard that fails a test when agentrunner's code blocks the event loop (blockbuster, as
+pydantic-ai and starlette use it): a blocking call (file I/O, `time.sleep`, a blocking
+socket, sqlite3, a contended lock, and here also loading CA roots into a TLS context) made
+on the loop's thread with an `agentrunner` frame on the stack raises `BlockingError`.
+
+Scoped to agentrunner's frames: the tests' own set-up (writing agent files from an async
+test, say) is not what a user's request waits on. The exceptions below are the places
+where a library blocks at a known moment that serves no request; each says why."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from blockbuster import BlockBuster, BlockBusterFunction, blockbuster_ctx
+
+SCANNED = ["agentrunner"]
+
+# Loading CA roots reads files and parses every certificate (~25 ms each time): the very
+# stall of issue 20 (httpx built one context per MCP client, on the loop, every retry).
+TLS_LOADS = ("load_verify_locations", "load_default_certs", "set_default_verify_paths")
+
+
+@contextmanager
+def no_blocking_calls() -> Iterator[BlockBuster]:
+    """The guard, armed for the block."""
+    with blockbuster_ctx(SCANNED) as guard:
+        for name in TLS_LOADS:
+            guard.functions[f"ssl.SSLContext.{name}"] = BlockBusterFunction(
+                ssl.SSLContext, name, scanned_modules=SCANNED
+            ).activate()
+        _allow_known_blocks(guard)
+        yield guard  # leaving the context deactivates every function, these three too
+
+
+# (file, function) on the stack under which any blocking call is accepted, and why.
+ALLOWED: tuple[tuple[str, str, str], ...] = (
+    # The state store's start: Alembic reads its migration scripts and SQLite's folder is
+    # made, once, in the lifespan's start-up, before the process serves anything.
+    ("agentrunner/adapters/state/sql.py", "start", "start-up, before serving"),
+    # ... the migrations themselves run in SQLAlchemy's greenlet, whose stack ends at them.
+    ("agentrunner/adapters/state/sql.py", "_upgrade", "start-up, before serving"),
+    ("agentrunner/adapters/state/sql.py", "_require_head", "start-up, before serving"),
+    # Starlette checks that the dashboard's folder exists when the app is built (start-up).
+    ("starlette/staticfiles.py", "__init__", "app built at start-up"),
+    # FastAPI reads each endpoint's source location once (cached per endpoint, per process).
+    ("fastapi/routing.py", "_extract_endpoint_context", "once per endpoint"),
+    # prometheus-client reads /proc/self (the kernel's memory, never a disk) on each scrape.
+    ("prometheus_client/process_collector.py", "collect", "procfs"),
+    # The LLM SDKs build their client (an httpx client, a TLS context, their package's
+    # metadata) once per provider and process, on the first execution that needs it.
+    # Known and not yet moved off the loop (~50 ms once): see docs/operations.md.
+    ("agentrunner/adapters/providers/catalog.py", "_create", "once per provider"),
+)
+
+
+def _allow_known_blocks(guard: BlockBuster) -> None:
+    """Accept blocking under the frames of ALLOWED, and nowhere else."""
+    for function in guard.functions.values():
+        for filename, name, _why in ALLOWED:
+            function.can_block_in(filename, name)
