@@ -68,6 +68,10 @@ class Outages:
         """`endpoint` answered: returns the outage this closes, if one was open."""
         return self._open.pop(endpoint, None)
 
+    def of(self, endpoint: str) -> Outage | None:
+        """The open outage of `endpoint`, if any."""
+        return self._open.get(endpoint)
+
     def due(self) -> list[str]:
         """The endpoints whose next try has come."""
         now = self._clock()
