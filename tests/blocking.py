@@ -42,12 +42,24 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     # ... the migrations themselves run in SQLAlchemy's greenlet, whose stack ends at them.
     ("agentrunner/adapters/state/sql.py", "_upgrade", "start-up, before serving"),
     ("agentrunner/adapters/state/sql.py", "_require_head", "start-up, before serving"),
+    ("agentrunner/adapters/state/migrations/env.py", "_run", "migrations"),
+    # `agentrunner db upgrade` (and the tests that migrate a database with it): Alembic on
+    # a loop of the command's own, which serves nothing.
+    ("agentrunner/adapters/state/urls.py", "run_schema_command", "the db command's own loop"),
+    # A schedule's time zone is checked by loading it: the tz file is read once per zone and
+    # process (zoneinfo caches it), a few KB.
+    ("agentrunner/domain/agent.py", "_check_timezone", "once per zone"),
     # Starlette checks that the dashboard's folder exists when the app is built (start-up).
     ("starlette/staticfiles.py", "__init__", "app built at start-up"),
     # FastAPI reads each endpoint's source location once (cached per endpoint, per process).
     ("fastapi/routing.py", "_extract_endpoint_context", "once per endpoint"),
     # prometheus-client reads /proc/self (the kernel's memory, never a disk) on each scrape.
     ("prometheus_client/process_collector.py", "collect", "procfs"),
+    # An exception's traceback, when logged, shows source lines read from the .py files:
+    # once per file (linecache keeps them), on an error path. rich renders it on a
+    # terminal (and in tests); the JSON logs of production go through linecache.
+    ("rich/traceback.py", "_render_stack", "traceback source lines"),
+    ("linecache.py", "updatecache", "traceback source lines"),
     # The LLM SDKs build their client (an httpx client, a TLS context, their package's
     # metadata) once per provider and process, on the first execution that needs it.
     # Known and not yet moved off the loop (~50 ms once): see docs/operations.md.
