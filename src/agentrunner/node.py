@@ -71,6 +71,7 @@ from agentrunner.runtime.collaboration import CollaborativePool
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.limits import ConcurrencyLimits
 from agentrunner.runtime.limits_store import LimitsStore
+from agentrunner.runtime.loop_lag import LoopLagMonitor
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import PlanRuns
@@ -155,6 +156,7 @@ class Node:
             store=self.store,
             bus=self.bus,
             connect_timeout_seconds=settings.mcp_connect_timeout_seconds,
+            retry_max_seconds=settings.mcp_retry_seconds,
             egress=self.egress,
         )
         self.relay = OutboxRelay(bus=self.bus, store=self.store)
@@ -187,6 +189,7 @@ class Node:
             sweep_seconds=settings.webhook_sweep_seconds,
         )
         self.metrics = PrometheusMetrics()
+        self.loop_lag = LoopLagMonitor(metrics=self.metrics)
         self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store, metrics=self.metrics)
         self.scheduler = Scheduler(
             store=self.store,
@@ -343,13 +346,13 @@ class Node:
             log.warning("agent degraded: some of its tools are missing", agent=name, reasons=reasons)
 
     async def _retry_tools(self) -> None:
-        """Every MCP_RETRY_SECONDS, try the MCP servers that did not answer; when one does,
-        load the agents again so those using it get its tools back."""
+        """Try the MCP servers that did not answer, each when its backoff says (waits
+        doubling up to MCP_RETRY_SECONDS); when one does, load the agents again so those
+        using it get its tools back."""
         while True:
-            await asyncio.sleep(self.settings.mcp_retry_seconds)
+            await self.tools.until_retry_due()
             try:
                 if await self.tools.retry_unreachable():
-                    log.info("an unreachable MCP server answers again: reloading the agents")
                     await self._apply_agents()
             except Exception:  # the next round tries again; the agents keep running
                 log.exception("trying unreachable MCP servers again failed")
@@ -369,7 +372,9 @@ class Node:
         started = time.perf_counter()
         await self.store.start()
         await self.bus.start()
-        self.load_agents()
+        await self.egress.load_tls()  # webhooks, Slack replies, tools: none builds it on the loop
+        # Parsed off the event loop, as on a reload: YAML and file reads block.
+        self.load_agents(await asyncio.to_thread(load_agent_directory, self.settings.agents_dir))
         await self.load_tools()
         if "config" in self.roles:
             # One owner writes the registry table, so replicas of other roles never race on it.
@@ -403,6 +408,7 @@ class Node:
             f"node.{self.node_id}.config", [CONFIG_CHANGED], self._on_config_changed, exclusive=True
         )
         self._start_watches()
+        await self.loop_lag.start()
         available = sum(agent.status.runs for agent in self.registry.agents.values())
         log.info(
             "node started",
@@ -484,6 +490,7 @@ class Node:
 
     async def stop(self) -> None:
         """Stop the engines (in-flight work finishes first), then close the adapters."""
+        await self.loop_lag.stop()
         for task in (self._watcher, self._tool_retry):
             if task is not None:
                 task.cancel()

@@ -695,6 +695,10 @@ class Metrics(Protocol):
         waiting for the store to answer."""
         ...
 
+    def event_loop_lag(self, seconds: float) -> None:
+        """The event loop ran a timer `seconds` late (runtime/loop_lag.py)."""
+        ...
+
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in the text exposition format, and its content type."""
         ...

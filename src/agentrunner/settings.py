@@ -84,8 +84,9 @@ class Settings(BaseSettings):
     llm_retry_base_seconds: float = Field(default=0.5, ge=0)
     # How long connecting to an agent's MCP server may take when agents load (then: degraded).
     mcp_connect_timeout_seconds: float = Field(default=5, gt=0)
-    # How often MCP servers unreachable at load are tried again (their agents run degraded meanwhile).
-    mcp_retry_seconds: float = Field(default=30, gt=0)
+    # The longest wait between two tries of an unreachable MCP server: waits start at 1 s
+    # (or this, if shorter) and double, with jitter (their agents run degraded meanwhile).
+    mcp_retry_seconds: float = Field(default=300, gt=0)
 
     # Slack
     slack_signing_secret: SecretStr | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,15 @@ from agentrunner.adapters.providers.offline import Script
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.node import Node
 from agentrunner.settings import Settings
+from tests.blocking import no_blocking_calls
 from tests.contract.conftest import RABBITMQ_URL, delete_broker_objects
+
+
+@pytest.fixture(autouse=True)
+def _no_blocking_calls() -> Iterator[None]:
+    """Fails a test whose agentrunner code blocks the event loop (tests/blocking.py)."""
+    with no_blocking_calls():
+        yield
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

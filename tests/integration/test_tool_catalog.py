@@ -233,7 +233,7 @@ async def test_builtin_http_request_calls_allowed_hosts_only(http_server: McpHtt
 
 @pytest.mark.skipif(not COMPAT_AGENTS.is_dir(), reason=f"compat agent files not found at {COMPAT_AGENTS}")
 async def test_compat_agents_load_with_their_mcp_tools_and_unreachable_hosts_degrade_them(shelf: ToolShelf) -> None:
-    directory = load_agent_directory(COMPAT_AGENTS)
+    directory = await asyncio.to_thread(load_agent_directory, COMPAT_AGENTS)
     settings = Settings(_env_file=None, openai_api_key="sk-x", anthropic_api_key="sk-y")  # type: ignore[call-arg]
     registry = AgentRegistry()
     registry.replace_all(list(directory.documents), [], SettingsProviderCatalog(settings))

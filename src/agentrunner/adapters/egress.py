@@ -67,6 +67,12 @@ class EgressGuard:
             self._ssl = httpx.create_ssl_context(trust_env=False)
         return self._ssl
 
+    async def load_tls(self) -> None:
+        """Build `ssl_context` in a thread (CA roots are files), so that no client of this
+        guard builds it on the event loop."""
+        if self._ssl is None:
+            self._ssl = await asyncio.to_thread(httpx.create_ssl_context, trust_env=False)
+
     async def addresses(self, host: str, port: int, *, extra: Sequence[IPNetwork] = ()) -> list[IPAddress]:
         """The checked addresses to connect to for `host`."""
         literal = literal_address(host)

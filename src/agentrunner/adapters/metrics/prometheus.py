@@ -13,6 +13,8 @@ from agentrunner.domain.execution import Execution
 # Seconds from accepted to ended: from an instant agent to a long LLM conversation.
 EXECUTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)
+# Around the 100 ms that no block of the event loop may reach, and the seconds of a bad one.
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class PrometheusMetrics:
@@ -78,6 +80,12 @@ class PrometheusMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self._loop_lag = Histogram(
+            "agentrunner_event_loop_lag_seconds",
+            "How late the event loop ran a timer due every 50 ms (a block of the loop delays everything)",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=self.registry,
+        )
         self._queue_depth = Gauge(
             "agentrunner_queue_depth",
             "Events waiting for a worker in each agent's queue, measured when /metrics is scraped",
@@ -117,6 +125,9 @@ class PrometheusMetrics:
 
     def limits_store_waited(self, kind: str) -> None:
         self._limits_store_waits.labels(kind).inc()
+
+    def event_loop_lag(self, seconds: float) -> None:
+        self._loop_lag.observe(max(seconds, 0.0))
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

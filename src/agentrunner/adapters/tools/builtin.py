@@ -5,6 +5,7 @@ to collaborative steps that may ask (runtime/agent_run.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -58,7 +59,8 @@ async def current_time(arguments: dict[str, Any], context: ToolContext) -> str:
     """The current time in ISO 8601, in the time zone asked (UTC by default)."""
     zone = str(arguments.get("timezone") or "UTC")
     try:
-        now = datetime.now(ZoneInfo(zone))
+        # In a thread: a zone's first use reads its file from the system's tz database.
+        now = datetime.now(await asyncio.to_thread(ZoneInfo, zone))
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown timezone {zone!r}: use an IANA name such as 'UTC' or 'Europe/Paris'") from exc
     return json.dumps({"now": now.isoformat(), "timezone": zone, "weekday": now.strftime("%A")})

@@ -1,17 +1,27 @@
 """The ToolCatalog: each agent's tools from its `tools:` entries — built-in tools by name,
 tools of installed packages (the `agentrunner.tools` entry-point group), and the tools of
-MCP servers, connected when the agents load."""
+MCP servers, connected when the agents load.
+
+MCP servers that do not answer are tried again with exponential backoff per endpoint
+(outages.py), logged once when they stop answering and once when they answer again.
+Nothing here blocks the event loop: connects are async, the TLS context every unguarded
+client verifies with is built once in a thread, and the entry points of installed packages
+(a scan of site-packages) are read in a thread too."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+import httpx
+
 from agentrunner.adapters.egress import EgressGuard
 from agentrunner.adapters.tools.builtin import BUILTIN_NAMES, builtin_tool
 from agentrunner.adapters.tools.mcp import McpServer, McpTool
+from agentrunner.adapters.tools.outages import Outages
 from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.redaction import mask_arguments, mask_prose, mask_url
@@ -55,6 +65,8 @@ class ToolShelf:
         store: StateStore,
         bus: EventBus,
         connect_timeout_seconds: float = 5.0,
+        retry_first_seconds: float = 1.0,
+        retry_max_seconds: float = 300.0,
         group: str = ENTRY_POINT_GROUP,
         egress: EgressGuard | None = None,
     ) -> None:
@@ -66,6 +78,10 @@ class ToolShelf:
         self._servers: dict[tuple[str, str], McpServer] = {}
         self._unreachable: list[McpServer] = []
         self._tools: dict[str, list[Tool]] = {}
+        self._tls: ssl.SSLContext | None = None
+        self.outages = Outages(first_seconds=retry_first_seconds, max_seconds=retry_max_seconds)
+        # Set when the outages change, so that a wait for the next try recomputes its end.
+        self._schedule_changed = asyncio.Event()
 
     async def load(self, agents: Sequence[AgentConfig]) -> dict[str, list[str]]:
         """Build every agent's tools; returns, per agent, why some are missing."""
@@ -77,14 +93,23 @@ class ToolShelf:
         }
         for key in [key for key in self._servers if key not in wanted]:
             await self._servers.pop(key).close()
+        if self._tls is None and any(entry.url for entry in wanted.values()):
+            # Loading the CA roots reads files and costs ~25 ms of CPU: once, off the loop.
+            self._tls = await asyncio.to_thread(httpx.create_ssl_context)
+        if any(entry.type == "mcp" or entry.name == "http_request" for config in agents for entry in config.tools):
+            await self._egress.load_tls()  # for guarded MCP URLs and http_request
         for key, entry in wanted.items():
             if key not in self._servers:
                 self._servers[key] = McpServer(
-                    entry, connect_timeout_seconds=self._connect_timeout, egress=self._egress
+                    entry, connect_timeout_seconds=self._connect_timeout, egress=self._egress, tls=self._tls
                 )
+        # A load (start, a reload) tries every server without a session at once, those in
+        # an outage too: an operator who reloads has often just started the server.
         failures = await self._connect([server for server in self._servers.values() if not server.connected])
         self._unreachable = [server for server in self._servers.values() if id(server) in failures]
-        plugins = installed_tools(self._group)
+        self.outages.keep_only(_endpoint(server.entry) for server in self._servers.values())
+        self._schedule_changed.set()
+        plugins = await asyncio.to_thread(installed_tools, self._group)
         reasons: dict[str, list[str]] = {}
         tools: dict[str, list[Tool]] = {}
         for config in agents:
@@ -93,18 +118,35 @@ class ToolShelf:
         return {name: found for name, found in reasons.items() if found}
 
     async def _connect(self, servers: list[McpServer]) -> dict[int, str]:
-        """Connect `servers` at once; the reason of each that failed, by id."""
+        """Connect `servers` at once; the reason of each that failed, by id. Each endpoint's
+        outage is opened, extended or closed, and logged when it opens or closes only."""
         results = await asyncio.gather(*(server.connect() for server in servers), return_exceptions=True)
         failures = {}
         for server, result in zip(servers, results, strict=True):
-            if isinstance(result, BaseException):
-                reason = mask_prose(
-                    result.message if isinstance(result, AgentRunnerError) else f"{type(result).__name__}: {result}"
-                )
-                failures[id(server)] = reason
+            endpoint = _endpoint(server.entry)
+            if not isinstance(result, BaseException):
+                ended = self.outages.answered(endpoint)
+                if ended is not None:
+                    log.info(
+                        "MCP server answers again",
+                        tool=server.entry.name,
+                        endpoint=endpoint,
+                        outage_seconds=round(self.outages.seconds_since(ended), 1),
+                        tries=ended.tries,
+                    )
+                continue
+            reason = mask_prose(
+                result.message if isinstance(result, AgentRunnerError) else f"{type(result).__name__}: {result}"
+            )
+            failures[id(server)] = reason
+            if self.outages.failed(endpoint, reason) is not None:
                 log.warning(
-                    "MCP server unreachable", tool=server.entry.name, endpoint=_endpoint(server.entry), error=reason
+                    "MCP server unreachable, trying again with growing waits (up to MCP_RETRY_SECONDS)",
+                    tool=server.entry.name,
+                    endpoint=endpoint,
+                    error=reason,
                 )
+        self._schedule_changed.set()
         return failures
 
     def _tools_of(
@@ -118,7 +160,7 @@ class ToolShelf:
                 if id(server) in failures:
                     reasons.append(
                         f"tool {entry.name!r}: MCP server {_endpoint(entry)} unreachable ({failures[id(server)]}); "
-                        "the agent runs without its tools until it answers (tried again every MCP_RETRY_SECONDS)"
+                        "the agent runs without its tools until it answers (tried again, up to every MCP_RETRY_SECONDS)"
                     )
                     continue
                 tools.extend(McpTool(server, definition) for definition in server.definitions)
@@ -139,8 +181,24 @@ class ToolShelf:
     def tools_for(self, agent: str) -> list[Tool]:
         return list(self._tools.get(agent, []))
 
+    async def until_retry_due(self) -> None:
+        """Return when an unreachable server's next try is due (waits while none is)."""
+        while True:
+            self._schedule_changed.clear()
+            try:
+                async with asyncio.timeout(self.outages.seconds_to_next()):
+                    await self._schedule_changed.wait()
+            except TimeoutError:
+                return
+
     async def retry_unreachable(self) -> bool:
-        waiting = [server for server in self._unreachable if not server.connected]
+        """Try the unreachable servers whose next try is due; True when one answered (load
+        the agents again to give its tools to those that use it)."""
+        due = set(self.outages.due())
+        waiting = [server for server in self._unreachable if _endpoint(server.entry) in due and not server.connected]
+        # An endpoint due with no server left to try (dropped by a load meanwhile) is over.
+        for endpoint in due - {_endpoint(server.entry) for server in waiting}:
+            self.outages.answered(endpoint)
         if not waiting:
             return False
         failures = await self._connect(waiting)
