@@ -9,6 +9,7 @@ import gc
 import signal
 import socket
 import time
+from datetime import timedelta
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
@@ -71,6 +72,7 @@ from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.limits import ConcurrencyLimits
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
+from agentrunner.runtime.retention import RetentionPurger, RetentionWindows
 from agentrunner.runtime.plan_runs import PlanRuns
 from agentrunner.runtime.rate_limits import RateLimits
 from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry, AgentStatus
@@ -198,6 +200,13 @@ class Node:
             bus=self.bus,
             deliver=self.scheduler.deliver,
             interval_seconds=settings.scheduler_watch_seconds,
+        )
+        # The purge talks to the database itself: the cache in front has nothing to add.
+        self.retention = RetentionPurger(
+            retention=database,
+            windows=retention_windows(settings),
+            interval_seconds=settings.retention_interval_seconds,
+            batch_size=settings.retention_batch_size,
         )
         self.limits = ConcurrencyLimits(
             self.cache,
@@ -386,6 +395,8 @@ class Node:
         if "scheduler" in self.roles:
             await self.scheduler.start()
             await self.fire_watch.start()
+            # Singleton background work lives with the scheduler (one purger at a time: a lease).
+            await self.retention.start()
         if self.slack_on:
             await self._start_slack()
         elif "slack" in self.roles:
@@ -484,6 +495,7 @@ class Node:
                     await task
         if self._config_events is not None:
             await self._config_events.cancel()
+        await self.retention.stop()
         await self.fire_watch.stop()
         await self.scheduler.stop()
         await self.relay.stop()
@@ -616,6 +628,23 @@ class Node:
                 off_reason=self.slack_off_reason,
             ),
         }
+
+
+def retention_windows(settings: Settings) -> RetentionWindows:
+    """The retention window of each kind from settings (a kind's own days, else
+    RETENTION_DAYS; 0: kept forever)."""
+
+    def window(days: float | None) -> timedelta | None:
+        days = settings.retention_days if days is None else days
+        return timedelta(days=days) if days > 0 else None
+
+    return RetentionWindows(
+        executions=window(settings.retention_executions_days),
+        fires=window(settings.retention_fires_days),
+        dead_letters=window(settings.retention_dead_letters_days),
+        webhook_deliveries=window(settings.retention_webhook_deliveries_days),
+        idempotency_keys=timedelta(seconds=settings.idempotency_ttl_seconds),
+    )
 
 
 def _bus(settings: Settings, node_id: str) -> EventBus:
