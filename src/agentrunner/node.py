@@ -9,10 +9,10 @@ import gc
 import signal
 import socket
 import time
-from datetime import timedelta
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
+from datetime import timedelta
 from functools import partial
 from typing import Protocol
 
@@ -72,10 +72,10 @@ from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.limits import ConcurrencyLimits
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
-from agentrunner.runtime.retention import RetentionPurger, RetentionWindows
 from agentrunner.runtime.plan_runs import PlanRuns
 from agentrunner.runtime.rate_limits import RateLimits
 from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry, AgentStatus
+from agentrunner.runtime.retention import RetentionPurger, RetentionWindows
 from agentrunner.runtime.schedule_watch import FireWatch
 from agentrunner.runtime.scheduler import Scheduler
 from agentrunner.runtime.slack_answers import SlackAnswers
