@@ -94,36 +94,42 @@ async def purge(session: AsyncConnection, kind: PurgeKind, *, before: datetime, 
     """Delete at most `limit` ended rows of `kind` older than `before`, in the caller's
     transaction; how many were deleted."""
     spec = KINDS[kind]
-    columns = [spec.key]
-    if kind is PurgeKind.EXECUTIONS:
-        columns += [
-            ExecutionRow.agent,
-            ExecutionRow.tenant,
-            ExecutionRow.created_at,
-            ExecutionRow.input_tokens,
-            ExecutionRow.output_tokens,
-            ExecutionRow.cost_usd,
-        ]
     doomed = (
-        select(*columns)
+        select(spec.key)
         .where(spec.age < before, spec.ended())
         .order_by(spec.age)
         .limit(limit)
         .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
     )
-    rows = list((await session.execute(doomed)).all())
-    if not rows:
+    keys = list((await session.execute(doomed)).scalars())
+    if not keys:
         return 0
-    if kind is PurgeKind.EXECUTIONS:
+    # What the DELETE returns, not what the SELECT saw: on SQLite another purger may have
+    # deleted some of them in between (no row locks there), and those must not count twice.
+    removal = delete(spec.table).where(spec.key.in_(keys))
+    if kind is not PurgeKind.EXECUTIONS:
+        return len((await session.execute(removal.returning(spec.key))).all())
+    gone = await session.execute(removal.returning(*_USAGE_COLUMNS))
+    rows = list(gone.all())
+    if rows:
         await _roll_up(session, rows)
-    await session.execute(delete(spec.table).where(spec.key.in_([row[0] for row in rows])))
     return len(rows)
+
+
+_USAGE_COLUMNS = [
+    EXECUTIONS.c.agent,
+    EXECUTIONS.c.tenant,
+    EXECUTIONS.c.created_at,
+    EXECUTIONS.c.input_tokens,
+    EXECUTIONS.c.output_tokens,
+    EXECUTIONS.c.cost_usd,
+]
 
 
 async def _roll_up(session: AsyncConnection, rows: list[Any]) -> None:
     """Add the usage of `rows` (executions about to be deleted) to their hours' rollup rows."""
     sums: dict[tuple[str, str, datetime], list[Any]] = defaultdict(lambda: [0, 0, 0, None])
-    for _, agent, tenant, created_at, tokens_in, tokens_out, cost in rows:
+    for agent, tenant, created_at, tokens_in, tokens_out, cost in rows:
         total = sums[(agent, tenant or "", created_at.replace(minute=0, second=0, microsecond=0))]
         total[0] += 1
         total[1] += tokens_in or 0
