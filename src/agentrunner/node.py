@@ -632,18 +632,22 @@ class Node:
 
 def retention_windows(settings: Settings) -> RetentionWindows:
     """The retention window of each kind from settings (a kind's own days, else
-    RETENTION_DAYS; 0: kept forever)."""
+    RETENTION_DAYS; 0: kept forever); executions at least IDEMPOTENCY_TTL_SECONDS."""
 
     def window(days: float | None) -> timedelta | None:
         days = settings.retention_days if days is None else days
         return timedelta(days=days) if days > 0 else None
 
+    keys = timedelta(seconds=settings.idempotency_ttl_seconds)
+    executions = window(settings.retention_executions_days)
     return RetentionWindows(
-        executions=window(settings.retention_executions_days),
+        # An invocation's Idempotency-Key lives in its execution's row: kept while a retry
+        # may still come, or the retry would run it again.
+        executions=max(executions, keys) if executions is not None else None,
         fires=window(settings.retention_fires_days),
         dead_letters=window(settings.retention_dead_letters_days),
         webhook_deliveries=window(settings.retention_webhook_deliveries_days),
-        idempotency_keys=timedelta(seconds=settings.idempotency_ttl_seconds),
+        idempotency_keys=keys,
     )
 
 

@@ -404,8 +404,9 @@ async def test_usage_counts_the_callers_own_executions_and_an_admins_all(http: C
 
 
 async def test_usage_stays_each_tenants_own_after_the_retention_purge(services: dict[str, str], tmp_path: Path) -> None:
-    # A window of about a tenth of a millisecond: every execution that ended is past it.
-    async with _running_node(services, tmp_path, retention_days=1e-9) as node, _clients(node) as http:
+    # Windows of about a tenth of a millisecond: every execution that ended is past them.
+    tiny = {"retention_days": 1e-9, "idempotency_ttl_seconds": 1e-4}
+    async with _running_node(services, tmp_path, **tiny) as node, _clients(node) as http:
         await _invoke(http, A, "writer", task_data={"prompt": "a"})
         await _invoke(http, A, "writer", task_data={"prompt": "a again"})
         await _invoke(http, B, "writer", task_data={"prompt": "b"})
