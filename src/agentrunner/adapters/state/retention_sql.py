@@ -90,6 +90,17 @@ KINDS: dict[PurgeKind, _Kind] = {
 }
 
 
+# What the rollup needs of each execution deleted.
+_USAGE_COLUMNS = [
+    EXECUTIONS.c.agent,
+    EXECUTIONS.c.tenant,
+    EXECUTIONS.c.created_at,
+    EXECUTIONS.c.input_tokens,
+    EXECUTIONS.c.output_tokens,
+    EXECUTIONS.c.cost_usd,
+]
+
+
 async def purge(session: AsyncConnection, kind: PurgeKind, *, before: datetime, limit: int) -> int:
     """Delete at most `limit` ended rows of `kind` older than `before`, in the caller's
     transaction; how many were deleted."""
@@ -116,18 +127,8 @@ async def purge(session: AsyncConnection, kind: PurgeKind, *, before: datetime, 
     return len(rows)
 
 
-_USAGE_COLUMNS = [
-    EXECUTIONS.c.agent,
-    EXECUTIONS.c.tenant,
-    EXECUTIONS.c.created_at,
-    EXECUTIONS.c.input_tokens,
-    EXECUTIONS.c.output_tokens,
-    EXECUTIONS.c.cost_usd,
-]
-
-
 async def _roll_up(session: AsyncConnection, rows: list[Any]) -> None:
-    """Add the usage of `rows` (executions about to be deleted) to their hours' rollup rows."""
+    """Add the usage of `rows` (executions this transaction deleted) to their hours' rollup rows."""
     sums: dict[tuple[str, str, datetime], list[Any]] = defaultdict(lambda: [0, 0, 0, None])
     for agent, tenant, created_at, tokens_in, tokens_out, cost in rows:
         total = sums[(agent, tenant or "", created_at.replace(minute=0, second=0, microsecond=0))]
