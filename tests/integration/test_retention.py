@@ -1,10 +1,13 @@
 """The retention purger on a real database: a pass works in transactions of `batch_size`
-rows, one replica at a time holds the purge, and writers keep writing while it runs."""
+rows, one replica at a time holds the purge, writers keep writing while it runs, and a
+node's scheduler role runs it in the background."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from agentrunner.domain.event import new_id
 from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
 from agentrunner.ports import PurgeKind
 from agentrunner.runtime.retention import RetentionPurger, RetentionWindows
+from tests.integration.conftest import node_on
 
 OLD = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 WINDOWS = RetentionWindows(
@@ -82,3 +86,18 @@ async def test_writers_keep_writing_while_a_purge_runs(store: SQLStateStore) -> 
     for execution in running:
         assert (await store.get_execution(execution.execution_id)).status is ExecutionStatus.SUCCEEDED
     assert (await store.usage()).executions == 340
+
+
+async def test_a_nodes_scheduler_role_purges_in_the_background(tmp_path: Path) -> None:
+    echo = "name: echo\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: echo, model: echo}\n"
+    tiny = {"retention_days": 1e-9, "idempotency_ttl_seconds": 1e-4, "retention_interval_seconds": 0.05}
+    async with node_on("memory", tmp_path, {"echo.yml": echo}, **tiny) as node:
+        finished = await node.orchestrator.invoke("echo", {"prompt": "x"}, wait=30)
+        assert finished.status is ExecutionStatus.SUCCEEDED
+
+        deadline = time.monotonic() + 30
+        while (await node.store.list_executions()).items:
+            assert time.monotonic() < deadline, "no pass purged the execution within 30 s"
+            await asyncio.sleep(0.05)
+
+        assert (await node.store.usage()).executions == 1
