@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
+from datetime import timedelta
 from functools import partial
 from typing import Protocol
 
@@ -77,6 +78,7 @@ from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import PlanRuns
 from agentrunner.runtime.rate_limits import RateLimits
 from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry, AgentStatus
+from agentrunner.runtime.retention import RetentionPurger, RetentionWindows
 from agentrunner.runtime.schedule_watch import FireWatch
 from agentrunner.runtime.scheduler import Scheduler
 from agentrunner.runtime.slack_answers import SlackAnswers
@@ -203,6 +205,13 @@ class Node:
             bus=self.bus,
             deliver=self.scheduler.deliver,
             interval_seconds=settings.scheduler_watch_seconds,
+        )
+        # The purge talks to the database itself: the cache in front has nothing to add.
+        self.retention = RetentionPurger(
+            retention=database,
+            windows=retention_windows(settings),
+            interval_seconds=settings.retention_interval_seconds,
+            batch_size=settings.retention_batch_size,
         )
         # One per process: the limits' store not answering is logged once, shown on
         # /health/ready ("limits") and in the metrics.
@@ -398,6 +407,8 @@ class Node:
         if "scheduler" in self.roles:
             await self.scheduler.start()
             await self.fire_watch.start()
+            # Singleton background work lives with the scheduler (one purger at a time: a lease).
+            await self.retention.start()
         if self.slack_on:
             await self._start_slack()
         elif "slack" in self.roles:
@@ -498,6 +509,7 @@ class Node:
                     await task
         if self._config_events is not None:
             await self._config_events.cancel()
+        await self.retention.stop()
         await self.fire_watch.stop()
         await self.scheduler.stop()
         await self.relay.stop()
@@ -631,6 +643,27 @@ class Node:
                 off_reason=self.slack_off_reason,
             ),
         }
+
+
+def retention_windows(settings: Settings) -> RetentionWindows:
+    """The retention window of each kind from settings (a kind's own days, else
+    RETENTION_DAYS; 0: kept forever); executions at least IDEMPOTENCY_TTL_SECONDS."""
+
+    def window(days: float | None) -> timedelta | None:
+        days = settings.retention_days if days is None else days
+        return timedelta(days=days) if days > 0 else None
+
+    keys = timedelta(seconds=settings.idempotency_ttl_seconds)
+    executions = window(settings.retention_executions_days)
+    return RetentionWindows(
+        # An invocation's Idempotency-Key lives in its execution's row: kept while a retry
+        # may still come, or the retry would run it again.
+        executions=max(executions, keys) if executions is not None else None,
+        fires=window(settings.retention_fires_days),
+        dead_letters=window(settings.retention_dead_letters_days),
+        webhook_deliveries=window(settings.retention_webhook_deliveries_days),
+        idempotency_keys=keys,
+    )
 
 
 def _bus(settings: Settings, node_id: str) -> EventBus:

@@ -183,6 +183,15 @@ class Settings(BaseSettings):
     # missed; and how often clarifications past their timeout are settled.
     collaborative_poll_seconds: float = Field(default=2, gt=0)
     clarification_sweep_seconds: float = Field(default=5, gt=0)
+    # Retention: days a record is kept once created, fractions allowed (0: forever); per kind,
+    # None = retention_days. How often the purge runs, and rows per purge transaction.
+    retention_days: float = Field(default=30, ge=0)
+    retention_executions_days: float | None = Field(default=None, ge=0)
+    retention_fires_days: float | None = Field(default=None, ge=0)
+    retention_dead_letters_days: float | None = Field(default=None, ge=0)
+    retention_webhook_deliveries_days: float | None = Field(default=None, ge=0)
+    retention_interval_seconds: float = Field(default=3600, gt=0)
+    retention_batch_size: int = Field(default=500, ge=1, le=10_000)
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

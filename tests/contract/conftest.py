@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from uuid import uuid4
 
@@ -97,6 +97,34 @@ async def state_store(state_store_factory: Callable[[], StateStore]) -> StateSto
     store = state_store_factory()
     await store.start()
     return store
+
+
+@pytest.fixture(
+    params=[pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
+)
+def retention_url(request: pytest.FixtureRequest) -> str:
+    """An empty database of this test's own, once per database (sync: see `state_store_url`)."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture
+async def retention_stores(retention_url: str) -> AsyncIterator[Callable[[], Awaitable[SQLStateStore]]]:
+    """Starts stores on `retention_url`: each is both the `StateStore` and the `Retention`
+    port (the purge talks to the database, never through a cache). Closes all of them
+    afterwards."""
+    url = retention_url
+    stores: list[SQLStateStore] = []
+
+    async def start() -> SQLStateStore:
+        store = SQLStateStore(url, pool_size=2, max_overflow=2)
+        stores.append(store)
+        await store.start()
+        return store
+
+    yield start
+    for store in stores:
+        await store.close()
 
 
 # -- EventBus -----------------------------------------------------------------------------

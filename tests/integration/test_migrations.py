@@ -34,6 +34,7 @@ EXPECTED_TABLES = {
     "outbox",
     "dead_letters",
     "audit_log",
+    "usage_rollup",
 }
 
 

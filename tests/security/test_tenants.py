@@ -32,6 +32,7 @@ from agentrunner.domain.llm import LLMRequest
 from agentrunner.domain.plan import Clarification, PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Schedule
 from agentrunner.node import Node
+from agentrunner.ports import PurgeKind
 from agentrunner.runtime.dead_letters import tenant_of
 from agentrunner.runtime.scheduler import scheduled_run
 from agentrunner.runtime.topics import TENANT_HEADER
@@ -117,18 +118,24 @@ def services(request: pytest.FixtureRequest) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-async def node(services: dict[str, str], tmp_path: Path) -> AsyncIterator[Node]:
+@asynccontextmanager
+async def _running_node(services: dict[str, str], tmp_path: Path, **more: Any) -> AsyncIterator[Node]:
     agents = tmp_path / "agents"
     agents.mkdir()
     for name, text in (("chat", CHAT), ("writer", WRITER), ("nightly", NIGHTLY)):
         (agents / f"{name}.yml").write_text(text)
     if "database_url" in services:  # what an operator does once before starting on PostgreSQL
         await asyncio.to_thread(run_schema_command, services["database_url"], "upgrade")
-    settings = Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path, **services)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path, **services, **more)  # type: ignore[call-arg]
     node = Node(settings, script=_reply)
     async with node.running():
         yield node
+
+
+@pytest.fixture
+async def node(services: dict[str, str], tmp_path: Path) -> AsyncIterator[Node]:
+    async with _running_node(services, tmp_path) as running:
+        yield running
 
 
 @asynccontextmanager
@@ -394,6 +401,25 @@ async def test_usage_counts_the_callers_own_executions_and_an_admins_all(http: C
     assert executions(await state.get("/usage", headers=B)) == 1
     assert executions(await state.get("/usage", headers=A)) == 2
     assert executions(await state.get("/usage", headers=ADMIN)) == 3
+
+
+async def test_usage_stays_each_tenants_own_after_the_retention_purge(services: dict[str, str], tmp_path: Path) -> None:
+    # Windows of about a tenth of a millisecond: every execution that ended is past them.
+    tiny = {"retention_days": 1e-9, "idempotency_ttl_seconds": 1e-4}
+    async with _running_node(services, tmp_path, **tiny) as node, _clients(node) as http:
+        await _invoke(http, A, "writer", task_data={"prompt": "a"})
+        await _invoke(http, A, "writer", task_data={"prompt": "a again"})
+        await _invoke(http, B, "writer", task_data={"prompt": "b"})
+        state = http["state"]
+        before = [(await state.get("/usage", headers=caller)).json() for caller in (A, B, ADMIN)]
+
+        report = await node.retention.purge_once()
+
+        assert sum(report.batches[PurgeKind.EXECUTIONS]) == 3
+        assert (await http["orchestrator"].get("/executions", headers=ADMIN)).json()["items"] == []
+        after = [(await state.get("/usage", headers=caller)).json() for caller in (A, B, ADMIN)]
+        assert after == before
+        assert [usage["executions"] for usage in after] == [2, 1, 3]
 
 
 # -- idempotency ----------------------------------------------------------------------------

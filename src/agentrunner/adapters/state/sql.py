@@ -39,7 +39,7 @@ from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from agentrunner.adapters.state import plan_sql, schedule_sql
+from agentrunner.adapters.state import plan_sql, retention_sql, schedule_sql
 from agentrunner.adapters.state.errors import as_outage
 from agentrunner.adapters.state.group_commit import GroupCommit
 from agentrunner.adapters.state.rows import (
@@ -76,7 +76,7 @@ from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
-from agentrunner.domain.state import AgentState, AgentUsage, UsageTotals
+from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
 from agentrunner.ports import (
     AgentRecord,
@@ -87,6 +87,7 @@ from agentrunner.ports import (
     IdempotentRequest,
     KeyedInvocation,
     OutboxEntry,
+    PurgeKind,
     UnfinishedFire,
 )
 
@@ -478,33 +479,9 @@ class SQLStateStore:
         until: datetime | None = None,
         tenant: str | None = None,
     ) -> UsageTotals:
-        query = select(
-            ExecutionRow.agent,
-            func.count(),
-            func.coalesce(func.sum(ExecutionRow.input_tokens), 0),
-            func.coalesce(func.sum(ExecutionRow.output_tokens), 0),
-            func.sum(ExecutionRow.cost_usd),
-        ).group_by(ExecutionRow.agent)
-        if agent:
-            query = query.where(ExecutionRow.agent == agent)
-        if tenant:
-            query = query.where(ExecutionRow.tenant == tenant)
-        if since:
-            query = query.where(ExecutionRow.created_at >= since)
-        if until:
-            query = query.where(ExecutionRow.created_at < until)
+        query = retention_sql.usage_query(agent=agent, since=since, until=until, tenant=tenant)
         async with self._session() as session:
-            rows = (await session.execute(query.order_by(ExecutionRow.agent))).all()
-        agents = [
-            AgentUsage(
-                agent=name,
-                executions=count,
-                input_tokens=int(tokens_in),
-                output_tokens=int(tokens_out),
-                cost_usd=float(cost) if cost is not None else None,
-            )
-            for name, count, tokens_in, tokens_out, cost in rows
-        ]
+            agents = retention_sql.usage_by_agent(list((await session.execute(query)).all()))
         costs = [a.cost_usd for a in agents if a.cost_usd is not None]
         return UsageTotals(
             since=since,
@@ -515,6 +492,30 @@ class SQLStateStore:
             output_tokens=sum(a.output_tokens for a in agents),
             cost_usd=round(sum(costs), 8) if costs else None,
         )
+
+    # -- retention -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def purge_lease(self) -> AsyncIterator[bool]:
+        if self.is_sqlite:  # the embedded store belongs to one process
+            yield True
+            return
+        # A session lock on a connection held for the pass: freed by the unlock, or by
+        # PostgreSQL when the process (and so the connection) dies.
+        async with self._session() as session:
+            lock = retention_sql.PURGE_LOCK_KEY
+            held = bool((await session.execute(select(func.pg_try_advisory_lock(lock)))).scalar())
+            try:
+                yield held
+            finally:
+                if held:
+                    await session.execute(select(func.pg_advisory_unlock(lock)))
+
+    async def purge(self, kind: PurgeKind, *, before: datetime, limit: int) -> int:
+        if limit < 1:
+            raise BadRequestError(f"limit must be at least 1, got {limit}")
+        async with self._session(write=True, atomic=True) as session:
+            return await retention_sql.purge(session, kind, before=before, limit=limit)
 
     # -- agent state -----------------------------------------------------------------
 

@@ -196,7 +196,7 @@ class PlanRunRow(Base):
     trace_id: Mapped[str] = mapped_column(String(128))
     tenant: Mapped[str | None] = mapped_column(String(64), index=True)
     version: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(index=True)  # the retention purge's order
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
 
@@ -280,7 +280,7 @@ class ScheduleFireRow(Base):
     schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
     agent: Mapped[str] = mapped_column(String(128))
     scheduled_for: Mapped[datetime]
-    fired_at: Mapped[datetime]
+    fired_at: Mapped[datetime] = mapped_column(index=True)  # the retention purge's order
     status: Mapped[str] = mapped_column(String(16), index=True)
     note: Mapped[str | None] = mapped_column(Text)
     execution_id: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -314,7 +314,7 @@ class DeadLetterRow(Base):
     event: Mapped[dict[str, Any]]
     error: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(index=True)  # the retention purge's order
     replayed_at: Mapped[datetime | None]
     tenant: Mapped[str | None] = mapped_column(String(64), index=True)
 
@@ -358,7 +358,24 @@ class WebhookDeliveryRow(Base):
     execution_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     url: Mapped[str] = mapped_column(String(2048))
     attempts: Mapped[list[Any]]
-    created_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(index=True)  # the retention purge's order
     next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
     delivered_at: Mapped[datetime | None]
     gave_up_at: Mapped[datetime | None]
+
+
+class UsageRollupRow(Base):
+    """Usage of purged executions, per agent, tenant and hour of creation: the retention
+    purge adds an execution's tokens and cost here in the transaction that deletes it, so
+    `/usage` and budgets (rollup plus live rows) count it exactly once, after it is gone."""
+
+    __tablename__ = "usage_rollup"
+
+    agent: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # "" for executions without a tenant (API auth off): part of the key, never NULL.
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)  # created_at truncated to the hour, UTC
+    executions: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    input_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    output_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    cost_usd: Mapped[float | None] = mapped_column(Float)  # None: none of them had a cost
