@@ -53,21 +53,26 @@ export async function detail(root, { params, signal, fail }) {
     5000,
     async () => {
       const agent = await get(`agents/${encodeURIComponent(name)}`, signal);
+      // One element: replaceChildren takes nodes, not the nested lists `h` flattens.
       holder.replaceChildren(
-        fields([
-          ["Status", h("span", {}, status(agent.status), agent.short_reason ? ` ${agent.short_reason}` : "")],
-          ["Mode", agent.execution_mode || "-"],
-          ["Model", agent.llm ? `${agent.llm.provider} / ${agent.llm.model}` : "-"],
-          ["Description", agent.description || "-"],
-          ["File", agent.source],
-          ["Triggers", agent.event_subscriptions.join(", ") || "-"],
-          ["Tools offered", agent.offered_tools.join(", ") || "-"],
-          ["Executions", link(`#/executions?agent=${encodeURIComponent(agent.name)}`, "its executions")],
-        ]),
-        reasons(agent),
-        agent.warnings.length ? [h("h3", {}, "Warnings"), h("ul", {}, agent.warnings.map((warning) => h("li", {}, warning)))] : null,
-        agent.schedule ? [h("h3", {}, "Schedule"), json(agent.schedule)] : null,
-        agent.tools.length ? [h("h3", {}, "Tools"), json(agent.tools)] : null,
+        h(
+          "div",
+          {},
+          fields([
+            ["Status", h("span", {}, status(agent.status), agent.short_reason ? ` ${agent.short_reason}` : "")],
+            ["Mode", agent.execution_mode || "-"],
+            ["Model", agent.llm ? `${agent.llm.provider} / ${agent.llm.model}` : "-"],
+            ["Description", agent.description || "-"],
+            ["File", agent.source],
+            ["Triggers", agent.event_subscriptions.join(", ") || "-"],
+            ["Tools offered", agent.offered_tools.join(", ") || "-"],
+            ["Executions", link(`#/executions?agent=${encodeURIComponent(agent.name)}`, "its executions")],
+          ]),
+          reasons(agent),
+          agent.warnings.length ? [h("h3", {}, "Warnings"), h("ul", {}, agent.warnings.map((w) => h("li", {}, w)))] : null,
+          agent.schedule ? [h("h3", {}, "Schedule"), json(agent.schedule)] : null,
+          agent.tools.length ? [h("h3", {}, "Tools"), json(agent.tools)] : null,
+        ),
       );
     },
     signal,
