@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agentrunner.adapters.config.files import load_agent_directory
@@ -255,9 +256,19 @@ def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.
     return response
 
 
+_STATUS_COLOURS = {"available": "green", "degraded": "yellow"}
+
+
 @app.command()
-def agents(url: UrlOption = None) -> None:
-    """List the agents of the running platform."""
+def agents(
+    name: Annotated[str | None, typer.Argument(help="One agent: its whole status, reasons and tools.")] = None,
+    url: UrlOption = None,
+) -> None:
+    """List the agents of the running platform, each with a one-line reason; with NAME,
+    show that agent in full."""
+    if name is not None:
+        _agent(name, url)
+        return
     with _client(url) as client:
         listed = _call(client, "GET", "/agents").json()
     table = Table(title=f"{len(listed)} agents")
@@ -266,15 +277,44 @@ def agents(url: UrlOption = None) -> None:
     for agent in listed:
         llm = agent.get("llm") or {}
         status = agent["status"]
-        colour = {"available": "green", "degraded": "yellow"}.get(status, "red")
+        colour = _STATUS_COLOURS.get(status, "red")
         table.add_row(
             agent["name"],
             agent.get("execution_mode") or "-",
             llm.get("provider", "-"),
             llm.get("model", "-"),
             f"[{colour}]{status}[/{colour}]",
-            "; ".join(agent.get("reasons", [])),
+            escape(agent.get("short_reason") or ""),
         )
+    out.print(table)
+    if any(agent.get("reasons") for agent in listed):
+        out.print("The whole reasons of one agent: agentrunner agents NAME")
+
+
+def _agent(name: str, url: str | None) -> None:
+    """`agentrunner agents NAME`: one agent with every reason in full."""
+    with _client(url) as client:
+        agent = _call(client, "GET", f"/agents/{name}").json()
+    colour = _STATUS_COLOURS.get(agent["status"], "red")
+    llm = agent.get("llm") or {}
+    table = Table(show_header=False, title=f"agent {name}")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for field, value in (
+        ("status", f"[{colour}]{agent['status']}[/{colour}]"),
+        ("mode", agent.get("execution_mode") or "-"),
+        ("provider / model", f"{llm.get('provider', '-')} / {llm.get('model', '-')}"),
+        ("file", agent.get("source") or "-"),
+        ("description", agent.get("description") or "-"),
+        ("triggers", ", ".join(agent.get("event_subscriptions") or []) or "-"),
+        ("tools offered", ", ".join(agent.get("offered_tools") or []) or "-"),
+    ):
+        table.add_row(field, value if field == "status" else escape(value))
+    # Reasons and warnings quote files and servers: printed as text, never as markup.
+    for index, reason in enumerate(agent.get("reasons") or [], start=1):
+        table.add_row(f"reason {index}", escape(reason))
+    for warning in agent.get("warnings") or []:
+        table.add_row("warning", escape(warning))
     out.print(table)
 
 

@@ -66,6 +66,9 @@ def _vendor(step_seconds: float) -> FakeOpenAI:
     return FakeOpenAI(api_key="sk-collab", script=answer)
 
 
+ENDED = {"succeeded", "failed", "timed_out", "cancelled"}
+
+
 def _wait_for(url: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
@@ -166,7 +169,8 @@ def test_kill_9_of_the_collaborative_worker_between_steps_resumes_without_runnin
             time.sleep(2.0)  # step two ends while no collaborative worker runs
             worker = _serve(env, log, "collaborative")
             run = _wait_for(run_url, {"succeeded", "failed"}, timeout=90)
-            execution = httpx.get(f"{orchestrator}/executions/{accepted['execution_id']}").json()
+            # The run's end and its execution's end are two saves: wait for the second too.
+            execution = _wait_for(f"{orchestrator}/executions/{accepted['execution_id']}", ENDED)
         finally:
             for process in (worker, rest):
                 if process.poll() is None:

@@ -41,6 +41,9 @@ AGENTS = {
         "name: writer\nagent_type: t\nexecution_mode: autonomous\ndescription: writes posts\n"
         "llm_config: {provider: openai, model: writer}\n"
     ),
+    "needs-key.yml": (
+        "name: needs-key\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: anthropic, model: m}\n"
+    ),
     "team.yml": (
         "name: team\nagent_type: t\nexecution_mode: collaborative\nllm_config: {provider: openai, model: coordinator}\n"
         "collaborative_config: {preferred_collaborators: [writer], max_plan_steps: 1}\n"
@@ -201,6 +204,15 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
                 item
                 for item in api.get("/dead-letters", params={"include_replayed": True}).json()
                 if item["id"] == letter["id"]
+            )
+
+            # The agents list says in one line why an agent cannot run; its page says it all.
+            page.click("nav a[href='#/agents']")
+            needs_key = page.locator('#agents tr[data-agent="needs-key"]')
+            expect(needs_key.locator(".reasons")).to_have_text("ANTHROPIC_API_KEY not set")
+            needs_key.locator("a").click()
+            expect(page.locator("#agent-reasons li")).to_have_text(
+                "provider 'anthropic' needs ANTHROPIC_API_KEY: set it in .env or the environment"
             )
         finally:
             browser.close()

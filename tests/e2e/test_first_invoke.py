@@ -234,6 +234,13 @@ def test_agents_list_shows_status_and_reasons(platform: RunningPlatform) -> None
     assert "ANTHROPIC_API_KEY" in agents["needs-anthropic"]["reasons"][0]
     assert agents["broken-agent"]["status"] == "unavailable"
     assert "execution_mode" in agents["broken-agent"]["reasons"][0]
+    assert {name: agents[name]["short_reason"] for name in ("my-assistant", "needs-anthropic", "echo-assistant")} == {
+        "my-assistant": "MCP server 'tickets' unreachable",
+        "needs-anthropic": "ANTHROPIC_API_KEY not set",
+        "echo-assistant": None,
+    }
+    assert agents["broken-agent"]["short_reason"].startswith("invalid file: execution_mode")
+    assert all(len(a["short_reason"] or "") <= 80 for a in agents.values())
     detail = httpx.get(f"{platform.url('orchestrator')}/agents/my-assistant").json()
     assert detail["event_subscriptions"] == ["slack.command.ask", "task.submitted.general"]
     unavailable = invoke(platform, "needs-anthropic", {"task_data": {"prompt": "x"}})
@@ -276,6 +283,9 @@ def test_cli_invoke_prints_the_answer_and_json(platform: RunningPlatform, fake_o
         check=False,
     )
     listing = subprocess.run([*cli, "agents", *url], capture_output=True, text=True, timeout=60, check=False)
+    one = subprocess.run(
+        [*cli, "agents", "my-assistant", *url], capture_output=True, text=True, timeout=60, check=False
+    )
     missing = subprocess.run(
         [*cli, "invoke", "nope", "x", *url], capture_output=True, text=True, timeout=60, check=False
     )
@@ -285,7 +295,12 @@ def test_cli_invoke_prints_the_answer_and_json(platform: RunningPlatform, fake_o
     assert '"output": "hello"' in as_json.stdout
     assert listing.returncode == 0
     assert "my-assistant" in listing.stdout
-    assert "ANTHROPIC_API_KEY" in listing.stdout
+    assert "ANTHROPIC_API_KEY not set" in listing.stdout
+    assert "MCP server 'tickets' unreachable" in listing.stdout
+    assert "MCP_RETRY_SECONDS" not in listing.stdout  # the list shows the short reason only
+    assert one.returncode == 0, one.stderr
+    assert "MCP_RETRY_SECONDS" in one.stdout  # the agent's own view: the whole reason
+    assert "http://127.0.0.1:9/mcp" in one.stdout
     assert missing.returncode == 1
     assert "agent_not_found" in missing.stderr
 

@@ -47,7 +47,8 @@ class FakeOpenAI:
 
     def __post_init__(self) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # Polled every 50 ms (not 0.5 s): each stop waits one poll, and the suite stops many.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._lock = threading.Lock()
 
     @property

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from agentrunner.domain.event import Event
+from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.domain.llm import Completion, LLMRequest, ToolCall
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.node import Node
@@ -127,6 +128,19 @@ async def _run_in(http: httpx.AsyncClient, run_id: str, *statuses: PlanRunStatus
     return run
 
 
+async def _ended(http: httpx.AsyncClient, execution_id: str) -> dict[str, Any]:
+    """The execution once it ended. A run's end and its execution's end are two saves
+    (runtime/plan_runs.PlanRuns.update), so a run seen ended may still have its execution
+    running for a moment: read it only once it ended too."""
+
+    async def ended() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await http.get(f"/executions/{execution_id}")).json()
+        return body if ExecutionStatus(body["status"]).is_terminal else None
+
+    execution: dict[str, Any] = await _until(ended)
+    return execution
+
+
 async def _listen(node: Node, pattern: str, into: list[Event]) -> None:
     async def keep(event: Event) -> None:
         into.append(event)
@@ -217,7 +231,7 @@ async def test_a_step_question_pauses_the_run_until_it_is_answered(bus: str, ans
                 await node.bus.publish(Event(topic=f"clarification.answered.{run_id}", payload=payload, trace_id="t"))
             done = await _run_in(http, run_id, PlanRunStatus.SUCCEEDED, PlanRunStatus.FAILED)
             again = await http.post(url, json={"response": "US"})
-            execution = (await http.get(f"/executions/{run_id}")).json()
+            execution = await _ended(http, run_id)
 
     assert (question.question, question.kind.value, question.options) == ("Which market?", "choice", ["EU", "US"])
     assert not_an_option.status_code == 400
@@ -351,7 +365,7 @@ async def test_an_unanswered_question_times_out_to_its_default_or_fails_the_run(
             "execution_id"
         ]
         run = await _run_in(http, run_id, PlanRunStatus.SUCCEEDED, PlanRunStatus.FAILED)
-        execution = (await http.get(f"/executions/{run_id}")).json()
+        execution = await _ended(http, run_id)
 
     assert run.status is expected
     if default is None:
@@ -383,7 +397,7 @@ async def test_cancelling_a_collaborative_execution_cancels_its_run_and_its_runn
             return body if body["status"] == "cancelled" else None
 
         stopped = await _until(step_stopped)
-        execution = (await http.get(f"/executions/{run_id}")).json()
+        execution = await _ended(http, run_id)
 
     assert cancelled.status_code in (200, 202), cancelled.text
     assert run.error is not None

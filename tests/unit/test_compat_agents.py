@@ -1,5 +1,6 @@
-"""Agent files written for other implementations load unchanged, and the agents shipped in
-config/agents/ all load and cover every mode and provider.
+"""Agent files written for other implementations load unchanged; the agents shipped in
+config/agents/ (none calls a tool server) and examples/agents/ all load and together
+cover every mode and provider.
 
 The compat files live outside the repository (../shared/compat/agents, read-only): they
 are read in place, never copied. A clone without ../shared skips those tests.
@@ -18,6 +19,7 @@ from agentrunner.domain.agent_document import parse_agent_document
 from tests.conftest import COMPAT_AGENTS, REPO
 
 SHIPPED_AGENTS = REPO / "config" / "agents"
+EXAMPLE_AGENTS = REPO / "examples" / "agents"
 
 needs_compat = pytest.mark.skipif(
     not COMPAT_AGENTS.is_dir(),
@@ -131,7 +133,7 @@ def test_compat_tools_are_mcp_servers_with_urls(compat: dict[str, AgentConfig]) 
     assert all(tool.type == "mcp" and tool.url and tool.url.startswith("https://") for tool in every_tool)
 
 
-# --- config/agents shipped with the repository --------------------------------------------
+# --- config/agents and examples/agents shipped with the repository -----------------------
 
 
 @pytest.fixture(scope="module")
@@ -139,21 +141,44 @@ def shipped() -> AgentDirectory:
     return load_agent_directory(SHIPPED_AGENTS)
 
 
-def test_shipped_agents_all_load_with_no_error_and_no_warning(shipped: AgentDirectory) -> None:
-    assert [str(issue) for issue in shipped.issues] == []
-    assert [str(w) for d in shipped.documents for w in d.warnings] == []
-    assert len(shipped.documents) >= 20
+@pytest.fixture(scope="module")
+def examples() -> AgentDirectory:
+    return load_agent_directory(EXAMPLE_AGENTS)
 
 
-def test_shipped_agents_are_named_after_their_files(shipped: AgentDirectory) -> None:
-    misnamed = {Path(d.source).name: d.config.name for d in shipped.documents if Path(d.source).stem != d.config.name}
+@pytest.mark.parametrize("folder", [SHIPPED_AGENTS, EXAMPLE_AGENTS], ids=["config", "examples"])
+def test_shipped_agents_all_load_with_no_error_and_no_warning(folder: Path) -> None:
+    loaded = load_agent_directory(folder)
+
+    assert [str(issue) for issue in loaded.issues] == []
+    assert [str(w) for d in loaded.documents for w in d.warnings] == []
+    assert len(loaded.documents) >= 4
+
+
+def test_config_agents_call_no_tool_server_and_examples_list_what_they_need(
+    shipped: AgentDirectory, examples: AgentDirectory
+) -> None:
+    readme = (EXAMPLE_AGENTS / "README.md").read_text(encoding="utf-8")
+
+    assert [d.config.name for d in shipped.documents if any(t.type == "mcp" for t in d.config.tools)] == []
+    assert {d.config.name for d in shipped.documents} >= {"echo-assistant", "echo-chat"}
+    assert [d.config.name for d in examples.documents if f"| `{d.config.name}` |" not in readme] == []
+    assert not {d.config.name for d in shipped.documents} & {d.config.name for d in examples.documents}
+
+
+def test_shipped_agents_are_named_after_their_files(shipped: AgentDirectory, examples: AgentDirectory) -> None:
+    documents = [*shipped.documents, *examples.documents]
+    misnamed = {Path(d.source).name: d.config.name for d in documents if Path(d.source).stem != d.config.name}
 
     assert misnamed == {}
 
 
-def test_shipped_agents_cover_every_mode_and_the_main_providers(shipped: AgentDirectory) -> None:
-    modes = Counter(d.config.execution_mode for d in shipped.documents)
-    providers = Counter(d.config.llm_config.provider for d in shipped.documents)
+def test_shipped_agents_cover_every_mode_and_the_main_providers(
+    shipped: AgentDirectory, examples: AgentDirectory
+) -> None:
+    documents = [*shipped.documents, *examples.documents]
+    modes = Counter(d.config.execution_mode for d in documents)
+    providers = Counter(d.config.llm_config.provider for d in documents)
 
     assert set(modes) == set(ExecutionMode)
     expected = {ProviderName.OPENAI, ProviderName.ANTHROPIC, ProviderName.BEDROCK, ProviderName.OLLAMA}

@@ -12,6 +12,7 @@ from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
 from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.agent_document import AgentDocument, parse_agent_document
 from agentrunner.domain.errors import AgentNotFoundError, AgentUnavailableError
+from agentrunner.domain.reason import Reason, short_reason
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
 from agentrunner.settings import Settings
 from tests.conftest import FIXTURE_AGENTS
@@ -245,3 +246,49 @@ def test_an_agent_missing_tools_runs_degraded_and_an_unavailable_one_stays_unava
     assert keyless.reasons[-1] == "tool 'kb': MCP server down"
     with pytest.raises(AgentUnavailableError):
         registry.runnable("keyless")
+
+
+@pytest.mark.parametrize(
+    ("provider", "short"),
+    [
+        ("openai", "OPENAI_API_KEY not set"),
+        ("anthropic", "ANTHROPIC_API_KEY not set"),
+        ("bedrock", "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY not set"),
+    ],
+)
+def test_an_agent_waiting_for_a_key_says_which_in_one_short_line(provider: str, short: str) -> None:
+    agent = registry_of(document("needs-key", provider=provider)).get("needs-key")
+
+    assert agent.short_reason == short
+    assert agent.reasons[0] != short  # the whole story stays in `reasons`
+
+
+def test_an_agent_without_a_reason_has_no_short_reason() -> None:
+    assert registry_of(document("fine")).get("fine").short_reason is None
+
+
+def test_a_short_reason_is_one_line_of_80_characters_at_most_and_counts_the_others() -> None:
+    registry = registry_of(document("helper"), document("keyless", provider="openai"))
+    long = Reason("tool 'kb': MCP server unreachable (ConnectError ...)", short="MCP server 'kb' unreachable")
+    registry.apply_tools({}, {"helper": [long, "x" * 200 + "\nsecond line"], "keyless": ["first\nsecond"]})
+
+    helper, keyless = registry.get("helper"), registry.get("keyless")
+    assert helper.short_reason == "MCP server 'kb' unreachable (+1 more)"
+    assert keyless.short_reason == "OPENAI_API_KEY not set (+1 more)"
+    assert short_reason("x" * 200 + "\nsecond line") == "x" * 79 + "…"
+    assert short_reason("first\nsecond") == "first"
+
+
+def test_a_broken_file_says_in_one_line_what_is_wrong_and_where_in_full(tmp_path: Path) -> None:
+    (tmp_path / "broken.yml").write_text("name: broken\nagent_type: t\nexecution_mode: sometimes\n")
+    loaded = load_agent_directory(tmp_path)
+    registry = AgentRegistry()
+
+    registry.replace_all(loaded.documents, loaded.broken, catalog())
+
+    broken = registry.get("broken")
+    assert broken.short_reason is not None
+    assert broken.short_reason.startswith("invalid file: ")
+    assert "execution_mode" in broken.short_reason
+    assert len(broken.short_reason) <= 80
+    assert str(tmp_path / "broken.yml") in broken.reasons[0]

@@ -28,6 +28,9 @@ class AgentView(BaseModel):
     description: str | None
     tags: list[str]
     status: str
+    # One line (at most 80 characters) for lists: why it cannot run fully, or null.
+    short_reason: str | None = None
+    # The whole story: every reason, with where to look and what to do.
     reasons: list[str]
     llm: LLMView | None
     source: str
@@ -54,6 +57,7 @@ def agent_view(agent: RegisteredAgent) -> AgentView:
         description=config.description if config else None,
         tags=list(config.tags) if config else [],
         status=agent.status.value,
+        short_reason=agent.short_reason,
         reasons=list(agent.reasons),
         llm=LLMView(provider=config.llm_config.provider.value, model=config.llm_config.model) if config else None,
         source=agent.source,

@@ -8,6 +8,7 @@ from enum import StrEnum
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.agent_document import AgentDocument, BrokenAgentFile, ConfigIssue
 from agentrunner.domain.errors import AgentNotFoundError, AgentUnavailableError
+from agentrunner.domain.reason import SHORT_REASON_CHARS, Reason, short_reason
 from agentrunner.ports import AgentRecord, ProviderCatalog
 
 # Modes whose engines this build runs; the others are listed but unavailable, with reason.
@@ -43,6 +44,19 @@ class RegisteredAgent:
     # The tools offered to its model (MCP tools as `<entry>__<tool>`), once they are loaded.
     tools: tuple[str, ...] = ()
 
+    @property
+    def short_reason(self) -> str | None:
+        """Why it cannot run fully, in one line for lists: the first reason's short form
+        (and how many more there are); `reasons` tells the whole story."""
+        if not self.reasons:
+            return None
+        first = short_reason(self.reasons[0])
+        if len(self.reasons) == 1:
+            return first
+        more = f" (+{len(self.reasons) - 1} more)"
+        room = SHORT_REASON_CHARS - len(more)
+        return (first if len(first) <= room else first[: room - 1].rstrip() + "…") + more
+
 
 @dataclass
 class AgentRegistry:
@@ -60,12 +74,18 @@ class AgentRegistry:
         registry = AgentRegistry()
         for document in documents:
             config = document.config
-            reasons = []
+            reasons: list[str] = []
             provider_reason = catalog.unavailable_reason(config.llm_config)
             if provider_reason:
                 reasons.append(provider_reason)
             if config.execution_mode not in SERVED_MODES:
-                reasons.append(f"execution mode {config.execution_mode.value!r} is not served by this version yet")
+                mode = config.execution_mode.value
+                reasons.append(
+                    Reason(
+                        f"execution mode {mode!r} is not served by this version yet",
+                        short=f"mode {mode!r} not served",
+                    )
+                )
             status = AgentStatus.UNAVAILABLE if reasons else AgentStatus.AVAILABLE
             registry.agents[config.name] = RegisteredAgent(
                 config.name, document.source, config, status, tuple(reasons), document.warnings
@@ -74,7 +94,7 @@ class AgentRegistry:
             registry.problems.extend(failure.issues)
             name = failure.claimed_name
             if name and name not in registry.agents:
-                errors = tuple(str(issue) for issue in failure.issues)
+                errors = tuple(_file_problem(issue) for issue in failure.issues)
                 registry.agents[name] = RegisteredAgent(name, failure.source, None, AgentStatus.UNAVAILABLE, errors)
         self.agents = dict(sorted(registry.agents.items()))
         self.problems = registry.problems
@@ -135,3 +155,10 @@ class AgentRegistry:
             for agent in self.agents.values()
             if agent.config and agent.status.runs and agent.config.execution_mode in modes
         ]
+
+
+def _file_problem(issue: ConfigIssue) -> Reason:
+    """A problem of an agent file as a reason: where it is (the whole path, the line) and,
+    short, what is wrong."""
+    what = f"{issue.path}: {issue.message}" if issue.path else issue.message
+    return Reason(str(issue), short=f"invalid file: {what}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from agentrunner.adapters.providers.offline import EchoProvider, Script, ScriptedProvider
 from agentrunner.domain.agent import LLMConfig, ProviderName
 from agentrunner.domain.errors import LLMAuthError
+from agentrunner.domain.reason import Reason
 from agentrunner.ports import LLMProvider
 from agentrunner.settings import Settings
 
@@ -25,16 +26,26 @@ class SettingsProviderCatalog:
         settings = self._settings
         match llm.provider:
             case ProviderName.OPENAI if settings.openai_api_key is None:
-                return "provider 'openai' needs OPENAI_API_KEY: set it in .env or the environment"
+                return Reason(
+                    "provider 'openai' needs OPENAI_API_KEY: set it in .env or the environment",
+                    short="OPENAI_API_KEY not set",
+                )
             case ProviderName.ANTHROPIC if settings.anthropic_api_key is None:
-                return "provider 'anthropic' needs ANTHROPIC_API_KEY: set it in .env or the environment"
+                return Reason(
+                    "provider 'anthropic' needs ANTHROPIC_API_KEY: set it in .env or the environment",
+                    short="ANTHROPIC_API_KEY not set",
+                )
             case ProviderName.BEDROCK if settings.aws_access_key_id is None or settings.aws_secret_access_key is None:
-                return (
+                return Reason(
                     "provider 'bedrock' needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: "
-                    "set them in .env or the environment"
+                    "set them in .env or the environment",
+                    short="AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY not set",
                 )
             case ProviderName.SCRIPTED if self._script is None:
-                return "provider 'scripted' is for tests: it answers only when a script is installed"
+                return Reason(
+                    "provider 'scripted' is for tests: it answers only when a script is installed",
+                    short="provider 'scripted' is for tests only",
+                )
             case _:
                 return None
 

@@ -24,6 +24,7 @@ from agentrunner.adapters.tools.mcp import McpServer, McpTool
 from agentrunner.adapters.tools.outages import Outages
 from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.errors import AgentRunnerError
+from agentrunner.domain.reason import Reason
 from agentrunner.domain.redaction import mask_arguments, mask_prose, mask_url
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, StateStore, Tool
@@ -159,8 +160,11 @@ class ToolShelf:
                 server = self._servers[(config.name, entry.model_dump_json())]
                 if id(server) in failures:
                     reasons.append(
-                        f"tool {entry.name!r}: MCP server {_endpoint(entry)} unreachable ({failures[id(server)]}); "
-                        "the agent runs without its tools until it answers (tried again, up to every MCP_RETRY_SECONDS)"
+                        Reason(
+                            f"tool {entry.name!r}: MCP server {_endpoint(entry)} unreachable ({failures[id(server)]}); "
+                            "the agent runs without its tools until it answers (tried again with growing waits)",
+                            short=f"MCP server {entry.name!r} unreachable",
+                        )
                     )
                     continue
                 tools.extend(McpTool(server, definition) for definition in server.definitions)
@@ -172,10 +176,20 @@ class ToolShelf:
                 try:
                     tools.append(plugin_tool(plugins[entry.name], entry))
                 except Exception as exc:  # noqa: BLE001 - a broken plugin degrades its agents only
-                    reasons.append(f"tool {entry.name!r}: its package failed to load ({type(exc).__name__}: {exc})")
+                    reasons.append(
+                        Reason(
+                            f"tool {entry.name!r}: its package failed to load ({type(exc).__name__}: {exc})",
+                            short=f"tool {entry.name!r} failed to load",
+                        )
+                    )
             else:
                 known = ", ".join(sorted({*BUILTIN_NAMES, *plugins}))
-                reasons.append(f"tool {entry.name!r} is neither built in nor installed (known: {known})")
+                reasons.append(
+                    Reason(
+                        f"tool {entry.name!r} is neither built in nor installed (known: {known})",
+                        short=f"tool {entry.name!r} not installed",
+                    )
+                )
         return tools, reasons
 
     def tools_for(self, agent: str) -> list[Tool]:

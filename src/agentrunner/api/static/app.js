@@ -10,6 +10,7 @@ import * as schedules from "./schedules.js";
 
 const ROUTES = [
   [/^#\/agents$/, agents.list],
+  [/^#\/agents\/([^/]+)$/, agents.detail],
   [/^#\/executions$/, executions.list],
   [/^#\/executions\/([^/]+)$/, executions.detail],
   [/^#\/plan-runs$/, planRuns.list],
