@@ -119,6 +119,47 @@ def cluster_up(
         raise typer.Exit(1) from exc
 
 
+@cluster_app.command("status")
+def cluster_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the state file (with uptimes) as JSON.")] = False,
+) -> None:
+    """Each role of the cluster `cluster up` runs with this DATA_DIR: pid, state, restarts,
+    last exit, uptime; exit 1 when no cluster runs."""
+    import time  # noqa: PLC0415
+
+    from agentrunner import supervisor  # noqa: PLC0415
+
+    path = supervisor.state_file(_settings().data_dir)
+    state = supervisor.read_state(path)
+    if state is None:
+        err.print(f"no cluster running (no state file at {path})")
+        raise typer.Exit(1)
+    if state["stopped"] or not supervisor.supervisor_alive(state["supervisor_pid"]):
+        err.print(f"no cluster running (the supervisor, pid {state['supervisor_pid']}, that wrote {path} is gone)")
+        raise typer.Exit(1)
+    now = time.time()
+    for role in state["roles"]:
+        live = role["state"] in ("starting", "ready")
+        role["uptime_seconds"] = round(now - role["started_at"], 1) if live else None
+    if as_json:
+        typer.echo(json.dumps(state))
+        return
+    table = Table(title=f"cluster (supervisor pid {state['supervisor_pid']}, {path})")
+    for column in ("role", "pid", "state", "restarts", "last exit", "uptime"):
+        table.add_column(column)
+    for role in state["roles"]:
+        uptime = role["uptime_seconds"]
+        table.add_row(
+            role["role"],
+            str(role["pid"] or "-"),
+            role["state"],
+            str(role["restarts"]),
+            role["last_exit"] or "-",
+            "-" if uptime is None else f"{int(uptime) // 60}m{int(uptime) % 60:02d}s",
+        )
+    out.print(table)
+
+
 @app.command()
 def validate(
     directory: Annotated[Path | None, typer.Argument(help="Folder of agent YAML files (default AGENTS_DIR).")] = None,

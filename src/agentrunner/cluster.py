@@ -2,38 +2,31 @@
 Docker — the same processes docker-compose.yml runs, supervised from one terminal.
 
 The cluster migrates the database, starts each role with `agentrunner serve ROLE`, waits
-until every one answers /health/ready, and on Ctrl-C or SIGTERM stops them all (SIGTERM,
-30 s to drain, then SIGKILL).
+until every one answers /health/ready, then supervises them (`agentrunner.supervisor`): a
+role that exits is restarted with backoff while the others keep serving; Ctrl-C or
+SIGTERM stops them all (SIGTERM, 30 s to drain, then SIGKILL).
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
-from types import FrameType
-
-import httpx
 
 from agentrunner.api.access import check_listen_host
 from agentrunner.domain.errors import ConfigError
 from agentrunner.settings import HTTP_ROLES, Settings
+from agentrunner.supervisor import (
+    DRAIN_SECONDS,
+    READY_TIMEOUT_SECONDS,
+    RestartPolicy,
+    RoleProcess,
+    run_cluster,
+    start_roles,
+    state_file,
+    stop,
+)
 
-READY_TIMEOUT_SECONDS = 60.0
-DRAIN_SECONDS = 30.0
-
-
-@dataclass
-class RoleProcess:
-    """One supervised role."""
-
-    role: str
-    health_url: str
-    process: subprocess.Popen[bytes]
+__all__ = ["DRAIN_SECONDS", "READY_TIMEOUT_SECONDS", "RoleProcess", "plan", "run", "start", "stop"]
 
 
 def _free_port(host: str) -> int:
@@ -74,62 +67,15 @@ def plan(settings: Settings, autonomous: int) -> list[tuple[str, list[str], str]
 
 def start(settings: Settings, autonomous: int) -> list[RoleProcess]:
     """Start every role process and wait until each is ready (raises `ConfigError` naming
-    the role that did not come up)."""
-    started = [
-        RoleProcess(role, url, subprocess.Popen(command, env=os.environ.copy()))  # noqa: S603 - our own CLI
-        for role, command, url in plan(settings, autonomous)
-    ]
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    pending = {member.role: member for member in started}
-    while pending and time.monotonic() < deadline:
-        for role, member in list(pending.items()):
-            if member.process.poll() is not None:
-                stop(started)
-                raise ConfigError(f"role {role} exited with {member.process.returncode} while starting")
-            try:
-                if httpx.get(f"{member.health_url}/health/ready", timeout=1).status_code == 200:
-                    del pending[role]
-            except httpx.TransportError:
-                pass
-        time.sleep(0.2)
-    if pending:
-        stop(started)
-        raise ConfigError(f"roles {', '.join(sorted(pending))} not ready within {READY_TIMEOUT_SECONDS:g} s")
-    return started
-
-
-def stop(members: list[RoleProcess]) -> None:
-    """SIGTERM every role, give them DRAIN_SECONDS to finish their work, then SIGKILL."""
-    for member in members:
-        if member.process.poll() is None:
-            member.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + DRAIN_SECONDS
-    for member in members:
-        try:
-            member.process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            member.process.kill()
-            member.process.wait(5)
+    the role that did not come up, after stopping the others)."""
+    return start_roles(plan(settings, autonomous))
 
 
 def run(settings: Settings, autonomous: int) -> int:
-    """Start the cluster and supervise it until a signal or a role exits; the exit code."""
-    members = start(settings, autonomous)
-    stopping = False
-
-    def on_signal(_: int, __: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(f"agentrunner cluster: {len(members)} processes ready; Ctrl-C stops them", flush=True)  # noqa: T201
-    while not stopping:
-        exited = [member for member in members if member.process.poll() is not None]
-        if exited:
-            print(f"role {exited[0].role} exited with {exited[0].process.returncode}; stopping", flush=True)  # noqa: T201
-            stop(members)
-            return 1
-        time.sleep(0.5)
-    stop(members)
-    return 0
+    """Start the cluster and supervise it until a signal (0) or a role that cannot start
+    (1); while it runs, `cluster status` reads its state from DATA_DIR/cluster.json."""
+    return run_cluster(
+        plan(settings, autonomous),
+        state_path=state_file(settings.data_dir),
+        policy=RestartPolicy(max_failed_starts=settings.cluster_max_failed_starts),
+    )

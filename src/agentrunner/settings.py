@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # Reload agent files when they change (the config role watches AGENTS_DIR).
     watch_agents: bool = True
     data_dir: Path = Path("data")
+    # `cluster up` stops every role when one fails to start this many times in a row.
+    cluster_max_failed_starts: int = Field(default=5, gt=0)
 
     # Durable state, cache and bus: empty URLs select the embedded backends.
     database_url: SecretUrl = SecretUrl("")

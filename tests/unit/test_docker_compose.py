@@ -100,6 +100,13 @@ def test_the_migration_runs_once_before_the_roles(services: dict[str, Any]) -> N
     assert services["migrate"]["restart"] == "no"
 
 
+def test_every_long_running_service_is_restarted_unless_stopped(services: dict[str, Any]) -> None:
+    policies = {name: service.get("restart") for name, service in services.items()}
+
+    assert policies.pop("migrate") == "no"  # a one-shot job: restarting would loop it
+    assert policies == dict.fromkeys(policies, "unless-stopped")
+
+
 def test_the_image_installs_the_package_and_ships_the_agents() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
 

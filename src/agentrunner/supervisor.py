@@ -1,0 +1,343 @@
+"""The supervisor of `agentrunner cluster up`: restarts a role process that exits, keeps
+the others serving, and publishes what it sees in a state file for `cluster status`.
+
+Each role is a process with a health URL. A role that exits (a crash, an OOM kill, a
+`kill -9`) is started again with the same command, so on the same port, after an
+exponential backoff (`RestartPolicy`). A restart that exits before it answers
+/health/ready, or does not answer within `READY_TIMEOUT_SECONDS`, is a failed start;
+`max_failed_starts` of them in a row mean the role cannot start: the supervisor stops
+every role and exits 1 naming it. Only Ctrl-C or SIGTERM stops it otherwise.
+
+The state file (`cluster.json` under DATA_DIR, written atomically on every change) holds
+the supervisor's pid and each role's pid, state, restart count, last exit and start time;
+no secrets (health URLs are loopback addresses).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from agentrunner.domain.errors import ConfigError
+
+READY_TIMEOUT_SECONDS = 60.0
+DRAIN_SECONDS = 30.0
+TICK_SECONDS = 0.2
+STATE_FILE_NAME = "cluster.json"
+
+
+class RoleState(StrEnum):
+    """Where a role is in its life under the supervisor."""
+
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"  # exited; waiting for its backoff to pass
+    STOPPED = "stopped"
+
+
+@dataclass
+class RoleProcess:
+    """One supervised role: its current process and how to start it again."""
+
+    role: str
+    health_url: str
+    process: subprocess.Popen[bytes]
+    command: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When to restart a role that exited, and when to give up on it.
+
+    The n-th restart of a crash streak waits `initial * factor**(n-1)`, at most `cap`. A
+    role that had been ready for `stable_seconds` before it exited starts a new streak (its
+    next restart waits `initial` again). `max_failed_starts` restarts in a row that exit
+    before they are ready (or are not ready in time) stop the cluster."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    cap: float = 30.0
+    stable_seconds: float = 60.0
+    max_failed_starts: int = 5
+
+    def delay(self, streak: int) -> float:
+        """Seconds to wait before restart number `streak` (1 = the first) of a streak."""
+        return float(min(self.cap, self.initial * self.factor ** max(0, streak - 1)))
+
+    def next_streak(self, streak: int, ready_for: float | None) -> int:
+        """The streak after an exit: 1 when the role had been ready for `stable_seconds`,
+        else one more (`ready_for` None: it never became ready since its last start)."""
+        if ready_for is not None and ready_for >= self.stable_seconds:
+            return 1
+        return streak + 1
+
+    def gives_up(self, failed_starts: int) -> bool:
+        """True when that many failed starts in a row mean the role cannot start."""
+        return failed_starts >= self.max_failed_starts
+
+
+def exit_reason(returncode: int) -> str:
+    """A process's return code as an operator reads it: `exit code 3`, `signal SIGKILL`."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    """Start a role's process in a session of its own: Ctrl-C in the terminal reaches only
+    the supervisor, which then stops the roles once, in order (a role that got the
+    terminal's SIGINT and then our SIGTERM would take the second signal as "force exit"
+    and skip its drain)."""
+    return subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)  # noqa: S603 - our own CLI
+
+
+def _say(line: str) -> None:
+    """A line on the supervisor's terminal (what an operator watching `cluster up` reads)."""
+    print(line, flush=True)  # noqa: T201
+
+
+def is_ready(health_url: str) -> bool:
+    """True when `health_url`/health/ready answers 200 within a second."""
+    try:
+        return httpx.get(f"{health_url}/health/ready", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def start_roles(plan: list[tuple[str, list[str], str]]) -> list[RoleProcess]:
+    """Start every (role, command, health URL) of `plan` and wait until each is ready
+    (raises `ConfigError` naming the role that did not come up; any exception, a Ctrl-C
+    too, stops what was started)."""
+    started: list[RoleProcess] = []
+    try:
+        for role, command, url in plan:
+            started.append(RoleProcess(role, url, spawn(command), command))
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        pending = {member.role: member for member in started}
+        while pending and time.monotonic() < deadline:
+            for role, member in list(pending.items()):
+                if member.process.poll() is not None:
+                    raise ConfigError(f"role {role} exited with {member.process.returncode} while starting")
+                if is_ready(member.health_url):
+                    del pending[role]
+            time.sleep(TICK_SECONDS)
+        if pending:
+            raise ConfigError(f"roles {', '.join(sorted(pending))} not ready within {READY_TIMEOUT_SECONDS:g} s")
+    except BaseException:
+        stop(started)
+        raise
+    return started
+
+
+def stop(members: list[RoleProcess], drain: float = DRAIN_SECONDS) -> None:
+    """SIGTERM every role, give them `drain` seconds to finish their work, then SIGKILL."""
+    for member in members:
+        if member.process.poll() is None:
+            member.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + drain
+    for member in members:
+        try:
+            member.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            member.process.kill()
+            member.process.wait(5)
+
+
+def state_file(data_dir: Path) -> Path:
+    """Where the supervisor of a cluster with this DATA_DIR publishes its state."""
+    return data_dir / STATE_FILE_NAME
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace `path` with `state` as JSON atomically (a reader sees the old or the new file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(state, indent=2))
+    os.replace(partial, path)
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """The state last written at `path`; None when there is none (or it is not ours)."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and isinstance(state.get("supervisor_pid"), int) else None
+
+
+def supervisor_alive(pid: int) -> bool:
+    """True when process `pid` exists (the state file's writer is still running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@dataclass
+class _Supervised:
+    """A role and what the supervisor knows of it."""
+
+    member: RoleProcess
+    state: RoleState = RoleState.READY
+    restarts: int = 0
+    last_exit: str | None = None
+    started_at: float = field(default_factory=time.time)  # wall clock, for `cluster status`
+    since: float = field(default_factory=time.monotonic)  # when the current state began
+    streak: int = 0
+    failed_starts: int = 0
+
+
+class Supervisor:
+    """Keeps a started cluster's roles running until `request_stop` or a give-up."""
+
+    def __init__(
+        self, members: list[RoleProcess], *, state_path: Path, policy: RestartPolicy, drain: float = DRAIN_SECONDS
+    ) -> None:
+        self._roles = [_Supervised(member) for member in members]
+        self._state_path = state_path
+        self._policy = policy
+        self._drain = drain
+        self._stopping = False
+        self._started_at = time.time()
+
+    @property
+    def members(self) -> list[RoleProcess]:
+        """The roles with their current processes."""
+        return [entry.member for entry in self._roles]
+
+    def request_stop(self, *_: object) -> None:
+        """Stop at the next tick (safe from a signal handler: it only sets a flag)."""
+        self._stopping = True
+
+    def run(self) -> int:
+        """Supervise until a stop request (0) or a role that cannot start (1); every role
+        is stopped on return."""
+        self.publish()
+        gave_up: str | None = None
+        while not self._stopping and gave_up is None:
+            gave_up = self._tick()
+            if gave_up is None and not self._stopping:
+                time.sleep(TICK_SECONDS)
+        if gave_up is not None:
+            _say(f"{gave_up}; stopping the cluster")
+        stop([entry.member for entry in self._roles], self._drain)
+        for entry in self._roles:
+            entry.state = RoleState.STOPPED
+        self.publish(stopped=True)
+        return 0 if gave_up is None else 1
+
+    def _tick(self) -> str | None:
+        """One look at every role; a give-up message when one cannot start."""
+        changed = False
+        for entry in self._roles:
+            if self._stopping:
+                break
+            process = entry.member.process
+            if entry.state is RoleState.RESTARTING:
+                if time.monotonic() >= entry.since + self._policy.delay(entry.streak):
+                    self._restart(entry)
+                    changed = True
+            elif process.poll() is not None:
+                message = self._exited(entry, exit_reason(process.returncode))
+                if message:
+                    return message
+                changed = True
+            elif entry.state is RoleState.STARTING:
+                if is_ready(entry.member.health_url):
+                    entry.state, entry.since, entry.failed_starts = RoleState.READY, time.monotonic(), 0
+                    _say(f"role {entry.member.role} ready again (pid {process.pid}, restart {entry.restarts})")
+                    changed = True
+                elif time.monotonic() - entry.since > READY_TIMEOUT_SECONDS:
+                    stop([entry.member], drain=5)
+                    message = self._exited(entry, f"not ready within {READY_TIMEOUT_SECONDS:g} s")
+                    if message:
+                        return message
+                    changed = True
+        if changed:
+            self.publish()
+        return None
+
+    def _exited(self, entry: _Supervised, reason: str) -> str | None:
+        """Record an unexpected exit and schedule the restart; a give-up message instead when
+        the role has failed to start `max_failed_starts` times in a row."""
+        ready_for = time.monotonic() - entry.since if entry.state is RoleState.READY else None
+        entry.last_exit = reason
+        role, pid = entry.member.role, entry.member.process.pid
+        if ready_for is None:
+            entry.failed_starts += 1
+            if self._policy.gives_up(entry.failed_starts):
+                return f"role {role} failed to start {entry.failed_starts} times in a row (last: {reason})"
+        entry.streak = self._policy.next_streak(entry.streak, ready_for)
+        entry.state, entry.since = RoleState.RESTARTING, time.monotonic()
+        delay = self._policy.delay(entry.streak)
+        _say(f"role {role} (pid {pid}) exited with {reason}; restart {entry.restarts + 1} in {delay:g} s")
+        return None
+
+    def _restart(self, entry: _Supervised) -> None:
+        entry.member.process = spawn(entry.member.command)
+        entry.restarts += 1
+        entry.state, entry.since, entry.started_at = RoleState.STARTING, time.monotonic(), time.time()
+
+    def publish(self, *, stopped: bool = False) -> None:
+        """Write what the supervisor knows to its state file."""
+        write_state(
+            self._state_path,
+            {
+                "supervisor_pid": os.getpid(),
+                "started_at": self._started_at,
+                "stopped": stopped,
+                "roles": [
+                    {
+                        "role": entry.member.role,
+                        "pid": None if entry.state is RoleState.RESTARTING else entry.member.process.pid,
+                        "state": entry.state.value,
+                        "restarts": entry.restarts,
+                        "last_exit": entry.last_exit,
+                        "started_at": entry.started_at,
+                        "health_url": entry.member.health_url,
+                    }
+                    for entry in self._roles
+                ],
+            },
+        )
+
+
+def _interrupt(_: int, __: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_cluster(
+    plan: list[tuple[str, list[str], str]], *, state_path: Path, policy: RestartPolicy, drain: float = DRAIN_SECONDS
+) -> int:
+    """Start `plan`'s roles, then supervise them in the main thread until SIGINT or SIGTERM
+    (0) or a role that cannot start (1); raises `ConfigError` when the first start fails."""
+    # SIGTERM while starting stops what was started, as Ctrl-C does: the roles run in
+    # sessions of their own, so nobody else would stop them.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        members = start_roles(plan)
+    except KeyboardInterrupt:
+        _say("agentrunner cluster: stopped while starting")
+        return 1
+    supervisor = Supervisor(members, state_path=state_path, policy=policy, drain=drain)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    supervisor.publish()  # before the line below: who waits for it can read the state file
+    _say(f"agentrunner cluster: {len(members)} processes ready; Ctrl-C stops them")
+    return supervisor.run()
