@@ -69,6 +69,7 @@ from agentrunner.runtime.budgets import Budget, Budgets, TenantBudget
 from agentrunner.runtime.collaboration import CollaborativePool
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.limits import ConcurrencyLimits
+from agentrunner.runtime.limits_store import LimitsStore
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import PlanRuns
@@ -199,16 +200,21 @@ class Node:
             deliver=self.scheduler.deliver,
             interval_seconds=settings.scheduler_watch_seconds,
         )
+        # One per process: the limits' store not answering is logged once, shown on
+        # /health/ready ("limits") and in the metrics.
+        self.limits_store = LimitsStore(metrics=self.metrics)
         self.limits = ConcurrencyLimits(
             self.cache,
             provider_limits=settings.provider_max_concurrency,
             lease_seconds=settings.slot_lease_seconds,
             tenant_limit=settings.tenant_max_concurrency,
+            store=self.limits_store,
         )
         self.rates = RateLimits(
             self.cache,
             provider_requests_per_minute=settings.provider_requests_per_minute,
             provider_tokens_per_minute=settings.provider_tokens_per_minute,
+            store=self.limits_store,
         )
         self.pool = self._agent_pool("autonomous", settings.rabbitmq_prefetch_count, AUTONOMOUS_POOL_MODES)
         # A conversation takes its messages one at a time, in order.
@@ -545,8 +551,9 @@ class Node:
         """What every role app shares: readiness checks and API keys."""
         return EdgeConfig(
             readiness={"database": self.store.ping, "event_bus": self.bus.ping},
-            # The cache being down slows reads; it does not stop the node from serving.
-            advisory={"cache": self.cache.ping},
+            # The cache being down slows reads and makes limited work wait (`limits`); it
+            # does not stop the node from serving.
+            advisory={"cache": self.cache.ping, "limits": self.limits_store.check},
             api_keys=self.api_keys,
             max_body_bytes=self.settings.max_request_bytes,
             rate_limit_per_minute=self.settings.effective_api_rate_limit,
@@ -658,7 +665,14 @@ def _cache(settings: Settings) -> _SharedCache:
     # Imported here: redis-py costs start-up time that the embedded mode does not need.
     from agentrunner.adapters.cache.redis import RedisCache  # noqa: PLC0415
 
-    return RedisCache(settings.redis_url.get_secret_value(), key_prefix=settings.redis_key_prefix)
+    # Slot calls wait longer than cache reads (a slow answer beats a call Redis may still
+    # apply), but not past a third of a lease, so a lost call is tried again in time.
+    limits_timeout = min(2.0, max(0.5, settings.slot_lease_seconds / 3))
+    return RedisCache(
+        settings.redis_url.get_secret_value(),
+        key_prefix=settings.redis_key_prefix,
+        limits_timeout_seconds=limits_timeout,
+    )
 
 
 def _slack_off_reason(settings: Settings, roles: frozenset[str], *, optional: bool) -> str | None:

@@ -489,24 +489,45 @@ class StateStore(Protocol):
 
 class Slots(Protocol):
     """Concurrency slots shared by every process: at most `limit` holders of a scope at
-    once, each lease expiring unless renewed (a dead holder frees its slot)."""
+    once, each lease expiring unless renewed (a dead holder frees its slot).
+
+    Contract: a lease's time passes only while the store is called (by anyone: renewals,
+    takers asking again); a stretch in which nobody reaches the store counts for at most
+    half a lease, so leases do not run out while the store is down or paused for everyone,
+    and its holders renew them when it answers again. A store that can lose its data while
+    holders live (Redis restarted without persistence) fences: the first call that finds
+    it empty (fresh or restarted) opens a grace of one lease (that call's `ttl_seconds`) in
+    which new holders are refused while renewals (reclaims) succeed, so the running holders
+    are back in before anyone new gets a slot. Raises `DependencyUnavailableError` when the
+    store does not answer (the call may still have been applied: every method is idempotent
+    for a holder, so trying again is safe).
+    """
 
     async def acquire_slot(self, scope: str, holder: str, limit: int, ttl_seconds: float) -> bool:
-        """Take (or keep) one of `scope`'s `limit` slots for `holder`; False when all are taken."""
+        """Take (or keep) one of `scope`'s `limit` slots for `holder`; False when all are
+        taken (or the store's grace after losing its data is on)."""
         ...
 
     async def renew_slot(self, scope: str, holder: str, ttl_seconds: float) -> bool:
-        """Extend `holder`'s lease; False when it had expired (and may be taken)."""
+        """Extend `holder`'s lease; True when the holder still had its slot (its lease
+        alive, or run out with nobody asking for a slot since). When it was gone (taken
+        over after its lease ran out, or the store lost its data), the holder is added back
+        regardless of the limit and of the grace, since it is running, and the answer is
+        False."""
         ...
 
     async def release_slot(self, scope: str, holder: str) -> None:
-        """Give the slot back."""
+        """Give the slot back (nothing when `holder` holds none)."""
         ...
 
 
 class Buckets(Protocol):
     """Token buckets shared by every process: `per_minute` tokens a minute, smoothed (at
-    most one second's worth at once), for request and token rate limits."""
+    most one second's worth at once), for request and token rate limits.
+
+    Contract: raises `DependencyUnavailableError` when the store does not answer (the call
+    may still have been applied: trying again errs on the side of fewer calls).
+    """
 
     async def take_tokens(self, scope: str, per_minute: float, amount: float) -> float:
         """Take `amount` tokens (0: only check the bucket is not in debt); 0.0 when taken,
@@ -662,6 +683,16 @@ class Metrics(Protocol):
 
     def queue_depths_measured(self, depths: Mapping[str, int]) -> None:
         """The events waiting in each queue just now (queues absent from `depths` are gone)."""
+        ...
+
+    def limits_store_unavailable(self, unavailable: bool) -> None:
+        """The store of the concurrency slots and rate-limit buckets stopped (True) or
+        started again (False) answering this process."""
+        ...
+
+    def limits_store_waited(self, kind: str) -> None:
+        """A taker of a slot (`kind` "slot") or of a rate-limit token ("rate") started
+        waiting for the store to answer."""
         ...
 
     def exposition(self) -> tuple[bytes, str]:

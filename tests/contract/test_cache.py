@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 import redis.exceptions
@@ -16,6 +17,7 @@ from agentrunner.adapters.cache.redis import RedisCache
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.ports import Buckets, Cache, Slots
 from tests.conftest import free_port
+from tests.contract.conftest import REDIS_URL, delete_redis_keys
 
 WAIT_SECONDS = 5.0
 LONG_TTL = 60.0
@@ -245,14 +247,37 @@ async def test_every_redis_and_network_error_becomes_dependency_unavailable(exce
 
 # -- concurrency slots (ports.Slots) --------------------------------------------------
 
+OPENING_LEASE = 0.01
+
 
 def _slots(cache: Cache) -> Slots:
     assert isinstance(cache, InMemoryCache | RedisCache)
     return cache
 
 
-async def test_a_scope_gives_at_most_its_limit_of_slots_and_a_holder_keeps_its_own(cache: Cache) -> None:
+async def _opened(cache: Cache) -> Slots:
+    """`cache`'s slots past the grace a fresh store opens (Redis: one lease of the first
+    call, here a short one); the in-process store opens none."""
     slots = _slots(cache)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not await slots.acquire_slot("opening", "opener", 1, OPENING_LEASE):
+        assert time.monotonic() < deadline, "the fresh store's grace never ended"
+        await asyncio.sleep(0.005)
+    await slots.release_slot("opening", "opener")
+    return slots
+
+
+async def _take_when_free(slots: Slots, scope: str, holder: str, limit: int, lease: float) -> float:
+    """Ask for a slot every 20 ms until it is given; the seconds that took."""
+    started = time.monotonic()
+    while not await slots.acquire_slot(scope, holder, limit, lease):
+        assert time.monotonic() - started < WAIT_SECONDS, f"{holder} never got a slot of {scope}"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def test_a_scope_gives_at_most_its_limit_of_slots_and_a_holder_keeps_its_own(cache: Cache) -> None:
+    slots = await _opened(cache)
 
     taken = [await slots.acquire_slot("agent:a", f"h{i}", 2, 30) for i in range(3)]
     again = await slots.acquire_slot("agent:a", "h0", 2, 30)
@@ -266,26 +291,130 @@ async def test_a_scope_gives_at_most_its_limit_of_slots_and_a_holder_keeps_its_o
     assert after_release is True
 
 
-async def test_a_lease_not_renewed_expires_and_frees_its_slot(cache: Cache) -> None:
-    slots = _slots(cache)
+async def test_asking_again_with_the_same_holder_keeps_one_slot(cache: Cache) -> None:
+    # A taker whose call timed out after the store applied it asks again: one slot, not two.
+    slots = await _opened(cache)
+
+    twice = [await slots.acquire_slot("agent:again", "h", 2, 30) for _ in range(2)]
+    others = [await slots.acquire_slot("agent:again", f"o{i}", 2, 30) for i in range(2)]
+
+    assert twice == [True, True]
+    assert others == [True, False]
+
+
+async def test_a_lease_not_renewed_expires_for_a_taker_that_keeps_asking(cache: Cache) -> None:
+    slots = await _opened(cache)
     assert await slots.acquire_slot("agent:exp", "dead", 1, 0.3)
-    assert await slots.acquire_slot("agent:exp", "alive", 1, 30) is False
 
-    await asyncio.sleep(0.2)
-    renewed_early = await slots.renew_slot("agent:exp", "dead", 0.3)  # still alive: kept
-    await asyncio.sleep(0.45)
+    took = await _take_when_free(slots, "agent:exp", "alive", 1, 30)
 
-    assert renewed_early is True
-    assert await slots.renew_slot("agent:exp", "dead", 30) is False  # expired meanwhile
-    assert await slots.acquire_slot("agent:exp", "alive", 1, 30) is True
+    assert 0.25 <= took < 2.0, took
+
+
+async def test_a_renewed_lease_is_kept(cache: Cache) -> None:
+    slots = await _opened(cache)
+    assert await slots.acquire_slot("agent:kept", "holder", 1, 0.3)
+
+    renewals = []
+    for _ in range(5):  # 0.5 s of a 0.3 s lease, renewed every 0.1 s, a taker asking between
+        await asyncio.sleep(0.1)
+        renewals.append(await slots.renew_slot("agent:kept", "holder", 0.3))
+        assert await slots.acquire_slot("agent:kept", "taker", 1, 0.3) is False
+
+    assert renewals == [True] * 5
+
+
+async def test_a_holder_whose_lease_was_taken_over_adds_itself_back_beyond_the_limit(cache: Cache) -> None:
+    # It is running: the store must count it, or one more would be let in after it.
+    slots = await _opened(cache)
+    assert await slots.acquire_slot("agent:back", "slow", 1, 0.3)
+    await _take_when_free(slots, "agent:back", "taker", 1, 30)
+
+    renewed = await slots.renew_slot("agent:back", "slow", 30)
+    again = await slots.renew_slot("agent:back", "slow", 30)
+    third = await slots.acquire_slot("agent:back", "third", 2, 30)
+
+    assert renewed is False  # it was gone, and is back
+    assert again is True
+    assert third is False  # two holders (the limit was one): a limit of two is full
+
+
+async def test_a_lease_does_not_run_out_while_nobody_calls_the_store(cache: Cache) -> None:
+    # A store down (or paused) for everyone: no holder could renew, none is taken over.
+    slots = await _opened(cache)
+    assert await slots.acquire_slot("agent:silent", "holder", 1, 0.3)
+
+    await asyncio.sleep(1.0)  # more than three leases without a call
+    taker = await slots.acquire_slot("agent:silent", "taker", 1, 0.3)
+    renewed = await slots.renew_slot("agent:silent", "holder", 0.3)
+
+    assert taker is False
+    assert renewed is True
+
+
+async def test_releasing_a_slot_not_held_changes_nothing(cache: Cache) -> None:
+    slots = await _opened(cache)
+    assert await slots.acquire_slot("agent:rel", "holder", 1, 30)
+
+    await slots.release_slot("agent:rel", "stranger")
+    await slots.release_slot("agent:none", "stranger")
+
+    assert await slots.acquire_slot("agent:rel", "taker", 1, 30) is False
 
 
 async def test_concurrent_takers_of_the_last_slots_never_exceed_the_limit(cache: Cache) -> None:
-    slots = _slots(cache)
+    slots = await _opened(cache)
 
     taken = await asyncio.gather(*(slots.acquire_slot("agent:race", f"h{i}", 3, 30) for i in range(20)))
 
     assert sum(taken) == 3
+
+
+# -- a Redis that lost its data (the Redis backend only: the in-process store cannot lose
+# its data while its holders live, they are in the same process) ---------------------------
+
+
+@pytest.fixture
+async def redis_slots() -> AsyncIterator[tuple[RedisCache, str]]:
+    """A RedisCache on the test Redis with a key prefix of its own (deleted afterwards)."""
+    prefix = f"agentrunner-test:{uuid4().hex}:"
+    cache = RedisCache(REDIS_URL, key_prefix=prefix)
+    try:
+        yield cache, prefix
+    finally:
+        await cache.close()
+        await delete_redis_keys(prefix)
+
+
+@pytest.mark.redis
+async def test_a_fresh_redis_gives_no_slot_for_one_lease(redis_slots: tuple[RedisCache, str]) -> None:
+    slots, _ = redis_slots
+
+    first = await slots.acquire_slot("agent:fresh", "taker", 1, 0.5)
+    took = await _take_when_free(slots, "agent:fresh", "taker", 1, 0.5)
+
+    assert first is False
+    assert 0.4 <= took < 3.0, took
+
+
+@pytest.mark.redis
+async def test_a_redis_that_lost_its_data_lets_its_holders_back_in_before_new_ones(
+    redis_slots: tuple[RedisCache, str],
+) -> None:
+    slots, prefix = redis_slots
+    await _opened(slots)
+    assert await slots.acquire_slot("agent:lost", "running", 1, 0.5)
+
+    await delete_redis_keys(prefix)  # what a restart without persistence leaves
+    refused = await slots.acquire_slot("agent:lost", "newcomer", 2, 0.5)  # opens the grace
+    added_back = await slots.renew_slot("agent:lost", "running", 30)  # within the grace
+    took = await _take_when_free(slots, "agent:lost", "newcomer", 2, 30)
+    third = await slots.acquire_slot("agent:lost", "third", 2, 30)
+
+    assert refused is False
+    assert added_back is False  # it was gone, and is back
+    assert 0.4 <= took < 3.0, took  # not before the grace of one lease ended
+    assert third is False  # the holder that came back counts
 
 
 # -- token buckets (ports.Buckets) ----------------------------------------------------

@@ -1,8 +1,10 @@
 """Guardrails on real processes (orchestrator and three autonomous workers on PostgreSQL,
 RabbitMQ and Redis; the model is the OpenAI loopback fake): limits.max_concurrency holds
 across the workers and nothing waits forever; a worker killed holding a slot frees it
-within SLOT_LEASE_SECONDS; a spent budget refuses the next invocation with the figures
-while the one in flight finishes, warns at 80 %, and shows in GET /usage."""
+within SLOT_LEASE_SECONDS; the limit holds while Redis does not answer (work waits, then
+runs) and after Redis restarts without its data (the running holders come back first); a
+spent budget refuses the next invocation with the figures while the one in flight
+finishes, warns at 80 %, and shows in GET /usage."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from agentrunner.adapters.state.urls import run_schema_command
 from tests.conftest import free_port
 from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.private_redis import PrivateRedis, private_redis
 from tests.integration.processes import role_processes, wait_finished
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
@@ -47,16 +51,20 @@ LISTENER = (
 )
 
 
+LEASE_SECONDS = 2.0
+
+
 @dataclass
 class Deployment:
     url: str
     fake: FakeOpenAI
     workers: list[subprocess.Popen[bytes]]
+    health: list[str]
     roles: Any
 
 
-@pytest.fixture
-def deployment(tmp_path: Path, postgres_url: str) -> Iterator[Deployment]:
+@contextmanager
+def _deployed(tmp_path: Path, postgres_url: str, redis_url: str, prefix: str) -> Iterator[Deployment]:
     run_schema_command(postgres_url, "upgrade")
     agents = tmp_path / "agents"
     agents.mkdir()
@@ -68,14 +76,41 @@ def deployment(tmp_path: Path, postgres_url: str) -> Iterator[Deployment]:
             "ORCHESTRATOR_PORT": str(port),
             "OPENAI_API_KEY": fake.api_key,
             "OPENAI_BASE_URL": fake.base_url,
-            "REDIS_URL": REDIS_URL,
-            "REDIS_KEY_PREFIX": f"limits-{uuid.uuid4().hex[:8]}:",
-            "SLOT_LEASE_SECONDS": "2",
+            "REDIS_URL": redis_url,
+            "REDIS_KEY_PREFIX": prefix,
+            "SLOT_LEASE_SECONDS": f"{LEASE_SECONDS:g}",
         }
         with role_processes(tmp_path, postgres_url, **env) as roles:
             roles.serve("orchestrator", log="o.log")
-            workers = roles.serve_workers(3, ready=(f"http://127.0.0.1:{port}",))
-            yield Deployment(f"http://127.0.0.1:{port}", fake, workers, roles)
+            health = [f"http://127.0.0.1:{free_port()}" for _ in range(3)]
+            workers = [
+                roles.serve("autonomous", "--health-port", url.rsplit(":", 1)[1], log=f"w{index}.log")
+                for index, url in enumerate(health)
+            ]
+            roles.wait_ready(f"http://127.0.0.1:{port}", *health)
+            yield Deployment(f"http://127.0.0.1:{port}", fake, workers, health, roles)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, postgres_url: str) -> Iterator[Deployment]:
+    with _deployed(tmp_path, postgres_url, REDIS_URL, f"limits-{uuid.uuid4().hex[:8]}:") as deployed:
+        yield deployed
+
+
+@dataclass
+class OnPrivateRedis:
+    deployment: Deployment
+    redis: PrivateRedis
+
+
+@pytest.fixture
+def on_private_redis(tmp_path: Path, postgres_url: str) -> Iterator[OnPrivateRedis]:
+    """The deployment on a Redis of the test's own, which the test pauses or kills."""
+    with (
+        private_redis(tmp_path / "redis") as redis,
+        _deployed(tmp_path, postgres_url, redis.url, "limits:") as deployed,
+    ):
+        yield OnPrivateRedis(deployed, redis)
 
 
 def _invoke(http: httpx.Client, agent: str, prompt: str) -> httpx.Response:
@@ -102,6 +137,84 @@ def test_max_concurrency_holds_across_three_workers_and_every_task_runs(deployme
     assert [r["status"] for r in records] == ["succeeded"] * 12
     assert _most_at_once(records) == 2
     assert len({r["worker"] for r in records}) >= 2  # the limit is shared, not per worker
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _running(http: httpx.Client, ids: list[str]) -> int:
+    return sum(http.get(f"/executions/{i}").json()["status"] == "running" for i in ids)
+
+
+def _limits_check(health: str) -> tuple[int, str]:
+    answer = httpx.get(f"{health}/health/ready", timeout=5)
+    return answer.status_code, str(answer.json()["checks"].get("limits"))
+
+
+def _started_between(records: list[dict[str, Any]], begin: datetime, end: datetime) -> list[str]:
+    return [r["execution_id"] for r in records if begin < datetime.fromisoformat(r["started_at"]) < end]
+
+
+def test_work_waits_for_a_redis_that_does_not_answer_and_then_runs_within_the_limit(
+    on_private_redis: OnPrivateRedis,
+) -> None:
+    deployment, redis = on_private_redis.deployment, on_private_redis.redis
+    deployment.fake.slow(2.0)
+    with httpx.Client(base_url=deployment.url, timeout=30) as http:
+        ids = [_invoke(http, "limited", f"task {i}").json()["execution_id"] for i in range(8)]
+        _wait_for(lambda: _running(http, ids) == 2, "two executions never ran")
+        redis.pause()
+        paused_at, paused_wall = time.monotonic(), datetime.now(UTC)
+        answers: list[tuple[int, str]] = []
+        metrics: list[str] = []
+        try:
+            # Longer than two leases (they must not run out while nobody reaches Redis), and
+            # until a worker says its limits wait (asserted below), for 20 s at most.
+            while (elapsed := time.monotonic() - paused_at) < 2.5 * LEASE_SECONDS or (not answers and elapsed < 20):
+                # Takers wait (and say so on /health/ready, still 200) instead of running unlimited.
+                checks = [_limits_check(h) for h in deployment.health]
+                if not answers and any(limits.startswith("waiting: cache unavailable") for _, limits in checks):
+                    answers = checks
+                    metrics = [httpx.get(f"{h}/metrics", timeout=5).text for h in deployment.health]
+                time.sleep(0.05)
+        finally:
+            redis.resume()
+        resumed_wall = datetime.now(UTC)
+        records = wait_finished(http, ids, timeout=90)
+        recovered = [_limits_check(h) for h in deployment.health]
+
+    assert [r["status"] for r in records] == ["succeeded"] * 8
+    assert _most_at_once(records) == 2
+    assert _started_between(records, paused_wall + timedelta(seconds=0.5), resumed_wall) == []
+    assert {code for code, _ in answers} == {200}
+    assert any(limits.startswith("waiting: cache unavailable") for _, limits in answers)
+    assert any("agentrunner_limits_store_unavailable 1.0" in text for text in metrics)
+    assert any('agentrunner_limits_store_waits_total{kind="slot"}' in text for text in metrics)
+    assert recovered == [(200, "ok")] * 3
+    log = deployment.roles.log_text()
+    assert "limits waiting" in log
+    assert "concurrency limits not enforced" not in log
+
+
+def test_running_holders_come_back_before_new_ones_after_redis_restarts_without_its_data(
+    on_private_redis: OnPrivateRedis,
+) -> None:
+    deployment, redis = on_private_redis.deployment, on_private_redis.redis
+    deployment.fake.slow(3.0)  # each run spans the restart and the grace after it
+    with httpx.Client(base_url=deployment.url, timeout=30) as http:
+        ids = [_invoke(http, "limited", f"task {i}").json()["execution_id"] for i in range(6)]
+        _wait_for(lambda: _running(http, ids) == 2, "two executions never ran")
+        redis.kill()  # every slot is lost; the waiting takers ask again at once
+        redis.start()
+        records = wait_finished(http, ids, timeout=90)
+
+    assert [r["status"] for r in records] == ["succeeded"] * 6
+    assert _most_at_once(records) == 2
+    assert "concurrency slot added back" in deployment.roles.log_text()
 
 
 def test_a_worker_killed_holding_a_slot_frees_it_within_the_lease(deployment: Deployment) -> None:

@@ -45,7 +45,7 @@ from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, converse, keep_interrupted
 from agentrunner.runtime.limits import ConcurrencyLimits
 from agentrunner.runtime.outbox import OutboxRelay
-from agentrunner.runtime.rate_limits import RateLimits
+from agentrunner.runtime.rate_limits import RateLimitedProvider, RateLimits
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import (
     CANCEL_PATTERN,
@@ -452,6 +452,11 @@ class AgentPool:
             except TimeoutError:
                 execution = execution.model_copy(update={"tool_calls": records})
                 message = f"agent {config.name!r} did not answer within {config.timeout_seconds:g} s (timeout_seconds)"
+                if isinstance(provider, RateLimitedProvider) and provider.waiting_for_store:
+                    message += (
+                        f": its model call was waiting for the rate limiter's store, which did not answer "
+                        f"({provider.waiting_for_store})"
+                    )
                 return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the execution
                 error = exc if isinstance(exc, AgentRunnerError) else _unexpected(exc, execution)

@@ -22,7 +22,8 @@ class InMemoryCache:
 
     def __init__(self, *, max_entries: int = 10_000) -> None:
         self._entries: TLRUCache[str, _Entry] = TLRUCache(maxsize=max_entries, ttu=_expires_at, timer=time.monotonic)
-        self._slots: dict[str, dict[str, float]] = {}  # scope -> holder -> expires (monotonic)
+        self._slots: dict[str, dict[str, float]] = {}  # scope -> holder -> lease end (slots' clock)
+        self._clock: tuple[float, float] | None = None  # the slots' clock, and the monotonic time it was read
         self._buckets: dict[str, tuple[float, float]] = {}  # scope -> (tokens, at monotonic)
 
     # Token buckets (see ports.Buckets), this process's only.
@@ -45,10 +46,22 @@ class InMemoryCache:
         tokens, now, _ = self._refilled(scope, per_minute)
         self._buckets[scope] = (tokens - amount, now)
 
-    # Slots (see ports.Slots): this process's only, as everything in the embedded mode.
+    # Slots (see ports.Slots): this process's only, as everything in the embedded mode. It
+    # cannot lose its data while its holders live (they are in this process): no grace.
+
+    def _slot_clock(self, ttl_seconds: float) -> float:
+        """The slots' clock: time passes on it only while slots are asked for (a silent
+        stretch counts as half a lease at most), as on the Redis backend."""
+        real = time.monotonic()
+        if self._clock is None:
+            self._clock = (real, real)
+        else:
+            now, last = self._clock
+            self._clock = (now + min(max(0.0, real - last), ttl_seconds / 2), real)
+        return self._clock[0]
 
     async def acquire_slot(self, scope: str, holder: str, limit: int, ttl_seconds: float) -> bool:
-        now = time.monotonic()
+        now = self._slot_clock(ttl_seconds)
         holders = {h: t for h, t in self._slots.get(scope, {}).items() if t > now}
         if holder not in holders and len(holders) >= limit:
             self._slots[scope] = holders
@@ -58,12 +71,11 @@ class InMemoryCache:
         return True
 
     async def renew_slot(self, scope: str, holder: str, ttl_seconds: float) -> bool:
-        holders = self._slots.get(scope, {})
-        now = time.monotonic()
-        if holders.get(holder, 0.0) <= now:
-            return False
-        holders[holder] = now + ttl_seconds
-        return True
+        now = self._slot_clock(ttl_seconds)
+        holders = self._slots.setdefault(scope, {})
+        present = holder in holders
+        holders[holder] = now + ttl_seconds  # added back when it was gone: it is running
+        return present
 
     async def release_slot(self, scope: str, holder: str) -> None:
         holders = self._slots.get(scope)

@@ -39,27 +39,52 @@ def redacted_url(url: str) -> str:
 
 
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
-# KEYS[1]: the scope's sorted set; ARGV: holder, limit, ttl ms. 1 when the holder has a slot.
+
+# The slots' clock (see ports.Slots), first in both slot scripts: KEYS[2] is the hash
+# {v: the clock in ms, t: Redis's time of the last call, g: the grace's end on the clock};
+# ARGV[2] the lease in ms. Time passes on it only while the store is called: a gap longer
+# than half a lease (nobody reached the store) counts as half a lease. When the hash is
+# missing the store is fresh or lost its data: a grace of one lease starts, in which the
+# acquire script refuses new holders while renewals add theirs back.
+_SLOT_CLOCK = """
+local t = redis.call('TIME')
+local real = t[1] * 1000 + math.floor(t[2] / 1000)
+local lease = tonumber(ARGV[2])
+local clock = redis.call('HMGET', KEYS[2], 'v', 't', 'g')
+local now = tonumber(clock[1])
+local grace = tonumber(clock[3]) or 0
+if now then
+  now = now + math.min(math.max(0, real - tonumber(clock[2])), math.floor(lease / 2))
+else
+  now = real
+  grace = real + lease
+end
+redis.call('HSET', KEYS[2], 'v', now, 't', real, 'g', grace)
+"""
+# KEYS: the scope's sorted set (holder -> lease end on the clock), the clock; ARGV: holder,
+# lease ms, limit. 1 when the holder has a slot. The keys get no TTL: an eviction policy
+# of volatile-* never drops a held slot (an emptied sorted set is deleted by Redis itself).
 _ACQUIRE_SLOT = (
-    _NOW_MS
+    _SLOT_CLOCK
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not held and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if now < grace or redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+end
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
 return 1
 """
 )
-# KEYS[1]: the scope's sorted set; ARGV: holder, ttl ms. 1 when the lease was still alive.
+# KEYS: the scope's sorted set, the clock; ARGV: holder, lease ms. Extends the lease, or
+# adds the holder back whatever the limit and the grace (it is running): 1 when it was
+# still there, 0 when it had to be added back.
 _RENEW_SLOT = (
-    _NOW_MS
+    _SLOT_CLOCK
     + """
-local expires = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not expires or tonumber(expires) <= now then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
-return 1
+local present = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+if present then return 1 end
+return 0
 """
 )
 
@@ -89,32 +114,49 @@ return wait
 
 
 class RedisCache:
-    """Cache in Redis (see `ports.Cache`): every key is stored as `key_prefix + key`, with a
-    per-key TTL in milliseconds.
+    """Cache in Redis (see `ports.Cache`), also the shared concurrency slots and token
+    buckets (`ports.Slots`, `ports.Buckets`): every key is stored as `key_prefix + key`,
+    with a per-key TTL in milliseconds.
 
     Contract: each call gives up after about `timeout_seconds` when Redis does not answer
     (no retries: a cache that is down is skipped, not waited for) and raises
     `DependencyUnavailableError`, whose message names the URL without its password; no
-    redis-py exception escapes. Connects lazily, so building one never touches the network.
+    redis-py exception escapes. Slot and bucket calls wait up to `limits_timeout_seconds`
+    instead, on connections of their own: the limits wait for the store anyway, so a slow
+    answer is better than a timed-out call that Redis may still have applied. Connects
+    lazily, so building one never touches the network.
     """
 
-    def __init__(self, url: str, *, key_prefix: str = "agentrunner:", timeout_seconds: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "agentrunner:",
+        timeout_seconds: float = 0.5,
+        limits_timeout_seconds: float = 2.0,
+    ) -> None:
         self._where = redacted_url(url)
         self._prefix = key_prefix
+        self._clock_key = f"{key_prefix}slots:clock"
         try:
-            self._client = Redis.from_url(
-                url,
-                socket_timeout=timeout_seconds,
-                socket_connect_timeout=timeout_seconds,
-                retry=Retry(NoBackoff(), retries=0),
-            )
+            self._client = self._connect(url, timeout_seconds)
+            self._limits = self._connect(url, limits_timeout_seconds)
         except ValueError as exc:
             raise ConfigError(
                 f"invalid Redis URL {self._where}: {exc}; expected redis://[:password@]host:port/db"
             ) from exc
-        self._acquire = self._client.register_script(_ACQUIRE_SLOT)
-        self._renew = self._client.register_script(_RENEW_SLOT)
-        self._bucket = self._client.register_script(_BUCKET)
+        self._acquire = self._limits.register_script(_ACQUIRE_SLOT)
+        self._renew = self._limits.register_script(_RENEW_SLOT)
+        self._bucket = self._limits.register_script(_BUCKET)
+
+    @staticmethod
+    def _connect(url: str, timeout_seconds: float) -> Redis:
+        return Redis.from_url(
+            url,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            retry=Retry(NoBackoff(), retries=0),
+        )
 
     @asynccontextmanager
     async def _answering(self, action: str) -> AsyncIterator[None]:
@@ -147,24 +189,25 @@ class RedisCache:
         async with self._answering(f"DEL {key!r}"):
             await self._client.delete(self._prefix + key)
 
-    # Slots (see ports.Slots): a sorted set per scope, holder -> expiry in Redis's own clock
-    # (no skew between processes), changed by one script so two takers never both get the last.
+    # Slots (see ports.Slots): a sorted set per scope, holder -> lease end on the slots' clock
+    # (kept in Redis: no skew between processes), changed by one script so two takers never
+    # both get the last.
 
     async def acquire_slot(self, scope: str, holder: str, limit: int, ttl_seconds: float) -> bool:
-        key = f"{self._prefix}slots:{scope}"
+        keys = [f"{self._prefix}slots:{scope}", self._clock_key]
         async with self._answering(f"slot {scope!r}"):
-            taken = await self._acquire(keys=[key], args=[holder, limit, max(1, math.ceil(ttl_seconds * 1000))])
+            taken = await self._acquire(keys=keys, args=[holder, _lease_ms(ttl_seconds), limit])
         return bool(taken)
 
     async def renew_slot(self, scope: str, holder: str, ttl_seconds: float) -> bool:
-        key = f"{self._prefix}slots:{scope}"
+        keys = [f"{self._prefix}slots:{scope}", self._clock_key]
         async with self._answering(f"slot renewal {scope!r}"):
-            renewed = await self._renew(keys=[key], args=[holder, max(1, math.ceil(ttl_seconds * 1000))])
+            renewed = await self._renew(keys=keys, args=[holder, _lease_ms(ttl_seconds)])
         return bool(renewed)
 
     async def release_slot(self, scope: str, holder: str) -> None:
         async with self._answering(f"slot release {scope!r}"):
-            await self._client.zrem(f"{self._prefix}slots:{scope}", holder)
+            await self._limits.zrem(f"{self._prefix}slots:{scope}", holder)
 
     # Token buckets (see ports.Buckets): a hash per scope, refilled in Redis's own clock.
 
@@ -184,4 +227,12 @@ class RedisCache:
 
     async def close(self) -> None:
         async with self._answering("while closing"):
-            await self._client.aclose()
+            try:
+                await self._client.aclose()
+            finally:
+                await self._limits.aclose()
+
+
+def _lease_ms(ttl_seconds: float) -> int:
+    # At least 2 ms: the scripts count a silent stretch as half a lease, which must not be 0.
+    return max(2, math.ceil(ttl_seconds * 1000))

@@ -65,6 +65,19 @@ class PrometheusMetrics:
             registry=self.registry,
         )
 
+        self._limits_store_unavailable = Gauge(
+            "agentrunner_limits_store_unavailable",
+            "1 while the store of concurrency slots and rate-limit buckets (Redis) does not answer this "
+            "process: work that needs a slot or a token waits",
+            registry=self.registry,
+        )
+        self._limits_store_waits = Counter(
+            "agentrunner_limits_store_waits",
+            "Takers of a concurrency slot (kind=slot) or a rate-limit token (kind=rate) that waited for "
+            "the store to answer",
+            ["kind"],
+            registry=self.registry,
+        )
         self._queue_depth = Gauge(
             "agentrunner_queue_depth",
             "Events waiting for a worker in each agent's queue, measured when /metrics is scraped",
@@ -98,6 +111,12 @@ class PrometheusMetrics:
         self._queue_depth.clear()  # a queue that went away stops being reported
         for queue, depth in depths.items():
             self._queue_depth.labels(queue).set(depth)
+
+    def limits_store_unavailable(self, unavailable: bool) -> None:
+        self._limits_store_unavailable.set(1 if unavailable else 0)
+
+    def limits_store_waited(self, kind: str) -> None:
+        self._limits_store_waits.labels(kind).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
