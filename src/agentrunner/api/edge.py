@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentrunner.api.access import ApiKey, FailedAuthThrottle, client_address, retry_after, same_secret
-from agentrunner.api.errors import error_response, install_error_handlers
+from agentrunner.api.errors import DEPENDENCY_RETRY_AFTER_SECONDS, error_answer, error_response, install_error_handlers
 from agentrunner.api.idempotency import IdempotencyKeys, IdempotencyMiddleware
 from agentrunner.domain.errors import AgentRunnerError, BadRequestError
 from agentrunner.logs import get_logger
@@ -72,6 +72,11 @@ class TraceMiddleware:
                     stack.enter_context(traced(trace_id, self._service))
             try:
                 await self._app(scope, receive, send_with_trace)
+            except AgentRunnerError as exc:  # raised outside a route (a middleware's store call)
+                log.warning("request failed", path=scope.get("path"), code=exc.code, error=exc.message)
+                if started:
+                    raise
+                await error_answer(exc)(scope, receive, send_with_trace)
             except Exception:
                 log.exception("unhandled error", path=scope.get("path"), method=scope.get("method"))
                 if started:
@@ -348,7 +353,9 @@ def role_app(
         body: dict[str, Any] = {"status": "ready" if ok else "not_ready", "service": service, "checks": checks}
         if degraded:
             body["degraded"] = degraded
-        return JSONResponse(body, status_code=200 if ok else 503)
+        if ok:
+            return JSONResponse(body)
+        return JSONResponse(body, status_code=503, headers={"retry-after": str(DEPENDENCY_RETRY_AFTER_SECONDS)})
 
     if edge.metrics is not None:
         exposition = edge.metrics
@@ -369,6 +376,9 @@ async def _run_checks(readiness: Mapping[str, ReadinessCheck]) -> dict[str, str]
             return f"no answer within {READY_CHECK_TIMEOUT_SECONDS:g} s"
         except AgentRunnerError as exc:
             return exc.message
+        except Exception as exc:  # a check's untranslated error is still "not ready", never a 500
+            log.exception("readiness check failed unexpectedly")
+            return f"{type(exc).__name__}: {exc}"
         return "ok"
 
     names = list(readiness)

@@ -50,6 +50,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "slack_rejected": 502,
     "dependency_unavailable": 503,
 }
+# What a 503 tells the client to wait: the node has already waited out a restart of a
+# second or two (the state store's reconnect window) before answering it.
+DEPENDENCY_RETRY_AFTER_SECONDS = 5
+
 _CODE_BY_STATUS = {
     400: "bad_request",
     401: "unauthorized",
@@ -67,9 +71,19 @@ def error_response(status: int, code: str, message: str, **details: Any) -> JSON
     return JSONResponse({"error": body}, status_code=status)
 
 
+def error_answer(exc: AgentRunnerError) -> JSONResponse:
+    """The answer to a request that raised one of our errors: the status of its code and,
+    when a dependency is down (503), a `Retry-After`."""
+    status = STATUS_BY_CODE.get(exc.code, 500)
+    response = error_response(status, exc.code, exc.message)
+    if status == 503:
+        response.headers["retry-after"] = str(DEPENDENCY_RETRY_AFTER_SECONDS)
+    return response
+
+
 async def _agentrunner_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentRunnerError)
-    return error_response(STATUS_BY_CODE.get(exc.code, 500), exc.code, exc.message)
+    return error_answer(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -115,7 +129,7 @@ DOCUMENTED_ERRORS: dict[int, str] = {
     413: "Request body over MAX_REQUEST_BYTES",
     422: "Invalid request (fields named in details)",
     429: "Rate limited (Retry-After says when to try again)",
-    503: "A dependency (database, event bus) does not answer",
+    503: "A dependency (database, event bus, cache) does not answer (Retry-After says when to try again)",
 }
 
 

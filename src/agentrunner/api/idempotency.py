@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentrunner.api.errors import STATUS_BY_CODE, error_response
+from agentrunner.api.errors import error_answer, error_response
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.execution import utcnow
 from agentrunner.logs import get_logger
@@ -117,7 +117,7 @@ class IdempotencyMiddleware:
         try:
             earlier = await self._claim(key, fingerprint)
         except AgentRunnerError as exc:
-            await error_response(STATUS_BY_CODE.get(exc.code, 500), exc.code, exc.message)(scope, receive, send)
+            await error_answer(exc)(scope, receive, send)
             return
         if earlier is not None:
             await self._answer_again(earlier, fingerprint, scope, receive, send)

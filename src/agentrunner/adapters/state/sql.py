@@ -4,12 +4,13 @@ translated here and nowhere else."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from alembic import command
 from alembic.runtime.migration import MigrationContext
@@ -34,11 +35,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from agentrunner.adapters.state import plan_sql, schedule_sql
+from agentrunner.adapters.state.errors import as_outage
 from agentrunner.adapters.state.group_commit import GroupCommit
 from agentrunner.adapters.state.rows import (
     dead_letter_from,
@@ -96,6 +98,26 @@ AGENTS = cast("Table", AgentRow.__table__)
 IDEMPOTENCY_KEYS = cast("Table", IdempotencyKeyRow.__table__)
 WEBHOOK_DELIVERIES = cast("Table", WebhookDeliveryRow.__table__)
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _read(operation: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """An operation that may run twice (a read, or a write idempotent by key) tried once
+    more when its connection died under it: a restart kills every pooled connection, and
+    the retry takes a new one (waiting out the restart in `_connection`)."""
+
+    @functools.wraps(operation)
+    async def retried(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await operation(*args, **kwargs)
+        except DependencyUnavailableError as exc:
+            if not exc.context.get("reconnect") or exc.context.get("waited"):
+                raise
+        return await operation(*args, **kwargs)
+
+    return retried
+
 
 class SQLStateStore:
     """StateStore over a SQLAlchemy async engine (see `ports.StateStore`).
@@ -152,18 +174,18 @@ class SQLStateStore:
                 connect_args={"server_settings": {"statement_timeout": str(self._statement_timeout_ms)}},
             )
             event.listen(engine.sync_engine.pool, "checkin", _note_checkin)
-            event.listen(engine.sync_engine.pool, "checkout", _ping_if_idle)
+            event.listen(engine.sync_engine.pool, "checkout", _check_on_checkout)
         self._engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         try:
             async with engine.begin() as connection:
                 await connection.run_sync(self._upgrade if self._migrate else self._require_head)
-        except (OperationalError, InterfaceError, OSError) as exc:
+        except Exception as exc:
             await self.close()
-            raise DependencyUnavailableError(f"database {self._where} is not reachable: {exc}") from exc
-        except ConfigError:
-            await self.close()
-            raise
+            outage = as_outage(exc, self._where)
+            if outage is None:
+                raise
+            raise outage from exc
 
     @staticmethod
     def _upgrade(connection: Connection) -> None:
@@ -186,36 +208,61 @@ class SQLStateStore:
             self._engine = self._autocommit = None
 
     async def ping(self) -> None:
-        async with self._session() as session:
+        async with self._session(patient=False) as session:  # readiness answers now, not later
             await session.execute(select(1))
 
     @asynccontextmanager
-    async def _session(self, *, write: bool = False, atomic: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A connection for one operation, with driver errors translated.
+    async def _session(
+        self, *, write: bool = False, atomic: bool = False, patient: bool = True
+    ) -> AsyncIterator[AsyncConnection]:
+        """A connection for one operation, with driver errors translated (`errors.as_outage`).
 
         `atomic`: several statements that commit together, in a transaction. Otherwise, on
         PostgreSQL, every statement is its own transaction (autocommit), which spares the
         BEGIN and COMMIT round trips; so an atomic write on PostgreSQL is ONE statement
         (data-modifying CTEs), see `_write`. SQLite runs every `write` in a transaction
         (it has no round trips to spare). Core statements on a connection, not the ORM
-        session: a third of the cost per call."""
+        session: a third of the cost per call.
+
+        `patient`: while the database is not there (a restart), getting the connection is
+        tried again for up to `RECONNECT_WINDOW_SECONDS`. That is safe for writes too: no
+        statement of the operation has been sent yet (a failure once one has is raised)."""
         if self._engine is None or self._autocommit is None:
             raise DependencyUnavailableError("the state store is not started (or was closed)")
+        engine = self._engine if atomic or self.is_sqlite else self._autocommit
+        connection = await self._connection(engine, patient=patient)
         try:
-            if atomic or (write and self.is_sqlite):
-                async with self._engine.begin() as session:
-                    yield session
-            else:
-                async with (self._engine if self.is_sqlite else self._autocommit).connect() as session:
-                    yield session
-        except IntegrityError:
-            raise
-        except (OperationalError, InterfaceError, OSError) as exc:
-            raise DependencyUnavailableError(f"database {self._where} is not answering: {exc}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise DependencyUnavailableError(f"database {self._where} connection lost: {exc}") from exc
-            raise
+            try:
+                if atomic or (write and self.is_sqlite):
+                    async with connection.begin():
+                        yield connection
+                else:
+                    yield connection
+            finally:
+                await connection.close()
+        except Exception as exc:
+            outage = as_outage(exc, self._where)
+            if outage is None:
+                raise
+            raise outage from exc
+
+    async def _connection(self, engine: AsyncEngine, *, patient: bool) -> AsyncConnection:
+        """A connection from the pool (a dead pooled one is replaced on checkout: see
+        `_check_on_checkout`), waiting out a short outage when `patient`."""
+        deadline = time.monotonic() + (RECONNECT_WINDOW_SECONDS if patient else 0.0)
+        delay = RECONNECT_FIRST_DELAY_SECONDS
+        while True:
+            try:
+                return await engine.connect()
+            except Exception as exc:
+                outage = as_outage(exc, self._where)
+                if outage is None:
+                    raise
+                if time.monotonic() + delay > deadline:
+                    outage.context["waited"] = patient  # `_read` need not wait again
+                    raise outage from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def _write_execution(
         self,
@@ -342,6 +389,7 @@ class SQLStateStore:
             status=stored,
         )
 
+    @_read
     async def get_execution(self, execution_id: str) -> Execution:
         async with self._session() as session:
             row = (await session.execute(select(EXECUTIONS).where(EXECUTIONS.c.execution_id == execution_id))).first()
@@ -349,6 +397,7 @@ class SQLStateStore:
                 raise ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=execution_id)
             return execution_from(row)
 
+    @_read
     async def list_executions(
         self,
         *,
@@ -377,6 +426,7 @@ class SQLStateStore:
         next_cursor = encode_cursor(items[-1]) if len(rows) > limit and items else None
         return ExecutionPage(items=items, next_cursor=next_cursor)
 
+    @_read
     async def usage(
         self,
         *,
@@ -425,6 +475,7 @@ class SQLStateStore:
 
     # -- agent state -----------------------------------------------------------------
 
+    @_read
     async def load_state(self, agent: str, session_id: str, *, tenant: str | None = None) -> AgentState:
         query = select(STATES).where(
             STATES.c.agent == agent, STATES.c.tenant == (tenant or ""), STATES.c.session_id == session_id
@@ -490,6 +541,7 @@ class SQLStateStore:
 
     # -- outbox ----------------------------------------------------------------------
 
+    @_read
     async def pending_events(self, *, limit: int = 100, older_than_seconds: float = 0.0) -> list[OutboxEntry]:
         cutoff = utcnow() - timedelta(seconds=older_than_seconds)
         query = (
@@ -502,6 +554,7 @@ class SQLStateStore:
             rows = (await session.execute(query)).all()
         return [OutboxEntry(id=row.id, event=Event.model_validate(row.event)) for row in rows]
 
+    @_read
     async def mark_published(self, entry_ids: Sequence[str]) -> None:
         if not entry_ids:
             return
@@ -557,10 +610,12 @@ class SQLStateStore:
             content_type=found.content_type or "application/json",
         )
 
+    @_read
     async def keyed_invocation(self, key: str, *, expired_before: datetime) -> KeyedInvocation | None:
         async with self._session() as session:
             return await self._keyed_execution(session, key, expired_before=expired_before)
 
+    @_read
     async def touch_idempotency_key(self, key: str) -> None:
         async with self._session(write=True) as session:
             await session.execute(
@@ -625,6 +680,7 @@ class SQLStateStore:
                 .values(**values)
             )
 
+    @_read
     async def due_webhook_deliveries(self, *, now: datetime, limit: int = 100) -> list[str]:
         query = (
             select(WebhookDeliveryRow.execution_id)
@@ -639,6 +695,7 @@ class SQLStateStore:
         async with self._session() as session:
             return list((await session.execute(query)).scalars())
 
+    @_read
     async def get_webhook_delivery(self, execution_id: str) -> WebhookDelivery | None:
         query = select(WEBHOOK_DELIVERIES).where(WebhookDeliveryRow.execution_id == execution_id)
         async with self._session() as session:
@@ -673,6 +730,7 @@ class SQLStateStore:
             await session.execute(insert(DEAD_LETTERS).values(**values))
         return stored
 
+    @_read
     async def list_dead_letters(
         self, *, include_replayed: bool = False, limit: int = 100, tenant: str | None = None
     ) -> list[StoredDeadLetter]:
@@ -685,6 +743,7 @@ class SQLStateStore:
             rows = (await session.execute(query)).all()
         return [dead_letter_from(row) for row in rows]
 
+    @_read
     async def get_dead_letter(self, letter_id: str) -> StoredDeadLetter:
         async with self._session() as session:
             row = (await session.execute(select(DEAD_LETTERS).where(DEAD_LETTERS.c.id == letter_id))).first()
@@ -727,6 +786,7 @@ class SQLStateStore:
                 ]
                 await session.execute(insert(AGENTS), rows)
 
+    @_read
     async def list_agents(self) -> list[AgentRecord]:
         async with self._session() as session:
             rows = (await session.execute(select(AGENTS).order_by(AGENTS.c.name))).all()
@@ -746,10 +806,12 @@ class SQLStateStore:
             raise ConflictError(f"schedule {schedule.id!r} already exists", schedule_id=schedule.id) from exc
         return await self.get_schedule(schedule.id)
 
+    @_read
     async def get_schedule(self, schedule_id: str) -> Schedule:
         async with self._session() as session:
             return await schedule_sql.get_schedule(session, schedule_id)
 
+    @_read
     async def list_schedules(self, *, agent: str | None = None, tenant: str | None = None) -> list[Schedule]:
         async with self._session() as session:
             return await schedule_sql.list_schedules(session, agent=agent, tenant=tenant)
@@ -765,10 +827,12 @@ class SQLStateStore:
             await schedule_sql.set_paused(session, schedule_id, paused)
         return await self.get_schedule(schedule_id)
 
+    @_read
     async def schedules_version(self) -> str:
         async with self._session() as session:
             return await schedule_sql.schedules_version(session)
 
+    @_read
     async def schedule_activity(self, schedule_ids: Sequence[str]) -> dict[str, Activity]:
         async with self._session() as session:
             return await schedule_sql.schedule_activity(session, schedule_ids)
@@ -788,10 +852,12 @@ class SQLStateStore:
         async with self._session(write=True, atomic=True) as session:
             return await schedule_sql.release_fire(session, fire_id, execution, events)
 
+    @_read
     async def unfinished_fires(self, *, limit: int = 1000) -> list[UnfinishedFire]:
         async with self._session() as session:
             return await schedule_sql.unfinished_fires(session, limit=limit)
 
+    @_read
     async def list_fires(
         self, schedule_id: str, *, limit: int = 50, before: datetime | None = None
     ) -> list[ScheduleFire]:
@@ -813,10 +879,12 @@ class SQLStateStore:
         async with self._session(write=True, atomic=True) as session:
             return await plan_sql.save_plan_run(session, run, events)
 
+    @_read
     async def get_plan_run(self, run_id: str) -> PlanRun:
         async with self._session() as session:
             return await plan_sql.get_plan_run(session, run_id)
 
+    @_read
     async def list_plan_runs(
         self,
         *,
@@ -916,13 +984,22 @@ _append_outbox = schedule_sql.append_outbox
 # round trips per transaction otherwise; a connection that dies under load fails its
 # statement, which invalidates the whole pool so the next checkouts reconnect.
 PING_AFTER_IDLE_SECONDS = 5.0
+# While the database is not there, a connection is asked for again with a growing delay
+# for this long (a restart takes a second or two) before the caller gets a 503.
+RECONNECT_WINDOW_SECONDS = 2.5
+RECONNECT_FIRST_DELAY_SECONDS = 0.05
 
 
 def _note_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     record.info["idle_since"] = time.monotonic()
 
 
-def _ping_if_idle(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+def _check_on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+    """Replace a pooled connection that is known dead (free: asyncpg saw the server close
+    it, as every server restart does) or idle long enough to be doubted (one round trip)."""
+    driver_connection = getattr(dbapi_connection, "_connection", None)
+    if driver_connection is not None and driver_connection.is_closed():
+        raise DisconnectionError("pooled connection was closed by the server")  # the pool reconnects
     idle_since = record.info.get("idle_since")
     if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
         return
