@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -241,7 +242,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.alive():
             for role in self.roles():
-                if role.name == killed.name and role.pid != killed.pid and _ready(role.health_url):
+                if role.health_url == killed.health_url and role.pid != killed.pid and _ready(role.health_url):
                     return time.monotonic()
             time.sleep(0.1)
         return None
@@ -292,7 +293,7 @@ class Load:
     def __init__(self, url: str, *, rate: float, label: str, give_up: float = 90.0) -> None:
         self.url = url
         self.rate = rate
-        self.label = label
+        self.label = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")  # a key is printable ASCII, no spaces
         self.give_up = give_up
         self.invocations: list[Invocation] = []
         self._stop = threading.Event()
