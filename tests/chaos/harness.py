@@ -55,6 +55,7 @@ AGENTS = {
     f"llm_config: {{provider: openai, model: gpt-4o}}\nlimits: {{max_concurrency: {LIMIT}}}\n",
 }
 LIMITED_SECONDS = 0.2
+BURST = 8  # invocations of the limited agent sent at once during each fault
 
 
 # -- the private services ---------------------------------------------------------------
@@ -325,14 +326,22 @@ class Load:
         while self.accepted() < count and time.monotonic() < deadline:
             time.sleep(0.1)
 
+    def burst(self, count: int = BURST) -> None:
+        """`count` invocations of the limited agent at once: more than its limit wants to run,
+        so a limit that fails open during the fault shows in the recorded peak."""
+        for number in range(count):
+            self._submit(f"{self.label}-burst-{number}", "chaos-limited")
+
+    def _submit(self, name: str, agent: str) -> None:
+        key = f"{name}-{uuid.uuid4().hex[:8]}"
+        invocation = Invocation(key, agent, f"chaos {key}", time.monotonic())
+        self.invocations.append(invocation)
+        self._pool.submit(self._invoke, invocation)
+
     def _send_at_rate(self) -> None:
         interval, next_at, number = 1 / self.rate, time.monotonic(), 0
         while not self._stop.is_set():
-            key = f"{self.label}-{number}-{uuid.uuid4().hex[:8]}"
-            agent = "chaos-limited" if number % 3 == 0 else "chaos-echo"
-            invocation = Invocation(key, agent, f"chaos {key}", time.monotonic())
-            self.invocations.append(invocation)
-            self._pool.submit(self._invoke, invocation)
+            self._submit(f"{self.label}-{number}", "chaos-limited" if number % 3 == 0 else "chaos-echo")
             number += 1
             next_at += interval
             self._stop.wait(max(0.0, next_at - time.monotonic()))
@@ -404,7 +413,7 @@ class Window:
     replaced: Future[float | None] | None = None  # when the killed role's replacement was ready
 
 
-Fault = Callable[[Cluster], Window]
+Fault = Callable[[Cluster, Load], Window]
 _watcher = ThreadPoolExecutor(2, thread_name_prefix="chaos-watch")  # waits for a killed role's replacement
 
 
@@ -412,9 +421,10 @@ def kill_role(name: str, *, errors_allowed: bool = False, back_timeout: float = 
     """kill -9 of one process of role `name`; errors allowed until its replacement is ready
     when `errors_allowed` (the orchestrator), else none at all."""
 
-    def inject(cluster: Cluster) -> Window:
+    def inject(cluster: Cluster, load: Load) -> Window:
         began = time.monotonic()
         killed = cluster.kill(name)
+        load.burst()
         replaced = _watcher.submit(cluster.wait_replaced, killed, back_timeout)
         if not errors_allowed:
             return Window(began, began, began, replaced)
@@ -425,12 +435,15 @@ def kill_role(name: str, *, errors_allowed: bool = False, back_timeout: float = 
 
 
 def outage(service: str, seconds: float, how: str = "kill") -> Fault:
-    """Stop a private service for `seconds`, then start it again."""
+    """Stop a private service for `seconds` (a burst of the limited agent's invocations
+    half-way), then start it again."""
 
-    def inject(cluster: Cluster) -> Window:
+    def inject(cluster: Cluster, load: Load) -> Window:
         began = time.monotonic()
         cluster.services.stop(service, how)
-        time.sleep(seconds)  # the outage's length is the fault itself
+        time.sleep(seconds / 2)  # the outage's length is the fault itself
+        load.burst()
+        time.sleep(seconds / 2)
         cluster.services.start(service)
         back = time.monotonic()
         return Window(began, back + 2.0, back)  # two seconds for the roles to reconnect
@@ -516,11 +529,11 @@ def run_fault(
     report = FaultReport(name)
     database_url = cluster.services.urls()["DATABASE_URL"]
     with Load(cluster.url, rate=rate, label=name) as load:
-        load.wait_accepted(int(rate * before), timeout=30)
-        window = fault(cluster)
+        load.wait_accepted(int(rate * before), timeout=before * 2 + 30)
+        window = fault(cluster, load)
         if _probe(cluster.url, timeout=90):
             report.recovery_seconds = time.monotonic() - window.over
-        load.wait_accepted(load.accepted() + int(rate * after), timeout=30)
+        load.wait_accepted(load.accepted() + int(rate * after), timeout=after * 2 + 30)
     if window.replaced is not None:
         back = window.replaced.result()
         report.role_back_seconds = None if back is None else back - window.start
