@@ -74,8 +74,10 @@ def main() -> None:
     print(f"\n{len(chosen)} faults at {args.rate:g} invocations/s over {args.minutes:g} minutes\n")
     print(table(reports))
     for report in reports:
-        if report.error_kinds or report.not_succeeded:
-            print(f"{report.fault}: failed attempts {report.error_kinds}; not succeeded {report.not_succeeded}")
+        print(
+            f"{report.fault}: failed attempts {report.error_kinds or '-'}; not succeeded {report.not_succeeded or '-'};"
+            f" orchestrator readiness {report.readiness}"
+        )
 
 
 if __name__ == "__main__":

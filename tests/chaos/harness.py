@@ -301,9 +301,12 @@ class Load:
         self._pool = ThreadPoolExecutor(max(8, int(rate * 4)))
         self._http = httpx.Client(base_url=url, timeout=10, limits=httpx.Limits(max_connections=64))
         self._thread = threading.Thread(target=self._send_at_rate, daemon=True)
+        self.readiness: list[str] = []  # the orchestrator's /health/ready answers, 4 a second
+        self._watch = threading.Thread(target=self._watch_readiness, daemon=True)
 
     def __enter__(self) -> Load:
         self._thread.start()
+        self._watch.start()
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -313,6 +316,7 @@ class Load:
         """Stop sending new invocations; wait for every one in flight to be accepted or give up."""
         self._stop.set()
         self._thread.join()
+        self._watch.join()
         self._pool.shutdown(wait=True)
         self._http.close()
 
@@ -337,6 +341,13 @@ class Load:
         invocation = Invocation(key, agent, f"chaos {key}", time.monotonic())
         self.invocations.append(invocation)
         self._pool.submit(self._invoke, invocation)
+
+    def _watch_readiness(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                self.readiness.append(str(self._http.get("/health/ready", timeout=2).status_code))
+            except httpx.HTTPError as exc:
+                self.readiness.append(type(exc).__name__)
 
     def _send_at_rate(self) -> None:
         interval, next_at, number = 1 / self.rate, time.monotonic(), 0
@@ -397,6 +408,7 @@ class FaultReport:
     client_errors: int = 0  # failed attempts
     errors_outside_window: int = 0  # failed attempts outside the fault's allowed window
     error_kinds: dict[str, int] = field(default_factory=dict)
+    readiness: dict[str, int] = field(default_factory=dict)  # the orchestrator's /health/ready answers
     recovery_seconds: float | None = None  # until an invocation succeeds end to end again
     role_back_seconds: float | None = None  # until the killed role's replacement is ready
     notes: list[str] = field(default_factory=list)
@@ -543,6 +555,7 @@ def run_fault(
     failures = [failure for invocation in load.invocations for failure in invocation.failures]
     report.client_errors = len(failures)
     report.error_kinds = dict(Counter(kind for _, kind in failures))
+    report.readiness = dict(Counter(load.readiness))
     report.errors_outside_window = sum(1 for at, _ in failures if not window.start <= at <= window.end)
     records = settled_records(database_url, [invocation.prompt for invocation in accepted], settle_timeout)
     by_prompt = Counter(record["prompt"] for record in records)
