@@ -106,7 +106,7 @@ app.add_typer(cluster_app, name="cluster")
 def cluster_up(
     autonomous: Annotated[int, typer.Option("--autonomous", min=0, help="Autonomous pool processes.")] = 1,
 ) -> None:
-    """Migrate the database, start every role as its own process, stop them all on Ctrl-C."""
+    """Migrate the database, start every role as its own process, restart one that exits, stop all on Ctrl-C."""
     from agentrunner import cluster  # noqa: PLC0415
     from agentrunner.adapters.state.urls import run_schema_command  # noqa: PLC0415
 

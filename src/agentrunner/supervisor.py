@@ -10,16 +10,19 @@ every role and exits 1 naming it. Only Ctrl-C or SIGTERM stops it otherwise.
 
 The state file (`cluster.json` under DATA_DIR, written atomically on every change) holds
 the supervisor's pid and each role's pid, state, restart count, last exit and start time;
-no secrets (health URLs are loopback addresses).
+no secrets (a health URL is a host and a port).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -96,12 +99,39 @@ def exit_reason(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _stopped_with_the_supervisor() -> Callable[[], None] | None:
+    """On Linux, what makes a child get SIGTERM when the supervisor dies, even by `kill -9`
+    (prctl PR_SET_PDEATHSIG), run in the child before it execs: roles never outlive their
+    supervisor, holding ports a new `cluster up` needs. Elsewhere None (nothing to do)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here: the child only calls it
+    supervisor = os.getpid()
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != supervisor:  # it died before the line above: nobody would stop us
+            os._exit(1)
+
+    return in_child
+
+
 def spawn(command: list[str]) -> subprocess.Popen[bytes]:
-    """Start a role's process in a session of its own: Ctrl-C in the terminal reaches only
-    the supervisor, which then stops the roles once, in order (a role that got the
-    terminal's SIGINT and then our SIGTERM would take the second signal as "force exit"
-    and skip its drain)."""
-    return subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)  # noqa: S603 - our own CLI
+    """Start a role's process in a session of its own, stopped when the supervisor dies.
+
+    Its own session: Ctrl-C in the terminal reaches only the supervisor, which then stops
+    the roles once, in order (a role that got the terminal's SIGINT and then our SIGTERM
+    would take the second signal as "force exit" and skip its drain)."""
+    # preexec_fn is unsafe only with threads; the supervisor runs in one.
+    return subprocess.Popen(  # noqa: S603 - our own CLI
+        command,
+        env=os.environ.copy(),
+        start_new_session=True,
+        preexec_fn=_stopped_with_the_supervisor(),  # noqa: PLW1509
+    )
 
 
 def _say(line: str) -> None:
@@ -330,14 +360,16 @@ def run_cluster(
     # SIGTERM while starting stops what was started, as Ctrl-C does: the roles run in
     # sessions of their own, so nobody else would stop them.
     signal.signal(signal.SIGTERM, _interrupt)
+    members: list[RoleProcess] = []
     try:
-        members = start_roles(plan)
+        members = start_roles(plan)  # stops what it started when interrupted
+        supervisor = Supervisor(members, state_path=state_path, policy=policy, drain=drain)
+        signal.signal(signal.SIGTERM, supervisor.request_stop)
+        signal.signal(signal.SIGINT, supervisor.request_stop)
     except KeyboardInterrupt:
+        stop(members, drain)  # interrupted between the start and the handlers above
         _say("agentrunner cluster: stopped while starting")
         return 1
-    supervisor = Supervisor(members, state_path=state_path, policy=policy, drain=drain)
-    signal.signal(signal.SIGTERM, supervisor.request_stop)
-    signal.signal(signal.SIGINT, supervisor.request_stop)
     supervisor.publish()  # before the line below: who waits for it can read the state file
     _say(f"agentrunner cluster: {len(members)} processes ready; Ctrl-C stops them")
     return supervisor.run()

@@ -3,7 +3,8 @@
 real role takes. What it does is read from DIR when it starts, so a test can change what
 the *next* start does:
 
-- DIR/fail exists: exit 3 at once (a role that cannot start);
+- DIR/fail exists: exit 3 at once (a role that cannot start); when it holds a number, only
+  that many more starts fail;
 - DIR/hang exists: ignore SIGTERM and never answer (a restart the stop must not leave behind);
 - DIR/slow exists: never answer, exit on SIGTERM (a role still starting);
 - otherwise: answer GET /health/ready with 200 on PORT until SIGTERM, then exit 0.
@@ -34,8 +35,14 @@ class Ready(BaseHTTPRequestHandler):
 
 def main(folder: Path, port: int) -> int:
     (folder / f"started.{os.getpid()}").touch()
-    if (folder / "fail").exists():
-        return 3
+    fail = folder / "fail"
+    if fail.exists():
+        left = fail.read_text().strip()
+        if not left:
+            return 3
+        if int(left) > 0:
+            fail.write_text(str(int(left) - 1))
+            return 3
     if (folder / "hang").exists():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         (folder / f"hanging.{os.getpid()}").touch()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import free_port
 from tests.e2e.test_cluster import alive, wait_gone
 
@@ -116,9 +118,10 @@ def test_a_role_that_cannot_start_n_times_in_a_row_stops_the_cluster(tmp_path: P
     assert {role["state"] for role in roles.values()} == {"stopped"}
 
 
-def test_a_role_that_comes_back_ready_starts_its_failed_starts_over(tmp_path: Path) -> None:
+def test_a_restart_that_comes_back_ready_sets_the_failed_starts_back_to_zero(tmp_path: Path) -> None:
     with supervised(tmp_path, {"flaky": ""}, policy={"initial": 0.05, "max_failed_starts": 2}) as cluster:
-        for restarts in (1, 2, 3):
+        for restarts in (2, 4, 6):  # each kill: one restart fails, the next one is ready
+            (tmp_path / "flaky" / "fail").write_text("1")
             os.kill(cluster.roles()["flaky"]["pid"], signal.SIGKILL)
             deadline = time.monotonic() + 60
             while (current := cluster.roles()["flaky"]) != {**current, "state": "ready", "restarts": restarts}:
@@ -128,7 +131,8 @@ def test_a_role_that_comes_back_ready_starts_its_failed_starts_over(tmp_path: Pa
         cluster.process.send_signal(signal.SIGTERM)
         code = cluster.process.wait(30)
 
-    assert code == 0
+    assert code == 0, cluster.log()
+    assert cluster.log().count("exited with exit code 3") == 3
     assert cluster.log().count("ready again") == 3
 
 
@@ -172,4 +176,15 @@ def test_a_stop_during_the_first_start_leaves_no_process_behind(tmp_path: Path) 
 
     assert code == 1
     assert "stopped while starting" in cluster.log()
+    assert left == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_roles_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    with supervised(tmp_path, {"steady": "", "other": ""}, policy={}) as cluster:
+        pids = [role["pid"] for role in cluster.roles().values()]
+        cluster.process.kill()
+        cluster.process.wait(30)
+        left = wait_gone(pids)
+
     assert left == []

@@ -3,9 +3,17 @@ when a role is given up on, how an exit reads, and the state file `cluster statu
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from agentrunner.cli import app
 from agentrunner.supervisor import RestartPolicy, exit_reason, read_state, state_file, write_state
 
 
@@ -58,3 +66,45 @@ def test_a_missing_or_foreign_state_file_reads_as_no_cluster(tmp_path: Path) -> 
     assert read_state(tmp_path / "absent.json") is None
     assert read_state(tmp_path / "garbage.json") is None
     assert read_state(tmp_path / "other.json") is None
+
+
+def _status(monkeypatch: pytest.MonkeyPatch, data_dir: Path, *args: str) -> tuple[int, str]:
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    result = CliRunner().invoke(app, ["cluster", "status", *args])
+    return result.exit_code, result.output
+
+
+def test_cluster_status_without_a_cluster_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    write_state(state_file(tmp_path / "old"), {"supervisor_pid": gone.pid, "stopped": False, "roles": []})
+
+    never = _status(monkeypatch, tmp_path / "none")
+    killed = _status(monkeypatch, tmp_path / "old")
+
+    assert never[0] == 1
+    assert "no cluster running (no state file at" in " ".join(never[1].split())
+    assert killed[0] == 1
+    assert f"the supervisor, pid {gone.pid}" in " ".join(killed[1].split())
+
+
+def test_cluster_status_shows_each_role_of_a_running_supervisor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    role = {"role": "orchestrator", "pid": 4301, "state": "ready", "restarts": 2, "last_exit": "signal SIGKILL"}
+    restarting = {"role": "autonomous-1", "pid": None, "state": "restarting", "restarts": 1, "last_exit": "exit code 1"}
+    started = time.time() - 125
+    roles = [{**role, "started_at": started}, {**restarting, "started_at": started}]
+    write_state(state_file(tmp_path), {"supervisor_pid": os.getpid(), "stopped": False, "roles": roles})
+
+    code, table = _status(monkeypatch, tmp_path)
+    json_code, text = _status(monkeypatch, tmp_path, "--json")
+    shown = {entry["role"]: entry for entry in json.loads(text)["roles"]}
+
+    assert code == 0
+    assert "orchestrator" in table
+    assert "signal SIGKILL" in table
+    assert "2m0" in table  # ~125 s up
+    assert json_code == 0
+    assert shown["orchestrator"]["uptime_seconds"] >= 125
+    assert shown["autonomous-1"]["uptime_seconds"] is None
