@@ -52,6 +52,9 @@ LISTENER = (
 
 
 LEASE_SECONDS = 2.0
+# On a private Redis the test breaks: a longer lease, so that a worker starved of CPU for a
+# second or two (a loaded machine) still renews in time (see runtime/limits.py).
+OUTAGE_LEASE_SECONDS = 5.0
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Deployment:
 
 
 @contextmanager
-def _deployed(tmp_path: Path, postgres_url: str, redis_url: str, prefix: str) -> Iterator[Deployment]:
+def _deployed(tmp_path: Path, postgres_url: str, redis_url: str, prefix: str, lease: float) -> Iterator[Deployment]:
     run_schema_command(postgres_url, "upgrade")
     agents = tmp_path / "agents"
     agents.mkdir()
@@ -78,7 +81,7 @@ def _deployed(tmp_path: Path, postgres_url: str, redis_url: str, prefix: str) ->
             "OPENAI_BASE_URL": fake.base_url,
             "REDIS_URL": redis_url,
             "REDIS_KEY_PREFIX": prefix,
-            "SLOT_LEASE_SECONDS": f"{LEASE_SECONDS:g}",
+            "SLOT_LEASE_SECONDS": f"{lease:g}",
         }
         with role_processes(tmp_path, postgres_url, **env) as roles:
             roles.serve("orchestrator", log="o.log")
@@ -93,7 +96,7 @@ def _deployed(tmp_path: Path, postgres_url: str, redis_url: str, prefix: str) ->
 
 @pytest.fixture
 def deployment(tmp_path: Path, postgres_url: str) -> Iterator[Deployment]:
-    with _deployed(tmp_path, postgres_url, REDIS_URL, f"limits-{uuid.uuid4().hex[:8]}:") as deployed:
+    with _deployed(tmp_path, postgres_url, REDIS_URL, f"limits-{uuid.uuid4().hex[:8]}:", LEASE_SECONDS) as deployed:
         yield deployed
 
 
@@ -108,7 +111,7 @@ def on_private_redis(tmp_path: Path, postgres_url: str) -> Iterator[OnPrivateRed
     """The deployment on a Redis of the test's own, which the test pauses or kills."""
     with (
         private_redis(tmp_path / "redis") as redis,
-        _deployed(tmp_path, postgres_url, redis.url, "limits:") as deployed,
+        _deployed(tmp_path, postgres_url, redis.url, "limits:", OUTAGE_LEASE_SECONDS) as deployed,
     ):
         yield OnPrivateRedis(deployed, redis)
 
@@ -165,16 +168,18 @@ def test_work_waits_for_a_redis_that_does_not_answer_and_then_runs_within_the_li
     deployment, redis = on_private_redis.deployment, on_private_redis.redis
     deployment.fake.slow(2.0)
     with httpx.Client(base_url=deployment.url, timeout=30) as http:
-        ids = [_invoke(http, "limited", f"task {i}").json()["execution_id"] for i in range(8)]
+        ids = [_invoke(http, "limited", f"task {i}").json()["execution_id"] for i in range(6)]
         _wait_for(lambda: _running(http, ids) == 2, "two executions never ran")
         redis.pause()
         paused_at, paused_wall = time.monotonic(), datetime.now(UTC)
         answers: list[tuple[int, str]] = []
         metrics: list[str] = []
         try:
-            # Longer than two leases (they must not run out while nobody reaches Redis), and
-            # until a worker says its limits wait (asserted below), for 20 s at most.
-            while (elapsed := time.monotonic() - paused_at) < 2.5 * LEASE_SECONDS or (not answers and elapsed < 20):
+            # Longer than a lease (it must not run out while nobody reaches Redis), and until
+            # a worker says its limits wait (asserted below), for 20 s at most.
+            while (elapsed := time.monotonic() - paused_at) < 1.5 * OUTAGE_LEASE_SECONDS or (
+                not answers and elapsed < 20
+            ):
                 # Takers wait (and say so on /health/ready, still 200) instead of running unlimited.
                 checks = [_limits_check(h) for h in deployment.health]
                 if not answers and any(limits.startswith("waiting: cache unavailable") for _, limits in checks):
@@ -187,7 +192,7 @@ def test_work_waits_for_a_redis_that_does_not_answer_and_then_runs_within_the_li
         records = wait_finished(http, ids, timeout=90)
         recovered = [_limits_check(h) for h in deployment.health]
 
-    assert [r["status"] for r in records] == ["succeeded"] * 8
+    assert [r["status"] for r in records] == ["succeeded"] * 6
     assert _most_at_once(records) == 2
     assert _started_between(records, paused_wall + timedelta(seconds=0.5), resumed_wall) == []
     assert {code for code, _ in answers} == {200}
@@ -204,21 +209,21 @@ def test_running_holders_come_back_before_new_ones_after_redis_restarts_without_
     on_private_redis: OnPrivateRedis,
 ) -> None:
     deployment, redis = on_private_redis.deployment, on_private_redis.redis
-    deployment.fake.slow(3.0)  # each run spans the restart and the grace after it
+    deployment.fake.slow(OUTAGE_LEASE_SECONDS)  # each run spans the restart and a renewal after it
     with httpx.Client(base_url=deployment.url, timeout=30) as http:
-        ids = [_invoke(http, "limited", f"task {i}").json()["execution_id"] for i in range(6)]
+        ids = [_invoke(http, "limited", f"task {i}").json()["execution_id"] for i in range(4)]
         _wait_for(lambda: _running(http, ids) == 2, "two executions never ran")
         redis.kill()  # every slot is lost; the waiting takers ask again at once
         redis.start()
         records = wait_finished(http, ids, timeout=90)
 
-    assert [r["status"] for r in records] == ["succeeded"] * 6
+    assert [r["status"] for r in records] == ["succeeded"] * 4
     assert _most_at_once(records) == 2
     assert "concurrency slot added back" in deployment.roles.log_text()
 
 
 def test_a_worker_killed_holding_a_slot_frees_it_within_the_lease(deployment: Deployment) -> None:
-    deployment.fake.slow(3.0)
+    deployment.fake.slow(10.0)  # still running when its worker dies, however slow the machine
     with httpx.Client(base_url=deployment.url, timeout=30) as http:
         first = _invoke(http, "single", "held").json()["execution_id"]
         deadline = time.monotonic() + 20
@@ -229,6 +234,7 @@ def test_a_worker_killed_holding_a_slot_frees_it_within_the_lease(deployment: De
         deployment.roles.serve("autonomous", "--health-port", str(health), log="late.log")
         deployment.roles.wait_ready(f"http://127.0.0.1:{health}")
         deployment.fake.slow(0.1)
+        assert http.get(f"/executions/{first}").json()["status"] == "running"
         for worker in deployment.workers:  # the one holding the slot among them
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
