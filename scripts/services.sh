@@ -9,7 +9,14 @@
 #   postgresql://postgres:postgres@127.0.0.1:5432/agentrunner_test
 #   redis://127.0.0.1:6379/0
 #   amqp://guest:guest@127.0.0.1:5672/
+#
+# `services.sh private start|stop|urls|down DIR ...` runs throwaway instances of the three on
+# free ports instead (scripts/private_services.sh), which the chaos suite kills and restarts.
 set -u
+if [ "${1:-}" = private ]; then
+  shift
+  exec bash "$(dirname "$0")/private_services.sh" "$@"
+fi
 PG_PORT=${PG_PORT:-5432}
 REDIS_PORT=${REDIS_PORT:-6379}
 AMQP_PORT=${AMQP_PORT:-5672}
