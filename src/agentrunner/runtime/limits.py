@@ -171,4 +171,3 @@ class ConcurrencyLimits:
         for scope in scopes:
             with contextlib.suppress(AgentRunnerError):  # unreleased: it expires with its lease
                 await self._slots.release_slot(scope, holder)
-
