@@ -59,6 +59,10 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     # (~1.5 ms; the pool keeps its connections). Passing the version from our adapter
     # would spare it: not done yet.
     ("redis/utils.py", "get_lib_version", "per new Redis connection"),
+    # asyncpg looks for ~/.postgresql and ~/.pgpass (passfile, client certificates) with stats
+    # for each new connection: a stat or two of the home folder, and the pool keeps its
+    # connections, so this runs when one is opened or replaced (after an outage), not per query.
+    ("asyncpg/connect_utils.py", "_parse_connect_dsn_and_args", "per new PostgreSQL connection"),
     # An exception's traceback, when logged, shows source lines read from the .py files:
     # once per file (linecache keeps them), on an error path. rich renders it on a
     # terminal (and in tests); the JSON logs of production go through linecache.
