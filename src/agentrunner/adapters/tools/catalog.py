@@ -162,7 +162,8 @@ class ToolShelf:
                     reasons.append(
                         Reason(
                             f"tool {entry.name!r}: MCP server {_endpoint(entry)} unreachable ({failures[id(server)]}); "
-                            "the agent runs without its tools until it answers (tried again with growing waits)",
+                            "the agent runs without its tools until it answers "
+                            "(tried again with growing waits, up to every MCP_RETRY_SECONDS)",
                             short=f"MCP server {entry.name!r} unreachable",
                         )
                     )
