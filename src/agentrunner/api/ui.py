@@ -9,6 +9,7 @@ Content-Security-Policy allows only this origin's own scripts, styles and API ca
 
 from __future__ import annotations
 
+import mimetypes
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -53,6 +54,9 @@ class DashboardFiles(StaticFiles):
 
 def mount_dashboard(app: FastAPI) -> None:
     """Serve the dashboard at `/ui/` of `app` (`/ui` redirects there)."""
+    # The first guess of a file's type reads the system's mime.types: here, while the app
+    # is built, rather than on the event loop when the first page is asked for.
+    mimetypes.init()
 
     @app.get(UI_PATH, include_in_schema=False)
     async def dashboard() -> RedirectResponse:
