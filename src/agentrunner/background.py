@@ -6,6 +6,7 @@ never retrieved", with no trace id), or is silently dropped by an owner that can
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -22,6 +23,15 @@ def spawn(coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
     task = asyncio.create_task(coro, name=name)
     task.add_done_callback(_log_failure)
     return task
+
+
+async def cancelled(task: asyncio.Task[Any] | None) -> None:
+    """Cancel `task` (if any) and wait until it has ended; its cancellation is not an error."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -18,12 +18,12 @@ logged and the next one starts over: nothing a pass did is lost, nothing is done
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from agentrunner.background import cancelled, spawn
 from agentrunner.domain.execution import utcnow
 from agentrunner.logs import get_logger
 from agentrunner.ports import PurgeKind, Retention
@@ -87,15 +87,12 @@ class RetentionPurger:
 
     async def start(self) -> None:
         """Start purging in the background; the first pass runs at once."""
-        self._task = asyncio.create_task(self._purge_forever(), name="retention-purge")
+        self._task = spawn(self._purge_forever(), name="retention-purge")
 
     async def stop(self) -> None:
         """Stop purging (a batch in flight is rolled back by its transaction's end)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
 
     async def purge_once(self) -> PurgeReport:
         """One pass over every kind with a window, if this process gets the purge lease.

@@ -12,12 +12,11 @@ conditional writes make their actions count once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
 
-from agentrunner.background import spawn
+from agentrunner.background import cancelled, spawn
 from agentrunner.domain.errors import AgentRunnerError, ConflictError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
@@ -63,11 +62,8 @@ class FireWatch:
 
     async def stop(self) -> None:
         """Stop watching."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
 
     async def check(self) -> None:
         """One pass: release held ticks whose schedule is idle, stop runs past their timeout."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-from agentrunner.background import spawn
+from agentrunner.background import cancelled, spawn
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.logs import get_logger
 
@@ -115,11 +115,8 @@ class ConsumerWatchdog:
 
     async def stop(self) -> None:
         """Stop checking."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:
