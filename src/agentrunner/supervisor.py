@@ -136,7 +136,11 @@ def spawn(command: list[str]) -> subprocess.Popen[bytes]:
     Its own session: Ctrl-C in the terminal reaches only the supervisor, which then stops
     the roles once, in order (a role that got the terminal's SIGINT and then our SIGTERM
     would take the second signal as "force exit" and skip its drain)."""
-    # preexec_fn is unsafe only with threads; the supervisor runs in one.
+    # preexec_fn is unsafe with threads when the child, between fork and exec, takes a lock
+    # another thread held at the fork. The liveness probes run on threads, but the child
+    # only calls prctl (loaded before), os.getppid and os._exit: no import, no I/O buffer,
+    # no lock of httpx's; the few Python objects it makes come from pymalloc, guarded by the
+    # GIL that the forking thread holds.
     return subprocess.Popen(  # noqa: S603 - our own CLI
         command,
         env=os.environ.copy(),
