@@ -3,8 +3,12 @@ ready role count as hung (killed and restarted), and which does not."""
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import Future
 
+import httpx
+
+from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.liveness import LivenessPolicy, LivenessWatch, is_live
 from tests.conftest import free_port
 
@@ -100,3 +104,20 @@ def test_the_defaults_tolerate_a_seven_second_stall_and_act_within_eighteen() ->
 
 def test_a_port_nobody_answers_on_is_not_live() -> None:
     assert is_live(f"http://127.0.0.1:{free_port()}", timeout=1) is False
+
+
+async def test_live_answers_without_asking_any_dependency() -> None:
+    # What the supervisor's rule rests on: /health/live says the role's loop turns, so a
+    # database that hangs must not make a role look hung (it makes it not ready).
+    asked: list[str] = []
+
+    async def hangs() -> None:
+        asked.append("database")
+        await asyncio.Event().wait()
+
+    app = role_app("autonomous", "agentrunner test", EdgeConfig(readiness={"database": hangs}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        live = await asyncio.wait_for(http.get("/health/live"), 10)
+
+    assert live.status_code == 200
+    assert asked == []
