@@ -1,12 +1,17 @@
 """Picks the provider client for each agent's `llm_config`, from settings.
 
 Clients are created on first use (importing a vendor SDK is slow, and start-up should not
-pay for providers nobody calls) and shared per (provider, credentials, endpoint).
+pay for providers nobody calls) and shared per (provider, credentials, endpoint). A vendor's
+module is imported and its client made in a worker thread, at the first call: both read files
+for up to seconds, which the event loop must not wait on (offloop.py).
 """
 
 from __future__ import annotations
 
+import functools
+
 from agentrunner.adapters.providers.offline import EchoProvider, Script, ScriptedProvider
+from agentrunner.adapters.providers.offloop import DeferredProvider
 from agentrunner.domain.agent import LLMConfig, ProviderName
 from agentrunner.domain.errors import LLMAuthError
 from agentrunner.domain.reason import Reason
@@ -56,8 +61,13 @@ class SettingsProviderCatalog:
         key = (llm.provider.value, self._endpoint(llm))
         client = self._clients.get(key)
         if client is None:
-            client = self._clients[key] = self._create(llm)
+            client = self._clients[key] = self._deferred(llm)
         return client
+
+    def _deferred(self, llm: LLMConfig) -> LLMProvider:
+        if llm.provider in (ProviderName.SCRIPTED, ProviderName.ECHO):
+            return self._create(llm)  # ours, imported already and made without I/O
+        return DeferredProvider(llm.provider.value, functools.partial(self._create, llm))
 
     def _endpoint(self, llm: LLMConfig) -> str:
         settings = self._settings
@@ -75,7 +85,7 @@ class SettingsProviderCatalog:
 
     def _create(self, llm: LLMConfig) -> LLMProvider:
         # Each vendor SDK is imported only when an agent first calls it: they take a
-        # noticeable share of start-up time.
+        # noticeable share of start-up time. Runs in a worker thread for them (`_deferred`).
         settings = self._settings
         timeout = settings.llm_timeout_seconds
         match llm.provider:
