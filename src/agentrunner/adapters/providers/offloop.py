@@ -1,21 +1,17 @@
-"""Vendor SDK clients and providers made in a worker thread, on first use, never on the loop.
+"""Vendor SDK clients made in a worker thread, on first use, never on the event loop.
 
 Building an SDK client reads files: openai, anthropic and ollama build an httpx client whose
 TLS context loads the CA roots (~25 ms), and look their package's version up in its metadata;
-boto3 reads its service model files and the AWS config (100-200 ms). Importing the SDK takes
-longer still (0.3 s for boto3 to 2.3 s for anthropic on the CI machine). Done on the loop,
-each would stall every request the process serves.
+boto3 reads its service model files and the AWS config (100-200 ms). Done on the loop, each
+would stall every request the process serves. (Importing the SDK takes longer still: the
+catalog makes the providers in a worker thread, see catalog.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import Callable
 from typing import Generic, TypeVar
-
-from agentrunner.domain.llm import Completion, LLMRequest, StreamItem
-from agentrunner.ports import LLMProvider
 
 T = TypeVar("T")
 
@@ -29,11 +25,6 @@ class BuiltOffLoop(Generic[T]):
         self._built: T | None = None
         self._building = asyncio.Lock()
 
-    @property
-    def built(self) -> T | None:
-        """The object, or None while nobody has needed it."""
-        return self._built
-
     async def get(self) -> T:
         if self._built is None:
             async with self._building:
@@ -45,28 +36,3 @@ class BuiltOffLoop(Generic[T]):
         """The object (None if never built), no longer kept: the next `get` builds anew."""
         built, self._built = self._built, None
         return built
-
-
-class DeferredProvider:
-    """An LLMProvider whose module is imported and which is made on its first call, in a
-    worker thread (the catalog's SDK providers: see the module's docstring)."""
-
-    def __init__(self, name: str, make: Callable[[], LLMProvider]) -> None:
-        self.name = name
-        self._provider = BuiltOffLoop(make)
-
-    async def complete(self, request: LLMRequest) -> Completion:
-        provider = await self._provider.get()
-        return await provider.complete(request)
-
-    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
-        provider = await self._provider.get()
-        # aclosing: a consumer that stops early closes the vendor's stream too.
-        async with aclosing(provider.stream(request)) as items:  # type: ignore[type-var]
-            async for item in items:
-                yield item
-
-    async def close(self) -> None:
-        provider = self._provider.forget()
-        if provider is not None:
-            await provider.close()
