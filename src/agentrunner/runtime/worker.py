@@ -435,7 +435,7 @@ class AgentPool:
             await self._progress(execution, {"kind": "status", "status": ExecutionStatus.RUNNING.value})
             records: list[ToolCallRecord] = []
             try:
-                provider = self._catalog.provider_for(llm)
+                provider = await self._catalog.provider_for(llm)
                 if self._rates is not None:
                     provider = self._rates.wrap(provider, config)
                 completion = await self._attempt(config, provider, execution, stream=stream, records=records)
