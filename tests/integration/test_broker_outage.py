@@ -253,6 +253,7 @@ async def test_a_node_whose_broker_died_stops_within_a_bound(
         if stop is not None and not done:
             stop.cancel()
             await asyncio.gather(stop, return_exceptions=True)
+    print(f"\nnode stop with its broker gone: {took:.2f} s")
     assert done, f"Node.stop() still running {took:.1f} s after it was asked, its broker gone"
     done.pop().result()  # raised nothing
     assert _unretrieved(loop_errors) == []
@@ -308,6 +309,7 @@ async def test_a_worker_process_whose_broker_died_exits_on_sigterm_within_its_dr
         while worker.poll() is None and time.monotonic() - began < STOP_BOUND_SECONDS:
             await asyncio.sleep(0.1)
         took = time.monotonic() - began
+        print(f"\nworker exit after SIGTERM with its broker gone: {took:.2f} s")
         assert worker.poll() == 0, f"still running {took:.1f} s after SIGTERM:\n{log_path.read_text()[-3000:]}"
     finally:
         if worker.poll() is None:
