@@ -21,7 +21,8 @@ Through an outage (aio-pika's robust connection tries again every `reconnect_int
 - `close` never waits on the broker for longer than `close_timeout_seconds` a step: a
   consumer cancel or channel close on a robust connection that is down would otherwise wait
   for a reconnection that may never come (a shutdown hung for good);
-- the loss and the recovery are logged once each, with how long the broker was away.
+- the loss and the recovery are logged once each, with how long the broker was away
+  (aio-pika's line per reconnection attempt only at DEBUG: reconnect_noise.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelNotFoundEntity
 from yarl import URL
 
 from agentrunner.adapters.bus.memory import DEFAULT_RETRY_DELAYS
+from agentrunner.adapters.bus.reconnect_noise import quiet_reconnect_noise
 from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
 from agentrunner.domain.event import DeadLetter, Event, decode_event, encode_event
 from agentrunner.domain.topics import pattern_problem, topic_problem
@@ -177,6 +179,7 @@ class RabbitMQEventBus:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        quiet_reconnect_noise()  # the loss and the recovery are logged here, once each
         try:
             self._connection = await aio_pika.connect_robust(
                 self._url,
