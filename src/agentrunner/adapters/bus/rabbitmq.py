@@ -252,13 +252,15 @@ class RabbitMQEventBus:
     async def _confirmed(self, action: str, publish: Callable[[], Awaitable[Any]]) -> None:
         """Run `publish` until the broker confirms it. While the connection is down, wait
         for it at most the reconnect wait (then raise: the broker is not there); once
-        connected, the broker gets the publish timeout to confirm."""
+        connected, the broker gets the publish timeout to confirm, and a publish cut off
+        while the channels are being restored is tried again within that timeout."""
         connection, _, _ = self._require_open(action)
-        deadline = time.monotonic() + self._reconnect_wait
+        began = time.monotonic()
+        reconnected_by, retry_until = began + self._reconnect_wait, began + self._publish_timeout
         while True:
             if not connection.connected.is_set():
                 try:
-                    async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                    async with asyncio.timeout(max(reconnected_by - time.monotonic(), 0.0)):
                         await connection.connected.wait()
                 except TimeoutError as exc:
                     raise self._unreachable(action) from exc
@@ -269,7 +271,7 @@ class RabbitMQEventBus:
             except TimeoutError as exc:
                 raise self._unconfirmed(action) from exc
             except CONNECTION_EXCEPTIONS as exc:
-                if time.monotonic() >= deadline or self._closed:
+                if time.monotonic() >= retry_until or self._closed:
                     raise DependencyUnavailableError(f"cannot {action}: RabbitMQ at {self._where}: {exc}") from exc
                 log.warning("publish interrupted, retrying after reconnect", action=action, error=str(exc))
                 await asyncio.sleep(0.1)
