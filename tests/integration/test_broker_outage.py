@@ -28,6 +28,7 @@ from uuid import uuid4
 import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from agentrunner.adapters.bus.rabbitmq import RECONNECT_WAIT_SECONDS
 from agentrunner.adapters.state.urls import run_schema_command
@@ -35,6 +36,7 @@ from agentrunner.node import Node
 from agentrunner.settings import Settings
 from tests.conftest import FIXTURE_AGENTS, free_port
 from tests.contract.conftest import REDIS_URL
+from tests.fakes.openai_server import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -124,7 +126,7 @@ def _unretrieved(reported: list[dict[str, Any]]) -> list[str]:
     return [f"{context.get('message')}: {context.get('exception')!r}" for context in reported]
 
 
-def _settings(tmp_path: Path, database_url: str, rabbitmq_url: str) -> Settings:
+def _settings(tmp_path: Path, database_url: str, rabbitmq_url: str, **more: Any) -> Settings:
     (tmp_path / "agents").mkdir(exist_ok=True)
     shutil.copy(FIXTURE_AGENTS / "echo-helper.yml", tmp_path / "agents" / "echo-helper.yml")
     return Settings(  # type: ignore[call-arg]
@@ -135,6 +137,7 @@ def _settings(tmp_path: Path, database_url: str, rabbitmq_url: str) -> Settings:
         rabbitmq_url=rabbitmq_url,
         agents_dir=tmp_path / "agents",
         data_dir=tmp_path,
+        **more,
     )
 
 
@@ -257,6 +260,73 @@ async def test_a_node_whose_broker_died_stops_within_a_bound(
     assert done, f"Node.stop() still running {took:.1f} s after it was asked, its broker gone"
     done.pop().result()  # raised nothing
     assert _unretrieved(loop_errors) == []
+
+
+SLOW_AGENT = "name: slow\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
+LLM_SECONDS = 3.0
+
+
+async def test_a_run_in_flight_when_the_broker_dies_does_not_hold_the_stop_and_runs_again_after(
+    tmp_path: Path, database: str, rabbitmq: PrivateRabbitMQ, loop_errors: list[dict[str, Any]]
+) -> None:
+    """aio-pika cancels a consumer's handlers when their channel drops: the run in flight
+    is cut short, left `running`, and its unacked message is delivered again once the
+    broker is back, where it runs from the start (a second attempt) to its end. The node's
+    stop in between does not wait on the broker."""
+    with FakeOpenAI(api_key="sk-outage", reply="done") as fake:
+        fake.slow(LLM_SECONDS)
+        settings = _settings(
+            tmp_path, database, rabbitmq.url, openai_api_key=SecretStr(fake.api_key), openai_base_url=fake.base_url
+        )
+        (tmp_path / "agents" / "slow.yml").write_text(SLOW_AGENT)
+        node = Node(settings)
+        await node.start()
+        stop: asyncio.Task[None] | None = None
+        done: set[asyncio.Task[None]] = set()
+        try:
+            accepted = await node.orchestrator.invoke("slow", {"prompt": "in flight"})
+
+            async def asked() -> bool:
+                return bool(fake.requests)
+
+            await _until(asked, "the run to call its model")
+            await rabbitmq.stop("kill")
+            await _until(lambda: _bus_down(node), "the node to see its broker gone")
+            began = time.monotonic()
+            stop = asyncio.create_task(node.stop())
+            done, _ = await asyncio.wait([stop], timeout=STOP_BOUND_SECONDS + LLM_SECONDS)
+            took = time.monotonic() - began
+        finally:
+            if stop is not None and not done:
+                stop.cancel()
+                await asyncio.gather(stop, return_exceptions=True)
+        assert done, f"Node.stop() still running {took:.1f} s after it was asked, a run in flight and its broker gone"
+        done.pop().result()
+        left = await _execution(database, accepted.execution_id)
+
+        await rabbitmq.start()
+        again = Node(settings)
+        async with again.running():
+            finished = await again.orchestrator.wait_for(accepted.execution_id, 60)
+    assert (left["status"], left["attempts"]) == ("running", 1)
+    assert (finished.status.value, finished.output, finished.attempts) == ("succeeded", "done", 2)
+    assert (await _execution(database, accepted.execution_id))["status"] == "succeeded"
+    assert _unretrieved(loop_errors) == []
+
+
+async def _execution(database: str, execution_id: str) -> asyncpg.Record:
+    connection = await asyncpg.connect(database.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        row = await connection.fetchrow(
+            "SELECT status, output, attempts, (SELECT count(*) FROM executions) AS records "
+            "FROM executions WHERE execution_id = $1",
+            execution_id,
+        )
+    finally:
+        await connection.close()
+    assert row is not None
+    assert row["records"] == 1
+    return row
 
 
 async def _bus_down(node: Node) -> bool:
