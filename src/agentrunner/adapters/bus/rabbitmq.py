@@ -11,12 +11,25 @@ Layout, for a prefix P (several platforms or test runs share a broker without me
 Messages are persistent, publishes wait for the broker's confirm, and a message is acked
 only after its handler returned or its retry copy was confirmed: nothing is lost between.
 Broker and network errors become `DependencyUnavailableError` here and nowhere else.
+
+Through an outage (aio-pika's robust connection tries again every `reconnect_interval`):
+- a publish made while the connection is down waits for it at most `reconnect_wait_seconds`
+  (a dropped connection comes back within that), then raises `DependencyUnavailableError`:
+  the API answers 503 in seconds, not after the publish timeout, and the outbox keeps what
+  it holds for its sweep. A broker that is connected but does not confirm (a memory alarm)
+  still gets `publish_timeout_seconds`;
+- `close` never waits on the broker for longer than `close_timeout_seconds` a step: a
+  consumer cancel or channel close on a robust connection that is down would otherwise wait
+  for a reconnection that may never come (a shutdown hung for good);
+- the loss and the recovery are logged once each, with how long the broker was away
+  (aio-pika's line per reconnection attempt only at DEBUG: reconnect_noise.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -32,6 +45,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelNotFoundEntity
 from yarl import URL
 
 from agentrunner.adapters.bus.memory import DEFAULT_RETRY_DELAYS
+from agentrunner.adapters.bus.reconnect_noise import quiet_reconnect_noise
 from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
 from agentrunner.domain.event import DeadLetter, Event, decode_event, encode_event
 from agentrunner.domain.topics import pattern_problem, topic_problem
@@ -46,6 +60,13 @@ _ERROR_HEADER = "x-agentrunner-error"
 # Retry queues of an exclusive queue vanish after this long unused (the exclusive queue
 # they feed is gone by then); far longer than any backoff delay.
 _EXCLUSIVE_RETRY_EXPIRES_MS = 10 * 60 * 1000
+# A publish while the connection is down waits this long for it: the robust connection
+# tries again every second, so a dropped connection is back well within it (as the state
+# store's reconnect window covers a database restart of a second or two).
+RECONNECT_WAIT_SECONDS = 2.5
+# Each step of a close (cancel a consumer, close a channel, close the connection) waits on
+# the broker at most this long.
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 
 def _redacted(url: str) -> str:
@@ -82,8 +103,10 @@ class RabbitMQSubscription:
 
     async def cancel(self, grace_seconds: float = 10.0) -> None:
         if self._tag is not None:
-            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
-                await self._queue.cancel(self._tag)
+            # basic.cancel needs the connection; a lost one took the consumer with it, and
+            # the robust channel would wait for a reconnection that may never come.
+            if self._bus.connected:
+                await _bounded(self._queue.cancel(self._tag), "cancel a consumer", self._bus.close_timeout)
             self._tag = None
         if self._in_flight:
             # Handlers still running after the grace are cut short (cancelled); their
@@ -93,8 +116,8 @@ class RabbitMQSubscription:
                 task.cancel()
             if cut_short:
                 await asyncio.wait(cut_short, timeout=5.0)
-        with contextlib.suppress(*CONNECTION_EXCEPTIONS):
-            await self._channel.close()
+        # Closed even when the connection is down: a closed robust channel is not restored.
+        await _bounded(self._channel.close(), "close a channel", self._bus.close_timeout)
         self._bus.forget(self)
 
 
@@ -109,6 +132,8 @@ class RabbitMQEventBus:
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         publish_timeout_seconds: float = 10.0,
         reconnect_interval_seconds: float = 1.0,
+        reconnect_wait_seconds: float = RECONNECT_WAIT_SECONDS,
+        close_timeout_seconds: float = CLOSE_TIMEOUT_SECONDS,
         connection_name: str = "agentrunner",
     ) -> None:
         self._url = url
@@ -117,6 +142,9 @@ class RabbitMQEventBus:
         self._retry_ms = tuple(max(1, round(delay * 1000)) for delay in retry_delays)
         self._publish_timeout = publish_timeout_seconds
         self._reconnect_interval = reconnect_interval_seconds
+        self._reconnect_wait = reconnect_wait_seconds
+        self.close_timeout = close_timeout_seconds
+        self._lost_at: float | None = None  # monotonic time the connection went down
         self._connection_name = connection_name
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -135,6 +163,12 @@ class RabbitMQEventBus:
         """The exchange and the queues this bus declared (to inspect or tear down a prefix)."""
         return f"{self._prefix}.events", frozenset(self._declared)
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection to the broker is up right now."""
+        connection = self._connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
+
     def _queue_name(self, queue: str) -> str:
         return f"{self._prefix}.q.{queue}"
 
@@ -145,6 +179,7 @@ class RabbitMQEventBus:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        quiet_reconnect_noise()  # the loss and the recovery are logged here, once each
         try:
             self._connection = await aio_pika.connect_robust(
                 self._url,
@@ -152,6 +187,8 @@ class RabbitMQEventBus:
                 timeout=10,
                 reconnect_interval=self._reconnect_interval,
             )
+            self._connection.close_callbacks.add(self._on_lost)
+            self._connection.reconnect_callbacks.add(self._on_restored)
             self._channel = await self._connection.channel(publisher_confirms=True)
             self._exchange = await self._channel.declare_exchange(
                 f"{self._prefix}.events", aio_pika.ExchangeType.TOPIC, durable=True
@@ -163,18 +200,29 @@ class RabbitMQEventBus:
             raise DependencyUnavailableError(f"RabbitMQ at {self._where} is not reachable: {exc}") from exc
         self._closed = False
 
+    def _on_lost(self, *_: Any) -> None:
+        # Called on every failed reconnection attempt too: the first loss is the outage's start.
+        if self._closed or self._lost_at is not None:
+            return
+        self._lost_at = time.monotonic()
+        log.warning("RabbitMQ connection lost, reconnecting", broker=self._where)
+
+    def _on_restored(self, *_: Any) -> None:
+        lost_at, self._lost_at = self._lost_at, None
+        down = round(time.monotonic() - lost_at, 1) if lost_at is not None else None
+        log.warning("RabbitMQ connection restored", broker=self._where, down_seconds=down)
+
     async def ping(self) -> None:
-        connection = self._connection
-        if self._closed or connection is None or connection.is_closed or not connection.connected.is_set():
+        if self._closed or not self.connected:
             raise DependencyUnavailableError(f"RabbitMQ at {self._where} is not connected")
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         self._closed = True
         await asyncio.gather(*(sub.cancel(grace_seconds) for sub in list(self._subscriptions)))
-        if self._connection is not None:
-            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
-                await self._connection.close()
-            self._connection = None
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            # Cancels the robust connection's reconnection loop, then closes the transport.
+            await _bounded(connection.close(), "close the connection", self.close_timeout)
 
     def forget(self, subscription: RabbitMQSubscription) -> None:
         """Drop a cancelled subscription."""
@@ -202,10 +250,20 @@ class RabbitMQEventBus:
         await self._confirmed(f"publish into {queue!r}", lambda: channel.default_exchange.publish(message, queue))
 
     async def _confirmed(self, action: str, publish: Callable[[], Awaitable[Any]]) -> None:
-        """Run `publish` until the broker confirms it; through a reconnection, wait (at
-        most the publish timeout) instead of losing the event."""
+        """Run `publish` until the broker confirms it. While the connection is down, wait
+        for it at most the reconnect wait (then raise: the broker is not there); once
+        connected, the broker gets the publish timeout to confirm, and a publish cut off
+        while the channels are being restored is tried again within that timeout."""
         connection, _, _ = self._require_open(action)
-        if connection.connected.is_set():
+        began = time.monotonic()
+        reconnected_by, retry_until = began + self._reconnect_wait, began + self._publish_timeout
+        while True:
+            if not connection.connected.is_set():
+                try:
+                    async with asyncio.timeout(max(reconnected_by - time.monotonic(), 0.0)):
+                        await connection.connected.wait()
+                except TimeoutError as exc:
+                    raise self._unreachable(action) from exc
             try:
                 async with asyncio.timeout(self._publish_timeout):
                     await publish()
@@ -213,27 +271,16 @@ class RabbitMQEventBus:
             except TimeoutError as exc:
                 raise self._unconfirmed(action) from exc
             except CONNECTION_EXCEPTIONS as exc:
-                log.warning("publish interrupted, retrying after reconnect", action=action, error=str(exc))
-        await self._confirmed_after_reconnect(connection, action, publish)
-
-    async def _confirmed_after_reconnect(
-        self, connection: AbstractRobustConnection, action: str, publish: Callable[[], Awaitable[Any]]
-    ) -> None:
-        deadline = asyncio.get_running_loop().time() + self._publish_timeout
-        while True:
-            remaining = deadline - asyncio.get_running_loop().time()
-            try:
-                async with asyncio.timeout(max(remaining, 0.001)):
-                    await connection.connected.wait()
-                    await publish()
-                return
-            except TimeoutError as exc:
-                raise self._unconfirmed(action) from exc
-            except CONNECTION_EXCEPTIONS as exc:
-                if asyncio.get_running_loop().time() >= deadline or self._closed:
+                if time.monotonic() >= retry_until or self._closed:
                     raise DependencyUnavailableError(f"cannot {action}: RabbitMQ at {self._where}: {exc}") from exc
                 log.warning("publish interrupted, retrying after reconnect", action=action, error=str(exc))
                 await asyncio.sleep(0.1)
+
+    def _unreachable(self, action: str) -> DependencyUnavailableError:
+        return DependencyUnavailableError(
+            f"cannot {action}: RabbitMQ at {self._where} is not connected "
+            f"(no reconnection within {self._reconnect_wait:g} s)"
+        )
 
     def _unconfirmed(self, action: str) -> DependencyUnavailableError:
         return DependencyUnavailableError(
@@ -436,6 +483,18 @@ class RabbitMQEventBus:
 
     async def replay(self, letter: DeadLetter) -> None:
         await self._to_queue(self._queue_name(letter.queue), letter.event.model_copy(update={"attempt": 1}))
+
+
+async def _bounded(step: Awaitable[Any], what: str, seconds: float) -> None:
+    """Await a closing `step`, at most `seconds`; a broker that is gone has nothing left to
+    close, so its errors (and a step that outwaits the bound) are logged, not raised."""
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        log.warning("RabbitMQ did not answer while closing, went on without it", step=what, seconds=seconds)
+    except CONNECTION_EXCEPTIONS as exc:
+        log.info("RabbitMQ gone while closing", step=what, error=str(exc))
 
 
 def _message(event: Event, extra_headers: dict[str, str] | None = None) -> aio_pika.Message:
