@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from agentrunner.adapters.bus.memory import InMemoryEventBus
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.domain.event import Event
@@ -73,3 +75,35 @@ async def test_a_publish_that_fails_is_left_for_the_sweep(sqlite_url: str) -> No
     assert [entry.event.event_id for entry in still_pending] == [event.event_id]
     assert swept == 1
     assert [e.event_id for e in received] == [event.event_id]
+
+
+async def test_an_outage_of_the_bus_is_logged_once_at_its_start_and_once_at_its_end(sqlite_url: str) -> None:
+    store = SQLStateStore(sqlite_url)
+    bus = InMemoryEventBus()
+    await store.start()
+    await bus.start()
+    relay = OutboxRelay(bus=bus, store=store)
+    events = [Event(topic=f"watch.{n}", trace_id="t-3") for n in range(3)]
+    await store.create_execution(Execution(execution_id="e", agent="a", trace_id="t-3"), events=events)
+    try:
+        await bus.close()
+        with capture_logs() as during:
+            await relay.deliver(events)
+            for _ in range(3):  # the sweep's passes while the bus is away
+                await relay.sweep(older_than_seconds=0)
+        await bus.start()
+        with capture_logs() as after:
+            swept = await relay.sweep(older_than_seconds=0)
+            await relay.sweep(older_than_seconds=0)
+    finally:
+        await bus.close()
+        await store.close()
+
+    warnings = [entry for entry in during if entry["log_level"] == "warning"]
+    assert [entry["event"] for entry in warnings] == [
+        "outbox publishing deferred to the sweep until the event bus answers"
+    ]
+    assert warnings[0]["count"] == 3
+    assert swept == 3
+    assert [entry["event"] for entry in after] == ["outbox publishing again"]
+    assert after[0]["outage_seconds"] >= 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 
 from agentrunner.background import spawn
@@ -45,6 +46,9 @@ class OutboxRelay:
         self._unmarked: list[str] = []
         self._marks_waiting = asyncio.Event()
         self._deliveries: set[asyncio.Task[None]] = set()
+        # When publishing started failing (monotonic), None while it works: an outage of the
+        # bus is logged once at its start and once at its end, not once per event and sweep.
+        self._held_since: float | None = None
 
     async def start(self) -> None:
         """Start the background sweep and the writer of marks."""
@@ -89,13 +93,15 @@ class OutboxRelay:
         failure is logged, not raised: the sweep publishes them later."""
         results = await asyncio.gather(*(self._bus.publish(event) for event in events), return_exceptions=True)
         published: list[str] = []
+        refused: list[AgentRunnerError] = []
         for event, result in zip(events, results, strict=True):
             if isinstance(result, AgentRunnerError):
-                log.warning("outbox publish deferred to the sweep", topic=event.topic, error=result.message)
+                refused.append(result)
             elif isinstance(result, BaseException):
                 raise result
             else:
                 published.append(event.event_id)
+        self._note_outage(refused, published=len(published))
         if not published:
             return
         if self._marker is None:  # not started (a one-off relay): mark now
@@ -104,13 +110,28 @@ class OutboxRelay:
             self._unmarked.extend(published)
             self._marks_waiting.set()
 
+    def _note_outage(self, refused: list[AgentRunnerError], *, published: int) -> None:
+        """Log the start of a publishing outage once (with the first reason) and its end once
+        (with how long it lasted); events refused in between are left to the sweep quietly."""
+        if refused and self._held_since is None:
+            self._held_since = time.monotonic()
+            log.warning(
+                "outbox publishing deferred to the sweep until the event bus answers",
+                count=len(refused),
+                error=refused[0].message,
+            )
+        elif published and not refused and self._held_since is not None:
+            log.info("outbox publishing again", outage_seconds=round(time.monotonic() - self._held_since, 1))
+            self._held_since = None
+
     async def sweep(self, *, older_than_seconds: float | None = None) -> int:
         """Publish every unpublished outbox event older than `older_than_seconds` (default:
         the grace period); return how many."""
         age = self._grace if older_than_seconds is None else older_than_seconds
         entries = await self._store.pending_events(limit=500, older_than_seconds=age)
         if entries:
-            log.warning("outbox sweep publishing events left behind", count=len(entries))
+            if self._held_since is None:  # during an outage the same events come round every pass
+                log.warning("outbox sweep publishing events left behind", count=len(entries))
             await self.deliver([entry.event for entry in entries])
         return len(entries)
 
