@@ -140,6 +140,8 @@ class McpServer:
                 split_url(url)  # no userinfo, http(s) only; the address is checked on connecting
             # The transport follows the expanded URL (a `${VAR}` hides its /sse ending).
             sse = entry.transport == "sse" or (entry.transport is None and url.rstrip("/").endswith("/sse"))
+            if guarded:  # a no-op once loaded: the catalog loads the roots at start
+                await self._egress.load_tls()
             tls = None if guarded else await self._tls_context()
             if sse:
                 factory = self._guarded_factory if tls is None else partial(_client, tls)
