@@ -269,12 +269,17 @@ class HeldSlots:
         """Wait for every slot again as a queued taker does, after giving them all back
         (holding some while waiting for another could deadlock two executions)."""
         self._store.waited("slot_lost")
+        log.warning(
+            "execution waiting for its concurrency slots again before its next model or tool call: one was lost",
+            lost=sorted(self._lost),
+            holder=self._holder,
+        )
         started = self._clock()
         await self._release([scope for scope, _ in self.scopes])
         self._lost.clear()
         await self.take()
         log.warning(
-            "concurrency slot taken again after its loss: the execution goes on",
+            "concurrency slots taken again after a loss: the execution goes on",
             holder=self._holder,
             waited_seconds=round(self._clock() - started, 3),
         )
