@@ -38,10 +38,10 @@ with its slots confirmed, whose process then renews nothing for longer than the 
 its lease (at least half a lease from the call's start) while the call is still at the
 vendor, can overlap a call of the newcomer that took its place. The execution's own status
 is not fenced either: one that waits at the fence for its slot again is `running` meanwhile,
-so counts of running executions can show one more than the limit, their calls never. Half a
-lease also absorbs one forward step of the Redis host's clock (the store counts at most half
-a lease at once); a larger step between two calls could end leases early. A fresh Redis (the
-first start, a new REDIS_KEY_PREFIX) costs one lease before the first slot is given.
+so counts of running executions can exceed the limit, their calls never. The half lease
+also absorbs a forward step of the Redis host's clock (the store counts at most half a lease
+between two calls); repeated steps could end leases early. A fresh Redis (the first start, a
+new REDIS_KEY_PREFIX) costs one lease before the first slot is given.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -136,15 +136,12 @@ class HeldSlots:
         scopes: list[tuple[str, int]],
         holder: str,
         lease_seconds: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._slots = slots
         self._store = store
         self.scopes = scopes
         self._holder = holder
         self._lease = lease_seconds
-        self._clock = clock
         self._confirmed: dict[str, float] = {}  # scope -> when the last call that confirmed it was sent
         self._lost: set[str] = set()
         # One caller of the store at a time: a renewal never adds back a slot the fence has
@@ -176,7 +173,7 @@ class HeldSlots:
             return True
         if self._lost or len(self._confirmed) < len(self.scopes):
             return False
-        return self._clock() - min(self._confirmed.values()) < self._lease * FRESH_FRACTION
+        return time.monotonic() - min(self._confirmed.values()) < self._lease * FRESH_FRACTION
 
     async def take(self) -> None:
         """Wait for a slot in every scope, asking in their fixed order and giving back what
@@ -213,7 +210,7 @@ class HeldSlots:
         for scope, limit in self.scopes:
             if scope not in asked:
                 asked.append(scope)
-            sent = self._clock()
+            sent = time.monotonic()
             if not await self._slots.acquire_slot(scope, self._holder, limit, self._lease):
                 return False
             self._confirmed[scope] = sent
@@ -233,7 +230,7 @@ class HeldSlots:
     async def _renew_one(self, scope: str, limit: int) -> None:
         backoff = Backoff()
         while True:
-            sent = self._clock()
+            sent = time.monotonic()
             try:
                 renewal = await self._slots.renew_slot(scope, self._holder, limit, self._lease)
             except AgentRunnerError as exc:
@@ -274,14 +271,14 @@ class HeldSlots:
             lost=sorted(self._lost),
             holder=self._holder,
         )
-        started = self._clock()
+        started = time.monotonic()
         await self._release([scope for scope, _ in self.scopes])
         self._lost.clear()
         await self.take()
         log.warning(
             "concurrency slots taken again after a loss: the execution goes on",
             holder=self._holder,
-            waited_seconds=round(self._clock() - started, 3),
+            waited_seconds=round(time.monotonic() - started, 3),
         )
 
     async def stop_and_release(self, renewer: asyncio.Task[None]) -> None:
