@@ -151,6 +151,16 @@ class TimedCalls:
         return "done", None
 
 
+def _most_at_once(records: list[dict[str, Any]]) -> int:
+    """The most executions `running` at once, from their recorded start and finish (which a
+    starved worker's execution waiting for its slot again may exceed: see TimedCalls)."""
+    return _peak([(_at(r["started_at"]), _at(r["finished_at"])) for r in records])
+
+
+def _at(moment: str) -> float:
+    return datetime.fromisoformat(moment).timestamp()
+
+
 def _peak(spans: list[tuple[float, float]]) -> int:
     """The most spans (start, end) open at once; one ending as another starts is not both."""
     edges = []
