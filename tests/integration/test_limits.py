@@ -181,7 +181,8 @@ def test_max_concurrency_holds_across_three_workers_and_every_task_runs(deployme
 
     assert [r["status"] for r in records] == ["succeeded"] * 12
     assert len(calls.spans) == 12
-    assert _peak(calls.spans) == 2
+    assert _peak(calls.spans) <= 2  # two model calls at once at most (on a loaded machine, maybe fewer)
+    assert _most_at_once(records) >= 2  # two executions held a slot at once: the limit is two, not one
     assert len({r["worker"] for r in records}) >= 2  # the limit is shared, not per worker
 
 
