@@ -73,10 +73,6 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     # terminal (and in tests); the JSON logs of production go through linecache.
     ("rich/traceback.py", "_render_stack", "traceback source lines"),
     ("linecache.py", "updatecache", "traceback source lines"),
-    # The LLM SDKs build their client (an httpx client, a TLS context, their package's
-    # metadata) once per provider and process, on the first execution that needs it.
-    # Known and not yet moved off the loop (~50 ms once): see docs/operations.md.
-    ("agentrunner/adapters/providers/catalog.py", "_create", "once per provider"),
 )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -78,3 +79,16 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             ("AWS_", "SLACK_", "DATABASE_", "REDIS_", "RABBITMQ_")
         ):
             monkeypatch.delenv(key, raising=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Collects garbage before a failure is formatted. Python 3.11.7 fails `ast.parse` with
+    "SystemError: AST constructor recursion depth mismatch" when a finalizer raising inside
+    it is reported, since formatting that traceback parses again (the ^^^ markers); pytest
+    parses the failing test's source, so a collection there ended the run in INTERNALERROR.
+    A failed constructor leaves such objects (an SDK client whose `__init__` the blocking
+    guard stopped halfway, whose `__del__` then raises)."""
+    if call.excinfo is not None:
+        gc.collect()
+    return (yield)

@@ -3,8 +3,9 @@ Docker — the same processes docker-compose.yml runs, supervised from one termi
 
 The cluster migrates the database, starts each role with `agentrunner serve ROLE`, waits
 until every one answers /health/ready, then supervises them (`agentrunner.supervisor`): a
-role that exits is restarted with backoff while the others keep serving; Ctrl-C or
-SIGTERM stops them all (SIGTERM, 30 s to drain, then SIGKILL).
+role that exits, or stays up but stops answering /health/live, is restarted with backoff
+while the others keep serving; Ctrl-C or SIGTERM stops them all (SIGTERM, 30 s to drain,
+then SIGKILL).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 
 from agentrunner.api.access import check_listen_host
 from agentrunner.domain.errors import ConfigError
+from agentrunner.liveness import LivenessPolicy
 from agentrunner.settings import HTTP_ROLES, Settings
 from agentrunner.supervisor import (
     DRAIN_SECONDS,
@@ -78,4 +80,9 @@ def run(settings: Settings, autonomous: int) -> int:
         plan(settings, autonomous),
         state_path=state_file(settings.data_dir),
         policy=RestartPolicy(max_failed_starts=settings.cluster_max_failed_starts),
+        liveness=LivenessPolicy(
+            interval=settings.cluster_liveness_interval_seconds,
+            timeout=settings.cluster_liveness_timeout_seconds,
+            failures=settings.cluster_liveness_failures,
+        ),
     )

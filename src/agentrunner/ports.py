@@ -758,9 +758,9 @@ class ProviderCatalog(Protocol):
         """Why agents with this `llm_config` cannot run now (missing key, ...), else None."""
         ...
 
-    def provider_for(self, llm: LLMConfig) -> LLMProvider:
-        """The provider client for `llm` (created once, then shared); raises `LLMAuthError`
-        when it is not configured."""
+    async def provider_for(self, llm: LLMConfig) -> LLMProvider:
+        """The provider client for `llm` (created once, off the event loop, then shared);
+        raises `LLMAuthError` when it is not configured."""
         ...
 
     async def close(self) -> None:

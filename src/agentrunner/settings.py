@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # `cluster up` stops every role when one fails to start this many times in a row.
     cluster_max_failed_starts: int = Field(default=5, gt=0)
+    # `cluster up` kills and restarts a ready role that misses this many /health/live probes
+    # in a row (0: never), one every interval, each waiting up to the timeout.
+    cluster_liveness_failures: int = Field(default=3, ge=0)
+    cluster_liveness_interval_seconds: float = Field(default=5.0, gt=0)
+    cluster_liveness_timeout_seconds: float = Field(default=3.0, gt=0)
 
     # Durable state, cache and bus: empty URLs select the embedded backends.
     database_url: SecretUrl = SecretUrl("")

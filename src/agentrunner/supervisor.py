@@ -8,6 +8,13 @@ exponential backoff (`RestartPolicy`). A restart that exits before it answers
 `max_failed_starts` of them in a row mean the role cannot start: the supervisor stops
 every role and exits 1 naming it. Only Ctrl-C or SIGTERM stops it otherwise.
 
+A role can also hang while its process lives (its event loop blocked, stuck in a call,
+SIGSTOPped): an exit never comes. So the supervisor asks every ready role's /health/live
+(`agentrunner.liveness`), from a thread pool so that a probe waiting out its timeout holds up
+neither the other roles nor the exits it watches for; a role that misses `failures` probes
+in a row gets SIGTERM, SIGKILL after a short grace (a hung process does not drain), and is
+restarted like one that exited, its last exit saying why.
+
 The state file (`cluster.json` under DATA_DIR, written atomically on every change) holds
 the supervisor's pid and each role's pid, state, restart count, last exit and start time;
 no secrets (a health URL is a host and a port).
@@ -17,14 +24,17 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -32,6 +42,7 @@ from typing import Any
 import httpx
 
 from agentrunner.domain.errors import ConfigError
+from agentrunner.liveness import LivenessPolicy, LivenessWatch, is_live
 
 READY_TIMEOUT_SECONDS = 60.0
 DRAIN_SECONDS = 30.0
@@ -125,7 +136,11 @@ def spawn(command: list[str]) -> subprocess.Popen[bytes]:
     Its own session: Ctrl-C in the terminal reaches only the supervisor, which then stops
     the roles once, in order (a role that got the terminal's SIGINT and then our SIGTERM
     would take the second signal as "force exit" and skip its drain)."""
-    # preexec_fn is unsafe only with threads; the supervisor runs in one.
+    # preexec_fn is unsafe with threads when the child, between fork and exec, takes a lock
+    # another thread held at the fork. The liveness probes run on threads, but the child
+    # only calls prctl (loaded before), os.getppid and os._exit: no import, no I/O buffer,
+    # no lock of httpx's; the few Python objects it makes come from pymalloc, guarded by the
+    # GIL that the forking thread holds.
     return subprocess.Popen(  # noqa: S603 - our own CLI
         command,
         env=os.environ.copy(),
@@ -231,20 +246,33 @@ class _Supervised:
     since: float = field(default_factory=time.monotonic)  # when the current state began
     streak: int = 0
     failed_starts: int = 0
+    watch: LivenessWatch | None = None  # while ready
+    killing: str | None = None  # why the supervisor is stopping this process, until it is gone
+    kill_at: float = math.inf  # when SIGKILL follows the SIGTERM of a kill
 
 
 class Supervisor:
     """Keeps a started cluster's roles running until `request_stop` or a give-up."""
 
     def __init__(
-        self, members: list[RoleProcess], *, state_path: Path, policy: RestartPolicy, drain: float = DRAIN_SECONDS
+        self,
+        members: list[RoleProcess],
+        *,
+        state_path: Path,
+        policy: RestartPolicy,
+        liveness: LivenessPolicy | None = None,
+        drain: float = DRAIN_SECONDS,
     ) -> None:
-        self._roles = [_Supervised(member) for member in members]
+        self._liveness = liveness or LivenessPolicy()
+        self._roles = [_Supervised(member, watch=self._watch()) for member in members]
         self._state_path = state_path
         self._policy = policy
         self._drain = drain
         self._stopping = False
         self._started_at = time.time()
+        # One thread per role at most (a role has one probe in flight); none start before
+        # the first probe, and `run` shuts the pool down.
+        self._probes = ThreadPoolExecutor(max_workers=max(1, len(members)), thread_name_prefix="liveness")
 
     @property
     def members(self) -> list[RoleProcess]:
@@ -260,15 +288,22 @@ class Supervisor:
         is stopped on return."""
         self.publish()
         gave_up: str | None = None
-        while not self._stopping and gave_up is None:
-            gave_up = self._tick()
-            if gave_up is None and not self._stopping:
-                time.sleep(TICK_SECONDS)
+        try:
+            while not self._stopping and gave_up is None:
+                gave_up = self._tick()
+                if gave_up is None and not self._stopping:
+                    time.sleep(TICK_SECONDS)
+        finally:
+            # A probe in flight ends within its timeout; nobody reads it any more.
+            self._probes.shutdown(wait=False, cancel_futures=True)
         if gave_up is not None:
             _say(f"{gave_up}; stopping the cluster")
+        for entry in self._roles:
+            if entry.killing is not None:  # hung already: it would only sit out the drain
+                entry.member.process.kill()
         stop([entry.member for entry in self._roles], self._drain)
         for entry in self._roles:
-            entry.state = RoleState.STOPPED
+            entry.state, entry.killing = RoleState.STOPPED, None
         self.publish(stopped=True)
         return 0 if gave_up is None else 1
 
@@ -278,36 +313,65 @@ class Supervisor:
         for entry in self._roles:
             if self._stopping:
                 break
-            process = entry.member.process
-            if entry.state is RoleState.RESTARTING:
-                if time.monotonic() >= entry.since + self._policy.delay(entry.streak):
-                    self._restart(entry)
-                    changed = True
-            elif process.poll() is not None:
-                message = self._exited(entry, exit_reason(process.returncode))
-                if message:
-                    return message
-                changed = True
-            elif entry.state is RoleState.STARTING:
-                if is_ready(entry.member.health_url):
-                    entry.state, entry.since, entry.failed_starts = RoleState.READY, time.monotonic(), 0
-                    _say(f"role {entry.member.role} ready again (pid {process.pid}, restart {entry.restarts})")
-                    changed = True
-                elif time.monotonic() - entry.since > READY_TIMEOUT_SECONDS:
-                    stop([entry.member], drain=5)
-                    message = self._exited(entry, f"not ready within {READY_TIMEOUT_SECONDS:g} s")
-                    if message:
-                        return message
-                    changed = True
+            moved, message = self._look(entry)
+            if message:
+                return message
+            changed = changed or moved
         if changed:
             self.publish()
         return None
 
+    def _look(self, entry: _Supervised) -> tuple[bool, str | None]:
+        """One look at a role: (whether what `cluster status` shows changed, a give-up message)."""
+        process, now = entry.member.process, time.monotonic()
+        if entry.state is RoleState.RESTARTING:
+            if now < entry.since + self._policy.delay(entry.streak):
+                return False, None
+            self._restart(entry)
+        elif process.poll() is not None:
+            return True, self._exited(entry, entry.killing or exit_reason(process.returncode))
+        elif entry.killing is not None:
+            if now >= entry.kill_at:
+                process.kill()
+                entry.kill_at = math.inf
+            return False, None
+        elif entry.state is RoleState.STARTING:
+            if is_ready(entry.member.health_url):
+                entry.state, entry.since, entry.failed_starts = RoleState.READY, time.monotonic(), 0
+                entry.watch = self._watch()
+                _say(f"role {entry.member.role} ready again (pid {process.pid}, restart {entry.restarts})")
+            elif now - entry.since > READY_TIMEOUT_SECONDS:
+                self._kill(entry, f"not ready within {READY_TIMEOUT_SECONDS:g} s", grace=5)
+            else:
+                return False, None
+        elif entry.watch is None or not entry.watch.step(now, partial(self._probe, entry.member.health_url)):
+            return False, None
+        else:
+            self._kill(entry, self._liveness.reason, grace=self._liveness.kill_grace)
+        return True, None
+
+    def _watch(self) -> LivenessWatch:
+        """The liveness watch of a process that has just become ready."""
+        return LivenessWatch(self._liveness, due=time.monotonic() + self._liveness.interval)
+
+    def _probe(self, health_url: str) -> Future[bool]:
+        return self._probes.submit(is_live, health_url, self._liveness.timeout)
+
+    def _kill(self, entry: _Supervised, reason: str, *, grace: float) -> None:
+        """Stop a process that is up but not doing its job: SIGTERM now, SIGKILL after
+        `grace` seconds; `_look` restarts it once it is gone, with `reason` as its exit."""
+        entry.killing, entry.kill_at, entry.watch = reason, time.monotonic() + grace, None
+        entry.member.process.send_signal(signal.SIGTERM)
+        role, pid = entry.member.role, entry.member.process.pid
+        _say(f"role {role} (pid {pid}) {reason}; stopping it (SIGTERM, SIGKILL in {grace:g} s)")
+
     def _exited(self, entry: _Supervised, reason: str) -> str | None:
-        """Record an unexpected exit and schedule the restart; a give-up message instead when
-        the role has failed to start `max_failed_starts` times in a row."""
+        """Record an unexpected exit (or the end of a kill) and schedule the restart; a
+        give-up message instead when the role has failed to start `max_failed_starts` times
+        in a row."""
         ready_for = time.monotonic() - entry.since if entry.state is RoleState.READY else None
-        entry.last_exit = reason
+        ended = "was stopped:" if entry.killing else "exited with"
+        entry.last_exit, entry.killing, entry.kill_at, entry.watch = reason, None, math.inf, None
         role, pid = entry.member.role, entry.member.process.pid
         if ready_for is None:
             entry.failed_starts += 1
@@ -316,7 +380,7 @@ class Supervisor:
         entry.streak = self._policy.next_streak(entry.streak, ready_for)
         entry.state, entry.since = RoleState.RESTARTING, time.monotonic()
         delay = self._policy.delay(entry.streak)
-        _say(f"role {role} (pid {pid}) exited with {reason}; restart {entry.restarts + 1} in {delay:g} s")
+        _say(f"role {role} (pid {pid}) {ended} {reason}; restart {entry.restarts + 1} in {delay:g} s")
         return None
 
     def _restart(self, entry: _Supervised) -> None:
@@ -336,7 +400,8 @@ class Supervisor:
                     {
                         "role": entry.member.role,
                         "pid": None if entry.state is RoleState.RESTARTING else entry.member.process.pid,
-                        "state": entry.state.value,
+                        # A role being killed shows as such, whatever it was before.
+                        "state": "stopping" if entry.killing else entry.state.value,
                         "restarts": entry.restarts,
                         "last_exit": entry.last_exit,
                         "started_at": entry.started_at,
@@ -353,7 +418,12 @@ def _interrupt(_: int, __: FrameType | None) -> None:
 
 
 def run_cluster(
-    plan: list[tuple[str, list[str], str]], *, state_path: Path, policy: RestartPolicy, drain: float = DRAIN_SECONDS
+    plan: list[tuple[str, list[str], str]],
+    *,
+    state_path: Path,
+    policy: RestartPolicy,
+    liveness: LivenessPolicy | None = None,
+    drain: float = DRAIN_SECONDS,
 ) -> int:
     """Start `plan`'s roles, then supervise them in the main thread until SIGINT or SIGTERM
     (0) or a role that cannot start (1); raises `ConfigError` when the first start fails."""
@@ -363,7 +433,7 @@ def run_cluster(
     members: list[RoleProcess] = []
     try:
         members = start_roles(plan)  # stops what it started when interrupted
-        supervisor = Supervisor(members, state_path=state_path, policy=policy, drain=drain)
+        supervisor = Supervisor(members, state_path=state_path, policy=policy, liveness=liveness, drain=drain)
         signal.signal(signal.SIGTERM, supervisor.request_stop)
         signal.signal(signal.SIGINT, supervisor.request_stop)
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from uuid import uuid4
 
@@ -25,6 +25,7 @@ from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.telemetry.otel import OtelTracing
 from agentrunner.domain.event import DeadLetter
 from agentrunner.ports import Cache, EventBus, StateStore
+from tests.blocking import no_blocking_calls
 from tests.fakes.otlp_collector import FakeCollector
 
 # Small delays keep the retry tests fast; an event gets len(RETRY_DELAYS) + 1 deliveries.
@@ -33,6 +34,13 @@ MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 
 # Teardown must not hang on a handler a failed test left blocked.
 BUS_TEARDOWN_GRACE_SECONDS = 0.5
+
+
+@pytest.fixture(autouse=True)
+def _no_blocking_calls() -> Iterator[None]:
+    """Fails a test whose agentrunner code blocks the event loop (tests/blocking.py)."""
+    with no_blocking_calls():
+        yield
 
 
 # -- StateStore ---------------------------------------------------------------------------

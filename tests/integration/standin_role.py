@@ -7,9 +7,13 @@ the *next* start does:
   that many more starts fail;
 - DIR/hang exists: ignore SIGTERM and never answer (a restart the stop must not leave behind);
 - DIR/slow exists: never answer, exit on SIGTERM (a role still starting);
-- otherwise: answer GET /health/ready with 200 on PORT until SIGTERM, then exit 0.
+- otherwise: answer GET /health/ready and /health/live with 200 on PORT until SIGTERM,
+  then exit 0; when DIR/slow-live holds a number, each /health/live answer takes that many
+  seconds (read at each probe).
 
 Each start leaves DIR/started.PID; a hanging one DIR/hanging.PID once SIGTERM is ignored.
+Each /health/live answered adds a line to DIR/live.PID. A hung role that still lives is
+made by the test itself: SIGSTOP.
 """
 
 from __future__ import annotations
@@ -23,9 +27,17 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 
-class Ready(BaseHTTPRequestHandler):
+class Health(BaseHTTPRequestHandler):
+    folder: Path
+
     def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/health/ready" else 404)
+        if self.path == "/health/live":
+            slow = self.folder / "slow-live"
+            if slow.exists():
+                time.sleep(float(slow.read_text()))
+            with (self.folder / f"live.{os.getpid()}").open("a") as answered:
+                answered.write("200\n")
+        self.send_response(200 if self.path in ("/health/ready", "/health/live") else 404)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -53,7 +65,8 @@ def main(folder: Path, port: int) -> int:
     if (folder / "slow").exists():
         stopped.wait()
         return 0
-    server = HTTPServer(("127.0.0.1", port), Ready)
+    Health.folder = folder
+    server = HTTPServer(("127.0.0.1", port), Health)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     stopped.wait()
     server.shutdown()

@@ -1,7 +1,8 @@
 """The supervisor of `cluster up` over stand-in role processes (tests/integration/
 standin_role.py; the real roles are in tests/e2e/test_cluster.py): a role that cannot start
-N times in a row stops the cluster, and a stop during a backoff wait, a restart or the first
-start leaves no process behind."""
+N times in a row stops the cluster, a role that lives but stops answering /health/live is
+killed and restarted (one that answers slowly is not), and a stop during a backoff wait, a
+restart, a liveness kill or the first start leaves no process behind."""
 
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ class Supervised:
         state = json.loads((self.folder / "cluster.json").read_text())
         return {role["role"]: role for role in state["roles"]}
 
-    def wait_state(self, role: str, state: str, timeout: float = 60) -> dict[str, Any]:
+    def wait_state(self, role: str, state: str, timeout: float = 60, **fields: Any) -> dict[str, Any]:
+        """`role` as the state file shows it once it is in `state` with `fields`."""
         deadline = time.monotonic() + timeout
-        while (current := self.roles()[role])["state"] != state:
+        while (current := self.roles()[role]) != {**current, "state": state, **fields}:
             assert self.process.poll() is None, self.log()
             assert time.monotonic() < deadline, (current, self.log())
             time.sleep(0.02)
@@ -61,11 +63,18 @@ def wait_file(pattern: Path, timeout: float = 30) -> None:
 
 @contextmanager
 def supervised(
-    tmp_path: Path, roles: dict[str, str], *, policy: dict[str, Any], drain: float = 5, ready: bool = True
+    tmp_path: Path,
+    roles: dict[str, str],
+    *,
+    policy: dict[str, Any],
+    liveness: dict[str, Any] | None = None,
+    drain: float = 5,
+    ready: bool = True,
 ) -> Iterator[Supervised]:
     """A supervisor over `roles` (name -> the file to create in its folder before the first
     start, "" for none), once it says every role is ready (unless `ready` is False);
-    killed with every process it started afterwards."""
+    killed with every process it started afterwards. `liveness`: LivenessPolicy fields
+    (none: its defaults)."""
     plan = []
     for role, mode in roles.items():
         (tmp_path / role).mkdir()
@@ -74,7 +83,13 @@ def supervised(
         port = free_port()
         command = [sys.executable, str(HERE / "standin_role.py"), str(tmp_path / role), str(port)]
         plan.append([role, command, f"http://127.0.0.1:{port}"])
-    config = {"roles": plan, "state": str(tmp_path / "cluster.json"), "policy": policy, "drain": drain}
+    config = {
+        "roles": plan,
+        "state": str(tmp_path / "cluster.json"),
+        "policy": policy,
+        "liveness": liveness or {},
+        "drain": drain,
+    }
     (tmp_path / "config.json").write_text(json.dumps(config))
     with (tmp_path / "supervisor.log").open("wb") as log:
         process = subprocess.Popen(
@@ -123,11 +138,7 @@ def test_a_restart_that_comes_back_ready_sets_the_failed_starts_back_to_zero(tmp
         for restarts in (2, 4, 6):  # each kill: one restart fails, the next one is ready
             (tmp_path / "flaky" / "fail").write_text("1")
             os.kill(cluster.roles()["flaky"]["pid"], signal.SIGKILL)
-            deadline = time.monotonic() + 60
-            while (current := cluster.roles()["flaky"]) != {**current, "state": "ready", "restarts": restarts}:
-                assert cluster.process.poll() is None, cluster.log()
-                assert time.monotonic() < deadline, (current, cluster.log())
-                time.sleep(0.02)
+            cluster.wait_state("flaky", "ready", restarts=restarts)
         cluster.process.send_signal(signal.SIGTERM)
         code = cluster.process.wait(30)
 
@@ -177,6 +188,83 @@ def test_a_stop_during_the_first_start_leaves_no_process_behind(tmp_path: Path) 
     assert code == 1
     assert "stopped while starting" in cluster.log()
     assert left == []
+
+
+# Probes often, but each waits 2 s: a loaded machine does not make the steady role miss
+# three in a row.
+QUICK_LIVENESS = {"interval": 0.2, "timeout": 2, "failures": 3, "kill_grace": 1}
+NOT_LIVE = "not live: /health/live did not answer 3 times in a row"
+
+
+def answered(folder: Path, pid: int) -> int:
+    """How many /health/live probes process `pid` of the stand-in in `folder` answered."""
+    try:
+        return len((folder / f"live.{pid}").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def test_a_role_that_lives_but_stops_answering_is_killed_and_restarted(tmp_path: Path) -> None:
+    with supervised(tmp_path, {"steady": "", "hung": ""}, policy={"initial": 0.05}, liveness=QUICK_LIVENESS) as cluster:
+        before = cluster.roles()
+        hung = before["hung"]["pid"]
+        os.kill(hung, signal.SIGSTOP)  # alive, its socket open, answering nothing
+        after = cluster.wait_state("hung", "ready", restarts=1)
+        left = wait_gone([hung])
+        steady = cluster.roles()["steady"]
+        cluster.process.send_signal(signal.SIGTERM)
+        code = cluster.process.wait(60)
+
+    assert after["last_exit"] == NOT_LIVE
+    assert after["pid"] != hung
+    assert left == []
+    assert f"role hung (pid {hung}) {NOT_LIVE}; stopping it (SIGTERM, SIGKILL in 1 s)" in cluster.log()
+    assert f"role hung (pid {hung}) was stopped: {NOT_LIVE}; restart 1 in 0.05 s" in cluster.log()
+    assert len(cluster.started("hung")) == 2
+    assert (steady["pid"], steady["restarts"], steady["last_exit"]) == (before["steady"]["pid"], 0, None)
+    assert code == 0, cluster.log()
+
+
+def test_a_role_that_answers_slowly_within_the_timeout_is_not_restarted(tmp_path: Path) -> None:
+    liveness = {"interval": 0.1, "timeout": 3, "failures": 2}
+    with supervised(tmp_path, {"slow": ""}, policy={"initial": 0.05}, liveness=liveness) as cluster:
+        pid = cluster.roles()["slow"]["pid"]
+        # Each answer takes five probe intervals: the probe in flight is not a miss.
+        (tmp_path / "slow" / "slow-live").write_text("0.5")
+        first = answered(tmp_path / "slow", pid)
+        deadline = time.monotonic() + 60
+        while answered(tmp_path / "slow", pid) < first + 6:
+            assert cluster.process.poll() is None, cluster.log()
+            assert time.monotonic() < deadline, cluster.log()
+            time.sleep(0.05)
+        role = cluster.roles()["slow"]
+
+    assert (role["state"], role["pid"], role["restarts"], role["last_exit"]) == ("ready", pid, 0, None)
+    assert "not live" not in cluster.log()
+    assert cluster.started("slow") == [pid]
+
+
+def test_a_stop_during_a_liveness_kill_leaves_no_process_behind(tmp_path: Path) -> None:
+    # SIGKILL would come 600 s after the SIGTERM a stopped process cannot act on, and the
+    # drain is 600 s too: only a stop that kills the hung role at once ends within the wait.
+    liveness = {**QUICK_LIVENESS, "kill_grace": 600}
+    with supervised(
+        tmp_path, {"steady": "", "hung": ""}, policy={"initial": 0.05}, liveness=liveness, drain=600
+    ) as cluster:
+        hung = cluster.roles()["hung"]["pid"]
+        os.kill(hung, signal.SIGSTOP)
+        stopping = cluster.wait_state("hung", "stopping")
+        cluster.process.send_signal(signal.SIGTERM)
+        code = cluster.process.wait(60)
+        left = wait_gone(cluster.started("steady") + cluster.started("hung"))
+        roles = cluster.roles()
+
+    assert stopping["pid"] == hung
+    assert f"role hung (pid {hung}) {NOT_LIVE}; stopping it (SIGTERM, SIGKILL in 600 s)" in cluster.log()
+    assert code == 0, cluster.log()
+    assert left == []
+    assert cluster.started("hung") == [hung]
+    assert {role["state"] for role in roles.values()} == {"stopped"}
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")

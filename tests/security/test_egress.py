@@ -23,6 +23,7 @@ from agentrunner.adapters.slack.replies import SlackSdkReplies
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.tools.builtin import builtin_tool
 from agentrunner.adapters.tools.catalog import ToolShelf
+from agentrunner.adapters.webhooks import HttpxWebhookSender
 from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.egress import EgressPolicy, EgressRefusedError, parse_networks
 from agentrunner.domain.slack import SlackMessage
@@ -184,6 +185,20 @@ async def test_a_webhook_to_an_allowed_network_is_delivered_and_failures_stay_co
     assert "Connect" not in shown, "never the driver's error"
 
 
+async def test_a_webhook_sender_with_a_guard_of_its_own_loads_the_ca_roots_off_the_loop() -> None:
+    # The node loads its guard's CA roots at start; a sender given a fresh guard does it on its
+    # first post, in a thread: under the blocking-call guard (conftest.py), on the loop it fails.
+    policy = EgressPolicy(allowed_networks=parse_networks("127.0.0.0/8"), allow_http_webhooks=True)
+    sender = HttpxWebhookSender(EgressGuard(policy))
+    try:
+        with Receiver().serving() as receiver:
+            status = await sender.post(f"http://127.0.0.1:{receiver.port}/hook", b"{}", {}, timeout_seconds=5)
+    finally:
+        await sender.close()
+    assert status == 200
+    assert [(method, path) for method, path, _ in receiver.received] == [("POST", "/hook")]
+
+
 # --- http_request ---------------------------------------------------------------------------
 
 
@@ -298,6 +313,7 @@ async def test_a_name_answering_a_public_and_a_private_address_is_refused() -> N
         return ["93.184.216.34", "10.0.0.7"]
 
     guard = EgressGuard(EgressPolicy(), resolver=split)
+    await guard.load_tls()  # as the node does at start: clients never load CA roots on the loop
     async with guard.client(timeout=5) as client:
         with pytest.raises(EgressRefusedError):
             await client.get("https://split.example/")
@@ -313,6 +329,7 @@ async def test_an_https_call_pins_the_address_but_keeps_the_name_for_tls() -> No
         return ["127.0.0.1"]
 
     guard = EgressGuard(LOOPBACK, resolver=resolver)
+    await guard.load_tls()  # as the node does at start
     closed = free_port()
     async with guard.client(timeout=5) as client:
         with pytest.raises(httpx.ConnectError):

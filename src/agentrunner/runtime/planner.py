@@ -110,7 +110,7 @@ async def make_plan(
     what was wrong; raises `PlanInvalidError` when the second is invalid too (or
     `LLMError` when the planner cannot be reached)."""
     llm = planner_llm(config)
-    provider = catalog.provider_for(llm)
+    provider = await catalog.provider_for(llm)
     max_steps = config.collaborative_config.max_plan_steps if config.collaborative_config else 10
     team_text = orjson.dumps(
         [{"name": p.name, "description": p.description, "tags": list(p.tags), "preferred": p.preferred} for p in team],
@@ -163,7 +163,7 @@ async def synthesize(
     messages.append(Message(role="user", content=f"{SYNTHESIS_PROMPT}\n\nTask:\n{user_prompt(run.task)}\n\n{outputs}"))
     request = LLMRequest(model=llm.model, messages=messages, temperature=llm.temperature, max_tokens=llm.max_tokens)
     completion = await complete_with_retries(
-        catalog.provider_for(llm), request, llm, base_delay_seconds=retry_base_seconds
+        await catalog.provider_for(llm), request, llm, base_delay_seconds=retry_base_seconds
     )
     spend.add(completion)
     return completion.text

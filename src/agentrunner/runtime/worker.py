@@ -423,10 +423,10 @@ class AgentPool:
         )
         await self._relay.deliver(events)
 
-    def _provider(self, config: AgentConfig, held: HeldSlots | None) -> LLMProvider:
+    async def _provider(self, config: AgentConfig, held: HeldSlots | None) -> LLMProvider:
         """The agent's provider for one attempt: fenced by its slots (`held`), inside its rate
         limits, so the fence is passed just before a call goes out, after any rate-limit wait."""
-        provider = self._catalog.provider_for(config.llm_config)
+        provider = await self._catalog.provider_for(config.llm_config)
         if held is not None:
             provider = held.provider(provider)
         return self._rates.wrap(provider, config) if self._rates is not None else provider
@@ -450,7 +450,7 @@ class AgentPool:
             await self._progress(execution, {"kind": "status", "status": ExecutionStatus.RUNNING.value})
             records: list[ToolCallRecord] = []
             try:
-                provider = self._provider(config, held)
+                provider = await self._provider(config, held)
                 completion = await self._attempt(config, provider, execution, stream=stream, records=records, held=held)
             except _CancelledByUser as stopped:
                 execution = execution.model_copy(update={"tool_calls": records})

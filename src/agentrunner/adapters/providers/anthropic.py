@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, TypedDict
@@ -10,6 +11,7 @@ import anthropic
 from anthropic import AsyncAnthropic, Omit, omit
 from anthropic.types import ContentBlockParam, MessageParam, ToolParam, ToolResultBlockParam
 
+from agentrunner.adapters.providers.offloop import BuiltOffLoop
 from agentrunner.domain.errors import (
     LLMAuthError,
     LLMBadRequestError,
@@ -179,13 +181,17 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(self, *, api_key: str, base_url: str | None = None, timeout: float = 120.0) -> None:
-        self._client = AsyncAnthropic(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        # Built on first use, in a worker thread (it reads CA files): see offloop.py.
+        self._client = BuiltOffLoop(
+            functools.partial(AsyncAnthropic, api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        )
 
     async def complete(self, request: LLMRequest) -> Completion:
         args = _message_args(request)
         started = time.perf_counter()
         try:
-            message = await self._client.messages.create(**args)
+            client = await self._client.get()
+            message = await client.messages.create(**args)
         except anthropic.AnthropicError as exc:
             raise translate_error(exc) from exc
         return _completion(message, started)
@@ -194,7 +200,8 @@ class AnthropicProvider:
         args = _message_args(request)
         started = time.perf_counter()
         try:
-            async with self._client.messages.stream(**args) as events:
+            client = await self._client.get()
+            async with client.messages.stream(**args) as events:
                 async for event in events:
                     if event.type == "content_block_delta" and event.delta.type == "text_delta" and event.delta.text:
                         yield TextDelta(text=event.delta.text)
@@ -204,4 +211,6 @@ class AnthropicProvider:
         yield _completion(message, started)
 
     async def close(self) -> None:
-        await self._client.close()
+        client = self._client.forget()
+        if client is not None:
+            await client.close()

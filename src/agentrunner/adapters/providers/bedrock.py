@@ -9,7 +9,6 @@ on a socket.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +21,7 @@ import urllib3.exceptions
 from botocore import exceptions as boto  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 
+from agentrunner.adapters.providers.offloop import BuiltOffLoop
 from agentrunner.domain.errors import (
     LLMAuthError,
     LLMBadRequestError,
@@ -278,14 +278,6 @@ class BedrockProvider:
         session_token: str | None = None,
         timeout: float = 120.0,
     ) -> None:
-        # A session of our own (not boto3's module-level default): explicit keys and region
-        # win over the environment and ~/.aws; None falls back to the standard AWS chain.
-        session = boto3.session.Session(
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            aws_session_token=session_token,
-            region_name=region,
-        )
         config = Config(
             connect_timeout=min(timeout, 10.0),
             read_timeout=timeout,
@@ -296,23 +288,28 @@ class BedrockProvider:
             # prefers that token unless the signature version is chosen in code).
             signature_version="v4" if access_key_id else None,
         )
-        # Made on first use, in a worker thread: boto3 spends 100-200 ms loading its service
-        # model files, which must not block the event loop (nor start-up).
-        self._make_client = functools.partial(
-            session.client, "bedrock-runtime", endpoint_url=endpoint_url, config=config
-        )
-        # Any: boto3 clients are generated at run time and have no static type.
-        self._made: Any = None
-        self._making = asyncio.Lock()
+
+        def make_client() -> Any:
+            # A session of our own (not boto3's module-level default): explicit keys and region
+            # win over the environment and ~/.aws; None falls back to the standard AWS chain.
+            session = boto3.session.Session(
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
+                aws_session_token=session_token,
+                region_name=region,
+            )
+            return session.client("bedrock-runtime", endpoint_url=endpoint_url, config=config)
+
+        # Made on first use, in a worker thread: the session reads the AWS config files and
+        # boto3 spends 100-200 ms loading its service model files, which must not block the
+        # event loop (nor start-up). Any: boto3 clients are generated at run time, untyped.
+        self._made: BuiltOffLoop[Any] = BuiltOffLoop(make_client)
 
     async def _client(self) -> Any:
-        async with self._making:
-            if self._made is None:
-                try:
-                    self._made = await asyncio.to_thread(self._make_client)
-                except _SDK_ERRORS as exc:
-                    raise translate_error(exc) from exc
-        return self._made
+        try:
+            return await self._made.get()
+        except _SDK_ERRORS as exc:
+            raise translate_error(exc) from exc
 
     async def complete(self, request: LLMRequest) -> Completion:
         arguments = _converse_arguments(request)
@@ -367,6 +364,6 @@ class BedrockProvider:
         )
 
     async def close(self) -> None:
-        if self._made is not None:
-            await asyncio.to_thread(self._made.close)
-            self._made = None
+        client = self._made.forget()
+        if client is not None:
+            await asyncio.to_thread(client.close)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -12,6 +13,7 @@ import ollama
 import pydantic
 from ollama import AsyncClient, ChatResponse
 
+from agentrunner.adapters.providers.offloop import BuiltOffLoop
 from agentrunner.domain.errors import (
     LLMAuthError,
     LLMBadRequestError,
@@ -135,12 +137,14 @@ class OllamaProvider:
 
     def __init__(self, *, host: str, timeout: float = 120.0) -> None:
         self._host = host
-        self._client = AsyncClient(host=host, timeout=timeout)
+        # Built on first use, in a worker thread (it reads CA files): see offloop.py.
+        self._client = BuiltOffLoop(functools.partial(AsyncClient, host=host, timeout=timeout))
 
     async def complete(self, request: LLMRequest) -> Completion:
         started = time.perf_counter()
         try:
-            response = await self._client.chat(**_arguments(request), stream=False)
+            client = await self._client.get()
+            response = await client.chat(**_arguments(request), stream=False)
         except SDK_ERRORS as exc:
             raise translate_error(exc, host=self._host) from exc
         return Completion(
@@ -158,7 +162,8 @@ class OllamaProvider:
         final: ChatResponse | None = None
         chunks: AsyncIterator[ChatResponse] | None = None
         try:
-            chunks = await self._client.chat(**_arguments(request), stream=True)
+            client = await self._client.get()
+            chunks = await client.chat(**_arguments(request), stream=True)
             async for chunk in chunks:
                 calls.extend(_tool_calls(chunk, first_index=len(calls)))
                 if chunk.message.content:
@@ -183,4 +188,6 @@ class OllamaProvider:
         )
 
     async def close(self) -> None:
-        await self._client.close()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
+        client = self._client.forget()
+        if client is not None:
+            await client.close()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated

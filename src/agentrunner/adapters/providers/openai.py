@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
+from agentrunner.adapters.providers.offloop import BuiltOffLoop
 from agentrunner.domain.errors import (
     LLMAuthError,
     LLMBadRequestError,
@@ -69,7 +71,10 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(self, *, api_key: str, base_url: str | None = None, timeout: float = 120.0) -> None:
-        self._client = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        # Built on first use, in a worker thread (it reads CA files): see offloop.py.
+        self._client = BuiltOffLoop(
+            functools.partial(AsyncOpenAI, api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        )
 
     def _arguments(self, request: LLMRequest) -> dict[str, Any]:
         arguments: dict[str, Any] = {
@@ -89,7 +94,8 @@ class OpenAIProvider:
     async def complete(self, request: LLMRequest) -> Completion:
         started = time.perf_counter()
         try:
-            response = await self._client.chat.completions.create(**self._arguments(request))
+            client = await self._client.get()
+            response = await client.chat.completions.create(**self._arguments(request))
         except openai.OpenAIError as exc:
             raise translate_error(exc) from exc
         choice = response.choices[0] if response.choices else None
@@ -118,7 +124,8 @@ class OpenAIProvider:
         finish_reason: str | None = None
         request_id: str | None = None
         try:
-            chunks = await self._client.chat.completions.create(
+            client = await self._client.get()
+            chunks = await client.chat.completions.create(
                 **self._arguments(request), stream=True, stream_options={"include_usage": True}
             )
             async for chunk in chunks:
@@ -151,4 +158,6 @@ class OpenAIProvider:
         )
 
     async def close(self) -> None:
-        await self._client.close()
+        client = self._client.forget()
+        if client is not None:
+            await client.close()

@@ -303,8 +303,8 @@ class TracedCatalog:
     def unavailable_reason(self, llm: LLMConfig) -> str | None:
         return self._catalog.unavailable_reason(llm)
 
-    def provider_for(self, llm: LLMConfig) -> LLMProvider:
-        provider = self._catalog.provider_for(llm)
+    async def provider_for(self, llm: LLMConfig) -> LLMProvider:
+        provider = await self._catalog.provider_for(llm)
         entry = self._wrapped.get(id(provider))
         if entry is None or entry[0] is not provider:
             entry = self._wrapped[id(provider)] = (provider, TracedProvider(provider, self._tracer))

@@ -143,6 +143,9 @@ class HttpRequest:
             raise ConnectionError(UNREACHABLE) from None
 
     async def _send(self, method: str, url: str, headers: dict[str, str], body: Any) -> str:
+        # The tool catalog loads the guard's CA roots at start; a tool built with a guard of
+        # its own loads them here, off the loop, once (a no-op afterwards).
+        await self._egress.load_tls()
         async with (
             self._egress.client(timeout=self._timeout, extra=self._networks) as client,
             client.stream(

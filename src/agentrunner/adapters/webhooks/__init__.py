@@ -22,6 +22,7 @@ class HttpxWebhookSender:
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout_seconds: float) -> int:
         check_webhook_url(url, self._guard.policy)
         if self._client is None:
+            await self._guard.load_tls()  # the node loads it at start; a guard of our own, here, off the loop
             self._client = self._guard.client(timeout=timeout_seconds)
         try:
             response = await self._client.post(url, content=body, headers=dict(headers), timeout=timeout_seconds)
