@@ -522,6 +522,15 @@ class Retention(Protocol):
         ...
 
 
+class SlotRenewal(StrEnum):
+    """What a renewal found: the holder's lease `kept`; the holder gone but its place free,
+    so `back` in (the limit holds); or its place `lost` to another holder (not added)."""
+
+    KEPT = "kept"
+    BACK = "back"
+    LOST = "lost"
+
+
 class Slots(Protocol):
     """Concurrency slots shared by every process: at most `limit` holders of a scope at
     once, each lease expiring unless renewed (a dead holder frees its slot).
@@ -529,13 +538,15 @@ class Slots(Protocol):
     Contract: a lease's time passes only while the store is called (by anyone: renewals,
     takers asking again); a stretch in which nobody reaches the store counts for at most
     half a lease, so leases do not run out while the store is down or paused for everyone,
-    and its holders renew them when it answers again. A store that can lose its data while
-    holders live (Redis restarted without persistence) fences: the first call that finds
-    it empty (fresh or restarted) opens a grace of one lease (that call's `ttl_seconds`) in
-    which new holders are refused while renewals (reclaims) succeed, so the running holders
-    are back in before anyone new gets a slot. Raises `DependencyUnavailableError` when the
-    store does not answer (the call may still have been applied: every method is idempotent
-    for a holder, so trying again is safe).
+    and its holders renew them when it answers again. The slots' clock never runs faster
+    than real time (as the store's host measures it), so a lease taken or renewed by a call
+    sent at some moment lasts at least `ttl_seconds` from that moment. A store that can lose its data while holders
+    live (Redis restarted without persistence) fences: the first call that finds it empty
+    (fresh or restarted) opens a grace of one lease (that call's `ttl_seconds`) in which new
+    holders are refused while renewals (reclaims) succeed, so the running holders are back
+    in before anyone new gets a slot. No call ever makes a scope hold more than `limit`.
+    Raises `DependencyUnavailableError` when the store does not answer (the call may still
+    have been applied: every method is idempotent for a holder, so trying again is safe).
     """
 
     async def acquire_slot(self, scope: str, holder: str, limit: int, ttl_seconds: float) -> bool:
@@ -543,12 +554,12 @@ class Slots(Protocol):
         taken (or the store's grace after losing its data is on)."""
         ...
 
-    async def renew_slot(self, scope: str, holder: str, ttl_seconds: float) -> bool:
-        """Extend `holder`'s lease; True when the holder still had its slot (its lease
-        alive, or run out with nobody asking for a slot since). When it was gone (taken
-        over after its lease ran out, or the store lost its data), the holder is added back
-        regardless of the limit and of the grace, since it is running, and the answer is
-        False."""
+    async def renew_slot(self, scope: str, holder: str, limit: int, ttl_seconds: float) -> SlotRenewal:
+        """Extend `holder`'s lease: `KEPT` when the holder still had its slot (its lease
+        alive, or run out with nobody asking for a slot since). When it was gone (its lease
+        ran out and a taker asked, or the store lost its data), the holder is added back if
+        fewer than `limit` hold the scope, whatever the grace (it was running): `BACK`;
+        otherwise it is not, and the answer is `LOST` (another holder has its place)."""
         ...
 
     async def release_slot(self, scope: str, holder: str) -> None:
@@ -727,7 +738,8 @@ class Metrics(Protocol):
 
     def limits_store_waited(self, kind: str) -> None:
         """A taker of a slot (`kind` "slot") or of a rate-limit token ("rate") started
-        waiting for the store to answer."""
+        waiting for the store to answer, or a running execution that lost its slot
+        ("slot_lost") started waiting for one again before its next model or tool call."""
         ...
 
     def event_loop_lag(self, seconds: float) -> None:

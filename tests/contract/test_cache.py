@@ -15,7 +15,7 @@ import redis.exceptions
 from agentrunner.adapters.cache.memory import InMemoryCache
 from agentrunner.adapters.cache.redis import RedisCache
 from agentrunner.domain.errors import DependencyUnavailableError
-from agentrunner.ports import Buckets, Cache, Slots
+from agentrunner.ports import Buckets, Cache, SlotRenewal, Slots
 from tests.conftest import free_port
 from tests.contract.conftest import REDIS_URL, delete_redis_keys
 
@@ -318,25 +318,60 @@ async def test_a_renewed_lease_is_kept(cache: Cache) -> None:
     renewals = []
     for _ in range(5):  # 0.5 s of a 0.3 s lease, renewed every 0.1 s, a taker asking between
         await asyncio.sleep(0.1)
-        renewals.append(await slots.renew_slot("agent:kept", "holder", 0.3))
+        renewals.append(await slots.renew_slot("agent:kept", "holder", 1, 0.3))
         assert await slots.acquire_slot("agent:kept", "taker", 1, 0.3) is False
 
-    assert renewals == [True] * 5
+    assert renewals == [SlotRenewal.KEPT] * 5
 
 
-async def test_a_holder_whose_lease_was_taken_over_adds_itself_back_beyond_the_limit(cache: Cache) -> None:
-    # It is running: the store must count it, or one more would be let in after it.
+async def test_a_holder_whose_place_was_taken_is_not_added_back_beyond_the_limit(cache: Cache) -> None:
+    # Its process did not renew in time (starved of CPU): the taker runs, the limit holds, and
+    # the old holder learns it must wait for a slot again (runtime/limits.py, the fence).
     slots = await _opened(cache)
-    assert await slots.acquire_slot("agent:back", "slow", 1, 0.3)
-    await _take_when_free(slots, "agent:back", "taker", 1, 30)
+    assert await slots.acquire_slot("agent:lost", "slow", 1, 0.3)
+    await _take_when_free(slots, "agent:lost", "taker", 1, 30)
 
-    renewed = await slots.renew_slot("agent:back", "slow", 30)
-    again = await slots.renew_slot("agent:back", "slow", 30)
+    renewed = await slots.renew_slot("agent:lost", "slow", 1, 30)
+    again = await slots.renew_slot("agent:lost", "slow", 1, 30)
+    await slots.release_slot("agent:lost", "taker")
+    after_release = await slots.renew_slot("agent:lost", "slow", 1, 30)
+    other = await slots.acquire_slot("agent:lost", "other", 1, 30)
+
+    assert (renewed, again) == (SlotRenewal.LOST, SlotRenewal.LOST)  # not added: one holder at most
+    assert after_release is SlotRenewal.BACK  # its place is free again: back in
+    assert other is False  # and it counts
+
+
+async def test_a_holder_whose_lease_ran_out_is_added_back_when_its_place_is_free(cache: Cache) -> None:
+    slots = await _opened(cache)
+    assert await slots.acquire_slot("agent:back", "slow", 2, 0.3)
+    assert await slots.acquire_slot("agent:back", "steady", 2, 30)
+    await _take_when_free(slots, "agent:back", "taker", 2, 30)  # in the place of the slow one, run out
+
+    lost = await slots.renew_slot("agent:back", "slow", 2, 30)
+    await slots.release_slot("agent:back", "steady")
+    back = await slots.renew_slot("agent:back", "slow", 2, 30)
+    kept = await slots.renew_slot("agent:back", "slow", 2, 30)
     third = await slots.acquire_slot("agent:back", "third", 2, 30)
 
-    assert renewed is False  # it was gone, and is back
-    assert again is True
-    assert third is False  # two holders (the limit was one): a limit of two is full
+    assert lost is SlotRenewal.LOST
+    assert back is SlotRenewal.BACK
+    assert kept is SlotRenewal.KEPT
+    assert third is False  # the taker and the slow one hold the two slots
+
+
+async def test_a_renewal_never_exceeds_the_limit_however_many_lost_holders_ask(cache: Cache) -> None:
+    slots = await _opened(cache)
+    for index in range(3):
+        assert await slots.acquire_slot("agent:many", f"old{index}", 3, 0.3)
+    for index in range(2):
+        await _take_when_free(slots, "agent:many", f"new{index}", 3, 30)
+
+    renewals = await asyncio.gather(*(slots.renew_slot("agent:many", f"old{i}", 3, 30) for i in range(3)))
+    late = await slots.acquire_slot("agent:many", "late", 3, 30)
+
+    assert sorted(renewals) == sorted([SlotRenewal.BACK] + [SlotRenewal.LOST] * 2)
+    assert late is False
 
 
 async def test_a_lease_does_not_run_out_while_nobody_calls_the_store(cache: Cache) -> None:
@@ -346,10 +381,10 @@ async def test_a_lease_does_not_run_out_while_nobody_calls_the_store(cache: Cach
 
     await asyncio.sleep(1.0)  # more than three leases without a call
     taker = await slots.acquire_slot("agent:silent", "taker", 1, 0.3)
-    renewed = await slots.renew_slot("agent:silent", "holder", 0.3)
+    renewed = await slots.renew_slot("agent:silent", "holder", 1, 0.3)
 
     assert taker is False
-    assert renewed is True
+    assert renewed is SlotRenewal.KEPT
 
 
 async def test_releasing_a_slot_not_held_changes_nothing(cache: Cache) -> None:
@@ -407,12 +442,12 @@ async def test_a_redis_that_lost_its_data_lets_its_holders_back_in_before_new_on
 
     await delete_redis_keys(prefix)  # what a restart without persistence leaves
     refused = await slots.acquire_slot("agent:lost", "newcomer", 2, 0.5)  # opens the grace
-    added_back = await slots.renew_slot("agent:lost", "running", 30)  # within the grace
+    added_back = await slots.renew_slot("agent:lost", "running", 2, 30)  # within the grace
     took = await _take_when_free(slots, "agent:lost", "newcomer", 2, 30)
     third = await slots.acquire_slot("agent:lost", "third", 2, 30)
 
     assert refused is False
-    assert added_back is False  # it was gone, and is back
+    assert added_back is SlotRenewal.BACK  # it was gone, and is back
     assert 0.4 <= took < 3.0, took  # not before the grace of one lease ended
     assert third is False  # the holder that came back counts
 

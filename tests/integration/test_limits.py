@@ -1,15 +1,18 @@
 """Guardrails on real processes (orchestrator and three autonomous workers on PostgreSQL,
 RabbitMQ and Redis; the model is the OpenAI loopback fake): limits.max_concurrency holds
 across the workers and nothing waits forever; a worker killed holding a slot frees it
-within SLOT_LEASE_SECONDS; the limit holds while Redis does not answer (work waits, then
-runs) and after Redis restarts without its data (the running holders come back first); a
-spent budget refuses the next invocation with the figures while the one in flight
-finishes, warns at 80 %, and shows in GET /usage."""
+within SLOT_LEASE_SECONDS; a worker stopped (starved) past its lease loses its slot to a
+newcomer and its execution's next model call waits for a slot again; the limit holds while
+Redis does not answer (work waits, then runs) and after Redis restarts without its data
+(the running holders come back first); a spent budget refuses the next invocation with the
+figures while the one in flight finishes, warns at 80 %, and shows in GET /usage."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,6 +48,10 @@ BUDGETED = (
     "name: budgeted\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
     "limits: {budget_usd: 0.0001, budget_period: day}\n"
 )
+FENCED = (
+    "name: fenced\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
+    "limits: {max_concurrency: 1}\nretry_config: {max_retries: 0}\n"
+)
 LISTENER = (
     "name: budget-watch\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: echo, model: echo}\n"
     "event_subscriptions: ['budget.warning.#']\n"
@@ -67,11 +74,14 @@ class Deployment:
 
 
 @contextmanager
-def _deployed(tmp_path: Path, postgres_url: str, redis_url: str, prefix: str, lease: float) -> Iterator[Deployment]:
+def _deployed(
+    tmp_path: Path, postgres_url: str, redis_url: str, prefix: str, lease: float, *, workers: int = 3, **more: str
+) -> Iterator[Deployment]:
     run_schema_command(postgres_url, "upgrade")
     agents = tmp_path / "agents"
     agents.mkdir()
-    for name, text in {"limited": LIMITED, "single": SINGLE, "budgeted": BUDGETED, "watch": LISTENER}.items():
+    files = {"limited": LIMITED, "single": SINGLE, "budgeted": BUDGETED, "watch": LISTENER, "fenced": FENCED}
+    for name, text in files.items():
         (agents / f"{name}.yml").write_text(text)
     port = free_port()
     with FakeOpenAI(api_key="sk-limits") as fake:
@@ -82,10 +92,11 @@ def _deployed(tmp_path: Path, postgres_url: str, redis_url: str, prefix: str, le
             "REDIS_URL": redis_url,
             "REDIS_KEY_PREFIX": prefix,
             "SLOT_LEASE_SECONDS": f"{lease:g}",
+            **more,
         }
         with role_processes(tmp_path, postgres_url, **env) as roles:
             roles.serve("orchestrator", log="o.log")
-            health = [f"http://127.0.0.1:{free_port()}" for _ in range(3)]
+            health = [f"http://127.0.0.1:{free_port()}" for _ in range(workers)]
             workers = [
                 roles.serve("autonomous", "--health-port", url.rsplit(":", 1)[1], log=f"w{index}.log")
                 for index, url in enumerate(health)
@@ -120,10 +131,41 @@ def _invoke(http: httpx.Client, agent: str, prompt: str) -> httpx.Response:
     return http.post(f"/agents/{agent}/invoke", json={"task_data": {"prompt": prompt}, "wait": 0})
 
 
+class TimedCalls:
+    """The fake's script: every model call takes `seconds` at the vendor, and its span
+    (arrival, answer) is recorded. The limit is on these: an execution whose worker was
+    starved past its lease waits for its slot again before its next call while its status
+    stays `running` (runtime/limits.py), so the executions' own spans may overlap more."""
+
+    def __init__(self, fake: FakeOpenAI, seconds: float) -> None:
+        self.spans: list[tuple[float, float]] = []
+        self._seconds = seconds
+        self._lock = threading.Lock()
+        fake.script = self
+
+    def __call__(self, body: dict[str, Any]) -> tuple[str, tuple[str, dict[str, Any]] | None]:
+        started = time.monotonic()
+        time.sleep(self._seconds)
+        with self._lock:
+            self.spans.append((started, time.monotonic()))
+        return "done", None
+
+
 def _most_at_once(records: list[dict[str, Any]]) -> int:
+    """The most executions `running` at once, from their recorded start and finish (which a
+    starved worker's execution waiting for its slot again may exceed: see TimedCalls)."""
+    return _peak([(_at(r["started_at"]), _at(r["finished_at"])) for r in records])
+
+
+def _at(moment: str) -> float:
+    return datetime.fromisoformat(moment).timestamp()
+
+
+def _peak(spans: list[tuple[float, float]]) -> int:
+    """The most spans (start, end) open at once; one ending as another starts is not both."""
     edges = []
-    for r in records:
-        edges += [(datetime.fromisoformat(r["started_at"]), 1), (datetime.fromisoformat(r["finished_at"]), -1)]
+    for start, end in spans:
+        edges += [(start, 1), (end, -1)]
     running = most = 0
     for _, step in sorted(edges):
         running += step
@@ -132,13 +174,15 @@ def _most_at_once(records: list[dict[str, Any]]) -> int:
 
 
 def test_max_concurrency_holds_across_three_workers_and_every_task_runs(deployment: Deployment) -> None:
-    deployment.fake.slow(0.3)
+    calls = TimedCalls(deployment.fake, 0.3)
     with httpx.Client(base_url=deployment.url, timeout=30) as http:
         ids = [_invoke(http, "limited", f"task {i}").json()["execution_id"] for i in range(12)]
         records = wait_finished(http, ids)
 
     assert [r["status"] for r in records] == ["succeeded"] * 12
-    assert _most_at_once(records) == 2
+    assert len(calls.spans) == 12
+    assert _peak(calls.spans) <= 2  # two model calls at once at most (on a loaded machine, maybe fewer)
+    assert _most_at_once(records) >= 2  # two executions held a slot at once: the limit is two, not one
     assert len({r["worker"] for r in records}) >= 2  # the limit is shared, not per worker
 
 
@@ -147,6 +191,89 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> 
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
+
+
+class ModelCalls:
+    """The fake's script for the `fenced` agent: records each model call's span (when it
+    reached the vendor, when it was answered) by who made it, and holds the calls named in
+    `held` until the test lets them go. The holder's first call is answered with a call of
+    a tool it does not have, so the agent loop asks the model again: its second call."""
+
+    NAMES = ("holder-1", "holder-2", "newcomer")
+
+    def __init__(self, *, held: set[str]) -> None:
+        self.spans: dict[str, tuple[float, float]] = {}
+        self.arrived = {name: threading.Event() for name in self.NAMES}
+        self.go = {name: threading.Event() for name in self.NAMES}
+        self._held = held
+
+    def __call__(self, body: dict[str, Any]) -> tuple[str, tuple[str, dict[str, Any]] | None]:
+        messages = body["messages"]
+        if "newcomer" in json.dumps(messages):
+            name = "newcomer"
+        else:
+            name = "holder-2" if any(m.get("role") == "tool" for m in messages) else "holder-1"
+        started = time.monotonic()
+        self.arrived[name].set()
+        if name in self._held:
+            assert self.go[name].wait(90), f"{name}'s model call was never let go"
+        self.spans[name] = (started, time.monotonic())
+        return ("done", ("not_a_tool", {})) if name == "holder-1" else ("done", None)
+
+
+WAITING_AGAIN = "execution waiting for its concurrency slots again before its next model or tool call"
+
+
+def _stopped(process: subprocess.Popen[bytes]) -> bool:
+    stat = Path(f"/proc/{process.pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def test_a_holder_starved_past_its_lease_waits_for_a_slot_before_its_next_model_call(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # One worker first, holding one message at a time (prefetch 1): the newcomer goes to the
+    # second worker, started later, while the first has the holder's execution in hand.
+    calls = ModelCalls(held={"holder-1", "newcomer"})
+    prefix = f"limits-{uuid.uuid4().hex[:8]}:"
+    with (
+        _deployed(
+            tmp_path, postgres_url, REDIS_URL, prefix, LEASE_SECONDS, workers=1, RABBITMQ_PREFETCH_COUNT="1"
+        ) as deployment,
+        httpx.Client(base_url=deployment.url, timeout=30) as http,
+    ):
+        deployment.fake.script = calls
+        [starved] = deployment.workers
+        holder = _invoke(http, "fenced", "holder").json()["execution_id"]
+        assert calls.arrived["holder-1"].wait(30), "the holder's first model call never came"
+        health = free_port()
+        deployment.roles.serve("autonomous", "--health-port", str(health), log="w-newcomer.log")
+        deployment.roles.wait_ready(f"http://127.0.0.1:{health}")
+        starved.send_signal(signal.SIGSTOP)  # starved of CPU: it renews nothing, its lease runs out
+        try:
+            _wait_for(lambda: _stopped(starved), "the holder's worker never stopped")
+            calls.go["holder-1"].set()  # answered while its worker is stopped: the answer waits in its socket
+            newcomer = _invoke(http, "fenced", "newcomer").json()["execution_id"]
+            assert calls.arrived["newcomer"].wait(30), "the newcomer never got the slot of the stopped holder"
+        finally:
+            starved.send_signal(signal.SIGCONT)
+        # The holder goes on; without the fence its next model call would go out now, beside
+        # the newcomer's (held by the fake): the limit of one exceeded.
+        _wait_for(
+            lambda: calls.arrived["holder-2"].is_set() or WAITING_AGAIN in deployment.roles.log_text(),
+            "the resumed holder neither called the model again nor waited for its slot",
+        )
+        calls.go["newcomer"].set()
+        records = wait_finished(http, [holder, newcomer], timeout=60)
+        log = deployment.roles.log_text()
+
+    assert [r["status"] for r in records] == ["succeeded", "succeeded"]
+    assert set(calls.spans) == set(ModelCalls.NAMES)
+    assert _peak(list(calls.spans.values())) == 1
+    assert calls.spans["holder-2"][0] >= calls.spans["newcomer"][1]  # it waited for the newcomer's slot
+    assert "concurrency slot lost" in log
+    assert WAITING_AGAIN in log
+    assert "concurrency slots taken again after a loss" in log
 
 
 def _running(http: httpx.Client, ids: list[str]) -> int:
@@ -166,7 +293,7 @@ def test_work_waits_for_a_redis_that_does_not_answer_and_then_runs_within_the_li
     on_private_redis: OnPrivateRedis,
 ) -> None:
     deployment, redis = on_private_redis.deployment, on_private_redis.redis
-    deployment.fake.slow(2.0)
+    calls = TimedCalls(deployment.fake, 2.0)
     with httpx.Client(base_url=deployment.url, timeout=30) as http:
         ids = [_invoke(http, "limited", f"task {i}").json()["execution_id"] for i in range(6)]
         _wait_for(lambda: _running(http, ids) == 2, "two executions never ran")
@@ -193,10 +320,11 @@ def test_work_waits_for_a_redis_that_does_not_answer_and_then_runs_within_the_li
         recovered = [_limits_check(h) for h in deployment.health]
 
     assert [r["status"] for r in records] == ["succeeded"] * 6
-    assert _most_at_once(records) == 2
+    assert _peak(calls.spans) == 2
     # A taker answered just before the pause may record its start a little later (a loaded
     # machine); past that, nothing starts until Redis answers again.
-    assert _started_between(records, paused_wall + timedelta(seconds=2), resumed_wall) == []
+    late = _started_between(records, paused_wall + timedelta(seconds=2), resumed_wall)
+    assert late == [], (paused_wall, resumed_wall, [r for r in records if r["execution_id"] in late])
     assert {code for code, _ in answers} == {200}
     assert any(limits.startswith("waiting: cache unavailable") for _, limits in answers)
     assert any("agentrunner_limits_store_unavailable 1.0" in text for text in metrics)
@@ -211,7 +339,7 @@ def test_running_holders_come_back_before_new_ones_after_redis_restarts_without_
     on_private_redis: OnPrivateRedis,
 ) -> None:
     deployment, redis = on_private_redis.deployment, on_private_redis.redis
-    deployment.fake.slow(OUTAGE_LEASE_SECONDS)  # each run spans the restart and a renewal after it
+    calls = TimedCalls(deployment.fake, OUTAGE_LEASE_SECONDS)  # each call spans the restart and a renewal after it
     with httpx.Client(base_url=deployment.url, timeout=30) as http:
         ids = [_invoke(http, "limited", f"task {i}").json()["execution_id"] for i in range(4)]
         _wait_for(lambda: _running(http, ids) == 2, "two executions never ran")
@@ -220,7 +348,7 @@ def test_running_holders_come_back_before_new_ones_after_redis_restarts_without_
         records = wait_finished(http, ids, timeout=90)
 
     assert [r["status"] for r in records] == ["succeeded"] * 4
-    assert _most_at_once(records) == 2
+    assert _peak(calls.spans) == 2
     assert "concurrency slot added back" in deployment.roles.log_text()
 
 

@@ -43,7 +43,7 @@ from agentrunner.ports import (
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, converse, keep_interrupted
-from agentrunner.runtime.limits import ConcurrencyLimits
+from agentrunner.runtime.limits import ConcurrencyLimits, HeldSlots
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.rate_limits import RateLimitedProvider, RateLimits
 from agentrunner.runtime.registry import AgentRegistry
@@ -242,8 +242,8 @@ class AgentPool:
             try:
                 holder = f"{self._worker_id}:{execution_id}"  # a redelivery elsewhere waits for this lease
                 slots = self._limits.held(config, holder, tenant) if self._limits else contextlib.nullcontext()
-                async with slots:
-                    finished = await self._run(config, execution_id, stream=stream)
+                async with slots as held:
+                    finished = await self._run(config, execution_id, stream=stream, held=held)
                     # Saved and announced before the slots go back (held a moment longer, never
                     # exceeded): whoever waits for the result does not wait for the release.
                     await self._complete(finished, depth)
@@ -297,9 +297,12 @@ class AgentPool:
         *,
         stream: bool,
         records: list[ToolCallRecord],
+        held: HeldSlots | None = None,
     ) -> Completion:
         """One attempt in a task of its own, so a cancel request can stop it alone; its
-        tool calls are appended to `records` (and streamed to watchers) as they end."""
+        tool calls are appended to `records` (and streamed to watchers) as they end. With
+        `held`, each tool call first passes the fence of its concurrency slots (the model
+        calls of `provider` already do)."""
 
         async def text(piece: str) -> None:
             await self._progress(execution, {"kind": "text", "text": piece})
@@ -310,6 +313,8 @@ class AgentPool:
 
         sink = text if stream else None
         tools = self._tools.tools_for(config.name) if self._tools is not None else []
+        if held is not None:
+            tools = held.tools(tools)
         if config.execution_mode is ExecutionMode.CONTINUOUS:
             run = converse(
                 config,
@@ -418,7 +423,17 @@ class AgentPool:
         )
         await self._relay.deliver(events)
 
-    async def _run(self, config: AgentConfig, execution_id: str, *, stream: bool = False) -> Execution:
+    async def _provider(self, config: AgentConfig, held: HeldSlots | None) -> LLMProvider:
+        """The agent's provider for one attempt: fenced by its slots (`held`), inside its rate
+        limits, so the fence is passed just before a call goes out, after any rate-limit wait."""
+        provider = await self._catalog.provider_for(config.llm_config)
+        if held is not None:
+            provider = held.provider(provider)
+        return self._rates.wrap(provider, config) if self._rates is not None else provider
+
+    async def _run(
+        self, config: AgentConfig, execution_id: str, *, stream: bool = False, held: HeldSlots | None = None
+    ) -> Execution:
         retry = config.retry_config
         llm = config.llm_config
         for retry_number in range(retry.max_retries + 1):
@@ -435,10 +450,8 @@ class AgentPool:
             await self._progress(execution, {"kind": "status", "status": ExecutionStatus.RUNNING.value})
             records: list[ToolCallRecord] = []
             try:
-                provider = await self._catalog.provider_for(llm)
-                if self._rates is not None:
-                    provider = self._rates.wrap(provider, config)
-                completion = await self._attempt(config, provider, execution, stream=stream, records=records)
+                provider = await self._provider(config, held)
+                completion = await self._attempt(config, provider, execution, stream=stream, records=records, held=held)
             except _CancelledByUser as stopped:
                 execution = execution.model_copy(update={"tool_calls": records})
                 request = stopped.args[0].payload

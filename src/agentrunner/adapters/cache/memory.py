@@ -7,6 +7,8 @@ from typing import NamedTuple
 
 from cachetools import TLRUCache
 
+from agentrunner.ports import SlotRenewal
+
 
 class _Entry(NamedTuple):
     value: bytes
@@ -70,12 +72,18 @@ class InMemoryCache:
         self._slots[scope] = holders
         return True
 
-    async def renew_slot(self, scope: str, holder: str, ttl_seconds: float) -> bool:
+    async def renew_slot(self, scope: str, holder: str, limit: int, ttl_seconds: float) -> SlotRenewal:
         now = self._slot_clock(ttl_seconds)
         holders = self._slots.setdefault(scope, {})
-        present = holder in holders
-        holders[holder] = now + ttl_seconds  # added back when it was gone: it is running
-        return present
+        if holder in holders:
+            holders[holder] = now + ttl_seconds
+            return SlotRenewal.KEPT
+        live = {h: t for h, t in holders.items() if t > now}
+        self._slots[scope] = live
+        if len(live) >= limit:
+            return SlotRenewal.LOST  # its place was taken: added back, it would exceed the limit
+        live[holder] = now + ttl_seconds
+        return SlotRenewal.BACK
 
     async def release_slot(self, scope: str, holder: str) -> None:
         holders = self._slots.get(scope)

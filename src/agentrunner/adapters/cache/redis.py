@@ -18,6 +18,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from agentrunner.domain.errors import ConfigError, DependencyUnavailableError
+from agentrunner.ports import SlotRenewal
 
 
 def redacted_url(url: str) -> str:
@@ -75,18 +76,23 @@ redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
 return 1
 """
 )
-# KEYS: the scope's sorted set, the clock; ARGV: holder, lease ms. Extends the lease, or
-# adds the holder back whatever the limit and the grace (it is running): 1 when it was
-# still there, 0 when it had to be added back.
+# KEYS: the scope's sorted set, the clock; ARGV: holder, lease ms, limit. Extends the lease
+# (1); or adds the holder back when it was gone and fewer than the limit hold the scope,
+# whatever the grace (2); or leaves it out, its place taken (0).
 _RENEW_SLOT = (
     _SLOT_CLOCK
     + """
-local present = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+  return 2
+end
 redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
-if present then return 1 end
-return 0
+return 1
 """
 )
+_RENEWALS = {1: SlotRenewal.KEPT, 2: SlotRenewal.BACK, 0: SlotRenewal.LOST}
 
 # KEYS[1]: the bucket's hash; ARGV: per minute, amount, "take" or "debit". The milliseconds
 # to wait (0: taken or debited). At most one second's worth is kept.
@@ -200,11 +206,11 @@ class RedisCache:
             taken = await self._acquire(keys=keys, args=[holder, _lease_ms(ttl_seconds), limit])
         return bool(taken)
 
-    async def renew_slot(self, scope: str, holder: str, ttl_seconds: float) -> bool:
+    async def renew_slot(self, scope: str, holder: str, limit: int, ttl_seconds: float) -> SlotRenewal:
         keys = [f"{self._prefix}slots:{scope}", self._clock_key]
         async with self._answering(f"slot renewal {scope!r}"):
-            renewed = await self._renew(keys=keys, args=[holder, _lease_ms(ttl_seconds)])
-        return bool(renewed)
+            renewed = await self._renew(keys=keys, args=[holder, _lease_ms(ttl_seconds), limit])
+        return _RENEWALS[int(renewed)]
 
     async def release_slot(self, scope: str, holder: str) -> None:
         async with self._answering(f"slot release {scope!r}"):

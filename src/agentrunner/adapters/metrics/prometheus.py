@@ -76,7 +76,8 @@ class PrometheusMetrics:
         self._limits_store_waits = Counter(
             "agentrunner_limits_store_waits",
             "Takers of a concurrency slot (kind=slot) or a rate-limit token (kind=rate) that waited for "
-            "the store to answer",
+            "the store to answer, and running executions that lost their slot and waited for one again "
+            "(kind=slot_lost)",
             ["kind"],
             registry=self.registry,
         )
