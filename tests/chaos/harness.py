@@ -31,15 +31,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
 
 from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.timed_calls import TimedCalls, peak
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES_SCRIPT = REPO / "scripts" / "private_services.sh"
@@ -146,7 +145,7 @@ class Cluster:
         self.process: subprocess.Popen[bytes] | None = None
         self.ports = {role: free_port() for role in HTTP_ROLES}
         self.fake = FakeOpenAI(api_key="sk-chaos", reply="done")
-        self.fake.slow(LIMITED_SECONDS)
+        self.calls = TimedCalls(self.fake, LIMITED_SECONDS)  # only the limited agent calls the vendor
         self.starts = 0
         (workdir / "agents").mkdir(parents=True, exist_ok=True)
         for name, text in AGENTS.items():
@@ -511,20 +510,6 @@ def settled_records(database_url: str, prompts: list[str], timeout: float) -> li
         time.sleep(0.5)
 
 
-def most_at_once(records: list[Any]) -> int:
-    """The most runs that overlapped, from their recorded start and finish."""
-    edges: list[tuple[datetime, int]] = []
-    for record in records:
-        if record["started_at"] is not None and record["finished_at"] is not None:
-            # A finish sorts before a start at the same instant: the slot was handed over.
-            edges += [(record["started_at"], 1), (record["finished_at"], -1)]
-    running = most = 0
-    for _, step in sorted(edges):
-        running += step
-        most = max(most, running)
-    return most
-
-
 def run_fault(
     cluster: Cluster,
     name: str,
@@ -539,6 +524,7 @@ def run_fault(
     once an invocation succeeds end to end again, `after` seconds' worth more; then stop the
     load, wait for every accepted execution to settle and report."""
     report = FaultReport(name)
+    began = time.monotonic()
     database_url = cluster.services.urls()["DATABASE_URL"]
     with Load(cluster.url, rate=rate, label=name) as load:
         load.wait_accepted(int(rate * before), timeout=before * 2 + 30)
@@ -566,7 +552,9 @@ def run_fault(
     report.duplicated = sum(count - 1 for count in by_prompt.values() if count > 1) + sum(
         len(invocation.execution_ids) - 1 for invocation in accepted if len(invocation.execution_ids) > 1
     )
-    report.limit_peak = most_at_once([record for record in records if record["agent"] == "chaos-limited"])
+    # Measured at the vendor: a run cut off by a killed worker keeps its first start, so the
+    # executions' spans overlap where their model calls never did (tests/fakes/timed_calls.py).
+    report.limit_peak = peak(cluster.calls.since(began))
     if not cluster.alive():
         report.notes.append("the cluster exited")
     return report

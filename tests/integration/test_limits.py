@@ -30,6 +30,7 @@ from agentrunner.adapters.state.urls import run_schema_command
 from tests.conftest import free_port
 from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.timed_calls import TimedCalls, peak
 from tests.integration.private_redis import PrivateRedis, private_redis
 from tests.integration.processes import role_processes, wait_finished
 
@@ -131,46 +132,14 @@ def _invoke(http: httpx.Client, agent: str, prompt: str) -> httpx.Response:
     return http.post(f"/agents/{agent}/invoke", json={"task_data": {"prompt": prompt}, "wait": 0})
 
 
-class TimedCalls:
-    """The fake's script: every model call takes `seconds` at the vendor, and its span
-    (arrival, answer) is recorded. The limit is on these: an execution whose worker was
-    starved past its lease waits for its slot again before its next call while its status
-    stays `running` (runtime/limits.py), so the executions' own spans may overlap more."""
-
-    def __init__(self, fake: FakeOpenAI, seconds: float) -> None:
-        self.spans: list[tuple[float, float]] = []
-        self._seconds = seconds
-        self._lock = threading.Lock()
-        fake.script = self
-
-    def __call__(self, body: dict[str, Any]) -> tuple[str, tuple[str, dict[str, Any]] | None]:
-        started = time.monotonic()
-        time.sleep(self._seconds)
-        with self._lock:
-            self.spans.append((started, time.monotonic()))
-        return "done", None
-
-
 def _most_at_once(records: list[dict[str, Any]]) -> int:
     """The most executions `running` at once, from their recorded start and finish (which a
-    starved worker's execution waiting for its slot again may exceed: see TimedCalls)."""
-    return _peak([(_at(r["started_at"]), _at(r["finished_at"])) for r in records])
+    starved worker's execution waiting for its slot again may exceed: see tests/fakes/timed_calls.py)."""
+    return peak([(_at(r["started_at"]), _at(r["finished_at"])) for r in records])
 
 
 def _at(moment: str) -> float:
     return datetime.fromisoformat(moment).timestamp()
-
-
-def _peak(spans: list[tuple[float, float]]) -> int:
-    """The most spans (start, end) open at once; one ending as another starts is not both."""
-    edges = []
-    for start, end in spans:
-        edges += [(start, 1), (end, -1)]
-    running = most = 0
-    for _, step in sorted(edges):
-        running += step
-        most = max(most, running)
-    return most
 
 
 def test_max_concurrency_holds_across_three_workers_and_every_task_runs(deployment: Deployment) -> None:
@@ -181,7 +150,7 @@ def test_max_concurrency_holds_across_three_workers_and_every_task_runs(deployme
 
     assert [r["status"] for r in records] == ["succeeded"] * 12
     assert len(calls.spans) == 12
-    assert _peak(calls.spans) <= 2  # two model calls at once at most (on a loaded machine, maybe fewer)
+    assert peak(calls.spans) <= 2  # two model calls at once at most (on a loaded machine, maybe fewer)
     assert _most_at_once(records) >= 2  # two executions held a slot at once: the limit is two, not one
     assert len({r["worker"] for r in records}) >= 2  # the limit is shared, not per worker
 
@@ -269,7 +238,7 @@ def test_a_holder_starved_past_its_lease_waits_for_a_slot_before_its_next_model_
 
     assert [r["status"] for r in records] == ["succeeded", "succeeded"]
     assert set(calls.spans) == set(ModelCalls.NAMES)
-    assert _peak(list(calls.spans.values())) == 1
+    assert peak(list(calls.spans.values())) == 1
     assert calls.spans["holder-2"][0] >= calls.spans["newcomer"][1]  # it waited for the newcomer's slot
     assert "concurrency slot lost" in log
     assert WAITING_AGAIN in log
@@ -320,7 +289,7 @@ def test_work_waits_for_a_redis_that_does_not_answer_and_then_runs_within_the_li
         recovered = [_limits_check(h) for h in deployment.health]
 
     assert [r["status"] for r in records] == ["succeeded"] * 6
-    assert _peak(calls.spans) == 2
+    assert peak(calls.spans) == 2
     # A taker answered just before the pause may record its start a little later (a loaded
     # machine); past that, nothing starts until Redis answers again.
     late = _started_between(records, paused_wall + timedelta(seconds=2), resumed_wall)
@@ -348,7 +317,7 @@ def test_running_holders_come_back_before_new_ones_after_redis_restarts_without_
         records = wait_finished(http, ids, timeout=90)
 
     assert [r["status"] for r in records] == ["succeeded"] * 4
-    assert _peak(calls.spans) == 2
+    assert peak(calls.spans) == 2
     assert "concurrency slot added back" in deployment.roles.log_text()
 
 
