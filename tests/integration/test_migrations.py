@@ -64,14 +64,20 @@ def _differences(connection: Connection) -> list[Any]:
     return list(compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata))
 
 
-async def test_upgrade_to_head_creates_every_table_and_matches_the_models(database_url: str) -> None:
+async def test_upgrade_to_head_creates_every_table_and_matches_the_models(empty_database_url: str) -> None:
+    database_url = empty_database_url
+    assert await _on(database_url, _tables) == set()  # where a new deployment starts
+
     await _on(database_url, _migrate("head"))
 
     assert await _on(database_url, _tables) == EXPECTED_TABLES
     assert await _on(database_url, _differences) == []
 
 
-async def test_downgrade_to_base_removes_every_table_and_upgrade_works_again(database_url: str) -> None:
+async def test_downgrade_to_base_removes_every_table_and_upgrade_works_again(empty_database_url: str) -> None:
+    database_url = empty_database_url
+    assert await _on(database_url, _tables) == set()
+
     await _on(database_url, _migrate("head"))
     await _on(database_url, _migrate("base", down=True))
 
