@@ -11,8 +11,8 @@ import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
@@ -132,6 +132,61 @@ async def _build_postgres_template(name: str, *, drop_others: bool) -> None:
         await admin.close()
 
 
+async def _create_database(name: str, template: str | None) -> None:
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        if template is None:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            return
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        except asyncpg.InvalidCatalogNameError:
+            # A session on other migrations (another worktree) dropped it: make it again.
+            await _build_postgres_template(template, drop_others=False)
+            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await admin.close()
+
+
+async def _drop_database(name: str) -> None:
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def _new_database_name() -> str:
+    return f"agentrunner_t_{uuid.uuid4().hex[:12]}"
+
+
+class PostgresDatabases:
+    """Copies of the template, each made on a thread of its own while the test before runs:
+    a copy costs ~0.1-0.3 s of PostgreSQL's time on a loaded machine, which a test then does
+    not wait for. (Drops stay in the test's teardown: run behind, they were slower still.)"""
+
+    def __init__(self, template: str) -> None:
+        self._template = template
+        self._creating = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-database-copies")
+        self._next = self._creating.submit(self._create)
+
+    def _create(self) -> str:
+        name = _new_database_name()
+        asyncio.run(_create_database(name, self._template))
+        return name
+
+    def take(self) -> Future[str]:
+        """A database's name (when made) for this test; the next test's is begun."""
+        taken, self._next = self._next, self._creating.submit(self._create)
+        return taken
+
+    def close(self) -> None:
+        """Drop the spare copy."""
+        if self._next.exception() is None:
+            asyncio.run(_drop_database(self._next.result()))
+        self._creating.shutdown(wait=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_template() -> str:
     """The name of the PostgreSQL database at the newest schema that `postgres_url` copies;
@@ -141,42 +196,29 @@ def postgres_template() -> str:
     return name
 
 
-@asynccontextmanager
-async def _own_database(template: str | None) -> AsyncIterator[str]:
-    name = f"agentrunner_t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        if template is None:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        else:
-            try:
-                await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-            except asyncpg.InvalidCatalogNameError:
-                # A session on other migrations (another worktree) dropped it: make it again.
-                await asyncio.to_thread(_on_a_loop_of_its_own, _build_postgres_template(template, drop_others=False))
-                await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    finally:
-        await admin.close()
-    yield _database_url(name)
-    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+@pytest.fixture(scope="session")
+def postgres_databases(postgres_template: str) -> Iterator[PostgresDatabases]:
+    """Where `postgres_url` takes its database from (see `PostgresDatabases`)."""
+    databases = PostgresDatabases(postgres_template)
+    yield databases
+    databases.close()
 
 
 @pytest.fixture
-async def postgres_url(postgres_template: str) -> AsyncIterator[str]:
+async def postgres_url(postgres_databases: PostgresDatabases) -> AsyncIterator[str]:
     """A PostgreSQL database of this test's own at the newest schema (no rows), dropped afterwards."""
-    async with _own_database(postgres_template) as url:
-        yield url
+    name = await asyncio.wrap_future(postgres_databases.take())
+    yield _database_url(name)
+    await _drop_database(name)
 
 
 @pytest.fixture
 async def empty_postgres_url() -> AsyncIterator[str]:
     """A PostgreSQL database of this test's own without any table (for the migrations' tests)."""
-    async with _own_database(None) as url:
-        yield url
+    name = _new_database_name()
+    await _create_database(name, None)
+    yield _database_url(name)
+    await _drop_database(name)
 
 
 @pytest.fixture(scope="session")
