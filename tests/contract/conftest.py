@@ -64,7 +64,8 @@ def state_store_backend(request: pytest.FixtureRequest) -> tuple[str, str | None
 
 @pytest.fixture
 def state_store_url(request: pytest.FixtureRequest, state_store_backend: tuple[str, str | None]) -> str:
-    """The URL of an empty database of this test's own, once per StateStore backend.
+    """The URL of an empty database (at the newest schema, no rows) of this test's own, once
+    per StateStore backend.
 
     A sync fixture on purpose: `postgres_url` is async, and only a sync fixture can pull it
     in with `getfixturevalue` without re-entering the running event loop.

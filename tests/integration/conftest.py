@@ -28,9 +28,17 @@ def _no_blocking_calls() -> Iterator[None]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest) -> str:
-    """An empty database of this test's own, on SQLite then on PostgreSQL."""
+    """A database of this test's own at the newest schema (no rows), on SQLite then on PostgreSQL."""
     # A sync fixture: resolving the async postgres_url from an async fixture would nest loops.
     url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_database_url(request: pytest.FixtureRequest) -> str:
+    """A database of this test's own without any table, on SQLite then on PostgreSQL: for
+    the tests of the migrations, which must start where a new deployment starts."""
+    url: str = request.getfixturevalue(f"empty_{request.param}_url")
     return url
 
 

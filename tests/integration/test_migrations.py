@@ -16,6 +16,7 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.state.tables import Base
 from agentrunner.adapters.state.urls import alembic_config
 from tests.conftest import REPO
@@ -60,24 +61,46 @@ def _tables(connection: Connection) -> set[str]:
     return set(inspect(connection).get_table_names()) - {"alembic_version"}
 
 
+def _revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
 def _differences(connection: Connection) -> list[Any]:
     return list(compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata))
 
 
-async def test_upgrade_to_head_creates_every_table_and_matches_the_models(database_url: str) -> None:
+async def test_upgrade_to_head_creates_every_table_and_matches_the_models(empty_database_url: str) -> None:
+    database_url = empty_database_url
+    assert await _on(database_url, _tables) == set()  # where a new deployment starts
+
     await _on(database_url, _migrate("head"))
 
     assert await _on(database_url, _tables) == EXPECTED_TABLES
     assert await _on(database_url, _differences) == []
 
 
-async def test_downgrade_to_base_removes_every_table_and_upgrade_works_again(database_url: str) -> None:
+async def test_downgrade_to_base_removes_every_table_and_upgrade_works_again(empty_database_url: str) -> None:
+    database_url = empty_database_url
+    assert await _on(database_url, _tables) == set()
+
     await _on(database_url, _migrate("head"))
     await _on(database_url, _migrate("base", down=True))
 
     assert await _on(database_url, _tables) == set()
     await _on(database_url, _migrate("head"))
     assert await _on(database_url, _tables) == EXPECTED_TABLES
+
+
+async def test_a_store_upgrades_a_database_one_migration_behind_and_skips_one_at_head(empty_database_url: str) -> None:
+    head = _head()
+    await _on(empty_database_url, _migrate(str(head.down_revision)))
+
+    for _ in range(2):  # behind, then at head: the start's shortcut must tell them apart
+        store = SQLStateStore(empty_database_url)
+        await store.start()
+        await store.close()
+        assert await _on(empty_database_url, _revision) == head.revision
+    assert await _on(empty_database_url, _differences) == []
 
 
 def test_the_seed_alembic_commands_work_from_the_repository_root(tmp_path: Path) -> None:

@@ -85,8 +85,10 @@ async def test_an_unexpected_failure_is_retried_then_recorded_as_failed(settings
     assert [e.execution_id for e in listed.items] == [execution.execution_id]
 
 
-async def test_a_node_refuses_a_postgres_database_that_was_not_migrated(tmp_path: Path, postgres_url: str) -> None:
-    settings = Settings(_env_file=None, database_url=postgres_url, agents_dir=tmp_path, data_dir=tmp_path)  # type: ignore[call-arg]
+async def test_a_node_refuses_a_postgres_database_that_was_not_migrated(
+    tmp_path: Path, empty_postgres_url: str
+) -> None:
+    settings = Settings(_env_file=None, database_url=empty_postgres_url, agents_dir=tmp_path, data_dir=tmp_path)  # type: ignore[call-arg]
     node = Node(settings)
 
     with pytest.raises(ConfigError, match="agentrunner db upgrade"):

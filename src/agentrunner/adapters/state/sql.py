@@ -202,12 +202,17 @@ class SQLStateStore:
 
     @staticmethod
     def _upgrade(connection: Connection) -> None:
+        # Most starts find the schema at head already (every restart, every replica, every
+        # test database copied from the migrated template): one query says so, where
+        # Alembic's upgrade would load every migration script again to do nothing.
+        if MigrationContext.configure(connection).get_current_revision() == _head_revision():
+            return
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
     def _require_head(self, connection: Connection) -> None:
-        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        head = _head_revision()
         current = MigrationContext.configure(connection).get_current_revision()
         if current != head:
             raise ConfigError(
@@ -1051,6 +1056,13 @@ def _check_on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _prox
         dbapi_connection.ping()
     except Exception as exc:  # any failure means: not this connection
         raise DisconnectionError(f"pooled connection is dead: {exc}") from exc  # the pool reconnects
+
+
+@functools.cache
+def _head_revision() -> str | None:
+    """The newest migration's revision: the scripts are part of the package, so they are
+    read once per process (Alembic parses every one of them to answer)."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def _tune_sqlite(dbapi_connection: Any, _: Any) -> None:
