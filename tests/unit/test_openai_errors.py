@@ -75,7 +75,10 @@ def _instance(cls: type[openai.OpenAIError]) -> openai.OpenAIError:
     if issubclass(cls, openai.APIError):
         return cls("something failed", request, body=None)
     if issubclass(cls, openai.LengthFinishReasonError):
-        return cls(completion=ChatCompletion.model_construct(id="chatcmpl-1", choices=[], usage=None))
+        completion = ChatCompletion.model_construct(
+            id="chatcmpl-1", choices=[], created=0, model="gpt-4o-mini", object="chat.completion", usage=None
+        )
+        return cls(completion=completion)
     if issubclass(cls, openai.ContentFilterFinishReasonError):
         return cls()
     if issubclass(cls, openai.WebSocketConnectionClosedError):
