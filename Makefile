@@ -27,9 +27,11 @@ services:
 api-docs: install
 	$(BIN)/python scripts/api_docs.py
 
+# lint-imports: the layer contracts of [tool.importlinter] in pyproject.toml.
 lint: install
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/mypy

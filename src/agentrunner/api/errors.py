@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.tracing import current_trace_id
 
+# Every code of the error tree has its status here (tests/unit/test_error_statuses.py walks
+# the tree); an unknown code still answers 500, and only "internal_error" means to.
 STATUS_BY_CODE: dict[str, int] = {
     "bad_request": 400,
     "egress_refused": 400,
@@ -34,6 +36,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "conflict": 409,
     "session_busy": 409,
     "idempotency_key_reused": 409,
+    # An execution or plan run that already ended so: asking more of it conflicts with its state.
+    "cancelled": 409,
+    "plan_rejected": 409,
     "payload_too_large": 413,
     "config_invalid": 422,
     "plan_invalid": 422,
@@ -48,7 +53,16 @@ STATUS_BY_CODE: dict[str, int] = {
     "slack_error": 502,
     "slack_unavailable": 502,
     "slack_rejected": 502,
+    # A participant of a plan run failed: like a provider's failure, upstream of the platform.
+    "step_failed": 502,
+    # An agent's consumer given up on after its restarts: that service is not there now.
+    "consumer_unresponsive": 503,
     "dependency_unavailable": 503,
+    # The work (model and tool calls, or the human a step asked) did not end in its time.
+    "timed_out": 504,
+    "clarification_timed_out": 504,
+    # A bug of ours, not the caller's: the one code that means 500.
+    "internal_error": 500,
 }
 # What a 503 tells the client to wait: the node has already waited out a restart of a
 # second or two (the state store's reconnect window) before answering it.

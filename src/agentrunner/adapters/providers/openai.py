@@ -31,6 +31,10 @@ def translate_error(exc: openai.OpenAIError) -> LLMError:
         return LLMRateLimitError(detail, retry_after=float(retry_after) if retry_after else None)
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return LLMAuthError(f"{detail} (check OPENAI_API_KEY)")
+    if isinstance(exc, openai.LengthFinishReasonError | openai.ContentFilterFinishReasonError):
+        # The answer was cut at its token limit or refused by the content filter (the SDK's
+        # parsing helpers raise these): the same request would end the same way again.
+        return LLMBadRequestError(detail)
     if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError | openai.InternalServerError):
         return LLMUnavailableError(detail)
     if isinstance(exc, openai.APIStatusError):
