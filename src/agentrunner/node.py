@@ -98,7 +98,6 @@ QUEUE_DEPTH_TIMEOUT_SECONDS = 2.0
 
 # Roles a process can take: the HTTP services, and worker pools (which need no port).
 WORKER_ROLES: tuple[str, ...] = ("autonomous", "continuous", "collaborative")
-PLANNED_ROLES: tuple[str, ...] = ()
 ALL_ROLES: tuple[str, ...] = (*HTTP_ROLES, *WORKER_ROLES)
 
 
@@ -114,12 +113,9 @@ class Node:
         script: Script | None = None,
         slack_optional: bool = False,
     ) -> None:
-        unknown = sorted(set(roles) - set(ALL_ROLES) - set(PLANNED_ROLES))
+        unknown = sorted(set(roles) - set(ALL_ROLES))
         if unknown:
             raise ConfigError(f"unknown role {', '.join(unknown)}: choose from {', '.join(ALL_ROLES)}")
-        planned = sorted(set(roles) & set(PLANNED_ROLES))
-        if planned:
-            raise ConfigError(f"the {', '.join(planned)} pool is not in this version of agentrunner yet")
         if set(roles) != set(ALL_ROLES) and not settings.rabbitmq_url:
             raise ConfigError(
                 "roles in separate processes talk through RabbitMQ: set RABBITMQ_URL "

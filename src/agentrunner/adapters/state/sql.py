@@ -75,6 +75,7 @@ from agentrunner.domain.errors import (
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
+from agentrunner.domain.redaction import mask_url
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
@@ -165,7 +166,7 @@ class SQLStateStore:
 
     @property
     def _where(self) -> str:
-        return self._url.render_as_string(hide_password=True)
+        return mask_url(self._url.render_as_string(hide_password=False))
 
     # -- lifecycle -------------------------------------------------------------------
 
