@@ -67,6 +67,7 @@ from agentrunner.ports import (
     Subscription,
     Tracing,
 )
+from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.budgets import Budget, Budgets, TenantBudget
 from agentrunner.runtime.collaboration import CollaborativePool
 from agentrunner.runtime.dead_letters import DeadLetterOffice
@@ -143,6 +144,8 @@ class Node:
         )
         self.cache = _cache(settings)
         self.store = CachedStateStore(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
+        # Straight to the database: the audit log is written once and read rarely, never cached.
+        self.audit = Auditor(database)
         self.bus = _bus(settings, self.node_id)
         if self.tracing is not None:
             self.bus = self.tracing.traced_bus(self.bus)
@@ -622,14 +625,21 @@ class Node:
             self.settings.invoke_wait_seconds,
             invoke_extras=partial(plan_run_answer, self.plan_runs),
             limits=self.input_limits,
+            audit=self.audit,
         )
-        orchestrator.include_router(plan_run_routes(self.plan_runs))
+        orchestrator.include_router(plan_run_routes(self.plan_runs, self.audit))
         # Read-only, from the shared state store: the dashboard shows schedules from its own
         # port (8003) without a second origin; changing them stays the scheduler's (8004).
         orchestrator.include_router(schedule_read_routes(self.scheduler))
         return {
-            "state": state_app(self.store, ready, self._budgets_of, max_history_bytes=self.settings.max_history_bytes),
-            "config": config_app(self.registry, ready, self.reload_agents),
+            "state": state_app(
+                self.store,
+                ready,
+                self._budgets_of,
+                max_history_bytes=self.settings.max_history_bytes,
+                audit=self.audit,
+            ),
+            "config": config_app(self.registry, ready, self.reload_agents, self.audit),
             "orchestrator": orchestrator,
             "scheduler": scheduler_app(self.scheduler, ready, self.input_limits),
             "slack": slack_app(
