@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.node import Node
 from tests.security.test_tenants import ADMIN, REDIS_URL, A, B, _callers, _dead_letter, _running_node
@@ -62,7 +63,11 @@ async def http(node: Node) -> AsyncIterator[Clients]:
 
 
 async def _held_run(node: Node, run_id: str, tenant: str) -> None:
-    # "writer" is a registered agent: approving reads its configuration.
+    # "writer" is a registered agent: approving reads its configuration. A run is its
+    # execution's (same id), which a rejection ends.
+    await node.store.create_execution(
+        Execution(execution_id=run_id, agent="writer", status=ExecutionStatus.RUNNING, trace_id="t", tenant=tenant)
+    )
     await node.store.create_plan_run(
         PlanRun(id=run_id, agent="writer", trace_id="t", tenant=tenant, status=PlanRunStatus.AWAITING_APPROVAL)
     )
