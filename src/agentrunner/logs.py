@@ -14,7 +14,6 @@ import structlog
 from agentrunner.domain.redaction import mask_prose
 from agentrunner.tracing import current_service, current_trace_id
 
-_TOP_LEVEL = ("timestamp", "level", "service", "trace_id", "message", "metadata")
 # Libraries kept at WARNING even when LOG_LEVEL=DEBUG: httpx writes a line per vendor HTTP
 # call (noise next to our execution records); botocore/boto3 write each signed request at
 # DEBUG, with the AWS access key id and session token in its headers (secrets never logged).

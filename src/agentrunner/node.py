@@ -67,6 +67,7 @@ from agentrunner.ports import (
     Subscription,
     Tracing,
 )
+from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.budgets import Budget, Budgets, TenantBudget
 from agentrunner.runtime.collaboration import CollaborativePool
 from agentrunner.runtime.dead_letters import DeadLetterOffice
@@ -98,7 +99,6 @@ QUEUE_DEPTH_TIMEOUT_SECONDS = 2.0
 
 # Roles a process can take: the HTTP services, and worker pools (which need no port).
 WORKER_ROLES: tuple[str, ...] = ("autonomous", "continuous", "collaborative")
-PLANNED_ROLES: tuple[str, ...] = ()
 ALL_ROLES: tuple[str, ...] = (*HTTP_ROLES, *WORKER_ROLES)
 
 
@@ -114,12 +114,9 @@ class Node:
         script: Script | None = None,
         slack_optional: bool = False,
     ) -> None:
-        unknown = sorted(set(roles) - set(ALL_ROLES) - set(PLANNED_ROLES))
+        unknown = sorted(set(roles) - set(ALL_ROLES))
         if unknown:
             raise ConfigError(f"unknown role {', '.join(unknown)}: choose from {', '.join(ALL_ROLES)}")
-        planned = sorted(set(roles) & set(PLANNED_ROLES))
-        if planned:
-            raise ConfigError(f"the {', '.join(planned)} pool is not in this version of agentrunner yet")
         if set(roles) != set(ALL_ROLES) and not settings.rabbitmq_url:
             raise ConfigError(
                 "roles in separate processes talk through RabbitMQ: set RABBITMQ_URL "
@@ -147,6 +144,8 @@ class Node:
         )
         self.cache = _cache(settings)
         self.store = CachedStateStore(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
+        # Straight to the database: the audit log is written once and read rarely, never cached.
+        self.audit = Auditor(database)
         self.bus = _bus(settings, self.node_id)
         if self.tracing is not None:
             self.bus = self.tracing.traced_bus(self.bus)
@@ -626,14 +625,21 @@ class Node:
             self.settings.invoke_wait_seconds,
             invoke_extras=partial(plan_run_answer, self.plan_runs),
             limits=self.input_limits,
+            audit=self.audit,
         )
-        orchestrator.include_router(plan_run_routes(self.plan_runs))
+        orchestrator.include_router(plan_run_routes(self.plan_runs, self.audit))
         # Read-only, from the shared state store: the dashboard shows schedules from its own
         # port (8003) without a second origin; changing them stays the scheduler's (8004).
         orchestrator.include_router(schedule_read_routes(self.scheduler))
         return {
-            "state": state_app(self.store, ready, self._budgets_of, max_history_bytes=self.settings.max_history_bytes),
-            "config": config_app(self.registry, ready, self.reload_agents),
+            "state": state_app(
+                self.store,
+                ready,
+                self._budgets_of,
+                max_history_bytes=self.settings.max_history_bytes,
+                audit=self.audit,
+            ),
+            "config": config_app(self.registry, ready, self.reload_agents, self.audit),
             "orchestrator": orchestrator,
             "scheduler": scheduler_app(self.scheduler, ready, self.input_limits),
             "slack": slack_app(

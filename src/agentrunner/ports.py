@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from agentrunner.domain.agent import AgentConfig, LLMConfig
+from agentrunner.domain.audit import AuditEntry
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import Completion, LLMRequest, StreamItem, ToolDefinition
@@ -519,6 +520,27 @@ class Retention(Protocol):
 
     async def purge(self, kind: PurgeKind, *, before: datetime, limit: int) -> int:
         """Delete at most `limit` ended records of `kind` older than `before`; how many were."""
+        ...
+
+
+class AuditLog(Protocol):
+    """Who changed what: an append-only record of the changes callers make (see
+    `domain/audit.py`), apart from `StateStore` because only the audit writer and
+    `GET /audit` use it.
+
+    Contract: `record_audit` appends one entry and returns it with its `id`, larger than
+    every id before it; `list_audit` returns at most `limit` entries, newest first, only
+    those with an id below `before` when it is given. Nothing in agentrunner changes or
+    deletes an entry. Both raise `DependencyUnavailableError` when the database is not
+    answering.
+    """
+
+    async def record_audit(self, entry: AuditEntry) -> AuditEntry:
+        """Append `entry`; it as stored, with its id."""
+        ...
+
+    async def list_audit(self, *, before: int | None = None, limit: int = 100) -> list[AuditEntry]:
+        """The newest `limit` entries (with an id below `before`, when given), newest first."""
         ...
 
 

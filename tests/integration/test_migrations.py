@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.state.tables import Base
 from agentrunner.adapters.state.urls import alembic_config
+from agentrunner.domain.redaction import MASK
 from tests.conftest import REPO
 
 EXPECTED_TABLES = {
@@ -156,7 +157,7 @@ def test_agentrunner_db_upgrade_names_an_unreachable_database_without_its_passwo
     )
 
     assert result.returncode == 1
-    assert "db upgrade failed on postgresql+asyncpg://postgres:***@127.0.0.1:1/nowhere" in result.stderr.replace(
+    assert f"db upgrade failed on postgresql+asyncpg://postgres:{MASK}@127.0.0.1:1/nowhere" in result.stderr.replace(
         "\n", ""
     )
     assert "hunter2" not in result.stderr

@@ -18,7 +18,9 @@ from agentrunner.domain.agent_document import (
     ConfigIssue,
     parse_agent_document,
 )
+from agentrunner.domain.audit import AuditAction
 from agentrunner.domain.errors import ConfigError, PayloadTooLargeError
+from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.ownership import require_admin
 from agentrunner.runtime.registry import AgentRegistry
 
@@ -53,9 +55,15 @@ def _issue(issue: ConfigIssue) -> IssueView:
     return IssueView(path=issue.path, line=issue.line, message=issue.message)
 
 
-def config_app(registry: AgentRegistry, edge: EdgeConfig, reload: Callable[[], Awaitable[None]]) -> FastAPI:
-    """The config service's HTTP API."""
+def config_app(
+    registry: AgentRegistry,
+    edge: EdgeConfig,
+    reload: Callable[[], Awaitable[None]],
+    audit: Auditor | None = None,
+) -> FastAPI:
+    """The config service's HTTP API; a reload is recorded in `audit`."""
     app = role_app("config", "agentrunner config", edge)
+    auditor = audit or Auditor(None)
 
     @app.get("/configs", response_model=list[ConfigSummary], tags=["configs"])
     async def list_configs() -> list[ConfigSummary]:
@@ -81,7 +89,10 @@ def config_app(registry: AgentRegistry, edge: EdgeConfig, reload: Callable[[], A
     async def reload_configs() -> list[ConfigSummary]:
         require_admin("POST /configs/reload")
         await reload()
-        return await list_configs()
+        loaded = await list_configs()
+        failed = sorted(agent.name for agent in loaded if agent.reasons)
+        await auditor.record(AuditAction.CONFIG_RELOAD, "agents", agents=len(loaded), not_runnable=failed)
+        return loaded
 
     @app.post(
         "/configs/validate",

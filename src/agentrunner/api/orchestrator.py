@@ -18,11 +18,13 @@ from agentrunner.api.idempotency import REPLAYED_HEADER, reused_key_response, ro
 from agentrunner.api.limits import InputLimits, StreamSlots, check_task_size, execution_preview
 from agentrunner.api.ui import UI_PATH, mount_dashboard
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
+from agentrunner.domain.audit import AuditAction
 from agentrunner.domain.errors import ExecutionNotFoundError
 from agentrunner.domain.event import StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN, WebhookDelivery
 from agentrunner.ports import IdempotencyKeyTakenError
+from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.ownership import owned
@@ -131,9 +133,11 @@ def orchestrator_app(
     default_wait: float,
     invoke_extras: InvokeExtras | None = None,
     limits: InputLimits | None = None,
+    audit: Auditor | None = None,
 ) -> FastAPI:
     """The orchestrator's HTTP API. `invoke_extras` adds fields to an invocation's answer
-    (a collaborative agent's plan run); `limits` bound what callers send and see."""
+    (a collaborative agent's plan run); `limits` bound what callers send and see; `audit`
+    records dead-letter replays and discards."""
     limits = limits or InputLimits()
     # The dashboard's files hold no data: served without a key; its API calls send one.
     app = role_app("orchestrator", "agentrunner orchestrator", edge, public=(UI_PATH,), keyed_by_route=_INVOKE_PATH)
@@ -192,7 +196,7 @@ def orchestrator_app(
         return Published(event_id=event.event_id, topic=event.topic, trace_id=event.trace_id)
 
     _execution_routes(app, orchestrator, limits)
-    _dead_letter_routes(app, dead_letters)
+    _dead_letter_routes(app, dead_letters, audit or Auditor(None))
     mount_dashboard(app)
 
     return app
@@ -290,9 +294,10 @@ def _no_execution(execution_id: str) -> ExecutionNotFoundError:
     return ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=execution_id)
 
 
-def _dead_letter_routes(app: FastAPI, dead_letters: DeadLetterOffice) -> None:
+def _dead_letter_routes(app: FastAPI, dead_letters: DeadLetterOffice, auditor: Auditor) -> None:
     """Listing and replaying dead letters: a tenant's own (the tenant of their event), every
-    one for an admin (DeadLetterOffice scopes each operation to the caller)."""
+    one for an admin (DeadLetterOffice scopes each operation to the caller). Replays and
+    discards are recorded in `auditor`."""
 
     @app.get("/dead-letters", response_model=list[StoredDeadLetter], tags=["dead letters"])
     async def list_dead_letters(
@@ -307,8 +312,11 @@ def _dead_letter_routes(app: FastAPI, dead_letters: DeadLetterOffice) -> None:
         summary="Deliver the event again to its queue, from attempt 1",
     )
     async def replay_dead_letter(letter_id: str) -> StoredDeadLetter:
-        return await dead_letters.replay(letter_id)
+        letter = await dead_letters.replay(letter_id)
+        await auditor.record(AuditAction.DEAD_LETTER_REPLAY, letter_id, queue=letter.queue, topic=letter.topic)
+        return letter
 
     @app.delete("/dead-letters/{letter_id}", status_code=204, tags=["dead letters"], summary="Forget a dead letter")
     async def delete_dead_letter(letter_id: str) -> None:
         await dead_letters.discard(letter_id)
+        await auditor.record(AuditAction.DEAD_LETTER_DISCARD, letter_id)

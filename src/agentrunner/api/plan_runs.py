@@ -10,9 +10,11 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from agentrunner.domain.agent import ExecutionMode
+from agentrunner.domain.audit import AuditAction
 from agentrunner.domain.errors import PlanRunNotFoundError
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.plan import ClarificationStatus, PlanRun, PlanRunStatus
+from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.plan_runs import PlanRuns
 
 
@@ -64,9 +66,11 @@ async def plan_run_answer(plan_runs: PlanRuns, execution: Execution) -> dict[str
     }
 
 
-def plan_run_routes(plan_runs: PlanRuns) -> APIRouter:
-    """The plan-run routes (ARCHITECTURE §9), to include in the orchestrator app."""
+def plan_run_routes(plan_runs: PlanRuns, audit: Auditor | None = None) -> APIRouter:
+    """The plan-run routes (ARCHITECTURE §9), to include in the orchestrator app; approvals
+    and rejections are recorded in `audit`."""
     router = APIRouter(tags=["plan runs"])
+    auditor = audit or Auditor(None)
 
     @router.get("/plan-runs", response_model=PlanRunList)
     async def list_plan_runs(
@@ -86,11 +90,16 @@ def plan_run_routes(plan_runs: PlanRuns) -> APIRouter:
 
     @router.post("/plan-runs/{run_id}/approve", response_model=PlanRun)
     async def approve_plan_run(run_id: str, request: ApproveRequest | None = None) -> PlanRun:
-        return await plan_runs.approve(run_id, request.plan if request else None)
+        edited = request is not None and request.plan is not None
+        run = await plan_runs.approve(run_id, request.plan if request else None)
+        await auditor.record(AuditAction.PLAN_RUN_APPROVE, run_id, agent=run.agent, owner=run.tenant, edited=edited)
+        return run
 
     @router.post("/plan-runs/{run_id}/reject", response_model=PlanRun)
     async def reject_plan_run(run_id: str, request: RejectRequest | None = None) -> PlanRun:
-        return await plan_runs.reject(run_id, request.reason if request else None)
+        run = await plan_runs.reject(run_id, request.reason if request else None)
+        await auditor.record(AuditAction.PLAN_RUN_REJECT, run_id, agent=run.agent, owner=run.tenant)
+        return run
 
     @router.post("/plan-runs/{run_id}/clarifications/{clarification_id}", response_model=PlanRun)
     async def answer_clarification(run_id: str, clarification_id: str, request: AnswerRequest) -> PlanRun:

@@ -1,4 +1,5 @@
-"""State role (8001): agents' session memory, execution audit records, usage totals.
+"""State role (8001): agents' session memory, execution audit records, usage totals, and
+the audit log of changes (admins only).
 
 Everything is the caller's own (ARCHITECTURE §10): sessions are named within the caller's
 tenant (an admin names another tenant's with `?tenant=`), an execution of another tenant
@@ -15,10 +16,12 @@ from fastapi import FastAPI, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.domain.audit import AuditAction, AuditEntry
 from agentrunner.domain.errors import ExecutionNotFoundError, PayloadTooLargeError
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.ports import StateStore
+from agentrunner.runtime.audit import MAX_AUDIT_PAGE, Auditor
 from agentrunner.runtime.budgets import Budget
 from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, history_size
 from agentrunner.runtime.ownership import owned, session_owner
@@ -62,15 +65,26 @@ class UsageView(UsageTotals):
 BudgetsOf = Callable[[str | None], Awaitable[list[Budget]]]
 
 
+class AuditPage(BaseModel):
+    """`GET /audit`: entries newest first; `next_before` is the `before` of the next page
+    (None on the last one)."""
+
+    items: list[AuditEntry]
+    next_before: int | None
+
+
 def state_app(
     store: StateStore,
     edge: EdgeConfig,
     budgets: BudgetsOf | None = None,
     *,
     max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
+    audit: Auditor | None = None,
 ) -> FastAPI:
-    """The state manager's HTTP API; a history written is at most `max_history_bytes` as JSON."""
+    """The state manager's HTTP API; a history written is at most `max_history_bytes` as
+    JSON; state edits are recorded in `audit`, which `GET /audit` reads."""
     app = role_app("state", "agentrunner state", edge)
+    auditor = audit or Auditor(None)
 
     @app.get("/state/{agent}/{session_id}", response_model=AgentState, tags=["state"])
     async def get_state(agent: AgentName, session_id: SessionId, tenant: TenantName = None) -> AgentState:
@@ -88,11 +102,17 @@ def state_app(
             )
         owner = session_owner(agent, session_id, tenant)
         state = AgentState(agent=agent, session_id=session_id, tenant=owner, history=body.history, memory=body.memory)
-        return await store.save_state(state, expected_version=body.version)
+        saved = await store.save_state(state, expected_version=body.version)
+        await auditor.record(
+            AuditAction.STATE_WRITE, f"{agent}/{session_id}", owner=owner, version=saved.version, history_bytes=size
+        )
+        return saved
 
     @app.delete("/state/{agent}/{session_id}", status_code=204, tags=["state"])
     async def delete_state(agent: AgentName, session_id: SessionId, tenant: TenantName = None) -> Response:
-        await store.delete_state(agent, session_id, tenant=session_owner(agent, session_id, tenant))
+        owner = session_owner(agent, session_id, tenant)
+        await store.delete_state(agent, session_id, tenant=owner)
+        await auditor.record(AuditAction.STATE_DELETE, f"{agent}/{session_id}", owner=owner)
         return Response(status_code=204)
 
     @app.get("/executions/{execution_id}", response_model=Execution, tags=["executions"], summary="Audit record")
@@ -113,5 +133,18 @@ def state_app(
         if seen is not None:  # a tenant: its own budget only (an agent's counts every tenant's spend)
             shown = [budget for budget in shown if budget.tenant == seen]
         return UsageView(**totals.model_dump(), budgets=shown)
+
+    @app.get(
+        "/audit",
+        response_model=AuditPage,
+        tags=["audit"],
+        summary="Who changed what: reloads, approvals, replays, state edits (admins only)",
+    )
+    async def audit_log(
+        before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Entries older than this id.")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE, description="At most 500 entries a page.")] = 100,
+    ) -> AuditPage:
+        items = await auditor.entries(before=before, limit=limit)
+        return AuditPage(items=items, next_before=items[-1].id if len(items) == limit else None)
 
     return app

@@ -2,6 +2,8 @@
 
     AgentRunnerError                 code, message, context, retryable
     ├── ConfigError                  the user's configuration is wrong (config_invalid)
+    │   └── AgentFileError           an agent file that cannot be loaded (domain/agent_document.py)
+    │       └── AgentFileRefusedError  refused before parsing: too big, anchors or aliases
     ├── AgentNotFoundError           no agent of that name (agent_not_found)
     ├── AgentUnavailableError        the agent exists but cannot run (agent_unavailable)
     ├── ExecutionNotFoundError       no execution with that id (execution_not_found)
@@ -13,6 +15,7 @@
     ├── PlanInvalidError             a plan that cannot run (plan_invalid)
     ├── StepFailedError              a step of a plan run failed, so the run did (step_failed)
     ├── ClarificationTimedOutError   a question unanswered in time, no default (clarification_timed_out)
+    ├── BudgetExceededError          the agent spent its budget for the period (budget_exceeded)
     ├── BadRequestError              the request is malformed (bad_request)
     │   └── EgressRefusedError       an outbound URL the egress guard refuses (egress_refused; domain/egress.py)
     ├── TopicReservedError           a publish on the platform's own topics (topic_reserved)
@@ -20,8 +23,11 @@
     ├── PayloadTooLargeError         an input over its size limit (payload_too_large)
     ├── TooManyStreamsError          a tenant's event streams at their cap (too_many_streams)
     ├── ConflictError                conflicts with what is stored (conflict)
+    ├── SessionBusyError             a continuous agent's session is still answering (session_busy)
     ├── ExecutionCancelledError      cancelled on request (cancelled)
     │   └── PlanRejectedError        a plan held for approval was rejected (plan_rejected)
+    ├── ExecutionTimedOutError       ran past its agent's or its schedule's timeout (timed_out)
+    ├── ConsumerUnresponsiveError    an agent's consumer given up after its restarts (consumer_unresponsive)
     ├── LLMError                     a provider call failed
     │   ├── LLMRateLimitError        429 / throttling (llm_rate_limited, retryable)
     │   ├── LLMUnavailableError      5xx, timeouts, refused (llm_unavailable, retryable)
@@ -32,6 +38,7 @@
     │   └── SlackRejectedError       Slack refused the message (slack_rejected)
     └── DependencyUnavailableError   a database, broker or cache is down (dependency_unavailable)
 
+A test (tests/unit/test_error_tree.py) holds this drawing to every subclass in `domain/`.
 Only `api/` maps these to HTTP statuses; the rest of the code raises them with a message
 that says what was wrong, where, and what would be right.
 """

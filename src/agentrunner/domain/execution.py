@@ -1,4 +1,12 @@
-"""An execution: one run of one agent for one task, and the rules of its status."""
+"""An execution: one run of one agent for one task.
+
+Its status moves queued -> running -> a terminal status, and a few writers move it
+otherwise on purpose (a schedule's watch records a queued run, or one its worker
+cancelled, as timed out). Those moves are not checked here: a check on a status read
+earlier would race with the other writers. Each writer names the statuses it may move
+from (`StateStore.save_execution(only_if=...)`, `start_execution`), and the store checks
+them in the same statement as the write, so of two writers racing one wins and the other
+gets a `ConflictError`."""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ExecutionStatus(StrEnum):
-    """Where an execution is in its life."""
+    """Where an execution is in its life; a terminal one has ended."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -27,17 +35,6 @@ class ExecutionStatus(StrEnum):
 _TERMINAL = frozenset(
     {ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT, ExecutionStatus.CANCELLED}
 )
-
-_ALLOWED: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
-    ExecutionStatus.QUEUED: frozenset({ExecutionStatus.RUNNING, ExecutionStatus.CANCELLED, ExecutionStatus.FAILED}),
-    # running -> running is a retry or a redelivery after a worker died.
-    ExecutionStatus.RUNNING: frozenset({ExecutionStatus.RUNNING, *_TERMINAL}),
-}
-
-
-def can_transition(current: ExecutionStatus, new: ExecutionStatus) -> bool:
-    """True when an execution in `current` may move to `new`; terminal states are final."""
-    return new in _ALLOWED.get(current, frozenset())
 
 
 def utcnow() -> datetime:

@@ -89,8 +89,13 @@ class OutboxRelay:
             log.exception("outbox delivery failed; the sweep publishes these events later", count=len(events))
 
     async def deliver(self, events: Sequence[Event]) -> None:
-        """Publish events just committed to the outbox, then mark them published. A
-        failure is logged, not raised: the sweep publishes them later."""
+        """Publish events just committed to the outbox, then mark them published.
+
+        An `AgentRunnerError` (the bus is down, a mark not written) is logged, not raised:
+        those events stay unpublished, or unmarked, and the sweep publishes them later. Any
+        other exception of a publish is raised, after every publish of the batch has ended
+        and before anything is marked: it is a bug, not an outage, and the caller (or
+        `deliver_soon`'s logger) must see it; the sweep still publishes the batch again."""
         results = await asyncio.gather(*(self._bus.publish(event) for event in events), return_exceptions=True)
         published: list[str] = []
         refused: list[AgentRunnerError] = []

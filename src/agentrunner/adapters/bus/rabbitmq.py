@@ -42,12 +42,12 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelNotFoundEntity
-from yarl import URL
 
 from agentrunner.adapters.bus.memory import DEFAULT_RETRY_DELAYS
 from agentrunner.adapters.bus.reconnect_noise import quiet_reconnect_noise
 from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
 from agentrunner.domain.event import DeadLetter, Event, decode_event, encode_event
+from agentrunner.domain.redaction import mask_url
 from agentrunner.domain.topics import pattern_problem, topic_problem
 from agentrunner.logs import get_logger
 from agentrunner.ports import DeadLetterHandler, EventHandler
@@ -67,11 +67,6 @@ RECONNECT_WAIT_SECONDS = 2.5
 # Each step of a close (cancel a consumer, close a channel, close the connection) waits on
 # the broker at most this long.
 CLOSE_TIMEOUT_SECONDS = 5.0
-
-
-def _redacted(url: str) -> str:
-    parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password else url
 
 
 class RabbitMQSubscription:
@@ -137,7 +132,7 @@ class RabbitMQEventBus:
         connection_name: str = "agentrunner",
     ) -> None:
         self._url = url
-        self._where = _redacted(url)
+        self._where = mask_url(url)
         self._prefix = prefix
         self._retry_ms = tuple(max(1, round(delay * 1000)) for delay in retry_delays)
         self._publish_timeout = publish_timeout_seconds

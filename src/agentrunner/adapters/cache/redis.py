@@ -10,7 +10,6 @@ import math
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import cast
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -18,26 +17,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from agentrunner.domain.errors import ConfigError, DependencyUnavailableError
+from agentrunner.domain.redaction import mask_url
 from agentrunner.ports import SlotRenewal
-
-
-def redacted_url(url: str) -> str:
-    """`url` with its password (in the authority or, for unix sockets, the query) replaced
-    by `***`, fit for logs and error messages."""
-    parts = urlsplit(url)
-    redacted = url
-    if parts.password is not None:
-        host = parts.hostname or ""
-        if ":" in host:  # an IPv6 address keeps its brackets
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port is not None else ""
-        redacted = redacted.replace(parts.netloc, f"{parts.username or ''}:***@{host}{port}", 1)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(name == "password" for name, _ in query):
-        masked = [(name, "***" if name == "password" else value) for name, value in query]
-        redacted = f"{redacted.partition('?')[0]}?{urlencode(masked, safe='*')}"
-    return redacted
-
 
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 
@@ -142,7 +123,7 @@ class RedisCache:
         timeout_seconds: float = 0.5,
         limits_timeout_seconds: float = 5.0,
     ) -> None:
-        self._where = redacted_url(url)
+        self._where = mask_url(url)  # the password, in the authority or (unix sockets) the query
         self._prefix = key_prefix
         self._clock_key = f"{key_prefix}slots:clock"
         try:

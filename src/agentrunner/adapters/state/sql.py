@@ -39,7 +39,7 @@ from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from agentrunner.adapters.state import plan_sql, retention_sql, schedule_sql
+from agentrunner.adapters.state import audit_sql, plan_sql, retention_sql, schedule_sql
 from agentrunner.adapters.state.errors import as_outage
 from agentrunner.adapters.state.group_commit import GroupCommit
 from agentrunner.adapters.state.rows import (
@@ -62,6 +62,7 @@ from agentrunner.adapters.state.tables import (
     WebhookDeliveryRow,
 )
 from agentrunner.adapters.state.urls import alembic_config, prepare_sqlite_folder
+from agentrunner.domain.audit import AuditEntry
 from agentrunner.domain.errors import (
     AgentRunnerError,
     BadRequestError,
@@ -75,6 +76,7 @@ from agentrunner.domain.errors import (
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
+from agentrunner.domain.redaction import mask_url
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
@@ -133,7 +135,8 @@ def _read(operation: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, An
 
 
 class SQLStateStore:
-    """StateStore over a SQLAlchemy async engine (see `ports.StateStore`).
+    """StateStore over a SQLAlchemy async engine (see `ports.StateStore`; also `Retention`
+    and `AuditLog`).
 
     `migrate=True` upgrades the schema to the newest migration at start (the embedded mode
     does this); otherwise start refuses a database that is not at the newest migration and
@@ -165,7 +168,7 @@ class SQLStateStore:
 
     @property
     def _where(self) -> str:
-        return self._url.render_as_string(hide_password=True)
+        return mask_url(self._url.render_as_string(hide_password=False))
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -944,6 +947,19 @@ class SQLStateStore:
     ) -> list[PlanRun]:
         async with self._session() as session:
             return await plan_sql.list_plan_runs(session, agent=agent, status=status, limit=limit, tenant=tenant)
+
+    # -- the audit log (the SQL is in audit_sql.py) ------------------------------------
+
+    async def record_audit(self, entry: AuditEntry) -> AuditEntry:
+        async with self._session(write=True) as session:
+            return await audit_sql.record_audit(session, entry)
+
+    @_read
+    async def list_audit(self, *, before: int | None = None, limit: int = 100) -> list[AuditEntry]:
+        if limit < 1:
+            raise BadRequestError(f"limit must be at least 1, got {limit}")
+        async with self._session() as session:
+            return await audit_sql.list_audit(session, before=before, limit=limit)
 
 
 def _state_is(state: AgentState) -> tuple[Any, ...]:

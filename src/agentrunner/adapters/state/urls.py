@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from agentrunner.domain.errors import ConfigError, DependencyUnavailableError
+from agentrunner.domain.redaction import mask_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -47,8 +48,7 @@ def run_schema_command(url: str, action: str, revision: str = "head") -> None:
     try:
         actions[action]()
     except (SQLAlchemyError, OSError) as exc:
-        where = make_url(url).render_as_string(hide_password=True)
-        raise DependencyUnavailableError(f"db {action} failed on {where}: {exc}") from exc
+        raise DependencyUnavailableError(f"db {action} failed on {mask_url(url)}: {exc}") from exc
 
 
 def database_url_for_alembic(config: Config) -> str:

@@ -26,11 +26,12 @@ class HttpxWebhookSender:
             self._client = self._guard.client(timeout=timeout_seconds)
         try:
             response = await self._client.post(url, content=body, headers=dict(headers), timeout=timeout_seconds)
-        except httpx.TimeoutException:
-            raise DependencyUnavailableError(TIMEOUT) from None
-        except httpx.HTTPError:
-            # The driver's message names addresses and internals: the caller reads a coarse reason.
-            raise DependencyUnavailableError(UNREACHABLE) from None
+        # The driver's message names addresses and internals: the caller (and the delivery
+        # record) reads a coarse reason; the cause stays chained for our own tracebacks.
+        except httpx.TimeoutException as exc:
+            raise DependencyUnavailableError(TIMEOUT) from exc
+        except httpx.HTTPError as exc:
+            raise DependencyUnavailableError(UNREACHABLE) from exc
         return response.status_code
 
     async def close(self) -> None:
