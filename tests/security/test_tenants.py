@@ -32,7 +32,6 @@ from agentrunner.domain.llm import LLMRequest
 from agentrunner.domain.plan import Clarification, PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Schedule
 from agentrunner.node import Node
-from agentrunner.ports import PurgeKind
 from agentrunner.runtime.dead_letters import tenant_of
 from agentrunner.runtime.scheduler import scheduled_run
 from agentrunner.runtime.topics import TENANT_HEADER
@@ -413,10 +412,15 @@ async def test_usage_stays_each_tenants_own_after_the_retention_purge(services: 
         state = http["state"]
         before = [(await state.get("/usage", headers=caller)).json() for caller in (A, B, ADMIN)]
 
-        report = await node.retention.purge_once()
-
-        assert sum(report.batches[PurgeKind.EXECUTIONS]) == 3
-        assert (await http["orchestrator"].get("/executions", headers=ADMIN)).json()["items"] == []
+        # The node's own purge loop may hold the lease or take some of them first (its pass
+        # at start can run late on a loaded machine): purge until every execution is gone.
+        listed = (await http["orchestrator"].get("/executions", headers=ADMIN)).json()["items"]
+        assert len(listed) == 3
+        deadline = asyncio.get_running_loop().time() + 30
+        while listed:
+            assert asyncio.get_running_loop().time() < deadline, listed
+            await node.retention.purge_once()
+            listed = (await http["orchestrator"].get("/executions", headers=ADMIN)).json()["items"]
         after = [(await state.get("/usage", headers=caller)).json() for caller in (A, B, ADMIN)]
         assert after == before
         assert [usage["executions"] for usage in after] == [2, 1, 3]
