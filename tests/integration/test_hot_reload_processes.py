@@ -19,7 +19,7 @@ from tests.integration.processes import role_processes
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 # A deadline, not a speed: the watcher debounces changes (1.6 s) and a loaded 2-core machine
-# runs three roles and the suite beside them (bench/ measures how fast a reload applies).
+# runs three roles and the suite beside them; the times taken are reported when one is late.
 RELOAD_SECONDS = 20.0
 
 
