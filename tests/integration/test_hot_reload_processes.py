@@ -58,7 +58,7 @@ async def _within(seconds: float, check: Callable[[], Awaitable[bool]]) -> float
 
 async def test_files_added_broken_and_removed_apply_on_other_processes(roles: tuple[Path, str]) -> None:
     agents, orchestrator = roles
-    async with httpx.AsyncClient(base_url=orchestrator, timeout=15) as http:
+    async with httpx.AsyncClient(base_url=orchestrator, timeout=60) as http:  # invokes wait up to 30 s
 
         async def status(name: str) -> int:
             return (await http.get(f"/agents/{name}")).status_code

@@ -177,9 +177,8 @@ async def test_overlap_skip_never_runs_two_at_once_and_queue_one_holds_one_tick(
 
     ran = [f for f in skipped if f.status is FireStatus.FIRED]
     assert any(f.status is FireStatus.SKIPPED and "still going" in str(f.note) for f in skipped)
-    for earlier, later in itertools.pairwise(ran):
-        assert earlier.finished_at is not None
-        assert later.started_at is not None
+    for earlier, later in itertools.pairwise(ran):  # the last one may be queued still: no start needed
+        assert earlier.finished_at is not None, "a run was fired while the one before it was going"
         assert later.fired_at >= earlier.finished_at - timedelta(milliseconds=1), "runs never overlap"
     held = [f for f in queued if f.status is FireStatus.FIRED and f.fired_at - f.fire_time > timedelta(seconds=0.5)]
     assert held, "a tick was held until the run before it ended"
