@@ -161,7 +161,9 @@ class Node:
             retry_max_seconds=settings.mcp_retry_seconds,
             egress=self.egress,
         )
-        self.relay = OutboxRelay(bus=self.bus, store=self.store)
+        # Built first: the background loops of the engines below count their errors in it.
+        self.metrics = PrometheusMetrics()
+        self.relay = OutboxRelay(bus=self.bus, store=self.store, metrics=self.metrics)
         self.budgets = Budgets(
             store=self.store,
             bus=self.bus,
@@ -189,8 +191,8 @@ class Node:
             backoff_base_seconds=settings.webhook_backoff_seconds,
             timeout_seconds=settings.webhook_timeout_seconds,
             sweep_seconds=settings.webhook_sweep_seconds,
+            metrics=self.metrics,
         )
-        self.metrics = PrometheusMetrics()
         self.loop_lag = LoopLagMonitor(metrics=self.metrics)
         self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store, metrics=self.metrics)
         self.scheduler = Scheduler(
@@ -205,6 +207,7 @@ class Node:
             bus=self.bus,
             deliver=self.scheduler.deliver,
             interval_seconds=settings.scheduler_watch_seconds,
+            metrics=self.metrics,
         )
         # The purge talks to the database itself: the cache in front has nothing to add.
         self.retention = RetentionPurger(
@@ -247,6 +250,7 @@ class Node:
             llm_retry_base_seconds=settings.llm_retry_base_seconds,
             max_chain_depth=settings.chain_max_depth,
             budgets=self.budgets,
+            metrics=self.metrics,
         )
         self.slack_gateway = SlackGateway(
             orchestrator=self.orchestrator,
