@@ -215,6 +215,7 @@ class Node:
             windows=retention_windows(settings),
             interval_seconds=settings.retention_interval_seconds,
             batch_size=settings.retention_batch_size,
+            metrics=self.metrics,
         )
         # One per process: the limits' store not answering is logged once, shown on
         # /health/ready ("limits") and in the metrics.
