@@ -49,7 +49,7 @@ from agentrunner.api.scheduler import schedule_read_routes, scheduler_app
 from agentrunner.api.server import PortRouter, bind, modern_tls
 from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
-from agentrunner.background import spawn
+from agentrunner.background import forever, spawn
 from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.agent_document import AgentDocument
 from agentrunner.domain.errors import AgentRunnerError, ConfigError
@@ -362,23 +362,21 @@ class Node:
     async def _retry_tools(self) -> None:
         """Try the MCP servers that did not answer, each when its backoff says (waits
         doubling up to MCP_RETRY_SECONDS); when one does, load the agents again so those
-        using it get its tools back."""
-        while True:
-            await self.tools.until_retry_due()
-            try:
-                if await self.tools.retry_unreachable():
-                    await self._apply_agents()
-            except Exception:  # the next round tries again; the agents keep running
-                log.exception("trying unreachable MCP servers again failed")
+        using it get its tools back. A failure is the supervisor's to log and count: the
+        next round tries again, the agents keep running."""
+        await self.tools.until_retry_due()
+        if await self.tools.retry_unreachable():
+            await self._apply_agents()
 
     def _start_watches(self) -> None:
         """The background tasks that keep the agents current: file watching (config role)
         and new tries of unreachable MCP servers; cancelled by `stop`."""
         if self.uses_tools:
-            self._tool_retry = spawn(self._retry_tools(), name="mcp-retry")
+            self._tool_retry = forever(self._retry_tools, task="mcp-retry", metrics=self.metrics)
         if "config" in self.roles and self.settings.watch_agents:
             self._watcher = spawn(
-                watch_agent_files(self.settings.agents_dir, self.reload_agents), name="agent-files-watch"
+                watch_agent_files(self.settings.agents_dir, self.reload_agents, metrics=self.metrics),
+                name="agent-files-watch",
             )
 
     async def start(self) -> None:
