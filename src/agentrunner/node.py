@@ -584,6 +584,7 @@ class Node:
             tracing=self.tracing,
             idempotency=self.store,
             idempotency_ttl_seconds=self.settings.idempotency_ttl_seconds,
+            background_metrics=self.metrics,
         )
 
     async def _budgets_of(self, agent: str | None) -> list[Budget]:
