@@ -49,7 +49,7 @@ from agentrunner.api.scheduler import schedule_read_routes, scheduler_app
 from agentrunner.api.server import PortRouter, bind, modern_tls
 from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
-from agentrunner.background import spawn
+from agentrunner.background import forever, spawn
 from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.agent_document import AgentDocument
 from agentrunner.domain.errors import AgentRunnerError, ConfigError
@@ -160,7 +160,9 @@ class Node:
             retry_max_seconds=settings.mcp_retry_seconds,
             egress=self.egress,
         )
-        self.relay = OutboxRelay(bus=self.bus, store=self.store)
+        # Built first: the background loops of the engines below count their errors in it.
+        self.metrics = PrometheusMetrics()
+        self.relay = OutboxRelay(bus=self.bus, store=self.store, metrics=self.metrics)
         self.budgets = Budgets(
             store=self.store,
             bus=self.bus,
@@ -188,8 +190,8 @@ class Node:
             backoff_base_seconds=settings.webhook_backoff_seconds,
             timeout_seconds=settings.webhook_timeout_seconds,
             sweep_seconds=settings.webhook_sweep_seconds,
+            metrics=self.metrics,
         )
-        self.metrics = PrometheusMetrics()
         self.loop_lag = LoopLagMonitor(metrics=self.metrics)
         self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store, metrics=self.metrics)
         self.scheduler = Scheduler(
@@ -204,6 +206,7 @@ class Node:
             bus=self.bus,
             deliver=self.scheduler.deliver,
             interval_seconds=settings.scheduler_watch_seconds,
+            metrics=self.metrics,
         )
         # The purge talks to the database itself: the cache in front has nothing to add.
         self.retention = RetentionPurger(
@@ -211,6 +214,7 @@ class Node:
             windows=retention_windows(settings),
             interval_seconds=settings.retention_interval_seconds,
             batch_size=settings.retention_batch_size,
+            metrics=self.metrics,
         )
         # One per process: the limits' store not answering is logged once, shown on
         # /health/ready ("limits") and in the metrics.
@@ -246,6 +250,7 @@ class Node:
             llm_retry_base_seconds=settings.llm_retry_base_seconds,
             max_chain_depth=settings.chain_max_depth,
             budgets=self.budgets,
+            metrics=self.metrics,
         )
         self.slack_gateway = SlackGateway(
             orchestrator=self.orchestrator,
@@ -356,23 +361,21 @@ class Node:
     async def _retry_tools(self) -> None:
         """Try the MCP servers that did not answer, each when its backoff says (waits
         doubling up to MCP_RETRY_SECONDS); when one does, load the agents again so those
-        using it get its tools back."""
-        while True:
-            await self.tools.until_retry_due()
-            try:
-                if await self.tools.retry_unreachable():
-                    await self._apply_agents()
-            except Exception:  # the next round tries again; the agents keep running
-                log.exception("trying unreachable MCP servers again failed")
+        using it get its tools back. A failure is the supervisor's to log and count: the
+        next round tries again, the agents keep running."""
+        await self.tools.until_retry_due()
+        if await self.tools.retry_unreachable():
+            await self._apply_agents()
 
     def _start_watches(self) -> None:
         """The background tasks that keep the agents current: file watching (config role)
         and new tries of unreachable MCP servers; cancelled by `stop`."""
         if self.uses_tools:
-            self._tool_retry = spawn(self._retry_tools(), name="mcp-retry")
+            self._tool_retry = forever(self._retry_tools, task="mcp-retry", metrics=self.metrics)
         if "config" in self.roles and self.settings.watch_agents:
             self._watcher = spawn(
-                watch_agent_files(self.settings.agents_dir, self.reload_agents), name="agent-files-watch"
+                watch_agent_files(self.settings.agents_dir, self.reload_agents, metrics=self.metrics),
+                name="agent-files-watch",
             )
 
     async def start(self) -> None:
@@ -580,6 +583,7 @@ class Node:
             tracing=self.tracing,
             idempotency=self.store,
             idempotency_ttl_seconds=self.settings.idempotency_ttl_seconds,
+            background_metrics=self.metrics,
         )
 
     async def _budgets_of(self, agent: str | None) -> list[Budget]:

@@ -768,6 +768,11 @@ class Metrics(Protocol):
         """The event loop ran a timer `seconds` late (runtime/loop_lag.py)."""
         ...
 
+    def background_error(self, task: str) -> None:
+        """An iteration of the background loop `task` raised what the loop did not expect;
+        the loop goes on (background.py)."""
+        ...
+
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in the text exposition format, and its content type."""
         ...

@@ -20,7 +20,7 @@ from agentrunner.api.errors import DEPENDENCY_RETRY_AFTER_SECONDS, error_answer,
 from agentrunner.api.idempotency import IdempotencyKeys, IdempotencyMiddleware
 from agentrunner.domain.errors import AgentRunnerError, BadRequestError
 from agentrunner.logs import get_logger
-from agentrunner.ports import RequestSpan, Tracing
+from agentrunner.ports import Metrics, RequestSpan, Tracing
 from agentrunner.tracing import Caller, accept_trace_id, as_caller, traced
 
 log = get_logger(__name__)
@@ -277,6 +277,8 @@ class EdgeConfig:
     # Where POSTs with an `Idempotency-Key` keep their answers; None: the header is ignored.
     idempotency: IdempotencyKeys | None = None
     idempotency_ttl_seconds: float = 24 * 3600
+    # Where the apps' background tasks (an idempotent request's keep-alive) count their errors.
+    background_metrics: Metrics | None = None
 
 
 async def _valid_unicode_body(request: Request) -> None:
@@ -326,6 +328,7 @@ def role_app(
             store=edge.idempotency,
             ttl_seconds=edge.idempotency_ttl_seconds,
             claimed_by_route=keyed_by_route,
+            metrics=edge.background_metrics,
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=edge.max_body_bytes)
     if edge.api_keys is not None:

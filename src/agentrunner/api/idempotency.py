@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import re
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Protocol
 
 from starlette.requests import Request
@@ -34,11 +35,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentrunner.api.errors import error_answer, error_response
-from agentrunner.background import spawn
+from agentrunner.background import every
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.execution import utcnow
 from agentrunner.logs import get_logger
-from agentrunner.ports import IdempotencyClaim, IdempotentRequest
+from agentrunner.ports import IdempotencyClaim, IdempotentRequest, Metrics
 from agentrunner.tracing import current_tenant
 
 log = get_logger(__name__)
@@ -85,8 +86,10 @@ class IdempotencyMiddleware:
         store: IdempotencyKeys,
         ttl_seconds: float,
         claimed_by_route: re.Pattern[str] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._app = app
+        self._metrics = metrics
         self._store = store
         self._ttl = timedelta(seconds=ttl_seconds)
         self._claimed_by_route = claimed_by_route
@@ -165,7 +168,7 @@ class IdempotencyMiddleware:
                 chunks.append(message.get("body", b""))
             await send(message)
 
-        toucher = spawn(self._touch(key), name="idempotency-touch")
+        toucher = every(TOUCH_EVERY_SECONDS, partial(self._touch, key), task="idempotency-touch", metrics=self._metrics)
         try:
             await self._app(scope, replay, keep)
         except BaseException:
@@ -179,10 +182,8 @@ class IdempotencyMiddleware:
             await asyncio.shield(self._release(key))
 
     async def _touch(self, key: str) -> None:
-        while True:
-            await asyncio.sleep(TOUCH_EVERY_SECONDS)
-            with contextlib.suppress(AgentRunnerError):
-                await self._store.touch_idempotency_key(key)
+        with contextlib.suppress(AgentRunnerError):  # the next touch tries again
+            await self._store.touch_idempotency_key(key)
 
     async def _complete(self, key: str, status: int, response: bytes, content_type: str) -> None:
         try:

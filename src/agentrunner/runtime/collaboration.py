@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 from functools import partial
 
-from agentrunner.background import spawn
+from agentrunner.background import every
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.errors import (
     AgentRunnerError,
@@ -38,7 +38,7 @@ from agentrunner.domain.plan import (
 )
 from agentrunner.domain.slack import origin_of_event
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, ProviderCatalog, StateStore, Subscription
+from agentrunner.ports import EventBus, Metrics, ProviderCatalog, StateStore, Subscription
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import (
@@ -96,8 +96,10 @@ class CollaborativePool:
         llm_retry_base_seconds: float = 0.5,
         max_chain_depth: int = 5,
         budgets: Budgets | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._bus = bus
+        self._metrics = metrics
         self._store = store
         self._registry = registry
         self._catalog = catalog
@@ -134,7 +136,9 @@ class CollaborativePool:
             )
         )
         await self.sync()
-        self._sweeper = spawn(self._sweep_forever(), name="clarification-timeouts")
+        self._sweeper = every(
+            self._sweep_seconds, self._settle_logged, task="clarification-timeouts", metrics=self._metrics
+        )
 
     async def sync(self) -> None:
         """Consume exactly the queues of the available collaborative agents."""
@@ -451,13 +455,11 @@ class CollaborativePool:
                 raise
             log.warning("answer from the bus not taken", run_id=payload.get("run_id"), error=exc.message)
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._sweep_seconds)
-            try:
-                await self.settle_late_questions()
-            except AgentRunnerError as exc:
-                log.warning("clarification timeouts not checked", error=exc.message)
+    async def _settle_logged(self) -> None:
+        try:
+            await self.settle_late_questions()
+        except AgentRunnerError as exc:
+            log.warning("clarification timeouts not checked", error=exc.message)
 
     async def settle_late_questions(self) -> None:
         """Settle every question unanswered past its timeout (default taken, or the run fails)."""

@@ -53,7 +53,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from agentrunner.background import spawn
+from agentrunner.background import every
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.llm import Completion, LLMRequest, StreamItem, ToolDefinition
@@ -112,7 +112,8 @@ class ConcurrencyLimits:
             yield held
             return
         await held.take()
-        renewer = spawn(held.keep(), name=f"slots-{holder}")
+        # Every third of a lease; the task label is one for all executions (a metric label).
+        renewer = every(self._lease / 3, held.renew, task="slot-renewal", metrics=self._store.metrics)
         try:
             yield held
         finally:
@@ -216,12 +217,10 @@ class HeldSlots:
             self._confirmed[scope] = sent
         return True
 
-    async def keep(self) -> None:
-        """Renew every slot every third of a lease, until cancelled."""
-        while True:
-            await asyncio.sleep(self._lease / 3)
-            async with self._lock:
-                await self._renew_all()
+    async def renew(self) -> None:
+        """Renew every slot once (`ConcurrencyLimits.held` does it every third of a lease)."""
+        async with self._lock:
+            await self._renew_all()
 
     async def _renew_all(self) -> None:
         for scope, limit in self.scopes:
@@ -282,7 +281,7 @@ class HeldSlots:
         )
 
     async def stop_and_release(self, renewer: asyncio.Task[None]) -> None:
-        """Stop renewing (`renewer` is the task of `keep`) and give every slot back."""
+        """Stop renewing (`renewer` is the task that calls `renew`) and give every slot back."""
         renewer.cancel()
         # A renewal may add a holder back: it must be over before the release, or it could
         # add back the slot just given back.

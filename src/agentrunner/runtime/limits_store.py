@@ -53,6 +53,11 @@ class LimitsStore:
         self._error = ""
 
     @property
+    def metrics(self) -> Metrics | None:
+        """Where this process's limits count (and their background renewals their errors)."""
+        return self._metrics
+
+    @property
     def down(self) -> bool:
         """True from a failed call to the next answered one."""
         return self._down_since is not None

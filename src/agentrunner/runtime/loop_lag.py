@@ -13,8 +13,8 @@ callback slower than 100 ms with its name)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
+from agentrunner.background import cancelled, forever
 from agentrunner.logs import get_logger
 from agentrunner.ports import Metrics
 
@@ -48,36 +48,36 @@ class LoopLagMonitor:
         self._warn_every = warn_every_seconds
         self._task: asyncio.Task[None] | None = None
         self.max_lag_seconds = 0.0
+        # Blocks over `warn_seconds` seen since the last warning, the worst of them, and when
+        # (loop time) that warning was given.
+        self._last_warning = -warn_every_seconds
+        self._blocks, self._worst = 0, 0.0
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._measure(), name="event-loop-lag")
+            self._last_warning = -self._warn_every
+            self._blocks, self._worst = 0, 0.0
+            self._task = forever(self._measure, task="event-loop-lag", metrics=self._metrics)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancelled(task)
 
     async def _measure(self) -> None:
         loop = asyncio.get_running_loop()
-        last_warning = -self._warn_every
-        blocks, worst = 0, 0.0
-        while True:
-            asleep = loop.time()
-            await asyncio.sleep(self._interval)
-            now = loop.time()
-            lag = max(now - asleep - self._interval, 0.0)
-            self.max_lag_seconds = max(self.max_lag_seconds, lag)
-            self._metrics.event_loop_lag(lag)
-            if lag >= self._warn:
-                blocks, worst = blocks + 1, max(worst, lag)
-            if blocks and now - last_warning >= self._warn_every:
-                log.warning(
-                    "event loop blocked: every request and task of this process waited",
-                    worst_seconds=round(worst, 3),
-                    times=blocks,
-                    hint="PYTHONASYNCIODEBUG=1 logs the callbacks slower than 100 ms",
-                )
-                last_warning, blocks, worst = now, 0, 0.0
+        asleep = loop.time()
+        await asyncio.sleep(self._interval)
+        now = loop.time()
+        lag = max(now - asleep - self._interval, 0.0)
+        self.max_lag_seconds = max(self.max_lag_seconds, lag)
+        self._metrics.event_loop_lag(lag)
+        if lag >= self._warn:
+            self._blocks, self._worst = self._blocks + 1, max(self._worst, lag)
+        if self._blocks and now - self._last_warning >= self._warn_every:
+            log.warning(
+                "event loop blocked: every request and task of this process waited",
+                worst_seconds=round(self._worst, 3),
+                times=self._blocks,
+                hint="PYTHONASYNCIODEBUG=1 logs the callbacks slower than 100 ms",
+            )
+            self._last_warning, self._blocks, self._worst = now, 0, 0.0

@@ -14,11 +14,11 @@ import contextlib
 import time
 from collections.abc import Sequence
 
-from agentrunner.background import spawn
+from agentrunner.background import every, forever, spawn
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.event import Event
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, StateStore
+from agentrunner.ports import EventBus, Metrics, StateStore
 
 log = get_logger(__name__)
 
@@ -35,8 +35,10 @@ class OutboxRelay:
         interval_seconds: float = 1.0,
         grace_seconds: float = 5.0,
         mark_every_seconds: float = 0.05,
+        metrics: Metrics | None = None,
     ) -> None:
         self._bus = bus
+        self._metrics = metrics
         self._mark_every = mark_every_seconds
         self._store = store
         self._interval = interval_seconds
@@ -52,8 +54,8 @@ class OutboxRelay:
 
     async def start(self) -> None:
         """Start the background sweep and the writer of marks."""
-        self._sweeper = spawn(self._sweep_forever(), name="outbox-sweep")
-        self._marker = spawn(self._mark_forever(), name="outbox-marks")
+        self._sweeper = every(self._interval, self._sweep_logged, task="outbox-sweep", metrics=self._metrics)
+        self._marker = forever(self._mark_waiting, task="outbox-marks", metrics=self._metrics)
 
     async def stop(self) -> None:
         """Finish the deliveries under way (10 s at most), stop the sweep and write the marks
@@ -147,17 +149,14 @@ class OutboxRelay:
             # Published but not marked: the sweep publishes them again (at least once).
             log.warning("outbox mark deferred", count=len(event_ids), error=exc.message)
 
-    async def _mark_forever(self) -> None:
-        while True:
-            await self._marks_waiting.wait()
-            await asyncio.sleep(self._mark_every)  # what else is published meanwhile joins the batch
-            self._marks_waiting.clear()
-            await self.flush()
+    async def _mark_waiting(self) -> None:
+        await self._marks_waiting.wait()
+        await asyncio.sleep(self._mark_every)  # what else is published meanwhile joins the batch
+        self._marks_waiting.clear()
+        await self.flush()
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.sweep()
-            except AgentRunnerError as exc:
-                log.warning("outbox sweep failed, trying again", error=exc.message)
+    async def _sweep_logged(self) -> None:
+        try:
+            await self.sweep()
+        except AgentRunnerError as exc:
+            log.warning("outbox sweep failed, trying again", error=exc.message)

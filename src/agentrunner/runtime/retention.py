@@ -23,10 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from agentrunner.background import cancelled, spawn
+from agentrunner.background import cancelled, every
+from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.execution import utcnow
 from agentrunner.logs import get_logger
-from agentrunner.ports import PurgeKind, Retention
+from agentrunner.ports import Metrics, PurgeKind, Retention
 
 log = get_logger(__name__)
 
@@ -75,6 +76,7 @@ class RetentionPurger:
         interval_seconds: float = 3600.0,
         batch_size: int = 500,
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -83,11 +85,14 @@ class RetentionPurger:
         self._interval = interval_seconds
         self._batch_size = batch_size
         self._clock = clock
+        self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start purging in the background; the first pass runs at once."""
-        self._task = spawn(self._purge_forever(), name="retention-purge")
+        self._task = every(
+            self._interval, self._purge_logged, task="retention-purge", metrics=self._metrics, at_once=True
+        )
 
     async def stop(self) -> None:
         """Stop purging (a batch in flight is rolled back by its transaction's end)."""
@@ -118,21 +123,20 @@ class RetentionPurger:
             if deleted < self._batch_size:
                 return counts
 
-    async def _purge_forever(self) -> None:
-        while True:
-            started = time.perf_counter()
-            try:
-                report = await self.purge_once()
-            except Exception:  # any failure: said once per pass, and the next pass tries again
-                log.exception("retention purge failed; the next pass tries again", every_seconds=self._interval)
-            else:
-                if report.deleted:
-                    log.info(
-                        "retention purge",
-                        deleted={kind.value: n for kind, n in report.deleted.items()},
-                        transactions=sum(len(counts) for counts in report.batches.values()),
-                        ms=round((time.perf_counter() - started) * 1000, 1),
-                    )
-                elif not report.held:
-                    log.debug("retention purge skipped: another replica holds the lease")
-            await asyncio.sleep(self._interval)
+    async def _purge_logged(self) -> None:
+        started = time.perf_counter()
+        try:
+            report = await self.purge_once()
+        except AgentRunnerError:  # the store not answering: said once per pass, the next tries again
+            log.exception("retention purge failed; the next pass tries again", every_seconds=self._interval)
+            return
+        # Anything else goes to the supervisor (logged, counted); the next pass tries again too.
+        if report.deleted:
+            log.info(
+                "retention purge",
+                deleted={kind.value: n for kind, n in report.deleted.items()},
+                transactions=sum(len(counts) for counts in report.batches.values()),
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+        elif not report.held:
+            log.debug("retention purge skipped: another replica holds the lease")

@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from agentrunner.background import cancelled, spawn
+from agentrunner.background import cancelled, every
 from agentrunner.domain.errors import AgentRunnerError, ConflictError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.schedule import timed_out
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, StateStore, UnfinishedFire
+from agentrunner.ports import EventBus, Metrics, StateStore, UnfinishedFire
 from agentrunner.runtime.scheduler import scheduled_run
 from agentrunner.runtime.topics import cancel_topic, finished_topic
 from agentrunner.tracing import traced
@@ -46,8 +46,10 @@ class FireWatch:
         deliver: Callable[[list[Event]], None],
         interval_seconds: float = 1.0,
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._bus = bus
         self._deliver = deliver
         self._interval = interval_seconds
@@ -58,7 +60,7 @@ class FireWatch:
 
     async def start(self) -> None:
         """Start watching in the background."""
-        self._task = spawn(self._watch_forever(), name="scheduler-watch")
+        self._task = every(self._interval, self._check_logged, task="scheduler-watch", metrics=self._metrics)
 
     async def stop(self) -> None:
         """Stop watching."""
@@ -140,10 +142,8 @@ class FireWatch:
             log.error("scheduled run timed out", execution_id=execution.execution_id, agent=execution.agent)
         self._deliver([finished])
 
-    async def _watch_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.check()
-            except AgentRunnerError as exc:
-                log.error("scheduler watch failed, trying again", error=exc.message)
+    async def _check_logged(self) -> None:
+        try:
+            await self.check()
+        except AgentRunnerError as exc:
+            log.error("scheduler watch failed, trying again", error=exc.message)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from agentrunner.background import spawn
+from agentrunner.background import forever
 from agentrunner.domain.errors import AgentRunnerError, ConflictError, ScheduleNotFoundError
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution, utcnow
@@ -141,6 +141,7 @@ class Scheduler:
         self._reload = True
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
+        self._refresh_at = 0.0  # monotonic: when the schedules are read again at the latest
 
     @property
     def store(self) -> StateStore:
@@ -155,7 +156,8 @@ class Scheduler:
     async def start(self) -> None:
         """Record the agent files' schedules, then run the loop in the background."""
         await self.sync_config()
-        self._loop = spawn(self._run(), name="scheduler-loop")
+        self._refresh_at = 0.0
+        self._loop = forever(self._pass, task="scheduler-loop", metrics=self._metrics)
 
     async def stop(self) -> None:
         """Stop firing; events already claimed are delivered by the relay's `stop` (or left
@@ -190,23 +192,27 @@ class Scheduler:
 
     # -- the loop --------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        refresh_at = 0.0
-        while True:
-            try:
-                if self._reload or time.monotonic() >= refresh_at:
-                    refresh_at = time.monotonic() + self._refresh_seconds
-                    await self._refresh()
-                now = self._clock()
-                due = self._pop_due(now)
-                if due:
-                    await self._fire(due, now)
-            except AgentRunnerError as exc:
-                log.error("scheduler pass failed, trying again", error=exc.message)
-                await asyncio.sleep(min(1.0, self._refresh_seconds))
-                self._reload = True
-                continue
-            await self._sleep(refresh_at)
+    async def _pass(self) -> None:
+        """Fire what is due, then sleep until the next tick or refresh."""
+        try:
+            if self._reload or time.monotonic() >= self._refresh_at:
+                self._refresh_at = time.monotonic() + self._refresh_seconds
+                await self._refresh()
+            now = self._clock()
+            due = self._pop_due(now)
+            if due:
+                await self._fire(due, now)
+        except AgentRunnerError as exc:
+            log.error("scheduler pass failed, trying again", error=exc.message)
+            await asyncio.sleep(min(1.0, self._refresh_seconds))
+            self._reload = True
+            return
+        except Exception:
+            # Ticks popped from the heap may not have fired: the next pass rebuilds it from
+            # the store, as after a store error (the supervisor logs and counts this one).
+            self._reload = True
+            raise
+        await self._sleep(self._refresh_at)
 
     async def _sleep(self, refresh_at: float) -> None:
         delay = refresh_at - time.monotonic()

@@ -18,9 +18,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-from agentrunner.background import cancelled, spawn
+from agentrunner.background import cancelled, every
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.logs import get_logger
+from agentrunner.ports import Metrics
 
 log = get_logger(__name__)
 
@@ -45,8 +46,10 @@ class ConsumerWatchdog:
         *,
         timeout_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._on_unresponsive = on_unresponsive
+        self._metrics = metrics
         self._timeout = timeout_seconds
         self._clock = clock
         self._interval = min(10.0, timeout_seconds / 6)
@@ -111,14 +114,9 @@ class ConsumerWatchdog:
 
     async def start(self) -> None:
         """Check in the background, six times per timeout."""
-        self._task = spawn(self._run(), name="consumer-watchdog")
+        self._task = every(self._interval, self.check, task="consumer-watchdog", metrics=self._metrics)
 
     async def stop(self) -> None:
         """Stop checking."""
         await cancelled(self._task)
         self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.check()

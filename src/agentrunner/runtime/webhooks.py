@@ -23,14 +23,14 @@ import json
 import time
 from datetime import timedelta
 
-from agentrunner.background import spawn
+from agentrunner.background import every
 from agentrunner.domain.egress import EgressRefusedError, status_reason
 from agentrunner.domain.errors import AgentRunnerError, ExecutionNotFoundError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.domain.webhook import SIGNATURE_HEADER, WebhookAttempt, WebhookDelivery, backoff_seconds, signature
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, StateStore, Subscription, WebhookSender
+from agentrunner.ports import EventBus, Metrics, StateStore, Subscription, WebhookSender
 from agentrunner.runtime.topics import FINISHED_PATTERN
 
 log = get_logger(__name__)
@@ -54,6 +54,7 @@ class WebhookDispatcher:
         timeout_seconds: float,
         sweep_seconds: float,
         prefetch: int = 10,
+        metrics: Metrics | None = None,
     ) -> None:
         self._bus = bus
         self._store = store
@@ -63,6 +64,7 @@ class WebhookDispatcher:
         self._backoff_base = backoff_base_seconds
         self._timeout = timeout_seconds
         self._sweep_seconds = sweep_seconds
+        self._metrics = metrics
         self._prefetch = prefetch
         self._subscription: Subscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -80,7 +82,7 @@ class WebhookDispatcher:
         self._subscription = await self._bus.subscribe(
             WEBHOOKS_QUEUE, [FINISHED_PATTERN], self._on_finished, prefetch=self._prefetch
         )
-        self._sweeper = spawn(self._sweep_forever(), name="webhook-sweep")
+        self._sweeper = every(self._sweep_seconds, self._sweep, task="webhook-sweep", metrics=self._metrics)
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -115,14 +117,12 @@ class WebhookDispatcher:
         )
         await self.attempt(execution.execution_id, execution)
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._sweep_seconds)
-            try:
-                for execution_id in await self._store.due_webhook_deliveries(now=utcnow()):
-                    await self.attempt(execution_id)
-            except AgentRunnerError as exc:
-                log.warning("webhook sweep failed; trying again", error=exc.message)
+    async def _sweep(self) -> None:
+        try:
+            for execution_id in await self._store.due_webhook_deliveries(now=utcnow()):
+                await self.attempt(execution_id)
+        except AgentRunnerError as exc:
+            log.warning("webhook sweep failed; trying again", error=exc.message)
 
     async def attempt(self, execution_id: str, execution: Execution | None = None) -> None:
         """POST the execution's record to its webhook once, if its delivery is due and no

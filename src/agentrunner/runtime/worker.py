@@ -122,7 +122,9 @@ class AgentPool:
         self._cancelled: dict[str, Event] = {}  # execution id -> the cancel request
         self._abandoned: set[asyncio.Task[Completion]] = set()
         self._max_restarts = max_restarts
-        self._watchdog = ConsumerWatchdog(self._unresponsive, timeout_seconds=heartbeat_timeout_seconds)
+        self._watchdog = ConsumerWatchdog(
+            self._unresponsive, timeout_seconds=heartbeat_timeout_seconds, metrics=metrics
+        )
 
     async def start(self) -> None:
         """Consume the work queue of every available agent in this pool's modes, and the

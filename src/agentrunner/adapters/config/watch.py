@@ -9,8 +9,10 @@ from pathlib import Path
 from watchfiles import Change, awatch
 
 from agentrunner.adapters.config.files import AGENT_FILE_SUFFIXES
+from agentrunner.background import iteration_failed
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.logs import get_logger
+from agentrunner.ports import Metrics
 
 log = get_logger(__name__)
 
@@ -19,9 +21,12 @@ def _agent_file(_: Change, path: str) -> bool:
     return path.endswith(AGENT_FILE_SUFFIXES)
 
 
-async def watch_agent_files(directory: Path, on_change: Callable[[], Awaitable[None]]) -> None:
+async def watch_agent_files(
+    directory: Path, on_change: Callable[[], Awaitable[None]], *, metrics: Metrics | None = None
+) -> None:
     """Run `on_change` after each burst of changes to agent files in `directory` (debounced
-    300 ms), until cancelled. A failing reload is logged and the watch goes on."""
+    300 ms), until cancelled. A failing reload is logged and the watch goes on; an error the
+    reload did not expect is also counted (`agentrunner_background_errors_total`)."""
     if not await asyncio.to_thread(directory.is_dir):
         log.warning("agents directory not found, not watching it", directory=str(directory))
         return
@@ -31,3 +36,5 @@ async def watch_agent_files(directory: Path, on_change: Callable[[], Awaitable[N
             await on_change()
         except AgentRunnerError as exc:
             log.error("agent reload failed", error=exc.message)
+        except Exception as exc:  # noqa: BLE001 - logged with its traceback and counted, the watch goes on
+            iteration_failed("agent-files-watch", exc, metrics)

@@ -87,6 +87,13 @@ class PrometheusMetrics:
             buckets=LOOP_LAG_BUCKETS,
             registry=self.registry,
         )
+        self._background_errors = Counter(
+            "agentrunner_background_errors",
+            "Iterations of a background loop (outbox sweep, scheduler, watchdog, ...) that raised an error the "
+            "loop did not expect, by task; the loop went on with its next iteration",
+            ["task"],
+            registry=self.registry,
+        )
         self._queue_depth = Gauge(
             "agentrunner_queue_depth",
             "Events waiting for a worker in each agent's queue, measured when /metrics is scraped",
@@ -129,6 +136,9 @@ class PrometheusMetrics:
 
     def event_loop_lag(self, seconds: float) -> None:
         self._loop_lag.observe(max(seconds, 0.0))
+
+    def background_error(self, task: str) -> None:
+        self._background_errors.labels(task).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
