@@ -27,7 +27,7 @@ def _catalogued() -> list[str]:
     built: list[str] = []
     for name in topics.__all__:
         value = getattr(topics, name)
-        if name.endswith(("_topic", "_pattern")):
+        if name.endswith(("_topic", "_pattern")) and not name.startswith("is_"):  # not the predicates
             built.append(value(*["w"] * len(inspect.signature(value).parameters)))
         elif name.endswith("_PATTERN") or name in ("SCHEDULED_TASKS", "CONFIG_CHANGED"):
             built.append(value)
