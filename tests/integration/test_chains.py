@@ -81,7 +81,7 @@ async def test_a_loop_through_a_collaborative_agent_stops_at_the_depth_limit_for
         assert [e.chain_depth for e in betas] == [1, 2], "each run of beta is one link deeper"
         assert [e.chain_depth for e in alphas] == [0, 1, 2], "a step goes on from its run's depth"
         # The output one link past the limit is published (beta's queue has it too) ...
-        await _until(lambda: _deepest(outputs) > MAX_DEPTH)
+        await _until(lambda: _deeper_than(outputs, MAX_DEPTH))
         # ... and beta does not run for it: room for a run too many, which would show here.
         too_many = await _within(1.0, lambda: _finished(node, "beta", MAX_DEPTH + 1))
         await probe.cancel(0.0)
@@ -91,8 +91,8 @@ async def test_a_loop_through_a_collaborative_agent_stops_at_the_depth_limit_for
     assert {e.webhook_url for e in betas} == {HOOK}, "an event-started run keeps its agent's webhook_url"
 
 
-def _deepest(events: list[Event]) -> int:
-    return max((int(event.headers.get(CHAIN_DEPTH_HEADER, "0")) for event in events), default=0)
+async def _deeper_than(events: list[Event], depth: int) -> bool:
+    return any(int(event.headers.get(CHAIN_DEPTH_HEADER, "0")) > depth for event in events)
 
 
 async def _finished(node: Node, agent: str, count: int) -> list[Execution] | None:

@@ -113,10 +113,6 @@ def spec_of(provider: ProviderName) -> ProviderSpec:
             assert_never(provider)
 
 
-# Every provider's declaration, made once.
-PROVIDERS: dict[ProviderName, ProviderSpec] = {name: spec_of(name) for name in ProviderName}
-
-
 # The factories. Each vendor SDK is imported only when an agent first calls it: they take a
 # noticeable share of start-up time. They run in a worker thread (`ProviderSpec.sdk`).
 
@@ -168,6 +164,10 @@ def _scripted(settings: Settings, llm: LLMConfig, script: Script | None) -> LLMP
 def _secret(value: SecretStr | None) -> str:
     assert value is not None  # unavailable_reason checked it
     return value.get_secret_value()
+
+
+# Every provider's declaration, made once (after the factories it names).
+PROVIDERS: dict[ProviderName, ProviderSpec] = {name: spec_of(name) for name in ProviderName}
 
 
 class SettingsProviderCatalog:
