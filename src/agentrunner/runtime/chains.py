@@ -23,6 +23,7 @@ from agentrunner.domain.execution import Execution
 from agentrunner.domain.slack import origin_of_event
 from agentrunner.logs import get_logger
 from agentrunner.ports import StateStore
+from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import CHAIN_DEPTH_HEADER, TENANT_HEADER, output_topic
 
 log = get_logger(__name__)
@@ -76,6 +77,20 @@ async def record_execution_for_event(store: StateStore, agent: str, event: Event
         return execution.execution_id
     log.info("execution started by event", execution_id=execution.execution_id, agent=agent, topic=event.topic)
     return execution.execution_id
+
+
+async def start_for_event(
+    store: StateStore, registry: AgentRegistry, agent: str, event: Event, *, max_depth: int
+) -> str | None:
+    """The id of the execution a subscribed `event` starts for `agent` (recorded on first
+    delivery, see `record_execution_for_event`), or None when its chain is deeper than
+    `max_depth`: then nothing runs (logged), which is how a loop of agents ends."""
+    depth = chain_depth(event)
+    if depth > max_depth:
+        log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
+        return None
+    registered = registry.agents.get(agent)
+    return await record_execution_for_event(store, agent, event, registered.config if registered else None)
 
 
 def output_event(execution: Execution) -> Event:

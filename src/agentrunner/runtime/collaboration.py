@@ -40,7 +40,7 @@ from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, ProviderCatalog, StateStore, Subscription
 from agentrunner.runtime.agent_queues import AgentQueues
 from agentrunner.runtime.budgets import Budgets
-from agentrunner.runtime.chains import chain_depth, record_execution_for_event
+from agentrunner.runtime.chains import start_for_event
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import Change, PlanRuns
 from agentrunner.runtime.plan_steps import (
@@ -156,14 +156,14 @@ class CollaborativePool:
         with traced(event.trace_id, "collaborative"):
             if event.topic == invoke_topic(agent):
                 execution_id = str(event.payload["execution_id"])
-            elif (depth := chain_depth(event)) > self._max_chain_depth:
-                log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
-                return
             else:
                 # The run, its steps and its output keep the event's tenant and chain depth.
-                registered = self._registry.agents.get(agent)
-                config = registered.config if registered is not None else None
-                execution_id = await record_execution_for_event(self._store, agent, event, config)
+                started = await start_for_event(
+                    self._store, self._registry, agent, event, max_depth=self._max_chain_depth
+                )
+                if started is None:
+                    return
+                execution_id = started
             # One driver per run in this process: a resume that arrives while the driver
             # that paused the run is still returning waits for it, then drives afresh.
             while (busy := self._driving.get(execution_id)) is not None:

@@ -40,7 +40,7 @@ from agentrunner.ports import (
 from agentrunner.runtime.agent_queues import AgentQueues
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.budgets import Budgets
-from agentrunner.runtime.chains import chain_depth, chain_tenant, output_event, record_execution_for_event
+from agentrunner.runtime.chains import chain_tenant, output_event, start_for_event
 from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, converse, keep_interrupted
 from agentrunner.runtime.limits import ConcurrencyLimits, HeldSlots
 from agentrunner.runtime.outbox import OutboxRelay
@@ -173,13 +173,11 @@ class AgentPool:
             execution_id = str(event.payload["execution_id"])
             stream = bool(event.payload.get("stream"))
             tenant = str(event.payload["tenant"]) if event.payload.get("tenant") else None
-        elif (depth := chain_depth(event)) > self._max_chain_depth:
-            log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
-            return
         else:
-            registered = self._registry.agents.get(agent)
-            config = registered.config if registered is not None else None
-            execution_id = await record_execution_for_event(self._store, agent, event, config)
+            started = await start_for_event(self._store, self._registry, agent, event, max_depth=self._max_chain_depth)
+            if started is None:
+                return
+            execution_id = started
         if execution_id in self._in_hand:
             # A second event for an execution this process is running (the outbox's sweep
             # and a restart's resume both re-publish it): the first one finishes it.
