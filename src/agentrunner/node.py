@@ -84,7 +84,7 @@ from agentrunner.runtime.schedule_watch import FireWatch
 from agentrunner.runtime.scheduler import Scheduler
 from agentrunner.runtime.slack_answers import SlackAnswers
 from agentrunner.runtime.slack_gateway import SlackGateway
-from agentrunner.runtime.topics import agent_queue, invoke_topic
+from agentrunner.runtime.topics import CONFIG_CHANGED, agent_queue, invoke_topic, node_config_queue
 from agentrunner.runtime.webhooks import WebhookDispatcher
 from agentrunner.runtime.worker import AUTONOMOUS_POOL_MODES, CONTINUOUS_POOL_MODES, AgentPool
 from agentrunner.settings import HTTP_ROLES, Role, Settings
@@ -93,7 +93,6 @@ from agentrunner.tracing import current_trace_id
 log = get_logger(__name__)
 
 
-CONFIG_CHANGED = "config.changed"
 # A scrape of /metrics waits at most this long for the bus to count the queues.
 QUEUE_DEPTH_TIMEOUT_SECONDS = 2.0
 
@@ -418,7 +417,7 @@ class Node:
         if not self.settings.rabbitmq_url:
             await self._resume_unfinished()
         self._config_events = await self.bus.subscribe(
-            f"node.{self.node_id}.config", [CONFIG_CHANGED], self._on_config_changed, exclusive=True
+            node_config_queue(self.node_id), [CONFIG_CHANGED], self._on_config_changed, exclusive=True
         )
         self._start_watches()
         await self.loop_lag.start()

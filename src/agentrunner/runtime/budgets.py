@@ -26,6 +26,7 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.logs import get_logger
 from agentrunner.ports import Cache, EventBus, StateStore
+from agentrunner.runtime.topics import budget_warning_topic
 from agentrunner.tracing import current_trace_id, new_trace_id
 
 log = get_logger(__name__)
@@ -187,7 +188,7 @@ class Budgets:
                 return
             await self._bus.publish(
                 Event(
-                    topic=f"budget.warning.{config.name}",
+                    topic=budget_warning_topic(config.name),
                     payload=budget.model_dump(mode="json")
                     | {"percent": round(100 * budget.spent_usd / budget.limit_usd)},
                     trace_id=current_trace_id() or new_trace_id(),

@@ -36,16 +36,13 @@ from agentrunner.domain.plan import (
     StepRun,
     StepStatus,
 )
-from agentrunner.domain.slack import origin_of_event
 from agentrunner.logs import get_logger
 from agentrunner.ports import EventBus, Metrics, ProviderCatalog, StateStore, Subscription
+from agentrunner.runtime.agent_queues import AgentQueues
 from agentrunner.runtime.budgets import Budgets
+from agentrunner.runtime.chains import start_for_event
 from agentrunner.runtime.outbox import OutboxRelay
-from agentrunner.runtime.plan_runs import (
-    CLARIFICATION_ANSWERED_PATTERN,
-    Change,
-    PlanRuns,
-)
+from agentrunner.runtime.plan_runs import Change, PlanRuns
 from agentrunner.runtime.plan_steps import (
     cancelled_error,
     ending,
@@ -61,14 +58,15 @@ from agentrunner.runtime.planner import Spend, make_plan, participants, synthesi
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import (
     CANCEL_PATTERN,
-    CHAIN_DEPTH_HEADER,
+    CLARIFICATION_ANSWERED_PATTERN,
+    COLLABORATIVE_ANSWERS_QUEUE,
     FINISHED_PATTERN,
-    TENANT_HEADER,
-    agent_queue,
     cancel_topic,
+    cancelled_agent,
+    collaborative_finished_queue,
     invoke_topic,
+    plan_approval_requested_topic,
 )
-from agentrunner.runtime.worker import execution_id_for
 from agentrunner.tracing import as_tenant, traced
 
 log = get_logger(__name__)
@@ -106,14 +104,13 @@ class CollaborativePool:
         self._relay = relay
         self._runs = plan_runs
         self._worker_id = worker_id
-        self._prefetch = prefetch
         self._poll = poll_seconds
         self._sweep_seconds = sweep_seconds
         self._retry_base = llm_retry_base_seconds
         self._max_chain_depth = max_chain_depth
         self._budgets = budgets
         self._subscriptions: list[Subscription] = []
-        self._agents: dict[str, tuple[Subscription, frozenset[str]]] = {}
+        self._queues = AgentQueues(bus=bus, handler=self.handle, prefetch=prefetch)
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._driving: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -123,7 +120,7 @@ class CollaborativePool:
         bus; settle unanswered questions past their timeout."""
         self._subscriptions.append(
             await self._bus.subscribe(
-                f"collaborative.{self._worker_id}.finished",
+                collaborative_finished_queue(self._worker_id),
                 [FINISHED_PATTERN, CANCEL_PATTERN],
                 self._on_finished,
                 prefetch=50,
@@ -132,7 +129,7 @@ class CollaborativePool:
         )
         self._subscriptions.append(
             await self._bus.subscribe(
-                "collaborative.answers", [CLARIFICATION_ANSWERED_PATTERN], self._on_answered, prefetch=4
+                COLLABORATIVE_ANSWERS_QUEUE, [CLARIFICATION_ANSWERED_PATTERN], self._on_answered, prefetch=4
             )
         )
         await self.sync()
@@ -142,22 +139,8 @@ class CollaborativePool:
 
     async def sync(self) -> None:
         """Consume exactly the queues of the available collaborative agents."""
-        wanted = {
-            config.name: frozenset({invoke_topic(config.name), *config.event_subscriptions})
-            for config in self._registry.in_modes(COLLABORATIVE_POOL_MODES)
-        }
-        for name, (subscription, patterns) in list(self._agents.items()):
-            if wanted.get(name) != patterns:
-                del self._agents[name]
-                await subscription.cancel(30.0)
-                await self._bus.unbind(agent_queue(name), sorted(patterns - wanted.get(name, frozenset())))
-        for name, patterns in wanted.items():
-            if name not in self._agents:
-                subscription = await self._bus.subscribe(
-                    agent_queue(name), sorted(patterns), partial(self.handle, name), prefetch=self._prefetch
-                )
-                self._agents[name] = (subscription, patterns)
-        log.info("collaborative pool consuming", queues=len(self._agents))
+        await self._queues.sync(self._registry.in_modes(COLLABORATIVE_POOL_MODES))
+        log.info("collaborative pool consuming", queues=len(self._queues))
 
     async def stop(self, grace_seconds: float = 30.0) -> None:
         """Stop taking work; runs in flight get `grace_seconds`, then go back to the queue."""
@@ -166,10 +149,10 @@ class CollaborativePool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
-        subscriptions = [*self._subscriptions, *(subscription for subscription, _ in self._agents.values())]
-        await asyncio.gather(*(subscription.cancel(grace_seconds) for subscription in subscriptions))
-        self._subscriptions.clear()
-        self._agents.clear()
+        subscriptions, self._subscriptions = self._subscriptions, []
+        await asyncio.gather(
+            self._queues.stop(grace_seconds), *(subscription.cancel(grace_seconds) for subscription in subscriptions)
+        )
 
     async def handle(self, agent: str, event: Event) -> None:
         """Drive the run an event of `agent`'s queue starts or resumes, until it ends or
@@ -178,11 +161,13 @@ class CollaborativePool:
             if event.topic == invoke_topic(agent):
                 execution_id = str(event.payload["execution_id"])
             else:
-                depth = _depth(event)
-                if depth > self._max_chain_depth:
-                    log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
+                # The run, its steps and its output keep the event's tenant and chain depth.
+                started = await start_for_event(
+                    self._store, self._registry, agent, event, max_depth=self._max_chain_depth
+                )
+                if started is None:
                     return
-                execution_id = await self._execution_for_event(agent, event, depth)
+                execution_id = started
             # One driver per run in this process: a resume that arrives while the driver
             # that paused the run is still returning waits for it, then drives afresh.
             while (busy := self._driving.get(execution_id)) is not None:
@@ -193,23 +178,6 @@ class CollaborativePool:
             finally:
                 del self._driving[execution_id]
                 done.set()
-
-    async def _execution_for_event(self, agent: str, event: Event, depth: int) -> str:
-        """The execution an event starts (recorded on first delivery), with the tenant and
-        chain depth it carries: the run, its steps and its output keep both."""
-        execution_id = execution_id_for(agent, event)
-        execution = Execution(
-            execution_id=execution_id,
-            agent=agent,
-            input=event.payload,
-            trace_id=event.trace_id,
-            origin=origin_of_event(event.topic, event.payload),
-            tenant=event.headers.get(TENANT_HEADER) or None,
-            chain_depth=depth,
-        )
-        with contextlib.suppress(ConflictError):  # a redelivery: the execution exists
-            await self._store.create_execution(execution)
-        return execution_id
 
     async def _drive(self, agent: str, execution_id: str) -> None:
         execution = await self._store.get_execution(execution_id)
@@ -288,9 +256,8 @@ class CollaborativePool:
             events = []
             if held:
                 payload = {"run_id": current.id, "agent": current.agent, "plan": plan.model_dump(mode="json")}
-                events.append(
-                    Event(topic=f"plan.approval.requested.{current.id}", payload=payload, trace_id=current.trace_id)
-                )
+                topic = plan_approval_requested_topic(current.id)
+                events.append(Event(topic=topic, payload=payload, trace_id=current.trace_id))
             return changed, events
 
         saved = await self._runs.update(run, planned)
@@ -411,8 +378,9 @@ class CollaborativePool:
             await self._store.create_execution(failed)
 
     async def _on_finished(self, event: Event) -> None:
-        if event.topic.startswith("execution.cancel."):
-            await self._cancel(event.topic.rsplit(".", 1)[1], str(event.payload.get("execution_id")))
+        agent = cancelled_agent(event.topic)
+        if agent is not None:
+            await self._cancel(agent, str(event.payload.get("execution_id")))
             return
         waiter = self._waiters.get(str(event.payload.get("execution_id")))
         if waiter is not None and not waiter.done():
@@ -471,14 +439,6 @@ class CollaborativePool:
                     for c in run.clarifications
                 ):
                     await self._runs.expire(run)
-
-
-def _depth(event: Event) -> int:
-    """The chain depth an event carries (0 when it carries none, or nonsense)."""
-    try:
-        return max(0, int(event.headers.get(CHAIN_DEPTH_HEADER, "0")))
-    except ValueError:
-        return 0
 
 
 def _stop_watching(watched: dict[asyncio.Task[Execution], str], run_id: str) -> None:

@@ -33,6 +33,7 @@ from agentrunner.ports import (
     StateStore,
     Subscription,
 )
+from agentrunner.runtime.agent_queues import queue_patterns
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import new_session, session_of
 from agentrunner.runtime.outbox import OutboxRelay
@@ -44,6 +45,8 @@ from agentrunner.runtime.topics import (
     cancel_topic,
     finished_topic,
     invoke_topic,
+    is_finished_topic,
+    orchestrator_queue,
     progress_pattern,
 )
 from agentrunner.tracing import current_tenant, current_trace_id, new_trace_id
@@ -86,7 +89,7 @@ class Orchestrator:
 
     @property
     def _queue(self) -> str:
-        return f"orchestrator.{self._node_id}.finished"
+        return orchestrator_queue(self._node_id)
 
     async def start(self) -> None:
         """Listen for finished executions, to wake callers that wait (and for the progress
@@ -104,8 +107,7 @@ class Orchestrator:
         event subscriptions, so work accepted before (or while) a pool subscribes waits in
         the queue instead of being routed nowhere."""
         for config in self._registry.in_modes(SERVED_MODES):
-            patterns = sorted({invoke_topic(config.name), *config.event_subscriptions})
-            await self._bus.declare(agent_queue(config.name), patterns)
+            await self._bus.declare(agent_queue(config.name), sorted(queue_patterns(config)))
 
     async def stop(self) -> None:
         """Stop listening; callers still waiting get the execution as it stands."""
@@ -419,7 +421,7 @@ class Orchestrator:
         execution_id = str(event.payload.get("execution_id"))
         for updates in self._watchers.get(execution_id, []):
             updates.put_nowait(event)  # a wake-up only: the watcher reads the record itself
-        if not event.topic.startswith("execution.finished."):
+        if not is_finished_topic(event.topic):
             return
         waiters = [waiter for waiter in self._waiters.get(execution_id, []) if not waiter.done()]
         carried = event.payload.get("execution")

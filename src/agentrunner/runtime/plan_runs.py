@@ -27,7 +27,7 @@ from agentrunner.domain.errors import (
     PlanRunNotFoundError,
 )
 from agentrunner.domain.event import Event
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage, utcnow
+from agentrunner.domain.execution import ExecutionError, ExecutionStatus, Usage, utcnow
 from agentrunner.domain.plan import (
     Clarification,
     ClarificationStatus,
@@ -40,11 +40,12 @@ from agentrunner.domain.plan import (
 )
 from agentrunner.logs import get_logger
 from agentrunner.ports import StateStore
+from agentrunner.runtime.chains import output_event
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.ownership import owned
 from agentrunner.runtime.planner import participants
 from agentrunner.runtime.registry import AgentRegistry
-from agentrunner.runtime.topics import CHAIN_DEPTH_HEADER, TENANT_HEADER, finished_topic, invoke_topic, output_topic
+from agentrunner.runtime.topics import completed_topic, finished_topic, invoke_topic
 from agentrunner.tracing import visible_tenant
 
 log = get_logger(__name__)
@@ -52,24 +53,6 @@ log = get_logger(__name__)
 Change = tuple[PlanRun, list[Event]]
 Mutation = Callable[[PlanRun], Change]
 _CONFLICT_RETRIES = 20
-
-
-def completed_topic(run_id: str) -> str:
-    """Topic announcing that a plan run ended (payload: run_id, status, result)."""
-    return f"collaboration.completed.{run_id}"
-
-
-def clarification_requested_topic(run_id: str) -> str:
-    """Topic announcing a question a run's step asks a human."""
-    return f"clarification.requested.{run_id}"
-
-
-def clarification_answered_topic(run_id: str) -> str:
-    """Topic of an answer to a run's question (the Slack gateway publishes it)."""
-    return f"clarification.answered.{run_id}"
-
-
-CLARIFICATION_ANSWERED_PATTERN = "clarification.answered.*"
 
 
 def resume_event(run: PlanRun) -> Event:
@@ -187,7 +170,7 @@ class PlanRuns:
             )
         ]
         if status is ExecutionStatus.SUCCEEDED:
-            events.append(_output_event(finished))
+            events.append(output_event(finished))
         try:
             await self._store.save_execution(
                 finished, events=events, only_if=frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
@@ -328,22 +311,6 @@ def _require(run: PlanRun, status: PlanRunStatus, action: str) -> None:
         raise ConflictError(
             f"plan run {run.id} is {run.status.value}, not {status.value}: nothing to {action}", run_id=run.id
         )
-
-
-def _output_event(execution: Execution) -> Event:
-    return Event(
-        topic=output_topic(execution.agent),
-        payload={
-            "agent": execution.agent,
-            "execution_id": execution.execution_id,
-            "output": execution.output,
-            "session_id": execution.session_id,
-        },
-        trace_id=execution.trace_id,
-        # The chain goes on from the run's own depth, for the tenant that started it.
-        headers={CHAIN_DEPTH_HEADER: str(execution.chain_depth + 1)}
-        | ({TENANT_HEADER: execution.tenant} if execution.tenant else {}),
-    )
 
 
 def _no_run(run_id: str) -> PlanRunNotFoundError:

@@ -22,8 +22,9 @@ from agentrunner.domain.plan import (
     step_execution_id,
 )
 from agentrunner.runtime.agent_run import COLLABORATION_KEY, user_prompt
-from agentrunner.runtime.plan_runs import Change, clarification_requested_topic, ended
+from agentrunner.runtime.plan_runs import Change, ended
 from agentrunner.runtime.planner import Spend, add_cost
+from agentrunner.runtime.topics import clarification_requested_topic
 
 
 def ready_steps(run: PlanRun) -> list[str]:

@@ -28,15 +28,17 @@ from agentrunner.domain.slack import (
 )
 from agentrunner.logs import get_logger
 from agentrunner.ports import Cache, EventBus, SlackReplies, StateStore, Subscription
-from agentrunner.runtime.topics import FINISHED_PATTERN
+from agentrunner.runtime.topics import (
+    CLARIFICATION_ANSWERED_PATTERN,
+    CLARIFICATION_REQUESTED_PATTERN,
+    FINISHED_PATTERN,
+    SLACK_ANSWERS_QUEUE,
+    SLACK_CLARIFICATIONS_QUEUE,
+    is_clarification_answer,
+)
 
 log = get_logger(__name__)
 
-# Queues of the slack role, shared by its replicas: each reply is sent by one of them.
-ANSWERS_QUEUE = "slack.answers"
-CLARIFICATIONS_QUEUE = "slack.clarifications"
-CLARIFICATION_REQUESTED_PATTERN = "clarification.requested.#"
-CLARIFICATION_ANSWERED_PATTERN = "clarification.answered.#"
 SOURCE = "slack"
 
 
@@ -66,9 +68,11 @@ class SlackAnswers:
     async def start(self) -> None:
         """Start consuming (the queues are shared by every slack role replica)."""
         self._subscriptions = [
-            await self._bus.subscribe(ANSWERS_QUEUE, [FINISHED_PATTERN], self._on_finished, prefetch=self._prefetch),
             await self._bus.subscribe(
-                CLARIFICATIONS_QUEUE,
+                SLACK_ANSWERS_QUEUE, [FINISHED_PATTERN], self._on_finished, prefetch=self._prefetch
+            ),
+            await self._bus.subscribe(
+                SLACK_CLARIFICATIONS_QUEUE,
                 [CLARIFICATION_REQUESTED_PATTERN, CLARIFICATION_ANSWERED_PATTERN],
                 self._on_clarification,
                 prefetch=self._prefetch,
@@ -112,7 +116,7 @@ class SlackAnswers:
         asked = next((c for c in run.clarifications if c.id == clarification_id), None)
         if asked is None or not isinstance(run.origin, dict) or run.origin.get("source") != SOURCE:
             return
-        if event.topic.startswith("clarification.answered."):
+        if is_clarification_answer(event.topic):
             origin = payload.get("origin")
             if isinstance(origin, dict):
                 await self._mark_answered(payload, origin)

@@ -40,6 +40,12 @@ from agentrunner.domain.topics import topic_matches
 from agentrunner.logs import get_logger
 from agentrunner.ports import Cache, IdempotencyClaim, IdempotencyKeyTakenError
 from agentrunner.runtime.orchestrator import Orchestrator
+from agentrunner.runtime.topics import (
+    clarification_answered_topic,
+    slack_command_topic,
+    slack_event_topic,
+    slack_interaction_topic,
+)
 from agentrunner.tracing import current_trace_id
 
 log = get_logger(__name__)
@@ -119,7 +125,7 @@ class SlackGateway:
                 )
         else:
             agent = self._routes.get(command.command)
-        topic = f"slack.command.{topic_word(command.command.lstrip('/'))}"
+        topic = slack_command_topic(topic_word(command.command.lstrip("/")))
         subscribers = self._subscribers(topic)
         if agent is None and not subscribers:
             return _ephemeral(
@@ -200,7 +206,7 @@ class SlackGateway:
             "team_id": envelope.get("team_id") or event.get("team"),
             "thread_ts": event.get("thread_ts") or event.get("ts"),
         }
-        topic = f"slack.event.{topic_word(kind)}"
+        topic = slack_event_topic(topic_word(kind))
         direct = kind == "app_mention" or (kind == "message" and event.get("channel_type") == "im")
         agent = self._default_agent if direct else None
         if direct and not agent:
@@ -251,7 +257,7 @@ class SlackGateway:
         kind = str(payload.get("type", ""))
         if kind != "block_actions":
             await self._orchestrator.announce(
-                f"slack.interaction.{topic_word(kind)}", {**origin, "type": kind, "origin": answer_to}
+                slack_interaction_topic(topic_word(kind)), {**origin, "type": kind, "origin": answer_to}
             )
             return
         for action in payload.get("actions") or []:
@@ -272,13 +278,13 @@ class SlackGateway:
                 message: Mapping[str, Any] = payload.get("message") or {}
                 origin_of_click = {**origin, "question": _question_text(message)}
                 await self._orchestrator.announce(
-                    f"clarification.answered.{topic_word(run_id)}",
+                    clarification_answered_topic(topic_word(run_id)),
                     {**answer, "answered_by": user.get("id"), "origin": origin_of_click},
                 )
                 log.info("clarification answered from slack", run_id=run_id, clarification_id=clarification_id)
                 continue
             await self._orchestrator.announce(
-                f"slack.interaction.{topic_word(action_id)}",
+                slack_interaction_topic(topic_word(action_id)),
                 {
                     **origin,
                     "action_id": action_id,

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
@@ -28,7 +26,6 @@ from agentrunner.domain.errors import (
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, utcnow
 from agentrunner.domain.llm import Completion
-from agentrunner.domain.slack import origin_of_event
 from agentrunner.logs import get_logger
 from agentrunner.ports import (
     EventBus,
@@ -40,23 +37,16 @@ from agentrunner.ports import (
     ToolCatalog,
     ToolContext,
 )
+from agentrunner.runtime.agent_queues import AgentQueues
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.budgets import Budgets
+from agentrunner.runtime.chains import chain_tenant, output_event, start_for_event
 from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, converse, keep_interrupted
 from agentrunner.runtime.limits import ConcurrencyLimits, HeldSlots
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.rate_limits import RateLimitedProvider, RateLimits
 from agentrunner.runtime.registry import AgentRegistry
-from agentrunner.runtime.topics import (
-    CANCEL_PATTERN,
-    CHAIN_DEPTH_HEADER,
-    TENANT_HEADER,
-    agent_queue,
-    finished_topic,
-    invoke_topic,
-    output_topic,
-    progress_topic,
-)
+from agentrunner.runtime.topics import CANCEL_PATTERN, finished_topic, invoke_topic, progress_topic, worker_cancel_queue
 from agentrunner.runtime.watchdog import ConsumerWatchdog
 from agentrunner.tracing import as_tenant, traced
 
@@ -66,11 +56,6 @@ log = get_logger(__name__)
 AUTONOMOUS_POOL_MODES = frozenset({ExecutionMode.AUTONOMOUS, ExecutionMode.SCHEDULED})
 # Continuous agents: one queue each, taken one message at a time, with session memory.
 CONTINUOUS_POOL_MODES = frozenset({ExecutionMode.CONTINUOUS})
-
-
-def execution_id_for(agent: str, event: Event) -> str:
-    """The execution an event starts for `agent`: the same on every redelivery."""
-    return hashlib.sha256(f"{agent}\0{event.event_id}".encode()).hexdigest()[:32]
 
 
 class AgentPool:
@@ -113,10 +98,9 @@ class AgentPool:
         self._llm_retry_base = llm_retry_base_seconds
         self._registry = registry
         self._catalog = catalog
-        self._prefetch = prefetch
         self._modes = modes
         self._subscriptions: list[Subscription] = []
-        self._agents: dict[str, tuple[Subscription, frozenset[str]]] = {}
+        self._queues = AgentQueues(bus=bus, handler=self.handle, prefetch=prefetch)
         self._running: dict[str, asyncio.Task[Completion]] = {}
         self._in_hand: set[str] = set()  # executions being handled by this process
         self._cancelled: dict[str, Event] = {}  # execution id -> the cancel request
@@ -132,7 +116,7 @@ class AgentPool:
         await self._watchdog.start()
         self._subscriptions.append(
             await self._bus.subscribe(
-                f"worker.{self._worker_id}.cancel", [CANCEL_PATTERN], self._on_cancel, prefetch=4, exclusive=True
+                worker_cancel_queue(self._worker_id), [CANCEL_PATTERN], self._on_cancel, prefetch=4, exclusive=True
             )
         )
         await self.sync()
@@ -142,38 +126,19 @@ class AgentPool:
         current subscriptions: new agents start, removed ones stop (their queue keeps what
         it holds), changed subscriptions are re-bound. Prompts and models need nothing:
         each task reads its agent's config when it runs."""
-        wanted = {
-            config.name: frozenset({invoke_topic(config.name), *config.event_subscriptions})
-            for config in self._registry.in_modes(self._modes)
-        }
-        for name, (subscription, patterns) in list(self._agents.items()):
-            if wanted.get(name) != patterns:
-                del self._agents[name]
-                await subscription.cancel(30.0)
-                await self._bus.unbind(agent_queue(name), sorted(patterns - wanted.get(name, frozenset())))
-        for name, patterns in wanted.items():
-            if name not in self._agents:
-                await self._consume(name, patterns)
-        log.info("autonomous pool consuming", queues=len(self._agents))
-
-    async def _consume(self, name: str, patterns: frozenset[str]) -> None:
-        subscription = await self._bus.subscribe(
-            agent_queue(name), sorted(patterns), partial(self.handle, name), prefetch=self._prefetch
-        )
-        self._agents[name] = (subscription, patterns)
+        await self._queues.sync(self._registry.in_modes(self._modes))
+        log.info("autonomous pool consuming", queues=len(self._queues))
 
     async def _unresponsive(self, agent: str, execution_id: str, strikes: int) -> None:
         """Restart the consumer of `agent` (its stuck attempt is cut short and its message
         goes back to the queue); after `max_restarts`, stop consuming it, mark the agent
         unavailable and the stuck execution failed."""
-        entry = self._agents.pop(agent, None)
-        if entry is None:
+        patterns = await self._queues.cut(agent)
+        if patterns is None:
             return
-        subscription, patterns = entry
-        await subscription.cancel(0.0)
         if strikes <= self._max_restarts:
             log.error("restarting unresponsive consumer", agent=agent, restart=strikes, max_restarts=self._max_restarts)
-            await self._consume(agent, patterns)
+            await self._queues.consume(agent, patterns)
             return
         reason = (
             f"its consumer stopped answering after {self._max_restarts} restarts (an attempt overran "
@@ -183,16 +148,16 @@ class AgentPool:
         self._registry.mark_unavailable(agent, reason)
         execution = await self._store.get_execution(execution_id)
         if not execution.status.is_terminal:
-            await self._complete(_finished(execution, ExecutionStatus.FAILED, ConsumerUnresponsiveError(reason)), 0)
+            await self._complete(_finished(execution, ExecutionStatus.FAILED, ConsumerUnresponsiveError(reason)))
 
     async def stop(self, grace_seconds: float = 30.0) -> None:
         """Stop taking work; tasks in flight get `grace_seconds` to finish (SIGTERM drain);
         what is cut short goes back to the queue for another worker."""
         await self._watchdog.stop()
-        subscriptions = [*self._subscriptions, *(subscription for subscription, _ in self._agents.values())]
-        await asyncio.gather(*(subscription.cancel(grace_seconds) for subscription in subscriptions))
-        self._subscriptions.clear()
-        self._agents.clear()
+        subscriptions, self._subscriptions = self._subscriptions, []
+        await asyncio.gather(
+            self._queues.stop(grace_seconds), *(subscription.cancel(grace_seconds) for subscription in subscriptions)
+        )
         if self._abandoned:  # attempts cut short (cancelled) that have not ended yet
             _, left = await asyncio.wait(set(self._abandoned), timeout=grace_seconds)
             if left:
@@ -204,18 +169,17 @@ class AgentPool:
             await self._handle(agent, event)
 
     async def _handle(self, agent: str, event: Event) -> None:
-        depth = int(event.headers.get(CHAIN_DEPTH_HEADER, "0"))
         stream = False
-        tenant: str | None = event.headers.get(TENANT_HEADER) or None  # events and chains
+        tenant = chain_tenant(event)  # events and chains
         if event.topic == invoke_topic(agent):
             execution_id = str(event.payload["execution_id"])
             stream = bool(event.payload.get("stream"))
             tenant = str(event.payload["tenant"]) if event.payload.get("tenant") else None
-        elif depth > self._max_chain_depth:
-            log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
-            return
         else:
-            execution_id = await self._execution_for_event(agent, event, tenant, depth)
+            started = await start_for_event(self._store, self._registry, agent, event, max_depth=self._max_chain_depth)
+            if started is None:
+                return
+            execution_id = started
         if execution_id in self._in_hand:
             # A second event for an execution this process is running (the outbox's sweep
             # and a restart's resume both re-publish it): the first one finishes it.
@@ -224,11 +188,11 @@ class AgentPool:
         self._in_hand.add(execution_id)
         try:
             with as_tenant(tenant):  # the run's tools (session memory) act within its tenant
-                await self._run_to_end(agent, execution_id, depth, stream=stream, tenant=tenant)
+                await self._run_to_end(agent, execution_id, stream=stream, tenant=tenant)
         finally:
             self._in_hand.discard(execution_id)
 
-    async def _run_to_end(self, agent: str, execution_id: str, depth: int, *, stream: bool, tenant: str | None) -> None:
+    async def _run_to_end(self, agent: str, execution_id: str, *, stream: bool, tenant: str | None) -> None:
         try:
             config = self._registry.runnable(agent)
             if self._budgets is not None:
@@ -239,7 +203,7 @@ class AgentPool:
                 log.info("execution already finished, redelivery ignored", execution_id=execution_id)
                 return
             finished = _finished(execution, ExecutionStatus.FAILED, exc)
-            await self._complete(finished, depth)
+            await self._complete(finished)
         else:
             try:
                 holder = f"{self._worker_id}:{execution_id}"  # a redelivery elsewhere waits for this lease
@@ -248,36 +212,13 @@ class AgentPool:
                     finished = await self._run(config, execution_id, stream=stream, held=held)
                     # Saved and announced before the slots go back (held a moment longer, never
                     # exceeded): whoever waits for the result does not wait for the release.
-                    await self._complete(finished, depth)
+                    await self._complete(finished)
             except _NotStartable:
                 log.info("execution already ended (finished, or cancelled), not run", execution_id=execution_id)
                 return
         registered = self._registry.agents.get(agent)
         if self._budgets is not None and finished.cost_usd and registered and registered.config:
             await self._budgets.after_run(registered.config, finished)
-
-    async def _execution_for_event(self, agent: str, event: Event, tenant: str | None, depth: int) -> str:
-        """The id of the execution `event` starts for `agent`, recorded on first delivery."""
-        execution_id = execution_id_for(agent, event)
-        session = event.payload.get("session_id")
-        registered = self._registry.agents.get(agent)
-        execution = Execution(
-            execution_id=execution_id,
-            agent=agent,
-            input=event.payload,
-            session_id=session if isinstance(session, str) else None,
-            trace_id=event.trace_id,
-            webhook_url=registered.config.webhook_url if registered and registered.config else None,
-            tenant=tenant,
-            origin=origin_of_event(event.topic, event.payload),
-            chain_depth=depth,
-        )
-        try:
-            await self._store.create_execution(execution)
-        except ConflictError:
-            return execution_id  # a redelivery: the execution exists, its status decides
-        log.info("execution started by event", execution_id=execution_id, agent=agent, topic=event.topic)
-        return execution_id
 
     async def _progress(self, execution: Execution, payload: dict[str, Any]) -> None:
         """Tell watchers (`GET /executions/{id}/events`) how the execution goes; best effort."""
@@ -381,9 +322,11 @@ class AgentPool:
             self._cancelled[execution_id] = event
             task.cancel()
 
-    async def _complete(self, finished: Execution, depth: int) -> None:
+    async def _complete(self, finished: Execution) -> None:
         """Save the terminal execution with its announcements in one transaction, then
-        publish them: `execution.finished.<agent>`, and `agent.output.<agent>` on success."""
+        publish them: `execution.finished.<agent>`, and `agent.output.<agent>` on success
+        (the next link of its chain, from the execution's recorded depth: a step of a
+        collaborative run goes on from the run's depth, though its invocation carries none)."""
         events = [
             Event(
                 topic=finished_topic(finished.agent),
@@ -396,20 +339,7 @@ class AgentPool:
             )
         ]
         if finished.status is ExecutionStatus.SUCCEEDED:
-            events.append(
-                Event(
-                    topic=output_topic(finished.agent),
-                    payload={
-                        "agent": finished.agent,
-                        "execution_id": finished.execution_id,
-                        "output": finished.output,
-                        "session_id": finished.session_id,
-                    },
-                    trace_id=finished.trace_id,
-                    headers={CHAIN_DEPTH_HEADER: str(depth + 1)}
-                    | ({TENANT_HEADER: finished.tenant} if finished.tenant else {}),
-                )
-            )
+            events.append(output_event(finished))
         await self._store.save_execution(finished, events=events)
         if self._metrics is not None:
             registered = self._registry.agents.get(finished.agent)
