@@ -45,6 +45,7 @@ _OUTSIDE_THE_CATALOGUE = {
     ("adapters/telemetry/otel.py", "execution.progress."),  # adapters do not import the runtime
     ("domain/slack.py", "slack."),  # the domain imports nothing above it
     ("runtime/webhooks.py", "execution.finished"),  # the webhook body's event name, not a topic
+    ("domain/audit.py", "config.reload"),  # an audit entry's action name, not a topic
 }
 # The first words of the platform's topics and queue names.
 _ROOTS = {root.split(".")[0] for root in RESERVED_TOPIC_ROOTS} | {"agent", "collaborative", "orchestrator", "worker"}
