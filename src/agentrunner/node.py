@@ -127,6 +127,7 @@ class Node:
         self._documents: dict[str, AgentDocument] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._tool_retry: asyncio.Task[None] | None = None
+        self._applying = asyncio.Lock()  # agents applied one at a time; held by stop (see _apply_agents)
         self._config_events: Subscription | None = None
         self.node_id = new_id()[:12]
         # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set: no exporter, no wrappers, no cost.
@@ -479,6 +480,13 @@ class Node:
         )
 
     async def _apply_agents(self) -> None:
+        # One apply at a time, and `stop` cancels the watches only between applies: a task
+        # cancelled inside the store's write would leave its connection checked out with the
+        # write under way (SQLite: its thread answers a loop that is gone by then).
+        async with self._applying:
+            await self._apply_agents_now()
+
+    async def _apply_agents_now(self) -> None:
         # Parsed off the event loop: a reload must not stall the roles this process serves.
         self.load_agents(await asyncio.to_thread(load_agent_directory, self.settings.agents_dir))
         await self.load_tools()
@@ -503,11 +511,12 @@ class Node:
     async def stop(self) -> None:
         """Stop the engines (in-flight work finishes first), then close the adapters."""
         await self.loop_lag.stop()
-        for task in (self._watcher, self._tool_retry):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        async with self._applying:  # an apply under way finishes first (see _apply_agents)
+            for task in (self._watcher, self._tool_retry):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         if self._config_events is not None:
             await self._config_events.cancel()
         await self.retention.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -77,3 +79,22 @@ async def node_on(
         yield node
     if isinstance(node.bus, RabbitMQEventBus):
         await delete_broker_objects(node.bus)
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """What the event loop reports to its exception handler ("Future exception was never
+    retrieved", "Task exception was never retrieved", ...) during the test."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    yield reported
+    gc.collect()  # unretrieved futures report when they are collected
+    loop.set_exception_handler(previous)
+
+
+def unretrieved(reported: list[dict[str, Any]]) -> list[str]:
+    """The reports of `loop_errors`, after a collection (unretrieved futures report then)."""
+    gc.collect()
+    return [f"{context.get('message')}: {context.get('exception')!r}" for context in reported]

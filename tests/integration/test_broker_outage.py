@@ -12,7 +12,6 @@ database and a key prefix of the test's own."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import shutil
 import signal
@@ -37,6 +36,7 @@ from agentrunner.settings import Settings
 from tests.conftest import FIXTURE_AGENTS, free_port
 from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.conftest import unretrieved
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -106,24 +106,6 @@ async def database(postgres_url: str) -> str:
     migrate a shared database itself)."""
     await asyncio.to_thread(run_schema_command, postgres_url, "upgrade")
     return postgres_url
-
-
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
-    """What the event loop reports to its exception handler ("Future exception was never
-    retrieved", "Task exception was never retrieved", ...) during the test."""
-    loop = asyncio.get_running_loop()
-    reported: list[dict[str, Any]] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _, context: reported.append(context))
-    yield reported
-    gc.collect()  # unretrieved futures report when they are collected
-    loop.set_exception_handler(previous)
-
-
-def _unretrieved(reported: list[dict[str, Any]]) -> list[str]:
-    gc.collect()
-    return [f"{context.get('message')}: {context.get('exception')!r}" for context in reported]
 
 
 def _settings(tmp_path: Path, database_url: str, rabbitmq_url: str, **more: Any) -> Settings:
@@ -233,7 +215,7 @@ async def test_through_a_broker_outage_invocations_are_kept_publishes_fail_fast_
     assert {row["prompt"]: row["n"] for row in stored} == dict.fromkeys(
         ["before", "down-0", "down-1", "down-2", "after"], 1
     )
-    assert _unretrieved(loop_errors) == []
+    assert unretrieved(loop_errors) == []
 
 
 async def test_a_node_whose_broker_died_stops_within_a_bound(
@@ -259,7 +241,7 @@ async def test_a_node_whose_broker_died_stops_within_a_bound(
     print(f"\nnode stop with its broker gone: {took:.2f} s")
     assert done, f"Node.stop() still running {took:.1f} s after it was asked, its broker gone"
     done.pop().result()  # raised nothing
-    assert _unretrieved(loop_errors) == []
+    assert unretrieved(loop_errors) == []
 
 
 SLOW_AGENT = "name: slow\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
@@ -311,7 +293,7 @@ async def test_a_run_in_flight_when_the_broker_dies_does_not_hold_the_stop_and_r
     assert (left["status"], left["attempts"]) == ("running", 1)
     assert (finished.status.value, finished.output, finished.attempts) == ("succeeded", "done", 2)
     assert (await _execution(database, accepted.execution_id))["status"] == "succeeded"
-    assert _unretrieved(loop_errors) == []
+    assert unretrieved(loop_errors) == []
 
 
 async def _execution(database: str, execution_id: str) -> asyncpg.Record:

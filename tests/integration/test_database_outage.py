@@ -9,7 +9,6 @@ port): the shared server is never stopped."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import glob
 import json
 import os
@@ -32,6 +31,7 @@ from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.node import Node
 from agentrunner.settings import Settings
 from tests.conftest import FIXTURE_AGENTS, free_port
+from tests.integration.conftest import unretrieved
 
 _BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = [
@@ -94,24 +94,6 @@ async def postgres() -> AsyncIterator[PrivatePostgres]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
-    """What the event loop reports to its exception handler ("Future exception was never
-    retrieved", "Task exception was never retrieved", ...) during the test."""
-    loop = asyncio.get_running_loop()
-    reported: list[dict[str, Any]] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _, context: reported.append(context))
-    yield reported
-    gc.collect()  # unretrieved futures report when they are collected
-    loop.set_exception_handler(previous)
-
-
-def _unretrieved(reported: list[dict[str, Any]]) -> list[str]:
-    gc.collect()
-    return [f"{context.get('message')}: {context.get('exception')!r}" for context in reported]
-
-
 def _settings(tmp_path: Path, url: str) -> Settings:
     (tmp_path / "agents").mkdir(exist_ok=True)
     shutil.copy(FIXTURE_AGENTS / "echo-helper.yml", tmp_path / "agents" / "echo-helper.yml")
@@ -159,7 +141,7 @@ async def test_while_the_database_is_down_routes_and_readiness_answer_503_with_r
             again = await client.get(f"/executions/{execution_id}")
             assert again.status_code == 200
             assert again.json()["status"] == "succeeded"
-    assert _unretrieved(loop_errors) == []
+    assert unretrieved(loop_errors) == []
 
 
 async def test_a_restart_of_a_second_is_absorbed_and_nothing_is_lost_or_doubled(
@@ -216,4 +198,4 @@ async def test_a_restart_of_a_second_is_absorbed_and_nothing_is_lost_or_doubled(
     expected = {prompt: 1 for prompt in accepted}
     assert len(expected) >= 10  # before and after the restart at least
     assert {row["prompt"]: row["n"] for row in stored} == expected
-    assert _unretrieved(loop_errors) == []
+    assert unretrieved(loop_errors) == []
