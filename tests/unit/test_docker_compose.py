@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agentrunner.node import ALL_ROLES
-from agentrunner.settings import Settings
+from agentrunner.settings import Role, Settings
 from tests.compose_file import (
     COMPOSE_FILE,
     MissingVariableError,
@@ -31,7 +31,7 @@ OPERATOR_ENV = {
 }
 AGENTRUNNER_IMAGE = "agentrunner:latest"
 
-SEED_SERVICES = {
+SEED_SERVICES: dict[str, Role] = {
     "state-manager": "state",
     "config-service": "config",
     "agent-orchestrator": "orchestrator",
@@ -52,10 +52,10 @@ def _healthcheck_url(service: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize(("name", "role"), SEED_SERVICES.items())
 def test_every_http_role_has_the_seed_service_name_port_and_health(
-    services: dict[str, Any], name: str, role: str
+    services: dict[str, Any], name: str, role: Role
 ) -> None:
     service = services[name]
-    port = Settings(_env_file=None).port_of(role)  # type: ignore[call-arg, arg-type]
+    port = Settings(_env_file=None).port_of(role)
 
     assert service["command"] == ["agentrunner", "serve", role]
     assert service["ports"] == [f"${{BIND_ADDRESS:-127.0.0.1}}:{port}:{port}"]
