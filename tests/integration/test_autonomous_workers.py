@@ -40,10 +40,10 @@ async def _terminal_counts(database_url: str) -> tuple[Counter[str], Counter[str
     engine = create_async_engine(database_url)
     try:
         async with engine.connect() as connection:
-            statuses = Counter(
+            statuses: Counter[str] = Counter(
                 dict((await connection.execute(text("SELECT status, count(*) FROM executions GROUP BY status"))).all())
             )
-            workers = Counter(
+            workers: Counter[str] = Counter(
                 dict((await connection.execute(text("SELECT worker, count(*) FROM executions GROUP BY worker"))).all())
             )
             finished = (

@@ -34,7 +34,7 @@ def _reply(request: LLMRequest) -> str:
 def _node(tmp_path: Path) -> Node:
     (tmp_path / "agents").mkdir(exist_ok=True)
     (tmp_path / "agents" / "chat.yml").write_text(AGENT)
-    return Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path), script=_reply)  # type: ignore[call-arg]
+    return Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path), script=_reply)
 
 
 async def test_a_session_remembers_its_turns_and_sessions_are_apart(tmp_path: Path) -> None:

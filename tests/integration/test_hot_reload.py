@@ -29,7 +29,7 @@ def agent_yaml(name: str, *, subscriptions: tuple[str, ...] = (), prompt: str = 
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "first.yml").write_text(agent_yaml("first", subscriptions=("old.topic",)))
-    running = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))  # type: ignore[call-arg]
+    running = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))
     async with running.running():
         await asyncio.sleep(0.2)  # the watcher is armed
         yield running
@@ -98,7 +98,8 @@ async def test_changed_subscriptions_are_re_bound(node: Node) -> None:
     async with client(node) as http:
 
         async def rebound() -> bool:
-            return (await http.get("/agents/first")).json()["event_subscriptions"] == ["new.topic"]
+            subscriptions: list[str] = (await http.get("/agents/first")).json()["event_subscriptions"]
+            return subscriptions == ["new.topic"]
 
         await eventually(rebound, "the new subscription is in place")
         await asyncio.sleep(0.2)
@@ -118,7 +119,7 @@ async def test_changed_subscriptions_are_re_bound(node: Node) -> None:
 
 async def test_post_configs_reload_applies_files_without_a_watcher(tmp_path: Path) -> None:
     (tmp_path / "agents").mkdir()
-    settings = Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path, watch_agents=False)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path, watch_agents=False)
     node = Node(settings)
     async with node.running():
         (tmp_path / "agents" / "late.yml").write_text(agent_yaml("late"))

@@ -42,7 +42,7 @@ def _node(tmp_path: Path, model: Model) -> Node:
             f"name: chat-{policy}\nagent_type: t\nexecution_mode: continuous\n"
             f"llm_config: {{provider: scripted, model: s}}\ncontinuous_config: {{on_busy: {policy}}}\n"
         )
-    settings = Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path)
     return Node(settings, script=model.reply, slack_optional=True)
 
 

@@ -22,7 +22,7 @@ AGENT = "name: echoer\nagent_type: demo\nexecution_mode: autonomous\nllm_config:
 async def test_an_execution_whose_event_was_never_published_runs_after_the_sweep(tmp_path: Path) -> None:
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "echoer.yml").write_text(AGENT)
-    node = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))  # type: ignore[call-arg]
+    node = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))
     async with node.running():
         execution = Execution(execution_id="crashed", agent="echoer", input={"prompt": "still here"}, trace_id="t-1")
         invocation = Event(topic="invoke.echoer", payload={"execution_id": "crashed"}, trace_id="t-1")

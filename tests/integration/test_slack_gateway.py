@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -78,7 +78,7 @@ def _settings(slack: FakeSlack, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def slack() -> AsyncIterator[FakeSlack]:
+def slack() -> Iterator[FakeSlack]:
     with FakeSlack(retry_after=0) as fake:
         yield fake
 
@@ -444,7 +444,7 @@ async def test_verification_off_for_development_accepts_unsigned_requests(tmp_pa
 
 
 def test_the_slack_role_alone_refuses_to_start_without_its_signing_secret(tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path, rabbitmq_url="amqp://guest:guest@127.0.0.1:5672/")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=tmp_path, rabbitmq_url="amqp://guest:guest@127.0.0.1:5672/")
     with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
         Node(settings, roles=["slack"])
     Node(settings, roles=["orchestrator"])  # roles without Slack do not need it

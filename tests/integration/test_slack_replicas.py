@@ -33,7 +33,7 @@ async def deployment(tmp_path: Path, postgres_url: str) -> AsyncIterator[tuple[l
     (tmp_path / "agents" / "assistant.yml").write_text(AGENT)
     prefix = f"test-{uuid4().hex[:12]}"
     with FakeSlack() as slack:
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             _env_file=None,
             agents_dir=tmp_path / "agents",
             data_dir=tmp_path,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,7 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-def _assert_logged_once(entries: list[dict[str, Any]], task: str, method: str) -> None:
+def _assert_logged_once(entries: Sequence[Mapping[str, Any]], task: str, method: str) -> None:
     [failure] = [entry for entry in entries if entry["event"] == FAILED]
     assert failure["task"] == task
     assert failure["log_level"] == "error"
@@ -135,7 +135,7 @@ def _assert_logged_once(entries: list[dict[str, Any]], task: str, method: str) -
     assert error.__traceback__ is not None  # logged with its traceback
 
 
-async def _survives(task: str, bug: Bug, metrics: PrometheusMetrics, entries: list[dict[str, Any]]) -> None:
+async def _survives(task: str, bug: Bug, metrics: PrometheusMetrics, entries: Sequence[Mapping[str, Any]]) -> None:
     """The loop `task` hit `bug` once, said so and counted it, and called the method again."""
     await _until(lambda: bug.calls >= 2, f"{task} never ran again after the error")
     assert _errors(metrics, task) == 1
@@ -265,7 +265,7 @@ async def test_clarification_timeouts(sqlite_url: str, bus: InMemoryEventBus, tm
         bus=bus,
         store=store,
         registry=registry,
-        catalog=SettingsProviderCatalog(Settings(_env_file=None, data_dir=tmp_path)),  # type: ignore[call-arg]
+        catalog=SettingsProviderCatalog(Settings(_env_file=None, data_dir=tmp_path)),
         relay=relay,
         plan_runs=PlanRuns(store=store, relay=relay, registry=registry),
         worker_id="w",
@@ -410,7 +410,7 @@ class BuggyShelf(ToolShelf):
 
 async def test_mcp_retry(tmp_path: Path) -> None:
     (tmp_path / "agents").mkdir()
-    node = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))  # type: ignore[call-arg]
+    node = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))
     bug = Bug("retry_unreachable")
     node.tools = BuggyShelf(bug, store=node.store, bus=node.bus)
     with capture_logs() as entries:
