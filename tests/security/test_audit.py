@@ -18,7 +18,8 @@ import pytest
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.node import Node
-from tests.security.test_tenants import ADMIN, REDIS_URL, A, B, _callers, _dead_letter, _running_node
+from agentrunner.settings import Role
+from tests.security.test_tenants import ADMIN, REDIS_URL, A, B, Services, _callers, _dead_letter, _running_node
 
 Clients = dict[str, httpx.AsyncClient]
 
@@ -29,7 +30,7 @@ BACKENDS = [
 
 
 @pytest.fixture(params=BACKENDS)
-def services(request: pytest.FixtureRequest) -> dict[str, str]:
+def services(request: pytest.FixtureRequest) -> Services:
     if request.param == "embedded":
         return {}
     return {
@@ -40,7 +41,7 @@ def services(request: pytest.FixtureRequest) -> dict[str, str]:
 
 
 @pytest.fixture
-async def node(services: dict[str, str], tmp_path: Path) -> AsyncIterator[Node]:
+async def node(services: Services, tmp_path: Path) -> AsyncIterator[Node]:
     async with _running_node(services, tmp_path) as running:
         yield running
 
@@ -49,7 +50,7 @@ async def node(services: dict[str, str], tmp_path: Path) -> AsyncIterator[Node]:
 async def _clients(node: Node) -> AsyncIterator[Clients]:
     apps = node.apps()
 
-    def client(role: str) -> httpx.AsyncClient:
+    def client(role: Role) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=_callers(apps[role])), base_url=f"http://{role}")
 
     async with client("orchestrator") as o, client("state") as s, client("config") as c:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import pytest
@@ -104,8 +104,16 @@ BACKENDS = [
 ]
 
 
+class Services(TypedDict, total=False):
+    """The settings that put a node on the distributed backends (none when embedded)."""
+
+    database_url: str
+    redis_url: str
+    redis_key_prefix: str
+
+
 @pytest.fixture(params=BACKENDS)
-def services(request: pytest.FixtureRequest) -> dict[str, str]:
+def services(request: pytest.FixtureRequest) -> Services:
     """The settings of this run's backend (a sync fixture: only one can pull in the async
     `postgres_url` with `getfixturevalue`)."""
     if request.param == "embedded":
@@ -118,21 +126,21 @@ def services(request: pytest.FixtureRequest) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def _running_node(services: dict[str, str], tmp_path: Path, **more: Any) -> AsyncIterator[Node]:
+async def _running_node(services: Services, tmp_path: Path, **more: Any) -> AsyncIterator[Node]:
     agents = tmp_path / "agents"
     agents.mkdir()
     for name, text in (("chat", CHAT), ("writer", WRITER), ("nightly", NIGHTLY)):
         (agents / f"{name}.yml").write_text(text)
     if "database_url" in services:  # what an operator does once before starting on PostgreSQL
         await asyncio.to_thread(run_schema_command, services["database_url"], "upgrade")
-    settings = Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path, **services, **more)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path, **services, **more)
     node = Node(settings, script=_reply)
     async with node.running():
         yield node
 
 
 @pytest.fixture
-async def node(services: dict[str, str], tmp_path: Path) -> AsyncIterator[Node]:
+async def node(services: Services, tmp_path: Path) -> AsyncIterator[Node]:
     async with _running_node(services, tmp_path) as running:
         yield running
 
@@ -402,7 +410,7 @@ async def test_usage_counts_the_callers_own_executions_and_an_admins_all(http: C
     assert executions(await state.get("/usage", headers=ADMIN)) == 3
 
 
-async def test_usage_stays_each_tenants_own_after_the_retention_purge(services: dict[str, str], tmp_path: Path) -> None:
+async def test_usage_stays_each_tenants_own_after_the_retention_purge(services: Services, tmp_path: Path) -> None:
     # Windows of about a tenth of a millisecond: every execution that ended is past them.
     tiny = {"retention_days": 1e-9, "idempotency_ttl_seconds": 1e-4}
     async with _running_node(services, tmp_path, **tiny) as node, _clients(node) as http:
