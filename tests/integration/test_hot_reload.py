@@ -12,7 +12,7 @@ import pytest
 
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.node import Node
-from agentrunner.settings import Settings
+from agentrunner.settings import Role, Settings
 
 RELOAD_SECONDS = 5.0
 
@@ -46,8 +46,8 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
         raise AssertionError(f"not within {RELOAD_SECONDS} s: {what}") from None
 
 
-def client(node: Node, role: str = "orchestrator") -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=node.apps()[role]), base_url="http://n")  # type: ignore[index]
+def client(node: Node, role: Role = "orchestrator") -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=node.apps()[role]), base_url="http://n")
 
 
 async def test_a_new_file_adds_an_agent_that_answers(node: Node) -> None:
