@@ -22,6 +22,7 @@ from agentrunner.domain.errors import (
     ConsumerUnresponsiveError,
     ExecutionCancelledError,
     ExecutionTimedOutError,
+    LLMError,
 )
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, utcnow
@@ -421,7 +422,9 @@ class AgentPool:
                 return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the execution
                 error = exc if isinstance(exc, AgentRunnerError) else _unexpected(exc, execution)
-                retryable = error.retryable or error is not exc
+                # A vendor's failure had its step's own attempts (llm_config.max_attempts):
+                # running the task again would multiply them (3 x 3 calls to a vendor down).
+                retryable = (error.retryable or error is not exc) and not isinstance(error, LLMError)
                 if not retryable or retry_number == retry.max_retries:
                     execution = execution.model_copy(update={"tool_calls": records})
                     return _finished(execution, ExecutionStatus.FAILED, error)
