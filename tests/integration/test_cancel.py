@@ -9,8 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
-from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
 from tests.integration.conftest import BUSES, node_on
@@ -83,3 +84,36 @@ async def test_a_run_past_the_agents_timeout_is_stopped_and_recorded_timed_out(t
     assert ended.error is not None
     assert ended.error.code == "timed_out"
     assert "0.3 s" in ended.error.message
+
+
+async def test_a_run_ended_elsewhere_keeps_that_end_and_its_late_result_is_not_recorded(node: Node) -> None:
+    """The schedule watch records a run timed out when its worker has not stopped it within
+    its grace (and the watchdog fails a stuck one): the worker's result, when it comes at
+    last, must not overwrite that end nor announce the execution finished a second time."""
+    with capture_logs() as entries:
+        accepted = await node.orchestrator.invoke("slow", {"prompt": "1"})
+        running = await _until(node, accepted.execution_id, ExecutionStatus.RUNNING)
+        ended = running.model_copy(
+            update={
+                "status": ExecutionStatus.TIMED_OUT,
+                "finished_at": utcnow(),
+                "error": ExecutionError(code="timed_out", message="its worker did not stop it in time"),
+            }
+        )
+        await node.store.save_execution(ended, only_if=frozenset({ExecutionStatus.RUNNING}))
+
+        async def late_result_dropped() -> dict[str, object]:
+            while True:
+                for entry in entries:
+                    if entry.get("execution_id") == accepted.execution_id and "ended elsewhere" in entry["event"]:
+                        return entry
+                await asyncio.sleep(0.02)
+
+        dropped = await asyncio.wait_for(late_result_dropped(), 10)
+
+    after = await node.store.get_execution(accepted.execution_id)
+    assert CALLS == ["1"], "the run went on to its end"
+    assert dropped["result"] == "succeeded"
+    assert after.status is ExecutionStatus.TIMED_OUT
+    assert after.error is not None
+    assert after.error.message == "its worker did not stop it in time"

@@ -22,6 +22,7 @@ from agentrunner.domain.errors import (
     ConsumerUnresponsiveError,
     ExecutionCancelledError,
     ExecutionTimedOutError,
+    LLMError,
 )
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, utcnow
@@ -51,6 +52,8 @@ from agentrunner.runtime.watchdog import ConsumerWatchdog
 from agentrunner.tracing import as_tenant, traced
 
 log = get_logger(__name__)
+
+_UNFINISHED = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
 
 # A scheduled agent invoked by hand runs like an autonomous one: once, in a fresh context.
 AUTONOMOUS_POOL_MODES = frozenset({ExecutionMode.AUTONOMOUS, ExecutionMode.SCHEDULED})
@@ -326,7 +329,11 @@ class AgentPool:
         """Save the terminal execution with its announcements in one transaction, then
         publish them: `execution.finished.<agent>`, and `agent.output.<agent>` on success
         (the next link of its chain, from the execution's recorded depth: a step of a
-        collaborative run goes on from the run's depth, though its invocation carries none)."""
+        collaborative run goes on from the run's depth, though its invocation carries none).
+
+        Only over an unfinished execution: one that ended elsewhere meanwhile (the schedule
+        watch's timeout after its grace, the watchdog giving up on a stuck consumer, a cancel)
+        keeps that end, and this late result is neither recorded nor announced a second time."""
         events = [
             Event(
                 topic=finished_topic(finished.agent),
@@ -340,7 +347,17 @@ class AgentPool:
         ]
         if finished.status is ExecutionStatus.SUCCEEDED:
             events.append(output_event(finished))
-        await self._store.save_execution(finished, events=events)
+        try:
+            await self._store.save_execution(finished, events=events, only_if=_UNFINISHED)
+        except ConflictError as exc:
+            log.warning(
+                "execution ended elsewhere while it ran, its result not recorded",
+                execution_id=finished.execution_id,
+                agent=finished.agent,
+                result=finished.status.value,
+                reason=exc.message,
+            )
+            return
         if self._metrics is not None:
             registered = self._registry.agents.get(finished.agent)
             mode = registered.config.execution_mode.value if registered and registered.config else "unknown"
@@ -405,7 +422,9 @@ class AgentPool:
                 return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the execution
                 error = exc if isinstance(exc, AgentRunnerError) else _unexpected(exc, execution)
-                retryable = error.retryable or error is not exc
+                # A vendor's failure had its step's own attempts (llm_config.max_attempts):
+                # running the task again would multiply them (3 x 3 calls to a vendor down).
+                retryable = (error.retryable or error is not exc) and not isinstance(error, LLMError)
                 if not retryable or retry_number == retry.max_retries:
                     execution = execution.model_copy(update={"tool_calls": records})
                     return _finished(execution, ExecutionStatus.FAILED, error)
