@@ -4,7 +4,7 @@ its worker, an ended one is a 409; on the in-memory bus and on RabbitMQ."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -102,7 +102,7 @@ async def test_a_run_ended_elsewhere_keeps_that_end_and_its_late_result_is_not_r
         )
         await node.store.save_execution(ended, only_if=frozenset({ExecutionStatus.RUNNING}))
 
-        async def late_result_dropped() -> dict[str, object]:
+        async def late_result_dropped() -> Mapping[str, object]:
             while True:
                 for entry in entries:
                     if entry.get("execution_id") == accepted.execution_id and "ended elsewhere" in entry["event"]:
