@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
 
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.node import Node
-from agentrunner.settings import Role, Settings
+from agentrunner.settings import Settings
 
 RELOAD_SECONDS = 5.0
 
@@ -46,7 +47,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
         raise AssertionError(f"not within {RELOAD_SECONDS} s: {what}") from None
 
 
-def client(node: Node, role: Role = "orchestrator") -> httpx.AsyncClient:
+def client(node: Node, role: Literal["orchestrator", "config"] = "orchestrator") -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=node.apps()[role]), base_url="http://n")
 
 

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -18,7 +19,6 @@ import pytest
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.node import Node
-from agentrunner.settings import Role
 from tests.security.test_tenants import ADMIN, REDIS_URL, A, B, Services, _callers, _dead_letter, _running_node
 
 Clients = dict[str, httpx.AsyncClient]
@@ -50,7 +50,7 @@ async def node(services: Services, tmp_path: Path) -> AsyncIterator[Node]:
 async def _clients(node: Node) -> AsyncIterator[Clients]:
     apps = node.apps()
 
-    def client(role: Role) -> httpx.AsyncClient:
+    def client(role: Literal["orchestrator", "state", "config"]) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=_callers(apps[role])), base_url=f"http://{role}")
 
     async with client("orchestrator") as o, client("state") as s, client("config") as c:
