@@ -56,17 +56,12 @@ from agentrunner.domain.errors import AgentRunnerError, ConfigError
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.logs import get_logger
-from agentrunner.ports import (
-    Buckets,
-    Cache,
-    EventBus,
-    ProviderCatalog,
-    SlackReplies,
-    SlackRequestVerifier,
-    Slots,
-    Subscription,
-    Tracing,
-)
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.cache import Cache
+from agentrunner.ports.limits import Buckets, Slots
+from agentrunner.ports.providers import ProviderCatalog
+from agentrunner.ports.slack import SlackReplies, SlackRequestVerifier
+from agentrunner.ports.tracing import Tracing
 from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.budgets import Budget, Budgets, TenantBudget
 from agentrunner.runtime.collaboration import CollaborativePool

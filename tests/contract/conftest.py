@@ -24,7 +24,9 @@ from agentrunner.adapters.state.cached import CachedStateStore
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.telemetry.otel import OtelTracing
 from agentrunner.domain.event import DeadLetter
-from agentrunner.ports import Cache, EventBus, StateStore
+from agentrunner.ports.bus import EventBus
+from agentrunner.ports.cache import Cache
+from agentrunner.ports.state import StateStore
 from tests.blocking import no_blocking_calls
 from tests.fakes.otlp_collector import FakeCollector
 

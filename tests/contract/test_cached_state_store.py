@@ -30,7 +30,7 @@ from agentrunner.domain.errors import (
 )
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.state import AgentState
-from agentrunner.ports import Cache
+from agentrunner.ports.cache import Cache
 from agentrunner.tracing import traced
 from tests.conftest import free_port
 from tests.contract.conftest import open_cache

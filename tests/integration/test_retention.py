@@ -14,7 +14,7 @@ import pytest
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.domain.event import new_id
 from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
-from agentrunner.ports import PurgeKind
+from agentrunner.ports.retention import PurgeKind
 from agentrunner.runtime.retention import RetentionPurger, RetentionWindows
 from tests.integration.conftest import node_on
 

@@ -26,7 +26,7 @@ from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import Completion, LLMRequest, ToolCall
 from agentrunner.domain.topics import CHAIN_DEPTH_HEADER, RESERVED_TOPIC_ROOTS, TENANT_HEADER
 from agentrunner.node import Node
-from agentrunner.ports import ToolContext
+from agentrunner.ports.tools import ToolContext
 from agentrunner.runtime.topics import finished_topic
 from agentrunner.testing import InMemoryEventBus
 from agentrunner.tracing import as_tenant, current_tenant

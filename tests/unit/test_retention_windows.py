@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from agentrunner.node import retention_windows
-from agentrunner.ports import PurgeKind
+from agentrunner.ports.retention import PurgeKind
 from agentrunner.settings import Settings
 
 

@@ -20,7 +20,8 @@ from agentrunner.api.errors import DEPENDENCY_RETRY_AFTER_SECONDS, error_answer,
 from agentrunner.api.idempotency import IdempotencyKeys, IdempotencyMiddleware
 from agentrunner.domain.errors import AgentRunnerError, BadRequestError
 from agentrunner.logs import get_logger
-from agentrunner.ports import Metrics, RequestSpan, Tracing
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.tracing import RequestSpan, Tracing
 from agentrunner.tracing import Caller, accept_trace_id, as_caller, traced
 
 log = get_logger(__name__)

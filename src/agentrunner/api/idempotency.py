@@ -39,7 +39,8 @@ from agentrunner.background import every
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.execution import utcnow
 from agentrunner.logs import get_logger
-from agentrunner.ports import IdempotencyClaim, IdempotentRequest, Metrics
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.state import IdempotencyClaim, IdempotentRequest
 from agentrunner.tracing import current_tenant
 
 log = get_logger(__name__)

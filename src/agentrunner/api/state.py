@@ -20,7 +20,7 @@ from agentrunner.domain.audit import AuditAction, AuditEntry
 from agentrunner.domain.errors import ExecutionNotFoundError, PayloadTooLargeError
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.state import AgentState, UsageTotals
-from agentrunner.ports import StateStore
+from agentrunner.ports.state import StateStore
 from agentrunner.runtime.audit import MAX_AUDIT_PAGE, Auditor
 from agentrunner.runtime.budgets import Budget
 from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, history_size

@@ -22,7 +22,7 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.slack import origin_of_event
 from agentrunner.logs import get_logger
-from agentrunner.ports import StateStore
+from agentrunner.ports.state import StateStore
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import CHAIN_DEPTH_HEADER, TENANT_HEADER, output_topic
 

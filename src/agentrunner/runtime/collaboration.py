@@ -37,7 +37,10 @@ from agentrunner.domain.plan import (
     StepStatus,
 )
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, Metrics, ProviderCatalog, StateStore, Subscription
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.providers import ProviderCatalog
+from agentrunner.ports.state import StateStore
 from agentrunner.runtime.agent_queues import AgentQueues
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.chains import start_for_event

@@ -20,7 +20,9 @@ from agentrunner.domain.execution import Execution
 from agentrunner.domain.llm import Completion
 from agentrunner.domain.state import AgentState
 from agentrunner.logs import get_logger
-from agentrunner.ports import LLMProvider, StateStore, Tool, ToolContext
+from agentrunner.ports.providers import LLMProvider
+from agentrunner.ports.state import StateStore
+from agentrunner.ports.tools import Tool, ToolContext
 from agentrunner.runtime.agent_run import run_agent, user_prompt
 from agentrunner.runtime.llm_calls import TextSink
 from agentrunner.runtime.tool_calls import ToolSink

@@ -58,7 +58,9 @@ from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.llm import Completion, LLMRequest, StreamItem, ToolDefinition
 from agentrunner.logs import get_logger
-from agentrunner.ports import LLMProvider, SlotRenewal, Slots, Tool, ToolContext
+from agentrunner.ports.limits import SlotRenewal, Slots
+from agentrunner.ports.providers import LLMProvider
+from agentrunner.ports.tools import Tool, ToolContext
 from agentrunner.runtime.limits_store import Backoff, LimitsStore
 
 log = get_logger(__name__)

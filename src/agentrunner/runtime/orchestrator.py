@@ -25,14 +25,8 @@ from agentrunner.domain.execution import Execution, ExecutionError, ExecutionSta
 from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, topic_problem
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
-from agentrunner.ports import (
-    EventBus,
-    ExecutionPage,
-    IdempotencyClaim,
-    IdempotencyKeyTakenError,
-    StateStore,
-    Subscription,
-)
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.state import ExecutionPage, IdempotencyClaim, IdempotencyKeyTakenError, StateStore
 from agentrunner.runtime.agent_queues import queue_patterns
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import new_session, session_of

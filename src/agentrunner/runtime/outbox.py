@@ -18,7 +18,9 @@ from agentrunner.background import every, forever, spawn
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.event import Event
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, Metrics, StateStore
+from agentrunner.ports.bus import EventBus
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.state import StateStore
 
 log = get_logger(__name__)
 

@@ -39,7 +39,7 @@ from agentrunner.domain.plan import (
     parse_plan,
 )
 from agentrunner.logs import get_logger
-from agentrunner.ports import StateStore
+from agentrunner.ports.state import StateStore
 from agentrunner.runtime.chains import output_event
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.ownership import owned

@@ -22,7 +22,9 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.schedule import timed_out
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, Metrics, StateStore, UnfinishedFire
+from agentrunner.ports.bus import EventBus
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.state import StateStore, UnfinishedFire
 from agentrunner.runtime.scheduler import scheduled_run
 from agentrunner.runtime.topics import cancel_topic, finished_topic
 from agentrunner.tracing import traced

@@ -43,7 +43,8 @@ from agentrunner.domain.schedule import (
     schedule_from_config,
 )
 from agentrunner.logs import get_logger
-from agentrunner.ports import FireClaim, Metrics, StateStore
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.state import FireClaim, StateStore
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.ownership import owned
 from agentrunner.runtime.registry import AgentRegistry

@@ -27,7 +27,10 @@ from agentrunner.domain.slack import (
     reply_messages,
 )
 from agentrunner.logs import get_logger
-from agentrunner.ports import Cache, EventBus, SlackReplies, StateStore, Subscription
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.cache import Cache
+from agentrunner.ports.slack import SlackReplies
+from agentrunner.ports.state import StateStore
 from agentrunner.runtime.topics import (
     CLARIFICATION_ANSWERED_PATTERN,
     CLARIFICATION_REQUESTED_PATTERN,

@@ -30,7 +30,10 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.domain.webhook import SIGNATURE_HEADER, WebhookAttempt, WebhookDelivery, backoff_seconds, signature
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, Metrics, StateStore, Subscription, WebhookSender
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.state import StateStore
+from agentrunner.ports.webhooks import WebhookSender
 from agentrunner.runtime.topics import FINISHED_PATTERN
 
 log = get_logger(__name__)

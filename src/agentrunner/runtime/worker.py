@@ -27,16 +27,11 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, utcnow
 from agentrunner.domain.llm import Completion
 from agentrunner.logs import get_logger
-from agentrunner.ports import (
-    EventBus,
-    LLMProvider,
-    Metrics,
-    ProviderCatalog,
-    StateStore,
-    Subscription,
-    ToolCatalog,
-    ToolContext,
-)
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.providers import LLMProvider, ProviderCatalog
+from agentrunner.ports.state import StateStore
+from agentrunner.ports.tools import ToolCatalog, ToolContext
 from agentrunner.runtime.agent_queues import AgentQueues
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.budgets import Budgets

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from cachetools import TLRUCache
 
-from agentrunner.ports import SlotRenewal
+from agentrunner.ports.limits import SlotRenewal
 
 
 class _Entry(NamedTuple):

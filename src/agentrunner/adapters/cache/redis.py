@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from agentrunner.domain.errors import ConfigError, DependencyUnavailableError
 from agentrunner.domain.redaction import mask_url
-from agentrunner.ports import SlotRenewal
+from agentrunner.ports.limits import SlotRenewal
 
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 

@@ -18,9 +18,9 @@ from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
-from agentrunner.ports import (
+from agentrunner.ports.cache import Cache
+from agentrunner.ports.state import (
     AgentRecord,
-    Cache,
     ExecutionPage,
     FireClaim,
     IdempotencyClaim,

@@ -34,7 +34,7 @@ from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.domain.plan import PlanRunStatus
 from agentrunner.domain.schedule import FireStatus
 from agentrunner.domain.state import AgentUsage
-from agentrunner.ports import PurgeKind
+from agentrunner.ports.retention import PurgeKind
 
 EXECUTIONS = cast("Table", ExecutionRow.__table__)
 ROLLUP = cast("Table", UsageRollupRow.__table__)

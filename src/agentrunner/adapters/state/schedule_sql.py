@@ -18,7 +18,7 @@ from agentrunner.domain.errors import ScheduleNotFoundError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.schedule import Activity, FireStatus, Schedule, ScheduleFire, ScheduleSource
-from agentrunner.ports import FireClaim, UnfinishedFire
+from agentrunner.ports.state import FireClaim, UnfinishedFire
 
 SCHEDULES = cast("Table", ScheduleRow.__table__)
 FIRES = cast("Table", ScheduleFireRow.__table__)

@@ -80,7 +80,8 @@ from agentrunner.domain.redaction import mask_url
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
-from agentrunner.ports import (
+from agentrunner.ports.retention import PurgeKind
+from agentrunner.ports.state import (
     AgentRecord,
     ExecutionPage,
     FireClaim,
@@ -89,7 +90,6 @@ from agentrunner.ports import (
     IdempotentRequest,
     KeyedInvocation,
     OutboxEntry,
-    PurgeKind,
     UnfinishedFire,
 )
 

@@ -30,7 +30,9 @@ from agentrunner.domain.topics import (
     topic_matches,
     topic_problem,
 )
-from agentrunner.ports import EventBus, StateStore, ToolContext
+from agentrunner.ports.bus import EventBus
+from agentrunner.ports.state import StateStore
+from agentrunner.ports.tools import ToolContext
 from agentrunner.tracing import current_tenant
 
 HTTP_MAX_RESPONSE_BYTES = 1_000_000
