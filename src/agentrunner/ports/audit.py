@@ -9,8 +9,7 @@ from agentrunner.domain.audit import AuditEntry
 
 class AuditLog(Protocol):
     """Who changed what: an append-only record of the changes callers make (see
-    `domain/audit.py`), apart from `StateStore` because only the audit writer and
-    `GET /audit` use it.
+    `domain/audit.py`), a facet of the state store of its own because only the audit writer and `GET /audit` use it.
 
     Contract: `record_audit` appends one entry and returns it with its `id`, larger than
     every id before it; `list_audit` returns at most `limit` entries, newest first, only

@@ -27,7 +27,7 @@ class Retention(Protocol):
     are older than `before`, at most `limit` of them, in one short transaction, and returns
     how many; two purgers at once never delete a row twice nor wait on each other's rows.
     An execution's usage moves to the usage rollup in the transaction that deletes it, so
-    `StateStore.usage` counts it exactly once, before and after. Raises
+    `ExecutionQueries.usage` counts it exactly once, before and after. Raises
     `DependencyUnavailableError` when the database is not answering.
     """
 

@@ -1,4 +1,26 @@
-"""The state store port, split into the facets its consumers use."""
+"""The state store: durable records of the platform (ARCHITECTURE §6), as facets.
+
+Contract, for every facet: a write that returned is durable; reads see every write that
+returned.
+
+Ownership (issue 19): executions, sessions, plan runs, API schedules, dead letters and
+idempotency records keep the tenant they belong to. Lists take a `tenant`: given, only
+that tenant's records (those without one are nobody's: only an unfiltered list shows
+them); None, all. A session is named by (agent, tenant, session id): the same id of two
+tenants is two sessions, and None is the implicit tenant of auth off. Single-record
+reads by id return the record whatever its tenant: the caller compares `tenant` with
+`tracing.visible_tenant()` (runtime/ownership.py) and answers a miss for another's.
+
+Why facets: one Protocol of 47 methods over eight kinds of record made every engine
+depend on all of them, and made the cache decorator forward the 28 it does not cache.
+A facet is what one kind of consumer uses, named after the records it reads and writes
+(an engine asks for `ExecutionStore` and `PlanRunStore`, say, not for the whole store).
+Executions are split by how they are read: one at a time by id (`ExecutionStore`, the
+part the cache fronts) or many at once (`ExecutionQueries`, never cached). One adapter
+(`adapters/state/sql.py`) implements every facet over one engine, so a write that spans
+records (an execution and its outbox events; a claimed fire and the execution it starts)
+stays one transaction; `StateStore` is that whole, which only the node opens and closes.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +35,8 @@ from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.domain.webhook import WebhookDelivery
+from agentrunner.ports.audit import AuditLog
+from agentrunner.ports.retention import Retention
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,31 +127,10 @@ class IdempotencyKeyTakenError(Exception):
         self.earlier = earlier
 
 
-class StateStore(Protocol):
-    """Durable records of the platform (ARCHITECTURE §6).
-
-    Contract: a write that returned is durable; reads see every write that returned.
-
-    Ownership (issue 19): executions, sessions, plan runs, API schedules, dead letters and
-    idempotency records keep the tenant they belong to. Lists take a `tenant`: given, only
-    that tenant's records (those without one are nobody's: only an unfiltered list shows
-    them); None, all. A session is named by (agent, tenant, session id): the same id of two
-    tenants is two sessions, and None is the implicit tenant of auth off. Single-record
-    reads by id return the record whatever its tenant: the caller compares `tenant` with
-    `tracing.visible_tenant()` (runtime/ownership.py) and answers a miss for another's.
-    """
-
-    async def start(self) -> None:
-        """Open the connection pool and make sure the schema exists."""
-        ...
-
-    async def close(self) -> None:
-        """Release every connection."""
-        ...
-
-    async def ping(self) -> None:
-        """Raise `DependencyUnavailableError` when the database does not answer."""
-        ...
+class ExecutionStore(Protocol):
+    """Executions one at a time: what invoking, running, cancelling and timing out an execution
+    write and read back by id. The cache decorator (`adapters/state/cached.py`) fronts this
+    facet: a finished execution never changes again, so it is the one read worth caching."""
 
     async def create_execution(
         self, execution: Execution, *, events: Sequence[Event] = (), idempotency: IdempotencyClaim | None = None
@@ -163,6 +166,12 @@ class StateStore(Protocol):
         """The execution with that id (raises `ExecutionNotFoundError`)."""
         ...
 
+
+class ExecutionQueries(Protocol):
+    """Reads over many executions (lists, usage totals, the execution recorded under an
+    idempotency key): always from the database, which is why they are apart from
+    `ExecutionStore` (nothing to cache)."""
+
     async def list_executions(
         self,
         *,
@@ -174,6 +183,40 @@ class StateStore(Protocol):
     ) -> ExecutionPage:
         """Executions matching the filters (of `tenant` when given), newest first, `limit` at a time."""
         ...
+
+    async def usage(
+        self,
+        *,
+        agent: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tenant: str | None = None,
+    ) -> UsageTotals:
+        """Tokens and cost of executions created in [since, until) (of one tenant), per
+        agent and in all."""
+        ...
+
+    async def keyed_invocation(self, key: str, *, expired_before: datetime) -> KeyedInvocation | None:
+        """The invocation recorded under an `IdempotencyClaim`'s key, unless none or expired."""
+        ...
+
+
+class Outbox(Protocol):
+    """The outbox of events written with the change that caused them (`runtime/outbox.py`
+    publishes them); the writes that append to it are those of the other facets."""
+
+    async def pending_events(self, *, limit: int = 100, older_than_seconds: float = 0.0) -> list[OutboxEntry]:
+        """Outbox events not yet marked published, oldest first."""
+        ...
+
+    async def mark_published(self, entry_ids: Sequence[str]) -> None:
+        """Record that these outbox events reached the bus."""
+        ...
+
+
+class SessionStore(Protocol):
+    """Agent state per session (history and memory), written under optimistic concurrency.
+    Cached by the cache decorator, like `ExecutionStore`."""
 
     async def load_state(self, agent: str, session_id: str, *, tenant: str | None = None) -> AgentState:
         """The state of `agent` in `tenant`'s session `session_id` (raises `StateNotFoundError`,
@@ -193,25 +236,41 @@ class StateStore(Protocol):
         """Forget the state of `agent` in `tenant`'s session `session_id` (raises `StateNotFoundError`)."""
         ...
 
-    async def usage(
+
+class IdempotencyStore(Protocol):
+    """The `Idempotency-Key` records of the API (`api/idempotency.py`): a request's key
+    claimed, kept alive, answered or released."""
+
+    async def claim_idempotency_key(
         self,
+        key: str,
+        fingerprint: str,
         *,
-        agent: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        expired_before: datetime,
+        abandoned_before: datetime,
         tenant: str | None = None,
-    ) -> UsageTotals:
-        """Tokens and cost of executions created in [since, until) (of one tenant), per
-        agent and in all."""
+    ) -> IdempotentRequest | None:
+        """None when this caller now owns `key` (new, or its record was created before
+        `expired_before`, or was left unanswered and untouched since `abandoned_before`),
+        recorded as `tenant`'s; otherwise the request already recorded under it. The
+        caller makes `key` from the tenant too, so a key never names another tenant's answer."""
         ...
 
-    async def pending_events(self, *, limit: int = 100, older_than_seconds: float = 0.0) -> list[OutboxEntry]:
-        """Outbox events not yet marked published, oldest first."""
+    async def touch_idempotency_key(self, key: str) -> None:
+        """The request that owns `key` is still running."""
         ...
 
-    async def mark_published(self, entry_ids: Sequence[str]) -> None:
-        """Record that these outbox events reached the bus."""
+    async def complete_idempotency_key(self, key: str, status_code: int, response: bytes, content_type: str) -> None:
+        """Keep the answer of the request that owns `key`, for its retries."""
         ...
+
+    async def release_idempotency_key(self, key: str) -> None:
+        """Forget `key` (its request gave no answer worth replaying): a retry runs anew."""
+        ...
+
+
+class WebhookDeliveryStore(Protocol):
+    """Webhook deliveries and their attempts, leased to one sender at a time (`runtime/webhooks.py`)."""
 
     async def add_webhook_delivery(self, delivery: WebhookDelivery) -> None:
         """Keep a delivery to make (one per execution: a second add changes nothing)."""
@@ -236,36 +295,9 @@ class StateStore(Protocol):
         """The delivery of an execution's record, if it has a webhook."""
         ...
 
-    async def claim_idempotency_key(
-        self,
-        key: str,
-        fingerprint: str,
-        *,
-        expired_before: datetime,
-        abandoned_before: datetime,
-        tenant: str | None = None,
-    ) -> IdempotentRequest | None:
-        """None when this caller now owns `key` (new, or its record was created before
-        `expired_before`, or was left unanswered and untouched since `abandoned_before`),
-        recorded as `tenant`'s; otherwise the request already recorded under it. The
-        caller makes `key` from the tenant too, so a key never names another tenant's answer."""
-        ...
 
-    async def keyed_invocation(self, key: str, *, expired_before: datetime) -> KeyedInvocation | None:
-        """The invocation recorded under an `IdempotencyClaim`'s key, unless none or expired."""
-        ...
-
-    async def touch_idempotency_key(self, key: str) -> None:
-        """The request that owns `key` is still running."""
-        ...
-
-    async def complete_idempotency_key(self, key: str, status_code: int, response: bytes, content_type: str) -> None:
-        """Keep the answer of the request that owns `key`, for its retries."""
-        ...
-
-    async def release_idempotency_key(self, key: str) -> None:
-        """Forget `key` (its request gave no answer worth replaying): a retry runs anew."""
-        ...
+class DeadLetterStore(Protocol):
+    """Events the bus gave up on, kept for an operator to list, replay or delete (`runtime/dead_letters.py`)."""
 
     async def record_dead_letter(self, letter: DeadLetter, *, tenant: str | None = None) -> StoredDeadLetter:
         """Keep a dead letter as `tenant`'s (the tenant of its event); the same event dead in
@@ -291,6 +323,10 @@ class StateStore(Protocol):
         """Forget a dead letter (raises `DeadLetterNotFoundError`)."""
         ...
 
+
+class AgentRecords(Protocol):
+    """The agent registry table: written by the config role, read by every role."""
+
     async def sync_agents(self, agents: Sequence[AgentRecord]) -> None:
         """Make the registry table hold exactly `agents`."""
         ...
@@ -299,7 +335,10 @@ class StateStore(Protocol):
         """The registry table, by name."""
         ...
 
-    # -- schedules (ARCHITECTURE §4 scheduled mode) ---------------------------------
+
+class ScheduleStore(Protocol):
+    """Schedules and their fires (`runtime/scheduler.py`, `runtime/schedule_watch.py`): a
+    fire claimed by one scheduler replica creates its execution in the same transaction."""
 
     async def sync_config_schedules(self, schedules: Sequence[Schedule]) -> None:
         """Make the schedules from agent files exactly `schedules`: add new ones, update
@@ -362,7 +401,10 @@ class StateStore(Protocol):
         execution's outcome, timings and result (raises `ScheduleNotFoundError`)."""
         ...
 
-    # -- plan runs (ARCHITECTURE §4 collaborative mode) ------------------------------
+
+class PlanRunStore(Protocol):
+    """Plan runs of the collaborative mode with their steps and clarifications, every save
+    conditional on the version read (`runtime/plan_runs.py`)."""
 
     async def create_plan_run(self, run: PlanRun, *, events: Sequence[Event] = ()) -> PlanRun:
         """Store a new run with its steps and clarifications, and `events` in the outbox,
@@ -390,4 +432,37 @@ class StateStore(Protocol):
     ) -> list[PlanRun]:
         """Runs matching the filters (of `tenant` when given), newest first, with their
         steps and clarifications."""
+        ...
+
+
+class StateStore(
+    ExecutionStore,
+    ExecutionQueries,
+    Outbox,
+    SessionStore,
+    IdempotencyStore,
+    WebhookDeliveryStore,
+    DeadLetterStore,
+    AgentRecords,
+    ScheduleStore,
+    PlanRunStore,
+    Retention,
+    AuditLog,
+    Protocol,
+):
+    """The whole state store as an adapter implements it: every facet (retention and the
+    audit log too) and the lifecycle that only the node calls (start, close, ping). No
+    engine takes it: each is given the facets it uses, so a cache decorator stands in for
+    the facets it caches without forwarding the others."""
+
+    async def start(self) -> None:
+        """Open the connection pool and make sure the schema exists."""
+        ...
+
+    async def close(self) -> None:
+        """Release every connection."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise `DependencyUnavailableError` when the database does not answer."""
         ...
