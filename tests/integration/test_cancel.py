@@ -38,7 +38,7 @@ async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
 
 async def _until(node: Node, execution_id: str, *statuses: ExecutionStatus) -> Execution:
     async def poll() -> Execution:
-        while (execution := await node.store.get_execution(execution_id)).status not in statuses:
+        while (execution := await node.store.executions.get_execution(execution_id)).status not in statuses:
             await asyncio.sleep(0.02)
         return execution
 
@@ -56,7 +56,7 @@ async def test_cancel_queued_running_and_ended(node: Node) -> None:
         running = await http.post(f"/executions/{first['execution_id']}/cancel")
         stopped = await _until(node, first["execution_id"], ExecutionStatus.CANCELLED)
         await asyncio.sleep(0.3)  # room for the cancelled second task to run, which it must not
-        second_after = await node.store.get_execution(second["execution_id"])
+        second_after = await node.store.executions.get_execution(second["execution_id"])
         again = await http.post(f"/executions/{first['execution_id']}/cancel")
         unknown = await http.post("/executions/nope/cancel")
 

@@ -96,8 +96,8 @@ async def test_a_nodes_scheduler_role_purges_in_the_background(tmp_path: Path) -
         assert finished.status is ExecutionStatus.SUCCEEDED
 
         deadline = time.monotonic() + 30
-        while (await node.store.list_executions()).items:
+        while (await node.store.queries.list_executions()).items:
             assert time.monotonic() < deadline, "no pass purged the execution within 30 s"
             await asyncio.sleep(0.05)
 
-        assert (await node.store.usage()).executions == 1
+        assert (await node.store.queries.usage()).executions == 1

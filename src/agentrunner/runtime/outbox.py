@@ -20,7 +20,7 @@ from agentrunner.domain.event import Event
 from agentrunner.logs import get_logger
 from agentrunner.ports.bus import EventBus
 from agentrunner.ports.metrics import Metrics
-from agentrunner.ports.state import StateStore
+from agentrunner.ports.state import Outbox
 
 log = get_logger(__name__)
 
@@ -33,7 +33,7 @@ class OutboxRelay:
         self,
         *,
         bus: EventBus,
-        store: StateStore,
+        store: Outbox,
         interval_seconds: float = 1.0,
         grace_seconds: float = 5.0,
         mark_every_seconds: float = 0.05,
