@@ -15,7 +15,7 @@ unlimited. A taker's call that timed out may have been applied by Redis: the hol
 the worker and the execution, so asking again keeps the same slot, and a taker that stops
 waiting (shutdown) gives back every scope it asked for. A holder whose renewal does not
 answer tries again at once with the same backoff. The store keeps the leases fair across
-outages (ports.Slots): time passes on its clock only while it is called, so leases do not
+outages (ports.limits.Slots): time passes on its clock only while it is called, so leases do not
 run out while Redis is down or paused for everyone; and a Redis that lost its data
 (restarted without persistence, or fresh) refuses new holders for one lease, while
 renewals every third of a lease bring the running holders back in.

@@ -116,7 +116,7 @@ async def get_schedule(session: AsyncConnection, schedule_id: str) -> Schedule:
 
 
 async def sync_config_schedules(session: AsyncConnection, schedules: Sequence[Schedule]) -> None:
-    """See `StateStore.sync_config_schedules`."""
+    """See `ScheduleStore.sync_config_schedules`."""
     stored = {
         schedule.id: schedule for schedule in await list_schedules(session) if schedule.source is ScheduleSource.CONFIG
     }
@@ -153,7 +153,7 @@ async def schedules_version(session: AsyncConnection) -> str:
 
 
 async def schedule_activity(session: AsyncConnection, schedule_ids: Sequence[str]) -> dict[str, Activity]:
-    """See `StateStore.schedule_activity`."""
+    """See `ScheduleStore.schedule_activity`."""
     if not schedule_ids:
         return {}
     ids = list(schedule_ids)
@@ -192,7 +192,7 @@ def _fire_values(fire: ScheduleFire) -> dict[str, Any]:
 
 
 async def claim_fires(session: AsyncConnection, claims: Sequence[FireClaim]) -> list[ScheduleFire]:
-    """See `StateStore.claim_fires`. Claims are inserted in (schedule, time) order, so two
+    """See `ScheduleStore.claim_fires`. Claims are inserted in (schedule, time) order, so two
     replicas claiming the same ticks wait on each other in one order and never deadlock."""
     ordered = sorted(claims, key=lambda claim: (claim.fire.schedule_id, claim.fire.fire_time))
     won_ids: set[str] = set()
@@ -208,7 +208,7 @@ async def claim_fires(session: AsyncConnection, claims: Sequence[FireClaim]) -> 
 
 
 async def release_fire(session: AsyncConnection, fire_id: str, execution: Execution, events: Sequence[Event]) -> bool:
-    """See `StateStore.release_fire`."""
+    """See `ScheduleStore.release_fire`."""
     result = await session.execute(
         update(FIRES)
         .where(FIRES.c.id == fire_id, FIRES.c.status == FireStatus.PENDING.value)
@@ -246,7 +246,7 @@ def _fires_query() -> Any:
 async def list_fires(
     session: AsyncConnection, schedule_id: str, *, limit: int, before: datetime | None
 ) -> list[ScheduleFire]:
-    """See `StateStore.list_fires`."""
+    """See `ScheduleStore.list_fires`."""
     await get_schedule(session, schedule_id)
     query = _fires_query().where(FIRES.c.schedule_id == schedule_id)
     if before is not None:
@@ -256,7 +256,7 @@ async def list_fires(
 
 
 async def unfinished_fires(session: AsyncConnection, *, limit: int) -> list[UnfinishedFire]:
-    """See `StateStore.unfinished_fires`. Light rows: the watch reads this every second."""
+    """See `ScheduleStore.unfinished_fires`. Light rows: the watch reads this every second."""
     running = (
         await session.execute(
             select(FIRES, EXECUTIONS.c.status.label("outcome"), EXECUTIONS.c.started_at, SCHEDULES.c.timeout_seconds)

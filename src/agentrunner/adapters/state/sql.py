@@ -8,8 +8,10 @@ registry, schedules and fires, plan runs, the audit log and retention. `SQLState
 puts them together, so a write that spans aggregates (a claimed fire and the execution it
 starts, a plan run and its outbox events) stays one transaction on one connection.
 
-A new query: a method on its aggregate's mixin (and, if a new kind of caller needs it, on
-that facet's Protocol in `ports/state.py`); nothing else changes.
+A new query: a method on its facet's Protocol (`ports/state.py`) and on its aggregate's
+mixin here, and the engine that uses it asks for that facet. Only a query of the two
+cached facets (executions, sessions) touches `cached.py` too, whose decorator must say
+whether it reads through the cache.
 """
 
 from __future__ import annotations

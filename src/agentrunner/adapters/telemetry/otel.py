@@ -1,4 +1,4 @@
-"""OpenTelemetry spans (see `ports.Tracing`), exported over OTLP/HTTP with a batch
+"""OpenTelemetry spans (see `ports.tracing.Tracing`), exported over OTLP/HTTP with a batch
 processor; built by the node only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
 
 The hops of an invocation and their spans:
