@@ -1,6 +1,6 @@
-"""The SQL of the audit log, for `SQLStateStore` (which opens the transactions and
-translates driver errors). Each function runs on one connection inside the caller's
-transaction."""
+"""The audit log in SQL: functions that each run on one connection inside the caller's
+transaction, and `AuditSQL`, the `AuditLog` methods that open those transactions on the
+shared engine (`engine.py`, which translates driver errors)."""
 
 from __future__ import annotations
 

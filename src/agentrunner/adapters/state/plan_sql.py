@@ -1,6 +1,7 @@
-"""The SQL of collaborative plan runs, their steps and clarifications, for `SQLStateStore`
-(which opens the transactions and translates driver errors). Each function runs on one
-connection inside the caller's transaction.
+"""Collaborative plan runs, their steps and clarifications in SQL: functions that each run
+on one connection inside the caller's transaction, and `PlanRunsSQL`, the `PlanRunStore`
+methods that open those transactions on the shared engine (`engine.py`, which translates
+driver errors).
 
 A run is written whole (its row, every step row and every clarification row) and only
 over the version the writer read, so two writers never both win: a resumed worker and a

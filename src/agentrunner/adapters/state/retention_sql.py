@@ -1,5 +1,6 @@
-"""The SQL of the retention purge and of the usage rollup, for `SQLStateStore` (which opens
-the transactions and translates driver errors).
+"""The retention purge and the usage rollup in SQL: functions that run inside the caller's
+transaction, and `RetentionSQL`, the `Retention` methods that open those transactions on
+the shared engine (`engine.py`, which translates driver errors).
 
 A batch is one short transaction: pick at most `limit` ended rows older than the window,
 oldest first, `FOR UPDATE SKIP LOCKED` on PostgreSQL (a second purger takes other rows

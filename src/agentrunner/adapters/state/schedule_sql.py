@@ -1,6 +1,6 @@
-"""The SQL of schedules and their fires, for `SQLStateStore` (which opens the transactions
-and translates driver errors). Each function runs on one connection inside the caller's
-transaction."""
+"""Schedules and their fires in SQL: functions that each run on one connection inside the
+caller's transaction, and `SchedulesSQL`, the `ScheduleStore` methods that open those
+transactions on the shared engine (`engine.py`, which translates driver errors)."""
 
 from __future__ import annotations
 
