@@ -209,7 +209,7 @@ async def soak_on(url: str, plain_url: str, args: argparse.Namespace) -> None:
                 sampler = asyncio.create_task(sample_sizes(database, soak, args.sample_seconds, until))
                 await load(node, soak, args.rate, until)
                 await sampler
-                usage = await node.store.usage()
+                usage = await node.store.queries.usage()
             report(soak, args, usage.executions)
         finally:
             await database.close()

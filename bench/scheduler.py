@@ -68,7 +68,7 @@ async def _scheduler(database_url: str, folder: Path) -> AsyncIterator[tuple[Sch
     await bus.start()
     relay = OutboxRelay(bus=bus, store=store)
     scheduler = Scheduler(store=store, relay=relay, registry=registry, refresh_seconds=2.0)
-    watch = FireWatch(store=store, bus=bus, deliver=scheduler.deliver)
+    watch = FireWatch(executions=store, schedules=store, bus=bus, deliver=scheduler.deliver)
     await watch.start()
     try:
         yield scheduler, bus

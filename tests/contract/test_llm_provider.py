@@ -15,7 +15,7 @@ from agentrunner.domain.agent import LLMConfig, ProviderName
 from agentrunner.domain.errors import LLMAuthError, LLMBadRequestError, LLMError, LLMRateLimitError, LLMUnavailableError
 from agentrunner.domain.llm import Completion, LLMRequest, Message, TextDelta, ToolCall, ToolDefinition
 from agentrunner.domain.pricing import cost_usd
-from agentrunner.ports import LLMProvider
+from agentrunner.ports.providers import LLMProvider
 from agentrunner.runtime.llm_calls import complete_with_retries
 from tests.fakes.vendor import FakeVendor
 

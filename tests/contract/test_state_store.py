@@ -24,7 +24,7 @@ from agentrunner.domain.errors import (
 from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, Usage
 from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
-from agentrunner.ports import IdempotencyClaim, IdempotencyKeyTakenError, StateStore
+from agentrunner.ports.state import IdempotencyClaim, IdempotencyKeyTakenError, StateStore
 from tests.conftest import free_port
 
 BASE_TIME = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)

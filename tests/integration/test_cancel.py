@@ -39,7 +39,7 @@ async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
 
 async def _until(node: Node, execution_id: str, *statuses: ExecutionStatus) -> Execution:
     async def poll() -> Execution:
-        while (execution := await node.store.get_execution(execution_id)).status not in statuses:
+        while (execution := await node.store.executions.get_execution(execution_id)).status not in statuses:
             await asyncio.sleep(0.02)
         return execution
 
@@ -57,7 +57,7 @@ async def test_cancel_queued_running_and_ended(node: Node) -> None:
         running = await http.post(f"/executions/{first['execution_id']}/cancel")
         stopped = await _until(node, first["execution_id"], ExecutionStatus.CANCELLED)
         await asyncio.sleep(0.3)  # room for the cancelled second task to run, which it must not
-        second_after = await node.store.get_execution(second["execution_id"])
+        second_after = await node.store.executions.get_execution(second["execution_id"])
         again = await http.post(f"/executions/{first['execution_id']}/cancel")
         unknown = await http.post("/executions/nope/cancel")
 
@@ -100,7 +100,7 @@ async def test_a_run_ended_elsewhere_keeps_that_end_and_its_late_result_is_not_r
                 "error": ExecutionError(code="timed_out", message="its worker did not stop it in time"),
             }
         )
-        await node.store.save_execution(ended, only_if=frozenset({ExecutionStatus.RUNNING}))
+        await node.store.executions.save_execution(ended, only_if=frozenset({ExecutionStatus.RUNNING}))
 
         async def late_result_dropped() -> Mapping[str, object]:
             while True:
@@ -111,7 +111,7 @@ async def test_a_run_ended_elsewhere_keeps_that_end_and_its_late_result_is_not_r
 
         dropped = await asyncio.wait_for(late_result_dropped(), 10)
 
-    after = await node.store.get_execution(accepted.execution_id)
+    after = await node.store.executions.get_execution(accepted.execution_id)
     assert CALLS == ["1"], "the run went on to its end"
     assert dropped["result"] == "succeeded"
     assert after.status is ExecutionStatus.TIMED_OUT

@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 import pytest
 
-from agentrunner.adapters.state.sql import RECONNECT_WINDOW_SECONDS
+from agentrunner.adapters.state.engine import RECONNECT_WINDOW_SECONDS
 from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.node import Node
 from agentrunner.settings import Settings

@@ -108,12 +108,12 @@ async def test_changed_subscriptions_are_re_bound(node: Node) -> None:
         await http.post("/events", json={"topic": "new.topic", "payload": {"prompt": "new"}})
 
         async def ran() -> bool:
-            page = await node.store.list_executions(agent="first")
+            page = await node.store.queries.list_executions(agent="first")
             return any(e.status is ExecutionStatus.SUCCEEDED for e in page.items)
 
         await eventually(ran, "the agent ran for the new topic")
         await asyncio.sleep(0.3)  # room for a run for the old topic, which must not happen
-        outputs = [e.output for e in (await node.store.list_executions(agent="first")).items]
+        outputs = [e.output for e in (await node.store.queries.list_executions(agent="first")).items]
 
     assert outputs == ["new"]
 

@@ -100,7 +100,7 @@ async def test_a_node_refuses_a_postgres_database_that_was_not_migrated(
 async def test_the_registry_table_holds_the_loaded_agents(settings: Settings) -> None:
     node = Node(settings, script=_reply)
     async with node.running():
-        records = await node.store.list_agents()
+        records = await node.store.agents.list_agents()
 
     assert [(r.name, r.status) for r in records] == [("scripted-helper", "available")]
     assert records[0].config is not None

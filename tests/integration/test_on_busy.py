@@ -55,7 +55,7 @@ async def _running(node: Node, agent: str, prompt: str) -> Execution:
 
 
 async def _history(node: Node, agent: str) -> list[str]:
-    return [str(m["content"]) for m in (await node.store.load_state(agent, "s1")).history]
+    return [str(m["content"]) for m in (await node.store.sessions.load_state(agent, "s1")).history]
 
 
 async def test_enqueue_runs_the_second_message_after_the_first(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.domain.event import new_id
 from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
-from agentrunner.ports import PurgeKind
+from agentrunner.ports.retention import PurgeKind
 from agentrunner.runtime.retention import RetentionPurger, RetentionWindows
 from tests.integration.conftest import node_on
 
@@ -102,8 +102,8 @@ async def test_a_nodes_scheduler_role_purges_in_the_background(tmp_path: Path) -
         assert finished.status is ExecutionStatus.SUCCEEDED
 
         deadline = time.monotonic() + 30
-        while (await node.store.list_executions()).items:
+        while (await node.store.queries.list_executions()).items:
             assert time.monotonic() < deadline, "no pass purged the execution within 30 s"
             await asyncio.sleep(0.05)
 
-        assert (await node.store.usage()).executions == 1
+        assert (await node.store.queries.usage()).executions == 1

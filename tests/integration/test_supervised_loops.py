@@ -215,7 +215,8 @@ async def test_webhook_sweep(sqlite_url: str, bus: InMemoryEventBus) -> None:
     store, metrics = await _store(sqlite_url, "due_webhook_deliveries"), PrometheusMetrics()
     dispatcher = WebhookDispatcher(
         bus=bus,
-        store=store,
+        executions=store,
+        deliveries=store,
         sender=NoSender(),
         secret=b"s",
         retry_seconds=60,
@@ -235,7 +236,9 @@ async def test_webhook_sweep(sqlite_url: str, bus: InMemoryEventBus) -> None:
 
 async def test_scheduler_watch(sqlite_url: str, bus: InMemoryEventBus) -> None:
     store, metrics = await _store(sqlite_url, "unfinished_fires"), PrometheusMetrics()
-    watch = FireWatch(store=store, bus=bus, deliver=lambda events: None, interval_seconds=0.01, metrics=metrics)
+    watch = FireWatch(
+        executions=store, schedules=store, bus=bus, deliver=lambda events: None, interval_seconds=0.01, metrics=metrics
+    )
     with capture_logs() as entries:
         await watch.start()
         try:
@@ -263,11 +266,12 @@ async def test_clarification_timeouts(sqlite_url: str, bus: InMemoryEventBus, tm
     relay, registry = OutboxRelay(bus=bus, store=store), AgentRegistry()
     pool = CollaborativePool(
         bus=bus,
-        store=store,
+        executions=store,
+        run_store=store,
         registry=registry,
         catalog=SettingsProviderCatalog(Settings(_env_file=None, data_dir=tmp_path)),
         relay=relay,
-        plan_runs=PlanRuns(store=store, relay=relay, registry=registry),
+        plan_runs=PlanRuns(executions=store, runs=store, relay=relay, registry=registry),
         worker_id="w",
         sweep_seconds=0.01,
         metrics=metrics,
@@ -412,7 +416,7 @@ async def test_mcp_retry(tmp_path: Path) -> None:
     (tmp_path / "agents").mkdir()
     node = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))
     bug = Bug("retry_unreachable")
-    node.tools = BuggyShelf(bug, store=node.store, bus=node.bus)
+    node.tools = BuggyShelf(bug, store=node.store.sessions, bus=node.bus)
     with capture_logs() as entries:
         async with node.running():
             await _survives("mcp-retry", bug, node.metrics, entries)

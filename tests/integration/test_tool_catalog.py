@@ -22,7 +22,7 @@ from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.tools.catalog import ToolShelf
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.event import Event
-from agentrunner.ports import Tool, ToolContext
+from agentrunner.ports.tools import Tool, ToolContext
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
 from agentrunner.settings import Settings

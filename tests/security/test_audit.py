@@ -66,10 +66,10 @@ async def http(node: Node) -> AsyncIterator[Clients]:
 async def _held_run(node: Node, run_id: str, tenant: str) -> None:
     # "writer" is a registered agent: approving reads its configuration. A run is its
     # execution's (same id), which a rejection ends.
-    await node.store.create_execution(
+    await node.store.executions.create_execution(
         Execution(execution_id=run_id, agent="writer", status=ExecutionStatus.RUNNING, trace_id="t", tenant=tenant)
     )
-    await node.store.create_plan_run(
+    await node.store.plan_runs.create_plan_run(
         PlanRun(id=run_id, agent="writer", trace_id="t", tenant=tenant, status=PlanRunStatus.AWAITING_APPROVAL)
     )
 

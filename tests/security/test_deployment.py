@@ -280,7 +280,7 @@ async def test_slack_agent_command_runs_only_the_allowed_agents(
         async with node_on("memory", tmp_path, SLACK_AGENTS, script=lambda _: "done", **settings) as node:
             refusals = {name: await _slash(node, slack, f"{name} delete everything") for name in refused}
             accepted = {name: await _slash(node, slack, f"{name} summarise") for name in runs}
-            ran = {execution.agent for execution in (await node.store.list_executions()).items}
+            ran = {execution.agent for execution in (await node.store.queries.list_executions()).items}
 
     for name, answer in refusals.items():
         assert answer["response_type"] == "ephemeral"

@@ -28,7 +28,7 @@ from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.egress import EgressPolicy, EgressRefusedError, parse_networks
 from agentrunner.domain.slack import SlackMessage
 from agentrunner.node import Node
-from agentrunner.ports import ToolContext
+from agentrunner.ports.tools import ToolContext
 from tests.conftest import free_port, loopback_http
 from tests.fakes.slack_server import BOT_TOKEN, SIGNING_SECRET, FakeSlack, command_body, slack_headers
 from tests.integration.conftest import node_on

@@ -215,7 +215,7 @@ async def test_another_tenants_execution_cannot_be_cancelled_or_watched(node: No
 
     _assert_missing(cancel, missing)  # not 409 "already ended": that would say it exists
     _assert_missing(watch, missing)
-    assert (await node.store.get_execution(mine["execution_id"])).status is ExecutionStatus.SUCCEEDED
+    assert (await node.store.executions.get_execution(mine["execution_id"])).status is ExecutionStatus.SUCCEEDED
 
 
 # -- sessions (rule 5) -------------------------------------------------------------------
@@ -273,7 +273,7 @@ async def _held_run(node: Node, tenant: str) -> PlanRun:
         status=PlanRunStatus.AWAITING_APPROVAL,
         clarifications=[Clarification(id="q1", run_id=f"run-{tenant}", step_id="s", question="budget?")],
     )
-    return await node.store.create_plan_run(run)
+    return await node.store.plan_runs.create_plan_run(run)
 
 
 async def test_another_tenants_plan_run_cannot_be_read_approved_rejected_or_answered(node: Node, http: Clients) -> None:
@@ -290,7 +290,7 @@ async def test_another_tenants_plan_run_cannot_be_read_approved_rejected_or_answ
 
     for answer in answers:
         _assert_missing(answer, missing)
-    stored = await node.store.get_plan_run(run.id)
+    stored = await node.store.plan_runs.get_plan_run(run.id)
     assert (stored.status, stored.clarifications[0].answer) == (PlanRunStatus.AWAITING_APPROVAL, None)
     listed = await orchestrator.get("/plan-runs", headers=B)
     assert listed.json()["items"] == []
@@ -320,7 +320,7 @@ async def test_another_tenants_schedule_cannot_be_seen_triggered_paused_or_delet
     for attempt in attempts:
         _assert_missing(attempt, missing)
     assert [view["schedule"]["id"] for view in (await scheduler.get("/schedules", headers=B)).json()] == []
-    stored = await node.store.get_schedule("a-daily")
+    stored = await node.store.schedules.get_schedule("a-daily")
     assert (stored.tenant, stored.paused, stored.last_fire_at) == ("team-a", False, None)
 
 
@@ -359,7 +359,7 @@ async def test_a_schedules_runs_count_against_the_tenant_that_made_it(node: Node
 
 async def _dead_letter(node: Node, tenant: str) -> str:
     event = Event(topic="orders.created", payload={"order": tenant}, trace_id="t", headers={TENANT_HEADER: tenant})
-    stored = await node.store.record_dead_letter(
+    stored = await node.store.dead_letters.record_dead_letter(
         DeadLetter(queue="agent.writer", event=event, error="boom"), tenant=tenant_of(event)
     )
     return stored.id
@@ -377,7 +377,7 @@ async def test_another_tenants_dead_letter_cannot_be_listed_replayed_or_deleted(
     _assert_missing(replay, missing)
     _assert_missing(delete, missing)
     assert listed.json() == []
-    assert (await node.store.get_dead_letter(letter)).replayed_at is None
+    assert (await node.store.dead_letters.get_dead_letter(letter)).replayed_at is None
     assert [item["id"] for item in (await orchestrator.get("/dead-letters", headers=A)).json()] == [letter]
 
 

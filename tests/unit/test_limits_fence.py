@@ -18,7 +18,7 @@ from agentrunner.adapters.metrics.prometheus import PrometheusMetrics
 from agentrunner.adapters.providers.offline import EchoProvider
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.llm import LLMRequest, Message, ToolDefinition
-from agentrunner.ports import ToolContext
+from agentrunner.ports.tools import ToolContext
 from agentrunner.runtime.limits import ConcurrencyLimits, HeldSlots
 from agentrunner.runtime.limits_store import LimitsStore
 

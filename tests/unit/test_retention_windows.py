@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from agentrunner.node import retention_windows
-from agentrunner.ports import PurgeKind
+from agentrunner.ports.retention import PurgeKind
 from agentrunner.settings import Settings
 
 

@@ -28,16 +28,11 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, utcnow
 from agentrunner.domain.llm import Completion
 from agentrunner.logs import get_logger
-from agentrunner.ports import (
-    EventBus,
-    LLMProvider,
-    Metrics,
-    ProviderCatalog,
-    StateStore,
-    Subscription,
-    ToolCatalog,
-    ToolContext,
-)
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.providers import LLMProvider, ProviderCatalog
+from agentrunner.ports.state import ExecutionStore, SessionStore
+from agentrunner.ports.tools import ToolCatalog, ToolContext
 from agentrunner.runtime.agent_queues import AgentQueues
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.budgets import Budgets
@@ -69,7 +64,8 @@ class AgentPool:
         self,
         *,
         bus: EventBus,
-        store: StateStore,
+        executions: ExecutionStore,
+        sessions: SessionStore,
         registry: AgentRegistry,
         catalog: ProviderCatalog,
         relay: OutboxRelay,
@@ -94,7 +90,8 @@ class AgentPool:
         self._limits = limits
         self._tools = tools
         self._bus = bus
-        self._store = store
+        self._executions = executions
+        self._sessions = sessions
         self._relay = relay
         self._worker_id = worker_id
         self._max_chain_depth = max_chain_depth
@@ -149,7 +146,7 @@ class AgentPool:
         )
         log.error("consumer given up, agent marked unavailable", agent=agent, execution_id=execution_id)
         self._registry.mark_unavailable(agent, reason)
-        execution = await self._store.get_execution(execution_id)
+        execution = await self._executions.get_execution(execution_id)
         if not execution.status.is_terminal:
             await self._complete(_finished(execution, ExecutionStatus.FAILED, ConsumerUnresponsiveError(reason)))
 
@@ -179,7 +176,9 @@ class AgentPool:
             stream = bool(event.payload.get("stream"))
             tenant = str(event.payload["tenant"]) if event.payload.get("tenant") else None
         else:
-            started = await start_for_event(self._store, self._registry, agent, event, max_depth=self._max_chain_depth)
+            started = await start_for_event(
+                self._executions, self._registry, agent, event, max_depth=self._max_chain_depth
+            )
             if started is None:
                 return
             execution_id = started
@@ -201,7 +200,7 @@ class AgentPool:
             if self._budgets is not None:
                 await self._budgets.check(config, tenant)
         except AgentRunnerError as exc:
-            execution = await self._store.get_execution(execution_id)
+            execution = await self._executions.get_execution(execution_id)
             if execution.status.is_terminal:
                 log.info("execution already finished, redelivery ignored", execution_id=execution_id)
                 return
@@ -265,7 +264,7 @@ class AgentPool:
             run = converse(
                 config,
                 provider,
-                self._store,
+                self._sessions,
                 execution,
                 on_text=sink,
                 retry_base_seconds=self._llm_retry_base,
@@ -348,7 +347,7 @@ class AgentPool:
         if finished.status is ExecutionStatus.SUCCEEDED:
             events.append(output_event(finished))
         try:
-            await self._store.save_execution(finished, events=events, only_if=_UNFINISHED)
+            await self._executions.save_execution(finished, events=events, only_if=_UNFINISHED)
         except ConflictError as exc:
             log.warning(
                 "execution ended elsewhere while it ran, its result not recorded",
@@ -388,7 +387,7 @@ class AgentPool:
         for retry_number in range(retry.max_retries + 1):
             try:
                 # Only from queued or running: a cancel that won the race stays cancelled.
-                execution = await self._store.start_execution(
+                execution = await self._executions.start_execution(
                     execution_id, worker=self._worker_id, provider=llm.provider.value, model=llm.model
                 )
             except ConflictError as exc:
@@ -408,7 +407,7 @@ class AgentPool:
                     message = str(request.get("message") or "stopped: its schedule's timeout_seconds passed")
                     return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
                 if request.get("reason") == "interrupt":  # a newer message in its session (on_busy)
-                    await keep_interrupted(config, self._store, execution, max_history_bytes=self._max_history_bytes)
+                    await keep_interrupted(config, self._sessions, execution, max_history_bytes=self._max_history_bytes)
                 message = str(request.get("message") or "cancelled on request")
                 return _finished(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError(message))
             except TimeoutError:
