@@ -254,6 +254,9 @@ class RetryConfig(_Section):
     max_retries: int = Field(default=2, ge=0)
     retry_delay_seconds: float = Field(default=1, ge=0)
     exponential_backoff: bool = True
+    # A retry goes on from the failed attempt's journal (its model and tool calls replayed,
+    # not made again) instead of starting fresh. A re-run after a crash always goes on.
+    resume: bool = False
 
 
 class LimitsConfig(_Section):
