@@ -120,9 +120,11 @@ class RunJournal:
         started_at = utcnow()
         try:
             completion = await call()
-        except AgentRunnerError as exc:
+        except Exception as exc:
+            # Recorded for the timeline; a failed model step is called again by a re-run.
+            error = (exc.code, exc.message) if isinstance(exc, AgentRunnerError) else ("unexpected", repr(exc))
             failed = self._step(seq, StepKind.MODEL, self._model, StepStatus.FAILED, started_at)
-            failed = failed.model_copy(update={"outcome": {"error": {"code": exc.code, "message": exc.message}}})
+            failed = failed.model_copy(update={"outcome": {"error": {"code": error[0], "message": error[1]}}})
             await self._record_quietly(failed)
             raise
         step = self._step(seq, StepKind.MODEL, self._model, StepStatus.SUCCEEDED, started_at)
