@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from agentrunner.domain.event import new_id
 from agentrunner.domain.execution import Execution, ExecutionStatus
-from agentrunner.domain.steps import Step, StepKind, StepStatus
+from agentrunner.domain.steps import JournalStepKind, JournalStepStatus, Step
 from agentrunner.ports.retention import PurgeKind
 from agentrunner.ports.state import StateStore
 from tests.contract.test_retention import CUTOFF, OLD, RECENT, Stores
@@ -23,9 +23,9 @@ def _step(execution_id: str, seq: int, *, generation: int = 1, **fields: object)
         "execution_id": execution_id,
         "generation": generation,
         "seq": seq,
-        "kind": StepKind.TOOL,
+        "kind": JournalStepKind.TOOL,
         "name": "kit__add",
-        "status": StepStatus.STARTED,
+        "status": JournalStepStatus.STARTED,
         "started_at": AT + timedelta(seconds=seq),
     }
     return Step.model_validate(values | fields)
@@ -36,7 +36,7 @@ async def test_a_step_written_again_under_its_key_replaces_the_first(state_store
     await state_store.record_step(started)
     ended = started.model_copy(
         update={
-            "status": StepStatus.SUCCEEDED,
+            "status": JournalStepStatus.SUCCEEDED,
             "outcome": {"call_id": "c", "arguments": {"a": 1}, "result": "é" * 3000, "duration_ms": 12.5},
             "finished_at": AT + timedelta(seconds=3),
             "replayed": True,
@@ -48,7 +48,7 @@ async def test_a_step_written_again_under_its_key_replaces_the_first(state_store
 
 
 async def test_steps_come_back_by_generation_then_seq_and_only_the_executions_own(state_store: StateStore) -> None:
-    model = {"kind": StepKind.MODEL, "name": "gpt-4o", "status": StepStatus.SUCCEEDED}
+    model = {"kind": JournalStepKind.MODEL, "name": "gpt-4o", "status": JournalStepStatus.SUCCEEDED}
     steps = [
         _step("e1", 1, generation=2, **model, outcome={"text": "", "usage": {"input_tokens": 3, "output_tokens": 1}}),
         _step("e1", 3, generation=1),
@@ -62,7 +62,8 @@ async def test_steps_come_back_by_generation_then_seq_and_only_the_executions_ow
 
     assert [(s.generation, s.seq) for s in found] == [(1, 1), (1, 3), (2, 1)]
     assert found[0].cost_usd == 0.25
-    assert found[2].usage is not None and found[2].usage.input_tokens == 3
+    assert found[2].usage is not None
+    assert found[2].usage.input_tokens == 3
     assert await state_store.steps("nobody") == []
 
 

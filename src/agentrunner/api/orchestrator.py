@@ -23,7 +23,7 @@ from agentrunner.domain.audit import AuditAction
 from agentrunner.domain.errors import ExecutionNotFoundError
 from agentrunner.domain.event import StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus, Usage
-from agentrunner.domain.steps import Step, StepKind, StepStatus
+from agentrunner.domain.steps import JournalStepKind, JournalStepStatus, Step
 from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN, WebhookDelivery
 from agentrunner.ports.state import IdempotencyKeyTakenError
 from agentrunner.runtime.audit import Auditor
@@ -103,9 +103,11 @@ class StepView(BaseModel):
 
     generation: int = Field(description="1, then one more for each retry that started fresh (retry_config).")
     seq: int = Field(description="Its place in its generation's loop: a model call, then the tool calls it asked for.")
-    kind: StepKind
+    kind: JournalStepKind
     name: str = Field(description="The model, or the tool.")
-    status: StepStatus = Field(description="started: no outcome recorded (it was under way when the run stopped).")
+    status: JournalStepStatus = Field(
+        description="started: no outcome recorded (it was under way when the run stopped)."
+    )
     duration_ms: float | None
     usage: Usage | None = Field(description="Tokens of a model call (null for a tool call).")
     cost_usd: float | None

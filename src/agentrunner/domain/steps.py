@@ -22,14 +22,14 @@ from agentrunner.domain.execution import ToolCallRecord, Usage
 from agentrunner.domain.llm import Completion, ToolCall
 
 
-class StepKind(StrEnum):
+class JournalStepKind(StrEnum):
     """What a step called."""
 
     MODEL = "model"
     TOOL = "tool"
 
 
-class StepStatus(StrEnum):
+class JournalStepStatus(StrEnum):
     """Where a step is: started (no outcome recorded yet), or ended with its outcome."""
 
     STARTED = "started"
@@ -51,9 +51,9 @@ class Step(BaseModel):
     execution_id: str
     generation: int = 1
     seq: int
-    kind: StepKind
+    kind: JournalStepKind
     name: str
-    status: StepStatus
+    status: JournalStepStatus
     outcome: dict[str, Any] = Field(default_factory=dict)
     replayed: bool = False
     started_at: datetime
@@ -62,7 +62,7 @@ class Step(BaseModel):
     @property
     def ended(self) -> bool:
         """The step has a recorded outcome."""
-        return self.status is not StepStatus.STARTED
+        return self.status is not JournalStepStatus.STARTED
 
     @property
     def duration_ms(self) -> float | None:

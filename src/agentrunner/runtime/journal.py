@@ -32,9 +32,9 @@ from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.execution import utcnow
 from agentrunner.domain.llm import Completion, ToolCall
 from agentrunner.domain.steps import (
+    JournalStepKind,
+    JournalStepStatus,
     Step,
-    StepKind,
-    StepStatus,
     completion_of,
     model_outcome,
     record_of,
@@ -113,8 +113,8 @@ class RunJournal:
         called, nothing is streamed), else `call`ed and recorded before it is returned.
         Raises what `call` raises (recorded as the step's failure)."""
         seq = self.reserve(1)
-        found = self._replayable(seq, StepKind.MODEL, self._model)
-        if found is not None and found.status is StepStatus.SUCCEEDED:
+        found = self._replayable(seq, JournalStepKind.MODEL, self._model)
+        if found is not None and found.status is JournalStepStatus.SUCCEEDED:
             await self._replayed(found)
             return completion_of(found)
         started_at = utcnow()
@@ -123,28 +123,28 @@ class RunJournal:
         except Exception as exc:
             # Recorded for the timeline; a failed model step is called again by a re-run.
             error = (exc.code, exc.message) if isinstance(exc, AgentRunnerError) else ("unexpected", repr(exc))
-            failed = self._step(seq, StepKind.MODEL, self._model, StepStatus.FAILED, started_at)
+            failed = self._step(seq, JournalStepKind.MODEL, self._model, JournalStepStatus.FAILED, started_at)
             failed = failed.model_copy(update={"outcome": {"error": {"code": error[0], "message": error[1]}}})
             await self._record_quietly(failed)
             raise
-        step = self._step(seq, StepKind.MODEL, self._model, StepStatus.SUCCEEDED, started_at)
+        step = self._step(seq, JournalStepKind.MODEL, self._model, JournalStepStatus.SUCCEEDED, started_at)
         await self._record(step.model_copy(update={"outcome": model_outcome(completion)}))
         return completion
 
     async def tool_call(self, seq: int, call: ToolCall, run: Callable[[], Awaitable[ToolOutcome]]) -> ToolOutcome:
         """The outcome of tool call `call` as step `seq`: replayed when recorded (the tool is
         not called), else recorded as started, `run`, and recorded with its outcome."""
-        found = self._replayable(seq, StepKind.TOOL, call.name, call)
+        found = self._replayable(seq, JournalStepKind.TOOL, call.name, call)
         if found is not None and found.ended:
             await self._replayed(found)
             record = record_of(found)
             return ToolOutcome(outcome_message(call, record), record)
         if found is not None:
             on_unfinished_step(found)  # one decision today: run it again
-        started = self._step(seq, StepKind.TOOL, call.name, StepStatus.STARTED, utcnow())
+        started = self._step(seq, JournalStepKind.TOOL, call.name, JournalStepStatus.STARTED, utcnow())
         await self._record(started.model_copy(update={"outcome": {"call_id": call.id, "arguments": call.arguments}}))
         outcome = await run()
-        status = StepStatus.FAILED if outcome.record.error is not None else StepStatus.SUCCEEDED
+        status = JournalStepStatus.FAILED if outcome.record.error is not None else JournalStepStatus.SUCCEEDED
         await self._record(
             started.model_copy(
                 update={"status": status, "outcome": tool_outcome(outcome.record), "finished_at": utcnow()}
@@ -152,7 +152,7 @@ class RunJournal:
         )
         return outcome
 
-    def _replayable(self, seq: int, kind: StepKind, name: str, call: ToolCall | None = None) -> Step | None:
+    def _replayable(self, seq: int, kind: JournalStepKind, name: str, call: ToolCall | None = None) -> Step | None:
         """The step recorded under `seq` when it is this one; after the first that is not,
         none (the run went another way from there)."""
         if self._diverged:
@@ -175,7 +175,9 @@ class RunJournal:
             return None
         return found
 
-    def _step(self, seq: int, kind: StepKind, name: str, status: StepStatus, started_at: datetime) -> Step:
+    def _step(
+        self, seq: int, kind: JournalStepKind, name: str, status: JournalStepStatus, started_at: datetime
+    ) -> Step:
         return Step(
             execution_id=self._execution_id,
             generation=self._generation,
@@ -184,7 +186,7 @@ class RunJournal:
             name=name,
             status=status,
             started_at=started_at,
-            finished_at=utcnow() if status is not StepStatus.STARTED else None,
+            finished_at=utcnow() if status is not JournalStepStatus.STARTED else None,
         )
 
     async def _replayed(self, step: Step) -> None:

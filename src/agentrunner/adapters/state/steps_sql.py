@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from agentrunner.adapters.state.engine import SQLEngine, idempotent
 from agentrunner.adapters.state.group_commit import GroupCommit
 from agentrunner.adapters.state.tables import ExecutionStepRow
-from agentrunner.domain.steps import Step, StepKind, StepStatus
+from agentrunner.domain.steps import JournalStepKind, JournalStepStatus, Step
 
 STEPS = cast("Table", ExecutionStepRow.__table__)
 _KEY = ("execution_id", "generation", "seq")
@@ -74,9 +74,9 @@ def _step_from(row: Any) -> Step:
         execution_id=row.execution_id,
         generation=row.generation,
         seq=row.seq,
-        kind=StepKind(row.kind),
+        kind=JournalStepKind(row.kind),
         name=row.name,
-        status=StepStatus(row.status),
+        status=JournalStepStatus(row.status),
         outcome=row.outcome or {},
         replayed=bool(row.replayed),
         started_at=row.started_at,
