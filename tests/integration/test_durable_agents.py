@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,13 @@ import pytest
 import uvicorn
 from mcp.server.fastmcp import FastMCP
 
+from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
 from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import node_on
+from tests.integration.processes import RoleProcesses, role_processes
 
 TOOLS = 4
 FINAL = "done: step 1, step 2, step 3, step 4"
@@ -204,12 +207,18 @@ async def test_a_run_killed_after_two_tool_calls_resumes_from_the_journal_withou
             execution = await _finished(http, execution_id)
 
     assert [(s["kind"], s["status"]) for s in during["steps"]][-2:] == [("model", "succeeded"), ("tool", "started")]
+    _assert_resumed(execution, tools, model_calls=(model_calls_before, len(fake.requests)))
+
+
+def _assert_resumed(execution: dict[str, Any], tools: CountingTools, *, model_calls: tuple[int, int]) -> None:
+    """The run killed during tool call 3 ended as one run would have, calling nothing twice
+    but call 3: `model_calls` is (before the kill, in all)."""
     assert execution["status"] == "succeeded", execution
     assert execution["output"] == FINAL
     # Tools 1, 2 and the model's first three answers came from the journal; call 3 had no
     # recorded outcome (the kill came during it): run again.
     assert dict(tools.calls) == {1: 1, 2: 1, 3: 2, 4: 1}
-    assert (model_calls_before, len(fake.requests)) == (3, TOOLS + 1)
+    assert model_calls == (3, TOOLS + 1)
     steps = execution["steps"]
     assert [(s["kind"], s["name"], s["replayed"]) for s in steps] == [
         ("model", "gpt-4o", True),
@@ -232,6 +241,51 @@ async def test_a_run_killed_after_two_tool_calls_resumes_from_the_journal_withou
     assert execution["saved_cost_usd"] == pytest.approx(sum(s["cost_usd"] for s in models[:3]))
     assert execution["saved_cost_usd"] > 0
     assert [c["result"] for c in execution["tool_calls"]] == ["step 1", "step 2", "step 3", "step 4"]
+
+
+@dataclass
+class Deployment:
+    """An orchestrator and a worker as processes on PostgreSQL and RabbitMQ."""
+
+    roles: RoleProcesses
+    orchestrator: str
+    worker: subprocess.Popen[bytes]
+    fake: FakeOpenAI
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, postgres_url: str, tools: CountingTools) -> Iterator[Deployment]:
+    run_schema_command(postgres_url, "upgrade")
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "journaled.yml").write_text(_agent(tools.url))
+    port = free_port()
+    orchestrator = f"http://127.0.0.1:{port}"
+    with FakeOpenAI(script=_vendor) as fake:
+        env = {"ORCHESTRATOR_PORT": str(port), "OPENAI_API_KEY": fake.api_key, "OPENAI_BASE_URL": fake.base_url}
+        with role_processes(tmp_path, postgres_url, **env) as roles:
+            roles.serve("orchestrator", log="o.log")
+            [worker] = roles.serve_workers(1, ready=(orchestrator,))
+            yield Deployment(roles, orchestrator, worker, fake)
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+async def test_a_worker_killed_9_after_two_tool_calls_resumes_on_another_from_the_journal(
+    deployment: Deployment, tools: CountingTools
+) -> None:
+    async with httpx.AsyncClient(base_url=deployment.orchestrator, timeout=10) as http:
+        answer = await http.post("/agents/journaled/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+        execution_id = answer.json()["execution_id"]
+        await _wait_for(lambda: tools.calls[3] == 1, "tool call 3 never came")
+        deployment.worker.send_signal(signal.SIGKILL)
+        assert deployment.worker.wait(10) == -signal.SIGKILL
+        model_calls_before = len(deployment.fake.requests)
+        tools.release()
+        # RabbitMQ hands the unacknowledged invocation to the next worker.
+        await asyncio.to_thread(deployment.roles.serve_workers, 1)
+        execution = await _finished(http, execution_id, timeout=90)
+
+    _assert_resumed(execution, tools, model_calls=(model_calls_before, len(deployment.fake.requests)))
 
 
 class FailingOnce:
