@@ -113,9 +113,9 @@ async def run_agent(
         completion = completion.model_copy(update={"usage": usage, "cost_usd": cost})
         asked = next((call for call in completion.tool_calls if call.name == ASK_HUMAN_TOOL.name), None)
         if asked is not None and may_ask_human(task_data):
-            return completion.model_copy(update={"text": ask_human_output(asked.arguments)})
+            return await _settled(journal, completion.model_copy(update={"text": ask_human_output(asked.arguments)}))
         if not completion.tool_calls:
-            return completion
+            return await _settled(journal, completion)
         if iteration > config.max_tool_iterations:
             log.warning(
                 "agent loop stopped at max_tool_iterations, last tool calls not run",
@@ -123,7 +123,7 @@ async def run_agent(
                 execution_id=context.execution_id,
                 max_tool_iterations=config.max_tool_iterations,
             )
-            return completion.model_copy(update={"finish_reason": "max_tool_iterations"})
+            return await _settled(journal, completion.model_copy(update={"finish_reason": "max_tool_iterations"}))
         results = await run_tool_calls(
             completion.tool_calls,
             by_name,
@@ -137,6 +137,13 @@ async def run_agent(
         turn = Message(role="assistant", content=completion.text, tool_calls=completion.tool_calls)
         request = request.model_copy(update={"messages": [*request.messages, turn, *results]})
     raise AssertionError("unreachable: the last round always returns")
+
+
+async def _settled(journal: RunJournal | None, completion: Completion) -> Completion:
+    """`completion`, once the journal wrote what it held back (the last answer)."""
+    if journal is not None:
+        await journal.flush()
+    return completion
 
 
 def _add_cost(total: float | None, cost: float | None) -> float | None:

@@ -18,12 +18,15 @@ What to do with it is `on_unfinished_step`'s decision, the one place a policy on
 outcomes plugs in. A model step is recorded once it ended (succeeded, or failed with the
 error the run failed with): calling a model again has no effect outside, only a cost.
 
-Costs: a model step is one write, a tool step two; writes go through the store's group
-commit (`StepJournal.record_step`), so the calls of one answer share their transactions.
+Costs: a tool step is two writes (started, ended); a model step's outcome rides on the
+next write (the start of the first tool call it asked for, or the `flush` before the loop
+returns), so a round of the loop costs two transactions. Writes go through the store's
+group commit (`StepJournal.record_step`): the calls of one answer share their transactions.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -91,6 +94,8 @@ class RunJournal:
         self._steps: dict[int, Step] = dict(self._recorded)
         self._next_seq = 1
         self._diverged = False
+        self._held: list[Step] = []  # recorded, not written yet (see `model_call`)
+        self._held_write: asyncio.Future[list[None]] | None = None
 
     @property
     def generation(self) -> int:
@@ -115,7 +120,7 @@ class RunJournal:
         seq = self.reserve(1)
         found = self._replayable(seq, JournalStepKind.MODEL, self._model)
         if found is not None and found.status is JournalStepStatus.SUCCEEDED:
-            await self._replayed(found)
+            self._replayed(found)
             return completion_of(found)
         started_at = utcnow()
         try:
@@ -128,7 +133,9 @@ class RunJournal:
             await self._record_quietly(failed)
             raise
         step = self._step(seq, JournalStepKind.MODEL, self._model, JournalStepStatus.SUCCEEDED, started_at)
-        await self._record(step.model_copy(update={"outcome": model_outcome(completion)}))
+        # Written with the next write (the first tool call's start: nothing happens outside
+        # before it) or by `flush`, so an answer with tool calls costs no transaction of its own.
+        self._hold(step.model_copy(update={"outcome": model_outcome(completion)}))
         return completion
 
     async def tool_call(self, seq: int, call: ToolCall, run: Callable[[], Awaitable[ToolOutcome]]) -> ToolOutcome:
@@ -136,7 +143,7 @@ class RunJournal:
         not called), else recorded as started, `run`, and recorded with its outcome."""
         found = self._replayable(seq, JournalStepKind.TOOL, call.name, call)
         if found is not None and found.ended:
-            await self._replayed(found)
+            self._replayed(found)
             record = record_of(found)
             return ToolOutcome(outcome_message(call, record), record)
         if found is not None:
@@ -189,13 +196,34 @@ class RunJournal:
             finished_at=utcnow() if status is not JournalStepStatus.STARTED else None,
         )
 
-    async def _replayed(self, step: Step) -> None:
-        if not step.replayed:
-            await self._record(step.model_copy(update={"replayed": True}))
+    async def flush(self) -> None:
+        """Write what is held back (the last answer, replay marks): before the loop returns."""
+        self._write_held()
+        if self._held_write is not None:
+            await self._held_write
+
+    def _replayed(self, step: Step) -> None:
+        if not step.replayed:  # a mark for the timeline: it rides on the next write
+            self._hold(step.model_copy(update={"replayed": True}))
+
+    def _hold(self, step: Step) -> None:
+        self._steps[step.seq] = step
+        self._held.append(step)
+
+    def _write_held(self) -> None:
+        if self._held:
+            held, self._held = self._held, []
+            self._held_write = asyncio.gather(*(self._store.record_step(one) for one in held))
 
     async def _record(self, step: Step) -> None:
+        """Write `step` with what is held back (one transaction of the group commit), and
+        return once both are written: every tool call of an answer waits for the answer."""
         self._steps[step.seq] = step
-        await self._store.record_step(step)
+        self._write_held()
+        if self._held_write is None:
+            await self._store.record_step(step)
+            return
+        await asyncio.gather(self._held_write, self._store.record_step(step))
 
     async def _record_quietly(self, step: Step) -> None:
         """Record a failed step without hiding the failure it records."""
