@@ -32,8 +32,11 @@ class StepsSQL(SQLEngine):
 
     @idempotent  # an upsert by key: written twice, it is the same row
     async def _record_many(self, steps: list[Step]) -> list[BaseException | None]:
-        async with self._session(write=True, atomic=len(steps) > 1) as session:
-            await session.execute(_upsert(self.is_sqlite), [_params(step) for step in steps])
+        # One statement, atomic on both (SQLite: the write's transaction; PostgreSQL: the rows
+        # go as one multi-row INSERT), so no BEGIN/COMMIT round trips around it.
+        rows = [_params(step) for step in steps]
+        async with self._session(write=True) as session:
+            await session.execute(_upsert(self.is_sqlite), rows[0] if len(rows) == 1 else rows)
         return [None] * len(steps)
 
     @idempotent
