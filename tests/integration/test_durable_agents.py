@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,15 @@ import pytest
 import uvicorn
 from mcp.server.fastmcp import FastMCP
 
+from agentrunner.adapters.providers.offline import ScriptedProvider
+from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.state.urls import run_schema_command
-from agentrunner.domain.llm import LLMRequest
+from agentrunner.domain.agent import AgentConfig
+from agentrunner.domain.llm import LLMRequest, ToolDefinition
 from agentrunner.node import Node
+from agentrunner.ports.tools import ToolContext
+from agentrunner.runtime.agent_run import run_agent
+from agentrunner.runtime.journal import RunJournal
 from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import node_on
@@ -388,3 +394,91 @@ def _scripted_loop(request: LLMRequest) -> Any:
         n = len(results) + 1
         return {"tool_calls": [{"id": f"c{n}", "name": "kit__step", "arguments": {"n": n}}]}
     return "done: " + ", ".join(results)
+
+
+class Recorder:
+    """An in-process tool that counts its calls."""
+
+    definition = ToolDefinition(name="lookup", parameters={"type": "object", "properties": {"q": {"type": "string"}}})
+    timeout_seconds = 5.0
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def call(self, arguments: dict[str, Any], context: ToolContext) -> str:
+        self.calls.append(str(arguments["q"]))
+        return f"found {arguments['q']}"
+
+
+def _asking(*queries: str) -> Callable[[LLMRequest], Any]:
+    """A model that asks `lookup` for each of `queries` in turn, then answers."""
+
+    def answer(request: LLMRequest) -> Any:
+        done = sum(m.role == "tool" for m in request.messages)
+        if done < len(queries):
+            return {"tool_calls": [{"id": f"c{done}", "name": "lookup", "arguments": {"q": queries[done]}}]}
+        return "done"
+
+    return answer
+
+
+async def test_a_journal_that_differs_from_the_run_is_not_replayed(store: SQLStateStore) -> None:
+    config = AgentConfig.model_validate(
+        {
+            "name": "a",
+            "agent_type": "t",
+            "execution_mode": "autonomous",
+            "llm_config": {"provider": "scripted", "model": "s"},
+        }
+    )
+    first, second = Recorder(), Recorder()
+    await run_agent(
+        config,
+        ScriptedProvider(_asking("x", "y")),
+        {"prompt": "go"},
+        tools=[first],
+        journal=RunJournal(store, "e1", model="s"),
+    )
+    recorded = await store.steps("e1")
+
+    # The same execution run again after its agent moved to another model: the recorded
+    # answers are another model's, so none is replayed, and no tool call after them either.
+    provider = ScriptedProvider(_asking("x", "z"))
+    journal = RunJournal(store, "e1", recorded=recorded, model="s2")
+    answer = await run_agent(config, provider, {"prompt": "go"}, tools=[second], journal=journal)
+
+    assert answer.text == "done"
+    assert first.calls == ["x", "y"]
+    assert second.calls == ["x", "z"]
+    assert len(provider.requests) == 3
+    steps = await store.steps("e1")
+    assert [(s.name, s.replayed) for s in steps] == [("s2", False), ("lookup", False)] * 2 + [("s2", False)]
+    assert steps[3].outcome["arguments"] == {"q": "z"}
+
+
+async def test_a_replayed_run_asks_nothing_and_answers_the_same(store: SQLStateStore) -> None:
+    config = AgentConfig.model_validate(
+        {
+            "name": "a",
+            "agent_type": "t",
+            "execution_mode": "autonomous",
+            "llm_config": {"provider": "scripted", "model": "s"},
+        }
+    )
+    first, second = Recorder(), Recorder()
+    original = await run_agent(
+        config,
+        ScriptedProvider(_asking("x", "y")),
+        {"prompt": "go"},
+        tools=[first],
+        journal=RunJournal(store, "e1", model="s"),
+    )
+
+    provider = ScriptedProvider(_asking("p", "q"))  # would answer otherwise: it is not asked
+    journal = RunJournal(store, "e1", recorded=await store.steps("e1"), model="s")
+    again = await run_agent(config, provider, {"prompt": "go"}, tools=[second], journal=journal)
+
+    assert (again.text, again.usage) == (original.text, original.usage)
+    assert provider.requests == []
+    assert second.calls == []
+    assert all(step.replayed for step in await store.steps("e1"))
