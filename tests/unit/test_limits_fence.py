@@ -18,7 +18,7 @@ from agentrunner.adapters.metrics.prometheus import PrometheusMetrics
 from agentrunner.adapters.providers.offline import EchoProvider
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.llm import LLMRequest, Message, ToolDefinition
-from agentrunner.ports.tools import ToolContext
+from agentrunner.ports.tools import Repeatable, ToolContext
 from agentrunner.runtime.limits import ConcurrencyLimits, HeldSlots
 from agentrunner.runtime.limits_store import LimitsStore
 
@@ -42,6 +42,10 @@ class Clock:
 
     definition = ToolDefinition(name="clock", description="the time", parameters={"type": "object"})
     timeout_seconds = 30.0
+    repeatable = Repeatable.ALWAYS
+
+    def repeatable_call(self, arguments: dict[str, Any]) -> bool:
+        return True
 
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> str:
         return str(time.monotonic())

@@ -8,7 +8,12 @@ The URL too may reference `${VAR}`. Such a URL is not what the operator wrote in
 so it goes through the egress guard (public addresses, or EGRESS_ALLOWED_NETWORKS); a
 literal URL in the agent file is the operator's own choice and is trusted as written (an
 MCP server on localhost or the internal network is common). Agent files are the operator's:
-callers cannot write them (POST /configs/validate only parses)."""
+callers cannot write them (POST /configs/validate only parses).
+
+Whether a tool's calls may be repeated after a crash comes from the server's tool
+annotations (`repeatable_from`). A server's word is only a hint: annotations of the wrong
+type or size are dropped (the tool is listed, not repeatable), never fail the listing, and
+the agent file's `idempotent` overrides them (declared.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +25,9 @@ import re
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 from mcp import ClientSession, StdioServerParameters
@@ -29,6 +35,9 @@ from mcp import types as mcp_types
 from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.message import MessageMetadata
+from mcp.shared.session import ProgressFnT
+from pydantic import BaseModel, BeforeValidator
 
 from agentrunner.adapters.egress import EgressGuard
 from agentrunner.domain.agent import ToolConfig
@@ -36,7 +45,7 @@ from agentrunner.domain.egress import split_url
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.domain.llm import ToolDefinition
 from agentrunner.logs import get_logger
-from agentrunner.ports.tools import ToolContext
+from agentrunner.ports.tools import Repeatable, ToolContext
 
 log = get_logger(__name__)
 
@@ -82,6 +91,68 @@ def _client(
     return httpx.AsyncClient(headers=headers, timeout=timeout or httpx.Timeout(30.0, read=300.0), auth=auth, verify=tls)
 
 
+# The annotations that say whether a call may be repeated; others (title, openWorldHint,
+# anything a server adds) are not read, so not kept.
+_REPEAT_HINTS = ("readOnlyHint", "destructiveHint", "idempotentHint")
+
+
+def _hints_only(value: object) -> object:
+    """A tool's annotations as the server sent them, reduced to the hints that are JSON
+    booleans: anything else (a string "true", a number, an object, a megabyte of text) is
+    dropped, where the SDK would coerce it to a hint or refuse the server's whole list."""
+    if not isinstance(value, dict):
+        return None
+    return {name: value[name] for name in _REPEAT_HINTS if isinstance(value.get(name), bool)}
+
+
+class _ListedTool(mcp_types.Tool):
+    """A tool of a tools/list answer, its annotations reduced to well-formed hints."""
+
+    annotations: Annotated[mcp_types.ToolAnnotations | None, BeforeValidator(_hints_only)] = None
+
+
+class _ListToolsResult(mcp_types.ListToolsResult):
+    """A tools/list answer whose tools' annotations cannot fail it."""
+
+    tools: list[_ListedTool]  # type: ignore[assignment]
+
+
+_Result = TypeVar("_Result", bound=BaseModel)
+
+
+class _Session(ClientSession):
+    """The SDK's client session, reading tools/list answers with `_ListToolsResult`: its
+    `list_tools` (called at connect, and again by `call_tool` for a tool it has not seen)
+    keeps working for a server whose annotations are malformed."""
+
+    async def send_request(
+        self,
+        request: mcp_types.ClientRequest,
+        result_type: type[_Result],
+        request_read_timeout_seconds: timedelta | None = None,
+        metadata: MessageMetadata = None,
+        progress_callback: ProgressFnT | None = None,
+    ) -> _Result:
+        if result_type is mcp_types.ListToolsResult:
+            result_type = _ListToolsResult  # type: ignore[assignment]
+        return await super().send_request(
+            request, result_type, request_read_timeout_seconds, metadata, progress_callback
+        )
+
+
+def repeatable_from(annotations: mcp_types.ToolAnnotations | None) -> Repeatable:
+    """Whether an MCP tool's calls may be repeated, by the spec's ToolAnnotations:
+    `readOnlyHint: true` (it does not modify its environment) or `idempotentHint: true`
+    (calling it again with the same arguments has no additional effect) make them
+    repeatable. Anything else is not: the spec's defaults (readOnlyHint false,
+    idempotentHint false, destructiveHint true) assume the worst, a tool without
+    annotations says nothing, and `destructiveHint` alone (additive or destructive)
+    tells nothing about a second call."""
+    if annotations is not None and (annotations.readOnlyHint is True or annotations.idempotentHint is True):
+        return Repeatable.ALWAYS
+    return Repeatable.NEVER
+
+
 def result_text(result: mcp_types.CallToolResult) -> str:
     """A tool result as text: its text parts joined, else its structured content as JSON."""
     parts = []
@@ -118,6 +189,8 @@ class McpServer:
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
         self.definitions: list[ToolDefinition] = []
+        # Per tool, by the name the model sees: whether its calls may be repeated.
+        self.repeatable: dict[str, Repeatable] = {}
 
     @property
     def connected(self) -> bool:
@@ -179,7 +252,7 @@ class McpServer:
     async def _hold(self, ready: asyncio.Future[ClientSession]) -> None:
         """Open the session, hand it over, and keep it open until `close`."""
         try:
-            async with self._streams() as (read, write), ClientSession(read, write) as session:
+            async with self._streams() as (read, write), _Session(read, write) as session:
                 await session.initialize()
                 ready.set_result(session)
                 await self._stop.wait()
@@ -218,6 +291,10 @@ class McpServer:
                 raise DependencyUnavailableError(_error_text(exc)) from exc
             self._session = session
             self.definitions = [self._definition(tool) for tool in listed.tools]
+            self.repeatable = {
+                definition.name: repeatable_from(tool.annotations)
+                for definition, tool in zip(self.definitions, listed.tools, strict=True)
+            }
             return self.definitions
 
     def _definition(self, tool: mcp_types.Tool) -> ToolDefinition:
@@ -301,6 +378,7 @@ class McpTool:
     def __init__(self, server: McpServer, definition: ToolDefinition) -> None:
         self._server = server
         self._definition = definition
+        self._repeatable = server.repeatable.get(definition.name, Repeatable.NEVER)
         self._remote_name = definition.name.removeprefix(f"{server.entry.name}{PREFIX_SEPARATOR}")
 
     @property
@@ -310,6 +388,14 @@ class McpTool:
     @property
     def timeout_seconds(self) -> float:
         return self._server.entry.timeout_seconds
+
+    @property
+    def repeatable(self) -> Repeatable:
+        """From the server's annotations when the tools were listed (`repeatable_from`)."""
+        return self._repeatable
+
+    def repeatable_call(self, arguments: dict[str, Any]) -> bool:
+        return self._repeatable is Repeatable.ALWAYS
 
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> str:
         return await self._server.call(self._remote_name, arguments)
