@@ -15,7 +15,7 @@ from agentrunner.adapters.bus.memory import InMemoryEventBus
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.tools.builtin import BuiltinTool, builtin_tool
 from agentrunner.adapters.tools.declared import declared
-from agentrunner.adapters.tools.mcp import repeatable_from
+from agentrunner.adapters.tools.mcp_annotations import repeatable_from
 from agentrunner.api.views import agent_detail_view
 from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.llm import ToolDefinition

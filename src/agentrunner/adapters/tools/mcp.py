@@ -12,8 +12,8 @@ callers cannot write them (POST /configs/validate only parses).
 
 Whether a tool's calls may be repeated after a crash comes from the server's tool
 annotations (`repeatable_from`). A server's word is only a hint: annotations of the wrong
-type or size are dropped (the tool is listed, not repeatable), never fail the listing, and
-the agent file's `idempotent` overrides them (declared.py)."""
+type or size are dropped (the tool is listed, not repeatable), never fail the listing
+(mcp_annotations.py), and the agent file's `idempotent` overrides them (declared.py)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,8 @@ import re
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 import httpx
 from mcp import ClientSession, StdioServerParameters
@@ -35,11 +34,9 @@ from mcp import types as mcp_types
 from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.message import MessageMetadata
-from mcp.shared.session import ProgressFnT
-from pydantic import BaseModel, BeforeValidator
 
 from agentrunner.adapters.egress import EgressGuard
+from agentrunner.adapters.tools.mcp_annotations import TolerantSession, repeatable_from
 from agentrunner.domain.agent import ToolConfig
 from agentrunner.domain.egress import split_url
 from agentrunner.domain.errors import DependencyUnavailableError
@@ -89,68 +86,6 @@ def _client(
     """An httpx client for a server at a URL the operator wrote, verifying with `tls`
     (the SDK's own factory's defaults otherwise)."""
     return httpx.AsyncClient(headers=headers, timeout=timeout or httpx.Timeout(30.0, read=300.0), auth=auth, verify=tls)
-
-
-# The annotations that say whether a call may be repeated; others (title, openWorldHint,
-# anything a server adds) are not read, so not kept.
-_REPEAT_HINTS = ("readOnlyHint", "destructiveHint", "idempotentHint")
-
-
-def _hints_only(value: object) -> object:
-    """A tool's annotations as the server sent them, reduced to the hints that are JSON
-    booleans: anything else (a string "true", a number, an object, a megabyte of text) is
-    dropped, where the SDK would coerce it to a hint or refuse the server's whole list."""
-    if not isinstance(value, dict):
-        return None
-    return {name: value[name] for name in _REPEAT_HINTS if isinstance(value.get(name), bool)}
-
-
-class _ListedTool(mcp_types.Tool):
-    """A tool of a tools/list answer, its annotations reduced to well-formed hints."""
-
-    annotations: Annotated[mcp_types.ToolAnnotations | None, BeforeValidator(_hints_only)] = None
-
-
-class _ListToolsResult(mcp_types.ListToolsResult):
-    """A tools/list answer whose tools' annotations cannot fail it."""
-
-    tools: list[_ListedTool]  # type: ignore[assignment]
-
-
-_Result = TypeVar("_Result", bound=BaseModel)
-
-
-class _Session(ClientSession):
-    """The SDK's client session, reading tools/list answers with `_ListToolsResult`: its
-    `list_tools` (called at connect, and again by `call_tool` for a tool it has not seen)
-    keeps working for a server whose annotations are malformed."""
-
-    async def send_request(
-        self,
-        request: mcp_types.ClientRequest,
-        result_type: type[_Result],
-        request_read_timeout_seconds: timedelta | None = None,
-        metadata: MessageMetadata = None,
-        progress_callback: ProgressFnT | None = None,
-    ) -> _Result:
-        if result_type is mcp_types.ListToolsResult:
-            result_type = _ListToolsResult  # type: ignore[assignment]
-        return await super().send_request(
-            request, result_type, request_read_timeout_seconds, metadata, progress_callback
-        )
-
-
-def repeatable_from(annotations: mcp_types.ToolAnnotations | None) -> Repeatable:
-    """Whether an MCP tool's calls may be repeated, by the spec's ToolAnnotations:
-    `readOnlyHint: true` (it does not modify its environment) or `idempotentHint: true`
-    (calling it again with the same arguments has no additional effect) make them
-    repeatable. Anything else is not: the spec's defaults (readOnlyHint false,
-    idempotentHint false, destructiveHint true) assume the worst, a tool without
-    annotations says nothing, and `destructiveHint` alone (additive or destructive)
-    tells nothing about a second call."""
-    if annotations is not None and (annotations.readOnlyHint is True or annotations.idempotentHint is True):
-        return Repeatable.ALWAYS
-    return Repeatable.NEVER
 
 
 def result_text(result: mcp_types.CallToolResult) -> str:
@@ -252,7 +187,7 @@ class McpServer:
     async def _hold(self, ready: asyncio.Future[ClientSession]) -> None:
         """Open the session, hand it over, and keep it open until `close`."""
         try:
-            async with self._streams() as (read, write), _Session(read, write) as session:
+            async with self._streams() as (read, write), TolerantSession(read, write) as session:
                 await session.initialize()
                 ready.set_result(session)
                 await self._stop.wait()
