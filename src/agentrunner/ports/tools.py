@@ -53,7 +53,12 @@ class Tool(Protocol):
     Contract: `call` gets arguments already valid against `definition.parameters` and
     returns the result as text (JSON for structured results); any exception it raises
     becomes an error result for the model, never a failed run. The agent loop cuts a call
-    short after `timeout_seconds`.
+    short after `timeout_seconds`. Every tool says whether a call may be made again after a
+    crash left its outcome unknown, in two members: `repeatable`, its declaration (what
+    the agent's description shows), and `repeatable_call(arguments)`, the decision for one
+    call (what the loop asks). Two, because one tool decides per call (`http_request`: a
+    GET may be repeated, a POST may not), and a description cannot show a function. The
+    catalog applies the agent file's `idempotent` override before a consumer sees a tool.
     """
 
     @property
