@@ -39,7 +39,7 @@ from agentrunner.adapters.providers.offline import ScriptedProvider
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.llm import Completion, LLMRequest, Message, ToolCall, ToolDefinition
-from agentrunner.ports.tools import ToolContext
+from agentrunner.ports.tools import Repeatable, ToolContext
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.journal import RunJournal
 from agentrunner.runtime.llm_calls import complete_with_retries
@@ -54,6 +54,10 @@ class NoopTool:
 
     definition = ToolDefinition(name="lookup", parameters={"type": "object", "properties": {"q": {"type": "string"}}})
     timeout_seconds = 30.0
+    repeatable = Repeatable.ALWAYS
+
+    def repeatable_call(self, arguments: dict[str, Any]) -> bool:
+        return True
 
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> str:
         return f"found {arguments.get('q')}"

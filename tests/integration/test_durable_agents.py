@@ -30,7 +30,7 @@ from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.llm import LLMRequest, ToolDefinition
 from agentrunner.node import Node
-from agentrunner.ports.tools import ToolContext
+from agentrunner.ports.tools import Repeatable, ToolContext
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.journal import RunJournal
 from tests.conftest import free_port
@@ -401,6 +401,10 @@ class Recorder:
 
     definition = ToolDefinition(name="lookup", parameters={"type": "object", "properties": {"q": {"type": "string"}}})
     timeout_seconds = 5.0
+    repeatable = Repeatable.ALWAYS
+
+    def repeatable_call(self, arguments: dict[str, Any]) -> bool:
+        return True
 
     def __init__(self) -> None:
         self.calls: list[str] = []
