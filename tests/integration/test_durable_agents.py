@@ -100,9 +100,16 @@ class CountingTools:
                 self._thread.join(10)
 
 
-def _agent(url: str, *, provider: str = "openai", model: str = "gpt-4o", retry: str = "{max_retries: 0}") -> str:
+def _agent(
+    url: str,
+    *,
+    provider: str = "openai",
+    model: str = "gpt-4o",
+    retry: str = "{max_retries: 0}",
+    mode: str = "autonomous",
+) -> str:
     return (
-        "name: journaled\nagent_type: t\nexecution_mode: autonomous\n"
+        f"name: journaled\nagent_type: t\nexecution_mode: {mode}\n"
         f"llm_config: {{provider: {provider}, model: {model}, max_attempts: 1}}\n"
         f"retry_config: {retry}\n"
         f"tools:\n  - {{name: kit, type: mcp, url: '{url}', timeout_seconds: 60}}\n"
@@ -165,11 +172,13 @@ def _embedded_process(tmp_path: Path, fake: FakeOpenAI, port: int) -> subprocess
         return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.parametrize("mode", ["autonomous", "continuous"])
 async def test_a_run_killed_after_two_tool_calls_resumes_from_the_journal_without_calling_them_again(
-    tmp_path: Path, tools: CountingTools
+    tmp_path: Path, tools: CountingTools, mode: str
 ) -> None:
     (tmp_path / "agents").mkdir()
-    (tmp_path / "agents" / "journaled.yml").write_text(_agent(tools.url))
+    (tmp_path / "agents" / "journaled.yml").write_text(_agent(tools.url, mode=mode))
+    task = {"task_data": {"prompt": "go"}, "wait": 0} | ({"session_id": "s-1"} if mode == "continuous" else {})
     port = free_port()
     with FakeOpenAI(script=_vendor) as fake:
         process = _embedded_process(tmp_path, fake, port)
@@ -189,7 +198,7 @@ async def test_a_run_killed_after_two_tool_calls_resumes_from_the_journal_withou
                         await asyncio.sleep(0.1)
 
                 await ready()
-                answer = await http.post("/agents/journaled/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+                answer = await http.post("/agents/journaled/invoke", json=task)
                 execution_id = answer.json()["execution_id"]
                 # Step 3 was called: tools 1 and 2 ended and were recorded before it.
                 await _wait_for(lambda: tools.calls[3] == 1, "tool call 3 never came")
@@ -204,16 +213,19 @@ async def test_a_run_killed_after_two_tool_calls_resumes_from_the_journal_withou
             node_on(
                 "memory",
                 tmp_path,
-                {"journaled.yml": _agent(tools.url)},
+                {"journaled.yml": _agent(tools.url, mode=mode)},
                 openai_api_key=fake.api_key,
                 openai_base_url=fake.base_url,
             ) as node,
             _orchestrator(node) as http,
         ):
             execution = await _finished(http, execution_id)
+            history = (await node.store.sessions.load_state("journaled", "s-1")).history if mode == "continuous" else []
 
     assert [(s["kind"], s["status"]) for s in during["steps"]][-2:] == [("model", "succeeded"), ("tool", "started")]
     _assert_resumed(execution, tools, model_calls=(model_calls_before, len(fake.requests)))
+    if mode == "continuous":  # the session holds the turn once
+        assert [(m["role"], m["content"]) for m in history] == [("user", "go"), ("assistant", FINAL)]
 
 
 def _assert_resumed(execution: dict[str, Any], tools: CountingTools, *, model_calls: tuple[int, int]) -> None:
