@@ -472,7 +472,7 @@ async def test_a_journal_that_differs_from_the_run_is_not_replayed(store: SQLSta
     assert steps[3].outcome["arguments"] == {"q": "z"}
 
 
-async def test_a_replayed_run_asks_nothing_and_answers_the_same(store: SQLStateStore) -> None:
+async def test_a_replayed_run_asks_nothing_streams_nothing_and_answers_the_same(store: SQLStateStore) -> None:
     config = AgentConfig.model_validate(
         {
             "name": "a",
@@ -482,19 +482,34 @@ async def test_a_replayed_run_asks_nothing_and_answers_the_same(store: SQLStateS
         }
     )
     first, second = Recorder(), Recorder()
+    streamed: tuple[list[str], list[str]] = ([], [])
+
+    async def sink(into: list[str], piece: str) -> None:
+        into.append(piece)
+
     original = await run_agent(
         config,
         ScriptedProvider(_asking("x", "y")),
         {"prompt": "go"},
         tools=[first],
         journal=RunJournal(store, "e1", model="s"),
+        on_text=lambda piece: sink(streamed[0], piece),
     )
 
     provider = ScriptedProvider(_asking("p", "q"))  # would answer otherwise: it is not asked
     journal = RunJournal(store, "e1", recorded=await store.steps("e1"), model="s")
-    again = await run_agent(config, provider, {"prompt": "go"}, tools=[second], journal=journal)
+    again = await run_agent(
+        config,
+        provider,
+        {"prompt": "go"},
+        tools=[second],
+        journal=journal,
+        on_text=lambda piece: sink(streamed[1], piece),
+    )
 
     assert (again.text, again.usage) == (original.text, original.usage)
+    assert "".join(streamed[0]) == "done"
+    assert streamed[1] == []  # the reader saw the answer once, in the first run
     assert provider.requests == []
     assert second.calls == []
     assert all(step.replayed for step in await store.steps("e1"))
