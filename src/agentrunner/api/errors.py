@@ -55,6 +55,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "slack_rejected": 502,
     # A participant of a plan run failed: like a provider's failure, upstream of the platform.
     "step_failed": 502,
+    # A tool call a crash cut short, failed rather than repeated: the tool's side is unknown.
+    "tool_outcome_unknown": 502,
     # An agent's consumer given up on after its restarts: that service is not there now.
     "consumer_unresponsive": 503,
     "dependency_unavailable": 503,

@@ -17,6 +17,7 @@ from sse_starlette.sse import EventSourceResponse
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.idempotency import REPLAYED_HEADER, reused_key_response, route_claim
 from agentrunner.api.limits import InputLimits, StreamSlots, check_task_size, execution_preview
+from agentrunner.api.tool_answers import tool_answer_routes
 from agentrunner.api.ui import UI_PATH, mount_dashboard
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
 from agentrunner.domain.audit import AuditAction
@@ -244,6 +245,7 @@ def orchestrator_app(
         return Published(event_id=event.event_id, topic=event.topic, trace_id=event.trace_id)
 
     _execution_routes(app, orchestrator, limits)
+    tool_answer_routes(app, orchestrator)
     _dead_letter_routes(app, dead_letters, audit or Auditor(None))
     mount_dashboard(app)
 

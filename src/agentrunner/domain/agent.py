@@ -166,6 +166,10 @@ class ToolConfig(_Section):
     # when a crash left its outcome unknown, overriding what the tool says of itself (a
     # built-in's own rule, an MCP server's annotations). None: the tool's own word.
     idempotent: bool | None = None
+    # Every call of this entry's tools waits for a human's approval before it runs (the
+    # execution is `waiting_approval` meanwhile, holding no worker): POST
+    # /executions/{id}/approve runs it, /deny tells the model it was refused.
+    requires_approval: bool = False
     # http_request: the hosts it may call (exact names, or `*.example.com`), the methods the
     # model may use (GET only unless widened), and networks (CIDRs) it may reach although they
     # are not public (besides EGRESS_ALLOWED_NETWORKS): an internal service named on purpose.
@@ -298,8 +302,20 @@ class AgentConfig(_Section):
     max_tool_calls: int = Field(default=50, ge=1)
     tool_result_max_chars: int = Field(default=20000, ge=100)
     timeout_seconds: float = Field(default=300, gt=0)
+    # A tool call a crash cut short (started, no outcome recorded) that is not safe to repeat
+    # (`idempotent`, the tool's own word): wait for a human to say what happened (ask), run
+    # it again (retry), or fail the execution (fail). Safe calls are simply run again.
+    on_unknown_tool_outcome: Literal["ask", "retry", "fail"] = "ask"
     webhook_url: str | None = Field(default=None, max_length=2048, pattern=WEBHOOK_URL_PATTERN)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    def requires_approval(self, tool: str) -> bool:
+        """Whether a call of `tool` (a built-in's name, or an MCP server's `<entry>__<tool>`)
+        waits for a human's approval: its entry says `requires_approval`."""
+        for entry in self.tools:
+            if entry.requires_approval and (tool == entry.name or tool.startswith(f"{entry.name}__")):
+                return True
+        return False
 
     @field_validator("schedule_config")
     @classmethod

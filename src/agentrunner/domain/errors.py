@@ -28,6 +28,7 @@
     │   └── PlanRejectedError        a plan held for approval was rejected (plan_rejected)
     ├── ExecutionTimedOutError       ran past its agent's or its schedule's timeout (timed_out)
     ├── ConsumerUnresponsiveError    an agent's consumer given up after its restarts (consumer_unresponsive)
+    ├── ToolOutcomeUnknownError      a tool call a crash cut short, not safe to repeat (tool_outcome_unknown)
     ├── LLMError                     a provider call failed
     │   ├── LLMRateLimitError        429 / throttling (llm_rate_limited, retryable)
     │   ├── LLMUnavailableError      5xx, timeouts, refused (llm_unavailable, retryable)
@@ -202,6 +203,13 @@ class ExecutionTimedOutError(AgentRunnerError):
     """The execution ran past its time: the agent's `timeout_seconds`, or its schedule's."""
 
     code = "timed_out"
+
+
+class ToolOutcomeUnknownError(AgentRunnerError):
+    """A tool call started in a run that stopped before its outcome was recorded, is not
+    safe to repeat, and the agent's `on_unknown_tool_outcome` (or a human) says to fail."""
+
+    code = "tool_outcome_unknown"
 
 
 class ConsumerUnresponsiveError(AgentRunnerError):

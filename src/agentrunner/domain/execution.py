@@ -16,12 +16,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentrunner.domain.tool_gates import PendingToolCall
+
 
 class ExecutionStatus(StrEnum):
     """Where an execution is in its life; a terminal one has ended."""
 
     QUEUED = "queued"
     RUNNING = "running"
+    # Stopped before a tool call until a human answers (`pending_tool_call` says which and
+    # why: an approval gate, or an outcome a crash left unknown); it holds no worker.
+    WAITING_APPROVAL = "waiting_approval"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
@@ -119,6 +124,9 @@ class Execution(BaseModel):
     chain_depth: int = 0
     # Every tool call of the attempt that ended it, in the order they finished.
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    # The tool call it waits on while `waiting_approval`, then with the human's answer until
+    # a run has used it (domain/tool_gates.py).
+    pending_tool_call: PendingToolCall | None = None
     trace_id: str
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

@@ -14,8 +14,9 @@ another conversation from there on, and each later step is run and recorded anew
 
 A tool step is recorded `started` before the tool is called: a step found started on a
 re-run is one the last run may or may not have completed (it stopped during the call).
-What to do with it is `on_unfinished_step`'s decision, the one place a policy on unknown
-outcomes plugs in. A model step is recorded once it ended (succeeded, or failed with the
+What to do with it, and with a call that needs a human's approval, is the `ToolGate`'s
+decision (runtime/tool_gates.py): run it, take a human's answer as its outcome, or stop
+the run until a human answers. A model step is recorded once it ended (succeeded, or failed with the
 error the run failed with): calling a model again has no effect outside, only a cost.
 
 Costs: a tool step is two writes (started, ended); a model step's outcome rides on the
@@ -29,10 +30,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from enum import StrEnum
 
 from agentrunner.domain.errors import AgentRunnerError
-from agentrunner.domain.execution import utcnow
+from agentrunner.domain.execution import ToolCallRecord, utcnow
 from agentrunner.domain.llm import Completion, ToolCall
 from agentrunner.domain.steps import (
     JournalStepKind,
@@ -45,32 +45,11 @@ from agentrunner.domain.steps import (
 )
 from agentrunner.logs import get_logger
 from agentrunner.ports.state import StepJournal
+from agentrunner.ports.tools import Tool
 from agentrunner.runtime.tool_calls import ToolOutcome, outcome_message
+from agentrunner.runtime.tool_gates import Answered, ToolGate
 
 log = get_logger(__name__)
-
-
-class UnfinishedStep(StrEnum):
-    """What a re-run does with a step that started and has no recorded outcome."""
-
-    RUN_AGAIN = "run_again"
-
-
-def on_unfinished_step(step: Step) -> UnfinishedStep:
-    """The decision for a step the last run started and did not record the end of (it
-    stopped during the call): whether the call happened is unknown.
-
-    Today every such step is run again: a model call costs again, a tool acts again.
-    This is where the safety of the tool (a read, an idempotent call) and the agent's
-    `on_unknown_tool_outcome` policy decide instead, for a tool step."""
-    log.warning(
-        "a step started by an earlier run has no recorded outcome: run again",
-        execution_id=step.execution_id,
-        kind=step.kind.value,
-        name=step.name,
-        seq=step.seq,
-    )
-    return UnfinishedStep.RUN_AGAIN
 
 
 class RunJournal:
@@ -85,8 +64,10 @@ class RunJournal:
         generation: int = 1,
         recorded: Sequence[Step] = (),
         model: str,
+        gate: ToolGate | None = None,
     ) -> None:
         self._store = store
+        self._gate = gate
         self._execution_id = execution_id
         self._generation = generation
         self._model = model
@@ -138,16 +119,30 @@ class RunJournal:
         self._hold(step.model_copy(update={"outcome": model_outcome(completion)}))
         return completion
 
-    async def tool_call(self, seq: int, call: ToolCall, run: Callable[[], Awaitable[ToolOutcome]]) -> ToolOutcome:
-        """The outcome of tool call `call` as step `seq`: replayed when recorded (the tool is
-        not called), else recorded as started, `run`, and recorded with its outcome."""
+    async def tool_call(
+        self,
+        seq: int,
+        call: ToolCall,
+        run: Callable[[], Awaitable[ToolOutcome]],
+        *,
+        tool: Tool | None = None,
+        iteration: int = 1,
+    ) -> ToolOutcome:
+        """The outcome of tool call `call` (of `tool`, in round `iteration`) as step `seq`:
+        replayed when recorded (the tool is not called); else, as the gate decides (a call
+        that started with no recorded outcome, a call that needs approval), recorded as
+        started, `run`, and recorded with its outcome, or recorded with the outcome a human
+        gave. Raises `ToolCallPaused` (the run waits for a human: nothing is recorded for
+        the call) and `ToolOutcomeUnknownError` as the gate does."""
         found = self._replayable(seq, JournalStepKind.TOOL, call.name, call)
         if found is not None and found.ended:
             self._replayed(found)
             record = record_of(found)
             return ToolOutcome(outcome_message(call, record), record)
-        if found is not None:
-            on_unfinished_step(found)  # one decision today: run it again
+        if self._gate is not None:
+            answered = self._gate.before(self._generation, seq, call, tool, found)
+            if answered is not None:
+                return await self._answered(seq, call, answered, iteration)
         started = self._step(seq, JournalStepKind.TOOL, call.name, JournalStepStatus.STARTED, utcnow())
         await self._record(started.model_copy(update={"outcome": {"call_id": call.id, "arguments": call.arguments}}))
         outcome = await run()
@@ -158,6 +153,25 @@ class RunJournal:
             )
         )
         return outcome
+
+    async def _answered(self, seq: int, call: ToolCall, answered: Answered, iteration: int) -> ToolOutcome:
+        """The outcome a human gave for a call that is not made, recorded as its step's."""
+        now = utcnow()
+        record = ToolCallRecord(
+            call_id=call.id,
+            name=call.name,
+            arguments=call.arguments,
+            result=answered.result if answered.error is None else None,
+            error=answered.error,
+            iteration=iteration,
+            started_at=now,
+            finished_at=now,
+            duration_ms=0.0,
+        )
+        status = JournalStepStatus.FAILED if record.error is not None else JournalStepStatus.SUCCEEDED
+        step = self._step(seq, JournalStepKind.TOOL, call.name, status, now)
+        await self._record(step.model_copy(update={"outcome": tool_outcome(record)}))
+        return ToolOutcome(outcome_message(call, record), record)
 
     def _replayable(self, seq: int, kind: JournalStepKind, name: str, call: ToolCall | None = None) -> Step | None:
         """The step recorded under `seq` when it is this one; after the first that is not,

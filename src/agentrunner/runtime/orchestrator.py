@@ -23,6 +23,7 @@ from agentrunner.domain.errors import (
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, slack_origin_of, utcnow
 from agentrunner.domain.steps import Step
+from agentrunner.domain.tool_gates import ToolCallAnswer
 from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, topic_problem
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
@@ -41,6 +42,7 @@ from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import new_session, session_of
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry
+from agentrunner.runtime.tool_answers import answer_tool_call
 from agentrunner.runtime.topics import (
     FINISHED_PATTERN,
     TENANT_HEADER,
@@ -55,6 +57,13 @@ from agentrunner.runtime.topics import (
 from agentrunner.tracing import current_tenant, current_trace_id, new_trace_id
 
 log = get_logger(__name__)
+
+# Executions no worker holds, which a cancel ends at once, and what their error says.
+_CANCELLED_BEFORE = {
+    ExecutionStatus.QUEUED: "cancelled on request before it started",
+    ExecutionStatus.WAITING_APPROVAL: "cancelled on request while it waited for a human before a tool call",
+}
+_NOT_RUNNING = frozenset(_CANCELLED_BEFORE)
 
 
 class Orchestrator:
@@ -331,7 +340,8 @@ class Orchestrator:
         return event
 
     async def cancel(self, execution_id: str, *, reason: str | None = None, message: str | None = None) -> Execution:
-        """Cancel an execution: a queued one at once (it will not run), a running one by
+        """Cancel an execution: a queued one, or one waiting for a human, at once (it will not
+        run), a running one by
         asking its worker to stop it (`reason` and `message` travel with the request).
         Raises `ExecutionNotFoundError`, or `ConflictError` when it already ended."""
         execution = await self._executions.get_execution(execution_id)
@@ -340,13 +350,13 @@ class Orchestrator:
                 f"execution {execution_id} already ended ({execution.status.value}): nothing to cancel",
                 execution_id=execution_id,
             )
-        if execution.status is ExecutionStatus.QUEUED:
+        if execution.status in _NOT_RUNNING:  # no worker holds it: it ends here
             cancelled = execution.model_copy(
                 update={
                     "status": ExecutionStatus.CANCELLED,
                     "finished_at": utcnow(),
                     "error": ExecutionError(
-                        code=ExecutionCancelledError.code, message=message or "cancelled on request before it started"
+                        code=ExecutionCancelledError.code, message=message or _CANCELLED_BEFORE[execution.status]
                     ),
                 }
             )
@@ -357,7 +367,7 @@ class Orchestrator:
             )
             try:
                 await self._executions.save_execution(
-                    cancelled, events=[finished], only_if=frozenset({ExecutionStatus.QUEUED})
+                    cancelled, events=[finished], only_if=frozenset({execution.status})
                 )
             except ConflictError:
                 # a worker started it meanwhile: stop it there
@@ -373,6 +383,11 @@ class Orchestrator:
         )
         log.info("cancel requested", execution_id=execution_id)
         return execution
+
+    async def answer_tool_call(self, execution: Execution, answer: ToolCallAnswer) -> Execution:
+        """Answer the tool call `execution` waits on and queue it again (runtime/tool_answers.py).
+        Raises `ConflictError` when it does not wait on a call this answer answers."""
+        return await answer_tool_call(self._executions, self._relay, execution, answer)
 
     async def execution(self, execution_id: str) -> Execution:
         """The execution with that id (raises `ExecutionNotFoundError`)."""

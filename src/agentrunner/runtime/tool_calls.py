@@ -19,6 +19,7 @@ from agentrunner.domain.execution import ToolCallRecord, utcnow
 from agentrunner.domain.llm import Message, ToolCall
 from agentrunner.logs import get_logger
 from agentrunner.ports.tools import Tool, ToolContext
+from agentrunner.runtime.tool_gates import ToolCallPaused
 
 if TYPE_CHECKING:  # the journal runs tool calls through this module
     from agentrunner.runtime.journal import RunJournal
@@ -152,7 +153,11 @@ async def run_tool_calls(
                 call, tools.get(call.name), context, allowed=allowed, iteration=iteration, max_chars=max_chars
             )
 
-        outcome = await (journal.tool_call(first_seq + index, call, run) if journal is not None else run())
+        if journal is None:
+            outcome = await run()
+        else:
+            tool = tools.get(call.name)
+            outcome = await journal.tool_call(first_seq + index, call, run, tool=tool, iteration=iteration)
         if on_tool_call is not None:
             await on_tool_call(outcome.record)
         return outcome.message
@@ -162,9 +167,15 @@ async def run_tool_calls(
         allowed.append(budget.left > 0)
         budget.left -= 1
     budget.left = max(budget.left, 0)
-    return list(
-        await asyncio.gather(*(one(i, call, ok) for i, (call, ok) in enumerate(zip(calls, allowed, strict=True))))
+    # Every call ends before the answer goes on, even when one of them stops the run (a call
+    # that waits for a human): the others' outcomes are then journaled, not lost mid-call.
+    ended = await asyncio.gather(
+        *(one(i, call, ok) for i, (call, ok) in enumerate(zip(calls, allowed, strict=True))), return_exceptions=True
     )
+    stopped = [outcome for outcome in ended if isinstance(outcome, BaseException)]
+    if stopped:  # a failure first, then a pause: a run that fails does not wait for a human
+        raise next((error for error in stopped if not isinstance(error, ToolCallPaused)), stopped[0])
+    return [outcome for outcome in ended if isinstance(outcome, Message)]
 
 
 def result_text(value: Any) -> str:

@@ -28,6 +28,7 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, utcnow
 from agentrunner.domain.llm import Completion
 from agentrunner.domain.steps import Step
+from agentrunner.domain.tool_gates import PendingToolCall
 from agentrunner.logs import get_logger
 from agentrunner.ports.bus import EventBus, Subscription
 from agentrunner.ports.metrics import Metrics
@@ -44,6 +45,7 @@ from agentrunner.runtime.limits import ConcurrencyLimits, HeldSlots
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.rate_limits import RateLimitedProvider, RateLimits
 from agentrunner.runtime.registry import AgentRegistry
+from agentrunner.runtime.tool_gates import ToolCallPaused, ToolGate
 from agentrunner.runtime.topics import CANCEL_PATTERN, finished_topic, invoke_topic, progress_topic, worker_cancel_queue
 from agentrunner.runtime.watchdog import ConsumerWatchdog
 from agentrunner.tracing import as_tenant, traced
@@ -216,6 +218,9 @@ class AgentPool:
                 slots = self._limits.held(config, holder, tenant) if self._limits else contextlib.nullcontext()
                 async with slots as held:
                     finished = await self._run(config, execution_id, stream=stream, held=held)
+                    if finished.status is ExecutionStatus.WAITING_APPROVAL:
+                        await self._pause(finished)  # the slots go back, the message is acknowledged
+                        return
                     # Saved and announced before the slots go back (held a moment longer, never
                     # exceeded): whoever waits for the result does not wait for the release.
                     await self._complete(finished)
@@ -379,8 +384,42 @@ class AgentPool:
         )
         await self._relay.deliver(events)
 
+    async def _pause(self, paused: Execution) -> None:
+        """Record that `paused` waits for a human before a tool call (nothing is announced:
+        it has not ended). It holds no worker: an answer queues it again (runtime/tool_answers.py).
+        Only over an unfinished execution, as `_complete`."""
+        try:
+            await self._executions.save_execution(paused, only_if=_UNFINISHED)
+        except ConflictError as exc:
+            log.warning(
+                "execution ended elsewhere while it ran, its pause not recorded",
+                execution_id=paused.execution_id,
+                reason=exc.message,
+            )
+            return
+        pending = paused.pending_tool_call
+        log.info(
+            "execution waits for a human before a tool call",
+            execution_id=paused.execution_id,
+            agent=paused.agent,
+            reason=pending.reason.value if pending else None,
+            tool=pending.tool if pending else None,
+        )
+        await self._progress(
+            paused,
+            {
+                "kind": "status",
+                "status": ExecutionStatus.WAITING_APPROVAL.value,
+                "pending_tool_call": pending.model_dump(mode="json") if pending else None,
+            },
+        )
+
     async def _run_journal(
-        self, execution: Execution, generation: tuple[int, list[Step]] | None, model: str
+        self,
+        execution: Execution,
+        generation: tuple[int, list[Step]] | None,
+        config: AgentConfig,
+        answered: PendingToolCall | None,
     ) -> RunJournal | None:
         """The journal of this attempt: in `generation` (with the steps it has) when a retry
         in this process chose it; else in the last one journaled, which a re-run after a
@@ -392,7 +431,15 @@ class AgentPool:
             last = max((step.generation for step in steps), default=1)
             generation = (last, [step for step in steps if step.generation == last])
         number, recorded = generation or (1, [])
-        return RunJournal(self._journal, execution.execution_id, generation=number, recorded=recorded, model=model)
+        gate = ToolGate(config, execution.execution_id, answered)
+        return RunJournal(
+            self._journal,
+            execution.execution_id,
+            generation=number,
+            recorded=recorded,
+            model=config.llm_config.model,
+            gate=gate,
+        )
 
     async def _provider(self, config: AgentConfig, held: HeldSlots | None) -> LLMProvider:
         """The agent's provider for one attempt: fenced by its slots (`held`), inside its rate
@@ -401,6 +448,17 @@ class AgentPool:
         if held is not None:
             provider = held.provider(provider)
         return self._rates.wrap(provider, config) if self._rates is not None else provider
+
+    async def _stopped(self, config: AgentConfig, execution: Execution, stopped: _CancelledByUser) -> Execution:
+        """`execution` as a cancel request (`stopped`) ended it."""
+        request = stopped.args[0].payload
+        if request.get("reason") == ExecutionStatus.TIMED_OUT.value:  # the scheduler's per-run timeout
+            message = str(request.get("message") or "stopped: its schedule's timeout_seconds passed")
+            return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
+        if request.get("reason") == "interrupt":  # a newer message in its session (on_busy)
+            await keep_interrupted(config, self._sessions, execution, max_history_bytes=self._max_history_bytes)
+        message = str(request.get("message") or "cancelled on request")
+        return _finished(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError(message))
 
     async def _run(
         self, config: AgentConfig, execution_id: str, *, stream: bool = False, held: HeldSlots | None = None
@@ -420,23 +478,29 @@ class AgentPool:
                 "execution running", execution_id=execution.execution_id, agent=config.name, attempt=execution.attempts
             )
             await self._progress(execution, {"kind": "status", "status": ExecutionStatus.RUNNING.value})
-            journal = await self._run_journal(execution, generation, llm.model)
+            # A human's answer to the call it waited on, for this run's gate: kept in the store
+            # until the run ends (a crash before the call leaves it for the next run), never
+            # recorded again with its end.
+            answered, execution = execution.pending_tool_call, execution.model_copy(update={"pending_tool_call": None})
+            journal = await self._run_journal(execution, generation, config, answered)
             records: list[ToolCallRecord] = []
             try:
                 provider = await self._provider(config, held)
                 completion = await self._attempt(
                     config, provider, execution, stream=stream, records=records, held=held, journal=journal
                 )
+            except ToolCallPaused as paused:
+                if journal is not None:
+                    await journal.flush()  # the answer that asked for the call: not asked again
+                return execution.model_copy(
+                    update={
+                        "status": ExecutionStatus.WAITING_APPROVAL,
+                        "pending_tool_call": paused.pending,
+                        "tool_calls": records,
+                    }
+                )
             except _CancelledByUser as stopped:
-                execution = execution.model_copy(update={"tool_calls": records})
-                request = stopped.args[0].payload
-                if request.get("reason") == ExecutionStatus.TIMED_OUT.value:  # the scheduler's per-run timeout
-                    message = str(request.get("message") or "stopped: its schedule's timeout_seconds passed")
-                    return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
-                if request.get("reason") == "interrupt":  # a newer message in its session (on_busy)
-                    await keep_interrupted(config, self._sessions, execution, max_history_bytes=self._max_history_bytes)
-                message = str(request.get("message") or "cancelled on request")
-                return _finished(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError(message))
+                return await self._stopped(config, execution.model_copy(update={"tool_calls": records}), stopped)
             except TimeoutError:
                 execution = execution.model_copy(update={"tool_calls": records})
                 message = f"agent {config.name!r} did not answer within {config.timeout_seconds:g} s (timeout_seconds)"

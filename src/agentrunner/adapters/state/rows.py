@@ -11,6 +11,7 @@ from agentrunner.domain.errors import BadRequestError
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, Usage
 from agentrunner.domain.state import AgentState
+from agentrunner.domain.tool_gates import PendingToolCall
 
 
 def execution_values(execution: Execution) -> dict[str, Any]:
@@ -36,6 +37,9 @@ def execution_values(execution: Execution) -> dict[str, Any]:
         "origin": execution.origin,
         "chain_depth": execution.chain_depth,
         "tool_calls": [call.model_dump(mode="json") for call in execution.tool_calls] or None,
+        "pending_tool_call": (
+            execution.pending_tool_call.model_dump(mode="json") if execution.pending_tool_call else None
+        ),
         "trace_id": execution.trace_id,
         "created_at": execution.created_at,
         "started_at": execution.started_at,
@@ -65,6 +69,7 @@ def execution_from(row: Any) -> Execution:
         origin=row.origin,
         chain_depth=row.chain_depth or 0,
         tool_calls=[ToolCallRecord.model_validate(call) for call in row.tool_calls or ()],
+        pending_tool_call=PendingToolCall.model_validate(row.pending_tool_call) if row.pending_tool_call else None,
         trace_id=row.trace_id,
         created_at=row.created_at,
         started_at=row.started_at,

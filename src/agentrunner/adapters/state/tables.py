@@ -143,6 +143,8 @@ class ExecutionRow(Base):
     chain_depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The tool calls of the attempt that ended it (domain.execution.ToolCallRecord), if any.
     tool_calls: Mapped[list[Any] | None]
+    # The tool call it waits on, then the human's answer (domain.tool_gates.PendingToolCall).
+    pending_tool_call: Mapped[dict[str, Any] | None]
     trace_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
