@@ -112,7 +112,9 @@ def _agent(
         f"name: journaled\nagent_type: t\nexecution_mode: {mode}\n"
         f"llm_config: {{provider: {provider}, model: {model}, max_attempts: 1}}\n"
         f"retry_config: {retry}\n"
-        f"tools:\n  - {{name: kit, type: mcp, url: '{url}', timeout_seconds: 60}}\n"
+        # `step` is declared safe to repeat: a call under way at a kill is simply run again
+        # (a call that is not waits for a human: tests/integration/test_tool_gates.py).
+        f"tools:\n  - {{name: kit, type: mcp, url: '{url}', timeout_seconds: 60, idempotent: true}}\n"
     )
 
 

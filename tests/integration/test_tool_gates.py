@@ -1,0 +1,348 @@
+"""A tool call that waits for a human (issue 22, items 3 and 4): an approval gate
+(`tools[].requires_approval`) and a call a kill cut short that is not safe to repeat
+(`on_unknown_tool_outcome`). The execution waits as `waiting_approval` holding no worker,
+survives a restart, and each answer does what it says, once; another tenant cannot answer."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agentrunner.domain.llm import LLMRequest
+from tests.conftest import free_port
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.conftest import node_on
+from tests.integration.test_durable_agents import (
+    FINAL,
+    CountingTools,
+    _embedded_process,
+    _orchestrator,
+    _vendor,
+    _wait_for,
+)
+
+
+def _gated(url: str) -> str:
+    """An agent whose only tool (the counting MCP server's `kit__step`) needs approval, one
+    execution at a time."""
+    return (
+        "name: gated\nagent_type: t\nexecution_mode: autonomous\n"
+        "llm_config: {provider: scripted, model: s, max_attempts: 1}\n"
+        "retry_config: {max_retries: 0}\nlimits: {max_concurrency: 1}\n"
+        f"tools:\n  - {{name: kit, type: mcp, url: '{url}', timeout_seconds: 60, requires_approval: true}}\n"
+    )
+
+
+def _model(asked: Counter[str]) -> Callable[[LLMRequest], Any]:
+    """The scripted model: to "hello" it answers at once; otherwise it asks `kit__step(1)`,
+    then answers with what the call returned. Counts its calls per prompt in `asked`."""
+
+    def answer(request: LLMRequest) -> Any:
+        prompt = next(m.content for m in request.messages if m.role == "user")
+        asked[prompt] += 1
+        if prompt == "hello":
+            return "hi"
+        results = [m.content for m in request.messages if m.role == "tool"]
+        if not results:
+            return {"tool_calls": [{"id": "c1", "name": "kit__step", "arguments": {"n": 1}}]}
+        return "done: " + ", ".join(results)
+
+    return answer
+
+
+async def _status(http: httpx.AsyncClient, execution_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        record: dict[str, Any] = (await http.get(f"/executions/{execution_id}")).json()
+        if record.get("status") in statuses:
+            return record
+        assert asyncio.get_running_loop().time() < deadline, record
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=[pytest.mark.postgres, pytest.mark.rabbitmq])])
+def deployment(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """(bus, node settings): one message at a time per consumer; on RabbitMQ, the state in
+    PostgreSQL. Sync so it can pull in the async `postgres_url`."""
+    bus: str = request.param
+    settings: dict[str, Any] = {"rabbitmq_prefetch_count": 1}
+    if bus == "rabbitmq":
+        settings["database_url"] = request.getfixturevalue("postgres_url")
+    return bus, settings
+
+
+async def test_a_gated_call_waits_holding_no_worker_survives_a_restart_and_runs_once_approved(
+    tmp_path: Path, deployment: tuple[str, dict[str, Any]]
+) -> None:
+    asked: Counter[str] = Counter()
+    bus, settings = deployment
+    with CountingTools() as tools:
+        agents = {"gated.yml": _gated(tools.url)}
+        async with (
+            node_on(bus, tmp_path, agents, script=_model(asked), **settings) as node,
+            _orchestrator(node) as http,
+        ):
+            answer = await http.post("/agents/gated/invoke", json={"task_data": {"prompt": "gated"}, "wait": 0})
+            execution_id = answer.json()["execution_id"]
+            waiting = await _status(http, execution_id, "waiting_approval", "succeeded", "failed")
+            # The pause holds no worker and no slot: another execution of the agent (one at a
+            # time, one message at a time) runs to its end meanwhile.
+            other = await http.post("/agents/gated/invoke", json={"task_data": {"prompt": "hello"}, "wait": 30})
+        calls_before_approval = dict(tools.calls)
+
+        async with (
+            node_on(bus, tmp_path, agents, script=_model(asked), **settings) as node,
+            _orchestrator(node) as http,
+        ):
+            after_restart = (await http.get(f"/executions/{execution_id}")).json()
+            approvals = await asyncio.gather(*(http.post(f"/executions/{execution_id}/approve") for _ in range(2)))
+            finished = await _status(http, execution_id, "succeeded", "failed")
+            again = await http.post(f"/executions/{execution_id}/approve")
+
+    assert waiting["status"] == "waiting_approval", waiting
+    pending = waiting["pending_tool_call"]
+    assert (pending["reason"], pending["tool"], pending["arguments"], pending["seq"]) == (
+        "approval",
+        "kit__step",
+        {"n": 1},
+        2,
+    )
+    assert pending["answer"] is None
+    assert calls_before_approval == {}
+    assert other.status_code == 200
+    assert other.json()["output"] == "hi"
+    assert after_restart["status"] == "waiting_approval"
+    assert after_restart["pending_tool_call"] == pending
+    assert sorted(a.status_code for a in approvals) == [202, 409]
+    assert finished["status"] == "succeeded", finished
+    assert finished["output"] == "done: step 1"
+    assert finished["pending_tool_call"] is None
+    assert dict(tools.calls) == {1: 1}  # approved twice at once: run once
+    assert asked["gated"] == 2  # the answer that asked for the call came from the journal
+    assert [(s["kind"], s["replayed"]) for s in finished["steps"]] == [
+        ("model", True),
+        ("tool", False),
+        ("model", False),
+    ]
+    assert again.status_code == 409
+
+
+async def test_a_denied_call_is_not_made_and_the_model_reads_why(tmp_path: Path) -> None:
+    asked: Counter[str] = Counter()
+    with CountingTools() as tools:
+        agents = {"gated.yml": _gated(tools.url)}
+        async with node_on("memory", tmp_path, agents, script=_model(asked)) as node, _orchestrator(node) as http:
+            answer = await http.post("/agents/gated/invoke", json={"task_data": {"prompt": "gated"}, "wait": 0})
+            execution_id = answer.json()["execution_id"]
+            await _status(http, execution_id, "waiting_approval")
+            denied = await http.post(f"/executions/{execution_id}/deny", json={"reason": "not on a Friday"})
+            finished = await _status(http, execution_id, "succeeded", "failed")
+
+    assert denied.status_code == 202
+    assert finished["status"] == "succeeded", finished
+    assert finished["output"] == "done: error: a human refused this call, it was not made: not on a Friday"
+    assert dict(tools.calls) == {}
+    [call] = finished["tool_calls"]
+    assert call["error"].startswith("a human refused this call")
+    assert [(s["kind"], s["status"]) for s in finished["steps"]] == [
+        ("model", "succeeded"),
+        ("tool", "failed"),
+        ("model", "succeeded"),
+    ]
+
+
+def _journaled(url: str, *, policy: str = "ask", idempotent: bool | None = None) -> str:
+    """The agent of the durable tests (four `kit__step` calls in sequence, on the OpenAI wire
+    fake), its kit not safe to repeat unless `idempotent`, with `on_unknown_tool_outcome: policy`."""
+    declared = "" if idempotent is None else f", idempotent: {str(idempotent).lower()}"
+    return (
+        "name: journaled\nagent_type: t\nexecution_mode: autonomous\n"
+        "llm_config: {provider: openai, model: gpt-4o, max_attempts: 1}\n"
+        f"retry_config: {{max_retries: 0}}\non_unknown_tool_outcome: {policy}\n"
+        f"tools:\n  - {{name: kit, type: mcp, url: '{url}', timeout_seconds: 60{declared}}}\n"
+    )
+
+
+async def _killed_during_call_3(tmp_path: Path, agent: str, tools: CountingTools, fake: FakeOpenAI) -> str:
+    """Run `agent` in an embedded `agentrunner up` killed (-9) during tool call 3; the id
+    of its execution, left with step 3 started and no outcome."""
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "journaled.yml").write_text(agent)
+    port = free_port()
+    process = _embedded_process(tmp_path, fake, port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:
+                assert process.poll() is None, (tmp_path / "first-run.log").read_text()
+                try:
+                    if (await http.get("/health/ready")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert asyncio.get_running_loop().time() < deadline, "the first run never got ready"
+                await asyncio.sleep(0.1)
+            answer = await http.post("/agents/journaled/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+            await _wait_for(lambda: tools.calls[3] == 1, "tool call 3 never came")
+            return str(answer.json()["execution_id"])
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        tools.release()  # the held call ends in a server whose client is gone
+
+
+def _restarted(tmp_path: Path, agent: str, fake: FakeOpenAI) -> Any:
+    return node_on(
+        "memory", tmp_path, {"journaled.yml": agent}, openai_api_key=fake.api_key, openai_base_url=fake.base_url
+    )
+
+
+ANSWERS = {
+    # answer -> (final status, tool calls by step, output)
+    "happened": ({"happened": True, "result": "step 3 (done, said a human)"}, "succeeded", {1: 1, 2: 1, 3: 1, 4: 1}),
+    "again": ({"again": True}, "succeeded", {1: 1, 2: 1, 3: 2, 4: 1}),
+    "fail": ({"fail": True}, "failed", {1: 1, 2: 1, 3: 1}),
+}
+
+
+@pytest.mark.parametrize("answer", list(ANSWERS))
+async def test_a_call_killed_under_way_and_not_safe_to_repeat_waits_and_each_answer_does_what_it_says(
+    tmp_path: Path, answer: str
+) -> None:
+    body, status, calls = ANSWERS[answer]
+    with CountingTools(hold=3) as tools, FakeOpenAI(script=_vendor) as fake:
+        agent = _journaled(tools.url)
+        execution_id = await _killed_during_call_3(tmp_path, agent, tools, fake)
+        async with _restarted(tmp_path, agent, fake) as node, _orchestrator(node) as http:
+            waiting = await _status(http, execution_id, "waiting_approval", "succeeded", "failed")
+            model_calls_waiting = len(fake.requests)
+            wrong = await http.post(f"/executions/{execution_id}/approve")  # not an approval question
+            answered = await http.post(f"/executions/{execution_id}/tool-outcome", json=body)
+            finished = await _status(http, execution_id, "succeeded", "failed")
+
+    assert waiting["status"] == "waiting_approval", waiting
+    pending = waiting["pending_tool_call"]
+    assert (pending["reason"], pending["tool"], pending["arguments"]) == ("tool_outcome_unknown", "kit__step", {"n": 3})
+    assert model_calls_waiting == 3  # nothing was asked again while it waited
+    assert wrong.status_code == 409
+    assert answered.status_code == 202
+    assert finished["status"] == status, finished
+    assert dict(tools.calls) == calls
+    if answer == "happened":  # the model read the human's result, never a made-up one
+        assert finished["output"] == "done: step 1, step 2, step 3 (done, said a human), step 4"
+    elif answer == "again":
+        assert finished["output"] == FINAL
+    else:
+        assert finished["error"]["code"] == "tool_outcome_unknown"
+        assert len(fake.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("policy", "idempotent", "status", "calls"),
+    [
+        ("ask", True, "succeeded", {1: 1, 2: 1, 3: 2, 4: 1}),  # safe to repeat: simply run again
+        ("retry", None, "succeeded", {1: 1, 2: 1, 3: 2, 4: 1}),
+        ("fail", None, "failed", {1: 1, 2: 1, 3: 1}),
+    ],
+    ids=["repeatable", "retry", "fail"],
+)
+async def test_a_call_killed_under_way_is_run_again_or_failed_as_the_policy_says_without_asking(
+    tmp_path: Path, policy: str, idempotent: bool | None, status: str, calls: dict[int, int]
+) -> None:
+    with CountingTools(hold=3) as tools, FakeOpenAI(script=_vendor) as fake:
+        agent = _journaled(tools.url, policy=policy, idempotent=idempotent)
+        execution_id = await _killed_during_call_3(tmp_path, agent, tools, fake)
+        async with _restarted(tmp_path, agent, fake) as node, _orchestrator(node) as http:
+            finished = await _status(http, execution_id, "succeeded", "failed", "waiting_approval")
+
+    assert finished["status"] == status, finished
+    assert dict(tools.calls) == calls
+    if status == "failed":
+        assert finished["error"]["code"] == "tool_outcome_unknown"
+    else:
+        assert finished["output"] == FINAL
+
+
+ALICE_KEY = "key-alice-0123456789abcdef0123456789"
+MALLORY_KEY = "key-mallory-0123456789abcdef01234567"
+
+
+async def test_only_the_owner_answers_once_with_a_well_formed_answer(tmp_path: Path) -> None:
+    asked: Counter[str] = Counter()
+    with CountingTools() as tools:
+        async with (
+            node_on(
+                "memory",
+                tmp_path,
+                {"gated.yml": _gated(tools.url)},
+                script=_model(asked),
+                enable_api_auth=True,
+                api_keys=f"alice:{ALICE_KEY},mallory:{MALLORY_KEY}",
+            ) as node,
+            _orchestrator(node, **{"X-API-Key": ALICE_KEY}) as alice,
+            _orchestrator(node, **{"X-API-Key": MALLORY_KEY}) as mallory,
+        ):
+            answer = await alice.post("/agents/gated/invoke", json={"task_data": {"prompt": "gated"}, "wait": 0})
+            execution_id = answer.json()["execution_id"]
+            await _status(alice, execution_id, "waiting_approval")
+            missing = await mallory.post("/executions/no-such-execution/approve")
+            stolen = [
+                await mallory.post(f"/executions/{execution_id}/approve"),
+                await mallory.post(f"/executions/{execution_id}/deny", json={"reason": "mine now"}),
+                await mallory.post(f"/executions/{execution_id}/tool-outcome", json={"again": True}),
+            ]
+            malformed = [
+                await alice.post(f"/executions/{execution_id}/deny", json={"reason": "x" * 2001}),
+                await alice.post(f"/executions/{execution_id}/deny", json={"reason": 5}),
+                await alice.post(f"/executions/{execution_id}/deny", json={"reason": "no", "approve": True}),
+                await alice.post(f"/executions/{execution_id}/tool-outcome", json={"happened": "yes"}),
+                await alice.post(f"/executions/{execution_id}/tool-outcome", json={"happened": 1}),
+                await alice.post(f"/executions/{execution_id}/tool-outcome", json={"happened": True, "again": True}),
+                await alice.post(f"/executions/{execution_id}/tool-outcome", json={}),
+                await alice.post(f"/executions/{execution_id}/tool-outcome", json={"again": True, "result": "r"}),
+                await alice.post(
+                    f"/executions/{execution_id}/tool-outcome", json={"happened": True, "result": "x" * 100_001}
+                ),
+            ]
+            wrong_question = await alice.post(f"/executions/{execution_id}/tool-outcome", json={"again": True})
+            still = (await alice.get(f"/executions/{execution_id}")).json()
+            approved = await alice.post(f"/executions/{execution_id}/approve")
+            finished = await _status(alice, execution_id, "succeeded", "failed")
+            second = await alice.post(f"/executions/{execution_id}/approve")
+            denied_late = await alice.post(f"/executions/{execution_id}/deny")
+
+    assert [r.status_code for r in stolen] == [404, 404, 404]
+    assert {r.json()["error"]["code"] for r in stolen} == {missing.json()["error"]["code"]}
+    assert all("kit__step" not in r.text for r in stolen)
+    assert [r.status_code for r in malformed] == [422] * len(malformed)
+    assert wrong_question.status_code == 409
+    assert still["status"] == "waiting_approval"
+    assert still["pending_tool_call"]["answer"] is None
+    assert approved.status_code == 202
+    assert finished["status"] == "succeeded", finished
+    assert dict(tools.calls) == {1: 1}
+    assert (second.status_code, denied_late.status_code) == (409, 409)
+
+
+async def test_a_waiting_execution_is_cancelled_at_once(tmp_path: Path) -> None:
+    asked: Counter[str] = Counter()
+    with CountingTools() as tools:
+        agents = {"gated.yml": _gated(tools.url)}
+        async with node_on("memory", tmp_path, agents, script=_model(asked)) as node, _orchestrator(node) as http:
+            answer = await http.post("/agents/gated/invoke", json={"task_data": {"prompt": "gated"}, "wait": 0})
+            execution_id = answer.json()["execution_id"]
+            await _status(http, execution_id, "waiting_approval")
+            cancelled = await http.post(f"/executions/{execution_id}/cancel")
+            approved = await http.post(f"/executions/{execution_id}/approve")
+
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert approved.status_code == 409
+    assert dict(tools.calls) == {}
