@@ -99,8 +99,8 @@ class FireWatch:
         )
         if execution.status.is_terminal:
             return  # it ended since the pass began
-        if execution.status is ExecutionStatus.QUEUED:
-            await self._record_timed_out(execution, message, frozenset({ExecutionStatus.QUEUED}))
+        if execution.status in (ExecutionStatus.QUEUED, ExecutionStatus.WAITING_APPROVAL):  # no worker holds it
+            await self._record_timed_out(execution, message, frozenset({execution.status}))
         elif execution.execution_id not in self._stopping:
             self._stopping[execution.execution_id] = (time.monotonic(), message)
             with traced(execution.trace_id, "scheduler"):

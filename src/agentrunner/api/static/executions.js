@@ -4,7 +4,7 @@
 import { get, post, streamEvents } from "./api.js";
 import { cost, every, fields, h, json, link, seconds, shortId, status, table, time, tokens } from "./dom.js";
 
-const STATUSES = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled"];
+const STATUSES = ["queued", "running", "waiting_approval", "succeeded", "failed", "timed_out", "cancelled"];
 const TERMINAL = new Set(["succeeded", "failed", "timed_out", "cancelled"]);
 // Browsers open about 6 connections per server: leave room for the page's other calls.
 const MAX_FOLLOWED = 3;
@@ -118,6 +118,39 @@ function record(execution, output) {
   ];
 }
 
+// The tool call a waiting execution stopped before, and the answers a human may give.
+function pendingCall(execution, path, onAnswered, fail) {
+  const pending = execution.pending_tool_call;
+  if (execution.status !== "waiting_approval" || !pending) return null;
+  const answer = (verb, body) => () => post(`${path}/${verb}`, body).then(onAnswered, fail);
+  const gate = pending.reason === "approval";
+  const result = h("textarea", { name: "result", rows: 3, maxlength: 100000, placeholder: "What the call returned (the model reads it)" });
+  return h(
+    "div",
+    { class: "approval", id: "pending-tool-call" },
+    h("h3", {}, gate ? "Waits for approval" : "Outcome unknown"),
+    h(
+      "p",
+      {},
+      gate
+        ? `The agent asks to call ${pending.tool} (step ${pending.seq}). It runs once approved; denied, the model is told.`
+        : `A crash cut the call of ${pending.tool} (step ${pending.seq}) short: did it happen?`,
+    ),
+    json(pending.arguments),
+    gate
+      ? [
+          h("button", { type: "button", onclick: answer("approve", {}) }, "Approve"),
+          h("button", { type: "button", class: "danger", onclick: answer("deny", {}) }, "Deny"),
+        ]
+      : [
+          result,
+          h("button", { type: "button", onclick: () => answer("tool-outcome", { happened: true, result: result.value })() }, "It happened"),
+          h("button", { type: "button", onclick: answer("tool-outcome", { again: true }) }, "Run it again"),
+          h("button", { type: "button", class: "danger", onclick: answer("tool-outcome", { fail: true }) }, "Fail"),
+        ],
+  );
+}
+
 export async function detail(root, { params, signal, fail }) {
   const [id] = params;
   const path = `executions/${encodeURIComponent(id)}`;
@@ -131,7 +164,8 @@ export async function detail(root, { params, signal, fail }) {
     const cancel = TERMINAL.has(execution.status)
       ? null
       : h("button", { type: "button", class: "danger", onclick: () => post(`${path}/cancel`).catch(fail) }, "Cancel");
-    body.replaceChildren(h("div", {}, record(execution, output), cancel));
+    const refetch = () => get(path, signal).then(render, fail);
+    body.replaceChildren(h("div", {}, record(execution, output), pendingCall(execution, path, refetch, fail), cancel));
   };
   const execution = await get(path, signal);
   render(execution);
@@ -147,7 +181,8 @@ export async function detail(root, { params, signal, fail }) {
   await streamEvents(
     `${path}/events`,
     (name, data) => {
-      if (name === "status") render((latest = { ...latest, status: data.status }));
+      if (name === "status" && data.status === "waiting_approval") get(path, signal).then((waiting) => render((latest = waiting)), fail); // the call it waits on
+      else if (name === "status") render((latest = { ...latest, status: data.status }));
       else if (name === "text") output.append(data.text);
       else if (name === "finished") render((latest = data));
     },
