@@ -346,3 +346,29 @@ async def test_a_waiting_execution_is_cancelled_at_once(tmp_path: Path) -> None:
     assert cancelled.json()["status"] == "cancelled"
     assert approved.status_code == 409
     assert dict(tools.calls) == {}
+
+
+async def test_a_scheduled_run_waiting_past_its_timeout_is_timed_out(tmp_path: Path) -> None:
+    asked: Counter[str] = Counter()
+    with CountingTools() as tools:
+        agent = _gated(tools.url).replace(
+            "execution_mode: autonomous", "execution_mode: scheduled\nschedule_config: {type: cron, cron: '0 0 1 1 *'}"
+        )
+        settings = {"scheduler_watch_seconds": 0.1, "scheduler_refresh_seconds": 0.5}
+        async with node_on("memory", tmp_path, {"gated.yml": agent}, script=_model(asked), **settings) as node:
+            transport = httpx.ASGITransport(app=node.apps()["scheduler"])
+            async with (
+                httpx.AsyncClient(transport=transport, base_url="http://s") as scheduler,
+                _orchestrator(node) as http,
+            ):
+                body = {"agent": "gated", "interval_seconds": 3600, "task_data": {"prompt": "gated"}}
+                await scheduler.post("/schedules", json={**body, "id": "gated-run", "timeout_seconds": 1})
+                triggered = (await scheduler.post("/schedules/gated-run/trigger")).json()
+                execution_id = triggered["execution_id"]
+                waiting = await _status(http, execution_id, "waiting_approval", "succeeded", "failed", "timed_out")
+                ended = await _status(http, execution_id, "timed_out", "succeeded", "failed", "cancelled", timeout=15)
+
+    assert waiting["status"] == "waiting_approval", waiting
+    assert ended["status"] == "timed_out", ended
+    assert ended["error"]["code"] == "timed_out"
+    assert dict(tools.calls) == {}

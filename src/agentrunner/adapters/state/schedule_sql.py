@@ -27,7 +27,8 @@ FIRES = cast("Table", ScheduleFireRow.__table__)
 EXECUTIONS = cast("Table", ExecutionRow.__table__)
 OUTBOX = cast("Table", OutboxRow.__table__)
 
-_UNFINISHED = [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value]
+# A run waiting for a human has not ended: its schedule's overlap policy and timeout apply.
+_UNFINISHED = [ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value, ExecutionStatus.WAITING_APPROVAL.value]
 # Rows per multi-row INSERT (SQLite allows 32,766 bound values per statement).
 _CHUNK = 500
 
