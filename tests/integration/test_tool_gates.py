@@ -372,3 +372,25 @@ async def test_a_scheduled_run_waiting_past_its_timeout_is_timed_out(tmp_path: P
     assert ended["status"] == "timed_out", ended
     assert ended["error"]["code"] == "timed_out"
     assert dict(tools.calls) == {}
+
+
+async def test_a_session_waiting_for_a_human_is_busy(tmp_path: Path) -> None:
+    asked: Counter[str] = Counter()
+    with CountingTools() as tools:
+        agent = _gated(tools.url).replace(
+            "execution_mode: autonomous", "execution_mode: continuous\ncontinuous_config: {on_busy: reject}"
+        )
+        async with (
+            node_on("memory", tmp_path, {"gated.yml": agent}, script=_model(asked)) as node,
+            _orchestrator(node) as http,
+        ):
+            first = await http.post(
+                "/agents/gated/invoke", json={"task_data": {"prompt": "gated"}, "session_id": "s-1", "wait": 0}
+            )
+            await _status(http, first.json()["execution_id"], "waiting_approval")
+            second = await http.post(
+                "/agents/gated/invoke", json={"task_data": {"prompt": "hello"}, "session_id": "s-1", "wait": 0}
+            )
+
+    assert second.status_code == 409
+    assert second.json()["error"]["code"] == "session_busy"

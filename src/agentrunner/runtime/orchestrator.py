@@ -272,12 +272,13 @@ class Orchestrator:
 
     async def _on_busy(self, agent: str, policy: str, session: str, tenant: str | None = None) -> None:
         """Apply a continuous agent's `on_busy` to the earlier messages of `session` that are
-        still queued or running (enqueue: nothing; the queue keeps them in order)."""
+        still queued, running or waiting for a human before a tool call (enqueue: nothing;
+        the queue keeps them in order)."""
         if policy == "enqueue":
             return
         busy = [
             execution
-            for status in (ExecutionStatus.RUNNING, ExecutionStatus.QUEUED)
+            for status in (ExecutionStatus.RUNNING, ExecutionStatus.QUEUED, ExecutionStatus.WAITING_APPROVAL)
             for execution in (
                 await self._queries.list_executions(agent=agent, status=status, limit=500, tenant=tenant)
             ).items  # sessions are per tenant
