@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
@@ -28,6 +28,7 @@ from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN, WebhookDelivery
 from agentrunner.ports.state import IdempotencyKeyTakenError
 from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.dead_letters import DeadLetterOffice
+from agentrunner.runtime.execution_stream import EVENT_ID_MAX_LENGTH, EVENT_ID_PATTERN, StreamPosition
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.ownership import owned
 from agentrunner.tracing import visible_tenant
@@ -277,18 +278,43 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLim
         "/executions/{execution_id}/events",
         tags=["executions"],
         summary="Server-sent events: status changes, streamed text, then the finished record",
-        description="At most MAX_STREAMS_PER_TENANT streams open per tenant (429 past it); a stream "
-        "ends after MAX_STREAM_SECONDS: reconnect to follow on.",
+        description="Each event has an id (`generation.seq.offset`: its place in the execution's journal). "
+        "Reconnecting with `Last-Event-ID` (or `?after=`) sends first what was missed since that event, "
+        "from the journal, then goes on live: no tool call twice, no text twice, across a worker's crash. "
+        "Without, the stream starts from now. At most MAX_STREAMS_PER_TENANT streams open per tenant "
+        "(429 past it); a stream ends after MAX_STREAM_SECONDS: reconnect to follow on.",
         response_class=EventSourceResponse,
     )
-    async def execution_events(execution_id: str) -> EventSourceResponse:
+    async def execution_events(
+        execution_id: str,
+        last_event_id: Annotated[
+            str | None,
+            Header(
+                alias="Last-Event-ID",
+                max_length=EVENT_ID_MAX_LENGTH,
+                pattern=EVENT_ID_PATTERN,
+                description="The id of the last event read; sent by EventSource on reconnect.",
+            ),
+        ] = None,
+        after: Annotated[
+            str | None,
+            Query(
+                max_length=EVENT_ID_MAX_LENGTH,
+                pattern=EVENT_ID_PATTERN,
+                description="The same as Last-Event-ID, for clients that cannot set headers (the header wins).",
+            ),
+        ] = None,
+    ) -> EventSourceResponse:
         await visible(execution_id)  # 404 before the stream starts
+        given = last_event_id or after
+        position = StreamPosition.parse(given) if given else None
         tenant = slots.take()  # 429 before the stream starts
 
         async def events() -> AsyncIterator[dict[str, str]]:
             with slots.held(tenant):
-                async for update in _for_at_most(orchestrator.watch(execution_id), limits.max_stream_seconds):
-                    yield {"event": update["event"], "data": json.dumps(update["data"])}
+                watched = orchestrator.watch(execution_id, after=position)
+                async for update in _for_at_most(watched, limits.max_stream_seconds):
+                    yield {"event": update["event"], "data": json.dumps(update["data"]), "id": update["id"]}
 
         return EventSourceResponse(events())
 
