@@ -62,7 +62,7 @@ class StreamPosition:
     @classmethod
     def parse(cls, text: str) -> StreamPosition:
         """The position an event id names (raises `ValueError` for anything else)."""
-        if len(text) > EVENT_ID_MAX_LENGTH or not _EVENT_ID.match(text):
+        if len(text) > EVENT_ID_MAX_LENGTH or not _EVENT_ID.fullmatch(text):
             raise ValueError(f"not an event id of this stream: {text[:40]!r}")
         generation, seq, offset = (int(part) for part in text.split("."))
         return cls(generation, seq, offset)
