@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,12 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
+from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.runtime.execution_stream import StreamPosition
 from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import BUSES, node_on
+from tests.integration.processes import RoleProcesses, role_processes
 from tests.integration.test_durable_agents import CountingTools, _embedded_process
 
 WORDS = [f"w{n}" for n in range(1, 25)]
@@ -213,6 +216,64 @@ async def test_a_worker_killed_mid_answer_leaves_the_client_with_the_answer_once
     assert dict(tools.calls) == {1: 1}
     # The answer cut short was asked again (its step had no outcome); the first one was not.
     assert (calls_before, len(fake.requests)) == (2, 3)
+
+
+@dataclass
+class Deployment:
+    """An orchestrator and a worker as processes on PostgreSQL and RabbitMQ, the model the
+    OpenAI fake, whose answer waits at word 5 until `pause` is set."""
+
+    roles: RoleProcesses
+    url: str
+    worker: subprocess.Popen[bytes]
+    fake: FakeOpenAI
+    pause: threading.Event
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, postgres_url: str) -> Iterator[Deployment]:
+    # A sync fixture: the schema command and the processes' cleanup run loops of their own.
+    run_schema_command(postgres_url, "upgrade")
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "talker.yml").write_text(AGENT)
+    pause = threading.Event()
+    port = free_port()
+    with FakeOpenAI(reply=REPLY, pauses={5: pause}) as fake:
+        env = {"ORCHESTRATOR_PORT": str(port), "OPENAI_API_KEY": fake.api_key, "OPENAI_BASE_URL": fake.base_url}
+        with role_processes(tmp_path, postgres_url, **env) as roles:
+            roles.serve("orchestrator", log="o.log")
+            url = f"http://127.0.0.1:{port}"
+            [worker] = roles.serve_workers(1, ready=(url,))
+            yield Deployment(roles, url, worker, fake, pause)
+            pause.set()
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+async def test_a_client_connected_while_its_worker_is_killed_reads_the_answer_once(deployment: Deployment) -> None:
+    async with httpx.AsyncClient(base_url=deployment.url, timeout=90) as http:
+        invoke = {"task_data": {"prompt": "go"}, "stream": True, "wait": 0}
+        execution_id = (await http.post("/agents/talker/invoke", json=invoke)).json()["execution_id"]
+        url = f"/executions/{execution_id}/events"
+        reading = asyncio.create_task(_read(http, url, after="0.0.0", until=lambda _: False))
+        deadline = asyncio.get_running_loop().time() + 60
+        while deployment.fake.streamed < 5:  # the answer waits at word 5
+            assert asyncio.get_running_loop().time() < deadline, "the answer never streamed"
+            await asyncio.sleep(0.05)
+        deployment.worker.send_signal(signal.SIGKILL)
+        assert deployment.worker.wait(10) == -signal.SIGKILL
+        deployment.pause.set()
+        # RabbitMQ hands the invocation to the next worker, which asks the model again (the
+        # answer had no recorded outcome) and streams it again from its start.
+        await asyncio.to_thread(deployment.roles.serve_workers, 1)
+        events = await asyncio.wait_for(reading, 90)
+
+    assert events[-1].event == "finished"
+    assert events[-1].data["output"] == REPLY
+    _assert_once([events], REPLY)
+    assert len(deployment.fake.requests) == 2
+    # Words 1-5 went out twice (the first answer, then the second from its start): the client read them once.
+    assert deployment.fake.streamed >= len(WORDS) + 5
 
 
 ALICE_KEY = "key-alice-0123456789abcdef0123456789"
