@@ -78,7 +78,7 @@ async def _read(
                 continue
             if "event" not in fields:
                 continue
-            event = Sse(fields["event"], fields["id"], json.loads(fields.get("data") or "{}"))
+            event = Sse(fields["event"], fields.get("id", ""), json.loads(fields.get("data") or "{}"))
             fields = {}
             events.append(event)
             if opened is not None and len(events) == 1:
