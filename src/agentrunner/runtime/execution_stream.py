@@ -13,7 +13,7 @@ from offset 0, of which the client is sent only what lies past its offset.
 
 Where the events come from: a tool call, and a model step's text the client missed, from
 the journal (read when the stream starts and at each wake-up: a tool call's progress, a
-status change, the end, an idle minute); the text of a model step under way, live from the
+status change, the end, a ping after a quiet spell); the text of a model step under way, live from the
 worker's progress events (best effort), each piece stamped with its step and offset. A
 piece that does not follow what the client has (it connected, or the progress was lost,
 mid-answer) is not sent: the step's whole text is, from the journal, once the step is
@@ -24,9 +24,10 @@ A status change and the end are states, not entries of the journal: they carry t
 position the client is at (the id of the event before them), and a reconnect sends the
 current status again.
 
-One limit: a model asked again after a crash mid-answer may answer otherwise than it had
-begun to; the client then holds the start of an answer nobody recorded. The `finished`
-record's output is the answer of record.
+Two limits: a model asked again after a crash mid-answer may answer otherwise than it had
+begun to, and the retry of a failed attempt that starts fresh (`retry_config`, a new
+generation) writes its answers anew after the failed attempt's: the client then holds text
+that is not the answer of record. The `finished` record's output is that answer.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class StreamPosition:
 
     @property
     def step(self) -> tuple[int, int]:
+        """The step's key in the journal: (generation, seq)."""
         return (self.generation, self.seq)
 
 
