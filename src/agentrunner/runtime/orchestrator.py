@@ -209,7 +209,8 @@ class Orchestrator:
         events = [invocation, *(with_events(execution) if with_events is not None else ())]
         if replay is not None and self._steps is not None:
             # Before the execution: once it is accepted it may run, and its first run must
-            # find the steps to reuse. (A failed acceptance leaves them to nobody: no harm.)
+            # find the steps to reuse. (A refused acceptance leaves them unread under an id
+            # nobody holds: no harm.)
             reused = reused_steps(replay[1], replay[0].from_step, execution.execution_id)
             await asyncio.gather(*(self._steps.record_step(step) for step in reused))
         try:
@@ -237,7 +238,9 @@ class Orchestrator:
         """Start a new execution of `source`'s agent on its input that reuses the first
         `from_step` steps of `source`'s journal (its last generation: the run that ended it)
         and runs the rest: debugging a run from a given step. The new execution is the
-        caller's and records `replay_of`; it is answered as `invoke` answers.
+        caller's and records `replay_of`; it is answered as `invoke` answers. It takes the
+        source's agent and input only: not its caller's webhook_url nor its Slack origin (a
+        debugging run answers whoever asked for it; the agent's own webhook_url applies).
 
         Raises `ConflictError` while `source` has not ended, `BadRequestError` for an agent
         that keeps a conversation or a plan (its run depends on more than its input),
