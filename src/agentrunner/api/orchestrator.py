@@ -29,6 +29,7 @@ from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.ownership import owned
+from agentrunner.runtime.replays import replay
 from agentrunner.tracing import visible_tenant
 
 MAX_WAIT_SECONDS = 3600
@@ -293,7 +294,7 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLim
     async def replay_execution(execution_id: str, request: ReplayRequest) -> JSONResponse:
         source = await visible(execution_id)
         wait = default_wait if request.wait is None else request.wait
-        execution = await orchestrator.replay(source, request.from_step, wait=wait, stream=request.stream)
+        execution = await replay(orchestrator, source, request.from_step, wait=wait, stream=request.stream)
         if execution.status.is_terminal and wait > 0:
             return JSONResponse(execution.model_dump(mode="json"), status_code=200)
         accepted = Accepted(execution_id=execution.execution_id, status=execution.status, trace_id=execution.trace_id)

@@ -18,7 +18,6 @@ from agentrunner.domain.errors import (
     ExecutionCancelledError,
     ExecutionNotFoundError,
     SessionBusyError,
-    StepOutOfRangeError,
     TopicReservedError,
 )
 from agentrunner.domain.event import Event, new_id
@@ -30,7 +29,7 @@ from agentrunner.domain.execution import (
     slack_origin_of,
     utcnow,
 )
-from agentrunner.domain.steps import Step, last_generation, reused_steps
+from agentrunner.domain.steps import Step, reused_steps
 from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, topic_problem
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
@@ -63,10 +62,6 @@ from agentrunner.runtime.topics import (
 from agentrunner.tracing import current_tenant, current_trace_id, new_trace_id
 
 log = get_logger(__name__)
-
-# A replay runs on its source's input alone: an agent whose run depends on a conversation or
-# a plan run would not run again as it did.
-_REPLAYABLE_MODES = frozenset({ExecutionMode.AUTONOMOUS, ExecutionMode.SCHEDULED})
 
 
 class Orchestrator:
@@ -169,7 +164,8 @@ class Orchestrator:
         gateway's `{"kind": "slack", ...}`), never from task_data: only it makes an answer
         go back to Slack.
 
-        `replay`: the execution this one replays and that execution's journal (see `replay`).
+        `replay`: the execution this one replays and that execution's journal, whose steps it
+        starts with (`runtime/replays.py`).
 
         Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything,
         `EgressRefusedError` for a webhook_url the egress policy refuses outright.
@@ -233,41 +229,6 @@ class Orchestrator:
         if waiter is None:
             return execution  # wait 0: accepted, answered at once, whatever happens next
         return await self._as_waited(execution.execution_id, waiter)
-
-    async def replay(self, source: Execution, from_step: int, *, wait: float = 0.0, stream: bool = False) -> Execution:
-        """Start a new execution of `source`'s agent on its input that reuses the first
-        `from_step` steps of `source`'s journal (its last generation: the run that ended it)
-        and runs the rest: debugging a run from a given step. The new execution is the
-        caller's and records `replay_of`; it is answered as `invoke` answers. It takes the
-        source's agent and input only: not its caller's webhook_url nor its Slack origin (a
-        debugging run answers whoever asked for it; the agent's own webhook_url applies).
-
-        Raises `ConflictError` while `source` has not ended, `BadRequestError` for an agent
-        that keeps a conversation or a plan (its run depends on more than its input),
-        `StepOutOfRangeError` for a `from_step` past the journal's end, and what `invoke` raises."""
-        if not source.status.is_terminal:
-            raise ConflictError(
-                f"execution {source.execution_id} is still {source.status.value}: replay it once it has ended",
-                execution_id=source.execution_id,
-            )
-        mode = self._registry.runnable(source.agent).execution_mode
-        if mode not in _REPLAYABLE_MODES:
-            raise BadRequestError(
-                f"agent {source.agent!r} is {mode.value}: only autonomous and scheduled agents' executions can be "
-                "replayed (a conversation's or a plan's run depends on more than its input)",
-                agent=source.agent,
-            )
-        journal = await self.steps(source)
-        count = len(last_generation(journal))
-        if from_step > count:
-            raise StepOutOfRangeError(
-                f"from_step {from_step} is past the end of execution {source.execution_id}'s journal: "
-                f"it has {count} steps, so from_step is 0 (run everything again) to {count} (reuse them all)",
-                execution_id=source.execution_id,
-                steps=count,
-            )
-        replay_of = ReplayOf(execution_id=source.execution_id, from_step=from_step)
-        return await self.invoke(source.agent, source.input, wait=wait, stream=stream, replay=(replay_of, journal))
 
     @contextlib.asynccontextmanager
     async def _unless_a_retry(self, idempotency: IdempotencyClaim | None) -> AsyncIterator[None]:
