@@ -21,8 +21,15 @@ from agentrunner.domain.errors import (
     TopicReservedError,
 )
 from agentrunner.domain.event import Event, new_id
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, slack_origin_of, utcnow
-from agentrunner.domain.steps import Step
+from agentrunner.domain.execution import (
+    Execution,
+    ExecutionError,
+    ExecutionStatus,
+    ReplayOf,
+    slack_origin_of,
+    utcnow,
+)
+from agentrunner.domain.steps import Step, reused_steps
 from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, topic_problem
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
@@ -140,6 +147,7 @@ class Orchestrator:
         origin: dict[str, Any] | None = None,
         with_events: Callable[[Execution], Sequence[Event]] | None = None,
         idempotency: IdempotencyClaim | None = None,
+        replay: tuple[ReplayOf, Sequence[Step]] | None = None,
     ) -> Execution:
         """Accept a task for `agent` and return its execution: finished if it ended within
         `wait` seconds, else as it stands (queued or running).
@@ -156,6 +164,9 @@ class Orchestrator:
         `origin`: where the request came from, set by the platform's own gateways (the Slack
         gateway's `{"kind": "slack", ...}`), never from task_data: only it makes an answer
         go back to Slack.
+
+        `replay`: the execution this one replays and that execution's journal, whose steps it
+        starts with (`runtime/replays.py`).
 
         Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything,
         `EgressRefusedError` for a webhook_url the egress policy refuses outright.
@@ -178,6 +189,7 @@ class Orchestrator:
             webhook_url=webhook_url or config.webhook_url,
             tenant=tenant,
             origin=origin,
+            replay_of=replay[0] if replay else None,
         )
         if config.execution_mode is ExecutionMode.CONTINUOUS and config.continuous_config is not None:
             policy = config.continuous_config.on_busy
@@ -192,6 +204,12 @@ class Orchestrator:
             trace_id=execution.trace_id,
         )
         events = [invocation, *(with_events(execution) if with_events is not None else ())]
+        if replay is not None and self._steps is not None:
+            # Before the execution: once it is accepted it may run, and its first run must
+            # find the steps to reuse. (A refused acceptance leaves them unread under an id
+            # nobody holds: no harm.)
+            reused = reused_steps(replay[1], replay[0].from_step, execution.execution_id)
+            await asyncio.gather(*(self._steps.record_step(step) for step in reused))
         try:
             # Recorded with its events (and key) in one transaction: accepted means it will run,
             # so the caller is answered without waiting for the broker's confirms (the relay

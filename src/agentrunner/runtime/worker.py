@@ -387,10 +387,11 @@ class AgentPool:
     ) -> RunJournal | None:
         """The journal of this attempt: in `generation` (with the steps it has) when a retry
         in this process chose it; else in the last one journaled, which a re-run after a
-        crash resumes (a first attempt has no journal: nothing is read)."""
+        crash resumes, or a replay's first run (its source's steps it reuses). A first
+        attempt of any other execution has no journal: nothing is read."""
         if self._journal is None:
             return None
-        if generation is None and execution.attempts > 1:
+        if generation is None and (execution.attempts > 1 or execution.replay_of is not None):
             steps = await self._journal.steps(execution.execution_id)
             last = max((step.generation for step in steps), default=1)
             generation = (last, [step for step in steps if step.generation == last])
