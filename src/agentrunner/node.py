@@ -660,6 +660,7 @@ class Node:
                 sessions=self.store.sessions,
                 executions=self.store.executions,
                 queries=self.store.queries,
+                steps=self.store.steps,
                 max_history_bytes=self.settings.max_history_bytes,
                 audit=self.audit,
             ),

@@ -21,8 +21,15 @@ from agentrunner.domain.errors import (
     TopicReservedError,
 )
 from agentrunner.domain.event import Event, new_id
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, slack_origin_of, utcnow
-from agentrunner.domain.steps import Step
+from agentrunner.domain.execution import (
+    Execution,
+    ExecutionError,
+    ExecutionStatus,
+    ReplayOf,
+    slack_origin_of,
+    utcnow,
+)
+from agentrunner.domain.steps import Step, reused_steps
 from agentrunner.domain.tool_gates import ToolCallAnswer
 from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, topic_problem
 from agentrunner.domain.webhook import WebhookDelivery
@@ -40,6 +47,7 @@ from agentrunner.ports.state import (
 from agentrunner.runtime.agent_queues import queue_patterns
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import new_session, session_of
+from agentrunner.runtime.execution_stream import StreamCursor, StreamPosition
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry
 from agentrunner.runtime.tool_answers import answer_tool_call
@@ -148,6 +156,7 @@ class Orchestrator:
         origin: dict[str, Any] | None = None,
         with_events: Callable[[Execution], Sequence[Event]] | None = None,
         idempotency: IdempotencyClaim | None = None,
+        replay: tuple[ReplayOf, Sequence[Step]] | None = None,
     ) -> Execution:
         """Accept a task for `agent` and return its execution: finished if it ended within
         `wait` seconds, else as it stands (queued or running).
@@ -164,6 +173,9 @@ class Orchestrator:
         `origin`: where the request came from, set by the platform's own gateways (the Slack
         gateway's `{"kind": "slack", ...}`), never from task_data: only it makes an answer
         go back to Slack.
+
+        `replay`: the execution this one replays and that execution's journal, whose steps it
+        starts with (`runtime/replays.py`).
 
         Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything,
         `EgressRefusedError` for a webhook_url the egress policy refuses outright.
@@ -186,6 +198,7 @@ class Orchestrator:
             webhook_url=webhook_url or config.webhook_url,
             tenant=tenant,
             origin=origin,
+            replay_of=replay[0] if replay else None,
         )
         if config.execution_mode is ExecutionMode.CONTINUOUS and config.continuous_config is not None:
             policy = config.continuous_config.on_busy
@@ -200,6 +213,12 @@ class Orchestrator:
             trace_id=execution.trace_id,
         )
         events = [invocation, *(with_events(execution) if with_events is not None else ())]
+        if replay is not None and self._steps is not None:
+            # Before the execution: once it is accepted it may run, and its first run must
+            # find the steps to reuse. (A refused acceptance leaves them unread under an id
+            # nobody holds: no harm.)
+            reused = reused_steps(replay[1], replay[0].from_step, execution.execution_id)
+            await asyncio.gather(*(self._steps.record_step(step) for step in reused))
         try:
             # Recorded with its events (and key) in one transaction: accepted means it will run,
             # so the caller is answered without waiting for the broker's confirms (the relay
@@ -413,33 +432,40 @@ class Orchestrator:
             agent=agent, status=status, limit=limit, cursor=cursor, tenant=tenant
         )
 
-    async def watch(self, execution_id: str, *, idle_seconds: float = 15.0) -> AsyncIterator[dict[str, Any]]:
+    async def watch(
+        self, execution_id: str, *, after: StreamPosition | None = None, idle_seconds: float = 15.0
+    ) -> AsyncIterator[dict[str, Any]]:
         """What happens to an execution, as it happens: `status` changes, `text` pieces when
-        it was invoked with streaming, each `tool_call` as it ends, then `finished` with the whole record. Yields
-        `{"event": "ping"}` after `idle_seconds` of quiet. Raises `ExecutionNotFoundError`."""
+        it was invoked with streaming, each `tool_call` as it ends, then `finished` with the
+        whole record; each with an `id` (`runtime/execution_stream.py`). With `after` (the id
+        of the last event a client read), first what it missed since, from the journal; without,
+        from now on. Yields `ping` after `idle_seconds` of quiet. Raises `ExecutionNotFoundError`."""
         updates: asyncio.Queue[Event] = asyncio.Queue()
         watchers = self._watchers.setdefault(execution_id, [])
         watchers.append(updates)
+        cursor = StreamCursor(after)
         try:
             if len(watchers) == 1:  # bound before the status is read: no change falls between
                 await self._bus.bind(self._queue, [progress_pattern(execution_id)])
             execution = await self._executions.get_execution(execution_id)
-            yield {"event": "status", "data": {"status": execution.status.value}}
+            steps = await self.steps(execution)
+            if after is None:  # a client with no id follows from now on
+                cursor.caught_up(steps)
+            yield cursor.state("status", {"status": execution.status.value})
+            for missed in cursor.caught_up(steps):
+                yield missed
             while not execution.status.is_terminal:
                 try:
                     update = await asyncio.wait_for(updates.get(), idle_seconds)
                 except TimeoutError:
-                    yield {"event": "ping", "data": {}}
+                    for missed in cursor.caught_up(await self.steps(execution)):  # progress is best effort
+                        yield missed
+                    yield cursor.state("ping", {})
                     continue
-                if update.payload.get("kind") == "text":
-                    yield {"event": "text", "data": {"text": update.payload.get("text", "")}}
-                elif update.payload.get("kind") == "tool_call":
-                    yield {"event": "tool_call", "data": update.payload.get("tool_call", {})}
-                elif update.payload.get("kind") == "status":
-                    yield {"event": "status", "data": {"status": update.payload.get("status")}}
-                else:  # execution.finished
-                    execution = await self._executions.get_execution(execution_id)
-            yield {"event": "finished", "data": execution.model_dump(mode="json")}
+                execution, events = await self._followed(execution, cursor, update)
+                for event in events:
+                    yield event
+            yield cursor.state("finished", execution.model_dump(mode="json"))
         finally:
             watchers.remove(updates)
             if not watchers:
@@ -448,6 +474,24 @@ class Orchestrator:
                     await self._bus.unbind(self._queue, [progress_pattern(execution_id)])
                     if execution_id in self._watchers:  # a new watcher bound meanwhile: keep it bound
                         await self._bus.bind(self._queue, [progress_pattern(execution_id)])
+
+    async def _followed(
+        self, execution: Execution, cursor: StreamCursor, update: Event
+    ) -> tuple[Execution, list[dict[str, Any]]]:
+        """The events a watcher at `cursor` gets for `update` (a progress event, or the end:
+        then the execution as stored), and the execution as it now stands. The journal is
+        read at each wake-up but a piece of text: it holds the tool calls and the text missed."""
+        kind = update.payload.get("kind")
+        if kind == "text":
+            return execution, cursor.live_text(update.payload)
+        if kind == "tool_call" and self._steps is None:  # no journal to read it from
+            return execution, [cursor.state("tool_call", update.payload.get("tool_call", {}))]
+        if kind not in ("tool_call", "status"):  # execution.finished: its steps are all recorded
+            execution = await self._executions.get_execution(execution.execution_id)
+        events = cursor.caught_up(await self.steps(execution))
+        if kind == "status":
+            events.append(cursor.state("status", {"status": update.payload.get("status")}))
+        return execution, events
 
     async def _on_finished(self, event: Event) -> None:
         execution_id = str(event.payload.get("execution_id"))
