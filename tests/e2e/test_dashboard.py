@@ -45,6 +45,10 @@ AGENTS = {
     "needs-key.yml": (
         "name: needs-key\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: anthropic, model: m}\n"
     ),
+    "gated.yml": (
+        "name: gated\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gated}\n"
+        "tools:\n  - {name: current_time, requires_approval: true}\n"
+    ),
     "team.yml": (
         "name: team\nagent_type: t\nexecution_mode: collaborative\nllm_config: {provider: openai, model: coordinator}\n"
         "collaborative_config: {preferred_collaborators: [writer], max_plan_steps: 1}\n"
@@ -59,6 +63,9 @@ def _vendor() -> FakeOpenAI:
 
     def answer(body: dict[str, Any]) -> tuple[str, tuple[str, dict[str, Any]] | None]:
         prompt = json.dumps(body["messages"])
+        if body["model"] == "gated":  # asks for the clock (a call that waits for approval), then says it
+            told = [str(m["content"]) for m in body["messages"] if m["role"] == "tool"]
+            return (f"approved: {told[0][:8]}", None) if told else ("", ("current_time", {}))
         if body["model"] == "slow":
             time.sleep(SLOW_SECONDS)
             return "slow done", None
@@ -244,6 +251,39 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
     assert problems == []
     assert any("/executions/" in url and url.endswith("/events") for url in urls), "the page read the SSE stream"
     assert not any(KEY in url for url in urls), "the key travels in a header, never in a URL"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed (apt-get install chromium)")
+def test_an_operator_approves_a_tool_call_in_the_dashboard(platform: RunningPlatform) -> None:
+    base = platform.url("orchestrator")
+    api = httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=30)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page()
+            expect.set_options(timeout=20_000)
+            page.goto(f"{base}/ui")
+            page.fill("#api-key", KEY)
+            page.click("#key-form button[type=submit]")
+            expect(page.locator("#connection")).to_have_text("connected")
+
+            accepted = api.post("/agents/gated/invoke", json={"task_data": {"prompt": "what time is it"}, "wait": 0})
+            execution_id = accepted.json()["execution_id"]
+            page.goto(f"{base}/ui/#/executions/{execution_id}")
+            pending = page.locator("#pending-tool-call")
+            expect(pending).to_contain_text("current_time")  # shown once it waits, over the stream
+            expect(page.locator("#execution .status").first).to_have_text("waiting_approval")
+            pending.get_by_role("button", name="Approve").click()
+            expect(page.locator("#execution .status").first).to_have_text("succeeded")
+            expect(page.locator("#pending-tool-call")).to_have_count(0)
+            finished = api.get(f"/executions/{execution_id}").json()
+        finally:
+            browser.close()
+            api.close()
+
+    assert finished["status"] == "succeeded"
+    assert finished["output"].startswith("approved: {")
+    assert [call["name"] for call in finished["tool_calls"]] == ["current_time"]
 
 
 def test_the_wheel_ships_every_file_of_the_dashboard(tmp_path: Path) -> None:

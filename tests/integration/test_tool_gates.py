@@ -41,8 +41,9 @@ def _gated(url: str) -> str:
 
 
 def _model(asked: Counter[str]) -> Callable[[LLMRequest], Any]:
-    """The scripted model: to "hello" it answers at once; otherwise it asks `kit__step(1)`,
-    then answers with what the call returned. Counts its calls per prompt in `asked`."""
+    """The scripted model: to "hello" it answers at once; otherwise it asks `kit__step(1)`
+    (`kit__step("one")` to "wrong arguments"), then answers with what the call returned.
+    Counts its calls per prompt in `asked`."""
 
     def answer(request: LLMRequest) -> Any:
         prompt = next(m.content for m in request.messages if m.role == "user")
@@ -51,7 +52,8 @@ def _model(asked: Counter[str]) -> Callable[[LLMRequest], Any]:
             return "hi"
         results = [m.content for m in request.messages if m.role == "tool"]
         if not results:
-            return {"tool_calls": [{"id": "c1", "name": "kit__step", "arguments": {"n": 1}}]}
+            n: Any = "one" if prompt == "wrong arguments" else 1
+            return {"tool_calls": [{"id": "c1", "name": "kit__step", "arguments": {"n": n}}]}
         return "done: " + ", ".join(results)
 
     return answer
@@ -394,3 +396,16 @@ async def test_a_session_waiting_for_a_human_is_busy(tmp_path: Path) -> None:
 
     assert second.status_code == 409
     assert second.json()["error"]["code"] == "session_busy"
+
+
+async def test_a_gated_call_that_would_not_be_made_asks_nobody(tmp_path: Path) -> None:
+    asked: Counter[str] = Counter()
+    with CountingTools() as tools:
+        agents = {"gated.yml": _gated(tools.url)}
+        async with node_on("memory", tmp_path, agents, script=_model(asked)) as node, _orchestrator(node) as http:
+            task = {"task_data": {"prompt": "wrong arguments"}, "wait": 30}
+            finished = (await http.post("/agents/gated/invoke", json=task)).json()
+
+    assert finished["status"] == "succeeded", finished
+    assert finished["output"].startswith("done: error: invalid arguments")
+    assert dict(tools.calls) == {}

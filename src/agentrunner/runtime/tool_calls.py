@@ -156,7 +156,11 @@ async def run_tool_calls(
         if journal is None:
             outcome = await run()
         else:
+            # The tool the call will reach, for the gate: none when nothing will be called (past
+            # the budget, arguments its schema refuses), so no human is asked about it.
             tool = tools.get(call.name)
+            if tool is not None and (not allowed or schema_problem(tool.definition.parameters, call.arguments)):
+                tool = None
             outcome = await journal.tool_call(first_seq + index, call, run, tool=tool, iteration=iteration)
         if on_tool_call is not None:
             await on_tool_call(outcome.record)

@@ -194,7 +194,7 @@ export async function detail(root, { params, signal, fail }) {
     const cancel = TERMINAL.has(execution.status)
       ? null
       : h("button", { type: "button", class: "danger", onclick: () => post(`${path}/cancel`).catch(fail) }, "Cancel");
-    const refetch = () => get(path, signal).then(render, fail);
+    const refetch = () => get(path, signal).then((answered) => render((latest = answered)), fail);
     body.replaceChildren(h("div", {}, record(execution, output), pendingCall(execution, path, refetch, fail), cancel));
   };
   const execution = await get(path, signal);
