@@ -110,6 +110,7 @@ class AgentPool:
         self._queues = AgentQueues(bus=bus, handler=self.handle, prefetch=prefetch)
         self._running: dict[str, asyncio.Task[Completion]] = {}
         self._in_hand: set[str] = set()  # executions being handled by this process
+        self._dropped: set[str] = set()  # of those, the ones a second delivery came for meanwhile
         self._cancelled: dict[str, Event] = {}  # execution id -> the cancel request
         self._abandoned: set[asyncio.Task[Completion]] = set()
         self._max_restarts = max_restarts
@@ -193,15 +194,32 @@ class AgentPool:
             # A second event for an execution this process is running (the outbox's sweep
             # and a restart's resume both re-publish it): the first one finishes it.
             log.info("execution already running here, duplicate delivery dropped", execution_id=execution_id)
+            self._dropped.add(execution_id)
             return
         self._in_hand.add(execution_id)
         try:
             with as_tenant(tenant):  # the run's tools (session memory) act within its tenant
-                await self._run_to_end(agent, execution_id, stream=stream, tenant=tenant)
+                while await self._run_to_end(agent, execution_id, stream=stream, tenant=tenant):
+                    if not await self._answered_meanwhile(execution_id):
+                        break
         finally:
             self._in_hand.discard(execution_id)
+            self._dropped.discard(execution_id)
 
-    async def _run_to_end(self, agent: str, execution_id: str, *, stream: bool, tenant: str | None) -> None:
+    async def _answered_meanwhile(self, execution_id: str) -> bool:
+        """True when the execution this process just paused was answered (queued again)
+        before its handler let go of it: the answer's invocation may have been dropped as a
+        duplicate, so the handler runs it again itself. Read again while a delivery was
+        dropped during the read: the answer it carried may be newer than what was read."""
+        while True:
+            self._dropped.discard(execution_id)
+            if (await self._executions.get_execution(execution_id)).status is ExecutionStatus.QUEUED:
+                return True
+            if execution_id not in self._dropped:
+                return False
+
+    async def _run_to_end(self, agent: str, execution_id: str, *, stream: bool, tenant: str | None) -> bool:
+        """Run the execution to a terminal status, or until it waits for a human (True)."""
         try:
             config = self._registry.runnable(agent)
             if self._budgets is not None:
@@ -210,7 +228,7 @@ class AgentPool:
             execution = await self._executions.get_execution(execution_id)
             if execution.status.is_terminal:
                 log.info("execution already finished, redelivery ignored", execution_id=execution_id)
-                return
+                return False
             finished = _finished(execution, ExecutionStatus.FAILED, exc)
             await self._complete(finished)
         else:
@@ -221,16 +239,20 @@ class AgentPool:
                     finished = await self._run(config, execution_id, stream=stream, held=held)
                     if finished.status is ExecutionStatus.WAITING_APPROVAL:
                         await self._pause(finished)  # the slots go back, the message is acknowledged
-                        return
+                        return True
                     # Saved and announced before the slots go back (held a moment longer, never
                     # exceeded): whoever waits for the result does not wait for the release.
                     await self._complete(finished)
             except _NotStartable:
-                log.info("execution already ended (finished, or cancelled), not run", execution_id=execution_id)
-                return
+                log.info(
+                    "execution already ended (finished, cancelled) or waits for a human, not run",
+                    execution_id=execution_id,
+                )
+                return False
         registered = self._registry.agents.get(agent)
         if self._budgets is not None and finished.cost_usd and registered and registered.config:
             await self._budgets.after_run(registered.config, finished)
+        return False
 
     async def _progress(self, execution: Execution, payload: dict[str, Any]) -> None:
         """Tell watchers (`GET /executions/{id}/events`) how the execution goes; best effort."""
