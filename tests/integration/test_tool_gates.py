@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentrunner.domain.errors import StateNotFoundError
 from agentrunner.domain.llm import LLMRequest
 from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
@@ -409,3 +410,26 @@ async def test_a_gated_call_that_would_not_be_made_asks_nobody(tmp_path: Path) -
     assert finished["status"] == "succeeded", finished
     assert finished["output"].startswith("done: error: invalid arguments")
     assert dict(tools.calls) == {}
+
+
+async def test_a_continuous_turn_waits_then_lands_in_its_session_once(tmp_path: Path) -> None:
+    asked: Counter[str] = Counter()
+    with CountingTools() as tools:
+        agent = _gated(tools.url).replace("execution_mode: autonomous", "execution_mode: continuous")
+        async with (
+            node_on("memory", tmp_path, {"gated.yml": agent}, script=_model(asked)) as node,
+            _orchestrator(node) as http,
+        ):
+            task = {"task_data": {"prompt": "gated"}, "session_id": "s-1", "wait": 0}
+            execution_id = (await http.post("/agents/gated/invoke", json=task)).json()["execution_id"]
+            await _status(http, execution_id, "waiting_approval")
+            with pytest.raises(StateNotFoundError):  # nothing of the turn is kept while it waits
+                await node.store.sessions.load_state("gated", "s-1")
+            await http.post(f"/executions/{execution_id}/approve")
+            finished = await _status(http, execution_id, "succeeded", "failed")
+            history = (await node.store.sessions.load_state("gated", "s-1")).history
+
+    assert finished["output"] == "done: step 1"
+    assert [(m["role"], m["content"]) for m in history] == [("user", "gated"), ("assistant", "done: step 1")]
+    assert dict(tools.calls) == {1: 1}
+    assert asked["gated"] == 2
