@@ -291,7 +291,7 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLim
 
         async def events() -> AsyncIterator[dict[str, str]]:
             with slots.held(tenant):
-                watched = orchestrator.watch(execution_id, after=position)
+                watched = orchestrator.watchers.watch(execution_id, after=position)
                 async for update in _for_at_most(watched, limits.max_stream_seconds):
                     yield {"event": update["event"], "data": json.dumps(update["data"]), "id": update["id"]}
 

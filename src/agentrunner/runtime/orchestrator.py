@@ -11,7 +11,6 @@ from typing import Any
 from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.egress import EgressPolicy, check_webhook_url
 from agentrunner.domain.errors import (
-    AgentRunnerError,
     BadRequestError,
     BudgetExceededError,
     ConflictError,
@@ -47,7 +46,6 @@ from agentrunner.ports.state import (
 from agentrunner.runtime.agent_queues import queue_patterns
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import new_session, session_of
-from agentrunner.runtime.execution_stream import StreamCursor, StreamPosition
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry
 from agentrunner.runtime.tool_answers import answer_tool_call
@@ -60,8 +58,8 @@ from agentrunner.runtime.topics import (
     invoke_topic,
     is_finished_topic,
     orchestrator_queue,
-    progress_pattern,
 )
+from agentrunner.runtime.watchers import ExecutionWatchers
 from agentrunner.tracing import current_tenant, current_trace_id, new_trace_id
 
 log = get_logger(__name__)
@@ -105,7 +103,13 @@ class Orchestrator:
         self._node_id = node_id
         # Callers waiting for an execution to end (its invoker, retries of the invocation).
         self._waiters: dict[str, list[asyncio.Future[Execution | None]]] = {}
-        self._watchers: dict[str, list[asyncio.Queue[Event]]] = {}
+        self.watchers = ExecutionWatchers(
+            bus=bus,
+            queue=orchestrator_queue(node_id),
+            executions=executions,
+            steps=self.steps,
+            journaled=steps is not None,
+        )
         self._subscription: Subscription | None = None
 
     @property
@@ -432,71 +436,9 @@ class Orchestrator:
             agent=agent, status=status, limit=limit, cursor=cursor, tenant=tenant
         )
 
-    async def watch(
-        self, execution_id: str, *, after: StreamPosition | None = None, idle_seconds: float = 15.0
-    ) -> AsyncIterator[dict[str, Any]]:
-        """What happens to an execution, as it happens: `status` changes, `text` pieces when
-        it was invoked with streaming, each `tool_call` as it ends, then `finished` with the
-        whole record; each with an `id` (`runtime/execution_stream.py`). With `after` (the id
-        of the last event a client read), first what it missed since, from the journal; without,
-        from now on. Yields `ping` after `idle_seconds` of quiet. Raises `ExecutionNotFoundError`."""
-        updates: asyncio.Queue[Event] = asyncio.Queue()
-        watchers = self._watchers.setdefault(execution_id, [])
-        watchers.append(updates)
-        cursor = StreamCursor(after)
-        try:
-            if len(watchers) == 1:  # bound before the status is read: no change falls between
-                await self._bus.bind(self._queue, [progress_pattern(execution_id)])
-            execution = await self._executions.get_execution(execution_id)
-            steps = await self.steps(execution)
-            if after is None:  # a client with no id follows from now on
-                cursor.caught_up(steps)
-            yield cursor.state("status", {"status": execution.status.value})
-            for missed in cursor.caught_up(steps):
-                yield missed
-            while not execution.status.is_terminal:
-                try:
-                    update = await asyncio.wait_for(updates.get(), idle_seconds)
-                except TimeoutError:
-                    for missed in cursor.caught_up(await self.steps(execution)):  # progress is best effort
-                        yield missed
-                    yield cursor.state("ping", {})
-                    continue
-                execution, events = await self._followed(execution, cursor, update)
-                for event in events:
-                    yield event
-            yield cursor.state("finished", execution.model_dump(mode="json"))
-        finally:
-            watchers.remove(updates)
-            if not watchers:
-                del self._watchers[execution_id]
-                with contextlib.suppress(AgentRunnerError):  # the queue goes with this node anyway
-                    await self._bus.unbind(self._queue, [progress_pattern(execution_id)])
-                    if execution_id in self._watchers:  # a new watcher bound meanwhile: keep it bound
-                        await self._bus.bind(self._queue, [progress_pattern(execution_id)])
-
-    async def _followed(
-        self, execution: Execution, cursor: StreamCursor, update: Event
-    ) -> tuple[Execution, list[dict[str, Any]]]:
-        """The events a watcher at `cursor` gets for `update` (a progress event, or the end:
-        then the execution as stored), and the execution as it now stands. The journal is
-        read at each wake-up but a piece of text: it holds the tool calls and the text missed."""
-        kind = update.payload.get("kind")
-        if kind == "text":
-            return execution, cursor.live_text(update.payload)
-        if kind == "tool_call" and self._steps is None:  # no journal to read it from
-            return execution, [cursor.state("tool_call", update.payload.get("tool_call", {}))]
-        if kind not in ("tool_call", "status"):  # execution.finished: its steps are all recorded
-            execution = await self._executions.get_execution(execution.execution_id)
-        events = cursor.caught_up(await self.steps(execution))
-        if kind == "status":
-            events.append(cursor.state("status", {"status": update.payload.get("status")}))
-        return execution, events
-
     async def _on_finished(self, event: Event) -> None:
         execution_id = str(event.payload.get("execution_id"))
-        for updates in self._watchers.get(execution_id, []):
-            updates.put_nowait(event)  # a wake-up only: the watcher reads the record itself
+        self.watchers.wake(execution_id, event)
         if not is_finished_topic(event.topic):
             return
         waiters = [waiter for waiter in self._waiters.get(execution_id, []) if not waiter.done()]
