@@ -1,0 +1,19 @@
+"""The composition root: builds the adapters that settings select (`building`), wires them
+into the runtime and the role apps (`core`), starts and stops them by the role table
+(`lifecycle`), and serves the apps (`serving`). Nothing else constructs adapters."""
+
+from agentrunner.domain.roles import ALL_ROLES, HTTP_ROLES, WORKER_ROLES
+from agentrunner.node.building import retention_windows
+from agentrunner.node.core import QUEUE_DEPTH_TIMEOUT_SECONDS, Node
+from agentrunner.node.serving import freeze_heap, serve
+
+__all__ = [
+    "ALL_ROLES",
+    "HTTP_ROLES",
+    "QUEUE_DEPTH_TIMEOUT_SECONDS",
+    "WORKER_ROLES",
+    "Node",
+    "freeze_heap",
+    "retention_windows",
+    "serve",
+]
