@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import aio_pika
@@ -25,11 +26,11 @@ SLOW = "name: slow\nagent_type: t\nexecution_mode: autonomous\nllm_config: {prov
 LLM_SECONDS = 2.0
 
 
-def _settings(tmp_path: Path, agents: dict[str, str], **more: object) -> Settings:
+def _settings(tmp_path: Path, agents: dict[str, str], **more: Any) -> Settings:
     (tmp_path / "agents").mkdir(exist_ok=True)
     for name, text in agents.items():
         (tmp_path / "agents" / name).write_text(text)
-    return Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path, **more)  # type: ignore[call-arg]
+    return Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path, **more)
 
 
 async def _until(condition: Callable[[], bool], what: str, seconds: float = 15.0) -> None:
