@@ -80,7 +80,7 @@ class AgentReloader:
         self._sync = sync
         self._bus = bus
         self._node_id = node_id
-        self._tools = tools
+        self.tools = tools  # None where this node connects no tools
         self._watch = watch
         self._webhooks_signed = webhooks_signed
         self._metrics = metrics
@@ -119,11 +119,11 @@ class AgentReloader:
     async def load_tools(self) -> None:
         """Connect the tools of the loaded agents (MCP servers listed, installed tools
         found); agents missing some run degraded, with the reasons."""
-        if self._tools is None:
+        tools = self.tools
+        if tools is None:
             return
         configs = [agent.config for agent in self._registry.agents.values() if agent.config is not None]
-        missing = await self._tools.load(configs)
-        tools = self._tools
+        missing = await tools.load(configs)
         offered = {config.name: [tool.definition.name for tool in tools.tools_for(config.name)] for config in configs}
         self._registry.apply_tools(offered, missing)
         for name, reasons in missing.items():
@@ -160,7 +160,7 @@ class AgentReloader:
         self._config_events = await self._bus.subscribe(
             node_config_queue(self._node_id), [CONFIG_CHANGED], self._on_config_changed, exclusive=True
         )
-        if self._tools is not None:
+        if self.tools is not None:
             self._tasks.append(forever(self._retry_tools, task="mcp-retry", metrics=self._metrics))
         if self._watch is not None:
             self._tasks.append(spawn(self._watch(self.reload), name="agent-files-watch"))
@@ -185,7 +185,7 @@ class AgentReloader:
         doubling up to MCP_RETRY_SECONDS); when one does, load the agents again so those
         using it get its tools back. A failure is the supervisor's to log and count: the
         next round tries again, the agents keep running."""
-        assert self._tools is not None  # started only with tools
-        await self._tools.until_retry_due()
-        if await self._tools.retry_unreachable():
+        assert self.tools is not None  # started only with tools
+        await self.tools.until_retry_due()
+        if await self.tools.retry_unreachable():
             await self.apply()
