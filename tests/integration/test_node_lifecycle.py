@@ -47,7 +47,7 @@ def _tasks_left(before: set[asyncio.Task[object]]) -> list[str]:
 async def _closed(node: Node) -> None:
     """The node's store and bus say they are closed."""
     with pytest.raises(DependencyUnavailableError, match=r"not started|closed"):
-        await node.store.ping()
+        await node.store.database.ping()
     with pytest.raises(DependencyUnavailableError):
         await node.bus.ping()
 

@@ -13,15 +13,11 @@ from agentrunner.adapters.egress import EgressGuard
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.domain.errors import ConfigError
 from agentrunner.domain.roles import ALL_ROLES
-from agentrunner.ports import (
-    Buckets,
-    Cache,
-    EventBus,
-    SlackReplies,
-    SlackRequestVerifier,
-    Slots,
-    Tracing,
-)
+from agentrunner.ports.bus import EventBus
+from agentrunner.ports.cache import Cache
+from agentrunner.ports.limits import Buckets, Slots
+from agentrunner.ports.slack import SlackReplies, SlackRequestVerifier
+from agentrunner.ports.tracing import Tracing
 from agentrunner.runtime.retention import RetentionWindows
 from agentrunner.settings import Settings
 

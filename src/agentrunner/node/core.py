@@ -17,7 +17,7 @@ from agentrunner.adapters.egress import EgressGuard
 from agentrunner.adapters.metrics.prometheus import PrometheusMetrics
 from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
 from agentrunner.adapters.providers.offline import Script
-from agentrunner.adapters.state.cached import CachedStateStore
+from agentrunner.adapters.state.stores import Stores
 from agentrunner.adapters.tools.catalog import ToolShelf
 from agentrunner.adapters.webhooks import HttpxWebhookSender
 from agentrunner.api.access import MAKE_A_KEY, ApiKey, check_unique, parse_api_keys
@@ -36,7 +36,9 @@ from agentrunner.domain.roles import ALL_ROLES, WORKER_ROLES, HttpRole
 from agentrunner.logs import get_logger
 from agentrunner.node import building
 from agentrunner.node.lifecycle import Lifecycle, role_table
-from agentrunner.ports import ProviderCatalog, SlackReplies, Tracing
+from agentrunner.ports.providers import ProviderCatalog
+from agentrunner.ports.slack import SlackReplies
+from agentrunner.ports.tracing import Tracing
 from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.budgets import Budget, Budgets, TenantBudget
 from agentrunner.runtime.collaboration import CollaborativePool
@@ -97,7 +99,8 @@ class Node:
         self.catalog: ProviderCatalog = SettingsProviderCatalog(settings, script=script)
         database = building.database(settings)
         self.cache = building.cache(settings)
-        self.store = CachedStateStore(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
+        # Executions and sessions through the cache; every other facet straight from the database.
+        self.store = Stores.over(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
         # Straight to the database: the audit log is written once and read rarely, never cached.
         self.audit = Auditor(database)
         self.bus = building.bus(settings, self.node_id)
@@ -108,7 +111,7 @@ class Node:
         # Every outbound call made for a caller or a model goes through this one guard.
         self.egress = EgressGuard(settings.egress_policy)
         self.tools = ToolShelf(
-            store=self.store,
+            store=self.store.sessions,
             bus=self.bus,
             connect_timeout_seconds=settings.mcp_connect_timeout_seconds,
             retry_max_seconds=settings.mcp_retry_seconds,
@@ -116,9 +119,9 @@ class Node:
         )
         # Built first: the background loops of the engines below count their errors in it.
         self.metrics = PrometheusMetrics()
-        self.relay = OutboxRelay(bus=self.bus, store=self.store, metrics=self.metrics)
+        self.relay = OutboxRelay(bus=self.bus, store=self.store.outbox, metrics=self.metrics)
         self.budgets = Budgets(
-            store=self.store,
+            store=self.store.queries,
             bus=self.bus,
             cache=self.cache,
             tenant_budget=TenantBudget(settings.tenant_budget_usd, settings.tenant_budget_period)
@@ -127,7 +130,9 @@ class Node:
         )
         self.orchestrator = Orchestrator(
             bus=self.bus,
-            store=self.store,
+            executions=self.store.executions,
+            queries=self.store.queries,
+            deliveries=self.store.webhook_deliveries,
             relay=self.relay,
             registry=self.registry,
             node_id=self.node_id,
@@ -137,7 +142,8 @@ class Node:
         )
         self.webhooks = WebhookDispatcher(
             bus=self.bus,
-            store=self.store,
+            executions=self.store.executions,
+            deliveries=self.store.webhook_deliveries,
             sender=HttpxWebhookSender(self.egress),
             secret=self.webhook_secret,
             retry_seconds=settings.webhook_retry_seconds,
@@ -147,16 +153,17 @@ class Node:
             metrics=self.metrics,
         )
         self.loop_lag = LoopLagMonitor(metrics=self.metrics)
-        self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store, metrics=self.metrics)
+        self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store.dead_letters, metrics=self.metrics)
         self.scheduler = Scheduler(
-            store=self.store,
+            store=self.store.schedules,
             relay=self.relay,
             registry=self.registry,
             refresh_seconds=settings.scheduler_refresh_seconds,
             metrics=self.metrics,
         )
         self.fire_watch = FireWatch(
-            store=self.store,
+            executions=self.store.executions,
+            schedules=self.store.schedules,
             bus=self.bus,
             deliver=self.scheduler.deliver,
             interval_seconds=settings.scheduler_watch_seconds,
@@ -189,10 +196,13 @@ class Node:
         self.pool = self._agent_pool("autonomous", settings.rabbitmq_prefetch_count, AUTONOMOUS_POOL_MODES)
         # A conversation takes its messages one at a time, in order.
         self.continuous = self._agent_pool("continuous", 1, CONTINUOUS_POOL_MODES)
-        self.plan_runs = PlanRuns(store=self.store, relay=self.relay, registry=self.registry)
+        self.plan_runs = PlanRuns(
+            executions=self.store.executions, runs=self.store.plan_runs, relay=self.relay, registry=self.registry
+        )
         self.collaborative = CollaborativePool(
             bus=self.bus,
-            store=self.store,
+            executions=self.store.executions,
+            run_store=self.store.plan_runs,
             registry=self.registry,
             catalog=self.catalog,
             relay=self.relay,
@@ -219,7 +229,11 @@ class Node:
         self.slack_answers: SlackAnswers | None = None
         if self.slack_replies is not None:
             self.slack_answers = SlackAnswers(
-                bus=self.bus, store=self.store, cache=self.cache, replies=self.slack_replies
+                bus=self.bus,
+                executions=self.store.executions,
+                runs=self.store.plan_runs,
+                cache=self.cache,
+                replies=self.slack_replies,
             )
         self.reloader = AgentReloader(
             registry=self.registry,
@@ -245,7 +259,8 @@ class Node:
         settings = self.settings
         return AgentPool(
             bus=self.bus,
-            store=self.store,
+            executions=self.store.executions,
+            sessions=self.store.sessions,
             registry=self.registry,
             catalog=self.catalog,
             relay=self.relay,
@@ -320,12 +335,12 @@ class Node:
 
     async def sync_agent_records(self) -> None:
         """Write the registry to the store's agent table (the config role owns it)."""
-        await self.store.sync_agents(self.registry.records())
+        await self.store.agents.sync_agents(self.registry.records())
 
     async def resume_unfinished(self) -> None:
         """Hand the executions the last process left unfinished to the pools again (the
         embedded mode only: runtime/recovery.py)."""
-        await resume_unfinished(store=self.store, bus=self.bus)
+        await resume_unfinished(store=self.store.queries, bus=self.bus)
 
     async def start_slack(self) -> None:
         """Start answering in Slack, or say why the gateway is off."""
@@ -400,7 +415,7 @@ class Node:
             rate_limit_per_minute=self.settings.effective_api_rate_limit,
             metrics=self.metrics_exposition,
             tracing=self.tracing,
-            idempotency=self.store,
+            idempotency=self.store.idempotency,
             idempotency_ttl_seconds=self.settings.idempotency_ttl_seconds,
             background_metrics=self.metrics,
         )
@@ -456,9 +471,11 @@ class Node:
         orchestrator.include_router(schedule_read_routes(self.scheduler))
         return {
             "state": state_app(
-                self.store,
                 ready,
                 self._budgets_of,
+                sessions=self.store.sessions,
+                executions=self.store.executions,
+                queries=self.store.queries,
                 max_history_bytes=self.settings.max_history_bytes,
                 audit=self.audit,
             ),

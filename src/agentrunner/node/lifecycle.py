@@ -52,7 +52,7 @@ def role_table(node: Node) -> tuple[Component, ...]:
     work = node.accepts_work  # orchestrator, scheduler or a served slack role: it records work
     rows = (
         Component("tracing", stop=node.tracing.close) if node.tracing is not None else None,
-        Component("store", start=node.store.start, stop=node.store.close, ready=("database", node.store.ping)),
+        Component("store", start=node.store.start, stop=node.store.close, ready=("database", node.store.database.ping)),
         Component("cache", stop=node.cache.close, advisory=("cache", node.cache.ping)),
         Component("limits", advisory=("limits", node.limits_store.check)),
         Component("providers", stop=node.catalog.close),

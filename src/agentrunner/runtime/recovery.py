@@ -7,7 +7,8 @@ from __future__ import annotations
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, StateStore
+from agentrunner.ports.bus import EventBus
+from agentrunner.ports.state import ExecutionQueries
 from agentrunner.runtime.topics import invoke_topic
 
 log = get_logger(__name__)
@@ -16,7 +17,7 @@ log = get_logger(__name__)
 PAGE_SIZE = 200
 
 
-async def resume_unfinished(*, store: StateStore, bus: EventBus) -> int:
+async def resume_unfinished(*, store: ExecutionQueries, bus: EventBus) -> int:
     """Publish the invocation event of every queued or running execution again; returns
     how many. Raises what the store or the bus raise (the node does not start then)."""
     resumed = 0

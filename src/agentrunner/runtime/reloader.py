@@ -19,7 +19,10 @@ from agentrunner.background import cancelled, forever, spawn
 from agentrunner.domain.agent_document import AgentDocument, BrokenAgentFile
 from agentrunner.domain.event import Event, new_id
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, Metrics, ProviderCatalog, Subscription, ToolCatalog
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.providers import ProviderCatalog
+from agentrunner.ports.tools import ToolCatalog
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
 from agentrunner.runtime.topics import CONFIG_CHANGED, node_config_queue
 from agentrunner.tracing import current_trace_id
