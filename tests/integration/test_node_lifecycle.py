@@ -5,6 +5,7 @@ others. On real services: the failures are the broker's and a deadline's, not mo
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,9 @@ import aio_pika
 import pytest
 from pydantic import SecretStr
 
+from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.domain.errors import DependencyUnavailableError
+from agentrunner.domain.execution import Execution
 from agentrunner.node import Node
 from agentrunner.settings import Settings
 from tests.contract.conftest import RABBITMQ_URL, delete_broker_objects
@@ -101,3 +104,30 @@ async def test_a_stop_cut_short_in_one_component_still_closes_the_others(tmp_pat
 
         await _closed(node)
         await _until(lambda: not _tasks_left(before), "the node's tasks to end")
+
+
+def _sqlite_threads() -> set[threading.Thread]:
+    """The threads of open aiosqlite connections (one each)."""
+    return {thread for thread in threading.enumerate() if type(thread).__module__.startswith("aiosqlite")}
+
+
+async def test_the_store_closes_once_its_operations_in_flight_have_ended(tmp_path: Path) -> None:
+    """A store closed while writes are under way (tasks a stop did not wait for) lets them
+    end before it closes its connection: no SQLite connection is left open, whose thread
+    would answer a loop that is gone by then."""
+    before = _sqlite_threads()
+    store = SQLStateStore(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    await store.start()
+    writes = [
+        asyncio.create_task(store.create_execution(Execution(execution_id=f"e-{n}", agent="a", trace_id=f"t-{n}")))
+        for n in range(2000)
+    ]
+    # Written in batches of 200, one after the other: once the first is, the second is under way.
+    await writes[0]
+
+    await store.close()
+
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    # The batch under way was written; those after it were refused: the store was closed.
+    assert {type(outcome) for outcome in outcomes} == {type(None), DependencyUnavailableError}
+    await _until(lambda: not (_sqlite_threads() - before), "the store's SQLite connection to close", seconds=5)
