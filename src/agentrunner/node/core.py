@@ -1,9 +1,8 @@
-"""The composition root: builds the adapters that settings select, wires them into the
-runtime and the role apps, and owns their lifecycle. Nothing else constructs adapters."""
+"""The node: one agentrunner process's adapters (built by `building`), the engines of the
+runtime wired to them, and its lifecycle, which walks the role table (`lifecycle`)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -20,27 +19,20 @@ from agentrunner.adapters.providers.offline import Script
 from agentrunner.adapters.state.stores import Stores
 from agentrunner.adapters.tools.catalog import ToolShelf
 from agentrunner.adapters.webhooks import HttpxWebhookSender
-from agentrunner.api.access import MAKE_A_KEY, ApiKey, check_unique, parse_api_keys
-from agentrunner.api.config import config_app
-from agentrunner.api.edge import EdgeConfig, role_app
-from agentrunner.api.limits import InputLimits
-from agentrunner.api.orchestrator import orchestrator_app
-from agentrunner.api.plan_runs import plan_run_answer, plan_run_routes
-from agentrunner.api.scheduler import schedule_read_routes, scheduler_app
-from agentrunner.api.slack import slack_app
-from agentrunner.api.state import state_app
+from agentrunner.api.access import ApiKey
+from agentrunner.api.edge import EdgeConfig
 from agentrunner.domain.agent import ExecutionMode
-from agentrunner.domain.errors import AgentRunnerError, ConfigError
+from agentrunner.domain.errors import ConfigError
 from agentrunner.domain.event import new_id
 from agentrunner.domain.roles import ALL_ROLES, WORKER_ROLES, HttpRole
 from agentrunner.logs import get_logger
-from agentrunner.node import building
+from agentrunner.node import apps, building
 from agentrunner.node.lifecycle import Lifecycle, role_table
 from agentrunner.ports.providers import ProviderCatalog
 from agentrunner.ports.slack import SlackReplies
 from agentrunner.ports.tracing import Tracing
 from agentrunner.runtime.audit import Auditor
-from agentrunner.runtime.budgets import Budget, Budgets, TenantBudget
+from agentrunner.runtime.budgets import Budgets, TenantBudget
 from agentrunner.runtime.collaboration import CollaborativePool
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.limits import ConcurrencyLimits
@@ -51,23 +43,18 @@ from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.plan_runs import PlanRuns
 from agentrunner.runtime.rate_limits import RateLimits
 from agentrunner.runtime.recovery import resume_unfinished
-from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry
+from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.reloader import AgentReloader
 from agentrunner.runtime.retention import RetentionPurger
 from agentrunner.runtime.schedule_watch import FireWatch
 from agentrunner.runtime.scheduler import Scheduler
 from agentrunner.runtime.slack_answers import SlackAnswers
 from agentrunner.runtime.slack_gateway import SlackGateway
-from agentrunner.runtime.topics import agent_queue
 from agentrunner.runtime.webhooks import WebhookDispatcher
 from agentrunner.runtime.worker import AUTONOMOUS_POOL_MODES, CONTINUOUS_POOL_MODES, AgentPool
 from agentrunner.settings import Settings
 
 log = get_logger(__name__)
-
-
-# A scrape of /metrics waits at most this long for the bus to count the queues.
-QUEUE_DEPTH_TIMEOUT_SECONDS = 2.0
 
 
 class Node:
@@ -380,112 +367,16 @@ class Node:
     def api_keys(self) -> tuple[ApiKey, ...] | None:
         """The keys of API_KEYS and ADMIN_API_KEYS when ENABLE_API_AUTH is on (each one a
         tenant's), else None. Raises `ConfigError` for a malformed, short or repeated key."""
-        settings = self.settings
-        if not settings.enable_api_auth:
-            return None
-        secret = settings.tenant_id_secret.get_secret_value().encode() if settings.tenant_id_secret else None
-        keys = tuple(
-            key
-            for setting, raw, admin in (
-                ("API_KEYS", settings.api_keys, False),
-                ("ADMIN_API_KEYS", settings.admin_api_keys, True),
-            )
-            for key in parse_api_keys(
-                raw.get_secret_value() if raw else "", setting=setting, admin=admin, tenant_secret=secret
-            )
-        )
-        if not keys:
-            raise ConfigError(
-                "ENABLE_API_AUTH=true needs at least one key in API_KEYS (team-a:<key>,...);"
-                f" make one with: {MAKE_A_KEY}"
-            )
-        check_unique(keys)
-        return keys
+        return apps.api_keys(self.settings)
 
     def edge(self) -> EdgeConfig:
         """What every role app shares: readiness checks and API keys."""
-        readiness, advisory = self.lifecycle.checks()
-        return EdgeConfig(
-            # The cache being down slows reads and makes limited work wait (`limits`): advisory,
-            # it does not stop the node from serving.
-            readiness=readiness,
-            advisory=advisory,
-            api_keys=self.api_keys,
-            max_body_bytes=self.settings.max_request_bytes,
-            rate_limit_per_minute=self.settings.effective_api_rate_limit,
-            metrics=self.metrics_exposition,
-            tracing=self.tracing,
-            idempotency=self.store.idempotency,
-            idempotency_ttl_seconds=self.settings.idempotency_ttl_seconds,
-            background_metrics=self.metrics,
-        )
-
-    async def _budgets_of(self, agent: str | None) -> list[Budget]:
-        configs = [a.config for a in self.registry.agents.values() if a.config is not None and agent in (None, a.name)]
-        tenants = list(dict.fromkeys(key.tenant for key in self.api_keys or ()))
-        return await self.budgets.all(configs, tenants)
-
-    async def metrics_exposition(self) -> tuple[bytes, str]:
-        """The node's metrics for `/metrics`, with the depth of every agent's queue measured now."""
-        queues = [agent_queue(config.name) for config in self.registry.in_modes(SERVED_MODES)]
-        try:
-            async with asyncio.timeout(QUEUE_DEPTH_TIMEOUT_SECONDS):
-                depths = await self.bus.queue_depths(queues)
-        except (AgentRunnerError, TimeoutError) as exc:
-            # The last depths measured stay; the bus's own health shows on /health/ready.
-            log.warning("queue depths not measured", error=getattr(exc, "message", "timed out"))
-        else:
-            self.metrics.queue_depths_measured(depths)
-        return self.metrics.exposition()
+        return apps.edge(self)
 
     def health_app(self) -> FastAPI:
         """Health probes for a process that runs only worker pools (no HTTP role)."""
-        name = "+".join(sorted(self.roles))
-        return role_app(name, f"agentrunner {name}", self.edge())
-
-    @property
-    def input_limits(self) -> InputLimits:
-        """What callers may send and see: task sizes, event streams (api/limits.py)."""
-        settings = self.settings
-        return InputLimits(
-            max_task_bytes=settings.max_task_bytes,
-            max_streams_per_tenant=settings.max_streams_per_tenant,
-            max_stream_seconds=settings.max_stream_seconds,
-        )
+        return apps.health_app(self)
 
     def apps(self) -> dict[HttpRole, FastAPI]:
         """One FastAPI app per HTTP role."""
-        ready = self.edge()
-        orchestrator = orchestrator_app(
-            self.orchestrator,
-            self.dead_letters,
-            ready,
-            self.settings.invoke_wait_seconds,
-            invoke_extras=partial(plan_run_answer, self.plan_runs),
-            limits=self.input_limits,
-            audit=self.audit,
-        )
-        orchestrator.include_router(plan_run_routes(self.plan_runs, self.audit))
-        # Read-only, from the shared state store: the dashboard shows schedules from its own
-        # port (8003) without a second origin; changing them stays the scheduler's (8004).
-        orchestrator.include_router(schedule_read_routes(self.scheduler))
-        return {
-            "state": state_app(
-                ready,
-                self._budgets_of,
-                sessions=self.store.sessions,
-                executions=self.store.executions,
-                queries=self.store.queries,
-                max_history_bytes=self.settings.max_history_bytes,
-                audit=self.audit,
-            ),
-            "config": config_app(self.registry, ready, self.reload_agents, self.audit),
-            "orchestrator": orchestrator,
-            "scheduler": scheduler_app(self.scheduler, ready, self.input_limits),
-            "slack": slack_app(
-                ready,
-                self.slack_gateway if self.slack_on else None,
-                building.slack_verifier(self.settings),
-                off_reason=self.slack_off_reason,
-            ),
-        }
+        return apps.role_apps(self)
