@@ -302,6 +302,7 @@ class Node:
             "node started",
             node_id=self.node_id,
             roles=sorted(self.roles),
+            components=[component.name for component in self.lifecycle.components],
             agents=len(self.registry.agents),
             available=available,
             startup_ms=round((time.perf_counter() - started) * 1000, 1),

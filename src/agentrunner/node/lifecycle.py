@@ -7,7 +7,8 @@ answers for. The rows are in start order; `start` walks them through an
 first, and `stop` closes the same stack: every component that touches the state store or
 the bus has ended (its tasks cancelled and awaited) before the store and the bus close.
 A stop that raises is logged and the walk goes on; the first such error is raised at the
-end."""
+end. A stop cut short (its caller's deadline, a cancellation) still closes the components
+after the one it was in, then lets the cancellation through."""
 
 from __future__ import annotations
 
