@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -21,7 +22,8 @@ from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view,
 from agentrunner.domain.audit import AuditAction
 from agentrunner.domain.errors import ExecutionNotFoundError
 from agentrunner.domain.event import StoredDeadLetter
-from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.execution import Execution, ExecutionStatus, Usage
+from agentrunner.domain.steps import JournalStepKind, JournalStepStatus, Step
 from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN, WebhookDelivery
 from agentrunner.ports.state import IdempotencyKeyTakenError
 from agentrunner.runtime.audit import Auditor
@@ -96,12 +98,58 @@ class Accepted(BaseModel):
     )
 
 
+class StepView(BaseModel):
+    """One model call or tool call of an execution, from its journal."""
+
+    generation: int = Field(description="1, then one more for each retry that started fresh (retry_config).")
+    seq: int = Field(description="Its place in its generation's loop: a model call, then the tool calls it asked for.")
+    kind: JournalStepKind
+    name: str = Field(description="The model, or the tool.")
+    status: JournalStepStatus = Field(
+        description="started: no outcome recorded (it was under way when the run stopped)."
+    )
+    duration_ms: float | None
+    usage: Usage | None = Field(description="Tokens of a model call (null for a tool call).")
+    cost_usd: float | None
+    replayed: bool = Field(description="The last run took it from the journal: nothing was called again.")
+    started_at: datetime
+    finished_at: datetime | None
+
+
 class ExecutionDetail(Execution):
-    """An execution, with the delivery of its record to its webhook (when it has one)."""
+    """An execution, with the delivery of its record to its webhook (when it has one) and
+    the journal of its model and tool calls."""
 
     webhook: WebhookDelivery | None = Field(
         default=None, description="Attempts to POST the record to webhook_url, once the execution ended."
     )
+    steps: list[StepView] = Field(default_factory=list, description="Its model and tool calls, by generation then seq.")
+    saved_cost_usd: float | None = Field(
+        default=None,
+        description="What the replayed steps would have cost had they been called again (null: none had a price).",
+    )
+
+
+def step_views(steps: list[Step]) -> tuple[list[StepView], float | None]:
+    """The journal as the API shows it, and what its replayed steps saved."""
+    views = [
+        StepView(
+            generation=step.generation,
+            seq=step.seq,
+            kind=step.kind,
+            name=step.name,
+            status=step.status,
+            duration_ms=step.duration_ms,
+            usage=step.usage,
+            cost_usd=step.cost_usd,
+            replayed=step.replayed,
+            started_at=step.started_at,
+            finished_at=step.finished_at,
+        )
+        for step in steps
+    ]
+    saved = [step.cost_usd for step in steps if step.replayed and step.cost_usd is not None]
+    return views, (round(sum(saved), 8) if saved else None)
 
 
 class ExecutionListItem(Execution):
@@ -219,9 +267,11 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLim
     )
     async def get_execution(execution_id: str) -> ExecutionDetail:
         execution = await visible(execution_id)
+        steps, saved = step_views(await orchestrator.steps(execution))
+        detail = ExecutionDetail(**execution.model_dump(), steps=steps, saved_cost_usd=saved)
         if not execution.webhook_url:
-            return ExecutionDetail(**execution.model_dump())
-        return ExecutionDetail(**execution.model_dump(), webhook=await orchestrator.webhook_delivery(execution))
+            return detail
+        return detail.model_copy(update={"webhook": await orchestrator.webhook_delivery(execution)})
 
     @app.get(
         "/executions/{execution_id}/events",

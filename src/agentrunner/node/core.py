@@ -126,6 +126,7 @@ class Node:
             webhooks_signed=self.webhook_secret is not None,
             budgets=self.budgets,
             egress=self.egress.policy,
+            steps=self.store.steps,
         )
         self.webhooks = WebhookDispatcher(
             bus=self.bus,
@@ -264,6 +265,7 @@ class Node:
             rates=self.rates,
             tools=self.tools,
             max_history_bytes=settings.max_history_bytes,
+            journal=self.store.steps,
         )
 
     @property

@@ -22,6 +22,7 @@ from agentrunner.domain.errors import (
 )
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, slack_origin_of, utcnow
+from agentrunner.domain.steps import Step
 from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, topic_problem
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
@@ -32,6 +33,7 @@ from agentrunner.ports.state import (
     ExecutionStore,
     IdempotencyClaim,
     IdempotencyKeyTakenError,
+    StepJournal,
     WebhookDeliveryStore,
 )
 from agentrunner.runtime.agent_queues import queue_patterns
@@ -71,7 +73,9 @@ class Orchestrator:
         webhooks_signed: bool = False,
         budgets: Budgets | None = None,
         egress: EgressPolicy | None = None,
+        steps: StepJournal | None = None,
     ) -> None:
+        self._steps = steps
         self._bus = bus
         self._egress = egress or EgressPolicy()
         self._budgets = budgets
@@ -373,6 +377,11 @@ class Orchestrator:
     async def execution(self, execution_id: str) -> Execution:
         """The execution with that id (raises `ExecutionNotFoundError`)."""
         return await self._executions.get_execution(execution_id)
+
+    async def steps(self, execution: Execution) -> list[Step]:
+        """The journal of `execution`'s model and tool calls, by generation then seq (empty
+        without a journal)."""
+        return await self._steps.steps(execution.execution_id) if self._steps is not None else []
 
     async def executions(
         self,

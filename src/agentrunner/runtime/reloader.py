@@ -127,8 +127,12 @@ class AgentReloader:
             return
         configs = [agent.config for agent in self._registry.agents.values() if agent.config is not None]
         missing = await tools.load(configs)
-        offered = {config.name: [tool.definition.name for tool in tools.tools_for(config.name)] for config in configs}
-        self._registry.apply_tools(offered, missing)
+        found = {config.name: tools.tools_for(config.name) for config in configs}
+        offered = {name: [tool.definition.name for tool in agent_tools] for name, agent_tools in found.items()}
+        repeatable = {
+            name: {tool.definition.name: tool.repeatable for tool in agent_tools} for name, agent_tools in found.items()
+        }
+        self._registry.apply_tools(offered, missing, repeatable)
         for name, reasons in missing.items():
             log.warning("agent degraded: some of its tools are missing", agent=name, reasons=reasons)
 
