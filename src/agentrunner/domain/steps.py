@@ -12,6 +12,7 @@ one unless `retry_config.resume` says to go on with the last.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -122,3 +123,21 @@ def record_of(step: Step) -> ToolCallRecord:
     return ToolCallRecord.model_validate(
         {**step.outcome, "name": step.name, "started_at": step.started_at, "finished_at": step.finished_at}
     )
+
+
+def last_generation(steps: Sequence[Step]) -> list[Step]:
+    """The steps of the last generation of a journal (the run that ended the execution)."""
+    last = max((step.generation for step in steps), default=1)
+    return [step for step in steps if step.generation == last]
+
+
+def reused_steps(source: Sequence[Step], from_step: int, execution_id: str) -> list[Step]:
+    """The first `from_step` steps of `source`'s last generation as the journal of a new
+    execution `execution_id` starts with (generation 1, not yet replayed), so that its first
+    run replays them instead of calling anything. A step with no recorded outcome (the
+    source stopped during it) is left out: it is called again, as a resume would."""
+    return [
+        step.model_copy(update={"execution_id": execution_id, "generation": 1, "replayed": False})
+        for step in last_generation(source)
+        if step.seq <= from_step and step.ended
+    ]

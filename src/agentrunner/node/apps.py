@@ -138,6 +138,7 @@ def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
             sessions=node.store.sessions,
             executions=node.store.executions,
             queries=node.store.queries,
+            steps=node.store.steps,
             max_history_bytes=node.settings.max_history_bytes,
             audit=node.audit,
         ),

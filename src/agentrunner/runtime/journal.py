@@ -96,6 +96,13 @@ class RunJournal:
         self._diverged = False
         self._held: list[Step] = []  # recorded, not written yet (see `model_call`)
         self._held_write: asyncio.Future[list[None]] | None = None
+        self._model_step: int | None = None
+
+    @property
+    def model_step(self) -> int | None:
+        """The seq of the model step whose call is under way (its streamed text belongs to
+        it), or None between model calls."""
+        return self._model_step
 
     @property
     def generation(self) -> int:
@@ -123,6 +130,7 @@ class RunJournal:
             self._replayed(found)
             return completion_of(found)
         started_at = utcnow()
+        self._model_step = seq
         try:
             completion = await call()
         except Exception as exc:
@@ -132,6 +140,8 @@ class RunJournal:
             failed = failed.model_copy(update={"outcome": {"error": {"code": error[0], "message": error[1]}}})
             await self._record_quietly(failed)
             raise
+        finally:
+            self._model_step = None
         step = self._step(seq, JournalStepKind.MODEL, self._model, JournalStepStatus.SUCCEEDED, started_at)
         # Written with the next write (the first tool call's start: nothing happens outside
         # before it) or by `flush`, so an answer with tool calls costs no transaction of its own.

@@ -39,6 +39,7 @@ from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.chains import chain_tenant, output_event, start_for_event
 from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, converse, keep_interrupted
+from agentrunner.runtime.execution_stream import text_progress
 from agentrunner.runtime.journal import RunJournal
 from agentrunner.runtime.limits import ConcurrencyLimits, HeldSlots
 from agentrunner.runtime.outbox import OutboxRelay
@@ -255,8 +256,10 @@ class AgentPool:
         calls of `provider` already do). With `journal`, its steps are journaled and those
         an earlier run recorded are replayed."""
 
+        offsets: dict[int, int] = {}  # characters streamed by model step: the pieces' positions
+
         async def text(piece: str) -> None:
-            await self._progress(execution, {"kind": "text", "text": piece})
+            await self._progress(execution, text_progress(journal, offsets, piece))
 
         async def tool_call(record: ToolCallRecord) -> None:
             records.append(record)
@@ -384,10 +387,11 @@ class AgentPool:
     ) -> RunJournal | None:
         """The journal of this attempt: in `generation` (with the steps it has) when a retry
         in this process chose it; else in the last one journaled, which a re-run after a
-        crash resumes (a first attempt has no journal: nothing is read)."""
+        crash resumes, or a replay's first run (its source's steps it reuses). A first
+        attempt of any other execution has no journal: nothing is read."""
         if self._journal is None:
             return None
-        if generation is None and execution.attempts > 1:
+        if generation is None and (execution.attempts > 1 or execution.replay_of is not None):
             steps = await self._journal.steps(execution.execution_id)
             last = max((step.generation for step in steps), default=1)
             generation = (last, [step for step in steps if step.generation == last])

@@ -141,6 +141,8 @@ class ExecutionRow(Base):
     # Where the request came from, set by the platform's gateways (domain.execution.Execution.origin).
     origin: Mapped[dict[str, Any] | None]
     chain_depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The execution it replays ({"execution_id", "from_step"}), when a replay started it.
+    replay_of: Mapped[dict[str, Any] | None]
     # The tool calls of the attempt that ended it (domain.execution.ToolCallRecord), if any.
     tool_calls: Mapped[list[Any] | None]
     trace_id: Mapped[str] = mapped_column(String(128))
