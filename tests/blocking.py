@@ -70,7 +70,7 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     ("agentrunner/adapters/telemetry/otel.py", "__init__", "built with the node, before serving"),
     # A node with Slack imports slack_sdk and aiohttp when it is built (aiohttp makes its
     # default TLS context at import): once per process, before it serves.
-    ("agentrunner/node.py", "_slack_replies", "built with the node, before serving"),
+    ("agentrunner/node/building.py", "slack_replies", "built with the node, before serving"),
     # An exception's traceback, when logged, shows source lines read from the .py files:
     # once per file (linecache keeps them), on an error path. rich renders it on a
     # terminal (and in tests); the JSON logs of production go through linecache.

@@ -17,7 +17,8 @@ from rich.table import Table
 
 from agentrunner.adapters.config.files import load_agent_directory
 from agentrunner.domain.errors import AgentRunnerError, ConfigError
-from agentrunner.settings import Role, Settings
+from agentrunner.domain.roles import ALL_ROLES, HttpRole
+from agentrunner.settings import Settings
 
 if TYPE_CHECKING:
     import httpx
@@ -66,9 +67,7 @@ def up() -> None:
 def serve(
     roles: Annotated[
         list[str],
-        typer.Argument(
-            help="Roles: state, config, orchestrator, scheduler, slack, autonomous, continuous, collaborative."
-        ),
+        typer.Argument(help=f"Roles: {', '.join(ALL_ROLES)}."),
     ],
     health_port: Annotated[
         int, typer.Option("--health-port", help="Port of /health/* for a worker-only process (0: any free port).")
@@ -226,7 +225,7 @@ def db_current() -> None:
     _alembic("current", "head")
 
 
-def _client(url: str | None, role: Role = "orchestrator") -> httpx.Client:
+def _client(url: str | None, role: HttpRole = "orchestrator") -> httpx.Client:
     """A client of `role`'s API: `url`, else that role's port on this host; with the API key
     in AGENTRUNNER_API_KEY when the platform requires one."""
     import httpx  # noqa: PLC0415 - only the commands that call a running node pay for it

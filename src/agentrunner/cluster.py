@@ -15,8 +15,9 @@ import sys
 
 from agentrunner.api.access import check_listen_host
 from agentrunner.domain.errors import ConfigError
+from agentrunner.domain.roles import HTTP_ROLES, WORKER_ROLES
 from agentrunner.liveness import LivenessPolicy
-from agentrunner.settings import HTTP_ROLES, Settings
+from agentrunner.settings import Settings
 from agentrunner.supervisor import (
     DRAIN_SECONDS,
     READY_TIMEOUT_SECONDS,
@@ -59,7 +60,12 @@ def plan(settings: Settings, autonomous: int) -> list[tuple[str, list[str], str]
         )
         for role in HTTP_ROLES
     ]
-    workers = [f"autonomous-{index + 1}" for index in range(autonomous)] + ["continuous", "collaborative"]
+    # The autonomous pool scales out (`--autonomous N`); each other worker role runs once.
+    workers = [
+        name
+        for role in WORKER_ROLES
+        for name in ([f"{role}-{index + 1}" for index in range(autonomous)] if role == "autonomous" else [role])
+    ]
     for name in workers:
         port = _free_port(host)
         role = name.split("-")[0]

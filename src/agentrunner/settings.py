@@ -16,9 +16,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agentrunner.domain.egress import EgressPolicy, parse_networks
 from agentrunner.domain.redaction import mask_url
+from agentrunner.domain.roles import HttpRole
 
-Role = Literal["state", "config", "orchestrator", "scheduler", "slack"]
-HTTP_ROLES: tuple[Role, ...] = ("state", "config", "orchestrator", "scheduler", "slack")
 DEFAULT_API_RATE_LIMIT_PER_MINUTE = 600
 
 
@@ -279,9 +278,9 @@ class Settings(BaseSettings):
         """DATABASE_URL, or a SQLite file under DATA_DIR when it is empty."""
         return self.database_url.get_secret_value() or f"sqlite+aiosqlite:///{self.data_dir / 'agentrunner.db'}"
 
-    def port_of(self, role: Role) -> int:
+    def port_of(self, role: HttpRole) -> int:
         """The HTTP port a role listens on."""
-        ports: dict[Role, int] = {
+        ports: dict[HttpRole, int] = {
             "state": self.state_port,
             "config": self.config_port,
             "orchestrator": self.orchestrator_port,

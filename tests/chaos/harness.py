@@ -36,13 +36,13 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from agentrunner.domain.roles import HTTP_ROLES
 from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.timed_calls import TimedCalls, peak
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES_SCRIPT = REPO / "scripts" / "private_services.sh"
-HTTP_ROLES = ("state", "config", "orchestrator", "scheduler", "slack")
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 LIMIT = 2  # max_concurrency of the `chaos-limited` agent
 AGENTS = {

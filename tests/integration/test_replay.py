@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from agentrunner.domain.roles import HttpRole
 from agentrunner.node import Node
-from agentrunner.settings import Role
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import node_on
 from tests.integration.test_durable_agents import (
@@ -38,7 +38,7 @@ MALLORY_KEY = "key-mallory-0123456789abcdef01234567"
 STEPS = 2 * TOOLS + 1  # a model call, then one tool call per answer, then the final answer
 
 
-def _client(node: Node, role: Role, key: str | None = None) -> httpx.AsyncClient:
+def _client(node: Node, role: HttpRole, key: str | None = None) -> httpx.AsyncClient:
     headers = {"X-API-Key": key} if key else {}
     app = node.apps()[role]
     return httpx.AsyncClient(

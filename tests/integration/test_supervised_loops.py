@@ -416,7 +416,8 @@ async def test_mcp_retry(tmp_path: Path) -> None:
     (tmp_path / "agents").mkdir()
     node = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))
     bug = Bug("retry_unreachable")
-    node.tools = BuggyShelf(bug, store=node.store.sessions, bus=node.bus)
+    # The reloader runs the retry loop on the shelf it was given: the buggy one here.
+    node.tools = node.reloader.tools = BuggyShelf(bug, store=node.store.sessions, bus=node.bus)
     with capture_logs() as entries:
         async with node.running():
             await _survives("mcp-retry", bug, node.metrics, entries)

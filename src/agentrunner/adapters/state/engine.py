@@ -24,6 +24,9 @@ from agentrunner.adapters.state.errors import as_outage
 from agentrunner.adapters.state.urls import alembic_config, prepare_sqlite_folder
 from agentrunner.domain.errors import ConfigError, DependencyUnavailableError
 from agentrunner.domain.redaction import mask_url
+from agentrunner.logs import get_logger
+
+log = get_logger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -79,6 +82,10 @@ class SQLEngine:
         self._migrate = migrate
         self._engine: AsyncEngine | None = None
         self._autocommit: AsyncEngine | None = None  # the same pool, no transactions
+        # Operations under way (from their check that the store is open to their
+        # connection's return), and set whenever there is none: what `close` waits for.
+        self._in_use = 0
+        self._idle = asyncio.Event()
 
     @property
     def is_sqlite(self) -> bool:
@@ -143,9 +150,25 @@ class SQLEngine:
             )
 
     async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = self._autocommit = None
+        """Refuse new operations, let those under way end (`CLOSE_WAIT_SECONDS` at most: a
+        task its owner did not wait for, a group commit's batch), then close every
+        connection. Closed under an operation, a connection would be left with it under
+        way, and SQLite's thread would answer an event loop that may be gone by then."""
+        engine, self._engine, self._autocommit = self._engine, None, None
+        if engine is None:
+            return
+        if self._in_use:
+            self._idle.clear()
+            try:
+                async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                    await self._idle.wait()  # no operation starts once closing: it is set for good
+            except TimeoutError:
+                log.warning(
+                    "state store closed with operations still under way",
+                    operations=self._in_use,
+                    waited_seconds=CLOSE_WAIT_SECONDS,
+                )
+        await engine.dispose()
 
     async def ping(self) -> None:
         async with self._session(patient=False) as session:  # readiness answers now, not later
@@ -170,8 +193,9 @@ class SQLEngine:
         if self._engine is None or self._autocommit is None:
             raise DependencyUnavailableError("the state store is not started (or was closed)")
         engine = self._engine if atomic or self.is_sqlite else self._autocommit
-        connection = await self._connection(engine, patient=patient)
+        self._in_use += 1
         try:
+            connection = await self._connection(engine, patient=patient)
             try:
                 if atomic or (write and self.is_sqlite):
                     async with connection.begin():
@@ -185,6 +209,10 @@ class SQLEngine:
             if outage is None:
                 raise
             raise outage from exc
+        finally:
+            self._in_use -= 1
+            if not self._in_use:
+                self._idle.set()
 
     async def _connection(self, engine: AsyncEngine, *, patient: bool) -> AsyncConnection:
         """A connection from the pool (a dead pooled one is replaced on checkout: see
@@ -203,8 +231,12 @@ class SQLEngine:
                     raise outage from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
+            if self._engine is None:  # closed meanwhile: no new connection
+                raise DependencyUnavailableError("the state store was closed")
 
 
+# `close` waits at most this long for the operations under way to end.
+CLOSE_WAIT_SECONDS = 5.0
 # A connection idle longer than this is pinged before use (a database restart while the
 # node was quiet leaves every pooled connection dead). A busy pool skips the ping: three
 # round trips per transaction otherwise; a connection that dies under load fails its
