@@ -40,7 +40,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, AMQPError
 from agentrunner.adapters.bus.memory import InMemoryEventBus
 from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus
 from agentrunner.domain.event import Event, encode_event, new_id
-from agentrunner.ports import EventBus
+from agentrunner.ports.bus import EventBus
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 TOPIC = "bench.order.created"

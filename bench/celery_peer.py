@@ -39,7 +39,7 @@ app.conf.update(
 )
 
 
-@app.task(name="bench.echo")
+@app.task(name="bench.echo")  # type: ignore[untyped-decorator]  # Celery is not typed (and not always installed)
 def echo(task_data: Any) -> Any:
     """The peer's trivial work: answer with the input."""
     return task_data

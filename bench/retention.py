@@ -187,7 +187,7 @@ async def soak_on(url: str, plain_url: str, args: argparse.Namespace) -> None:
         agents.mkdir()
         (agents / f"{AGENT}.yml").write_text(AGENT_YAML)
         window_seconds = args.window_minutes * 60
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             _env_file=None,
             agents_dir=agents,
             data_dir=Path(workdir),
@@ -209,7 +209,7 @@ async def soak_on(url: str, plain_url: str, args: argparse.Namespace) -> None:
                 sampler = asyncio.create_task(sample_sizes(database, soak, args.sample_seconds, until))
                 await load(node, soak, args.rate, until)
                 await sampler
-                usage = await node.store.usage()
+                usage = await node.store.queries.usage()
             report(soak, args, usage.executions)
         finally:
             await database.close()

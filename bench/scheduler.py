@@ -57,7 +57,7 @@ def _percentile(values: list[float], share: float) -> float:
 async def _scheduler(database_url: str, folder: Path) -> AsyncIterator[tuple[Scheduler, InMemoryEventBus]]:
     (folder / "agents").mkdir(exist_ok=True)
     (folder / "agents" / "bench.yml").write_text(AGENT)
-    settings = Settings(_env_file=None, agents_dir=folder / "agents")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, agents_dir=folder / "agents")
     registry = AgentRegistry()
     directory = load_agent_directory(settings.agents_dir)
     catalog = SettingsProviderCatalog(settings)
@@ -68,7 +68,7 @@ async def _scheduler(database_url: str, folder: Path) -> AsyncIterator[tuple[Sch
     await bus.start()
     relay = OutboxRelay(bus=bus, store=store)
     scheduler = Scheduler(store=store, relay=relay, registry=registry, refresh_seconds=2.0)
-    watch = FireWatch(store=store, bus=bus, deliver=scheduler.deliver)
+    watch = FireWatch(executions=store, schedules=store, bus=bus, deliver=scheduler.deliver)
     await watch.start()
     try:
         yield scheduler, bus

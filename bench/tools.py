@@ -32,7 +32,7 @@ from agentrunner.adapters.providers.offline import ScriptedProvider
 from agentrunner.adapters.tools.mcp import McpServer
 from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.llm import LLMRequest, ToolCall, ToolDefinition
-from agentrunner.ports import ToolContext
+from agentrunner.ports.tools import ToolContext
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.tool_calls import ToolBudget, run_tool_calls
 

@@ -38,10 +38,10 @@ def no_blocking_calls() -> Iterator[BlockBuster]:
 ALLOWED: tuple[tuple[str, str, str], ...] = (
     # The state store's start: Alembic reads its migration scripts and SQLite's folder is
     # made, once, in the lifespan's start-up, before the process serves anything.
-    ("agentrunner/adapters/state/sql.py", "start", "start-up, before serving"),
+    ("agentrunner/adapters/state/engine.py", "start", "start-up, before serving"),
     # ... the migrations themselves run in SQLAlchemy's greenlet, whose stack ends at them.
-    ("agentrunner/adapters/state/sql.py", "_upgrade", "start-up, before serving"),
-    ("agentrunner/adapters/state/sql.py", "_require_head", "start-up, before serving"),
+    ("agentrunner/adapters/state/engine.py", "_upgrade", "start-up, before serving"),
+    ("agentrunner/adapters/state/engine.py", "_require_head", "start-up, before serving"),
     ("agentrunner/adapters/state/migrations/env.py", "_run", "migrations"),
     # `agentrunner db upgrade` (and the tests that migrate a database with it): Alembic on
     # a loop of the command's own, which serves nothing.

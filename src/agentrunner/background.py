@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
 from agentrunner.logs import get_logger
-from agentrunner.ports import Metrics
+from agentrunner.ports.metrics import Metrics
 
 log = get_logger(__name__)
 

@@ -27,8 +27,8 @@ from agentrunner.adapters.egress import EgressGuard
 from agentrunner.adapters.metrics.prometheus import PrometheusMetrics
 from agentrunner.adapters.providers.catalog import SettingsProviderCatalog
 from agentrunner.adapters.providers.offline import Script
-from agentrunner.adapters.state.cached import CachedStateStore
 from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.adapters.state.stores import Stores
 from agentrunner.adapters.tools.catalog import ToolShelf
 from agentrunner.adapters.webhooks import HttpxWebhookSender
 from agentrunner.api.access import (
@@ -56,17 +56,12 @@ from agentrunner.domain.errors import AgentRunnerError, ConfigError
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.logs import get_logger
-from agentrunner.ports import (
-    Buckets,
-    Cache,
-    EventBus,
-    ProviderCatalog,
-    SlackReplies,
-    SlackRequestVerifier,
-    Slots,
-    Subscription,
-    Tracing,
-)
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.cache import Cache
+from agentrunner.ports.limits import Buckets, Slots
+from agentrunner.ports.providers import ProviderCatalog
+from agentrunner.ports.slack import SlackReplies, SlackRequestVerifier
+from agentrunner.ports.tracing import Tracing
 from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.budgets import Budget, Budgets, TenantBudget
 from agentrunner.runtime.collaboration import CollaborativePool
@@ -143,7 +138,8 @@ class Node:
             migrate=not settings.database_url or settings.database_url.get_secret_value().startswith("sqlite"),
         )
         self.cache = _cache(settings)
-        self.store = CachedStateStore(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
+        # Executions and sessions through the cache; every other facet straight from the database.
+        self.store = Stores.over(database, self.cache, ttl_seconds=settings.cache_ttl_seconds)
         # Straight to the database: the audit log is written once and read rarely, never cached.
         self.audit = Auditor(database)
         self.bus = _bus(settings, self.node_id)
@@ -154,7 +150,7 @@ class Node:
         # Every outbound call made for a caller or a model goes through this one guard.
         self.egress = EgressGuard(settings.egress_policy)
         self.tools = ToolShelf(
-            store=self.store,
+            store=self.store.sessions,
             bus=self.bus,
             connect_timeout_seconds=settings.mcp_connect_timeout_seconds,
             retry_max_seconds=settings.mcp_retry_seconds,
@@ -162,9 +158,9 @@ class Node:
         )
         # Built first: the background loops of the engines below count their errors in it.
         self.metrics = PrometheusMetrics()
-        self.relay = OutboxRelay(bus=self.bus, store=self.store, metrics=self.metrics)
+        self.relay = OutboxRelay(bus=self.bus, store=self.store.outbox, metrics=self.metrics)
         self.budgets = Budgets(
-            store=self.store,
+            store=self.store.queries,
             bus=self.bus,
             cache=self.cache,
             tenant_budget=TenantBudget(settings.tenant_budget_usd, settings.tenant_budget_period)
@@ -173,7 +169,9 @@ class Node:
         )
         self.orchestrator = Orchestrator(
             bus=self.bus,
-            store=self.store,
+            executions=self.store.executions,
+            queries=self.store.queries,
+            deliveries=self.store.webhook_deliveries,
             relay=self.relay,
             registry=self.registry,
             node_id=self.node_id,
@@ -183,7 +181,8 @@ class Node:
         )
         self.webhooks = WebhookDispatcher(
             bus=self.bus,
-            store=self.store,
+            executions=self.store.executions,
+            deliveries=self.store.webhook_deliveries,
             sender=HttpxWebhookSender(self.egress),
             secret=self.webhook_secret,
             retry_seconds=settings.webhook_retry_seconds,
@@ -193,16 +192,17 @@ class Node:
             metrics=self.metrics,
         )
         self.loop_lag = LoopLagMonitor(metrics=self.metrics)
-        self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store, metrics=self.metrics)
+        self.dead_letters = DeadLetterOffice(bus=self.bus, store=self.store.dead_letters, metrics=self.metrics)
         self.scheduler = Scheduler(
-            store=self.store,
+            store=self.store.schedules,
             relay=self.relay,
             registry=self.registry,
             refresh_seconds=settings.scheduler_refresh_seconds,
             metrics=self.metrics,
         )
         self.fire_watch = FireWatch(
-            store=self.store,
+            executions=self.store.executions,
+            schedules=self.store.schedules,
             bus=self.bus,
             deliver=self.scheduler.deliver,
             interval_seconds=settings.scheduler_watch_seconds,
@@ -235,10 +235,13 @@ class Node:
         self.pool = self._agent_pool("autonomous", settings.rabbitmq_prefetch_count, AUTONOMOUS_POOL_MODES)
         # A conversation takes its messages one at a time, in order.
         self.continuous = self._agent_pool("continuous", 1, CONTINUOUS_POOL_MODES)
-        self.plan_runs = PlanRuns(store=self.store, relay=self.relay, registry=self.registry)
+        self.plan_runs = PlanRuns(
+            executions=self.store.executions, runs=self.store.plan_runs, relay=self.relay, registry=self.registry
+        )
         self.collaborative = CollaborativePool(
             bus=self.bus,
-            store=self.store,
+            executions=self.store.executions,
+            run_store=self.store.plan_runs,
             registry=self.registry,
             catalog=self.catalog,
             relay=self.relay,
@@ -265,14 +268,19 @@ class Node:
         self.slack_answers: SlackAnswers | None = None
         if self.slack_replies is not None:
             self.slack_answers = SlackAnswers(
-                bus=self.bus, store=self.store, cache=self.cache, replies=self.slack_replies
+                bus=self.bus,
+                executions=self.store.executions,
+                runs=self.store.plan_runs,
+                cache=self.cache,
+                replies=self.slack_replies,
             )
 
     def _agent_pool(self, kind: str, prefetch: int, modes: frozenset[ExecutionMode]) -> AgentPool:
         settings = self.settings
         return AgentPool(
             bus=self.bus,
-            store=self.store,
+            executions=self.store.executions,
+            sessions=self.store.sessions,
             registry=self.registry,
             catalog=self.catalog,
             relay=self.relay,
@@ -389,7 +397,7 @@ class Node:
         await self.load_tools()
         if "config" in self.roles:
             # One owner writes the registry table, so replicas of other roles never race on it.
-            await self.store.sync_agents(self.registry.records())
+            await self.store.agents.sync_agents(self.registry.records())
         if "orchestrator" in self.roles:
             await self.orchestrator.start()
             await self.dead_letters.start()
@@ -454,7 +462,7 @@ class Node:
         for status in (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING):
             cursor: str | None = None
             while True:
-                page = await self.store.list_executions(status=status, limit=200, cursor=cursor)
+                page = await self.store.queries.list_executions(status=status, limit=200, cursor=cursor)
                 for execution in page.items:
                     await self.bus.publish(
                         Event(
@@ -491,7 +499,7 @@ class Node:
         self.load_agents(await asyncio.to_thread(load_agent_directory, self.settings.agents_dir))
         await self.load_tools()
         if "config" in self.roles:
-            await self.store.sync_agents(self.registry.records())
+            await self.store.agents.sync_agents(self.registry.records())
         if "autonomous" in self.roles:
             await self.pool.sync()
         if "continuous" in self.roles:
@@ -580,7 +588,7 @@ class Node:
     def edge(self) -> EdgeConfig:
         """What every role app shares: readiness checks and API keys."""
         return EdgeConfig(
-            readiness={"database": self.store.ping, "event_bus": self.bus.ping},
+            readiness={"database": self.store.database.ping, "event_bus": self.bus.ping},
             # The cache being down slows reads and makes limited work wait (`limits`); it
             # does not stop the node from serving.
             advisory={"cache": self.cache.ping, "limits": self.limits_store.check},
@@ -589,7 +597,7 @@ class Node:
             rate_limit_per_minute=self.settings.effective_api_rate_limit,
             metrics=self.metrics_exposition,
             tracing=self.tracing,
-            idempotency=self.store,
+            idempotency=self.store.idempotency,
             idempotency_ttl_seconds=self.settings.idempotency_ttl_seconds,
             background_metrics=self.metrics,
         )
@@ -645,9 +653,11 @@ class Node:
         orchestrator.include_router(schedule_read_routes(self.scheduler))
         return {
             "state": state_app(
-                self.store,
                 ready,
                 self._budgets_of,
+                sessions=self.store.sessions,
+                executions=self.store.executions,
+                queries=self.store.queries,
                 max_history_bytes=self.settings.max_history_bytes,
                 audit=self.audit,
             ),

@@ -118,9 +118,9 @@ def _children(root: int) -> dict[int, list[str]]:
     found: dict[int, list[str]] = {}
     frontier = [root]
     while frontier:
-        parent = frontier.pop()
+        ancestor = frontier.pop()
         for pid, ppid in parents.items():
-            if ppid == parent and pid not in found:
+            if ppid == ancestor and pid not in found:
                 found[pid] = commands[pid]
                 frontier.append(pid)
     return found

@@ -10,6 +10,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, cast
 from uuid import uuid4
 
 import aio_pika
@@ -20,11 +21,13 @@ from agentrunner.adapters.bus.memory import InMemoryEventBus
 from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus
 from agentrunner.adapters.cache.memory import InMemoryCache
 from agentrunner.adapters.cache.redis import RedisCache
-from agentrunner.adapters.state.cached import CachedStateStore
 from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.adapters.state.stores import Stores
 from agentrunner.adapters.telemetry.otel import OtelTracing
 from agentrunner.domain.event import DeadLetter
-from agentrunner.ports import Cache, EventBus, StateStore
+from agentrunner.ports.bus import EventBus
+from agentrunner.ports.cache import Cache
+from agentrunner.ports.state import ExecutionStore, SessionStore, StateStore
 from tests.blocking import no_blocking_calls
 from tests.fakes.otlp_collector import FakeCollector
 
@@ -55,6 +58,32 @@ STATE_STORE_BACKENDS = [
 ]
 
 
+_EXECUTION_METHODS = frozenset(name for name in vars(ExecutionStore) if not name.startswith("_"))
+_SESSION_METHODS = frozenset(name for name in vars(SessionStore) if not name.startswith("_"))
+
+
+class CachedDeployment:
+    """The state store as a node with a cache sees it (`Stores.over(database, cache)`): the
+    methods of `ExecutionStore` and `SessionStore` through the cache decorators, every other
+    from the database. One object, because the contract tests call every facet on one store."""
+
+    def __init__(self, stores: Stores) -> None:
+        self._stores = stores
+
+    async def start(self) -> None:
+        await self._stores.start()
+
+    async def close(self) -> None:
+        await self._stores.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _EXECUTION_METHODS:
+            return getattr(self._stores.executions, name)
+        if name in _SESSION_METHODS:
+            return getattr(self._stores.sessions, name)
+        return getattr(self._stores.database, name)
+
+
 @pytest.fixture(params=STATE_STORE_BACKENDS)
 def state_store_backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
     """The database and the cache (or None) of this run of a StateStore contract test."""
@@ -81,7 +110,7 @@ async def state_store_factory(
 ) -> AsyncIterator[Callable[[], StateStore]]:
     """Builds unstarted stores on this test's database; closes all of them afterwards.
 
-    On a cached backend every store is a `CachedStateStore` over its own `SQLStateStore`,
+    On a cached backend every store is a `CachedDeployment` over its own `SQLStateStore`,
     and all of them share one cache, as the nodes of a deployment share Redis.
     """
     _, cache_backend = state_store_backend
@@ -91,7 +120,7 @@ async def state_store_factory(
 
         def build() -> StateStore:
             database = SQLStateStore(state_store_url, pool_size=2, max_overflow=2)
-            store: StateStore = CachedStateStore(database, cache) if cache is not None else database
+            store = cast(StateStore, CachedDeployment(Stores.over(database, cache))) if cache is not None else database
             stores.append(store)
             return store
 

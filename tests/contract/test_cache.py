@@ -15,7 +15,8 @@ import redis.exceptions
 from agentrunner.adapters.cache.memory import InMemoryCache
 from agentrunner.adapters.cache.redis import RedisCache
 from agentrunner.domain.errors import DependencyUnavailableError
-from agentrunner.ports import Buckets, Cache, SlotRenewal, Slots
+from agentrunner.ports.cache import Cache
+from agentrunner.ports.limits import Buckets, SlotRenewal, Slots
 from tests.conftest import free_port
 from tests.contract.conftest import REDIS_URL, delete_redis_keys
 

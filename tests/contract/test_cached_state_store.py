@@ -1,4 +1,5 @@
-"""CachedStateStore: reads through and writes through its cache, and carries on with the
+"""The cache decorators (`CachedExecutions`, `CachedSessions`, as `Stores.over` puts them in
+front of the database): they read through and write through the cache, and carry on with the
 database alone, logging the outage once, when the cache is down.
 
 The StateStore contract itself runs over the cached store in test_state_store.py; this
@@ -20,8 +21,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from agentrunner.adapters.cache.redis import RedisCache
-from agentrunner.adapters.state.cached import CachedStateStore, execution_key, state_key
+from agentrunner.adapters.state.cached import execution_key, state_key
 from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.adapters.state.stores import Stores
 from agentrunner.domain.errors import (
     ConflictError,
     DependencyUnavailableError,
@@ -30,7 +32,7 @@ from agentrunner.domain.errors import (
 )
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.state import AgentState
-from agentrunner.ports import Cache
+from agentrunner.ports.cache import Cache
 from agentrunner.tracing import traced
 from tests.conftest import free_port
 from tests.contract.conftest import open_cache
@@ -119,7 +121,7 @@ def _logged(entries: list[MutableMapping[str, Any]], message: str) -> list[Mutab
 
 
 @asynccontextmanager
-async def started(store: CachedStateStore) -> AsyncIterator[CachedStateStore]:
+async def started(store: Stores) -> AsyncIterator[Stores]:
     await store.start()
     try:
         yield store
@@ -155,8 +157,8 @@ def database(cached_backend: tuple[str, str]) -> CountingStore:
 
 
 @pytest.fixture
-async def cached(database: CountingStore, cache_in_front: Cache) -> AsyncIterator[CachedStateStore]:
-    async with started(CachedStateStore(database, cache_in_front, ttl_seconds=LONG_TTL)) as store:
+async def cached(database: CountingStore, cache_in_front: Cache) -> AsyncIterator[Stores]:
+    async with started(Stores.over(database, cache_in_front, ttl_seconds=LONG_TTL)) as store:
         yield store
 
 
@@ -164,14 +166,14 @@ async def cached(database: CountingStore, cache_in_front: Cache) -> AsyncIterato
 
 
 async def test_a_finished_execution_read_once_is_then_answered_by_the_cache(
-    cached: CachedStateStore, database: CountingStore
+    cached: Stores, database: CountingStore
 ) -> None:
     original = _execution(status=ExecutionStatus.SUCCEEDED, output="done")
     await database.create_execution(original)
 
-    first = await cached.get_execution("exec-1")
+    first = await cached.executions.get_execution("exec-1")
     await database.save_execution(original.model_copy(update={"output": "changed behind the cache's back"}))
-    second = await cached.get_execution("exec-1")
+    second = await cached.executions.get_execution("exec-1")
 
     assert first == second == original
     assert database.reads["get_execution"] == 1
@@ -179,53 +181,51 @@ async def test_a_finished_execution_read_once_is_then_answered_by_the_cache(
 
 @pytest.mark.parametrize("status", [ExecutionStatus.QUEUED, ExecutionStatus.RUNNING])
 async def test_an_unfinished_execution_is_always_read_from_the_database(
-    cached: CachedStateStore, database: CountingStore, cache_in_front: Cache, status: ExecutionStatus
+    cached: Stores, database: CountingStore, cache_in_front: Cache, status: ExecutionStatus
 ) -> None:
     created = _execution(status=status)
-    await cached.create_execution(created)
-    first = await cached.get_execution("exec-1")
+    await cached.executions.create_execution(created)
+    first = await cached.executions.get_execution("exec-1")
     moved_on = created.model_copy(update={"status": ExecutionStatus.RUNNING, "attempts": 2})
-    await cached.save_execution(moved_on)
-    second = await cached.get_execution("exec-1")
+    await cached.executions.save_execution(moved_on)
+    second = await cached.executions.get_execution("exec-1")
 
     assert (first, second) == (created, moved_on)
     assert database.reads["get_execution"] == 2
     assert await cache_in_front.get(execution_key("exec-1")) is None
 
 
-async def test_a_state_read_once_is_then_answered_by_the_cache(
-    cached: CachedStateStore, database: CountingStore
-) -> None:
+async def test_a_state_read_once_is_then_answered_by_the_cache(cached: Stores, database: CountingStore) -> None:
     saved = await database.save_state(_state(memory={"n": 1}), expected_version=0)
 
-    first = await cached.load_state("writer", SESSION)
+    first = await cached.sessions.load_state("writer", SESSION)
     await database.save_state(_state(memory={"n": 2}), expected_version=1)
-    second = await cached.load_state("writer", SESSION)
+    second = await cached.sessions.load_state("writer", SESSION)
 
     assert first == second == saved
     assert database.reads["load_state"] == 1
 
 
-async def test_a_missing_execution_is_not_cached(cached: CachedStateStore, database: CountingStore) -> None:
+async def test_a_missing_execution_is_not_cached(cached: Stores, database: CountingStore) -> None:
     finished = _execution(status=ExecutionStatus.FAILED)
     with pytest.raises(ExecutionNotFoundError):
-        await cached.get_execution("exec-1")
+        await cached.executions.get_execution("exec-1")
     await database.create_execution(finished)
 
-    assert await cached.get_execution("exec-1") == finished
+    assert await cached.executions.get_execution("exec-1") == finished
     assert database.reads["get_execution"] == 2
 
 
 async def test_an_unreadable_cached_value_is_dropped_and_the_database_answers(
-    cached: CachedStateStore, database: CountingStore, cache_in_front: Cache
+    cached: Stores, database: CountingStore, cache_in_front: Cache
 ) -> None:
     finished = _execution(status=ExecutionStatus.CANCELLED)
     await database.create_execution(finished)
     await cache_in_front.set(execution_key("exec-1"), b'{"not": "an execution"}', LONG_TTL)
 
     with capture_logs() as entries:
-        assert await cached.get_execution("exec-1") == finished
-    assert await cached.get_execution("exec-1") == finished
+        assert await cached.executions.get_execution("exec-1") == finished
+    assert await cached.executions.get_execution("exec-1") == finished
 
     assert database.reads["get_execution"] == 1
     assert len(_logged(entries, "cached value unreadable, dropping it")) == 1
@@ -234,52 +234,50 @@ async def test_an_unreadable_cached_value_is_dropped_and_the_database_answers(
 # -- write-through --------------------------------------------------------------------------
 
 
-async def test_an_execution_saved_finished_is_answered_by_the_cache(
-    cached: CachedStateStore, database: CountingStore
-) -> None:
+async def test_an_execution_saved_finished_is_answered_by_the_cache(cached: Stores, database: CountingStore) -> None:
     created = _execution()
-    await cached.create_execution(created)
+    await cached.executions.create_execution(created)
 
     finished = created.model_copy(update={"status": ExecutionStatus.SUCCEEDED, "output": "done"})
-    await cached.save_execution(finished)
+    await cached.executions.save_execution(finished)
 
-    assert await cached.get_execution("exec-1") == finished
+    assert await cached.executions.get_execution("exec-1") == finished
     assert database.reads["get_execution"] == 0
     assert await database.get_execution("exec-1") == finished
 
 
-async def test_saved_states_are_answered_by_the_cache(cached: CachedStateStore, database: CountingStore) -> None:
-    first = await cached.save_state(_state(memory={"n": 1}), expected_version=0)
-    assert await cached.load_state("writer", SESSION) == first
+async def test_saved_states_are_answered_by_the_cache(cached: Stores, database: CountingStore) -> None:
+    first = await cached.sessions.save_state(_state(memory={"n": 1}), expected_version=0)
+    assert await cached.sessions.load_state("writer", SESSION) == first
 
-    second = await cached.save_state(_state(memory={"n": 2}), expected_version=first.version)
+    second = await cached.sessions.save_state(_state(memory={"n": 2}), expected_version=first.version)
 
-    assert await cached.load_state("writer", SESSION) == second
+    assert await cached.sessions.load_state("writer", SESSION) == second
     assert second.version == 2
     assert database.reads["load_state"] == 0
     assert await database.load_state("writer", SESSION) == second
 
 
-async def test_a_deleted_state_is_gone_from_the_cache(cached: CachedStateStore, database: CountingStore) -> None:
-    await cached.save_state(_state(), expected_version=0)
-    assert (await cached.load_state("writer", SESSION)).version == 1
+async def test_a_deleted_state_is_gone_from_the_cache(cached: Stores, database: CountingStore) -> None:
+    await cached.sessions.save_state(_state(), expected_version=0)
+    assert (await cached.sessions.load_state("writer", SESSION)).version == 1
 
-    await cached.delete_state("writer", SESSION)
+    await cached.sessions.delete_state("writer", SESSION)
 
     with pytest.raises(StateNotFoundError):
-        await cached.load_state("writer", SESSION)
+        await cached.sessions.load_state("writer", SESSION)
     assert database.reads["load_state"] == 1
 
 
-async def test_a_stale_save_drops_the_cached_state(cached: CachedStateStore, database: CountingStore) -> None:
-    mine = await cached.save_state(_state(memory={"by": "me"}), expected_version=0)
+async def test_a_stale_save_drops_the_cached_state(cached: Stores, database: CountingStore) -> None:
+    mine = await cached.sessions.save_state(_state(memory={"by": "me"}), expected_version=0)
     theirs = await database.save_state(_state(memory={"by": "another node"}), expected_version=1)
-    assert await cached.load_state("writer", SESSION) == mine  # the cache does not know yet
+    assert await cached.sessions.load_state("writer", SESSION) == mine  # the cache does not know yet
 
     with pytest.raises(ConflictError):
-        await cached.save_state(_state(memory={"by": "me, again"}), expected_version=mine.version)
+        await cached.sessions.save_state(_state(memory={"by": "me, again"}), expected_version=mine.version)
 
-    assert await cached.load_state("writer", SESSION) == theirs
+    assert await cached.sessions.load_state("writer", SESSION) == theirs
     assert database.reads["load_state"] == 1
 
 
@@ -296,12 +294,12 @@ def _three_megabyte_state() -> AgentState:
 
 
 async def test_a_three_megabyte_state_round_trips_through_the_cache(
-    cached: CachedStateStore, database: CountingStore, cache_in_front: Cache
+    cached: Stores, database: CountingStore, cache_in_front: Cache
 ) -> None:
     big = _three_megabyte_state()
 
-    saved = await cached.save_state(big, expected_version=0)
-    from_cache = await cached.load_state("writer", SESSION)
+    saved = await cached.sessions.save_state(big, expected_version=0)
+    from_cache = await cached.sessions.load_state("writer", SESSION)
     from_database = await database.load_state("writer", SESSION)
 
     assert (from_cache.history, from_cache.memory) == (big.history, big.memory)
@@ -316,12 +314,12 @@ async def test_a_three_megabyte_state_round_trips_through_the_cache(
 
 
 async def test_close_leaves_the_cache_open_for_its_owner(database: CountingStore, cache_in_front: Cache) -> None:
-    async with started(CachedStateStore(database, cache_in_front)) as store:
-        await store.create_execution(_execution(status=ExecutionStatus.SUCCEEDED))
+    async with started(Stores.over(database, cache_in_front)) as store:
+        await store.executions.create_execution(_execution(status=ExecutionStatus.SUCCEEDED))
 
     assert await cache_in_front.get(execution_key("exec-1")) is not None
     with pytest.raises(DependencyUnavailableError):
-        await store.get_execution("exec-1")
+        await store.executions.get_execution("exec-1")
 
 
 # -- cache outages --------------------------------------------------------------------------
@@ -331,19 +329,19 @@ async def test_with_redis_down_every_call_is_answered_by_the_database_and_one_wa
     database_url: str,
 ) -> None:
     dead_redis = RedisCache(f"redis://:s3cret@127.0.0.1:{free_port()}/0")
-    store = CachedStateStore(CountingStore(database_url), dead_redis)
+    store = Stores.over(CountingStore(database_url), dead_redis)
     finished = _execution(status=ExecutionStatus.SUCCEEDED, output="done")
 
     with capture_logs() as entries, traced("trace-redis-down"):
         async with started(store):
-            await store.create_execution(_execution())
-            assert await store.get_execution("exec-1") == _execution()
-            await store.save_execution(finished)
-            assert await store.get_execution("exec-1") == finished
-            saved = await store.save_state(_state(), expected_version=0)
-            assert await store.load_state("writer", SESSION) == saved
-            assert (await store.save_state(_state(), expected_version=saved.version)).version == 2
-            await store.delete_state("writer", SESSION)
+            await store.executions.create_execution(_execution())
+            assert await store.executions.get_execution("exec-1") == _execution()
+            await store.executions.save_execution(finished)
+            assert await store.executions.get_execution("exec-1") == finished
+            saved = await store.sessions.save_state(_state(), expected_version=0)
+            assert await store.sessions.load_state("writer", SESSION) == saved
+            assert (await store.sessions.save_state(_state(), expected_version=saved.version)).version == 2
+            await store.sessions.delete_state("writer", SESSION)
     await dead_redis.close()
 
     warnings = _logged(entries, UNAVAILABLE)
@@ -360,20 +358,20 @@ async def test_a_cache_that_comes_back_is_logged_once_and_the_next_outage_warned
 ) -> None:
     cache = SwitchableCache()
     database = CountingStore(database_url)
-    store = CachedStateStore(database, cache)
+    store = Stores.over(database, cache)
     finished = _execution(status=ExecutionStatus.SUCCEEDED, output="done")
 
     with capture_logs() as entries:
         async with started(store):
-            await store.create_execution(finished)
+            await store.executions.create_execution(finished)
             cache.up = False
             for _ in range(3):
-                assert await store.get_execution("exec-1") == finished
+                assert await store.executions.get_execution("exec-1") == finished
             cache.up = True
             for _ in range(3):
-                assert await store.get_execution("exec-1") == finished
+                assert await store.executions.get_execution("exec-1") == finished
             cache.up = False
-            assert await store.get_execution("exec-1") == finished
+            assert await store.executions.get_execution("exec-1") == finished
 
     assert [(entry["event"], entry["log_level"]) for entry in entries] == [
         (UNAVAILABLE, "warning"),
@@ -388,15 +386,15 @@ async def test_a_value_written_while_the_cache_was_down_is_not_served_stale_afte
     database_url: str,
 ) -> None:
     cache = SwitchableCache()
-    store = CachedStateStore(CountingStore(database_url), cache)
+    store = Stores.over(CountingStore(database_url), cache)
     finished = _execution(status=ExecutionStatus.SUCCEEDED, output="done")
 
     async with started(store):
-        await store.create_execution(_execution())
-        assert (await store.get_execution("exec-1")).status is ExecutionStatus.QUEUED
+        await store.executions.create_execution(_execution())
+        assert (await store.executions.get_execution("exec-1")).status is ExecutionStatus.QUEUED
         cache.up = False
-        await store.save_execution(finished)
+        await store.executions.save_execution(finished)
         cache.up = True
 
-        assert await store.get_execution("exec-1") == finished
-        assert await store.get_execution("exec-1") == finished
+        assert await store.executions.get_execution("exec-1") == finished
+        assert await store.executions.get_execution("exec-1") == finished

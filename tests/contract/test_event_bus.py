@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.domain.event import DeadLetter, Event
-from agentrunner.ports import EventBus
+from agentrunner.ports.bus import EventBus
 from agentrunner.tracing import current_trace_id
 from tests.contract.conftest import DEAD_LETTERS, MAX_ATTEMPTS, RETRY_DELAYS
 from tests.topic_reference import PATTERNS, TOPICS, reference_matches

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from agentrunner.domain.agent import LLMConfig, ProviderName
-from agentrunner.domain.errors import LLMAuthError, LLMBadRequestError, LLMRateLimitError, LLMUnavailableError
+from agentrunner.domain.errors import LLMAuthError, LLMBadRequestError, LLMError, LLMRateLimitError, LLMUnavailableError
 from agentrunner.domain.llm import Completion, LLMRequest, Message, TextDelta, ToolCall, ToolDefinition
 from agentrunner.domain.pricing import cost_usd
-from agentrunner.ports import LLMProvider
+from agentrunner.ports.providers import LLMProvider
 from agentrunner.runtime.llm_calls import complete_with_retries
 from tests.fakes.vendor import FakeVendor
 
@@ -139,7 +139,7 @@ async def test_a_tool_result_is_sent_back_to_the_vendor(fake: FakeVendor, provid
     [(429, LLMRateLimitError), (500, LLMUnavailableError), (401, LLMAuthError), (400, LLMBadRequestError)],
 )
 async def test_vendor_failures_map_to_one_error_tree(
-    fake: FakeVendor, provider: LLMProvider, status: int, error: type[Exception]
+    fake: FakeVendor, provider: LLMProvider, status: int, error: type[LLMError]
 ) -> None:
     fake.fail_with(status)
 
@@ -147,7 +147,7 @@ async def test_vendor_failures_map_to_one_error_tree(
         await provider.complete(_request(fake))
 
     if status == 429:
-        assert caught.value.context.get("retry_after") == pytest.approx(1.0)  # type: ignore[attr-defined]
+        assert caught.value.context.get("retry_after") == pytest.approx(1.0)
 
 
 async def test_a_stream_that_fails_maps_the_same_way(fake: FakeVendor, provider: LLMProvider) -> None:

@@ -19,7 +19,8 @@ from agentrunner.domain.execution import Execution, ExecutionStatus, Usage, utcn
 from agentrunner.domain.plan import Clarification, ClarificationKind, PlanRun, PlanRunStatus, StepRun, StepStatus
 from agentrunner.domain.schedule import FireStatus, Schedule, ScheduleFire
 from agentrunner.domain.webhook import WebhookDelivery
-from agentrunner.ports import FireClaim, PurgeKind
+from agentrunner.ports.retention import PurgeKind
+from agentrunner.ports.state import FireClaim
 
 Stores = Callable[[], Awaitable[SQLStateStore]]
 

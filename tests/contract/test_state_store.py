@@ -8,7 +8,7 @@ import itertools
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -24,7 +24,7 @@ from agentrunner.domain.errors import (
 from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, Usage
 from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
-from agentrunner.ports import IdempotencyClaim, IdempotencyKeyTakenError, StateStore
+from agentrunner.ports.state import IdempotencyClaim, IdempotencyKeyTakenError, StateStore
 from tests.conftest import free_port
 
 BASE_TIME = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -676,7 +676,14 @@ async def test_unknown_dead_letter_raises_not_found(state_store: StateStore) -> 
 # -- idempotency keys -----------------------------------------------------------------
 
 
-def _windows(now: datetime | None = None) -> dict[str, datetime]:
+class _Windows(TypedDict):
+    """The keyword arguments of `claim_idempotency_key` that say which earlier claims lapsed."""
+
+    expired_before: datetime
+    abandoned_before: datetime
+
+
+def _windows(now: datetime | None = None) -> _Windows:
     now = now or datetime.now(UTC)
     return {"expired_before": now - timedelta(hours=24), "abandoned_before": now - timedelta(seconds=30)}
 

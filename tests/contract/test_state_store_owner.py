@@ -14,7 +14,7 @@ from agentrunner.domain.execution import Execution
 from agentrunner.domain.plan import PlanRun
 from agentrunner.domain.schedule import Schedule, ScheduleSource
 from agentrunner.domain.state import AgentState
-from agentrunner.ports import StateStore
+from agentrunner.ports.state import StateStore
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 

@@ -23,7 +23,7 @@ from agentrunner.domain.plan import (
     StepRun,
     StepStatus,
 )
-from agentrunner.ports import StateStore
+from agentrunner.ports.state import StateStore
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 PLAN = Plan.model_validate(

@@ -23,7 +23,7 @@ from agentrunner.domain.schedule import (
     ScheduleFire,
     ScheduleSource,
 )
-from agentrunner.ports import FireClaim, StateStore
+from agentrunner.ports.state import FireClaim, StateStore
 
 T0 = datetime(2026, 3, 1, 9, 0, 0, 250000, tzinfo=UTC)
 

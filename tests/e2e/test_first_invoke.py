@@ -182,19 +182,23 @@ def test_wait_zero_answers_202_then_the_execution_finishes(platform: RunningPlat
     assert status == "succeeded"
 
 
-def test_provider_errors_are_retried_then_a_fresh_context_then_recorded(
+def test_provider_errors_are_retried_within_the_step_then_recorded(
     platform: RunningPlatform, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.failures.extend([429])
     recovered = invoke(platform, "my-assistant", {"task_data": {"prompt": "flaky"}}).json()
     calls_for_recovered = len(fake_openai.requests)
-    # Three calls per attempt (llm_config.max_attempts), three attempts (max_retries 2).
-    fake_openai.failures.extend([500] * 9)
-    failed = invoke(platform, "my-assistant", {"task_data": {"prompt": "down"}}).json()
+    # A vendor that answers 500 to every call: three calls for the step (llm_config.
+    # max_attempts) and no more; the task's retries (max_retries 2) do not multiply them.
+    fake_openai.failures.extend([500] * 20)
+    try:
+        failed = invoke(platform, "my-assistant", {"task_data": {"prompt": "down"}}).json()
+    finally:
+        fake_openai.failures.clear()
 
     assert (recovered["status"], recovered["attempts"], calls_for_recovered) == ("succeeded", 1, 2)
-    assert (failed["status"], failed["attempts"]) == ("failed", 3)
-    assert len(fake_openai.requests) - calls_for_recovered == 9
+    assert (failed["status"], failed["attempts"]) == ("failed", 1)
+    assert len(fake_openai.requests) - calls_for_recovered == 3
     assert failed["error"]["code"] == "llm_unavailable"
     assert failed["output"] is None
 

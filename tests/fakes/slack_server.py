@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 BOT_TOKEN = "xoxb-test-token"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+T = TypeVar("T")
 
 
 def slack_headers(body: bytes, secret: str = SIGNING_SECRET, *, timestamp: int | None = None) -> dict[str, str]:
@@ -134,7 +136,7 @@ class FakeSlack:
         return 200, {"ok": True, "channel": body.get("channel"), "ts": ts, "message": {"text": body.get("text")}}, {}
 
 
-async def eventually(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
+async def eventually(probe: Callable[[], T | None], timeout: float = 20.0) -> T:
     """Poll `probe` until it returns something truthy (returned), failing after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agentrunner.ports import LLMProvider
+from agentrunner.ports.providers import LLMProvider
 
 
 @dataclass

@@ -66,7 +66,7 @@ async def node_on(
     (tmp_path / "agents").mkdir(exist_ok=True)
     for name, text in agents.items():
         (tmp_path / "agents" / name).write_text(text)
-    configured = Settings(  # type: ignore[call-arg]
+    configured = Settings(
         _env_file=None,
         agents_dir=tmp_path / "agents",
         data_dir=tmp_path,

@@ -257,7 +257,7 @@ async def test_a_continuous_agent_keeps_memory_through_its_state_tools(tmp_path:
 
             stored = await say("my name is Ada")
             recalled = await say("who am I")
-        state = await node.store.load_state("rememberer", "s-1")
+        state = await node.store.sessions.load_state("rememberer", "s-1")
 
     assert stored["output"] == "noted"
     assert recalled["output"] == "you are Ada"

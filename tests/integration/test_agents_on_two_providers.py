@@ -30,7 +30,7 @@ async def test_agents_on_openai_and_ollama_answer_concurrently(tmp_path: Path) -
             "name: local\nagent_type: l\nexecution_mode: autonomous\n"
             f"llm_config: {{provider: ollama, model: llama3.1, host: '{ollama_fake.host}'}}\n"
         )
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             _env_file=None,
             agents_dir=agents,
             data_dir=tmp_path,

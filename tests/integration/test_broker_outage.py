@@ -111,7 +111,7 @@ async def database(postgres_url: str) -> str:
 def _settings(tmp_path: Path, database_url: str, rabbitmq_url: str, **more: Any) -> Settings:
     (tmp_path / "agents").mkdir(exist_ok=True)
     shutil.copy(FIXTURE_AGENTS / "echo-helper.yml", tmp_path / "agents" / "echo-helper.yml")
-    return Settings(  # type: ignore[call-arg]
+    return Settings(
         _env_file=None,
         database_url=database_url,
         redis_url=REDIS_URL,

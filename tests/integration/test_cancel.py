@@ -4,13 +4,14 @@ its worker, an ended one is a 409; on the in-memory bus and on RabbitMQ."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
-from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
 from tests.integration.conftest import BUSES, node_on
@@ -38,7 +39,7 @@ async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
 
 async def _until(node: Node, execution_id: str, *statuses: ExecutionStatus) -> Execution:
     async def poll() -> Execution:
-        while (execution := await node.store.get_execution(execution_id)).status not in statuses:
+        while (execution := await node.store.executions.get_execution(execution_id)).status not in statuses:
             await asyncio.sleep(0.02)
         return execution
 
@@ -56,7 +57,7 @@ async def test_cancel_queued_running_and_ended(node: Node) -> None:
         running = await http.post(f"/executions/{first['execution_id']}/cancel")
         stopped = await _until(node, first["execution_id"], ExecutionStatus.CANCELLED)
         await asyncio.sleep(0.3)  # room for the cancelled second task to run, which it must not
-        second_after = await node.store.get_execution(second["execution_id"])
+        second_after = await node.store.executions.get_execution(second["execution_id"])
         again = await http.post(f"/executions/{first['execution_id']}/cancel")
         unknown = await http.post("/executions/nope/cancel")
 
@@ -83,3 +84,36 @@ async def test_a_run_past_the_agents_timeout_is_stopped_and_recorded_timed_out(t
     assert ended.error is not None
     assert ended.error.code == "timed_out"
     assert "0.3 s" in ended.error.message
+
+
+async def test_a_run_ended_elsewhere_keeps_that_end_and_its_late_result_is_not_recorded(node: Node) -> None:
+    """The schedule watch records a run timed out when its worker has not stopped it within
+    its grace (and the watchdog fails a stuck one): the worker's result, when it comes at
+    last, must not overwrite that end nor announce the execution finished a second time."""
+    with capture_logs() as entries:
+        accepted = await node.orchestrator.invoke("slow", {"prompt": "1"})
+        running = await _until(node, accepted.execution_id, ExecutionStatus.RUNNING)
+        ended = running.model_copy(
+            update={
+                "status": ExecutionStatus.TIMED_OUT,
+                "finished_at": utcnow(),
+                "error": ExecutionError(code="timed_out", message="its worker did not stop it in time"),
+            }
+        )
+        await node.store.executions.save_execution(ended, only_if=frozenset({ExecutionStatus.RUNNING}))
+
+        async def late_result_dropped() -> Mapping[str, object]:
+            while True:
+                for entry in entries:
+                    if entry.get("execution_id") == accepted.execution_id and "ended elsewhere" in entry["event"]:
+                        return entry
+                await asyncio.sleep(0.02)
+
+        dropped = await asyncio.wait_for(late_result_dropped(), 10)
+
+    after = await node.store.executions.get_execution(accepted.execution_id)
+    assert CALLS == ["1"], "the run went on to its end"
+    assert dropped["result"] == "succeeded"
+    assert after.status is ExecutionStatus.TIMED_OUT
+    assert after.error is not None
+    assert after.error.message == "its worker did not stop it in time"

@@ -97,7 +97,7 @@ async def _deeper_than(events: list[Event], depth: int) -> bool:
 
 async def _finished(node: Node, agent: str, count: int) -> list[Execution] | None:
     """`count` or more terminal executions of `agent`, by chain depth; None until then."""
-    page = await node.store.list_executions(agent=agent, limit=20)
+    page = await node.store.queries.list_executions(agent=agent, limit=20)
     done = sorted((e for e in page.items if e.status.is_terminal), key=lambda e: e.chain_depth)
     return done if len(done) >= count else None
 

@@ -34,7 +34,7 @@ def _reply(request: LLMRequest) -> str:
 def _node(tmp_path: Path) -> Node:
     (tmp_path / "agents").mkdir(exist_ok=True)
     (tmp_path / "agents" / "chat.yml").write_text(AGENT)
-    return Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path), script=_reply)  # type: ignore[call-arg]
+    return Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path), script=_reply)
 
 
 async def test_a_session_remembers_its_turns_and_sessions_are_apart(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ async def test_a_session_remembers_its_turns_and_sessions_are_apart(tmp_path: Pa
         second = await invoke("chat", {"prompt": "my order is late"}, session_id="alice", wait=10)
         other = await invoke("chat", {"prompt": "hello"}, session_id="bob", wait=10)
         third = await invoke("chat", {"prompt": "thanks"}, session_id="alice", wait=10)
-        state = await node.store.load_state("chat", "alice")
+        state = await node.store.sessions.load_state("chat", "alice")
 
     assert first.status is ExecutionStatus.SUCCEEDED
     assert first.output == "0 before; you said hi"
@@ -86,10 +86,10 @@ async def test_the_session_falls_back_to_the_slack_thread_of_a_slack_run_else_a_
         )
         first = await node.orchestrator.invoke("chat", {"prompt": "anywhere", "thread_ts": "171.9"}, wait=10)
         second = await node.orchestrator.invoke("chat", {"prompt": "elsewhere"}, wait=10)
-        threaded = await node.store.load_state("chat", "171.5")
-        new = await node.store.load_state("chat", first.session_id or "")
+        threaded = await node.store.sessions.load_state("chat", "171.5")
+        new = await node.store.sessions.load_state("chat", first.session_id or "")
         with pytest.raises(StateNotFoundError):
-            await node.store.load_state("chat", "171.9")
+            await node.store.sessions.load_state("chat", "171.9")
 
     assert threaded.history[0]["content"] == "in a thread"
     assert new.history[0]["content"] == "anywhere"

@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 import pytest
 
-from agentrunner.adapters.state.sql import RECONNECT_WINDOW_SECONDS
+from agentrunner.adapters.state.engine import RECONNECT_WINDOW_SECONDS
 from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.node import Node
 from agentrunner.settings import Settings
@@ -97,7 +97,7 @@ async def postgres() -> AsyncIterator[PrivatePostgres]:
 def _settings(tmp_path: Path, url: str) -> Settings:
     (tmp_path / "agents").mkdir(exist_ok=True)
     shutil.copy(FIXTURE_AGENTS / "echo-helper.yml", tmp_path / "agents" / "echo-helper.yml")
-    return Settings(_env_file=None, database_url=url, agents_dir=tmp_path / "agents", data_dir=tmp_path)  # type: ignore[call-arg]
+    return Settings(_env_file=None, database_url=url, agents_dir=tmp_path / "agents", data_dir=tmp_path)
 
 
 def _is_outage(answer: httpx.Response) -> bool:

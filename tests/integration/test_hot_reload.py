@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -29,7 +30,7 @@ def agent_yaml(name: str, *, subscriptions: tuple[str, ...] = (), prompt: str = 
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "first.yml").write_text(agent_yaml("first", subscriptions=("old.topic",)))
-    running = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))  # type: ignore[call-arg]
+    running = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))
     async with running.running():
         await asyncio.sleep(0.2)  # the watcher is armed
         yield running
@@ -46,8 +47,8 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
         raise AssertionError(f"not within {RELOAD_SECONDS} s: {what}") from None
 
 
-def client(node: Node, role: str = "orchestrator") -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=node.apps()[role]), base_url="http://n")  # type: ignore[index]
+def client(node: Node, role: Literal["orchestrator", "config"] = "orchestrator") -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=node.apps()[role]), base_url="http://n")
 
 
 async def test_a_new_file_adds_an_agent_that_answers(node: Node) -> None:
@@ -98,7 +99,8 @@ async def test_changed_subscriptions_are_re_bound(node: Node) -> None:
     async with client(node) as http:
 
         async def rebound() -> bool:
-            return (await http.get("/agents/first")).json()["event_subscriptions"] == ["new.topic"]
+            subscriptions: list[str] = (await http.get("/agents/first")).json()["event_subscriptions"]
+            return subscriptions == ["new.topic"]
 
         await eventually(rebound, "the new subscription is in place")
         await asyncio.sleep(0.2)
@@ -106,19 +108,19 @@ async def test_changed_subscriptions_are_re_bound(node: Node) -> None:
         await http.post("/events", json={"topic": "new.topic", "payload": {"prompt": "new"}})
 
         async def ran() -> bool:
-            page = await node.store.list_executions(agent="first")
+            page = await node.store.queries.list_executions(agent="first")
             return any(e.status is ExecutionStatus.SUCCEEDED for e in page.items)
 
         await eventually(ran, "the agent ran for the new topic")
         await asyncio.sleep(0.3)  # room for a run for the old topic, which must not happen
-        outputs = [e.output for e in (await node.store.list_executions(agent="first")).items]
+        outputs = [e.output for e in (await node.store.queries.list_executions(agent="first")).items]
 
     assert outputs == ["new"]
 
 
 async def test_post_configs_reload_applies_files_without_a_watcher(tmp_path: Path) -> None:
     (tmp_path / "agents").mkdir()
-    settings = Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path, watch_agents=False)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path, watch_agents=False)
     node = Node(settings)
     async with node.running():
         (tmp_path / "agents" / "late.yml").write_text(agent_yaml("late"))

@@ -98,12 +98,12 @@ def _deployed(
         with role_processes(tmp_path, postgres_url, **env) as roles:
             roles.serve("orchestrator", log="o.log")
             health = [f"http://127.0.0.1:{free_port()}" for _ in range(workers)]
-            workers = [
+            processes = [
                 roles.serve("autonomous", "--health-port", url.rsplit(":", 1)[1], log=f"w{index}.log")
                 for index, url in enumerate(health)
             ]
             roles.wait_ready(f"http://127.0.0.1:{port}", *health)
-            yield Deployment(f"http://127.0.0.1:{port}", fake, workers, health, roles)
+            yield Deployment(f"http://127.0.0.1:{port}", fake, processes, health, roles)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,7 @@ async def until(condition: Callable[[], bool], seconds: float = 30) -> None:
             await asyncio.sleep(0.05)
 
 
-def warnings_about(entries: list[dict[str, Any]], message: str) -> list[str]:
+def warnings_about(entries: Sequence[Mapping[str, Any]], message: str) -> list[str]:
     return [entry["endpoint"] for entry in entries if entry["event"] == message]
 
 

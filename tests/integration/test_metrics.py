@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -45,7 +46,9 @@ def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
-async def _scrape(node: Node, role: str, headers: dict[str, str] | None = None) -> httpx.Response:
+async def _scrape(
+    node: Node, role: Literal["state", "orchestrator", "scheduler"], headers: dict[str, str] | None = None
+) -> httpx.Response:
     transport = httpx.ASGITransport(app=node.apps()[role])
     async with httpx.AsyncClient(transport=transport, base_url="http://node") as http:
         return await http.get("/metrics", headers=headers or {})

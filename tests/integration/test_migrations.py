@@ -166,6 +166,8 @@ def test_agentrunner_db_upgrade_names_an_unreachable_database_without_its_passwo
 def _head() -> Script:
     """The newest migration (its revision and the one before)."""
     scripts = ScriptDirectory.from_config(alembic_config())
-    head = scripts.get_revision(scripts.get_current_head())
+    current = scripts.get_current_head()
+    assert current is not None, "the migrations have a head"
+    head = scripts.get_revision(current)
     assert head is not None
     return head

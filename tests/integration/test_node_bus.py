@@ -67,13 +67,13 @@ async def test_a_dead_letter_is_listed_and_replayed_over_http(node: Node) -> Non
             return list(letters)
 
         [letter] = await asyncio.wait_for(listed(), 15)
-        await node.store.create_execution(
+        await node.store.executions.create_execution(
             Execution(execution_id="early", agent="echoer", input={"prompt": "late record"}, trace_id="trace-dead")
         )
         replayed = await http.post(f"/dead-letters/{letter['id']}/replay")
 
         async def finished() -> Execution:
-            while not (execution := await node.store.get_execution("early")).status.is_terminal:
+            while not (execution := await node.store.executions.get_execution("early")).status.is_terminal:
                 await asyncio.sleep(0.05)
             return execution
 
@@ -97,7 +97,7 @@ async def test_a_dead_letter_is_listed_and_replayed_over_http(node: Node) -> Non
 async def _executions_of(node: Node, agent: str, count: int) -> list[Execution]:
     async def enough() -> list[Execution]:
         while True:
-            page = await node.store.list_executions(agent=agent, limit=50)
+            page = await node.store.queries.list_executions(agent=agent, limit=50)
             done = [e for e in page.items if e.status.is_terminal]
             if len(done) >= count:
                 return done
@@ -128,7 +128,7 @@ async def test_a_loop_of_outputs_stops_at_the_chain_depth_limit(node: Node) -> N
         await http.post("/events", json={"topic": "loop.start", "payload": {"prompt": "again"}})
         runs = await _executions_of(node, "looper", MAX_DEPTH + 1)
         await asyncio.sleep(0.5)  # room for a run too many
-        after = (await node.store.list_executions(agent="looper")).items
+        after = (await node.store.queries.list_executions(agent="looper")).items
 
     assert len(runs) == MAX_DEPTH + 1
     assert len(after) == MAX_DEPTH + 1

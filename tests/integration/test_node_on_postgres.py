@@ -42,7 +42,7 @@ async def settings(tmp_path: Path, postgres_url: str) -> Settings:
     await asyncio.to_thread(run_schema_command, postgres_url, "upgrade")
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "scripted-helper.yml").write_text(AGENT)
-    return Settings(_env_file=None, database_url=postgres_url, agents_dir=tmp_path / "agents", data_dir=tmp_path)  # type: ignore[call-arg]
+    return Settings(_env_file=None, database_url=postgres_url, agents_dir=tmp_path / "agents", data_dir=tmp_path)
 
 
 async def test_invocation_is_recorded_in_postgres(settings: Settings) -> None:
@@ -61,6 +61,7 @@ async def test_invocation_is_recorded_in_postgres(settings: Settings) -> None:
         )
     finally:
         await connection.close()
+    assert row is not None, "the execution is in PostgreSQL"
     assert dict(row) == {
         "status": "succeeded",
         "output": "HELLO",
@@ -88,7 +89,7 @@ async def test_an_unexpected_failure_is_retried_then_recorded_as_failed(settings
 async def test_a_node_refuses_a_postgres_database_that_was_not_migrated(
     tmp_path: Path, empty_postgres_url: str
 ) -> None:
-    settings = Settings(_env_file=None, database_url=empty_postgres_url, agents_dir=tmp_path, data_dir=tmp_path)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=empty_postgres_url, agents_dir=tmp_path, data_dir=tmp_path)
     node = Node(settings)
 
     with pytest.raises(ConfigError, match="agentrunner db upgrade"):
@@ -99,7 +100,7 @@ async def test_a_node_refuses_a_postgres_database_that_was_not_migrated(
 async def test_the_registry_table_holds_the_loaded_agents(settings: Settings) -> None:
     node = Node(settings, script=_reply)
     async with node.running():
-        records = await node.store.list_agents()
+        records = await node.store.agents.list_agents()
 
     assert [(r.name, r.status) for r in records] == [("scripted-helper", "available")]
     assert records[0].config is not None

@@ -24,7 +24,7 @@ AGENT = "name: echoer\nagent_type: demo\nexecution_mode: autonomous\nllm_config:
 def _settings(tmp_path: Path, redis_url: str, prefix: str) -> Settings:
     (tmp_path / "agents").mkdir(exist_ok=True)
     (tmp_path / "agents" / "echoer.yml").write_text(AGENT)
-    return Settings(  # type: ignore[call-arg]
+    return Settings(
         _env_file=None, redis_url=redis_url, redis_key_prefix=prefix, agents_dir=tmp_path / "agents", data_dir=tmp_path
     )
 

@@ -42,7 +42,7 @@ def _node(tmp_path: Path, model: Model) -> Node:
             f"name: chat-{policy}\nagent_type: t\nexecution_mode: continuous\n"
             f"llm_config: {{provider: scripted, model: s}}\ncontinuous_config: {{on_busy: {policy}}}\n"
         )
-    settings = Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path)
     return Node(settings, script=model.reply, slack_optional=True)
 
 
@@ -55,7 +55,7 @@ async def _running(node: Node, agent: str, prompt: str) -> Execution:
 
 
 async def _history(node: Node, agent: str) -> list[str]:
-    return [str(m["content"]) for m in (await node.store.load_state(agent, "s1")).history]
+    return [str(m["content"]) for m in (await node.store.sessions.load_state(agent, "s1")).history]
 
 
 async def test_enqueue_runs_the_second_message_after_the_first(tmp_path: Path) -> None:

@@ -22,24 +22,24 @@ AGENT = "name: echoer\nagent_type: demo\nexecution_mode: autonomous\nllm_config:
 async def test_an_execution_whose_event_was_never_published_runs_after_the_sweep(tmp_path: Path) -> None:
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "echoer.yml").write_text(AGENT)
-    node = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))  # type: ignore[call-arg]
+    node = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))
     async with node.running():
         execution = Execution(execution_id="crashed", agent="echoer", input={"prompt": "still here"}, trace_id="t-1")
         invocation = Event(topic="invoke.echoer", payload={"execution_id": "crashed"}, trace_id="t-1")
         # What a crash right after the commit leaves: the record and its unpublished event.
-        await node.store.create_execution(execution, events=[invocation])
-        assert [entry.event.event_id for entry in await node.store.pending_events()] == [invocation.event_id]
+        await node.store.executions.create_execution(execution, events=[invocation])
+        assert [entry.event.event_id for entry in await node.store.outbox.pending_events()] == [invocation.event_id]
 
         swept = await node.relay.sweep(older_than_seconds=0)
 
         async def finished() -> Execution:
-            while not (current := await node.store.get_execution("crashed")).status.is_terminal:
+            while not (current := await node.store.executions.get_execution("crashed")).status.is_terminal:
                 await asyncio.sleep(0.02)
             return current
 
         result = await asyncio.wait_for(finished(), 10)
         await node.relay.flush()
-        pending_after = await node.store.pending_events()
+        pending_after = await node.store.outbox.pending_events()
 
     assert swept == 1
     assert (result.status, result.output) == (ExecutionStatus.SUCCEEDED, "still here")

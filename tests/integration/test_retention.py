@@ -14,7 +14,7 @@ import pytest
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.domain.event import new_id
 from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
-from agentrunner.ports import PurgeKind
+from agentrunner.ports.retention import PurgeKind
 from agentrunner.runtime.retention import RetentionPurger, RetentionWindows
 from tests.integration.conftest import node_on
 
@@ -90,14 +90,20 @@ async def test_writers_keep_writing_while_a_purge_runs(store: SQLStateStore) -> 
 
 async def test_a_nodes_scheduler_role_purges_in_the_background(tmp_path: Path) -> None:
     echo = "name: echo\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: echo, model: echo}\n"
-    tiny = {"retention_days": 1e-9, "idempotency_ttl_seconds": 1e-4, "retention_interval_seconds": 0.05}
-    async with node_on("memory", tmp_path, {"echo.yml": echo}, **tiny) as node:
+    async with node_on(
+        "memory",
+        tmp_path,
+        {"echo.yml": echo},
+        retention_days=1e-9,
+        idempotency_ttl_seconds=1e-4,
+        retention_interval_seconds=0.05,
+    ) as node:
         finished = await node.orchestrator.invoke("echo", {"prompt": "x"}, wait=30)
         assert finished.status is ExecutionStatus.SUCCEEDED
 
         deadline = time.monotonic() + 30
-        while (await node.store.list_executions()).items:
+        while (await node.store.queries.list_executions()).items:
             assert time.monotonic() < deadline, "no pass purged the execution within 30 s"
             await asyncio.sleep(0.05)
 
-        assert (await node.store.usage()).executions == 1
+        assert (await node.store.queries.usage()).executions == 1

@@ -82,7 +82,7 @@ async def test_a_config_schedule_fires_each_tick_once_and_audits_each_run(node: 
     done = [fire for fire in fires if fire.outcome is ExecutionStatus.SUCCEEDED]
     assert all(fire.status is FireStatus.FIRED and fire.result == "tick" for fire in done)
     assert all(fire.started_at and fire.finished_at and fire.fired_at >= fire.fire_time for fire in done)
-    execution = await node.store.get_execution(str(done[0].execution_id))
+    execution = await node.store.executions.get_execution(str(done[0].execution_id))
     assert execution.schedule_id == "config:ticker"
     assert execution.input == {"prompt": "tick"}
     ticker = next(item for item in listed if item["schedule"]["id"] == "config:ticker")
@@ -102,7 +102,7 @@ async def test_schedules_are_created_listed_paused_resumed_triggered_and_deleted
         execution_id = triggered.json()["execution_id"]
 
         async def run_done() -> bool:
-            return (await node.store.get_execution(execution_id)).status is ExecutionStatus.SUCCEEDED
+            return (await node.store.executions.get_execution(execution_id)).status is ExecutionStatus.SUCCEEDED
 
         await _until(run_done)
         fires = await _fires(http, "weekday-report")
@@ -145,7 +145,7 @@ async def test_a_run_past_its_timeout_is_stopped_and_recorded_timed_out(node: No
 
         async def ended() -> Any:
             # Its worker stops it on the watch's request and records it timed_out (never cancelled).
-            execution = await node.store.get_execution(triggered["execution_id"])
+            execution = await node.store.executions.get_execution(triggered["execution_id"])
             return execution if execution.status.is_terminal else None
 
         execution = await _until(ended, timeout=10)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -78,7 +78,7 @@ def _settings(slack: FakeSlack, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def slack() -> AsyncIterator[FakeSlack]:
+def slack() -> Iterator[FakeSlack]:
     with FakeSlack(retry_after=0) as fake:
         yield fake
 
@@ -108,7 +108,7 @@ async def test_a_signed_command_is_acked_before_the_agent_ends_then_answered_at_
         release.set()
         [answer] = await slack.wait_for(1, "/response/c1")
         [event] = await eventually(lambda: list(seen))
-        executions = (await node.store.list_executions(agent="assistant")).items
+        executions = (await node.store.queries.list_executions(agent="assistant")).items
 
     assert answer.body["text"] == "answer to: What is the capital of France?"
     assert event.topic == "slack.command.ask"
@@ -147,7 +147,7 @@ async def test_a_replayed_command_and_a_retried_event_run_once(bus: str, tmp_pat
         await slack.wait_for(1, "/response/c2")
         [post] = await slack.wait_for(1, "chat.postMessage")
         await asyncio.sleep(0.5)  # time for a second run to show up, if there were one
-        executions = (await node.store.list_executions(agent="assistant")).items
+        executions = (await node.store.queries.list_executions(agent="assistant")).items
 
     assert (first.status_code, again.status_code, mention.status_code, retried.status_code) == (200, 200, 200, 200)
     assert "Already on it" in again.json()["text"]
@@ -198,7 +198,7 @@ async def test_requests_not_signed_by_slack_are_refused_and_run_nothing(tmp_path
                 headers={"content-type": FORM, **slack_headers(b"payload=%7B%22x%22%3A1%7D")},
             )
         await asyncio.sleep(0.3)
-        executions = (await node.store.list_executions(agent="assistant")).items
+        executions = (await node.store.queries.list_executions(agent="assistant")).items
 
     assert [r.status_code for r in (wrong, stale, unsigned, tampered)] == [401, 401, 401, 401]
     assert wrong.json()["error"]["code"] == "unauthorized"
@@ -249,7 +249,7 @@ async def test_url_verification_bot_messages_and_edits(tmp_path: Path, slack: Fa
                 "application/json",
             )
         await asyncio.sleep(0.3)
-        executions = (await node.store.list_executions(agent="assistant")).items
+        executions = (await node.store.queries.list_executions(agent="assistant")).items
 
     assert answered.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
     assert (bot.status_code, edit.status_code) == (200, 200)
@@ -299,7 +299,7 @@ async def test_an_agent_routed_and_subscribed_runs_once_and_subscribers_are_answ
             )
         answers = await slack.wait_for(2, "/response/s1")
         await asyncio.sleep(0.3)
-        runs = (await node.store.list_executions()).items
+        runs = (await node.store.queries.list_executions()).items
 
     assert ack.status_code == 200
     assert sorted(run.agent for run in runs) == ["assistant", "listener"], "each agent once"
@@ -315,7 +315,7 @@ async def test_a_failed_run_is_answered_with_a_clear_error(tmp_path: Path, slack
         async with _client(node) as http:
             await _post(http, "/slack/commands", command_body("/ask", "hi", response_url=slack.response_url("f1")))
         [answer] = await slack.wait_for(1, "/response/f1")
-        [run] = (await node.store.list_executions()).items
+        [run] = (await node.store.queries.list_executions()).items
 
     assert answer.body["text"].startswith(":warning: assistant could not answer (failed)")
     assert "context is too long" in answer.body["text"]
@@ -361,7 +361,7 @@ async def _stored_question(node: Node) -> None:
         kind=ClarificationKind.CONFIRM,
         default="no",
     )
-    await node.store.create_plan_run(
+    await node.store.plan_runs.create_plan_run(
         PlanRun(id="run1", agent="assistant", origin=origin, clarifications=[asked], trace_id="t" * 32)
     )
 
@@ -444,7 +444,7 @@ async def test_verification_off_for_development_accepts_unsigned_requests(tmp_pa
 
 
 def test_the_slack_role_alone_refuses_to_start_without_its_signing_secret(tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path, rabbitmq_url="amqp://guest:guest@127.0.0.1:5672/")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=tmp_path, rabbitmq_url="amqp://guest:guest@127.0.0.1:5672/")
     with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
         Node(settings, roles=["slack"])
     Node(settings, roles=["orchestrator"])  # roles without Slack do not need it
@@ -530,7 +530,7 @@ async def test_a_routed_command_retried_while_the_cache_is_down_still_runs_once(
             first = await http.post("/slack/commands", content=body, headers=headers)
             retried = await http.post("/slack/commands", content=body, headers={**headers, "X-Slack-Retry-Num": "1"})
         await slack.wait_for(1, "/response/r1")
-        executions = (await node.store.list_executions(agent="assistant")).items
+        executions = (await node.store.queries.list_executions(agent="assistant")).items
 
     assert (first.status_code, retried.status_code) == (200, 200)
     assert "Working on it" in first.json()["text"]

@@ -33,7 +33,7 @@ async def deployment(tmp_path: Path, postgres_url: str) -> AsyncIterator[tuple[l
     (tmp_path / "agents" / "assistant.yml").write_text(AGENT)
     prefix = f"test-{uuid4().hex[:12]}"
     with FakeSlack() as slack:
-        settings = Settings(  # type: ignore[call-arg]
+        settings = Settings(
             _env_file=None,
             agents_dir=tmp_path / "agents",
             data_dir=tmp_path,
@@ -78,7 +78,7 @@ async def test_one_command_reaching_two_replicas_runs_and_is_answered_once(
             acks.append(await http.post("/slack/commands", content=body, headers={**headers, "X-Slack-Retry-Num": "1"}))
     [answer] = await slack.wait_for(1, "/response/rep")
     await asyncio.sleep(1.0)  # time for a second run or answer to show up, if there were one
-    executions = (await worker.store.list_executions(agent="assistant")).items
+    executions = (await worker.store.queries.list_executions(agent="assistant")).items
 
     assert [ack.status_code for ack in acks] == [200, 200]
     assert "Working on it" in acks[0].json()["text"]

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from agentrunner.adapters.state import sql
+from agentrunner.adapters.state import engine
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.domain.errors import ExecutionNotFoundError
 from agentrunner.domain.execution import Execution
@@ -104,7 +104,7 @@ async def test_connections_dropped_while_idle_are_replaced_before_use(
     await store.start()
     try:
         await store.create_execution(Execution(execution_id="before", agent="a", trace_id="t"))
-        monkeypatch.setattr(sql, "PING_AFTER_IDLE_SECONDS", 0.0)  # every pooled connection counts as idle
+        monkeypatch.setattr(engine, "PING_AFTER_IDLE_SECONDS", 0.0)  # every pooled connection counts as idle
         dropped = await _drop_connections(postgres_url)
 
         await store.create_execution(Execution(execution_id="after", agent="a", trace_id="t"))

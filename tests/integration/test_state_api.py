@@ -18,7 +18,12 @@ LIMIT = 4 * 1024 * 1024
 
 @pytest.fixture
 async def http(store: SQLStateStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = state_app(store, EdgeConfig(readiness={"database": store.ping}, max_body_bytes=LIMIT))
+    app = state_app(
+        EdgeConfig(readiness={"database": store.ping}, max_body_bytes=LIMIT),
+        sessions=store,
+        executions=store,
+        queries=store,
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://state") as client:
         yield client
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,7 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-def _assert_logged_once(entries: list[dict[str, Any]], task: str, method: str) -> None:
+def _assert_logged_once(entries: Sequence[Mapping[str, Any]], task: str, method: str) -> None:
     [failure] = [entry for entry in entries if entry["event"] == FAILED]
     assert failure["task"] == task
     assert failure["log_level"] == "error"
@@ -135,7 +135,7 @@ def _assert_logged_once(entries: list[dict[str, Any]], task: str, method: str) -
     assert error.__traceback__ is not None  # logged with its traceback
 
 
-async def _survives(task: str, bug: Bug, metrics: PrometheusMetrics, entries: list[dict[str, Any]]) -> None:
+async def _survives(task: str, bug: Bug, metrics: PrometheusMetrics, entries: Sequence[Mapping[str, Any]]) -> None:
     """The loop `task` hit `bug` once, said so and counted it, and called the method again."""
     await _until(lambda: bug.calls >= 2, f"{task} never ran again after the error")
     assert _errors(metrics, task) == 1
@@ -215,7 +215,8 @@ async def test_webhook_sweep(sqlite_url: str, bus: InMemoryEventBus) -> None:
     store, metrics = await _store(sqlite_url, "due_webhook_deliveries"), PrometheusMetrics()
     dispatcher = WebhookDispatcher(
         bus=bus,
-        store=store,
+        executions=store,
+        deliveries=store,
         sender=NoSender(),
         secret=b"s",
         retry_seconds=60,
@@ -235,7 +236,9 @@ async def test_webhook_sweep(sqlite_url: str, bus: InMemoryEventBus) -> None:
 
 async def test_scheduler_watch(sqlite_url: str, bus: InMemoryEventBus) -> None:
     store, metrics = await _store(sqlite_url, "unfinished_fires"), PrometheusMetrics()
-    watch = FireWatch(store=store, bus=bus, deliver=lambda events: None, interval_seconds=0.01, metrics=metrics)
+    watch = FireWatch(
+        executions=store, schedules=store, bus=bus, deliver=lambda events: None, interval_seconds=0.01, metrics=metrics
+    )
     with capture_logs() as entries:
         await watch.start()
         try:
@@ -263,11 +266,12 @@ async def test_clarification_timeouts(sqlite_url: str, bus: InMemoryEventBus, tm
     relay, registry = OutboxRelay(bus=bus, store=store), AgentRegistry()
     pool = CollaborativePool(
         bus=bus,
-        store=store,
+        executions=store,
+        run_store=store,
         registry=registry,
-        catalog=SettingsProviderCatalog(Settings(_env_file=None, data_dir=tmp_path)),  # type: ignore[call-arg]
+        catalog=SettingsProviderCatalog(Settings(_env_file=None, data_dir=tmp_path)),
         relay=relay,
-        plan_runs=PlanRuns(store=store, relay=relay, registry=registry),
+        plan_runs=PlanRuns(executions=store, runs=store, relay=relay, registry=registry),
         worker_id="w",
         sweep_seconds=0.01,
         metrics=metrics,
@@ -410,9 +414,9 @@ class BuggyShelf(ToolShelf):
 
 async def test_mcp_retry(tmp_path: Path) -> None:
     (tmp_path / "agents").mkdir()
-    node = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))  # type: ignore[call-arg]
+    node = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))
     bug = Bug("retry_unreachable")
-    node.tools = BuggyShelf(bug, store=node.store, bus=node.bus)
+    node.tools = BuggyShelf(bug, store=node.store.sessions, bus=node.bus)
     with capture_logs() as entries:
         async with node.running():
             await _survives("mcp-retry", bug, node.metrics, entries)

@@ -22,7 +22,7 @@ from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.tools.catalog import ToolShelf
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.event import Event
-from agentrunner.ports import Tool, ToolContext
+from agentrunner.ports.tools import Tool, ToolContext
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
 from agentrunner.settings import Settings
@@ -203,7 +203,7 @@ async def test_builtin_publish_event_reaches_subscribers_and_refuses_platform_to
     async def handler(event: Event) -> None:
         received.append(event)
 
-    subscription = await shelf._bus.subscribe("watch", ["report.#"], handler)  # type: ignore[attr-defined]
+    subscription = await shelf._bus.subscribe("watch", ["report.#"], handler)
     publish = by_name(shelf)["publish_event"]
     await publish.call({"topic": "report.ready", "payload": {"n": 1}}, CONTEXT)
     with pytest.raises(PermissionError):
@@ -234,7 +234,7 @@ async def test_builtin_http_request_calls_allowed_hosts_only(http_server: McpHtt
 @pytest.mark.skipif(not COMPAT_AGENTS.is_dir(), reason=f"compat agent files not found at {COMPAT_AGENTS}")
 async def test_compat_agents_load_with_their_mcp_tools_and_unreachable_hosts_degrade_them(shelf: ToolShelf) -> None:
     directory = await asyncio.to_thread(load_agent_directory, COMPAT_AGENTS)
-    settings = Settings(_env_file=None, openai_api_key="sk-x", anthropic_api_key="sk-y")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, openai_api_key="sk-x", anthropic_api_key="sk-y")
     registry = AgentRegistry()
     registry.replace_all(list(directory.documents), [], SettingsProviderCatalog(settings))
     configs = [document.config for document in directory.documents]

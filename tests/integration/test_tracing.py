@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +57,7 @@ def _one(spans: list[ReceivedSpan], trace_id: str, name: str) -> ReceivedSpan:
     return found[0]
 
 
-def _has(trace_id: str, *names: str) -> object:
+def _has(trace_id: str, *names: str) -> Callable[[list[ReceivedSpan]], bool]:
     return lambda spans: all(any(s.trace_id == trace_id and s.name == n for s in spans) for n in names)
 
 

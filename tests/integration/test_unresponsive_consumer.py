@@ -64,7 +64,7 @@ async def _node(bus: str, tmp_path: Path, script: Stubborn) -> AsyncIterator[Nod
 
 async def _ended(node: Node, execution_id: str, within: float) -> Execution:
     async def ended() -> Execution:
-        while not (current := await node.store.get_execution(execution_id)).status.is_terminal:
+        while not (current := await node.store.executions.get_execution(execution_id)).status.is_terminal:
             await asyncio.sleep(0.05)
         return current
 
@@ -81,7 +81,7 @@ async def test_a_hung_turn_is_found_and_its_consumer_restarted_then_the_message_
         started = asyncio.get_running_loop().time()
         finished = await _ended(node, accepted.execution_id, within=15)
         took = asyncio.get_running_loop().time() - started
-        state = await node.store.load_state("stubborn", "s1")
+        state = await node.store.sessions.load_state("stubborn", "s1")
         available = node.registry.runnable("stubborn")
 
     assert finished.status is ExecutionStatus.SUCCEEDED

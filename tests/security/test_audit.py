@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.node import Node
-from tests.security.test_tenants import ADMIN, REDIS_URL, A, B, _callers, _dead_letter, _running_node
+from tests.security.test_tenants import ADMIN, REDIS_URL, A, B, Services, _callers, _dead_letter, _running_node
 
 Clients = dict[str, httpx.AsyncClient]
 
@@ -29,7 +30,7 @@ BACKENDS = [
 
 
 @pytest.fixture(params=BACKENDS)
-def services(request: pytest.FixtureRequest) -> dict[str, str]:
+def services(request: pytest.FixtureRequest) -> Services:
     if request.param == "embedded":
         return {}
     return {
@@ -40,7 +41,7 @@ def services(request: pytest.FixtureRequest) -> dict[str, str]:
 
 
 @pytest.fixture
-async def node(services: dict[str, str], tmp_path: Path) -> AsyncIterator[Node]:
+async def node(services: Services, tmp_path: Path) -> AsyncIterator[Node]:
     async with _running_node(services, tmp_path) as running:
         yield running
 
@@ -49,7 +50,7 @@ async def node(services: dict[str, str], tmp_path: Path) -> AsyncIterator[Node]:
 async def _clients(node: Node) -> AsyncIterator[Clients]:
     apps = node.apps()
 
-    def client(role: str) -> httpx.AsyncClient:
+    def client(role: Literal["orchestrator", "state", "config"]) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=_callers(apps[role])), base_url=f"http://{role}")
 
     async with client("orchestrator") as o, client("state") as s, client("config") as c:
@@ -65,10 +66,10 @@ async def http(node: Node) -> AsyncIterator[Clients]:
 async def _held_run(node: Node, run_id: str, tenant: str) -> None:
     # "writer" is a registered agent: approving reads its configuration. A run is its
     # execution's (same id), which a rejection ends.
-    await node.store.create_execution(
+    await node.store.executions.create_execution(
         Execution(execution_id=run_id, agent="writer", status=ExecutionStatus.RUNNING, trace_id="t", tenant=tenant)
     )
-    await node.store.create_plan_run(
+    await node.store.plan_runs.create_plan_run(
         PlanRun(id=run_id, agent="writer", trace_id="t", tenant=tenant, status=PlanRunStatus.AWAITING_APPROVAL)
     )
 

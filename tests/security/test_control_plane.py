@@ -26,7 +26,7 @@ from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import Completion, LLMRequest, ToolCall
 from agentrunner.domain.topics import CHAIN_DEPTH_HEADER, RESERVED_TOPIC_ROOTS, TENANT_HEADER
 from agentrunner.node import Node
-from agentrunner.ports import ToolContext
+from agentrunner.ports.tools import ToolContext
 from agentrunner.runtime.topics import finished_topic
 from agentrunner.testing import InMemoryEventBus
 from agentrunner.tracing import as_tenant, current_tenant
@@ -210,7 +210,7 @@ async def test_a_forged_finished_event_on_the_bus_reaches_no_waiting_caller(bus:
 
 
 async def _running(node: Node) -> str | None:
-    page = await node.store.list_executions(agent="writer", status=ExecutionStatus.RUNNING, limit=5)
+    page = await node.store.queries.list_executions(agent="writer", status=ExecutionStatus.RUNNING, limit=5)
     return page.items[0].execution_id if page.items else None
 
 
@@ -226,7 +226,7 @@ async def test_a_forged_finished_event_makes_no_webhook_call_and_no_slack_post(t
                 _forged(done.execution_id, "writer", webhook_url="http://127.0.0.1:9/steal", input=origin)
             )
             await asyncio.sleep(1.5)  # what a consumer would have done by now
-            delivery = await node.store.get_webhook_delivery(done.execution_id)
+            delivery = await node.store.webhook_deliveries.get_webhook_delivery(done.execution_id)
 
         assert delivery is None, "no webhook is recorded or sent for a URL an event names"
         assert slack.messages() == [], "the bot posts nothing an event asks for"
@@ -284,8 +284,8 @@ async def test_a_chain_through_a_collaborative_agent_keeps_its_depth_and_tenant(
             started = await node.orchestrator.invoke("start", {"prompt": "go"}, wait=20)
         assert started.status is ExecutionStatus.SUCCEEDED
         after = await _until(lambda: _finished(node, "after"), timeout=60)
-        team = (await node.store.list_executions(agent="team", limit=5)).items
-        steps = (await node.store.list_executions(agent="helper", limit=5)).items
+        team = (await node.store.queries.list_executions(agent="team", limit=5)).items
+        steps = (await node.store.queries.list_executions(agent="helper", limit=5)).items
 
     assert [e.tenant for e in team] == ["team-a"], "the run counts for the tenant"
     assert [e.tenant for e in steps] == ["team-a"], "its steps count for the tenant"
@@ -296,7 +296,7 @@ async def test_a_chain_through_a_collaborative_agent_keeps_its_depth_and_tenant(
 
 
 async def _finished(node: Node, agent: str) -> Any:
-    page = await node.store.list_executions(agent=agent, limit=5)
+    page = await node.store.queries.list_executions(agent=agent, limit=5)
     return next((e for e in page.items if e.status.is_terminal), None)
 
 
@@ -320,7 +320,7 @@ async def test_a_collaborative_run_started_by_an_event_counts_against_the_tenant
             tenant="team-a",
             trace_id="t" * 32,
         )
-        await node.store.create_execution(spent)
+        await node.store.executions.create_execution(spent)
         with as_tenant("team-a"):
             await node.orchestrator.publish_event("orders.big", {"prompt": "plan it"})
         run = await _until(lambda: _finished(node, "team"), timeout=30)

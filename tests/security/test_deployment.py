@@ -66,7 +66,8 @@ execution_mode: autonomous
 llm_config: {{provider: ollama, model: llama3, host: "http://me:{SECRETS["ollama_password"]}@127.0.0.1:1"}}
 """
 AGENTS = {"tooled.yml": TOOLED, "local.yml": OLLAMA}
-FAST = {"mcp_connect_timeout_seconds": 1, "mcp_retry_seconds": 3600}
+# Settings for node_on, which hands them to Settings to validate.
+FAST: dict[str, Any] = {"mcp_connect_timeout_seconds": 1, "mcp_retry_seconds": 3600}
 
 
 def _leaks(body: Any) -> list[str]:
@@ -136,7 +137,7 @@ def test_compose_roles_require_keys_and_use_only_the_operators_passwords() -> No
 
 
 async def test_a_tenant_reads_no_tool_definition_and_no_secret(tmp_path: Path) -> None:
-    settings = {**FAST, "enable_api_auth": True, "api_keys": f"team-a:{TEAM_A_KEY}"}
+    settings: dict[str, Any] = {**FAST, "enable_api_auth": True, "api_keys": f"team-a:{TEAM_A_KEY}"}
     async with node_on("memory", tmp_path, AGENTS, **settings) as node, _clients(node, TEAM_A_KEY) as (agents, configs):
         agent = await agents.get("/agents/tooled")
         local = await agents.get("/agents/local")
@@ -224,7 +225,7 @@ async def test_only_an_admin_reloads_the_agent_files(tmp_path: Path, monkeypatch
 
 
 def test_no_repr_of_the_settings_shows_a_service_password() -> None:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         database_url="postgresql+asyncpg://agentrunner:pg-pass-1f2e@db:5432/agentrunner",
         redis_url="redis://:redis-pass-3d4c@cache:6379/0",
@@ -279,7 +280,7 @@ async def test_slack_agent_command_runs_only_the_allowed_agents(
         async with node_on("memory", tmp_path, SLACK_AGENTS, script=lambda _: "done", **settings) as node:
             refusals = {name: await _slash(node, slack, f"{name} delete everything") for name in refused}
             accepted = {name: await _slash(node, slack, f"{name} summarise") for name in runs}
-            ran = {execution.agent for execution in (await node.store.list_executions()).items}
+            ran = {execution.agent for execution in (await node.store.queries.list_executions()).items}
 
     for name, answer in refusals.items():
         assert answer["response_type"] == "ephemeral"

@@ -28,7 +28,7 @@ from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.egress import EgressPolicy, EgressRefusedError, parse_networks
 from agentrunner.domain.slack import SlackMessage
 from agentrunner.node import Node
-from agentrunner.ports import ToolContext
+from agentrunner.ports.tools import ToolContext
 from tests.conftest import free_port, loopback_http
 from tests.fakes.slack_server import BOT_TOKEN, SIGNING_SECRET, FakeSlack, command_body, slack_headers
 from tests.integration.conftest import node_on
@@ -113,7 +113,7 @@ async def _all_ended(http: httpx.AsyncClient, *, count: int) -> None:
 
 @pytest.mark.parametrize("host", PRIVATE_TARGETS)
 async def test_a_webhook_url_to_an_internal_address_is_refused_at_invocation(host: str, tmp_path: Path) -> None:
-    settings = {"webhook_secret": SECRET, "webhook_allow_http": True}
+    settings: dict[str, Any] = {"webhook_secret": SECRET, "webhook_allow_http": True}
     async with node_on("memory", tmp_path, {"a.yml": AGENT}, **settings) as node, _orchestrator(node) as http:
         answer = await http.post(
             "/agents/assistant/invoke",
@@ -146,7 +146,7 @@ async def test_a_webhook_to_a_name_that_resolves_to_loopback_is_refused_and_noth
     with Receiver().serving() as receiver:
         # The agent file's webhook_url names `localhost`: the address is checked on delivery.
         agent = AGENT + f"webhook_url: http://localhost:{receiver.port}/hook\n"
-        settings = {"webhook_secret": SECRET, "webhook_allow_http": True}
+        settings: dict[str, Any] = {"webhook_secret": SECRET, "webhook_allow_http": True}
         async with node_on("memory", tmp_path, {"a.yml": agent}, **settings) as node, _orchestrator(node) as http:
             accepted = (await http.post("/agents/assistant/invoke", json={"task_data": {"prompt": "hi"}})).json()
             record = await _finished(http, accepted["execution_id"])
@@ -159,7 +159,7 @@ async def test_a_webhook_to_a_name_that_resolves_to_loopback_is_refused_and_noth
 
 async def test_a_webhook_to_an_allowed_network_is_delivered_and_failures_stay_coarse(tmp_path: Path) -> None:
     with Receiver(status=500).serving() as receiver:
-        settings = {
+        settings: dict[str, Any] = {
             "webhook_secret": SECRET,
             "webhook_allow_http": True,
             "egress_allowed_networks": ("127.0.0.0/8",),
@@ -342,7 +342,7 @@ async def test_an_https_call_pins_the_address_but_keeps_the_name_for_tls() -> No
 
 async def test_task_data_shaped_like_a_slack_request_posts_nothing(tmp_path: Path) -> None:
     with FakeSlack() as slack:
-        settings = {
+        settings: dict[str, Any] = {
             "slack_signing_secret": SIGNING_SECRET,
             "slack_bot_token": BOT_TOKEN,
             "slack_api_url": slack.api_url,

@@ -219,7 +219,8 @@ def test_task_data_over_max_task_bytes_is_413_naming_the_limit(api: httpx.Client
 
 def test_an_invocation_without_task_data_is_422_and_runs_nothing(api: httpx.Client) -> None:
     before = api.get("/executions", params={"agent": "chat"}).json()["items"]
-    for body in ({}, {"wait": 0}, {"task_data": {}}):
+    bodies: list[dict[str, object]] = [{}, {"wait": 0}, {"task_data": {}}]
+    for body in bodies:
         response = api.post("/agents/chat/invoke", json=body)
 
         assert response.status_code == 422, (body, response.text)

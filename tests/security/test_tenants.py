@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import pytest
@@ -104,8 +104,16 @@ BACKENDS = [
 ]
 
 
+class Services(TypedDict, total=False):
+    """The settings that put a node on the distributed backends (none when embedded)."""
+
+    database_url: str
+    redis_url: str
+    redis_key_prefix: str
+
+
 @pytest.fixture(params=BACKENDS)
-def services(request: pytest.FixtureRequest) -> dict[str, str]:
+def services(request: pytest.FixtureRequest) -> Services:
     """The settings of this run's backend (a sync fixture: only one can pull in the async
     `postgres_url` with `getfixturevalue`)."""
     if request.param == "embedded":
@@ -118,21 +126,21 @@ def services(request: pytest.FixtureRequest) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def _running_node(services: dict[str, str], tmp_path: Path, **more: Any) -> AsyncIterator[Node]:
+async def _running_node(services: Services, tmp_path: Path, **more: Any) -> AsyncIterator[Node]:
     agents = tmp_path / "agents"
     agents.mkdir()
     for name, text in (("chat", CHAT), ("writer", WRITER), ("nightly", NIGHTLY)):
         (agents / f"{name}.yml").write_text(text)
     if "database_url" in services:  # what an operator does once before starting on PostgreSQL
         await asyncio.to_thread(run_schema_command, services["database_url"], "upgrade")
-    settings = Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path, **services, **more)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path, **services, **more)
     node = Node(settings, script=_reply)
     async with node.running():
         yield node
 
 
 @pytest.fixture
-async def node(services: dict[str, str], tmp_path: Path) -> AsyncIterator[Node]:
+async def node(services: Services, tmp_path: Path) -> AsyncIterator[Node]:
     async with _running_node(services, tmp_path) as running:
         yield running
 
@@ -207,7 +215,7 @@ async def test_another_tenants_execution_cannot_be_cancelled_or_watched(node: No
 
     _assert_missing(cancel, missing)  # not 409 "already ended": that would say it exists
     _assert_missing(watch, missing)
-    assert (await node.store.get_execution(mine["execution_id"])).status is ExecutionStatus.SUCCEEDED
+    assert (await node.store.executions.get_execution(mine["execution_id"])).status is ExecutionStatus.SUCCEEDED
 
 
 # -- sessions (rule 5) -------------------------------------------------------------------
@@ -265,7 +273,7 @@ async def _held_run(node: Node, tenant: str) -> PlanRun:
         status=PlanRunStatus.AWAITING_APPROVAL,
         clarifications=[Clarification(id="q1", run_id=f"run-{tenant}", step_id="s", question="budget?")],
     )
-    return await node.store.create_plan_run(run)
+    return await node.store.plan_runs.create_plan_run(run)
 
 
 async def test_another_tenants_plan_run_cannot_be_read_approved_rejected_or_answered(node: Node, http: Clients) -> None:
@@ -282,7 +290,7 @@ async def test_another_tenants_plan_run_cannot_be_read_approved_rejected_or_answ
 
     for answer in answers:
         _assert_missing(answer, missing)
-    stored = await node.store.get_plan_run(run.id)
+    stored = await node.store.plan_runs.get_plan_run(run.id)
     assert (stored.status, stored.clarifications[0].answer) == (PlanRunStatus.AWAITING_APPROVAL, None)
     listed = await orchestrator.get("/plan-runs", headers=B)
     assert listed.json()["items"] == []
@@ -312,7 +320,7 @@ async def test_another_tenants_schedule_cannot_be_seen_triggered_paused_or_delet
     for attempt in attempts:
         _assert_missing(attempt, missing)
     assert [view["schedule"]["id"] for view in (await scheduler.get("/schedules", headers=B)).json()] == []
-    stored = await node.store.get_schedule("a-daily")
+    stored = await node.store.schedules.get_schedule("a-daily")
     assert (stored.tenant, stored.paused, stored.last_fire_at) == ("team-a", False, None)
 
 
@@ -351,7 +359,7 @@ async def test_a_schedules_runs_count_against_the_tenant_that_made_it(node: Node
 
 async def _dead_letter(node: Node, tenant: str) -> str:
     event = Event(topic="orders.created", payload={"order": tenant}, trace_id="t", headers={TENANT_HEADER: tenant})
-    stored = await node.store.record_dead_letter(
+    stored = await node.store.dead_letters.record_dead_letter(
         DeadLetter(queue="agent.writer", event=event, error="boom"), tenant=tenant_of(event)
     )
     return stored.id
@@ -369,7 +377,7 @@ async def test_another_tenants_dead_letter_cannot_be_listed_replayed_or_deleted(
     _assert_missing(replay, missing)
     _assert_missing(delete, missing)
     assert listed.json() == []
-    assert (await node.store.get_dead_letter(letter)).replayed_at is None
+    assert (await node.store.dead_letters.get_dead_letter(letter)).replayed_at is None
     assert [item["id"] for item in (await orchestrator.get("/dead-letters", headers=A)).json()] == [letter]
 
 
@@ -402,7 +410,7 @@ async def test_usage_counts_the_callers_own_executions_and_an_admins_all(http: C
     assert executions(await state.get("/usage", headers=ADMIN)) == 3
 
 
-async def test_usage_stays_each_tenants_own_after_the_retention_purge(services: dict[str, str], tmp_path: Path) -> None:
+async def test_usage_stays_each_tenants_own_after_the_retention_purge(services: Services, tmp_path: Path) -> None:
     # Windows of about a tenth of a millisecond: every execution that ended is past them.
     tiny = {"retention_days": 1e-9, "idempotency_ttl_seconds": 1e-4}
     async with _running_node(services, tmp_path, **tiny) as node, _clients(node) as http:

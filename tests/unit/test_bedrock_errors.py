@@ -8,8 +8,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import botocore.exceptions
-import botocore.session
+# botocore ships no types (as in adapters/providers/bedrock.py).
+import botocore.exceptions  # type: ignore[import-untyped]
+import botocore.session  # type: ignore[import-untyped]
 import pytest
 import urllib3.exceptions
 
@@ -72,7 +73,8 @@ def _client_error(code: str, status: int | None, headers: dict[str, str] | None 
             "RequestId": "req-1",
             "HTTPHeaders": headers or {},
         }
-    return botocore.exceptions.ClientError(response, "Converse")
+    error: Exception = botocore.exceptions.ClientError(response, "Converse")
+    return error
 
 
 def _bare(cls: type[Exception]) -> Exception:

@@ -6,7 +6,7 @@ it to the settings and roles of the code, to what `--scale` needs, and to safe d
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -31,7 +31,9 @@ OPERATOR_ENV = {
 }
 AGENTRUNNER_IMAGE = "agentrunner:latest"
 
-SEED_SERVICES = {
+# The HTTP roles (Settings.port_of takes these names only).
+HttpRole = Literal["state", "config", "orchestrator", "scheduler", "slack"]
+SEED_SERVICES: dict[str, HttpRole] = {
     "state-manager": "state",
     "config-service": "config",
     "agent-orchestrator": "orchestrator",
@@ -52,10 +54,10 @@ def _healthcheck_url(service: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize(("name", "role"), SEED_SERVICES.items())
 def test_every_http_role_has_the_seed_service_name_port_and_health(
-    services: dict[str, Any], name: str, role: str
+    services: dict[str, Any], name: str, role: HttpRole
 ) -> None:
     service = services[name]
-    port = Settings(_env_file=None).port_of(role)  # type: ignore[call-arg, arg-type]
+    port = Settings(_env_file=None).port_of(role)
 
     assert service["command"] == ["agentrunner", "serve", role]
     assert service["ports"] == [f"${{BIND_ADDRESS:-127.0.0.1}}:{port}:{port}"]

@@ -49,7 +49,7 @@ refused_v6 = st.sampled_from(REFUSED_V6).flatmap(_in)
 
 @given(refused_v4)
 def test_every_refused_ipv4_address_is_refused_in_every_form(address: ipaddress.IPv4Address) -> None:
-    forms = [
+    forms: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
         address,
         ipaddress.IPv6Address(f"::ffff:{address}"),  # IPv4-mapped
         ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | int(address)),  # NAT64

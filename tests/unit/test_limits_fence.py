@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from agentrunner.adapters.metrics.prometheus import PrometheusMetrics
 from agentrunner.adapters.providers.offline import EchoProvider
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.llm import LLMRequest, Message, ToolDefinition
-from agentrunner.ports import ToolContext
+from agentrunner.ports.tools import ToolContext
 from agentrunner.runtime.limits import ConcurrencyLimits, HeldSlots
 from agentrunner.runtime.limits_store import LimitsStore
 
@@ -63,19 +63,19 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-def _model_call(held: HeldSlots) -> Awaitable[object]:
+def _model_call(held: HeldSlots) -> Coroutine[Any, Any, object]:
     request = LLMRequest(model="echo", messages=[Message(role="user", content="hi")])
     return held.provider(EchoProvider()).complete(request)
 
 
-def _tool_call(held: HeldSlots) -> Awaitable[object]:
+def _tool_call(held: HeldSlots) -> Coroutine[Any, Any, object]:
     [tool] = held.tools([Clock()])
     return tool.call({}, ToolContext(agent="a", execution_id="e", session_id=None, trace_id="t"))
 
 
 @pytest.mark.parametrize("call", [_model_call, _tool_call], ids=["model call", "tool call"])
 async def test_a_call_of_a_holder_whose_slot_was_taken_waits_until_the_newcomer_ends(
-    call: Callable[[HeldSlots], Awaitable[object]],
+    call: Callable[[HeldSlots], Coroutine[Any, Any, object]],
 ) -> None:
     cache, metrics = InMemoryCache(), PrometheusMetrics()
     store = LimitsStore(metrics=metrics)

@@ -12,7 +12,7 @@ from agentrunner.domain.redaction import MASK, mask_arguments, mask_command, mas
 
 # A password as it appears in a URL: anything, percent-encoded where the URL needs it.
 # Text a URL can carry (no lone surrogates: they have no UTF-8 form).
-_TEXT = st.characters(blacklist_categories=("Cs",))
+_TEXT = st.characters(exclude_categories=["Cs"])
 passwords = (
     st.text(_TEXT, min_size=4, max_size=40).map(lambda text: quote(text, safe="")).filter(lambda p: MASK not in p)
 )

@@ -71,7 +71,11 @@ def _literal_prefix(node: ast.expr) -> str | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr):
-        return "".join(part.value if isinstance(part, ast.Constant) else "x" for part in node.values)
+        # An f-string's constant parts are always str; the check narrows the type.
+        return "".join(
+            part.value if isinstance(part, ast.Constant) and isinstance(part.value, str) else "x"
+            for part in node.values
+        )
     return None
 
 

@@ -4,14 +4,16 @@ executions kept at least as long as their Idempotency-Key."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from agentrunner.node import retention_windows
-from agentrunner.ports import PurgeKind
+from agentrunner.ports.retention import PurgeKind
 from agentrunner.settings import Settings
 
 
-def _settings(**values: object) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+# Any: Settings validates each value, as it does the environment's strings.
+def _settings(**values: Any) -> Settings:
+    return Settings(_env_file=None, **values)
 
 
 def test_every_kind_takes_retention_days_unless_it_has_its_own() -> None:

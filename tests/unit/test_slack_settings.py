@@ -10,7 +10,7 @@ from agentrunner.settings import Settings
 
 def test_slack_commands_are_read_as_command_agent_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLACK_COMMANDS", " /ask=my-assistant , /review=code-reviewer,")
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.slack_commands == {"/ask": "my-assistant", "/review": "code-reviewer"}
 
 
@@ -20,4 +20,4 @@ def test_a_malformed_slack_command_route_is_refused_with_the_expected_form(
 ) -> None:
     monkeypatch.setenv("SLACK_COMMANDS", value)
     with pytest.raises(ValidationError, match="is not /command=agent"):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)

@@ -73,11 +73,13 @@ def _exported() -> list[type[Exception]]:
 
 def _as_sqlalchemy_raises_it(error: Exception) -> DBAPIError:
     """`error` translated by SQLAlchemy's asyncpg dialect, then wrapped, as a query sees it."""
-    dbapi = PGDialect_asyncpg.import_dbapi()
+    # SQLAlchemy's asyncpg dialect is not annotated (import_dbapi, its constructor).
+    dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+    dbapi = PGDialect_asyncpg.import_dbapi()  # type: ignore[no-untyped-call]
     try:
         AsyncAdapt_asyncpg_connection._handle_exception_no_connection(dbapi, error)
     except Exception as adapted:  # the adapted DBAPI error, whatever its class
-        wrapped = DBAPIError.instance("SELECT 1", {}, adapted, dbapi.Error, dialect=PGDialect_asyncpg())
+        wrapped = DBAPIError.instance("SELECT 1", {}, adapted, dbapi.Error, dialect=dialect)
         assert isinstance(wrapped, DBAPIError)
         return wrapped
     raise AssertionError(f"the dialect did not translate {error!r}")

@@ -27,8 +27,8 @@ class Probes:
         self.started[-1].set_result(answered)
 
 
-def _watch(**policy: float) -> LivenessWatch:
-    return LivenessWatch(LivenessPolicy(**policy), due=0.0)  # type: ignore[arg-type]
+def _watch(*, interval: float = LivenessPolicy.interval, failures: int = LivenessPolicy.failures) -> LivenessWatch:
+    return LivenessWatch(LivenessPolicy(interval=interval, failures=failures), due=0.0)
 
 
 def test_the_role_is_hung_after_failures_missed_probes_in_a_row() -> None:

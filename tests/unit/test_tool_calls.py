@@ -15,7 +15,7 @@ from agentrunner.adapters.tools.builtin import host_allowed
 from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.execution import ToolCallRecord
 from agentrunner.domain.llm import LLMRequest, ToolCall, ToolDefinition
-from agentrunner.ports import ToolContext
+from agentrunner.ports.tools import ToolContext
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.tool_calls import ToolBudget, capped, run_tool_calls, truncation_marker
 

@@ -17,10 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentrunner.api.access import ApiKey, FailedAuthThrottle, client_address, retry_after, same_secret
 from agentrunner.api.errors import DEPENDENCY_RETRY_AFTER_SECONDS, error_answer, error_response, install_error_handlers
-from agentrunner.api.idempotency import IdempotencyKeys, IdempotencyMiddleware
+from agentrunner.api.idempotency import IdempotencyMiddleware
 from agentrunner.domain.errors import AgentRunnerError, BadRequestError
 from agentrunner.logs import get_logger
-from agentrunner.ports import Metrics, RequestSpan, Tracing
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.state import IdempotencyStore
+from agentrunner.ports.tracing import RequestSpan, Tracing
 from agentrunner.tracing import Caller, accept_trace_id, as_caller, traced
 
 log = get_logger(__name__)
@@ -275,7 +277,7 @@ class EdgeConfig:
     # Slack routes check Slack's signature; Slack cannot send our keys).
     key_exempt_prefixes: tuple[str, ...] = ()
     # Where POSTs with an `Idempotency-Key` keep their answers; None: the header is ignored.
-    idempotency: IdempotencyKeys | None = None
+    idempotency: IdempotencyStore | None = None
     idempotency_ttl_seconds: float = 24 * 3600
     # Where the apps' background tasks (an idempotent request's keep-alive) count their errors.
     background_metrics: Metrics | None = None

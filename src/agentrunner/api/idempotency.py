@@ -26,9 +26,8 @@ import asyncio
 import contextlib
 import hashlib
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
-from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,7 +38,8 @@ from agentrunner.background import every
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.execution import utcnow
 from agentrunner.logs import get_logger
-from agentrunner.ports import IdempotencyClaim, IdempotentRequest, Metrics
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.state import IdempotencyClaim, IdempotencyStore, IdempotentRequest
 from agentrunner.tracing import current_tenant
 
 log = get_logger(__name__)
@@ -54,28 +54,6 @@ POLL_MAX_SECONDS = 0.5
 _CLAIM = "idempotency_claim"  # where a route that claims the key itself finds it (request.state)
 
 
-class IdempotencyKeys(Protocol):
-    """The part of the state store this needs."""
-
-    async def claim_idempotency_key(
-        self,
-        key: str,
-        fingerprint: str,
-        *,
-        expired_before: datetime,
-        abandoned_before: datetime,
-        tenant: str | None = None,
-    ) -> IdempotentRequest | None: ...
-
-    async def touch_idempotency_key(self, key: str) -> None: ...
-
-    async def complete_idempotency_key(
-        self, key: str, status_code: int, response: bytes, content_type: str
-    ) -> None: ...
-
-    async def release_idempotency_key(self, key: str) -> None: ...
-
-
 class IdempotencyMiddleware:
     """See the module docstring. Runs inside the API key check (the key scopes it) and the
     body limit (the body it reads is bounded)."""
@@ -83,7 +61,7 @@ class IdempotencyMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        store: IdempotencyKeys,
+        store: IdempotencyStore,
         ttl_seconds: float,
         claimed_by_route: re.Pattern[str] | None = None,
         metrics: Metrics | None = None,

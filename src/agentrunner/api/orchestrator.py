@@ -23,7 +23,7 @@ from agentrunner.domain.errors import ExecutionNotFoundError
 from agentrunner.domain.event import StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN, WebhookDelivery
-from agentrunner.ports import IdempotencyKeyTakenError
+from agentrunner.ports.state import IdempotencyKeyTakenError
 from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.dead_letters import DeadLetterOffice
 from agentrunner.runtime.orchestrator import Orchestrator

@@ -20,7 +20,7 @@ from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.errors import error_response
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.logs import get_logger
-from agentrunner.ports import SlackRequestVerifier
+from agentrunner.ports.slack import SlackRequestVerifier
 from agentrunner.runtime.slack_gateway import SlackGateway, SlashCommand
 
 log = get_logger(__name__)

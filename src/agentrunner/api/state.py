@@ -20,7 +20,7 @@ from agentrunner.domain.audit import AuditAction, AuditEntry
 from agentrunner.domain.errors import ExecutionNotFoundError, PayloadTooLargeError
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.state import AgentState, UsageTotals
-from agentrunner.ports import StateStore
+from agentrunner.ports.state import ExecutionQueries, ExecutionStore, SessionStore
 from agentrunner.runtime.audit import MAX_AUDIT_PAGE, Auditor
 from agentrunner.runtime.budgets import Budget
 from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, history_size
@@ -74,10 +74,12 @@ class AuditPage(BaseModel):
 
 
 def state_app(
-    store: StateStore,
     edge: EdgeConfig,
     budgets: BudgetsOf | None = None,
     *,
+    sessions: SessionStore,
+    executions: ExecutionStore,
+    queries: ExecutionQueries,
     max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
     audit: Auditor | None = None,
 ) -> FastAPI:
@@ -88,7 +90,7 @@ def state_app(
 
     @app.get("/state/{agent}/{session_id}", response_model=AgentState, tags=["state"])
     async def get_state(agent: AgentName, session_id: SessionId, tenant: TenantName = None) -> AgentState:
-        return await store.load_state(agent, session_id, tenant=session_owner(agent, session_id, tenant))
+        return await sessions.load_state(agent, session_id, tenant=session_owner(agent, session_id, tenant))
 
     @app.put("/state/{agent}/{session_id}", response_model=AgentState, tags=["state"])
     async def put_state(
@@ -102,7 +104,7 @@ def state_app(
             )
         owner = session_owner(agent, session_id, tenant)
         state = AgentState(agent=agent, session_id=session_id, tenant=owner, history=body.history, memory=body.memory)
-        saved = await store.save_state(state, expected_version=body.version)
+        saved = await sessions.save_state(state, expected_version=body.version)
         await auditor.record(
             AuditAction.STATE_WRITE, f"{agent}/{session_id}", owner=owner, version=saved.version, history_bytes=size
         )
@@ -111,13 +113,13 @@ def state_app(
     @app.delete("/state/{agent}/{session_id}", status_code=204, tags=["state"])
     async def delete_state(agent: AgentName, session_id: SessionId, tenant: TenantName = None) -> Response:
         owner = session_owner(agent, session_id, tenant)
-        await store.delete_state(agent, session_id, tenant=owner)
+        await sessions.delete_state(agent, session_id, tenant=owner)
         await auditor.record(AuditAction.STATE_DELETE, f"{agent}/{session_id}", owner=owner)
         return Response(status_code=204)
 
     @app.get("/executions/{execution_id}", response_model=Execution, tags=["executions"], summary="Audit record")
     async def get_execution(execution_id: str) -> Execution:
-        execution = await store.get_execution(execution_id)
+        execution = await executions.get_execution(execution_id)
         missing = ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=execution_id)
         return owned(execution, execution.tenant, lambda: missing)
 
@@ -128,7 +130,7 @@ def state_app(
         until: Annotated[datetime | None, Query(description="ISO 8601, exclusive; without a zone, UTC.")] = None,
     ) -> UsageView:
         seen = visible_tenant()
-        totals = await store.usage(agent=agent, since=_utc(since), until=_utc(until), tenant=seen)
+        totals = await queries.usage(agent=agent, since=_utc(since), until=_utc(until), tenant=seen)
         shown = await budgets(agent) if budgets else []
         if seen is not None:  # a tenant: its own budget only (an agent's counts every tenant's spend)
             shown = [budget for budget in shown if budget.tenant == seen]

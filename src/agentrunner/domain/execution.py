@@ -4,7 +4,7 @@ Its status moves queued -> running -> a terminal status, and a few writers move 
 otherwise on purpose (a schedule's watch records a queued run, or one its worker
 cancelled, as timed out). Those moves are not checked here: a check on a status read
 earlier would race with the other writers. Each writer names the statuses it may move
-from (`StateStore.save_execution(only_if=...)`, `start_execution`), and the store checks
+from (`ExecutionStore.save_execution(only_if=...)`, `start_execution`), and the store checks
 them in the same statement as the write, so of two writers racing one wins and the other
 gets a `ConflictError`."""
 

@@ -16,7 +16,7 @@ from functools import partial
 
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.event import Event
-from agentrunner.ports import EventBus, Subscription
+from agentrunner.ports.bus import EventBus, Subscription
 from agentrunner.runtime.topics import agent_queue, invoke_topic
 
 # What a pool runs for each message of an agent's queue: (agent name, event).

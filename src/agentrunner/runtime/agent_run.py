@@ -14,7 +14,8 @@ from agentrunner.domain.execution import Usage
 from agentrunner.domain.llm import Completion, LLMRequest, Message, ToolDefinition
 from agentrunner.domain.plan import ASK_HUMAN_TOOL, ask_human_output
 from agentrunner.logs import get_logger
-from agentrunner.ports import LLMProvider, Tool, ToolContext
+from agentrunner.ports.providers import LLMProvider
+from agentrunner.ports.tools import Tool, ToolContext
 from agentrunner.runtime.llm_calls import TextSink, complete_with_retries
 from agentrunner.runtime.tool_calls import ToolBudget, ToolSink, run_tool_calls
 

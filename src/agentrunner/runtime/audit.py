@@ -15,7 +15,7 @@ from typing import Any
 from agentrunner.domain.audit import AuditAction, AuditEntry, actor_name
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.logs import get_logger
-from agentrunner.ports import AuditLog
+from agentrunner.ports.audit import AuditLog
 from agentrunner.runtime.ownership import require_admin
 from agentrunner.tracing import current_caller, current_trace_id
 

@@ -25,7 +25,9 @@ from agentrunner.domain.errors import AgentRunnerError, BudgetExceededError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.logs import get_logger
-from agentrunner.ports import Cache, EventBus, StateStore
+from agentrunner.ports.bus import EventBus
+from agentrunner.ports.cache import Cache
+from agentrunner.ports.state import ExecutionQueries
 from agentrunner.runtime.topics import budget_warning_topic
 from agentrunner.tracing import current_trace_id, new_trace_id
 
@@ -77,7 +79,7 @@ class Budgets:
     def __init__(
         self,
         *,
-        store: StateStore,
+        store: ExecutionQueries,
         bus: EventBus,
         cache: Cache,
         tenant_budget: TenantBudget | None = None,

@@ -22,7 +22,7 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.slack import origin_of_event
 from agentrunner.logs import get_logger
-from agentrunner.ports import StateStore
+from agentrunner.ports.state import ExecutionStore
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import CHAIN_DEPTH_HEADER, TENANT_HEADER, output_topic
 
@@ -66,7 +66,9 @@ def execution_for_event(agent: str, event: Event, config: AgentConfig | None) ->
     )
 
 
-async def record_execution_for_event(store: StateStore, agent: str, event: Event, config: AgentConfig | None) -> str:
+async def record_execution_for_event(
+    store: ExecutionStore, agent: str, event: Event, config: AgentConfig | None
+) -> str:
     """The id of the execution `event` starts for `agent`, recorded on its first delivery
     (a redelivery finds it: its stored status decides what happens). Raises what the store
     raises, but never `ConflictError`."""
@@ -80,7 +82,7 @@ async def record_execution_for_event(store: StateStore, agent: str, event: Event
 
 
 async def start_for_event(
-    store: StateStore, registry: AgentRegistry, agent: str, event: Event, *, max_depth: int
+    store: ExecutionStore, registry: AgentRegistry, agent: str, event: Event, *, max_depth: int
 ) -> str | None:
     """The id of the execution a subscribed `event` starts for `agent` (recorded on first
     delivery, see `record_execution_for_event`), or None when its chain is deeper than

@@ -37,7 +37,10 @@ from agentrunner.domain.plan import (
     StepStatus,
 )
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, Metrics, ProviderCatalog, StateStore, Subscription
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.providers import ProviderCatalog
+from agentrunner.ports.state import ExecutionStore, PlanRunStore
 from agentrunner.runtime.agent_queues import AgentQueues
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.chains import start_for_event
@@ -82,7 +85,8 @@ class CollaborativePool:
         self,
         *,
         bus: EventBus,
-        store: StateStore,
+        executions: ExecutionStore,
+        run_store: PlanRunStore,
         registry: AgentRegistry,
         catalog: ProviderCatalog,
         relay: OutboxRelay,
@@ -98,7 +102,8 @@ class CollaborativePool:
     ) -> None:
         self._bus = bus
         self._metrics = metrics
-        self._store = store
+        self._executions = executions
+        self._run_store = run_store
         self._registry = registry
         self._catalog = catalog
         self._relay = relay
@@ -163,7 +168,7 @@ class CollaborativePool:
             else:
                 # The run, its steps and its output keep the event's tenant and chain depth.
                 started = await start_for_event(
-                    self._store, self._registry, agent, event, max_depth=self._max_chain_depth
+                    self._executions, self._registry, agent, event, max_depth=self._max_chain_depth
                 )
                 if started is None:
                     return
@@ -180,7 +185,7 @@ class CollaborativePool:
                 done.set()
 
     async def _drive(self, agent: str, execution_id: str) -> None:
-        execution = await self._store.get_execution(execution_id)
+        execution = await self._executions.get_execution(execution_id)
         run = await self._run_for(execution)
         if run.status.is_terminal:
             await self._runs.finish_execution(run)  # a crash between the two saves
@@ -199,7 +204,7 @@ class CollaborativePool:
             return
         llm = config.llm_config
         try:
-            await self._store.start_execution(
+            await self._executions.start_execution(
                 execution_id, worker=self._worker_id, provider=llm.provider.value, model=llm.model
             )
         except ConflictError:
@@ -215,7 +220,7 @@ class CollaborativePool:
     async def _run_for(self, execution: Execution) -> PlanRun:
         """The run of `execution`, created on its first delivery."""
         with contextlib.suppress(AgentRunnerError):
-            return await self._store.get_plan_run(execution.execution_id)
+            return await self._run_store.get_plan_run(execution.execution_id)
         task = execution.input
         # Questions go to Slack only for runs the Slack gateway started (never for task_data
         # that merely looks like a Slack request).
@@ -230,9 +235,9 @@ class CollaborativePool:
             tenant=execution.tenant,  # the owner: who may read, approve and answer it
         )
         try:
-            created = await self._store.create_plan_run(run)
+            created = await self._run_store.create_plan_run(run)
         except ConflictError:
-            return await self._store.get_plan_run(execution.execution_id)
+            return await self._run_store.get_plan_run(execution.execution_id)
         log.info("plan run created", run_id=run.id, agent=run.agent)
         return created
 
@@ -301,11 +306,11 @@ class CollaborativePool:
                     run = await self._runs.update(run, paused)
                     if run.status is PlanRunStatus.RUNNING:  # an answer came meanwhile: look again
                         await asyncio.sleep(self._poll)
-                        run = await self._store.get_plan_run(run.id)
+                        run = await self._run_store.get_plan_run(run.id)
                     continue
                 finished, _ = await asyncio.wait(watched, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
                 if not finished:  # answers, timeouts and other writers meanwhile
-                    run = await self._store.get_plan_run(run.id)
+                    run = await self._run_store.get_plan_run(run.id)
                     continue
                 for task in finished:
                     step_id = watched.pop(task)
@@ -346,14 +351,14 @@ class CollaborativePool:
             request = {"execution_id": step.execution_id} | ({"tenant": owner.tenant} if owner.tenant else {})
             invocation = Event(topic=invoke_topic(step.agent), payload=request, trace_id=run.trace_id)
             try:
-                await self._store.create_execution(execution, events=[invocation])
+                await self._executions.create_execution(execution, events=[invocation])
             except ConflictError:
                 pass  # started before a resume: it runs, or ran, already
             else:
                 await self._relay.deliver([invocation])
                 log.info("step started", run_id=run.id, step_id=step.step_id, agent=step.agent, attempt=step.attempts)
             while True:
-                stored = await self._store.get_execution(step.execution_id)
+                stored = await self._executions.get_execution(step.execution_id)
                 if stored.status.is_terminal:
                     return stored
                 with contextlib.suppress(TimeoutError):
@@ -375,7 +380,7 @@ class CollaborativePool:
             finished_at=utcnow(),
         )
         with contextlib.suppress(ConflictError):
-            await self._store.create_execution(failed)
+            await self._executions.create_execution(failed)
 
     async def _on_finished(self, event: Event) -> None:
         agent = cancelled_agent(event.topic)
@@ -395,7 +400,7 @@ class CollaborativePool:
         if registered.config.execution_mode is not ExecutionMode.COLLABORATIVE:
             return
         try:
-            run = await self._store.get_plan_run(execution_id)
+            run = await self._run_store.get_plan_run(execution_id)
         except AgentRunnerError:
             return
         if run.status.is_terminal:
@@ -433,7 +438,7 @@ class CollaborativePool:
         """Settle every question unanswered past its timeout (default taken, or the run fails)."""
         now = utcnow()
         for status in (PlanRunStatus.NEEDS_CLARIFICATION, PlanRunStatus.RUNNING):
-            for run in await self._store.list_plan_runs(status=status, limit=500):
+            for run in await self._run_store.list_plan_runs(status=status, limit=500):
                 if any(
                     c.status is ClarificationStatus.PENDING and c.expires_at is not None and c.expires_at <= now
                     for c in run.clarifications

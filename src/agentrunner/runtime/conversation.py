@@ -20,7 +20,9 @@ from agentrunner.domain.execution import Execution
 from agentrunner.domain.llm import Completion
 from agentrunner.domain.state import AgentState
 from agentrunner.logs import get_logger
-from agentrunner.ports import LLMProvider, StateStore, Tool, ToolContext
+from agentrunner.ports.providers import LLMProvider
+from agentrunner.ports.state import SessionStore
+from agentrunner.ports.tools import Tool, ToolContext
 from agentrunner.runtime.agent_run import run_agent, user_prompt
 from agentrunner.runtime.llm_calls import TextSink
 from agentrunner.runtime.tool_calls import ToolSink
@@ -60,7 +62,7 @@ def _slack_session(origin: dict[str, Any] | None) -> str | None:
     return None
 
 
-async def load_session(store: StateStore, agent: str, session: str, tenant: str | None = None) -> AgentState:
+async def load_session(store: SessionStore, agent: str, session: str, tenant: str | None = None) -> AgentState:
     """`tenant`'s session state, or an empty one (version 0) when it has none yet."""
     try:
         return await store.load_state(agent, session, tenant=tenant)
@@ -71,7 +73,7 @@ async def load_session(store: StateStore, agent: str, session: str, tenant: str 
 async def converse(
     config: AgentConfig,
     provider: LLMProvider,
-    store: StateStore,
+    store: SessionStore,
     execution: Execution,
     *,
     on_text: TextSink | None = None,
@@ -115,7 +117,7 @@ async def converse(
 
 async def keep_interrupted(
     config: AgentConfig,
-    store: StateStore,
+    store: SessionStore,
     execution: Execution,
     *,
     max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
@@ -153,7 +155,7 @@ def bound_history(history: list[dict[str, Any]], max_bytes: int) -> list[dict[st
 
 
 async def _append(
-    config: AgentConfig, store: StateStore, state: AgentState, entries: list[dict[str, Any]], max_bytes: int
+    config: AgentConfig, store: SessionStore, state: AgentState, entries: list[dict[str, Any]], max_bytes: int
 ) -> None:
     """Append `entries` to the session's history (bounded by `max_conversation_history`
     messages and `max_bytes`, the oldest dropped first) and save it; a save that finds a

@@ -11,7 +11,9 @@ from __future__ import annotations
 from agentrunner.domain.errors import DeadLetterNotFoundError
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, Metrics, StateStore, Subscription
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.state import DeadLetterStore
 from agentrunner.runtime.ownership import owned
 from agentrunner.runtime.topics import TENANT_HEADER, invoke_topic
 from agentrunner.tracing import visible_tenant
@@ -22,7 +24,7 @@ log = get_logger(__name__)
 class DeadLetterOffice:
     """Records dead letters in the state store and replays them through the bus."""
 
-    def __init__(self, *, bus: EventBus, store: StateStore, metrics: Metrics | None = None) -> None:
+    def __init__(self, *, bus: EventBus, store: DeadLetterStore, metrics: Metrics | None = None) -> None:
         self._bus = bus
         self._store = store
         self._metrics = metrics

@@ -15,7 +15,7 @@ unlimited. A taker's call that timed out may have been applied by Redis: the hol
 the worker and the execution, so asking again keeps the same slot, and a taker that stops
 waiting (shutdown) gives back every scope it asked for. A holder whose renewal does not
 answer tries again at once with the same backoff. The store keeps the leases fair across
-outages (ports.Slots): time passes on its clock only while it is called, so leases do not
+outages (ports.limits.Slots): time passes on its clock only while it is called, so leases do not
 run out while Redis is down or paused for everyone; and a Redis that lost its data
 (restarted without persistence, or fresh) refuses new holders for one lease, while
 renewals every third of a lease bring the running holders back in.
@@ -58,7 +58,9 @@ from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.llm import Completion, LLMRequest, StreamItem, ToolDefinition
 from agentrunner.logs import get_logger
-from agentrunner.ports import LLMProvider, SlotRenewal, Slots, Tool, ToolContext
+from agentrunner.ports.limits import SlotRenewal, Slots
+from agentrunner.ports.providers import LLMProvider
+from agentrunner.ports.tools import Tool, ToolContext
 from agentrunner.runtime.limits_store import Backoff, LimitsStore
 
 log = get_logger(__name__)

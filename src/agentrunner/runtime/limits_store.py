@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
 from agentrunner.logs import get_logger
-from agentrunner.ports import Metrics
+from agentrunner.ports.metrics import Metrics
 
 log = get_logger(__name__)
 

@@ -20,7 +20,7 @@ from agentrunner.domain.errors import AgentRunnerError, LLMUnavailableError
 from agentrunner.domain.llm import Completion, LLMRequest, TextDelta
 from agentrunner.domain.pricing import cost_usd
 from agentrunner.logs import get_logger
-from agentrunner.ports import LLMProvider
+from agentrunner.ports.providers import LLMProvider
 
 log = get_logger(__name__)
 

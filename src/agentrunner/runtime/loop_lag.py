@@ -16,7 +16,7 @@ import asyncio
 
 from agentrunner.background import cancelled, forever
 from agentrunner.logs import get_logger
-from agentrunner.ports import Metrics
+from agentrunner.ports.metrics import Metrics
 
 log = get_logger(__name__)
 

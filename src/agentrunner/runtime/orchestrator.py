@@ -25,13 +25,14 @@ from agentrunner.domain.execution import Execution, ExecutionError, ExecutionSta
 from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, topic_problem
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
-from agentrunner.ports import (
-    EventBus,
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.state import (
     ExecutionPage,
+    ExecutionQueries,
+    ExecutionStore,
     IdempotencyClaim,
     IdempotencyKeyTakenError,
-    StateStore,
-    Subscription,
+    WebhookDeliveryStore,
 )
 from agentrunner.runtime.agent_queues import queue_patterns
 from agentrunner.runtime.budgets import Budgets
@@ -61,7 +62,9 @@ class Orchestrator:
         self,
         *,
         bus: EventBus,
-        store: StateStore,
+        executions: ExecutionStore,
+        queries: ExecutionQueries,
+        deliveries: WebhookDeliveryStore,
         relay: OutboxRelay,
         registry: AgentRegistry,
         node_id: str,
@@ -73,7 +76,9 @@ class Orchestrator:
         self._egress = egress or EgressPolicy()
         self._budgets = budgets
         self._webhooks_signed = webhooks_signed
-        self._store = store
+        self._executions = executions
+        self._queries = queries
+        self._deliveries = deliveries
         self._relay = relay
         self._registry = registry
         self._node_id = node_id
@@ -187,7 +192,7 @@ class Orchestrator:
             # so the caller is answered without waiting for the broker's confirms (the relay
             # publishes them now, its sweep later if that fails). A continuous session's
             # messages are published before the answer: the next one cannot overtake it.
-            await self._store.create_execution(execution, events=events, idempotency=idempotency)
+            await self._executions.create_execution(execution, events=events, idempotency=idempotency)
             if config.execution_mode is ExecutionMode.CONTINUOUS:
                 await self._relay.deliver(events)
             else:
@@ -215,7 +220,7 @@ class Orchestrator:
             raise
 
     async def _raise_if_taken(self, idempotency: IdempotencyClaim) -> None:
-        earlier = await self._store.keyed_invocation(idempotency.key, expired_before=idempotency.expired_before)
+        earlier = await self._queries.keyed_invocation(idempotency.key, expired_before=idempotency.expired_before)
         if earlier is not None:
             raise IdempotencyKeyTakenError(earlier)
 
@@ -261,7 +266,7 @@ class Orchestrator:
             execution
             for status in (ExecutionStatus.RUNNING, ExecutionStatus.QUEUED)
             for execution in (
-                await self._store.list_executions(agent=agent, status=status, limit=500, tenant=tenant)
+                await self._queries.list_executions(agent=agent, status=status, limit=500, tenant=tenant)
             ).items  # sessions are per tenant
             if session_of(execution) == session
         ]
@@ -282,7 +287,7 @@ class Orchestrator:
 
     async def webhook_delivery(self, execution: Execution) -> WebhookDelivery | None:
         """The delivery of `execution`'s record to its webhook (none before it ends)."""
-        return await self._store.get_webhook_delivery(execution.execution_id)
+        return await self._deliveries.get_webhook_delivery(execution.execution_id)
 
     def event(self, topic: str, payload: dict[str, Any]) -> Event:
         """An event of the caller's trace and tenant, not yet published (any topic: the
@@ -325,7 +330,7 @@ class Orchestrator:
         """Cancel an execution: a queued one at once (it will not run), a running one by
         asking its worker to stop it (`reason` and `message` travel with the request).
         Raises `ExecutionNotFoundError`, or `ConflictError` when it already ended."""
-        execution = await self._store.get_execution(execution_id)
+        execution = await self._executions.get_execution(execution_id)
         if execution.status.is_terminal:
             raise ConflictError(
                 f"execution {execution_id} already ended ({execution.status.value}): nothing to cancel",
@@ -347,7 +352,7 @@ class Orchestrator:
                 trace_id=execution.trace_id,
             )
             try:
-                await self._store.save_execution(
+                await self._executions.save_execution(
                     cancelled, events=[finished], only_if=frozenset({ExecutionStatus.QUEUED})
                 )
             except ConflictError:
@@ -367,7 +372,7 @@ class Orchestrator:
 
     async def execution(self, execution_id: str) -> Execution:
         """The execution with that id (raises `ExecutionNotFoundError`)."""
-        return await self._store.get_execution(execution_id)
+        return await self._executions.get_execution(execution_id)
 
     async def executions(
         self,
@@ -379,7 +384,9 @@ class Orchestrator:
         tenant: str | None = None,
     ) -> ExecutionPage:
         """A page of executions (of `tenant` when given), newest first."""
-        return await self._store.list_executions(agent=agent, status=status, limit=limit, cursor=cursor, tenant=tenant)
+        return await self._queries.list_executions(
+            agent=agent, status=status, limit=limit, cursor=cursor, tenant=tenant
+        )
 
     async def watch(self, execution_id: str, *, idle_seconds: float = 15.0) -> AsyncIterator[dict[str, Any]]:
         """What happens to an execution, as it happens: `status` changes, `text` pieces when
@@ -391,7 +398,7 @@ class Orchestrator:
         try:
             if len(watchers) == 1:  # bound before the status is read: no change falls between
                 await self._bus.bind(self._queue, [progress_pattern(execution_id)])
-            execution = await self._store.get_execution(execution_id)
+            execution = await self._executions.get_execution(execution_id)
             yield {"event": "status", "data": {"status": execution.status.value}}
             while not execution.status.is_terminal:
                 try:
@@ -406,7 +413,7 @@ class Orchestrator:
                 elif update.payload.get("kind") == "status":
                     yield {"event": "status", "data": {"status": update.payload.get("status")}}
                 else:  # execution.finished
-                    execution = await self._store.get_execution(execution_id)
+                    execution = await self._executions.get_execution(execution_id)
             yield {"event": "finished", "data": execution.model_dump(mode="json")}
         finally:
             watchers.remove(updates)
@@ -432,7 +439,7 @@ class Orchestrator:
         # execution as stored (its status, cost and tenant), never what a payload claims,
         # so a forged `execution.finished` answers nobody and spends nothing.
         try:
-            stored = await self._store.get_execution(execution_id)
+            stored = await self._executions.get_execution(execution_id)
         except ExecutionNotFoundError:
             log.warning("finished event for an unknown execution ignored", execution_id=execution_id[:64])
             return

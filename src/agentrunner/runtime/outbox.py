@@ -17,7 +17,9 @@ from agentrunner.background import cancelled, every, forever, spawn
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.event import Event
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, Metrics, StateStore
+from agentrunner.ports.bus import EventBus
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.state import Outbox
 
 log = get_logger(__name__)
 
@@ -30,7 +32,7 @@ class OutboxRelay:
         self,
         *,
         bus: EventBus,
-        store: StateStore,
+        store: Outbox,
         interval_seconds: float = 1.0,
         grace_seconds: float = 5.0,
         mark_every_seconds: float = 0.05,

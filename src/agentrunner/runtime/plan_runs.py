@@ -2,7 +2,7 @@
 the bus, the clarification timeout): read them, approve or reject a plan, answer a
 question; and how a run ends (its execution finished, `collaboration.completed` published).
 
-Every change is a read-modify-write over the run's version (`StateStore.save_plan_run`),
+Every change is a read-modify-write over the run's version (`PlanRunStore.save_plan_run`),
 tried again on a conflict with what changed meanwhile, so the collaborative worker that
 drives a run and a person answering it never overwrite each other.
 
@@ -39,7 +39,7 @@ from agentrunner.domain.plan import (
     parse_plan,
 )
 from agentrunner.logs import get_logger
-from agentrunner.ports import StateStore
+from agentrunner.ports.state import ExecutionStore, PlanRunStore
 from agentrunner.runtime.chains import output_event
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.ownership import owned
@@ -90,15 +90,18 @@ def ended(
 class PlanRuns:
     """Reads and changes plan runs (see the module docstring)."""
 
-    def __init__(self, *, store: StateStore, relay: OutboxRelay, registry: AgentRegistry) -> None:
-        self._store = store
+    def __init__(
+        self, *, executions: ExecutionStore, runs: PlanRunStore, relay: OutboxRelay, registry: AgentRegistry
+    ) -> None:
+        self._executions = executions
+        self._runs = runs
         self._relay = relay
         self._registry = registry
 
     @property
-    def store(self) -> StateStore:
+    def store(self) -> PlanRunStore:
         """Where runs are kept."""
-        return self._store
+        return self._runs
 
     @property
     def registry(self) -> AgentRegistry:
@@ -107,14 +110,14 @@ class PlanRuns:
 
     async def get(self, run_id: str) -> PlanRun:
         """The caller's run (raises `PlanRunNotFoundError`, also for another tenant's)."""
-        run = await self._store.get_plan_run(run_id)
+        run = await self._runs.get_plan_run(run_id)
         return owned(run, run.tenant, lambda: _no_run(run_id))
 
     async def list(
         self, *, agent: str | None = None, status: PlanRunStatus | None = None, limit: int = 50
     ) -> list[PlanRun]:
         """The caller's runs matching the filters, newest first."""
-        return await self._store.list_plan_runs(agent=agent, status=status, limit=limit, tenant=visible_tenant())
+        return await self._runs.list_plan_runs(agent=agent, status=status, limit=limit, tenant=visible_tenant())
 
     async def update(self, run: PlanRun, mutate: Mutation) -> PlanRun:
         """Apply `mutate` to `run` and save it with its events; on a conflict, apply it
@@ -123,9 +126,9 @@ class PlanRuns:
         for _ in range(_CONFLICT_RETRIES):
             changed, events = mutate(run)
             try:
-                saved = await self._store.save_plan_run(changed, events=events)
+                saved = await self._runs.save_plan_run(changed, events=events)
             except ConflictError:
-                run = await self._store.get_plan_run(run.id)
+                run = await self._runs.get_plan_run(run.id)
                 continue
             await self._relay.deliver(events)
             if saved.status.is_terminal:
@@ -137,7 +140,7 @@ class PlanRuns:
         """End the execution that started `run` as the run ended (a no-op when it already
         has), announcing it as every execution is: `execution.finished.<agent>`, and
         `agent.output.<agent>` on success."""
-        execution = await self._store.get_execution(run.id)
+        execution = await self._executions.get_execution(run.id)
         if execution.status.is_terminal:
             return
         status = {
@@ -172,7 +175,7 @@ class PlanRuns:
         if status is ExecutionStatus.SUCCEEDED:
             events.append(output_event(finished))
         try:
-            await self._store.save_execution(
+            await self._executions.save_execution(
                 finished, events=events, only_if=frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
             )
         except ConflictError:

@@ -15,7 +15,7 @@ from agentrunner.domain.errors import PlanInvalidError
 from agentrunner.domain.execution import Usage
 from agentrunner.domain.llm import Completion, LLMRequest, Message
 from agentrunner.domain.plan import PLAN_TOOL, Plan, PlanRun, parse_plan
-from agentrunner.ports import ProviderCatalog
+from agentrunner.ports.providers import ProviderCatalog
 from agentrunner.runtime.agent_run import user_prompt
 from agentrunner.runtime.llm_calls import complete_with_retries
 from agentrunner.runtime.registry import AgentRegistry

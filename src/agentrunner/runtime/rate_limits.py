@@ -27,7 +27,8 @@ from agentrunner.domain.errors import AgentRunnerError, LLMRateLimitError
 from agentrunner.domain.execution import Usage
 from agentrunner.domain.llm import Completion, LLMRequest, StreamItem
 from agentrunner.logs import get_logger
-from agentrunner.ports import Buckets, LLMProvider
+from agentrunner.ports.limits import Buckets
+from agentrunner.ports.providers import LLMProvider
 from agentrunner.runtime.limits_store import Backoff, LimitsStore
 
 log = get_logger(__name__)

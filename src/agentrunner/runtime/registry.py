@@ -9,7 +9,8 @@ from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.agent_document import AgentDocument, BrokenAgentFile, ConfigIssue
 from agentrunner.domain.errors import AgentNotFoundError, AgentUnavailableError
 from agentrunner.domain.reason import SHORT_REASON_CHARS, Reason, short_reason
-from agentrunner.ports import AgentRecord, ProviderCatalog
+from agentrunner.ports.providers import ProviderCatalog
+from agentrunner.ports.state import AgentRecord
 
 # Modes whose engines this build runs; the others are listed but unavailable, with reason.
 SERVED_MODES = frozenset(

@@ -27,7 +27,8 @@ from agentrunner.background import cancelled, every
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.execution import utcnow
 from agentrunner.logs import get_logger
-from agentrunner.ports import Metrics, PurgeKind, Retention
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.retention import PurgeKind, Retention
 
 log = get_logger(__name__)
 

@@ -22,7 +22,9 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.schedule import timed_out
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, Metrics, StateStore, UnfinishedFire
+from agentrunner.ports.bus import EventBus
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.state import ExecutionStore, ScheduleStore, UnfinishedFire
 from agentrunner.runtime.scheduler import scheduled_run
 from agentrunner.runtime.topics import cancel_topic, finished_topic
 from agentrunner.tracing import traced
@@ -41,14 +43,16 @@ class FireWatch:
     def __init__(
         self,
         *,
-        store: StateStore,
+        executions: ExecutionStore,
+        schedules: ScheduleStore,
         bus: EventBus,
         deliver: Callable[[list[Event]], None],
         interval_seconds: float = 1.0,
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
     ) -> None:
-        self._store = store
+        self._executions = executions
+        self._schedules = schedules
         self._metrics = metrics
         self._bus = bus
         self._deliver = deliver
@@ -69,7 +73,7 @@ class FireWatch:
 
     async def check(self) -> None:
         """One pass: release held ticks whose schedule is idle, stop runs past their timeout."""
-        unfinished = await self._store.unfinished_fires()
+        unfinished = await self._schedules.unfinished_fires()
         busy = {u.fire.schedule_id for u in unfinished if u.fire.execution_id is not None}
         now = self._clock()
         for item in unfinished:
@@ -78,13 +82,13 @@ class FireWatch:
                     await self._release(item)
                     busy.add(item.fire.schedule_id)
             elif timed_out(item.fire.fired_at, item.timeout_seconds, now):
-                await self._time_out(await self._store.get_execution(item.fire.execution_id), item)
+                await self._time_out(await self._executions.get_execution(item.fire.execution_id), item)
         await self._settle_stopped()
 
     async def _release(self, item: UnfinishedFire) -> None:
-        schedule = await self._store.get_schedule(item.fire.schedule_id)
+        schedule = await self._schedules.get_schedule(item.fire.schedule_id)
         execution, events = scheduled_run(schedule, item.fire.fire_time, self._clock())
-        if await self._store.release_fire(item.fire.id, execution, events):
+        if await self._schedules.release_fire(item.fire.id, execution, events):
             log.info("held tick released", schedule_id=schedule.id, execution_id=execution.execution_id)
             self._deliver(events)
 
@@ -111,7 +115,7 @@ class FireWatch:
 
     async def _settle_stopped(self) -> None:
         for execution_id, (asked, message) in list(self._stopping.items()):
-            execution = await self._store.get_execution(execution_id)
+            execution = await self._executions.get_execution(execution_id)
             if execution.status is ExecutionStatus.CANCELLED:
                 await self._record_timed_out(execution, message, frozenset({ExecutionStatus.CANCELLED}))
             elif execution.status is ExecutionStatus.RUNNING and time.monotonic() - asked > STOP_GRACE_SECONDS:
@@ -134,7 +138,7 @@ class FireWatch:
             trace_id=execution.trace_id,
         )
         try:
-            await self._store.save_execution(ended, events=[finished], only_if=only_if)
+            await self._executions.save_execution(ended, events=[finished], only_if=only_if)
         except ConflictError:
             return  # another replica, or the worker, moved it first; the next pass looks again
         self._stopping.pop(execution.execution_id, None)

@@ -43,7 +43,8 @@ from agentrunner.domain.schedule import (
     schedule_from_config,
 )
 from agentrunner.logs import get_logger
-from agentrunner.ports import FireClaim, Metrics, StateStore
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.state import FireClaim, ScheduleStore
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.ownership import owned
 from agentrunner.runtime.registry import AgentRegistry
@@ -121,7 +122,7 @@ class Scheduler:
     def __init__(
         self,
         *,
-        store: StateStore,
+        store: ScheduleStore,
         relay: OutboxRelay,
         registry: AgentRegistry,
         refresh_seconds: float = 2.0,
@@ -144,7 +145,7 @@ class Scheduler:
         self._refresh_at = 0.0  # monotonic: when the schedules are read again at the latest
 
     @property
-    def store(self) -> StateStore:
+    def store(self) -> ScheduleStore:
         """Where schedules and fires are kept."""
         return self._store
 

@@ -27,7 +27,10 @@ from agentrunner.domain.slack import (
     reply_messages,
 )
 from agentrunner.logs import get_logger
-from agentrunner.ports import Cache, EventBus, SlackReplies, StateStore, Subscription
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.cache import Cache
+from agentrunner.ports.slack import SlackReplies
+from agentrunner.ports.state import ExecutionStore, PlanRunStore
 from agentrunner.runtime.topics import (
     CLARIFICATION_ANSWERED_PATTERN,
     CLARIFICATION_REQUESTED_PATTERN,
@@ -51,14 +54,16 @@ class SlackAnswers:
         self,
         *,
         bus: EventBus,
-        store: StateStore,
+        executions: ExecutionStore,
+        runs: PlanRunStore,
         cache: Cache,
         replies: SlackReplies,
         sent_ttl_seconds: float = 24 * 3600.0,
         prefetch: int = 10,
     ) -> None:
         self._bus = bus
-        self._store = store
+        self._executions = executions
+        self._runs = runs
         self._cache = cache
         self._replies = replies
         self._ttl = sent_ttl_seconds
@@ -94,7 +99,7 @@ class SlackAnswers:
         # `execution.finished` nor a task_data that looks like a Slack request makes the bot post.
         execution_id = carried.get("execution_id") if isinstance(carried, dict) else event.payload.get("execution_id")
         try:
-            execution = await self._store.get_execution(str(execution_id))
+            execution = await self._executions.get_execution(str(execution_id))
         except ExecutionNotFoundError:
             log.warning("finished event for an unknown execution ignored", execution_id=str(execution_id)[:64])
             return
@@ -109,7 +114,7 @@ class SlackAnswers:
         # The question and the Slack origin are the stored run's, never the payload's.
         run_id, clarification_id = str(payload.get("run_id")), str(payload.get("clarification_id"))
         try:
-            run = await self._store.get_plan_run(run_id)
+            run = await self._runs.get_plan_run(run_id)
         except PlanRunNotFoundError:
             log.warning("clarification event for an unknown plan run ignored", run_id=run_id[:64])
             return

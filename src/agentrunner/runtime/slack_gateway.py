@@ -38,7 +38,8 @@ from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.domain.slack import SlackMessage, parse_clarify_action_id, slack_origin
 from agentrunner.domain.topics import topic_matches
 from agentrunner.logs import get_logger
-from agentrunner.ports import Cache, IdempotencyClaim, IdempotencyKeyTakenError
+from agentrunner.ports.cache import Cache
+from agentrunner.ports.state import IdempotencyClaim, IdempotencyKeyTakenError
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.topics import (
     clarification_answered_topic,

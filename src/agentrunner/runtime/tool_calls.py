@@ -18,7 +18,7 @@ from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.execution import ToolCallRecord, utcnow
 from agentrunner.domain.llm import Message, ToolCall
 from agentrunner.logs import get_logger
-from agentrunner.ports import Tool, ToolContext
+from agentrunner.ports.tools import Tool, ToolContext
 
 log = get_logger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from agentrunner.background import cancelled, every
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.logs import get_logger
-from agentrunner.ports import Metrics
+from agentrunner.ports.metrics import Metrics
 
 log = get_logger(__name__)
 

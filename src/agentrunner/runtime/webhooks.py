@@ -30,7 +30,10 @@ from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.domain.webhook import SIGNATURE_HEADER, WebhookAttempt, WebhookDelivery, backoff_seconds, signature
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, Metrics, StateStore, Subscription, WebhookSender
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.state import ExecutionStore, WebhookDeliveryStore
+from agentrunner.ports.webhooks import WebhookSender
 from agentrunner.runtime.topics import FINISHED_PATTERN
 
 log = get_logger(__name__)
@@ -46,7 +49,8 @@ class WebhookDispatcher:
         self,
         *,
         bus: EventBus,
-        store: StateStore,
+        executions: ExecutionStore,
+        deliveries: WebhookDeliveryStore,
         sender: WebhookSender,
         secret: bytes | None,
         retry_seconds: float,
@@ -57,7 +61,8 @@ class WebhookDispatcher:
         metrics: Metrics | None = None,
     ) -> None:
         self._bus = bus
-        self._store = store
+        self._executions = executions
+        self._deliveries = deliveries
         self._sender = sender
         self._secret = secret
         self._retry = timedelta(seconds=retry_seconds)
@@ -103,14 +108,14 @@ class WebhookDispatcher:
         # execution as stored, so a forged `execution.finished` never makes the platform
         # POST (signed) anywhere, nor sends a record that was not saved.
         try:
-            execution = await self._store.get_execution(str(event.payload.get("execution_id")))
+            execution = await self._executions.get_execution(str(event.payload.get("execution_id")))
         except ExecutionNotFoundError:
             log.warning("finished event for an unknown execution ignored", execution_id=str(event.payload)[:80])
             return
         if not execution.status.is_terminal or not execution.webhook_url:
             return
         now = utcnow()
-        await self._store.add_webhook_delivery(
+        await self._deliveries.add_webhook_delivery(
             WebhookDelivery(
                 execution_id=execution.execution_id, url=execution.webhook_url, created_at=now, next_attempt_at=now
             )
@@ -119,7 +124,7 @@ class WebhookDispatcher:
 
     async def _sweep(self) -> None:
         try:
-            for execution_id in await self._store.due_webhook_deliveries(now=utcnow()):
+            for execution_id in await self._deliveries.due_webhook_deliveries(now=utcnow()):
                 await self.attempt(execution_id)
         except AgentRunnerError as exc:
             log.warning("webhook sweep failed; trying again", error=exc.message)
@@ -129,11 +134,11 @@ class WebhookDispatcher:
         other process holds it; record the attempt and what comes next."""
         now = utcnow()
         lease = now + timedelta(seconds=self._timeout + 30)
-        delivery = await self._store.claim_webhook_delivery(execution_id, now=now, lease_until=lease)
+        delivery = await self._deliveries.claim_webhook_delivery(execution_id, now=now, lease_until=lease)
         if delivery is None:
             return
         if execution is None:
-            execution = await self._store.get_execution(execution_id)
+            execution = await self._executions.get_execution(execution_id)
         began = time.perf_counter()
         status_code, error, final = await self._post(delivery.url, execution)
         attempt = WebhookAttempt(
@@ -152,7 +157,7 @@ class WebhookDispatcher:
             wait = backoff_seconds(len(attempts), self._backoff_base)
             update["next_attempt_at"] = min(settled + timedelta(seconds=wait), delivery.created_at + self._retry)
             log.warning("webhook attempt failed; retrying", execution_id=execution_id, error=error, in_seconds=wait)
-        await self._store.save_webhook_delivery(delivery.model_copy(update=update))
+        await self._deliveries.save_webhook_delivery(delivery.model_copy(update=update))
 
     async def _post(self, url: str, execution: Execution) -> tuple[int | None, str | None, bool]:
         """(status, coarse error, whether trying again is pointless)."""

@@ -22,21 +22,17 @@ from agentrunner.domain.errors import (
     ConsumerUnresponsiveError,
     ExecutionCancelledError,
     ExecutionTimedOutError,
+    LLMError,
 )
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, utcnow
 from agentrunner.domain.llm import Completion
 from agentrunner.logs import get_logger
-from agentrunner.ports import (
-    EventBus,
-    LLMProvider,
-    Metrics,
-    ProviderCatalog,
-    StateStore,
-    Subscription,
-    ToolCatalog,
-    ToolContext,
-)
+from agentrunner.ports.bus import EventBus, Subscription
+from agentrunner.ports.metrics import Metrics
+from agentrunner.ports.providers import LLMProvider, ProviderCatalog
+from agentrunner.ports.state import ExecutionStore, SessionStore
+from agentrunner.ports.tools import ToolCatalog, ToolContext
 from agentrunner.runtime.agent_queues import AgentQueues
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.budgets import Budgets
@@ -52,6 +48,8 @@ from agentrunner.tracing import as_tenant, traced
 
 log = get_logger(__name__)
 
+_UNFINISHED = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
+
 # A scheduled agent invoked by hand runs like an autonomous one: once, in a fresh context.
 AUTONOMOUS_POOL_MODES = frozenset({ExecutionMode.AUTONOMOUS, ExecutionMode.SCHEDULED})
 # Continuous agents: one queue each, taken one message at a time, with session memory.
@@ -66,7 +64,8 @@ class AgentPool:
         self,
         *,
         bus: EventBus,
-        store: StateStore,
+        executions: ExecutionStore,
+        sessions: SessionStore,
         registry: AgentRegistry,
         catalog: ProviderCatalog,
         relay: OutboxRelay,
@@ -91,7 +90,8 @@ class AgentPool:
         self._limits = limits
         self._tools = tools
         self._bus = bus
-        self._store = store
+        self._executions = executions
+        self._sessions = sessions
         self._relay = relay
         self._worker_id = worker_id
         self._max_chain_depth = max_chain_depth
@@ -146,7 +146,7 @@ class AgentPool:
         )
         log.error("consumer given up, agent marked unavailable", agent=agent, execution_id=execution_id)
         self._registry.mark_unavailable(agent, reason)
-        execution = await self._store.get_execution(execution_id)
+        execution = await self._executions.get_execution(execution_id)
         if not execution.status.is_terminal:
             await self._complete(_finished(execution, ExecutionStatus.FAILED, ConsumerUnresponsiveError(reason)))
 
@@ -176,7 +176,9 @@ class AgentPool:
             stream = bool(event.payload.get("stream"))
             tenant = str(event.payload["tenant"]) if event.payload.get("tenant") else None
         else:
-            started = await start_for_event(self._store, self._registry, agent, event, max_depth=self._max_chain_depth)
+            started = await start_for_event(
+                self._executions, self._registry, agent, event, max_depth=self._max_chain_depth
+            )
             if started is None:
                 return
             execution_id = started
@@ -198,7 +200,7 @@ class AgentPool:
             if self._budgets is not None:
                 await self._budgets.check(config, tenant)
         except AgentRunnerError as exc:
-            execution = await self._store.get_execution(execution_id)
+            execution = await self._executions.get_execution(execution_id)
             if execution.status.is_terminal:
                 log.info("execution already finished, redelivery ignored", execution_id=execution_id)
                 return
@@ -262,7 +264,7 @@ class AgentPool:
             run = converse(
                 config,
                 provider,
-                self._store,
+                self._sessions,
                 execution,
                 on_text=sink,
                 retry_base_seconds=self._llm_retry_base,
@@ -326,7 +328,11 @@ class AgentPool:
         """Save the terminal execution with its announcements in one transaction, then
         publish them: `execution.finished.<agent>`, and `agent.output.<agent>` on success
         (the next link of its chain, from the execution's recorded depth: a step of a
-        collaborative run goes on from the run's depth, though its invocation carries none)."""
+        collaborative run goes on from the run's depth, though its invocation carries none).
+
+        Only over an unfinished execution: one that ended elsewhere meanwhile (the schedule
+        watch's timeout after its grace, the watchdog giving up on a stuck consumer, a cancel)
+        keeps that end, and this late result is neither recorded nor announced a second time."""
         events = [
             Event(
                 topic=finished_topic(finished.agent),
@@ -340,7 +346,17 @@ class AgentPool:
         ]
         if finished.status is ExecutionStatus.SUCCEEDED:
             events.append(output_event(finished))
-        await self._store.save_execution(finished, events=events)
+        try:
+            await self._executions.save_execution(finished, events=events, only_if=_UNFINISHED)
+        except ConflictError as exc:
+            log.warning(
+                "execution ended elsewhere while it ran, its result not recorded",
+                execution_id=finished.execution_id,
+                agent=finished.agent,
+                result=finished.status.value,
+                reason=exc.message,
+            )
+            return
         if self._metrics is not None:
             registered = self._registry.agents.get(finished.agent)
             mode = registered.config.execution_mode.value if registered and registered.config else "unknown"
@@ -371,7 +387,7 @@ class AgentPool:
         for retry_number in range(retry.max_retries + 1):
             try:
                 # Only from queued or running: a cancel that won the race stays cancelled.
-                execution = await self._store.start_execution(
+                execution = await self._executions.start_execution(
                     execution_id, worker=self._worker_id, provider=llm.provider.value, model=llm.model
                 )
             except ConflictError as exc:
@@ -391,7 +407,7 @@ class AgentPool:
                     message = str(request.get("message") or "stopped: its schedule's timeout_seconds passed")
                     return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
                 if request.get("reason") == "interrupt":  # a newer message in its session (on_busy)
-                    await keep_interrupted(config, self._store, execution, max_history_bytes=self._max_history_bytes)
+                    await keep_interrupted(config, self._sessions, execution, max_history_bytes=self._max_history_bytes)
                 message = str(request.get("message") or "cancelled on request")
                 return _finished(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError(message))
             except TimeoutError:
@@ -405,7 +421,9 @@ class AgentPool:
                 return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the execution
                 error = exc if isinstance(exc, AgentRunnerError) else _unexpected(exc, execution)
-                retryable = error.retryable or error is not exc
+                # A vendor's failure had its step's own attempts (llm_config.max_attempts):
+                # running the task again would multiply them (3 x 3 calls to a vendor down).
+                retryable = (error.retryable or error is not exc) and not isinstance(error, LLMError)
                 if not retryable or retry_number == retry.max_retries:
                     execution = execution.model_copy(update={"tool_calls": records})
                     return _finished(execution, ExecutionStatus.FAILED, error)

@@ -14,7 +14,7 @@ from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableErr
 from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.domain.topics import check_patterns, topic_matches, topic_problem
 from agentrunner.logs import get_logger
-from agentrunner.ports import DeadLetterHandler, EventHandler
+from agentrunner.ports.bus import DeadLetterHandler, EventHandler
 from agentrunner.tracing import traced
 
 log = get_logger(__name__)

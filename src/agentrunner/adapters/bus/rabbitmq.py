@@ -50,7 +50,7 @@ from agentrunner.domain.event import DeadLetter, Event, decode_event, encode_eve
 from agentrunner.domain.redaction import mask_url
 from agentrunner.domain.topics import check_patterns, topic_problem
 from agentrunner.logs import get_logger
-from agentrunner.ports import DeadLetterHandler, EventHandler
+from agentrunner.ports.bus import DeadLetterHandler, EventHandler
 from agentrunner.tracing import traced
 
 log = get_logger(__name__)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from cachetools import TLRUCache
 
-from agentrunner.ports import SlotRenewal
+from agentrunner.ports.limits import SlotRenewal
 
 
 class _Entry(NamedTuple):
@@ -28,7 +28,7 @@ class InMemoryCache:
         self._clock: tuple[float, float] | None = None  # the slots' clock, and the monotonic time it was read
         self._buckets: dict[str, tuple[float, float]] = {}  # scope -> (tokens, at monotonic)
 
-    # Token buckets (see ports.Buckets), this process's only.
+    # Token buckets (see ports.limits.Buckets), this process's only.
 
     def _refilled(self, scope: str, per_minute: float) -> tuple[float, float, float]:
         rate, capacity = per_minute / 60.0, max(1.0, per_minute / 60.0)
@@ -48,7 +48,7 @@ class InMemoryCache:
         tokens, now, _ = self._refilled(scope, per_minute)
         self._buckets[scope] = (tokens - amount, now)
 
-    # Slots (see ports.Slots): this process's only, as everything in the embedded mode. It
+    # Slots (see ports.limits.Slots): this process's only, as everything in the embedded mode. It
     # cannot lose its data while its holders live (they are in this process): no grace.
 
     def _slot_clock(self, ttl_seconds: float) -> float:

@@ -18,11 +18,11 @@ from redis.exceptions import RedisError
 
 from agentrunner.domain.errors import ConfigError, DependencyUnavailableError
 from agentrunner.domain.redaction import mask_url
-from agentrunner.ports import SlotRenewal
+from agentrunner.ports.limits import SlotRenewal
 
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 
-# The slots' clock (see ports.Slots), first in both slot scripts: KEYS[2] is the hash
+# The slots' clock (see ports.limits.Slots), first in both slot scripts: KEYS[2] is the hash
 # {v: the clock in ms, t: Redis's time of the last call, g: the grace's end on the clock};
 # ARGV[2] the lease in ms. Time passes on it only while the store is called: a gap longer
 # than half a lease (nobody reached the store) counts as half a lease. When the hash is
@@ -101,8 +101,8 @@ return wait
 
 
 class RedisCache:
-    """Cache in Redis (see `ports.Cache`), also the shared concurrency slots and token
-    buckets (`ports.Slots`, `ports.Buckets`): every key is stored as `key_prefix + key`,
+    """Cache in Redis (see `ports.cache.Cache`), also the shared concurrency slots and token
+    buckets (`ports.limits.Slots`, `ports.limits.Buckets`): every key is stored as `key_prefix + key`,
     with a per-key TTL in milliseconds.
 
     Contract: each call gives up after about `timeout_seconds` when Redis does not answer
@@ -177,7 +177,7 @@ class RedisCache:
         async with self._answering(f"DEL {key!r}"):
             await self._client.delete(self._prefix + key)
 
-    # Slots (see ports.Slots): a sorted set per scope, holder -> lease end on the slots' clock
+    # Slots (see ports.limits.Slots): a sorted set per scope, holder -> lease end on the slots' clock
     # (kept in Redis: no skew between processes), changed by one script so two takers never
     # both get the last.
 
@@ -197,7 +197,7 @@ class RedisCache:
         async with self._answering(f"slot release {scope!r}"):
             await self._limits.zrem(f"{self._prefix}slots:{scope}", holder)
 
-    # Token buckets (see ports.Buckets): a hash per scope, refilled in Redis's own clock.
+    # Token buckets (see ports.limits.Buckets): a hash per scope, refilled in Redis's own clock.
 
     async def take_tokens(self, scope: str, per_minute: float, amount: float) -> float:
         async with self._answering(f"bucket {scope!r}"):

@@ -12,7 +12,7 @@ from agentrunner.adapters.config.files import AGENT_FILE_SUFFIXES
 from agentrunner.background import iteration_failed
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.logs import get_logger
-from agentrunner.ports import Metrics
+from agentrunner.ports.metrics import Metrics
 
 log = get_logger(__name__)
 

@@ -18,7 +18,7 @@ LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 
 
 class PrometheusMetrics:
-    """Metrics (see `ports.Metrics`) as Prometheus counters and histograms."""
+    """Metrics (see `ports.metrics.Metrics`) as Prometheus counters and histograms."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)

@@ -26,7 +26,7 @@ from agentrunner.adapters.providers.offline import EchoProvider, Script, Scripte
 from agentrunner.domain.agent import LLMConfig, ProviderName
 from agentrunner.domain.errors import LLMAuthError
 from agentrunner.domain.reason import Reason
-from agentrunner.ports import LLMProvider
+from agentrunner.ports.providers import LLMProvider
 from agentrunner.settings import Settings
 
 # Makes a provider client: (settings, the agent's llm_config, the installed test script).

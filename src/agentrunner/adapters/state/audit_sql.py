@@ -1,6 +1,6 @@
-"""The SQL of the audit log, for `SQLStateStore` (which opens the transactions and
-translates driver errors). Each function runs on one connection inside the caller's
-transaction."""
+"""The audit log in SQL: functions that each run on one connection inside the caller's
+transaction, and `AuditSQL`, the `AuditLog` methods that open those transactions on the
+shared engine (`engine.py`, which translates driver errors)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agentrunner.adapters.state.engine import SQLEngine, idempotent
 from agentrunner.adapters.state.tables import AuditRow
 from agentrunner.domain.audit import AuditAction, AuditEntry
+from agentrunner.domain.errors import BadRequestError
 
 AUDIT = cast("Table", AuditRow.__table__)
 
@@ -42,3 +44,18 @@ def _entry(row: Any) -> AuditEntry:
         trace_id=row.trace_id,
         details=row.details,
     )
+
+
+class AuditSQL(SQLEngine):
+    """`AuditLog` over the shared engine."""
+
+    async def record_audit(self, entry: AuditEntry) -> AuditEntry:
+        async with self._session(write=True) as session:
+            return await record_audit(session, entry)
+
+    @idempotent
+    async def list_audit(self, *, before: int | None = None, limit: int = 100) -> list[AuditEntry]:
+        if limit < 1:
+            raise BadRequestError(f"limit must be at least 1, got {limit}")
+        async with self._session() as session:
+            return await list_audit(session, before=before, limit=limit)

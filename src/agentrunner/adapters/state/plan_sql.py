@@ -1,6 +1,7 @@
-"""The SQL of collaborative plan runs, their steps and clarifications, for `SQLStateStore`
-(which opens the transactions and translates driver errors). Each function runs on one
-connection inside the caller's transaction.
+"""Collaborative plan runs, their steps and clarifications in SQL: functions that each run
+on one connection inside the caller's transaction, and `PlanRunsSQL`, the `PlanRunStore`
+methods that open those transactions on the shared engine (`engine.py`, which translates
+driver errors).
 
 A run is written whole (its row, every step row and every clarification row) and only
 over the version the writer read, so two writers never both win: a resumed worker and a
@@ -13,8 +14,10 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agentrunner.adapters.state.engine import SQLEngine, idempotent
 from agentrunner.adapters.state.schedule_sql import append_outbox
 from agentrunner.adapters.state.tables import ClarificationRow, PlanRunRow, PlanStepRow
 from agentrunner.domain.errors import ConflictError, PlanRunNotFoundError
@@ -196,3 +199,36 @@ def _step_from(row: Any) -> StepRun:
         started_at=row.started_at,
         finished_at=row.finished_at,
     )
+
+
+class PlanRunsSQL(SQLEngine):
+    """`PlanRunStore` over the shared engine: each method opens the transaction and runs
+    this module's function of the same name in it."""
+
+    async def create_plan_run(self, run: PlanRun, *, events: Sequence[Event] = ()) -> PlanRun:
+        try:
+            async with self._session(write=True, atomic=True) as session:
+                return await create_plan_run(session, run, events)
+        except IntegrityError as exc:
+            raise ConflictError(f"plan run {run.id} already exists", run_id=run.id) from exc
+
+    async def save_plan_run(self, run: PlanRun, *, events: Sequence[Event] = ()) -> PlanRun:
+        async with self._session(write=True, atomic=True) as session:
+            return await save_plan_run(session, run, events)
+
+    @idempotent
+    async def get_plan_run(self, run_id: str) -> PlanRun:
+        async with self._session() as session:
+            return await get_plan_run(session, run_id)
+
+    @idempotent
+    async def list_plan_runs(
+        self,
+        *,
+        agent: str | None = None,
+        status: PlanRunStatus | None = None,
+        limit: int = 50,
+        tenant: str | None = None,
+    ) -> list[PlanRun]:
+        async with self._session() as session:
+            return await list_plan_runs(session, agent=agent, status=status, limit=limit, tenant=tenant)

@@ -1,5 +1,6 @@
-"""The SQL of the retention purge and of the usage rollup, for `SQLStateStore` (which opens
-the transactions and translates driver errors).
+"""The retention purge and the usage rollup in SQL: functions that run inside the caller's
+transaction, and `RetentionSQL`, the `Retention` methods that open those transactions on
+the shared engine (`engine.py`, which translates driver errors).
 
 A batch is one short transaction: pick at most `limit` ended rows older than the window,
 oldest first, `FOR UPDATE SKIP LOCKED` on PostgreSQL (a second purger takes other rows
@@ -11,7 +12,8 @@ reader sees an execution either live or rolled up, never both and never neither.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -20,6 +22,7 @@ from sqlalchemy import ColumnElement, Select, Table, and_, case, delete, func, o
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agentrunner.adapters.state.engine import SQLEngine
 from agentrunner.adapters.state.tables import (
     DeadLetterRow,
     ExecutionRow,
@@ -30,11 +33,12 @@ from agentrunner.adapters.state.tables import (
     UsageRollupRow,
     WebhookDeliveryRow,
 )
+from agentrunner.domain.errors import BadRequestError
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.domain.plan import PlanRunStatus
 from agentrunner.domain.schedule import FireStatus
 from agentrunner.domain.state import AgentUsage
-from agentrunner.ports import PurgeKind
+from agentrunner.ports.retention import PurgeKind
 
 EXECUTIONS = cast("Table", ExecutionRow.__table__)
 ROLLUP = cast("Table", UsageRollupRow.__table__)
@@ -207,3 +211,30 @@ def usage_by_agent(rows: list[Any]) -> list[AgentUsage]:
             cost_usd=round(sum(float(c) for c in costs), 8) if costs else None,
         )
     return [merged[name] for name in sorted(merged)]
+
+
+class RetentionSQL(SQLEngine):
+    """`Retention` over the shared engine (the purge talks to the database itself, never
+    through a cache)."""
+
+    @asynccontextmanager
+    async def purge_lease(self) -> AsyncIterator[bool]:
+        if self.is_sqlite:  # the embedded store belongs to one process
+            yield True
+            return
+        # A session lock on a connection held for the pass: freed by the unlock, or by
+        # PostgreSQL when the process (and so the connection) dies.
+        async with self._session() as session:
+            lock = PURGE_LOCK_KEY
+            held = bool((await session.execute(select(func.pg_try_advisory_lock(lock)))).scalar())
+            try:
+                yield held
+            finally:
+                if held:
+                    await session.execute(select(func.pg_advisory_unlock(lock)))
+
+    async def purge(self, kind: PurgeKind, *, before: datetime, limit: int) -> int:
+        if limit < 1:
+            raise BadRequestError(f"limit must be at least 1, got {limit}")
+        async with self._session(write=True, atomic=True) as session:
+            return await purge(session, kind, before=before, limit=limit)

@@ -1,6 +1,6 @@
-"""The SQL of schedules and their fires, for `SQLStateStore` (which opens the transactions
-and translates driver errors). Each function runs on one connection inside the caller's
-transaction."""
+"""Schedules and their fires in SQL: functions that each run on one connection inside the
+caller's transaction, and `SchedulesSQL`, the `ScheduleStore` methods that open those
+transactions on the shared engine (`engine.py`, which translates driver errors)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agentrunner.adapters.state.engine import SQLEngine, idempotent
 from agentrunner.adapters.state.rows import execution_values
 from agentrunner.adapters.state.tables import ExecutionRow, OutboxRow, ScheduleFireRow, ScheduleRow
-from agentrunner.domain.errors import ScheduleNotFoundError
+from agentrunner.domain.errors import BadRequestError, ConflictError, ScheduleNotFoundError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
 from agentrunner.domain.schedule import Activity, FireStatus, Schedule, ScheduleFire, ScheduleSource
-from agentrunner.ports import FireClaim, UnfinishedFire
+from agentrunner.ports.state import FireClaim, UnfinishedFire
 
 SCHEDULES = cast("Table", ScheduleRow.__table__)
 FIRES = cast("Table", ScheduleFireRow.__table__)
@@ -114,7 +116,7 @@ async def get_schedule(session: AsyncConnection, schedule_id: str) -> Schedule:
 
 
 async def sync_config_schedules(session: AsyncConnection, schedules: Sequence[Schedule]) -> None:
-    """See `StateStore.sync_config_schedules`."""
+    """See `ScheduleStore.sync_config_schedules`."""
     stored = {
         schedule.id: schedule for schedule in await list_schedules(session) if schedule.source is ScheduleSource.CONFIG
     }
@@ -151,7 +153,7 @@ async def schedules_version(session: AsyncConnection) -> str:
 
 
 async def schedule_activity(session: AsyncConnection, schedule_ids: Sequence[str]) -> dict[str, Activity]:
-    """See `StateStore.schedule_activity`."""
+    """See `ScheduleStore.schedule_activity`."""
     if not schedule_ids:
         return {}
     ids = list(schedule_ids)
@@ -190,7 +192,7 @@ def _fire_values(fire: ScheduleFire) -> dict[str, Any]:
 
 
 async def claim_fires(session: AsyncConnection, claims: Sequence[FireClaim]) -> list[ScheduleFire]:
-    """See `StateStore.claim_fires`. Claims are inserted in (schedule, time) order, so two
+    """See `ScheduleStore.claim_fires`. Claims are inserted in (schedule, time) order, so two
     replicas claiming the same ticks wait on each other in one order and never deadlock."""
     ordered = sorted(claims, key=lambda claim: (claim.fire.schedule_id, claim.fire.fire_time))
     won_ids: set[str] = set()
@@ -206,7 +208,7 @@ async def claim_fires(session: AsyncConnection, claims: Sequence[FireClaim]) -> 
 
 
 async def release_fire(session: AsyncConnection, fire_id: str, execution: Execution, events: Sequence[Event]) -> bool:
-    """See `StateStore.release_fire`."""
+    """See `ScheduleStore.release_fire`."""
     result = await session.execute(
         update(FIRES)
         .where(FIRES.c.id == fire_id, FIRES.c.status == FireStatus.PENDING.value)
@@ -244,7 +246,7 @@ def _fires_query() -> Any:
 async def list_fires(
     session: AsyncConnection, schedule_id: str, *, limit: int, before: datetime | None
 ) -> list[ScheduleFire]:
-    """See `StateStore.list_fires`."""
+    """See `ScheduleStore.list_fires`."""
     await get_schedule(session, schedule_id)
     query = _fires_query().where(FIRES.c.schedule_id == schedule_id)
     if before is not None:
@@ -254,7 +256,7 @@ async def list_fires(
 
 
 async def unfinished_fires(session: AsyncConnection, *, limit: int) -> list[UnfinishedFire]:
-    """See `StateStore.unfinished_fires`. Light rows: the watch reads this every second."""
+    """See `ScheduleStore.unfinished_fires`. Light rows: the watch reads this every second."""
     running = (
         await session.execute(
             select(FIRES, EXECUTIONS.c.status.label("outcome"), EXECUTIONS.c.started_at, SCHEDULES.c.timeout_seconds)
@@ -321,3 +323,80 @@ async def insert_ignoring_duplicates(
         await session.execute(statement, rows)
         return []
     return list((await session.execute(statement.returning(returning), rows)).scalars())
+
+
+class SchedulesSQL(SQLEngine):
+    """`ScheduleStore` over the shared engine: each method opens the transaction and runs
+    this module's function of the same name in it."""
+
+    async def sync_config_schedules(self, schedules: Sequence[Schedule]) -> None:
+        async with self._session(write=True, atomic=True) as session:
+            await sync_config_schedules(session, schedules)
+
+    async def create_schedule(self, schedule: Schedule) -> Schedule:
+        try:
+            async with self._session(write=True) as session:
+                await session.execute(insert(SCHEDULES).values(**schedule_values(schedule)))
+        except IntegrityError as exc:
+            raise ConflictError(f"schedule {schedule.id!r} already exists", schedule_id=schedule.id) from exc
+        return await self.get_schedule(schedule.id)
+
+    @idempotent
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        async with self._session() as session:
+            return await get_schedule(session, schedule_id)
+
+    @idempotent
+    async def list_schedules(self, *, agent: str | None = None, tenant: str | None = None) -> list[Schedule]:
+        async with self._session() as session:
+            return await list_schedules(session, agent=agent, tenant=tenant)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        async with self._session(write=True, atomic=True) as session:
+            await get_schedule(session, schedule_id)
+            await session.execute(delete(FIRES).where(FIRES.c.schedule_id == schedule_id))
+            await session.execute(delete(SCHEDULES).where(SCHEDULES.c.id == schedule_id))
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool) -> Schedule:
+        async with self._session(write=True, atomic=True) as session:
+            await set_paused(session, schedule_id, paused)
+        return await self.get_schedule(schedule_id)
+
+    @idempotent
+    async def schedules_version(self) -> str:
+        async with self._session() as session:
+            return await schedules_version(session)
+
+    @idempotent
+    async def schedule_activity(self, schedule_ids: Sequence[str]) -> dict[str, Activity]:
+        async with self._session() as session:
+            return await schedule_activity(session, schedule_ids)
+
+    async def claim_fires(self, claims: Sequence[FireClaim]) -> list[ScheduleFire]:
+        try:
+            async with self._session(write=True, atomic=True) as session:
+                return await claim_fires(session, claims)
+        except IntegrityError:
+            pass  # a schedule was deleted meanwhile (its fires would dangle): claim the others
+        async with self._session(write=True, atomic=True) as session:
+            ids = {claim.fire.schedule_id for claim in claims}
+            alive = {s.id for s in await list_schedules(session, ids=sorted(ids))}
+            return await claim_fires(session, [c for c in claims if c.fire.schedule_id in alive])
+
+    async def release_fire(self, fire_id: str, execution: Execution, events: Sequence[Event] = ()) -> bool:
+        async with self._session(write=True, atomic=True) as session:
+            return await release_fire(session, fire_id, execution, events)
+
+    @idempotent
+    async def unfinished_fires(self, *, limit: int = 1000) -> list[UnfinishedFire]:
+        async with self._session() as session:
+            return await unfinished_fires(session, limit=limit)
+
+    @idempotent
+    async def list_fires(
+        self, schedule_id: str, *, limit: int = 50, before: datetime | None = None
+    ) -> list[ScheduleFire]:
+        if limit < 1:
+            raise BadRequestError(f"limit must be at least 1, got {limit}")
+        async with self._session() as session:
+            return await list_fires(session, schedule_id, limit=limit, before=before)

@@ -1,4 +1,4 @@
-"""OpenTelemetry spans (see `ports.Tracing`), exported over OTLP/HTTP with a batch
+"""OpenTelemetry spans (see `ports.tracing.Tracing`), exported over OTLP/HTTP with a batch
 processor; built by the node only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
 
 The hops of an invocation and their spans:
@@ -33,15 +33,9 @@ from agentrunner.domain.agent import LLMConfig
 from agentrunner.domain.event import DeadLetter, Event
 from agentrunner.domain.llm import Completion, LLMRequest, StreamItem
 from agentrunner.logs import get_logger
-from agentrunner.ports import (
-    DeadLetterHandler,
-    EventBus,
-    EventHandler,
-    LLMProvider,
-    ProviderCatalog,
-    RequestSpan,
-    Subscription,
-)
+from agentrunner.ports.bus import DeadLetterHandler, EventBus, EventHandler, Subscription
+from agentrunner.ports.providers import LLMProvider, ProviderCatalog
+from agentrunner.ports.tracing import RequestSpan
 from agentrunner.tracing import current_trace_id, traced
 
 log = get_logger(__name__)

@@ -30,7 +30,9 @@ from agentrunner.domain.topics import (
     topic_matches,
     topic_problem,
 )
-from agentrunner.ports import EventBus, StateStore, ToolContext
+from agentrunner.ports.bus import EventBus
+from agentrunner.ports.state import SessionStore
+from agentrunner.ports.tools import ToolContext
 from agentrunner.tracing import current_tenant
 
 HTTP_MAX_RESPONSE_BYTES = 1_000_000
@@ -176,7 +178,7 @@ class HttpRequest:
 class SessionMemory:
     """`get_state` / `set_state`: the free-form memory of the execution's session."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: SessionStore) -> None:
         self._store = store
 
     async def _load(self, context: ToolContext) -> AgentState:
@@ -257,7 +259,7 @@ _DESCRIPTIONS = {
 
 
 def builtin_tool(
-    entry: ToolConfig, *, store: StateStore, bus: EventBus, egress: EgressGuard | None = None
+    entry: ToolConfig, *, store: SessionStore, bus: EventBus, egress: EgressGuard | None = None
 ) -> BuiltinTool | None:
     """The built-in tool `entry` names (None for `ask_human`, offered by the agent loop)."""
     handler: Handler

@@ -27,7 +27,9 @@ from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.reason import Reason
 from agentrunner.domain.redaction import mask_arguments, mask_prose, mask_url
 from agentrunner.logs import get_logger
-from agentrunner.ports import EventBus, StateStore, Tool
+from agentrunner.ports.bus import EventBus
+from agentrunner.ports.state import SessionStore
+from agentrunner.ports.tools import Tool
 
 log = get_logger(__name__)
 
@@ -63,7 +65,7 @@ class ToolShelf:
     def __init__(
         self,
         *,
-        store: StateStore,
+        store: SessionStore,
         bus: EventBus,
         connect_timeout_seconds: float = 5.0,
         retry_first_seconds: float = 1.0,

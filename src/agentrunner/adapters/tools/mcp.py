@@ -36,7 +36,7 @@ from agentrunner.domain.egress import split_url
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.domain.llm import ToolDefinition
 from agentrunner.logs import get_logger
-from agentrunner.ports import ToolContext
+from agentrunner.ports.tools import ToolContext
 
 log = get_logger(__name__)
 

@@ -1,0 +1,253 @@
+"""The engine under every SQL store module: SQLAlchemy 2 async over SQLite (aiosqlite, the
+embedded mode) or PostgreSQL (asyncpg, the distributed one). Connections, transactions and
+the reconnect window live here, and driver errors are translated here and nowhere else."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, ParamSpec, TypeVar
+
+from alembic import command
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from agentrunner.adapters.state.errors import as_outage
+from agentrunner.adapters.state.urls import alembic_config, prepare_sqlite_folder
+from agentrunner.domain.errors import ConfigError, DependencyUnavailableError
+from agentrunner.domain.redaction import mask_url
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def in_flight(exc: DependencyUnavailableError) -> bool:
+    """The connection died under the operation (not before it): it may run again on a new one."""
+    return bool(exc.context.get("reconnect")) and not exc.context.get("waited")
+
+
+def idempotent(operation: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """An operation that may run twice (a read, or a write idempotent by key) tried once
+    more when its connection died under it: a restart kills every pooled connection, and
+    the retry takes a new one (waiting out the restart in `_connection`)."""
+
+    @functools.wraps(operation)
+    async def retried(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await operation(*args, **kwargs)
+        except DependencyUnavailableError as exc:
+            if not in_flight(exc):
+                raise
+        return await operation(*args, **kwargs)
+
+    return retried
+
+
+class SQLEngine:
+    """The shared engine of the SQL state store: the pool, the schema check at start, and
+    one connection per operation with driver errors translated (`errors.as_outage`). Each
+    aggregate's module adds its operations as a mixin over this class (`sql.SQLStateStore`
+    puts them together), so every one of them runs on the same engine and a write that
+    spans aggregates is one transaction.
+
+    `migrate=True` upgrades the schema to the newest migration at start (the embedded mode
+    does this); otherwise start refuses a database that is not at the newest migration and
+    says to run `agentrunner db upgrade`, so replicas never race on a migration.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 20,
+        statement_timeout_ms: int = 30_000,
+        migrate: bool = True,
+    ) -> None:
+        self._url = make_url(url)
+        self._pool_size = pool_size
+        self._max_overflow = max_overflow
+        self._statement_timeout_ms = statement_timeout_ms
+        self._migrate = migrate
+        self._engine: AsyncEngine | None = None
+        self._autocommit: AsyncEngine | None = None  # the same pool, no transactions
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded SQLite backend."""
+        return self._url.get_backend_name() == "sqlite"
+
+    @property
+    def _where(self) -> str:
+        return mask_url(self._url.render_as_string(hide_password=False))
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.is_sqlite:
+            prepare_sqlite_folder(self._url.render_as_string(hide_password=False))
+            # One connection: SQLite has one writer anyway, and waiting in the pool is fair and
+            # prompt where several connections would sleep in SQLite's busy handler. No reset
+            # when it goes back to the pool: every use ends its own transaction (commit, or
+            # the rollback of the connection's close), so the pool's extra ROLLBACK would be
+            # one more hop to SQLite's thread per operation for nothing.
+            engine = create_async_engine(self._url, pool_size=1, max_overflow=0, pool_reset_on_return=None)
+            event.listen(engine.sync_engine, "connect", _tune_sqlite)
+        else:
+            engine = create_async_engine(
+                self._url,
+                pool_size=self._pool_size,
+                max_overflow=self._max_overflow,
+                connect_args={"server_settings": {"statement_timeout": str(self._statement_timeout_ms)}},
+            )
+            event.listen(engine.sync_engine.pool, "checkin", _note_checkin)
+            event.listen(engine.sync_engine.pool, "checkout", _check_on_checkout)
+        self._engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(self._upgrade if self._migrate else self._require_head)
+        except Exception as exc:
+            await self.close()
+            outage = as_outage(exc, self._where)
+            if outage is None:
+                raise
+            raise outage from exc
+
+    @staticmethod
+    def _upgrade(connection: Connection) -> None:
+        # Most starts find the schema at head already (every restart, every replica, every
+        # test database copied from the migrated template): one query says so, where
+        # Alembic's upgrade would load every migration script again to do nothing.
+        if MigrationContext.configure(connection).get_current_revision() == _head_revision():
+            return
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    def _require_head(self, connection: Connection) -> None:
+        head = _head_revision()
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current != head:
+            raise ConfigError(
+                f"database {self._where} is at schema revision {current or 'none'}, this agentrunner needs "
+                f"{head}: run `agentrunner db upgrade`"
+            )
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = self._autocommit = None
+
+    async def ping(self) -> None:
+        async with self._session(patient=False) as session:  # readiness answers now, not later
+            await session.execute(select(1))
+
+    @asynccontextmanager
+    async def _session(
+        self, *, write: bool = False, atomic: bool = False, patient: bool = True
+    ) -> AsyncIterator[AsyncConnection]:
+        """A connection for one operation, with driver errors translated (`errors.as_outage`).
+
+        `atomic`: several statements that commit together, in a transaction. Otherwise, on
+        PostgreSQL, every statement is its own transaction (autocommit), which spares the
+        BEGIN and COMMIT round trips; so an atomic write on PostgreSQL is ONE statement
+        (data-modifying CTEs), see `_write`. SQLite runs every `write` in a transaction
+        (it has no round trips to spare). Core statements on a connection, not the ORM
+        session: a third of the cost per call.
+
+        `patient`: while the database is not there (a restart), getting the connection is
+        tried again for up to `RECONNECT_WINDOW_SECONDS`. That is safe for writes too: no
+        statement of the operation has been sent yet (a failure once one has is raised)."""
+        if self._engine is None or self._autocommit is None:
+            raise DependencyUnavailableError("the state store is not started (or was closed)")
+        engine = self._engine if atomic or self.is_sqlite else self._autocommit
+        connection = await self._connection(engine, patient=patient)
+        try:
+            try:
+                if atomic or (write and self.is_sqlite):
+                    async with connection.begin():
+                        yield connection
+                else:
+                    yield connection
+            finally:
+                await connection.close()
+        except Exception as exc:
+            outage = as_outage(exc, self._where)
+            if outage is None:
+                raise
+            raise outage from exc
+
+    async def _connection(self, engine: AsyncEngine, *, patient: bool) -> AsyncConnection:
+        """A connection from the pool (a dead pooled one is replaced on checkout: see
+        `_check_on_checkout`), waiting out a short outage when `patient`."""
+        deadline = time.monotonic() + (RECONNECT_WINDOW_SECONDS if patient else 0.0)
+        delay = RECONNECT_FIRST_DELAY_SECONDS
+        while True:
+            try:
+                return await engine.connect()
+            except Exception as exc:
+                outage = as_outage(exc, self._where)
+                if outage is None:
+                    raise
+                if time.monotonic() + delay > deadline:
+                    outage.context["waited"] = patient  # `_read` need not wait again
+                    raise outage from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+# A connection idle longer than this is pinged before use (a database restart while the
+# node was quiet leaves every pooled connection dead). A busy pool skips the ping: three
+# round trips per transaction otherwise; a connection that dies under load fails its
+# statement, which invalidates the whole pool so the next checkouts reconnect.
+PING_AFTER_IDLE_SECONDS = 5.0
+# While the database is not there, a connection is asked for again with a growing delay
+# for this long (a restart takes a second or two) before the caller gets a 503.
+RECONNECT_WINDOW_SECONDS = 2.5
+RECONNECT_FIRST_DELAY_SECONDS = 0.05
+
+
+def _note_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _check_on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+    """Replace a pooled connection that is known dead (free: asyncpg saw the server close
+    it, as every server restart does) or idle long enough to be doubted (one round trip)."""
+    driver_connection = getattr(dbapi_connection, "_connection", None)
+    if driver_connection is not None and driver_connection.is_closed():
+        raise DisconnectionError("pooled connection was closed by the server")  # the pool reconnects
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        dbapi_connection.ping()
+    except Exception as exc:  # any failure means: not this connection
+        raise DisconnectionError(f"pooled connection is dead: {exc}") from exc  # the pool reconnects
+
+
+@functools.cache
+def _head_revision() -> str | None:
+    """The newest migration's revision: the scripts are part of the package, so they are
+    read once per process (Alembic parses every one of them to answer)."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _tune_sqlite(dbapi_connection: Any, _: Any) -> None:
+    # WAL lets readers and the single writer work at once; a busy timeout instead of
+    # 'database is locked' errors when two writers meet; foreign keys on, as on PostgreSQL.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

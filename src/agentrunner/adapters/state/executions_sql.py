@@ -1,0 +1,388 @@
+"""Executions in SQL: create (grouped into one transaction when several come at once), save,
+start and read one; list, usage and the execution recorded under an idempotency key; the
+outbox of events written with them."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    Insert,
+    Table,
+    Update,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from agentrunner.adapters.state import retention_sql, schedule_sql
+from agentrunner.adapters.state.engine import SQLEngine, idempotent, in_flight
+from agentrunner.adapters.state.group_commit import GroupCommit
+from agentrunner.adapters.state.rows import decode_cursor, encode_cursor, execution_from, execution_values
+from agentrunner.adapters.state.tables import ExecutionRow, OutboxRow
+from agentrunner.domain.errors import (
+    AgentRunnerError,
+    BadRequestError,
+    ConflictError,
+    DependencyUnavailableError,
+    ExecutionNotFoundError,
+)
+from agentrunner.domain.event import Event
+from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
+from agentrunner.domain.state import UsageTotals
+from agentrunner.ports.state import (
+    ExecutionPage,
+    IdempotencyClaim,
+    IdempotencyKeyTakenError,
+    KeyedInvocation,
+    OutboxEntry,
+)
+
+EXECUTIONS = cast("Table", ExecutionRow.__table__)
+OUTBOX = cast("Table", OutboxRow.__table__)
+
+
+class ExecutionsSQL(SQLEngine):
+    """`ExecutionStore`, `ExecutionQueries` and `Outbox` over the shared engine."""
+
+    @functools.cached_property
+    def _creates(self) -> GroupCommit[_Create]:
+        return GroupCommit(self._create_many)
+
+    async def _write_execution(
+        self,
+        session: AsyncConnection,
+        execution: Execution,
+        *,
+        new: bool,
+        events: Sequence[Event],
+        only_if: frozenset[ExecutionStatus] | None = None,
+        idempotency: IdempotencyClaim | None = None,
+    ) -> int:
+        """Insert (`new`, with its `idempotency` key if any) or update `execution` and, only
+        when a row changed, append `events` to the outbox, atomically; return how many
+        execution rows changed.
+
+        On PostgreSQL this is ONE statement (the change as a data-modifying CTE, the outbox
+        rows inserted only if it returned a row), so it needs no transaction around it. On
+        SQLite, two statements in the caller's transaction. The statements are built once
+        and reused with parameters: building one per call cost more than running it."""
+        params = _execution_params(execution, idempotency) if new else _execution_params(execution)
+        if self.is_sqlite or not events:
+            changed = (await session.execute(_execution_statement(new, only_if), params)).rowcount
+            if changed and events:
+                await _append_outbox(session, events)
+            return int(changed)
+        now = utcnow()
+        for i, e in enumerate(events):
+            params |= {f"o{i}_id": e.event_id, f"o{i}_topic": e.topic, f"o{i}_event": e.model_dump(mode="json")}
+            params[f"o{i}_created_at"] = now
+        statement = _execution_statement_with_outbox(new, only_if, len(events))
+        return 1 if (await session.execute(statement, params)).rowcount else 0
+
+    # -- executions ------------------------------------------------------------------
+
+    async def create_execution(
+        self, execution: Execution, *, events: Sequence[Event] = (), idempotency: IdempotencyClaim | None = None
+    ) -> None:
+        await self._creates.submit((execution, events, idempotency))
+
+    async def _create_many(self, items: list[_Create]) -> list[BaseException | None]:
+        """Write new executions with their outbox events: several in one transaction (one
+        INSERT per table), or one by one when one of them exists already (its id, or its
+        idempotency key), so only that one fails, or when the connection died under the
+        batch (then each is looked for before it is written again)."""
+        maybe_stored = False
+        if len(items) > 1:
+            try:
+                async with self._session(write=True, atomic=True) as session:
+                    rows = [_execution_params(execution, claim) for execution, _, claim in items]
+                    await session.execute(_execution_statement(True, None), rows)
+                    await _append_outbox(session, [event for _, events, _ in items for event in events])
+                return [None] * len(items)
+            except IntegrityError:
+                pass
+            except DependencyUnavailableError as exc:
+                if not in_flight(exc):
+                    return [exc] * len(items)
+                maybe_stored = True  # the COMMIT may have been applied before the connection died
+        return [await self._create_one(*item, maybe_stored=maybe_stored) for item in items]
+
+    async def _create_one(
+        self,
+        execution: Execution,
+        events: Sequence[Event],
+        claim: IdempotencyClaim | None,
+        *,
+        maybe_stored: bool = False,
+    ) -> BaseException | None:
+        """Write one new execution. A write whose connection died in flight may have been
+        applied: it is tried again (once), and a row with this execution's id and creation
+        time found then is this write's own, not a conflict. Never written twice: the
+        execution id is the table's key."""
+        while True:
+            try:
+                async with self._session(write=True) as session:
+                    await self._write_execution(session, execution, new=True, events=events, idempotency=claim)
+                return None
+            except DependencyUnavailableError as exc:
+                if maybe_stored or not in_flight(exc):
+                    return exc
+                maybe_stored = True
+                continue
+            except IntegrityError:
+                if maybe_stored and await self._stored_as(execution):
+                    return None
+                if claim is None:
+                    return ConflictError(f"execution {execution.execution_id} already exists")
+            # The key is on an execution already: taken, or expired (then freed, and again).
+            async with self._session(write=True) as session:
+                earlier = await self._keyed_execution(session, claim.key)
+                if earlier is None:
+                    return ConflictError(f"execution {execution.execution_id} already exists")
+                if earlier.created_at >= claim.expired_before:
+                    return IdempotencyKeyTakenError(earlier)
+                await session.execute(
+                    update(EXECUTIONS)
+                    .where(EXECUTIONS.c.idempotency_key == claim.key, EXECUTIONS.c.created_at < claim.expired_before)
+                    .values(idempotency_key=None, idempotency_fingerprint=None)
+                )
+
+    async def _stored_as(self, execution: Execution) -> bool:
+        """Whether `execution` itself (its id, created at its time) is stored."""
+        async with self._session() as session:
+            found = await session.execute(
+                select(EXECUTIONS.c.created_at).where(EXECUTIONS.c.execution_id == execution.execution_id)
+            )
+            created_at = found.scalar_one_or_none()
+        return created_at is not None and _same_instant(created_at, execution.created_at)
+
+    @staticmethod
+    async def _keyed_execution(
+        session: AsyncConnection, key: str, *, expired_before: datetime | None = None
+    ) -> KeyedInvocation | None:
+        """The invocation recorded under an idempotency `key` (unless it expired)."""
+        query = select(EXECUTIONS.c.execution_id, EXECUTIONS.c.idempotency_fingerprint, EXECUTIONS.c.created_at).where(
+            EXECUTIONS.c.idempotency_key == key
+        )
+        if expired_before is not None:
+            query = query.where(EXECUTIONS.c.created_at >= expired_before)
+        found = (await session.execute(query)).first()
+        if found is None:
+            return None
+        return KeyedInvocation(found.execution_id, found.idempotency_fingerprint, found.created_at)
+
+    async def save_execution(
+        self,
+        execution: Execution,
+        *,
+        events: Sequence[Event] = (),
+        only_if: frozenset[ExecutionStatus] | None = None,
+    ) -> None:
+        async with self._session(write=True) as session:
+            if await self._write_execution(session, execution, new=False, events=events, only_if=only_if) != 1:
+                raise await self._unsaved(session, execution.execution_id, only_if)
+
+    async def start_execution(self, execution_id: str, *, worker: str, provider: str, model: str) -> Execution:
+        params = {"v_execution_id": execution_id, "v_worker": worker, "v_provider": provider, "v_model": model}
+        async with self._session(write=True) as session:
+            row = (await session.execute(_START_EXECUTION, params | {"v_now": utcnow()})).first()
+            if row is None:
+                raise await self._unsaved(session, execution_id, _STARTABLE)
+            return execution_from(row)
+
+    @staticmethod
+    async def _unsaved(
+        session: AsyncConnection, execution_id: str, only_if: frozenset[ExecutionStatus] | None
+    ) -> AgentRunnerError:
+        stored = await session.scalar(select(EXECUTIONS.c.status).where(EXECUTIONS.c.execution_id == execution_id))
+        if stored is None:
+            return ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=execution_id)
+        expected = ", ".join(sorted(status.value for status in only_if or ()))
+        return ConflictError(
+            f"execution {execution_id} is {stored}, not {expected}: left as it is",
+            execution_id=execution_id,
+            status=stored,
+        )
+
+    @idempotent
+    async def get_execution(self, execution_id: str) -> Execution:
+        async with self._session() as session:
+            row = (await session.execute(select(EXECUTIONS).where(EXECUTIONS.c.execution_id == execution_id))).first()
+            if row is None:
+                raise ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=execution_id)
+            return execution_from(row)
+
+    @idempotent
+    async def list_executions(
+        self,
+        *,
+        agent: str | None = None,
+        status: ExecutionStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        tenant: str | None = None,
+    ) -> ExecutionPage:
+        if limit < 1:
+            raise BadRequestError(f"limit must be at least 1, got {limit}")
+        query = select(EXECUTIONS)
+        if tenant is not None:
+            query = query.where(ExecutionRow.tenant == tenant)
+        if agent:
+            query = query.where(ExecutionRow.agent == agent)
+        if status:
+            query = query.where(ExecutionRow.status == status.value)
+        if cursor:
+            created, execution_id = decode_cursor(cursor)
+            query = query.where(tuple_(ExecutionRow.created_at, ExecutionRow.execution_id) < (created, execution_id))
+        query = query.order_by(ExecutionRow.created_at.desc(), ExecutionRow.execution_id.desc()).limit(limit + 1)
+        async with self._session() as session:
+            rows = (await session.execute(query)).all()
+        items = [execution_from(row) for row in rows[:limit]]
+        next_cursor = encode_cursor(items[-1]) if len(rows) > limit and items else None
+        return ExecutionPage(items=items, next_cursor=next_cursor)
+
+    @idempotent
+    async def usage(
+        self,
+        *,
+        agent: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tenant: str | None = None,
+    ) -> UsageTotals:
+        query = retention_sql.usage_query(agent=agent, since=since, until=until, tenant=tenant)
+        async with self._session() as session:
+            agents = retention_sql.usage_by_agent(list((await session.execute(query)).all()))
+        costs = [a.cost_usd for a in agents if a.cost_usd is not None]
+        return UsageTotals(
+            since=since,
+            until=until,
+            agents=agents,
+            executions=sum(a.executions for a in agents),
+            input_tokens=sum(a.input_tokens for a in agents),
+            output_tokens=sum(a.output_tokens for a in agents),
+            cost_usd=round(sum(costs), 8) if costs else None,
+        )
+
+    # -- retention -------------------------------------------------------------------
+
+    @idempotent
+    async def keyed_invocation(self, key: str, *, expired_before: datetime) -> KeyedInvocation | None:
+        async with self._session() as session:
+            return await self._keyed_execution(session, key, expired_before=expired_before)
+
+    @idempotent
+    async def pending_events(self, *, limit: int = 100, older_than_seconds: float = 0.0) -> list[OutboxEntry]:
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+        query = (
+            select(OUTBOX)
+            .where(OutboxRow.published_at.is_(None), OutboxRow.created_at <= cutoff)
+            .order_by(OutboxRow.created_at, OutboxRow.id)
+            .limit(limit)
+        )
+        async with self._session() as session:
+            rows = (await session.execute(query)).all()
+        return [OutboxEntry(id=row.id, event=Event.model_validate(row.event)) for row in rows]
+
+    @idempotent
+    async def mark_published(self, entry_ids: Sequence[str]) -> None:
+        if not entry_ids:
+            return
+        async with self._session(write=True) as session:
+            await session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id.in_(list(entry_ids)), OutboxRow.published_at.is_(None))
+                .values(published_at=utcnow())
+            )
+
+
+# An execution's own columns; the idempotency key of the invocation that started it is
+# written once, with it (`_execution_params`), and never updated.
+_KEY_COLUMNS = ("idempotency_key", "idempotency_fingerprint")
+EXECUTION_COLUMNS = tuple(column.name for column in EXECUTIONS.columns if column.name not in _KEY_COLUMNS)
+_Create = tuple[Execution, Sequence[Event], IdempotencyClaim | None]
+
+
+def _execution_params(execution: Execution, *claim: IdempotencyClaim | None) -> dict[str, Any]:
+    """The `v_<column>` parameters of an execution's row; with `claim` (even None), of a
+    new one, with the key of the invocation that started it."""
+    params = {f"v_{column}": value for column, value in execution_values(execution).items()}
+    if claim:
+        key = claim[0]
+        params["v_idempotency_key"] = key.key if key else None
+        params["v_idempotency_fingerprint"] = key.fingerprint if key else None
+    return params
+
+
+OUTBOX_COLUMNS = ("id", "topic", "event", "created_at")
+
+
+@functools.cache
+def _execution_statement(new: bool, only_if: frozenset[ExecutionStatus] | None) -> Insert | Update:
+    """INSERT of a whole execution row, or UPDATE of one by id (while its status is one of
+    `only_if`), with `v_<column>` parameters."""
+    values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in EXECUTION_COLUMNS if c != "execution_id"}
+    if new:
+        keyed: dict[str, Any] = {c: bindparam(f"v_{c}") for c in _KEY_COLUMNS}
+        return insert(EXECUTIONS).values(execution_id=bindparam("v_execution_id"), **values, **keyed)
+    query = update(EXECUTIONS).where(EXECUTIONS.c.execution_id == bindparam("v_execution_id")).values(**values)
+    if only_if is not None:  # constants, so the compiled statement is reused as it is
+        query = query.where(EXECUTIONS.c.status.in_([literal_column(f"'{s.value}'") for s in sorted(only_if)]))
+    return query
+
+
+@functools.cache
+def _execution_statement_with_outbox(new: bool, only_if: frozenset[ExecutionStatus] | None, events: int) -> Insert:
+    """`_execution_statement` as a CTE, and `events` outbox rows (`o<i>_<column>`
+    parameters) inserted only when it changed a row: one atomic statement (PostgreSQL)."""
+    change = _execution_statement(new, only_if).returning(EXECUTIONS.c.execution_id).cte("change")
+    rows = [
+        select(*(bindparam(f"o{i}_{c}", type_=OUTBOX.c[c].type) for c in OUTBOX_COLUMNS)).where(
+            exists(select(change.c.execution_id))
+        )
+        for i in range(events)
+    ]
+    return (
+        insert(OUTBOX).from_select(list(OUTBOX_COLUMNS), rows[0] if events == 1 else union_all(*rows)).add_cte(change)
+    )
+
+
+_STARTABLE = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
+_START_EXECUTION = (
+    update(EXECUTIONS)
+    .where(
+        EXECUTIONS.c.execution_id == bindparam("v_execution_id"),
+        EXECUTIONS.c.status.in_([literal_column(f"'{s.value}'") for s in sorted(_STARTABLE)]),
+    )
+    .values(
+        status=ExecutionStatus.RUNNING.value,
+        attempts=EXECUTIONS.c.attempts + 1,
+        started_at=func.coalesce(EXECUTIONS.c.started_at, bindparam("v_now", type_=EXECUTIONS.c.started_at.type)),
+        worker=bindparam("v_worker"),
+        provider=bindparam("v_provider"),
+        model=bindparam("v_model"),
+    )
+    .returning(*EXECUTIONS.c)
+)
+
+
+_append_outbox = schedule_sql.append_outbox
+
+
+def _same_instant(stored: datetime, ours: datetime) -> bool:
+    """SQLite gives naive UTC times back, PostgreSQL aware ones."""
+    if stored.tzinfo is None and ours.tzinfo is not None:
+        ours = ours.replace(tzinfo=None) - (ours.utcoffset() or timedelta())
+    return stored == ours
