@@ -15,23 +15,11 @@ PACKAGE = REPO / "src" / "agentrunner"
 # stand in any folder.
 REPO_ROOTS = ("tests/", "docs/", "scripts/", "src/")
 
-# Places the doc names that only the merge of issue 21 items 1-2 brings (the `ports/` and
-# `node/` packages, the store split by aggregate, the role names and the agent reloader): the
-# lead empties this at the merge. A listed path that already exists fails the second test,
+# Places the doc names that only the merge of issue 21 item 2 brings (the `node/` package,
+# the role names, the agent reloader and crash recovery in runtime/): the lead empties this
+# at the merge. A listed path that already exists fails the second test,
 # so the list cannot rot.
 AWAITING_MERGE: set[str] = {
-    # item 1: ports/ as a package, the store by aggregate over one engine
-    "ports/",
-    "ports/providers.py",
-    "ports/state.py",
-    "ports/tools.py",
-    "bus.py",
-    "cache.py",
-    "metrics.py",
-    "providers.py",
-    "tools.py",
-    "adapters/state/engine.py",
-    "executions_sql.py",
     # item 2: node/ as a package, the roles named once, reload and recovery in runtime/
     "node/",
     "node/core.py",
