@@ -24,6 +24,8 @@ AWAITING_MERGE: set[str] = {
     "node/",
     "node/core.py",
     "node/lifecycle.py",
+    "node/apps.py",
+    "apps.py",
     "building.py",
     "core.py",
     "lifecycle.py",
