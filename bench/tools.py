@@ -32,7 +32,7 @@ from agentrunner.adapters.providers.offline import ScriptedProvider
 from agentrunner.adapters.tools.mcp import McpServer
 from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.llm import LLMRequest, ToolCall, ToolDefinition
-from agentrunner.ports.tools import ToolContext
+from agentrunner.ports.tools import Repeatable, ToolContext
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.tool_calls import ToolBudget, run_tool_calls
 
@@ -50,6 +50,10 @@ class NoopTool:
         )
         self.timeout_seconds = 30.0
         self.own_seconds = 0.0
+        self.repeatable = Repeatable.ALWAYS
+
+    def repeatable_call(self, arguments: dict[str, Any]) -> bool:
+        return True
 
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> str:
         started = time.perf_counter()

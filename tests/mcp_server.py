@@ -3,7 +3,9 @@ over streamable HTTP or SSE on a loopback port (in a thread, stoppable and resta
 the same port), or over stdio (`python -m tests.mcp_server`).
 
 Tools: `add` (sums two numbers), `slow` (sleeps, then says how long), `fail` (raises),
-`env` (a variable of its process), `whoami` (the Authorization header it was called with).
+`env` (a variable of its process), `whoami` (the Authorization header it was called with),
+and one `hint_<case>` tool per combination of the spec's tool annotations in `HINTS`
+(each answers "done"), with whether the agentrunner client may repeat its calls.
 """
 
 from __future__ import annotations
@@ -16,8 +18,25 @@ from dataclasses import dataclass, field
 
 import uvicorn
 from mcp.server.fastmcp import Context, FastMCP
+from mcp.types import ToolAnnotations
 
 from tests.conftest import free_port
+
+# Per annotated tool: its annotations (None: none at all), and whether its calls may be
+# repeated after a crash (readOnlyHint or idempotentHint true; nothing else).
+HINTS: dict[str, tuple[ToolAnnotations | None, bool]] = {
+    "none": (None, False),
+    "empty": (ToolAnnotations(), False),
+    "title_only": (ToolAnnotations(title="Looks harmless"), False),
+    "read_only": (ToolAnnotations(readOnlyHint=True), True),
+    "read_only_not_idempotent": (ToolAnnotations(readOnlyHint=True, idempotentHint=False), True),
+    "idempotent": (ToolAnnotations(idempotentHint=True), True),
+    "destructive_idempotent": (ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True), True),
+    "destructive": (ToolAnnotations(destructiveHint=True), False),
+    "additive": (ToolAnnotations(readOnlyHint=False, destructiveHint=False), False),
+    "not_idempotent": (ToolAnnotations(readOnlyHint=False, idempotentHint=False), False),
+    "not_destructive_only": (ToolAnnotations(destructiveHint=False, openWorldHint=False), False),
+}
 
 
 def build_server() -> FastMCP:
@@ -51,6 +70,12 @@ def build_server() -> FastMCP:
         request = ctx.request_context.request
         headers = getattr(request, "headers", None)
         return str(headers.get("authorization") if headers is not None else None)
+
+    def done() -> str:
+        return "done"
+
+    for case, (hints, _) in HINTS.items():
+        server.add_tool(done, name=f"hint_{case}", description=f"Annotated: {case}.", annotations=hints)
 
     return server
 

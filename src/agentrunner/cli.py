@@ -291,6 +291,17 @@ def agents(
         out.print("The whole reasons of one agent: agentrunner agents NAME")
 
 
+def _repeatable(agent: dict[str, Any]) -> str:
+    """The offered tools whose calls may be made again after a crash (per_call: some)."""
+    said = agent.get("offered_tools_repeatable") or {}
+    names = [
+        f"{name} (some calls)" if said.get(name) == "per_call" else name
+        for name in agent.get("offered_tools") or []
+        if said.get(name) in ("always", "per_call")
+    ]
+    return ", ".join(names) or "none"
+
+
 def _agent(name: str, url: str | None) -> None:
     """`agentrunner agents NAME`: one agent with every reason in full."""
     with _client(url) as client:
@@ -308,6 +319,7 @@ def _agent(name: str, url: str | None) -> None:
         ("description", agent.get("description") or "-"),
         ("triggers", ", ".join(agent.get("event_subscriptions") or []) or "-"),
         ("tools offered", ", ".join(agent.get("offered_tools") or []) or "-"),
+        ("repeatable after a crash", _repeatable(agent)),
     ):
         table.add_row(field, value if field == "status" else escape(value))
     # Reasons and warnings quote files and servers: printed as text, never as markup.

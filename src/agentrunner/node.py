@@ -178,6 +178,7 @@ class Node:
             webhooks_signed=self.webhook_secret is not None,
             budgets=self.budgets,
             egress=self.egress.policy,
+            steps=self.store.steps,
         )
         self.webhooks = WebhookDispatcher(
             bus=self.bus,
@@ -297,6 +298,7 @@ class Node:
             rates=self.rates,
             tools=self.tools,
             max_history_bytes=settings.max_history_bytes,
+            journal=self.store.steps,
         )
 
     @property
@@ -359,10 +361,10 @@ class Node:
             return
         configs = [agent.config for agent in self.registry.agents.values() if agent.config is not None]
         missing = await self.tools.load(configs)
-        offered = {
-            config.name: [tool.definition.name for tool in self.tools.tools_for(config.name)] for config in configs
-        }
-        self.registry.apply_tools(offered, missing)
+        tools = {config.name: self.tools.tools_for(config.name) for config in configs}
+        offered = {name: [tool.definition.name for tool in found] for name, found in tools.items()}
+        repeatable = {name: {tool.definition.name: tool.repeatable for tool in found} for name, found in tools.items()}
+        self.registry.apply_tools(offered, missing, repeatable)
         for name, reasons in missing.items():
             log.warning("agent degraded: some of its tools are missing", agent=name, reasons=reasons)
 
@@ -658,6 +660,7 @@ class Node:
                 sessions=self.store.sessions,
                 executions=self.store.executions,
                 queries=self.store.queries,
+                steps=self.store.steps,
                 max_history_bytes=self.settings.max_history_bytes,
                 audit=self.audit,
             ),

@@ -1,7 +1,8 @@
 """The web dashboard as an operator uses it, in headless Chromium (Debian's `chromium`,
 driven by Playwright through its `executable_path`; no browser download): `agentrunner up`
 with API keys on, the key typed into the page, an execution appearing live and its
-record, a plan run's question answered through the page's form, and a dead letter replayed."""
+record with its steps (and a replay's, marked replayed), a plan run's question answered
+through the page's form, and a dead letter replayed."""
 
 from __future__ import annotations
 
@@ -172,9 +173,21 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
             expect(page.locator("#execution-output")).to_have_text("slow done")
             expect(page.locator("#execution .status").first).to_have_text("succeeded")
             expect(page.locator("#trace-id")).to_have_text(accepted.json()["trace_id"])
+            # Its journal as a timeline: the one model call, read once the run ended.
+            step = page.locator("#execution-steps tr.step")
+            expect(step).to_have_count(1)
+            expect(step.locator("td").nth(1)).to_have_text("model")
+            expect(step.locator("td").nth(2)).to_have_text("slow")
+            expect(step.locator(".status")).to_have_text("succeeded")
             detail = page.locator("#execution").inner_text()
             page.go_back()
             expect(row.locator(".status")).to_have_text("succeeded")
+
+            # A replay that reuses that call: the page says so, and links its source.
+            replay = api.post(f"/executions/{execution_id}/replay", json={"from_step": 1, "wait": 30}).json()
+            page.goto(f"{base}/ui/#/executions/{replay['execution_id']}")
+            expect(page.locator("#execution-steps tr.step td.replayed")).to_have_text("replayed")
+            expect(page.locator(f'#execution a[href="#/executions/{execution_id}"]')).to_be_visible()
 
             invoked = api.post("/agents/team/invoke", json={"task_data": {"prompt": "a launch post"}, "wait": 0})
             run_id = invoked.json()["plan_run_id"]

@@ -44,6 +44,10 @@ class FakeOpenAI:
     model: str = "gpt-4o"
     # Answers per request: body -> (text, tool call or None); else `reply` and `tool_call`.
     script: Callable[[dict[str, Any]], tuple[str, tuple[str, dict[str, Any]] | None]] | None = None
+    # A streamed answer stops after its n-th piece of text until `pauses[n]` is set (or 60 s);
+    # `streamed` counts the pieces of text sent, over every answer.
+    pauses: dict[int, threading.Event] = field(default_factory=dict)
+    streamed: int = 0
 
     def __post_init__(self) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -148,9 +152,10 @@ class FakeOpenAI:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
+        reply, tool_call = self.script(body) if self.script else (self.reply, self.tool_call)
         yield chunk({"role": "assistant", "content": ""})
-        if self.tool_call is not None:
-            name, arguments = self.tool_call
+        if tool_call is not None:
+            name, arguments = tool_call
             raw = json.dumps(arguments)
             first = {"index": 0, "id": "call_fake1", "type": "function", "function": {"name": name, "arguments": ""}}
             yield chunk({"tool_calls": [first]})
@@ -158,12 +163,16 @@ class FakeOpenAI:
                 yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": raw[start : start + 8]}}]})
             yield chunk({}, "tool_calls")
         else:
-            words = self.reply.split(" ")
+            words = reply.split(" ")
             for index, word in enumerate(words):
                 yield chunk({"content": word if index == len(words) - 1 else f"{word} "})
+                self.streamed += 1
+                pause = self.pauses.get(index + 1)
+                if pause is not None:
+                    pause.wait(60)
             yield chunk({}, "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
-            yield {**base, "choices": [], "usage": self._usage(body)}
+            yield {**base, "choices": [], "usage": self._usage(body, reply)}
 
 
 def _received(body: dict[str, Any]) -> Received:
@@ -227,11 +236,14 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.send_header("content-type", "text/event-stream")
             self.send_header("connection", "close")
             self.end_headers()
-            for chunk in chunks:
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                self.wfile.flush()
-            self.wfile.write(b"data: [DONE]\n\n")
             self.close_connection = True
+            try:
+                for chunk in chunks:
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+            except (BrokenPipeError, ConnectionResetError):  # the client died mid-answer (a killed worker)
+                return
 
         def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
             data = json.dumps(payload).encode()

@@ -3,7 +3,8 @@ agent file naming it, a node running the agent loop with the `scripted` provider
 OpenAI SDK against its loopback fake. The tool's result reaches the model and the answer;
 independent calls overlap; a failing tool and a slow one become error results and the run
 succeeds; every call is recorded on the execution and streamed; a server that drops is
-reconnected on the next execution; one unreachable at load leaves the agent degraded."""
+reconnected on the next execution; one unreachable at load leaves the agent degraded; the
+agent's description says which tools' calls may be repeated after a crash."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from agentrunner.node import Node
 from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import BUSES, node_on
-from tests.mcp_server import McpHttpServer
+from tests.mcp_server import HINTS, McpHttpServer
 
 
 def agent_yaml(url: str, *, provider: str = "scripted", extra: str = "") -> str:
@@ -283,3 +284,31 @@ async def test_a_server_that_comes_up_after_load_gives_the_agent_its_tools_back(
     assert (after.status.value, after.reasons) == ("available", ())
     assert "kit__add" in after.tools
     assert execution["tool_calls"][0]["result"] == "5.0"
+
+
+async def test_the_agents_description_shows_which_tool_calls_may_be_repeated_after_a_crash(
+    tmp_path: Path, mcp: McpHttpServer
+) -> None:
+    extra = (
+        f"  - {{name: careful, type: mcp, url: '{mcp.url}', idempotent: false}}\n"
+        "  - {name: http_request, allowed_hosts: [example.com], allowed_methods: [GET, POST]}\n"
+        "  - {name: publish_event}\n"
+    )
+    async with node_on("memory", tmp_path, {"toolsmith.yml": agent_yaml(mcp.url, extra=extra)}, script=_script) as n:
+        app = n.apps()["orchestrator"]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o", timeout=30) as http:
+            agent = (await http.get("/agents/toolsmith")).json()
+
+    repeatable = agent["offered_tools_repeatable"]
+    assert set(repeatable) == set(agent["offered_tools"])
+    assert {name: repeatable[name] for name in ("current_time", "http_request", "publish_event")} == {
+        "current_time": "always",
+        "http_request": "per_call",
+        "publish_event": "never",
+    }
+    # As the server's annotations say, unless the entry overrides them.
+    assert {case: repeatable[f"kit__hint_{case}"] for case in HINTS} == {
+        case: "always" if safe else "never" for case, (_, safe) in HINTS.items()
+    }
+    assert repeatable["kit__add"] == "never"
+    assert {repeatable[name] for name in repeatable if name.startswith("careful__")} == {"never"}

@@ -37,6 +37,7 @@ EXPECTED_TABLES = {
     "dead_letters",
     "audit_log",
     "usage_rollup",
+    "execution_steps",
 }
 
 

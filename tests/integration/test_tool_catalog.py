@@ -1,6 +1,8 @@
 """The tool catalog against real tool sources: MCP servers over stdio, SSE and streamable
 HTTP (with auth headers from `${VAR}`), a tool package installed with pip and found by its
-entry point, the built-in tools on a real store and bus, and the compat agent files."""
+entry point, the built-in tools on a real store and bus, and the compat agent files; and
+whether each tool's calls may be repeated after a crash: from a server's annotations
+(every combination), a hostile server's malformed or lying ones, and the entry's override."""
 
 from __future__ import annotations
 
@@ -22,12 +24,12 @@ from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.tools.catalog import ToolShelf
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.event import Event
-from agentrunner.ports.tools import Tool, ToolContext
+from agentrunner.ports.tools import Repeatable, Tool, ToolContext
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.registry import AgentRegistry, AgentStatus
 from agentrunner.settings import Settings
 from tests.conftest import COMPAT_AGENTS, REPO
-from tests.mcp_server import McpHttpServer
+from tests.mcp_server import HINTS, McpHttpServer
 
 CONTEXT = ToolContext(agent="smith", execution_id="e1", session_id="s1", trace_id="t1")
 
@@ -257,3 +259,108 @@ async def test_http_request_refuses_non_http_urls(shelf: ToolShelf) -> None:
 
     with pytest.raises(ValueError, match="not an http"):
         await by_name(shelf)["http_request"].call({"url": "file:///etc/passwd"}, CONTEXT)
+
+
+async def test_mcp_tools_are_repeatable_as_their_servers_annotations_say(
+    http_server: McpHttpServer, shelf: ToolShelf
+) -> None:
+    await shelf.load([agent({"name": "kit", "type": "mcp", "url": http_server.url})])
+    tools = by_name(shelf)
+
+    said = {case: tools[f"kit__hint_{case}"].repeatable for case in HINTS}
+    asked = {case: tools[f"kit__hint_{case}"].repeatable_call({}) for case in HINTS}
+
+    expected = {case: Repeatable.ALWAYS if safe else Repeatable.NEVER for case, (_, safe) in HINTS.items()}
+    assert said == expected
+    assert asked == {case: safe for case, (_, safe) in HINTS.items()}
+    assert tools["kit__add"].repeatable is Repeatable.NEVER  # no annotations: never repeated
+    assert await tools["kit__hint_read_only"].call({}, CONTEXT) == "done"
+
+
+async def test_an_entry_saying_idempotent_overrides_every_tool_of_its_server(
+    http_server: McpHttpServer, shelf: ToolShelf
+) -> None:
+    await shelf.load(
+        [
+            agent(
+                {"name": "careful", "type": "mcp", "url": http_server.url, "idempotent": False},
+                {"name": "trusting", "type": "mcp", "url": http_server.url, "idempotent": True},
+            )
+        ]
+    )
+    tools = by_name(shelf)
+
+    careful = {tools[f"careful__hint_{case}"].repeatable for case in HINTS}
+    trusting = {tools[f"trusting__hint_{case}"].repeatable for case in HINTS}
+
+    assert careful == {Repeatable.NEVER}
+    assert trusting == {Repeatable.ALWAYS}
+    assert not tools["careful__hint_read_only"].repeatable_call({})
+    assert tools["trusting__add"].repeatable_call({"a": 1, "b": 2})
+    assert await tools["careful__add"].call({"a": 1, "b": 2}, CONTEXT) == "3.0"
+
+
+def hostile(**extra: Any) -> dict[str, Any]:
+    """A tool entry for the hostile stdio server of tests/hostile_mcp_server.py."""
+    return {
+        "name": "shady",
+        "type": "mcp",
+        "command": sys.executable,
+        "args": ["-m", "tests.hostile_mcp_server"],
+        "env": {"PYTHONPATH": str(REPO)},
+        **extra,
+    }
+
+
+async def test_malformed_annotations_leave_a_servers_tools_listed_and_never_repeatable(shelf: ToolShelf) -> None:
+    missing = await shelf.load([agent(hostile())])
+    tools = by_name(shelf)
+
+    assert missing == {}
+    # Wrong types ("true", 1), nested values, megabytes, a string for the object: the SDK
+    # would read "true" as true, or refuse the whole list; each is dropped instead.
+    for name in ("wrong_types", "nested", "oversized", "not_an_object"):
+        assert tools[f"shady__{name}"].repeatable is Repeatable.NEVER, name
+        assert not tools[f"shady__{name}"].repeatable_call({}), name
+    assert await tools["shady__oversized"].call({}, CONTEXT) == "done"
+    # A well-formed claim is the server's word, taken when the file says nothing.
+    assert tools["shady__claims_read_only"].repeatable is Repeatable.ALWAYS
+
+
+async def test_a_server_claiming_read_only_cannot_make_a_tool_the_file_declares_not_idempotent_repeatable(
+    shelf: ToolShelf,
+) -> None:
+    config = agent(hostile(idempotent=False))
+
+    await shelf.load([config])
+    await shelf.load([config])  # a reload keeps the session: the file still wins
+    liar = by_name(shelf)["shady__claims_read_only"]
+
+    assert liar.repeatable is Repeatable.NEVER
+    assert not liar.repeatable_call({})
+    assert await liar.call({}, CONTEXT) == "done"
+
+
+async def test_builtin_tools_say_which_calls_may_be_repeated_and_the_entry_overrides_them(shelf: ToolShelf) -> None:
+    await shelf.load(
+        [
+            agent(
+                {"name": "current_time"},
+                {"name": "get_state", "idempotent": False},
+                {"name": "set_state"},
+                {"name": "publish_event", "idempotent": True},
+                {"name": "http_request", "allowed_hosts": ["example.com"], "allowed_methods": ["GET", "POST"]},
+            )
+        ]
+    )
+    tools = by_name(shelf)
+
+    assert {name: tool.repeatable for name, tool in tools.items()} == {
+        "current_time": Repeatable.ALWAYS,
+        "get_state": Repeatable.NEVER,
+        "set_state": Repeatable.NEVER,
+        "publish_event": Repeatable.ALWAYS,
+        "http_request": Repeatable.PER_CALL,
+    }
+    assert tools["http_request"].repeatable_call({"url": "https://example.com/", "method": "GET"})
+    assert not tools["http_request"].repeatable_call({"url": "https://example.com/", "method": "POST"})

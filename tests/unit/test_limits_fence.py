@@ -13,12 +13,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from agentrunner.adapters.bus.memory import InMemoryEventBus
 from agentrunner.adapters.cache.memory import InMemoryCache
 from agentrunner.adapters.metrics.prometheus import PrometheusMetrics
 from agentrunner.adapters.providers.offline import EchoProvider
-from agentrunner.domain.agent import AgentConfig
+from agentrunner.adapters.state.sql import SQLStateStore
+from agentrunner.adapters.tools.builtin import builtin_tool
+from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.llm import LLMRequest, Message, ToolDefinition
-from agentrunner.ports.tools import ToolContext
+from agentrunner.ports.tools import Repeatable, ToolContext
 from agentrunner.runtime.limits import ConcurrencyLimits, HeldSlots
 from agentrunner.runtime.limits_store import LimitsStore
 
@@ -42,6 +45,10 @@ class Clock:
 
     definition = ToolDefinition(name="clock", description="the time", parameters={"type": "object"})
     timeout_seconds = 30.0
+    repeatable = Repeatable.ALWAYS
+
+    def repeatable_call(self, arguments: dict[str, Any]) -> bool:
+        return True
 
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> str:
         return str(time.monotonic())
@@ -120,3 +127,18 @@ async def test_an_execution_without_limits_is_not_fenced() -> None:
     async with limits.held(_config(), "free") as held:
         assert held.provider(provider) is provider
         assert held.tools([tool]) == [tool]
+
+
+async def test_a_fenced_tool_says_whether_a_call_may_be_repeated_as_the_tool_it_fences() -> None:
+    limits = ConcurrencyLimits(InMemoryCache(), provider_limits={}, lease_seconds=LEASE)
+    entry = ToolConfig.model_validate({"name": "http_request", "allowed_methods": ["GET", "POST"]})
+    request = builtin_tool(entry, store=SQLStateStore("sqlite+aiosqlite:///:memory:"), bus=InMemoryEventBus())
+    assert request is not None
+
+    async with limits.held(_config(max_concurrency=1), "holder") as held:
+        [fenced] = held.tools([request])
+
+    assert fenced is not request
+    assert fenced.repeatable is Repeatable.PER_CALL
+    assert fenced.repeatable_call({"method": "GET"})
+    assert not fenced.repeatable_call({"method": "POST"})

@@ -15,7 +15,7 @@ from agentrunner.adapters.tools.builtin import host_allowed
 from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.execution import ToolCallRecord
 from agentrunner.domain.llm import LLMRequest, ToolCall, ToolDefinition
-from agentrunner.ports.tools import ToolContext
+from agentrunner.ports.tools import Repeatable, ToolContext
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.tool_calls import ToolBudget, capped, run_tool_calls, truncation_marker
 
@@ -34,6 +34,10 @@ class EchoTool:
         self._answer = answer
         self._delay = delay
         self.calls = 0
+        self.repeatable = Repeatable.NEVER
+
+    def repeatable_call(self, arguments: dict[str, Any]) -> bool:
+        return False
 
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> Any:
         self.calls += 1

@@ -43,6 +43,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "config_invalid": 422,
     "plan_invalid": 422,
     "validation_error": 422,
+    "step_out_of_range": 422,
     "llm_rate_limited": 429,
     "budget_exceeded": 429,
     "too_many_streams": 429,

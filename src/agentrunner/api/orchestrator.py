@@ -8,7 +8,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
@@ -16,6 +16,7 @@ from sse_starlette.sse import EventSourceResponse
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.idempotency import REPLAYED_HEADER, reused_key_response, route_claim
 from agentrunner.api.limits import InputLimits, StreamSlots, check_task_size, execution_preview
+from agentrunner.api.steps import ExecutionWithSteps, with_steps
 from agentrunner.api.ui import UI_PATH, mount_dashboard
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
 from agentrunner.domain.audit import AuditAction
@@ -26,11 +27,14 @@ from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN, WebhookDelivery
 from agentrunner.ports.state import IdempotencyKeyTakenError
 from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.dead_letters import DeadLetterOffice
+from agentrunner.runtime.execution_stream import EVENT_ID_MAX_LENGTH, EVENT_ID_PATTERN, StreamPosition
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.ownership import owned
+from agentrunner.runtime.replays import replay
 from agentrunner.tracing import visible_tenant
 
 MAX_WAIT_SECONDS = 3600
+MAX_REPLAY_STEP = 2**31 - 1  # what a database integer holds; the journal's own length bounds it first
 
 
 class InvokeRequest(BaseModel):
@@ -96,11 +100,34 @@ class Accepted(BaseModel):
     )
 
 
-class ExecutionDetail(Execution):
-    """An execution, with the delivery of its record to its webhook (when it has one)."""
+class ExecutionDetail(ExecutionWithSteps):
+    """An execution, with the journal of its model and tool calls and the delivery of its
+    record to its webhook (when it has one)."""
 
     webhook: WebhookDelivery | None = Field(
         default=None, description="Attempts to POST the record to webhook_url, once the execution ended."
+    )
+
+
+class ReplayRequest(BaseModel):
+    """Body of `POST /executions/{id}/replay`."""
+
+    from_step: int = Field(
+        ge=0,
+        le=MAX_REPLAY_STEP,
+        strict=True,  # "3", 3.0 or true are not a step: 422, not a guess
+        description="How many steps of the execution's journal (its last generation, in seq order) to reuse: "
+        "0 runs everything again, N reuses steps 1..N and runs from step N+1 on. At most the number of steps "
+        "(422 step_out_of_range past it).",
+    )
+    stream: bool = Field(
+        default=False, description="Stream the answer's text to GET /executions/{id}/events as it comes."
+    )
+    wait: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description="Seconds to wait for the result (default 60); 0 answers 202 at once.",
     )
 
 
@@ -195,16 +222,16 @@ def orchestrator_app(
         event = await orchestrator.publish_event(request.topic, request.payload)
         return Published(event_id=event.event_id, topic=event.topic, trace_id=event.trace_id)
 
-    _execution_routes(app, orchestrator, limits)
+    _execution_routes(app, orchestrator, limits, default_wait)
     _dead_letter_routes(app, dead_letters, audit or Auditor(None))
     mount_dashboard(app)
 
     return app
 
 
-def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLimits) -> None:
-    """Reading, watching and cancelling executions: the caller's own (every one for an
-    admin); another tenant's answers 404 as a missing one does."""
+def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLimits, default_wait: float) -> None:
+    """Reading, watching, cancelling and replaying executions: the caller's own (every one
+    for an admin); another tenant's answers 404 as a missing one does."""
     slots = StreamSlots(limits.max_streams_per_tenant)
 
     async def visible(execution_id: str) -> Execution:
@@ -219,26 +246,52 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLim
     )
     async def get_execution(execution_id: str) -> ExecutionDetail:
         execution = await visible(execution_id)
+        detail = ExecutionDetail(**with_steps(execution, await orchestrator.steps(execution)).model_dump())
         if not execution.webhook_url:
-            return ExecutionDetail(**execution.model_dump())
-        return ExecutionDetail(**execution.model_dump(), webhook=await orchestrator.webhook_delivery(execution))
+            return detail
+        return detail.model_copy(update={"webhook": await orchestrator.webhook_delivery(execution)})
 
     @app.get(
         "/executions/{execution_id}/events",
         tags=["executions"],
         summary="Server-sent events: status changes, streamed text, then the finished record",
-        description="At most MAX_STREAMS_PER_TENANT streams open per tenant (429 past it); a stream "
-        "ends after MAX_STREAM_SECONDS: reconnect to follow on.",
+        description="Each event has an id (`generation.seq.offset`: its place in the execution's journal). "
+        "Reconnecting with `Last-Event-ID` (or `?after=`) sends first what was missed since that event, "
+        "from the journal, then goes on live: no tool call twice, no text twice, across a worker's crash. "
+        "Without, the stream starts from now. At most MAX_STREAMS_PER_TENANT streams open per tenant "
+        "(429 past it); a stream ends after MAX_STREAM_SECONDS: reconnect to follow on.",
         response_class=EventSourceResponse,
     )
-    async def execution_events(execution_id: str) -> EventSourceResponse:
+    async def execution_events(
+        execution_id: str,
+        last_event_id: Annotated[
+            str | None,
+            Header(
+                alias="Last-Event-ID",
+                max_length=EVENT_ID_MAX_LENGTH,
+                pattern=EVENT_ID_PATTERN,
+                description="The id of the last event read; sent by EventSource on reconnect.",
+            ),
+        ] = None,
+        after: Annotated[
+            str | None,
+            Query(
+                max_length=EVENT_ID_MAX_LENGTH,
+                pattern=EVENT_ID_PATTERN,
+                description="The same as Last-Event-ID, for clients that cannot set headers (the header wins).",
+            ),
+        ] = None,
+    ) -> EventSourceResponse:
         await visible(execution_id)  # 404 before the stream starts
+        given = last_event_id or after
+        position = StreamPosition.parse(given) if given else None
         tenant = slots.take()  # 429 before the stream starts
 
         async def events() -> AsyncIterator[dict[str, str]]:
             with slots.held(tenant):
-                async for update in _for_at_most(orchestrator.watch(execution_id), limits.max_stream_seconds):
-                    yield {"event": update["event"], "data": json.dumps(update["data"])}
+                watched = orchestrator.watchers.watch(execution_id, after=position)
+                async for update in _for_at_most(watched, limits.max_stream_seconds):
+                    yield {"event": update["event"], "data": json.dumps(update["data"]), "id": update["id"]}
 
         return EventSourceResponse(events())
 
@@ -254,6 +307,24 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLim
         # 200: it is cancelled; 202: its worker was asked to stop it (GET it to see the end).
         status = 200 if execution.status.is_terminal else 202
         return JSONResponse(execution.model_dump(mode="json"), status_code=status)
+
+    @app.post(
+        "/executions/{execution_id}/replay",
+        tags=["executions"],
+        responses={200: {"model": Execution}, 202: {"model": Accepted}},
+        summary="Run an ended execution again, reusing its first steps",
+        description="A new execution of the same agent on the same input: its first `from_step` steps are "
+        "taken from this execution's journal (nothing is called for them: no model call, no tool call) and "
+        "the rest run anew. The new execution is yours and records `replay_of`. 409 while this one runs.",
+    )
+    async def replay_execution(execution_id: str, request: ReplayRequest) -> JSONResponse:
+        source = await visible(execution_id)
+        wait = default_wait if request.wait is None else request.wait
+        execution = await replay(orchestrator, source, request.from_step, wait=wait, stream=request.stream)
+        if execution.status.is_terminal and wait > 0:
+            return JSONResponse(execution.model_dump(mode="json"), status_code=200)
+        accepted = Accepted(execution_id=execution.execution_id, status=execution.status, trace_id=execution.trace_id)
+        return JSONResponse(accepted.model_dump(mode="json", exclude_none=True), status_code=202)
 
     @app.get("/executions", response_model=ExecutionList, tags=["executions"])
     async def list_executions(

@@ -1,5 +1,5 @@
-"""State role (8001): agents' session memory, execution audit records, usage totals, and
-the audit log of changes (admins only).
+"""State role (8001): agents' session memory, execution audit records (with their steps),
+usage totals, and the audit log of changes (admins only).
 
 Everything is the caller's own (ARCHITECTURE §10): sessions are named within the caller's
 tenant (an admin names another tenant's with `?tenant=`), an execution of another tenant
@@ -16,11 +16,11 @@ from fastapi import FastAPI, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.api.steps import ExecutionWithSteps, with_steps
 from agentrunner.domain.audit import AuditAction, AuditEntry
 from agentrunner.domain.errors import ExecutionNotFoundError, PayloadTooLargeError
-from agentrunner.domain.execution import Execution
 from agentrunner.domain.state import AgentState, UsageTotals
-from agentrunner.ports.state import ExecutionQueries, ExecutionStore, SessionStore
+from agentrunner.ports.state import ExecutionQueries, ExecutionStore, SessionStore, StepJournal
 from agentrunner.runtime.audit import MAX_AUDIT_PAGE, Auditor
 from agentrunner.runtime.budgets import Budget
 from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, history_size
@@ -80,11 +80,13 @@ def state_app(
     sessions: SessionStore,
     executions: ExecutionStore,
     queries: ExecutionQueries,
+    steps: StepJournal | None = None,
     max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
     audit: Auditor | None = None,
 ) -> FastAPI:
     """The state manager's HTTP API; a history written is at most `max_history_bytes` as
-    JSON; state edits are recorded in `audit`, which `GET /audit` reads."""
+    JSON; state edits are recorded in `audit`, which `GET /audit` reads; an execution's
+    record lists the steps of its journal (`steps`)."""
     app = role_app("state", "agentrunner state", edge)
     auditor = audit or Auditor(None)
 
@@ -117,11 +119,14 @@ def state_app(
         await auditor.record(AuditAction.STATE_DELETE, f"{agent}/{session_id}", owner=owner)
         return Response(status_code=204)
 
-    @app.get("/executions/{execution_id}", response_model=Execution, tags=["executions"], summary="Audit record")
-    async def get_execution(execution_id: str) -> Execution:
+    @app.get(
+        "/executions/{execution_id}", response_model=ExecutionWithSteps, tags=["executions"], summary="Audit record"
+    )
+    async def get_execution(execution_id: str) -> ExecutionWithSteps:
         execution = await executions.get_execution(execution_id)
         missing = ExecutionNotFoundError(f"execution {execution_id} not found", execution_id=execution_id)
-        return owned(execution, execution.tenant, lambda: missing)
+        execution = owned(execution, execution.tenant, lambda: missing)  # before its steps are read
+        return with_steps(execution, await steps.steps(execution_id) if steps is not None else [])
 
     @app.get("/usage", response_model=UsageView, tags=["usage"], summary="Tokens and cost per agent, and budgets")
     async def usage(

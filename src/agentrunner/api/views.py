@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.redaction import MASK, is_secret_name, mask_arguments, mask_command, mask_text
+from agentrunner.ports.tools import Repeatable
 from agentrunner.runtime.registry import RegisteredAgent
 from agentrunner.tracing import current_caller
 
@@ -44,6 +45,11 @@ class AgentDetailView(AgentView):
     tools: list[dict[str, Any]]
     # The tools its model is offered now (an MCP entry's tools as `<entry>__<tool>`).
     offered_tools: list[str]
+    # Per offered tool: whether a call may be made again when a crash left its outcome
+    # unknown (`always`, `never`, or `per_call`: decided from each call's arguments, e.g.
+    # `http_request` allowing POST repeats its GET and HEAD calls only). From the tool
+    # itself (an MCP server's annotations) unless the tool entry says `idempotent`.
+    offered_tools_repeatable: dict[str, Repeatable]
     warnings: list[str]
 
 
@@ -73,6 +79,7 @@ def agent_detail_view(agent: RegisteredAgent) -> AgentDetailView:
         schedule=masked(config.schedule_config.model_dump(mode="json")) if config and config.schedule_config else None,
         tools=tools_view(config.tools) if config else [],
         offered_tools=list(agent.tools),
+        offered_tools_repeatable={name: agent.repeatable.get(name, Repeatable.NEVER) for name in agent.tools},
         warnings=[str(warning) for warning in agent.warnings],
     )
 

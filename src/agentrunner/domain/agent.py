@@ -162,6 +162,10 @@ class ToolConfig(_Section):
     env: dict[str, str] = Field(default_factory=dict)
     # How long one call of this tool may take before the model gets a timeout error.
     timeout_seconds: float = Field(default=30, gt=0)
+    # Whether a call of this entry's tools (every tool of an MCP server) may be made again
+    # when a crash left its outcome unknown, overriding what the tool says of itself (a
+    # built-in's own rule, an MCP server's annotations). None: the tool's own word.
+    idempotent: bool | None = None
     # http_request: the hosts it may call (exact names, or `*.example.com`), the methods the
     # model may use (GET only unless widened), and networks (CIDRs) it may reach although they
     # are not public (besides EGRESS_ALLOWED_NETWORKS): an internal service named on purpose.
@@ -254,6 +258,9 @@ class RetryConfig(_Section):
     max_retries: int = Field(default=2, ge=0)
     retry_delay_seconds: float = Field(default=1, ge=0)
     exponential_backoff: bool = True
+    # A retry goes on from the failed attempt's journal (its model and tool calls replayed,
+    # not made again) instead of starting fresh. A re-run after a crash always goes on.
+    resume: bool = False
 
 
 class LimitsConfig(_Section):

@@ -17,7 +17,8 @@
     ├── ClarificationTimedOutError   a question unanswered in time, no default (clarification_timed_out)
     ├── BudgetExceededError          the agent spent its budget for the period (budget_exceeded)
     ├── BadRequestError              the request is malformed (bad_request)
-    │   └── EgressRefusedError       an outbound URL the egress guard refuses (egress_refused; domain/egress.py)
+    │   ├── EgressRefusedError       an outbound URL the egress guard refuses (egress_refused; domain/egress.py)
+    │   └── StepOutOfRangeError      a replay from a step the execution does not have (step_out_of_range)
     ├── TopicReservedError           a publish on the platform's own topics (topic_reserved)
     ├── AdminOnlyError               an operator's action asked with a tenant's key (admin_only)
     ├── PayloadTooLargeError         an input over its size limit (payload_too_large)
@@ -145,6 +146,12 @@ class BadRequestError(AgentRunnerError):
     """The caller sent something that cannot be acted on."""
 
     code = "bad_request"
+
+
+class StepOutOfRangeError(BadRequestError):
+    """A replay asked to start from a step past the end of the execution's journal."""
+
+    code = "step_out_of_range"
 
 
 class AdminOnlyError(AgentRunnerError):

@@ -86,6 +86,16 @@ class ToolCallRecord(BaseModel):
 SLACK_ORIGIN = "slack"
 
 
+class ReplayOf(BaseModel):
+    """The execution a replay (`POST /executions/{id}/replay`) started from: its first
+    `from_step` steps were reused from that execution's journal, the rest run anew."""
+
+    model_config = ConfigDict(frozen=True)
+
+    execution_id: str
+    from_step: int
+
+
 class Execution(BaseModel):
     """The durable record of one agent run (ARCHITECTURE §9 'finished execution')."""
 
@@ -117,6 +127,8 @@ class Execution(BaseModel):
     # How many agent outputs (or tool-published events) led to it: 0 when a caller, a
     # schedule or an outside event started it. Past MAX_CHAIN_DEPTH the next agent does not run.
     chain_depth: int = 0
+    # The execution this one replays, when a replay started it (debugging from a given step).
+    replay_of: ReplayOf | None = None
     # Every tool call of the attempt that ended it, in the order they finished.
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     trace_id: str

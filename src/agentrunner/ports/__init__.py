@@ -8,7 +8,7 @@ contract suite in `tests/contract/`, which is how embedded and distributed modes
   ScheduleStore, PlanRunStore, ...) and StateStore, the whole a node opens and closes.
 - `retention`, `audit`: the purge of old records and the audit log.
 - `limits`: Slots and Buckets, shared concurrency and rate limits; `cache`: Cache.
-- `providers`: LLMProvider, ProviderCatalog; `tools`: Tool, ToolContext, ToolCatalog.
+- `providers`: LLMProvider, ProviderCatalog; `tools`: Tool, Repeatable, ToolContext, ToolCatalog.
 - `metrics`, `tracing`, `slack`, `webhooks`: the rest of the outside world.
 
 Nothing is re-exported here: import each port from its module, so a reader sees which

@@ -11,7 +11,7 @@ from typing import Protocol
 class PurgeKind(StrEnum):
     """What the retention purge deletes, each kind only once it has ended (runtime/retention.py)."""
 
-    EXECUTIONS = "executions"  # terminal ones, their tool calls inside; usage rolled up first
+    EXECUTIONS = "executions"  # terminal ones, their tool calls and journal of steps too; usage rolled up first
     PLAN_RUNS = "plan_runs"  # ended runs with their steps and clarifications (the executions' window)
     OUTBOX = "outbox"  # events already published (the executions' window)
     FIRES = "fires"  # ticks that fired or were skipped; held ones (pending) are kept

@@ -34,6 +34,7 @@ from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
 from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, UsageTotals
+from agentrunner.domain.steps import Step
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.ports.audit import AuditLog
 from agentrunner.ports.retention import Retention
@@ -435,6 +436,23 @@ class PlanRunStore(Protocol):
         ...
 
 
+class StepJournal(Protocol):
+    """The journal of executions' steps (`domain/steps.py`, `runtime/journal.py`): each model
+    call and tool call of an agent loop, recorded before the loop goes on, read back by a
+    re-run to replay them. Written on the hot path: writes that come at once (the tool calls
+    of one answer, steps of other executions) share one transaction. Purged with its
+    execution by retention."""
+
+    async def record_step(self, step: Step) -> None:
+        """Write `step` under its key (execution, generation, seq), replacing what that key
+        held (a started step ends, a re-run records again). Durable when it returns."""
+        ...
+
+    async def steps(self, execution_id: str) -> list[Step]:
+        """Every step of an execution, by generation then seq (empty when it has none)."""
+        ...
+
+
 class StateStore(
     ExecutionStore,
     ExecutionQueries,
@@ -446,6 +464,7 @@ class StateStore(
     AgentRecords,
     ScheduleStore,
     PlanRunStore,
+    StepJournal,
     Retention,
     AuditLog,
     Protocol,

@@ -4,7 +4,7 @@ until a final answer (or `max_tool_iterations`). Every mode runs its agents thro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import orjson
@@ -16,6 +16,7 @@ from agentrunner.domain.plan import ASK_HUMAN_TOOL, ask_human_output
 from agentrunner.logs import get_logger
 from agentrunner.ports.providers import LLMProvider
 from agentrunner.ports.tools import Tool, ToolContext
+from agentrunner.runtime.journal import RunJournal
 from agentrunner.runtime.llm_calls import TextSink, complete_with_retries
 from agentrunner.runtime.tool_calls import ToolBudget, ToolSink, run_tool_calls
 
@@ -83,6 +84,7 @@ async def run_agent(
     tools: Sequence[Tool] = (),
     context: ToolContext | None = None,
     on_tool_call: ToolSink | None = None,
+    journal: RunJournal | None = None,
 ) -> Completion:
     """Answer `task_data` as `config` describes: ask `provider` (transient failures tried
     again per `llm_config.max_attempts`; streamed to `on_text` when given), run the tool
@@ -90,24 +92,30 @@ async def run_agent(
     without tool calls or `max_tool_iterations` rounds of calls. Returns the last answer
     with the usage and cost of every call; raises the last `LLMError`. A collaborative
     step that calls `ask_human` answers with the question (`domain.plan.ask_human_output`):
-    the run pauses until a human answers."""
+    the run pauses until a human answers. With `journal`, every model call and tool call is
+    a step of it: one it recorded is replayed (not called, not streamed again), the others
+    are recorded as they end (`runtime/journal.py`)."""
     request = build_request(config, task_data, history=history, tools=[tool.definition for tool in tools])
     by_name = {tool.definition.name: tool for tool in tools}
     context = context or ToolContext(agent=config.name, execution_id="", session_id=None, trace_id="")
     budget = ToolBudget(left=config.max_tool_calls)
     usage, cost = Usage(), None
     for iteration in range(1, config.max_tool_iterations + 2):
-        completion = await complete_with_retries(
-            provider, request, config.llm_config, on_text=on_text, base_delay_seconds=retry_base_seconds
-        )
+
+        def call(request: LLMRequest = request) -> Awaitable[Completion]:
+            return complete_with_retries(
+                provider, request, config.llm_config, on_text=on_text, base_delay_seconds=retry_base_seconds
+            )
+
+        completion = await (journal.model_call(call) if journal is not None else call())
         usage += completion.usage
         cost = _add_cost(cost, completion.cost_usd)
         completion = completion.model_copy(update={"usage": usage, "cost_usd": cost})
         asked = next((call for call in completion.tool_calls if call.name == ASK_HUMAN_TOOL.name), None)
         if asked is not None and may_ask_human(task_data):
-            return completion.model_copy(update={"text": ask_human_output(asked.arguments)})
+            return await _settled(journal, completion.model_copy(update={"text": ask_human_output(asked.arguments)}))
         if not completion.tool_calls:
-            return completion
+            return await _settled(journal, completion)
         if iteration > config.max_tool_iterations:
             log.warning(
                 "agent loop stopped at max_tool_iterations, last tool calls not run",
@@ -115,7 +123,7 @@ async def run_agent(
                 execution_id=context.execution_id,
                 max_tool_iterations=config.max_tool_iterations,
             )
-            return completion.model_copy(update={"finish_reason": "max_tool_iterations"})
+            return await _settled(journal, completion.model_copy(update={"finish_reason": "max_tool_iterations"}))
         results = await run_tool_calls(
             completion.tool_calls,
             by_name,
@@ -124,10 +132,18 @@ async def run_agent(
             iteration=iteration,
             max_chars=config.tool_result_max_chars,
             on_tool_call=on_tool_call,
+            journal=journal,
         )
         turn = Message(role="assistant", content=completion.text, tool_calls=completion.tool_calls)
         request = request.model_copy(update={"messages": [*request.messages, turn, *results]})
     raise AssertionError("unreachable: the last round always returns")
+
+
+async def _settled(journal: RunJournal | None, completion: Completion) -> Completion:
+    """`completion`, once the journal wrote what it held back (the last answer)."""
+    if journal is not None:
+        await journal.flush()
+    return completion
 
 
 def _add_cost(total: float | None, cost: float | None) -> float | None:

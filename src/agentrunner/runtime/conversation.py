@@ -24,6 +24,7 @@ from agentrunner.ports.providers import LLMProvider
 from agentrunner.ports.state import SessionStore
 from agentrunner.ports.tools import Tool, ToolContext
 from agentrunner.runtime.agent_run import run_agent, user_prompt
+from agentrunner.runtime.journal import RunJournal
 from agentrunner.runtime.llm_calls import TextSink
 from agentrunner.runtime.tool_calls import ToolSink
 from agentrunner.tracing import as_tenant
@@ -81,11 +82,12 @@ async def converse(
     tools: Sequence[Tool] = (),
     on_tool_call: ToolSink | None = None,
     max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
+    journal: RunJournal | None = None,
 ) -> Completion:
     """One turn of `config` in its session: answer with the history, then append the
     exchange (bounded by `max_conversation_history` messages and `max_history_bytes`) and
     save it. Two turns of the same session at once both land: a save that finds a newer
-    version appends to it."""
+    version appends to it. With `journal`, the turn's steps are journaled (`run_agent`)."""
     session = session_of(execution)
     state = await load_session(store, config.name, session, execution.tenant)
     with as_tenant(execution.tenant):  # its tools (session memory) act within its tenant
@@ -106,6 +108,7 @@ async def converse(
                 chain_depth=execution.chain_depth,
             ),
             on_tool_call=on_tool_call,
+            journal=journal,
         )
     exchange: list[dict[str, Any]] = [
         {"role": "user", "content": user_prompt(execution.input), "execution_id": execution.execution_id},

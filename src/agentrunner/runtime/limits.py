@@ -60,7 +60,7 @@ from agentrunner.domain.llm import Completion, LLMRequest, StreamItem, ToolDefin
 from agentrunner.logs import get_logger
 from agentrunner.ports.limits import SlotRenewal, Slots
 from agentrunner.ports.providers import LLMProvider
-from agentrunner.ports.tools import Tool, ToolContext
+from agentrunner.ports.tools import Repeatable, Tool, ToolContext
 from agentrunner.runtime.limits_store import Backoff, LimitsStore
 
 log = get_logger(__name__)
@@ -332,6 +332,13 @@ class FencedTool:
     @property
     def timeout_seconds(self) -> float:
         return self._inner.timeout_seconds
+
+    @property
+    def repeatable(self) -> Repeatable:
+        return self._inner.repeatable
+
+    def repeatable_call(self, arguments: dict[str, Any]) -> bool:
+        return self._inner.repeatable_call(arguments)
 
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> str:
         await self._held.confirmed()

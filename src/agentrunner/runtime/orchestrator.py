@@ -11,7 +11,6 @@ from typing import Any
 from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.egress import EgressPolicy, check_webhook_url
 from agentrunner.domain.errors import (
-    AgentRunnerError,
     BadRequestError,
     BudgetExceededError,
     ConflictError,
@@ -21,7 +20,15 @@ from agentrunner.domain.errors import (
     TopicReservedError,
 )
 from agentrunner.domain.event import Event, new_id
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, slack_origin_of, utcnow
+from agentrunner.domain.execution import (
+    Execution,
+    ExecutionError,
+    ExecutionStatus,
+    ReplayOf,
+    slack_origin_of,
+    utcnow,
+)
+from agentrunner.domain.steps import Step, reused_steps
 from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, topic_problem
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.logs import get_logger
@@ -32,6 +39,7 @@ from agentrunner.ports.state import (
     ExecutionStore,
     IdempotencyClaim,
     IdempotencyKeyTakenError,
+    StepJournal,
     WebhookDeliveryStore,
 )
 from agentrunner.runtime.agent_queues import queue_patterns
@@ -48,8 +56,8 @@ from agentrunner.runtime.topics import (
     invoke_topic,
     is_finished_topic,
     orchestrator_queue,
-    progress_pattern,
 )
+from agentrunner.runtime.watchers import ExecutionWatchers
 from agentrunner.tracing import current_tenant, current_trace_id, new_trace_id
 
 log = get_logger(__name__)
@@ -71,7 +79,9 @@ class Orchestrator:
         webhooks_signed: bool = False,
         budgets: Budgets | None = None,
         egress: EgressPolicy | None = None,
+        steps: StepJournal | None = None,
     ) -> None:
+        self._steps = steps
         self._bus = bus
         self._egress = egress or EgressPolicy()
         self._budgets = budgets
@@ -84,7 +94,13 @@ class Orchestrator:
         self._node_id = node_id
         # Callers waiting for an execution to end (its invoker, retries of the invocation).
         self._waiters: dict[str, list[asyncio.Future[Execution | None]]] = {}
-        self._watchers: dict[str, list[asyncio.Queue[Event]]] = {}
+        self.watchers = ExecutionWatchers(
+            bus=bus,
+            queue=orchestrator_queue(node_id),
+            executions=executions,
+            steps=self.steps,
+            journaled=steps is not None,
+        )
         self._subscription: Subscription | None = None
 
     @property
@@ -135,6 +151,7 @@ class Orchestrator:
         origin: dict[str, Any] | None = None,
         with_events: Callable[[Execution], Sequence[Event]] | None = None,
         idempotency: IdempotencyClaim | None = None,
+        replay: tuple[ReplayOf, Sequence[Step]] | None = None,
     ) -> Execution:
         """Accept a task for `agent` and return its execution: finished if it ended within
         `wait` seconds, else as it stands (queued or running).
@@ -151,6 +168,9 @@ class Orchestrator:
         `origin`: where the request came from, set by the platform's own gateways (the Slack
         gateway's `{"kind": "slack", ...}`), never from task_data: only it makes an answer
         go back to Slack.
+
+        `replay`: the execution this one replays and that execution's journal, whose steps it
+        starts with (`runtime/replays.py`).
 
         Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything,
         `EgressRefusedError` for a webhook_url the egress policy refuses outright.
@@ -173,6 +193,7 @@ class Orchestrator:
             webhook_url=webhook_url or config.webhook_url,
             tenant=tenant,
             origin=origin,
+            replay_of=replay[0] if replay else None,
         )
         if config.execution_mode is ExecutionMode.CONTINUOUS and config.continuous_config is not None:
             policy = config.continuous_config.on_busy
@@ -187,6 +208,12 @@ class Orchestrator:
             trace_id=execution.trace_id,
         )
         events = [invocation, *(with_events(execution) if with_events is not None else ())]
+        if replay is not None and self._steps is not None:
+            # Before the execution: once it is accepted it may run, and its first run must
+            # find the steps to reuse. (A refused acceptance leaves them unread under an id
+            # nobody holds: no harm.)
+            reused = reused_steps(replay[1], replay[0].from_step, execution.execution_id)
+            await asyncio.gather(*(self._steps.record_step(step) for step in reused))
         try:
             # Recorded with its events (and key) in one transaction: accepted means it will run,
             # so the caller is answered without waiting for the broker's confirms (the relay
@@ -374,6 +401,11 @@ class Orchestrator:
         """The execution with that id (raises `ExecutionNotFoundError`)."""
         return await self._executions.get_execution(execution_id)
 
+    async def steps(self, execution: Execution) -> list[Step]:
+        """The journal of `execution`'s model and tool calls, by generation then seq (empty
+        without a journal)."""
+        return await self._steps.steps(execution.execution_id) if self._steps is not None else []
+
     async def executions(
         self,
         *,
@@ -388,46 +420,9 @@ class Orchestrator:
             agent=agent, status=status, limit=limit, cursor=cursor, tenant=tenant
         )
 
-    async def watch(self, execution_id: str, *, idle_seconds: float = 15.0) -> AsyncIterator[dict[str, Any]]:
-        """What happens to an execution, as it happens: `status` changes, `text` pieces when
-        it was invoked with streaming, each `tool_call` as it ends, then `finished` with the whole record. Yields
-        `{"event": "ping"}` after `idle_seconds` of quiet. Raises `ExecutionNotFoundError`."""
-        updates: asyncio.Queue[Event] = asyncio.Queue()
-        watchers = self._watchers.setdefault(execution_id, [])
-        watchers.append(updates)
-        try:
-            if len(watchers) == 1:  # bound before the status is read: no change falls between
-                await self._bus.bind(self._queue, [progress_pattern(execution_id)])
-            execution = await self._executions.get_execution(execution_id)
-            yield {"event": "status", "data": {"status": execution.status.value}}
-            while not execution.status.is_terminal:
-                try:
-                    update = await asyncio.wait_for(updates.get(), idle_seconds)
-                except TimeoutError:
-                    yield {"event": "ping", "data": {}}
-                    continue
-                if update.payload.get("kind") == "text":
-                    yield {"event": "text", "data": {"text": update.payload.get("text", "")}}
-                elif update.payload.get("kind") == "tool_call":
-                    yield {"event": "tool_call", "data": update.payload.get("tool_call", {})}
-                elif update.payload.get("kind") == "status":
-                    yield {"event": "status", "data": {"status": update.payload.get("status")}}
-                else:  # execution.finished
-                    execution = await self._executions.get_execution(execution_id)
-            yield {"event": "finished", "data": execution.model_dump(mode="json")}
-        finally:
-            watchers.remove(updates)
-            if not watchers:
-                del self._watchers[execution_id]
-                with contextlib.suppress(AgentRunnerError):  # the queue goes with this node anyway
-                    await self._bus.unbind(self._queue, [progress_pattern(execution_id)])
-                    if execution_id in self._watchers:  # a new watcher bound meanwhile: keep it bound
-                        await self._bus.bind(self._queue, [progress_pattern(execution_id)])
-
     async def _on_finished(self, event: Event) -> None:
         execution_id = str(event.payload.get("execution_id"))
-        for updates in self._watchers.get(execution_id, []):
-            updates.put_nowait(event)  # a wake-up only: the watcher reads the record itself
+        self.watchers.wake(execution_id, event)
         if not is_finished_topic(event.topic):
             return
         waiters = [waiter for waiter in self._waiters.get(execution_id, []) if not waiter.done()]

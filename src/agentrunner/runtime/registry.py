@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -11,6 +12,7 @@ from agentrunner.domain.errors import AgentNotFoundError, AgentUnavailableError
 from agentrunner.domain.reason import SHORT_REASON_CHARS, Reason, short_reason
 from agentrunner.ports.providers import ProviderCatalog
 from agentrunner.ports.state import AgentRecord
+from agentrunner.ports.tools import Repeatable
 
 # Modes whose engines this build runs; the others are listed but unavailable, with reason.
 SERVED_MODES = frozenset(
@@ -44,6 +46,8 @@ class RegisteredAgent:
     warnings: tuple[ConfigIssue, ...] = ()
     # The tools offered to its model (MCP tools as `<entry>__<tool>`), once they are loaded.
     tools: tuple[str, ...] = ()
+    # Per offered tool: whether a call may be made again after a crash left its outcome unknown.
+    repeatable: Mapping[str, Repeatable] = field(default_factory=dict)
 
     @property
     def short_reason(self) -> str | None:
@@ -114,16 +118,26 @@ class AgentRegistry:
         agent = self.get(name)
         self.agents[name] = replace(agent, status=AgentStatus.UNAVAILABLE, reasons=(*agent.reasons, reason))
 
-    def apply_tools(self, offered: dict[str, list[str]], missing: dict[str, list[str]]) -> None:
-        """Record the tools each agent offers; agents `missing` some run degraded, saying
-        why (an unavailable agent stays unavailable, with these reasons added)."""
+    def apply_tools(
+        self,
+        offered: dict[str, list[str]],
+        missing: dict[str, list[str]],
+        repeatable: Mapping[str, Mapping[str, Repeatable]] | None = None,
+    ) -> None:
+        """Record the tools each agent offers (and, per tool, whether its calls may be
+        repeated); agents `missing` some run degraded, saying why (an unavailable agent
+        stays unavailable, with these reasons added)."""
         for name, agent in list(self.agents.items()):
             found = missing.get(name, [])
             status = agent.status
             if found and status is AgentStatus.AVAILABLE:
                 status = AgentStatus.DEGRADED
             self.agents[name] = replace(
-                agent, status=status, reasons=(*agent.reasons, *found), tools=tuple(offered.get(name, ()))
+                agent,
+                status=status,
+                reasons=(*agent.reasons, *found),
+                tools=tuple(offered.get(name, ())),
+                repeatable=dict((repeatable or {}).get(name, {})),
             )
 
     def runnable(self, name: str) -> AgentConfig:

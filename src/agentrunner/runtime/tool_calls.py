@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
@@ -19,6 +19,9 @@ from agentrunner.domain.execution import ToolCallRecord, utcnow
 from agentrunner.domain.llm import Message, ToolCall
 from agentrunner.logs import get_logger
 from agentrunner.ports.tools import Tool, ToolContext
+
+if TYPE_CHECKING:  # the journal runs tool calls through this module
+    from agentrunner.runtime.journal import RunJournal
 
 log = get_logger(__name__)
 
@@ -116,9 +119,13 @@ async def _outcome(
         finished_at=utcnow(),
         duration_ms=(time.perf_counter() - started) * 1000,
     )
-    content = f"error: {error}" if error is not None else (result or "")
-    message = Message(role="tool", content=content, tool_call_id=call.id, is_error=error is not None)
-    return ToolOutcome(message, record)
+    return ToolOutcome(outcome_message(call, record), record)
+
+
+def outcome_message(call: ToolCall, record: ToolCallRecord) -> Message:
+    """The tool message the model reads for `call`, which ended as `record` says."""
+    content = f"error: {record.error}" if record.error is not None else (record.result or "")
+    return Message(role="tool", content=content, tool_call_id=call.id, is_error=record.error is not None)
 
 
 async def run_tool_calls(
@@ -130,16 +137,22 @@ async def run_tool_calls(
     iteration: int,
     max_chars: int,
     on_tool_call: ToolSink | None = None,
+    journal: RunJournal | None = None,
 ) -> list[Message]:
     """Run `calls` concurrently (they are independent: the model asked for them together)
     and return one tool message per call, in the order of `calls`. Calls past the budget,
     of unknown tools, or with arguments their schema refuses are answered with an error
-    and not run. Each record goes to `on_tool_call` as its call ends."""
+    and not run. Each record goes to `on_tool_call` as its call ends. With `journal`, each
+    call is a step of it (seqs in the order of `calls`): one it recorded is replayed, not run."""
+    first_seq = journal.reserve(len(calls)) if journal is not None else 0
 
-    async def one(call: ToolCall, allowed: bool) -> Message:
-        outcome = await _outcome(
-            call, tools.get(call.name), context, allowed=allowed, iteration=iteration, max_chars=max_chars
-        )
+    async def one(index: int, call: ToolCall, allowed: bool) -> Message:
+        def run() -> Awaitable[ToolOutcome]:
+            return _outcome(
+                call, tools.get(call.name), context, allowed=allowed, iteration=iteration, max_chars=max_chars
+            )
+
+        outcome = await (journal.tool_call(first_seq + index, call, run) if journal is not None else run())
         if on_tool_call is not None:
             await on_tool_call(outcome.record)
         return outcome.message
@@ -149,7 +162,9 @@ async def run_tool_calls(
         allowed.append(budget.left > 0)
         budget.left -= 1
     budget.left = max(budget.left, 0)
-    return list(await asyncio.gather(*(one(call, ok) for call, ok in zip(calls, allowed, strict=True))))
+    return list(
+        await asyncio.gather(*(one(i, call, ok) for i, (call, ok) in enumerate(zip(calls, allowed, strict=True))))
+    )
 
 
 def result_text(value: Any) -> str:

@@ -27,17 +27,20 @@ from agentrunner.domain.errors import (
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, utcnow
 from agentrunner.domain.llm import Completion
+from agentrunner.domain.steps import Step
 from agentrunner.logs import get_logger
 from agentrunner.ports.bus import EventBus, Subscription
 from agentrunner.ports.metrics import Metrics
 from agentrunner.ports.providers import LLMProvider, ProviderCatalog
-from agentrunner.ports.state import ExecutionStore, SessionStore
+from agentrunner.ports.state import ExecutionStore, SessionStore, StepJournal
 from agentrunner.ports.tools import ToolCatalog, ToolContext
 from agentrunner.runtime.agent_queues import AgentQueues
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.chains import chain_tenant, output_event, start_for_event
 from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, converse, keep_interrupted
+from agentrunner.runtime.execution_stream import text_progress
+from agentrunner.runtime.journal import RunJournal
 from agentrunner.runtime.limits import ConcurrencyLimits, HeldSlots
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.rate_limits import RateLimitedProvider, RateLimits
@@ -82,8 +85,10 @@ class AgentPool:
         rates: RateLimits | None = None,
         tools: ToolCatalog | None = None,
         max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
+        journal: StepJournal | None = None,
     ) -> None:
         self._max_history_bytes = max_history_bytes
+        self._journal = journal
         self._budgets = budgets
         self._rates = rates
         self._metrics = metrics
@@ -243,14 +248,18 @@ class AgentPool:
         stream: bool,
         records: list[ToolCallRecord],
         held: HeldSlots | None = None,
+        journal: RunJournal | None = None,
     ) -> Completion:
         """One attempt in a task of its own, so a cancel request can stop it alone; its
         tool calls are appended to `records` (and streamed to watchers) as they end. With
         `held`, each tool call first passes the fence of its concurrency slots (the model
-        calls of `provider` already do)."""
+        calls of `provider` already do). With `journal`, its steps are journaled and those
+        an earlier run recorded are replayed."""
+
+        offsets: dict[int, int] = {}  # characters streamed by model step: the pieces' positions
 
         async def text(piece: str) -> None:
-            await self._progress(execution, {"kind": "text", "text": piece})
+            await self._progress(execution, text_progress(journal, offsets, piece))
 
         async def tool_call(record: ToolCallRecord) -> None:
             records.append(record)
@@ -271,6 +280,7 @@ class AgentPool:
                 tools=tools,
                 on_tool_call=tool_call,
                 max_history_bytes=self._max_history_bytes,
+                journal=journal,
             )
         else:
             context = ToolContext(
@@ -290,6 +300,7 @@ class AgentPool:
                 tools=tools,
                 context=context,
                 on_tool_call=tool_call,
+                journal=journal,
             )
         # The run is the task itself (no wait_for inside it), so cancelling it twice never
         # orphans the coroutine: whoever waits for the task waits for the run.
@@ -371,6 +382,22 @@ class AgentPool:
         )
         await self._relay.deliver(events)
 
+    async def _run_journal(
+        self, execution: Execution, generation: tuple[int, list[Step]] | None, model: str
+    ) -> RunJournal | None:
+        """The journal of this attempt: in `generation` (with the steps it has) when a retry
+        in this process chose it; else in the last one journaled, which a re-run after a
+        crash resumes, or a replay's first run (its source's steps it reuses). A first
+        attempt of any other execution has no journal: nothing is read."""
+        if self._journal is None:
+            return None
+        if generation is None and (execution.attempts > 1 or execution.replay_of is not None):
+            steps = await self._journal.steps(execution.execution_id)
+            last = max((step.generation for step in steps), default=1)
+            generation = (last, [step for step in steps if step.generation == last])
+        number, recorded = generation or (1, [])
+        return RunJournal(self._journal, execution.execution_id, generation=number, recorded=recorded, model=model)
+
     async def _provider(self, config: AgentConfig, held: HeldSlots | None) -> LLMProvider:
         """The agent's provider for one attempt: fenced by its slots (`held`), inside its rate
         limits, so the fence is passed just before a call goes out, after any rate-limit wait."""
@@ -384,6 +411,7 @@ class AgentPool:
     ) -> Execution:
         retry = config.retry_config
         llm = config.llm_config
+        generation: tuple[int, list[Step]] | None = None  # read once the execution has started
         for retry_number in range(retry.max_retries + 1):
             try:
                 # Only from queued or running: a cancel that won the race stays cancelled.
@@ -396,10 +424,13 @@ class AgentPool:
                 "execution running", execution_id=execution.execution_id, agent=config.name, attempt=execution.attempts
             )
             await self._progress(execution, {"kind": "status", "status": ExecutionStatus.RUNNING.value})
+            journal = await self._run_journal(execution, generation, llm.model)
             records: list[ToolCallRecord] = []
             try:
                 provider = await self._provider(config, held)
-                completion = await self._attempt(config, provider, execution, stream=stream, records=records, held=held)
+                completion = await self._attempt(
+                    config, provider, execution, stream=stream, records=records, held=held, journal=journal
+                )
             except _CancelledByUser as stopped:
                 execution = execution.model_copy(update={"tool_calls": records})
                 request = stopped.args[0].payload
@@ -435,7 +466,9 @@ class AgentPool:
                     execution_id=execution.execution_id,
                     error=error.message,
                     delay_seconds=delay,
+                    resume=retry.resume,
                 )
+                generation = _retried(journal, resume=retry.resume)
                 await asyncio.sleep(delay)
                 continue
             execution = execution.model_copy(
@@ -465,6 +498,14 @@ def _forget_abandoned(abandoned: set[asyncio.Task[Completion]]) -> Callable[[asy
             log.warning("an attempt cut short ended later with an error", error=str(task.exception()))
 
     return forget
+
+
+def _retried(journal: RunJournal | None, *, resume: bool) -> tuple[int, list[Step]] | None:
+    """The generation the retry of a failed attempt runs in: the next one, fresh, or with
+    `resume` (retry_config.resume) the failed one's, going on from its steps."""
+    if journal is None:
+        return None
+    return (journal.generation, journal.steps()) if resume else (journal.generation + 1, [])
 
 
 def _finished(execution: Execution, status: ExecutionStatus, error: AgentRunnerError | None = None) -> Execution:

@@ -6,7 +6,8 @@ A batch is one short transaction: pick at most `limit` ended rows older than the
 oldest first, `FOR UPDATE SKIP LOCKED` on PostgreSQL (a second purger takes other rows
 and never waits on these; SQLite has one writer and no such clause), then delete them by
 key. Executions first add their usage to `usage_rollup`, in the same transaction, so a
-reader sees an execution either live or rolled up, never both and never neither.
+reader sees an execution either live or rolled up, never both and never neither; their
+journal of steps goes with them in that transaction too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from agentrunner.adapters.state.engine import SQLEngine
 from agentrunner.adapters.state.tables import (
     DeadLetterRow,
     ExecutionRow,
+    ExecutionStepRow,
     IdempotencyKeyRow,
     OutboxRow,
     PlanRunRow,
@@ -42,6 +44,7 @@ from agentrunner.ports.retention import PurgeKind
 
 EXECUTIONS = cast("Table", ExecutionRow.__table__)
 ROLLUP = cast("Table", UsageRollupRow.__table__)
+STEPS = cast("Table", ExecutionStepRow.__table__)
 
 # One key for the whole deployment's purge lease (pg_try_advisory_lock); advisory locks are
 # per database, so deployments on one server do not meet. "agentrun" in ASCII.
@@ -124,10 +127,12 @@ async def purge(session: AsyncConnection, kind: PurgeKind, *, before: datetime, 
     removal = delete(spec.table).where(spec.key.in_(keys))
     if kind is not PurgeKind.EXECUTIONS:
         return len((await session.execute(removal.returning(spec.key))).all())
-    gone = await session.execute(removal.returning(*_USAGE_COLUMNS))
+    gone = await session.execute(removal.returning(EXECUTIONS.c.execution_id, *_USAGE_COLUMNS))
     rows = list(gone.all())
     if rows:
-        await _roll_up(session, rows)
+        # An execution's journal goes with it, in the same transaction.
+        await session.execute(delete(STEPS).where(STEPS.c.execution_id.in_([row[0] for row in rows])))
+        await _roll_up(session, [row[1:] for row in rows])
     return len(rows)
 
 

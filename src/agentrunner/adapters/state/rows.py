@@ -9,7 +9,14 @@ from typing import Any
 
 from agentrunner.domain.errors import BadRequestError
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, Usage
+from agentrunner.domain.execution import (
+    Execution,
+    ExecutionError,
+    ExecutionStatus,
+    ReplayOf,
+    ToolCallRecord,
+    Usage,
+)
 from agentrunner.domain.state import AgentState
 
 
@@ -35,6 +42,7 @@ def execution_values(execution: Execution) -> dict[str, Any]:
         "tenant": execution.tenant,
         "origin": execution.origin,
         "chain_depth": execution.chain_depth,
+        "replay_of": execution.replay_of.model_dump() if execution.replay_of else None,
         "tool_calls": [call.model_dump(mode="json") for call in execution.tool_calls] or None,
         "trace_id": execution.trace_id,
         "created_at": execution.created_at,
@@ -64,6 +72,7 @@ def execution_from(row: Any) -> Execution:
         tenant=row.tenant,
         origin=row.origin,
         chain_depth=row.chain_depth or 0,
+        replay_of=ReplayOf.model_validate(row.replay_of) if row.replay_of else None,
         tool_calls=[ToolCallRecord.model_validate(call) for call in row.tool_calls or ()],
         trace_id=row.trace_id,
         created_at=row.created_at,

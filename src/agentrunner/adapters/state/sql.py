@@ -4,7 +4,8 @@ the distributed one, one class over one engine.
 Each aggregate has its module, a mixin over the shared engine (`engine.py`: the pool,
 transactions, driver errors translated): executions with their outbox and usage
 (`executions_sql`), sessions, idempotency keys, webhook deliveries, dead letters, the agent
-registry, schedules and fires, plan runs, the audit log and retention. `SQLStateStore`
+registry, schedules and fires, plan runs, the journal of execution steps (`steps_sql`),
+the audit log and retention. `SQLStateStore`
 puts them together, so a write that spans aggregates (a claimed fire and the execution it
 starts, a plan run and its outbox events) stays one transaction on one connection.
 
@@ -26,6 +27,7 @@ from agentrunner.adapters.state.plan_sql import PlanRunsSQL
 from agentrunner.adapters.state.retention_sql import RetentionSQL
 from agentrunner.adapters.state.schedule_sql import SchedulesSQL
 from agentrunner.adapters.state.sessions_sql import SessionsSQL
+from agentrunner.adapters.state.steps_sql import StepsSQL
 from agentrunner.adapters.state.webhooks_sql import WebhookDeliveriesSQL
 
 
@@ -38,6 +40,7 @@ class SQLStateStore(
     AgentsSQL,
     SchedulesSQL,
     PlanRunsSQL,
+    StepsSQL,
     AuditSQL,
     RetentionSQL,
     SQLEngine,

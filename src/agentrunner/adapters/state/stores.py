@@ -25,6 +25,7 @@ from agentrunner.ports.state import (
     ScheduleStore,
     SessionStore,
     StateStore,
+    StepJournal,
     WebhookDeliveryStore,
 )
 
@@ -46,6 +47,7 @@ class Stores:
     agents: AgentRecords
     schedules: ScheduleStore
     plan_runs: PlanRunStore
+    steps: StepJournal  # written on the hot path, read when a run resumes: never cached
     retention: Retention  # straight to the database: the purge has nothing to ask a cache
     audit: AuditLog  # written once, read rarely: never cached
     cache: CacheFront | None = None
@@ -66,6 +68,7 @@ class Stores:
             agents=database,
             schedules=database,
             plan_runs=database,
+            steps=database,
             retention=database,
             audit=database,
             cache=front,

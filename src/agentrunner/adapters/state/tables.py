@@ -141,6 +141,8 @@ class ExecutionRow(Base):
     # Where the request came from, set by the platform's gateways (domain.execution.Execution.origin).
     origin: Mapped[dict[str, Any] | None]
     chain_depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The execution it replays ({"execution_id", "from_step"}), when a replay started it.
+    replay_of: Mapped[dict[str, Any] | None]
     # The tool calls of the attempt that ended it (domain.execution.ToolCallRecord), if any.
     tool_calls: Mapped[list[Any] | None]
     trace_id: Mapped[str] = mapped_column(String(128))
@@ -379,3 +381,22 @@ class UsageRollupRow(Base):
     input_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     output_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     cost_usd: Mapped[float | None] = mapped_column(Float)  # None: none of them had a cost
+
+
+class ExecutionStepRow(Base):
+    """One step of an execution's agent loop, a model call or a tool call, with its outcome
+    (see `domain.steps.Step`): what a re-run replays instead of calling again. Deleted with
+    its execution by the retention purge, in the same transaction."""
+
+    __tablename__ = "execution_steps"
+
+    execution_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[Any] = mapped_column(CompressedJSON)  # a completion's text or a tool's result may be large
+    replayed: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]

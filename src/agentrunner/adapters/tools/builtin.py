@@ -1,7 +1,11 @@
 """The built-in tools an agent enables by name: `current_time`, `http_request` (to
 allow-listed hosts only, through the egress guard), `publish_event` (to the bus), `get_state`/`set_state` (the
 session's memory in the state store). `ask_human` is offered by the agent loop itself
-to collaborative steps that may ask (runtime/agent_run.py)."""
+to collaborative steps that may ask (runtime/agent_run.py).
+
+Each knows whether its calls may be made again after a crash (`Repeatable`): the readers
+(`current_time`, `get_state`, `http_request` GET and HEAD) may; `set_state`,
+`publish_event` and `http_request` with any other method may not."""
 
 from __future__ import annotations
 
@@ -32,13 +36,18 @@ from agentrunner.domain.topics import (
 )
 from agentrunner.ports.bus import EventBus
 from agentrunner.ports.state import SessionStore
-from agentrunner.ports.tools import ToolContext
+from agentrunner.ports.tools import Repeatable, ToolContext
 from agentrunner.tracing import current_tenant
 
 HTTP_MAX_RESPONSE_BYTES = 1_000_000
 SAVE_ATTEMPTS = 5
 
 Handler = Callable[[dict[str, Any], ToolContext], Awaitable[str]]
+
+# The methods `http_request` may repeat: the safe methods of RFC 9110 §9.2.1 that it offers.
+# PUT and DELETE are idempotent by the RFC, yet many APIs are not (a PUT that appends, a
+# DELETE of "the latest"): their calls are not repeated on that word alone.
+REPEATABLE_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,14 @@ class BuiltinTool:
     definition: ToolDefinition
     timeout_seconds: float
     handler: Handler
+    repeatable: Repeatable = Repeatable.NEVER
+    # For PER_CALL: which calls may be made again, judged from their arguments.
+    repeatable_when: Callable[[dict[str, Any]], bool] | None = None
+
+    def repeatable_call(self, arguments: dict[str, Any]) -> bool:
+        if self.repeatable is Repeatable.PER_CALL:
+            return self.repeatable_when is not None and self.repeatable_when(arguments)
+        return self.repeatable is Repeatable.ALWAYS
 
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> str:
         return await self.handler(arguments, context)
@@ -97,6 +114,12 @@ FORBIDDEN_HEADERS = frozenset(
 )
 
 
+def request_method(arguments: dict[str, Any]) -> str:
+    """The HTTP method an `http_request` call asks for (GET when it names none): what it
+    sends, and what decides whether the call may be made again."""
+    return str(arguments.get("method") or "GET").upper()
+
+
 def allowed_header(name: str) -> bool:
     """Whether the model may set header `name` (not Host, credentials, Proxy-* or hop-by-hop)."""
     lowered = name.strip().lower()
@@ -125,7 +148,7 @@ class HttpRequest:
         if not host_allowed(hostname, self._allowed):
             allowed = ", ".join(self._allowed) or "none (set allowed_hosts on the tool entry)"
             raise PermissionError(f"host {hostname!r} is not allowed; allowed hosts: {allowed}")
-        method = str(arguments.get("method") or "GET").upper()
+        method = request_method(arguments)
         if method not in self._methods:
             raise PermissionError(f"method {method} is not allowed; allowed methods: {', '.join(self._methods)}")
         headers = arguments.get("headers") or {}
@@ -143,6 +166,18 @@ class HttpRequest:
             raise ConnectionError(TIMEOUT) from None
         except httpx.HTTPError:
             raise ConnectionError(UNREACHABLE) from None
+
+    @property
+    def repeatable(self) -> Repeatable:
+        """ALWAYS when the entry allows only GET and HEAD (a call with another method is
+        refused before it sends anything), else PER_CALL."""
+        return Repeatable.ALWAYS if set(self._methods) <= REPEATABLE_METHODS else Repeatable.PER_CALL
+
+    def repeatable_call(self, arguments: dict[str, Any]) -> bool:
+        """Whether this call may be made again: a GET or a HEAD (or a method the entry
+        refuses, which sends nothing)."""
+        method = request_method(arguments)
+        return method in REPEATABLE_METHODS or method not in self._methods
 
     async def _send(self, method: str, url: str, headers: dict[str, str], body: Any) -> str:
         # The tool catalog loads the guard's CA roots at start; a tool built with a guard of
@@ -264,11 +299,16 @@ def builtin_tool(
     """The built-in tool `entry` names (None for `ask_human`, offered by the agent loop)."""
     handler: Handler
     parameters: dict[str, Any]
+    # Not repeatable unless said below: a tool added here is not repeated until shown safe.
+    repeatable: Repeatable = Repeatable.NEVER
+    repeatable_when: Callable[[dict[str, Any]], bool] | None = None
     match entry.name:
         case "current_time":
             handler, parameters = current_time, _schema({"timezone": {"type": "string"}})
+            repeatable = Repeatable.ALWAYS
         case "http_request":
-            handler = HttpRequest(entry, egress or EgressGuard())
+            request = HttpRequest(entry, egress or EgressGuard())
+            handler, repeatable, repeatable_when = request, request.repeatable, request.repeatable_call
             parameters = _schema(
                 {
                     "url": {"type": "string"},
@@ -283,7 +323,10 @@ def builtin_tool(
             parameters = _schema({"topic": {"type": "string"}, "payload": {"type": "object"}}, ["topic"])
         case "get_state":
             handler, parameters = SessionMemory(store).get, _schema({"key": {"type": "string"}})
+            repeatable = Repeatable.ALWAYS
         case "set_state":
+            # Writing the same value again looks harmless, but between the lost call and its
+            # repeat another writer may have changed the key: the repeat would undo that.
             handler = SessionMemory(store).set
             parameters = _schema({"key": {"type": "string"}, "value": {}}, ["key", "value"])
         case _:
@@ -291,4 +334,10 @@ def builtin_tool(
     definition = ToolDefinition(
         name=entry.name, description=entry.description or _DESCRIPTIONS[entry.name], parameters=parameters
     )
-    return BuiltinTool(definition=definition, timeout_seconds=entry.timeout_seconds, handler=handler)
+    return BuiltinTool(
+        definition=definition,
+        timeout_seconds=entry.timeout_seconds,
+        handler=handler,
+        repeatable=repeatable,
+        repeatable_when=repeatable_when,
+    )

@@ -1,6 +1,7 @@
 """The ToolCatalog: each agent's tools from its `tools:` entries — built-in tools by name,
 tools of installed packages (the `agentrunner.tools` entry-point group), and the tools of
-MCP servers, connected when the agents load.
+MCP servers, connected when the agents load. Each tool says whether its calls may be
+repeated after a crash; the entry's `idempotent` overrides it (declared.py).
 
 MCP servers that do not answer are tried again with exponential backoff per endpoint
 (outages.py), logged once when they stop answering and once when they answer again.
@@ -20,6 +21,7 @@ import httpx
 
 from agentrunner.adapters.egress import EgressGuard
 from agentrunner.adapters.tools.builtin import BUILTIN_NAMES, builtin_tool
+from agentrunner.adapters.tools.declared import declared
 from agentrunner.adapters.tools.mcp import McpServer, McpTool
 from agentrunner.adapters.tools.outages import Outages
 from agentrunner.domain.agent import AgentConfig, ToolConfig
@@ -43,14 +45,15 @@ def installed_tools(group: str = ENTRY_POINT_GROUP) -> dict[str, EntryPoint]:
 
 def plugin_tool(point: EntryPoint, entry: ToolConfig) -> Tool:
     """The tool an entry point declares: the object it names is a factory called with the
-    agent's tool entry (`ToolConfig`), or a `Tool` itself."""
+    agent's tool entry (`ToolConfig`), or a `Tool` itself. A tool that does not say whether
+    its calls may be repeated (written before tools said it) is never repeated."""
     loaded: Any = point.load()
     tool: Any = loaded if hasattr(loaded, "definition") else loaded(entry)
     if not (hasattr(tool, "definition") and hasattr(tool, "call") and hasattr(tool, "timeout_seconds")):
         raise TypeError(f"entry point {point.value!r} did not give a tool (definition, timeout_seconds, call)")
     if tool.definition.name != entry.name:
         raise TypeError(f"entry point {point.value!r} gave tool {tool.definition.name!r}, expected {entry.name!r}")
-    return tool  # type: ignore[no-any-return]
+    return declared(tool, entry)
 
 
 def _endpoint(entry: ToolConfig) -> str:
@@ -170,11 +173,11 @@ class ToolShelf:
                         )
                     )
                     continue
-                tools.extend(McpTool(server, definition) for definition in server.definitions)
+                tools.extend(declared(McpTool(server, definition), entry) for definition in server.definitions)
             elif entry.name in BUILTIN_NAMES:
                 tool = builtin_tool(entry, store=self._store, bus=self._bus, egress=self._egress)
                 if tool is not None:
-                    tools.append(tool)
+                    tools.append(declared(tool, entry))
             elif entry.name in plugins:
                 try:
                     tools.append(plugin_tool(plugins[entry.name], entry))

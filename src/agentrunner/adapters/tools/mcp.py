@@ -8,7 +8,12 @@ The URL too may reference `${VAR}`. Such a URL is not what the operator wrote in
 so it goes through the egress guard (public addresses, or EGRESS_ALLOWED_NETWORKS); a
 literal URL in the agent file is the operator's own choice and is trusted as written (an
 MCP server on localhost or the internal network is common). Agent files are the operator's:
-callers cannot write them (POST /configs/validate only parses)."""
+callers cannot write them (POST /configs/validate only parses).
+
+Whether a tool's calls may be repeated after a crash comes from the server's tool
+annotations (`repeatable_from`). A server's word is only a hint: annotations of the wrong
+type or size are dropped (the tool is listed, not repeatable), never fail the listing
+(mcp_annotations.py), and the agent file's `idempotent` overrides them (declared.py)."""
 
 from __future__ import annotations
 
@@ -31,12 +36,13 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from agentrunner.adapters.egress import EgressGuard
+from agentrunner.adapters.tools.mcp_annotations import TolerantSession, repeatable_from
 from agentrunner.domain.agent import ToolConfig
 from agentrunner.domain.egress import split_url
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.domain.llm import ToolDefinition
 from agentrunner.logs import get_logger
-from agentrunner.ports.tools import ToolContext
+from agentrunner.ports.tools import Repeatable, ToolContext
 
 log = get_logger(__name__)
 
@@ -118,6 +124,8 @@ class McpServer:
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
         self.definitions: list[ToolDefinition] = []
+        # Per tool, by the name the model sees: whether its calls may be repeated.
+        self.repeatable: dict[str, Repeatable] = {}
 
     @property
     def connected(self) -> bool:
@@ -179,7 +187,7 @@ class McpServer:
     async def _hold(self, ready: asyncio.Future[ClientSession]) -> None:
         """Open the session, hand it over, and keep it open until `close`."""
         try:
-            async with self._streams() as (read, write), ClientSession(read, write) as session:
+            async with self._streams() as (read, write), TolerantSession(read, write) as session:
                 await session.initialize()
                 ready.set_result(session)
                 await self._stop.wait()
@@ -218,6 +226,10 @@ class McpServer:
                 raise DependencyUnavailableError(_error_text(exc)) from exc
             self._session = session
             self.definitions = [self._definition(tool) for tool in listed.tools]
+            self.repeatable = {
+                definition.name: repeatable_from(tool.annotations)
+                for definition, tool in zip(self.definitions, listed.tools, strict=True)
+            }
             return self.definitions
 
     def _definition(self, tool: mcp_types.Tool) -> ToolDefinition:
@@ -301,6 +313,7 @@ class McpTool:
     def __init__(self, server: McpServer, definition: ToolDefinition) -> None:
         self._server = server
         self._definition = definition
+        self._repeatable = server.repeatable.get(definition.name, Repeatable.NEVER)
         self._remote_name = definition.name.removeprefix(f"{server.entry.name}{PREFIX_SEPARATOR}")
 
     @property
@@ -310,6 +323,14 @@ class McpTool:
     @property
     def timeout_seconds(self) -> float:
         return self._server.entry.timeout_seconds
+
+    @property
+    def repeatable(self) -> Repeatable:
+        """From the server's annotations when the tools were listed (`repeatable_from`)."""
+        return self._repeatable
+
+    def repeatable_call(self, arguments: dict[str, Any]) -> bool:
+        return self._repeatable is Repeatable.ALWAYS
 
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> str:
         return await self._server.call(self._remote_name, arguments)

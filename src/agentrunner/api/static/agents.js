@@ -45,6 +45,16 @@ function reasons(agent) {
   return [h("h3", {}, "Why it cannot run fully"), h("ul", { id: "agent-reasons" }, agent.reasons.map((reason) => h("li", {}, reason)))];
 }
 
+// The offered tools whose calls may be made again after a crash left their outcome unknown
+// (per_call: some of their calls, such as http_request's GETs); the others are never repeated.
+function repeatable(agent) {
+  const said = agent.offered_tools_repeatable;
+  const names = agent.offered_tools
+    .filter((name) => said[name] === "always" || said[name] === "per_call")
+    .map((name) => (said[name] === "per_call" ? `${name} (some calls)` : name));
+  return names.join(", ") || "none";
+}
+
 export async function detail(root, { params, signal, fail }) {
   const [name] = params;
   const holder = h("div", { id: "agent" });
@@ -66,6 +76,7 @@ export async function detail(root, { params, signal, fail }) {
             ["File", agent.source],
             ["Triggers", agent.event_subscriptions.join(", ") || "-"],
             ["Tools offered", agent.offered_tools.join(", ") || "-"],
+            ["Repeatable after a crash", repeatable(agent)],
             ["Executions", link(`#/executions?agent=${encodeURIComponent(agent.name)}`, "its executions")],
           ]),
           reasons(agent),

@@ -1,5 +1,5 @@
 // Executions: the newest, refreshed as they come, the unfinished ones followed live over
-// their SSE stream; and one execution's whole record (input, output, usage, cost, trace).
+// their SSE stream; and one execution's whole record (input, output, usage, cost, steps, trace).
 
 import { get, post, streamEvents } from "./api.js";
 import { cost, every, fields, h, json, link, seconds, shortId, status, table, time, tokens } from "./dom.js";
@@ -85,6 +85,32 @@ export async function list(root, { query, signal, fail }) {
   await every(2000, refresh, signal, fail);
 }
 
+// The journal: each model call and tool call, in the order the loop took them.
+function timeline(steps) {
+  return table(
+    "execution-steps",
+    ["Step", "Kind", "Name", "Status", "Took", "Replayed"],
+    steps.map((step) =>
+      h(
+        "tr",
+        { class: "step", dataset: { generation: String(step.generation), seq: String(step.seq) } },
+        h("td", { title: `generation ${step.generation}` }, step.generation > 1 ? `${step.generation}.${step.seq}` : String(step.seq)),
+        h("td", {}, step.kind),
+        h("td", {}, step.name),
+        h("td", {}, status(step.status)),
+        h("td", {}, step.duration_ms === null ? "-" : `${Math.round(step.duration_ms)} ms`),
+        h("td", { class: "replayed" }, step.replayed ? "replayed" : ""),
+      ),
+    ),
+    "No model or tool call recorded yet.",
+  );
+}
+
+function replayOf(source) {
+  if (!source) return undefined; // not a replay: no line at all
+  return [link(`#/executions/${source.execution_id}`, shortId(source.execution_id)), ` from step ${source.from_step}`];
+}
+
 function record(execution, output) {
   const error = execution.error ? `${execution.error.code}: ${execution.error.message}` : null;
   return [
@@ -95,6 +121,7 @@ function record(execution, output) {
       ["Attempts", String(execution.attempts)],
       ["Session", execution.session_id],
       ["Schedule", execution.schedule_id],
+      ["Replay of", replayOf(execution.replay_of)],
       ["Worker", execution.worker],
       ["Created", time(execution.created_at)],
       ["Started", time(execution.started_at)],
@@ -112,6 +139,9 @@ function record(execution, output) {
     h("h3", {}, "Output"),
     output,
     error ? [h("h3", {}, "Error"), h("pre", { id: "execution-error", class: "error-text" }, error)] : null,
+    h("h3", {}, "Steps"),
+    timeline(execution.steps || []),
+    execution.saved_cost_usd ? h("p", { class: "hint" }, `Replayed steps saved ${cost(execution.saved_cost_usd)}.`) : null,
     h("h3", {}, "Trace"),
     fields([["Trace id", h("code", { id: "trace-id" }, execution.trace_id)]]),
     h("p", { class: "hint" }, "Every log line of every role about this execution carries this trace_id."),
@@ -149,7 +179,11 @@ export async function detail(root, { params, signal, fail }) {
     (name, data) => {
       if (name === "status") render((latest = { ...latest, status: data.status }));
       else if (name === "text") output.append(data.text);
-      else if (name === "finished") render((latest = data));
+      else if (name === "finished") {
+        render((latest = { ...latest, ...data }));
+        // The stream's record has no steps: read them as the run left them.
+        get(path, signal).then((full) => render((latest = full))).catch(() => {});
+      }
     },
     signal,
   ).catch((error) => {

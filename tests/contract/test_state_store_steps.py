@@ -1,0 +1,94 @@
+"""StepJournal contract: the journal of execution steps on every database (SQLite,
+PostgreSQL): a step written under its key replaces what the key held, steps come back in
+order with their outcome, writes made at once all land, and the retention purge takes an
+execution's journal with it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from agentrunner.domain.event import new_id
+from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.steps import JournalStepKind, JournalStepStatus, Step
+from agentrunner.ports.retention import PurgeKind
+from agentrunner.ports.state import StateStore
+from tests.contract.test_retention import CUTOFF, OLD, RECENT, Stores
+
+AT = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def _step(execution_id: str, seq: int, *, generation: int = 1, **fields: object) -> Step:
+    values: dict[str, object] = {
+        "execution_id": execution_id,
+        "generation": generation,
+        "seq": seq,
+        "kind": JournalStepKind.TOOL,
+        "name": "kit__add",
+        "status": JournalStepStatus.STARTED,
+        "started_at": AT + timedelta(seconds=seq),
+    }
+    return Step.model_validate(values | fields)
+
+
+async def test_a_step_written_again_under_its_key_replaces_the_first(state_store: StateStore) -> None:
+    started = _step("e1", 2, outcome={"call_id": "c", "arguments": {"a": 1}})
+    await state_store.record_step(started)
+    ended = started.model_copy(
+        update={
+            "status": JournalStepStatus.SUCCEEDED,
+            "outcome": {"call_id": "c", "arguments": {"a": 1}, "result": "é" * 3000, "duration_ms": 12.5},
+            "finished_at": AT + timedelta(seconds=3),
+            "replayed": True,
+        }
+    )
+    await state_store.record_step(ended)
+
+    assert await state_store.steps("e1") == [ended]
+
+
+async def test_steps_come_back_by_generation_then_seq_and_only_the_executions_own(state_store: StateStore) -> None:
+    model = {"kind": JournalStepKind.MODEL, "name": "gpt-4o", "status": JournalStepStatus.SUCCEEDED}
+    steps = [
+        _step("e1", 1, generation=2, **model, outcome={"text": "", "usage": {"input_tokens": 3, "output_tokens": 1}}),
+        _step("e1", 3, generation=1),
+        _step("e1", 1, generation=1, **model, outcome={"cost_usd": 0.25}),
+        _step("e2", 1),
+    ]
+    for step in steps:
+        await state_store.record_step(step)
+
+    found = await state_store.steps("e1")
+
+    assert [(s.generation, s.seq) for s in found] == [(1, 1), (1, 3), (2, 1)]
+    assert found[0].cost_usd == 0.25
+    assert found[2].usage is not None
+    assert found[2].usage.input_tokens == 3
+    assert await state_store.steps("nobody") == []
+
+
+async def test_steps_written_at_once_all_land(state_store: StateStore) -> None:
+    steps = [_step(f"e{i % 5}", i) for i in range(60)]  # grouped by the store into few transactions
+
+    await asyncio.gather(*(state_store.record_step(step) for step in steps))
+
+    found = [s for i in range(5) for s in await state_store.steps(f"e{i}")]
+    assert sorted((s.execution_id, s.seq) for s in found) == sorted((s.execution_id, s.seq) for s in steps)
+
+
+async def test_the_purge_takes_an_executions_journal_with_it(retention_stores: Stores) -> None:
+    store = await retention_stores()
+    old, recent = (
+        Execution(
+            execution_id=new_id(), agent="a", status=ExecutionStatus.SUCCEEDED, trace_id=new_id(), created_at=created
+        )
+        for created in (OLD, RECENT)
+    )
+    for execution in (old, recent):
+        await store.create_execution(execution)
+        await store.record_step(_step(execution.execution_id, 1))
+
+    assert await store.purge(PurgeKind.EXECUTIONS, before=CUTOFF, limit=10) == 1
+
+    assert await store.steps(old.execution_id) == []
+    assert len(await store.steps(recent.execution_id)) == 1
