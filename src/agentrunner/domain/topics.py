@@ -7,6 +7,7 @@ zero or more words.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 
 _WORD = re.compile(r"[A-Za-z0-9_\-:]+")
@@ -33,6 +34,15 @@ def pattern_problem(pattern: str) -> str | None:
                 "'_', '-', ':', or a whole-word '*' (one word) or '#' (zero or more words)"
             )
     return None
+
+
+def check_patterns(patterns: Iterable[str]) -> None:
+    """Raise `ValueError` saying what is wrong with the first invalid one of `patterns`: what
+    every bus adapter's `subscribe` and `declare` refuse."""
+    for pattern in patterns:
+        problem = pattern_problem(pattern)
+        if problem:
+            raise ValueError(problem)
 
 
 def _words_match(pattern: list[str], topic: list[str]) -> bool:

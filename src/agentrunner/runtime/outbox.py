@@ -10,11 +10,10 @@ the sweep publishes that event again, which at-least-once delivery allows anyway
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 
-from agentrunner.background import every, forever, spawn
+from agentrunner.background import cancelled, every, forever, spawn
 from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.event import Event
 from agentrunner.logs import get_logger
@@ -65,10 +64,7 @@ class OutboxRelay:
         if self._deliveries:
             await asyncio.wait(self._deliveries, timeout=10)
         for task in (*self._deliveries, self._sweeper, self._marker):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancelled(task)
         self._sweeper = self._marker = None
         await self.flush()
 

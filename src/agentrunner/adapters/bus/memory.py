@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 from agentrunner.background import spawn
 from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
 from agentrunner.domain.event import DeadLetter, Event
-from agentrunner.domain.topics import pattern_problem, topic_matches, topic_problem
+from agentrunner.domain.topics import check_patterns, topic_matches, topic_problem
 from agentrunner.logs import get_logger
 from agentrunner.ports.bus import DeadLetterHandler, EventHandler
 from agentrunner.tracing import traced
@@ -132,10 +132,7 @@ class InMemoryEventBus:
         exclusive: bool = False,
     ) -> InMemorySubscription[Event]:
         self._require_open(f"subscribe {queue!r}")
-        for pattern in patterns:
-            problem = pattern_problem(pattern)
-            if problem:
-                raise ValueError(problem)
+        check_patterns(patterns)
         declared = self._queues.setdefault(queue, _Queue(name=queue, exclusive=exclusive))
         declared.patterns.update(patterns)
 
@@ -153,10 +150,7 @@ class InMemoryEventBus:
 
     async def declare(self, queue: str, patterns: Sequence[str]) -> None:
         self._require_open(f"declare {queue!r}")
-        for pattern in patterns:
-            problem = pattern_problem(pattern)
-            if problem:
-                raise ValueError(problem)
+        check_patterns(patterns)
         self._queues.setdefault(queue, _Queue(name=queue, exclusive=False)).patterns.update(patterns)
 
     async def bind(self, queue: str, patterns: Sequence[str]) -> None:

@@ -48,7 +48,7 @@ from agentrunner.adapters.bus.reconnect_noise import quiet_reconnect_noise
 from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
 from agentrunner.domain.event import DeadLetter, Event, decode_event, encode_event
 from agentrunner.domain.redaction import mask_url
-from agentrunner.domain.topics import pattern_problem, topic_problem
+from agentrunner.domain.topics import check_patterns, topic_problem
 from agentrunner.logs import get_logger
 from agentrunner.ports.bus import DeadLetterHandler, EventHandler
 from agentrunner.tracing import traced
@@ -293,10 +293,7 @@ class RabbitMQEventBus:
         prefetch: int = 1,
         exclusive: bool = False,
     ) -> RabbitMQSubscription:
-        for pattern in patterns:
-            problem = pattern_problem(pattern)
-            if problem:
-                raise ValueError(problem)
+        check_patterns(patterns)
         connection, _, exchange = self._require_open(f"subscribe {queue!r}")
         name = self._queue_name(queue)
         try:
@@ -326,10 +323,7 @@ class RabbitMQEventBus:
         return subscription
 
     async def declare(self, queue: str, patterns: Sequence[str]) -> None:
-        for pattern in patterns:
-            problem = pattern_problem(pattern)
-            if problem:
-                raise ValueError(problem)
+        check_patterns(patterns)
         connection, _, exchange = self._require_open(f"declare {queue!r}")
         name = self._queue_name(queue)
         try:

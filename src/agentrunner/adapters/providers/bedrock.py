@@ -305,20 +305,20 @@ class BedrockProvider:
         # event loop (nor start-up). Any: boto3 clients are generated at run time, untyped.
         self._made: BuiltOffLoop[Any] = BuiltOffLoop(make_client)
 
-    async def _client(self) -> Any:
+    async def _converse(self, operation: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The answer of the client's `operation` (`converse`, `converse_stream`), called in a
+        worker thread (boto3 blocks); the SDK's errors, making the client's included, translated."""
         try:
-            return await self._made.get()
+            client = await self._made.get()
+            response: dict[str, Any] = await asyncio.to_thread(getattr(client, operation), **arguments)
         except _SDK_ERRORS as exc:
             raise translate_error(exc) from exc
+        return response
 
     async def complete(self, request: LLMRequest) -> Completion:
         arguments = _converse_arguments(request)
         started = time.perf_counter()
-        try:
-            client = await self._client()
-            response: dict[str, Any] = await asyncio.to_thread(client.converse, **arguments)
-        except _SDK_ERRORS as exc:
-            raise translate_error(exc) from exc
+        response = await self._converse("converse", arguments)
         content = response.get("output", {}).get("message", {}).get("content", [])
         return Completion(
             text="".join(block["text"] for block in content if "text" in block),
@@ -335,11 +335,7 @@ class BedrockProvider:
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
         arguments = _converse_arguments(request)
         started = time.perf_counter()
-        try:
-            client = await self._client()
-            response: dict[str, Any] = await asyncio.to_thread(client.converse_stream, **arguments)
-        except _SDK_ERRORS as exc:
-            raise translate_error(exc) from exc
+        response = await self._converse("converse_stream", arguments)
         event_stream = response["stream"]
         events: Iterator[dict[str, Any]] = iter(event_stream)
         state = _StreamState()
