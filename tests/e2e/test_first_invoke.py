@@ -132,9 +132,15 @@ def test_invoke_answers_through_the_openai_wire_and_records_the_execution(
     )
     assert record["created_at"] <= record["started_at"] <= record["finished_at"]
 
+    # GET adds the journal of the run (its steps, what replayed steps saved) to the record.
     again = httpx.get(f"{platform.url('orchestrator')}/executions/{record['execution_id']}").json()
+    steps, saved = again.pop("steps"), again.pop("saved_cost_usd")
     assert again == record
+    assert [(step["kind"], step["status"], step["replayed"]) for step in steps] == [("model", "succeeded", False)]
+    assert saved is None
     audit = httpx.get(f"{platform.url('state')}/executions/{record['execution_id']}").json()
+    assert audit.pop("steps") == steps
+    assert audit.pop("saved_cost_usd") is None
     assert audit == record
 
     with sqlite3.connect(platform.workdir / "data" / "agentrunner.db") as db:

@@ -1,0 +1,14 @@
+"""The `agentrunner` command: start the platform, check agent files, talk to a running node.
+
+One module per kind of command (`local`: run and check on this machine; `remote`: talk to a
+running node's API) on one Typer app (`common`)."""
+
+from agentrunner.cli import local, remote  # noqa: F401 - importing them registers their commands
+from agentrunner.cli.common import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
