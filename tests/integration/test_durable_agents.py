@@ -154,7 +154,7 @@ def _orchestrator(node: Node, **headers: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o", timeout=30, headers=headers)
 
 
-def _embedded_process(tmp_path: Path, fake: FakeOpenAI, port: int) -> subprocess.Popen[bytes]:
+def embedded_process(tmp_path: Path, fake: FakeOpenAI, port: int) -> subprocess.Popen[bytes]:
     """Every role in one process, embedded (SQLite in `tmp_path`, the in-memory bus), as
     `agentrunner up` runs them."""
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
@@ -174,6 +174,20 @@ def _embedded_process(tmp_path: Path, fake: FakeOpenAI, port: int) -> subprocess
         return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+async def embedded_ready(http: httpx.AsyncClient, process: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    """Until the process of `embedded_process` answers /health/ready (its log said if it died)."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        assert process.poll() is None, (tmp_path / "first-run.log").read_text()
+        try:
+            if (await http.get("/health/ready")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert asyncio.get_running_loop().time() < deadline, "the first run never got ready"
+        await asyncio.sleep(0.1)
+
+
 @pytest.mark.parametrize("mode", ["autonomous", "continuous"])
 async def test_a_run_killed_after_two_tool_calls_resumes_from_the_journal_without_calling_them_again(
     tmp_path: Path, tools: CountingTools, mode: str
@@ -183,23 +197,10 @@ async def test_a_run_killed_after_two_tool_calls_resumes_from_the_journal_withou
     task = {"task_data": {"prompt": "go"}, "wait": 0} | ({"session_id": "s-1"} if mode == "continuous" else {})
     port = free_port()
     with FakeOpenAI(script=_vendor) as fake:
-        process = _embedded_process(tmp_path, fake, port)
+        process = embedded_process(tmp_path, fake, port)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-
-                async def ready() -> None:
-                    deadline = asyncio.get_running_loop().time() + 60
-                    while True:
-                        assert process.poll() is None, (tmp_path / "first-run.log").read_text()
-                        try:
-                            if (await http.get("/health/ready")).status_code == 200:
-                                return
-                        except httpx.TransportError:
-                            pass
-                        assert asyncio.get_running_loop().time() < deadline, "the first run never got ready"
-                        await asyncio.sleep(0.1)
-
-                await ready()
+                await embedded_ready(http, process, tmp_path)
                 answer = await http.post("/agents/journaled/invoke", json=task)
                 execution_id = answer.json()["execution_id"]
                 # Step 3 was called: tools 1 and 2 ended and were recorded before it.

@@ -29,7 +29,7 @@ from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import BUSES, node_on
 from tests.integration.processes import RoleProcesses, role_processes
-from tests.integration.test_durable_agents import CountingTools, _embedded_process
+from tests.integration.test_durable_agents import CountingTools, embedded_process, embedded_ready
 
 WORDS = [f"w{n}" for n in range(1, 25)]
 REPLY = " ".join(WORDS)
@@ -177,19 +177,10 @@ async def test_a_worker_killed_mid_answer_leaves_the_client_with_the_answer_once
         agent = AGENT + f"tools:\n  - {{name: kit, type: mcp, url: '{tools.url}', timeout_seconds: 60}}\n"
         (tmp_path / "agents" / "talker.yml").write_text(agent)
         port = free_port()
-        process = _embedded_process(tmp_path, fake, port)
+        process = embedded_process(tmp_path, fake, port)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-                deadline = asyncio.get_running_loop().time() + 60
-                while True:
-                    assert process.poll() is None, (tmp_path / "first-run.log").read_text()
-                    try:
-                        if (await http.get("/health/ready")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert asyncio.get_running_loop().time() < deadline, "the first run never got ready"
-                    await asyncio.sleep(0.1)
+                await embedded_ready(http, process, tmp_path)
                 invoke = {"task_data": {"prompt": "go"}, "stream": True, "wait": 0}
                 execution_id = (await http.post("/agents/talker/invoke", json=invoke)).json()["execution_id"]
                 url = f"/executions/{execution_id}/events"

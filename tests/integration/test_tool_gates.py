@@ -23,10 +23,11 @@ from tests.integration.conftest import node_on
 from tests.integration.test_durable_agents import (
     FINAL,
     CountingTools,
-    _embedded_process,
     _orchestrator,
     _vendor,
     _wait_for,
+    embedded_process,
+    embedded_ready,
 )
 
 
@@ -179,19 +180,10 @@ async def _killed_during_call_3(tmp_path: Path, agent: str, tools: CountingTools
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "journaled.yml").write_text(agent)
     port = free_port()
-    process = _embedded_process(tmp_path, fake, port)
+    process = embedded_process(tmp_path, fake, port)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            deadline = asyncio.get_running_loop().time() + 60
-            while True:
-                assert process.poll() is None, (tmp_path / "first-run.log").read_text()
-                try:
-                    if (await http.get("/health/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert asyncio.get_running_loop().time() < deadline, "the first run never got ready"
-                await asyncio.sleep(0.1)
+            await embedded_ready(http, process, tmp_path)
             answer = await http.post("/agents/journaled/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
             await _wait_for(lambda: tools.calls[3] == 1, "tool call 3 never came")
             return str(answer.json()["execution_id"])
