@@ -6,6 +6,11 @@ through `agent.output.<agent>` included, up to a depth limit against loops).
 Delivery is at least once; the execution record makes the result idempotent: a message
 for an execution that already ended is acknowledged without running it again, and an
 event's execution id derives from the event, so a redelivered event finds its execution.
+
+The pool is the consumer: it takes the messages, holds the execution's slots, runs each
+attempt in a task that a cancel request or the watchdog can stop, and restarts a stuck
+consumer. What an attempt's end means, retries included, is `runtime/attempts.py`; how
+the end or the pause is recorded and announced, `runtime/run_endings.py`.
 """
 
 from __future__ import annotations
@@ -16,19 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
-from agentrunner.domain.errors import (
-    AgentRunnerError,
-    ConflictError,
-    ConsumerUnresponsiveError,
-    ExecutionCancelledError,
-    ExecutionTimedOutError,
-    LLMError,
-)
+from agentrunner.domain.errors import AgentRunnerError, ConsumerUnresponsiveError
 from agentrunner.domain.event import Event
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, utcnow
+from agentrunner.domain.execution import Execution, ExecutionStatus, ToolCallRecord
 from agentrunner.domain.llm import Completion
-from agentrunner.domain.steps import Step
-from agentrunner.domain.tool_gates import PendingToolCall
 from agentrunner.logs import get_logger
 from agentrunner.ports.bus import EventBus, Subscription
 from agentrunner.ports.metrics import Metrics
@@ -37,23 +33,22 @@ from agentrunner.ports.state import ExecutionStore, SessionStore, StepJournal
 from agentrunner.ports.tools import ToolCatalog, ToolContext
 from agentrunner.runtime.agent_queues import AgentQueues
 from agentrunner.runtime.agent_run import run_agent
+from agentrunner.runtime.attempts import Attempts, CancelledByUser, NotStartable
 from agentrunner.runtime.budgets import Budgets
-from agentrunner.runtime.chains import chain_tenant, output_event, start_for_event
-from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, converse, keep_interrupted
+from agentrunner.runtime.chains import chain_tenant, start_for_event
+from agentrunner.runtime.conversation import DEFAULT_MAX_HISTORY_BYTES, converse
 from agentrunner.runtime.execution_stream import text_progress
 from agentrunner.runtime.journal import RunJournal
 from agentrunner.runtime.limits import ConcurrencyLimits, HeldSlots
 from agentrunner.runtime.outbox import OutboxRelay
-from agentrunner.runtime.rate_limits import RateLimitedProvider, RateLimits
+from agentrunner.runtime.rate_limits import RateLimits
 from agentrunner.runtime.registry import AgentRegistry
-from agentrunner.runtime.tool_gates import ToolCallPaused, ToolGate
-from agentrunner.runtime.topics import CANCEL_PATTERN, finished_topic, invoke_topic, progress_topic, worker_cancel_queue
+from agentrunner.runtime.run_endings import RunEndings, ended
+from agentrunner.runtime.topics import CANCEL_PATTERN, invoke_topic, progress_topic, worker_cancel_queue
 from agentrunner.runtime.watchdog import ConsumerWatchdog
 from agentrunner.tracing import as_tenant, traced
 
 log = get_logger(__name__)
-
-_UNFINISHED = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
 
 # A scheduled agent invoked by hand runs like an autonomous one: once, in a fresh context.
 AUTONOMOUS_POOL_MODES = frozenset({ExecutionMode.AUTONOMOUS, ExecutionMode.SCHEDULED})
@@ -90,22 +85,34 @@ class AgentPool:
         journal: StepJournal | None = None,
     ) -> None:
         self._max_history_bytes = max_history_bytes
-        self._journal = journal
         self._budgets = budgets
-        self._rates = rates
-        self._metrics = metrics
         self._limits = limits
         self._tools = tools
         self._bus = bus
         self._executions = executions
         self._sessions = sessions
-        self._relay = relay
         self._worker_id = worker_id
         self._max_chain_depth = max_chain_depth
         self._llm_retry_base = llm_retry_base_seconds
         self._registry = registry
-        self._catalog = catalog
         self._modes = modes
+        # What an attempt's end means (retries included) is decided apart from how the pool
+        # takes, runs and cancels it, and recorded apart again: the three change for different reasons.
+        self._attempts = Attempts(
+            executions=executions,
+            sessions=sessions,
+            catalog=catalog,
+            worker_id=worker_id,
+            attempt=self._attempt,
+            progress=self._progress,
+            metrics=metrics,
+            rates=rates,
+            journal=journal,
+            max_history_bytes=max_history_bytes,
+        )
+        self._endings = RunEndings(
+            executions=executions, relay=relay, registry=registry, progress=self._progress, metrics=metrics
+        )
         self._subscriptions: list[Subscription] = []
         self._queues = AgentQueues(bus=bus, handler=self.handle, prefetch=prefetch)
         self._running: dict[str, asyncio.Task[Completion]] = {}
@@ -156,7 +163,7 @@ class AgentPool:
         self._registry.mark_unavailable(agent, reason)
         execution = await self._executions.get_execution(execution_id)
         if not execution.status.is_terminal:
-            await self._complete(_finished(execution, ExecutionStatus.FAILED, ConsumerUnresponsiveError(reason)))
+            await self._endings.complete(ended(execution, ExecutionStatus.FAILED, ConsumerUnresponsiveError(reason)))
 
     async def stop(self, grace_seconds: float = 30.0) -> None:
         """Stop taking work; tasks in flight get `grace_seconds` to finish (SIGTERM drain);
@@ -229,21 +236,21 @@ class AgentPool:
             if execution.status.is_terminal:
                 log.info("execution already finished, redelivery ignored", execution_id=execution_id)
                 return False
-            finished = _finished(execution, ExecutionStatus.FAILED, exc)
-            await self._complete(finished)
+            finished = ended(execution, ExecutionStatus.FAILED, exc)
+            await self._endings.complete(finished)
         else:
             try:
                 holder = f"{self._worker_id}:{execution_id}"  # a redelivery elsewhere waits for this lease
                 slots = self._limits.held(config, holder, tenant) if self._limits else contextlib.nullcontext()
                 async with slots as held:
-                    finished = await self._run(config, execution_id, stream=stream, held=held)
+                    finished = await self._attempts.run(config, execution_id, stream=stream, held=held)
                     if finished.status is ExecutionStatus.WAITING_APPROVAL:
-                        await self._pause(finished)  # the slots go back, the message is acknowledged
+                        await self._endings.pause(finished)  # the slots go back, the message is acknowledged
                         return True
                     # Saved and announced before the slots go back (held a moment longer, never
                     # exceeded): whoever waits for the result does not wait for the release.
-                    await self._complete(finished)
-            except _NotStartable:
+                    await self._endings.complete(finished)
+            except NotStartable:
                 log.info(
                     "execution already ended (finished, cancelled) or waits for a human, not run",
                     execution_id=execution_id,
@@ -344,7 +351,7 @@ class AgentPool:
         except asyncio.CancelledError:
             request = self._cancelled.get(execution.execution_id)
             if request is not None and task.cancelled():
-                raise _CancelledByUser(request) from None
+                raise CancelledByUser(request) from None
             task.cancel()  # shutting down, or a restart of a stuck consumer: stop the attempt too
             if not task.done():  # it may ignore the cancel; kept, so stop() can wait for it
                 self._abandoned.add(task)
@@ -362,220 +369,6 @@ class AgentPool:
             self._cancelled[execution_id] = event
             task.cancel()
 
-    async def _complete(self, finished: Execution) -> None:
-        """Save the terminal execution with its announcements in one transaction, then
-        publish them: `execution.finished.<agent>`, and `agent.output.<agent>` on success
-        (the next link of its chain, from the execution's recorded depth: a step of a
-        collaborative run goes on from the run's depth, though its invocation carries none).
-
-        Only over an unfinished execution: one that ended elsewhere meanwhile (the schedule
-        watch's timeout after its grace, the watchdog giving up on a stuck consumer, a cancel)
-        keeps that end, and this late result is neither recorded nor announced a second time."""
-        events = [
-            Event(
-                topic=finished_topic(finished.agent),
-                payload={
-                    "execution_id": finished.execution_id,
-                    "status": finished.status.value,
-                    "execution": finished.model_dump(mode="json"),  # callers that wait need no read
-                },
-                trace_id=finished.trace_id,
-            )
-        ]
-        if finished.status is ExecutionStatus.SUCCEEDED:
-            events.append(output_event(finished))
-        try:
-            await self._executions.save_execution(finished, events=events, only_if=_UNFINISHED)
-        except ConflictError as exc:
-            log.warning(
-                "execution ended elsewhere while it ran, its result not recorded",
-                execution_id=finished.execution_id,
-                agent=finished.agent,
-                result=finished.status.value,
-                reason=exc.message,
-            )
-            return
-        if self._metrics is not None:
-            registered = self._registry.agents.get(finished.agent)
-            mode = registered.config.execution_mode.value if registered and registered.config else "unknown"
-            self._metrics.execution_finished(finished, mode)
-        log.info(
-            "execution finished",
-            execution_id=finished.execution_id,
-            agent=finished.agent,
-            status=finished.status.value,
-            input_tokens=finished.usage.input_tokens,
-            output_tokens=finished.usage.output_tokens,
-        )
-        await self._relay.deliver(events)
-
-    async def _pause(self, paused: Execution) -> None:
-        """Record that `paused` waits for a human before a tool call (nothing is announced:
-        it has not ended). It holds no worker: an answer queues it again (runtime/tool_answers.py).
-        Only over an unfinished execution, as `_complete`."""
-        try:
-            await self._executions.save_execution(paused, only_if=_UNFINISHED)
-        except ConflictError as exc:
-            log.warning(
-                "execution ended elsewhere while it ran, its pause not recorded",
-                execution_id=paused.execution_id,
-                reason=exc.message,
-            )
-            return
-        pending = paused.pending_tool_call
-        log.info(
-            "execution waits for a human before a tool call",
-            execution_id=paused.execution_id,
-            agent=paused.agent,
-            reason=pending.reason.value if pending else None,
-            tool=pending.tool if pending else None,
-        )
-        await self._progress(
-            paused,
-            {
-                "kind": "status",
-                "status": ExecutionStatus.WAITING_APPROVAL.value,
-                "pending_tool_call": pending.model_dump(mode="json") if pending else None,
-            },
-        )
-
-    async def _run_journal(
-        self,
-        execution: Execution,
-        generation: tuple[int, list[Step]] | None,
-        config: AgentConfig,
-        answered: PendingToolCall | None,
-    ) -> RunJournal | None:
-        """The journal of this attempt: in `generation` (with the steps it has) when a retry
-        in this process chose it; else in the last one journaled, which a re-run after a
-        crash resumes, or a replay's first run (its source's steps it reuses). A first
-        attempt of any other execution has no journal: nothing is read."""
-        if self._journal is None:
-            return None
-        if generation is None and (execution.attempts > 1 or execution.replay_of is not None):
-            steps = await self._journal.steps(execution.execution_id)
-            last = max((step.generation for step in steps), default=1)
-            generation = (last, [step for step in steps if step.generation == last])
-        number, recorded = generation or (1, [])
-        gate = ToolGate(config, execution.execution_id, answered)
-        return RunJournal(
-            self._journal,
-            execution.execution_id,
-            generation=number,
-            recorded=recorded,
-            model=config.llm_config.model,
-            gate=gate,
-        )
-
-    async def _provider(self, config: AgentConfig, held: HeldSlots | None) -> LLMProvider:
-        """The agent's provider for one attempt: fenced by its slots (`held`), inside its rate
-        limits, so the fence is passed just before a call goes out, after any rate-limit wait."""
-        provider = await self._catalog.provider_for(config.llm_config)
-        if held is not None:
-            provider = held.provider(provider)
-        return self._rates.wrap(provider, config) if self._rates is not None else provider
-
-    async def _stopped(self, config: AgentConfig, execution: Execution, stopped: _CancelledByUser) -> Execution:
-        """`execution` as a cancel request (`stopped`) ended it."""
-        request = stopped.args[0].payload
-        if request.get("reason") == ExecutionStatus.TIMED_OUT.value:  # the scheduler's per-run timeout
-            message = str(request.get("message") or "stopped: its schedule's timeout_seconds passed")
-            return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
-        if request.get("reason") == "interrupt":  # a newer message in its session (on_busy)
-            await keep_interrupted(config, self._sessions, execution, max_history_bytes=self._max_history_bytes)
-        message = str(request.get("message") or "cancelled on request")
-        return _finished(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError(message))
-
-    async def _run(
-        self, config: AgentConfig, execution_id: str, *, stream: bool = False, held: HeldSlots | None = None
-    ) -> Execution:
-        retry = config.retry_config
-        llm = config.llm_config
-        generation: tuple[int, list[Step]] | None = None  # read once the execution has started
-        for retry_number in range(retry.max_retries + 1):
-            try:
-                # Only from queued or running: a cancel that won the race stays cancelled.
-                execution = await self._executions.start_execution(
-                    execution_id, worker=self._worker_id, provider=llm.provider.value, model=llm.model
-                )
-            except ConflictError as exc:
-                raise _NotStartable from exc
-            log.info(
-                "execution running", execution_id=execution.execution_id, agent=config.name, attempt=execution.attempts
-            )
-            await self._progress(execution, {"kind": "status", "status": ExecutionStatus.RUNNING.value})
-            # A human's answer to the call it waited on, for this run's gate: kept in the store
-            # until the run ends (a crash before the call leaves it for the next run), never
-            # recorded again with its end.
-            answered, execution = execution.pending_tool_call, execution.model_copy(update={"pending_tool_call": None})
-            journal = await self._run_journal(execution, generation, config, answered)
-            records: list[ToolCallRecord] = []
-            try:
-                provider = await self._provider(config, held)
-                completion = await self._attempt(
-                    config, provider, execution, stream=stream, records=records, held=held, journal=journal
-                )
-            except ToolCallPaused as paused:
-                if journal is not None:
-                    await journal.flush()  # the answer that asked for the call: not asked again
-                return execution.model_copy(
-                    update={
-                        "status": ExecutionStatus.WAITING_APPROVAL,
-                        "pending_tool_call": paused.pending,
-                        "tool_calls": records,
-                    }
-                )
-            except _CancelledByUser as stopped:
-                return await self._stopped(config, execution.model_copy(update={"tool_calls": records}), stopped)
-            except TimeoutError:
-                execution = execution.model_copy(update={"tool_calls": records})
-                message = f"agent {config.name!r} did not answer within {config.timeout_seconds:g} s (timeout_seconds)"
-                if isinstance(provider, RateLimitedProvider) and provider.waiting_for_store:
-                    message += (
-                        f": its model call was waiting for the rate limiter's store, which did not answer "
-                        f"({provider.waiting_for_store})"
-                    )
-                return _finished(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
-            except Exception as exc:  # noqa: BLE001 - every failure is recorded on the execution
-                error = exc if isinstance(exc, AgentRunnerError) else _unexpected(exc, execution)
-                # A vendor's failure had its step's own attempts (llm_config.max_attempts):
-                # running the task again would multiply them (3 x 3 calls to a vendor down).
-                retryable = (error.retryable or error is not exc) and not isinstance(error, LLMError)
-                if not retryable or retry_number == retry.max_retries:
-                    execution = execution.model_copy(update={"tool_calls": records})
-                    return _finished(execution, ExecutionStatus.FAILED, error)
-                delay = retry.retry_delay_seconds * (2**retry_number if retry.exponential_backoff else 1)
-                if self._metrics is not None:
-                    self._metrics.attempt_retried(config.name)
-                log.warning(
-                    "execution attempt failed, retrying",
-                    execution_id=execution.execution_id,
-                    error=error.message,
-                    delay_seconds=delay,
-                    resume=retry.resume,
-                )
-                generation = _retried(journal, resume=retry.resume)
-                await asyncio.sleep(delay)
-                continue
-            execution = execution.model_copy(
-                update={
-                    "output": completion.text,
-                    "usage": completion.usage,
-                    "cost_usd": completion.cost_usd,
-                    "tool_calls": records,
-                }
-            )
-            return _finished(execution, ExecutionStatus.SUCCEEDED)
-        raise AssertionError("unreachable: the last retry always returns")
-
-
-class _NotStartable(Exception):
-    pass
-
-
-class _CancelledByUser(Exception):
-    pass
-
 
 def _forget_abandoned(abandoned: set[asyncio.Task[Completion]]) -> Callable[[asyncio.Task[Completion]], None]:
     def forget(task: asyncio.Task[Completion]) -> None:
@@ -584,26 +377,3 @@ def _forget_abandoned(abandoned: set[asyncio.Task[Completion]]) -> Callable[[asy
             log.warning("an attempt cut short ended later with an error", error=str(task.exception()))
 
     return forget
-
-
-def _retried(journal: RunJournal | None, *, resume: bool) -> tuple[int, list[Step]] | None:
-    """The generation the retry of a failed attempt runs in: the next one, fresh, or with
-    `resume` (retry_config.resume) the failed one's, going on from its steps."""
-    if journal is None:
-        return None
-    return (journal.generation, journal.steps()) if resume else (journal.generation + 1, [])
-
-
-def _finished(execution: Execution, status: ExecutionStatus, error: AgentRunnerError | None = None) -> Execution:
-    return execution.model_copy(
-        update={
-            "status": status,
-            "finished_at": utcnow(),
-            "error": ExecutionError(code=error.code, message=error.message) if error else None,
-        }
-    )
-
-
-def _unexpected(exc: Exception, execution: Execution) -> AgentRunnerError:
-    log.exception("unexpected error in agent run", execution_id=execution.execution_id, agent=execution.agent)
-    return AgentRunnerError(f"unexpected {type(exc).__name__}: {exc}", execution_id=execution.execution_id)
