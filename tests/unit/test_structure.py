@@ -16,8 +16,7 @@ PACKAGE = REPO / "src" / "agentrunner"
 MIGRATIONS = PACKAGE / "adapters" / "state" / "migrations"
 
 # module path (relative to src/agentrunner) -> why it is over the limit for now.
-KNOWN_OFFENDERS: dict[str, str] = {
-}
+KNOWN_OFFENDERS: dict[str, str] = {}
 
 
 def _modules() -> dict[str, int]:
