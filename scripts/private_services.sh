@@ -24,11 +24,16 @@ PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
 RABBIT_BIN=/usr/lib/rabbitmq/bin
 
 answers() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+# Ports below the kernel's ephemeral range (32768-60999 here), for the service and for
+# RabbitMQ's distribution port (port + DIST_OFFSET): a port in that range can be taken by
+# any outgoing connection's local end between this check and the server's bind, and a
+# RabbitMQ whose distribution port is taken never comes up (a 120 s hang in a CI run).
+DIST_OFFSET=4000
 free_port() {
   local port
   for _ in $(seq 200); do
-    port=$((20000 + RANDOM % 20000))
-    answers "$port" || answers $((port + 20000)) || { echo "$port"; return 0; }
+    port=$((20000 + RANDOM % 8000))
+    answers "$port" || answers $((port + DIST_OFFSET)) || { echo "$port"; return 0; }
   done
   return 1
 }
@@ -110,7 +115,7 @@ rabbit_env() {
   : >"$DIR/rabbitmq/rabbitmq-env.conf"
   export HOME="$DIR/rabbitmq" # its own Erlang cookie, which rabbitmqctl below reads too
   export RABBITMQ_NODENAME="agentrunner-private-$port@localhost" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-  export RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT=$((port + 20000))
+  export RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT=$((port + DIST_OFFSET))
   export RABBITMQ_CONF_ENV_FILE="$DIR/rabbitmq/rabbitmq-env.conf"
   export RABBITMQ_CONFIG_FILE="$DIR/rabbitmq/rabbitmq" RABBITMQ_ADVANCED_CONFIG_FILE="$DIR/rabbitmq/advanced.config"
   export RABBITMQ_ENABLED_PLUGINS_FILE="$DIR/rabbitmq/enabled_plugins"
@@ -122,7 +127,9 @@ start_rabbitmq() {
   (
     rabbit_env
     nohup "$RABBIT_BIN/rabbitmq-server" >"$DIR/rabbitmq/server.out" 2>&1 </dev/null &
-    wait_for "$RABBITMQ_NODE_PORT" rabbitmq 1200
+    # 90 s, under the tests' 120 s timeout: a broker that does not come up fails here, with
+    # the end of its output, rather than as a timeout that says nothing.
+    wait_for "$RABBITMQ_NODE_PORT" rabbitmq 900 || { tail -n 40 "$DIR/rabbitmq/server.out" >&2; exit 1; }
   )
 }
 
