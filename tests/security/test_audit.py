@@ -98,7 +98,7 @@ async def test_every_change_is_recorded_with_the_caller_who_made_it(node: Node, 
     replayed, discarded = await _dead_letter(node, "team-b"), await _dead_letter(node, "team-b")
 
     done = [
-        await state.put("/state/chat/s1", json={"memory": {"pin": "4242"}}, headers=A),
+        await state.put("/state/chat/s1", json={"memory": {"pin": "pin-never-logged"}}, headers=A),
         await state.delete("/state/chat/s1", headers=A),
         await orchestrator.post("/plan-runs/run-rejected/reject", headers=B),  # not team-b's: 404, no entry
         await orchestrator.post("/plan-runs/run-approved/approve", headers=ADMIN),
@@ -121,7 +121,7 @@ async def test_every_change_is_recorded_with_the_caller_who_made_it(node: Node, 
         ("state.delete", "tenant:team-a", "chat/s1"),
         ("state.write", "tenant:team-a", "chat/s1"),
     ]
-    assert "4242" not in page.text, "an entry records that a session was written, not what"
+    assert "pin-never-logged" not in page.text, "an entry records that a session was written, not what"
     assert page.json()["items"][-1]["details"]["owner"] == "team-a"
 
 
