@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from agentrunner.domain.agent import ExecutionMode
+from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.egress import EgressPolicy, check_webhook_url
 from agentrunner.domain.errors import (
     BadRequestError,
@@ -111,6 +111,7 @@ class Orchestrator:
             journaled=steps is not None,
         )
         self._subscription: Subscription | None = None
+        self._declared: set[str] = set()  # agents whose queue this process has declared
 
     @property
     def registry(self) -> AgentRegistry:
@@ -132,12 +133,20 @@ class Orchestrator:
             exclusive=True,
         )
 
+    async def _queue_declared(self, config: AgentConfig) -> None:
+        """An agent a reload under way has just listed gets its queue declared before its
+        first invocation is accepted, or that invocation would be routed nowhere."""
+        if config.name not in self._declared and config.execution_mode in SERVED_MODES:
+            await self._bus.declare(agent_queue(config.name), sorted(queue_patterns(config)))
+            self._declared.add(config.name)
+
     async def declare_queues(self) -> None:
         """Declare the queue of every available agent, bound to its invocations and its
         event subscriptions, so work accepted before (or while) a pool subscribes waits in
         the queue instead of being routed nowhere."""
         for config in self._registry.in_modes(SERVED_MODES):
             await self._bus.declare(agent_queue(config.name), sorted(queue_patterns(config)))
+            self._declared.add(config.name)
 
     async def stop(self) -> None:
         """Stop listening; callers still waiting get the execution as it stands."""
@@ -185,6 +194,7 @@ class Orchestrator:
         `EgressRefusedError` for a webhook_url the egress policy refuses outright.
         """
         config = self._registry.runnable(agent)
+        await self._queue_declared(config)
         tenant = current_tenant()
         if self._budgets is not None:
             async with self._unless_a_retry(idempotency):
