@@ -24,11 +24,24 @@ CALL_TIMEOUT = 30.0
 POLL_INTERVAL = 0.005
 
 
+def pool_result_connections() -> None:
+    """Celery's database result backend opens a new PostgreSQL connection for every poll
+    in a process it did not fork (a NullPool engine; its worker's pool processes keep an
+    engine). Marked as forked, this client keeps a pooled engine too: the peer's best
+    setting, and a backend that lives through the phase, so its CPU is counted (a
+    connection that closes takes its backend's CPU out of the count)."""
+    echo.app.conf.database_engine_options = {"pool_size": 20, "max_overflow": 10}
+    manager = getattr(echo.app.backend, "session_manager", None)
+    if manager is not None:
+        manager.forked = True
+
+
 def call(task_data: Any) -> Any:
     return echo.delay(task_data).get(timeout=CALL_TIMEOUT, interval=POLL_INTERVAL)
 
 
 async def run(port: int) -> None:
+    pool_result_connections()
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(64) as pool:
 
