@@ -427,6 +427,17 @@ def _scripted_loop(request: LLMRequest) -> Any:
     return "done: " + ", ".join(results)
 
 
+# An agent of the scripted model, for the tests that run its loop with a journal directly.
+SCRIPTED = AgentConfig.model_validate(
+    {
+        "name": "a",
+        "agent_type": "t",
+        "execution_mode": "autonomous",
+        "llm_config": {"provider": "scripted", "model": "s"},
+    }
+)
+
+
 class Recorder:
     """An in-process tool that counts its calls."""
 
@@ -458,14 +469,7 @@ def _asking(*queries: str) -> Callable[[LLMRequest], Any]:
 
 
 async def test_a_journal_that_differs_from_the_run_is_not_replayed(store: SQLStateStore) -> None:
-    config = AgentConfig.model_validate(
-        {
-            "name": "a",
-            "agent_type": "t",
-            "execution_mode": "autonomous",
-            "llm_config": {"provider": "scripted", "model": "s"},
-        }
-    )
+    config = SCRIPTED
     first, second = Recorder(), Recorder()
     await run_agent(
         config,
@@ -492,14 +496,7 @@ async def test_a_journal_that_differs_from_the_run_is_not_replayed(store: SQLSta
 
 
 async def test_a_replayed_run_asks_nothing_streams_nothing_and_answers_the_same(store: SQLStateStore) -> None:
-    config = AgentConfig.model_validate(
-        {
-            "name": "a",
-            "agent_type": "t",
-            "execution_mode": "autonomous",
-            "llm_config": {"provider": "scripted", "model": "s"},
-        }
-    )
+    config = SCRIPTED
     first, second = Recorder(), Recorder()
     streamed: tuple[list[str], list[str]] = ([], [])
 
@@ -535,18 +532,9 @@ async def test_a_replayed_run_asks_nothing_streams_nothing_and_answers_the_same(
 
 
 async def test_a_journal_write_that_fails_keeps_what_happened_and_forgets_what_did_not(database_url: str) -> None:
-    """The store goes away during a run (here: closed under it). The call whose outcome
-    could not be written happened: a retry that goes on from the journal's steps replays it.
-    The call whose start could not be written was not made: the retry finds no call under
-    way (which would otherwise wait for a human as an unknown outcome)."""
-    config = AgentConfig.model_validate(
-        {
-            "name": "a",
-            "agent_type": "t",
-            "execution_mode": "autonomous",
-            "llm_config": {"provider": "scripted", "model": "s"},
-        }
-    )
+    """The store goes away during a run (here: closed under it): the call whose outcome could
+    not be written happened, and a retry that goes on from the journal's steps replays it."""
+    config = SCRIPTED
     store = SQLStateStore(database_url)
     await store.start()
 
@@ -590,14 +578,7 @@ async def test_a_tool_start_that_could_not_be_written_is_not_taken_for_a_call_un
     """The store goes away just before a side-effecting call's start is written: the call is
     not made, so the retry makes it (without the fix, the retry found the unwritten start,
     took the call for one under way with an unknown outcome, and stopped for a human)."""
-    config = AgentConfig.model_validate(
-        {
-            "name": "a",
-            "agent_type": "t",
-            "execution_mode": "autonomous",
-            "llm_config": {"provider": "scripted", "model": "s"},
-        }
-    )
+    config = SCRIPTED
     store = SQLStateStore(database_url)
     await store.start()
     asking = _asking("x", "y")
