@@ -102,6 +102,9 @@ class Result:
     load_p99_ms: float
     cpu_ms: dict[str, float]  # per job, by process kind
     load_generator_ms: float  # per job, not in cpu_ms
+    # Per job, of each shared service's share in cpu_ms: what it spent at the same rate as
+    # during the idle check just before (other users, its own timers).
+    background_ms: dict[str, float]
     checks: tuple[cpu.Idleness, ...]
 
     @property
@@ -202,10 +205,11 @@ async def measure(system: System, label: str, target: Target, options: Options) 
 
         for start in range(0, options.warm_up, options.concurrency):
             await asyncio.gather(*(call() for _ in range(min(options.concurrency, options.warm_up - start))))
+        shared = {kind: pids for kind, pids in target.kinds.items() if kind not in target.started}
         checks = [await cpu.idleness(target.started)]
         with collector_paused():
             sequential = [await call() for _ in range(options.sequential)]
-            checks.append(await cpu.idleness(target.started))
+            checks.append(await cpu.idleness(target.started, shared))
             kinds = {**target.kinds, "load generator": lambda: {os.getpid()}}
             latencies: list[float] = []
             remaining = options.total
@@ -222,6 +226,7 @@ async def measure(system: System, label: str, target: Target, options: Options) 
                     group.create_task(caller())
             elapsed, spent = time.perf_counter() - started, cpu.spent(before, cpu.sample(kinds))
     per_job = {kind: seconds * 1000 / options.total for kind, seconds in spent.items()}
+    background = {kind: cores * elapsed * 1000 / options.total for kind, cores in checks[-1].shared_cores.items()}
     return Result(
         key=system.key,
         label=label,
@@ -231,6 +236,7 @@ async def measure(system: System, label: str, target: Target, options: Options) 
         load_p99_ms=percentile(latencies, 99) * 1000,
         cpu_ms={kind: ms for kind, ms in per_job.items() if kind != "load generator"},
         load_generator_ms=per_job["load generator"],
+        background_ms=background,
         checks=tuple(checks),
     )
 
@@ -261,9 +267,16 @@ def format_table(results: Sequence[Result], concurrency: int) -> str:
             f"| {r.label} | {r.seq_p50_ms:.1f} | {r.rate:.0f} | {r.load_p99_ms:.0f} | {r.cpu_total_ms:.1f} "
             f"| {vs_rate} | {vs_cpu} |"
         )
-    lines += ["", "CPU ms/job by process kind (the load generator's own not counted):"]
+    lines += [
+        "",
+        "CPU ms/job by process kind (the load generator's own not counted); in brackets, what a shared service"
+        " spent at the rate it had while the system was idle just before (other users, its own timers):",
+    ]
     for r in results:
-        kinds = ", ".join(f"{kind} {ms:.2f}" for kind, ms in r.cpu_ms.items())
+        kinds = ", ".join(
+            f"{kind} {ms:.2f}" + (f" ({r.background_ms[kind]:.2f})" if kind in r.background_ms else "")
+            for kind, ms in r.cpu_ms.items()
+        )
         lines.append(f"- {r.label}: {kinds}; load generator {r.load_generator_ms:.2f}")
     busy = [(r, c) for r in results for c in r.checks if not c.idle]
     if busy:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -147,6 +147,9 @@ def _machine() -> tuple[float, float]:
 class Idleness:
     other_cores: float  # cores the rest of the machine kept busy during the check
     loadavg: str
+    # Cores each shared service (PostgreSQL, RabbitMQ, Redis) used during the check, while
+    # the system measured was idle: what other users and the service's own timers cost.
+    shared_cores: dict[str, float] = field(default_factory=dict)
 
     @property
     def idle(self) -> bool:
@@ -157,16 +160,18 @@ class Idleness:
         return f"machine {state}: {self.other_cores:.2f} cores busy outside this run, loadavg {self.loadavg}"
 
 
-async def idleness(ours: dict[str, Kind], seconds: float = 1.0) -> Idleness:
-    """How busy the machine is, less the processes of `ours` (and this one), over `seconds`."""
-    kinds = {**ours, "bench": lambda: {os.getpid()}}
+async def idleness(started: dict[str, Kind], shared: dict[str, Kind] | None = None, seconds: float = 1.0) -> Idleness:
+    """How busy the machine is over `seconds`, less the processes of `started` (and this
+    one), with what each of the `shared` services spent meanwhile."""
+    ours = {**started, "bench": lambda: {os.getpid()}}
+    services = shared or {}
     busy, total = _machine()
-    before = sample(kinds)
+    before = sample({**ours, **services})
     await asyncio.sleep(seconds)
     busy_after, total_after = _machine()
-    own = sum(spent(before, sample(kinds)).values())
-    cores = (os.cpu_count() or 1) * (busy_after - busy) / max(total_after - total, 1e-9)
+    used = spent(before, sample({**ours, **services}))
     elapsed = (total_after - total) / (os.cpu_count() or 1)
-    other = max(0.0, cores - own / max(elapsed, 1e-9))
+    cores = (busy_after - busy) / max(elapsed, 1e-9)
+    own = sum(used[name] for name in ours) / max(elapsed, 1e-9)
     loadavg = " ".join((PROC / "loadavg").read_text().split()[:3])
-    return Idleness(other, loadavg)
+    return Idleness(max(0.0, cores - own), loadavg, {name: used[name] / max(elapsed, 1e-9) for name in services})

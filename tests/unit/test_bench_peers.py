@@ -12,7 +12,9 @@ from bench import peers, peers_cpu
 from bench.peers_systems import SYSTEMS
 
 
-def _result(key: str, rate: float, cpu: dict[str, float], *, idle: bool = True) -> peers.Result:
+def _result(
+    key: str, rate: float, cpu: dict[str, float], *, idle: bool = True, background: dict[str, float] | None = None
+) -> peers.Result:
     check = peers_cpu.Idleness(0.0 if idle else 1.5, "0.10 0.20 0.30")
     return peers.Result(
         key=key,
@@ -23,6 +25,7 @@ def _result(key: str, rate: float, cpu: dict[str, float], *, idle: bool = True) 
         load_p99_ms=40.0,
         cpu_ms=cpu,
         load_generator_ms=0.5,
+        background_ms=background or {},
         checks=(check,),
     )
 
@@ -63,7 +66,12 @@ def test_an_unknown_system_or_an_empty_load_is_refused(argv: list[str]) -> None:
 def test_the_table_gives_each_peer_as_a_multiple_of_the_agentrunner_system_it_is_compared_with() -> None:
     results = [
         _result("embedded", 150.0, {"agentrunner up": 6.0}),
-        _result("distributed", 125.0, {"orchestrator": 4.0, "worker": 6.0, "postgresql": 3.0}),
+        _result(
+            "distributed",
+            125.0,
+            {"orchestrator": 4.0, "worker": 6.0, "postgresql": 3.0},
+            background={"postgresql": 0.25},
+        ),
         _result("dbos-sqlite", 100.0, {"dbos server": 9.0}),
         _result("celery-redis", 250.0, {"celery worker": 2.0, "rabbitmq": 1.0}),
     ]
@@ -75,7 +83,9 @@ def test_the_table_gives_each_peer_as_a_multiple_of_the_agentrunner_system_it_is
     assert table[3] == "| label of distributed | 5.0 | 125 | 40 | 13.0 | - | - |"
     assert table[4] == "| label of dbos-sqlite | 5.0 | 100 | 40 | 9.0 | 0.67x (embedded) | 1.50x (embedded) |"
     assert table[5] == "| label of celery-redis | 5.0 | 250 | 40 | 3.0 | 2.00x (distributed) | 0.23x (distributed) |"
-    assert "- label of distributed: orchestrator 4.00, worker 6.00, postgresql 3.00; load generator 0.50" in table
+    assert (
+        "- label of distributed: orchestrator 4.00, worker 6.00, postgresql 3.00 (0.25); load generator 0.50" in table
+    )
     assert not any("WARNING" in line for line in table)
 
 
@@ -122,8 +132,9 @@ def test_a_postgres_client_backend_is_told_by_its_database(title: str, database:
     assert peers_cpu.backend_database(title) == database
 
 
-def test_the_idle_check_reports_the_load_average() -> None:
-    idleness = asyncio.run(peers_cpu.idleness({}, seconds=0.05))
+def test_the_idle_check_reports_the_load_average_and_what_each_shared_service_spent() -> None:
+    idleness = asyncio.run(peers_cpu.idleness({}, {"this test": lambda: {os.getpid()}}, seconds=0.05))
 
     assert idleness.other_cores >= 0
     assert len(idleness.loadavg.split()) == 3
+    assert set(idleness.shared_cores) == {"this test"}
