@@ -205,11 +205,10 @@ async def measure(system: System, label: str, target: Target, options: Options) 
 
         for start in range(0, options.warm_up, options.concurrency):
             await asyncio.gather(*(call() for _ in range(min(options.concurrency, options.warm_up - start))))
-        shared = {kind: pids for kind, pids in target.kinds.items() if kind not in target.started}
         checks = [await cpu.idleness(target.started)]
         with collector_paused():
             sequential = [await call() for _ in range(options.sequential)]
-            checks.append(await cpu.idleness(target.started, shared))
+            checks.append(await cpu.idleness(target.started, target.shared))
             kinds = {**target.kinds, "load generator": lambda: {os.getpid()}}
             latencies: list[float] = []
             remaining = options.total

@@ -31,8 +31,13 @@ class Target:
     url: str
     body: bytes
     check: Callable[[int, bytes], None]  # raises when an answer is not a finished job
-    kinds: dict[str, cpu.Kind]  # every process the system spends CPU in, by kind
-    started: dict[str, cpu.Kind] = field(default_factory=dict)  # the ones this bench started
+    started: dict[str, cpu.Kind]  # the processes this bench started for the system, by kind
+    shared: dict[str, cpu.Kind] = field(default_factory=dict)  # the services it uses, by kind
+
+    @property
+    def kinds(self) -> dict[str, cpu.Kind]:
+        """Every process the system spends CPU in, by kind."""
+        return {**self.started, **self.shared}
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,7 @@ async def embedded(context: Context) -> AsyncIterator[Target]:
     try:
         url = f"http://127.0.0.1:{ports['orchestrator']}"
         await _ready(context, {"up": url})
-        yield Target(f"{url}/agents/{AGENT}/invoke", OUR_BODY, _ours, {"agentrunner up": up}, {"up": up})
+        yield Target(f"{url}/agents/{AGENT}/invoke", OUR_BODY, _ours, {"agentrunner up": up})
     finally:
         await asyncio.to_thread(_stopped, context, {"up"})
 
@@ -159,13 +164,8 @@ async def distributed(context: Context) -> AsyncIterator[Target]:
             url = f"http://127.0.0.1:{port}"
             await _ready(context, {"orchestrator": url, "worker": f"http://127.0.0.1:{health}"})
             started = {"orchestrator": orchestrator, "worker": worker}
-            kinds = {
-                **started,
-                "postgresql": cpu.postgres({database}),
-                "rabbitmq": cpu.rabbitmq(),
-                "redis": cpu.redis(),
-            }
-            yield Target(f"{url}/agents/{AGENT}/invoke", OUR_BODY, _ours, kinds, started)
+            shared = {"postgresql": cpu.postgres({database}), "rabbitmq": cpu.rabbitmq(), "redis": cpu.redis()}
+            yield Target(f"{url}/agents/{AGENT}/invoke", OUR_BODY, _ours, started, shared)
         finally:
             await asyncio.to_thread(_stopped, context, {"orchestrator", "worker"})
 
@@ -194,17 +194,16 @@ def _dbos(backend: str) -> Callable[[Context], contextlib.AbstractAsyncContextMa
     async def start(context: Context) -> AsyncIterator[Target]:
         """DBOS: a durable workflow running one step, in the HTTP server's process."""
         async with contextlib.AsyncExitStack() as stack:
-            kinds: dict[str, cpu.Kind] = {}
+            shared: dict[str, cpu.Kind] = {}
             if backend == "sqlite":
                 url = f"sqlite:///{context.workdir / 'dbos.sqlite'}"
             else:
                 database = await stack.enter_async_context(scratch_database(context, "dbos"))
                 url = _database_url(context, database)
-                kinds["postgresql"] = cpu.postgres({database})
+                shared["postgresql"] = cpu.postgres({database})
             try:
                 server, kind = await _peer_app(context, "dbos", "dbos_app", ["--database", url], _peer_env({}))
-                started = {"dbos server": kind}
-                yield Target(f"{server}/jobs", PEER_BODY, _peer, {**started, **kinds}, started)
+                yield Target(f"{server}/jobs", PEER_BODY, _peer, {"dbos server": kind}, shared)
             finally:
                 await asyncio.to_thread(_stopped, context, {"dbos_app"})
 
@@ -217,14 +216,14 @@ def _celery(backend: str) -> Callable[[Context], contextlib.AbstractAsyncContext
         """Celery: one prefork worker process (-c 1), acks_late, persistent messages and
         results, on RabbitMQ; results in Redis or in PostgreSQL."""
         async with contextlib.AsyncExitStack() as stack:
-            kinds: dict[str, cpu.Kind] = {"rabbitmq": cpu.rabbitmq()}
+            shared: dict[str, cpu.Kind] = {"rabbitmq": cpu.rabbitmq()}
             if backend == "redis":
                 results = context.services.redis
-                kinds["redis"] = cpu.redis()
+                shared["redis"] = cpu.redis()
             else:
                 database = await stack.enter_async_context(scratch_database(context, "celery"))
                 results = f"db+{_database_url(context, database, 'postgresql+psycopg2')}"
-                kinds["postgresql"] = cpu.postgres({database})
+                shared["postgresql"] = cpu.postgres({database})
             queue = context.celery_queue
             env = _peer_env(
                 {
@@ -249,7 +248,7 @@ def _celery(backend: str) -> Callable[[Context], contextlib.AbstractAsyncContext
                 )
                 server, kind = await _peer_app(context, "celery", "celery_app", [], env)
                 started = {"celery worker": worker, "http server (celery client)": kind}
-                yield Target(f"{server}/jobs", PEER_BODY, _peer, {**started, **kinds}, started)
+                yield Target(f"{server}/jobs", PEER_BODY, _peer, started, shared)
             finally:
                 await asyncio.to_thread(_stopped, context, {"celery_app", "celery_worker"})
 
@@ -271,7 +270,7 @@ async def temporal(context: Context) -> AsyncIterator[Target]:
             context, "temporal", "temporal_app", ["--address", f"127.0.0.1:{grpc}"], _peer_env({})
         )
         started = {"temporal dev server": server, "http server + worker": kind}
-        yield Target(f"{url}/jobs", PEER_BODY, _peer, started, started)
+        yield Target(f"{url}/jobs", PEER_BODY, _peer, started)
     finally:
         await asyncio.to_thread(_stopped, context, {"temporal_app", "temporal_server"})
 
