@@ -67,7 +67,8 @@ async def asked_in_slack(node: Node, slack: FakeSlack, prompt: str = "gated") ->
         ack = await _post(http, "/slack/commands", command_body("/ask", prompt, response_url=slack.response_url("c1")))
     assert ack.status_code == 200, ack.text
     [question] = await slack.wait_for(1, "/response/c1", timeout=30)
-    [execution] = (await node.store.queries.list_executions(agent="gated")).items
+    executions = (await node.store.queries.list_executions(agent="gated")).items
+    [execution] = [e for e in executions if e.slack_origin is not None]
     return execution.execution_id, question
 
 
