@@ -8,19 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 
+from agentrunner.domain.slack_tool_calls import SLACK_HAPPENED_RESULT
 from agentrunner.node import Node
-from tests.fakes.slack_server import FakeSlack, Posted, command_body, eventually
+from tests.conftest import free_port
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.slack_server import BOT_TOKEN, SIGNING_SECRET, FakeSlack, Posted, command_body, eventually
 from tests.integration.conftest import BUSES, node_on
-from tests.integration.test_durable_agents import CountingTools
+from tests.integration.test_durable_agents import CountingTools, _vendor, _wait_for, embedded_ready
 from tests.integration.test_slack_gateway import _client, _post, _settings
-from tests.integration.test_tool_gates import _gated, _model
+from tests.integration.test_tool_gates import _gated, _journaled, _model
 
 TEAM = "T0001"  # command_body's team
 
@@ -149,3 +157,74 @@ async def test_a_gated_call_denied_from_slack_is_not_made_and_the_model_reads_th
     assert answer.body["text"] == "done: error: a human refused this call, it was not made"
     assert dict(tools.calls) == {}
     assert marked.body["text"].startswith(":no_entry_sign: Denied by <@U42>")
+
+
+def _embedded_with_slack(tmp_path: Path, fake: FakeOpenAI, slack: FakeSlack, port: int, slack_port: int) -> Any:
+    """`agentrunner up` (every role in one process, SQLite in `tmp_path`) with `/ask` routed
+    to the journaled agent and Slack answered at the fake Slack."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("SLACK_")}
+    env |= {
+        "AGENTS_DIR": str(tmp_path / "agents"),
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "",
+        "RABBITMQ_URL": "",
+        "ORCHESTRATOR_PORT": str(port),
+        "SLACK_PORT": str(slack_port),
+        **{f"{role}_PORT": str(free_port()) for role in ("STATE", "CONFIG", "SCHEDULER")},
+        "OPENAI_API_KEY": fake.api_key,
+        "OPENAI_BASE_URL": fake.base_url,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_API_URL": slack.api_url,
+        "SLACK_COMMANDS": "/ask=journaled",
+        "EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "LOG_LEVEL": "WARNING",
+    }
+    with (tmp_path / "first-run.log").open("wb") as log:
+        command = [sys.executable, "-m", "agentrunner", "up"]
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def test_a_call_from_slack_killed_under_way_is_asked_in_slack_and_it_happened_goes_on_without_it(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    with CountingTools(hold=3) as tools, FakeOpenAI(script=_vendor) as fake:
+        agent = _journaled(tools.url)
+        (tmp_path / "agents").mkdir()
+        (tmp_path / "agents" / "journaled.yml").write_text(agent)
+        port, slack_port = free_port(), free_port()
+        process = _embedded_with_slack(tmp_path, fake, slack, port, slack_port)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                await embedded_ready(http, process, tmp_path)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{slack_port}", timeout=10) as http:
+                body = command_body("/ask", "go", response_url=slack.response_url("c1"))
+                ack = await _post(http, "/slack/commands", body)
+            await _wait_for(lambda: tools.calls[3] == 1, "tool call 3 never came")
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+            tools.release()  # the held call ends in a server whose client is gone
+        settings = _settings(slack, slack_commands={"/ask": "journaled"}, slack_default_agent="")
+        settings |= {"openai_api_key": fake.api_key, "openai_base_url": fake.base_url}
+        async with node_on("memory", tmp_path, {"journaled.yml": agent}, **settings) as node:
+            [question] = await slack.wait_for(1, "/response/c1", timeout=60)
+            happened = next(b for b in buttons_of(question) if b["value"] == "happened")
+            async with _client(node) as http:
+                body = click_body(happened, user="U42", response_url=slack.response_url("click"))
+                clicked = await _post(http, "/slack/interactions", body)
+
+            def final() -> list[Posted]:
+                return [m for m in slack.messages("/response/c1") if m.body.get("text", "").startswith("done")]
+
+            [answer] = await eventually(final, timeout=60)
+            [marked] = await slack.wait_for(1, "/response/click", timeout=30)
+
+    assert ack.status_code == 200, ack.text
+    assert [b["value"] for b in buttons_of(question)] == ["happened", "again", "fail"]
+    assert "`kit__step`" in question.body["blocks"][0]["text"]["text"]
+    assert clicked.status_code == 200
+    assert dict(tools.calls) == {1: 1, 2: 1, 3: 1, 4: 1}, "it happened: not run again"
+    # The model reads that it happened and that its result is unknown: never a made-up one.
+    assert answer.body["text"] == f"done: step 1, step 2, {SLACK_HAPPENED_RESULT}, step 4"
+    assert marked.body["text"].startswith(":white_check_mark: Marked as happened by <@U42>")
