@@ -142,8 +142,9 @@ _EVENTS_DOC: dict[str, Any] = {
     },
 }
 _INTERACTIONS_DOC: dict[str, Any] = {
-    "description": f"{_SIGNED} A button click (block_actions): an answer to a clarification, "
-    "else published on the bus. Acknowledged with an empty 200.",
+    "description": f"{_SIGNED} A button click (block_actions): an answer to a clarification or "
+    "to a tool call a run from Slack waits on (`toolcall:<answer>:<execution_id>:<token>`, from "
+    "the run's own workspace only), else published on the bus. Acknowledged with an empty 200.",
     "requestBody": {
         "required": True,
         "content": {
