@@ -359,8 +359,8 @@ class CollaborativePool:
                 log.info("step started", run_id=run.id, step_id=step.step_id, agent=step.agent, attempt=step.attempts)
             while True:
                 stored = await self._executions.get_execution(step.execution_id)
-                if stored.status.is_terminal:
-                    return stored
+                if stored.status.is_terminal or stored.status is ExecutionStatus.WAITING_APPROVAL:
+                    return stored  # ended, or paused before a tool call: the step waits with it
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(waiter), self._poll)
                 waiter = self._waiters[step.execution_id] = asyncio.get_running_loop().create_future()
@@ -435,15 +435,21 @@ class CollaborativePool:
             log.warning("clarification timeouts not checked", error=exc.message)
 
     async def settle_late_questions(self) -> None:
-        """Settle every question unanswered past its timeout (default taken, or the run fails)."""
+        """Settle every question unanswered past its timeout (default taken, or the run
+        fails), and resume the steps whose tool call was answered (their execution was
+        approved, denied or answered: it no longer waits). No timeout applies to a step
+        waiting before a tool call: its execution waits as long as any does."""
         now = utcnow()
-        for status in (PlanRunStatus.NEEDS_CLARIFICATION, PlanRunStatus.RUNNING):
-            for run in await self._run_store.list_plan_runs(status=status, limit=500):
+        for status in (PlanRunStatus.NEEDS_CLARIFICATION, PlanRunStatus.WAITING_APPROVAL, PlanRunStatus.RUNNING):
+            for listed in await self._run_store.list_plan_runs(status=status, limit=500):
+                run = listed
                 if any(
                     c.status is ClarificationStatus.PENDING and c.expires_at is not None and c.expires_at <= now
                     for c in run.clarifications
                 ):
-                    await self._runs.expire(run)
+                    run = await self._runs.expire(run)
+                if any(step.status is StepStatus.WAITING_APPROVAL for step in run.steps):
+                    await self._runs.resume_answered(run)
 
 
 def _stop_watching(watched: dict[asyncio.Task[Execution], str], run_id: str) -> None:

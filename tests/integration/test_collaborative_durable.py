@@ -1,0 +1,254 @@
+"""Durable agents in a collaborative run (issue 22): a plan step whose agent calls four tools
+in sequence against a real MCP server that counts its calls, its node killed (-9) during
+tool call 3, resumes from the step's journal (tools 1 and 2 and the model's answers before
+them are not called again); a step whose tool call needs approval leaves its plan run
+waiting, holding nothing and showing which call waits, until the step's execution is
+approved; another tenant sees neither."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from agentrunner.domain.llm import Completion, LLMRequest, ToolCall
+from tests.conftest import free_port
+from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.conftest import node_on
+from tests.integration.test_durable_agents import (
+    FINAL,
+    TOOLS,
+    CountingTools,
+    _agent,
+    _orchestrator,
+    _vendor,
+    _wait_for,
+    embedded_process,
+    embedded_ready,
+)
+from tests.integration.test_tool_gates import _gated
+
+PLAN = {"steps": [{"id": "work", "agent": "journaled", "instruction": "do the four steps"}]}
+SYNTHESIS = "the team is done"
+
+
+def _team(provider: str, model: str) -> str:
+    """A collaborative agent whose plan is one step of the `journaled` agent (or `gated`)."""
+    settings = {"preferred_collaborators": ["journaled", "gated"], "max_plan_steps": 2}
+    return (
+        "name: team\nagent_type: t\nexecution_mode: collaborative\ndescription: the team\n"
+        f"llm_config: {{provider: {provider}, model: {model}, max_attempts: 1}}\n"
+        f"collaborative_config: {orjson.dumps(settings).decode()}\n"
+    )
+
+
+def _wire(body: dict[str, Any]) -> tuple[str, tuple[str, dict[str, Any]] | None]:
+    """The OpenAI wire fake: the coordinator (gpt-4o-mini) plans the one step, then
+    synthesises; the step's agent (gpt-4o) is the durable tests' loop of four tool calls."""
+    if body["model"] != "gpt-4o-mini":
+        return _vendor(body)
+    if any(tool["function"]["name"] == "submit_plan" for tool in body.get("tools", [])):
+        return "", ("submit_plan", PLAN)
+    return SYNTHESIS, None
+
+
+async def _ended(http: httpx.AsyncClient, execution_id: str, timeout: float = 90) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        record: dict[str, Any] = (await http.get(f"/executions/{execution_id}")).json()
+        if record.get("status") in ("succeeded", "failed", "cancelled", "timed_out"):
+            return record
+        assert asyncio.get_running_loop().time() < deadline, record
+        await asyncio.sleep(0.05)
+
+
+async def test_a_plan_step_killed_after_two_tool_calls_resumes_from_its_journal(tmp_path: Path) -> None:
+    agents = {"team.yml": _team("openai", "gpt-4o-mini")}
+    with CountingTools(hold=3) as tools, FakeOpenAI(script=_wire) as fake:
+        agents["journaled.yml"] = _agent(tools.url)
+        (tmp_path / "agents").mkdir()
+        for name, text in agents.items():
+            (tmp_path / "agents" / name).write_text(text)
+        port = free_port()
+        process = embedded_process(tmp_path, fake, port)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                await embedded_ready(http, process, tmp_path)
+                answer = await http.post("/agents/team/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+                run_id = answer.json()["execution_id"]
+                # Step 3 was called: tools 1 and 2 ended and were recorded before it.
+                await _wait_for(lambda: tools.calls[3] == 1, "tool call 3 never came")
+                during = (await http.get(f"/plan-runs/{run_id}")).json()
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+        step_calls_before = sum(r.model == "gpt-4o" for r in fake.received)
+        tools.release()  # the held call ends in a server whose client is gone
+
+        settings: dict[str, Any] = {"collaborative_poll_seconds": 0.2}
+        keys = {"openai_api_key": fake.api_key, "openai_base_url": fake.base_url}
+        async with node_on("memory", tmp_path, agents, **keys, **settings) as node, _orchestrator(node) as http:
+            run_execution = await _ended(http, run_id)
+            run = (await http.get(f"/plan-runs/{run_id}")).json()
+            [step] = run["steps"]
+            step_execution = (await http.get(f"/executions/{step['execution_id']}")).json()
+
+    assert [(s["step_id"], s["status"]) for s in during["steps"]] == [("work", "running")]
+    assert run_execution["status"] == "succeeded", run_execution
+    assert (run["status"], run["result"]) == ("succeeded", SYNTHESIS)
+    assert (step["status"], step["output"], step["attempts"]) == ("succeeded", FINAL, 1)
+    assert step["execution_id"] == during["steps"][0]["execution_id"]  # the same execution, re-sent
+    # Tools 1, 2 and the model's first three answers came from the step's journal; call 3
+    # had no recorded outcome (the kill came during it, and it is safe to repeat): run again.
+    assert dict(tools.calls) == {1: 1, 2: 1, 3: 2, 4: 1}
+    assert (step_calls_before, sum(r.model == "gpt-4o" for r in fake.received)) == (3, TOOLS + 1)
+    assert [(s["kind"], s["replayed"]) for s in step_execution["steps"]] == [
+        *[("model", True), ("tool", True)] * 2,
+        ("model", True),
+        ("tool", False),
+        ("model", False),
+        ("tool", False),
+        ("model", False),
+    ]
+    assert step_execution["output"] == FINAL
+    # Planned once before the kill (the run was saved with its plan), synthesised once after.
+    coordinator = [r for r in fake.received if r.model == "gpt-4o-mini"]
+    assert ["submit_plan" in r.tool_names for r in coordinator] == [True, False]
+
+
+GATED_PLAN = {"steps": [{"id": "gate", "agent": "gated", "instruction": "call the tool"}]}
+ALICE_KEY = "key-alice-0123456789abcdef0123456789"
+MALLORY_KEY = "key-mallory-0123456789abcdef01234567"
+
+
+def _scripted(request: LLMRequest) -> Any:
+    """The scripted models: the coordinator plans the `gated` step, then synthesises; the
+    step's agent asks `kit__step(1)` (whose entry needs approval), then says what it got."""
+    if any(tool.name == "submit_plan" for tool in request.tools):
+        return Completion(text="", tool_calls=[ToolCall(id="p", name="submit_plan", arguments=GATED_PLAN)])
+    if request.model == "coordinator":
+        return SYNTHESIS
+    results = [m.content for m in request.messages if m.role == "tool"]
+    if not results:
+        return {"tool_calls": [{"id": "c1", "name": "kit__step", "arguments": {"n": 1}}]}
+    return "done: " + ", ".join(results)
+
+
+async def _plan_run(http: httpx.AsyncClient, run_id: str, *statuses: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        answer = await http.get(f"/plan-runs/{run_id}")
+        run: dict[str, Any] = answer.json()
+        if answer.status_code == 200 and run["status"] in statuses:
+            return run
+        assert asyncio.get_running_loop().time() < deadline, run
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=[pytest.mark.postgres, pytest.mark.rabbitmq])])
+def deployment(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """(bus, node settings): quick polls and sweeps; on RabbitMQ, the state in PostgreSQL.
+    Sync so it can pull in the async `postgres_url`."""
+    bus: str = request.param
+    settings: dict[str, Any] = {
+        "script": _scripted,
+        "collaborative_poll_seconds": 0.2,
+        "clarification_sweep_seconds": 0.2,
+        "enable_api_auth": True,
+        "api_keys": f"alice:{ALICE_KEY},mallory:{MALLORY_KEY}",
+    }
+    if bus == "rabbitmq":
+        settings["database_url"] = request.getfixturevalue("postgres_url")
+    return bus, settings
+
+
+async def test_a_step_waiting_for_approval_leaves_its_run_waiting_until_the_call_is_approved(
+    tmp_path: Path, deployment: tuple[str, dict[str, Any]]
+) -> None:
+    bus, settings = deployment
+    with CountingTools() as tools:
+        agents = {"team.yml": _team("scripted", "coordinator"), "gated.yml": _gated(tools.url)}
+        async with (
+            node_on(bus, tmp_path, agents, **settings) as node,
+            _orchestrator(node, **{"X-API-Key": ALICE_KEY}) as alice,
+            _orchestrator(node, **{"X-API-Key": MALLORY_KEY}) as mallory,
+        ):
+            answer = await alice.post("/agents/team/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+            run_id = answer.json()["execution_id"]
+            waiting = await _plan_run(alice, run_id, "waiting_approval", "succeeded", "failed")
+            run_execution = (await alice.get(f"/executions/{run_id}")).json()
+            stolen = await mallory.get(f"/plan-runs/{run_id}")
+            listed = (await mallory.get("/plan-runs")).json()["items"]
+
+        # The pause holds nothing: a restarted node finds the run waiting as it was.
+        async with (
+            node_on(bus, tmp_path, agents, **settings) as node,
+            _orchestrator(node, **{"X-API-Key": ALICE_KEY}) as alice,
+        ):
+            after_restart = await _plan_run(alice, run_id, "waiting_approval", "succeeded", "failed")
+            [step] = after_restart["waiting_steps"]
+            approved = await alice.post(f"/executions/{step['execution_id']}/approve")
+            finished = await _plan_run(alice, run_id, "succeeded", "failed")
+            ended = await _ended(alice, run_id)
+            step_execution = (await alice.get(f"/executions/{step['execution_id']}")).json()
+
+    assert waiting["status"] == "waiting_approval", waiting
+    [gate] = waiting["steps"]
+    assert gate["status"] == "waiting_approval"
+    [shown] = waiting["waiting_steps"]
+    assert (shown["step_id"], shown["agent"], shown["execution_id"]) == ("gate", "gated", gate["execution_id"])
+    pending = shown["pending_tool_call"]
+    assert (pending["reason"], pending["tool"], pending["arguments"]) == ("approval", "kit__step", {"n": 1})
+    assert run_execution["status"] == "running"  # waiting, not failed
+    assert stolen.status_code == 404
+    assert "kit__step" not in stolen.text
+    assert listed == []
+    assert after_restart["status"] == "waiting_approval"
+    assert after_restart["waiting_steps"] == waiting["waiting_steps"]
+    assert approved.status_code == 202
+    assert (finished["status"], finished["result"]) == ("succeeded", SYNTHESIS)
+    assert finished["waiting_steps"] == []
+    [done] = finished["steps"]
+    assert (done["status"], done["output"], done["attempts"]) == ("succeeded", "done: step 1", 1)
+    assert ended["status"] == "succeeded"
+    assert dict(tools.calls) == {1: 1}
+    assert step_execution["status"] == "succeeded"
+    assert [(s["kind"], s["replayed"]) for s in step_execution["steps"]] == [
+        ("model", True),
+        ("tool", False),
+        ("model", False),
+    ]
+
+
+async def test_a_run_cancelled_while_its_step_waits_cancels_the_waiting_call(
+    tmp_path: Path, deployment: tuple[str, dict[str, Any]]
+) -> None:
+    bus, settings = deployment
+    with CountingTools() as tools:
+        agents = {"team.yml": _team("scripted", "coordinator"), "gated.yml": _gated(tools.url)}
+        async with (
+            node_on(bus, tmp_path, agents, **settings) as node,
+            _orchestrator(node, **{"X-API-Key": ALICE_KEY}) as alice,
+        ):
+            answer = await alice.post("/agents/team/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+            run_id = answer.json()["execution_id"]
+            waiting = await _plan_run(alice, run_id, "waiting_approval", "succeeded", "failed")
+            step_id = waiting["steps"][0]["execution_id"]
+            cancelled = await alice.post(f"/executions/{run_id}/cancel")
+            run = await _plan_run(alice, run_id, "cancelled", "failed", "succeeded")
+            step = await _ended(alice, step_id)
+            approved = await alice.post(f"/executions/{step_id}/approve")
+
+    assert waiting["status"] == "waiting_approval", waiting
+    assert cancelled.status_code in (200, 202)
+    assert run["status"] == "cancelled"
+    # No answer can make the call of a run that has ended.
+    assert step["status"] == "cancelled", step
+    assert run_id in step["error"]["message"]
+    assert approved.status_code == 409
+    assert dict(tools.calls) == {}
