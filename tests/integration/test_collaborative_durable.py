@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +19,12 @@ import httpx
 import orjson
 import pytest
 
+from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.domain.llm import Completion, LLMRequest, ToolCall
 from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import node_on
+from tests.integration.processes import RoleProcesses, role_processes
 from tests.integration.test_durable_agents import (
     FINAL,
     TOOLS,
@@ -119,6 +124,66 @@ async def test_a_plan_step_killed_after_two_tool_calls_resumes_from_its_journal(
     # Planned once before the kill (the run was saved with its plan), synthesised once after.
     coordinator = [r for r in fake.received if r.model == "gpt-4o-mini"]
     assert ["submit_plan" in r.tool_names for r in coordinator] == [True, False]
+
+
+@dataclass
+class Distributed:
+    """An orchestrator, a collaborative pool and an autonomous worker as processes on
+    PostgreSQL and RabbitMQ, the step's tools and its model."""
+
+    roles: RoleProcesses
+    orchestrator: str
+    worker: subprocess.Popen[bytes]
+    fake: FakeOpenAI
+    tools: CountingTools
+
+
+@pytest.fixture
+def distributed(tmp_path: Path, postgres_url: str) -> Iterator[Distributed]:
+    run_schema_command(postgres_url, "upgrade")
+    (tmp_path / "agents").mkdir()
+    with CountingTools(hold=3) as tools, FakeOpenAI(script=_wire) as fake:
+        (tmp_path / "agents" / "team.yml").write_text(_team("openai", "gpt-4o-mini"))
+        (tmp_path / "agents" / "journaled.yml").write_text(_agent(tools.url))
+        port, health = free_port(), free_port()
+        orchestrator = f"http://127.0.0.1:{port}"
+        env = {
+            "ORCHESTRATOR_PORT": str(port),
+            "OPENAI_API_KEY": fake.api_key,
+            "OPENAI_BASE_URL": fake.base_url,
+            "COLLABORATIVE_POLL_SECONDS": "0.2",
+        }
+        with role_processes(tmp_path, postgres_url, **env) as roles:
+            roles.serve("orchestrator", log="o.log")
+            roles.serve("collaborative", "--health-port", str(health), log="c.log")
+            [worker] = roles.serve_workers(1, ready=(orchestrator, f"http://127.0.0.1:{health}"))
+            yield Distributed(roles, orchestrator, worker, fake, tools)
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+async def test_a_plan_steps_worker_killed_9_after_two_tool_calls_resumes_on_another(distributed: Distributed) -> None:
+    tools, fake = distributed.tools, distributed.fake
+    async with httpx.AsyncClient(base_url=distributed.orchestrator, timeout=10) as http:
+        answer = await http.post("/agents/team/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+        run_id = answer.json()["execution_id"]
+        await _wait_for(lambda: tools.calls[3] == 1, "tool call 3 never came")
+        distributed.worker.send_signal(signal.SIGKILL)
+        assert distributed.worker.wait(10) == -signal.SIGKILL
+        step_calls_before = sum(r.model == "gpt-4o" for r in fake.received)
+        tools.release()
+        # RabbitMQ hands the step's unacknowledged invocation to the next worker; the plan
+        # run's driver (in the collaborative pool) waits on the same execution meanwhile.
+        await asyncio.to_thread(distributed.roles.serve_workers, 1)
+        run_execution = await _ended(http, run_id)
+        run = (await http.get(f"/plan-runs/{run_id}")).json()
+        step_execution = (await http.get(f"/executions/{run['steps'][0]['execution_id']}")).json()
+
+    assert run_execution["status"] == "succeeded", run_execution
+    assert (run["status"], run["result"], run["steps"][0]["output"]) == ("succeeded", SYNTHESIS, FINAL)
+    assert dict(tools.calls) == {1: 1, 2: 1, 3: 2, 4: 1}
+    assert (step_calls_before, sum(r.model == "gpt-4o" for r in fake.received)) == (3, TOOLS + 1)
+    assert [s["replayed"] for s in step_execution["steps"]] == [True] * 5 + [False] * 4
 
 
 GATED_PLAN = {"steps": [{"id": "gate", "agent": "gated", "instruction": "call the tool"}]}
