@@ -415,10 +415,13 @@ class Orchestrator:
         log.info("cancel requested", execution_id=execution_id)
         return execution
 
-    async def answer_tool_call(self, execution: Execution, answer: ToolCallAnswer) -> Execution:
-        """Answer the tool call `execution` waits on and queue it again (runtime/tool_answers.py).
-        Raises `ConflictError` when it does not wait on a call this answer answers."""
-        return await answer_tool_call(self._executions, self._relay, execution, answer)
+    async def answer_tool_call(
+        self, execution: Execution, answer: ToolCallAnswer, *, events: Sequence[Event] = ()
+    ) -> Execution:
+        """Answer the tool call `execution` waits on and queue it again, `events` published
+        with the answer (runtime/tool_answers.py). Raises `ConflictError` when it does not
+        wait on a call this answer answers."""
+        return await answer_tool_call(self._executions, self._relay, execution, answer, events=events)
 
     async def execution(self, execution_id: str) -> Execution:
         """The execution with that id (raises `ExecutionNotFoundError`)."""
