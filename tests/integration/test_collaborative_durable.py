@@ -317,3 +317,26 @@ async def test_a_run_cancelled_while_its_step_waits_cancels_the_waiting_call(
     assert run_id in step["error"]["message"]
     assert approved.status_code == 409
     assert dict(tools.calls) == {}
+
+
+async def test_a_step_pauses_and_resumes_on_its_executions_events_not_on_a_poll(tmp_path: Path) -> None:
+    # Polls and sweeps an hour apart: the run learns of the pause from `execution.waiting`
+    # and of the answered step's end from `execution.finished`, at once.
+    settings: dict[str, Any] = {
+        "script": _scripted,
+        "collaborative_poll_seconds": 3600,
+        "clarification_sweep_seconds": 3600,
+    }
+    with CountingTools() as tools:
+        agents = {"team.yml": _team("scripted", "coordinator"), "gated.yml": _gated(tools.url)}
+        async with node_on("memory", tmp_path, agents, **settings) as node, _orchestrator(node) as http:
+            answer = await http.post("/agents/team/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+            run_id = answer.json()["execution_id"]
+            waiting = await _plan_run(http, run_id, "waiting_approval", "succeeded", "failed", timeout=30)
+            approved = await http.post(f"/executions/{waiting['steps'][0]['execution_id']}/approve")
+            finished = await _plan_run(http, run_id, "succeeded", "failed", timeout=30)
+
+    assert waiting["status"] == "waiting_approval"
+    assert approved.status_code == 202
+    assert (finished["status"], finished["result"]) == ("succeeded", SYNTHESIS)
+    assert dict(tools.calls) == {1: 1}

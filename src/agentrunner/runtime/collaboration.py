@@ -42,6 +42,7 @@ from agentrunner.ports.metrics import Metrics
 from agentrunner.ports.providers import ProviderCatalog
 from agentrunner.ports.state import ExecutionStore, PlanRunStore
 from agentrunner.runtime.agent_queues import AgentQueues
+from agentrunner.runtime.agent_run import COLLABORATION_KEY
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.chains import start_for_event
 from agentrunner.runtime.outbox import OutboxRelay
@@ -64,6 +65,7 @@ from agentrunner.runtime.topics import (
     CLARIFICATION_ANSWERED_PATTERN,
     COLLABORATIVE_ANSWERS_QUEUE,
     FINISHED_PATTERN,
+    WAITING_PATTERN,
     cancel_topic,
     cancelled_agent,
     collaborative_finished_queue,
@@ -126,7 +128,7 @@ class CollaborativePool:
         self._subscriptions.append(
             await self._bus.subscribe(
                 collaborative_finished_queue(self._worker_id),
-                [FINISHED_PATTERN, CANCEL_PATTERN],
+                [FINISHED_PATTERN, CANCEL_PATTERN, WAITING_PATTERN],
                 self._on_finished,
                 prefetch=50,
                 exclusive=True,
@@ -387,9 +389,22 @@ class CollaborativePool:
         if agent is not None:
             await self._cancel(agent, str(event.payload.get("execution_id")))
             return
-        waiter = self._waiters.get(str(event.payload.get("execution_id")))
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)  # a wake-up: the step's result is read from the store
+        execution_id = str(event.payload.get("execution_id"))
+        waiter = self._waiters.get(execution_id)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)  # a wake-up: the step's result (or pause) is read from the store
+            return
+        # Not watched here: maybe a step whose paused run waits on it, answered and now ended.
+        execution = event.payload.get("execution")
+        context = execution.get("input", {}).get(COLLABORATION_KEY) if isinstance(execution, dict) else None
+        if isinstance(context, dict) and isinstance(run_id := context.get("run_id"), str):
+            try:
+                await self._runs.resume_step_of(run_id, execution_id)
+            except AgentRunnerError as exc:
+                if exc.retryable:
+                    raise
+                log.warning("answered step not resumed at once", run_id=run_id, error=exc.message)
 
     async def _cancel(self, agent: str, execution_id: str) -> None:
         """A cancel request for a collaborative execution: its run ends cancelled (every

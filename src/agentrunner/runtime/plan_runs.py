@@ -249,6 +249,20 @@ class PlanRuns:
         log.info("steps answered, plan run goes on", run_id=run.id, steps=sorted(moved))
         return saved
 
+    async def resume_step_of(self, run_id: str, execution_id: str) -> None:
+        """Resume run `run_id` at once if one of its steps waits on `execution_id`, which no
+        longer waits (its call was answered, and it ended): the quick way, on its
+        `execution.finished`; the collaborative pool's sweep is the sure one. Anything
+        else (no such run, no such step) is left as it is: the step is matched by the
+        execution id the pool gave it, so a run id named in any other execution's input
+        changes nothing."""
+        try:
+            run = await self._runs.get_plan_run(run_id)
+        except PlanRunNotFoundError:
+            return
+        if any(s.execution_id == execution_id and s.status is StepStatus.WAITING_APPROVAL for s in run.steps):
+            await self.resume_answered(run)
+
     async def _cancel_waiting_steps(self, run: PlanRun) -> None:
         """Cancel the executions of `run`'s steps that wait before a tool call: the run has
         ended, so no answer may make their call any more."""
