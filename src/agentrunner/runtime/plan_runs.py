@@ -142,14 +142,15 @@ class PlanRuns:
             await self._relay.deliver(events)
             if saved.status.is_terminal:
                 await self.finish_execution(saved)
-                await self._cancel_waiting_steps(saved)
             return saved
         raise ConflictError(f"plan run {run.id} keeps changing: try again", run_id=run.id)
 
     async def finish_execution(self, run: PlanRun) -> None:
         """End the execution that started `run` as the run ended (a no-op when it already
         has), announcing it as every execution is: `execution.finished.<agent>`, and
-        `agent.output.<agent>` on success."""
+        `agent.output.<agent>` on success. The executions of its steps still waiting before a
+        tool call are cancelled first: no answer may make their call any more."""
+        await self._cancel_waiting_steps(run)
         execution = await self._executions.get_execution(run.id)
         if execution.status.is_terminal:
             return
