@@ -397,7 +397,8 @@ class CollaborativePool:
             return
         # Not watched here: maybe a step whose paused run waits on it, answered and now ended.
         execution = event.payload.get("execution")
-        context = execution.get("input", {}).get(COLLABORATION_KEY) if isinstance(execution, dict) else None
+        task = execution.get("input") if isinstance(execution, dict) else None
+        context = task.get(COLLABORATION_KEY) if isinstance(task, dict) else None
         if isinstance(context, dict) and isinstance(run_id := context.get("run_id"), str):
             try:
                 await self._runs.resume_step_of(run_id, execution_id)
