@@ -330,13 +330,18 @@ async def test_a_step_pauses_and_resumes_on_its_executions_events_not_on_a_poll(
     with CountingTools() as tools:
         agents = {"team.yml": _team("scripted", "coordinator"), "gated.yml": _gated(tools.url)}
         async with node_on("memory", tmp_path, agents, **settings) as node, _orchestrator(node) as http:
-            answer = await http.post("/agents/team/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+            task, key = {"task_data": {"prompt": "go"}, "wait": 0}, {"Idempotency-Key": "k-1"}
+            answer = await http.post("/agents/team/invoke", json=task, headers=key)
             run_id = answer.json()["execution_id"]
             waiting = await _plan_run(http, run_id, "waiting_approval", "succeeded", "failed", timeout=30)
+            retried = (await http.post("/agents/team/invoke", json=task, headers=key)).json()  # as the run stands
             approved = await http.post(f"/executions/{waiting['steps'][0]['execution_id']}/approve")
             finished = await _plan_run(http, run_id, "succeeded", "failed", timeout=30)
 
     assert waiting["status"] == "waiting_approval"
+    assert (retried["plan_run_id"], retried["plan_run_status"]) == (run_id, "waiting_approval")
+    assert retried["waiting_steps"] == waiting["waiting_steps"]
+    assert [step["pending_tool_call"]["tool"] for step in retried["waiting_steps"]] == ["kit__step"]
     assert approved.status_code == 202
     assert (finished["status"], finished["result"]) == ("succeeded", SYNTHESIS)
     assert dict(tools.calls) == {1: 1}

@@ -71,8 +71,9 @@ async def plan_run_view(plan_runs: PlanRuns, run: PlanRun) -> PlanRunView:
 
 async def plan_run_answer(plan_runs: PlanRuns, execution: Execution) -> dict[str, Any]:
     """What an invocation of a collaborative agent answers besides its execution (ARCHITECTURE
-    §9): `plan_run_id`, and as the run stands, `plan_run_status`, `steps` and the pending
-    `clarifications` (absent until the collaborative pool has started the run)."""
+    §9): `plan_run_id`, and as the run stands, `plan_run_status`, `steps`, the pending
+    `clarifications` and the `waiting_steps` (absent until the collaborative pool has
+    started the run)."""
     agent = plan_runs.registry.agents.get(execution.agent)
     if agent is None or agent.config is None or agent.config.execution_mode is not ExecutionMode.COLLABORATIVE:
         return {}
@@ -82,10 +83,12 @@ async def plan_run_answer(plan_runs: PlanRuns, execution: Execution) -> dict[str
     except PlanRunNotFoundError:
         return answer
     pending = [c for c in run.clarifications if c.status is ClarificationStatus.PENDING]
+    view = await plan_run_view(plan_runs, run)
     return answer | {
         "plan_run_status": run.status.value,
         "steps": [step.model_dump(mode="json") for step in run.steps],
         "clarifications": [question.model_dump(mode="json") for question in pending],
+        "waiting_steps": [step.model_dump(mode="json") for step in view.waiting_steps],
     }
 
 
