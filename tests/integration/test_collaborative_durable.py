@@ -36,7 +36,7 @@ from tests.integration.test_durable_agents import (
     embedded_process,
     embedded_ready,
 )
-from tests.integration.test_tool_gates import _gated
+from tests.integration.test_tool_gates import _gated, _journaled
 
 PLAN = {"steps": [{"id": "work", "agent": "journaled", "instruction": "do the four steps"}]}
 SYNTHESIS = "the team is done"
@@ -72,32 +72,43 @@ async def _ended(http: httpx.AsyncClient, execution_id: str, timeout: float = 90
         await asyncio.sleep(0.05)
 
 
-async def test_a_plan_step_killed_after_two_tool_calls_resumes_from_its_journal(tmp_path: Path) -> None:
-    agents = {"team.yml": _team("openai", "gpt-4o-mini")}
-    with CountingTools(hold=3) as tools, FakeOpenAI(script=_wire) as fake:
-        agents["journaled.yml"] = _agent(tools.url)
-        (tmp_path / "agents").mkdir()
-        for name, text in agents.items():
-            (tmp_path / "agents" / name).write_text(text)
-        port = free_port()
-        process = embedded_process(tmp_path, fake, port)
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                await embedded_ready(http, process, tmp_path)
-                answer = await http.post("/agents/team/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
-                run_id = answer.json()["execution_id"]
-                # Step 3 was called: tools 1 and 2 ended and were recorded before it.
-                await _wait_for(lambda: tools.calls[3] == 1, "tool call 3 never came")
-                during = (await http.get(f"/plan-runs/{run_id}")).json()
-        finally:
-            process.send_signal(signal.SIGKILL)
-            process.wait(10)
-        step_calls_before = sum(r.model == "gpt-4o" for r in fake.received)
+async def _killed_during_step_call_3(
+    tmp_path: Path, agents: dict[str, str], tools: CountingTools, fake: FakeOpenAI
+) -> dict[str, Any]:
+    """Run the team in an embedded `agentrunner up` killed (-9) during its step's tool call
+    3; the plan run as it stood then (its step running)."""
+    (tmp_path / "agents").mkdir()
+    for name, text in agents.items():
+        (tmp_path / "agents" / name).write_text(text)
+    port = free_port()
+    process = embedded_process(tmp_path, fake, port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            await embedded_ready(http, process, tmp_path)
+            answer = await http.post("/agents/team/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+            run_id = answer.json()["execution_id"]
+            # Step 3 was called: tools 1 and 2 ended and were recorded before it.
+            await _wait_for(lambda: tools.calls[3] == 1, "tool call 3 never came")
+            during: dict[str, Any] = (await http.get(f"/plan-runs/{run_id}")).json()
+            return during
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
         tools.release()  # the held call ends in a server whose client is gone
 
-        settings: dict[str, Any] = {"collaborative_poll_seconds": 0.2}
-        keys = {"openai_api_key": fake.api_key, "openai_base_url": fake.base_url}
-        async with node_on("memory", tmp_path, agents, **keys, **settings) as node, _orchestrator(node) as http:
+
+def _restarted(tmp_path: Path, agents: dict[str, str], fake: FakeOpenAI) -> Any:
+    keys = {"openai_api_key": fake.api_key, "openai_base_url": fake.base_url}
+    return node_on("memory", tmp_path, agents, **keys, collaborative_poll_seconds=0.2)
+
+
+async def test_a_plan_step_killed_after_two_tool_calls_resumes_from_its_journal(tmp_path: Path) -> None:
+    with CountingTools(hold=3) as tools, FakeOpenAI(script=_wire) as fake:
+        agents = {"team.yml": _team("openai", "gpt-4o-mini"), "journaled.yml": _agent(tools.url)}
+        during = await _killed_during_step_call_3(tmp_path, agents, tools, fake)
+        run_id = during["id"]
+        step_calls_before = sum(r.model == "gpt-4o" for r in fake.received)
+        async with _restarted(tmp_path, agents, fake) as node, _orchestrator(node) as http:
             run_execution = await _ended(http, run_id)
             run = (await http.get(f"/plan-runs/{run_id}")).json()
             [step] = run["steps"]
@@ -124,6 +135,32 @@ async def test_a_plan_step_killed_after_two_tool_calls_resumes_from_its_journal(
     # Planned once before the kill (the run was saved with its plan), synthesised once after.
     coordinator = [r for r in fake.received if r.model == "gpt-4o-mini"]
     assert ["submit_plan" in r.tool_names for r in coordinator] == [True, False]
+
+
+async def test_a_plan_step_killed_inside_a_call_not_safe_to_repeat_waits_and_runs_on_as_answered(
+    tmp_path: Path,
+) -> None:
+    with CountingTools(hold=3) as tools, FakeOpenAI(script=_wire) as fake:
+        agents = {"team.yml": _team("openai", "gpt-4o-mini"), "journaled.yml": _journaled(tools.url)}
+        during = await _killed_during_step_call_3(tmp_path, agents, tools, fake)
+        run_id = during["id"]
+        async with _restarted(tmp_path, agents, fake) as node, _orchestrator(node) as http:
+            waiting = await _plan_run(http, run_id, "waiting_approval", "succeeded", "failed")
+            step_calls_waiting = sum(r.model == "gpt-4o" for r in fake.received)
+            [step] = waiting["waiting_steps"]
+            body = {"happened": True, "result": "step 3 (done, said a human)"}
+            answered = await http.post(f"/executions/{step['execution_id']}/tool-outcome", json=body)
+            finished = await _plan_run(http, run_id, "succeeded", "failed")
+
+    assert waiting["status"] == "waiting_approval", waiting
+    pending = step["pending_tool_call"]
+    assert (pending["reason"], pending["tool"], pending["arguments"]) == ("tool_outcome_unknown", "kit__step", {"n": 3})
+    assert step_calls_waiting == 3  # nothing asked again while it waited
+    assert answered.status_code == 202
+    assert finished["status"] == "succeeded", finished
+    # Never run twice: the human said call 3 happened, and the model read what they said.
+    assert dict(tools.calls) == {1: 1, 2: 1, 3: 1, 4: 1}
+    assert finished["steps"][0]["output"] == "done: step 1, step 2, step 3 (done, said a human), step 4"
 
 
 @dataclass
