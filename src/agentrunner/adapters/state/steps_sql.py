@@ -35,6 +35,9 @@ class StepsSQL(SQLEngine):
         # One statement, atomic on both (SQLite: the write's transaction; PostgreSQL: the rows
         # go as one multi-row INSERT), so no BEGIN/COMMIT round trips around it.
         rows = [step_params(step) for step in steps]
+        if self.is_sqlite:
+            await self._sqlite_write_many(step_upsert(True), rows)
+            return [None] * len(steps)
         async with self._session(write=True) as session:
             await session.execute(step_upsert(self.is_sqlite), rows[0] if len(rows) == 1 else rows)
         return [None] * len(steps)
