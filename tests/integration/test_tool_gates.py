@@ -6,6 +6,7 @@ survives a restart, and each answer does what it says, once; another tenant cann
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections import Counter
 from collections.abc import Callable
@@ -42,10 +43,13 @@ def _gated(url: str) -> str:
     )
 
 
+LONG_NOTE = "note " * 4000
+
+
 def _model(asked: Counter[str]) -> Callable[[LLMRequest], Any]:
     """The scripted model: to "hello" it answers at once; otherwise it asks `kit__step(1)`
-    (`kit__step("one")` to "wrong arguments"), then answers with what the call returned.
-    Counts its calls per prompt in `asked`."""
+    (`kit__step("one")` to "wrong arguments", with a 20 kB `note` to "long arguments"), then
+    answers with what the call returned. Counts its calls per prompt in `asked`."""
 
     def answer(request: LLMRequest) -> Any:
         prompt = next(m.content for m in request.messages if m.role == "user")
@@ -55,7 +59,8 @@ def _model(asked: Counter[str]) -> Callable[[LLMRequest], Any]:
         results = [m.content for m in request.messages if m.role == "tool"]
         if not results:
             n: Any = "one" if prompt == "wrong arguments" else 1
-            return {"tool_calls": [{"id": "c1", "name": "kit__step", "arguments": {"n": n}}]}
+            arguments = {"n": n} | ({"note": LONG_NOTE} if prompt == "long arguments" else {})
+            return {"tool_calls": [{"id": "c1", "name": "kit__step", "arguments": arguments}]}
         return "done: " + ", ".join(results)
 
     return answer
@@ -425,3 +430,23 @@ async def test_a_continuous_turn_waits_then_lands_in_its_session_once(tmp_path: 
     assert [(m["role"], m["content"]) for m in history] == [("user", "gated"), ("assistant", "done: step 1")]
     assert dict(tools.calls) == {1: 1}
     assert asked["gated"] == 2
+
+
+async def test_the_list_shows_the_call_an_execution_waits_on_cut_to_a_preview(tmp_path: Path) -> None:
+    asked: Counter[str] = Counter()
+    with CountingTools() as tools:
+        agents = {"gated.yml": _gated(tools.url)}
+        async with node_on("memory", tmp_path, agents, script=_model(asked)) as node, _orchestrator(node) as http:
+            task = {"task_data": {"prompt": "long arguments"}, "wait": 0}
+            execution_id = (await http.post("/agents/gated/invoke", json=task)).json()["execution_id"]
+            whole = await _status(http, execution_id, "waiting_approval")
+            listed = (await http.get("/executions", params={"status": "waiting_approval"})).json()["items"]
+
+    [item] = listed
+    pending = item["pending_tool_call"]
+    assert item["truncated"] is True
+    assert len(json.dumps(pending["arguments"], separators=(",", ":")).encode()) <= 2048
+    assert pending["arguments"]["n"] == 1
+    assert LONG_NOTE.startswith(pending["arguments"]["note"])
+    assert (pending["tool"], pending["reason"], pending["call_id"]) == ("kit__step", "approval", "c1")
+    assert whole["pending_tool_call"]["arguments"] == {"n": 1, "note": LONG_NOTE}  # the detail has it whole
