@@ -179,9 +179,11 @@ def _journaled(url: str, *, policy: str = "ask", idempotent: bool | None = None)
     )
 
 
-async def _killed_during_call_3(tmp_path: Path, agent: str, tools: CountingTools, fake: FakeOpenAI) -> str:
-    """Run `agent` in an embedded `agentrunner up` killed (-9) during tool call 3; the id
-    of its execution, left with step 3 started and no outcome."""
+async def _killed_during_call_3(
+    tmp_path: Path, agent: str, tools: CountingTools, fake: FakeOpenAI, session_id: str | None = None
+) -> str:
+    """Run `agent` (in session `session_id`, if any) in an embedded `agentrunner up` killed
+    (-9) during tool call 3; the id of its execution, left with step 3 started and no outcome."""
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "journaled.yml").write_text(agent)
     port = free_port()
@@ -189,7 +191,8 @@ async def _killed_during_call_3(tmp_path: Path, agent: str, tools: CountingTools
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             await embedded_ready(http, process, tmp_path)
-            answer = await http.post("/agents/journaled/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+            task = {"task_data": {"prompt": "go"}, "wait": 0} | ({"session_id": session_id} if session_id else {})
+            answer = await http.post("/agents/journaled/invoke", json=task)
             await _wait_for(lambda: tools.calls[3] == 1, "tool call 3 never came")
             return str(answer.json()["execution_id"])
     finally:
@@ -242,6 +245,31 @@ async def test_a_call_killed_under_way_and_not_safe_to_repeat_waits_and_each_ans
     else:
         assert finished["error"]["code"] == "tool_outcome_unknown"
         assert len(fake.requests) == 3
+
+
+async def test_a_continuous_turn_killed_inside_a_call_not_safe_to_repeat_waits_and_lands_once_answered(
+    tmp_path: Path,
+) -> None:
+    """The same for a continuous session: its turn waits for the human's answer (the session
+    keeps nothing of it meanwhile), then lands in the session once, call 3 made once."""
+    with CountingTools(hold=3) as tools, FakeOpenAI(script=_vendor) as fake:
+        agent = _journaled(tools.url).replace("execution_mode: autonomous", "execution_mode: continuous")
+        execution_id = await _killed_during_call_3(tmp_path, agent, tools, fake, session_id="s-1")
+        async with _restarted(tmp_path, agent, fake) as node, _orchestrator(node) as http:
+            waiting = await _status(http, execution_id, "waiting_approval", "succeeded", "failed")
+            with pytest.raises(StateNotFoundError):  # nothing of the turn is kept while it waits
+                await node.store.sessions.load_state("journaled", "s-1")
+            body = ANSWERS["happened"][0]
+            answered = await http.post(f"/executions/{execution_id}/tool-outcome", json=body)
+            finished = await _status(http, execution_id, "succeeded", "failed")
+            history = (await node.store.sessions.load_state("journaled", "s-1")).history
+
+    assert waiting["pending_tool_call"]["reason"] == "tool_outcome_unknown"
+    assert answered.status_code == 202
+    assert finished["output"] == "done: step 1, step 2, step 3 (done, said a human), step 4"
+    assert dict(tools.calls) == {1: 1, 2: 1, 3: 1, 4: 1}
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert history[-1]["content"] == finished["output"]
 
 
 @pytest.mark.parametrize(
