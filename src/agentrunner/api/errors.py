@@ -25,6 +25,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "admin_only": 403,
     "not_found": 404,
     "agent_not_found": 404,
+    "agent_version_not_found": 404,
     "execution_not_found": 404,
     "state_not_found": 404,
     "dead_letter_not_found": 404,

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agentrunner.domain.agent import AgentConfig, ToolConfig
-from agentrunner.domain.redaction import MASK, is_secret_name, mask_arguments, mask_command, mask_text
+from agentrunner.domain.redaction import MASK, is_secret_name, mask_arguments, mask_command, mask_text, masked
 from agentrunner.ports.tools import Repeatable
 from agentrunner.runtime.registry import RegisteredAgent
 from agentrunner.tracing import current_caller
@@ -82,18 +82,6 @@ def agent_detail_view(agent: RegisteredAgent) -> AgentDetailView:
         offered_tools_repeatable={name: agent.repeatable.get(name, Repeatable.NEVER) for name in agent.tools},
         warnings=[str(warning) for warning in agent.warnings],
     )
-
-
-def masked(value: Any) -> Any:
-    """`value` with every field whose name looks secret replaced by a mask, and every
-    string's credentials (URL userinfo and query secrets, token-shaped values) masked."""
-    if isinstance(value, dict):
-        return {key: MASK if is_secret_name(str(key)) and item else masked(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [masked(item) for item in value]
-    if isinstance(value, str):
-        return mask_text(value)
-    return value
 
 
 def reads_tool_definitions() -> bool:

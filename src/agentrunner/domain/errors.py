@@ -6,6 +6,7 @@
     │       └── AgentFileRefusedError  refused before parsing: too big, anchors or aliases
     ├── AgentNotFoundError           no agent of that name (agent_not_found)
     ├── AgentUnavailableError        the agent exists but cannot run (agent_unavailable)
+    ├── AgentVersionNotFoundError    no version of that number for that agent (agent_version_not_found)
     ├── ExecutionNotFoundError       no execution with that id (execution_not_found)
     ├── StateNotFoundError           no state for that agent and session (state_not_found)
     ├── DeadLetterNotFoundError      no dead letter with that id (dead_letter_not_found)
@@ -87,6 +88,12 @@ class ExecutionNotFoundError(AgentRunnerError):
     """No execution has the requested id."""
 
     code = "execution_not_found"
+
+
+class AgentVersionNotFoundError(AgentRunnerError):
+    """The agent has no version of that number (`domain/agent_version.py`)."""
+
+    code = "agent_version_not_found"
 
 
 class StateNotFoundError(AgentRunnerError):

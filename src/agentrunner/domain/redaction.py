@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 MASK = "********"
@@ -116,3 +117,15 @@ def mask_command(command: str) -> str:
     words = command.split()
     masked = mask_arguments(words)
     return command if masked == words else " ".join(masked)
+
+
+def masked(value: Any) -> Any:
+    """`value` with every field whose name looks secret replaced by a mask, and every
+    string's credentials (URL userinfo and query secrets, token-shaped values) masked."""
+    if isinstance(value, dict):
+        return {key: MASK if is_secret_name(str(key)) and item else masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [masked(item) for item in value]
+    if isinstance(value, str):
+        return mask_text(value)
+    return value

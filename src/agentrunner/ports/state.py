@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from agentrunner.domain.agent_version import AgentVersion, LoadedContent
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
@@ -344,6 +345,26 @@ class AgentRecords(Protocol):
         ...
 
 
+class AgentVersions(Protocol):
+    """Versions of agents (`domain/agent_version.py`): written by the config role when it
+    loads agent files, read by the API. Agents are platform-wide, so are their versions."""
+
+    async def record_versions(self, contents: Sequence[LoadedContent]) -> list[AgentVersion]:
+        """Record each content whose hash differs from its agent's latest version as that
+        agent's next version (1 for an agent never seen), with the fields changed since the
+        latest; the others are left as they are, so replicas may all call this. Returns
+        the version each content is, in order."""
+        ...
+
+    async def list_versions(self, agent: str) -> list[AgentVersion]:
+        """The versions of `agent`, newest first (none for an agent never recorded)."""
+        ...
+
+    async def get_version(self, agent: str, version: int) -> AgentVersion:
+        """Version `version` of `agent` (raises `StateNotFoundError`)."""
+        ...
+
+
 class ScheduleStore(Protocol):
     """Schedules and their fires (`runtime/scheduler.py`, `runtime/schedule_watch.py`): a
     fire claimed by one scheduler replica creates its execution in the same transaction."""
@@ -469,6 +490,7 @@ class StateStore(
     WebhookDeliveryStore,
     DeadLetterStore,
     AgentRecords,
+    AgentVersions,
     ScheduleStore,
     PlanRunStore,
     StepJournal,

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.agent_document import AgentDocument, BrokenAgentFile, ConfigIssue
+from agentrunner.domain.agent_version import LoadedContent, loaded_content
 from agentrunner.domain.errors import AgentNotFoundError, AgentUnavailableError
 from agentrunner.domain.reason import SHORT_REASON_CHARS, Reason, short_reason
 from agentrunner.ports.providers import ProviderCatalog
@@ -162,6 +163,11 @@ class AgentRegistry:
             )
             for agent in self.agents.values()
         ]
+
+    def contents(self) -> list[LoadedContent]:
+        """What a version of each loaded agent records (`domain/agent_version.py`); an agent
+        whose file did not load has no content to record."""
+        return [loaded_content(agent.config) for agent in self.agents.values() if agent.config is not None]
 
     def in_modes(self, modes: frozenset[ExecutionMode]) -> list[AgentConfig]:
         """Agents that run (available or degraded) whose execution mode is one of `modes`."""

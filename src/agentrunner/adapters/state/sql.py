@@ -4,7 +4,7 @@ the distributed one, one class over one engine.
 Each aggregate has its module, a mixin over the shared engine (`engine.py`: the pool,
 transactions, driver errors translated): executions with their outbox and usage
 (`executions_sql`), sessions, idempotency keys, webhook deliveries, dead letters, the agent
-registry, schedules and fires, plan runs, the journal of execution steps (`steps_sql`),
+registry and its versions, schedules and fires, plan runs, the journal of execution steps (`steps_sql`),
 the audit log and retention. `SQLStateStore`
 puts them together, so a write that spans aggregates (a claimed fire and the execution it
 starts, a plan run and its outbox events) stays one transaction on one connection.
@@ -17,6 +17,7 @@ whether it reads through the cache.
 
 from __future__ import annotations
 
+from agentrunner.adapters.state.agent_versions_sql import AgentVersionsSQL
 from agentrunner.adapters.state.agents_sql import AgentsSQL
 from agentrunner.adapters.state.audit_sql import AuditSQL
 from agentrunner.adapters.state.dead_letters_sql import DeadLettersSQL
@@ -38,6 +39,7 @@ class SQLStateStore(
     WebhookDeliveriesSQL,
     DeadLettersSQL,
     AgentsSQL,
+    AgentVersionsSQL,
     SchedulesSQL,
     PlanRunsSQL,
     StepsSQL,

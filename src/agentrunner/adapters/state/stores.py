@@ -16,6 +16,7 @@ from agentrunner.ports.cache import Cache
 from agentrunner.ports.retention import Retention
 from agentrunner.ports.state import (
     AgentRecords,
+    AgentVersions,
     DeadLetterStore,
     ExecutionQueries,
     ExecutionStore,
@@ -45,6 +46,7 @@ class Stores:
     webhook_deliveries: WebhookDeliveryStore
     dead_letters: DeadLetterStore
     agents: AgentRecords
+    agent_versions: AgentVersions  # written on a reload, read by the API: never cached
     schedules: ScheduleStore
     plan_runs: PlanRunStore
     steps: StepJournal  # written on the hot path, read when a run resumes: never cached
@@ -66,6 +68,7 @@ class Stores:
             webhook_deliveries=database,
             dead_letters=database,
             agents=database,
+            agent_versions=database,
             schedules=database,
             plan_runs=database,
             steps=database,

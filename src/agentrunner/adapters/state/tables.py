@@ -115,6 +115,21 @@ class AgentRow(Base):
     updated_at: Mapped[datetime]
 
 
+class AgentVersionRow(Base):
+    """One version of an agent: a new content of its file, numbered per agent (see
+    `domain.agent_version`). Kept for good: executions name the version they ran."""
+
+    __tablename__ = "agent_versions"
+
+    agent: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    document: Mapped[dict[str, Any]]
+    changes: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+
+
 class ExecutionRow(Base):
     """One execution (see `domain.execution.Execution`)."""
 

@@ -1,0 +1,37 @@
+"""Versions of agents: each new content of an agent file, numbered per agent, with its
+(masked) text and the fields that changed.
+
+Revision ID: 0017
+Revises: 0016
+Create Date: 2026-12-07 03:50:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0017"
+down_revision: str | None = "0016"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "agent_versions",
+        sa.Column("agent", sa.String(length=128), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("content_hash", sa.String(length=64), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("changes", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("agent", "version"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("agent_versions")
