@@ -24,6 +24,7 @@ from tests.conftest import REPO
 
 EXPECTED_TABLES = {
     "agents",
+    "agent_versions",
     "executions",
     "webhook_deliveries",
     "idempotency_keys",
