@@ -1,0 +1,52 @@
+"""Agent versions (issue 24): a node records a version for each new content of an agent
+file it loads, and the API lists them, shows each with its text and its diff to the
+previous one; the same content reloaded is no new version."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agentrunner.node import Node
+from agentrunner.settings import Settings
+from tests.integration.test_hot_reload import agent_yaml, eventually
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "writer.yml").write_text(agent_yaml("writer", prompt="Be brief."))
+    running = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path))
+    async with running.running():
+        await asyncio.sleep(0.2)  # the watcher is armed
+        yield running
+
+
+def client(node: Node) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=node.apps()["orchestrator"]), base_url="http://n")
+
+
+async def test_an_edited_file_is_a_new_version_with_its_diff(node: Node) -> None:
+    async with client(node) as http:
+        first = (await http.get("/agents/writer/versions")).json()
+        (node.settings.agents_dir / "writer.yml").write_text(agent_yaml("writer", prompt="Be thorough."))
+
+        async def two_versions() -> bool:
+            return len((await http.get("/agents/writer/versions")).json()) == 2
+
+        await eventually(two_versions, "the edit is recorded as version 2")
+        await node.reload_agents()  # the same content again: no new version
+        listed = (await http.get("/agents/writer/versions")).json()
+        second = (await http.get("/agents/writer/versions/2")).json()
+        original = (await http.get("/agents/writer/versions/1")).json()
+
+    assert [(v["version"], v["changes"]) for v in first] == [(1, [])]
+    assert [v["version"] for v in listed] == [2, 1]
+    assert second["changes"] == [{"field": "system_prompt", "before": "Be brief.", "after": "Be thorough."}]
+    assert "system_prompt: Be thorough." in second["text"]
+    assert "-system_prompt: Be brief.\n+system_prompt: Be thorough.\n" in second["diff"]
+    assert (original["diff"], original["content_hash"]) == ("", first[0]["content_hash"])
