@@ -39,7 +39,12 @@ async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     agents.mkdir()
     (agents / "writer.yml").write_text(WRITER.format(sig="first-sig-value", host="mcp.internal.corp"))
     settings = Settings(
-        _env_file=None, agents_dir=agents, data_dir=tmp_path, **{k.lower(): v for k, v in TENANTS_ENV.items()}
+        _env_file=None,
+        agents_dir=agents,
+        data_dir=tmp_path,
+        enable_api_auth=True,
+        api_keys=TENANTS_ENV["API_KEYS"],
+        admin_api_keys=TENANTS_ENV["ADMIN_API_KEYS"],
     )
     node = Node(settings)
     async with node.running():
