@@ -50,3 +50,19 @@ async def test_an_edited_file_is_a_new_version_with_its_diff(node: Node) -> None
     assert "system_prompt: Be thorough." in second["text"]
     assert "-system_prompt: Be brief.\n+system_prompt: Be thorough.\n" in second["diff"]
     assert (original["diff"], original["content_hash"]) == ("", first[0]["content_hash"])
+
+
+async def test_each_execution_records_the_version_it_ran_and_is_found_by_it(node: Node) -> None:
+    async with client(node) as http:
+        before = (await http.post("/agents/writer/invoke", json={"task_data": {"prompt": "one"}})).json()
+        (node.settings.agents_dir / "writer.yml").write_text(agent_yaml("writer", prompt="Be thorough."))
+        await node.reload_agents()
+        after = (await http.post("/agents/writer/invoke", json={"task_data": {"prompt": "two"}})).json()
+        on_first = (await http.get("/executions", params={"agent": "writer", "agent_version": 1})).json()
+        on_second = (await http.get("/executions", params={"agent": "writer", "agent_version": 2})).json()
+        without_agent = await http.get("/executions", params={"agent_version": 1})
+
+    assert (before["agent_version"], after["agent_version"]) == (1, 2)
+    assert [e["execution_id"] for e in on_first["items"]] == [before["execution_id"]]
+    assert [e["execution_id"] for e in on_second["items"]] == [after["execution_id"]]
+    assert without_agent.status_code == 400

@@ -20,8 +20,9 @@ from agentrunner.api.steps import ExecutionWithSteps, with_steps
 from agentrunner.api.tool_answers import tool_answer_routes
 from agentrunner.api.ui import UI_PATH, mount_dashboard
 from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
+from agentrunner.domain.agent_version import MAX_VERSION
 from agentrunner.domain.audit import AuditAction
-from agentrunner.domain.errors import ExecutionNotFoundError
+from agentrunner.domain.errors import BadRequestError, ExecutionNotFoundError
 from agentrunner.domain.event import StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN, WebhookDelivery
@@ -339,9 +340,19 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLim
         status: ExecutionStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: str | None = None,
+        agent_version: Annotated[
+            int | None, Query(ge=1, le=MAX_VERSION, description="Only those run on this version of `agent`.")
+        ] = None,
     ) -> ExecutionList:
+        if agent_version is not None and not agent:
+            raise BadRequestError("agent_version is a number of one agent's versions: give agent too")
         page = await orchestrator.executions(
-            agent=agent, status=status, limit=limit, cursor=cursor, tenant=visible_tenant()
+            agent=agent,
+            status=status,
+            limit=limit,
+            cursor=cursor,
+            tenant=visible_tenant(),
+            agent_version=agent_version,
         )
         items = []
         for execution in page.items:

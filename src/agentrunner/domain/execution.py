@@ -134,6 +134,9 @@ class Execution(BaseModel):
     chain_depth: int = 0
     # The execution this one replays, when a replay started it (debugging from a given step).
     replay_of: ReplayOf | None = None
+    # The version of its agent it was created on (domain/agent_version.py); None when the
+    # node that created it had not learned the loaded content's number yet.
+    agent_version: int | None = None
     # Every tool call of the attempt that ended it, in the order they finished.
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     # The tool call it waits on while `waiting_approval`, then with the human's answer until

@@ -325,10 +325,14 @@ class Node:
         await self.reloader.reload()
 
     async def sync_agent_records(self) -> None:
-        """Write the registry to the store's agent table and record each new content of an
-        agent file as the agent's next version (the config role owns both)."""
+        """Write the registry to the store's agent table (the config role owns it)."""
         await self.store.agents.sync_agents(self.registry.records())
-        await self.store.agent_versions.record_versions(self.registry.contents())
+
+    async def record_agent_versions(self) -> None:
+        """Record each new content of an agent file as the agent's next version, and learn
+        the numbers of the loaded contents (every node: the first to load a content records
+        it, the others find it), so the work this node creates names its version."""
+        self.registry.learn_versions(await self.store.agent_versions.record_versions(self.registry.contents()))
 
     async def resume_unfinished(self) -> None:
         """Hand the executions the last process left unfinished to the pools again (the

@@ -189,8 +189,11 @@ class ExecutionQueries(Protocol):
         limit: int = 50,
         cursor: str | None = None,
         tenant: str | None = None,
+        agent_version: int | None = None,
     ) -> ExecutionPage:
-        """Executions matching the filters (of `tenant` when given), newest first, `limit` at a time."""
+        """Executions matching the filters (of `tenant` when given), newest first, `limit` at a
+        time. `agent_version` is a number of `agent`'s versions: without an agent it matches
+        that number of any agent."""
         ...
 
     async def usage(

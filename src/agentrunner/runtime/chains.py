@@ -48,7 +48,9 @@ def chain_tenant(event: Event) -> str | None:
     return event.headers.get(TENANT_HEADER) or None
 
 
-def execution_for_event(agent: str, event: Event, config: AgentConfig | None) -> Execution:
+def execution_for_event(
+    agent: str, event: Event, config: AgentConfig | None, agent_version: int | None = None
+) -> Execution:
     """The execution `event` starts for `agent` (queued, not yet stored): its id derives from
     the event, and it keeps the event's tenant and chain depth and the agent's own
     `webhook_url` (`config`: the agent's configuration, when the registry has one)."""
@@ -63,16 +65,17 @@ def execution_for_event(agent: str, event: Event, config: AgentConfig | None) ->
         tenant=chain_tenant(event),
         origin=origin_of_event(event.topic, event.payload),
         chain_depth=chain_depth(event),
+        agent_version=agent_version,
     )
 
 
 async def record_execution_for_event(
-    store: ExecutionStore, agent: str, event: Event, config: AgentConfig | None
+    store: ExecutionStore, agent: str, event: Event, config: AgentConfig | None, agent_version: int | None = None
 ) -> str:
     """The id of the execution `event` starts for `agent`, recorded on its first delivery
     (a redelivery finds it: its stored status decides what happens). Raises what the store
     raises, but never `ConflictError`."""
-    execution = execution_for_event(agent, event, config)
+    execution = execution_for_event(agent, event, config, agent_version)
     try:
         await store.create_execution(execution)
     except ConflictError:
@@ -92,7 +95,8 @@ async def start_for_event(
         log.warning("chain too deep, event not run", agent=agent, topic=event.topic, depth=depth)
         return None
     registered = registry.agents.get(agent)
-    return await record_execution_for_event(store, agent, event, registered.config if registered else None)
+    config = registered.config if registered else None
+    return await record_execution_for_event(store, agent, event, config, registry.version_of(agent))
 
 
 def output_event(execution: Execution) -> Event:

@@ -349,6 +349,7 @@ class CollaborativePool:
                 trace_id=run.trace_id,
                 tenant=owner.tenant,
                 chain_depth=owner.chain_depth,
+                agent_version=self._registry.version_of(step.agent),
             )
             request = {"execution_id": step.execution_id} | ({"tenant": owner.tenant} if owner.tenant else {})
             invocation = Event(topic=invoke_topic(step.agent), payload=request, trace_id=run.trace_id)

@@ -213,6 +213,7 @@ class Orchestrator:
             tenant=tenant,
             origin=origin,
             replay_of=replay[0] if replay else None,
+            agent_version=self._registry.version_of(config.name),
         )
         if config.execution_mode is ExecutionMode.CONTINUOUS and config.continuous_config is not None:
             policy = config.continuous_config.on_busy
@@ -440,10 +441,12 @@ class Orchestrator:
         limit: int,
         cursor: str | None,
         tenant: str | None = None,
+        agent_version: int | None = None,
     ) -> ExecutionPage:
-        """A page of executions (of `tenant` when given), newest first."""
+        """A page of executions (of `tenant` when given; on `agent_version` of `agent` when
+        given), newest first."""
         return await self._queries.list_executions(
-            agent=agent, status=status, limit=limit, cursor=cursor, tenant=tenant
+            agent=agent, status=status, limit=limit, cursor=cursor, tenant=tenant, agent_version=agent_version
         )
 
     async def _on_finished(self, event: Event) -> None:

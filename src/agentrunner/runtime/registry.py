@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.agent_document import AgentDocument, BrokenAgentFile, ConfigIssue
-from agentrunner.domain.agent_version import LoadedContent, loaded_content
+from agentrunner.domain.agent_version import AgentVersion, LoadedContent, loaded_content
 from agentrunner.domain.errors import AgentNotFoundError, AgentUnavailableError
 from agentrunner.domain.reason import SHORT_REASON_CHARS, Reason, short_reason
 from agentrunner.ports.providers import ProviderCatalog
@@ -49,6 +49,8 @@ class RegisteredAgent:
     tools: tuple[str, ...] = ()
     # Per offered tool: whether a call may be made again after a crash left its outcome unknown.
     repeatable: Mapping[str, Repeatable] = field(default_factory=dict)
+    # What a version of its loaded config records (None: its file did not load).
+    content: LoadedContent | None = None
 
     @property
     def short_reason(self) -> str | None:
@@ -70,6 +72,9 @@ class AgentRegistry:
 
     agents: dict[str, RegisteredAgent] = field(default_factory=dict)
     problems: list[ConfigIssue] = field(default_factory=list)
+    # The version number of each (agent, content hash) learned from the store: a content
+    # loaded but not yet numbered has none, so work is never tagged with a stale number.
+    versions: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def replace_all(
         self, documents: list[AgentDocument], broken: list[BrokenAgentFile], catalog: ProviderCatalog
@@ -94,7 +99,13 @@ class AgentRegistry:
                 )
             status = AgentStatus.UNAVAILABLE if reasons else AgentStatus.AVAILABLE
             registry.agents[config.name] = RegisteredAgent(
-                config.name, document.source, config, status, tuple(reasons), document.warnings
+                config.name,
+                document.source,
+                config,
+                status,
+                tuple(reasons),
+                document.warnings,
+                content=loaded_content(config),
             )
         for failure in broken:
             registry.problems.extend(failure.issues)
@@ -167,7 +178,19 @@ class AgentRegistry:
     def contents(self) -> list[LoadedContent]:
         """What a version of each loaded agent records (`domain/agent_version.py`); an agent
         whose file did not load has no content to record."""
-        return [loaded_content(agent.config) for agent in self.agents.values() if agent.config is not None]
+        return [agent.content for agent in self.agents.values() if agent.content is not None]
+
+    def learn_versions(self, versions: Sequence[AgentVersion]) -> None:
+        """Remember the numbers the store gave the loaded contents (`version_of`)."""
+        self.versions.update({(version.agent, version.content_hash): version.version for version in versions})
+
+    def version_of(self, name: str) -> int | None:
+        """The version number of the config `name` runs now (None: unknown agent, a file
+        that did not load, or a content not numbered yet)."""
+        agent = self.agents.get(name)
+        if agent is None or agent.content is None:
+            return None
+        return self.versions.get((name, agent.content.content_hash))
 
     def in_modes(self, modes: frozenset[ExecutionMode]) -> list[AgentConfig]:
         """Agents that run (available or degraded) whose execution mode is one of `modes`."""

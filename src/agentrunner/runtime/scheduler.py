@@ -57,9 +57,15 @@ Clock = Callable[[], datetime]
 
 
 def fire_claim(
-    schedule: Schedule, fire_time: datetime, status: FireStatus, note: str | None, now: datetime
+    schedule: Schedule,
+    fire_time: datetime,
+    status: FireStatus,
+    note: str | None,
+    now: datetime,
+    agent_version: int | None = None,
 ) -> FireClaim:
-    """The claim of one tick: with a queued execution and its events when it runs."""
+    """The claim of one tick: with a queued execution (on `agent_version` of its agent) and
+    its events when it runs."""
     fire = ScheduleFire(
         id=new_id(),
         schedule_id=schedule.id,
@@ -71,13 +77,15 @@ def fire_claim(
     )
     if status is not FireStatus.FIRED:
         return FireClaim(fire=fire)
-    execution, events = scheduled_run(schedule, fire_time, now)
+    execution, events = scheduled_run(schedule, fire_time, now, agent_version)
     return FireClaim(
         fire=fire.model_copy(update={"execution_id": execution.execution_id}), execution=execution, events=events
     )
 
 
-def scheduled_run(schedule: Schedule, fire_time: datetime, now: datetime) -> tuple[Execution, list[Event]]:
+def scheduled_run(
+    schedule: Schedule, fire_time: datetime, now: datetime, agent_version: int | None = None
+) -> tuple[Execution, list[Event]]:
     """A queued execution of the schedule's agent on its task_data, the event the agent's
     pool runs it from, and the `scheduled.tasks` announcement; all of the schedule's tenant
     (its creator), whose budgets and limits the run counts against."""
@@ -90,6 +98,7 @@ def scheduled_run(schedule: Schedule, fire_time: datetime, now: datetime) -> tup
         trace_id=new_trace_id(),
         created_at=now,
         tenant=tenant,
+        agent_version=agent_version,
     )
     headers = {TENANT_HEADER: tenant} if tenant else {}
     events = [
@@ -290,7 +299,8 @@ class Scheduler:
                 status, note = FireStatus.SKIPPED, unavailable
             else:
                 status, note, current = overlap_decision(schedule, tick, current)
-            claims.append(fire_claim(schedule, tick.fire_time, status, note, now))
+            version = self._registry.version_of(schedule.agent)
+            claims.append(fire_claim(schedule, tick.fire_time, status, note, now, version))
         return claims
 
     def _unavailable(self, agent: str) -> str | None:
@@ -372,7 +382,8 @@ class Scheduler:
         schedule = await self.get(schedule_id)
         self._registry.runnable(schedule.agent)
         now = self._clock()
-        claim = fire_claim(schedule, now, FireStatus.FIRED, "triggered through the API", now)
+        version = self._registry.version_of(schedule.agent)
+        claim = fire_claim(schedule, now, FireStatus.FIRED, "triggered through the API", now, version)
         won = await self._store.claim_fires([claim])
         if not won:
             raise ConflictError(f"schedule {schedule_id!r} fired at this very instant: try again")

@@ -250,6 +250,7 @@ class ExecutionsSQL(SQLEngine):
         limit: int = 50,
         cursor: str | None = None,
         tenant: str | None = None,
+        agent_version: int | None = None,
     ) -> ExecutionPage:
         if limit < 1:
             raise BadRequestError(f"limit must be at least 1, got {limit}")
@@ -260,6 +261,8 @@ class ExecutionsSQL(SQLEngine):
             query = query.where(ExecutionRow.agent == agent)
         if status:
             query = query.where(ExecutionRow.status == status.value)
+        if agent_version is not None:
+            query = query.where(ExecutionRow.agent_version == agent_version)
         if cursor:
             created, execution_id = decode_cursor(cursor)
             query = query.where(tuple_(ExecutionRow.created_at, ExecutionRow.execution_id) < (created, execution_id))

@@ -44,6 +44,7 @@ def execution_values(execution: Execution) -> dict[str, Any]:
         "origin": execution.origin,
         "chain_depth": execution.chain_depth,
         "replay_of": execution.replay_of.model_dump() if execution.replay_of else None,
+        "agent_version": execution.agent_version,
         "tool_calls": [call.model_dump(mode="json") for call in execution.tool_calls] or None,
         "pending_tool_call": (
             execution.pending_tool_call.model_dump(mode="json") if execution.pending_tool_call else None
@@ -77,6 +78,7 @@ def execution_from(row: Any) -> Execution:
         origin=row.origin,
         chain_depth=row.chain_depth or 0,
         replay_of=ReplayOf.model_validate(row.replay_of) if row.replay_of else None,
+        agent_version=row.agent_version,
         tool_calls=[ToolCallRecord.model_validate(call) for call in row.tool_calls or ()],
         pending_tool_call=PendingToolCall.model_validate(row.pending_tool_call) if row.pending_tool_call else None,
         trace_id=row.trace_id,

@@ -158,6 +158,7 @@ class ExecutionRow(Base):
     chain_depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The execution it replays ({"execution_id", "from_step"}), when a replay started it.
     replay_of: Mapped[dict[str, Any] | None]
+    agent_version: Mapped[int | None] = mapped_column(Integer)
     # The tool calls of the attempt that ended it (domain.execution.ToolCallRecord), if any.
     tool_calls: Mapped[list[Any] | None]
     # The tool call it waits on, then the human's answer (domain.tool_gates.PendingToolCall).

@@ -1,5 +1,6 @@
 """Versions of agents: each new content of an agent file, numbered per agent, with its
-(masked) text and the fields that changed.
+(masked) text and the fields that changed; each execution records the version it was
+created on.
 
 Revision ID: 0017
 Revises: 0016
@@ -31,7 +32,11 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("agent", "version"),
     )
+    with op.batch_alter_table("executions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("agent_version", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("executions", schema=None) as batch_op:
+        batch_op.drop_column("agent_version")
     op.drop_table("agent_versions")
