@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from agentrunner.domain.agent_version import MAX_VERSION, AgentVersion
 from agentrunner.domain.errors import AgentVersionNotFoundError
-from agentrunner.ports.state import AgentVersions
+from agentrunner.ports.agent_versions import AgentVersions
 from agentrunner.runtime.registry import AgentRegistry
 
 AgentName = Annotated[str, Path(min_length=1, max_length=128)]

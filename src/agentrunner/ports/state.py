@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from agentrunner.domain.agent_version import AgentVersion, LoadedContent
 from agentrunner.domain.event import DeadLetter, Event, StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.plan import PlanRun, PlanRunStatus
@@ -37,6 +36,7 @@ from agentrunner.domain.schedule import Activity, Schedule, ScheduleFire
 from agentrunner.domain.state import AgentState, UsageTotals
 from agentrunner.domain.steps import Step
 from agentrunner.domain.webhook import WebhookDelivery
+from agentrunner.ports.agent_versions import AgentVersions
 from agentrunner.ports.audit import AuditLog
 from agentrunner.ports.retention import Retention
 
@@ -345,26 +345,6 @@ class AgentRecords(Protocol):
 
     async def list_agents(self) -> list[AgentRecord]:
         """The registry table, by name."""
-        ...
-
-
-class AgentVersions(Protocol):
-    """Versions of agents (`domain/agent_version.py`): written by the config role when it
-    loads agent files, read by the API. Agents are platform-wide, so are their versions."""
-
-    async def record_versions(self, contents: Sequence[LoadedContent]) -> list[AgentVersion]:
-        """Record each content whose hash differs from its agent's latest version as that
-        agent's next version (1 for an agent never seen), with the fields changed since the
-        latest; the others are left as they are, so replicas may all call this. Returns
-        the version each content is, in order."""
-        ...
-
-    async def list_versions(self, agent: str) -> list[AgentVersion]:
-        """The versions of `agent`, newest first (none for an agent never recorded)."""
-        ...
-
-    async def get_version(self, agent: str, version: int) -> AgentVersion:
-        """Version `version` of `agent` (raises `StateNotFoundError`)."""
         ...
 
 

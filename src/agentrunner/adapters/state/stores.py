@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentrunner.adapters.state.cached import CachedExecutions, CachedSessions, CacheFront
+from agentrunner.ports.agent_versions import AgentVersions
 from agentrunner.ports.audit import AuditLog
 from agentrunner.ports.cache import Cache
 from agentrunner.ports.retention import Retention
 from agentrunner.ports.state import (
     AgentRecords,
-    AgentVersions,
     DeadLetterStore,
     ExecutionQueries,
     ExecutionStore,
