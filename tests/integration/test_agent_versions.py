@@ -5,14 +5,18 @@ previous one; the same content reloaded is no new version."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
 from agentrunner.node import Node
 from agentrunner.settings import Settings
+from tests.conftest import free_port
 from tests.integration.test_hot_reload import agent_yaml, eventually
 
 
@@ -66,3 +70,46 @@ async def test_each_execution_records_the_version_it_ran_and_is_found_by_it(node
     assert [e["execution_id"] for e in on_first["items"]] == [before["execution_id"]]
     assert [e["execution_id"] for e in on_second["items"]] == [after["execution_id"]]
     assert without_agent.status_code == 400
+
+
+async def _cli(*args: str) -> str:
+    """What `agentrunner ARGS` prints (it must succeed)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agentrunner",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_the_cli_lists_versions_and_shows_one_with_its_diff(node: Node) -> None:
+    (node.settings.agents_dir / "writer.yml").write_text(agent_yaml("writer", prompt="Be thorough."))
+    await node.reload_agents()
+    port = free_port()
+    config = uvicorn.Config(
+        node.apps()["orchestrator"], host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                assert not serving.done(), "uvicorn stopped"
+                await asyncio.sleep(0.02)
+        url = f"http://127.0.0.1:{port}"
+        listed = await _cli("agents", "versions", "writer", "--url", url)
+        shown = await _cli("agents", "versions", "writer", "2", "--url", url)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+
+    assert "2 versions of writer" in listed
+    assert "system_prompt" in listed
+    assert "+system_prompt: Be thorough." in shown
+    assert "-system_prompt: Be brief." in shown

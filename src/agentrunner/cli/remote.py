@@ -20,10 +20,17 @@ _STATUS_COLOURS = {"available": "green", "degraded": "yellow"}
 @app.command()
 def agents(
     name: Annotated[str | None, typer.Argument(help="One agent: its whole status, reasons and tools.")] = None,
+    of: Annotated[
+        str | None, typer.Argument(metavar="[AGENT]", help="After `versions`: the agent whose versions to list.")
+    ] = None,
+    version: Annotated[int | None, typer.Argument(help="After `versions NAME`: one version, with its diff.")] = None,
     url: UrlOption = None,
 ) -> None:
     """List the agents of the running platform, each with a one-line reason; with NAME,
-    show that agent in full."""
+    show that agent in full; `agents versions NAME [V]`: its versions, or one with its diff."""
+    if name == "versions" and of is not None:
+        _versions(of, version, url)
+        return
     if name is not None:
         _agent(name, url)
         return
@@ -47,6 +54,29 @@ def agents(
     out.print(table)
     if any(agent.get("reasons") for agent in listed):
         out.print("The whole reasons of one agent: agentrunner agents NAME")
+
+
+def _versions(name: str, version: int | None, url: str | None) -> None:
+    """`agentrunner agents versions NAME [V]`: the versions of an agent, newest first, each
+    with the fields it changed; with V, that version's text and its diff to the previous."""
+    with client_of(url) as client:
+        if version is not None:
+            shown = call(client, "GET", f"/agents/{name}/versions/{version}").json()
+            out.print(
+                f"[bold]{escape(name)} v{shown['version']}[/bold] {shown['created_at']} {shown['content_hash'][:12]}"
+            )
+            # The text and diff quote the agent's prompt: printed as text, never as markup.
+            out.print(escape(shown["diff"] or shown["text"]), highlight=False)
+            return
+        listed = call(client, "GET", f"/agents/{name}/versions").json()
+    table = Table(title=f"{len(listed)} versions of {escape(name)}")
+    for column in ("version", "recorded", "hash", "changed"):
+        table.add_column(column, overflow="fold")
+    for entry in listed:
+        changed = ", ".join(change["field"] for change in entry["changes"]) or "-"
+        table.add_row(str(entry["version"]), entry["created_at"], entry["content_hash"][:12], escape(changed))
+    out.print(table)
+    out.print(f"One version with its diff: agentrunner agents versions {escape(name)} V")
 
 
 def _repeatable(agent: dict[str, Any]) -> str:
