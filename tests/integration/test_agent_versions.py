@@ -9,12 +9,18 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 
+from agentrunner.domain.event import Event, new_id
+from agentrunner.domain.execution import Execution
+from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
+from agentrunner.runtime.pinned_configs import pinned_to
+from agentrunner.runtime.topics import invoke_topic
 from agentrunner.settings import Settings
 from tests.conftest import free_port
 from tests.integration.test_hot_reload import agent_yaml, eventually
@@ -113,3 +119,45 @@ async def test_the_cli_lists_versions_and_shows_one_with_its_diff(node: Node) ->
     assert "system_prompt" in listed
     assert "+system_prompt: Be thorough." in shown
     assert "-system_prompt: Be brief." in shown
+
+
+def _system_prompt(request: LLMRequest) -> str:
+    """The scripted model answers with the system prompt it was given: the version it ran."""
+    return " ".join(str(m.content) for m in request.messages if m.role == "system")
+
+
+async def test_an_execution_created_on_v1_runs_on_v1_after_the_file_changed_to_v2(tmp_path: Path) -> None:
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    scripted = "name: writer\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: scripted, model: s}\n"
+    (agents / "writer.yml").write_text(scripted + "system_prompt: Be brief.\n")
+    node = Node(Settings(_env_file=None, agents_dir=agents, data_dir=tmp_path), script=_system_prompt)
+    async with node.running(), client(node) as http:
+        # Accepted on v1 (not yet run, as a message waiting in its queue), then the edit lands.
+        queued = Execution(
+            execution_id=new_id(), agent="writer", input={"prompt": "hi"}, trace_id=new_id(), agent_version=1
+        )
+        await node.store.executions.create_execution(queued)
+        (agents / "writer.yml").write_text(scripted + "system_prompt: Be thorough.\n")
+        await node.reload_agents()
+        await node.bus.publish(
+            Event(
+                topic=invoke_topic("writer"),
+                payload={"execution_id": queued.execution_id, **pinned_to(queued)},
+                trace_id=queued.trace_id,
+            )
+        )
+        pinned = await _finished(http, queued.execution_id)
+        fresh = (await http.post("/agents/writer/invoke", json={"task_data": {"prompt": "hi"}})).json()
+
+    assert (pinned["agent_version"], pinned["output"]) == (1, "Be brief.")
+    assert (fresh["agent_version"], fresh["output"]) == (2, "Be thorough.")
+
+
+async def _finished(http: httpx.AsyncClient, execution_id: str) -> dict[str, Any]:
+    async with asyncio.timeout(30):
+        while True:
+            record: dict[str, Any] = (await http.get(f"/executions/{execution_id}")).json()
+            if record["status"] not in ("queued", "running"):
+                return record
+            await asyncio.sleep(0.05)

@@ -46,12 +46,14 @@ class FieldChange:
 @dataclass(frozen=True, slots=True)
 class LoadedContent:
     """An agent's config as loaded now, ready to be recorded as a version: its hash, the
-    text kept and the (masked) document the next version is compared with."""
+    text kept and the (masked) document the next version is compared with, and the whole
+    config (never shown: what work pinned to this version runs on after a reload)."""
 
     agent: str
     content_hash: str
     text: str
     document: dict[str, Any]
+    config: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,8 @@ class AgentVersion:
     created_at: datetime
     text: str
     changes: list[FieldChange]
+    # The whole config it ran (never shown): parsed again for work pinned to it.
+    config: dict[str, Any]
 
 
 def loaded_content(config: AgentConfig) -> LoadedContent:
@@ -73,7 +77,7 @@ def loaded_content(config: AgentConfig) -> LoadedContent:
     content_hash = hashlib.sha256(orjson.dumps(whole, option=orjson.OPT_SORT_KEYS)).hexdigest()
     document = shown_document(whole)
     text = yaml.safe_dump(document, sort_keys=True, allow_unicode=True)
-    return LoadedContent(config.name, content_hash, text, document)
+    return LoadedContent(config.name, content_hash, text, document, whole)
 
 
 def shown_document(config: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from agentrunner.runtime.limits_store import LimitsStore
 from agentrunner.runtime.loop_lag import LoopLagMonitor
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
+from agentrunner.runtime.pinned_configs import PinnedConfigs
 from agentrunner.runtime.plan_runs import PlanRuns
 from agentrunner.runtime.rate_limits import RateLimits
 from agentrunner.runtime.recovery import resume_unfinished
@@ -95,6 +96,7 @@ class Node:
             self.bus = self.tracing.traced_bus(self.bus)
             self.catalog = self.tracing.traced_catalog(self.catalog)
         self.registry = AgentRegistry()
+        self.pinned_configs = PinnedConfigs(self.registry, self.store.agent_versions)
         # Every outbound call made for a caller or a model goes through this one guard.
         self.egress = EgressGuard(settings.egress_policy)
         self.tools = ToolShelf(
@@ -203,6 +205,7 @@ class Node:
             max_chain_depth=settings.chain_max_depth,
             budgets=self.budgets,
             metrics=self.metrics,
+            pinned=self.pinned_configs,
         )
         self.slack_gateway = SlackGateway(
             orchestrator=self.orchestrator,
@@ -267,6 +270,7 @@ class Node:
             tools=self.tools,
             max_history_bytes=settings.max_history_bytes,
             journal=self.store.steps,
+            pinned=self.pinned_configs,
         )
 
     @property

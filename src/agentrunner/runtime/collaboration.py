@@ -46,6 +46,7 @@ from agentrunner.runtime.agent_run import COLLABORATION_KEY
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.chains import start_for_event
 from agentrunner.runtime.outbox import OutboxRelay
+from agentrunner.runtime.pinned_configs import PinnedConfigs, pinned_to
 from agentrunner.runtime.plan_runs import Change, PlanRuns
 from agentrunner.runtime.plan_steps import (
     cancelled_error,
@@ -101,7 +102,9 @@ class CollaborativePool:
         max_chain_depth: int = 5,
         budgets: Budgets | None = None,
         metrics: Metrics | None = None,
+        pinned: PinnedConfigs | None = None,
     ) -> None:
+        self._pinned = pinned
         self._bus = bus
         self._metrics = metrics
         self._executions = executions
@@ -196,7 +199,11 @@ class CollaborativePool:
             await self._runs.update(run, partial(ending, PlanRunStatus.CANCELLED, cancelled_error(execution), None))
             return
         try:
-            config = self._registry.runnable(agent)
+            # A run resumed after a reload goes on with the version it started on.
+            if self._pinned is not None:
+                config = await self._pinned.config(agent, execution.agent_version)
+            else:
+                config = self._registry.runnable(agent)
             if self._budgets is not None and run.status is PlanRunStatus.PLANNING:
                 await self._budgets.check(config, execution.tenant)  # the invoking tenant's, too
         except AgentRunnerError as exc:
@@ -351,7 +358,11 @@ class CollaborativePool:
                 chain_depth=owner.chain_depth,
                 agent_version=self._registry.version_of(step.agent),
             )
-            request = {"execution_id": step.execution_id} | ({"tenant": owner.tenant} if owner.tenant else {})
+            request = (
+                {"execution_id": step.execution_id}
+                | ({"tenant": owner.tenant} if owner.tenant else {})
+                | pinned_to(execution)
+            )
             invocation = Event(topic=invoke_topic(step.agent), payload=request, trace_id=run.trace_id)
             try:
                 await self._executions.create_execution(execution, events=[invocation])

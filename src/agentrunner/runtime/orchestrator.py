@@ -47,6 +47,7 @@ from agentrunner.runtime.agent_queues import queue_patterns
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import new_session, session_of
 from agentrunner.runtime.outbox import OutboxRelay
+from agentrunner.runtime.pinned_configs import pinned_to
 from agentrunner.runtime.registry import SERVED_MODES, AgentRegistry
 from agentrunner.runtime.tool_answers import answer_tool_call
 from agentrunner.runtime.topics import (
@@ -224,7 +225,10 @@ class Orchestrator:
         waiter = self._waiter(execution.execution_id) if wait > 0 else None
         invocation = Event(
             topic=invoke_topic(config.name),
-            payload={"execution_id": execution.execution_id, "stream": stream} | ({"tenant": tenant} if tenant else {}),
+            # The version travels with the invocation: a redelivery after a reload runs on it.
+            payload={"execution_id": execution.execution_id, "stream": stream}
+            | ({"tenant": tenant} if tenant else {})
+            | pinned_to(execution),
             trace_id=execution.trace_id,
         )
         events = [invocation, *(with_events(execution) if with_events is not None else ())]

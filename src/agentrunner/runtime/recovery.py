@@ -9,6 +9,7 @@ from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.logs import get_logger
 from agentrunner.ports.bus import EventBus
 from agentrunner.ports.state import ExecutionQueries
+from agentrunner.runtime.pinned_configs import pinned_to
 from agentrunner.runtime.topics import invoke_topic
 
 log = get_logger(__name__)
@@ -31,7 +32,8 @@ async def resume_unfinished(*, store: ExecutionQueries, bus: EventBus) -> int:
                         topic=invoke_topic(execution.agent),
                         # with its tenant: a resumed run still counts for it
                         payload={"execution_id": execution.execution_id}
-                        | ({"tenant": execution.tenant} if execution.tenant else {}),
+                        | ({"tenant": execution.tenant} if execution.tenant else {})
+                        | pinned_to(execution),
                         trace_id=execution.trace_id,
                     )
                 )

@@ -47,6 +47,7 @@ from agentrunner.ports.metrics import Metrics
 from agentrunner.ports.state import FireClaim, ScheduleStore
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.ownership import owned
+from agentrunner.runtime.pinned_configs import pinned_to
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.topics import SCHEDULED_TASKS, TENANT_HEADER, invoke_topic
 from agentrunner.tracing import current_tenant, new_trace_id, visible_tenant
@@ -104,7 +105,9 @@ def scheduled_run(
     events = [
         Event(
             topic=invoke_topic(schedule.agent),
-            payload={"execution_id": execution.execution_id, "stream": False} | ({"tenant": tenant} if tenant else {}),
+            payload={"execution_id": execution.execution_id, "stream": False}
+            | ({"tenant": tenant} if tenant else {})
+            | pinned_to(execution),
             trace_id=execution.trace_id,
             headers=headers,
         ),

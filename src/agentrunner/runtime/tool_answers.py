@@ -17,6 +17,7 @@ from agentrunner.domain.tool_gates import DECISIONS, ToolCallAnswer
 from agentrunner.logs import get_logger
 from agentrunner.ports.state import ExecutionStore
 from agentrunner.runtime.outbox import OutboxRelay
+from agentrunner.runtime.pinned_configs import pinned_to
 from agentrunner.runtime.topics import invoke_topic
 
 log = get_logger(__name__)
@@ -57,7 +58,9 @@ async def answer_tool_call(
     )
     invocation = Event(
         topic=invoke_topic(execution.agent),
-        payload={"execution_id": execution.execution_id} | ({"tenant": execution.tenant} if execution.tenant else {}),
+        payload={"execution_id": execution.execution_id}
+        | ({"tenant": execution.tenant} if execution.tenant else {})
+        | pinned_to(execution),
         trace_id=execution.trace_id,
     )
     try:

@@ -41,6 +41,7 @@ from agentrunner.runtime.execution_stream import text_progress
 from agentrunner.runtime.journal import RunJournal
 from agentrunner.runtime.limits import ConcurrencyLimits, HeldSlots
 from agentrunner.runtime.outbox import OutboxRelay
+from agentrunner.runtime.pinned_configs import PinnedConfigs
 from agentrunner.runtime.rate_limits import RateLimits
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.run_endings import RunEndings, ended
@@ -83,8 +84,10 @@ class AgentPool:
         tools: ToolCatalog | None = None,
         max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
         journal: StepJournal | None = None,
+        pinned: PinnedConfigs | None = None,
     ) -> None:
         self._max_history_bytes = max_history_bytes
+        self._pinned = pinned
         self._budgets = budgets
         self._limits = limits
         self._tools = tools
@@ -186,9 +189,12 @@ class AgentPool:
     async def _handle(self, agent: str, event: Event) -> None:
         stream = False
         tenant = chain_tenant(event)  # events and chains
+        version: int | None = None  # a chained event's execution is created now, on the current one
         if event.topic == invoke_topic(agent):
             execution_id = str(event.payload["execution_id"])
             stream = bool(event.payload.get("stream"))
+            pinned = event.payload.get("agent_version")
+            version = pinned if isinstance(pinned, int) and not isinstance(pinned, bool) else None
             tenant = str(event.payload["tenant"]) if event.payload.get("tenant") else None
         else:
             started = await start_for_event(
@@ -206,7 +212,7 @@ class AgentPool:
         self._in_hand.add(execution_id)
         try:
             with as_tenant(tenant):  # the run's tools (session memory) act within its tenant
-                while await self._run_to_end(agent, execution_id, stream=stream, tenant=tenant):
+                while await self._run_to_end(agent, execution_id, stream=stream, tenant=tenant, version=version):
                     if not await self._answered_meanwhile(execution_id):
                         break
         finally:
@@ -225,10 +231,16 @@ class AgentPool:
             if execution_id not in self._dropped:
                 return False
 
-    async def _run_to_end(self, agent: str, execution_id: str, *, stream: bool, tenant: str | None) -> bool:
-        """Run the execution to a terminal status, or until it waits for a human (True)."""
+    async def _run_to_end(
+        self, agent: str, execution_id: str, *, stream: bool, tenant: str | None, version: int | None = None
+    ) -> bool:
+        """Run the execution to a terminal status, or until it waits for a human (True), on
+        `version` of its agent, the one it was created on (runtime/pinned_configs.py)."""
         try:
-            config = self._registry.runnable(agent)
+            if self._pinned is not None:
+                config = await self._pinned.config(agent, version)
+            else:
+                config = self._registry.runnable(agent)
             if self._budgets is not None:
                 await self._budgets.check(config, tenant)
         except AgentRunnerError as exc:

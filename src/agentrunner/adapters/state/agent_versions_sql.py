@@ -50,6 +50,7 @@ class AgentVersionsSQL(SQLEngine):
                     "content_hash": content.content_hash,
                     "text": content.text,
                     "document": content.document,
+                    "config": content.config,
                     "changes": [
                         change.as_json()
                         for change in field_changes(latest.document if latest is not None else None, content.document)
@@ -102,4 +103,5 @@ def _version_of(row: Any) -> AgentVersion:
         created_at=row["created_at"],
         text=row["text"],
         changes=[FieldChange(c["field"], c.get("before"), c.get("after")) for c in row["changes"]],
+        config=row["config"],
     )

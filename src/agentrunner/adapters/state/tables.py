@@ -126,6 +126,7 @@ class AgentVersionRow(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text)
     document: Mapped[dict[str, Any]]
+    config: Mapped[dict[str, Any]]  # the whole config, never shown: what pinned work runs on
     changes: Mapped[list[Any]]
     created_at: Mapped[datetime]
 

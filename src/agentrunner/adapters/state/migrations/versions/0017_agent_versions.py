@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("content_hash", sa.String(length=64), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("config", sa.JSON(), nullable=False),
         sa.Column("changes", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("agent", "version"),
