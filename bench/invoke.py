@@ -534,12 +534,12 @@ def table(rows: list[Row], plan: Plan, took: float, left: list[str]) -> None:
     try:
         import celery  # noqa: PLC0415
 
-        peer = f"celery {celery.__version__}"
+        peer_version = f"celery {celery.__version__}"
     except ImportError:
-        peer = "no celery"
+        peer_version = "no celery"
     print(
         f"invoking a trivial agent (provider echo): {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{peer}; everything (client, processes, PostgreSQL, RabbitMQ, Redis) on this host"
+        f"{peer_version}; everything (client, processes, PostgreSQL, RabbitMQ, Redis) on this host"
     )
     print(
         f"{plan.sequential} sequential + {plan.total} concurrent calls ({plan.concurrency} in flight) per setup and "
