@@ -40,7 +40,7 @@ unit: install
 	$(BIN)/pytest tests/unit -q
 
 test: install services lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=30
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

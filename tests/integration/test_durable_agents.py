@@ -28,11 +28,13 @@ from agentrunner.adapters.providers.offline import ScriptedProvider
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.domain.agent import AgentConfig
+from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.domain.llm import LLMRequest, ToolDefinition
 from agentrunner.node import Node
 from agentrunner.ports.tools import Repeatable, ToolContext
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.journal import RunJournal
+from agentrunner.runtime.tool_gates import ToolGate
 from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import node_on
@@ -311,24 +313,37 @@ async def test_a_worker_killed_9_after_two_tool_calls_resumes_on_another_from_th
 
 class FailingOnce:
     """The scripted model of the retry tests: the loop of `_vendor`, whose third answer
-    (after tool call 2) fails once with an unexpected error (a task-level retry)."""
+    (after tool call 2) fails once with `failure` (a task-level retry)."""
 
-    def __init__(self) -> None:
+    def __init__(self, failure: Exception) -> None:
         self.calls = 0
         self.failed = False
+        self.failure = failure
 
     def __call__(self, request: LLMRequest) -> Any:
         self.calls += 1
         results = [m.content for m in request.messages if m.role == "tool"]
         if len(results) == 2 and not self.failed:
             self.failed = True
-            raise RuntimeError("the model's host fell over")
+            raise self.failure
         return _scripted_loop(request)
 
 
-@pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
-async def test_the_retry_of_a_failed_attempt_starts_fresh_unless_resume(tmp_path: Path, resume: bool) -> None:
-    model = FailingOnce()
+@pytest.mark.parametrize(
+    ("resume", "failure"),
+    [
+        (False, RuntimeError("the model's host fell over")),
+        (True, RuntimeError("the model's host fell over")),
+        # A backing service away is the platform's failure, not the agent's: its retry goes
+        # on from the journal as a re-run after a crash does, whatever `resume` says.
+        (False, DependencyUnavailableError("the limiter's store is not answering")),
+    ],
+    ids=["fresh", "resume", "outage"],
+)
+async def test_the_retry_of_a_failed_attempt_starts_fresh_unless_resume_or_an_outage(
+    tmp_path: Path, resume: bool, failure: Exception
+) -> None:
+    model = FailingOnce(failure)
     retry = f"{{max_retries: 1, retry_delay_seconds: 0, resume: {str(resume).lower()}}}"
     with CountingTools() as tools:
         agent = _agent(tools.url, provider="scripted", model="s", retry=retry)
@@ -349,7 +364,8 @@ async def test_the_retry_of_a_failed_attempt_starts_fresh_unless_resume(tmp_path
         (1, 3, "model", "succeeded"),
         (1, 4, "tool", "succeeded"),
     ]
-    if resume:  # on in generation 1: the first four steps replayed, the failed answer asked again
+    if resume or isinstance(failure, DependencyUnavailableError):
+        # On in generation 1: the first four steps replayed, the failed answer asked again.
         assert dict(tools.calls) == {1: 1, 2: 1, 3: 1, 4: 1}
         assert model.calls == 3 + 3
         assert steps[:4] == [(*s, True) for s in first]
@@ -411,6 +427,17 @@ def _scripted_loop(request: LLMRequest) -> Any:
     return "done: " + ", ".join(results)
 
 
+# An agent of the scripted model, for the tests that run its loop with a journal directly.
+SCRIPTED = AgentConfig.model_validate(
+    {
+        "name": "a",
+        "agent_type": "t",
+        "execution_mode": "autonomous",
+        "llm_config": {"provider": "scripted", "model": "s"},
+    }
+)
+
+
 class Recorder:
     """An in-process tool that counts its calls."""
 
@@ -442,14 +469,7 @@ def _asking(*queries: str) -> Callable[[LLMRequest], Any]:
 
 
 async def test_a_journal_that_differs_from_the_run_is_not_replayed(store: SQLStateStore) -> None:
-    config = AgentConfig.model_validate(
-        {
-            "name": "a",
-            "agent_type": "t",
-            "execution_mode": "autonomous",
-            "llm_config": {"provider": "scripted", "model": "s"},
-        }
-    )
+    config = SCRIPTED
     first, second = Recorder(), Recorder()
     await run_agent(
         config,
@@ -476,14 +496,7 @@ async def test_a_journal_that_differs_from_the_run_is_not_replayed(store: SQLSta
 
 
 async def test_a_replayed_run_asks_nothing_streams_nothing_and_answers_the_same(store: SQLStateStore) -> None:
-    config = AgentConfig.model_validate(
-        {
-            "name": "a",
-            "agent_type": "t",
-            "execution_mode": "autonomous",
-            "llm_config": {"provider": "scripted", "model": "s"},
-        }
-    )
+    config = SCRIPTED
     first, second = Recorder(), Recorder()
     streamed: tuple[list[str], list[str]] = ([], [])
 
@@ -516,3 +529,91 @@ async def test_a_replayed_run_asks_nothing_streams_nothing_and_answers_the_same(
     assert provider.requests == []
     assert second.calls == []
     assert all(step.replayed for step in await store.steps("e1"))
+
+
+async def test_a_journal_write_that_fails_keeps_what_happened_and_forgets_what_did_not(database_url: str) -> None:
+    """The store goes away during a run (here: closed under it): the call whose outcome could
+    not be written happened, and a retry that goes on from the journal's steps replays it."""
+    config = SCRIPTED
+    store = SQLStateStore(database_url)
+    await store.start()
+
+    class ClosingTheStore(Recorder):
+        async def call(self, arguments: dict[str, Any], context: ToolContext) -> str:
+            answer = await super().call(arguments, context)
+            if len(self.calls) == 1:
+                await store.close()  # the outcome of this call cannot be written
+            return answer
+
+    first = ClosingTheStore()
+    journal = RunJournal(store, "e1", model="s")
+    with pytest.raises(DependencyUnavailableError):
+        await run_agent(config, ScriptedProvider(_asking("x", "y")), {"prompt": "go"}, tools=[first], journal=journal)
+    assert first.calls == ["x"]
+    kept = journal.steps()
+    assert [(s.kind.value, s.status.value) for s in kept] == [("model", "succeeded"), ("tool", "succeeded")]
+
+    store = SQLStateStore(database_url)
+    await store.start()
+    try:
+        second = Recorder()
+        retry = RunJournal(store, "e1", recorded=kept, model="s")
+        provider = ScriptedProvider(_asking("x", "y"))
+        answer = await run_agent(config, provider, {"prompt": "go"}, tools=[second], journal=retry)
+        assert answer.text == "done"
+        assert second.calls == ["y"]  # x happened once, in the first run
+        steps = await store.steps("e1")
+        assert [(s.name, s.status.value, s.replayed) for s in steps] == [
+            ("s", "succeeded", True),
+            ("lookup", "succeeded", True),
+            ("s", "succeeded", False),
+            ("lookup", "succeeded", False),
+            ("s", "succeeded", False),
+        ]
+    finally:
+        await store.close()
+
+
+async def test_a_tool_start_that_could_not_be_written_is_not_taken_for_a_call_under_way(database_url: str) -> None:
+    """The store goes away just before a side-effecting call's start is written: the call is
+    not made, so the retry makes it (without the fix, the retry found the unwritten start,
+    took the call for one under way with an unknown outcome, and stopped for a human)."""
+    config = SCRIPTED
+    store = SQLStateStore(database_url)
+    await store.start()
+    asking = _asking("x", "y")
+
+    async def closing_before_y(request: LLMRequest) -> Any:
+        answer = asking(request)
+        if len([m for m in request.messages if m.role == "tool"]) == 1:
+            await store.close()  # the start of call y cannot be written
+        return answer
+
+    class Acting(Recorder):  # a call that may act twice: never repeated blindly
+        repeatable = Repeatable.NEVER
+
+        def repeatable_call(self, arguments: dict[str, Any]) -> bool:
+            return False
+
+    first = Acting()
+    journal = RunJournal(store, "e1", model="s", gate=ToolGate(config, "e1"))
+    with pytest.raises(DependencyUnavailableError):
+        await run_agent(config, ScriptedProvider(closing_before_y), {"prompt": "go"}, tools=[first], journal=journal)
+    assert first.calls == ["x"]
+    kept = journal.steps()
+    assert [(s.kind.value, s.status.value) for s in kept] == [("model", "succeeded"), ("tool", "succeeded")] * 1 + [
+        ("model", "succeeded")
+    ]
+
+    store = SQLStateStore(database_url)
+    await store.start()
+    try:
+        second = Acting()
+        retry = RunJournal(store, "e1", recorded=kept, model="s", gate=ToolGate(config, "e1"))
+        answer = await run_agent(
+            config, ScriptedProvider(_asking("x", "y")), {"prompt": "go"}, tools=[second], journal=retry
+        )
+        assert answer.text == "done"
+        assert second.calls == ["y"]
+    finally:
+        await store.close()

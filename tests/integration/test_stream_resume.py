@@ -8,6 +8,7 @@ says; the stream is read over real HTTP (uvicorn), as a browser's EventSource wo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import subprocess
@@ -122,13 +123,12 @@ def _text_to(position: int) -> Callable[[Sse], bool]:
 
 
 def _assert_once(connections: list[list[Sse]], output: str) -> None:
-    """The text read over every connection is the output, each character once, and the
-    ids of the journal's events only ever go up."""
+    """The text read over every connection is the output, each character once, and every
+    event's id (a status's, a ping's included) is past the one before, across connections."""
     events = [event for connection in connections for event in connection]
     assert "".join(str(event.data["text"]) for event in events if event.event == "text") == output
-    positions = [StreamPosition.parse(event.id) for event in events if event.event in ("text", "tool_call")]
-    assert positions == sorted(positions)
-    assert len(set(positions)) == len(positions)
+    positions = [StreamPosition.parse(event.id) for event in events]
+    assert all(a < b for a, b in itertools.pairwise(positions)), [event.id for event in events]
 
 
 @pytest.mark.parametrize("bus", BUSES)
@@ -207,6 +207,37 @@ async def test_a_worker_killed_mid_answer_leaves_the_client_with_the_answer_once
     assert dict(tools.calls) == {1: 1}
     # The answer cut short was asked again (its step had no outcome); the first one was not.
     assert (calls_before, len(fake.requests)) == (2, 3)
+
+
+async def test_a_client_resuming_after_any_event_gets_what_followed_it_and_after_the_end_nothing(
+    tmp_path: Path,
+) -> None:
+    with CountingTools() as tools, FakeOpenAI(script=_asks_then_answers) as fake:
+        agent = AGENT + f"tools:\n  - {{name: kit, type: mcp, url: '{tools.url}'}}\n"
+        async with (
+            node_on(
+                "memory", tmp_path, {"talker.yml": agent}, openai_api_key=fake.api_key, openai_base_url=fake.base_url
+            ) as node,
+            _served(node.apps()["orchestrator"]) as http,
+        ):
+            done = (await http.post("/agents/talker/invoke", json={"task_data": {"prompt": "go"}})).json()
+            url = f"/executions/{done['execution_id']}/events"
+            whole = await _read(http, url, after="0.0.0", until=lambda _: False)
+            resumed = [await _read(http, url, last=event.id, until=lambda _: False) for event in whole[:-1]]
+            after_the_end = await http.get(url, headers={"Last-Event-ID": whole[-1].id})
+            after_the_end_query = await http.get(url, params={"after": whole[-1].id})
+
+    assert [event.event for event in whole] == ["status", "tool_call", "text", "finished"]
+    assert [event.id for event in whole] == ["0.0.0.1", "1.2.0", f"1.3.{len(REPLY)}", "1.4.0"]
+    for index, connection in enumerate(resumed):
+        followed = whole[index + 1 :]
+        # The current status, then what followed the event it resumed after: each once.
+        assert connection[0].event == "status"
+        assert [(e.event, e.id, e.data) for e in connection[1:]] == [(e.event, e.id, e.data) for e in followed]
+        _assert_once([whole[: index + 1], connection], REPLY)
+    # After `finished`, nothing more: a 204, on which an EventSource stops reconnecting.
+    assert (after_the_end.status_code, after_the_end.text) == (204, "")
+    assert after_the_end_query.status_code == 204
 
 
 @dataclass
@@ -293,15 +324,21 @@ async def test_a_stream_is_its_tenants_and_takes_only_ids_of_its_own_shape(tmp_p
             stolen = await mallory.get(url, headers={"Last-Event-ID": "0.0.0"})
             stolen_after = await mallory.get(url, params={"after": "0.0.0"})
             own = await alice.get(url, headers={"Last-Event-ID": "0.0.0"})
+            # Past the end (the id of `finished`, or any beyond): 204 to its tenant, 404 to another,
+            # which learns nothing, not even that the execution has ended.
+            ended_for_mallory = await mallory.get(url, headers={"Last-Event-ID": "999.0.0.5"})
+            ended_for_alice = await alice.get(url, headers={"Last-Event-ID": "999.0.0.5"})
             refused = [
                 await alice.get(url, headers={"Last-Event-ID": bad})
-                for bad in ("abc", "1.2", "-1.0.0", "1.1.1; drop", "1.0.0.0", "1" * 10_000 + ".0.0")
+                for bad in ("abc", "1.2", "-1.0.0", "1.1.1; drop", "1.0.0.0.0", "1.0.0.", "1" * 10_000 + ".0.0")
             ]
             refused.append(await alice.get(url, params={"after": "9" * 40 + ".1.1"}))
+            refused.append(await alice.get(url, params={"after": "1.1.1." + "9" * 10}))
 
-    assert stolen.status_code == stolen_after.status_code == 404
+    assert stolen.status_code == stolen_after.status_code == ended_for_mallory.status_code == 404
     assert "hello" not in stolen.text + stolen_after.text
     assert own.status_code == 200
     assert "hello" in own.text
+    assert ended_for_alice.status_code == 204
     assert [r.status_code for r in refused] == [422] * len(refused)
     assert {r.json()["error"]["code"] for r in refused} == {"validation_error"}

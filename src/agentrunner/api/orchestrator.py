@@ -133,7 +133,7 @@ class ReplayRequest(BaseModel):
 
 
 class ExecutionListItem(Execution):
-    """An execution as a list shows it: input, output and tool calls cut to a preview."""
+    """An execution as a list shows it: input, output, tool calls and the pending tool call cut to a preview."""
 
     truncated: bool = Field(
         default=False, description="Something was cut to a preview: GET /executions/{id} has the whole record."
@@ -231,6 +231,13 @@ def orchestrator_app(
     return app
 
 
+def _resumed_from(last_event_id: str | None, after: str | None) -> StreamPosition | None:
+    """Where a client resumes an execution's stream: after the event it names (the header
+    wins over `?after=`), or nowhere (from now on)."""
+    given = last_event_id or after
+    return StreamPosition.parse(given) if given else None
+
+
 def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLimits, default_wait: float) -> None:
     """Reading, watching, cancelling and replaying executions: the caller's own (every one
     for an admin); another tenant's answers 404 as a missing one does."""
@@ -257,12 +264,15 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLim
         "/executions/{execution_id}/events",
         tags=["executions"],
         summary="Server-sent events: status changes, streamed text, then the finished record",
-        description="Each event has an id (`generation.seq.offset`: its place in the execution's journal). "
-        "Reconnecting with `Last-Event-ID` (or `?after=`) sends first what was missed since that event, "
-        "from the journal, then goes on live: no tool call twice, no text twice, across a worker's crash. "
-        "Without, the stream starts from now. At most MAX_STREAMS_PER_TENANT streams open per tenant "
-        "(429 past it); a stream ends after MAX_STREAM_SECONDS: reconnect to follow on.",
+        description="Each event has an id, strictly increasing: `generation.seq.offset`, its place in the "
+        "execution's journal, and for a status or ping a fourth counter (`generation.seq.offset.n`). "
+        "Reconnecting with `Last-Event-ID` (or `?after=`) sends the current status, then what was missed "
+        "since that event, from the journal, then goes on live: no tool call twice, no text twice, across a "
+        "worker's crash. Without, the stream starts from now. After the id of `finished`, the stream has "
+        "nothing more: 204 (an EventSource stops reconnecting). At most MAX_STREAMS_PER_TENANT streams open "
+        "per tenant (429 past it); a stream ends after MAX_STREAM_SECONDS: reconnect to follow on.",
         response_class=EventSourceResponse,
+        responses={204: {"description": "The execution has ended and the client has read its `finished`."}},
     )
     async def execution_events(
         execution_id: str,
@@ -283,19 +293,14 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLim
                 description="The same as Last-Event-ID, for clients that cannot set headers (the header wins).",
             ),
         ] = None,
-    ) -> EventSourceResponse:
-        await visible(execution_id)  # 404 before the stream starts
-        given = last_event_id or after
-        position = StreamPosition.parse(given) if given else None
+    ) -> Response:
+        execution = await visible(execution_id)  # 404 before the stream starts
+        position = _resumed_from(last_event_id, after)
+        if position is not None and await orchestrator.watchers.read_through(execution, position):
+            return Response(status_code=204)  # not `finished` again: an EventSource would reconnect for ever
         tenant = slots.take()  # 429 before the stream starts
-
-        async def events() -> AsyncIterator[dict[str, str]]:
-            with slots.held(tenant):
-                watched = orchestrator.watchers.watch(execution_id, after=position)
-                async for update in _for_at_most(watched, limits.max_stream_seconds):
-                    yield {"event": update["event"], "data": json.dumps(update["data"]), "id": update["id"]}
-
-        return EventSourceResponse(events())
+        watched = orchestrator.watchers.watch(execution_id, after=position)
+        return EventSourceResponse(_sse(watched, slots, tenant, limits.max_stream_seconds))
 
     @app.post(
         "/executions/{execution_id}/cancel",
@@ -343,6 +348,16 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLim
             shown, cut = execution_preview(execution, limits.preview_bytes)
             items.append(ExecutionListItem(**shown.model_dump(), truncated=cut))
         return ExecutionList(items=items, next_cursor=page.next_cursor)
+
+
+async def _sse(
+    watched: AsyncIterator[dict[str, Any]], slots: StreamSlots, tenant: str | None, seconds: float
+) -> AsyncIterator[dict[str, str]]:
+    """The events of a watched execution as sse-starlette sends them, for at most `seconds`,
+    holding one of the tenant's stream slots meanwhile."""
+    with slots.held(tenant):
+        async for update in _for_at_most(watched, seconds):
+            yield {"event": update["event"], "data": json.dumps(update["data"]), "id": update["id"]}
 
 
 async def _for_at_most(updates: AsyncIterator[dict[str, Any]], seconds: float) -> AsyncIterator[dict[str, Any]]:

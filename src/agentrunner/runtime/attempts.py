@@ -16,8 +16,12 @@ the pool's (`RunAttempt`): this module decides what its end means.
   A model call's failure is never retried here: it had its own attempts already.
 
 A retry runs in a new journal generation, fresh, or with `retry_config.resume` in the
-failed attempt's, going on from its steps. A re-run after a crash (a later attempt that
-this process did not retry) and a replay's first run resume the last generation recorded.
+failed attempt's, going on from its steps. An attempt that failed because a backing
+service was away (`DependencyUnavailableError`: the database that holds the journal, the
+limiter's store) goes on from its steps whatever `resume` says, as a re-run after a crash
+does: it failed for no reason of the agent's, and starting fresh would call again the
+tools it had called. A re-run after a crash (a later attempt that this process did not
+retry) and a replay's first run resume the last generation recorded.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.errors import (
     AgentRunnerError,
     ConflictError,
+    DependencyUnavailableError,
     ExecutionCancelledError,
     ExecutionTimedOutError,
     LLMError,
@@ -175,14 +180,15 @@ class Attempts:
                 delay = retry.retry_delay_seconds * (2**retry_number if retry.exponential_backoff else 1)
                 if self._metrics is not None:
                     self._metrics.attempt_retried(config.name)
+                outage = isinstance(error, DependencyUnavailableError)
                 log.warning(
                     "execution attempt failed, retrying",
                     execution_id=execution.execution_id,
                     error=error.message,
                     delay_seconds=delay,
-                    resume=retry.resume,
+                    resume=retry.resume or outage,
                 )
-                generation = _retried(journal, resume=retry.resume)
+                generation = _retried(journal, resume=retry.resume or outage)
                 await asyncio.sleep(delay)
                 continue
             execution = execution.model_copy(

@@ -241,13 +241,24 @@ class RunJournal:
 
     async def _record(self, step: Step) -> None:
         """Write `step` with what is held back (one transaction of the group commit), and
-        return once both are written: every tool call of an answer waits for the answer."""
+        return once both are written: every tool call of an answer waits for the answer.
+        A tool's start that could not be written is forgotten: the tool is not called, so
+        a retry that goes on from these steps (`steps`) does not find a call under way."""
+        before = self._steps.get(step.seq)
         self._steps[step.seq] = step
         self._write_held()
-        if self._held_write is None:
-            await self._store.record_step(step)
-            return
-        await asyncio.gather(self._held_write, self._store.record_step(step))
+        try:
+            if self._held_write is None:
+                await self._store.record_step(step)
+                return
+            await asyncio.gather(self._held_write, self._store.record_step(step))
+        except BaseException:
+            if step.status is JournalStepStatus.STARTED:
+                if before is None:
+                    del self._steps[step.seq]
+                else:
+                    self._steps[step.seq] = before
+            raise
 
     async def _record_quietly(self, step: Step) -> None:
         """Record a failed step without hiding the failure it records."""

@@ -17,7 +17,7 @@ from agentrunner.domain.execution import Execution
 from agentrunner.domain.steps import Step
 from agentrunner.ports.bus import EventBus
 from agentrunner.ports.state import ExecutionStore
-from agentrunner.runtime.execution_stream import StreamCursor, StreamPosition
+from agentrunner.runtime.execution_stream import StreamCursor, StreamPosition, stream_end
 from agentrunner.runtime.topics import progress_pattern
 
 
@@ -54,7 +54,7 @@ class ExecutionWatchers:
     ) -> AsyncIterator[dict[str, Any]]:
         """What happens to an execution, as it happens: `status` changes, `text` pieces when
         it was invoked with streaming, each `tool_call` as it ends, then `finished` with the
-        whole record; each with an `id` (`runtime/execution_stream.py`). With `after` (the id
+        whole record; each with an `id`, strictly increasing (`runtime/execution_stream.py`). With `after` (the id
         of the last event a client read), first what it missed since, from the journal; without,
         from now on. Yields `ping` after `idle_seconds` of quiet. Raises `ExecutionNotFoundError`."""
         updates: asyncio.Queue[Event] = asyncio.Queue()
@@ -82,7 +82,7 @@ class ExecutionWatchers:
                 execution, events = await self._followed(execution, cursor, update)
                 for event in events:
                     yield event
-            yield cursor.state("finished", execution.model_dump(mode="json"))
+            yield cursor.finished(execution.model_dump(mode="json"))
         finally:
             watchers.remove(updates)
             if not watchers:
@@ -91,6 +91,11 @@ class ExecutionWatchers:
                     await self._bus.unbind(self._queue, [progress_pattern(execution_id)])
                     if execution_id in self._watchers:  # a new watcher bound meanwhile: keep it bound
                         await self._bus.bind(self._queue, [progress_pattern(execution_id)])
+
+    async def read_through(self, execution: Execution, after: StreamPosition) -> bool:
+        """Whether a client at `after` has read all of `execution`'s stream, `finished`
+        included: it has ended and `after` is at or past the end of its stream."""
+        return execution.status.is_terminal and after >= stream_end(await self._steps(execution))
 
     async def _followed(
         self, execution: Execution, cursor: StreamCursor, update: Event
