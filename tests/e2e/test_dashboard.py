@@ -332,6 +332,40 @@ def test_a_plan_run_shows_the_tool_call_its_step_waits_on_and_links_where_to_app
     assert run["steps"][0]["output"].startswith("approved: ")
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed (apt-get install chromium)")
+def test_an_agents_page_lists_its_versions_and_shows_a_versions_diff(platform: RunningPlatform) -> None:
+    base = platform.url("orchestrator")
+    api = httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=30)
+    (platform.workdir / "agents" / "writer.yml").write_text(
+        AGENTS["writer.yml"].replace("description: writes posts", "description: writes short posts")
+    )
+    deadline = time.monotonic() + 60
+    while len(api.get("/agents/writer/versions").json()) < 2:
+        assert time.monotonic() < deadline, "the edit was not recorded as version 2"
+        time.sleep(0.1)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page()
+            expect.set_options(timeout=20_000)
+            page.goto(f"{base}/ui")
+            page.fill("#api-key", KEY)
+            page.click("#key-form button[type=submit]")
+            expect(page.locator("#connection")).to_have_text("connected")
+
+            page.goto(f"{base}/ui/#/agents/writer")
+            second = page.locator('#agent-versions tr[data-version="2"]')
+            expect(second.locator("td").nth(3)).to_have_text("description")
+            expect(page.locator('#agent-versions tr[data-version="1"]')).to_be_visible()
+            second.get_by_role("button", name="v2").click()
+            diff = page.locator("#agent-version-diff")
+            expect(diff).to_contain_text("-description: writes posts")
+            expect(diff).to_contain_text("+description: writes short posts")
+        finally:
+            browser.close()
+            api.close()
+
+
 def test_the_wheel_ships_every_file_of_the_dashboard(tmp_path: Path) -> None:
     built = subprocess.run(
         [

@@ -2,7 +2,7 @@
 // line in the list; every reason in full on the agent's page).
 
 import { get } from "./api.js";
-import { every, fields, h, json, link, status, table } from "./dom.js";
+import { every, fields, h, json, link, status, table, time } from "./dom.js";
 
 const agentHref = (name) => `#/agents/${encodeURIComponent(name)}`;
 
@@ -55,10 +55,33 @@ function repeatable(agent) {
   return names.join(", ") || "none";
 }
 
+// Its versions (each new content of its file), newest first, with the fields each changed;
+// a version's button shows its diff to the previous one (the text itself for version 1).
+function versionRow(name, version, shown, signal, fail) {
+  const show = async () => {
+    try {
+      const one = await get(`agents/${encodeURIComponent(name)}/versions/${version.version}`, signal);
+      shown.replaceChildren(h("h3", {}, `Version ${one.version}`), h("pre", { id: "agent-version-diff" }, one.diff || one.text));
+    } catch (error) {
+      fail(error);
+    }
+  };
+  return h(
+    "tr",
+    { dataset: { version: String(version.version) } },
+    h("td", {}, h("button", { type: "button", onclick: show }, `v${version.version}`)),
+    h("td", {}, time(version.created_at)),
+    h("td", {}, h("code", {}, version.content_hash.slice(0, 12))),
+    h("td", {}, version.changes.map((change) => change.field).join(", ") || "-"),
+  );
+}
+
 export async function detail(root, { params, signal, fail }) {
   const [name] = params;
   const holder = h("div", { id: "agent" });
-  root.append(h("h2", {}, "Agent ", h("code", {}, name)), holder);
+  const versions = h("div");
+  const shown = h("div", { id: "agent-version" }); // outside the refresh: a diff stays open
+  root.append(h("h2", {}, "Agent ", h("code", {}, name)), holder, h("h3", {}, "Versions"), versions, shown);
   await every(
     5000,
     async () => {
@@ -83,6 +106,15 @@ export async function detail(root, { params, signal, fail }) {
           agent.warnings.length ? [h("h3", {}, "Warnings"), h("ul", {}, agent.warnings.map((w) => h("li", {}, w)))] : null,
           agent.schedule ? [h("h3", {}, "Schedule"), json(agent.schedule)] : null,
           agent.tools.length ? [h("h3", {}, "Tools"), json(agent.tools)] : null,
+        ),
+      );
+      const listed = await get(`agents/${encodeURIComponent(name)}/versions`, signal);
+      versions.replaceChildren(
+        table(
+          "agent-versions",
+          ["Version", "Recorded", "Hash", "Changed"],
+          listed.map((version) => versionRow(name, version, shown, signal, fail)),
+          "No version recorded yet.",
         ),
       );
     },
