@@ -12,6 +12,8 @@ import pytest
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.agent_version import FieldChange, loaded_content
 from agentrunner.domain.errors import AgentVersionNotFoundError
+from agentrunner.domain.event import new_id
+from agentrunner.domain.execution import Execution
 from agentrunner.domain.redaction import MASK
 from agentrunner.ports.state import StateStore
 
@@ -44,6 +46,8 @@ async def test_a_new_content_is_the_next_version_with_the_fields_that_changed(st
     assert [(v.version, v.content_hash) for v in listed] == [(2, second.content_hash), (1, first.content_hash)]
     fetched = await state_store.get_version("writer", 1)
     assert (fetched.text, fetched.changes) == (first.text, [])
+    # The whole config, never shown, is what a run pinned to this version parses again.
+    assert AgentConfig.model_validate(fetched.config) == _config()
 
 
 async def test_versions_are_numbered_per_agent(state_store: StateStore) -> None:
@@ -82,3 +86,16 @@ async def test_a_version_keeps_no_secret_and_no_tool_definition(state_store: Sta
     assert [change.field for change in second.changes] == ["tools.search.definition_hash"]
     assert all("internal" not in repr(change) for change in second.changes)
     assert MASK in second.text
+
+
+async def test_an_execution_keeps_its_agent_version_and_is_listed_by_it(state_store: StateStore) -> None:
+    on_one = Execution(execution_id=new_id(), agent="writer", input={}, trace_id=new_id(), agent_version=1)
+    on_two = Execution(execution_id=new_id(), agent="writer", input={}, trace_id=new_id(), agent_version=2)
+    unknown = Execution(execution_id=new_id(), agent="writer", input={}, trace_id=new_id())
+    for execution in (on_one, on_two, unknown):
+        await state_store.create_execution(execution)
+
+    assert (await state_store.get_execution(on_two.execution_id)).agent_version == 2
+    assert (await state_store.get_execution(unknown.execution_id)).agent_version is None
+    listed = await state_store.list_executions(agent="writer", agent_version=1)
+    assert [e.execution_id for e in listed.items] == [on_one.execution_id]
