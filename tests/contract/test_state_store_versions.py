@@ -5,6 +5,7 @@ either behind a cache)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -99,3 +100,12 @@ async def test_an_execution_keeps_its_agent_version_and_is_listed_by_it(state_st
     assert (await state_store.get_execution(unknown.execution_id)).agent_version is None
     listed = await state_store.list_executions(agent="writer", agent_version=1)
     assert [e.execution_id for e in listed.items] == [on_one.execution_id]
+
+
+async def test_replicas_recording_the_same_content_at_once_make_one_version(state_store: StateStore) -> None:
+    contents = [loaded_content(_config("writer", system_prompt=f"edit {n}")) for n in range(3)]
+    for content in contents:
+        recorded = await asyncio.gather(*(state_store.record_versions([content]) for _ in range(4)))
+        assert len({version.version for [version] in recorded}) == 1  # every replica found the same number
+
+    assert [v.version for v in await state_store.list_versions("writer")] == [3, 2, 1]
