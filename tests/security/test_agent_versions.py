@@ -94,3 +94,10 @@ async def test_a_version_shows_no_secret_and_no_tool_definition(http: httpx.Asyn
     # What changed still shows: the webhook's URL (its signature masked) and the tool's definition.
     fields = [change["field"] for change in listed.json()[0]["changes"]]
     assert fields == ["tools.search.definition_hash"]
+
+
+@pytest.mark.parametrize("version", ["0", "-3", "2147483648", "x"])
+async def test_an_execution_filter_on_a_malformed_version_is_refused(http: httpx.AsyncClient, version: str) -> None:
+    response = await http.get("/executions", params={"agent": "writer", "agent_version": version}, headers=A)
+
+    assert response.status_code == 422, response.text
