@@ -187,6 +187,9 @@ async def test_overlap_skip_never_runs_two_at_once_and_queue_one_holds_one_tick(
         if earlier.finished_at is not None and later.started_at is not None:
             assert later.started_at >= earlier.finished_at, "queue_one never runs two at once"
     assert any(f.status is FireStatus.SKIPPED for f in queued), "one tick is held, the others skipped"
+    # Each fire's run names the version of its agent it ran, a held tick released later too.
+    for fire in [f for f in (*skipped, *queued) if f.execution_id is not None]:
+        assert (await node.store.executions.get_execution(fire.execution_id)).agent_version == 1
 
 
 async def test_hot_reload_updates_and_removes_config_schedules(node: Node, tmp_path: Path) -> None:

@@ -158,6 +158,7 @@ class Node:
             deliver=self.scheduler.deliver,
             interval_seconds=settings.scheduler_watch_seconds,
             metrics=self.metrics,
+            version_of=self.registry.version_of,
         )
         # The purge talks to the database itself: the cache in front has nothing to add.
         self.retention = RetentionPurger(

@@ -50,7 +50,10 @@ class FireWatch:
         interval_seconds: float = 1.0,
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
+        version_of: Callable[[str], int | None] | None = None,
     ) -> None:
+        # The version of an agent loaded now: a held tick released runs on it (issue 24).
+        self._version_of = version_of or (lambda agent: None)
         self._executions = executions
         self._schedules = schedules
         self._metrics = metrics
@@ -87,7 +90,8 @@ class FireWatch:
 
     async def _release(self, item: UnfinishedFire) -> None:
         schedule = await self._schedules.get_schedule(item.fire.schedule_id)
-        execution, events = scheduled_run(schedule, item.fire.fire_time, self._clock())
+        version = self._version_of(schedule.agent)
+        execution, events = scheduled_run(schedule, item.fire.fire_time, self._clock(), version)
         if await self._schedules.release_fire(item.fire.id, execution, events):
             log.info("held tick released", schedule_id=schedule.id, execution_id=execution.execution_id)
             self._deliver(events)
