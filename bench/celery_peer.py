@@ -4,7 +4,9 @@ same trivial work as the `echo` provider.
 bench/invoke.py starts `celery -A bench.celery_peer worker` with BENCH_CELERY_BROKER,
 BENCH_CELERY_BACKEND, BENCH_CELERY_QUEUE and BENCH_CELERY_KEY_PREFIX set, and imports this
 module in its own process as the client with the same variables. Building the app opens
-no connection.
+no connection. bench/peers.py (through bench/peer_apps/celery_app.py) also sets
+BENCH_CELERY_DURABLE=1: a task is acknowledged only once it has run (a worker killed
+mid-task leaves it queued), messages are persistent and so are results.
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ app.conf.update(
     result_serializer="json",
     accept_content=["json"],
 )
+if os.environ.get("BENCH_CELERY_DURABLE") == "1":
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_default_delivery_mode="persistent",
+        result_persistent=True,
+    )
 
 
 @app.task(name="bench.echo")  # type: ignore[untyped-decorator]  # Celery is not typed (and not always installed)

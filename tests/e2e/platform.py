@@ -62,8 +62,9 @@ def platform_env(workdir: Path, extra: dict[str, str]) -> tuple[dict[str, str], 
     return env, ports
 
 
-def start_platform(workdir: Path, extra_env: dict[str, str], ready_timeout: float = 30.0) -> RunningPlatform:
-    """Run `python -m agentrunner up` in `workdir` and wait until every role is ready."""
+def start_platform(workdir: Path, extra_env: dict[str, str], ready_timeout: float = 90.0) -> RunningPlatform:
+    """Run `python -m agentrunner up` in `workdir` and wait until every role is ready (a
+    deadline, not a wait: a start on a loaded 2-core machine took over 30 s)."""
     env, ports = platform_env(workdir, extra_env)
     log_path = workdir / "agentrunner.log"
     with log_path.open("wb") as log_file:

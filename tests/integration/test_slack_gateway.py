@@ -536,3 +536,34 @@ async def test_a_routed_command_retried_while_the_cache_is_down_still_runs_once(
     assert "Working on it" in first.json()["text"]
     assert "Already on it" in retried.json()["text"]
     assert len(executions) == 1
+
+
+async def test_a_signed_interaction_shaped_otherwise_than_slacks_is_refused_not_half_read(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """Every part the gateway reads as an object is checked at the edge: a signed payload
+    whose `team`, `user` or actions are strings or lists answers 400, never a 500."""
+    base = {"type": "block_actions", "user": {"id": "U7"}, "team": {"id": "T0001"}, "actions": []}
+    shapes = [
+        {**base, "team": "T0001"},
+        {**base, "user": ["U7"]},
+        {**base, "channel": 5},
+        {**base, "container": "x"},
+        {**base, "message": "hi"},
+        {**base, "actions": {"action_id": "a"}},
+        {**base, "actions": ["clarify:run1:c1"]},
+        {**base, "actions": [{"action_id": "a", "selected_option": "yes"}]},
+    ]
+    async with node_on("memory", tmp_path, {"assistant.yml": AGENT}, script=_answer, **_settings(slack)) as node:
+        seen = await _watch(node, "#")
+        async with _client(node) as http:
+            answers = [
+                await _post(http, "/slack/interactions", urlencode({"payload": json.dumps(shape)}).encode())
+                for shape in shapes
+            ]
+            fine = await _post(http, "/slack/interactions", urlencode({"payload": json.dumps(base)}).encode())
+
+    assert [a.status_code for a in answers] == [400] * len(shapes), [a.text for a in answers]
+    assert all(a.json()["error"]["code"] == "bad_request" for a in answers)
+    assert fine.status_code == 200
+    assert not [e for e in seen if e.topic.startswith(("clarification.", "slack.interaction."))]

@@ -142,8 +142,9 @@ _EVENTS_DOC: dict[str, Any] = {
     },
 }
 _INTERACTIONS_DOC: dict[str, Any] = {
-    "description": f"{_SIGNED} A button click (block_actions): an answer to a clarification, "
-    "else published on the bus. Acknowledged with an empty 200.",
+    "description": f"{_SIGNED} A button click (block_actions): an answer to a clarification or "
+    "to a tool call a run from Slack waits on (`toolcall:<answer>:<execution_id>:<token>`, from "
+    "the run's own workspace only), else published on the bus. Acknowledged with an empty 200.",
     "requestBody": {
         "required": True,
         "content": {
@@ -233,8 +234,32 @@ class _SlackRoutes:
             return error_response(400, "bad_request", "an interaction's form needs a JSON `payload` field")
         if not isinstance(payload, dict):
             return error_response(400, "bad_request", "an interaction's payload must be a JSON object")
+        misshapen = _misshapen(payload)
+        if misshapen:
+            return error_response(400, "bad_request", f"an interaction's {misshapen}")
         await gateway.interaction(payload, request_key=_request_key(request, body))
         return Response(status_code=200)
+
+
+# The parts of an interaction the gateway reads, by the shape Slack sends them in.
+_OBJECTS = ("user", "team", "channel", "container", "message")
+
+
+def _misshapen(payload: dict[str, Any]) -> str | None:
+    """What of a signed interaction is not shaped as Slack sends it (the gateway reads these
+    parts as objects), or None. A payload shaped otherwise is refused, not half-read."""
+    for name in _OBJECTS:
+        if payload.get(name) is not None and not isinstance(payload[name], dict):
+            return f"`{name}` must be a JSON object"
+    actions = payload.get("actions")
+    if actions is None:
+        return None
+    if not isinstance(actions, list) or not all(isinstance(action, dict) for action in actions):
+        return "`actions` must be a list of JSON objects"
+    for action in actions:
+        if action.get("selected_option") is not None and not isinstance(action["selected_option"], dict):
+            return "action's `selected_option` must be a JSON object"
+    return None
 
 
 def _form(body: bytes) -> dict[str, str]:

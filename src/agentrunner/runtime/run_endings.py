@@ -3,8 +3,9 @@
 An end is saved with its announcements (`execution.finished.<agent>`, and on success
 `agent.output.<agent>`, the next link of a chain) in one transaction, then published by
 the relay: a worker killed in between leaves them in the outbox, whose sweep publishes
-them. A pause (the run waits for a human before a tool call) announces nothing, since the
-execution has not ended: only its watchers hear of it.
+them. A pause (the run waits for a human before a tool call) is saved with
+`execution.waiting.<agent>` the same way (the slack role posts the call with its buttons
+from it), never with `execution.finished`: the execution has not ended.
 
 Both writes are conditional on the execution being unfinished (queued or running): the
 end a run reaches late (a schedule's timeout after its grace, the watchdog giving up on a
@@ -23,10 +24,11 @@ from agentrunner.domain.execution import Execution, ExecutionError, ExecutionSta
 from agentrunner.logs import get_logger
 from agentrunner.ports.metrics import Metrics
 from agentrunner.ports.state import ExecutionStore
+from agentrunner.runtime.agent_run import COLLABORATION_KEY
 from agentrunner.runtime.chains import output_event
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry
-from agentrunner.runtime.topics import finished_topic
+from agentrunner.runtime.topics import finished_topic, waiting_topic
 
 log = get_logger(__name__)
 
@@ -102,11 +104,24 @@ class RunEndings:
         await self._relay.deliver(events)
 
     async def pause(self, paused: Execution) -> None:
-        """Record that `paused` waits for a human before a tool call (nothing is announced:
-        it has not ended). It holds no worker: an answer queues it again (runtime/tool_answers.py).
+        """Record that `paused` waits for a human before a tool call, with its announcement
+        `execution.waiting.<agent>` in the same transaction (then published by the relay, as
+        `complete`'s). It holds no worker: an answer queues it again (runtime/tool_answers.py).
         Only over an unfinished execution, as `complete`."""
+        pending = paused.pending_tool_call
+        waiting = Event(
+            topic=waiting_topic(paused.agent),
+            payload={
+                "execution_id": paused.execution_id,
+                "pending_tool_call": pending.model_dump(mode="json") if pending else None,
+                # A hint that spares the slack role a read for the others; it reads the record.
+                # (a collaborative step may be: its run's origin says; the slack role reads it)
+                "from_slack": paused.slack_origin is not None or COLLABORATION_KEY in paused.input,
+            },
+            trace_id=paused.trace_id,
+        )
         try:
-            await self._executions.save_execution(paused, only_if=_UNFINISHED)
+            await self._executions.save_execution(paused, events=[waiting], only_if=_UNFINISHED)
         except ConflictError as exc:
             log.warning(
                 "execution ended elsewhere while it ran, its pause not recorded",
@@ -114,7 +129,6 @@ class RunEndings:
                 reason=exc.message,
             )
             return
-        pending = paused.pending_tool_call
         log.info(
             "execution waits for a human before a tool call",
             execution_id=paused.execution_id,
@@ -130,6 +144,7 @@ class RunEndings:
                 "pending_tool_call": pending.model_dump(mode="json") if pending else None,
             },
         )
+        await self._relay.deliver([waiting])
 
 
 def ended(execution: Execution, status: ExecutionStatus, error: AgentRunnerError | None = None) -> Execution:

@@ -1,6 +1,8 @@
 """Answers back to Slack: when an execution that came from Slack ends, its output (or what
 went wrong) goes to the command's response_url, or to the event's thread with
-chat.postMessage; a collaborative run's question from Slack is posted with buttons.
+chat.postMessage; a collaborative run's question from Slack is posted with buttons, and
+so is the tool call an execution from Slack waits on (`execution.waiting.<agent>`: approve
+or deny, or it happened / run it again / fail), replaced once answered from Slack.
 
 Where an answer goes is the execution's `origin`, recorded by the Slack gateway only: a
 task_data carrying `source`, `response_url`, `channel_id` or `thread_ts` posts nothing.
@@ -26,18 +28,25 @@ from agentrunner.domain.slack import (
     clarification_message,
     reply_messages,
 )
+from agentrunner.domain.slack_tool_calls import pause_token, tool_answered_message, tool_call_message
+from agentrunner.domain.tool_gates import Decision
 from agentrunner.logs import get_logger
 from agentrunner.ports.bus import EventBus, Subscription
 from agentrunner.ports.cache import Cache
 from agentrunner.ports.slack import SlackReplies
 from agentrunner.ports.state import ExecutionStore, PlanRunStore
+from agentrunner.runtime.slack_tool_calls import slack_origin_for
 from agentrunner.runtime.topics import (
     CLARIFICATION_ANSWERED_PATTERN,
     CLARIFICATION_REQUESTED_PATTERN,
     FINISHED_PATTERN,
     SLACK_ANSWERS_QUEUE,
     SLACK_CLARIFICATIONS_QUEUE,
+    SLACK_TOOL_CALLS_QUEUE,
+    TOOL_ANSWERED_PATTERN,
+    WAITING_PATTERN,
     is_clarification_answer,
+    is_tool_answered_topic,
 )
 
 log = get_logger(__name__)
@@ -46,9 +55,9 @@ SOURCE = "slack"
 
 
 class SlackAnswers:
-    """Consumes `execution.finished.#` and `clarification.requested.#` and answers in Slack
-    for those that came from it (the origin the Slack gateway recorded on the execution,
-    or on the plan run)."""
+    """Consumes `execution.finished.#`, `clarification.requested.#` and
+    `execution.waiting.#` and answers in Slack for those that came from it (the origin the
+    Slack gateway recorded on the execution, or on the plan run)."""
 
     def __init__(
         self,
@@ -80,6 +89,12 @@ class SlackAnswers:
                 SLACK_CLARIFICATIONS_QUEUE,
                 [CLARIFICATION_REQUESTED_PATTERN, CLARIFICATION_ANSWERED_PATTERN],
                 self._on_clarification,
+                prefetch=self._prefetch,
+            ),
+            await self._bus.subscribe(
+                SLACK_TOOL_CALLS_QUEUE,
+                [WAITING_PATTERN, TOOL_ANSWERED_PATTERN],
+                self._on_tool_call,
                 prefetch=self._prefetch,
             ),
         ]
@@ -136,6 +151,49 @@ class SlackAnswers:
         )
         await self._deliver(f"clarify:{run.id}:{asked.id}:0", run.origin, message)
         log.info("slack clarification asked", run_id=run.id, clarification_id=asked.id)
+
+    async def _on_tool_call(self, event: Event) -> None:
+        payload = event.payload
+        if is_tool_answered_topic(event.topic):
+            await self._mark_tool_call_answered(payload)
+            return
+        if payload.get("from_slack") is False:
+            return  # most executions: not from Slack, read no further
+        # As for an answer: the call, the buttons and where they go are the stored execution's.
+        execution_id = str(payload.get("execution_id"))
+        try:
+            execution = await self._executions.get_execution(execution_id)
+        except ExecutionNotFoundError:
+            log.warning("waiting event for an unknown execution ignored", execution_id=execution_id[:64])
+            return
+        origin, pending = await slack_origin_for(execution, self._runs), execution.pending_tool_call
+        if origin is None or execution.status is not ExecutionStatus.WAITING_APPROVAL or pending is None:
+            return  # not from Slack, or answered (or cancelled) before this event came
+        message = tool_call_message(agent=execution.agent, execution_id=execution.execution_id, pending=pending)
+        await self._deliver(f"toolcall:{execution.execution_id}:{pause_token(pending)}", origin, message)
+        log.info(
+            "slack tool call question asked",
+            execution_id=execution.execution_id,
+            reason=pending.reason.value,
+            tool=pending.tool,
+        )
+
+    async def _mark_tool_call_answered(self, payload: dict[str, Any]) -> None:
+        """Replace the clicked tool call message's buttons with who answered what (the
+        event comes only from the Slack gateway, with the click's response_url)."""
+        origin = payload.get("origin")
+        response_url = origin.get("response_url") if isinstance(origin, dict) else None
+        try:
+            decision = Decision(str(payload.get("decision")))
+        except ValueError:
+            return
+        if not isinstance(response_url, str) or not response_url:
+            return
+        message = tool_answered_message(
+            tool=str(payload.get("tool")), decision=decision, answered_by=str(payload.get("answered_by"))
+        )
+        key = f"toolcall-answered:{payload.get('execution_id')}:{payload.get('token')}"
+        await self._deliver(key, {"response_url": response_url}, message)
 
     async def _mark_answered(self, payload: dict[str, Any], origin: dict[str, Any]) -> None:
         """Replace the clicked question's buttons with who answered what (through the

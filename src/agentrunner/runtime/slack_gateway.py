@@ -1,6 +1,6 @@
 """Slack's requests turned into runs and events: slash commands routed to agents,
-mentions and direct messages to the default agent, buttons answering clarifications, each
-request run once however often Slack retries it.
+mentions and direct messages to the default agent, buttons answering clarifications and
+the tool calls runs wait on, each request run once however often Slack retries it.
 
 Who runs a Slack request: the agent it is routed to (SLACK_COMMANDS, `/agent NAME text`,
 SLACK_DEFAULT_AGENT for mentions and direct messages) is invoked through the orchestrator,
@@ -36,11 +36,13 @@ from agentrunner.domain.errors import AgentNotFoundError, AgentRunnerError, Agen
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.domain.slack import SlackMessage, parse_clarify_action_id, slack_origin
+from agentrunner.domain.slack_tool_calls import is_tool_call_action, parse_tool_call_action_id
 from agentrunner.domain.topics import topic_matches
 from agentrunner.logs import get_logger
 from agentrunner.ports.cache import Cache
-from agentrunner.ports.state import IdempotencyClaim, IdempotencyKeyTakenError
+from agentrunner.ports.state import IdempotencyClaim, IdempotencyKeyTakenError, PlanRunStore
 from agentrunner.runtime.orchestrator import Orchestrator
+from agentrunner.runtime.slack_tool_calls import Click, answer_tool_call_click
 from agentrunner.runtime.topics import (
     clarification_answered_topic,
     slack_command_topic,
@@ -88,6 +90,7 @@ class SlackGateway:
         self,
         *,
         orchestrator: Orchestrator,
+        runs: PlanRunStore,
         cache: Cache,
         routes: Mapping[str, str],
         default_agent: str = "",
@@ -95,6 +98,7 @@ class SlackGateway:
         dedup_ttl_seconds: float = 600.0,
     ) -> None:
         self._orchestrator = orchestrator
+        self._runs = runs
         self._cache = cache
         self._routes = dict(routes)
         self._default_agent = default_agent
@@ -226,7 +230,8 @@ class SlackGateway:
 
     async def interaction(self, payload: Mapping[str, Any], *, request_key: str) -> None:
         """Act once on an interaction: a clarification button publishes
-        `clarification.answered.<run_id>`; other buttons `slack.interaction.<action_id>`,
+        `clarification.answered.<run_id>`; a tool call button answers its execution
+        (runtime/slack_tool_calls.py); other buttons publish `slack.interaction.<action_id>`,
         other interactions `slack.interaction.<type>`."""
         if not await self._first_time(f"request:{request_key}"):
             log.info("slack interaction seen before, not run again")
@@ -264,6 +269,18 @@ class SlackGateway:
         for action in payload.get("actions") or []:
             action_id = str(action.get("action_id", ""))
             value = action.get("value") or (action.get("selected_option") or {}).get("value")
+            if is_tool_call_action(action_id):
+                tool_call = parse_tool_call_action_id(action_id)
+                if tool_call is None:
+                    log.warning("a malformed tool call button: ignored", action_id=action_id[:80])
+                    continue
+                click = Click(
+                    team_id=str(origin["team_id"] or ""),
+                    user_id=str(origin["user_id"] or ""),
+                    response_url=str(origin["response_url"] or ""),
+                )
+                await answer_tool_call_click(self._orchestrator, self._runs, tool_call, click)
+                continue
             clarification = parse_clarify_action_id(action_id)
             if clarification is not None:
                 run_id, clarification_id = clarification

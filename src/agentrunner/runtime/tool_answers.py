@@ -8,6 +8,8 @@ other is refused (`ConflictError`), and an approved call runs once."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from agentrunner.domain.errors import ConflictError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionStatus
@@ -23,12 +25,19 @@ _WAITING = frozenset({ExecutionStatus.WAITING_APPROVAL})
 
 
 async def answer_tool_call(
-    executions: ExecutionStore, relay: OutboxRelay, execution: Execution, answer: ToolCallAnswer
+    executions: ExecutionStore,
+    relay: OutboxRelay,
+    execution: Execution,
+    answer: ToolCallAnswer,
+    *,
+    events: Sequence[Event] = (),
 ) -> Execution:
     """Answer the tool call `execution` waits on, and queue it again: the re-run replays its
     journal up to that call, where `answer` decides it. Returns the execution as queued.
-    Raises `ConflictError` when it is not waiting (any more), or waits on a question this
-    answer does not answer (an approval for an unknown outcome, or the reverse)."""
+    `events` are recorded and published with the answer, only if it is saved (the Slack
+    gateway's: the clicked message marked answered). Raises `ConflictError` when it is not
+    waiting (any more), or waits on a question this answer does not answer (an approval for
+    an unknown outcome, or the reverse)."""
     pending = execution.pending_tool_call
     if execution.status is not ExecutionStatus.WAITING_APPROVAL or pending is None:
         raise ConflictError(
@@ -52,7 +61,7 @@ async def answer_tool_call(
         trace_id=execution.trace_id,
     )
     try:
-        await executions.save_execution(queued, events=[invocation], only_if=_WAITING)
+        await executions.save_execution(queued, events=[invocation, *events], only_if=_WAITING)
     except ConflictError as exc:
         raise ConflictError(
             f"execution {execution.execution_id} is no longer waiting: it was answered or cancelled meanwhile",
@@ -64,5 +73,5 @@ async def answer_tool_call(
         tool=pending.tool,
         decision=answer.decision.value,
     )
-    await relay.deliver([invocation])
+    await relay.deliver([invocation, *events])
     return queued

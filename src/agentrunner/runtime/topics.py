@@ -22,7 +22,10 @@ __all__ = [
     "SCHEDULED_TASKS",
     "SLACK_ANSWERS_QUEUE",
     "SLACK_CLARIFICATIONS_QUEUE",
+    "SLACK_TOOL_CALLS_QUEUE",
     "TENANT_HEADER",
+    "TOOL_ANSWERED_PATTERN",
+    "WAITING_PATTERN",
     "agent_queue",
     "budget_warning_topic",
     "cancel_topic",
@@ -35,6 +38,7 @@ __all__ = [
     "invoke_topic",
     "is_clarification_answer",
     "is_finished_topic",
+    "is_tool_answered_topic",
     "node_config_queue",
     "orchestrator_queue",
     "output_topic",
@@ -44,6 +48,8 @@ __all__ = [
     "slack_command_topic",
     "slack_event_topic",
     "slack_interaction_topic",
+    "tool_answered_topic",
+    "waiting_topic",
     "worker_cancel_queue",
 ]
 
@@ -71,6 +77,29 @@ FINISHED_PATTERN = "execution.finished.#"
 def is_finished_topic(topic: str) -> bool:
     """True for a `finished_topic` (a queue bound to it may hear progress too)."""
     return topic.startswith("execution.finished.")
+
+
+def waiting_topic(agent: str) -> str:
+    """Topic announcing that an execution of `agent` waits for a human before a tool call
+    (status `waiting_approval`; payload: execution_id, pending_tool_call)."""
+    return f"execution.waiting.{agent}"
+
+
+WAITING_PATTERN = "execution.waiting.#"
+
+
+def tool_answered_topic(agent: str) -> str:
+    """Topic of a human's answer, given in Slack, to the tool call an execution of `agent`
+    waited on (payload: execution_id, decision, answered_by, and the click's origin)."""
+    return f"execution.answered.{agent}"
+
+
+TOOL_ANSWERED_PATTERN = "execution.answered.#"
+
+
+def is_tool_answered_topic(topic: str) -> bool:
+    """True for a `tool_answered_topic`."""
+    return topic.startswith("execution.answered.")
 
 
 def output_topic(agent: str) -> str:
@@ -196,3 +225,4 @@ def slack_interaction_topic(name: str) -> str:
 # Queues of the slack role, shared by its replicas: each reply is sent by one of them.
 SLACK_ANSWERS_QUEUE = "slack.answers"
 SLACK_CLARIFICATIONS_QUEUE = "slack.clarifications"
+SLACK_TOOL_CALLS_QUEUE = "slack.tool_calls"

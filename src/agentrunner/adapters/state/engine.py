@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar, cast
 
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, select
+from sqlalchemy import Connection, Dialect, event, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from agentrunner.adapters.state.errors import as_outage
 from agentrunner.adapters.state.urls import alembic_config, prepare_sqlite_folder
@@ -86,6 +90,7 @@ class SQLEngine:
         # connection's return), and set whenever there is none: what `close` waits for.
         self._in_use = 0
         self._idle = asyncio.Event()
+        self._prepared: dict[ClauseElement, _Prepared] = {}  # see `_sqlite_write_many`
 
     @property
     def is_sqlite(self) -> bool:
@@ -193,8 +198,7 @@ class SQLEngine:
         if self._engine is None or self._autocommit is None:
             raise DependencyUnavailableError("the state store is not started (or was closed)")
         engine = self._engine if atomic or self.is_sqlite else self._autocommit
-        self._in_use += 1
-        try:
+        async with self._operation():
             connection = await self._connection(engine, patient=patient)
             try:
                 if atomic or (write and self.is_sqlite):
@@ -204,6 +208,13 @@ class SQLEngine:
                     yield connection
             finally:
                 await connection.close()
+
+    @asynccontextmanager
+    async def _operation(self) -> AsyncIterator[None]:
+        """An operation under way, for `close` to wait for, with driver errors translated."""
+        self._in_use += 1
+        try:
+            yield
         except Exception as exc:
             outage = as_outage(exc, self._where)
             if outage is None:
@@ -213,6 +224,39 @@ class SQLEngine:
             self._in_use -= 1
             if not self._in_use:
                 self._idle.set()
+
+    async def _sqlite_write_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
+        """`statement` run once per row of parameters, in one transaction committed before
+        this returns: SQLite's own lean path for a hot write (the journal's steps).
+
+        One trip to aiosqlite's thread (the statements and the commit in one call there),
+        where SQLAlchemy makes four (cursor, execute, cursor close, commit), each a thread
+        hop and a wake-up of the event loop, and the connection is the pool's own, with no
+        SQLAlchemy connection around it. The statement is compiled once per engine and the
+        parameters go through the column types' own bind processors, so the rows are the
+        ones SQLAlchemy would write. It runs on the pool's only connection, as every other
+        operation does: that is what serializes SQLite's writes, so it waits its turn."""
+        engine = self._engine
+        if engine is None:
+            raise DependencyUnavailableError("the state store is not started (or was closed)")
+        prepared = self._prepared.get(statement)
+        if prepared is None:
+            prepared = self._prepared[statement] = _Prepared.of(statement, engine.dialect)
+        # The parameters are made ready (JSON, compression) before the connection is taken.
+        parameters = [prepared.parameters(row) for row in rows]
+        async with self._operation():
+            pooled = await engine.raw_connection()
+            try:
+                driver: Any = pooled.driver_connection  # aiosqlite's Connection
+                # aiosqlite runs a callable on its thread with `_execute` (its own methods
+                # are that call around one sqlite3 method each): the write is one trip there.
+                await driver._execute(_commit_many, driver._conn, prepared.sql, parameters)
+            except sqlite3.Error as exc:  # as SQLAlchemy raises it, for `_operation` and the callers
+                raise DBAPIError.instance(prepared.sql, parameters, exc, sqlite3.Error, ismulti=True) from exc
+            finally:
+                # Back to the pool at once: no reset to await (`pool_reset_on_return=None`,
+                # and `_commit_many` ended its transaction either way).
+                pooled.close()
 
     async def _connection(self, engine: AsyncEngine, *, patient: bool) -> AsyncConnection:
         """A connection from the pool (a dead pooled one is replaced on checkout: see
@@ -272,6 +316,36 @@ def _head_revision() -> str | None:
     """The newest migration's revision: the scripts are part of the package, so they are
     read once per process (Alembic parses every one of them to answer)."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A statement's SQL text for SQLite and, in its positional order, each parameter's
+    name and its type's bind processor (None: the value goes as it is)."""
+
+    sql: str
+    binds: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+
+    @classmethod
+    def of(cls, statement: ClauseElement, dialect: Dialect) -> _Prepared:
+        compiled = cast("SQLCompiler", statement.compile(dialect=dialect))
+        names = compiled.positiontup or []
+        types = {name: compiled.binds[name].type.dialect_impl(dialect) for name in names}
+        return cls(compiled.string, tuple((name, types[name].bind_processor(dialect)) for name in names))
+
+    def parameters(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(row[name] if process is None else process(row[name]) for name, process in self.binds)
+
+
+def _commit_many(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """On aiosqlite's thread: `sql` over `rows` and the commit, or nothing of it. The
+    sqlite3 module opens the transaction before the first row (as for SQLAlchemy's writes)."""
+    try:
+        db.executemany(sql, rows)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
 
 
 def _tune_sqlite(dbapi_connection: Any, _: Any) -> None:
