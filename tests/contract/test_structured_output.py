@@ -14,7 +14,7 @@ import pytest
 
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.errors import OutputInvalidError
-from agentrunner.domain.structured_output import ANSWER_TOOL_NAME
+from agentrunner.domain.llm import ANSWER_TOOL_NAME
 from agentrunner.ports.providers import LLMProvider
 from agentrunner.runtime.agent_run import run_agent
 from tests.fakes.vendor import FakeVendor, Reply

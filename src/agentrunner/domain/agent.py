@@ -16,7 +16,8 @@ from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from agentrunner.domain.egress import parse_networks
-from agentrunner.domain.structured_output import ANSWER_TOOL_NAME, schema_problem
+from agentrunner.domain.llm import ANSWER_TOOL_NAME
+from agentrunner.domain.structured_output import schema_problem
 from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, pattern_problem
 from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN
 

@@ -1,10 +1,8 @@
 """Structured output: an agent's `output_schema`, and what an answer must be to follow it.
 
 The answer is JSON text; it is parsed and validated here (pure: no I/O), and the problems
-found are what the model reads when it is asked again (`output_retries`). Vendors that have
-no JSON-schema response format of their own (Anthropic, Bedrock) are made to answer through
-a forced tool (`ANSWER_TOOL_NAME`) whose arguments are the answer: a tool's input must be an
-object, so a schema of any other type is wrapped as `{"value": ...}` there and unwrapped here.
+found are what the model reads when it is asked again (`output_retries`). How each vendor is
+asked for it is in domain/llm.py (`LLMRequest.response_schema`, the forced answer tool).
 """
 
 from __future__ import annotations
@@ -16,10 +14,6 @@ from typing import Any
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
-# The forced tool Anthropic and Bedrock answer through (a name an agent's tools cannot take
-# by accident: tool names are the agent file's, and this one is documented as reserved).
-ANSWER_TOOL_NAME = "final_answer"
-_WRAPPED_KEY = "value"
 # What the model and the execution's error show of the problems: the first few, each cut.
 MAX_PROBLEMS = 5
 MAX_PROBLEM_CHARS = 300
@@ -84,20 +78,6 @@ def instructions(schema: dict[str, Any]) -> str:
     return "Answer with only a JSON value (no prose, no code fence) that follows this JSON schema:\n" + json.dumps(
         schema, sort_keys=True
     )
-
-
-def answer_tool_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The input schema of the forced answer tool for `schema` (an object schema as is)."""
-    if schema.get("type") == "object":
-        return schema
-    return {"type": "object", "properties": {_WRAPPED_KEY: schema}, "required": [_WRAPPED_KEY]}
-
-
-def answer_from_tool(arguments: dict[str, Any], schema: dict[str, Any]) -> str:
-    """The answer's JSON text from the forced answer tool's `arguments`."""
-    if schema.get("type") == "object":
-        return json.dumps(arguments)
-    return json.dumps(arguments.get(_WRAPPED_KEY))
 
 
 def _unfenced(text: str) -> str:

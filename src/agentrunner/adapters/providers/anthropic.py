@@ -20,8 +20,19 @@ from agentrunner.domain.errors import (
     LLMUnavailableError,
 )
 from agentrunner.domain.execution import Usage
-from agentrunner.domain.llm import Completion, LLMRequest, Message, StreamItem, TextDelta, ToolCall, ToolDefinition
-from agentrunner.domain.structured_output import ANSWER_TOOL_NAME, answer_from_tool, answer_tool_schema
+from agentrunner.domain.llm import (
+    ANSWER_TOOL_DESCRIPTION,
+    ANSWER_TOOL_NAME,
+    Completion,
+    LLMRequest,
+    Message,
+    StreamItem,
+    TextDelta,
+    ToolCall,
+    ToolDefinition,
+    answer_from_tool,
+    answer_tool_schema,
+)
 
 # Anthropic requires `max_tokens` on every request; this is the cap when the agent sets none.
 DEFAULT_MAX_TOKENS = 1024
@@ -170,7 +181,7 @@ def _tool(tool: ToolDefinition) -> ToolParam:
 def _answer_tool(schema: dict[str, Any]) -> ToolParam:
     return {
         "name": ANSWER_TOOL_NAME,
-        "description": "Give the final answer: its input is the answer, following the required schema.",
+        "description": ANSWER_TOOL_DESCRIPTION,
         "input_schema": answer_tool_schema(schema),
     }
 

@@ -30,8 +30,18 @@ from agentrunner.domain.errors import (
     LLMUnavailableError,
 )
 from agentrunner.domain.execution import Usage
-from agentrunner.domain.llm import Completion, LLMRequest, Message, StreamItem, TextDelta, ToolCall
-from agentrunner.domain.structured_output import ANSWER_TOOL_NAME, answer_from_tool, answer_tool_schema
+from agentrunner.domain.llm import (
+    ANSWER_TOOL_DESCRIPTION,
+    ANSWER_TOOL_NAME,
+    Completion,
+    LLMRequest,
+    Message,
+    StreamItem,
+    TextDelta,
+    ToolCall,
+    answer_from_tool,
+    answer_tool_schema,
+)
 
 _AUTH_HINT = (
     "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), and that the model "
@@ -201,7 +211,7 @@ def _converse_arguments(request: LLMRequest) -> dict[str, Any]:
         # called (one of them, or the answer).
         answer: dict[str, Any] = {
             "name": ANSWER_TOOL_NAME,
-            "description": _ANSWER_TOOL_DESCRIPTION,
+            "description": ANSWER_TOOL_DESCRIPTION,
             "inputSchema": {"json": answer_tool_schema(request.response_schema)},
         }
         tools.append({"toolSpec": answer})
@@ -210,9 +220,6 @@ def _converse_arguments(request: LLMRequest) -> dict[str, Any]:
     elif tools:
         arguments["toolConfig"] = {"tools": tools}
     return arguments
-
-
-_ANSWER_TOOL_DESCRIPTION = "Give the final answer: its input is the answer, following the required schema."
 
 
 def _answered(completion: Completion, schema: dict[str, Any] | None) -> Completion:
