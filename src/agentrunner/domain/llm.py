@@ -109,6 +109,9 @@ class Completion(BaseModel):
     cost_usd: float | None = None
     latency_ms: float | None = None
     request_id: str | None = None
+    # The answer parsed, when it was checked against the agent's `output_schema` (set by the
+    # agent loop, not by providers; never journaled: a replay checks the text again).
+    output_json: Any = None
 
 
 class TextDelta(BaseModel):

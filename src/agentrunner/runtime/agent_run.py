@@ -159,7 +159,9 @@ async def run_agent(
                 ]
                 request = request.model_copy(update={"messages": [*request.messages, *fix]})
                 continue
-            return await _settled(journal, completion.model_copy(update={"text": _json_text(checked.value)}))
+            return await _settled(
+                journal, completion.model_copy(update={"text": _json_text(checked.value), "output_json": checked.value})
+            )
         if not completion.tool_calls:
             return await _settled(journal, completion)
         if iteration > config.max_tool_iterations:
