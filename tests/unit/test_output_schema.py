@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from agentrunner.adapters.config.files import load_agent_directory
+from agentrunner.adapters.providers.offline import ScriptedProvider
 from agentrunner.domain.agent_document import AgentFileError, parse_agent_document
+from agentrunner.domain.errors import OutputInvalidError
 from agentrunner.domain.llm import answer_from_tool, answer_tool_schema
 from agentrunner.domain.structured_output import MAX_PROBLEMS, check_answer
-from agentrunner.runtime.agent_run import build_request
+from agentrunner.runtime.agent_run import build_request, run_agent
 from tests.unit.test_agent_document import agent_yaml
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
@@ -95,3 +97,15 @@ def test_a_non_object_schema_is_wrapped_in_the_forced_answer_tool() -> None:
     assert answer_tool_schema(SCHEMA) == SCHEMA
     assert answer_tool_schema(listing)["properties"]["value"] == listing
     assert json.loads(answer_from_tool({"value": ["a"]}, listing)) == ["a"]
+
+
+async def test_a_loop_stopped_at_max_tool_iterations_without_an_answer_is_output_invalid() -> None:
+    text = agent_yaml(provider="scripted", extra=f"output_schema: {json.dumps(SCHEMA)}\nmax_tool_iterations: 1\n")
+    config = parse_agent_document(text, "agents/a.yml").config
+    provider = ScriptedProvider([{"text": "still looking", "tool_calls": [{"name": "lookup"}]}])
+
+    with pytest.raises(OutputInvalidError) as raised:
+        await run_agent(config, provider, {"prompt": "count"})
+
+    assert raised.value.problems[0] == "the loop stopped at max_tool_iterations before an answer"
+    assert len(provider.requests) == 2

@@ -171,7 +171,15 @@ async def run_agent(
                 execution_id=context.execution_id,
                 max_tool_iterations=config.max_tool_iterations,
             )
-            return await _settled(journal, completion.model_copy(update={"finish_reason": "max_tool_iterations"}))
+            stopped = completion.model_copy(update={"finish_reason": "max_tool_iterations"})
+            if schema is not None:  # the output must follow the schema, whatever stopped the loop
+                checked = check_answer(completion.text, schema)
+                if not checked.valid:
+                    await _settled(journal, stopped)
+                    problems = ("the loop stopped at max_tool_iterations before an answer", *checked.problems)
+                    raise _invalid(config, corrections, problems)
+                stopped = stopped.model_copy(update={"text": _json_text(checked.value), "output_json": checked.value})
+            return await _settled(journal, stopped)
         results = await run_tool_calls(
             completion.tool_calls,
             by_name,
