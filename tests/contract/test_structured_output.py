@@ -12,11 +12,15 @@ from typing import Any
 
 import pytest
 
+from agentrunner.adapters.providers.offline import ScriptedProvider
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.errors import OutputInvalidError
 from agentrunner.domain.llm import ANSWER_TOOL_NAME
+from agentrunner.domain.steps import JournalStepKind
 from agentrunner.ports.providers import LLMProvider
+from agentrunner.ports.state import StateStore
 from agentrunner.runtime.agent_run import run_agent
+from agentrunner.runtime.journal import RunJournal
 from tests.fakes.vendor import FakeVendor, Reply
 
 VENDORS = ["openai", "anthropic", "bedrock", "ollama"]
@@ -133,3 +137,36 @@ async def test_an_answer_still_invalid_after_output_retries_fails_with_output_in
     assert raised.value.problems == ("(top): 'population' is a required property",)
     assert "output_retries 1" in raised.value.message
     assert len(fake.received) == 2  # the first answer and one correction
+
+
+# -- a crash between an invalid answer and its correction --------------------------------
+
+
+async def test_a_run_resumed_after_the_invalid_answer_replays_it_and_asks_only_the_correction(
+    state_store: StateStore,
+) -> None:
+    config = AgentConfig.model_validate(
+        {
+            "name": "facts",
+            "agent_type": "facts",
+            "execution_mode": "autonomous",
+            "llm_config": {"provider": "scripted", "model": "facts"},
+            "output_schema": SCHEMA,
+        }
+    )
+    task = {"prompt": "Largest city of France?"}
+    crashed = ScriptedProvider(['{"city": "Paris"}', '{"city": "Paris", "population": 2102650}'])
+    await run_agent(config, crashed, task, journal=RunJournal(state_store, "exec-so", model="facts"))
+    [invalid, corrected] = await state_store.steps("exec-so")
+    assert [invalid.kind, corrected.kind] == [JournalStepKind.MODEL, JournalStepKind.MODEL]
+
+    # The worker died after the invalid answer was journaled: the next run has only it.
+    resumed = ScriptedProvider(['{"city": "Paris", "population": 2102650}'])
+    journal = RunJournal(state_store, "exec-so", model="facts", recorded=[invalid])
+    completion = await run_agent(config, resumed, task, journal=journal)
+
+    assert completion.output_json == {"city": "Paris", "population": 2102650}
+    [asked] = resumed.requests  # the invalid answer replayed, only the correction asked
+    assert asked.messages[-2].content == '{"city": "Paris"}'
+    assert "'population' is a required property" in asked.messages[-1].content
+    assert [step.replayed for step in journal.steps()] == [True, False]
