@@ -125,6 +125,24 @@ async def test_an_invalid_answer_is_sent_back_with_its_problems_then_the_valid_o
     assert completion.usage.input_tokens > 0
 
 
+async def test_a_streamed_answer_is_checked_and_corrected_the_same_way(fake: FakeVendor, provider: LLMProvider) -> None:
+    fake.reply_in_turn(
+        _answer(fake, {"city": "Paris", "population": -1.5}),
+        _answer(fake, {"city": "Paris", "population": 2102650}),
+    )
+    pieces: list[str] = []
+
+    async def heard(text: str) -> None:
+        pieces.append(text)
+
+    completion = await run_agent(_agent(fake), provider, {"prompt": "Largest city of France?"}, on_text=heard)
+
+    assert completion.output_json == {"city": "Paris", "population": 2102650}
+    assert all(received.stream for received in fake.received)
+    _assert_native_mechanism(fake, fake.received[0].body)
+    assert "population: -1.5 is not of type 'integer'" in fake.received[1].messages[-1]["content"]
+
+
 async def test_an_answer_still_invalid_after_output_retries_fails_with_output_invalid(
     fake: FakeVendor, provider: LLMProvider
 ) -> None:

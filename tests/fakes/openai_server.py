@@ -132,8 +132,8 @@ class FakeOpenAI:
         return {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
 
     def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            turn = self.turns.pop(0) if self.turns else None
+        with self._lock:  # a streamed answer takes its turn in `chunks`
+            turn = self.turns.pop(0) if self.turns and not body.get("stream") else None
         if turn is not None:
             reply, tool_call = turn.text, turn.tool_call
         else:
