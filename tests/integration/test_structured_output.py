@@ -1,13 +1,15 @@
 """Structured output through the platform: an agent whose `output_schema` is a schema file
 answers, is corrected once, and its execution records the parsed JSON, journals both model
-calls, and hands the JSON on to the agent chained after it; an answer still wrong after
+calls, and hands the JSON on to the agent chained after it and to its webhook; an answer still wrong after
 `output_retries` fails the execution with `output_invalid` and the problems."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.domain.steps import JournalStepKind
 from agentrunner.node import Node
+from tests.conftest import loopback_http
 from tests.integration.conftest import node_on
 
 SCHEMA = {
@@ -27,6 +30,7 @@ SCHEMA = {
 FACTS = (
     "name: facts\nagent_type: t\nexecution_mode: autonomous\n"
     "llm_config: {provider: scripted, model: facts}\noutput_schema: schemas/city.json\n"
+    "webhook_url: http://127.0.0.1:{port}/hook\n"
 )
 READER = (
     "name: reader\nagent_type: t\nexecution_mode: autonomous\n"
@@ -72,12 +76,18 @@ async def test_an_answer_is_corrected_recorded_as_json_and_handed_on_down_the_ch
     (tmp_path / "agents" / "schemas").mkdir(parents=True)
     (tmp_path / "agents" / "schemas" / "city.json").write_text(json.dumps(SCHEMA))
     requests: list[LLMRequest] = []
-    agents = {"facts.yml": FACTS, "reader.yml": READER}
-    async with node_on(bus, tmp_path, agents, script=_models(requests), database_url=database_url) as node:
-        started = await node.orchestrator.invoke("facts", {"prompt": "Largest city of France?"}, wait=20)
-        execution = await _until(lambda: _one(node, "facts", started.execution_id))
-        read = await _until(lambda: _chained(node))
-        steps = await node.store.steps.steps(execution.execution_id)
+    hooks: list[dict[str, Any]] = []
+    webhooks = {"webhook_secret": "whsec-so", "webhook_allow_http": True, "egress_allowed_networks": "127.0.0.0/8"}
+    with loopback_http(_receiver(hooks)) as port:
+        agents = {"facts.yml": FACTS.replace("{port}", str(port)), "reader.yml": READER}
+        async with node_on(
+            bus, tmp_path, agents, script=_models(requests), database_url=database_url, **webhooks
+        ) as node:
+            started = await node.orchestrator.invoke("facts", {"prompt": "Largest city of France?"}, wait=20)
+            execution = await _until(lambda: _one(node, "facts", started.execution_id))
+            read = await _until(lambda: _chained(node))
+            steps = await node.store.steps.steps(execution.execution_id)
+            hook = await _until(lambda: _first(hooks))
 
     assert execution.status is ExecutionStatus.SUCCEEDED
     assert execution.output_json == {"city": "Paris", "population": 2102650}
@@ -89,6 +99,7 @@ async def test_an_answer_is_corrected_recorded_as_json_and_handed_on_down_the_ch
     # The correction is a model step of its own, journaled like the first answer.
     assert [step.kind for step in steps] == [JournalStepKind.MODEL, JournalStepKind.MODEL]
     assert read.input["output_json"] == {"city": "Paris", "population": 2102650}
+    assert hook["execution"]["output_json"] == {"city": "Paris", "population": 2102650}
 
 
 async def test_an_answer_still_invalid_after_output_retries_fails_with_output_invalid(
@@ -108,6 +119,28 @@ async def test_an_answer_still_invalid_after_output_retries_fails_with_output_in
     assert "'population' is a required property" in execution.error.message
     assert execution.output_json is None
     assert len(requests) == 2  # one answer, one correction; the task is not run again
+
+
+def _receiver(bodies: list[dict[str, Any]]) -> type[BaseHTTPRequestHandler]:
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+            with lock:
+                bodies.append(body)
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    return Handler
+
+
+async def _first(bodies: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return bodies[0] if bodies else None
 
 
 async def _one(node: Node, agent: str, execution_id: str) -> Execution | None:
