@@ -50,6 +50,11 @@ def test_an_agent_without_output_schema_asks_as_before() -> None:
     assert request.messages[0].content == "Be brief."
 
 
+def test_a_collaborative_agent_with_an_output_schema_is_refused_not_ignored() -> None:
+    with pytest.raises(AgentFileError, match="not supported for a collaborative agent"):
+        parse_agent_document(agent_yaml(mode="collaborative", extra="output_schema: {type: object}\n"), "a.yml")
+
+
 def test_the_answer_tool_name_is_reserved() -> None:
     with pytest.raises(AgentFileError, match="reserved"):
         parse_agent_document(agent_yaml(extra="tools:\n  - name: final_answer\n"), "agents/a.yml")
