@@ -4,6 +4,7 @@ until a final answer (or `max_tool_iterations`). Every mode runs its agents thro
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from agentrunner.domain.errors import OutputInvalidError
 from agentrunner.domain.execution import Usage
 from agentrunner.domain.llm import Completion, LLMRequest, Message, ToolDefinition
 from agentrunner.domain.plan import ASK_HUMAN_TOOL, ask_human_output
-from agentrunner.domain.structured_output import check_answer, instructions, retry_prompt
+from agentrunner.domain.structured_output import CheckedAnswer, check_answer, instructions, retry_prompt
 from agentrunner.logs import get_logger
 from agentrunner.ports.providers import LLMProvider
 from agentrunner.ports.tools import Tool, ToolContext
@@ -140,7 +141,7 @@ async def run_agent(
         if asked is not None and may_ask_human(task_data):
             return await _settled(journal, completion.model_copy(update={"text": ask_human_output(asked.arguments)}))
         if not completion.tool_calls and schema is not None:
-            checked = check_answer(completion.text, schema)
+            checked = await _checked(completion.text, schema)
             if not checked.valid:
                 if corrections >= config.output_retries:
                     await _settled(journal, completion)
@@ -173,7 +174,7 @@ async def run_agent(
             )
             stopped = completion.model_copy(update={"finish_reason": "max_tool_iterations"})
             if schema is not None:  # the output must follow the schema, whatever stopped the loop
-                checked = check_answer(completion.text, schema)
+                checked = await _checked(completion.text, schema)
                 if not checked.valid:
                     await _settled(journal, stopped)
                     problems = ("the loop stopped at max_tool_iterations before an answer", *checked.problems)
@@ -202,6 +203,16 @@ def _invalid(config: AgentConfig, corrections: int, problems: tuple[str, ...]) -
         problems=problems,
         agent=config.name,
     )
+
+
+# Answers longer than this are parsed and validated in a worker thread, off the event loop.
+_CHECK_INLINE_MAX_CHARS = 32_000
+
+
+async def _checked(text: str, schema: dict[str, Any]) -> CheckedAnswer:
+    if len(text) <= _CHECK_INLINE_MAX_CHARS:
+        return check_answer(text, schema)
+    return await asyncio.to_thread(check_answer, text, schema)
 
 
 def _json_text(value: object) -> str:
