@@ -131,6 +131,8 @@ class ExecutionRow(Base):
     input: Mapped[dict[str, Any]]
     session_id: Mapped[str | None] = mapped_column(String(256))
     output: Mapped[str | None] = mapped_column(Text)
+    # The parsed answer of an agent with an `output_schema` (any JSON value; SQL NULL: none).
+    output_json: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     error: Mapped[dict[str, Any] | None]
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
