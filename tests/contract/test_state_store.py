@@ -96,6 +96,17 @@ async def test_create_then_get_returns_every_field_unchanged(state_store: StateS
     assert stored.error == ExecutionError(code="llm_unavailable", message="the provider timed out")
 
 
+@pytest.mark.parametrize("parsed", [{"total": 12.5, "lines": [{"sku": "a", "n": 2}]}, ["a", 1], "text", 0, False])
+async def test_a_parsed_answer_comes_back_as_the_same_json_value(state_store: StateStore, parsed: Any) -> None:
+    original = _full_execution(status=ExecutionStatus.SUCCEEDED, error=None, output="{}", output_json=parsed)
+
+    await state_store.create_execution(original)
+    stored = await state_store.get_execution(original.execution_id)
+
+    assert stored.output_json == parsed
+    assert type(stored.output_json) is type(parsed)
+
+
 async def test_create_then_get_keeps_defaults_and_nones(state_store: StateStore) -> None:
     original = _execution("exec-minimal")
 

@@ -245,6 +245,7 @@ def _received(body: dict[str, Any]) -> Received:
         max_tokens=body.get("max_tokens"),
         tool_names=[tool["name"] for tool in body.get("tools", [])],
         stream=bool(body.get("stream", False)),
+        body=body,
     )
 
 

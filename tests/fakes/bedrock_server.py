@@ -157,6 +157,7 @@ def _received(model: str, stream: bool, body: dict[str, Any]) -> Received:
         max_tokens=inference.get("maxTokens"),
         tool_names=[t["toolSpec"]["name"] for t in body.get("toolConfig", {}).get("tools", []) if "toolSpec" in t],
         stream=stream,
+        body=body,
     )
 
 

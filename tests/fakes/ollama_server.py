@@ -127,6 +127,7 @@ def _received(body: dict[str, Any]) -> Received:
         max_tokens=options.get("num_predict"),
         tool_names=[str(t.get("function", {}).get("name", "")) for t in body.get("tools") or []],
         stream=bool(body.get("stream", True)),
+        body=body,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from agentrunner.adapters.providers.openai import OpenAIProvider
 from tests.conftest import free_port
-from tests.fakes.vendor import Received
+from tests.fakes.vendor import Received, Reply
 
 _ERRORS = {
     429: ("Rate limit reached for requests.", "requests", "rate_limit_exceeded"),
@@ -47,6 +47,8 @@ class FakeOpenAI:
     # A streamed answer stops after its n-th piece of text until `pauses[n]` is set (or 60 s);
     # `streamed` counts the pieces of text sent, over every answer.
     pauses: dict[int, threading.Event] = field(default_factory=dict)
+    # Answers of the next calls, in order (`reply_in_turn`), before `script` or `reply`.
+    turns: list[Reply] = field(default_factory=list)
     streamed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,6 +85,10 @@ class FakeOpenAI:
         output_tokens: int = 7,
     ) -> None:
         self.reply, self.tool_call, self.usage = text, tool_call, (input_tokens, output_tokens)
+
+    def reply_in_turn(self, *replies: Reply) -> None:
+        with self._lock:
+            self.turns.extend(replies)
 
     def fail_with(self, *statuses: int) -> None:
         self.failures.extend(statuses)
@@ -126,7 +132,12 @@ class FakeOpenAI:
         return {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
 
     def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
-        reply, tool_call = self.script(body) if self.script else (self.reply, self.tool_call)
+        with self._lock:  # a streamed answer takes its turn in `chunks`
+            turn = self.turns.pop(0) if self.turns and not body.get("stream") else None
+        if turn is not None:
+            reply, tool_call = turn.text, turn.tool_call
+        else:
+            reply, tool_call = self.script(body) if self.script else (self.reply, self.tool_call)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -152,7 +163,12 @@ class FakeOpenAI:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
-        reply, tool_call = self.script(body) if self.script else (self.reply, self.tool_call)
+        with self._lock:
+            turn = self.turns.pop(0) if self.turns else None
+        if turn is not None:
+            reply, tool_call = turn.text, turn.tool_call
+        else:
+            reply, tool_call = self.script(body) if self.script else (self.reply, self.tool_call)
         yield chunk({"role": "assistant", "content": ""})
         if tool_call is not None:
             name, arguments = tool_call
@@ -188,6 +204,7 @@ def _received(body: dict[str, Any]) -> Received:
         max_tokens=body.get("max_tokens"),
         tool_names=[t["function"]["name"] for t in body.get("tools", [])],
         stream=bool(body.get("stream")),
+        body=body,
     )
 
 

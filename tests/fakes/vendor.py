@@ -27,6 +27,8 @@ class Received:
     max_tokens: int | None
     tool_names: list[str] = field(default_factory=list)
     stream: bool = False
+    # The request body as it came on the wire (vendor-specific: for asserting a vendor's own fields).
+    body: dict[str, Any] = field(default_factory=dict)
 
 
 class FakeVendor(Protocol):
@@ -50,6 +52,10 @@ class FakeVendor(Protocol):
     ) -> None:
         """Answer the next calls with this text (streamed in several pieces when streaming),
         or with a call of tool `tool_call[0]` with arguments `tool_call[1]`, and this usage."""
+        ...
+
+    def reply_in_turn(self, *replies: Reply) -> None:
+        """Answer the next len(replies) calls with these, in order (then as `reply_with` says)."""
         ...
 
     def fail_with(self, *statuses: int) -> None:
@@ -87,6 +93,7 @@ class ScriptedAnswers:
     def __init__(self) -> None:
         self._script_lock = threading.Lock()
         self._script_reply = Reply()
+        self._script_turns: list[Reply] = []
         self._script_failures: list[int] = []
         self._script_delay = 0.0
 
@@ -101,6 +108,11 @@ class ScriptedAnswers:
         with self._script_lock:
             self._script_reply = Reply(text, tool_call, input_tokens, output_tokens)
 
+    def reply_in_turn(self, *replies: Reply) -> None:
+        """Answer the next len(replies) calls with these, in order (then as `reply_with` says)."""
+        with self._script_lock:
+            self._script_turns.extend(replies)
+
     def fail_with(self, *statuses: int) -> None:
         with self._script_lock:
             self._script_failures.extend(statuses)
@@ -113,4 +125,5 @@ class ScriptedAnswers:
         """The reply, the status to fail this call with (or None), and the delay."""
         with self._script_lock:
             failure = self._script_failures.pop(0) if self._script_failures else None
-            return self._script_reply, failure, self._script_delay
+            reply = self._script_turns.pop(0) if self._script_turns and failure is None else self._script_reply
+            return reply, failure, self._script_delay

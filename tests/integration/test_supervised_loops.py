@@ -7,6 +7,7 @@ error ended the loop for the life of the process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import timedelta
@@ -394,6 +395,27 @@ async def test_agent_files_watch(tmp_path: Path) -> None:
             await cancelled(watch)
     assert _errors(metrics, "agent-files-watch") == 1
     _assert_logged_once(entries, "agent-files-watch", "reload")
+
+
+async def test_a_schema_file_changed_below_the_agents_directory_reloads_the_agents(tmp_path: Path) -> None:
+    reloaded = asyncio.Event()
+
+    async def reload() -> None:
+        reloaded.set()
+
+    (tmp_path / "schemas").mkdir()
+    watch = spawn(watch_agent_files(tmp_path, reload), name="agent-files-watch")
+    try:
+        # A change every 0.5 s until a reload: awatch may start after the first.
+        async with asyncio.timeout(10):
+            n = 0
+            while not reloaded.is_set():
+                (tmp_path / "schemas" / "city.json").write_text(f'{{"type": "object", "title": "v{n}"}}')
+                n += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reloaded.wait(), 0.5)
+    finally:
+        await cancelled(watch)
 
 
 class BuggyShelf(ToolShelf):

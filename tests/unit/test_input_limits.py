@@ -72,6 +72,18 @@ def test_a_preview_cuts_input_output_and_tool_calls_and_says_so() -> None:
     assert small.input == {"p": 1}
 
 
+def test_a_preview_that_cuts_a_structured_output_leaves_its_parsed_value_out() -> None:
+    parsed = {"notes": "n" * 5000}
+    execution = Execution(execution_id="e", agent="a", output=json.dumps(parsed), output_json=parsed, trace_id="t")
+    small = execution.model_copy(update={"output": '{"n":1}', "output_json": {"n": 1}})
+
+    shown, cut = execution_preview(execution, 2048)
+
+    assert cut is True
+    assert shown.output_json is None  # whole at GET /executions/{id}
+    assert execution_preview(small, 2048) == (small, False)
+
+
 def test_a_preview_cuts_the_tool_call_an_execution_waits_on() -> None:
     moment = datetime(2026, 1, 1, tzinfo=UTC)
     pending = PendingToolCall(

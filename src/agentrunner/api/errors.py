@@ -59,6 +59,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "step_failed": 502,
     # A tool call a crash cut short, failed rather than repeated: the tool's side is unknown.
     "tool_outcome_unknown": 502,
+    "output_invalid": 502,
     # An agent's consumer given up on after its restarts: that service is not there now.
     "consumer_unresponsive": 503,
     "dependency_unavailable": 503,

@@ -109,6 +109,8 @@ def execution_preview(execution: Execution, limit: int) -> tuple[Execution, bool
     if not (task_cut or output_cut or calls_cut or pending_cut):
         return execution, False
     update = {"input": task, "output": output, "tool_calls": calls, "pending_tool_call": pending}
+    if output_cut:  # the parsed answer is the output again: shown whole at GET /executions/{id}
+        update["output_json"] = None
     return execution.model_copy(update=update), True
 
 

@@ -16,6 +16,8 @@ from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from agentrunner.domain.egress import parse_networks
+from agentrunner.domain.llm import ANSWER_TOOL_NAME
+from agentrunner.domain.structured_output import schema_problem
 from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, pattern_problem
 from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN
 
@@ -43,6 +45,20 @@ TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
 
 
 AGENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+def _relative_schema_path(value: str) -> str:
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith("/") or ":" in parts[0] or ".." in parts:
+        raise ValueError(
+            f"schema file {value!r} must be a path relative to the agent file, inside the agents directory "
+            "(e.g. 'schemas/invoice.json'), or the schema itself as a mapping"
+        )
+    return value
+
+
+# The path of a schema file, relative to the agent file that names it.
+SchemaFileReference = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_relative_schema_path)]
 
 
 class ExecutionMode(StrEnum):
@@ -308,6 +324,17 @@ class AgentConfig(_Section):
     on_unknown_tool_outcome: Literal["ask", "retry", "fail"] = "ask"
     webhook_url: str | None = Field(default=None, max_length=2048, pattern=WEBHOOK_URL_PATTERN)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    # Structured output: the JSON Schema the answer must follow, written here or as the path
+    # of a schema file (JSON or YAML) relative to the agent file, inside the agents directory
+    # (resolved when the directory is loaded: adapters/config/files.py). An answer that does
+    # not follow it is sent back with the problems found, `output_retries` times at most.
+    output_schema: dict[str, Any] | SchemaFileReference | None = None
+    output_retries: int = Field(default=2, ge=0, le=10)
+
+    @property
+    def response_schema(self) -> dict[str, Any] | None:
+        """The answer's JSON Schema, once resolved (a file reference not yet read: None)."""
+        return self.output_schema if isinstance(self.output_schema, dict) else None
 
     def requires_approval(self, tool: str) -> bool:
         """Whether a call of `tool` (a built-in's name, or an MCP server's `<entry>__<tool>`)
@@ -324,6 +351,19 @@ class AgentConfig(_Section):
             raise ValueError("execution_mode 'scheduled' needs a 'schedule_config' (type cron or interval)")
         return schedule
 
+    @field_validator("output_schema")
+    @classmethod
+    def _valid_schema(cls, schema: dict[str, Any] | str | None, info: ValidationInfo) -> dict[str, Any] | str | None:
+        if schema is not None and info.data.get("execution_mode") is ExecutionMode.COLLABORATIVE:
+            # A plan run's answer is the coordinator's synthesis, which is not checked yet:
+            # refused rather than ignored. The agents of its steps may declare one.
+            raise ValueError("not supported for a collaborative agent yet: declare it on the agents of its steps")
+        if isinstance(schema, dict):
+            problem = schema_problem(schema)
+            if problem:
+                raise ValueError(problem)
+        return schema
+
     @field_validator("tools")
     @classmethod
     def _unique_tool_names(cls, tools: list[ToolConfig]) -> list[ToolConfig]:
@@ -331,4 +371,6 @@ class AgentConfig(_Section):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"tool names must be unique, repeated: {', '.join(duplicates)}")
+        if ANSWER_TOOL_NAME in names:
+            raise ValueError(f"tool name {ANSWER_TOOL_NAME!r} is reserved for the structured answer (output_schema)")
         return tools

@@ -31,6 +31,7 @@
     ├── ExecutionTimedOutError       ran past its agent's or its schedule's timeout (timed_out)
     ├── ConsumerUnresponsiveError    an agent's consumer given up after its restarts (consumer_unresponsive)
     ├── ToolOutcomeUnknownError      a tool call a crash cut short, not safe to repeat (tool_outcome_unknown)
+    ├── OutputInvalidError           the answer never followed the agent's output_schema (output_invalid)
     ├── LLMError                     a provider call failed
     │   ├── LLMRateLimitError        429 / throttling (llm_rate_limited, retryable)
     │   ├── LLMUnavailableError      5xx, timeouts, refused (llm_unavailable, retryable)
@@ -224,6 +225,17 @@ class ToolOutcomeUnknownError(AgentRunnerError):
     safe to repeat, and the agent's `on_unknown_tool_outcome` (or a human) says to fail."""
 
     code = "tool_outcome_unknown"
+
+
+class OutputInvalidError(AgentRunnerError):
+    """The agent's answer did not follow its `output_schema`, after `output_retries` answers
+    sent back with the problems found (`problems`). Not retried as a task: it was, already."""
+
+    code = "output_invalid"
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = (), **context: object) -> None:
+        super().__init__(message, problems=list(problems), **context)
+        self.problems = problems
 
 
 class ConsumerUnresponsiveError(AgentRunnerError):

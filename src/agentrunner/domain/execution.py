@@ -112,6 +112,9 @@ class Execution(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict)
     session_id: str | None = None
     output: str | None = None
+    # The answer parsed, for an agent with an `output_schema` (`output` holds it as compact
+    # JSON text then, for everything that reads text): what chains and webhooks receive.
+    output_json: Any = None
     error: ExecutionError | None = None
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None

@@ -3,6 +3,7 @@ every vendor."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,6 +73,29 @@ class LLMRequest(BaseModel):
         return {name: value for name, value in chosen.items() if value is not None}
 
 
+# Vendors with no JSON-schema response format of their own (Anthropic, Bedrock) answer a
+# request with a `response_schema` through this tool, forced: its input is the answer. A
+# tool's input is an object, so a schema of another type is wrapped as {"value": ...}. The
+# name is reserved: an agent file's tools cannot take it.
+ANSWER_TOOL_NAME = "final_answer"
+ANSWER_TOOL_DESCRIPTION = "Give the final answer: its input is the answer, following the required schema."
+_WRAPPED_KEY = "value"
+
+
+def answer_tool_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The input schema of the forced answer tool for `schema` (an object schema as is)."""
+    if schema.get("type") == "object":
+        return schema
+    return {"type": "object", "properties": {_WRAPPED_KEY: schema}, "required": [_WRAPPED_KEY]}
+
+
+def answer_from_tool(arguments: dict[str, Any], schema: dict[str, Any]) -> str:
+    """The answer's JSON text from the forced answer tool's `arguments`."""
+    if schema.get("type") == "object":
+        return json.dumps(arguments)
+    return json.dumps(arguments.get(_WRAPPED_KEY))
+
+
 class Completion(BaseModel):
     """A provider's whole answer. `cost_usd` is filled in by the runtime from the pricing
     table (None: no known price)."""
@@ -85,6 +109,9 @@ class Completion(BaseModel):
     cost_usd: float | None = None
     latency_ms: float | None = None
     request_id: str | None = None
+    # The answer parsed, when it was checked against the agent's `output_schema` (set by the
+    # agent loop, not by providers; never journaled: a replay checks the text again).
+    output_json: Any = None
 
 
 class TextDelta(BaseModel):

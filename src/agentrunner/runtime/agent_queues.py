@@ -11,8 +11,9 @@ the ones it lost unbound. One reconciler for every pool, so they cannot drift.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from functools import partial
+from typing import Any
 
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.event import Event
@@ -24,6 +25,30 @@ QueueHandler = Callable[[str, Event], Awaitable[None]]
 
 # How long a consumer stopped by `sync` may finish the message in hand.
 _RESYNC_GRACE_SECONDS = 30.0
+
+# Queues declared or consumed at once: each takes a few broker round trips, so one after
+# another, 1,000 agents took seconds of start-up (bench/scale_agents.py); together they share
+# the connection's round trips.
+QUEUE_SETUPS_AT_ONCE = 32
+
+
+async def concurrently(setups: list[Coroutine[Any, Any, None]]) -> None:
+    """Run `setups` (queue declarations, subscriptions), at most `QUEUE_SETUPS_AT_ONCE` at a
+    time, each to its end; then raise the first error, if any (what failed is set up again
+    by the next sync, as before)."""
+    slots = asyncio.Semaphore(QUEUE_SETUPS_AT_ONCE)
+
+    async def one(setup: Coroutine[Any, Any, None]) -> None:
+        async with slots:
+            await setup
+
+    errors = [
+        outcome
+        for outcome in await asyncio.gather(*(one(setup) for setup in setups), return_exceptions=True)
+        if isinstance(outcome, BaseException)
+    ]
+    if errors:
+        raise errors[0]
 
 
 def queue_patterns(config: AgentConfig) -> frozenset[str]:
@@ -53,9 +78,9 @@ class AgentQueues:
                 del self._consumers[name]
                 await subscription.cancel(_RESYNC_GRACE_SECONDS)
                 await self._bus.unbind(agent_queue(name), sorted(patterns - wanted.get(name, frozenset())))
-        for name, patterns in wanted.items():
-            if name not in self._consumers:
-                await self.consume(name, patterns)
+        await concurrently(
+            [self.consume(name, patterns) for name, patterns in wanted.items() if name not in self._consumers]
+        )
 
     async def consume(self, name: str, patterns: frozenset[str]) -> None:
         """Consume agent `name`'s queue, bound to `patterns`."""

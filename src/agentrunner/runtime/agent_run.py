@@ -4,15 +4,19 @@ until a final answer (or `max_tool_iterations`). Every mode runs its agents thro
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import orjson
 
-from agentrunner.domain.agent import AgentConfig
+from agentrunner.domain.agent import AgentConfig, ProviderName
+from agentrunner.domain.errors import OutputInvalidError
 from agentrunner.domain.execution import Usage
 from agentrunner.domain.llm import Completion, LLMRequest, Message, ToolDefinition
 from agentrunner.domain.plan import ASK_HUMAN_TOOL, ask_human_output
+from agentrunner.domain.structured_output import CheckedAnswer, check_answer, instructions, retry_prompt
 from agentrunner.logs import get_logger
 from agentrunner.ports.providers import LLMProvider
 from agentrunner.ports.tools import Tool, ToolContext
@@ -30,6 +34,12 @@ PROMPT_KEYS = ("prompt", "message", "text", "question", "query", "input", "outpu
 # The key of task_data under which a collaborative run hands a step its context; with
 # `allow_clarification`, the step's agent is offered the `ask_human` tool.
 COLLABORATION_KEY = "collaboration"
+
+# Providers that constrain the answer to `output_schema` themselves (a JSON-schema response
+# format, or a forced tool); the others are told the schema in the system prompt.
+NATIVE_STRUCTURED_OUTPUT = frozenset(
+    {ProviderName.OPENAI, ProviderName.ANTHROPIC, ProviderName.BEDROCK, ProviderName.OLLAMA}
+)
 
 
 def may_ask_human(task_data: dict[str, Any]) -> bool:
@@ -58,8 +68,12 @@ def build_request(
     after the `history` of a continuous agent's session (`{"role", "content"}` items),
     offering `tools` (and `ask_human` to a collaborative step that may ask)."""
     messages = []
-    if config.system_prompt.strip():
-        messages.append(Message(role="system", content=config.system_prompt))
+    schema = config.response_schema
+    system = config.system_prompt
+    if schema is not None and config.llm_config.provider not in NATIVE_STRUCTURED_OUTPUT:
+        system = f"{system.strip()}\n\n{instructions(schema)}".strip()
+    if system.strip():
+        messages.append(Message(role="system", content=system))
     for item in history or []:
         if item.get("role") in ("user", "assistant"):
             messages.append(Message(role=item["role"], content=str(item.get("content", ""))))
@@ -69,7 +83,12 @@ def build_request(
     if may_ask_human(task_data):
         offered.append(ASK_HUMAN_TOOL)
     return LLMRequest(
-        model=llm.model, messages=messages, temperature=llm.temperature, max_tokens=llm.max_tokens, tools=offered
+        model=llm.model,
+        messages=messages,
+        temperature=llm.temperature,
+        max_tokens=llm.max_tokens,
+        tools=offered,
+        response_schema=schema,
     )
 
 
@@ -94,19 +113,26 @@ async def run_agent(
     step that calls `ask_human` answers with the question (`domain.plan.ask_human_output`):
     the run pauses until a human answers. With `journal`, every model call and tool call is
     a step of it: one it recorded is replayed (not called, not streamed again), the others
-    are recorded as they end (`runtime/journal.py`)."""
+    are recorded as they end (`runtime/journal.py`). With an `output_schema`, the final answer
+    must be JSON that follows it: one that does not is sent back with the problems found (a
+    new model step), `output_retries` times at most, then `OutputInvalidError` is raised; the
+    answer returned is the parsed JSON as compact text."""
     request = build_request(config, task_data, history=history, tools=[tool.definition for tool in tools])
     by_name = {tool.definition.name: tool for tool in tools}
     context = context or ToolContext(agent=config.name, execution_id="", session_id=None, trace_id="")
     budget = ToolBudget(left=config.max_tool_calls)
     usage, cost = Usage(), None
-    for iteration in range(1, config.max_tool_iterations + 2):
+    schema = config.response_schema
+    corrections = 0  # answers sent back for not following `output_schema`
+    iteration = 1
+    while True:
 
         def call(request: LLMRequest = request) -> Awaitable[Completion]:
             return complete_with_retries(
                 provider, request, config.llm_config, on_text=on_text, base_delay_seconds=retry_base_seconds
             )
 
+        # A correction is a model step like any other: journaled, so a resumed run replays it.
         completion = await (journal.model_call(call) if journal is not None else call())
         usage += completion.usage
         cost = _add_cost(cost, completion.cost_usd)
@@ -114,6 +140,29 @@ async def run_agent(
         asked = next((call for call in completion.tool_calls if call.name == ASK_HUMAN_TOOL.name), None)
         if asked is not None and may_ask_human(task_data):
             return await _settled(journal, completion.model_copy(update={"text": ask_human_output(asked.arguments)}))
+        if not completion.tool_calls and schema is not None:
+            checked = await _checked(completion.text, schema)
+            if not checked.valid:
+                if corrections >= config.output_retries:
+                    await _settled(journal, completion)
+                    raise _invalid(config, corrections, checked.problems)
+                corrections += 1
+                log.info(
+                    "answer does not follow output_schema, sent back",
+                    agent=config.name,
+                    execution_id=context.execution_id,
+                    correction=corrections,
+                    problems=list(checked.problems),
+                )
+                fix = [
+                    Message(role="assistant", content=completion.text),
+                    Message(role="user", content=retry_prompt(checked.problems)),
+                ]
+                request = request.model_copy(update={"messages": [*request.messages, *fix]})
+                continue
+            return await _settled(
+                journal, completion.model_copy(update={"text": _json_text(checked.value), "output_json": checked.value})
+            )
         if not completion.tool_calls:
             return await _settled(journal, completion)
         if iteration > config.max_tool_iterations:
@@ -123,7 +172,15 @@ async def run_agent(
                 execution_id=context.execution_id,
                 max_tool_iterations=config.max_tool_iterations,
             )
-            return await _settled(journal, completion.model_copy(update={"finish_reason": "max_tool_iterations"}))
+            stopped = completion.model_copy(update={"finish_reason": "max_tool_iterations"})
+            if schema is not None:  # the output must follow the schema, whatever stopped the loop
+                checked = await _checked(completion.text, schema)
+                if not checked.valid:
+                    await _settled(journal, stopped)
+                    problems = ("the loop stopped at max_tool_iterations before an answer", *checked.problems)
+                    raise _invalid(config, corrections, problems)
+                stopped = stopped.model_copy(update={"text": _json_text(checked.value), "output_json": checked.value})
+            return await _settled(journal, stopped)
         results = await run_tool_calls(
             completion.tool_calls,
             by_name,
@@ -136,7 +193,32 @@ async def run_agent(
         )
         turn = Message(role="assistant", content=completion.text, tool_calls=completion.tool_calls)
         request = request.model_copy(update={"messages": [*request.messages, turn, *results]})
-    raise AssertionError("unreachable: the last round always returns")
+        iteration += 1
+
+
+def _invalid(config: AgentConfig, corrections: int, problems: tuple[str, ...]) -> OutputInvalidError:
+    return OutputInvalidError(
+        f"agent {config.name!r} answered without following its output_schema "
+        f"({corrections} correction(s) asked, output_retries {config.output_retries}): " + "; ".join(problems),
+        problems=problems,
+        agent=config.name,
+    )
+
+
+# Answers longer than this are parsed and validated in a worker thread, off the event loop.
+_CHECK_INLINE_MAX_CHARS = 32_000
+
+
+async def _checked(text: str, schema: dict[str, Any]) -> CheckedAnswer:
+    if len(text) <= _CHECK_INLINE_MAX_CHARS:
+        return check_answer(text, schema)
+    return await asyncio.to_thread(check_answer, text, schema)
+
+
+def _json_text(value: object) -> str:
+    """The answer as compact JSON text (the execution's `output`); json, not orjson: a
+    parsed answer may hold integers past 64 bits."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 async def _settled(journal: RunJournal | None, completion: Completion) -> Completion:

@@ -194,6 +194,7 @@ class Attempts:
             execution = execution.model_copy(
                 update={
                     "output": completion.text,
+                    "output_json": completion.output_json,
                     "usage": completion.usage,
                     "cost_usd": completion.cost_usd,
                     "tool_calls": records,

@@ -101,15 +101,19 @@ async def start_for_event(
 
 def output_event(execution: Execution) -> Event:
     """`agent.output.<agent>` for a succeeded execution: the next link of its chain, one
-    deeper than the execution's recorded depth, for the tenant the execution counts for."""
+    deeper than the execution's recorded depth, for the tenant the execution counts for.
+    An answer that followed an `output_schema` rides as `output_json` too (parsed)."""
+    payload = {
+        "agent": execution.agent,
+        "execution_id": execution.execution_id,
+        "output": execution.output,
+        "session_id": execution.session_id,
+    }
+    if execution.output_json is not None:  # structured output: the next agent gets it parsed too
+        payload["output_json"] = execution.output_json
     return Event(
         topic=output_topic(execution.agent),
-        payload={
-            "agent": execution.agent,
-            "execution_id": execution.execution_id,
-            "output": execution.output,
-            "session_id": execution.session_id,
-        },
+        payload=payload,
         trace_id=execution.trace_id,
         headers={CHAIN_DEPTH_HEADER: str(execution.chain_depth + 1)}
         | ({TENANT_HEADER: execution.tenant} if execution.tenant else {}),

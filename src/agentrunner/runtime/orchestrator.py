@@ -43,7 +43,7 @@ from agentrunner.ports.state import (
     StepJournal,
     WebhookDeliveryStore,
 )
-from agentrunner.runtime.agent_queues import queue_patterns
+from agentrunner.runtime.agent_queues import concurrently, queue_patterns
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.conversation import new_session, session_of
 from agentrunner.runtime.outbox import OutboxRelay
@@ -145,9 +145,11 @@ class Orchestrator:
         """Declare the queue of every available agent, bound to its invocations and its
         event subscriptions, so work accepted before (or while) a pool subscribes waits in
         the queue instead of being routed nowhere."""
-        for config in self._registry.in_modes(SERVED_MODES):
-            await self._bus.declare(agent_queue(config.name), sorted(queue_patterns(config)))
-            self._declared.add(config.name)
+        await concurrently([self._declare(config) for config in self._registry.in_modes(SERVED_MODES)])
+
+    async def _declare(self, config: AgentConfig) -> None:
+        await self._bus.declare(agent_queue(config.name), sorted(queue_patterns(config)))
+        self._declared.add(config.name)
 
     async def stop(self) -> None:
         """Stop listening; callers still waiting get the execution as it stands."""

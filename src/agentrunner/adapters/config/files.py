@@ -10,13 +10,18 @@ from agentrunner.domain.agent_document import (
     MAX_AGENT_DOCUMENT_BYTES,
     AgentDocument,
     AgentFileError,
+    AgentFileRefusedError,
     BrokenAgentFile,
     ConfigIssue,
     load_agent_yaml,
     parse_agent_document,
 )
+from agentrunner.domain.structured_output import schema_problem
 
 AGENT_FILE_SUFFIXES = (".yml", ".yaml")
+# A schema file an agent's `output_schema` names: JSON or YAML, read with the agent files'
+# bounded parser, and at most this big.
+MAX_SCHEMA_FILE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,7 @@ def load_agent_directory(directory: Path) -> AgentDirectory:
                 result.broken.append(BrokenAgentFile(source, (ConfigIssue(source, "", message),)))
                 continue
             text = path.read_text(encoding="utf-8")
-            document = parse_agent_document(text, source)
+            document = with_schema_file(parse_agent_document(text, source), directory)
         except AgentFileError as exc:
             result.broken.append(BrokenAgentFile(source, exc.issues, _claimed_name(text, source)))
             continue
@@ -87,3 +92,43 @@ def load_agent_directory(directory: Path) -> AgentDirectory:
         seen[name] = source
         result.documents.append(document)
     return result
+
+
+def with_schema_file(document: AgentDocument, directory: Path) -> AgentDocument:
+    """`document` with its `output_schema` file reference replaced by the schema the file
+    holds; raise `AgentFileError` (at `output_schema`) for a file outside `directory` (after
+    symlinks), missing, over `MAX_SCHEMA_FILE_BYTES`, not JSON or YAML, or not a JSON Schema."""
+    reference = document.config.output_schema
+    if not isinstance(reference, str):
+        return document
+    source = document.source
+
+    def refused(message: str) -> AgentFileError:
+        return AgentFileError(source, [ConfigIssue(source, "output_schema", message)])
+
+    root = directory.resolve()
+    path = (Path(source).parent / reference).resolve()
+    if not path.is_relative_to(root):
+        raise refused(f"schema file {reference!r} is outside the agents directory {str(directory)!r}")
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise refused(f"schema file {reference!r} is not a file")
+        if size > MAX_SCHEMA_FILE_BYTES:
+            raise refused(f"schema file {reference!r} is {size} bytes, over the limit of {MAX_SCHEMA_FILE_BYTES}")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise refused(f"cannot read schema file {reference!r}: {exc}") from exc
+    try:
+        _, schema = load_agent_yaml(text, str(path))  # JSON is YAML: one bounded parser for both
+    except AgentFileRefusedError as exc:
+        raise refused(f"schema file {reference!r} refused: {exc.issues[0].message}") from exc
+    except AgentFileError as exc:
+        raise refused(f"schema file {reference!r} is not JSON or YAML: {exc.issues[0].message}") from exc
+    if not isinstance(schema, dict):
+        raise refused(f"schema file {reference!r} holds no mapping: a JSON Schema is an object")
+    problem = schema_problem(schema)
+    if problem:
+        raise refused(f"schema file {reference!r}: {problem}")
+    config = document.config.model_copy(update={"output_schema": schema})
+    return AgentDocument(config=config, source=source, warnings=document.warnings)

@@ -1,4 +1,5 @@
-"""Watch the agents directory and call back when a YAML file is added, changed or removed."""
+"""Watch the agents directory and call back when a YAML file is added, changed or removed
+(an agent file, or a schema file an agent's `output_schema` names, in a folder below too)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ from agentrunner.ports.metrics import Metrics
 log = get_logger(__name__)
 
 
+# Agent files, and the schema files (JSON or YAML) their `output_schema` may name.
+_WATCHED_SUFFIXES = (*AGENT_FILE_SUFFIXES, ".json")
+
+
 def _agent_file(_: Change, path: str) -> bool:
-    return path.endswith(AGENT_FILE_SUFFIXES)
+    return path.endswith(_WATCHED_SUFFIXES)
 
 
 async def watch_agent_files(
@@ -30,7 +35,7 @@ async def watch_agent_files(
     if not await asyncio.to_thread(directory.is_dir):
         log.warning("agents directory not found, not watching it", directory=str(directory))
         return
-    async for changes in awatch(directory, watch_filter=_agent_file, debounce=300, recursive=False):
+    async for changes in awatch(directory, watch_filter=_agent_file, debounce=300, recursive=True):
         log.info("agent files changed", files=sorted(Path(path).name for _, path in changes))
         try:
             await on_change()

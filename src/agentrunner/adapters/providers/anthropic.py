@@ -9,7 +9,7 @@ from typing import Any, Literal, TypedDict
 
 import anthropic
 from anthropic import AsyncAnthropic, Omit, omit
-from anthropic.types import ContentBlockParam, MessageParam, ToolParam, ToolResultBlockParam
+from anthropic.types import ContentBlockParam, MessageParam, ToolChoiceParam, ToolParam, ToolResultBlockParam
 
 from agentrunner.adapters.providers.offloop import BuiltOffLoop
 from agentrunner.domain.errors import (
@@ -20,7 +20,19 @@ from agentrunner.domain.errors import (
     LLMUnavailableError,
 )
 from agentrunner.domain.execution import Usage
-from agentrunner.domain.llm import Completion, LLMRequest, Message, StreamItem, TextDelta, ToolCall, ToolDefinition
+from agentrunner.domain.llm import (
+    ANSWER_TOOL_DESCRIPTION,
+    ANSWER_TOOL_NAME,
+    Completion,
+    LLMRequest,
+    Message,
+    StreamItem,
+    TextDelta,
+    ToolCall,
+    ToolDefinition,
+    answer_from_tool,
+    answer_tool_schema,
+)
 
 # Anthropic requires `max_tokens` on every request; this is the cap when the agent sets none.
 DEFAULT_MAX_TOKENS = 1024
@@ -80,18 +92,27 @@ class _MessageArgs(TypedDict):
     messages: list[MessageParam]
     system: str | Omit
     tools: list[ToolParam] | Omit
+    tool_choice: ToolChoiceParam | Omit
     stop_sequences: list[str] | Omit
     extra_body: dict[str, Any] | None
 
 
 def _message_args(request: LLMRequest) -> _MessageArgs:
     system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+    tools = [_tool(tool) for tool in request.tools]
+    tool_choice: ToolChoiceParam | Omit = omit
+    if request.response_schema is not None:
+        # Structured output through a forced tool: the answer is its input. With tools of
+        # the agent's own, any tool must be called (one of them, or the answer).
+        tools.append(_answer_tool(request.response_schema))
+        tool_choice = {"type": "any"} if request.tools else {"type": "tool", "name": ANSWER_TOOL_NAME}
     return _MessageArgs(
         model=request.model,
         max_tokens=request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS,
         messages=_turns(request.messages),
         system=system or omit,
-        tools=[_tool(tool) for tool in request.tools] or omit,
+        tools=tools or omit,
+        tool_choice=tool_choice,
         stop_sequences=request.stop or omit,
         # This SDK version has no `temperature` parameter; the API still takes it in the body.
         extra_body={"temperature": request.temperature} if request.temperature is not None else None,
@@ -157,12 +178,25 @@ def _tool(tool: ToolDefinition) -> ToolParam:
     return param
 
 
-def _completion(message: anthropic.types.Message, started: float) -> Completion:
+def _answer_tool(schema: dict[str, Any]) -> ToolParam:
+    return {
+        "name": ANSWER_TOOL_NAME,
+        "description": ANSWER_TOOL_DESCRIPTION,
+        "input_schema": answer_tool_schema(schema),
+    }
+
+
+def _completion(message: anthropic.types.Message, started: float, schema: dict[str, Any] | None) -> Completion:
     texts: list[str] = []
     tool_calls: list[ToolCall] = []
     for block in message.content:
         if block.type == "text":
             texts.append(block.text)
+        elif block.type == "tool_use" and schema is not None and block.name == ANSWER_TOOL_NAME:
+            # The forced answer is the answer's text, not a call to run: prose written
+            # around it and calls asked with it are dropped (the run ends with the answer).
+            texts, tool_calls = [answer_from_tool(dict(block.input), schema)], []
+            break
         elif block.type == "tool_use":
             tool_calls.append(ToolCall(id=block.id, name=block.name, arguments=dict(block.input)))
     return Completion(
@@ -194,7 +228,7 @@ class AnthropicProvider:
             message = await client.messages.create(**args)
         except anthropic.AnthropicError as exc:
             raise translate_error(exc) from exc
-        return _completion(message, started)
+        return _completion(message, started, request.response_schema)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
         args = _message_args(request)
@@ -208,7 +242,7 @@ class AnthropicProvider:
                 message = await events.get_final_message()
         except anthropic.AnthropicError as exc:
             raise translate_error(exc) from exc
-        yield _completion(message, started)
+        yield _completion(message, started, request.response_schema)
 
     async def close(self) -> None:
         client = self._client.forget()

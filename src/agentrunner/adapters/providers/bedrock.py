@@ -30,7 +30,18 @@ from agentrunner.domain.errors import (
     LLMUnavailableError,
 )
 from agentrunner.domain.execution import Usage
-from agentrunner.domain.llm import Completion, LLMRequest, Message, StreamItem, TextDelta, ToolCall
+from agentrunner.domain.llm import (
+    ANSWER_TOOL_DESCRIPTION,
+    ANSWER_TOOL_NAME,
+    Completion,
+    LLMRequest,
+    Message,
+    StreamItem,
+    TextDelta,
+    ToolCall,
+    answer_from_tool,
+    answer_tool_schema,
+)
 
 _AUTH_HINT = (
     "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), and that the model "
@@ -190,17 +201,34 @@ def _converse_arguments(request: LLMRequest) -> dict[str, Any]:
     inference = request.sampling(temperature="temperature", max_tokens="maxTokens", stop="stopSequences")
     if inference:
         arguments["inferenceConfig"] = inference
-    if request.tools:
-        arguments["toolConfig"] = {
-            "tools": [
-                {"toolSpec": {"name": t.name, "description": t.description, "inputSchema": {"json": t.parameters}}}
-                for t in request.tools
-            ]
-        }
+    tools = [
+        {"toolSpec": {"name": t.name, "description": t.description, "inputSchema": {"json": t.parameters}}}
+        for t in request.tools
+    ]
     if request.response_schema is not None:
-        schema = {"name": "answer", "schema": json.dumps(request.response_schema)}
-        arguments["outputConfig"] = {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": schema}}}
+        # Structured output through a forced tool (every Converse model with tool use has
+        # it): the answer is its input. With tools of the agent's own, any tool must be
+        # called (one of them, or the answer).
+        answer: dict[str, Any] = {
+            "name": ANSWER_TOOL_NAME,
+            "description": ANSWER_TOOL_DESCRIPTION,
+            "inputSchema": {"json": answer_tool_schema(request.response_schema)},
+        }
+        tools.append({"toolSpec": answer})
+        choice: dict[str, Any] = {"any": {}} if request.tools else {"tool": {"name": ANSWER_TOOL_NAME}}
+        arguments["toolConfig"] = {"tools": tools, "toolChoice": choice}
+    elif tools:
+        arguments["toolConfig"] = {"tools": tools}
     return arguments
+
+
+def _answered(completion: Completion, schema: dict[str, Any] | None) -> Completion:
+    """`completion` with the forced answer tool's call, when it made one, as its text."""
+    answer = next((call for call in completion.tool_calls if call.name == ANSWER_TOOL_NAME), None)
+    if schema is None or answer is None:
+        return completion
+    # Prose around the answer and calls asked with it are dropped: the run ends with it.
+    return completion.model_copy(update={"text": answer_from_tool(answer.arguments, schema), "tool_calls": []})
 
 
 def _usage(raw: dict[str, Any] | None) -> Usage:
@@ -320,7 +348,7 @@ class BedrockProvider:
         started = time.perf_counter()
         response = await self._converse("converse", arguments)
         content = response.get("output", {}).get("message", {}).get("content", [])
-        return Completion(
+        completion = Completion(
             text="".join(block["text"] for block in content if "text" in block),
             tool_calls=[
                 ToolCall(id=use["toolUseId"], name=use["name"], arguments=_arguments(use.get("input")))
@@ -331,6 +359,7 @@ class BedrockProvider:
             latency_ms=(time.perf_counter() - started) * 1000,
             request_id=response.get("ResponseMetadata", {}).get("RequestId"),
         )
+        return _answered(completion, request.response_schema)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
         arguments = _converse_arguments(request)
@@ -354,10 +383,11 @@ class BedrockProvider:
             raise translate_error(exc) from exc
         finally:
             event_stream.close()
-        yield state.completion(
+        completion = state.completion(
             latency_ms=(time.perf_counter() - started) * 1000,
             request_id=response.get("ResponseMetadata", {}).get("RequestId"),
         )
+        yield _answered(completion, request.response_schema)
 
     async def close(self) -> None:
         client = self._made.forget()

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Insert,
+    Select,
     Table,
     Update,
     bindparam,
@@ -254,19 +255,10 @@ class ExecutionsSQL(SQLEngine):
     ) -> ExecutionPage:
         if limit < 1:
             raise BadRequestError(f"limit must be at least 1, got {limit}")
-        query = select(EXECUTIONS)
-        if tenant is not None:
-            query = query.where(ExecutionRow.tenant == tenant)
-        if agent:
-            query = query.where(ExecutionRow.agent == agent)
-        if status:
-            query = query.where(ExecutionRow.status == status.value)
+        query = list_query(agent=agent, status=status, cursor=cursor, tenant=tenant)
         if agent_version is not None:
             query = query.where(ExecutionRow.agent_version == agent_version)
-        if cursor:
-            created, execution_id = decode_cursor(cursor)
-            query = query.where(tuple_(ExecutionRow.created_at, ExecutionRow.execution_id) < (created, execution_id))
-        query = query.order_by(ExecutionRow.created_at.desc(), ExecutionRow.execution_id.desc()).limit(limit + 1)
+        query = query.limit(limit + 1)
         async with self._session() as session:
             rows = (await session.execute(query)).all()
         items = [execution_from(row) for row in rows[:limit]]
@@ -326,6 +318,24 @@ class ExecutionsSQL(SQLEngine):
                 .where(OutboxRow.id.in_(list(entry_ids)), OutboxRow.published_at.is_(None))
                 .values(published_at=utcnow())
             )
+
+
+def list_query(
+    *, agent: str | None, status: ExecutionStatus | None, cursor: str | None, tenant: str | None
+) -> Select[Any]:
+    """Executions newest first (of `tenant` when given, filtered by `agent` and `status`),
+    after `cursor`: keyset paging, served in order by an index for each filter (migration 0017)."""
+    query = select(EXECUTIONS)
+    if tenant is not None:
+        query = query.where(ExecutionRow.tenant == tenant)
+    if agent:
+        query = query.where(ExecutionRow.agent == agent)
+    if status:
+        query = query.where(ExecutionRow.status == status.value)
+    if cursor:
+        created, execution_id = decode_cursor(cursor)
+        query = query.where(tuple_(ExecutionRow.created_at, ExecutionRow.execution_id) < (created, execution_id))
+    return query.order_by(ExecutionRow.created_at.desc(), ExecutionRow.execution_id.desc())
 
 
 # An execution's own columns; the idempotency key of the invocation that started it is

@@ -131,6 +131,11 @@ class AgentVersionRow(Base):
     created_at: Mapped[datetime]
 
 
+# What `/usage` sums: carried in the execution indexes it ranges over (PostgreSQL INCLUDE).
+_TOKENS = ["input_tokens", "output_tokens", "cost_usd"]
+_USAGE_COLUMNS = ["agent", *_TOKENS]
+
+
 class ExecutionRow(Base):
     """One execution (see `domain.execution.Execution`)."""
 
@@ -142,6 +147,8 @@ class ExecutionRow(Base):
     input: Mapped[dict[str, Any]]
     session_id: Mapped[str | None] = mapped_column(String(256))
     output: Mapped[str | None] = mapped_column(Text)
+    # The parsed answer of an agent with an `output_schema` (any JSON value; SQL NULL: none).
+    output_json: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     error: Mapped[dict[str, Any] | None]
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -153,7 +160,7 @@ class ExecutionRow(Base):
     # The schedule whose tick created it, if one did.
     schedule_id: Mapped[str | None] = mapped_column(String(64))
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
-    tenant: Mapped[str | None] = mapped_column(String(64), index=True)
+    tenant: Mapped[str | None] = mapped_column(String(64))
     # Where the request came from, set by the platform's gateways (domain.execution.Execution.origin).
     origin: Mapped[dict[str, Any] | None]
     chain_depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -174,10 +181,25 @@ class ExecutionRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     idempotency_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
+    # Each filter of the list (and a tenant's agent or status) leads an index ending in the
+    # list's order, so a page (at any depth) is a short index range; on PostgreSQL the usage
+    # columns ride along, so `/usage` over a month reads the index alone (migration 0017).
     __table_args__ = (
-        Index("ix_executions_created", "created_at", "execution_id"),
-        Index("ix_executions_agent_created", "agent", "created_at"),
-        Index("ix_executions_status", "status"),
+        Index("ix_executions_created", "created_at", "execution_id", postgresql_include=_USAGE_COLUMNS),
+        Index(
+            "ix_executions_tenant_created", "tenant", "created_at", "execution_id", postgresql_include=_USAGE_COLUMNS
+        ),
+        Index("ix_executions_agent_created", "agent", "created_at", "execution_id", postgresql_include=_TOKENS),
+        Index("ix_executions_status_created", "status", "created_at", "execution_id"),
+        Index(
+            "ix_executions_tenant_agent_created",
+            "tenant",
+            "agent",
+            "created_at",
+            "execution_id",
+            postgresql_include=_TOKENS,
+        ),
+        Index("ix_executions_tenant_status_created", "tenant", "status", "created_at", "execution_id"),
     )
 
 

@@ -1,0 +1,214 @@
+"""Cost as the number of agents grows (issue 23, point 3): with 10, 100 and 1,000 agent
+files loaded (a third autonomous, a third continuous, a third scheduled), the start-up
+time, idle CPU and memory of each role, and the CPU per invocation, each process of its
+own on a scratch PostgreSQL database, RabbitMQ (names under a prefix of this run) and Redis
+(keys under a prefix of this run). Target: each figure at 1,000 agents within 1.5x of the
+figure at 10.
+
+- start-up: from spawning `agentrunner serve <role>` to its /health/ready answering 200,
+  one role at a time (the orchestrator first: it registers the agents and declares their
+  queues);
+- idle: CPU (user + system, from /proc) of each process over `--idle` seconds after every
+  role is up and a few seconds of settling, and its resident memory then;
+- per invocation: `--invocations` calls of one autonomous agent (provider echo, answers
+  at once), 8 in flight, over HTTP with `"wait"`; CPU of the orchestrator and the
+  autonomous worker summed, divided by the calls (the shared PostgreSQL, RabbitMQ and
+  Redis are left out: other work on this machine uses them too).
+
+Run: .venv/bin/python bench/scale_agents.py [--sizes 10,100,1000] [--idle 20] [--invocations 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import httpx
+from bench.invoke import Processes, delete_broker_names, delete_redis_keys, free_port, wait_ready
+
+REPO = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+ROLES = ("orchestrator", "autonomous", "continuous", "scheduler")
+CONCURRENCY = 8
+
+
+def agent_yaml(i: int) -> str:
+    """Agent `i`'s file: autonomous, continuous or scheduled (a cron that does not fire
+    during the run: the idle figure is a loaded platform's, not a busy one's)."""
+    mode = ("autonomous", "continuous", "scheduled")[i % 3]
+    text = f"name: agent-{i}\nagent_type: bench\nexecution_mode: {mode}\nllm_config: {{provider: echo, model: echo}}\n"
+    if mode == "scheduled":
+        text += 'schedule_config:\n  type: cron\n  cron: "0 0 1 1 *"\n  task_data: {prompt: x}\n'
+    return text
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def rss_mb(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+@dataclass
+class Figures:
+    startup_s: dict[str, float]
+    idle_cpu_pct: dict[str, float]
+    rss_mb: dict[str, float]
+    cpu_ms_per_invocation: float
+    load: str
+
+
+async def one_size(size: int, src: Path, args: argparse.Namespace, workdir: Path) -> Figures:
+    run = f"{size}-{uuid.uuid4().hex[:6]}"
+    database = f"agentrunner_scale_agents_{run.replace('-', '_')}"
+    prefix = f"agentrunner-bench-{run}"
+    base = args.postgres.rsplit("/", 1)[0]
+    agents = workdir / f"agents-{run}"
+    agents.mkdir()
+    for i in range(size):
+        (agents / f"agent-{i}.yml").write_text(agent_yaml(i))
+    admin = await asyncpg.connect(args.postgres, timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    ports = {role: free_port() for role in ROLES}
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env |= {
+        "PYTHONPATH": f"{src}:{REPO}",
+        "DATABASE_URL": f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{database}",
+        "RABBITMQ_URL": args.rabbitmq,
+        "RABBITMQ_EXCHANGE_PREFIX": prefix,
+        "REDIS_URL": args.redis,
+        "REDIS_KEY_PREFIX": f"{prefix}:",
+        "ORCHESTRATOR_PORT": str(ports["orchestrator"]),
+        "SCHEDULER_PORT": str(ports["scheduler"]),
+        "AGENTS_DIR": str(agents),
+        "DATA_DIR": str(workdir / f"data-{run}"),
+        "LOG_LEVEL": "WARNING",
+    }
+    cli = [sys.executable, "-m", "agentrunner"]
+    processes = Processes(workdir)
+    try:
+        migrated = await asyncio.create_subprocess_exec(*cli, "db", "upgrade", env=env, cwd=workdir)
+        if await migrated.wait() != 0:
+            raise RuntimeError("agentrunner db upgrade failed")
+        startup: dict[str, float] = {}
+        pids: dict[str, int] = {}
+        async with httpx.AsyncClient() as http:
+            for role in ROLES:
+                name = f"{role}-{size}"
+                extra = [] if role in ("orchestrator", "scheduler") else ["--health-port", str(ports[role])]
+                started = time.perf_counter()
+                pids[role] = processes.spawn(name, [*cli, "serve", role, *extra], env).pid
+                await wait_ready(http, processes, {name: f"http://127.0.0.1:{ports[role]}"})
+                startup[role] = time.perf_counter() - started
+        await asyncio.sleep(5)  # settling: the first ticks, connections warming up
+        before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+        load = loadavg()
+        await asyncio.sleep(args.idle)
+        idle = {role: (cpu_seconds(pid) - before[role]) / args.idle * 100 for role, pid in pids.items()}
+        memory = {role: rss_mb(pid) for role, pid in pids.items()}
+        per_call = await invocations(f"http://127.0.0.1:{ports['orchestrator']}", args.invocations, pids)
+        return Figures(startup, idle, memory, per_call, load)
+    finally:
+        processes.stop()
+        left = await delete_broker_names(args.rabbitmq, [f"{prefix}."], [f"{prefix}.events"])
+        if left:
+            print(f"left on the broker: {left}", file=sys.stderr)
+        await delete_redis_keys(args.redis, [f"{prefix}:"])
+        admin = await asyncpg.connect(args.postgres, timeout=10)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def invocations(orchestrator: str, count: int, pids: dict[str, int]) -> float:
+    """CPU ms of the orchestrator and the autonomous worker per call of agent-0."""
+    body = json.dumps({"task_data": {"prompt": "x"}, "wait": 30}).encode()
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(orchestrator, timeout=aiohttp.ClientTimeout(60)) as http:
+
+        async def call() -> None:
+            async with http.post("/agents/agent-0/invoke", data=body, headers=headers) as response:
+                answer = await response.read()
+            if response.status != 200 or json.loads(answer)["status"] != "succeeded":
+                raise RuntimeError(f"invocation answered {response.status}: {answer[:300]!r}")
+
+        await asyncio.gather(*(call() for _ in range(20)))  # warm-up
+        measured = ("orchestrator", "autonomous")
+        before = sum(cpu_seconds(pids[role]) for role in measured)
+        remaining = count
+
+        async def caller() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                await call()
+
+        await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
+        return (sum(cpu_seconds(pids[role]) for role in measured) - before) / count * 1000
+
+
+def table(label: str, results: dict[int, Figures]) -> None:
+    print(f"\n{label}")
+    sizes = sorted(results)
+    first = results[sizes[0]]
+    print(f"| figure | {' | '.join(f'{size} agents' for size in sizes)} | {sizes[-1]} / {sizes[0]} |")
+    print("|---|" + "---|" * (len(sizes) + 1))
+
+    def line(label: str, values: list[float], unit: str) -> None:
+        ratio = values[-1] / values[0] if values[0] else float("inf")
+        print(f"| {label} | {' | '.join(f'{v:.2f} {unit}' for v in values)} | {ratio:.2f}x |")
+
+    for role in first.startup_s:
+        line(f"{role} start-up", [results[s].startup_s[role] for s in sizes], "s")
+    for role in first.idle_cpu_pct:
+        line(f"{role} idle CPU", [results[s].idle_cpu_pct[role] for s in sizes], "%")
+    for role in first.rss_mb:
+        line(f"{role} RSS", [results[s].rss_mb[role] for s in sizes], "MB")
+    line("CPU per invocation", [results[s].cpu_ms_per_invocation for s in sizes], "ms")
+    print("load (1, 5, 15 min) when idle was measured: " + "; ".join(f"{s}: {results[s].load}" for s in sizes))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--idle", type=float, default=20.0, help="seconds of idle CPU measured")
+    parser.add_argument("--invocations", type=int, default=300)
+    parser.add_argument("--baseline", type=Path, help="src directory of other code to measure too, size by size")
+    parser.add_argument("--postgres", default="postgresql://postgres:postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--rabbitmq", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    codes = {"this checkout": REPO / "src"} | ({"baseline": args.baseline} if args.baseline else {})
+    results: dict[str, dict[int, Figures]] = {label: {} for label in codes}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in (int(s) for s in args.sizes.split(",")):
+            for label, src in codes.items():  # each size of both codes, one after the other: the same load
+                results[label][size] = await one_size(size, src, args, Path(tmp))
+                print(f"{label}, {size} agents: {results[label][size]}", flush=True)
+    for label, figures in results.items():
+        table(label, figures)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
