@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from agentrunner.adapters.state.sql import SQLStateStore
-from agentrunner.adapters.state.steps_sql import _params, _upsert
+from agentrunner.adapters.state.steps_sql import step_params, step_upsert
 from agentrunner.domain.steps import JournalStepKind, JournalStepStatus, Step
 
 AT = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -76,7 +76,7 @@ async def test_the_lean_write_stores_what_sqlalchemy_stores(store: SQLStateStore
 
     await store.record_step(lean)
     async with store._session(write=True) as connection:
-        await connection.execute(_upsert(True), _params(sqlalchemy))
+        await connection.execute(step_upsert(True), step_params(sqlalchemy))
 
     lean_rows, sqlalchemy_rows = await _stored(store, "lean"), await _stored(store, "sqlalchemy")
     assert lean_rows == sqlalchemy_rows
@@ -85,11 +85,11 @@ async def test_the_lean_write_stores_what_sqlalchemy_stores(store: SQLStateStore
 
 
 async def test_a_lean_batch_that_fails_writes_none_of_it_and_the_next_write_lands(store: SQLStateStore) -> None:
-    good = _params(_step("e1", 1, {"result": "ok"}))
-    broken = _params(_step("e1", 2, {"result": "ok"})) | {"v_kind": None}  # NOT NULL
+    good = step_params(_step("e1", 1, {"result": "ok"}))
+    broken = step_params(_step("e1", 2, {"result": "ok"})) | {"v_kind": None}  # NOT NULL
 
     with pytest.raises(IntegrityError):
-        await store._sqlite_write_many(_upsert(True), [good, broken])
+        await store._sqlite_write_many(step_upsert(True), [good, broken])
 
     assert await store.steps("e1") == []
     after = _step("e1", 3, {"result": "after"})

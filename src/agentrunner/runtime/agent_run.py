@@ -140,9 +140,9 @@ async def run_agent(
 
 
 async def _settled(journal: RunJournal | None, completion: Completion) -> Completion:
-    """`completion`, once the journal wrote what it held back (the last answer)."""
+    """`completion`, once the journal settled what it held back (the last answer)."""
     if journal is not None:
-        await journal.flush()
+        await journal.settle()
     return completion
 
 

@@ -16,8 +16,8 @@ from agentrunner.adapters.state.tables import ExecutionStepRow
 from agentrunner.domain.steps import JournalStepKind, JournalStepStatus, Step
 
 STEPS = cast("Table", ExecutionStepRow.__table__)
-_KEY = ("execution_id", "generation", "seq")
-_COLUMNS = tuple(column.name for column in STEPS.columns)
+STEP_KEY = ("execution_id", "generation", "seq")
+STEP_COLUMNS = tuple(column.name for column in STEPS.columns)
 
 
 class StepsSQL(SQLEngine):
@@ -34,12 +34,12 @@ class StepsSQL(SQLEngine):
     async def _record_many(self, steps: list[Step]) -> list[BaseException | None]:
         # One statement, atomic on both (SQLite: the write's transaction; PostgreSQL: the rows
         # go as one multi-row INSERT), so no BEGIN/COMMIT round trips around it.
-        rows = [_params(step) for step in steps]
+        rows = [step_params(step) for step in steps]
         if self.is_sqlite:
-            await self._sqlite_write_many(_upsert(True), rows)
+            await self._sqlite_write_many(step_upsert(True), rows)
             return [None] * len(steps)
         async with self._session(write=True) as session:
-            await session.execute(_upsert(self.is_sqlite), rows[0] if len(rows) == 1 else rows)
+            await session.execute(step_upsert(self.is_sqlite), rows[0] if len(rows) == 1 else rows)
         return [None] * len(steps)
 
     @idempotent
@@ -50,7 +50,7 @@ class StepsSQL(SQLEngine):
         return [_step_from(row) for row in rows]
 
 
-def _params(step: Step) -> dict[str, Any]:
+def step_params(step: Step) -> dict[str, Any]:
     return {
         "v_execution_id": step.execution_id,
         "v_generation": step.generation,
@@ -66,13 +66,13 @@ def _params(step: Step) -> dict[str, Any]:
 
 
 @functools.cache
-def _upsert(is_sqlite: bool) -> Insert:
+def step_upsert(is_sqlite: bool) -> Insert:
     """INSERT of a step, replacing the row of its key: built once per dialect (building a
     statement per call costs more than running it)."""
     dialect = sqlite if is_sqlite else postgresql
-    statement = dialect.insert(STEPS).values({c: bindparam(f"v_{c}", type_=STEPS.c[c].type) for c in _COLUMNS})
-    changed = {c: statement.excluded[c] for c in _COLUMNS if c not in _KEY}
-    return cast("Insert", statement.on_conflict_do_update(index_elements=[STEPS.c[c] for c in _KEY], set_=changed))
+    statement = dialect.insert(STEPS).values({c: bindparam(f"v_{c}", type_=STEPS.c[c].type) for c in STEP_COLUMNS})
+    changed = {c: statement.excluded[c] for c in STEP_COLUMNS if c not in STEP_KEY}
+    return cast("Insert", statement.on_conflict_do_update(index_elements=[STEPS.c[c] for c in STEP_KEY], set_=changed))
 
 
 def _step_from(row: Any) -> Step:
