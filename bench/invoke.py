@@ -13,7 +13,9 @@ the same trivial work on the same broker, in the same run.
   `echo.delay(task_data).get(timeout=30)` from the Celery client in this process.
 
 Each setup runs `--sequential` calls one after another (latency), then `--total` calls
-with `--concurrency` in flight (throughput). Every database, queue, exchange and Redis key
+with `--concurrency` in flight (throughput). For the distributed setups the table also
+gives the CPU time per invocation of the orchestrator process and of the worker processes
+(utime + stime from /proc/<pid>/stat around each timed phase; Linux only). Every database, queue, exchange and Redis key
 this run creates is deleted at the end, also when it fails; every process it starts is
 stopped (SIGTERM, then SIGKILL of its process group).
 
@@ -91,6 +93,8 @@ class Row:
     rate: float
     p50_ms: float
     p99_ms: float
+    # CPU ms per invocation of the processes measured (distributed: orchestrator, workers).
+    cpu_ms: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,42 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def row(setup: str, workers: int, mode: str, count: int, elapsed: float, latencies: list[float]) -> Row:
+def row(
+    setup: str,
+    workers: int,
+    mode: str,
+    count: int,
+    elapsed: float,
+    latencies: list[float],
+    cpu_seconds: dict[str, float] | None = None,
+) -> Row:
+    cpu_ms = {kind: seconds * 1000 / count for kind, seconds in cpu_seconds.items()} if cpu_seconds else None
     return Row(
-        setup, workers, mode, count / elapsed, percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
+        setup,
+        workers,
+        mode,
+        count / elapsed,
+        percentile(latencies, 50) * 1000,
+        percentile(latencies, 99) * 1000,
+        cpu_ms,
     )
+
+
+CpuClock = Callable[[], dict[str, float]]  # CPU seconds used so far, per process kind
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds `pid` has used (its /proc stat; children not counted)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def spent(clock: CpuClock | None, before: dict[str, float]) -> dict[str, float] | None:
+    if clock is None:
+        return None
+    now = clock()
+    return {kind: now[kind] - before[kind] for kind in now}
 
 
 @contextlib.contextmanager
@@ -134,16 +170,20 @@ def free_port() -> int:
 # -- measuring: the same two modes for every setup --------------------------------------
 
 
-async def measure_async(setup: str, workers: int, plan: Plan, call: Callable[[], Awaitable[None]]) -> list[Row]:
+async def measure_async(
+    setup: str, workers: int, plan: Plan, call: Callable[[], Awaitable[None]], cpu: CpuClock | None = None
+) -> list[Row]:
     """Warm up, then `plan.sequential` calls in a row, then `plan.total` with
-    `plan.concurrency` in flight."""
+    `plan.concurrency` in flight; with `cpu`, the CPU each process kind spent per call."""
     async with asyncio.timeout(PHASE_TIMEOUT):
         await asyncio.gather(*(call() for _ in range(plan.warm_up)))
     with collector_paused():
-        return await _measured(setup, workers, plan, call)
+        return await _measured(setup, workers, plan, call, cpu)
 
 
-async def _measured(setup: str, workers: int, plan: Plan, call: Callable[[], Awaitable[None]]) -> list[Row]:
+async def _measured(
+    setup: str, workers: int, plan: Plan, call: Callable[[], Awaitable[None]], cpu: CpuClock | None
+) -> list[Row]:
     latencies: list[float] = []
 
     async def timed() -> None:
@@ -151,11 +191,13 @@ async def _measured(setup: str, workers: int, plan: Plan, call: Callable[[], Awa
         await call()
         latencies.append(time.perf_counter() - started)
 
+    before = cpu() if cpu else {}
     started = time.perf_counter()
     async with asyncio.timeout(PHASE_TIMEOUT):
         for _ in range(plan.sequential):
             await timed()
-    rows = [row(setup, workers, "sequential", plan.sequential, time.perf_counter() - started, latencies)]
+    elapsed = time.perf_counter() - started
+    rows = [row(setup, workers, "sequential", plan.sequential, elapsed, latencies, spent(cpu, before))]
 
     latencies = []
     remaining = plan.total
@@ -166,13 +208,14 @@ async def _measured(setup: str, workers: int, plan: Plan, call: Callable[[], Awa
             remaining -= 1
             await timed()
 
+    before = cpu() if cpu else {}
     started = time.perf_counter()
     async with asyncio.timeout(PHASE_TIMEOUT), asyncio.TaskGroup() as group:
         for _ in range(plan.concurrency):
             group.create_task(caller())
-    rows.append(
-        row(setup, workers, f"concurrent x{plan.concurrency}", plan.total, time.perf_counter() - started, latencies)
-    )
+    elapsed = time.perf_counter() - started
+    mode = f"concurrent x{plan.concurrency}"
+    rows.append(row(setup, workers, mode, plan.total, elapsed, latencies, spent(cpu, before)))
     return rows
 
 
@@ -357,12 +400,20 @@ async def bench_distributed(plan: Plan, services: Services, workdir: Path, run: 
                 if response.status != 200 or json.loads(answer)["status"] != "succeeded":
                     raise RuntimeError(f"distributed invocation answered {response.status}: {answer.decode()}")
 
-            processes.spawn("orchestrator", [*cli, "serve", "orchestrator"], env)
+            orchestrator_pid = processes.spawn("orchestrator", [*cli, "serve", "orchestrator"], env).pid
+
+            def cpu() -> dict[str, float]:
+                workers = [p.pid for name, p in processes.started if name.startswith("worker-")]
+                return {
+                    "orchestrator": process_cpu_seconds(orchestrator_pid),
+                    "workers": sum(process_cpu_seconds(pid) for pid in workers),
+                }
+
             await wait_ready(http, processes, {"orchestrator": orchestrator})
             await add_workers(1)
-            rows = await measure_async("agentrunner distributed", 1, plan, call)
+            rows = await measure_async("agentrunner distributed", 1, plan, call, cpu)
             await add_workers(2)
-            rows += await measure_async("agentrunner distributed", 3, plan, call)
+            rows += await measure_async("agentrunner distributed", 3, plan, call, cpu)
         return rows
     finally:
         await asyncio.to_thread(processes.stop)
@@ -480,11 +531,15 @@ def cleaned_up(services: Services, run: str, processes: Processes) -> Iterator[l
 
 
 def table(rows: list[Row], plan: Plan, took: float, left: list[str]) -> None:
-    import celery  # noqa: PLC0415
+    try:
+        import celery  # noqa: PLC0415
 
+        peer_version = f"celery {celery.__version__}"
+    except ImportError:
+        peer_version = "no celery"
     print(
         f"invoking a trivial agent (provider echo): {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"celery {celery.__version__}; everything (client, processes, PostgreSQL, RabbitMQ, Redis) on this host"
+        f"{peer_version}; everything (client, processes, PostgreSQL, RabbitMQ, Redis) on this host"
     )
     print(
         f"{plan.sequential} sequential + {plan.total} concurrent calls ({plan.concurrency} in flight) per setup and "
@@ -502,9 +557,20 @@ def table(rows: list[Row], plan: Plan, took: float, left: list[str]) -> None:
     if left:
         print(f"NOT deleted on the broker: {', '.join(left)}")
     print()
-    print(f"{'setup':25} {'workers':>7} {'mode':15} {'invocations/s':>14} {'p50 ms':>9} {'p99 ms':>9}")
+    print(f"load average at the end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    print()
+    print(
+        f"{'setup':25} {'workers':>7} {'mode':15} {'invocations/s':>14} {'p50 ms':>9} {'p99 ms':>9}"
+        f" {'orch CPU ms/inv':>16} {'workers CPU ms/inv':>19}"
+    )
     for r in rows:
-        print(f"{r.setup:25} {r.workers:7d} {r.mode:15} {r.rate:14.0f} {r.p50_ms:9.2f} {r.p99_ms:9.2f}")
+        cpu = r.cpu_ms or {}
+        orchestrator_ms = f"{cpu['orchestrator']:.2f}" if "orchestrator" in cpu else "-"
+        workers_ms = f"{cpu['workers']:.2f}" if "workers" in cpu else "-"
+        print(
+            f"{r.setup:25} {r.workers:7d} {r.mode:15} {r.rate:14.0f} {r.p50_ms:9.2f} {r.p99_ms:9.2f}"
+            f" {orchestrator_ms:>16} {workers_ms:>19}"
+        )
     ours = next(
         (r for r in rows if r.setup == "agentrunner distributed" and r.workers == 3 and r.mode != "sequential"), None
     )
@@ -533,7 +599,8 @@ def main() -> None:
     args = parser.parse_args()
     setups = set(args.setups.split(","))
     try:
-        import celery  # noqa: F401, PLC0415
+        if "celery" in setups:
+            import celery  # noqa: F401, PLC0415
     except ImportError:
         sys.exit(f"bench/invoke.py compares with Celery, which is not installed here: run\n  {CELERY_INSTALL}")
     configure_logging("bench", "WARNING")

@@ -174,6 +174,8 @@ class Settings(BaseSettings):
 
     # Behaviour
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The event loop of `up` and `serve`: uvloop when installed (auto), or the stdlib's.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     invoke_wait_seconds: float = Field(default=60, ge=0)
     chain_max_depth: int = Field(default=5, ge=0)
     consumer_heartbeat_timeout_seconds: float = Field(default=60, gt=0)

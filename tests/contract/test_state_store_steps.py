@@ -1,6 +1,7 @@
 """StepJournal contract: the journal of execution steps on every database (SQLite,
 PostgreSQL): a step written under its key replaces what the key held, steps come back in
-order with their outcome, writes made at once all land, and the retention purge takes an
+order with their outcome, writes made at once all land, an execution created with steps
+(a replay's) has them only if it was recorded, and the retention purge takes an
 execution's journal with it."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.steps import JournalStepKind, JournalStepStatus, Step
 from agentrunner.ports.retention import PurgeKind
-from agentrunner.ports.state import StateStore
+from agentrunner.ports.state import IdempotencyClaim, IdempotencyKeyTakenError, StateStore
 from tests.contract.test_retention import CUTOFF, OLD, RECENT, Stores
 
 AT = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -77,6 +78,36 @@ async def test_steps_written_at_once_all_land(state_store: StateStore) -> None:
 
     found = [s for i in range(5) for s in await state_store.steps(f"e{i}")]
     assert sorted((s.execution_id, s.seq) for s in found) == sorted((s.execution_id, s.seq) for s in steps)
+
+
+def _new(execution_id: str) -> Execution:
+    return Execution(execution_id=execution_id, agent="a", trace_id=new_id(), created_at=datetime.now(UTC))
+
+
+async def test_an_execution_created_with_steps_has_them_and_a_refused_one_writes_none(state_store: StateStore) -> None:
+    claim = IdempotencyClaim(key="k-1", fingerprint="fp", expired_before=datetime.now(UTC) - timedelta(days=1))
+    own = [_step("e1", 1, outcome={"n": 1}), _step("e1", 2)]
+    await state_store.create_execution(_new("e1"), steps=own, idempotency=claim)
+    await state_store.create_execution(_new("e2"), events=[Event(topic="invoke.a", payload={}, trace_id="t")])
+
+    # Refused: an id taken (its journal is not overwritten), a key taken.
+    with pytest.raises(ConflictError):
+        await state_store.create_execution(_new("e1"), steps=[_step("e1", 1, outcome={"n": 2}), _step("e1", 3)])
+    with pytest.raises(IdempotencyKeyTakenError):
+        await state_store.create_execution(_new("e3"), steps=[_step("e3", 1)], idempotency=claim)
+    # Several at once (grouped into one transaction), one of them refused.
+    results = await asyncio.gather(
+        *(state_store.create_execution(_new(f"g{n}"), steps=[_step(f"g{n}", 1), _step(f"g{n}", 2)]) for n in range(4)),
+        state_store.create_execution(_new("e2"), steps=[_step("e2", 1)]),
+        return_exceptions=True,
+    )
+
+    assert await state_store.steps("e1") == own
+    assert await state_store.steps("e3") == []
+    assert await state_store.steps("e2") == []
+    assert results[:4] == [None] * 4
+    assert isinstance(results[4], ConflictError)
+    assert [len(await state_store.steps(f"g{n}")) for n in range(4)] == [2] * 4
 
 
 async def test_the_purge_takes_an_executions_journal_with_it(retention_stores: Stores) -> None:

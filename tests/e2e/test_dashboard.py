@@ -53,8 +53,14 @@ AGENTS = {
         "name: team\nagent_type: t\nexecution_mode: collaborative\nllm_config: {provider: openai, model: coordinator}\n"
         "collaborative_config: {preferred_collaborators: [writer], max_plan_steps: 1}\n"
     ),
+    "gated-team.yml": (
+        "name: gated-team\nagent_type: t\nexecution_mode: collaborative\n"
+        "llm_config: {provider: openai, model: gate-coordinator}\n"
+        "collaborative_config: {preferred_collaborators: [gated], max_plan_steps: 1}\n"
+    ),
 }
 PLAN = {"steps": [{"id": "draft", "agent": "writer", "instruction": "draft for the right market"}]}
+GATED_PLAN = {"steps": [{"id": "clock", "agent": "gated", "instruction": "tell the time"}]}
 
 
 def _vendor() -> FakeOpenAI:
@@ -70,7 +76,7 @@ def _vendor() -> FakeOpenAI:
             time.sleep(SLOW_SECONDS)
             return "slow done", None
         if any(tool["function"]["name"] == "submit_plan" for tool in body.get("tools", [])):
-            return "", ("submit_plan", PLAN)
+            return "", ("submit_plan", GATED_PLAN if body["model"] == "gate-coordinator" else PLAN)
         if body["model"] == "writer":
             if "Their answer:" in prompt:
                 return "written for " + prompt.rsplit("Their answer:", 1)[1].split('"')[0].strip(), None
@@ -284,6 +290,46 @@ def test_an_operator_approves_a_tool_call_in_the_dashboard(platform: RunningPlat
     assert finished["status"] == "succeeded"
     assert finished["output"].startswith("approved: {")
     assert [call["name"] for call in finished["tool_calls"]] == ["current_time"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed (apt-get install chromium)")
+def test_a_plan_run_shows_the_tool_call_its_step_waits_on_and_links_where_to_approve_it(
+    platform: RunningPlatform,
+) -> None:
+    base = platform.url("orchestrator")
+    api = httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=30)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page()
+            expect.set_options(timeout=20_000)
+            page.goto(f"{base}/ui")
+            page.fill("#api-key", KEY)
+            page.click("#key-form button[type=submit]")
+            expect(page.locator("#connection")).to_have_text("connected")
+
+            invoked = api.post("/agents/gated-team/invoke", json={"task_data": {"prompt": "the time"}, "wait": 0})
+            run_id = invoked.json()["plan_run_id"]
+            _wait_for_run(api, run_id, {"waiting_approval"})
+            page.goto(f"{base}/ui/#/plan-runs/{run_id}")
+            waiting = page.locator('#plan-run .waiting-step[data-step-id="clock"]')
+            expect(waiting).to_contain_text("current_time")
+            expect(page.locator("#plan-run .status").first).to_have_text("waiting_approval")
+            waiting.get_by_role("link").click()  # to the step's execution, where the call is answered
+            pending = page.locator("#pending-tool-call")
+            expect(pending).to_contain_text("current_time")
+            pending.get_by_role("button", name="Approve").click()
+            expect(page.locator("#execution .status").first).to_have_text("succeeded")
+            page.goto(f"{base}/ui/#/plan-runs/{run_id}")
+            expect(page.locator("#plan-run .status").first).to_have_text("succeeded")
+            expect(page.locator("#plan-run .waiting-step")).to_have_count(0)
+            run = api.get(f"/plan-runs/{run_id}").json()
+        finally:
+            browser.close()
+            api.close()
+
+    assert run["result"] == "the team's post"
+    assert run["steps"][0]["output"].startswith("approved: ")
 
 
 def test_the_wheel_ships_every_file_of_the_dashboard(tmp_path: Path) -> None:

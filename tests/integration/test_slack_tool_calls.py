@@ -26,6 +26,7 @@ from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_TOKEN, SIGNING_SECRET, FakeSlack, Posted, command_body, eventually
 from tests.integration.conftest import BUSES, node_on
+from tests.integration.test_collaborative_durable import SYNTHESIS, _scripted, _team
 from tests.integration.test_durable_agents import CountingTools, _vendor, _wait_for, embedded_ready
 from tests.integration.test_slack_gateway import _client, _post, _settings
 from tests.integration.test_tool_gates import _gated, _journaled, _model
@@ -228,3 +229,39 @@ async def test_a_call_from_slack_killed_under_way_is_asked_in_slack_and_it_happe
     # The model reads that it happened and that its result is unknown: never a made-up one.
     assert answer.body["text"] == f"done: step 1, step 2, {SLACK_HAPPENED_RESULT}, step 4"
     assert marked.body["text"].startswith(":white_check_mark: Marked as happened by <@U42>")
+
+
+async def test_a_gated_call_of_a_plan_step_from_slack_is_asked_in_the_runs_thread_and_approved_there(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """A collaborative run started by `/ask`: its step's execution has no Slack origin of its
+    own (the run has it), yet its gated call is posted where the command came from, and a
+    click there approves it; the team's answer follows."""
+    with CountingTools() as tools:
+        agents = {"team.yml": _team("scripted", "coordinator"), "gated.yml": _gated(tools.url)}
+        settings = _settings(slack, slack_commands={"/ask": "team"}, slack_default_agent="")
+        async with node_on(
+            "memory", tmp_path, agents, script=_scripted, collaborative_poll_seconds=0.2, **settings
+        ) as node:
+            async with _client(node) as http:
+                ack = await _post(
+                    http, "/slack/commands", command_body("/ask", "go", response_url=slack.response_url("c1"))
+                )
+                [question] = await slack.wait_for(1, "/response/c1", timeout=30)
+                approve = next(b for b in buttons_of(question) if b["value"] == "approve")
+                clicked = await _post(
+                    http, "/slack/interactions", click_body(approve, user="U42", response_url=slack.response_url("k"))
+                )
+
+            def final() -> list[Posted]:
+                return [m for m in slack.messages("/response/c1") if m.body.get("text", "") == SYNTHESIS]
+
+            await eventually(final, timeout=30)
+            [step] = [e for e in (await node.store.queries.list_executions(agent="gated")).items]
+
+    assert ack.status_code == 200
+    assert clicked.status_code == 200
+    assert step.slack_origin is None, "the step itself was not started by Slack"
+    assert approve["action_id"].startswith(f"toolcall:approve:{step.execution_id}:")
+    assert dict(tools.calls) == {1: 1}
+    assert step.status.value == "succeeded"

@@ -6,6 +6,7 @@ survives a restart, and each answer does what it says, once; another tenant cann
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections import Counter
 from collections.abc import Callable
@@ -42,10 +43,13 @@ def _gated(url: str) -> str:
     )
 
 
+LONG_NOTE = "note " * 4000
+
+
 def _model(asked: Counter[str]) -> Callable[[LLMRequest], Any]:
     """The scripted model: to "hello" it answers at once; otherwise it asks `kit__step(1)`
-    (`kit__step("one")` to "wrong arguments"), then answers with what the call returned.
-    Counts its calls per prompt in `asked`."""
+    (`kit__step("one")` to "wrong arguments", with a 20 kB `note` to "long arguments"), then
+    answers with what the call returned. Counts its calls per prompt in `asked`."""
 
     def answer(request: LLMRequest) -> Any:
         prompt = next(m.content for m in request.messages if m.role == "user")
@@ -55,7 +59,8 @@ def _model(asked: Counter[str]) -> Callable[[LLMRequest], Any]:
         results = [m.content for m in request.messages if m.role == "tool"]
         if not results:
             n: Any = "one" if prompt == "wrong arguments" else 1
-            return {"tool_calls": [{"id": "c1", "name": "kit__step", "arguments": {"n": n}}]}
+            arguments = {"n": n} | ({"note": LONG_NOTE} if prompt == "long arguments" else {})
+            return {"tool_calls": [{"id": "c1", "name": "kit__step", "arguments": arguments}]}
         return "done: " + ", ".join(results)
 
     return answer
@@ -174,9 +179,11 @@ def _journaled(url: str, *, policy: str = "ask", idempotent: bool | None = None)
     )
 
 
-async def _killed_during_call_3(tmp_path: Path, agent: str, tools: CountingTools, fake: FakeOpenAI) -> str:
-    """Run `agent` in an embedded `agentrunner up` killed (-9) during tool call 3; the id
-    of its execution, left with step 3 started and no outcome."""
+async def _killed_during_call_3(
+    tmp_path: Path, agent: str, tools: CountingTools, fake: FakeOpenAI, session_id: str | None = None
+) -> str:
+    """Run `agent` (in session `session_id`, if any) in an embedded `agentrunner up` killed
+    (-9) during tool call 3; the id of its execution, left with step 3 started and no outcome."""
     (tmp_path / "agents").mkdir()
     (tmp_path / "agents" / "journaled.yml").write_text(agent)
     port = free_port()
@@ -184,7 +191,8 @@ async def _killed_during_call_3(tmp_path: Path, agent: str, tools: CountingTools
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             await embedded_ready(http, process, tmp_path)
-            answer = await http.post("/agents/journaled/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+            task = {"task_data": {"prompt": "go"}, "wait": 0} | ({"session_id": session_id} if session_id else {})
+            answer = await http.post("/agents/journaled/invoke", json=task)
             await _wait_for(lambda: tools.calls[3] == 1, "tool call 3 never came")
             return str(answer.json()["execution_id"])
     finally:
@@ -237,6 +245,31 @@ async def test_a_call_killed_under_way_and_not_safe_to_repeat_waits_and_each_ans
     else:
         assert finished["error"]["code"] == "tool_outcome_unknown"
         assert len(fake.requests) == 3
+
+
+async def test_a_continuous_turn_killed_inside_a_call_not_safe_to_repeat_waits_and_lands_once_answered(
+    tmp_path: Path,
+) -> None:
+    """The same for a continuous session: its turn waits for the human's answer (the session
+    keeps nothing of it meanwhile), then lands in the session once, call 3 made once."""
+    with CountingTools(hold=3) as tools, FakeOpenAI(script=_vendor) as fake:
+        agent = _journaled(tools.url).replace("execution_mode: autonomous", "execution_mode: continuous")
+        execution_id = await _killed_during_call_3(tmp_path, agent, tools, fake, session_id="s-1")
+        async with _restarted(tmp_path, agent, fake) as node, _orchestrator(node) as http:
+            waiting = await _status(http, execution_id, "waiting_approval", "succeeded", "failed")
+            with pytest.raises(StateNotFoundError):  # nothing of the turn is kept while it waits
+                await node.store.sessions.load_state("journaled", "s-1")
+            body = ANSWERS["happened"][0]
+            answered = await http.post(f"/executions/{execution_id}/tool-outcome", json=body)
+            finished = await _status(http, execution_id, "succeeded", "failed")
+            history = (await node.store.sessions.load_state("journaled", "s-1")).history
+
+    assert waiting["pending_tool_call"]["reason"] == "tool_outcome_unknown"
+    assert answered.status_code == 202
+    assert finished["output"] == "done: step 1, step 2, step 3 (done, said a human), step 4"
+    assert dict(tools.calls) == {1: 1, 2: 1, 3: 1, 4: 1}
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert history[-1]["content"] == finished["output"]
 
 
 @pytest.mark.parametrize(
@@ -425,3 +458,23 @@ async def test_a_continuous_turn_waits_then_lands_in_its_session_once(tmp_path: 
     assert [(m["role"], m["content"]) for m in history] == [("user", "gated"), ("assistant", "done: step 1")]
     assert dict(tools.calls) == {1: 1}
     assert asked["gated"] == 2
+
+
+async def test_the_list_shows_the_call_an_execution_waits_on_cut_to_a_preview(tmp_path: Path) -> None:
+    asked: Counter[str] = Counter()
+    with CountingTools() as tools:
+        agents = {"gated.yml": _gated(tools.url)}
+        async with node_on("memory", tmp_path, agents, script=_model(asked)) as node, _orchestrator(node) as http:
+            task = {"task_data": {"prompt": "long arguments"}, "wait": 0}
+            execution_id = (await http.post("/agents/gated/invoke", json=task)).json()["execution_id"]
+            whole = await _status(http, execution_id, "waiting_approval")
+            listed = (await http.get("/executions", params={"status": "waiting_approval"})).json()["items"]
+
+    [item] = listed
+    pending = item["pending_tool_call"]
+    assert item["truncated"] is True
+    assert len(json.dumps(pending["arguments"], separators=(",", ":")).encode()) <= 2048
+    assert pending["arguments"]["n"] == 1
+    assert LONG_NOTE.startswith(pending["arguments"]["note"])
+    assert (pending["tool"], pending["reason"], pending["call_id"]) == ("kit__step", "approval", "c1")
+    assert whole["pending_tool_call"]["arguments"] == {"n": 1, "note": LONG_NOTE}  # the detail has it whole

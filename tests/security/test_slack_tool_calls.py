@@ -16,9 +16,13 @@ import pytest
 
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionStatus
+from agentrunner.domain.plan import PlanRun, StepRun
+from agentrunner.domain.slack import slack_origin
 from agentrunner.domain.slack_tool_calls import pause_token, tool_call_action_id
 from agentrunner.domain.tool_gates import Decision
 from agentrunner.node import Node
+from agentrunner.runtime.agent_run import COLLABORATION_KEY
+from agentrunner.runtime.slack_tool_calls import slack_origin_for
 from agentrunner.runtime.topics import waiting_topic
 from tests.fakes.slack_server import FakeSlack
 from tests.integration.conftest import node_on
@@ -139,3 +143,39 @@ async def test_only_a_click_from_the_runs_workspace_on_its_current_question_answ
     assert dict(tools.calls) == {1: 1}, "clicked three times: run once"
     assert len(marks) == 1, "marked answered once, by the click that answered"
     assert "Approved by <@U42>" in marks[0].body["text"]
+
+
+async def test_an_execution_naming_a_slack_started_plan_run_in_its_input_is_not_its_step(tmp_path: Path) -> None:
+    """A step's Slack origin is its plan run's only when the run lists it as a step, in its
+    tenant: a caller's task_data naming another run (its `collaboration.run_id`) gets no
+    origin, so its call is never posted, nor answered from, that run's Slack thread."""
+    async with node_on("memory", tmp_path, {}) as node:
+        origin = slack_origin(team_id="T0001", channel_id="C1", response_url="https://hooks.slack.test/r")
+        run = PlanRun(id="run-1", agent="team", trace_id="t", tenant="alice", origin={**origin, "source": "slack"})
+        step = Execution(
+            trace_id="t",
+            execution_id="step-1",
+            agent="gated",
+            input={COLLABORATION_KEY: {"run_id": "run-1"}},
+            tenant="alice",
+        )
+        run = run.model_copy(update={"steps": [StepRun(step_id="s", agent="gated", execution_id="step-1")]})
+        await node.store.plan_runs.create_plan_run(run)
+        named = {COLLABORATION_KEY: {"run_id": "run-1"}}
+        forged = [
+            Execution(
+                trace_id="t", execution_id="mine", agent="gated", input=named, tenant="alice"
+            ),  # not a step of it
+            Execution(
+                trace_id="t", execution_id="step-1", agent="gated", input=named, tenant="mallory"
+            ),  # another tenant
+            Execution(trace_id="t", execution_id="x", agent="gated", input={COLLABORATION_KEY: {"run_id": "r" * 4000}}),
+            Execution(trace_id="t", execution_id="y", agent="gated", input={COLLABORATION_KEY: {"run_id": ["run-1"]}}),
+            Execution(trace_id="t", execution_id="z", agent="gated", input={COLLABORATION_KEY: "run-1"}),
+        ]
+        found = await slack_origin_for(step, node.store.plan_runs)
+        refused = [await slack_origin_for(execution, node.store.plan_runs) for execution in forged]
+
+    assert found is not None
+    assert found["team_id"] == "T0001"
+    assert refused == [None] * len(forged)

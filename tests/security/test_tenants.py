@@ -27,10 +27,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.domain.event import DeadLetter, Event
-from agentrunner.domain.execution import ExecutionStatus
+from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import LLMRequest
-from agentrunner.domain.plan import Clarification, PlanRun, PlanRunStatus
+from agentrunner.domain.plan import Clarification, PlanRun, PlanRunStatus, StepRun, StepStatus
 from agentrunner.domain.schedule import Schedule
+from agentrunner.domain.tool_gates import PauseReason, PendingToolCall
 from agentrunner.node import Node
 from agentrunner.runtime.dead_letters import tenant_of
 from agentrunner.runtime.scheduler import scheduled_run
@@ -295,6 +296,51 @@ async def test_another_tenants_plan_run_cannot_be_read_approved_rejected_or_answ
     listed = await orchestrator.get("/plan-runs", headers=B)
     assert listed.json()["items"] == []
     assert [item["id"] for item in (await orchestrator.get("/plan-runs", headers=ADMIN)).json()["items"]] == [run.id]
+
+
+async def test_the_tool_call_a_plan_step_waits_on_is_shown_to_its_tenant_only_and_cut(
+    node: Node, http: Clients
+) -> None:
+    step_execution = Execution(
+        execution_id="step-exec-a",
+        agent="gated",
+        status=ExecutionStatus.WAITING_APPROVAL,
+        tenant="team-a",
+        trace_id="t",
+        pending_tool_call=PendingToolCall(
+            reason=PauseReason.APPROVAL,
+            tool="send_secret_mail",
+            arguments={"to": "ceo@example.com", "body": "confidential " * 10_000},  # 130 kB
+            call_id="c1",
+            generation=1,
+            seq=2,
+            asked_at=datetime.now(UTC),
+        ),
+    )
+    await node.store.executions.create_execution(step_execution)
+    step = StepRun(step_id="mail", agent="gated", status=StepStatus.WAITING_APPROVAL, execution_id="step-exec-a")
+    run = PlanRun(
+        id="run-waiting",
+        agent="team",
+        trace_id="t",
+        tenant="team-a",
+        status=PlanRunStatus.WAITING_APPROVAL,
+        steps=[step],
+    )
+    await node.store.plan_runs.create_plan_run(run)
+    orchestrator = http["orchestrator"]
+
+    stolen = await orchestrator.get(f"/plan-runs/{run.id}", headers=B)
+    own = await orchestrator.get(f"/plan-runs/{run.id}", headers=A)
+
+    _assert_missing(stolen, await orchestrator.get("/plan-runs/nope", headers=B))
+    assert "send_secret_mail" not in stolen.text
+    assert "confidential" not in stolen.text
+    [waiting] = own.json()["waiting_steps"]
+    assert (waiting["step_id"], waiting["execution_id"]) == ("mail", "step-exec-a")
+    assert waiting["pending_tool_call"]["tool"] == "send_secret_mail"
+    assert len(own.content) < 8_000  # the arguments cut to a preview: the whole call is on the execution
+    assert waiting["pending_tool_call"]["arguments"]["to"] == "ceo@example.com"
 
 
 # -- schedules (and rule 6) -----------------------------------------------------------------

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from agentrunner.api.limits import StreamSlots, check_task_size, cut_mapping, cut_text, execution_preview, json_size
 from agentrunner.domain.errors import PayloadTooLargeError, TooManyStreamsError
-from agentrunner.domain.execution import Execution, ToolCallRecord
+from agentrunner.domain.execution import Execution, ExecutionStatus, ToolCallRecord
+from agentrunner.domain.tool_gates import Decision, PauseReason, PendingToolCall, ToolCallAnswer
 from agentrunner.runtime.conversation import bound_history, history_size
 from agentrunner.tracing import as_tenant
 
@@ -69,6 +70,29 @@ def test_a_preview_cuts_input_output_and_tool_calls_and_says_so() -> None:
     assert len(shown.tool_calls[0].result or "") == 2048
     assert small_cut is False
     assert small.input == {"p": 1}
+
+
+def test_a_preview_cuts_the_tool_call_an_execution_waits_on() -> None:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    pending = PendingToolCall(
+        reason=PauseReason.TOOL_OUTCOME_UNKNOWN, tool="send", arguments={"body": "b" * 50_000, "to": "x"},
+        call_id="c1", generation=1, seq=2, asked_at=moment,
+        answer=ToolCallAnswer(decision=Decision.HAPPENED, result="r" * 100_000, answered_at=moment),
+    )  # fmt: skip
+    execution = Execution(
+        execution_id="e", agent="a", status=ExecutionStatus.WAITING_APPROVAL, pending_tool_call=pending, trace_id="t"
+    )
+
+    shown, cut = execution_preview(execution, 2048)
+
+    assert cut is True
+    assert shown.pending_tool_call is not None
+    assert json_size(shown.pending_tool_call.arguments) <= 2048
+    assert pending.arguments["body"].startswith(shown.pending_tool_call.arguments["body"])
+    assert shown.pending_tool_call.answer is not None
+    assert len(shown.pending_tool_call.answer.result or "") == 2048
+    assert (shown.pending_tool_call.tool, shown.pending_tool_call.reason) == ("send", PauseReason.TOOL_OUTCOME_UNKNOWN)
+    assert execution.pending_tool_call == pending  # the record itself is whole
 
 
 def test_stream_slots_are_counted_per_tenant_and_given_back() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from agentrunner.domain.errors import PayloadTooLargeError, TooManyStreamsError
 from agentrunner.domain.execution import Execution
+from agentrunner.domain.tool_gates import PendingToolCall
 from agentrunner.tracing import current_tenant
 
 KIB = 1024
@@ -91,8 +92,9 @@ def _cut_json_string(text: str, limit: int) -> str:
 
 
 def execution_preview(execution: Execution, limit: int) -> tuple[Execution, bool]:
-    """`execution` as a list shows it: its input, output and tool calls cut to about
-    `limit` bytes each; and whether anything was cut (the whole is at GET /executions/{id})."""
+    """`execution` as a list shows it: its input, output, tool calls and the tool call it
+    waits on cut to about `limit` bytes each; and whether anything was cut (the whole is at
+    GET /executions/{id})."""
     task, task_cut = cut_mapping(execution.input, limit)
     output, output_cut = cut_text(execution.output, limit)
     calls, calls_cut = [], False
@@ -103,9 +105,30 @@ def execution_preview(execution: Execution, limit: int) -> tuple[Execution, bool
         calls.append(
             call.model_copy(update={"arguments": arguments, "result": result}) if arguments_cut or result_cut else call
         )
-    if not (task_cut or output_cut or calls_cut):
+    pending, pending_cut = pending_call_preview(execution.pending_tool_call, limit)
+    if not (task_cut or output_cut or calls_cut or pending_cut):
         return execution, False
-    return execution.model_copy(update={"input": task, "output": output, "tool_calls": calls}), True
+    update = {"input": task, "output": output, "tool_calls": calls, "pending_tool_call": pending}
+    return execution.model_copy(update=update), True
+
+
+def pending_call_preview(pending: PendingToolCall | None, limit: int) -> tuple[PendingToolCall | None, bool]:
+    """The tool call an execution waits on as a preview shows it: its arguments, and the
+    result a human answered with (up to 100,000 characters), cut to about `limit` bytes
+    each; and whether anything was cut."""
+    if pending is None:
+        return None, False
+    arguments, arguments_cut = cut_mapping(pending.arguments, limit)
+    answer, result_cut = pending.answer, False
+    if answer is not None:
+        result, result_cut = cut_text(answer.result, limit)
+        reason, reason_cut = cut_text(answer.reason, limit)
+        result_cut = result_cut or reason_cut
+        if result_cut:
+            answer = answer.model_copy(update={"result": result, "reason": reason})
+    if not (arguments_cut or result_cut):
+        return pending, False
+    return pending.model_copy(update={"arguments": arguments, "answer": answer}), True
 
 
 class StreamSlots:

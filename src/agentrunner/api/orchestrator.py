@@ -133,7 +133,7 @@ class ReplayRequest(BaseModel):
 
 
 class ExecutionListItem(Execution):
-    """An execution as a list shows it: input, output and tool calls cut to a preview."""
+    """An execution as a list shows it: input, output, tool calls and the pending tool call cut to a preview."""
 
     truncated: bool = Field(
         default=False, description="Something was cut to a preview: GET /executions/{id} has the whole record."

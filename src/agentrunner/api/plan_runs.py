@@ -9,11 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from agentrunner.api.limits import InputLimits, pending_call_preview
 from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.audit import AuditAction
 from agentrunner.domain.errors import PlanRunNotFoundError
 from agentrunner.domain.execution import Execution
-from agentrunner.domain.plan import ClarificationStatus, PlanRun, PlanRunStatus
+from agentrunner.domain.plan import ClarificationStatus, PlanRun, PlanRunStatus, WaitingStep
 from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.plan_runs import PlanRuns
 
@@ -46,10 +47,33 @@ class PlanRunList(BaseModel):
     items: list[PlanRun]
 
 
+class PlanRunView(PlanRun):
+    """A plan run, and the tool calls its steps wait on."""
+
+    waiting_steps: list[WaitingStep] = Field(
+        default_factory=list,
+        description="Each step whose execution waits for a human before a tool call (status waiting_approval), "
+        "with that call (its arguments cut to a preview): answer it on the execution, with "
+        "POST /executions/{execution_id}/approve, /deny or /tool-outcome.",
+    )
+
+
+async def plan_run_view(plan_runs: PlanRuns, run: PlanRun) -> PlanRunView:
+    """`run` with the tool calls its steps wait on, each call's arguments cut to a preview
+    (the whole call is on the step's execution)."""
+    limit = InputLimits().preview_bytes
+    waiting = []
+    for step in await plan_runs.waiting_steps(run):
+        shown, _ = pending_call_preview(step.pending_tool_call, limit)
+        waiting.append(step.model_copy(update={"pending_tool_call": shown}))
+    return PlanRunView(**run.model_dump(), waiting_steps=waiting)
+
+
 async def plan_run_answer(plan_runs: PlanRuns, execution: Execution) -> dict[str, Any]:
     """What an invocation of a collaborative agent answers besides its execution (ARCHITECTURE
-    §9): `plan_run_id`, and as the run stands, `plan_run_status`, `steps` and the pending
-    `clarifications` (absent until the collaborative pool has started the run)."""
+    §9): `plan_run_id`, and as the run stands, `plan_run_status`, `steps`, the pending
+    `clarifications` and the `waiting_steps` (absent until the collaborative pool has
+    started the run)."""
     agent = plan_runs.registry.agents.get(execution.agent)
     if agent is None or agent.config is None or agent.config.execution_mode is not ExecutionMode.COLLABORATIVE:
         return {}
@@ -59,10 +83,12 @@ async def plan_run_answer(plan_runs: PlanRuns, execution: Execution) -> dict[str
     except PlanRunNotFoundError:
         return answer
     pending = [c for c in run.clarifications if c.status is ClarificationStatus.PENDING]
+    view = await plan_run_view(plan_runs, run)
     return answer | {
         "plan_run_status": run.status.value,
         "steps": [step.model_dump(mode="json") for step in run.steps],
         "clarifications": [question.model_dump(mode="json") for question in pending],
+        "waiting_steps": [step.model_dump(mode="json") for step in view.waiting_steps],
     }
 
 
@@ -82,11 +108,12 @@ def plan_run_routes(plan_runs: PlanRuns, audit: Auditor | None = None) -> APIRou
 
     @router.get(
         "/plan-runs/{run_id}",
-        response_model=PlanRun,
-        summary="A plan run: its plan, every step's status, output, usage and cost, and its questions",
+        response_model=PlanRunView,
+        summary="A plan run: its plan, every step's status, output, usage and cost, its questions, "
+        "and the tool calls its steps wait on",
     )
-    async def get_plan_run(run_id: str) -> PlanRun:
-        return await plan_runs.get(run_id)
+    async def get_plan_run(run_id: str) -> PlanRunView:
+        return await plan_run_view(plan_runs, await plan_runs.get(run_id))
 
     @router.post("/plan-runs/{run_id}/approve", response_model=PlanRun)
     async def approve_plan_run(run_id: str, request: ApproveRequest | None = None) -> PlanRun:

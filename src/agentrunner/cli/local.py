@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -21,13 +21,13 @@ from agentrunner.domain.roles import ALL_ROLES
 def up() -> None:
     """Start every role in this one process (embedded mode: SQLite, in-memory bus and cache)."""
     from agentrunner.logs import configure_logging  # noqa: PLC0415 - keep `validate` light
-    from agentrunner.node import Node, serve  # noqa: PLC0415
+    from agentrunner.node import Node, run_on_loop, serve  # noqa: PLC0415
 
     settings = settings_or_exit()
     configure_logging("agentrunner", settings.log_level)
     try:
         node = Node(settings)
-        started = asyncio.run(serve(node))
+        started = run_on_loop(settings.event_loop, partial(serve, node))
     except (ConfigError, OSError) as exc:
         err.print(f"[red]agentrunner cannot start:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -54,15 +54,14 @@ def serve(
 ) -> None:
     """Run some roles in this process (distributed mode: RabbitMQ between processes)."""
     from agentrunner.logs import configure_logging  # noqa: PLC0415 - keep `validate` light
-    from agentrunner.node import Node  # noqa: PLC0415
+    from agentrunner.node import Node, run_on_loop  # noqa: PLC0415
     from agentrunner.node import serve as serve_node  # noqa: PLC0415
 
     settings = settings_or_exit()
     configure_logging("+".join(roles), settings.log_level)
     try:
-        started = asyncio.run(
-            serve_node(Node(settings, roles=roles, slack_optional=slack_optional), health_port=health_port)
-        )
+        node = Node(settings, roles=roles, slack_optional=slack_optional)
+        started = run_on_loop(settings.event_loop, partial(serve_node, node, health_port=health_port))
     except (ConfigError, OSError) as exc:
         err.print(f"[red]agentrunner cannot start {' '.join(roles)}:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agentrunner.domain.errors import PlanInvalidError
 from agentrunner.domain.execution import ExecutionError, Usage, utcnow
 from agentrunner.domain.llm import ToolDefinition
+from agentrunner.domain.tool_gates import PendingToolCall
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$"
 
@@ -29,6 +30,9 @@ class PlanRunStatus(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     RUNNING = "running"
     NEEDS_CLARIFICATION = "needs_clarification"
+    # Nothing can run until a step's tool call is answered: that step's execution waits
+    # before it (`waiting_approval`: an approval gate, or an outcome a crash left unknown).
+    WAITING_APPROVAL = "waiting_approval"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REJECTED = "rejected"
@@ -41,7 +45,11 @@ class PlanRunStatus(StrEnum):
     @property
     def is_paused(self) -> bool:
         """Waiting for a human: nothing runs until an approval or an answer comes."""
-        return self in {PlanRunStatus.AWAITING_APPROVAL, PlanRunStatus.NEEDS_CLARIFICATION}
+        return self in {PlanRunStatus.AWAITING_APPROVAL, *STEP_PAUSES}
+
+
+# A run paused by its steps (a question, a tool call waiting): an answer resumes it.
+STEP_PAUSES = frozenset({PlanRunStatus.NEEDS_CLARIFICATION, PlanRunStatus.WAITING_APPROVAL})
 
 
 class StepStatus(StrEnum):
@@ -50,6 +58,9 @@ class StepStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     NEEDS_CLARIFICATION = "needs_clarification"
+    # Its execution waits for a human before a tool call (the execution's
+    # `pending_tool_call`): approved, denied or answered there, it runs on.
+    WAITING_APPROVAL = "waiting_approval"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
@@ -146,6 +157,19 @@ class Clarification(BaseModel):
     asked_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None
     answered_at: datetime | None = None
+
+
+class WaitingStep(BaseModel):
+    """A step whose execution waits for a human before a tool call, and that call. It is
+    answered on the execution (`POST /executions/{execution_id}/approve`, `/deny`,
+    `/tool-outcome`); the step, then its run, go on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step_id: str
+    agent: str
+    execution_id: str
+    pending_tool_call: PendingToolCall
 
 
 class PlanRun(BaseModel):

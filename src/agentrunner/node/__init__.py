@@ -6,7 +6,7 @@ from agentrunner.domain.roles import ALL_ROLES, HTTP_ROLES, WORKER_ROLES
 from agentrunner.node.apps import QUEUE_DEPTH_TIMEOUT_SECONDS
 from agentrunner.node.building import retention_windows
 from agentrunner.node.core import Node
-from agentrunner.node.serving import freeze_heap, serve
+from agentrunner.node.serving import event_loop_factory, freeze_heap, run_on_loop, serve
 
 __all__ = [
     "ALL_ROLES",
@@ -14,7 +14,9 @@ __all__ = [
     "QUEUE_DEPTH_TIMEOUT_SECONDS",
     "WORKER_ROLES",
     "Node",
+    "event_loop_factory",
     "freeze_heap",
     "retention_windows",
+    "run_on_loop",
     "serve",
 ]

@@ -206,6 +206,7 @@ class Node:
         )
         self.slack_gateway = SlackGateway(
             orchestrator=self.orchestrator,
+            runs=self.store.plan_runs,
             cache=self.cache,
             routes=settings.slack_commands,
             default_agent=settings.slack_default_agent,

@@ -134,12 +134,19 @@ class ExecutionStore(Protocol):
     facet: a finished execution never changes again, so it is the one read worth caching."""
 
     async def create_execution(
-        self, execution: Execution, *, events: Sequence[Event] = (), idempotency: IdempotencyClaim | None = None
+        self,
+        execution: Execution,
+        *,
+        events: Sequence[Event] = (),
+        idempotency: IdempotencyClaim | None = None,
+        steps: Sequence[Step] = (),
     ) -> None:
         """Record a new execution (its id must be new, else `ConflictError`), and append
         `events` to the outbox in the same transaction. With `idempotency`, its key is
         recorded in that transaction too, naming this execution; when the key is already
-        held (and not expired) nothing is recorded and `IdempotencyKeyTakenError` says by what."""
+        held (and not expired) nothing is recorded and `IdempotencyKeyTakenError` says by what.
+        `steps`: its journal's first steps (a replay's, reused from its source), written in
+        that transaction too: a refused execution leaves none behind."""
         ...
 
     async def save_execution(

@@ -42,6 +42,7 @@ from agentrunner.ports.metrics import Metrics
 from agentrunner.ports.providers import ProviderCatalog
 from agentrunner.ports.state import ExecutionStore, PlanRunStore
 from agentrunner.runtime.agent_queues import AgentQueues
+from agentrunner.runtime.agent_run import COLLABORATION_KEY
 from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.chains import start_for_event
 from agentrunner.runtime.outbox import OutboxRelay
@@ -64,6 +65,7 @@ from agentrunner.runtime.topics import (
     CLARIFICATION_ANSWERED_PATTERN,
     COLLABORATIVE_ANSWERS_QUEUE,
     FINISHED_PATTERN,
+    WAITING_PATTERN,
     cancel_topic,
     cancelled_agent,
     collaborative_finished_queue,
@@ -126,7 +128,7 @@ class CollaborativePool:
         self._subscriptions.append(
             await self._bus.subscribe(
                 collaborative_finished_queue(self._worker_id),
-                [FINISHED_PATTERN, CANCEL_PATTERN],
+                [FINISHED_PATTERN, CANCEL_PATTERN, WAITING_PATTERN],
                 self._on_finished,
                 prefetch=50,
                 exclusive=True,
@@ -359,8 +361,8 @@ class CollaborativePool:
                 log.info("step started", run_id=run.id, step_id=step.step_id, agent=step.agent, attempt=step.attempts)
             while True:
                 stored = await self._executions.get_execution(step.execution_id)
-                if stored.status.is_terminal:
-                    return stored
+                if stored.status.is_terminal or stored.status is ExecutionStatus.WAITING_APPROVAL:
+                    return stored  # ended, or paused before a tool call: the step waits with it
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(waiter), self._poll)
                 waiter = self._waiters[step.execution_id] = asyncio.get_running_loop().create_future()
@@ -387,9 +389,23 @@ class CollaborativePool:
         if agent is not None:
             await self._cancel(agent, str(event.payload.get("execution_id")))
             return
-        waiter = self._waiters.get(str(event.payload.get("execution_id")))
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)  # a wake-up: the step's result is read from the store
+        execution_id = str(event.payload.get("execution_id"))
+        waiter = self._waiters.get(execution_id)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)  # a wake-up: the step's result (or pause) is read from the store
+            return
+        # Not watched here: maybe a step whose paused run waits on it, answered and now ended.
+        execution = event.payload.get("execution")
+        task = execution.get("input") if isinstance(execution, dict) else None
+        context = task.get(COLLABORATION_KEY) if isinstance(task, dict) else None
+        if isinstance(context, dict) and isinstance(run_id := context.get("run_id"), str):
+            try:
+                await self._runs.resume_step_of(run_id, execution_id)
+            except AgentRunnerError as exc:
+                if exc.retryable:
+                    raise
+                log.warning("answered step not resumed at once", run_id=run_id, error=exc.message)
 
     async def _cancel(self, agent: str, execution_id: str) -> None:
         """A cancel request for a collaborative execution: its run ends cancelled (every
@@ -435,15 +451,21 @@ class CollaborativePool:
             log.warning("clarification timeouts not checked", error=exc.message)
 
     async def settle_late_questions(self) -> None:
-        """Settle every question unanswered past its timeout (default taken, or the run fails)."""
+        """Settle every question unanswered past its timeout (default taken, or the run
+        fails), and resume the steps whose tool call was answered (their execution was
+        approved, denied or answered: it no longer waits). No timeout applies to a step
+        waiting before a tool call: its execution waits as long as any does."""
         now = utcnow()
-        for status in (PlanRunStatus.NEEDS_CLARIFICATION, PlanRunStatus.RUNNING):
-            for run in await self._run_store.list_plan_runs(status=status, limit=500):
+        for status in (PlanRunStatus.NEEDS_CLARIFICATION, PlanRunStatus.WAITING_APPROVAL, PlanRunStatus.RUNNING):
+            for listed in await self._run_store.list_plan_runs(status=status, limit=500):
+                run = listed
                 if any(
                     c.status is ClarificationStatus.PENDING and c.expires_at is not None and c.expires_at <= now
                     for c in run.clarifications
                 ):
-                    await self._runs.expire(run)
+                    run = await self._runs.expire(run)
+                if any(step.status is StepStatus.WAITING_APPROVAL for step in run.steps):
+                    await self._runs.resume_answered(run)
 
 
 def _stop_watching(watched: dict[asyncio.Task[Execution], str], run_id: str) -> None:

@@ -227,18 +227,15 @@ class Orchestrator:
             trace_id=execution.trace_id,
         )
         events = [invocation, *(with_events(execution) if with_events is not None else ())]
-        if replay is not None and self._steps is not None:
-            # Before the execution: once it is accepted it may run, and its first run must
-            # find the steps to reuse. (A refused acceptance leaves them unread under an id
-            # nobody holds: no harm.)
-            reused = reused_steps(replay[1], replay[0].from_step, execution.execution_id)
-            await asyncio.gather(*(self._steps.record_step(step) for step in reused))
+        # A replay's reused steps go with the execution, in its transaction: its first run
+        # finds them as soon as it can run, and a refused acceptance leaves none behind.
+        reused = reused_steps(replay[1], replay[0].from_step, execution.execution_id) if replay is not None else []
         try:
             # Recorded with its events (and key) in one transaction: accepted means it will run,
             # so the caller is answered without waiting for the broker's confirms (the relay
             # publishes them now, its sweep later if that fails). A continuous session's
             # messages are published before the answer: the next one cannot overtake it.
-            await self._executions.create_execution(execution, events=events, idempotency=idempotency)
+            await self._executions.create_execution(execution, events=events, idempotency=idempotency, steps=reused)
             if config.execution_mode is ExecutionMode.CONTINUOUS:
                 await self._relay.deliver(events)
             else:

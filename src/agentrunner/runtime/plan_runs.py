@@ -13,7 +13,9 @@ answered as a missing one (ARCHITECTURE §10).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -23,18 +25,22 @@ from agentrunner.domain.errors import (
     ClarificationNotFoundError,
     ClarificationTimedOutError,
     ConflictError,
+    ExecutionCancelledError,
+    ExecutionNotFoundError,
     PlanRejectedError,
     PlanRunNotFoundError,
 )
 from agentrunner.domain.event import Event
-from agentrunner.domain.execution import ExecutionError, ExecutionStatus, Usage, utcnow
+from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, Usage, utcnow
 from agentrunner.domain.plan import (
+    STEP_PAUSES,
     Clarification,
     ClarificationStatus,
     PlanRun,
     PlanRunStatus,
     StepRun,
     StepStatus,
+    WaitingStep,
     checked_answer,
     parse_plan,
 )
@@ -53,6 +59,9 @@ log = get_logger(__name__)
 Change = tuple[PlanRun, list[Event]]
 Mutation = Callable[[PlanRun], Change]
 _CONFLICT_RETRIES = 20
+# Steps whose execution may wait before a tool call: one seen waiting, and one still seen
+# running (the collaborative worker notices a pause within its poll).
+_MAY_WAIT = frozenset({StepStatus.WAITING_APPROVAL, StepStatus.RUNNING})
 
 
 def resume_event(run: PlanRun) -> Event:
@@ -139,7 +148,9 @@ class PlanRuns:
     async def finish_execution(self, run: PlanRun) -> None:
         """End the execution that started `run` as the run ended (a no-op when it already
         has), announcing it as every execution is: `execution.finished.<agent>`, and
-        `agent.output.<agent>` on success."""
+        `agent.output.<agent>` on success. The executions of its steps still waiting before a
+        tool call are cancelled first: no answer may make their call any more."""
+        await self._cancel_waiting_steps(run)
         execution = await self._executions.get_execution(run.id)
         if execution.status.is_terminal:
             return
@@ -182,6 +193,103 @@ class PlanRuns:
             return  # ended meanwhile (cancelled): left as it is
         await self._relay.deliver(events)
         log.info("plan run ended", run_id=run.id, agent=run.agent, status=run.status.value)
+
+    async def waiting_steps(self, run: PlanRun) -> Sequence[WaitingStep]:
+        """The steps of `run` whose execution waits for a human before a tool call, each
+        with that call, as their executions stand (one the run still shows running may
+        wait already)."""
+        candidates = [step for step in run.steps if step.execution_id and step.status in _MAY_WAIT]
+        executions = await asyncio.gather(*(self._step_execution(step) for step in candidates))
+        return [
+            WaitingStep(
+                step_id=step.step_id,
+                agent=step.agent,
+                execution_id=execution.execution_id,
+                pending_tool_call=execution.pending_tool_call,
+            )
+            for step, execution in zip(candidates, executions, strict=True)
+            if execution is not None
+            and execution.status is ExecutionStatus.WAITING_APPROVAL
+            and execution.pending_tool_call is not None
+        ]
+
+    async def _step_execution(self, step: StepRun) -> Execution | None:
+        assert step.execution_id is not None
+        with contextlib.suppress(ExecutionNotFoundError):  # not created yet
+            return await self._executions.get_execution(step.execution_id)
+        return None
+
+    async def resume_answered(self, run: PlanRun) -> PlanRun:
+        """Put back to running the steps of `run` whose execution no longer waits before a
+        tool call (a human answered it, or it was cancelled), and resume the run if they
+        had paused it: its worker is asked to drive it, and reads their outcome. Returns
+        the run as it stands."""
+        waiting = {step.step_id for step in run.steps if step.status is StepStatus.WAITING_APPROVAL}
+        if not waiting or run.status.is_terminal:
+            return run
+        moved = waiting - {step.step_id for step in await self.waiting_steps(run)}
+        if not moved:
+            return run
+
+        def resumed(current: PlanRun) -> Change:
+            steps = [
+                step.model_copy(update={"status": StepStatus.RUNNING})
+                if step.step_id in moved and step.status is StepStatus.WAITING_APPROVAL
+                else step
+                for step in current.steps
+            ]
+            if current.status.is_terminal or steps == current.steps:
+                return current, []
+            changed = current.model_copy(update={"steps": steps})
+            if current.status in STEP_PAUSES:
+                changed = changed.model_copy(update={"status": PlanRunStatus.RUNNING})
+                return changed, [resume_event(changed)]
+            return changed, []  # its worker drives it: it sees them running at its next look
+
+        saved = await self.update(run, resumed)
+        log.info("steps answered, plan run goes on", run_id=run.id, steps=sorted(moved))
+        return saved
+
+    async def resume_step_of(self, run_id: str, execution_id: str) -> None:
+        """Resume run `run_id` at once if one of its steps waits on `execution_id`, which no
+        longer waits (its call was answered, and it ended): the quick way, on its
+        `execution.finished`; the collaborative pool's sweep is the sure one. Anything
+        else (no such run, no such step) is left as it is: the step is matched by the
+        execution id the pool gave it, so a run id named in any other execution's input
+        changes nothing."""
+        try:
+            run = await self._runs.get_plan_run(run_id)
+        except PlanRunNotFoundError:
+            return
+        if any(s.execution_id == execution_id and s.status is StepStatus.WAITING_APPROVAL for s in run.steps):
+            await self.resume_answered(run)
+
+    async def _cancel_waiting_steps(self, run: PlanRun) -> None:
+        """Cancel the executions of `run`'s steps that wait before a tool call: the run has
+        ended, so no answer may make their call any more."""
+        for waiting in await self.waiting_steps(run):
+            execution = await self._executions.get_execution(waiting.execution_id)
+            reason = f"cancelled: its plan run {run.id} ended ({run.status.value}) while it waited before a tool call"
+            cancelled = execution.model_copy(
+                update={
+                    "status": ExecutionStatus.CANCELLED,
+                    "finished_at": utcnow(),
+                    "error": ExecutionError(code=ExecutionCancelledError.code, message=reason),
+                }
+            )
+            finished = Event(
+                topic=finished_topic(execution.agent),
+                payload={"execution_id": execution.execution_id, "status": ExecutionStatus.CANCELLED.value},
+                trace_id=execution.trace_id,
+            )
+            try:
+                await self._executions.save_execution(
+                    cancelled, events=[finished], only_if=frozenset({ExecutionStatus.WAITING_APPROVAL})
+                )
+            except ConflictError:
+                continue  # answered or cancelled meanwhile: it runs, or ran, to its end
+            await self._relay.deliver([finished])
+            log.info("waiting step cancelled with its plan run", run_id=run.id, execution_id=execution.execution_id)
 
     async def approve(self, run_id: str, plan: dict[str, Any] | None = None) -> PlanRun:
         """Let a run held for approval go on, with its plan or an edited one (validated as
@@ -287,7 +395,7 @@ def _with_answer(
     )
     step = _step(run, question.step_id).model_copy(update={"status": StepStatus.PENDING})
     changed = _replace(run, clarification=answered, step=step)
-    if run.status is PlanRunStatus.NEEDS_CLARIFICATION:
+    if run.status in STEP_PAUSES:  # also one paused on another step's tool call: this step can run
         changed = changed.model_copy(update={"status": PlanRunStatus.RUNNING})
         return changed, [resume_event(changed)]
     return changed, []

@@ -63,6 +63,11 @@ def step_finished(step_id: str, execution: Execution, current: PlanRun, *, allow
         return current, []
     if step.status is not StepStatus.RUNNING:
         return current, []
+    if execution.status is ExecutionStatus.WAITING_APPROVAL:
+        # Not an outcome: the step waits with its execution (which holds what it spent
+        # so far; counted when it ends) until a human answers the call.
+        waiting = step.model_copy(update={"status": StepStatus.WAITING_APPROVAL})
+        return current.model_copy(update={"steps": [waiting if s.step_id == step_id else s for s in current.steps]}), []
     now = utcnow()
     spent: dict[str, Any] = {
         "usage": step.usage + execution.usage,
@@ -116,14 +121,18 @@ def step_finished(step_id: str, execution: Execution, current: PlanRun, *, allow
 
 
 def paused(current: PlanRun) -> Change:
-    """Paused for a human when nothing can run until an answer comes."""
+    """Paused for a human when nothing can run until an answer comes: a step's question
+    (`needs_clarification`), else a step's tool call (`waiting_approval`)."""
     if current.status is not PlanRunStatus.RUNNING or ready_steps(current):
         return current, []
     if any(step.status is StepStatus.RUNNING for step in current.steps):
         return current, []
-    if not any(step.status is StepStatus.NEEDS_CLARIFICATION for step in current.steps):
-        return current, []
-    return current.model_copy(update={"status": PlanRunStatus.NEEDS_CLARIFICATION}), []
+    waiting = {step.status for step in current.steps}
+    if StepStatus.NEEDS_CLARIFICATION in waiting:
+        return current.model_copy(update={"status": PlanRunStatus.NEEDS_CLARIFICATION}), []
+    if StepStatus.WAITING_APPROVAL in waiting:
+        return current.model_copy(update={"status": PlanRunStatus.WAITING_APPROVAL}), []
+    return current, []
 
 
 def failed_by_step(current: PlanRun) -> Change:

@@ -1,10 +1,11 @@
 """Time travel, for debugging a run: a new execution of an ended one's agent on its input
 that reuses the first steps of its journal and runs the rest (`POST /executions/{id}/replay`).
 
-The reused steps are copied into the new execution's journal before it is accepted (see
-`Orchestrator.invoke`'s `replay`), so its first run finds them as a resumed run finds its
-own: the journal replays them (no model call, no tool call) up to the first step that
-differs from its record, and runs from there. The source is read, never written.
+The reused steps are copied into the new execution's journal in the transaction that
+accepts it (see `Orchestrator.invoke`'s `replay`: a refused one leaves none behind), so its
+first run finds them as a resumed run finds its own: the journal replays them (no model
+call, no tool call) up to the first step that differs from its record, and runs from there.
+The source is read, never written.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from agentrunner.domain.steps import Step
 from agentrunner.logs import get_logger
 from agentrunner.ports.metrics import Metrics
 from agentrunner.ports.state import ExecutionStore
+from agentrunner.runtime.agent_run import COLLABORATION_KEY
 from agentrunner.runtime.chains import output_event
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.registry import AgentRegistry
@@ -117,7 +118,8 @@ class RunEndings:
                 "execution_id": paused.execution_id,
                 "pending_tool_call": pending.model_dump(mode="json") if pending else None,
                 # A hint that spares the slack role a read for the others; it reads the record.
-                "from_slack": paused.slack_origin is not None,
+                # (a collaborative step may be: its run's origin says; the slack role reads it)
+                "from_slack": paused.slack_origin is not None or COLLABORATION_KEY in paused.input,
             },
             trace_id=paused.trace_id,
         )

@@ -35,6 +35,7 @@ from agentrunner.ports.bus import EventBus, Subscription
 from agentrunner.ports.cache import Cache
 from agentrunner.ports.slack import SlackReplies
 from agentrunner.ports.state import ExecutionStore, PlanRunStore
+from agentrunner.runtime.slack_tool_calls import slack_origin_for
 from agentrunner.runtime.topics import (
     CLARIFICATION_ANSWERED_PATTERN,
     CLARIFICATION_REQUESTED_PATTERN,
@@ -165,7 +166,7 @@ class SlackAnswers:
         except ExecutionNotFoundError:
             log.warning("waiting event for an unknown execution ignored", execution_id=execution_id[:64])
             return
-        origin, pending = execution.slack_origin, execution.pending_tool_call
+        origin, pending = await slack_origin_for(execution, self._runs), execution.pending_tool_call
         if origin is None or execution.status is not ExecutionStatus.WAITING_APPROVAL or pending is None:
             return  # not from Slack, or answered (or cancelled) before this event came
         message = tool_call_message(agent=execution.agent, execution_id=execution.execution_id, pending=pending)

@@ -40,7 +40,7 @@ from agentrunner.domain.slack_tool_calls import is_tool_call_action, parse_tool_
 from agentrunner.domain.topics import topic_matches
 from agentrunner.logs import get_logger
 from agentrunner.ports.cache import Cache
-from agentrunner.ports.state import IdempotencyClaim, IdempotencyKeyTakenError
+from agentrunner.ports.state import IdempotencyClaim, IdempotencyKeyTakenError, PlanRunStore
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.slack_tool_calls import Click, answer_tool_call_click
 from agentrunner.runtime.topics import (
@@ -90,6 +90,7 @@ class SlackGateway:
         self,
         *,
         orchestrator: Orchestrator,
+        runs: PlanRunStore,
         cache: Cache,
         routes: Mapping[str, str],
         default_agent: str = "",
@@ -97,6 +98,7 @@ class SlackGateway:
         dedup_ttl_seconds: float = 600.0,
     ) -> None:
         self._orchestrator = orchestrator
+        self._runs = runs
         self._cache = cache
         self._routes = dict(routes)
         self._default_agent = default_agent
@@ -277,7 +279,7 @@ class SlackGateway:
                     user_id=str(origin["user_id"] or ""),
                     response_url=str(origin["response_url"] or ""),
                 )
-                await answer_tool_call_click(self._orchestrator, tool_call, click)
+                await answer_tool_call_click(self._orchestrator, self._runs, tool_call, click)
                 continue
             clarification = parse_clarify_action_id(action_id)
             if clarification is not None:

@@ -6,8 +6,9 @@ click) the first answers and the second changes nothing, and an approved call ru
 
 Only from the workspace the run came from, for the run the button was posted for: the
 execution must be one the Slack gateway started (its recorded origin, in the tenant Slack's
-runs are recorded under), the click's team must be the origin's, and the button's pause
-must be the one the execution still waits on. Anything else (a forged action_id naming
+runs are recorded under) or a step of a collaborative run the gateway started
+(`slack_origin_for`), the click's team must be the origin's, and the button's pause must
+be the one the execution still waits on. Anything else (a forged action_id naming
 another tenant's execution, a click from another workspace, an old message) is logged and
 changes nothing; the clicker is told nothing more than Slack shows.
 
@@ -18,12 +19,15 @@ response_url: the slack role replaces the message's buttons with who answered wh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from agentrunner.domain.errors import ConflictError, ExecutionNotFoundError
-from agentrunner.domain.execution import ExecutionStatus, utcnow
+from agentrunner.domain.errors import ConflictError, ExecutionNotFoundError, PlanRunNotFoundError
+from agentrunner.domain.execution import Execution, ExecutionStatus, slack_origin_of, utcnow
 from agentrunner.domain.slack_tool_calls import SLACK_HAPPENED_RESULT, ToolCallAction, pause_token
 from agentrunner.domain.tool_gates import DECISIONS, Decision, ToolCallAnswer
 from agentrunner.logs import get_logger
+from agentrunner.ports.state import PlanRunStore
+from agentrunner.runtime.agent_run import COLLABORATION_KEY
 from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.topics import tool_answered_topic
 from agentrunner.tracing import current_tenant
@@ -40,7 +44,37 @@ class Click:
     response_url: str
 
 
-async def answer_tool_call_click(orchestrator: Orchestrator, action: ToolCallAction, click: Click) -> bool:
+# A plan run's id is an execution id: longer is not one.
+_MAX_RUN_ID = 128
+
+
+async def slack_origin_for(execution: Execution, runs: PlanRunStore) -> dict[str, Any] | None:
+    """The Slack request a question of `execution` goes to: its own origin (a run the
+    Slack gateway started), or for a step of a collaborative run started from Slack, that
+    run's. The step's link is the platform's: the plan run must list this execution as one
+    of its steps, in its tenant (a task_data naming another run links to nothing)."""
+    own = execution.slack_origin
+    if own is not None:
+        return own
+    context = execution.input.get(COLLABORATION_KEY)
+    run_id = context.get("run_id") if isinstance(context, dict) else None
+    if not isinstance(run_id, str) or not 0 < len(run_id) <= _MAX_RUN_ID:
+        return None
+    try:
+        run = await runs.get_plan_run(run_id)
+    except PlanRunNotFoundError:
+        return None
+    if run.tenant != execution.tenant or not any(step.execution_id == execution.execution_id for step in run.steps):
+        log.warning(
+            "a step's link to a plan run is not the run's: no slack origin", execution_id=execution.execution_id
+        )
+        return None
+    return slack_origin_of(run.origin)
+
+
+async def answer_tool_call_click(
+    orchestrator: Orchestrator, runs: PlanRunStore, action: ToolCallAction, click: Click
+) -> bool:
     """Answer the execution `action` names with `action.decision`, when the rules of the
     module's doc allow it (True), else change nothing (False). Raises `AgentRunnerError`
     when the store cannot be read or written (Slack's retry of the click tries again)."""
@@ -49,7 +83,7 @@ async def answer_tool_call_click(orchestrator: Orchestrator, action: ToolCallAct
     except ExecutionNotFoundError:
         log.warning("a tool call button names no execution: ignored", execution_id=action.execution_id)
         return False
-    origin = execution.slack_origin
+    origin = await slack_origin_for(execution, runs)
     if (
         origin is None
         or execution.tenant != current_tenant()

@@ -194,9 +194,14 @@ class CachedExecutions:
         self._front = front
 
     async def create_execution(
-        self, execution: Execution, *, events: Sequence[Event] = (), idempotency: IdempotencyClaim | None = None
+        self,
+        execution: Execution,
+        *,
+        events: Sequence[Event] = (),
+        idempotency: IdempotencyClaim | None = None,
+        steps: Sequence[Step] = (),
     ) -> None:
-        await self._store.create_execution(execution, events=events, idempotency=idempotency)
+        await self._store.create_execution(execution, events=events, idempotency=idempotency, steps=steps)
         if execution.status.is_terminal:
             await self._front.remember(execution_key(execution.execution_id), _in_utc(execution))
 

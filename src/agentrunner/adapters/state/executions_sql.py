@@ -105,22 +105,28 @@ class ExecutionsSQL(SQLEngine):
     # -- executions ------------------------------------------------------------------
 
     async def create_execution(
-        self, execution: Execution, *, events: Sequence[Event] = (), idempotency: IdempotencyClaim | None = None
+        self,
+        execution: Execution,
+        *,
+        events: Sequence[Event] = (),
+        idempotency: IdempotencyClaim | None = None,
+        steps: Sequence[Step] = (),
     ) -> None:
-        await self._creates.submit((execution, events, idempotency))
+        await self._creates.submit((execution, events, idempotency, steps))
 
     async def _create_many(self, items: list[_Create]) -> list[BaseException | None]:
-        """Write new executions with their outbox events: several in one transaction (one
-        INSERT per table), or one by one when one of them exists already (its id, or its
-        idempotency key), so only that one fails, or when the connection died under the
-        batch (then each is looked for before it is written again)."""
+        """Write new executions with their outbox events (and steps): several in one
+        transaction (one INSERT per table), or one by one when one of them exists already
+        (its id, or its idempotency key), so only that one fails, or when the connection
+        died under the batch (then each is looked for before it is written again)."""
         maybe_stored = False
         if len(items) > 1:
             try:
                 async with self._session(write=True, atomic=True) as session:
-                    rows = [_execution_params(execution, claim) for execution, _, claim in items]
+                    rows = [_execution_params(execution, claim) for execution, _, claim, _ in items]
                     await session.execute(_execution_statement(True, None), rows)
-                    await _append_outbox(session, [event for _, events, _ in items for event in events])
+                    await _append_outbox(session, [event for _, events, _, _ in items for event in events])
+                    await self._append_steps(session, [step for *_, steps in items for step in steps])
                 return [None] * len(items)
             except IntegrityError:
                 pass
@@ -135,17 +141,20 @@ class ExecutionsSQL(SQLEngine):
         execution: Execution,
         events: Sequence[Event],
         claim: IdempotencyClaim | None,
+        steps: Sequence[Step],
         *,
         maybe_stored: bool = False,
     ) -> BaseException | None:
-        """Write one new execution. A write whose connection died in flight may have been
-        applied: it is tried again (once), and a row with this execution's id and creation
-        time found then is this write's own, not a conflict. Never written twice: the
-        execution id is the table's key."""
+        """Write one new execution (with its steps: in one transaction, so a refused one
+        leaves none). A write whose connection died in flight may have been applied: it is
+        tried again (once), and a row with this execution's id and creation time found then
+        is this write's own, not a conflict. Never written twice: the execution id is the
+        table's key."""
         while True:
             try:
-                async with self._session(write=True) as session:
+                async with self._session(write=True, atomic=bool(steps)) as session:
                     await self._write_execution(session, execution, new=True, events=events, idempotency=claim)
+                    await self._append_steps(session, steps)
                 return None
             except DependencyUnavailableError as exc:
                 if maybe_stored or not in_flight(exc):
@@ -169,6 +178,12 @@ class ExecutionsSQL(SQLEngine):
                     .where(EXECUTIONS.c.idempotency_key == claim.key, EXECUTIONS.c.created_at < claim.expired_before)
                     .values(idempotency_key=None, idempotency_fingerprint=None)
                 )
+
+    async def _append_steps(self, session: AsyncConnection, steps: Sequence[Step]) -> None:
+        """Write `steps` in the caller's transaction (after the execution they belong to)."""
+        if steps:
+            rows = [step_params(step) for step in steps]
+            await session.execute(step_upsert(self.is_sqlite), rows[0] if len(rows) == 1 else rows)
 
     async def _stored_as(self, execution: Execution) -> bool:
         """Whether `execution` itself (its id, created at its time) is stored."""
@@ -327,7 +342,7 @@ class ExecutionsSQL(SQLEngine):
 # written once, with it (`_execution_params`), and never updated.
 _KEY_COLUMNS = ("idempotency_key", "idempotency_fingerprint")
 EXECUTION_COLUMNS = tuple(column.name for column in EXECUTIONS.columns if column.name not in _KEY_COLUMNS)
-_Create = tuple[Execution, Sequence[Event], IdempotencyClaim | None]
+_Create = tuple[Execution, Sequence[Event], IdempotencyClaim | None, Sequence[Step]]
 
 
 def _execution_params(execution: Execution, *claim: IdempotencyClaim | None) -> dict[str, Any]:

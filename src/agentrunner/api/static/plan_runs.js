@@ -1,10 +1,12 @@
 // Plan runs of collaborative agents: their steps, and the questions steps ask, answered
-// here with a form; a plan held for approval is approved or rejected here too.
+// here with a form; a plan held for approval is approved or rejected here too. A step whose
+// execution waits before a tool call is shown with the call, linked to that execution (where
+// it is approved, denied or answered).
 
 import { get, post } from "./api.js";
 import { cost, every, fields, h, json, link, shortId, status, table, time, tokens } from "./dom.js";
 
-const STATUSES = ["planning", "awaiting_approval", "running", "needs_clarification", "succeeded", "failed", "rejected", "cancelled"];
+const STATUSES = ["planning", "awaiting_approval", "running", "needs_clarification", "waiting_approval", "succeeded", "failed", "rejected", "cancelled"];
 const TERMINAL = new Set(["succeeded", "failed", "rejected", "cancelled"]);
 
 function pending(run) {
@@ -105,6 +107,25 @@ function approval(run, onChanged, fail) {
   );
 }
 
+function waitingCall(step) {
+  const call = step.pending_tool_call;
+  const gate = call.reason === "approval";
+  return h(
+    "div",
+    { class: "approval waiting-step", dataset: { stepId: step.step_id } },
+    h(
+      "p",
+      {},
+      h("strong", {}, `Step ${step.step_id} (${step.agent}) `),
+      gate ? `asks to call ${call.tool}: it waits for approval.` : `was cut short calling ${call.tool}: did it happen?`,
+      " Answer it on ",
+      link(`#/executions/${step.execution_id}`, `its execution ${shortId(step.execution_id)}`),
+      ".",
+    ),
+    json(call.arguments),
+  );
+}
+
 function stepRow(step) {
   return h(
     "tr",
@@ -145,6 +166,7 @@ function renderRun(run, onChanged, fail) {
     ]),
     run.status === "awaiting_approval" ? approval(run, onChanged, fail) : null,
     questions.length ? [h("h3", {}, "Waiting for an answer"), questions.map((question) => questionForm(run, question, onChanged, fail))] : null,
+    run.waiting_steps?.length ? [h("h3", {}, "Waiting before a tool call"), run.waiting_steps.map(waitingCall)] : null,
     h("h3", {}, "Steps"),
     table(
       "steps",
