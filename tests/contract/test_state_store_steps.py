@@ -135,10 +135,10 @@ async def test_steps_saved_with_an_execution_land_only_when_it_is_written(state_
     running = Execution(execution_id="e1", agent="a", status=ExecutionStatus.RUNNING, trace_id="t")
     await state_store.create_execution(running)
     await state_store.record_step(_step("e1", 1))  # a tool's start, replaced below
-    model = {"kind": JournalStepKind.MODEL, "name": "gpt-4o", "status": JournalStepStatus.SUCCEEDED}
+    model: dict[str, object] = {"kind": JournalStepKind.MODEL, "name": "gpt-4o", "status": JournalStepStatus.SUCCEEDED}
     answers = [
         _step("e1", 1, finished_at=AT, outcome={"call_id": "c", "arguments": {}, "result": "ö"}),
-        _step("e1", 2, **model, outcome={"text": "done", "cost_usd": 0.5}),
+        _step("e1", 2, generation=1, **model, outcome={"text": "done", "cost_usd": 0.5}),
     ]
     finished = running.model_copy(update={"status": ExecutionStatus.SUCCEEDED, "output": "done"})
     unfinished = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
@@ -146,10 +146,10 @@ async def test_steps_saved_with_an_execution_land_only_when_it_is_written(state_
 
     await state_store.save_execution(finished, events=[event], only_if=unfinished, steps=answers)
     with pytest.raises(ConflictError):
-        await state_store.save_execution(finished, only_if=unfinished, steps=[_step("e1", 3, **model)])
+        await state_store.save_execution(finished, only_if=unfinished, steps=[_step("e1", 3, generation=1, **model)])
     other = Execution(execution_id="e2", agent="a", status=ExecutionStatus.RUNNING, trace_id="t")
     await state_store.create_execution(other)
-    await state_store.save_execution(other, steps=[_step("e2", 1, **model, outcome={"text": "alone"})])
+    await state_store.save_execution(other, steps=[_step("e2", 1, generation=1, **model, outcome={"text": "alone"})])
 
     assert await state_store.get_execution("e1") == finished
     assert await state_store.steps("e1") == answers

@@ -89,9 +89,8 @@ class ExecutionsSQL(SQLEngine):
             changed = (await session.execute(_execution_statement(new, only_if), params)).rowcount
             if changed and events:
                 await _append_outbox(session, events)
-            if changed and steps:
-                rows = [step_params(step) for step in steps]
-                await session.execute(step_upsert(self.is_sqlite), rows[0] if len(rows) == 1 else rows)
+            if changed:
+                await self._append_steps(session, steps)
             return int(changed)
         now = utcnow()
         for i, e in enumerate(events):
