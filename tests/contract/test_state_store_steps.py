@@ -126,3 +126,32 @@ async def test_the_purge_takes_an_executions_journal_with_it(retention_stores: S
 
     assert await store.steps(old.execution_id) == []
     assert len(await store.steps(recent.execution_id)) == 1
+
+
+async def test_steps_saved_with_an_execution_land_only_when_it_is_written(state_store: StateStore) -> None:
+    """A run's last answer rides on its end (`save_execution(steps=...)`): written with it,
+    with or without events, replacing what the key held; not written when the save loses
+    (a conditional save over an execution that ended elsewhere)."""
+    running = Execution(execution_id="e1", agent="a", status=ExecutionStatus.RUNNING, trace_id="t")
+    await state_store.create_execution(running)
+    await state_store.record_step(_step("e1", 1))  # a tool's start, replaced below
+    model: dict[str, object] = {"kind": JournalStepKind.MODEL, "name": "gpt-4o", "status": JournalStepStatus.SUCCEEDED}
+    answers = [
+        _step("e1", 1, finished_at=AT, outcome={"call_id": "c", "arguments": {}, "result": "ö"}),
+        _step("e1", 2, generation=1, **model, outcome={"text": "done", "cost_usd": 0.5}),
+    ]
+    finished = running.model_copy(update={"status": ExecutionStatus.SUCCEEDED, "output": "done"})
+    unfinished = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
+    event = Event(topic="execution.finished.a", trace_id="t")
+
+    await state_store.save_execution(finished, events=[event], only_if=unfinished, steps=answers)
+    with pytest.raises(ConflictError):
+        await state_store.save_execution(finished, only_if=unfinished, steps=[_step("e1", 3, generation=1, **model)])
+    other = Execution(execution_id="e2", agent="a", status=ExecutionStatus.RUNNING, trace_id="t")
+    await state_store.create_execution(other)
+    await state_store.save_execution(other, steps=[_step("e2", 1, generation=1, **model, outcome={"text": "alone"})])
+
+    assert await state_store.get_execution("e1") == finished
+    assert await state_store.steps("e1") == answers
+    assert [step.outcome for step in await state_store.steps("e2")] == [{"text": "alone"}]
+    assert [entry.event.event_id for entry in await state_store.pending_events()] == [event.event_id]

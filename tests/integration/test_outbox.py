@@ -4,6 +4,7 @@ crash between the database and the broker) is published by the sweep, and runs."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from structlog.testing import capture_logs
@@ -107,3 +108,58 @@ async def test_an_outage_of_the_bus_is_logged_once_at_its_start_and_once_at_its_
     assert swept == 3
     assert [entry["event"] for entry in after] == ["outbox publishing again"]
     assert after[0]["outage_seconds"] >= 0
+
+
+class CountedMarks(SQLStateStore):
+    """The real SQL store, counting its mark statements."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.marks: list[list[str]] = []
+
+    async def mark_published(self, entry_ids: Sequence[str]) -> None:
+        self.marks.append(list(entry_ids))
+        await super().mark_published(entry_ids)
+
+
+async def test_a_workers_relay_marks_in_batches_in_the_background_and_runs_no_sweep(sqlite_url: str) -> None:
+    """A worker (`start_marking`) publishes what it committed itself: the deliveries of
+    several finishes are marked by one statement, not one each before their message is
+    acknowledged; the events left behind are the sweeping nodes' (none is published here)."""
+    store = CountedMarks(sqlite_url)
+    bus = InMemoryEventBus()
+    await store.start()
+    await bus.start()
+    relay = OutboxRelay(bus=bus, store=store, interval_seconds=0.01, grace_seconds=0.0, mark_every_seconds=0.2)
+    left = Event(topic="watch.left", trace_id="t-4")
+    ours = [Event(topic="watch.ours", trace_id="t-4") for _ in range(3)]
+    await store.create_execution(Execution(execution_id="left", agent="a", trace_id="t-4"), events=[left])
+    for i, event in enumerate(ours):
+        await store.create_execution(Execution(execution_id=f"e{i}", agent="a", trace_id="t-4"), events=[event])
+    await relay.start_marking()
+    try:
+        for event in ours:
+            await relay.deliver([event])
+
+        async def only_left_pending() -> list[str]:
+            while len(pending := [entry.event.event_id for entry in await store.pending_events()]) > 1:
+                await asyncio.sleep(0.02)
+            return pending
+
+        pending = await asyncio.wait_for(only_left_pending(), 10)
+    finally:
+        await relay.stop()
+        await bus.close()
+        await store.close()
+
+    assert pending == [left.event_id]
+    assert store.marks == [[event.event_id for event in ours]]
+
+
+def test_a_worker_node_starts_the_writer_of_marks_and_no_sweep(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, rabbitmq_url="amqp://guest:guest@127.0.0.1:5672/")
+    for roles in (["autonomous"], ["continuous"], ["collaborative"], ["autonomous", "continuous"]):
+        names = [component.name for component in Node(settings, roles=roles).lifecycle.components]
+        assert ("relay-marks" in names, "relay" in names) == (True, False), roles
+    names = [component.name for component in Node(settings, roles=["orchestrator", "autonomous"]).lifecycle.components]
+    assert ("relay-marks" in names, "relay" in names) == (False, True)

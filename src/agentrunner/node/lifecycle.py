@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agentrunner.domain.roles import AnyRole
+from agentrunner.domain.roles import WORKER_ROLES, AnyRole
 from agentrunner.logs import get_logger
 
 if TYPE_CHECKING:
@@ -75,7 +75,10 @@ def role_table(node: Node) -> tuple[Component, ...]:
         Component("webhook-queues", start=node.webhooks.declare) if work else None,
         # Events a crash left in the outbox are published by any node with a sweep. The
         # slack role accepts invocations too: its outbox marks are batched off the ack path.
-        Component("relay", start=node.relay.start, stop=node.relay.stop) if work else None,
+        Component("relay", start=node.relay.start, stop=node.relay.stop)
+        if work
+        # A worker's outbox marks are batched too, off its ack path; it has no sweep of its own.
+        else Component("relay-marks", _on(*WORKER_ROLES), start=node.relay.start_marking, stop=node.relay.stop),
         Component("autonomous", _on("autonomous"), start=node.pool.start, reload=node.pool.sync, stop=node.pool.stop),
         Component(
             "continuous",

@@ -156,11 +156,14 @@ class ExecutionStore(Protocol):
         *,
         events: Sequence[Event] = (),
         only_if: frozenset[ExecutionStatus] | None = None,
+        steps: Sequence[Step] = (),
     ) -> None:
         """Replace the stored execution with the same id (raises `ExecutionNotFoundError`),
         appending `events` to the outbox in the same transaction. With `only_if`, the write
         happens only while the stored status is one of those, else `ConflictError` (so a
-        cancel and a worker starting the same execution cannot both win)."""
+        cancel and a worker starting the same execution cannot both win). `steps` are
+        written to the journal (as `StepJournal.record_step` writes them) in that
+        transaction too, when the execution is: a run's last answer rides on its end."""
         ...
 
     async def start_execution(self, execution_id: str, *, worker: str, provider: str, model: str) -> Execution:

@@ -222,9 +222,9 @@ def _json_text(value: object) -> str:
 
 
 async def _settled(journal: RunJournal | None, completion: Completion) -> Completion:
-    """`completion`, once the journal wrote what it held back (the last answer)."""
+    """`completion`, once the journal settled what it held back (the last answer)."""
     if journal is not None:
-        await journal.flush()
+        await journal.settle()
     return completion
 
 

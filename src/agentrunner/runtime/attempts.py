@@ -27,9 +27,10 @@ retry) and a replay's first run resume the last generation recorded.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
 
-from agentrunner.domain.agent import AgentConfig
+from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.errors import (
     AgentRunnerError,
     ConflictError,
@@ -68,6 +69,14 @@ class CancelledByUser(Exception):
     def __init__(self, request: Event) -> None:
         super().__init__(request)
         self.request = request
+
+
+class Outcome(NamedTuple):
+    """Where an execution's attempts stopped: the execution to record (ended, or paused),
+    and the journal's steps to write with it (its last answer: `RunJournal.unwritten`)."""
+
+    execution: Execution
+    steps: Sequence[Step] = ()
 
 
 class RunAttempt(Protocol):
@@ -119,9 +128,10 @@ class Attempts:
 
     async def run(
         self, config: AgentConfig, execution_id: str, *, stream: bool = False, held: HeldSlots | None = None
-    ) -> Execution:
+    ) -> Outcome:
         """The execution once an attempt ended it or paused it (not saved yet: the pool
-        records it). Raises `NotStartable` when it cannot be marked running."""
+        records it, with the steps its journal held back). Raises `NotStartable` when it
+        cannot be marked running."""
         retry = config.retry_config
         llm = config.llm_config
         generation: tuple[int, list[Step]] | None = None  # read once the execution has started
@@ -151,15 +161,19 @@ class Attempts:
             except ToolCallPaused as paused:
                 if journal is not None:
                     await journal.flush()  # the answer that asked for the call: not asked again
-                return execution.model_copy(
-                    update={
-                        "status": ExecutionStatus.WAITING_APPROVAL,
-                        "pending_tool_call": paused.pending,
-                        "tool_calls": records,
-                    }
+                return Outcome(
+                    execution.model_copy(
+                        update={
+                            "status": ExecutionStatus.WAITING_APPROVAL,
+                            "pending_tool_call": paused.pending,
+                            "tool_calls": records,
+                        }
+                    )
                 )
             except CancelledByUser as stopped:
-                return await self._stopped(config, execution.model_copy(update={"tool_calls": records}), stopped)
+                return Outcome(
+                    await self._stopped(config, execution.model_copy(update={"tool_calls": records}), stopped)
+                )
             except TimeoutError:
                 execution = execution.model_copy(update={"tool_calls": records})
                 message = f"agent {config.name!r} did not answer within {config.timeout_seconds:g} s (timeout_seconds)"
@@ -168,7 +182,7 @@ class Attempts:
                         f": its model call was waiting for the rate limiter's store, which did not answer "
                         f"({provider.waiting_for_store})"
                     )
-                return ended(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message))
+                return Outcome(ended(execution, ExecutionStatus.TIMED_OUT, ExecutionTimedOutError(message)))
             except Exception as exc:  # noqa: BLE001 - every failure is recorded on the execution
                 error = exc if isinstance(exc, AgentRunnerError) else unexpected(exc, execution)
                 # A vendor's failure had its step's own attempts (llm_config.max_attempts):
@@ -176,7 +190,7 @@ class Attempts:
                 retryable = (error.retryable or error is not exc) and not isinstance(error, LLMError)
                 if not retryable or retry_number == retry.max_retries:
                     execution = execution.model_copy(update={"tool_calls": records})
-                    return ended(execution, ExecutionStatus.FAILED, error)
+                    return Outcome(ended(execution, ExecutionStatus.FAILED, error))
                 delay = retry.retry_delay_seconds * (2**retry_number if retry.exponential_backoff else 1)
                 if self._metrics is not None:
                     self._metrics.attempt_retried(config.name)
@@ -200,7 +214,8 @@ class Attempts:
                     "tool_calls": records,
                 }
             )
-            return ended(execution, ExecutionStatus.SUCCEEDED)
+            # The last answer, held back by the journal, is written with the end (one transaction).
+            return Outcome(ended(execution, ExecutionStatus.SUCCEEDED), journal.unwritten() if journal else ())
         raise AssertionError("unreachable: the last retry always returns")
 
     async def _run_journal(
@@ -229,6 +244,9 @@ class Attempts:
             recorded=recorded,
             model=config.llm_config.model,
             gate=gate,
+            # A conversation saves its session between the loop's answer and the end: the
+            # answer is journaled before that save, as a re-run must find it.
+            last_with_end=config.execution_mode is not ExecutionMode.CONTINUOUS,
         )
 
     async def _provider(self, config: AgentConfig, held: HeldSlots | None) -> LLMProvider:

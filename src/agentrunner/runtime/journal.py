@@ -20,8 +20,12 @@ the run until a human answers. A model step is recorded once it ended (succeeded
 error the run failed with): calling a model again has no effect outside, only a cost.
 
 Costs: a tool step is two writes (started, ended); a model step's outcome rides on the
-next write (the start of the first tool call it asked for, or the `flush` before the loop
-returns), so a round of the loop costs two transactions. Writes go through the store's
+next write (the start of the first tool call it asked for, or the `settle` before the loop
+returns), so a round of the loop costs two transactions. With `last_with_end`, `settle`
+writes nothing: what is held back (the last answer) is taken by whoever records the run's
+end (`unwritten`) and written in that transaction (`RunEndings.complete`), so a loop that
+makes no tool call costs no transaction of its own. Nothing happens outside between the
+answer and the end: a crash in between only makes the re-run ask the model again. Writes go through the store's
 group commit (`StepJournal.record_step`): the calls of one answer share their transactions.
 """
 
@@ -65,8 +69,10 @@ class RunJournal:
         recorded: Sequence[Step] = (),
         model: str,
         gate: ToolGate | None = None,
+        last_with_end: bool = False,
     ) -> None:
         self._store = store
+        self._last_with_end = last_with_end
         self._gate = gate
         self._execution_id = execution_id
         self._generation = generation
@@ -221,10 +227,22 @@ class RunJournal:
         )
 
     async def flush(self) -> None:
-        """Write what is held back (the last answer, replay marks): before the loop returns."""
+        """Write what is held back (the last answer, replay marks), now."""
         self._write_held()
         if self._held_write is not None:
             await self._held_write
+
+    async def settle(self) -> None:
+        """Before the loop returns its answer: `flush`, unless the run's end carries what is
+        held back (`last_with_end`: see `unwritten`)."""
+        if not self._last_with_end:
+            await self.flush()
+
+    def unwritten(self) -> list[Step]:
+        """Take what is held back and not written (the last answer, replay marks), for the
+        caller to write with the run's end: this journal forgets it."""
+        held, self._held = self._held, []
+        return held
 
     def _replayed(self, step: Step) -> None:
         if not step.replayed:  # a mark for the timeline: it rides on the next write

@@ -56,6 +56,13 @@ class OutboxRelay:
     async def start(self) -> None:
         """Start the background sweep and the writer of marks."""
         self._sweeper = every(self._interval, self._sweep_logged, task="outbox-sweep", metrics=self._metrics)
+        await self.start_marking()
+
+    async def start_marking(self) -> None:
+        """Start the writer of marks alone, with no sweep: for a process that only publishes
+        what it committed itself (a worker), whose marks then cost one statement per batch
+        instead of one per delivery awaited before its message is acknowledged. The sweep
+        stays with the processes that accept work (one per node is enough)."""
         self._marker = forever(self._mark_waiting, task="outbox-marks", metrics=self._metrics)
 
     async def stop(self) -> None:

@@ -15,12 +15,13 @@ announced a second time.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agentrunner.domain.errors import AgentRunnerError, ConflictError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
+from agentrunner.domain.steps import Step
 from agentrunner.logs import get_logger
 from agentrunner.ports.metrics import Metrics
 from agentrunner.ports.state import ExecutionStore
@@ -56,11 +57,13 @@ class RunEndings:
         self._progress = progress
         self._metrics = metrics
 
-    async def complete(self, finished: Execution) -> None:
+    async def complete(self, finished: Execution, *, steps: Sequence[Step] = ()) -> None:
         """Save the terminal execution with its announcements in one transaction, then
         publish them: `execution.finished.<agent>`, and `agent.output.<agent>` on success
         (the next link of its chain, from the execution's recorded depth: a step of a
         collaborative run goes on from the run's depth, though its invocation carries none).
+        `steps`, the journal's steps its run held back (its last answer), are written in
+        that transaction too.
 
         Only over an unfinished execution: one that ended elsewhere meanwhile (the schedule
         watch's timeout after its grace, the watchdog giving up on a stuck consumer, a cancel)
@@ -79,7 +82,7 @@ class RunEndings:
         if finished.status is ExecutionStatus.SUCCEEDED:
             events.append(output_event(finished))
         try:
-            await self._executions.save_execution(finished, events=events, only_if=_UNFINISHED)
+            await self._executions.save_execution(finished, events=events, only_if=_UNFINISHED, steps=steps)
         except ConflictError as exc:
             log.warning(
                 "execution ended elsewhere while it ran, its result not recorded",

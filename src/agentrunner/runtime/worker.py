@@ -255,13 +255,13 @@ class AgentPool:
                 holder = f"{self._worker_id}:{execution_id}"  # a redelivery elsewhere waits for this lease
                 slots = self._limits.held(config, holder, tenant) if self._limits else contextlib.nullcontext()
                 async with slots as held:
-                    finished = await self._attempts.run(config, execution_id, stream=stream, held=held)
+                    finished, steps = await self._attempts.run(config, execution_id, stream=stream, held=held)
                     if finished.status is ExecutionStatus.WAITING_APPROVAL:
                         await self._endings.pause(finished)  # the slots go back, the message is acknowledged
                         return True
                     # Saved and announced before the slots go back (held a moment longer, never
                     # exceeded): whoever waits for the result does not wait for the release.
-                    await self._endings.complete(finished)
+                    await self._endings.complete(finished, steps=steps)
             except NotStartable:
                 log.info(
                     "execution already ended (finished, cancelled) or waits for a human, not run",

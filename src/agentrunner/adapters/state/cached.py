@@ -211,20 +211,21 @@ class CachedExecutions:
         *,
         events: Sequence[Event] = (),
         only_if: frozenset[ExecutionStatus] | None = None,
+        steps: Sequence[Step] = (),
     ) -> None:
         if not execution.status.is_terminal:
             if only_if is not None and not any(status.is_terminal for status in only_if):
                 # It was unfinished, so nothing is cached for it: no cache round trip.
-                await self._store.save_execution(execution, events=events, only_if=only_if)
+                await self._store.save_execution(execution, events=events, only_if=only_if, steps=steps)
                 return
             try:  # it may overwrite a finished one the cache holds
-                await self._store.save_execution(execution, events=events, only_if=only_if)
+                await self._store.save_execution(execution, events=events, only_if=only_if, steps=steps)
             finally:
                 await self._front.forget(execution_key(execution.execution_id))
             return
         await self._front.write_through(
             execution_key(execution.execution_id),
-            lambda: self._store.save_execution(execution, events=events, only_if=only_if),
+            lambda: self._store.save_execution(execution, events=events, only_if=only_if, steps=steps),
             _in_utc(execution),
         )
 

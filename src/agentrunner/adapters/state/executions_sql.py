@@ -12,8 +12,10 @@ from typing import Any, cast
 from sqlalchemy import (
     Insert,
     Select,
+    String,
     Table,
     Update,
+    any_,
     bindparam,
     exists,
     func,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -31,7 +34,7 @@ from agentrunner.adapters.state import retention_sql, schedule_sql
 from agentrunner.adapters.state.engine import SQLEngine, idempotent, in_flight
 from agentrunner.adapters.state.group_commit import GroupCommit
 from agentrunner.adapters.state.rows import decode_cursor, encode_cursor, execution_from, execution_values
-from agentrunner.adapters.state.steps_sql import step_params, step_upsert
+from agentrunner.adapters.state.steps_sql import STEP_COLUMNS, STEP_KEY, STEPS, step_params, step_upsert
 from agentrunner.adapters.state.tables import ExecutionRow, OutboxRow
 from agentrunner.domain.errors import (
     AgentRunnerError,
@@ -72,10 +75,11 @@ class ExecutionsSQL(SQLEngine):
         events: Sequence[Event],
         only_if: frozenset[ExecutionStatus] | None = None,
         idempotency: IdempotencyClaim | None = None,
+        steps: Sequence[Step] = (),
     ) -> int:
         """Insert (`new`, with its `idempotency` key if any) or update `execution` and, only
-        when a row changed, append `events` to the outbox, atomically; return how many
-        execution rows changed.
+        when a row changed, append `events` to the outbox and write `steps` to the journal,
+        atomically; return how many execution rows changed.
 
         On PostgreSQL this is ONE statement (the change as a data-modifying CTE, the outbox
         rows inserted only if it returned a row), so it needs no transaction around it. On
@@ -86,12 +90,16 @@ class ExecutionsSQL(SQLEngine):
             changed = (await session.execute(_execution_statement(new, only_if), params)).rowcount
             if changed and events:
                 await _append_outbox(session, events)
+            if changed:
+                await self._append_steps(session, steps)
             return int(changed)
         now = utcnow()
         for i, e in enumerate(events):
             params |= {f"o{i}_id": e.event_id, f"o{i}_topic": e.topic, f"o{i}_event": e.model_dump(mode="json")}
             params[f"o{i}_created_at"] = now
-        statement = _execution_statement_with_outbox(new, only_if, len(events))
+        for i, step in enumerate(steps):
+            params |= {f"s{i}_{name[2:]}": value for name, value in step_params(step).items()}
+        statement = _execution_statement_with_outbox(new, only_if, len(events), len(steps))
         return 1 if (await session.execute(statement, params)).rowcount else 0
 
     # -- executions ------------------------------------------------------------------
@@ -207,9 +215,16 @@ class ExecutionsSQL(SQLEngine):
         *,
         events: Sequence[Event] = (),
         only_if: frozenset[ExecutionStatus] | None = None,
+        steps: Sequence[Step] = (),
     ) -> None:
-        async with self._session(write=True) as session:
-            if await self._write_execution(session, execution, new=False, events=events, only_if=only_if) != 1:
+        # With events, ONE statement on PostgreSQL (see `_write_execution`); steps alone are a
+        # second statement, so they need a transaction around the two.
+        atomic = bool(steps) and not events and not self.is_sqlite
+        async with self._session(write=True, atomic=atomic) as session:
+            changed = await self._write_execution(
+                session, execution, new=False, events=events, only_if=only_if, steps=steps
+            )
+            if changed != 1:
                 raise await self._unsaved(session, execution.execution_id, only_if)
 
     async def start_execution(self, execution_id: str, *, worker: str, provider: str, model: str) -> Execution:
@@ -312,12 +327,9 @@ class ExecutionsSQL(SQLEngine):
     async def mark_published(self, entry_ids: Sequence[str]) -> None:
         if not entry_ids:
             return
+        statement = _MARK_PUBLISHED_IN if self.is_sqlite else _MARK_PUBLISHED_ANY
         async with self._session(write=True) as session:
-            await session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id.in_(list(entry_ids)), OutboxRow.published_at.is_(None))
-                .values(published_at=utcnow())
-            )
+            await session.execute(statement, {"ids": list(entry_ids), "now": utcnow()})
 
 
 def list_query(
@@ -374,19 +386,36 @@ def _execution_statement(new: bool, only_if: frozenset[ExecutionStatus] | None) 
 
 
 @functools.cache
-def _execution_statement_with_outbox(new: bool, only_if: frozenset[ExecutionStatus] | None, events: int) -> Insert:
+def _execution_statement_with_outbox(
+    new: bool, only_if: frozenset[ExecutionStatus] | None, events: int, steps: int = 0
+) -> Insert:
     """`_execution_statement` as a CTE, and `events` outbox rows (`o<i>_<column>`
-    parameters) inserted only when it changed a row: one atomic statement (PostgreSQL)."""
+    parameters) inserted only when it changed a row, and `steps` journal steps
+    (`s<i>_<column>`, upserted by their key as `StepJournal.record_step` does) too: one
+    atomic statement (PostgreSQL)."""
     change = _execution_statement(new, only_if).returning(EXECUTIONS.c.execution_id).cte("change")
-    rows = [
-        select(*(bindparam(f"o{i}_{c}", type_=OUTBOX.c[c].type) for c in OUTBOX_COLUMNS)).where(
-            exists(select(change.c.execution_id))
+    changed = exists(select(change.c.execution_id))
+    outbox = _rows("o", OUTBOX, OUTBOX_COLUMNS, events, changed)
+    statement = insert(OUTBOX).from_select(list(OUTBOX_COLUMNS), outbox).add_cte(change)
+    if steps:
+        upsert = postgresql.insert(STEPS).from_select(
+            list(STEP_COLUMNS), _rows("s", STEPS, STEP_COLUMNS, steps, changed)
         )
-        for i in range(events)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[STEPS.c[c] for c in STEP_KEY],
+            set_={c: upsert.excluded[c] for c in STEP_COLUMNS if c not in STEP_KEY},
+        )
+        statement = statement.add_cte(upsert.cte("steps"))
+    return statement
+
+
+def _rows(prefix: str, table: Table, columns: Sequence[str], count: int, changed: Any) -> Any:
+    """`count` rows of `<prefix><i>_<column>` parameters, selected only when `changed`."""
+    rows = [
+        select(*(bindparam(f"{prefix}{i}_{c}", type_=table.c[c].type) for c in columns)).where(changed)
+        for i in range(count)
     ]
-    return (
-        insert(OUTBOX).from_select(list(OUTBOX_COLUMNS), rows[0] if events == 1 else union_all(*rows)).add_cte(change)
-    )
+    return rows[0] if count == 1 else union_all(*rows)
 
 
 _STARTABLE = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
@@ -407,6 +436,20 @@ _START_EXECUTION = (
     .returning(*EXECUTIONS.c)
 )
 
+
+# Marking events published, built once: building the statement per call cost more than
+# running it. On PostgreSQL `= ANY(array)`, so the SQL text is the same whatever the number
+# of ids (one prepared statement, not one per batch size); SQLite has no arrays.
+_MARK_PUBLISHED_ANY = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == any_(bindparam("ids", type_=postgresql.ARRAY(String))), OUTBOX.c.published_at.is_(None))
+    .values(published_at=bindparam("now", type_=OUTBOX.c.published_at.type))
+)
+_MARK_PUBLISHED_IN = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id.in_(bindparam("ids", expanding=True)), OUTBOX.c.published_at.is_(None))
+    .values(published_at=bindparam("now", type_=OUTBOX.c.published_at.type))
+)
 
 _append_outbox = schedule_sql.append_outbox
 

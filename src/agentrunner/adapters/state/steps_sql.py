@@ -16,8 +16,8 @@ from agentrunner.adapters.state.tables import ExecutionStepRow
 from agentrunner.domain.steps import JournalStepKind, JournalStepStatus, Step
 
 STEPS = cast("Table", ExecutionStepRow.__table__)
-_KEY = ("execution_id", "generation", "seq")
-_COLUMNS = tuple(column.name for column in STEPS.columns)
+STEP_KEY = ("execution_id", "generation", "seq")
+STEP_COLUMNS = tuple(column.name for column in STEPS.columns)
 
 
 class StepsSQL(SQLEngine):
@@ -70,9 +70,9 @@ def step_upsert(is_sqlite: bool) -> Insert:
     """INSERT of a step, replacing the row of its key: built once per dialect (building a
     statement per call costs more than running it)."""
     dialect = sqlite if is_sqlite else postgresql
-    statement = dialect.insert(STEPS).values({c: bindparam(f"v_{c}", type_=STEPS.c[c].type) for c in _COLUMNS})
-    changed = {c: statement.excluded[c] for c in _COLUMNS if c not in _KEY}
-    return cast("Insert", statement.on_conflict_do_update(index_elements=[STEPS.c[c] for c in _KEY], set_=changed))
+    statement = dialect.insert(STEPS).values({c: bindparam(f"v_{c}", type_=STEPS.c[c].type) for c in STEP_COLUMNS})
+    changed = {c: statement.excluded[c] for c in STEP_COLUMNS if c not in STEP_KEY}
+    return cast("Insert", statement.on_conflict_do_update(index_elements=[STEPS.c[c] for c in STEP_KEY], set_=changed))
 
 
 def _step_from(row: Any) -> Step:
