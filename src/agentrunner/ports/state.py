@@ -194,9 +194,7 @@ class ExecutionQueries(Protocol):
         tenant: str | None = None,
         agent_version: int | None = None,
     ) -> ExecutionPage:
-        """Executions matching the filters (of `tenant` when given), newest first, `limit` at a
-        time. `agent_version` is a number of `agent`'s versions: without an agent it matches
-        that number of any agent."""
+        """Executions matching the filters (of `tenant`, on `agent_version`, when given), newest first."""
         ...
 
     async def usage(
