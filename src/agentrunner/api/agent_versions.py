@@ -6,14 +6,13 @@ their versions; what a version keeps is masked already, as `GET /agents/{name}` 
 
 from __future__ import annotations
 
-import difflib
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
-from agentrunner.domain.agent_version import MAX_VERSION, AgentVersion
+from agentrunner.domain.agent_version import MAX_VERSION, AgentVersion, text_diff
 from agentrunner.domain.errors import AgentVersionNotFoundError
 from agentrunner.ports.agent_versions import AgentVersions
 from agentrunner.runtime.registry import AgentRegistry
@@ -80,16 +79,7 @@ def agent_version_routes(registry: AgentRegistry, versions: AgentVersions) -> AP
             if name not in registry.agents and not await versions.list_versions(name):
                 registry.get(name)  # an agent nobody knows: 404 agent_not_found
             raise
-        diff = ""
-        if v > 1:
-            previous = await versions.get_version(name, v - 1)
-            lines = difflib.unified_diff(
-                previous.text.splitlines(keepends=True),
-                version.text.splitlines(keepends=True),
-                fromfile=f"{name} v{v - 1}",
-                tofile=f"{name} v{v}",
-            )
-            diff = "".join(lines)
+        diff = text_diff(await versions.get_version(name, v - 1), version) if v > 1 else ""
         return AgentVersionDetail(**version_view(version).model_dump(), text=version.text, diff=diff)
 
     return router

@@ -12,6 +12,7 @@ values).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -104,6 +105,17 @@ def field_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> list[
     changes: list[FieldChange] = []
     _compare("", _keyed_tools(before), _keyed_tools(after), changes)
     return changes
+
+
+def text_diff(previous: AgentVersion, version: AgentVersion) -> str:
+    """The unified line diff of `previous`'s text to `version`'s (both masked already)."""
+    lines = difflib.unified_diff(
+        previous.text.splitlines(keepends=True),
+        version.text.splitlines(keepends=True),
+        fromfile=f"{previous.agent} v{previous.version}",
+        tofile=f"{version.agent} v{version.version}",
+    )
+    return "".join(lines)
 
 
 def _keyed_tools(document: dict[str, Any]) -> dict[str, Any]:
