@@ -252,6 +252,13 @@ async def _plan_run(http: httpx.AsyncClient, run_id: str, *statuses: str, timeou
         await asyncio.sleep(0.05)
 
 
+async def _started_until_waiting(http: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
+    """Start the team's run; its id and the run once it waits (or ended otherwise)."""
+    answer = await http.post("/agents/team/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
+    run_id = str(answer.json()["execution_id"])
+    return run_id, await _plan_run(http, run_id, "waiting_approval", "succeeded", "failed")
+
+
 @pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=[pytest.mark.postgres, pytest.mark.rabbitmq])])
 def deployment(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     """(bus, node settings): quick polls and sweeps; on RabbitMQ, the state in PostgreSQL.
@@ -280,9 +287,7 @@ async def test_a_step_waiting_for_approval_leaves_its_run_waiting_until_the_call
             _orchestrator(node, **{"X-API-Key": ALICE_KEY}) as alice,
             _orchestrator(node, **{"X-API-Key": MALLORY_KEY}) as mallory,
         ):
-            answer = await alice.post("/agents/team/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
-            run_id = answer.json()["execution_id"]
-            waiting = await _plan_run(alice, run_id, "waiting_approval", "succeeded", "failed")
+            run_id, waiting = await _started_until_waiting(alice)
             run_execution = (await alice.get(f"/executions/{run_id}")).json()
             stolen = await mallory.get(f"/plan-runs/{run_id}")
             listed = (await mallory.get("/plan-runs")).json()["items"]
@@ -337,9 +342,7 @@ async def test_a_run_cancelled_while_its_step_waits_cancels_the_waiting_call(
             node_on(bus, tmp_path, agents, **settings) as node,
             _orchestrator(node, **{"X-API-Key": ALICE_KEY}) as alice,
         ):
-            answer = await alice.post("/agents/team/invoke", json={"task_data": {"prompt": "go"}, "wait": 0})
-            run_id = answer.json()["execution_id"]
-            waiting = await _plan_run(alice, run_id, "waiting_approval", "succeeded", "failed")
+            run_id, waiting = await _started_until_waiting(alice)
             step_id = waiting["steps"][0]["execution_id"]
             cancelled = await alice.post(f"/executions/{run_id}/cancel")
             run = await _plan_run(alice, run_id, "cancelled", "failed", "succeeded")
