@@ -7,6 +7,7 @@ server, a marker on that param).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,9 +28,11 @@ from agentrunner.adapters.telemetry.otel import OtelTracing
 from agentrunner.domain.event import DeadLetter
 from agentrunner.ports.bus import EventBus
 from agentrunner.ports.cache import Cache
+from agentrunner.ports.providers import LLMProvider
 from agentrunner.ports.state import ExecutionStore, SessionStore, StateStore
 from tests.blocking import no_blocking_calls
 from tests.fakes.otlp_collector import FakeCollector
+from tests.fakes.vendor import FakeVendor
 
 # Small delays keep the retry tests fast; an event gets len(RETRY_DELAYS) + 1 deliveries.
 RETRY_DELAYS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2)
@@ -282,3 +285,22 @@ async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
     """An empty Cache, once per backend."""
     async with open_cache(request.param) as opened:
         yield opened
+
+
+# The LLM vendors, each a loopback fake speaking its wire protocol (tests/fakes), driven
+# through the provider adapter over the vendor's official SDK.
+VENDORS = ["openai", "anthropic", "bedrock", "ollama"]
+
+
+@pytest.fixture(params=VENDORS)
+def fake(request: pytest.FixtureRequest) -> Iterator[FakeVendor]:
+    module = importlib.import_module(f"tests.fakes.{request.param}_server")
+    with module.running() as running:
+        yield running
+
+
+@pytest.fixture
+async def provider(fake: FakeVendor) -> AsyncIterator[LLMProvider]:
+    adapter = fake.provider(timeout=5)
+    yield adapter
+    await adapter.close()

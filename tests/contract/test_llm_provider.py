@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -18,8 +17,6 @@ from agentrunner.domain.pricing import cost_usd
 from agentrunner.ports.providers import LLMProvider
 from agentrunner.runtime.llm_calls import complete_with_retries
 from tests.fakes.vendor import FakeVendor
-
-VENDORS = ["openai", "anthropic", "bedrock", "ollama"]
 
 WEATHER = ToolDefinition(
     name="get_weather",
@@ -41,20 +38,6 @@ def _request(fake: FakeVendor, **fields: object) -> LLMRequest:
             **fields,
         }
     )
-
-
-@pytest.fixture(params=VENDORS)
-def fake(request: pytest.FixtureRequest) -> Iterator[FakeVendor]:
-    module = importlib.import_module(f"tests.fakes.{request.param}_server")
-    with module.running() as running:
-        yield running
-
-
-@pytest.fixture
-async def provider(fake: FakeVendor) -> AsyncIterator[LLMProvider]:
-    adapter = fake.provider(timeout=5)
-    yield adapter
-    await adapter.close()
 
 
 async def test_complete_returns_the_answer_usage_and_a_request_id(fake: FakeVendor, provider: LLMProvider) -> None:

@@ -5,9 +5,7 @@ back with the problems found, and the parsed JSON is the answer."""
 
 from __future__ import annotations
 
-import importlib
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +21,6 @@ from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.journal import RunJournal
 from tests.fakes.vendor import FakeVendor, Reply
 
-VENDORS = ["openai", "anthropic", "bedrock", "ollama"]
 # Vendors with no JSON response format of their own: the answer comes as the forced tool's input.
 FORCED_TOOL = {"anthropic", "bedrock"}
 
@@ -33,20 +30,6 @@ SCHEMA: dict[str, Any] = {
     "required": ["city", "population"],
     "additionalProperties": False,
 }
-
-
-@pytest.fixture(params=VENDORS)
-def fake(request: pytest.FixtureRequest) -> Iterator[FakeVendor]:
-    module = importlib.import_module(f"tests.fakes.{request.param}_server")
-    with module.running() as running:
-        yield running
-
-
-@pytest.fixture
-async def provider(fake: FakeVendor) -> AsyncIterator[LLMProvider]:
-    adapter = fake.provider(timeout=5)
-    yield adapter
-    await adapter.close()
 
 
 def _agent(fake: FakeVendor, **fields: object) -> AgentConfig:
