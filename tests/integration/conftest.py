@@ -57,6 +57,20 @@ async def store(database_url: str) -> AsyncIterator[SQLStateStore]:
 BUSES = ["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)]
 
 
+@pytest.fixture(
+    params=[
+        ("memory", "sqlite"),
+        pytest.param(("rabbitmq", "postgres"), marks=[pytest.mark.rabbitmq, pytest.mark.postgres]),
+    ],
+    ids=["memory-sqlite", "rabbitmq-postgres"],
+)
+def platform(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """An event bus and a database of this test's own (a sync fixture: see database_url)."""
+    bus, database = request.param
+    url: str = request.getfixturevalue(f"{database}_url")
+    return bus, url
+
+
 @asynccontextmanager
 async def node_on(
     bus: str, tmp_path: Path, agents: dict[str, str], *, script: Script | None = None, **settings: Any

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import pytest
-
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.llm import Completion, LLMRequest, ToolCall
@@ -37,20 +35,6 @@ BETA = (
     f"event_subscriptions: [agent.output.alpha]\nwebhook_url: {HOOK}\n"
 )
 PLAN = {"steps": [{"id": "again", "agent": "alpha", "instruction": "once more"}]}
-
-
-@pytest.fixture(
-    params=[
-        ("memory", "sqlite"),
-        pytest.param(("rabbitmq", "postgres"), marks=[pytest.mark.rabbitmq, pytest.mark.postgres]),
-    ],
-    ids=["memory-sqlite", "rabbitmq-postgres"],
-)
-def platform(request: pytest.FixtureRequest) -> tuple[str, str]:
-    """An event bus and a database of this test's own (a sync fixture: see database_url)."""
-    bus, database = request.param
-    url: str = request.getfixturevalue(f"{database}_url")
-    return bus, url
 
 
 async def _models(request: LLMRequest) -> str | Completion:

@@ -13,8 +13,6 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.domain.steps import JournalStepKind
@@ -41,19 +39,6 @@ STUBBORN = (
     "llm_config: {provider: scripted, model: stubborn}\n"
     f"output_schema: {json.dumps(SCHEMA)}\noutput_retries: 1\n"
 )
-
-
-@pytest.fixture(
-    params=[
-        ("memory", "sqlite"),
-        pytest.param(("rabbitmq", "postgres"), marks=[pytest.mark.rabbitmq, pytest.mark.postgres]),
-    ],
-    ids=["memory-sqlite", "rabbitmq-postgres"],
-)
-def platform(request: pytest.FixtureRequest) -> tuple[str, str]:
-    bus, database = request.param
-    url: str = request.getfixturevalue(f"{database}_url")
-    return bus, url
 
 
 def _models(requests: list[LLMRequest]) -> Callable[[LLMRequest], str]:
