@@ -44,7 +44,7 @@ AGENT = "bench-echo"
 AGENT_YAML = (
     f"name: {AGENT}\nagent_type: bench\nexecution_mode: autonomous\nllm_config: {{provider: echo, model: echo}}\n"
 )
-TABLES = ["executions", "outbox", "idempotency_keys", "usage_rollup", "webhook_deliveries", "schedule_fires"]
+TABLES = ["executions", "outbox", "idempotency_keys", "usage_hourly", "webhook_deliveries", "schedule_fires"]
 
 
 @dataclass
@@ -130,12 +130,12 @@ def report(soak: Soak, args: argparse.Namespace, usage_executions: int) -> None:
         f"purge every {args.interval_seconds:g} s in batches of {args.batch_size}; {os.cpu_count()} cores, "
         f"Python {platform.python_version()}\n"
     )
-    print("| t (min) | tables (MB) | executions | outbox | idempotency_keys | usage_rollup |")
+    print("| t (min) | tables (MB) | executions | outbox | idempotency_keys | usage_hourly |")
     print("|---:|---:|---:|---:|---:|---:|")
     for at, size, rows in soak.samples:
         print(
             f"| {at / 60:.1f} | {size / 1e6:.1f} | {rows['executions']} | {rows['outbox']} | "
-            f"{rows['idempotency_keys']} | {rows['usage_rollup']} |"
+            f"{rows['idempotency_keys']} | {rows['usage_hourly']} |"
         )
     print("\n| purge at (min) | took (s) | deleted |")
     print("|---:|---:|---|")

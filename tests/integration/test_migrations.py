@@ -37,7 +37,8 @@ EXPECTED_TABLES = {
     "outbox",
     "dead_letters",
     "audit_log",
-    "usage_rollup",
+    "usage_hourly",
+    "usage_daily",
     "execution_steps",
 }
 

@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agentrunner.adapters.state import retention_sql, schedule_sql
+from agentrunner.adapters.state import schedule_sql, usage_sql
 from agentrunner.adapters.state.engine import SQLEngine, idempotent, in_flight
 from agentrunner.adapters.state.group_commit import GroupCommit
 from agentrunner.adapters.state.rows import decode_cursor, encode_cursor, execution_from, execution_values
@@ -289,9 +289,9 @@ class ExecutionsSQL(SQLEngine):
         until: datetime | None = None,
         tenant: str | None = None,
     ) -> UsageTotals:
-        query = retention_sql.usage_query(agent=agent, since=since, until=until, tenant=tenant)
+        query = usage_sql.usage_query(agent=agent, since=since, until=until, tenant=tenant)
         async with self._session() as session:
-            agents = retention_sql.usage_by_agent(list((await session.execute(query)).all()))
+            agents = usage_sql.usage_by_agent(list((await session.execute(query)).all()))
         costs = [a.cost_usd for a in agents if a.cost_usd is not None]
         return UsageTotals(
             since=since,

@@ -1,26 +1,24 @@
-"""The retention purge and the usage rollup in SQL: functions that run inside the caller's
-transaction, and `RetentionSQL`, the `Retention` methods that open those transactions on
-the shared engine (`engine.py`, which translates driver errors).
+"""The retention purge in SQL: a function that runs inside the caller's transaction, and
+`RetentionSQL`, the `Retention` methods that open those transactions on the shared engine
+(`engine.py`, which translates driver errors).
 
 A batch is one short transaction: pick at most `limit` ended rows older than the window,
 oldest first, `FOR UPDATE SKIP LOCKED` on PostgreSQL (a second purger takes other rows
 and never waits on these; SQLite has one writer and no such clause), then delete them by
-key. Executions first add their usage to `usage_rollup`, in the same transaction, so a
-reader sees an execution either live or rolled up, never both and never neither; their
-journal of steps goes with them in that transaction too.
+key. An execution's journal of steps goes with it in that transaction; its usage does not:
+the usage buckets counted it when it ended and keep it (usage_sql.py, migration 0020), so
+`/usage` and the budgets count it the same before and after the purge.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, and_, case, delete, func, or_, select, true, union_all
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, Table, delete, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentrunner.adapters.state.engine import SQLEngine
@@ -32,18 +30,15 @@ from agentrunner.adapters.state.tables import (
     OutboxRow,
     PlanRunRow,
     ScheduleFireRow,
-    UsageRollupRow,
     WebhookDeliveryRow,
 )
 from agentrunner.domain.errors import BadRequestError
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.domain.plan import PlanRunStatus
 from agentrunner.domain.schedule import FireStatus
-from agentrunner.domain.state import AgentUsage
 from agentrunner.ports.retention import PurgeKind
 
 EXECUTIONS = cast("Table", ExecutionRow.__table__)
-ROLLUP = cast("Table", UsageRollupRow.__table__)
 STEPS = cast("Table", ExecutionStepRow.__table__)
 
 # One key for the whole deployment's purge lease (pg_try_advisory_lock); advisory locks are
@@ -97,17 +92,6 @@ KINDS: dict[PurgeKind, _Kind] = {
 }
 
 
-# What the rollup needs of each execution deleted.
-_USAGE_COLUMNS = [
-    EXECUTIONS.c.agent,
-    EXECUTIONS.c.tenant,
-    EXECUTIONS.c.created_at,
-    EXECUTIONS.c.input_tokens,
-    EXECUTIONS.c.output_tokens,
-    EXECUTIONS.c.cost_usd,
-]
-
-
 async def purge(session: AsyncConnection, kind: PurgeKind, *, before: datetime, limit: int) -> int:
     """Delete at most `limit` ended rows of `kind` older than `before`, in the caller's
     transaction; how many were deleted."""
@@ -127,95 +111,12 @@ async def purge(session: AsyncConnection, kind: PurgeKind, *, before: datetime, 
     removal = delete(spec.table).where(spec.key.in_(keys))
     if kind is not PurgeKind.EXECUTIONS:
         return len((await session.execute(removal.returning(spec.key))).all())
-    gone = await session.execute(removal.returning(EXECUTIONS.c.execution_id, *_USAGE_COLUMNS))
-    rows = list(gone.all())
-    if rows:
-        # An execution's journal goes with it, in the same transaction.
-        await session.execute(delete(STEPS).where(STEPS.c.execution_id.in_([row[0] for row in rows])))
-        await _roll_up(session, [row[1:] for row in rows])
-    return len(rows)
-
-
-async def _roll_up(session: AsyncConnection, rows: list[Any]) -> None:
-    """Add the usage of `rows` (executions this transaction deleted) to their hours' rollup rows."""
-    sums: dict[tuple[str, str, datetime], list[Any]] = defaultdict(lambda: [0, 0, 0, None])
-    for agent, tenant, created_at, tokens_in, tokens_out, cost in rows:
-        total = sums[(agent, tenant or "", created_at.replace(minute=0, second=0, microsecond=0))]
-        total[0] += 1
-        total[1] += tokens_in or 0
-        total[2] += tokens_out or 0
-        if cost is not None:
-            total[3] = (total[3] or 0.0) + cost
-    # In key order: two purgers that meet on the same hours lock them in the same order.
-    values = [
-        {"agent": a, "tenant": t, "hour": h, "executions": n, "input_tokens": i, "output_tokens": o, "cost_usd": c}
-        for (a, t, h), (n, i, o, c) in sorted(sums.items())
-    ]
-    dialect = postgresql if session.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(ROLLUP)
-    new = statement.excluded
-    both_unknown = and_(ROLLUP.c.cost_usd.is_(None), new.cost_usd.is_(None))
-    upsert = statement.on_conflict_do_update(
-        index_elements=[ROLLUP.c.agent, ROLLUP.c.tenant, ROLLUP.c.hour],
-        set_={
-            "executions": ROLLUP.c.executions + new.executions,
-            "input_tokens": ROLLUP.c.input_tokens + new.input_tokens,
-            "output_tokens": ROLLUP.c.output_tokens + new.output_tokens,
-            "cost_usd": case(
-                (both_unknown, None), else_=func.coalesce(ROLLUP.c.cost_usd, 0.0) + func.coalesce(new.cost_usd, 0.0)
-            ),
-        },
-    )
-    await session.execute(upsert, values)
-
-
-def usage_query(
-    *, agent: str | None, since: datetime | None, until: datetime | None, tenant: str | None
-) -> Select[Any]:
-    """One statement (one snapshot: a purge that commits meanwhile is seen whole or not at
-    all) over live executions and the rollup: rows of (agent, executions, input tokens,
-    output tokens, cost), up to two per agent. A rolled-up hour counts when its start lies
-    in [since, until)."""
-    live = select(
-        ExecutionRow.agent.label("agent"),
-        func.count().label("executions"),
-        func.coalesce(func.sum(ExecutionRow.input_tokens), 0).label("input_tokens"),
-        func.coalesce(func.sum(ExecutionRow.output_tokens), 0).label("output_tokens"),
-        func.sum(ExecutionRow.cost_usd).label("cost_usd"),
-    ).group_by(ExecutionRow.agent)
-    rolled = select(
-        ROLLUP.c.agent,
-        func.sum(ROLLUP.c.executions),
-        func.sum(ROLLUP.c.input_tokens),
-        func.sum(ROLLUP.c.output_tokens),
-        func.sum(ROLLUP.c.cost_usd),
-    ).group_by(ROLLUP.c.agent)
-    if agent:
-        live, rolled = live.where(ExecutionRow.agent == agent), rolled.where(ROLLUP.c.agent == agent)
-    if tenant:
-        live, rolled = live.where(ExecutionRow.tenant == tenant), rolled.where(ROLLUP.c.tenant == tenant)
-    if since:
-        live, rolled = live.where(ExecutionRow.created_at >= since), rolled.where(ROLLUP.c.hour >= since)
-    if until:
-        live, rolled = live.where(ExecutionRow.created_at < until), rolled.where(ROLLUP.c.hour < until)
-    return cast("Select[Any]", union_all(live, rolled))
-
-
-def usage_by_agent(rows: list[Any]) -> list[AgentUsage]:
-    """The rows of `usage_query` merged per agent, by name."""
-    merged: dict[str, AgentUsage] = {}
-    for name, count, tokens_in, tokens_out, cost in rows:
-        earlier = merged.get(name)
-        costs = [c for c in (cost, earlier.cost_usd if earlier else None) if c is not None]
-        merged[name] = AgentUsage(
-            agent=name,
-            executions=int(count) + (earlier.executions if earlier else 0),
-            input_tokens=int(tokens_in) + (earlier.input_tokens if earlier else 0),
-            output_tokens=int(tokens_out) + (earlier.output_tokens if earlier else 0),
-            # Rounded: the same spend summed live or rolled up differs in the last bits.
-            cost_usd=round(sum(float(c) for c in costs), 8) if costs else None,
-        )
-    return [merged[name] for name in sorted(merged)]
+    gone = list((await session.execute(removal.returning(EXECUTIONS.c.execution_id))).scalars())
+    if gone:
+        # An execution's journal goes with it, in the same transaction; its usage stays in
+        # the buckets (usage_sql.py): usage history outlives the rows.
+        await session.execute(delete(STEPS).where(STEPS.c.execution_id.in_(gone)))
+    return len(gone)
 
 
 class RetentionSQL(SQLEngine):

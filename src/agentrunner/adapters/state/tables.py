@@ -407,21 +407,39 @@ class WebhookDeliveryRow(Base):
     gave_up_at: Mapped[datetime | None]
 
 
-class UsageRollupRow(Base):
-    """Usage of purged executions, per agent, tenant and hour of creation: the retention
-    purge adds an execution's tokens and cost here in the transaction that deletes it, so
-    `/usage` and budgets (rollup plus live rows) count it exactly once, after it is gone."""
+class _UsageBucket:
+    """Usage of the ended executions of one agent and tenant created in one bucket of time
+    (hour or day), kept by triggers on `executions` (migration 0020); a purge leaves it."""
 
-    __tablename__ = "usage_rollup"
-
-    agent: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # The key is (agent, tenant, bucket): sort_order puts the bucket third.
+    agent: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-2)
     # "" for executions without a tenant (API auth off): part of the key, never NULL.
-    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
-    hour: Mapped[datetime] = mapped_column(primary_key=True)  # created_at truncated to the hour, UTC
-    executions: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    input_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    output_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    cost_usd: Mapped[float | None] = mapped_column(Float)  # None: none of them had a cost
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
+    executions: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
+    input_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
+    output_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
+    cost_usd: Mapped[float] = mapped_column(Float, sort_order=1)
+    # How many had a cost: none (0) means the cost is unknown, not free.
+    priced: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
+
+
+class UsageHourlyRow(_UsageBucket, Base):
+    """Ended executions' usage per agent, tenant and hour of creation (UTC)."""
+
+    __tablename__ = "usage_hourly"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    # No sums in the indexes: the trigger's update then changes no indexed column (HOT).
+    __table_args__ = (Index("ix_usage_hourly_hour", "hour"), Index("ix_usage_hourly_tenant", "tenant", "hour"))
+
+
+class UsageDailyRow(_UsageBucket, Base):
+    """Ended executions' usage per agent, tenant and day of creation (UTC)."""
+
+    __tablename__ = "usage_daily"
+
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    __table_args__ = (Index("ix_usage_daily_day", "day"), Index("ix_usage_daily_tenant", "tenant", "day"))
 
 
 class ExecutionStepRow(Base):

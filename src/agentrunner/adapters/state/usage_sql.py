@@ -1,0 +1,158 @@
+"""`GET /usage` (and the budgets) in SQL: the usage of executions created in [since, until),
+read from the pre-aggregated buckets where the window covers them whole, and from the
+live rows elsewhere.
+
+`usage_hourly` and `usage_daily` hold every ended execution (live or purged), kept by
+triggers in the transaction that writes the row (migration 0020). So the answer is, in
+one statement (one snapshot):
+
+- the daily buckets wholly inside the window, and the hourly ones between them and its
+  edges (at most 2 x 23 hours): a month is ~30 x agents x tenants rows, not every execution;
+- plus the unfinished executions of the window (the buckets count ended ones only; few,
+  found by the status indexes);
+- plus the ended executions of the window's partial hours: those in [since, its next
+  hour), and minus those in [until, its next hour), since the hour `until` cuts is read
+  whole from the bucket.
+
+The hours counted from buckets are those whose start lies in [since, until); executions
+already purged count in those and no others (as before the buckets, when only the purged
+were rolled up); live ones count exactly by their creation time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Select, Table, func, literal, select, union_all
+
+from agentrunner.adapters.state.tables import ExecutionRow, UsageDailyRow, UsageHourlyRow
+from agentrunner.domain.execution import ExecutionStatus
+from agentrunner.domain.state import AgentUsage
+
+EXECUTIONS = cast("Table", ExecutionRow.__table__)
+HOURLY = cast("Table", UsageHourlyRow.__table__)
+DAILY = cast("Table", UsageDailyRow.__table__)
+
+TERMINAL = sorted(status.value for status in ExecutionStatus if status.is_terminal)
+UNFINISHED = sorted(status.value for status in ExecutionStatus if not status.is_terminal)
+_HOUR = timedelta(hours=1)
+_DAY = timedelta(days=1)
+
+
+def _ceil(moment: datetime, step: timedelta) -> datetime:
+    floor = _floor(moment, step)
+    return floor if floor == moment else floor + step
+
+
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    if step == _DAY:
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def usage_query(
+    *, agent: str | None, since: datetime | None, until: datetime | None, tenant: str | None
+) -> Select[Any]:
+    """Rows of (agent, executions, input tokens, output tokens, cost, priced), several per
+    agent, some negative: summed per agent they are the usage of [since, until)."""
+    hour_from = _ceil(since, _HOUR) if since else None  # buckets counted: [hour_from, hour_to)
+    hour_to = _ceil(until, _HOUR) if until else None
+    day_from = _ceil(hour_from, _DAY) if hour_from else None
+    day_to = _floor(hour_to, _DAY) if hour_to else None
+    parts: list[Select[Any]] = []
+
+    def buckets(table: Table, column: str, start: datetime | None, end: datetime | None) -> None:
+        if start is not None and end is not None and start >= end:
+            return
+        query = _bucket_sums(table, agent=agent, tenant=tenant)
+        if start is not None:
+            query = query.where(table.c[column] >= start)
+        if end is not None:
+            query = query.where(table.c[column] < end)
+        parts.append(query)
+
+    if day_from is not None and day_to is not None and day_from >= day_to:
+        buckets(HOURLY, "hour", hour_from, hour_to)  # no whole day inside
+    else:
+        buckets(DAILY, "day", day_from, day_to)
+        if hour_from is not None:
+            buckets(HOURLY, "hour", hour_from, day_from)
+        if hour_to is not None:
+            buckets(HOURLY, "hour", day_to, hour_to)
+    parts.append(_live_sums(UNFINISHED, since, until, agent=agent, tenant=tenant))
+    if since is not None and hour_from != since:
+        parts.append(_live_sums(TERMINAL, since, hour_from, agent=agent, tenant=tenant))
+    if until is not None and hour_to != until:
+        parts.append(_live_sums(TERMINAL, until, hour_to, agent=agent, tenant=tenant, sign=-1))
+    return cast("Select[Any]", union_all(*parts))
+
+
+def _bucket_sums(table: Table, *, agent: str | None, tenant: str | None) -> Select[Any]:
+    query = select(
+        table.c.agent,
+        func.sum(table.c.executions),
+        func.sum(table.c.input_tokens),
+        func.sum(table.c.output_tokens),
+        func.sum(table.c.cost_usd),
+        func.sum(table.c.priced),
+    ).group_by(table.c.agent)
+    if agent:
+        query = query.where(table.c.agent == agent)
+    if tenant:
+        query = query.where(table.c.tenant == tenant)
+    return query
+
+
+def _live_sums(
+    statuses: list[str],
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    agent: str | None,
+    tenant: str | None,
+    sign: int = 1,
+) -> Select[Any]:
+    """The usage of the executions in `statuses` created in [start, end), times `sign`."""
+
+    def signed(value: ColumnElement[Any]) -> ColumnElement[Any]:
+        return value if sign == 1 else literal(sign) * value
+
+    query = select(
+        ExecutionRow.agent,
+        signed(func.count()),
+        signed(func.coalesce(func.sum(ExecutionRow.input_tokens), 0)),
+        signed(func.coalesce(func.sum(ExecutionRow.output_tokens), 0)),
+        signed(func.coalesce(func.sum(ExecutionRow.cost_usd), 0.0)),
+        signed(func.count(ExecutionRow.cost_usd)),
+    ).where(ExecutionRow.status.in_(statuses))
+    if agent:
+        query = query.where(ExecutionRow.agent == agent)
+    if tenant:
+        query = query.where(ExecutionRow.tenant == tenant)
+    if start is not None:
+        query = query.where(ExecutionRow.created_at >= start)
+    if end is not None:
+        query = query.where(ExecutionRow.created_at < end)
+    return query.group_by(ExecutionRow.agent)
+
+
+def usage_by_agent(rows: list[Any]) -> list[AgentUsage]:
+    """The rows of `usage_query` summed per agent, by name; agents with no execution left out."""
+    sums: dict[str, list[float]] = {}
+    for name, *values in rows:
+        total = sums.setdefault(name, [0, 0, 0, 0.0, 0])
+        for i, value in enumerate(values):
+            total[i] += value or 0
+    return [
+        AgentUsage(
+            agent=name,
+            executions=int(count),
+            input_tokens=int(tokens_in),
+            output_tokens=int(tokens_out),
+            # Rounded: the same spend summed from rows or from buckets differs in the last bits.
+            cost_usd=round(float(cost), 8) if priced else None,
+        )
+        for name, (count, tokens_in, tokens_out, cost, priced) in sorted(sums.items())
+        if count
+    ]
