@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,14 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, MetaData, Table, insert, inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from agentrunner.adapters.state.rows import execution_values
 from agentrunner.adapters.state.sql import SQLStateStore
-from agentrunner.adapters.state.tables import Base
+from agentrunner.adapters.state.tables import Base, ExecutionRow
 from agentrunner.adapters.state.urls import alembic_config
+from agentrunner.domain.execution import Execution, ExecutionStatus, Usage
 from agentrunner.domain.redaction import MASK
 from tests.conftest import REPO
 
@@ -105,6 +108,71 @@ async def test_a_store_upgrades_a_database_one_migration_behind_and_skips_one_at
         await store.close()
         assert await _on(empty_database_url, _revision) == head.revision
     assert await _on(empty_database_url, _differences) == []
+
+
+async def test_the_usage_migration_counts_the_ended_executions_and_the_purged_ones_and_gives_them_back(
+    empty_database_url: str,
+) -> None:
+    await _on(empty_database_url, _migrate("0019"))
+    hour = datetime(2026, 3, 14, 9, tzinfo=UTC)
+    executions = [
+        Execution(
+            execution_id=f"e{i}",
+            agent="writer",
+            status=status,
+            tenant=tenant,
+            usage=Usage(input_tokens=10, output_tokens=i),
+            cost_usd=0.25 if i % 2 else None,
+            trace_id="t",
+            created_at=hour + timedelta(minutes=7 * i),
+        )
+        for i, (status, tenant) in enumerate(
+            [(s, t) for s in ExecutionStatus for t in ("acme", None)]  # every status, with and without a tenant
+        )
+    ]
+    purged = {"agent": "writer", "tenant": "acme", "hour": hour, "executions": 3, "input_tokens": 30}
+    purged |= {"output_tokens": 3, "cost_usd": 0.5}
+
+    def fill(connection: Connection) -> None:
+        connection.execute(insert(ExecutionRow.__table__), [execution_values(e) for e in executions])
+        rollup = Table("usage_rollup", MetaData(), autoload_with=connection)
+        connection.execute(
+            insert(rollup).values(purged | {"hour": hour.replace(tzinfo=None) if _lite(connection) else hour})
+        )
+
+    await _on(empty_database_url, fill)
+    await _on(empty_database_url, _migrate("head"))
+
+    def bucketed(connection: Connection) -> list[Any]:
+        return [
+            connection.exec_driver_sql(f"SELECT sum(executions) FROM {t}").scalar()
+            for t in ("usage_hourly", "usage_daily")
+        ]
+
+    assert await _on(empty_database_url, bucketed) == [11, 11]  # the 8 ended and the 3 purged
+    store = SQLStateStore(empty_database_url)
+    await store.start()
+    try:
+        usage = await store.usage()
+        acme = await store.usage(tenant="acme", since=hour, until=hour + timedelta(days=1))
+    finally:
+        await store.close()
+    assert (usage.executions, usage.input_tokens, usage.output_tokens) == (17, 170, 94)
+    assert usage.cost_usd == 0.5 + 0.25 * 7
+    assert (acme.executions, acme.input_tokens, acme.cost_usd) == (10, 100, 0.5)  # its own have no cost
+
+    await _on(empty_database_url, _migrate("0019", down=True))
+
+    def rollup(connection: Connection) -> list[Any]:
+        return list(
+            connection.exec_driver_sql("SELECT agent, tenant, executions, input_tokens, cost_usd FROM usage_rollup")
+        )
+
+    assert [tuple(row) for row in await _on(empty_database_url, rollup)] == [("writer", "acme", 3, 30, 0.5)]
+
+
+def _lite(connection: Connection) -> bool:
+    return connection.dialect.name == "sqlite"
 
 
 def test_the_seed_alembic_commands_work_from_the_repository_root(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -454,6 +454,15 @@ async def test_usage_counts_the_callers_own_executions_and_an_admins_all(http: C
     assert executions(await state.get("/usage", headers=B)) == 1
     assert executions(await state.get("/usage", headers=A)) == 2
     assert executions(await state.get("/usage", headers=ADMIN)) == 3
+    # A window that cuts hours and spans a day: read from the usage buckets and the live rows.
+    now = datetime.now(UTC)
+    window = {
+        "since": (now - timedelta(hours=25, minutes=7)).isoformat(),
+        "until": (now + timedelta(minutes=61)).isoformat(),
+    }
+    assert executions(await state.get("/usage", params=window, headers=B)) == 1
+    assert executions(await state.get("/usage", params=window, headers=A)) == 2
+    assert executions(await state.get("/usage", params=window, headers=ADMIN)) == 3
 
 
 async def test_usage_stays_each_tenants_own_after_the_retention_purge(services: Services, tmp_path: Path) -> None:
