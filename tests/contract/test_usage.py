@@ -178,7 +178,8 @@ async def test_a_tenant_never_counts_another_tenants_usage_in_the_same_hour_and_
     for execution in mine + theirs + anonymous:
         await state_store.create_execution(execution)
 
-    for window in [{}, {"since": START - timedelta(days=2), "until": START + timedelta(days=2)}, {"since": START}]:
+    windows: list[dict[str, Any]] = [{}, {"since": START - timedelta(days=2), "until": START + timedelta(days=2)}]
+    for window in [*windows, {"since": START}]:
         acme = await state_store.usage(tenant="acme", **window)
         assert (acme.executions, acme.input_tokens, acme.cost_usd) == (3, 3, 0.75), window
         assert (await state_store.usage(tenant="initech", **window)).agents == [], window

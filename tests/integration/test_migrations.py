@@ -8,7 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -134,7 +134,7 @@ async def test_the_usage_migration_counts_the_ended_executions_and_the_purged_on
     purged |= {"output_tokens": 3, "cost_usd": 0.5}
 
     def fill(connection: Connection) -> None:
-        connection.execute(insert(ExecutionRow.__table__), [execution_values(e) for e in executions])
+        connection.execute(insert(cast("Table", ExecutionRow.__table__)), [execution_values(e) for e in executions])
         rollup = Table("usage_rollup", MetaData(), autoload_with=connection)
         connection.execute(
             insert(rollup).values(purged | {"hour": hour.replace(tzinfo=None) if _lite(connection) else hour})
