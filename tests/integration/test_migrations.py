@@ -40,6 +40,7 @@ EXPECTED_TABLES = {
     "outbox",
     "dead_letters",
     "audit_log",
+    "usage_rollup",
     "usage_hourly",
     "usage_daily",
     "execution_steps",

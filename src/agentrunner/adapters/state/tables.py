@@ -407,6 +407,22 @@ class WebhookDeliveryRow(Base):
     gave_up_at: Mapped[datetime | None]
 
 
+class UsageRollupRow(Base):
+    """No longer written or read: the usage of executions purged before migration 0020,
+    which folded it into the buckets below. Kept so that processes of the previous version
+    work during an upgrade; a later migration drops it."""
+
+    __tablename__ = "usage_rollup"
+
+    agent: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    executions: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    input_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    output_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+
+
 class _UsageBucket:
     """Usage of the ended executions of one agent and tenant created in one bucket of time
     (hour or day), kept by triggers on `executions` (migration 0020); a purge leaves it."""

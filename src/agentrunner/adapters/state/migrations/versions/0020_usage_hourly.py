@@ -12,10 +12,12 @@ Triggers rather than statements in the code: every writer of an execution (creat
 grouped creates, the end, a schedule's fire, a cancel, a test) is covered by one
 definition that sees the row before and after the write.
 
-The old `usage_rollup` (usage of purged executions) is folded in and dropped. The upgrade
-creates the triggers before the backfill, in one transaction on PostgreSQL: the trigger's
-lock on `executions` holds writers off until the backfill commits, so none is missed or
-counted twice.
+The old `usage_rollup` (usage of purged executions) is folded in, then no longer written
+or read; it stays, so the migration only adds and processes of the previous version keep
+working during an upgrade (operations.md); a later migration drops it. The upgrade creates
+the triggers before the backfill, in one transaction on PostgreSQL: the trigger's lock on
+`executions` holds writers off until the backfill commits, so none is missed or counted
+twice.
 
 Revision ID: 0020
 Revises: 0019
@@ -68,7 +70,6 @@ def upgrade() -> None:
     for statement in _sqlite_triggers() if sqlite else _postgresql_triggers():
         op.execute(statement)
     _backfill(sqlite)
-    op.drop_table("usage_rollup")
 
 
 def _upsert(table: str, bucket: str, values: str) -> str:
@@ -166,18 +167,7 @@ FROM usage_hourly GROUP BY 1, 2, 3"""  # noqa: S608 - built of constants
 
 
 def downgrade() -> None:
-    counter = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-    op.create_table(
-        "usage_rollup",
-        sa.Column("agent", sa.String(length=128), nullable=False),
-        sa.Column("tenant", sa.String(length=64), nullable=False),
-        sa.Column("hour", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("executions", counter, nullable=False),
-        sa.Column("input_tokens", counter, nullable=False),
-        sa.Column("output_tokens", counter, nullable=False),
-        sa.Column("cost_usd", sa.Float(), nullable=True),
-        sa.PrimaryKeyConstraint("agent", "tenant", "hour", name=op.f("pk_usage_rollup")),
-    )
+    op.execute("DELETE FROM usage_rollup")  # written again below, whatever wrote it meanwhile
     sqlite = op.get_bind().dialect.name == "sqlite"
     hour = "strftime('%Y-%m-%d %H:00:00.000000', created_at)" if sqlite else "date_trunc('hour', created_at, 'UTC')"
     # What the purge rolled up: the hours' usage less the ended executions still stored.
