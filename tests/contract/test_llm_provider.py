@@ -221,7 +221,7 @@ async def test_two_agents_on_different_providers_run_concurrently() -> None:
 
         ollama_fake.next_answer = held_ollama_answer  # type: ignore[method-assign]
         ollama_fake.reply_with("from ollama")
-        providers = [openai_fake.provider(), ollama_fake.provider()]
+        providers: list[LLMProvider] = [openai_fake.provider(), ollama_fake.provider()]
         try:
             answers = await asyncio.gather(
                 providers[0].complete(_request(openai_fake)), providers[1].complete(_request(ollama_fake))
