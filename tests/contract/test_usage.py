@@ -109,7 +109,7 @@ def _windows() -> list[dict[str, Any]]:
 async def test_usage_is_the_sum_of_the_executions_created_in_any_window(state_store: StateStore) -> None:
     rng = random.Random(23)
     executions = []
-    for _ in range(160):
+    for _ in range(80):
         created_at = START + timedelta(minutes=rng.randrange(0, 4 * 24 * 60), microseconds=rng.randrange(10**6))
         execution = _execution(
             created_at,
