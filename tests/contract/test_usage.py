@@ -5,9 +5,11 @@ another's buckets."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import random
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -168,6 +170,31 @@ async def test_an_end_written_twice_counts_once_and_a_changed_end_counts_its_new
     await state_store.save_execution(reopened)
     assert await state_store.usage(since=START - timedelta(hours=1)) == _expected(
         [reopened], since=START - timedelta(hours=1)
+    )
+
+
+async def test_ends_of_one_agent_at_once_each_count_once(
+    state_store_factory: Callable[[], StateStore],
+) -> None:
+    stores = [state_store_factory() for _ in range(4)]  # connections of their own, as workers have
+    for store in stores:
+        await store.start()
+    queued = [_execution(START, ExecutionStatus.QUEUED, tokens=(0, 0), cost=None) for _ in range(40)]
+    for execution in queued:
+        await stores[0].create_execution(execution)
+    ended = [
+        e.model_copy(update={"status": ExecutionStatus.SUCCEEDED, "usage": Usage(input_tokens=i), "cost_usd": 0.25})
+        for i, e in enumerate(queued)
+    ]
+
+    async def end(execution: Execution, store: StateStore) -> None:
+        await store.save_execution(execution, only_if=UNFINISHED)
+
+    await asyncio.gather(*(end(e, stores[i % len(stores)]) for i, e in enumerate(ended)))
+
+    assert await stores[0].usage() == _expected(ended)
+    assert await stores[0].usage(since=START - timedelta(minutes=5)) == _expected(
+        ended, since=START - timedelta(minutes=5)
     )
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -427,10 +428,13 @@ class _UsageBucket:
     """Usage of the ended executions of one agent and tenant created in one bucket of time
     (hour or day), kept by triggers on `executions` (migration 0020); a purge leaves it."""
 
-    # The key is (agent, tenant, bucket): sort_order puts the bucket third.
+    # The key is (agent, tenant, bucket, slot): sort_order puts the bucket third.
     agent: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-2)
     # "" for executions without a tenant (API auth off): part of the key, never NULL.
     tenant: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
+    # Ends of one agent and tenant at once each take a row of the bucket no other holds
+    # (PostgreSQL; migration 0020): several rows per bucket, summed on reading.
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default="0", sort_order=1)
     executions: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
     input_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
     output_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)

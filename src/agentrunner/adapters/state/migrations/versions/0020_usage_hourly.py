@@ -8,6 +8,11 @@ same end) fires nothing. Deleting an execution (the retention purge) leaves its 
 history outlives the rows. `GET /usage` reads whole days and hours from here, the live rows
 for the rest (adapters/state/usage_sql.py).
 
+On PostgreSQL a bucket may have several rows (slots): an end adds to the first row of its
+bucket that no other transaction holds (`FOR UPDATE SKIP LOCKED`), or makes a new one, so
+ends of one agent and tenant at once do not wait on each other's commit; the reads sum the
+slots. SQLite has one writer: one row per bucket.
+
 Triggers rather than statements in the code: every writer of an execution (create, the
 grouped creates, the end, a schedule's fire, a cancel, a test) is covered by one
 definition that sees the row before and after the write.
@@ -46,6 +51,11 @@ BUCKETS = [
 ]
 COUNTED = ("executions", "input_tokens", "output_tokens", "cost_usd", "priced")
 # What a write must change for the usage to change (or the row is not terminal: nothing counted).
+# Rows a bucket may take on PostgreSQL when ends of its agent and tenant come at once.
+SLOTS = 16
+# usage_add_<table>'s: agent, tenant, bucket, then the counted values (executions, tokens in and
+# out, cost, priced).
+ADD_ARGUMENTS = "text, text, timestamptz, bigint, bigint, bigint, double precision, bigint"
 WATCHED = ("status", "agent", "tenant", "created_at", "input_tokens", "output_tokens", "cost_usd")
 
 
@@ -57,12 +67,13 @@ def upgrade() -> None:
             sa.Column("agent", sa.String(length=128), nullable=False),
             sa.Column("tenant", sa.String(length=64), nullable=False),
             sa.Column(bucket, sa.DateTime(timezone=True), nullable=False),
+            sa.Column("slot", sa.SmallInteger(), server_default="0", nullable=False),
             sa.Column("executions", counter, nullable=False),
             sa.Column("input_tokens", counter, nullable=False),
             sa.Column("output_tokens", counter, nullable=False),
             sa.Column("cost_usd", sa.Float(), nullable=False),
             sa.Column("priced", counter, nullable=False),
-            sa.PrimaryKeyConstraint("agent", "tenant", bucket, name=op.f(f"pk_{table}")),
+            sa.PrimaryKeyConstraint("agent", "tenant", bucket, "slot", name=op.f(f"pk_{table}")),
         )
         op.create_index(op.f(f"ix_{table}_{bucket}"), table, [bucket])
         op.create_index(op.f(f"ix_{table}_tenant"), table, ["tenant", bucket])
@@ -77,25 +88,56 @@ def _upsert(table: str, bucket: str, values: str) -> str:
     added = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in COUNTED)
     return (
         f"INSERT INTO {table} (agent, tenant, {bucket}, {', '.join(COUNTED)}) {values} "
-        f"ON CONFLICT (agent, tenant, {bucket}) DO UPDATE SET {added}"
+        f"ON CONFLICT (agent, tenant, {bucket}, slot) DO UPDATE SET {added}"
     )
+
+
+def _add_function(table: str, bucket: str) -> str:
+    """`usage_add_<table>(...)`: add one signed contribution to a row of its bucket that no
+    other transaction holds, so the ends of one agent and tenant at once take different rows
+    (slots, summed on reading) instead of each waiting for the other's commit; a new slot
+    when all are held, up to SLOTS; past that, wait for slot 0."""
+    key = f"agent = a AND tenant = t AND {bucket} = b"
+    added = ", ".join(f"{c} = {c} + {v}" for c, v in zip(COUNTED, "niocp", strict=True))  # the arguments
+    values = "(a, t, b, {slot}, n, i, o, c, p)"
+    columns = f"(agent, tenant, {bucket}, slot, {', '.join(COUNTED)})"
+    arguments = ", ".join(f"{name} {kind}" for name, kind in zip("atbniocp", ADD_ARGUMENTS.split(", "), strict=True))
+    return f"""CREATE FUNCTION usage_add_{table}({arguments}) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    free integer;
+BEGIN
+    FOR attempt IN 1..3 LOOP
+        UPDATE {table} SET {added}
+        WHERE {key} AND slot = (SELECT slot FROM {table} WHERE {key} ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED);
+        IF FOUND THEN
+            RETURN;
+        END IF;
+        SELECT coalesce(max(slot) + 1, 0) INTO free FROM {table} WHERE {key};
+        EXIT WHEN free >= {SLOTS};
+        INSERT INTO {table} {columns} VALUES {values.format(slot="free")} ON CONFLICT DO NOTHING;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END LOOP;
+    INSERT INTO {table} {columns} VALUES {values.format(slot=0)}
+    ON CONFLICT (agent, tenant, {bucket}, slot) DO UPDATE SET {added.replace(" = ", f" = {table}.")};
+END
+$$"""  # noqa: S608 - built of constants
 
 
 def _postgresql_triggers() -> list[str]:
     def add(row: str, sign: str) -> str:
-        return ";\n".join(
-            _upsert(
-                table,
-                bucket,
-                f"VALUES ({row}.agent, coalesce({row}.tenant, ''), date_trunc('{field}', {row}.created_at, 'UTC'), "
-                f"{sign}1, {sign}{row}.input_tokens, {sign}{row}.output_tokens, {sign}coalesce({row}.cost_usd, 0), "
-                f"CASE WHEN {row}.cost_usd IS NULL THEN 0 ELSE {sign}1 END)",
-            )
-            for table, bucket, field, _ in BUCKETS
+        return ";\n        ".join(
+            f"PERFORM usage_add_{table}({row}.agent, coalesce({row}.tenant, ''), "
+            f"date_trunc('{field}', {row}.created_at, 'UTC'), {sign}1, {sign}{row}.input_tokens, "
+            f"{sign}{row}.output_tokens, {sign}coalesce({row}.cost_usd, 0), "
+            f"CASE WHEN {row}.cost_usd IS NULL THEN 0 ELSE {sign}1 END)"
+            for table, _, field, _ in BUCKETS
         )
 
     changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in WATCHED)
     return [
+        *(_add_function(table, bucket) for table, bucket, _, _ in BUCKETS),
         f"""CREATE FUNCTION usage_count() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' AND OLD.status IN {TERMINAL} THEN
@@ -176,7 +218,11 @@ def downgrade() -> None:
 SELECT u.agent, u.tenant, u.hour, u.executions - coalesce(l.executions, 0),
        u.input_tokens - coalesce(l.input_tokens, 0), u.output_tokens - coalesce(l.output_tokens, 0),
        CASE WHEN u.priced - coalesce(l.priced, 0) > 0 THEN u.cost_usd - coalesce(l.cost_usd, 0) END
-FROM usage_hourly AS u LEFT JOIN (
+FROM (
+    SELECT agent, tenant, hour, sum(executions) AS executions, sum(input_tokens) AS input_tokens,
+           sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, sum(priced) AS priced
+    FROM usage_hourly GROUP BY agent, tenant, hour
+) AS u LEFT JOIN (
     SELECT agent, coalesce(tenant, '') AS tenant, {hour} AS hour, count(*) AS executions,
            sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
            coalesce(sum(cost_usd), 0) AS cost_usd, count(cost_usd) AS priced
@@ -188,6 +234,8 @@ WHERE u.executions - coalesce(l.executions, 0) > 0"""  # noqa: S608 - built of c
     op.execute("DROP TRIGGER usage_count_insert" + ("" if sqlite else " ON executions"))
     if not sqlite:
         op.execute("DROP FUNCTION usage_count()")
+        for table, _, _, _ in BUCKETS:
+            op.execute(f"DROP FUNCTION usage_add_{table}({ADD_ARGUMENTS})")
     for table, bucket, _, _ in reversed(BUCKETS):
         op.drop_index(op.f(f"ix_{table}_tenant"), table_name=table)
         op.drop_index(op.f(f"ix_{table}_{bucket}"), table_name=table)
