@@ -4,7 +4,7 @@ the distributed one, one class over one engine.
 Each aggregate has its module, a mixin over the shared engine (`engine.py`: the pool,
 transactions, driver errors translated): executions with their outbox and usage
 (`executions_sql`), sessions, idempotency keys, webhook deliveries, dead letters, the agent
-registry and its versions, schedules and fires, plan runs, the journal of execution steps (`steps_sql`),
+registry and its versions, eval runs, schedules and fires, plan runs, the journal of execution steps (`steps_sql`),
 the audit log and retention. `SQLStateStore`
 puts them together, so a write that spans aggregates (a claimed fire and the execution it
 starts, a plan run and its outbox events) stays one transaction on one connection.
@@ -22,6 +22,7 @@ from agentrunner.adapters.state.agents_sql import AgentsSQL
 from agentrunner.adapters.state.audit_sql import AuditSQL
 from agentrunner.adapters.state.dead_letters_sql import DeadLettersSQL
 from agentrunner.adapters.state.engine import SQLEngine
+from agentrunner.adapters.state.evals_sql import EvalRunsSQL
 from agentrunner.adapters.state.executions_sql import ExecutionsSQL
 from agentrunner.adapters.state.idempotency_sql import IdempotencySQL
 from agentrunner.adapters.state.plan_sql import PlanRunsSQL
@@ -40,6 +41,7 @@ class SQLStateStore(
     DeadLettersSQL,
     AgentsSQL,
     AgentVersionsSQL,
+    EvalRunsSQL,
     SchedulesSQL,
     PlanRunsSQL,
     StepsSQL,
