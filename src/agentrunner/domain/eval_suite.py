@@ -112,11 +112,13 @@ class EvalSuite(BaseModel):
 
 
 def parse_eval_document(text: str, source: str, name: str) -> EvalSuite:
-    """Parse and validate the eval file `source` (suite `name`); raise `AgentFileError`
-    (`EvalFileError` once it is YAML: `AgentFileRefusedError` before)
+    """Parse and validate the eval file `source` (suite `name`); raise `EvalFileError`
     listing every problem (too big, an anchor or alias, a YAML syntax error, a duplicate
     or unknown key, a wrong value, a regex RE2 refuses). CPU-bound: run it in a thread."""
-    node, data = load_agent_yaml(text, source)
+    try:
+        node, data = load_agent_yaml(text, source)
+    except AgentFileError as exc:  # too big, an alias, not YAML: said as the agent files' parser says it
+        raise EvalFileError(source, list(exc.issues)) from exc
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
         issue = ConfigIssue(
