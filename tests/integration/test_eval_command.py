@@ -21,6 +21,7 @@ from xml.etree import ElementTree
 import httpx
 import uvicorn
 
+from agentrunner.domain.eval_run import EvalRunStatus
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
 from tests.conftest import free_port
@@ -185,3 +186,25 @@ async def test_eval_scores_cases_writes_json_and_junit_and_a_baseline_names_the_
     greet = failures["greet"]
     assert greet is not None
     assert greet.get("message") == "judge grader scored 0.1: curt"
+
+
+async def test_a_run_whose_node_stops_before_it_ends_is_saved_as_an_error(tmp_path: Path) -> None:
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "slow.yml").write_text("agent: triage\ncases: [{name: slow, task_data: {prompt: hi}}]\n")
+    asked, released = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: LLMRequest) -> str:
+        asked.set()
+        await released.wait()
+        return "late"
+
+    async with node_on("memory", tmp_path, {"triage.yml": TRIAGE.format(version="v1")}, script=slow) as node:
+        run = await node.evals.start("slow")
+        await asyncio.wait_for(asked.wait(), 30)
+        await node.evals.stop()  # what the orchestrator role's stop does first
+        stored = await node.store.eval_runs.get_eval_run(run.run_id)
+        released.set()  # the case's execution ends, so the pool's drain is short
+
+    assert (run.status, stored.status) == (EvalRunStatus.RUNNING, EvalRunStatus.ERROR)
+    assert stored.error == "the node stopped before the run ended: start it again"
+    assert stored.finished_at is not None

@@ -35,7 +35,7 @@ from agentrunner.domain.eval_run import (
 )
 from agentrunner.domain.eval_suite import EvalCase, EvalSuite, JudgeSpec
 from agentrunner.domain.event import new_id
-from agentrunner.domain.execution import Execution
+from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.domain.expectations import RunFacts, facts_of
 from agentrunner.logs import get_logger
 from agentrunner.ports.evals import EvalRuns, EvalSuites
@@ -175,7 +175,7 @@ class EvalRunner:
             await self._end_in_error(with_cases(), f"the run could not go on: {exc}")
 
     async def _end_in_error(self, run: EvalRun, error: str) -> None:
-        ended = run.model_copy(update={"status": EvalRunStatus.ERROR, "error": error[:2000]})
+        ended = run.model_copy(update={"status": EvalRunStatus.ERROR, "error": error[:2000], "finished_at": utcnow()})
         with contextlib.suppress(AgentRunnerError):  # the store may be what failed: logged above
             await self._runs.save_eval_run(ended)
 
