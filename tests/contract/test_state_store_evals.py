@@ -61,7 +61,9 @@ async def test_an_unknown_run_is_not_found_and_an_id_is_created_once(state_store
         await state_store.save_eval_run(_run())
 
 
-async def test_the_latest_ended_run_of_a_suite_is_found_by_tenant_and_version(state_store: StateStore) -> None:
+async def test_runs_are_listed_and_the_latest_ended_one_found_by_suite_tenant_and_version(
+    state_store: StateStore,
+) -> None:
     start = utcnow()
     old = _run(tenant="key-a", version=1, status=EvalRunStatus.PASSED, created_at=start)
     newer = _run(tenant="key-a", version=1, status=EvalRunStatus.FAILED, created_at=start + timedelta(seconds=1))
@@ -78,3 +80,7 @@ async def test_the_latest_ended_run_of_a_suite_is_found_by_tenant_and_version(st
     assert await state_store.latest_eval_run("triage", tenant=None) == others  # an admin sees every tenant's
     assert await state_store.latest_eval_run("triage", tenant="key-c") is None
     assert await state_store.latest_eval_run("triage", tenant="key-a", agent_version=3) is None
+    listed = await state_store.list_eval_runs(suite="triage", tenant="key-a", limit=3)
+    assert [run.run_id for run in listed] == [running.run_id, on_v2.run_id, newer.run_id]
+    everyone = await state_store.list_eval_runs(suite=None, tenant=None)
+    assert [run.run_id for run in everyone] == [r.run_id for r in (other_suite, others, running, on_v2, newer, old)]

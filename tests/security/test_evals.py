@@ -75,6 +75,8 @@ async def test_another_tenants_run_and_its_executions_read_as_missing(http: http
     as_baseline = await http.post("/evals/runs", json={"suite": "hello", "baseline": run["run_id"]}, headers=B)
     their_case = await http.get(f"/executions/{execution_id}", headers=B)
     admin = await http.get(f"/evals/runs/{run['run_id']}", headers=ADMIN)
+    listed_to_them = (await http.get("/evals/runs", headers=B)).json()["items"]
+    listed_to_admin = (await http.get("/evals/runs", params={"suite": "hello"}, headers=ADMIN)).json()["items"]
 
     assert (run["status"], run["tenant"], run["passed_cases"]) == ("passed", "team-a", 1)
     assert theirs.status_code == missing.status_code == as_baseline.status_code == 404
@@ -84,6 +86,8 @@ async def test_another_tenants_run_and_its_executions_read_as_missing(http: http
     )
     assert their_case.status_code == 404  # the case ran as team-a's execution
     assert admin.status_code == 200
+    assert listed_to_them == []
+    assert [(r["run_id"], r["passed_cases"], r["regressed"]) for r in listed_to_admin] == [(run["run_id"], 1, 0)]
 
 
 # One node for every case below (a node per case cost a minute): each is refused before

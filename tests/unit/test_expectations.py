@@ -55,6 +55,8 @@ def _check(rule: dict[str, Any], facts: RunFacts = FACTS) -> tuple[bool, str]:
         ({"json_subset": {"category": "refund", "tags": ["billing", "urgent"]}}, True),
         ({"json_subset": {"category": "refund", "tags": ["billing"]}}, False),
         ({"json_subset": {"priority": "2"}}, False),
+        ({"json_subset": {"priority": 2.0}}, True),  # JSON has one number type
+        ({"json_subset": {"priority": True}}, False),  # but a boolean is not a number
         ({"json_schema": {"type": "object", "required": ["category"]}}, True),
         ({"json_schema": {"type": "object", "required": ["owner"]}}, False),
         ({"tool_called": "search"}, True),

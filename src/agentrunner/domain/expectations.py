@@ -281,7 +281,13 @@ def subset_mismatch(expected: Any, actual: Any, path: str = "") -> str | None:
             if found:
                 return found
         return None
+    if _number(expected) and _number(actual):  # JSON has one number type: 2 and 2.0 are equal
+        return None if expected == actual else f"{here}: {_short(actual)}"
     return None if expected == actual and type(expected) is type(actual) else f"{here}: {_short(actual)}"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _tool_called(name: str, facts: RunFacts) -> str | None:

@@ -27,6 +27,11 @@ class EvalRuns(Protocol):
         """The run `run_id` (raises `EvalRunNotFoundError`)."""
         ...
 
+    async def list_eval_runs(self, *, suite: str | None, tenant: str | None, limit: int = 20) -> list[EvalRun]:
+        """Runs newest first: of `suite` when given, of `tenant` when given (None: every
+        tenant's), at most `limit`."""
+        ...
+
     async def latest_eval_run(
         self, suite: str, *, tenant: str | None, agent_version: int | None = None, finished_only: bool = True
     ) -> EvalRun | None:

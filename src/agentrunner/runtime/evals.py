@@ -115,6 +115,10 @@ class EvalRunner:
         run = await self._runs.get_eval_run(run_id)
         return owned(run, run.tenant, lambda: _not_found(run_id))
 
+    async def runs(self, *, suite: str | None = None, limit: int = 20) -> list[EvalRun]:
+        """The runs the caller may see (its tenant's; an admin every one), newest first."""
+        return await self._runs.list_eval_runs(suite=suite, tenant=visible_tenant(), limit=limit)
+
     async def stop(self) -> None:
         """Cancel the runs under way; each is saved as `error`."""
         tasks = list(self._tasks)

@@ -59,6 +59,18 @@ class EvalRunsSQL(SQLEngine):
         return EvalRun.model_validate(record)
 
     @idempotent
+    async def list_eval_runs(self, *, suite: str | None, tenant: str | None, limit: int = 20) -> list[EvalRun]:
+        query = select(RUNS.c.record)
+        if suite is not None:
+            query = query.where(RUNS.c.suite == suite)
+        if tenant is not None:
+            query = query.where(RUNS.c.tenant == tenant)
+        query = query.order_by(RUNS.c.created_at.desc(), RUNS.c.run_id.desc()).limit(limit)
+        async with self._session() as session:
+            records = (await session.execute(query)).scalars().all()
+        return [EvalRun.model_validate(record) for record in records]
+
+    @idempotent
     async def latest_eval_run(
         self, suite: str, *, tenant: str | None, agent_version: int | None = None, finished_only: bool = True
     ) -> EvalRun | None:
