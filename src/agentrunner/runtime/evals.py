@@ -5,8 +5,9 @@ a pool runs it, the store records it), tagged with the run in its `origin`
 (`{"kind": "eval", "eval_run_id", "case"}`), so nothing of the path is skipped and every
 case's execution stays readable on its own. When the case has a judge, the judge agent is
 invoked the same way on the answer and its structured output (`{"score", "reason"}`) is the
-verdict. Cases run `concurrency` at a time; the run record is saved as each case ends, so a
-caller polling `GET /evals/runs/{id}` sees the progress.
+verdict. Cases run `concurrency` at a time; the run record is saved with the cases ended so
+far (every `PROGRESS_SECONDS` at most), so a caller polling `GET /evals/runs/{id}` sees the
+progress.
 
 The run is owned by the node that started it (a task of this runner, cancelled by `stop`):
 a run whose node stops is saved as `error`. A run whose node dies stays `running`.
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from typing import Any
 
 from agentrunner.background import spawn
@@ -47,6 +49,9 @@ log = get_logger(__name__)
 
 EVAL_ORIGIN = "eval"
 MAX_CONCURRENCY = 16
+# How often the record of a run under way is saved with the cases ended since (the progress
+# a caller polling `GET /evals/runs/{id}` sees); its end is saved at once.
+PROGRESS_SECONDS = 0.25
 # What a judge reads of the answer and the task: enough to judge, bounded whatever the agent said.
 MAX_JUDGED_CHARS = 20_000
 _VERSION = re.compile(r"^v?(\d{1,9})$")
@@ -158,12 +163,19 @@ class EvalRunner:
         def with_cases() -> EvalRun:
             return run.model_copy(update={"cases": [ended[name] for name in order if name in ended]})
 
+        saved_at = time.monotonic()
+
         async def one(case: EvalCase) -> None:
+            nonlocal saved_at
             async with slots:
                 result = await self._case(run, suite, case)
             async with saving:  # one writer: a later save never loses an earlier case
                 ended[case.name] = result
-                await self._runs.save_eval_run(with_cases())
+                # The whole record is rewritten: at most every PROGRESS_SECONDS, or a run of
+                # n cases would write n records growing to n cases (quadratic).
+                if time.monotonic() - saved_at >= PROGRESS_SECONDS:
+                    await self._runs.save_eval_run(with_cases())
+                    saved_at = time.monotonic()
 
         try:
             async with asyncio.TaskGroup() as group:
