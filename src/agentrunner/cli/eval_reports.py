@@ -3,10 +3,18 @@ says why a case failed. Pure: the runs are the JSON records of `GET /evals/runs/
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from xml.etree import ElementTree  # written here, never parsed
 
 MAX_MESSAGE_CHARS = 500
+# What XML 1.0 cannot hold, not even escaped: a model's reason or answer may contain it.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: str) -> str:
+    """`text` with the characters XML 1.0 cannot hold replaced by U+FFFD."""
+    return _NOT_XML.sub("\ufffd", text)
 
 
 def why_failed(case: dict[str, Any]) -> str:
@@ -55,12 +63,14 @@ def junit_xml(runs: list[dict[str, Any]]) -> str:
                 time=_seconds(case.get("latency_ms") or 0),
             )
             if not case["passed"]:
-                reason = why_failed(case)
+                reason = xml_text(why_failed(case))
                 kind = "error" if _is_error(case) else "failure"
                 element = ElementTree.SubElement(testcase, kind, message=reason[:MAX_MESSAGE_CHARS])
                 element.text = reason
             out = ElementTree.SubElement(testcase, "system-out")
-            out.text = f"score={case['score']} cost_usd={case.get('cost_usd')} execution_id={case.get('execution_id')}"
+            out.text = xml_text(
+                f"score={case['score']} cost_usd={case.get('cost_usd')} execution_id={case.get('execution_id')}"
+            )
         totals["tests"] += run["total_cases"]
         totals["failures"] += len(failures)
         totals["errors"] += len(errors) + (run["total_cases"] - len(cases))
