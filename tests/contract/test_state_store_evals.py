@@ -12,6 +12,7 @@ from agentrunner.domain.errors import ConflictError, EvalRunNotFoundError
 from agentrunner.domain.eval_run import CaseResult, EvalRun, EvalRunStatus, ExpectationOutcome, JudgeVerdict
 from agentrunner.domain.event import new_id
 from agentrunner.domain.execution import utcnow
+from agentrunner.ports.retention import PurgeKind
 from agentrunner.ports.state import StateStore
 
 
@@ -84,3 +85,20 @@ async def test_runs_are_listed_and_the_latest_ended_one_found_by_suite_tenant_an
     assert [run.run_id for run in listed] == [running.run_id, on_v2.run_id, newer.run_id]
     everyone = await state_store.list_eval_runs(suite=None, tenant=None)
     assert [run.run_id for run in everyone] == [r.run_id for r in (other_suite, others, running, on_v2, newer, old)]
+
+
+async def test_the_purge_deletes_ended_runs_past_the_window_and_keeps_running_ones(state_store: StateStore) -> None:
+    long_ago = utcnow() - timedelta(days=60)
+    ended = _run(status=EvalRunStatus.PASSED, created_at=long_ago)
+    running = _run(created_at=long_ago)
+    recent = _run(status=EvalRunStatus.FAILED)
+    for run in (ended, running, recent):
+        await state_store.create_eval_run(run)
+
+    purged = await state_store.purge(PurgeKind.EVAL_RUNS, before=utcnow() - timedelta(days=30), limit=100)
+
+    assert purged == 1
+    with pytest.raises(EvalRunNotFoundError):
+        await state_store.get_eval_run(ended.run_id)
+    assert (await state_store.get_eval_run(running.run_id)).status is EvalRunStatus.RUNNING
+    assert (await state_store.get_eval_run(recent.run_id)).status is EvalRunStatus.FAILED

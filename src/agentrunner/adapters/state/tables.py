@@ -136,7 +136,10 @@ class EvalRunRow(Base):
     and the whole record (its cases' results), rewritten as cases end."""
 
     __tablename__ = "eval_runs"
-    __table_args__ = (Index("ix_eval_runs_suite_created", "suite", "created_at"),)
+    __table_args__ = (
+        Index("ix_eval_runs_suite_created", "suite", "created_at"),
+        Index("ix_eval_runs_created", "created_at"),  # the retention purge's order
+    )
 
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     suite: Mapped[str] = mapped_column(String(128))

@@ -35,9 +35,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("eval_runs", schema=None) as batch_op:
         batch_op.create_index("ix_eval_runs_suite_created", ["suite", "created_at"], unique=False)
+        batch_op.create_index("ix_eval_runs_created", ["created_at"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("eval_runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_eval_runs_created")
         batch_op.drop_index("ix_eval_runs_suite_created")
     op.drop_table("eval_runs")
