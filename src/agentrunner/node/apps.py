@@ -100,11 +100,20 @@ async def metrics_exposition(node: Node) -> tuple[bytes, str]:
         log.warning("queue depths not measured", error=getattr(exc, "message", "timed out"))
     else:
         node.metrics.queue_depths_measured(depths)
-        try:
-            node.metrics.queues_measured(await node.queues.with_backlog(depths))
-        except AgentRunnerError as exc:  # the database's health shows on /health/ready
-            log.warning("queue backlog not measured", error=exc.message)
+        await _backlog_measured(node, depths)
     return node.metrics.exposition()
+
+
+async def _backlog_measured(node: Node, depths: dict[str, int]) -> None:
+    """The queue gauges by pool and agent, from the processes that serve the orchestrator:
+    every process would read the same figures, and each read is a query over the
+    unfinished executions (bench/queues.py), so one reader per orchestrator replica."""
+    if "orchestrator" not in node.roles:
+        return
+    try:
+        node.metrics.queues_measured(await node.queues.with_backlog(depths))
+    except AgentRunnerError as exc:  # the database's health shows on /health/ready
+        log.warning("queue backlog not measured", error=exc.message)
 
 
 def health_app(node: Node) -> FastAPI:

@@ -14,7 +14,7 @@ execution is left out of the counts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
 from agentrunner.domain.agent import ExecutionMode
@@ -55,34 +55,31 @@ class QueueReport:
         self._clock = clock
         self._timeout = timeout_seconds
 
-    def queues(self) -> list[str]:
-        """The queues of the agents that run now, one per agent."""
-        return [agent_queue(config.name) for config in self._registry.in_modes(SERVED_MODES)]
-
     async def measure(self) -> list[AgentQueueFigures]:
         """Every running agent's figures, by pool then agent. Raises
         `DependencyUnavailableError` when the bus or the database does not answer in time."""
+        return await self._bounded(self._figures(None))
+
+    async def with_backlog(self, depths: Mapping[str, int]) -> list[AgentQueueFigures]:
+        """The figures for queue `depths` the caller measured already (`/metrics` keeps its
+        own measure of them); raises as `measure` does."""
+        return await self._bounded(self._figures(depths))
+
+    async def _bounded(self, figures: Awaitable[list[AgentQueueFigures]]) -> list[AgentQueueFigures]:
         try:
             async with asyncio.timeout(self._timeout):
-                depths = await self._bus.queue_depths(self.queues())
-                return await self._with_backlog(depths)
+                return await figures
         except TimeoutError as exc:
             raise DependencyUnavailableError(
                 f"the queues were not measured within {self._timeout:g} s (the bus or the database is slow)"
             ) from exc
 
-    async def with_backlog(self, depths: Mapping[str, int]) -> list[AgentQueueFigures]:
-        """The figures for queue `depths` the caller measured already (`/metrics` keeps its
-        own measure of them); raises as `measure` does."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await self._with_backlog(depths)
-        except TimeoutError as exc:
-            raise DependencyUnavailableError(f"the backlog was not read within {self._timeout:g} s") from exc
-
-    async def _with_backlog(self, depths: Mapping[str, int]) -> list[AgentQueueFigures]:
+    async def _figures(self, depths: Mapping[str, int] | None) -> list[AgentQueueFigures]:
         configs = sorted(self._registry.in_modes(SERVED_MODES), key=lambda c: (POOL_OF_MODE[c.execution_mode], c.name))
-        backlog = await self._backlog.backlog([config.name for config in configs])
+        names = [config.name for config in configs]
+        if depths is None:
+            depths = await self._bus.queue_depths([agent_queue(name) for name in names])
+        backlog = await self._backlog.backlog(names)
         now = self._clock()
         figures = []
         for config in configs:
