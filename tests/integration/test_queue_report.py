@@ -150,3 +150,14 @@ async def _started(node: Node, execution_id: str) -> bool:
 async def _plan_waits(http: httpx.AsyncClient, run_id: str) -> bool:
     answer = await http.get(f"/plan-runs/{run_id}")
     return answer.status_code == 200 and answer.json()["status"] == "awaiting_approval"
+
+
+async def test_the_report_answers_503_when_the_bus_cannot_count(tmp_path: Path) -> None:
+    async with node_on("memory", tmp_path, {"busy.yml": BUSY}, script=Models()) as node:
+        app = node.apps()["orchestrator"]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as http:
+            await node.bus.close()  # what a broker gone away looks like to the report
+            answer = await http.get("/queues")
+
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "dependency_unavailable"

@@ -151,9 +151,9 @@ def test_the_embedded_layout_runs_every_role_in_one_pod_that_is_never_two() -> N
     # One SQLite file and one in-memory bus: a second pod, even for a moment, would split them.
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert {e["name"]: e["value"] for e in container["env"]}["DATA_DIR"] in {
-        mount["mountPath"] for mount in container["volumeMounts"]
-    }
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["DATA_DIR"] in {mount["mountPath"] for mount in container["volumeMounts"]}
+    assert env["ENABLE_API_AUTH"] == "true"
 
 
 def test_the_migration_runs_as_a_job_that_does_not_loop() -> None:
