@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from agentrunner.adapters.config.evals import EvalFiles
+from agentrunner.cli import app
 from agentrunner.domain.agent_document import MAX_AGENT_DOCUMENT_BYTES, AgentFileError
 from agentrunner.domain.errors import EvalSuiteNotFoundError
 from agentrunner.domain.eval_run import EvalRun, EvalRunStatus, JudgeVerdict, case_result, compare, finished
@@ -153,3 +155,25 @@ def test_against_a_baseline_a_case_that_now_fails_regressed_and_one_that_now_pas
     assert [(c.case, c.score_before, c.score_now) for c in comparison.improved] == [("b", 0.5, 1.0)]
     assert comparison.new_cases == ["d"]
     assert finished(now, before).comparison == comparison
+
+
+def test_validate_checks_the_eval_files_beside_the_agents(tmp_path: Path) -> None:
+    agents, evals = tmp_path / "agents", tmp_path / "evals"
+    agents.mkdir()
+    evals.mkdir()
+    (agents / "echoer.yml").write_text(
+        "name: echoer\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: echo, model: echo}\n"
+    )
+    (evals / "good.yml").write_text("agent: echoer\ncases: [{name: a, expect: [{contains: a}]}]\n")
+    (evals / "typo.yml").write_text("agent: echoer\ncases: [{name: a, expects: []}]\n")
+    (evals / "nobody.yml").write_text("agent: ghost\ncases: [{name: a}]\n")
+    (evals / "unjudged.yml").write_text("agent: echoer\njudge: {agent: echoer, rubric: ok?}\ncases: [{name: a}]\n")
+
+    result = CliRunner().invoke(app, ["validate", str(agents)])
+
+    assert result.exit_code == 1
+    assert "1 eval suites valid, 3 invalid" in result.output
+    assert "typo.yml" in result.output
+    assert "cases.0.expects" in result.output
+    assert "agent 'ghost' is not among the agent files" in result.output
+    assert "judge agent 'echoer' needs an output_schema" in result.output

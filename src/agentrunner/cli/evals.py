@@ -13,8 +13,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from agentrunner.adapters.config.evals import EvalFiles
 from agentrunner.cli.common import UrlOption, app, call, client_of, err, out
 from agentrunner.cli.eval_reports import junit_xml, why_failed
+from agentrunner.domain.agent import AgentConfig
+from agentrunner.domain.errors import AgentRunnerError
+from agentrunner.domain.eval_suite import judge_problem
 
 if TYPE_CHECKING:
     import httpx
@@ -128,3 +132,30 @@ def _print_run(run: dict[str, Any]) -> None:
             out.print(f"  [green]improved[/green] {escape(change['case'])}: failed before, passes now")
         if not comparison["regressed"] and not comparison["improved"]:
             out.print("  no case changed")
+
+
+def validate_evals(folder: Path, agents: dict[str, AgentConfig]) -> int:
+    """`agentrunner validate`'s check of the eval files in `folder` against `agents` (the
+    agent files that loaded): print each problem; return how many suites are broken."""
+    files = EvalFiles(folder)
+    broken = 0
+    for name in files.names():
+        try:
+            suite = files.load(name)
+        except AgentRunnerError as exc:
+            err.print(f"[red]error[/red] {escape(exc.message)}")
+            broken += 1
+            continue
+        problems = [] if suite.agent in agents else [f"agent {suite.agent!r} is not among the agent files"]
+        for judge in sorted(suite.judges):
+            config = agents.get(judge)
+            problem = judge_problem(config) if config else f"judge agent {judge!r} is not among the agent files"
+            problems += [problem] if problem else []
+        for problem in problems:
+            err.print(f"[red]error[/red] {escape(str(folder / name))}.yml: {escape(problem)}")
+        broken += any(problems)
+    if files.names():
+        valid = len(files.names()) - broken
+        colour = "red" if broken else "green"
+        out.print(f"[{colour}]{valid} eval suites valid, {broken} invalid[/{colour}] in {escape(str(folder))}")
+    return broken

@@ -20,8 +20,6 @@ from agentrunner.domain.eval_suite import EvalCase, JudgeSpec
 from agentrunner.domain.execution import utcnow
 from agentrunner.domain.expectations import ExpectationResult, RunFacts, check_all
 
-# What a judge is asked for: its agent's output_schema must hold these (checked at start).
-JUDGE_FIELDS = ("score", "reason")
 MAX_REASON_CHARS = 2_000
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentrunner.domain.agent import AGENT_NAME_PATTERN
+from agentrunner.domain.agent import AGENT_NAME_PATTERN, AgentConfig
 from agentrunner.domain.agent_document import (
     AgentFileError,
     ConfigIssue,
@@ -109,6 +109,22 @@ class EvalSuite(BaseModel):
     def judges(self) -> set[str]:
         """The agents that judge some case."""
         return {judge.agent for case in self.cases if (judge := self.judge_of(case)) is not None}
+
+
+# What a judge is asked for: its agent's output_schema must hold these.
+JUDGE_FIELDS = ("score", "reason")
+
+
+def judge_problem(config: AgentConfig) -> str | None:
+    """Why `config` cannot judge (its output_schema does not ask for a score and a reason), or None."""
+    schema = config.output_schema
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if isinstance(properties, dict) and all(field in properties for field in JUDGE_FIELDS):
+        return None
+    return (
+        f"judge agent {config.name!r} needs an output_schema with the properties "
+        f"{' and '.join(JUDGE_FIELDS)} (a number 0-1 and a string): its answer is the verdict"
+    )
 
 
 def parse_eval_document(text: str, source: str, name: str) -> EvalSuite:

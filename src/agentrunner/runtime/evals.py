@@ -26,7 +26,6 @@ from agentrunner.background import spawn
 from agentrunner.domain.agent import AgentConfig
 from agentrunner.domain.errors import AgentRunnerError, BadRequestError, ConfigError, EvalRunNotFoundError
 from agentrunner.domain.eval_run import (
-    JUDGE_FIELDS,
     CaseResult,
     EvalRun,
     EvalRunStatus,
@@ -35,7 +34,7 @@ from agentrunner.domain.eval_run import (
     finished,
     judged_verdict,
 )
-from agentrunner.domain.eval_suite import EvalCase, EvalSuite, JudgeSpec
+from agentrunner.domain.eval_suite import EvalCase, EvalSuite, JudgeSpec, judge_problem
 from agentrunner.domain.event import new_id
 from agentrunner.domain.execution import Execution, utcnow
 from agentrunner.domain.expectations import RunFacts, facts_of
@@ -240,14 +239,9 @@ def judge_prompt(rubric: str, task_data: dict[str, Any], facts: RunFacts) -> str
 
 
 def _check_judge(config: AgentConfig) -> None:
-    schema = config.output_schema
-    properties = schema.get("properties") if isinstance(schema, dict) else None
-    if not isinstance(properties, dict) or not all(field in properties for field in JUDGE_FIELDS):
-        raise ConfigError(
-            f"judge agent {config.name!r} needs an output_schema with the properties "
-            f"{' and '.join(JUDGE_FIELDS)} (a number 0-1 and a string): its answer is the verdict",
-            agent=config.name,
-        )
+    problem = judge_problem(config)
+    if problem:
+        raise ConfigError(problem, agent=config.name)
 
 
 def _not_found(run_id: str) -> EvalRunNotFoundError:
