@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
+from agentrunner.domain.agent_version import AgentVersion, LoadedContent
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.llm import LLMRequest
@@ -76,6 +77,32 @@ async def test_each_execution_records_the_version_it_ran_and_is_found_by_it(node
     assert [e["execution_id"] for e in on_first["items"]] == [before["execution_id"]]
     assert [e["execution_id"] for e in on_second["items"]] == [after["execution_id"]]
     assert without_agent.status_code == 400
+
+
+async def test_work_created_while_a_new_content_is_numbered_names_a_version(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store takes its time to number the edit (held here until the invocation is made):
+    # meanwhile the node goes on with the content it has a number for.
+    numbering, go_on = asyncio.Event(), asyncio.Event()
+    record = node.store.agent_versions.record_versions
+
+    async def slow_record(contents: Sequence[LoadedContent]) -> list[AgentVersion]:
+        numbering.set()
+        await go_on.wait()
+        return await record(contents)
+
+    monkeypatch.setattr(node.store.agent_versions, "record_versions", slow_record)
+    async with client(node) as http:
+        (node.settings.agents_dir / "writer.yml").write_text(agent_yaml("writer", prompt="Be thorough."))
+        reload = asyncio.create_task(node.reload_agents())
+        await asyncio.wait_for(numbering.wait(), 10)
+        during = (await http.post("/agents/writer/invoke", json={"task_data": {"prompt": "one"}})).json()
+        go_on.set()
+        await asyncio.wait_for(reload, 10)
+        after = (await http.post("/agents/writer/invoke", json={"task_data": {"prompt": "two"}})).json()
+
+    assert (during["agent_version"], after["agent_version"]) == (1, 2)
 
 
 async def _cli(*args: str) -> str:

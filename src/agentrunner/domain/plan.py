@@ -127,6 +127,10 @@ class StepRun(BaseModel):
 
     step_id: str
     agent: str
+    # The version of its agent it runs on, every attempt: the one loaded when the plan was
+    # made (runtime/collaboration.py), so a step agent's file edited mid-run changes nothing
+    # of the run. None: not known (a run planned before versions, an agent not numbered).
+    agent_version: int | None = None
     status: StepStatus = StepStatus.PENDING
     execution_id: str | None = None
     output: str | None = None

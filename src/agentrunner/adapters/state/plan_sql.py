@@ -58,6 +58,7 @@ def _step_values(run_id: str, step: StepRun) -> dict[str, Any]:
         "run_id": run_id,
         "step_id": step.step_id,
         "agent": step.agent,
+        "agent_version": step.agent_version,
         "status": step.status.value,
         "execution_id": step.execution_id,
         "output": step.output,
@@ -189,6 +190,7 @@ def _step_from(row: Any) -> StepRun:
     return StepRun(
         step_id=row.step_id,
         agent=row.agent,
+        agent_version=row.agent_version,
         status=row.status,
         execution_id=row.execution_id,
         output=row.output,

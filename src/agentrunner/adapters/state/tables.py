@@ -252,6 +252,7 @@ class PlanStepRow(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("plan_runs.id", ondelete="CASCADE"), primary_key=True)
     step_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     agent: Mapped[str] = mapped_column(String(128))
+    agent_version: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(24))
     execution_id: Mapped[str | None] = mapped_column(String(64))
     output: Mapped[str | None] = mapped_column(Text)
