@@ -63,6 +63,23 @@ async def test_an_edited_file_is_a_new_version_with_its_diff(node: Node) -> None
     assert (original["diff"], original["content_hash"]) == ("", first[0]["content_hash"])
 
 
+async def test_a_changed_schema_file_alone_is_a_new_version_of_the_agent_naming_it(node: Node) -> None:
+    agents = node.settings.agents_dir
+    (agents / "schemas").mkdir()
+    (agents / "schemas" / "answer.json").write_text('{"type": "object", "required": ["title"]}')
+    (agents / "typed.yml").write_text(agent_yaml("typed") + "output_schema: schemas/answer.json\n")
+    await node.reload_agents()
+    (agents / "schemas" / "answer.json").write_text('{"type": "object", "required": ["title", "year"]}')
+    await node.reload_agents()
+    async with client(node) as http:
+        listed = (await http.get("/agents/typed/versions")).json()
+        second = (await http.get("/agents/typed/versions/2")).json()
+
+    assert [v["version"] for v in listed] == [2, 1]
+    assert listed[0]["content_hash"] != listed[1]["content_hash"]
+    assert second["changes"] == [{"field": "output_schema.required", "before": ["title"], "after": ["title", "year"]}]
+
+
 async def test_each_execution_records_the_version_it_ran_and_is_found_by_it(node: Node) -> None:
     async with client(node) as http:
         before = (await http.post("/agents/writer/invoke", json={"task_data": {"prompt": "one"}})).json()
