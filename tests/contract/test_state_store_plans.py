@@ -132,10 +132,12 @@ async def test_save_writes_plan_steps_and_clarifications_in_plan_order(state_sto
             "clarifications": [answered],
             "steps": [stored.steps[0]],
             "error": ExecutionError(code="step_failed", message="writer failed"),
+            "result_json": {"summary": "partial", "steps": [1, 2]},
         }
     )
     await state_store.save_plan_run(finished)
     final = await state_store.get_plan_run("run-1")
+    assert final.result_json == {"summary": "partial", "steps": [1, 2]}
     assert final.clarifications == [answered]
     assert [step.step_id for step in final.steps] == ["research"]
     assert final.error == ExecutionError(code="step_failed", message="writer failed")

@@ -195,6 +195,8 @@ class PlanRun(BaseModel):
     # Where the task came from (the Slack channel and thread, ...), for announcements.
     origin: dict[str, Any] | None = None
     result: str | None = None
+    # The result parsed, when the agent has an `output_schema` its synthesis followed.
+    result_json: Any = None
     error: ExecutionError | None = None
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None

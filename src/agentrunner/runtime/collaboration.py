@@ -25,6 +25,7 @@ from agentrunner.domain.errors import (
     ConflictError,
     ExecutionCancelledError,
     LLMError,
+    OutputInvalidError,
     PlanInvalidError,
 )
 from agentrunner.domain.event import Event
@@ -290,11 +291,12 @@ class CollaborativePool:
             return
         spend = Spend()
         try:
-            result = await synthesize(config, self._catalog, run, spend, retry_base_seconds=self._retry_base)
-        except LLMError as exc:
+            answer = await synthesize(config, self._catalog, run, spend, retry_base_seconds=self._retry_base)
+        except (LLMError, OutputInvalidError) as exc:
             await self._runs.update(run, partial(ending, PlanRunStatus.FAILED, exc, spend))
             return
-        await self._runs.update(run, partial(ending, PlanRunStatus.SUCCEEDED, None, spend, result=result))
+        result = {"result": answer.text, "result_json": answer.output_json}
+        await self._runs.update(run, partial(ending, PlanRunStatus.SUCCEEDED, None, spend, **result))
 
     async def _run_steps(self, run: PlanRun, owner: Execution, *, allow: bool, question_timeout: float) -> PlanRun:
         """Start ready steps and record their outcomes until every step succeeded (the run

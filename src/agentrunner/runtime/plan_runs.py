@@ -90,14 +90,21 @@ def step_version(step: StepRun, registry: AgentRegistry) -> int | None:
 
 
 def ended(
-    run: PlanRun, status: PlanRunStatus, *, result: str | None = None, error: AgentRunnerError | None = None
+    run: PlanRun,
+    status: PlanRunStatus,
+    *,
+    result: str | None = None,
+    error: AgentRunnerError | None = None,
+    result_json: Any = None,
 ) -> Change:
-    """`run` ended in `status`, with its completion announced."""
+    """`run` ended in `status` (with its result, parsed too when it followed an
+    `output_schema`), with its completion announced."""
     now = utcnow()
     finished = run.model_copy(
         update={
             "status": status,
             "result": result,
+            "result_json": result_json,
             "error": ExecutionError(code=error.code, message=error.message) if error else None,
             "finished_at": now,
         }
@@ -183,6 +190,7 @@ class PlanRuns:
             update={
                 "status": status,
                 "output": run.result,
+                "output_json": run.result_json,  # chains and webhooks get it parsed
                 "error": run.error,
                 # The coordinator's own model calls (planning, synthesis): each step is an
                 # execution of its own, counted once for the tenant and its agent (the

@@ -232,6 +232,7 @@ class PlanRunRow(Base):
     state: Mapped[Any] = mapped_column(CompressedJSON)
     origin: Mapped[dict[str, Any] | None]
     result: Mapped[str | None] = mapped_column(Text)
+    result_json: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     error: Mapped[dict[str, Any] | None]
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)

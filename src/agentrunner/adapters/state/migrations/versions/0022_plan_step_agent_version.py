@@ -1,5 +1,6 @@
 """The version of its agent each step of a plan run runs on, recorded when the plan is
-made, so a step agent's file edited mid-run does not change the run.
+made, so a step agent's file edited mid-run does not change the run; and a run's result
+parsed, when its agent has an `output_schema` its synthesis followed.
 
 Revision ID: 0022
 Revises: 0019
@@ -22,8 +23,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("plan_steps", schema=None) as batch_op:
         batch_op.add_column(sa.Column("agent_version", sa.Integer(), nullable=True))
+    with op.batch_alter_table("plan_runs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("result_json", sa.JSON(none_as_null=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("plan_runs", schema=None) as batch_op:
+        batch_op.drop_column("result_json")
     with op.batch_alter_table("plan_steps", schema=None) as batch_op:
         batch_op.drop_column("agent_version")
