@@ -6,12 +6,13 @@ loaded at the approval."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from agentrunner.domain.plan import PlanRunStatus
 from tests.integration.conftest import node_on
 from tests.integration.test_collaborative import FAST, Team, _client, _plan_call, _run_in, _team, _worker
 
-TWO_STEPS = {
+TWO_STEPS: dict[str, list[dict[str, Any]]] = {
     "steps": [
         {"id": "facts", "agent": "researcher", "instruction": "find the facts"},
         {"id": "final", "agent": "editor", "instruction": "edit", "inputs": ["facts"]},
