@@ -42,6 +42,7 @@ from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.pinned_configs import PinnedConfigs
 from agentrunner.runtime.plan_runs import PlanRuns
+from agentrunner.runtime.queues import QueueReport
 from agentrunner.runtime.rate_limits import RateLimits
 from agentrunner.runtime.recovery import resume_unfinished
 from agentrunner.runtime.registry import AgentRegistry
@@ -97,6 +98,8 @@ class Node:
             self.catalog = self.tracing.traced_catalog(self.catalog)
         self.registry = AgentRegistry()
         self.pinned_configs = PinnedConfigs(self.registry, self.store.agent_versions)
+        # Straight to the database, as the audit log: the figures are about now.
+        self.queues = QueueReport(bus=self.bus, backlog=database, registry=self.registry)
         # Every outbound call made for a caller or a model goes through this one guard.
         self.egress = EgressGuard(settings.egress_policy)
         self.tools = ToolShelf(
