@@ -295,7 +295,7 @@ class CollaborativePool:
         except (LLMError, OutputInvalidError) as exc:
             await self._runs.update(run, partial(ending, PlanRunStatus.FAILED, exc, spend))
             return
-        result = {"result": answer.text, "result_json": answer.output_json}
+        result = {"result": answer.text, "result_json": answer.output_json}  # parsed: it followed output_schema
         await self._runs.update(run, partial(ending, PlanRunStatus.SUCCEEDED, None, spend, **result))
 
     async def _run_steps(self, run: PlanRun, owner: Execution, *, allow: bool, question_timeout: float) -> PlanRun:
