@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from agentrunner.adapters.config.files import with_sent_schema_file
 from agentrunner.api.access import MAKE_A_KEY, ApiKey, check_unique, parse_api_keys
 from agentrunner.api.agent_versions import agent_version_routes
 from agentrunner.api.config import config_app
@@ -162,7 +163,13 @@ def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
             max_history_bytes=node.settings.max_history_bytes,
             audit=node.audit,
         ),
-        "config": config_app(node.registry, ready, node.reload_agents, node.audit),
+        "config": config_app(
+            node.registry,
+            ready,
+            node.reload_agents,
+            node.audit,
+            schema_files=partial(with_sent_schema_file, directory=node.settings.agents_dir),
+        ),
         "orchestrator": orchestrator,
         "scheduler": scheduler_app(node.scheduler, ready, input_limits(node.settings)),
         "slack": slack_app(
