@@ -2,7 +2,7 @@
 of its cases' results, found by suite and time for baselines.
 
 Revision ID: 0021
-Revises: 0019
+Revises: 0022 (re-chained after main landed 0022 on 0019)
 Create Date: 2026-12-07 06:10:00.000000
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0021"
-down_revision: str | None = "0019"
+down_revision: str | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
