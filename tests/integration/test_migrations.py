@@ -115,7 +115,10 @@ async def test_a_store_upgrades_a_database_one_migration_behind_and_skips_one_at
 async def test_the_usage_migration_counts_the_ended_executions_and_the_purged_ones_and_gives_them_back(
     empty_database_url: str,
 ) -> None:
-    await _on(empty_database_url, _migrate("0019"))
+    buckets = ScriptDirectory.from_config(alembic_config()).get_revision("0020")
+    assert buckets is not None
+    before = str(buckets.down_revision)  # wherever the chain puts 0020
+    await _on(empty_database_url, _migrate(before))
     hour = datetime(2026, 3, 14, 9, tzinfo=UTC)
     executions = [
         Execution(
@@ -163,7 +166,7 @@ async def test_the_usage_migration_counts_the_ended_executions_and_the_purged_on
     assert usage.cost_usd == 0.5 + 0.25 * 7
     assert (acme.executions, acme.input_tokens, acme.cost_usd) == (10, 100, 0.5)  # its own have no cost
 
-    await _on(empty_database_url, _migrate("0019", down=True))
+    await _on(empty_database_url, _migrate(before, down=True))
 
     def rollup(connection: Connection) -> list[Any]:
         return list(
