@@ -41,7 +41,7 @@ down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The terminal statuses as of this revision (tests/unit/test_usage_rollup.py checks they are
+# The terminal statuses as of this revision (tests/contract/test_usage.py checks they are
 # still the domain's: a new terminal status needs a migration that redefines the triggers).
 TERMINAL = "('succeeded', 'failed', 'timed_out', 'cancelled')"
 # (table, bucket column, PostgreSQL date_trunc field, SQLite strftime format)
@@ -50,12 +50,12 @@ BUCKETS = [
     ("usage_daily", "day", "day", "%Y-%m-%d 00:00:00.000000"),
 ]
 COUNTED = ("executions", "input_tokens", "output_tokens", "cost_usd", "priced")
-# What a write must change for the usage to change (or the row is not terminal: nothing counted).
 # Rows a bucket may take on PostgreSQL when ends of its agent and tenant come at once.
 SLOTS = 16
 # usage_add_<table>'s: agent, tenant, bucket, then the counted values (executions, tokens in and
 # out, cost, priced).
 ADD_ARGUMENTS = "text, text, timestamptz, bigint, bigint, bigint, double precision, bigint"
+# What a write must change for the usage to change (or the row is not terminal: nothing counted).
 WATCHED = ("status", "agent", "tenant", "created_at", "input_tokens", "output_tokens", "cost_usd")
 
 
