@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, func, literal, select, union_all
+from sqlalchemy import ColumnElement, Select, Table, func, literal, literal_column, select, union_all
 
 from agentrunner.adapters.state.tables import ExecutionRow, UsageDailyRow, UsageHourlyRow
 from agentrunner.domain.execution import ExecutionStatus
@@ -125,7 +125,12 @@ def _live_sums(
         signed(func.coalesce(func.sum(ExecutionRow.output_tokens), 0)),
         signed(func.coalesce(func.sum(ExecutionRow.cost_usd), 0.0)),
         signed(func.count(ExecutionRow.cost_usd)),
-    ).where(ExecutionRow.status.in_(statuses))
+    ).where(
+        # Constants, not parameters: PostgreSQL's generic plan of the prepared statement (from
+        # its sixth run) then still knows how few executions are unfinished and takes a status
+        # index, not a month of one agent's rows.
+        ExecutionRow.status.in_([literal_column(f"'{status}'") for status in statuses])
+    )
     if agent:
         query = query.where(ExecutionRow.agent == agent)
     if tenant:
