@@ -432,9 +432,8 @@ class WebhookDeliveryRow(Base):
 
 
 class UsageRollupRow(Base):
-    """No longer written or read: the usage of executions purged before migration 0020,
-    which folded it into the buckets below. Kept so that processes of the previous version
-    work during an upgrade; a later migration drops it."""
+    """Usage of executions purged before migration 0020, which folded it into the buckets
+    below: no longer written or read, kept for processes of the previous version."""
 
     __tablename__ = "usage_rollup"
 
@@ -451,19 +450,16 @@ class _UsageBucket:
     """Usage of the ended executions of one agent and tenant created in one bucket of time
     (hour or day), kept by triggers on `executions` (migration 0020); a purge leaves it."""
 
-    # The key is (agent, tenant, bucket, slot): sort_order puts the bucket third.
     agent: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-2)
     # "" for executions without a tenant (API auth off): part of the key, never NULL.
     tenant: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
-    # Ends of one agent and tenant at once each take a row of the bucket no other holds
-    # (PostgreSQL; migration 0020): several rows per bucket, summed on reading.
+    # Ends of one agent at once take rows no other holds (PostgreSQL), summed on reading.
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default="0", sort_order=1)
     executions: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
     input_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
     output_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
     cost_usd: Mapped[float] = mapped_column(Float, sort_order=1)
-    # How many had a cost: none (0) means the cost is unknown, not free.
-    priced: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
+    priced: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)  # 0: cost unknown
 
 
 class UsageHourlyRow(_UsageBucket, Base):
