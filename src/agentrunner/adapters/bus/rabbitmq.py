@@ -192,10 +192,11 @@ class RabbitMQEventBus:
         return await self._connection.channel()
 
     @property
-    def channels(self) -> int:
-        """Channels open for consumers and declarations (not counting the publisher's and
-        those of exclusive queues and dead letters)."""
-        return len(self._consumer_channels) + len(self._setup_channels)
+    def open_channels(self) -> int:
+        """Channels open on the broker connection now, of every kind (the publisher's,
+        consumers', declarations')."""
+        transport = self._connection.transport if self._connection is not None else None
+        return 0 if transport is None else sum(1 for number in transport.connection.channels if number)
 
     def forget(self, subscription: RabbitMQSubscription) -> None:
         """Drop a cancelled subscription."""

@@ -170,9 +170,6 @@ class ConsumerChannels:
         self._channels: dict[int, list[SharedChannel]] = {}
         self._opening = asyncio.Lock()
 
-    def __len__(self) -> int:
-        return sum(len(channels) for channels in self._channels.values())
-
     async def take(self, prefetch: int) -> SharedChannel:
         """A channel for one more consumer with `prefetch` (the least busy that has room,
         or a new one); give it back with `give_back`."""
@@ -209,10 +206,6 @@ class SetupChannels:
         self._close_timeout = close_timeout
         self._idle: list[AbstractChannel] = []
         self._slots = asyncio.Semaphore(SETUP_CHANNELS)
-        self._busy = 0
-
-    def __len__(self) -> int:
-        return len(self._idle) + self._busy
 
     @contextlib.asynccontextmanager
     async def channel(self) -> AsyncIterator[AbstractChannel]:
@@ -220,14 +213,11 @@ class SetupChannels:
         queue, say) is closed for good, not reused."""
         async with self._slots:
             channel = self._idle.pop() if self._idle else await self._open()
-            self._busy += 1
             try:
                 yield channel
             except BaseException:
                 await bounded(channel.close(), "close a channel", self._close_timeout)
                 raise
-            finally:
-                self._busy -= 1
             if not channel.is_closed:
                 self._idle.append(channel)
 
