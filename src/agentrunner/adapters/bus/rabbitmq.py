@@ -51,6 +51,7 @@ from agentrunner.adapters.bus.rabbitmq_channels import (
     RabbitMQSubscription,
     SetupChannels,
     bounded,
+    own_channel,
 )
 from agentrunner.adapters.bus.rabbitmq_messages import ERROR_HEADER, QUEUE_HEADER, event_message, take_dead_letter
 from agentrunner.adapters.bus.reconnect_noise import quiet_reconnect_noise
@@ -298,13 +299,8 @@ class RabbitMQEventBus:
         """An exclusive queue, on a channel of its own that restores all of it (an exclusive
         queue, its bindings and retry queues are gone after a reconnection)."""
         _, _, exchange = self._require_open(f"subscribe {name!r}")
-        channel = await self._new_channel()
-
-        async def release() -> None:
-            await bounded(channel.close(), "close a channel", self.close_timeout)
-
+        channel, release = await own_channel(self._new_channel, prefetch, self.close_timeout)
         try:
-            await channel.set_qos(prefetch_count=max(1, prefetch))
             declared = await channel.declare_queue(name, exclusive=True, auto_delete=True)
             self._declared.add(name)
             for pattern in patterns:
@@ -481,17 +477,12 @@ class RabbitMQEventBus:
     async def subscribe_dead_letters(self, handler: DeadLetterHandler) -> RabbitMQSubscription:
         self._require_open("consume dead letters")
         try:
-            channel = await self._new_channel()
-            await channel.set_qos(prefetch_count=1)
+            channel, release = await own_channel(self._new_channel, 1, self.close_timeout)
             declared = await channel.declare_queue(self._dead_letter_queue, durable=True)
         except CONNECTION_EXCEPTIONS as exc:
             raise DependencyUnavailableError(
                 f"cannot consume dead letters on RabbitMQ at {self._where}: {exc}"
             ) from exc
-
-        async def release() -> None:
-            await bounded(channel.close(), "close a channel", self.close_timeout)
-
         subscription = RabbitMQSubscription(self, "dead-letters", declared, release)
         await subscription.start(partial(take_dead_letter, handler))
         self._subscriptions.append(subscription)

@@ -40,7 +40,7 @@ CONSUMERS_PER_CHANNEL = 100
 # run side by side (on one channel they wait for each other's round trips).
 SPREAD = 8
 # Channels declarations run on at once (each on its own: a refused one closes only its own).
-SETUP_CHANNELS = 8
+SETUP_CHANNELS = 4
 
 OpenChannel = Callable[[], Awaitable[AbstractChannel]]
 
@@ -175,10 +175,13 @@ class ConsumerChannels:
         or a new one); give it back with `give_back`."""
         async with self._opening:
             channels = self._channels.setdefault(prefetch, [])
-            roomy = [shared for shared in channels if shared.consumers < CONSUMERS_PER_CHANNEL]
+            roomy = [
+                shared
+                for shared in channels
+                if shared.consumers < CONSUMERS_PER_CHANNEL and not shared.channel.is_closed
+            ]
             if len(channels) < SPREAD or not roomy:
-                channel = await self._open()
-                await channel.set_qos(prefetch_count=prefetch)
+                channel, _ = await own_channel(self._open, prefetch, self._close_timeout)
                 shared = SharedChannel(channel, prefetch)
                 channels.append(shared)
             else:
@@ -196,6 +199,23 @@ class ConsumerChannels:
             channels.remove(shared)
         # Closed even when the connection is down: a closed robust channel is not restored.
         await bounded(shared.channel.close(), "close a channel", self._close_timeout)
+
+
+async def own_channel(
+    open_channel: OpenChannel, prefetch: int, close_timeout: float
+) -> tuple[AbstractChannel, Callable[[], Awaitable[None]]]:
+    """A new channel with `prefetch` for each of its consumers, and what closes it."""
+    channel = await open_channel()
+
+    async def close() -> None:
+        await bounded(channel.close(), "close a channel", close_timeout)
+
+    try:
+        await channel.set_qos(prefetch_count=max(1, prefetch))
+    except BaseException:
+        await close()
+        raise
+    return channel, close
 
 
 class SetupChannels:
