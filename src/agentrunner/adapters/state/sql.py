@@ -4,7 +4,7 @@ the distributed one, one class over one engine.
 Each aggregate has its module, a mixin over the shared engine (`engine.py`: the pool,
 transactions, driver errors translated): executions with their outbox and usage
 (`executions_sql`), sessions, idempotency keys, webhook deliveries, dead letters, the agent
-registry and its versions, schedules and fires, plan runs, the journal of execution steps (`steps_sql`),
+registry and its versions, eval runs, schedules and fires, plan runs, the journal of execution steps (`steps_sql`),
 the audit log and retention. `SQLStateStore`
 puts them together, so a write that spans aggregates (a claimed fire and the execution it
 starts, a plan run and its outbox events) stays one transaction on one connection.
@@ -20,8 +20,10 @@ from __future__ import annotations
 from agentrunner.adapters.state.agent_versions_sql import AgentVersionsSQL
 from agentrunner.adapters.state.agents_sql import AgentsSQL
 from agentrunner.adapters.state.audit_sql import AuditSQL
+from agentrunner.adapters.state.backlog_sql import BacklogSQL
 from agentrunner.adapters.state.dead_letters_sql import DeadLettersSQL
 from agentrunner.adapters.state.engine import SQLEngine
+from agentrunner.adapters.state.evals_sql import EvalRunsSQL
 from agentrunner.adapters.state.executions_sql import ExecutionsSQL
 from agentrunner.adapters.state.idempotency_sql import IdempotencySQL
 from agentrunner.adapters.state.plan_sql import PlanRunsSQL
@@ -40,12 +42,14 @@ class SQLStateStore(
     DeadLettersSQL,
     AgentsSQL,
     AgentVersionsSQL,
+    EvalRunsSQL,
     SchedulesSQL,
     PlanRunsSQL,
     StepsSQL,
     AuditSQL,
     RetentionSQL,
+    BacklogSQL,
     SQLEngine,
 ):
     """`ports.state.StateStore` over a SQLAlchemy async engine: every facet of the state
-    store, `Retention` and `AuditLog` (see `SQLEngine` for the constructor and `migrate`)."""
+    store, `Retention`, `AuditLog` and `Backlog` (see `SQLEngine` for the constructor and `migrate`)."""
