@@ -28,12 +28,14 @@ from agentrunner.adapters.state.plan_sql import PlanRunsSQL
 from agentrunner.adapters.state.retention_sql import RetentionSQL
 from agentrunner.adapters.state.schedule_sql import SchedulesSQL
 from agentrunner.adapters.state.sessions_sql import SessionsSQL
+from agentrunner.adapters.state.stats_sql import StatsSQL
 from agentrunner.adapters.state.steps_sql import StepsSQL
 from agentrunner.adapters.state.webhooks_sql import WebhookDeliveriesSQL
 
 
 class SQLStateStore(
     ExecutionsSQL,
+    StatsSQL,
     SessionsSQL,
     IdempotencySQL,
     WebhookDeliveriesSQL,

@@ -29,6 +29,7 @@ from agentrunner.ports.state import (
     StepJournal,
     WebhookDeliveryStore,
 )
+from agentrunner.ports.stats import ExecutionAggregates
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,6 +41,7 @@ class Stores:
     database: StateStore
     executions: ExecutionStore
     queries: ExecutionQueries
+    aggregates: ExecutionAggregates  # the overview's counts per time bucket: never cached
     outbox: Outbox
     sessions: SessionStore
     idempotency: IdempotencyStore
@@ -62,6 +64,7 @@ class Stores:
             database=database,
             executions=CachedExecutions(database, front) if front else database,
             queries=database,
+            aggregates=database,
             outbox=database,
             sessions=CachedSessions(database, front) if front else database,
             idempotency=database,
