@@ -1,0 +1,104 @@
+// The overview: executions per time bucket by status, their p50/p95 latency, and cost per
+// day by agent, drawn from the API's own aggregates (GET /stats/executions, /stats/cost).
+// A tenant sees its own figures; an admin every tenant's, or one it picks.
+
+import { get } from "./api.js";
+import { legend, lines, stackedBars } from "./charts.js";
+import { cost, every, h } from "./dom.js";
+
+const STATUSES = ["succeeded", "failed", "timed_out", "cancelled", "waiting_approval", "running", "queued"];
+// [label, window seconds, bucket seconds]: each under the API's 1440 buckets.
+const WINDOWS = [
+  ["last hour, per minute", 3600, 60],
+  ["last 6 hours, per 5 minutes", 6 * 3600, 300],
+  ["last 24 hours, per 15 minutes", 86400, 900],
+  ["last 7 days, per hour", 7 * 86400, 3600],
+];
+const DAYS = [7, 14, 30];
+const AGENT_COLOURS = 8; // .series-0 … .series-7 in style.css, then round again
+
+const clock = (iso, bucket) => {
+  const date = new Date(iso);
+  return bucket >= 86400 ? date.toLocaleDateString() : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+};
+const secondsText = (value) => (value >= 10 ? `${value.toFixed(0)} s` : `${Number(value.toPrecision(2))} s`);
+const dollars = (value) => (value >= 1 ? `$${value.toFixed(2)}` : `$${Number(value.toPrecision(2))}`);
+
+function choice(name, options, chosen) {
+  return h("select", { name }, options.map(([value, label]) => h("option", { value, selected: String(value) === String(chosen) }, label)));
+}
+
+function executionCharts(stats) {
+  const points = stats.buckets.map((bucket) => ({
+    label: clock(bucket.start, stats.bucket_seconds),
+    title: new Date(bucket.start).toLocaleString(),
+    values: { ...bucket.counts, p50: bucket.p50_seconds, p95: bucket.p95_seconds },
+  }));
+  const counted = STATUSES.filter((status) => points.some((point) => point.values[status] > 0));
+  const total = stats.buckets.reduce((sum, bucket) => sum + Object.values(bucket.counts).reduce((a, b) => a + b, 0), 0);
+  const failed = stats.buckets.reduce((sum, bucket) => sum + (bucket.counts.failed || 0) + (bucket.counts.timed_out || 0), 0);
+  return [
+    h("h3", {}, "Executions by status"),
+    h("p", { class: "hint", id: "executions-total" }, `${total} executions, ${failed} failed or timed out`),
+    stackedBars({ id: "chart-executions", title: "Executions per bucket by status", points, keys: STATUSES, fillOf: (key) => `fill-${key}` }),
+    legend(counted.map((status) => [`fill-${status}`, status])),
+    h("h3", {}, "Latency, created to finished"),
+    lines({
+      id: "chart-latency",
+      title: "p50 and p95 latency per bucket",
+      points,
+      series: [
+        { key: "p50", label: "p50", className: "series-p50" },
+        { key: "p95", label: "p95", className: "series-p95" },
+      ],
+      format: secondsText,
+    }),
+    legend([
+      ["series-p50", "p50"],
+      ["series-p95", "p95"],
+    ]),
+  ];
+}
+
+function costChart(figures) {
+  const agents = [...new Set(figures.days.flatMap((day) => day.agents.filter((a) => a.cost_usd).map((a) => a.agent)))].sort();
+  const colour = new Map(agents.map((agent, index) => [agent, `series-${index % AGENT_COLOURS}`]));
+  const points = figures.days.map((day) => ({
+    label: day.day.slice(5),
+    title: day.day,
+    values: Object.fromEntries(day.agents.map((agent) => [agent.agent, agent.cost_usd || 0])),
+  }));
+  const spent = figures.days.reduce((sum, day) => sum + (day.cost_usd || 0), 0);
+  return [
+    h("h3", {}, "Cost per day by agent"),
+    h("p", { class: "hint", id: "cost-total" }, `${cost(spent)} over ${figures.days.length} days`, figures.tenant ? ` for ${figures.tenant}` : ""),
+    stackedBars({ id: "chart-cost", title: "Cost per UTC day by agent", points, keys: agents, fillOf: (agent) => colour.get(agent), format: dollars }),
+    legend(agents.map((agent) => [colour.get(agent), agent])),
+  ];
+}
+
+export async function show(root, { query, signal, fail }) {
+  const windowChoice = choice("window", WINDOWS.map(([label, seconds]) => [seconds, label]), query.get("window") || 3600);
+  const daysChoice = choice("days", DAYS.map((days) => [days, `${days} days`]), query.get("days") || 14);
+  const tenantChoice = choice("tenant", [["", "every tenant"]], "");
+  tenantChoice.hidden = true; // shown to an admin, once the API says which tenants there are
+  const executions = h("div", { id: "overview-executions" });
+  const spending = h("div", { id: "overview-cost" });
+  const refresh = async () => {
+    const [, seconds, bucket] = WINDOWS.find(([, value]) => String(value) === windowChoice.value);
+    const tenant = tenantChoice.value ? { tenant: tenantChoice.value } : {};
+    const [stats, figures] = await Promise.all([
+      get(`stats/executions?${new URLSearchParams({ window: seconds, bucket, ...tenant })}`, signal),
+      get(`stats/cost?${new URLSearchParams({ days: daysChoice.value, ...tenant })}`, signal),
+    ]);
+    if (figures.tenants.length > 1 && tenantChoice.options.length === 1) {
+      tenantChoice.append(...figures.tenants.map((name) => h("option", { value: name }, name)));
+      tenantChoice.hidden = false;
+    }
+    executions.replaceChildren(...executionCharts(stats));
+    spending.replaceChildren(...costChart(figures));
+  };
+  for (const control of [windowChoice, daysChoice, tenantChoice]) control.addEventListener("change", () => refresh().catch(fail));
+  root.append(h("h2", {}, "Overview"), h("div", { class: "filters" }, windowChoice, daysChoice, tenantChoice), executions, spending);
+  await every(10000, refresh, signal, fail);
+}
