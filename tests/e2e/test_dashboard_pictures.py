@@ -54,11 +54,18 @@ PLAN = {
         {"id": "publish", "agent": "reviewer", "instruction": "approve it", "inputs": ["review", "polish"]},
     ]
 }
+STEPS = [step["id"] for step in PLAN["steps"]]
 
 
 def _answer(body: dict[str, Any]) -> tuple[str, tuple[str, dict[str, Any]] | None]:
-    if any(tool["function"]["name"] == "submit_plan" for tool in body.get("tools", [])):
+    """The team's plan; the last step asks a human first (so the graph shows a step waiting
+    beside steps done); every other call, a short answer."""
+    tools = {tool["function"]["name"] for tool in body.get("tools", [])}
+    prompt = json.dumps(body["messages"])
+    if "submit_plan" in tools:
         return "", ("submit_plan", PLAN)
+    if "ask_human" in tools and "approve it" in prompt and "Their answer:" not in prompt:
+        return "", ("ask_human", {"question": "Publish it now?", "kind": "confirm"})
     return f"done: {json.dumps(body['messages'][-1]['content'])[:40]}", None
 
 
@@ -184,24 +191,31 @@ def test_a_plan_run_is_drawn_as_the_graph_of_its_steps_with_their_states(
 
     page = _open(browser, platform, ADMIN, problems)
     page.goto(f"{platform.url('orchestrator')}/ui/#/plan-runs/{run_id}")
-    nodes = page.locator("#plan-graph g.plan-node")
-    expect(nodes).to_have_count(4)
+    node = {step: page.locator(f'#plan-graph g.plan-node[data-step-id="{step}"]') for step in STEPS}
+    expect(page.locator("#plan-graph g.plan-node")).to_have_count(4)
+    # The last step asks a question: the graph shows it waiting after the three done.
+    expect(node["publish"]).to_have_attribute("data-status", "needs_clarification", timeout=60_000)
+    waiting = {step: node[step].get_attribute("data-status") for step in STEPS}
+    page.screenshot(path=str(pictures / "plan-graph-waiting.png"), full_page=True)
+    form = page.locator("form.clarification")
+    form.get_by_label("yes").check()
+    form.locator("button[type=submit]").click()
     expect(page.locator("#plan-run .status").first).to_have_text("succeeded", timeout=60_000)
-    for step in ("draft", "review", "polish", "publish"):
-        expect(page.locator(f'#plan-graph g.plan-node[data-step-id="{step}"]')).to_have_attribute(
-            "data-status", "succeeded"
-        )
+    expect(node["publish"]).to_have_attribute("data-status", "succeeded")  # redrawn as it moved on
     edges = page.locator("#plan-graph path.edge")
     expect(edges).to_have_count(4)
     expect(page.locator("#plan-graph path.edge.order-only")).to_have_count(1)  # polish only waits for draft
-    columns = {
-        step: page.locator(f'#plan-graph g.plan-node[data-step-id="{step}"]').get_attribute("transform")
-        for step in ("draft", "review", "polish", "publish")
-    }
+    columns = {step: node[step].get_attribute("transform") for step in STEPS}
     page.screenshot(path=str(pictures / "plan-graph.png"), full_page=True)
-    page.locator('#plan-graph g.plan-node[data-step-id="review"]').click()  # to the step's execution
+    node["review"].click()  # to the step's execution
     expect(page.locator("#execution")).to_be_visible()
 
+    assert waiting == {
+        "draft": "succeeded",
+        "review": "succeeded",
+        "polish": "succeeded",
+        "publish": "needs_clarification",
+    }
     x = {step: float(str(transform).split("(")[1].split(",")[0]) for step, transform in columns.items()}
     assert x["draft"] < x["review"] == x["polish"] < x["publish"], columns
     assert problems == []

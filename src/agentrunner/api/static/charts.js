@@ -4,9 +4,9 @@
 import { h } from "./dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
-const WIDTH = 800;
-const HEIGHT = 200;
-const PAD = { left: 56, right: 12, top: 10, bottom: 24 };
+const WIDTH = 1000;
+const HEIGHT = 220;
+const PAD = { left: 70, right: 12, top: 10, bottom: 24 };
 const LABELS = 6; // x-axis labels at most
 
 // An SVG element, as `h` builds HTML ones (text children only: no markup from data).

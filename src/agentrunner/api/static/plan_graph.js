@@ -5,7 +5,7 @@
 
 import { svg } from "./charts.js";
 
-const BOX = { width: 180, height: 46 };
+const BOX = { width: 200, height: 46 };
 const GAP = { x: 56, y: 18 };
 const PAD = 8;
 const cut = (text, length) => (text.length > length ? `${text.slice(0, length - 1)}…` : text);
@@ -59,8 +59,8 @@ function box(step, run, at) {
     { class: `plan-node node-${status}`, transform: `translate(${at.x},${at.y})`, "data-step-id": step.id, "data-status": status },
     svg("title", {}, `${step.id} (${step.agent}): ${step.instruction}`),
     svg("rect", { width: BOX.width, height: BOX.height, rx: 6 }),
-    svg("text", { class: "node-id", x: 10, y: 19 }, cut(step.id, 24)),
-    svg("text", { class: "node-detail", x: 10, y: 36 }, cut(`${step.agent} · ${status}`, 28)),
+    svg("text", { class: "node-id", x: 10, y: 19 }, cut(step.id, 26)),
+    svg("text", { class: "node-detail", x: 10, y: 36 }, cut(`${step.agent} · ${status.replaceAll("_", " ")}`, 32)),
   );
   return run?.execution_id ? svg("a", { href: `#/executions/${encodeURIComponent(run.execution_id)}` }, shape) : shape;
 }
