@@ -46,7 +46,7 @@ AGENTS = {
     ),
 }
 # A diamond: review reads the draft, polish only waits for it, and the last step reads both.
-PLAN = {
+PLAN: dict[str, list[dict[str, Any]]] = {
     "steps": [
         {"id": "draft", "agent": "writer", "instruction": "draft the post"},
         {"id": "review", "agent": "reviewer", "instruction": "review it", "inputs": ["draft"]},
