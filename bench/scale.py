@@ -137,10 +137,7 @@ def overview_queries(acme: str) -> list[Query]:
         Query("overview: admin, a day by minute", "orchestrator", f"{executions}?window=86400&bucket=60", ADMIN_KEY),
         Query("overview: admin, 7 days by hour", "orchestrator", f"{executions}?window=604800&bucket=3600", ADMIN_KEY),
         Query(
-            "overview: admin, 31 days by day", "orchestrator", f"{executions}?window=2678400&bucket=86400", ADMIN_KEY
-        ),
-        Query(
-            "overview: tenant (50 %), 31 days by day", "orchestrator", f"{executions}?window=2678400&bucket=86400", acme
+            "overview: tenant (50 %), 7 days by hour", "orchestrator", f"{executions}?window=604800&bucket=3600", acme
         ),
         Query("overview: cost, admin, 14 days", "orchestrator", "/stats/cost?days=14", ADMIN_KEY),
         Query("overview: cost, tenant (50 %), 31 days", "orchestrator", "/stats/cost?days=31", acme),

@@ -121,7 +121,8 @@ async def test_team_b_sees_its_own_and_not_team_a(http: httpx.AsyncClient) -> No
 
 # Each a 422 before any query, for a tenant and an admin alike.
 REFUSED: list[tuple[str, dict[str, Any]]] = [
-    ("/stats/executions", {"window": 31 * 86400 + 1, "bucket": 86400}),  # over 31 days
+    ("/stats/executions", {"window": 7 * 86400 + 1, "bucket": 86400}),  # over 7 days
+    ("/stats/executions", {"window": 31 * 86400, "bucket": 86400}),
     ("/stats/executions", {"window": 10**30}),
     ("/stats/executions", {"window": 86400 + 60, "bucket": 60}),  # 1441 buckets
     ("/stats/executions", {"window": 31 * 86400, "bucket": 60}),

@@ -3,7 +3,7 @@ aggregated by the database, to include in the orchestrator app (the dashboard's 
 
 Everything is the caller's own (ARCHITECTURE §10): a tenant's figures count its executions
 only, an admin's every tenant's, or one tenant's it names (`?tenant=`); a tenant naming
-another is refused. Reads are bounded: a window of at most 31 days cut into at most
+another is refused. Reads are bounded: a window of at most 7 days cut into at most
 `MAX_BUCKETS` buckets, and cost over at most `MAX_COST_DAYS` days. Cost is read through
 the store's usage totals, the query behind `GET /usage`, one UTC day at a time.
 """
@@ -26,7 +26,9 @@ from agentrunner.ports.state import ExecutionQueries
 from agentrunner.ports.stats import ExecutionAggregates
 from agentrunner.tracing import visible_tenant
 
-MAX_WINDOW_SECONDS = 31 * 86400
+# A read is one pass over the executions created in its window: 7 days (the overview's
+# longest) keeps it to a week of history (docs/operations.md has its cost at 1M executions).
+MAX_WINDOW_SECONDS = 7 * 86400
 MAX_COST_DAYS = 31
 
 AgentFilter = Annotated[str | None, Query(min_length=1, max_length=128, description="One agent's executions only.")]
