@@ -160,6 +160,10 @@ def test_the_overview_draws_a_tenants_executions_latency_and_cost(
     expect(page.locator("select[name=tenant]")).to_be_hidden()  # a tenant picks no other
     seen_by_a = page.locator("#view").inner_text()
     page.screenshot(path=str(pictures / "overview-tenant.png"), full_page=True)
+    page.select_option("select[name=agent]", "reviewer")  # one agent's figures
+    expect(page.locator("#executions-total")).to_have_text("1 execution, 0 failed or timed out")
+    expect(page.locator("#chart-cost rect[data-key=writer]")).to_have_count(0)
+    expect(page.locator("#chart-cost rect[data-key=reviewer]")).to_have_count(1)
 
     admin = _open(browser, platform, ADMIN, problems)
     admin.goto(f"{platform.url('orchestrator')}/ui/#/overview")

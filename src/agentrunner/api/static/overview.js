@@ -39,7 +39,7 @@ function executionCharts(stats) {
   const failed = stats.buckets.reduce((sum, bucket) => sum + (bucket.counts.failed || 0) + (bucket.counts.timed_out || 0), 0);
   return [
     h("h3", {}, "Executions by status"),
-    h("p", { class: "hint", id: "executions-total" }, `${total} executions, ${failed} failed or timed out`),
+    h("p", { class: "hint", id: "executions-total" }, `${total} execution${total === 1 ? "" : "s"}, ${failed} failed or timed out`),
     stackedBars({ id: "chart-executions", title: "Executions per bucket by status", points, keys: STATUSES, fillOf: (key) => `fill-${key}` }),
     legend(counted.map((status) => [`fill-${status}`, status])),
     h("h3", {}, "Latency, created to finished"),
@@ -80,6 +80,8 @@ function costChart(figures) {
 export async function show(root, { query, signal, fail }) {
   const windowChoice = choice("window", WINDOWS.map(([label, seconds]) => [seconds, label]), query.get("window") || 3600);
   const daysChoice = choice("days", DAYS.map((days) => [days, `${days} days`]), query.get("days") || 14);
+  const agents = await get("agents", signal);
+  const agentChoice = choice("agent", [["", "every agent"], ...agents.map((agent) => [agent.name, agent.name])], query.get("agent") || "");
   const tenantChoice = choice("tenant", [["", "every tenant"]], "");
   tenantChoice.hidden = true; // shown to an admin, once the API says which tenants there are
   const executions = h("div", { id: "overview-executions" });
@@ -87,9 +89,10 @@ export async function show(root, { query, signal, fail }) {
   const refresh = async () => {
     const [, seconds, bucket] = WINDOWS.find(([, value]) => String(value) === windowChoice.value);
     const tenant = tenantChoice.value ? { tenant: tenantChoice.value } : {};
+    const agent = agentChoice.value ? { agent: agentChoice.value } : {};
     const [stats, figures] = await Promise.all([
-      get(`stats/executions?${new URLSearchParams({ window: seconds, bucket, ...tenant })}`, signal),
-      get(`stats/cost?${new URLSearchParams({ days: daysChoice.value, ...tenant })}`, signal),
+      get(`stats/executions?${new URLSearchParams({ window: seconds, bucket, ...agent, ...tenant })}`, signal),
+      get(`stats/cost?${new URLSearchParams({ days: daysChoice.value, ...agent, ...tenant })}`, signal),
     ]);
     if (figures.tenants.length > 1 && tenantChoice.options.length === 1) {
       tenantChoice.append(...figures.tenants.map((name) => h("option", { value: name }, name)));
@@ -98,7 +101,8 @@ export async function show(root, { query, signal, fail }) {
     executions.replaceChildren(...executionCharts(stats));
     spending.replaceChildren(...costChart(figures));
   };
-  for (const control of [windowChoice, daysChoice, tenantChoice]) control.addEventListener("change", () => refresh().catch(fail));
-  root.append(h("h2", {}, "Overview"), h("div", { class: "filters" }, windowChoice, daysChoice, tenantChoice), executions, spending);
+  const controls = [windowChoice, daysChoice, agentChoice, tenantChoice];
+  for (const control of controls) control.addEventListener("change", () => refresh().catch(fail));
+  root.append(h("h2", {}, "Overview"), h("div", { class: "filters" }, controls), executions, spending);
   await every(10000, refresh, signal, fail);
 }
