@@ -14,6 +14,7 @@ from agentrunner.adapters.state.cached import CachedExecutions, CachedSessions, 
 from agentrunner.ports.agent_versions import AgentVersions
 from agentrunner.ports.audit import AuditLog
 from agentrunner.ports.cache import Cache
+from agentrunner.ports.evals import EvalRuns
 from agentrunner.ports.retention import Retention
 from agentrunner.ports.state import (
     AgentRecords,
@@ -49,6 +50,7 @@ class Stores:
     dead_letters: DeadLetterStore
     agents: AgentRecords
     agent_versions: AgentVersions  # written on a reload, read by the API: never cached
+    eval_runs: EvalRuns  # rewritten as cases end, read by polling callers: never cached
     schedules: ScheduleStore
     plan_runs: PlanRunStore
     steps: StepJournal  # written on the hot path, read when a run resumes: never cached
@@ -72,6 +74,7 @@ class Stores:
             dead_letters=database,
             agents=database,
             agent_versions=database,
+            eval_runs=database,
             schedules=database,
             plan_runs=database,
             steps=database,
