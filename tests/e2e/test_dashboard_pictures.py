@@ -1,9 +1,10 @@
 """The dashboard's pictures (issue 24, item 5) in headless Chromium against a real
 `agentrunner up` with two tenants and an admin: the overview's charts (executions per
-minute by status, p50/p95 latency, cost per day by agent) drawn from the API's aggregates,
-a tenant seeing only its own; a collaborative plan run drawn as the graph of its steps with
-their states; a version of an agent beside the previous one. Each page's screenshot is kept
-in build/screenshots/dashboard/ (or $DASHBOARD_SCREENSHOTS)."""
+minute by status, p50/p95 latency, cost per day by agent, an eval suite's scores per
+version once it has a run) drawn from the API's aggregates, a tenant seeing only its own;
+a collaborative plan run drawn as the graph of its steps with their states; a version of
+an agent beside the previous one. Each page's screenshot is kept in
+build/screenshots/dashboard/ (or $DASHBOARD_SCREENSHOTS)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,18 @@ PLAN: dict[str, list[dict[str, Any]]] = {
     ]
 }
 STEPS = [step["id"] for step in PLAN["steps"]]
+# An eval suite of the writer: one case passes, one fails (a pass rate of 50 %).
+EVAL_SUITE = """
+agent: writer
+threshold: 0.5
+cases:
+  - name: answers
+    task_data: {prompt: "a launch post"}
+    expect: [{contains: "done"}]
+  - name: never
+    task_data: {prompt: "a launch post"}
+    expect: [{contains: "a word it never writes"}]
+"""
 
 
 def _answer(body: dict[str, Any]) -> tuple[str, tuple[str, dict[str, Any]] | None]:
@@ -75,6 +88,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
     (workdir / "agents").mkdir()
     for name, text in AGENTS.items():
         (workdir / "agents" / name).write_text(text)
+    (workdir / "evals").mkdir()
+    (workdir / "evals" / "writer-basics.yml").write_text(EVAL_SUITE)
     with FakeOpenAI(api_key="sk-pictures", script=_answer) as fake:
         env = {
             "ENABLE_API_AUTH": "true",
@@ -138,6 +153,19 @@ def _invoke(platform: RunningPlatform, key: str, agent: str) -> dict[str, Any]:
     return dict(answer.json())
 
 
+def _eval_run(platform: RunningPlatform, key: str, suite: str) -> dict[str, Any]:
+    """Start an eval run of `suite` and wait (a deadline) until it ended."""
+    api = httpx.Client(base_url=platform.url("orchestrator"), headers={"X-API-Key": key}, timeout=30)
+    with api:
+        started = api.post("/evals/runs", json={"suite": suite})
+        assert started.status_code == 202, started.text
+        deadline = time.monotonic() + 60
+        while (run := api.get(f"/evals/runs/{started.json()['run_id']}").json())["finished_at"] is None:
+            assert time.monotonic() < deadline, f"eval run did not end: {run}"
+            time.sleep(0.2)
+    return dict(run)
+
+
 def _values(page: Page, selector: str) -> list[float]:
     return [float(value) for value in page.locator(selector).evaluate_all("(all) => all.map((e) => e.dataset.value)")]
 
@@ -173,8 +201,20 @@ def test_the_overview_draws_a_tenants_executions_latency_and_cost(
     expect(admin.locator("#cost-total")).to_contain_text("for team-b")
     expect(admin.locator("#chart-cost rect[data-key=writer]")).to_have_count(0)
     admin.screenshot(path=str(pictures / "overview-admin-team-b.png"), full_page=True)
+    expect(admin.locator("#overview-evals")).to_be_empty()  # no eval run yet: no section at all
+
+    # An eval run of the writer (on its version 1): its suite gets a chart of its scores.
+    evaluated = _eval_run(platform, ADMIN, "writer-basics")
+    admin.reload()
+    point = admin.locator("#chart-eval-writer-basics circle[data-key=pass_rate]")
+    expect(point).to_have_count(1)
+    expect(admin.locator("#chart-eval-writer-basics text.tick")).to_have_text(["v1"])
+    eval_point = point.get_attribute("data-value")
+    admin.screenshot(path=str(pictures / "overview-evals.png"), full_page=True)
 
     assert sum(succeeded) == 4
+    assert (evaluated["pass_rate"], evaluated["agent_version"]) == (0.5, 1)
+    assert eval_point == "0.5"
     assert p50, "a p50 dot where executions ended"
     assert all(0 < low <= high < 60 for low, high in zip(p50, p95, strict=True))
     assert "team-b" not in seen_by_a

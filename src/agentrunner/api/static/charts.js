@@ -79,10 +79,10 @@ export function stackedBars({ id, title, points, keys, fillOf, format = String }
 }
 
 // One line per series ({key, label, className}) over `points` ({label, values, title}); a
-// missing value breaks the line (a dot marks a value with no neighbour).
-export function lines({ id, title, points, series, format = String }) {
+// missing value breaks the line (a dot marks each value). `top`: the axis's top (a share: 1).
+export function lines({ id, title, points, series, format = String, top: fixedTop = null }) {
   const all = points.flatMap((point) => series.map((one) => point.values[one.key])).filter((v) => v !== null && v !== undefined);
-  const top = niceMax(Math.max(0, ...all));
+  const top = fixedTop ?? niceMax(Math.max(0, ...all));
   const plotHeight = HEIGHT - PAD.top - PAD.bottom;
   const slot = (WIDTH - PAD.left - PAD.right) / Math.max(1, points.length);
   const at = (index, value) => [PAD.left + slot * (index + 0.5), PAD.top + plotHeight * (1 - value / top)];

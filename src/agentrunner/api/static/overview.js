@@ -1,8 +1,9 @@
-// The overview: executions per time bucket by status, their p50/p95 latency, and cost per
-// day by agent, drawn from the API's own aggregates (GET /stats/executions, /stats/cost).
-// A tenant sees its own figures; an admin every tenant's, or one it picks.
+// The overview: executions per time bucket by status, their p50/p95 latency, cost per day
+// by agent (GET /stats/executions, /stats/cost), and each eval suite's scores run after run
+// with the version each ran on (GET /evals/runs; no section while there is none). A tenant
+// sees its own figures; an admin every tenant's, or one it picks.
 
-import { get } from "./api.js";
+import { ApiError, get } from "./api.js";
 import { legend, lines, stackedBars } from "./charts.js";
 import { cost, every, h } from "./dom.js";
 
@@ -16,6 +17,8 @@ const WINDOWS = [
 ];
 const DAYS = [7, 14, 30];
 const AGENT_COLOURS = 8; // .series-0 … .series-7 in style.css, then round again
+const EVAL_RUNS = 100; // the newest runs drawn, the most GET /evals/runs answers
+const percent = (value) => `${Math.round(value * 100)}%`;
 
 const clock = (iso, bucket) => {
   const date = new Date(iso);
@@ -77,6 +80,45 @@ function costChart(figures) {
   ];
 }
 
+// One chart per suite: its ended runs oldest first, pass rate and mean judge score, each
+// point labelled with the agent's version it ran on.
+function evalCharts(runs, agent) {
+  const ended = runs.filter((run) => run.finished_at && (!agent || run.agent === agent)).reverse();
+  const suites = [...new Set(ended.map((run) => run.suite))].sort();
+  if (!suites.length) return [];
+  return [
+    h("h3", {}, "Eval scores per version"),
+    suites.map((suite) => {
+      const points = ended
+        .filter((run) => run.suite === suite)
+        .map((run) => ({
+          label: run.agent_version ? `v${run.agent_version}` : "-",
+          title: `${new Date(run.created_at).toLocaleString()}, ${run.agent} v${run.agent_version ?? "?"}`,
+          values: { pass_rate: run.pass_rate, mean_score: run.mean_score },
+        }));
+      const series = [
+        { key: "pass_rate", label: "cases passed", className: "series-1" },
+        { key: "mean_score", label: "mean judge score", className: "series-0" },
+      ];
+      return h("div", { class: "eval-suite", dataset: { suite } }, h("h4", {}, suite), lines({ id: `chart-eval-${suite}`, title: `Eval ${suite}, run after run`, points, series, format: percent, top: 1 }));
+    }),
+    legend([
+      ["series-1", "cases passed"],
+      ["series-0", "mean judge score"],
+    ]),
+  ];
+}
+
+// The eval runs the caller may see, or none where the platform has no evals yet.
+async function evalRuns(signal) {
+  try {
+    return (await get(`evals/runs?limit=${EVAL_RUNS}`, signal)).items;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return [];
+    throw error;
+  }
+}
+
 export async function show(root, { query, signal, fail }) {
   const windowChoice = choice("window", WINDOWS.map(([label, seconds]) => [seconds, label]), query.get("window") || 3600);
   const daysChoice = choice("days", DAYS.map((days) => [days, `${days} days`]), query.get("days") || 14);
@@ -86,13 +128,15 @@ export async function show(root, { query, signal, fail }) {
   tenantChoice.hidden = true; // shown to an admin, once the API says which tenants there are
   const executions = h("div", { id: "overview-executions" });
   const spending = h("div", { id: "overview-cost" });
+  const evals = h("div", { id: "overview-evals" });
   const refresh = async () => {
     const [, seconds, bucket] = WINDOWS.find(([, value]) => String(value) === windowChoice.value);
     const tenant = tenantChoice.value ? { tenant: tenantChoice.value } : {};
     const agent = agentChoice.value ? { agent: agentChoice.value } : {};
-    const [stats, figures] = await Promise.all([
+    const [stats, figures, runs] = await Promise.all([
       get(`stats/executions?${new URLSearchParams({ window: seconds, bucket, ...agent, ...tenant })}`, signal),
       get(`stats/cost?${new URLSearchParams({ days: daysChoice.value, ...agent, ...tenant })}`, signal),
+      evalRuns(signal),
     ]);
     if (figures.tenants.length > 1 && tenantChoice.options.length === 1) {
       tenantChoice.append(...figures.tenants.map((name) => h("option", { value: name }, name)));
@@ -100,9 +144,10 @@ export async function show(root, { query, signal, fail }) {
     }
     executions.replaceChildren(...executionCharts(stats));
     spending.replaceChildren(...costChart(figures));
+    evals.replaceChildren(...evalCharts(runs, agentChoice.value).flat());
   };
   const controls = [windowChoice, daysChoice, agentChoice, tenantChoice];
   for (const control of controls) control.addEventListener("change", () => refresh().catch(fail));
-  root.append(h("h2", {}, "Overview"), h("div", { class: "filters" }, controls), executions, spending);
+  root.append(h("h2", {}, "Overview"), h("div", { class: "filters" }, controls), executions, spending, evals);
   await every(10000, refresh, signal, fail);
 }
