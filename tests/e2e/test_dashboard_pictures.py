@@ -56,9 +56,10 @@ PLAN: dict[str, list[dict[str, Any]]] = {
     ]
 }
 STEPS = [step["id"] for step in PLAN["steps"]]
-# An eval suite of the writer: one case passes, one fails (a pass rate of 50 %).
+# An eval suite of the reviewer: on its first version one case passes and one fails (50 %);
+# told to be thorough (its second version), it writes the missing word too (100 %).
 EVAL_SUITE = """
-agent: writer
+agent: reviewer
 threshold: 0.5
 cases:
   - name: answers
@@ -79,6 +80,8 @@ def _answer(body: dict[str, Any]) -> tuple[str, tuple[str, dict[str, Any]] | Non
         return "", ("submit_plan", PLAN)
     if "ask_human" in tools and "approve it" in prompt and "Their answer:" not in prompt:
         return "", ("ask_human", {"question": "Publish it now?", "kind": "confirm"})
+    if "Be thorough" in prompt:
+        return "done, with a word it never writes", None
     return f"done: {json.dumps(body['messages'][-1]['content'])[:40]}", None
 
 
@@ -89,7 +92,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
     for name, text in AGENTS.items():
         (workdir / "agents" / name).write_text(text)
     (workdir / "evals").mkdir()
-    (workdir / "evals" / "writer-basics.yml").write_text(EVAL_SUITE)
+    (workdir / "evals" / "reviewer-basics.yml").write_text(EVAL_SUITE)
     with FakeOpenAI(api_key="sk-pictures", script=_answer) as fake:
         env = {
             "ENABLE_API_AUTH": "true",
@@ -166,6 +169,15 @@ def _eval_run(platform: RunningPlatform, key: str, suite: str) -> dict[str, Any]
     return dict(run)
 
 
+def _wait_for_version(platform: RunningPlatform, agent: str, version: int) -> None:
+    api = httpx.Client(base_url=platform.url("orchestrator"), headers={"X-API-Key": ADMIN}, timeout=30)
+    with api:
+        deadline = time.monotonic() + 60
+        while len(api.get(f"/agents/{agent}/versions").json()) < version:
+            assert time.monotonic() < deadline, f"the edit of {agent} was not recorded as version {version}"
+            time.sleep(0.1)
+
+
 def _values(page: Page, selector: str) -> list[float]:
     return [float(value) for value in page.locator(selector).evaluate_all("(all) => all.map((e) => e.dataset.value)")]
 
@@ -203,18 +215,22 @@ def test_the_overview_draws_a_tenants_executions_latency_and_cost(
     admin.screenshot(path=str(pictures / "overview-admin-team-b.png"), full_page=True)
     expect(admin.locator("#overview-evals")).to_be_empty()  # no eval run yet: no section at all
 
-    # An eval run of the writer (on its version 1): its suite gets a chart of its scores.
-    evaluated = _eval_run(platform, ADMIN, "writer-basics")
+    # The reviewer evaluated on its version 1, then on version 2: its suite's chart shows both.
+    first = _eval_run(platform, ADMIN, "reviewer-basics")
+    (platform.workdir / "agents" / "reviewer.yml").write_text(AGENTS["reviewer.yml"] + "system_prompt: Be thorough.\n")
+    _wait_for_version(platform, "reviewer", 2)
+    second = _eval_run(platform, ADMIN, "reviewer-basics")
     admin.reload()
-    point = admin.locator("#chart-eval-writer-basics circle[data-key=pass_rate]")
-    expect(point).to_have_count(1)
-    expect(admin.locator("#chart-eval-writer-basics text.tick")).to_have_text(["v1"])
-    eval_point = point.get_attribute("data-value")
+    points = admin.locator("#chart-eval-reviewer-basics circle[data-key=pass_rate]")
+    expect(points).to_have_count(2)
+    expect(admin.locator("#chart-eval-reviewer-basics text.tick")).to_have_text(["v1", "v2"])
+    eval_points = points.evaluate_all("(all) => all.map((e) => e.dataset.value)")
     admin.screenshot(path=str(pictures / "overview-evals.png"), full_page=True)
 
     assert sum(succeeded) == 4
-    assert (evaluated["pass_rate"], evaluated["agent_version"]) == (0.5, 1)
-    assert eval_point == "0.5"
+    assert (first["pass_rate"], first["agent_version"]) == (0.5, 1)
+    assert (second["pass_rate"], second["agent_version"]) == (1.0, 2)
+    assert eval_points == ["0.5", "1"], "oldest first, each on its version"
     assert p50, "a p50 dot where executions ended"
     assert all(0 < low <= high < 60 for low, high in zip(p50, p95, strict=True))
     assert "team-b" not in seen_by_a

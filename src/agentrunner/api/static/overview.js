@@ -96,9 +96,10 @@ function evalCharts(runs, agent) {
           title: `${new Date(run.created_at).toLocaleString()}, ${run.agent} v${run.agent_version ?? "?"}`,
           values: { pass_rate: run.pass_rate, mean_score: run.mean_score },
         }));
+      // The pass rate drawn last, on top: without a judge the mean score is the same line.
       const series = [
-        { key: "pass_rate", label: "cases passed", className: "series-1" },
         { key: "mean_score", label: "mean judge score", className: "series-0" },
+        { key: "pass_rate", label: "cases passed", className: "series-1" },
       ];
       return h("div", { class: "eval-suite", dataset: { suite } }, h("h4", {}, suite), lines({ id: `chart-eval-${suite}`, title: `Eval ${suite}, run after run`, points, series, format: percent, top: 1 }));
     }),
