@@ -8,6 +8,7 @@ build/screenshots/dashboard/ (or $DASHBOARD_SCREENSHOTS)."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shutil
@@ -178,6 +179,34 @@ def _wait_for_version(platform: RunningPlatform, agent: str, version: int) -> No
             time.sleep(0.1)
 
 
+# Pairs of texts for diff.js: a change, a removal and an addition in far apart hunks, a
+# removal at the start, a line added at the end, a text replaced whole.
+_LINES = [f"line {n}" for n in range(1, 21)]
+DIFFS = {
+    "hunks": (
+        "\n".join(_LINES) + "\n",
+        "\n".join(["line 1", "line two", *_LINES[2:9], *_LINES[10:18], "new 18b", *_LINES[18:], "tail"]) + "\n",
+    ),
+    "start": ("a\nb\nc\n", "b\nc\n"),
+    "whole": ("a\nb\n", "x\ny\nz\n"),
+}
+
+
+def _side_by_side(page: Page, before: str, after: str) -> list[list[str]]:
+    """The rows (old number, old text, new number, new text) diff.js draws for two texts."""
+    diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), "a v1", "a v2"))
+    rows: list[list[str]] = page.evaluate(
+        """async ([text, diff]) => {
+            const { sideBySide } = await import(new URL("diff.js", document.baseURI).href);
+            const table = sideBySide(text, diff, { before: "v1", after: "v2" });
+            const cells = (row) => [...row.children].map((cell) => cell.textContent);
+            return [...table.querySelectorAll("tbody tr")].map(cells);
+        }""",
+        [after, diff],
+    )
+    return rows
+
+
 def _values(page: Page, selector: str) -> list[float]:
     return [float(value) for value in page.locator(selector).evaluate_all("(all) => all.map((e) => e.dataset.value)")]
 
@@ -307,6 +336,8 @@ def test_a_version_is_shown_beside_the_previous_one(
     expect(page.locator("#agent-version-diff")).to_contain_text("+description: writes short posts")  # unified, below
     kinds = sides.locator("tbody tr").evaluate_all("(rows) => rows.map((row) => row.dataset.kind)")
     page.screenshot(path=str(pictures / "version-side-by-side.png"), full_page=True)
+    # The page's own diff.js over texts that change in several places: either side is its text.
+    drawn = {name: _side_by_side(page, before, after) for name, (before, after) in DIFFS.items()}
 
     text = httpx.get(
         f"{platform.url('orchestrator')}/agents/writer/versions/2", headers={"X-API-Key": TEAM_A}, timeout=30
@@ -314,4 +345,9 @@ def test_a_version_is_shown_beside_the_previous_one(
     assert set(kinds) <= {"same", "changed", "added", "removed"}
     assert len([kind for kind in kinds if kind != "removed"]) == len(text.splitlines()), "each line, once"
     assert kinds.count("same") >= 3, "the unchanged lines are shown too, beside each other"
+    for name, (before, after) in DIFFS.items():
+        assert [row[1] for row in drawn[name] if row[0]] == before.splitlines(), name
+        assert [row[3] for row in drawn[name] if row[2]] == after.splitlines(), name
+        assert [row[0] for row in drawn[name] if row[0]] == [str(n) for n in range(1, before.count("\n") + 1)]
+        assert [row[2] for row in drawn[name] if row[2]] == [str(n) for n in range(1, after.count("\n") + 1)]
     assert problems == []
