@@ -10,6 +10,7 @@ the store's usage totals, the query behind `GET /usage`, one UTC day at a time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
@@ -83,7 +84,7 @@ def stats_routes(aggregates: ExecutionAggregates, queries: ExecutionQueries, ten
     ) -> ExecutionStats:
         """Executions per time bucket by status, and p50/p95 latency (created to finished) of
         those that ended, over the last `window` seconds (at most 1440 buckets)."""
-        if -(-window // bucket) > MAX_BUCKETS:
+        if math.ceil(window / bucket) > MAX_BUCKETS:
             raise RequestValidationError(
                 [
                     {

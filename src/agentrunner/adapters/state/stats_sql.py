@@ -62,7 +62,7 @@ class StatsSQL(SQLEngine):
             rows = (await session.execute(select(*columns).where(*within).group_by(bucket))).all()
             if self.is_sqlite:
                 picked = _picked((await session.execute(_ranked(bucket, latency, within))).all())
-            else:
+            else:  # a row: the bucket, a count per status, then a value per percentile
                 picked = {
                     (int(row[0]), p): row[1 + len(STATUSES) + i] for row in rows for i, p in enumerate(PERCENTILES)
                 }
