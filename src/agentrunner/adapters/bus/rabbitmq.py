@@ -10,6 +10,11 @@ Layout, for a prefix P (several platforms or test runs share a broker without me
 - queue `P.dead-letters`: events that failed every attempt, with their queue and error.
 Messages are persistent, publishes wait for the broker's confirm, and a message is acked
 only after its handler returned or its retry copy was confirmed: nothing is lost between.
+Notices (`notify`: an execution's progress) go apart, on a channel without confirms, as
+transient messages: the broker neither writes nor confirms them, and one lost changes
+nothing (the end they precede is recorded and published as above). Nothing is published
+`mandatory`: a message no queue is bound for (the progress nobody watches, the output no
+chain follows) is dropped by the broker, not sent back whole to be ignored here.
 Broker and network errors become `DependencyUnavailableError` here and nowhere else.
 
 Through an outage (aio-pika's robust connection tries again every `reconnect_interval`):
@@ -144,6 +149,7 @@ class RabbitMQEventBus:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._notices: AbstractExchange | None = None  # the exchange, on the channel without confirms
         self._subscriptions: list[RabbitMQSubscription] = []
         self._declared: set[str] = set()
         self._closed = True
@@ -190,6 +196,8 @@ class RabbitMQEventBus:
             )
             await self._channel.declare_queue(self._dead_letter_queue, durable=True)
             self._declared.add(self._dead_letter_queue)
+            notices = await self._connection.channel(publisher_confirms=False)
+            self._notices = await notices.get_exchange(self._exchange.name, ensure=False)
         except CONNECTION_EXCEPTIONS as exc:
             await self.close(grace_seconds=0)
             raise DependencyUnavailableError(f"RabbitMQ at {self._where} is not reachable: {exc}") from exc
@@ -236,7 +244,25 @@ class RabbitMQEventBus:
         if problem:
             raise ValueError(problem)
         _, _, exchange = self._require_open(f"publish {event.topic!r}")
-        await self._confirmed(f"publish {event.topic!r}", lambda: exchange.publish(_message(event), event.topic))
+        await self._confirmed(
+            f"publish {event.topic!r}", lambda: exchange.publish(_message(event), event.topic, mandatory=False)
+        )
+
+    async def notify(self, event: Event) -> None:
+        problem = topic_problem(event.topic)
+        if problem:
+            raise ValueError(problem)
+        notices = self._notices
+        if self._closed or notices is None or not self.connected:
+            log.debug("notice dropped: the broker is not connected", topic=event.topic)
+            return
+        try:
+            # Written to the socket, not confirmed; bounded as a publish is, for a broker that
+            # blocks its publishers (a memory alarm) stops the writes too.
+            async with asyncio.timeout(self._publish_timeout):
+                await notices.publish(_message(event, persistent=False), event.topic, mandatory=False)
+        except (TimeoutError, *CONNECTION_EXCEPTIONS) as exc:
+            log.debug("notice dropped", topic=event.topic, error=str(exc) or type(exc).__name__)
 
     async def _to_queue(self, queue: str, event: Event, headers: dict[str, str] | None = None) -> None:
         """Publish straight into `queue` (default exchange), confirmed."""
@@ -486,13 +512,13 @@ async def _bounded(step: Awaitable[Any], what: str, seconds: float) -> None:
         log.info("RabbitMQ gone while closing", step=what, error=str(exc))
 
 
-def _message(event: Event, extra_headers: dict[str, str] | None = None) -> aio_pika.Message:
+def _message(event: Event, extra_headers: dict[str, str] | None = None, *, persistent: bool = True) -> aio_pika.Message:
     headers: dict[str, Any] = {"trace_id": event.trace_id, "event_id": event.event_id, "attempt": event.attempt}
     headers.update(extra_headers or {})
     return aio_pika.Message(
         encode_event(event),
         content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT,
         message_id=event.event_id,
         headers=headers,
     )
