@@ -13,7 +13,7 @@ from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus
 from agentrunner.domain.event import Event
 from agentrunner.ports.bus import EventBus
 from tests.contract.conftest import RABBITMQ_URL, delete_broker_objects
-from tests.contract.test_event_bus import WAIT_SECONDS, Recorder, _event, drain, subscribe_recorder, wait_until
+from tests.contract.test_event_bus import WAIT_SECONDS, _event, drain, subscribe_recorder, wait_until
 
 
 async def test_notices_reach_every_matching_queue_in_the_order_sent(event_bus: EventBus) -> None:
