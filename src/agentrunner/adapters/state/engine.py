@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from agentrunner.adapters.state.errors import as_outage
@@ -91,7 +91,7 @@ class SQLEngine:
         self._in_use = 0
         self._idle = asyncio.Event()
         self._prepared: dict[ClauseElement, _Prepared] = {}  # see `_sqlite_write_many`
-        self._lean: dict[ClauseElement, _Lean] = {}  # see `_lean_run`
+        self._lean: dict[Executable, _Lean] = {}  # see `_lean_run`
 
     @property
     def is_sqlite(self) -> bool:
@@ -259,9 +259,7 @@ class SQLEngine:
                 # and `_commit_many` ended its transaction either way).
                 pooled.close()
 
-    async def _lean_rowcount(
-        self, session: AsyncConnection, statement: ClauseElement, params: Mapping[str, Any]
-    ) -> int:
+    async def _lean_rowcount(self, session: AsyncConnection, statement: Executable, params: Mapping[str, Any]) -> int:
         """The rows `statement` changed, run in `session` (`_lean_run`)."""
         if self.is_sqlite:
             return int((await session.execute(statement, params)).rowcount)
@@ -269,7 +267,7 @@ class SQLEngine:
         return rowcount
 
     async def _lean_first(
-        self, session: AsyncConnection, statement: ClauseElement, params: Mapping[str, Any]
+        self, session: AsyncConnection, statement: Executable, params: Mapping[str, Any]
     ) -> Any | None:
         """The first row `statement` returns (its columns as attributes), run in `session`
         (`_lean_run`); None when it returns none."""
@@ -279,7 +277,7 @@ class SQLEngine:
         return row
 
     async def _lean_run(
-        self, session: AsyncConnection, statement: ClauseElement, params: Mapping[str, Any], *, fetch: bool
+        self, session: AsyncConnection, statement: Executable, params: Mapping[str, Any], *, fetch: bool
     ) -> tuple[int, Any | None]:
         """`statement` on `session`'s asyncpg connection straight, without SQLAlchemy's
         execution around it: for the hot statements (an execution's create, start and end),
@@ -401,15 +399,15 @@ class _Lean:
     with) its result columns with their result processors."""
 
     sql: str
-    statement: ClauseElement
+    statement: Executable
     dialect: Dialect
     compiled: SQLCompiler
     binds: tuple[tuple[str, Callable[[Any], Any] | None], ...]
     columns: tuple[tuple[str, Callable[[Any], Any] | None], ...] | None = None
 
     @classmethod
-    def of(cls, statement: ClauseElement, dialect: Dialect) -> _Lean:
-        compiled = cast("SQLCompiler", statement.compile(dialect=dialect))
+    def of(cls, statement: Executable, dialect: Dialect) -> _Lean:
+        compiled = cast("SQLCompiler", cast("ClauseElement", statement).compile(dialect=dialect))
         names = compiled.positiontup or []
         binds = tuple((name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names)
         return cls(compiled.string, statement, dialect, compiled, binds)
