@@ -5,7 +5,7 @@ streams, reports usage, normalises tool calls and maps every failure the same wa
 from __future__ import annotations
 
 import asyncio
-import importlib
+import threading
 import time
 
 import pytest
@@ -16,7 +16,8 @@ from agentrunner.domain.llm import Completion, LLMRequest, Message, TextDelta, T
 from agentrunner.domain.pricing import cost_usd
 from agentrunner.ports.providers import LLMProvider
 from agentrunner.runtime.llm_calls import complete_with_retries
-from tests.fakes.vendor import FakeVendor
+from tests.fakes import ollama_server, openai_server
+from tests.fakes.vendor import FakeVendor, Reply
 
 WEATHER = ToolDefinition(
     name="get_weather",
@@ -206,26 +207,31 @@ async def test_auth_and_bad_requests_are_never_tried_again(fake: FakeVendor, pro
 
 
 async def test_two_agents_on_different_providers_run_concurrently() -> None:
-    first = importlib.import_module("tests.fakes.openai_server")
-    second = importlib.import_module("tests.fakes.ollama_server")
-    with first.running() as openai_fake, second.running() as ollama_fake:
-        openai_fake.slow(0.3)
-        ollama_fake.slow(0.3)
-        openai_fake.reply_with("from openai")
+    """Each vendor holds its request until the other vendor has one too: called one after the
+    other, the first would wait for a request that never comes (the barrier's deadline breaks
+    it, the call fails). A fact recorded at the vendors, not a duration measured here."""
+    both_at_the_vendors = threading.Barrier(2, timeout=8)
+    with openai_server.running() as openai_fake, ollama_server.running() as ollama_fake:
+        openai_fake.script = lambda body: (both_at_the_vendors.wait(), ("from openai", None))[1]
+        answer_ollama = ollama_fake.next_answer
+
+        def held_ollama_answer() -> tuple[Reply, int | None, float]:
+            both_at_the_vendors.wait()
+            return answer_ollama()
+
+        ollama_fake.next_answer = held_ollama_answer  # type: ignore[method-assign]
         ollama_fake.reply_with("from ollama")
-        providers = [openai_fake.provider(), ollama_fake.provider()]
+        providers: list[LLMProvider] = [openai_fake.provider(), ollama_fake.provider()]
         try:
-            started = time.monotonic()
             answers = await asyncio.gather(
                 providers[0].complete(_request(openai_fake)), providers[1].complete(_request(ollama_fake))
             )
-            elapsed = time.monotonic() - started
         finally:
             for adapter in providers:
                 await adapter.close()
 
     assert [a.text for a in answers] == ["from openai", "from ollama"]
-    assert elapsed < 0.55, "the two calls overlapped"
+    assert not both_at_the_vendors.broken
 
 
 async def test_a_failed_tool_result_reaches_the_vendor_marked_as_an_error(

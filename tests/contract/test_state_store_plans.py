@@ -85,7 +85,14 @@ async def test_save_writes_plan_steps_and_clarifications_in_plan_order(state_sto
         expires_at=T0 + timedelta(minutes=5),
     )
     steps = [
-        StepRun(step_id="write", agent="writer", status=StepStatus.NEEDS_CLARIFICATION, execution_id="e2", attempts=1),
+        StepRun(
+            step_id="write",
+            agent="writer",
+            agent_version=3,
+            status=StepStatus.NEEDS_CLARIFICATION,
+            execution_id="e2",
+            attempts=1,
+        ),
         StepRun(
             step_id="research",
             agent="researcher",
@@ -113,6 +120,7 @@ async def test_save_writes_plan_steps_and_clarifications_in_plan_order(state_sto
     assert saved.version == stored.version == 2
     assert [step.step_id for step in stored.steps] == ["research", "write"]
     assert stored.step_run("research") == steps[1]
+    assert stored.step_run("write") == steps[0]  # its agent's version too
     assert stored.clarifications == [asked]
     assert stored.plan == PLAN
     assert stored.status is PlanRunStatus.NEEDS_CLARIFICATION
@@ -124,10 +132,12 @@ async def test_save_writes_plan_steps_and_clarifications_in_plan_order(state_sto
             "clarifications": [answered],
             "steps": [stored.steps[0]],
             "error": ExecutionError(code="step_failed", message="writer failed"),
+            "result_json": {"summary": "partial", "steps": [1, 2]},
         }
     )
     await state_store.save_plan_run(finished)
     final = await state_store.get_plan_run("run-1")
+    assert final.result_json == {"summary": "partial", "steps": [1, 2]}
     assert final.clarifications == [answered]
     assert [step.step_id for step in final.steps] == ["research"]
     assert final.error == ExecutionError(code="step_failed", message="writer failed")

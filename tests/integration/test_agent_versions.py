@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
+from agentrunner.domain.agent_version import AgentVersion, LoadedContent
 from agentrunner.domain.event import Event, new_id
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.llm import LLMRequest
@@ -62,6 +63,23 @@ async def test_an_edited_file_is_a_new_version_with_its_diff(node: Node) -> None
     assert (original["diff"], original["content_hash"]) == ("", first[0]["content_hash"])
 
 
+async def test_a_changed_schema_file_alone_is_a_new_version_of_the_agent_naming_it(node: Node) -> None:
+    agents = node.settings.agents_dir
+    (agents / "schemas").mkdir()
+    (agents / "schemas" / "answer.json").write_text('{"type": "object", "required": ["title"]}')
+    (agents / "typed.yml").write_text(agent_yaml("typed") + "output_schema: schemas/answer.json\n")
+    await node.reload_agents()
+    (agents / "schemas" / "answer.json").write_text('{"type": "object", "required": ["title", "year"]}')
+    await node.reload_agents()
+    async with client(node) as http:
+        listed = (await http.get("/agents/typed/versions")).json()
+        second = (await http.get("/agents/typed/versions/2")).json()
+
+    assert [v["version"] for v in listed] == [2, 1]
+    assert listed[0]["content_hash"] != listed[1]["content_hash"]
+    assert second["changes"] == [{"field": "output_schema.required", "before": ["title"], "after": ["title", "year"]}]
+
+
 async def test_each_execution_records_the_version_it_ran_and_is_found_by_it(node: Node) -> None:
     async with client(node) as http:
         before = (await http.post("/agents/writer/invoke", json={"task_data": {"prompt": "one"}})).json()
@@ -76,6 +94,32 @@ async def test_each_execution_records_the_version_it_ran_and_is_found_by_it(node
     assert [e["execution_id"] for e in on_first["items"]] == [before["execution_id"]]
     assert [e["execution_id"] for e in on_second["items"]] == [after["execution_id"]]
     assert without_agent.status_code == 400
+
+
+async def test_work_created_while_a_new_content_is_numbered_names_a_version(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store takes its time to number the edit (held here until the invocation is made):
+    # meanwhile the node goes on with the content it has a number for.
+    numbering, go_on = asyncio.Event(), asyncio.Event()
+    record = node.store.agent_versions.record_versions
+
+    async def slow_record(contents: Sequence[LoadedContent]) -> list[AgentVersion]:
+        numbering.set()
+        await go_on.wait()
+        return await record(contents)
+
+    monkeypatch.setattr(node.store.agent_versions, "record_versions", slow_record)
+    async with client(node) as http:
+        (node.settings.agents_dir / "writer.yml").write_text(agent_yaml("writer", prompt="Be thorough."))
+        reload = asyncio.create_task(node.reload_agents())
+        await asyncio.wait_for(numbering.wait(), 10)
+        during = (await http.post("/agents/writer/invoke", json={"task_data": {"prompt": "one"}})).json()
+        go_on.set()
+        await asyncio.wait_for(reload, 10)
+        after = (await http.post("/agents/writer/invoke", json={"task_data": {"prompt": "two"}})).json()
+
+    assert (during["agent_version"], after["agent_version"]) == (1, 2)
 
 
 async def _cli(*args: str) -> str:

@@ -60,6 +60,23 @@ async def test_a_session_remembers_its_turns_and_sessions_are_apart(tmp_path: Pa
     ], "bounded to max_conversation_history, oldest dropped"
 
 
+async def test_a_session_takes_a_new_version_at_its_next_message_and_keeps_its_history(tmp_path: Path) -> None:
+    def answer(request: LLMRequest) -> str:  # the system prompt names the version that answered
+        return f"{_reply(request)} ({request.messages[0].content})"
+
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "chat.yml").write_text(AGENT)
+    node = Node(Settings(_env_file=None, agents_dir=tmp_path / "agents", data_dir=tmp_path), script=answer)
+    async with node.running():
+        first = await node.orchestrator.invoke("chat", {"prompt": "hi"}, session_id="dave", wait=10)
+        (tmp_path / "agents" / "chat.yml").write_text(AGENT.replace("Be kind.", "Be brief."))
+        await node.reload_agents()
+        second = await node.orchestrator.invoke("chat", {"prompt": "and now?"}, session_id="dave", wait=10)
+
+    assert (first.agent_version, first.output) == (1, "0 before; you said hi (Be kind.)")
+    assert (second.agent_version, second.output) == (2, "2 before; you said and now? (Be brief.)")
+
+
 async def test_the_conversation_survives_a_restart(tmp_path: Path) -> None:
     async with (node := _node(tmp_path)).running():
         await node.orchestrator.invoke("chat", {"prompt": "remember me"}, session_id="carol", wait=10)

@@ -50,9 +50,10 @@ def test_an_agent_without_output_schema_asks_as_before() -> None:
     assert request.messages[0].content == "Be brief."
 
 
-def test_a_collaborative_agent_with_an_output_schema_is_refused_not_ignored() -> None:
-    with pytest.raises(AgentFileError, match="not supported for a collaborative agent"):
-        parse_agent_document(agent_yaml(mode="collaborative", extra="output_schema: {type: object}\n"), "a.yml")
+def test_a_collaborative_agent_may_have_an_output_schema_for_its_synthesis() -> None:
+    document = parse_agent_document(agent_yaml(mode="collaborative", extra="output_schema: {type: object}\n"), "a.yml")
+
+    assert document.config.response_schema == {"type": "object"}
 
 
 def test_the_answer_tool_name_is_reserved() -> None:

@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agentrunner.adapters.metrics.prometheus import PrometheusMetrics
 from agentrunner.domain.execution import Execution, ExecutionStatus, Usage
+from agentrunner.ports.backlog import AgentQueueFigures
 
 
 def _values(metrics: PrometheusMetrics) -> dict[str, float]:
@@ -71,3 +72,25 @@ def test_two_nodes_in_one_process_count_apart() -> None:
 
     assert "agentrunner_dead_letters_total[('queue', 'q')]" in _values(first)
     assert "agentrunner_dead_letters_total[('queue', 'q')]" not in _values(second)
+
+
+def test_the_queue_gauges_follow_each_measure_by_pool_and_agent() -> None:
+    metrics = PrometheusMetrics()
+    busy = AgentQueueFigures(
+        "autonomous", "busy", "agent.busy", ready=3, unacknowledged=1, oldest_queued_age_seconds=4.5
+    )
+    idle = AgentQueueFigures(
+        "continuous", "idle", "agent.idle", ready=0, unacknowledged=0, oldest_queued_age_seconds=None
+    )
+
+    metrics.queues_measured([busy, idle])
+    first = _values(metrics)
+    metrics.queues_measured([idle])  # busy went away
+    second = _values(metrics)
+
+    labels = "[('agent', 'busy'), ('pool', 'autonomous')]"
+    assert first["agentrunner_queue_ready" + labels] == 3
+    assert first["agentrunner_queue_unacknowledged" + labels] == 1
+    assert first["agentrunner_queue_oldest_queued_age_seconds" + labels] == 4.5
+    assert first["agentrunner_queue_oldest_queued_age_seconds[('agent', 'idle'), ('pool', 'continuous')]"] == 0
+    assert not [name for name in second if "'busy'" in name]

@@ -13,6 +13,7 @@ from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.views import config_view
 from agentrunner.domain.agent_document import (
     MAX_AGENT_DOCUMENT_BYTES,
+    AgentDocument,
     AgentFileError,
     AgentFileRefusedError,
     ConfigIssue,
@@ -60,8 +61,11 @@ def config_app(
     edge: EdgeConfig,
     reload: Callable[[], Awaitable[None]],
     audit: Auditor | None = None,
+    schema_files: Callable[[AgentDocument], AgentDocument] | None = None,
 ) -> FastAPI:
-    """The config service's HTTP API; a reload is recorded in `audit`."""
+    """The config service's HTTP API; a reload is recorded in `audit`. `schema_files` reads
+    the schema file a validated document's `output_schema` names, as a load does (blocking:
+    called off the event loop); without it the reference is only checked for its form."""
     app = role_app("config", "agentrunner config", edge)
     auditor = audit or Auditor(None)
 
@@ -100,14 +104,16 @@ def config_app(
         tags=["configs"],
         summary="Validate an agent YAML document sent as the request body",
         description="At most 256 KiB (413 payload_too_large). Anchors and aliases are refused "
-        "(422 config_invalid, naming the line); other problems answer 200 with valid: false.",
+        "(422 config_invalid, naming the line); other problems answer 200 with valid: false. "
+        "A schema file `output_schema` names is read from the agents directory, relative to its top, "
+        "with the refusals of a load (outside the directory, over 64 KiB, anchors or aliases).",
         openapi_extra={"requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}}}}},
     )
     async def validate(request: Request) -> ValidationResult:
         text = (await _bounded_body(request)).decode("utf-8", errors="replace")
         try:
             # Off the event loop: a big (bounded) document must not stall this process's roles.
-            document = await asyncio.to_thread(parse_agent_document, text, "request body")
+            document = await asyncio.to_thread(_checked, text, schema_files)
         except AgentFileRefusedError as exc:  # not parsed at all: refused, not "invalid"
             raise ConfigError(exc.message) from exc
         except AgentFileError as exc:
@@ -117,6 +123,12 @@ def config_app(
         )
 
     return app
+
+
+def _checked(text: str, schema_files: Callable[[AgentDocument], AgentDocument] | None) -> AgentDocument:
+    """The sent document, parsed, with the schema file it names read (`schema_files`)."""
+    document = parse_agent_document(text, "request body")
+    return schema_files(document) if schema_files is not None else document
 
 
 async def _bounded_body(request: Request) -> bytes:

@@ -353,11 +353,8 @@ class AgentConfig(_Section):
 
     @field_validator("output_schema")
     @classmethod
-    def _valid_schema(cls, schema: dict[str, Any] | str | None, info: ValidationInfo) -> dict[str, Any] | str | None:
-        if schema is not None and info.data.get("execution_mode") is ExecutionMode.COLLABORATIVE:
-            # A plan run's answer is the coordinator's synthesis, which is not checked yet:
-            # refused rather than ignored. The agents of its steps may declare one.
-            raise ValueError("not supported for a collaborative agent yet: declare it on the agents of its steps")
+    def _valid_schema(cls, schema: dict[str, Any] | str | None) -> dict[str, Any] | str | None:
+        # A collaborative agent's answer is its synthesis, checked as any answer is.
         if isinstance(schema, dict):
             problem = schema_problem(schema)
             if problem:

@@ -127,6 +127,10 @@ class StepRun(BaseModel):
 
     step_id: str
     agent: str
+    # The version of its agent it runs on, every attempt: the one loaded when the plan was
+    # made (runtime/collaboration.py), so a step agent's file edited mid-run changes nothing
+    # of the run. None: not known (a run planned before versions, an agent not numbered).
+    agent_version: int | None = None
     status: StepStatus = StepStatus.PENDING
     execution_id: str | None = None
     output: str | None = None
@@ -191,6 +195,8 @@ class PlanRun(BaseModel):
     # Where the task came from (the Slack channel and thread, ...), for announcements.
     origin: dict[str, Any] | None = None
     result: str | None = None
+    # The result parsed, when the agent has an `output_schema` its synthesis followed.
+    result_json: Any = None
     error: ExecutionError | None = None
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from agentrunner.adapters.config.files import with_sent_schema_file
 from agentrunner.api.access import MAKE_A_KEY, ApiKey, check_unique, parse_api_keys
 from agentrunner.api.agent_versions import agent_version_routes
 from agentrunner.api.config import config_app
@@ -17,6 +18,7 @@ from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.limits import InputLimits
 from agentrunner.api.orchestrator import orchestrator_app
 from agentrunner.api.plan_runs import plan_run_answer, plan_run_routes
+from agentrunner.api.queues import queue_routes
 from agentrunner.api.scheduler import schedule_read_routes, scheduler_app
 from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
@@ -88,7 +90,8 @@ async def _budgets_of(node: Node, agent: str | None) -> list[Budget]:
 
 
 async def metrics_exposition(node: Node) -> tuple[bytes, str]:
-    """The node's metrics for `/metrics`, with the depth of every agent's queue measured now."""
+    """The node's metrics for `/metrics`, with the depth of every agent's queue measured now
+    (and, by pool and agent, what workers hold and the oldest wait: runtime/queues.py)."""
     queues = [agent_queue(config.name) for config in node.registry.in_modes(SERVED_MODES)]
     try:
         async with asyncio.timeout(QUEUE_DEPTH_TIMEOUT_SECONDS):
@@ -98,7 +101,20 @@ async def metrics_exposition(node: Node) -> tuple[bytes, str]:
         log.warning("queue depths not measured", error=getattr(exc, "message", "timed out"))
     else:
         node.metrics.queue_depths_measured(depths)
+        await _backlog_measured(node, depths)
     return node.metrics.exposition()
+
+
+async def _backlog_measured(node: Node, depths: dict[str, int]) -> None:
+    """The queue gauges by pool and agent, from the processes that serve the orchestrator:
+    every process would read the same figures, and each read is a query over the
+    unfinished executions (bench/queues.py), so one reader per orchestrator replica."""
+    if "orchestrator" not in node.roles:
+        return
+    try:
+        node.metrics.queues_measured(await node.queues.with_backlog(depths))
+    except AgentRunnerError as exc:  # the database's health shows on /health/ready
+        log.warning("queue backlog not measured", error=exc.message)
 
 
 def health_app(node: Node) -> FastAPI:
@@ -133,6 +149,7 @@ def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
     # Read-only, from the shared state store: the dashboard shows schedules from its own
     # port (8003) without a second origin; changing them stays the scheduler's (8004).
     orchestrator.include_router(schedule_read_routes(node.scheduler))
+    orchestrator.include_router(queue_routes(node.queues))
     return {
         "state": state_app(
             ready,
@@ -144,7 +161,13 @@ def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
             max_history_bytes=node.settings.max_history_bytes,
             audit=node.audit,
         ),
-        "config": config_app(node.registry, ready, node.reload_agents, node.audit),
+        "config": config_app(
+            node.registry,
+            ready,
+            node.reload_agents,
+            node.audit,
+            schema_files=partial(with_sent_schema_file, directory=node.settings.agents_dir),
+        ),
         "orchestrator": orchestrator,
         "scheduler": scheduler_app(node.scheduler, ready, input_limits(node.settings)),
         "slack": slack_app(

@@ -42,6 +42,7 @@ from agentrunner.runtime.orchestrator import Orchestrator
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.pinned_configs import PinnedConfigs
 from agentrunner.runtime.plan_runs import PlanRuns
+from agentrunner.runtime.queues import QueueReport
 from agentrunner.runtime.rate_limits import RateLimits
 from agentrunner.runtime.recovery import resume_unfinished
 from agentrunner.runtime.registry import AgentRegistry
@@ -97,6 +98,8 @@ class Node:
             self.catalog = self.tracing.traced_catalog(self.catalog)
         self.registry = AgentRegistry()
         self.pinned_configs = PinnedConfigs(self.registry, self.store.agent_versions)
+        # Straight to the database, as the audit log: the figures are about now.
+        self.queues = QueueReport(bus=self.bus, backlog=database, registry=self.registry)
         # Every outbound call made for a caller or a model goes through this one guard.
         self.egress = EgressGuard(settings.egress_policy)
         self.tools = ToolShelf(
@@ -236,6 +239,9 @@ class Node:
             bus=self.bus,
             node_id=self.node_id,
             tools=self.tools if self.uses_tools else None,
+            # Every node numbers what it loads (the first to load a content records it, the
+            # others find it), so the work it creates names its version.
+            versions=self.store.agent_versions,
             # The config role watches the agent files (one watcher: it tells the other nodes).
             watch=partial(watch_agent_files, settings.agents_dir, metrics=self.metrics)
             if "config" in self.roles and settings.watch_agents
@@ -332,12 +338,6 @@ class Node:
     async def sync_agent_records(self) -> None:
         """Write the registry to the store's agent table (the config role owns it)."""
         await self.store.agents.sync_agents(self.registry.records())
-
-    async def record_agent_versions(self) -> None:
-        """Record each new content of an agent file as the agent's next version, and learn
-        the numbers of the loaded contents (every node: the first to load a content records
-        it, the others find it), so the work this node creates names its version."""
-        self.registry.learn_versions(await self.store.agent_versions.record_versions(self.registry.contents()))
 
     async def resume_unfinished(self) -> None:
         """Hand the executions the last process left unfinished to the pools again (the

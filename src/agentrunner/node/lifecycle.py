@@ -64,7 +64,6 @@ def role_table(node: Node) -> tuple[Component, ...]:
         Component("agents", start=node.reloader.load_all),
         # One owner writes the registry table, so replicas of other roles never race on it.
         Component("agent-records", _on("config"), start=node.sync_agent_records, reload=node.sync_agent_records),
-        Component("agent-versions", start=node.record_agent_versions, reload=node.record_agent_versions),
         Component("orchestrator", _on("orchestrator"), start=node.orchestrator.start, stop=node.orchestrator.stop),
         Component("dead-letters", _on("orchestrator"), start=node.dead_letters.start, stop=node.dead_letters.stop),
         Component("webhooks", _on("orchestrator"), start=node.webhooks.start, stop=node.webhooks.stop),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from agentrunner.domain.execution import Execution
+from agentrunner.ports.backlog import AgentQueueFigures
 
 
 class Metrics(Protocol):
@@ -32,6 +33,11 @@ class Metrics(Protocol):
 
     def queue_depths_measured(self, depths: Mapping[str, int]) -> None:
         """The events waiting in each queue just now (queues absent from `depths` are gone)."""
+        ...
+
+    def queues_measured(self, figures: Sequence[AgentQueueFigures]) -> None:
+        """Each running agent's queue just now, by pool and agent (`runtime/queues.py`);
+        agents absent from `figures` are gone."""
         ...
 
     def limits_store_unavailable(self, unavailable: bool) -> None:

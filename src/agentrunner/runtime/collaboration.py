@@ -25,6 +25,7 @@ from agentrunner.domain.errors import (
     ConflictError,
     ExecutionCancelledError,
     LLMError,
+    OutputInvalidError,
     PlanInvalidError,
 )
 from agentrunner.domain.event import Event
@@ -47,7 +48,7 @@ from agentrunner.runtime.budgets import Budgets
 from agentrunner.runtime.chains import start_for_event
 from agentrunner.runtime.outbox import OutboxRelay
 from agentrunner.runtime.pinned_configs import PinnedConfigs, pinned_to
-from agentrunner.runtime.plan_runs import Change, PlanRuns
+from agentrunner.runtime.plan_runs import Change, PlanRuns, planned_steps, step_version
 from agentrunner.runtime.plan_steps import (
     cancelled_error,
     ending,
@@ -260,12 +261,14 @@ class CollaborativePool:
             return await self._runs.update(run, partial(ending, PlanRunStatus.FAILED, exc, spend))
         collaborative = config.collaborative_config
         held = bool(collaborative and collaborative.require_plan_approval)
+        # Each step runs on the version of its agent the planner was shown (every attempt,
+        # whatever reload comes before it starts): the run's team is pinned with its plan.
+        steps = planned_steps(plan, self._registry)
 
         def planned(current: PlanRun) -> Change:
             if current.status is not PlanRunStatus.PLANNING:
                 return current, []
             status = PlanRunStatus.AWAITING_APPROVAL if held else PlanRunStatus.RUNNING
-            steps = [StepRun(step_id=step.id, agent=step.agent) for step in plan.steps]
             changed = spent(current, spend).model_copy(update={"plan": plan, "steps": steps, "status": status})
             events = []
             if held:
@@ -288,11 +291,12 @@ class CollaborativePool:
             return
         spend = Spend()
         try:
-            result = await synthesize(config, self._catalog, run, spend, retry_base_seconds=self._retry_base)
-        except LLMError as exc:
+            answer = await synthesize(config, self._catalog, run, spend, retry_base_seconds=self._retry_base)
+        except (LLMError, OutputInvalidError) as exc:
             await self._runs.update(run, partial(ending, PlanRunStatus.FAILED, exc, spend))
             return
-        await self._runs.update(run, partial(ending, PlanRunStatus.SUCCEEDED, None, spend, result=result))
+        result = {"result": answer.text, "result_json": answer.output_json}  # parsed: it followed output_schema
+        await self._runs.update(run, partial(ending, PlanRunStatus.SUCCEEDED, None, spend, **result))
 
     async def _run_steps(self, run: PlanRun, owner: Execution, *, allow: bool, question_timeout: float) -> PlanRun:
         """Start ready steps and record their outcomes until every step succeeded (the run
@@ -356,7 +360,7 @@ class CollaborativePool:
                 trace_id=run.trace_id,
                 tenant=owner.tenant,
                 chain_depth=owner.chain_depth,
-                agent_version=self._registry.version_of(step.agent),
+                agent_version=step_version(step, self._registry),
             )
             request = (
                 {"execution_id": step.execution_id}
@@ -391,6 +395,7 @@ class CollaborativePool:
             input=step_task(run, step, False),
             error=ExecutionError(code=error.code, message=error.message),
             trace_id=run.trace_id,
+            agent_version=step.agent_version,
             finished_at=utcnow(),
         )
         with contextlib.suppress(ConflictError):

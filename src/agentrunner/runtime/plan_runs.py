@@ -36,6 +36,7 @@ from agentrunner.domain.plan import (
     STEP_PAUSES,
     Clarification,
     ClarificationStatus,
+    Plan,
     PlanRun,
     PlanRunStatus,
     StepRun,
@@ -69,15 +70,41 @@ def resume_event(run: PlanRun) -> Event:
     return Event(topic=invoke_topic(run.agent), payload={"execution_id": run.id, "resume": True}, trace_id=run.trace_id)
 
 
+def planned_steps(plan: Plan, registry: AgentRegistry, earlier: Sequence[StepRun] = ()) -> list[StepRun]:
+    """The step records of `plan`, each pinned to a version of its agent: the one `earlier`
+    records of the run have for it (an edited plan keeps the team's versions of the plan it
+    replaces), else the version loaded now."""
+    pinned = {step.agent: step.agent_version for step in earlier if step.agent_version is not None}
+    return [
+        StepRun(
+            step_id=step.id, agent=step.agent, agent_version=pinned.get(step.agent, registry.version_of(step.agent))
+        )
+        for step in plan.steps
+    ]
+
+
+def step_version(step: StepRun, registry: AgentRegistry) -> int | None:
+    """The version a step's execution is created on: the one pinned when its plan was
+    made; for a step recorded without one (planned before versions), the one loaded now."""
+    return step.agent_version if step.agent_version is not None else registry.version_of(step.agent)
+
+
 def ended(
-    run: PlanRun, status: PlanRunStatus, *, result: str | None = None, error: AgentRunnerError | None = None
+    run: PlanRun,
+    status: PlanRunStatus,
+    *,
+    result: str | None = None,
+    error: AgentRunnerError | None = None,
+    result_json: Any = None,
 ) -> Change:
-    """`run` ended in `status`, with its completion announced."""
+    """`run` ended in `status` (with its result, parsed too when it followed an
+    `output_schema`), with its completion announced."""
     now = utcnow()
     finished = run.model_copy(
         update={
             "status": status,
             "result": result,
+            "result_json": result_json,
             "error": ExecutionError(code=error.code, message=error.message) if error else None,
             "finished_at": now,
         }
@@ -163,6 +190,7 @@ class PlanRuns:
             update={
                 "status": status,
                 "output": run.result,
+                "output_json": run.result_json,  # chains and webhooks get it parsed
                 "error": run.error,
                 # The coordinator's own model calls (planning, synthesis): each step is an
                 # execution of its own, counted once for the tenant and its agent (the
@@ -306,7 +334,7 @@ class PlanRuns:
             _require(current, PlanRunStatus.AWAITING_APPROVAL, "approve")
             changes: dict[str, Any] = {"status": PlanRunStatus.RUNNING}
             if edited is not None:
-                changes |= {"plan": edited, "steps": [StepRun(step_id=s.id, agent=s.agent) for s in edited.steps]}
+                changes |= {"plan": edited, "steps": planned_steps(edited, self._registry, current.steps)}
             changed = current.model_copy(update=changes)
             return changed, [resume_event(changed)]
 

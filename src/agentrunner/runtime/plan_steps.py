@@ -151,12 +151,15 @@ def ending(
     current: PlanRun,
     *,
     result: str | None = None,
+    result_json: Any = None,
 ) -> Change:
     """`current` ended in `status` (with what the coordinator spent); a run that already
     ended is left as it is."""
     if current.status.is_terminal:
         return current, []
-    return ended(spent(current, spend) if spend else current, status, result=result, error=error)
+    return ended(
+        spent(current, spend) if spend else current, status, result=result, error=error, result_json=result_json
+    )
 
 
 def spent(run: PlanRun, spend: Spend) -> PlanRun:

@@ -16,7 +16,7 @@ from agentrunner.domain.execution import Usage
 from agentrunner.domain.llm import Completion, LLMRequest, Message
 from agentrunner.domain.plan import PLAN_TOOL, Plan, PlanRun, parse_plan
 from agentrunner.ports.providers import ProviderCatalog
-from agentrunner.runtime.agent_run import user_prompt
+from agentrunner.runtime.agent_run import run_agent, user_prompt
 from agentrunner.runtime.llm_calls import complete_with_retries
 from agentrunner.runtime.registry import AgentRegistry
 
@@ -150,20 +150,17 @@ def _correction(completion: Completion, error: PlanInvalidError) -> list[Message
 
 async def synthesize(
     config: AgentConfig, catalog: ProviderCatalog, run: PlanRun, spend: Spend, *, retry_base_seconds: float = 0.5
-) -> str:
+) -> Completion:
     """The final answer of `run`: the coordinating agent (its own llm_config and system
-    prompt) over the outputs of every step. Raises `LLMError`."""
-    llm = config.llm_config
+    prompt) over the outputs of every step, asked as an autonomous agent is (`run_agent`,
+    without tools): with an `output_schema`, an answer that does not follow it is sent back
+    with the problems found, `output_retries` times at most, and the answer is the parsed
+    JSON (`output_json`, and as compact text). Raises `LLMError`, `OutputInvalidError`."""
     outputs = "\n\n".join(
         f"## Step {step.step_id} ({step.agent})\n{step.output or ''}" for step in run.steps if step.output
     )
-    messages = []
-    if config.system_prompt.strip():
-        messages.append(Message(role="system", content=config.system_prompt))
-    messages.append(Message(role="user", content=f"{SYNTHESIS_PROMPT}\n\nTask:\n{user_prompt(run.task)}\n\n{outputs}"))
-    request = LLMRequest(model=llm.model, messages=messages, temperature=llm.temperature, max_tokens=llm.max_tokens)
-    completion = await complete_with_retries(
-        await catalog.provider_for(llm), request, llm, base_delay_seconds=retry_base_seconds
-    )
+    task = {"prompt": f"{SYNTHESIS_PROMPT}\n\nTask:\n{user_prompt(run.task)}\n\n{outputs}"}
+    provider = await catalog.provider_for(config.llm_config)
+    completion = await run_agent(config, provider, task, retry_base_seconds=retry_base_seconds)
     spend.add(completion)
-    return completion.text
+    return completion

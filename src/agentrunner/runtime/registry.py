@@ -72,8 +72,9 @@ class AgentRegistry:
 
     agents: dict[str, RegisteredAgent] = field(default_factory=dict)
     problems: list[ConfigIssue] = field(default_factory=list)
-    # The version number of each (agent, content hash) learned from the store: a content
-    # loaded but not yet numbered has none, so work is never tagged with a stale number.
+    # The version number of each (agent, content hash) learned from the store. The reloader
+    # numbers contents before it adopts them (runtime/reloader.py), so work never meets a
+    # loaded content without its number; a registry filled otherwise (`replace_all`) may.
     versions: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def replace_all(
@@ -82,6 +83,18 @@ class AgentRegistry:
         """Register good documents (available unless their provider or mode cannot run)
         and broken files that name an agent (unavailable, with their errors), replacing
         what was registered before."""
+        self.adopt(AgentRegistry.built(documents, broken, catalog))
+
+    def adopt(self, staged: AgentRegistry) -> None:
+        """Register the agents and problems of `staged` (`built`), replacing what was
+        registered before, at once (the version numbers learned are kept)."""
+        self.agents = staged.agents
+        self.problems = staged.problems
+
+    @staticmethod
+    def built(documents: list[AgentDocument], broken: list[BrokenAgentFile], catalog: ProviderCatalog) -> AgentRegistry:
+        """A registry of `documents` and `broken` files as `replace_all` registers them, not
+        yet adopted: its contents can be numbered before any work sees them."""
         registry = AgentRegistry()
         for document in documents:
             config = document.config
@@ -113,8 +126,8 @@ class AgentRegistry:
             if name and name not in registry.agents:
                 errors = tuple(_file_problem(issue) for issue in failure.issues)
                 registry.agents[name] = RegisteredAgent(name, failure.source, None, AgentStatus.UNAVAILABLE, errors)
-        self.agents = dict(sorted(registry.agents.items()))
-        self.problems = registry.problems
+        registry.agents = dict(sorted(registry.agents.items()))
+        return registry
 
     def get(self, name: str) -> RegisteredAgent:
         """The agent called `name` (raises `AgentNotFoundError`)."""

@@ -3,6 +3,11 @@ version running), connects their tools, and applies a new set to the engines thi
 runs, when the files change, when another node says they did (`config.changed`), and when
 an MCP server that was unreachable answers again.
 
+A new set of agents is numbered first (each new content of a file recorded as its agent's
+next version, `ports/agent_versions.py`) and only then shown to the engines, at once: work
+created at any moment names the version it was created on, never none (and a store that
+cannot number them fails the reload as a whole: the agents loaded before keep running).
+
 Applies run one at a time, and `stop` ends the background work that triggers them only
 between applies: a task cancelled inside the store's write would leave its connection
 checked out with the write under way (SQLite: its thread answers a loop that is gone by
@@ -19,6 +24,7 @@ from agentrunner.background import cancelled, forever, spawn
 from agentrunner.domain.agent_document import AgentDocument, BrokenAgentFile
 from agentrunner.domain.event import Event, new_id
 from agentrunner.logs import get_logger
+from agentrunner.ports.agent_versions import AgentVersions
 from agentrunner.ports.bus import EventBus, Subscription
 from agentrunner.ports.metrics import Metrics
 from agentrunner.ports.providers import ProviderCatalog
@@ -73,6 +79,7 @@ class AgentReloader:
         bus: EventBus,
         node_id: str,
         tools: RetriedTools | None = None,
+        versions: AgentVersions | None = None,
         watch: Watch | None = None,
         webhooks_signed: bool = True,
         metrics: Metrics | None = None,
@@ -84,6 +91,7 @@ class AgentReloader:
         self._bus = bus
         self._node_id = node_id
         self.tools = tools  # None where this node connects no tools
+        self._versions = versions  # None: contents are not numbered (`version_of` is None)
         self._watch = watch
         self._webhooks_signed = webhooks_signed
         self._metrics = metrics
@@ -93,10 +101,10 @@ class AgentReloader:
         self._tasks: list[asyncio.Task[None]] = []
         self._config_events: Subscription | None = None
 
-    def load(self, files: AgentFiles) -> None:
-        """Load `files` (parsed already) into the registry, logging every problem found. A
-        file that was good and now is not keeps its last good version running (with the
-        errors as warnings), so a bad edit never takes an agent down."""
+    async def load(self, files: AgentFiles) -> None:
+        """Load `files` (parsed already) into the registry, numbered first, logging every
+        problem found. A file that was good and now is not keeps its last good version
+        running (with the errors as warnings), so a bad edit never takes an agent down."""
         documents = list(files.documents)
         broken = []
         for failure in files.broken:
@@ -109,7 +117,11 @@ class AgentReloader:
             for issue in failure.issues:
                 log.error("agent file invalid, the last good version keeps running", problem=str(issue))
             documents.append(replace(last_good, warnings=(*last_good.warnings, *failure.issues)))
-        self._registry.replace_all(documents, broken, self._catalog)
+        staged = AgentRegistry.built(documents, broken, self._catalog)
+        if self._versions is not None:
+            # Numbered before the engines see them: no moment when a loaded content has none.
+            self._registry.learn_versions(await self._versions.record_versions(staged.contents()))
+        self._registry.adopt(staged)
         self._documents = {document.source: document for document in documents}
         for agent in self._registry.agents.values():
             for warning in agent.warnings:
@@ -139,7 +151,7 @@ class AgentReloader:
     async def load_all(self) -> None:
         """Read the agent files (off the event loop: YAML and file reads block), load them
         and connect their tools."""
-        self.load(await asyncio.to_thread(self._read))
+        await self.load(await asyncio.to_thread(self._read))
         await self.load_tools()
 
     async def reload(self) -> None:

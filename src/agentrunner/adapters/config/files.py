@@ -94,41 +94,62 @@ def load_agent_directory(directory: Path) -> AgentDirectory:
     return result
 
 
-def with_schema_file(document: AgentDocument, directory: Path) -> AgentDocument:
-    """`document` with its `output_schema` file reference replaced by the schema the file
-    holds; raise `AgentFileError` (at `output_schema`) for a file outside `directory` (after
-    symlinks), missing, over `MAX_SCHEMA_FILE_BYTES`, not JSON or YAML, or not a JSON Schema."""
+def with_schema_file(
+    document: AgentDocument, directory: Path, *, base: Path | None = None, detailed: bool = True
+) -> AgentDocument:
+    """`document` with its `output_schema` file reference (relative to `base`, by default the
+    folder of the agent file) replaced by the schema the file holds; raise `AgentFileError`
+    (at `output_schema`) for a file outside `directory` (after symlinks), missing, over
+    `MAX_SCHEMA_FILE_BYTES`, with YAML anchors or aliases, not JSON or YAML, or not a JSON
+    Schema. Not `detailed`, a refusal says what is wrong without the file's content, the
+    server's paths or the system's error (for a caller who may not read the files)."""
     reference = document.config.output_schema
     if not isinstance(reference, str):
         return document
     source = document.source
 
-    def refused(message: str) -> AgentFileError:
-        return AgentFileError(source, [ConfigIssue(source, "output_schema", message)])
+    def refused(message: str, public: str | None = None) -> AgentFileError:
+        said = message if detailed or public is None else f"schema file {reference!r} {public}"
+        return AgentFileError(source, [ConfigIssue(source, "output_schema", said)])
 
     root = directory.resolve()
-    path = (Path(source).parent / reference).resolve()
+    path = ((base if base is not None else Path(source).parent) / reference).resolve()
     if not path.is_relative_to(root):
-        raise refused(f"schema file {reference!r} is outside the agents directory {str(directory)!r}")
+        outside = "is outside the agents directory"
+        raise refused(f"schema file {reference!r} {outside} {str(directory)!r}", outside)
     try:
         size = path.stat().st_size
         if not path.is_file():
             raise refused(f"schema file {reference!r} is not a file")
         if size > MAX_SCHEMA_FILE_BYTES:
-            raise refused(f"schema file {reference!r} is {size} bytes, over the limit of {MAX_SCHEMA_FILE_BYTES}")
+            raise refused(
+                f"schema file {reference!r} is {size} bytes, over the limit of {MAX_SCHEMA_FILE_BYTES}",
+                f"is over the limit of {MAX_SCHEMA_FILE_BYTES} bytes",
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise refused(f"cannot read schema file {reference!r}: {exc}") from exc
+        raise refused(f"cannot read schema file {reference!r}: {exc}", "cannot be read (is it there?)") from exc
     try:
         _, schema = load_agent_yaml(text, str(path))  # JSON is YAML: one bounded parser for both
     except AgentFileRefusedError as exc:
-        raise refused(f"schema file {reference!r} refused: {exc.issues[0].message}") from exc
+        raise refused(
+            f"schema file {reference!r} refused: {exc.issues[0].message}",
+            "refused: it uses YAML anchors or aliases, or has too many values",
+        ) from exc
     except AgentFileError as exc:
-        raise refused(f"schema file {reference!r} is not JSON or YAML: {exc.issues[0].message}") from exc
+        message = exc.issues[0].message
+        raise refused(f"schema file {reference!r} is not JSON or YAML: {message}", "is not JSON or YAML") from exc
     if not isinstance(schema, dict):
         raise refused(f"schema file {reference!r} holds no mapping: a JSON Schema is an object")
     problem = schema_problem(schema)
     if problem:
-        raise refused(f"schema file {reference!r}: {problem}")
+        raise refused(f"schema file {reference!r}: {problem}", "is not a valid JSON Schema")
     config = document.config.model_copy(update={"output_schema": schema})
     return AgentDocument(config=config, source=source, warnings=document.warnings)
+
+
+def with_sent_schema_file(document: AgentDocument, directory: Path) -> AgentDocument:
+    """`with_schema_file` for a document sent to `POST /configs/validate`, which any caller
+    may send: its reference is read as if the document were a file at the top of
+    `directory`, with the same refusals as a load, said without details."""
+    return with_schema_file(document, directory, base=directory, detailed=False)

@@ -3,12 +3,13 @@ the text exposition format Prometheus scrapes from `/metrics`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from agentrunner.domain.execution import Execution
+from agentrunner.ports.backlog import AgentQueueFigures
 
 # Seconds from accepted to ended: from an instant agent to a long LLM conversation.
 EXECUTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -100,6 +101,27 @@ class PrometheusMetrics:
             ["queue"],
             registry=self.registry,
         )
+        # The same queues by pool and agent (what a pool's autoscaler sums), with what the
+        # workers hold and the oldest wait: GET /queues, measured when /metrics is scraped.
+        queue_labels = ["pool", "agent"]
+        self._queue_ready = Gauge(
+            "agentrunner_queue_ready",
+            "Messages waiting for a worker in the agent's queue (the bus's count, every process the same)",
+            queue_labels,
+            registry=self.registry,
+        )
+        self._queue_unacknowledged = Gauge(
+            "agentrunner_queue_unacknowledged",
+            "Executions of the agent that a worker holds (running; a run paused for a human is not counted)",
+            queue_labels,
+            registry=self.registry,
+        )
+        self._queue_oldest = Gauge(
+            "agentrunner_queue_oldest_queued_age_seconds",
+            "Seconds the agent's oldest queued execution has waited for a worker (0 when none waits)",
+            queue_labels,
+            registry=self.registry,
+        )
 
     def execution_finished(self, execution: Execution, mode: str) -> None:
         self._executions.labels(execution.agent, mode, execution.status.value).inc()
@@ -127,6 +149,16 @@ class PrometheusMetrics:
         self._queue_depth.clear()  # a queue that went away stops being reported
         for queue, depth in depths.items():
             self._queue_depth.labels(queue).set(depth)
+
+    def queues_measured(self, figures: Sequence[AgentQueueFigures]) -> None:
+        gauges = (self._queue_ready, self._queue_unacknowledged, self._queue_oldest)
+        for gauge in gauges:
+            gauge.clear()  # an agent that went away stops being reported
+        for figure in figures:
+            labels = (figure.pool, figure.agent)
+            self._queue_ready.labels(*labels).set(figure.ready)
+            self._queue_unacknowledged.labels(*labels).set(figure.unacknowledged)
+            self._queue_oldest.labels(*labels).set(figure.oldest_queued_age_seconds or 0.0)
 
     def limits_store_unavailable(self, unavailable: bool) -> None:
         self._limits_store_unavailable.set(1 if unavailable else 0)

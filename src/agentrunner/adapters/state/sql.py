@@ -20,6 +20,7 @@ from __future__ import annotations
 from agentrunner.adapters.state.agent_versions_sql import AgentVersionsSQL
 from agentrunner.adapters.state.agents_sql import AgentsSQL
 from agentrunner.adapters.state.audit_sql import AuditSQL
+from agentrunner.adapters.state.backlog_sql import BacklogSQL
 from agentrunner.adapters.state.dead_letters_sql import DeadLettersSQL
 from agentrunner.adapters.state.engine import SQLEngine
 from agentrunner.adapters.state.executions_sql import ExecutionsSQL
@@ -45,7 +46,8 @@ class SQLStateStore(
     StepsSQL,
     AuditSQL,
     RetentionSQL,
+    BacklogSQL,
     SQLEngine,
 ):
     """`ports.state.StateStore` over a SQLAlchemy async engine: every facet of the state
-    store, `Retention` and `AuditLog` (see `SQLEngine` for the constructor and `migrate`)."""
+    store, `Retention`, `AuditLog` and `Backlog` (see `SQLEngine` for the constructor and `migrate`)."""

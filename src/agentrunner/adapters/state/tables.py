@@ -232,6 +232,7 @@ class PlanRunRow(Base):
     state: Mapped[Any] = mapped_column(CompressedJSON)
     origin: Mapped[dict[str, Any] | None]
     result: Mapped[str | None] = mapped_column(Text)
+    result_json: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
     error: Mapped[dict[str, Any] | None]
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -252,6 +253,7 @@ class PlanStepRow(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("plan_runs.id", ondelete="CASCADE"), primary_key=True)
     step_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     agent: Mapped[str] = mapped_column(String(128))
+    agent_version: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(24))
     execution_id: Mapped[str | None] = mapped_column(String(64))
     output: Mapped[str | None] = mapped_column(Text)
