@@ -43,12 +43,12 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueue,
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelNotFoundEntity
 
 from agentrunner.adapters.bus.memory import DEFAULT_RETRY_DELAYS
+from agentrunner.adapters.bus.rabbitmq_subscription import RabbitMQSubscription, bounded
 from agentrunner.adapters.bus.reconnect_noise import quiet_reconnect_noise
 from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
 from agentrunner.domain.event import DeadLetter, Event, decode_event, encode_event
@@ -72,53 +72,6 @@ RECONNECT_WAIT_SECONDS = 2.5
 # Each step of a close (cancel a consumer, close a channel, close the connection) waits on
 # the broker at most this long.
 CLOSE_TIMEOUT_SECONDS = 5.0
-
-
-class RabbitMQSubscription:
-    """One consumer of one queue, on a channel of its own (its own prefetch)."""
-
-    def __init__(self, bus: RabbitMQEventBus, name: str, channel: AbstractChannel, queue: AbstractQueue) -> None:
-        self._bus = bus
-        self._name = name
-        self._channel = channel
-        self._queue = queue
-        self._tag: str | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
-
-    @property
-    def queue(self) -> str:
-        return self._name
-
-    async def start(self, on_message: Callable[[AbstractIncomingMessage], Awaitable[None]]) -> None:
-        async def tracked(message: AbstractIncomingMessage) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            self._in_flight.add(task)
-            try:
-                await on_message(message)
-            finally:
-                self._in_flight.discard(task)
-
-        self._tag = await self._queue.consume(tracked, no_ack=False)
-
-    async def cancel(self, grace_seconds: float = 10.0) -> None:
-        if self._tag is not None:
-            # basic.cancel needs the connection; a lost one took the consumer with it, and
-            # the robust channel would wait for a reconnection that may never come.
-            if self._bus.connected:
-                await _bounded(self._queue.cancel(self._tag), "cancel a consumer", self._bus.close_timeout)
-            self._tag = None
-        if self._in_flight:
-            # Handlers still running after the grace are cut short (cancelled); their
-            # unacked messages go back to the queue when the channel closes.
-            _, cut_short = await asyncio.wait(list(self._in_flight), timeout=grace_seconds)
-            for task in cut_short:
-                task.cancel()
-            if cut_short:
-                await asyncio.wait(cut_short, timeout=5.0)
-        # Closed even when the connection is down: a closed robust channel is not restored.
-        await _bounded(self._channel.close(), "close a channel", self._bus.close_timeout)
-        self._bus.forget(self)
 
 
 class RabbitMQEventBus:
@@ -225,7 +178,7 @@ class RabbitMQEventBus:
         connection, self._connection = self._connection, None
         if connection is not None:
             # Cancels the robust connection's reconnection loop, then closes the transport.
-            await _bounded(connection.close(), "close the connection", self.close_timeout)
+            await bounded(connection.close(), "close the connection", self.close_timeout)
 
     def forget(self, subscription: RabbitMQSubscription) -> None:
         """Drop a cancelled subscription."""
@@ -498,18 +451,6 @@ class RabbitMQEventBus:
 
     async def replay(self, letter: DeadLetter) -> None:
         await self._to_queue(self._queue_name(letter.queue), letter.event.model_copy(update={"attempt": 1}))
-
-
-async def _bounded(step: Awaitable[Any], what: str, seconds: float) -> None:
-    """Await a closing `step`, at most `seconds`; a broker that is gone has nothing left to
-    close, so its errors (and a step that outwaits the bound) are logged, not raised."""
-    try:
-        async with asyncio.timeout(seconds):
-            await step
-    except TimeoutError:
-        log.warning("RabbitMQ did not answer while closing, went on without it", step=what, seconds=seconds)
-    except CONNECTION_EXCEPTIONS as exc:
-        log.info("RabbitMQ gone while closing", step=what, error=str(exc))
 
 
 def _message(event: Event, extra_headers: dict[str, str] | None = None, *, persistent: bool = True) -> aio_pika.Message:
