@@ -126,7 +126,7 @@ async def rabbitmq_floor(url: str, total: int, concurrency: int) -> tuple[float,
             if key in waiting:
                 waiting.pop(key).set_result(None)
 
-        await queue.consume(on_message)
+        tag = await queue.consume(on_message)
         kinds = {"bench": lambda: {os.getpid()}, "rabbitmq": cpu.rabbitmq()}
 
         async def routed(i: int) -> None:
@@ -142,6 +142,7 @@ async def rabbitmq_floor(url: str, total: int, concurrency: int) -> tuple[float,
 
         consumed = await _spend("rabbitmq publish + consume + ack", kinds, total, concurrency, routed)
         dropped = await _spend("rabbitmq publish, unrouted", kinds, total, concurrency, unrouted)
+        await queue.cancel(tag)  # before the delete: the broker would cancel it, and aio-pika log that
         await queue.delete(if_unused=False, if_empty=False)
     finally:
         await consumer.close()
