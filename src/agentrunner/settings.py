@@ -47,6 +47,8 @@ class Settings(BaseSettings):
 
     # Files
     agents_dir: Path = Path("config/agents")
+    # Eval files (`evals/<name>.yml`); unset: the `evals` folder beside AGENTS_DIR.
+    evals_dir: Path | None = None
     # Reload agent files when they change (the config role watches AGENTS_DIR).
     watch_agents: bool = True
     data_dir: Path = Path("data")
@@ -279,6 +281,11 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         """DATABASE_URL, or a SQLite file under DATA_DIR when it is empty."""
         return self.database_url.get_secret_value() or f"sqlite+aiosqlite:///{self.data_dir / 'agentrunner.db'}"
+
+    @property
+    def evals_path(self) -> Path:
+        """EVALS_DIR, or the `evals` folder beside AGENTS_DIR when it is unset."""
+        return self.evals_dir or self.agents_dir.parent / "evals"
 
     def port_of(self, role: HttpRole) -> int:
         """The HTTP port a role listens on."""

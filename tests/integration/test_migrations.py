@@ -25,6 +25,7 @@ from tests.conftest import REPO
 EXPECTED_TABLES = {
     "agents",
     "agent_versions",
+    "eval_runs",
     "executions",
     "webhook_deliveries",
     "idempotency_keys",

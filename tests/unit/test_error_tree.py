@@ -7,11 +7,17 @@ import re
 
 import agentrunner.domain.agent_document
 import agentrunner.domain.egress
+import agentrunner.domain.eval_suite
 from agentrunner.domain import errors
 from agentrunner.domain.errors import AgentRunnerError
 
 # The modules of `domain/` that define errors (a new one is added here).
-DOMAIN_ERROR_MODULES = (errors, agentrunner.domain.agent_document, agentrunner.domain.egress)
+DOMAIN_ERROR_MODULES = (
+    errors,
+    agentrunner.domain.agent_document,
+    agentrunner.domain.egress,
+    agentrunner.domain.eval_suite,
+)
 
 _DRAWN = re.compile(r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w*Error)\b")
 

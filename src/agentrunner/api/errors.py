@@ -32,6 +32,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "schedule_not_found": 404,
     "plan_run_not_found": 404,
     "clarification_not_found": 404,
+    "eval_suite_not_found": 404,
+    "eval_run_not_found": 404,
     "method_not_allowed": 405,
     "agent_unavailable": 409,
     "conflict": 409,

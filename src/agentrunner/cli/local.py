@@ -13,6 +13,7 @@ from rich.table import Table
 
 from agentrunner.adapters.config.files import load_agent_directory
 from agentrunner.cli.common import app, err, out, settings_or_exit
+from agentrunner.cli.evals import validate_evals
 from agentrunner.domain.errors import AgentRunnerError, ConfigError
 from agentrunner.domain.roles import ALL_ROLES
 
@@ -135,8 +136,10 @@ def cluster_status(
 def validate(
     directory: Annotated[Path | None, typer.Argument(help="Folder of agent YAML files (default AGENTS_DIR).")] = None,
 ) -> None:
-    """Check agent files: print a table of agents, or every error; exit 1 on errors."""
+    """Check agent files (and the eval files beside them): print a table of agents, or every
+    error; exit 1 on errors."""
     folder = directory or settings_or_exit().agents_dir
+    evals = folder.parent / "evals" if directory else settings_or_exit().evals_path
     loaded = load_agent_directory(folder)
     table = Table(title=f"agents in {folder}")
     for column in ("name", "mode", "provider", "model", "file"):
@@ -156,7 +159,9 @@ def validate(
         err.print(f"[red]error[/red] {issue}")
     valid, broken = len(loaded.documents), len(loaded.broken)
     summary = f"{valid} valid, {broken} invalid"
-    if broken:
+    # The eval files beside them, checked against the agents that loaded.
+    broken_suites = validate_evals(evals, {document.config.name: document.config for document in loaded.documents})
+    if broken or broken_suites:
         err.print(f"[red]{summary}[/red]")
         raise typer.Exit(1)
     out.print(f"[green]{summary}[/green]")

@@ -3,7 +3,8 @@
     AgentRunnerError                 code, message, context, retryable
     ├── ConfigError                  the user's configuration is wrong (config_invalid)
     │   └── AgentFileError           an agent file that cannot be loaded (domain/agent_document.py)
-    │       └── AgentFileRefusedError  refused before parsing: too big, anchors or aliases
+    │       ├── AgentFileRefusedError  refused before parsing: too big, anchors or aliases
+    │       └── EvalFileError        an eval file that cannot be loaded (domain/eval_suite.py)
     ├── AgentNotFoundError           no agent of that name (agent_not_found)
     ├── AgentUnavailableError        the agent exists but cannot run (agent_unavailable)
     ├── AgentVersionNotFoundError    no version of that number for that agent (agent_version_not_found)
@@ -13,6 +14,8 @@
     ├── ScheduleNotFoundError        no schedule with that id (schedule_not_found)
     ├── PlanRunNotFoundError         no plan run with that id (plan_run_not_found)
     ├── ClarificationNotFoundError   no such question in that run (clarification_not_found)
+    ├── EvalSuiteNotFoundError       no eval file of that name (eval_suite_not_found)
+    ├── EvalRunNotFoundError         no eval run with that id (eval_run_not_found)
     ├── PlanInvalidError             a plan that cannot run (plan_invalid)
     ├── StepFailedError              a step of a plan run failed, so the run did (step_failed)
     ├── ClarificationTimedOutError   a question unanswered in time, no default (clarification_timed_out)
@@ -125,6 +128,18 @@ class ClarificationNotFoundError(AgentRunnerError):
     """The plan run has no question with that id."""
 
     code = "clarification_not_found"
+
+
+class EvalSuiteNotFoundError(AgentRunnerError):
+    """No eval file (`evals/<name>.yml`) has that name."""
+
+    code = "eval_suite_not_found"
+
+
+class EvalRunNotFoundError(AgentRunnerError):
+    """No eval run has that id (or not one the caller may see)."""
+
+    code = "eval_run_not_found"
 
 
 class PlanInvalidError(AgentRunnerError):

@@ -15,6 +15,7 @@ from agentrunner.api.access import MAKE_A_KEY, ApiKey, check_unique, parse_api_k
 from agentrunner.api.agent_versions import agent_version_routes
 from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig, role_app
+from agentrunner.api.evals import eval_routes
 from agentrunner.api.limits import InputLimits
 from agentrunner.api.orchestrator import orchestrator_app
 from agentrunner.api.plan_runs import plan_run_answer, plan_run_routes
@@ -22,6 +23,7 @@ from agentrunner.api.queues import queue_routes
 from agentrunner.api.scheduler import schedule_read_routes, scheduler_app
 from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
+from agentrunner.api.stats import stats_routes
 from agentrunner.domain.errors import AgentRunnerError, ConfigError
 from agentrunner.domain.roles import HttpRole
 from agentrunner.logs import get_logger
@@ -146,10 +148,13 @@ def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
     )
     orchestrator.include_router(plan_run_routes(node.plan_runs, node.audit))
     orchestrator.include_router(agent_version_routes(node.registry, node.store.agent_versions))
+    orchestrator.include_router(eval_routes(node.evals))
     # Read-only, from the shared state store: the dashboard shows schedules from its own
     # port (8003) without a second origin; changing them stays the scheduler's (8004).
     orchestrator.include_router(schedule_read_routes(node.scheduler))
     orchestrator.include_router(queue_routes(node.queues))
+    tenants = list(dict.fromkeys(key.tenant for key in api_keys(node.settings) or ()))
+    orchestrator.include_router(stats_routes(node.store.aggregates, node.store.queries, tenants))
     return {
         "state": state_app(
             ready,

@@ -10,6 +10,7 @@ from functools import partial
 
 from fastapi import FastAPI
 
+from agentrunner.adapters.config.evals import EvalFiles
 from agentrunner.adapters.config.files import load_agent_directory
 from agentrunner.adapters.config.watch import watch_agent_files
 from agentrunner.adapters.egress import EgressGuard
@@ -35,6 +36,7 @@ from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.budgets import Budgets, TenantBudget
 from agentrunner.runtime.collaboration import CollaborativePool
 from agentrunner.runtime.dead_letters import DeadLetterOffice
+from agentrunner.runtime.evals import EvalRunner
 from agentrunner.runtime.limits import ConcurrencyLimits
 from agentrunner.runtime.limits_store import LimitsStore
 from agentrunner.runtime.loop_lag import LoopLagMonitor
@@ -132,6 +134,9 @@ class Node:
             budgets=self.budgets,
             egress=self.egress.policy,
             steps=self.store.steps,
+        )
+        self.evals = EvalRunner(
+            orchestrator=self.orchestrator, runs=self.store.eval_runs, suites=EvalFiles(settings.evals_path)
         )
         self.webhooks = WebhookDispatcher(
             bus=self.bus,

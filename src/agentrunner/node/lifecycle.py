@@ -65,6 +65,8 @@ def role_table(node: Node) -> tuple[Component, ...]:
         # One owner writes the registry table, so replicas of other roles never race on it.
         Component("agent-records", _on("config"), start=node.sync_agent_records, reload=node.sync_agent_records),
         Component("orchestrator", _on("orchestrator"), start=node.orchestrator.start, stop=node.orchestrator.stop),
+        # Eval runs under way are the orchestrator's tasks: stopped (and saved as error) with it.
+        Component("evals", _on("orchestrator"), stop=node.evals.stop),
         Component("dead-letters", _on("orchestrator"), start=node.dead_letters.start, stop=node.dead_letters.stop),
         Component("webhooks", _on("orchestrator"), start=node.webhooks.start, stop=node.webhooks.stop),
         # A process that records work declares the agents' queues before it does.

@@ -17,6 +17,7 @@ class PurgeKind(StrEnum):
     FIRES = "fires"  # ticks that fired or were skipped; held ones (pending) are kept
     DEAD_LETTERS = "dead_letters"  # replayed or not: the window is the operator's time to look
     WEBHOOK_DELIVERIES = "webhook_deliveries"  # delivered or given up; ones still retrying are kept
+    EVAL_RUNS = "eval_runs"  # ended runs of eval suites (the executions' window: their cases go then)
     IDEMPOTENCY_KEYS = "idempotency_keys"  # past IDEMPOTENCY_TTL_SECONDS: no retry can use them
 
 

@@ -11,15 +11,14 @@ tenants is two sessions, and None is the implicit tenant of auth off. Single-rec
 reads by id return the record whatever its tenant: the caller compares `tenant` with
 `tracing.visible_tenant()` (runtime/ownership.py) and answers a miss for another's.
 
-Why facets: one Protocol of 47 methods over eight kinds of record made every engine
-depend on all of them, and made the cache decorator forward the 28 it does not cache.
-A facet is what one kind of consumer uses, named after the records it reads and writes
-(an engine asks for `ExecutionStore` and `PlanRunStore`, say, not for the whole store).
-Executions are split by how they are read: one at a time by id (`ExecutionStore`, the
-part the cache fronts) or many at once (`ExecutionQueries`, never cached). One adapter
-(`adapters/state/sql.py`) implements every facet over one engine, so a write that spans
-records (an execution and its outbox events; a claimed fire and the execution it starts)
-stays one transaction; `StateStore` is that whole, which only the node opens and closes.
+Why facets: one Protocol of 47 methods over eight kinds of record made every engine depend
+on all of them, and made the cache decorator forward the 28 it does not cache. A facet is
+what one kind of consumer uses, named after the records it reads and writes (an engine
+asks for `ExecutionStore` and `PlanRunStore`, say, not for the whole store). Executions are
+split by how they are read: one at a time by id (`ExecutionStore`, the part the cache
+fronts) or many at once (`ExecutionQueries`, never cached). One adapter (`adapters/state/
+sql.py`) implements every facet over one engine, so a write that spans records (an
+execution and its outbox events) stays one transaction; `StateStore` is that whole.
 """
 
 from __future__ import annotations
@@ -38,7 +37,9 @@ from agentrunner.domain.steps import Step
 from agentrunner.domain.webhook import WebhookDelivery
 from agentrunner.ports.agent_versions import AgentVersions
 from agentrunner.ports.audit import AuditLog
+from agentrunner.ports.evals import EvalRuns
 from agentrunner.ports.retention import Retention
+from agentrunner.ports.stats import ExecutionAggregates
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +229,7 @@ class Outbox(Protocol):
 
 
 class SessionStore(Protocol):
-    """Agent state per session (history and memory), written under optimistic concurrency.
-    Cached by the cache decorator, like `ExecutionStore`."""
+    """Agent state per session (history, memory), under optimistic concurrency; cached like `ExecutionStore`."""
 
     async def load_state(self, agent: str, session_id: str, *, tenant: str | None = None) -> AgentState:
         """The state of `agent` in `tenant`'s session `session_id` (raises `StateNotFoundError`,
@@ -368,8 +368,7 @@ class ScheduleStore(Protocol):
         ...
 
     async def list_schedules(self, *, agent: str | None = None, tenant: str | None = None) -> list[Schedule]:
-        """Every schedule (of `agent`; created by `tenant` when given), by id, each with its
-        `last_fire_at`."""
+        """Every schedule (of `agent`; created by `tenant` when given), by id, each with its `last_fire_at`."""
         ...
 
     async def delete_schedule(self, schedule_id: str) -> None:
@@ -468,6 +467,7 @@ class StepJournal(Protocol):
 class StateStore(
     ExecutionStore,
     ExecutionQueries,
+    ExecutionAggregates,
     Outbox,
     SessionStore,
     IdempotencyStore,
@@ -475,6 +475,7 @@ class StateStore(
     DeadLetterStore,
     AgentRecords,
     AgentVersions,
+    EvalRuns,
     ScheduleStore,
     PlanRunStore,
     StepJournal,
@@ -482,10 +483,9 @@ class StateStore(
     AuditLog,
     Protocol,
 ):
-    """The whole state store as an adapter implements it: every facet (retention and the
-    audit log too) and the lifecycle that only the node calls (start, close, ping). No
-    engine takes it: each is given the facets it uses, so a cache decorator stands in for
-    the facets it caches without forwarding the others."""
+    """The whole state store as an adapter implements it: every facet (retention, the audit
+    log too) and the lifecycle only the node calls (start, close, ping). No engine takes it:
+    each is given the facets it uses, so a cache decorator stands in for those it caches."""
 
     async def start(self) -> None:
         """Open the connection pool and make sure the schema exists."""

@@ -33,7 +33,11 @@ from agentrunner.ports.retention import PurgeKind, Retention
 log = get_logger(__name__)
 
 # Plan runs and published outbox events are parts of their executions' record: their window.
-_WINDOW_OF = {PurgeKind.PLAN_RUNS: PurgeKind.EXECUTIONS, PurgeKind.OUTBOX: PurgeKind.EXECUTIONS}
+_WINDOW_OF = {
+    PurgeKind.PLAN_RUNS: PurgeKind.EXECUTIONS,
+    PurgeKind.OUTBOX: PurgeKind.EXECUTIONS,
+    PurgeKind.EVAL_RUNS: PurgeKind.EXECUTIONS,
+}
 
 
 @dataclass(frozen=True, kw_only=True)

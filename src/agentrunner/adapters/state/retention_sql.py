@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from agentrunner.adapters.state.engine import SQLEngine
 from agentrunner.adapters.state.tables import (
     DeadLetterRow,
+    EvalRunRow,
     ExecutionRow,
     ExecutionStepRow,
     IdempotencyKeyRow,
@@ -36,6 +37,7 @@ from agentrunner.adapters.state.tables import (
     WebhookDeliveryRow,
 )
 from agentrunner.domain.errors import BadRequestError
+from agentrunner.domain.eval_run import EvalRunStatus
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.domain.plan import PlanRunStatus
 from agentrunner.domain.schedule import FireStatus
@@ -90,6 +92,12 @@ KINDS: dict[PurgeKind, _Kind] = {
         WebhookDeliveryRow.execution_id,
         WebhookDeliveryRow.created_at,
         lambda: or_(WebhookDeliveryRow.delivered_at.is_not(None), WebhookDeliveryRow.gave_up_at.is_not(None)),
+    ),
+    PurgeKind.EVAL_RUNS: _Kind(
+        _table(EvalRunRow),
+        EvalRunRow.run_id,
+        EvalRunRow.created_at,
+        lambda: EvalRunRow.status != EvalRunStatus.RUNNING.value,
     ),
     PurgeKind.IDEMPOTENCY_KEYS: _Kind(
         _table(IdempotencyKeyRow), IdempotencyKeyRow.key, IdempotencyKeyRow.created_at, true

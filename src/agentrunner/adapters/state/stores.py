@@ -14,6 +14,7 @@ from agentrunner.adapters.state.cached import CachedExecutions, CachedSessions, 
 from agentrunner.ports.agent_versions import AgentVersions
 from agentrunner.ports.audit import AuditLog
 from agentrunner.ports.cache import Cache
+from agentrunner.ports.evals import EvalRuns
 from agentrunner.ports.retention import Retention
 from agentrunner.ports.state import (
     AgentRecords,
@@ -29,6 +30,7 @@ from agentrunner.ports.state import (
     StepJournal,
     WebhookDeliveryStore,
 )
+from agentrunner.ports.stats import ExecutionAggregates
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,6 +42,7 @@ class Stores:
     database: StateStore
     executions: ExecutionStore
     queries: ExecutionQueries
+    aggregates: ExecutionAggregates  # the overview's counts per time bucket: never cached
     outbox: Outbox
     sessions: SessionStore
     idempotency: IdempotencyStore
@@ -47,6 +50,7 @@ class Stores:
     dead_letters: DeadLetterStore
     agents: AgentRecords
     agent_versions: AgentVersions  # written on a reload, read by the API: never cached
+    eval_runs: EvalRuns  # rewritten as cases end, read by polling callers: never cached
     schedules: ScheduleStore
     plan_runs: PlanRunStore
     steps: StepJournal  # written on the hot path, read when a run resumes: never cached
@@ -62,6 +66,7 @@ class Stores:
             database=database,
             executions=CachedExecutions(database, front) if front else database,
             queries=database,
+            aggregates=database,
             outbox=database,
             sessions=CachedSessions(database, front) if front else database,
             idempotency=database,
@@ -69,6 +74,7 @@ class Stores:
             dead_letters=database,
             agents=database,
             agent_versions=database,
+            eval_runs=database,
             schedules=database,
             plan_runs=database,
             steps=database,

@@ -131,6 +131,27 @@ class AgentVersionRow(Base):
     created_at: Mapped[datetime]
 
 
+class EvalRunRow(Base):
+    """One run of an eval suite (see `domain.eval_run.EvalRun`): the columns it is found by,
+    and the whole record (its cases' results), rewritten as cases end."""
+
+    __tablename__ = "eval_runs"
+    __table_args__ = (
+        Index("ix_eval_runs_suite_created", "suite", "created_at"),
+        Index("ix_eval_runs_created", "created_at"),  # the retention purge's order
+    )
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    suite: Mapped[str] = mapped_column(String(128))
+    agent: Mapped[str] = mapped_column(String(128))
+    agent_version: Mapped[int | None] = mapped_column(Integer)
+    tenant: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    record: Mapped[Any] = mapped_column(CompressedJSON)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
 # What `/usage` sums: carried in the execution indexes it ranges over (PostgreSQL INCLUDE).
 _TOKENS = ["input_tokens", "output_tokens", "cost_usd"]
 _USAGE_COLUMNS = ["agent", *_TOKENS]
