@@ -2,8 +2,8 @@
 tenants, 40 agents and every end status spread across 90 days, and 100,000 sessions, in a
 scratch PostgreSQL database; then `agentrunner serve orchestrator state` on it and p50/p99
 of `GET /executions` (filtered by agent, status, tenant and their combinations, paged deep
-with the cursor it hands out), `GET /usage` over a month and the dashboard's other lists,
-over real HTTP, one request at a time.
+with the cursor it hands out), `GET /usage` over a month, the dashboard's other lists and
+its overview's aggregates (`/stats/*`), over real HTTP, one request at a time.
 
 `--baseline SRC` serves the same database first with another checkout's code (e.g.
 /work/main/src) at the schema that code knows (`agentrunner db upgrade` of that checkout),
@@ -122,6 +122,25 @@ def queries(month_ago: str, now: str) -> list[Query]:
         Query("dashboard: plan runs", "orchestrator", "/plan-runs?limit=50", acme),
         Query("dashboard: dead letters", "orchestrator", "/dead-letters?limit=50", ADMIN_KEY),
         Query("dashboard: schedules", "orchestrator", "/schedules?limit=50", acme),
+        *overview_queries(acme),
+    ]
+
+
+def overview_queries(acme: str) -> list[Query]:
+    """The dashboard's overview (issue 24): executions per bucket, and cost per day."""
+    executions = "/stats/executions"
+    return [
+        Query("overview: admin, an hour by minute", "orchestrator", f"{executions}?window=3600&bucket=60", ADMIN_KEY),
+        Query(
+            "overview: tenant (50 %), a day by 15 min", "orchestrator", f"{executions}?window=86400&bucket=900", acme
+        ),
+        Query("overview: admin, a day by minute", "orchestrator", f"{executions}?window=86400&bucket=60", ADMIN_KEY),
+        Query("overview: admin, 7 days by hour", "orchestrator", f"{executions}?window=604800&bucket=3600", ADMIN_KEY),
+        Query(
+            "overview: tenant (50 %), 7 days by hour", "orchestrator", f"{executions}?window=604800&bucket=3600", acme
+        ),
+        Query("overview: cost, admin, 14 days", "orchestrator", "/stats/cost?days=14", ADMIN_KEY),
+        Query("overview: cost, tenant (50 %), 31 days", "orchestrator", "/stats/cost?days=31", acme),
     ]
 
 

@@ -55,6 +55,23 @@ async def test_complete_returns_the_answer_usage_and_a_request_id(fake: FakeVend
     assert provider.name == fake.name
 
 
+@pytest.mark.parametrize("fake", ["anthropic", "bedrock"], indirect=True)
+async def test_input_read_from_or_written_to_the_prompt_cache_counts_as_input(
+    fake: FakeVendor, provider: LLMProvider
+) -> None:
+    """Anthropic and Bedrock report cached input beside `input_tokens`, not in it: left out,
+    a run that reuses a long prompt would look (and spend against its budget) nearly free."""
+    cached = Reply("Paris.", input_tokens=5, output_tokens=3, cache_read_tokens=900, cache_write_tokens=40)
+    fake.reply_in_turn(cached, cached)
+
+    completion = await provider.complete(_request(fake))
+    streamed = [item async for item in provider.stream(_request(fake))][-1]
+
+    assert isinstance(streamed, Completion)
+    for usage in (completion.usage, streamed.usage):
+        assert (usage.input_tokens, usage.output_tokens) == (945, 3)
+
+
 async def test_the_request_reaches_the_vendor_in_its_own_terms(fake: FakeVendor, provider: LLMProvider) -> None:
     await provider.complete(_request(fake, tools=[WEATHER]))
 

@@ -165,13 +165,21 @@ def _message(message_id: str, model: str, reply: Reply) -> dict[str, Any]:
         "content": [_content(reply)],
         "stop_reason": "tool_use" if reply.tool_call else "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
+        "usage": _usage(reply) | {"output_tokens": reply.output_tokens},
+    }
+
+
+def _usage(reply: Reply) -> dict[str, int]:
+    return {
+        "input_tokens": reply.input_tokens,
+        "cache_read_input_tokens": reply.cache_read_tokens,
+        "cache_creation_input_tokens": reply.cache_write_tokens,
     }
 
 
 def _events(message_id: str, model: str, reply: Reply) -> list[tuple[str, dict[str, Any]]]:
     start = _message(message_id, model, reply) | {"content": [], "stop_reason": None}
-    start["usage"] = {"input_tokens": reply.input_tokens, "output_tokens": 1}
+    start["usage"] = _usage(reply) | {"output_tokens": 1}
     block = _content(reply)
     if block["type"] == "tool_use":
         arguments = json.dumps(block.pop("input"))

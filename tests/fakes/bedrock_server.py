@@ -162,8 +162,15 @@ def _received(model: str, stream: bool, body: dict[str, Any]) -> Received:
 
 
 def _usage(reply: Reply) -> dict[str, int]:
-    total = reply.input_tokens + reply.output_tokens
-    return {"inputTokens": reply.input_tokens, "outputTokens": reply.output_tokens, "totalTokens": total}
+    cached = reply.cache_read_tokens + reply.cache_write_tokens
+    usage = {
+        "inputTokens": reply.input_tokens,
+        "outputTokens": reply.output_tokens,
+        "totalTokens": reply.input_tokens + cached + reply.output_tokens,
+    }
+    if cached:  # optional fields, present when the request used the prompt cache
+        usage |= {"cacheReadInputTokens": reply.cache_read_tokens, "cacheWriteInputTokens": reply.cache_write_tokens}
+    return usage
 
 
 def _tool_use_id() -> str:

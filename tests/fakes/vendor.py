@@ -84,6 +84,10 @@ class Reply:
     tool_call: tuple[str, dict[str, Any]] | None = None
     input_tokens: int = 11
     output_tokens: int = 7
+    # Input the vendor read from or wrote to its prompt cache, which Anthropic and Bedrock
+    # report beside `input_tokens`, not inside it.
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class ScriptedAnswers:
@@ -104,9 +108,13 @@ class ScriptedAnswers:
         tool_call: tuple[str, dict[str, Any]] | None = None,
         input_tokens: int = 11,
         output_tokens: int = 7,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> None:
         with self._script_lock:
-            self._script_reply = Reply(text, tool_call, input_tokens, output_tokens)
+            self._script_reply = Reply(
+                text, tool_call, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
+            )
 
     def reply_in_turn(self, *replies: Reply) -> None:
         """Answer the next len(replies) calls with these, in order (then as `reply_with` says)."""

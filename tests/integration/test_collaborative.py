@@ -314,12 +314,14 @@ async def test_a_rejected_plan_ends_the_run_and_cancels_its_execution(tmp_path: 
 async def test_an_invalid_plan_is_asked_for_again_once_with_what_was_wrong(tmp_path: Path) -> None:
     unknown = {"steps": [{"id": "a", "agent": "poet", "instruction": "rhyme"}]}
     team = Team([_plan_call(unknown), orjson.dumps(ONE_QUESTION["steps"]).decode()])
-    agents = {"team.yml": _team(), **WORKERS}
+    bounded = _team().replace("model: coordinator}", "model: coordinator, max_tokens: 321}")
+    agents = {"team.yml": bounded, **WORKERS}
     async with node_on("memory", tmp_path, agents, script=team, **FAST) as node, _client(node) as http:
         finished = (await http.post("/agents/team/invoke", json={"task_data": {"prompt": "x"}, "wait": 60})).json()
 
     assert finished["status"] == "succeeded", finished
     assert len(team.planner_requests) == 2
+    assert [r.max_tokens for r in team.planner_requests] == [321, 321]  # the agent's bound holds for its plans
     correction = team.planner_requests[1].messages[-1]
     assert correction.role == "tool"
     assert "unknown agent 'poet'" in correction.content

@@ -75,13 +75,24 @@ async def test_every_module_the_page_loads_is_served_and_nothing_comes_from_anot
     assert {"app.js", "api.js", "style.css", "executions.js", "plan_runs.js"} <= served.keys()
     assert files == {*served, "index.html"}, "every file shipped is used, every file used is shipped"
     for name, text in {**served, "index.html": index}.items():
-        assert not re.search(r"https?://", text), f"{name} loads nothing from another origin (no CDN)"
+        # The SVG namespace is a name, not an address: charts.js makes its elements in it.
+        assert not re.search(r"https?://(?!www\.w3\.org/2000/svg\")", text), f"{name} loads nothing from another origin"
         assert "innerHTML" not in text, f"{name} builds the page from text nodes, never HTML strings"
     assert not re.search(r"<script(?![^>]*\bsrc=)", index), "no inline script: the policy would block it"
 
 
 @pytest.mark.parametrize(
-    "path", ["/agents", "/executions", "/plan-runs", "/schedules", "/dead-letters", "/executions/x/events"]
+    "path",
+    [
+        "/agents",
+        "/executions",
+        "/plan-runs",
+        "/schedules",
+        "/dead-letters",
+        "/executions/x/events",
+        "/stats/executions",
+        "/stats/cost",
+    ],
 )
 async def test_the_apis_the_dashboard_reads_still_need_the_key(orchestrator: httpx.AsyncClient, path: str) -> None:
     refused = await orchestrator.get(path)

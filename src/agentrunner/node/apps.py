@@ -23,6 +23,7 @@ from agentrunner.api.queues import queue_routes
 from agentrunner.api.scheduler import schedule_read_routes, scheduler_app
 from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
+from agentrunner.api.stats import stats_routes
 from agentrunner.domain.errors import AgentRunnerError, ConfigError
 from agentrunner.domain.roles import HttpRole
 from agentrunner.logs import get_logger
@@ -152,6 +153,8 @@ def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
     # port (8003) without a second origin; changing them stays the scheduler's (8004).
     orchestrator.include_router(schedule_read_routes(node.scheduler))
     orchestrator.include_router(queue_routes(node.queues))
+    tenants = list(dict.fromkeys(key.tenant for key in api_keys(node.settings) or ()))
+    orchestrator.include_router(stats_routes(node.store.aggregates, node.store.queries, tenants))
     return {
         "state": state_app(
             ready,

@@ -39,6 +39,7 @@ from agentrunner.ports.agent_versions import AgentVersions
 from agentrunner.ports.audit import AuditLog
 from agentrunner.ports.evals import EvalRuns
 from agentrunner.ports.retention import Retention
+from agentrunner.ports.stats import ExecutionAggregates
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +229,7 @@ class Outbox(Protocol):
 
 
 class SessionStore(Protocol):
-    """Agent state per session (history and memory), written under optimistic concurrency.
-    Cached by the cache decorator, like `ExecutionStore`."""
+    """Agent state per session (history, memory), under optimistic concurrency; cached like `ExecutionStore`."""
 
     async def load_state(self, agent: str, session_id: str, *, tenant: str | None = None) -> AgentState:
         """The state of `agent` in `tenant`'s session `session_id` (raises `StateNotFoundError`,
@@ -368,8 +368,7 @@ class ScheduleStore(Protocol):
         ...
 
     async def list_schedules(self, *, agent: str | None = None, tenant: str | None = None) -> list[Schedule]:
-        """Every schedule (of `agent`; created by `tenant` when given), by id, each with its
-        `last_fire_at`."""
+        """Every schedule (of `agent`; created by `tenant` when given), by id, each with its `last_fire_at`."""
         ...
 
     async def delete_schedule(self, schedule_id: str) -> None:
@@ -468,6 +467,7 @@ class StepJournal(Protocol):
 class StateStore(
     ExecutionStore,
     ExecutionQueries,
+    ExecutionAggregates,
     Outbox,
     SessionStore,
     IdempotencyStore,

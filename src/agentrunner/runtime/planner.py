@@ -123,7 +123,13 @@ async def make_plan(
     agents = {p.name for p in team}
     first_error: PlanInvalidError | None = None
     for _ in range(2):
-        request = LLMRequest(model=llm.model, messages=messages, temperature=llm.temperature, tools=[PLAN_TOOL])
+        request = LLMRequest(
+            model=llm.model,
+            messages=messages,
+            temperature=llm.temperature,
+            max_tokens=llm.max_tokens,
+            tools=[PLAN_TOOL],
+        )
         completion = await complete_with_retries(provider, request, llm, base_delay_seconds=retry_base_seconds)
         spend.add(completion)
         call = next((c for c in completion.tool_calls if c.name == PLAN_TOOL.name), None)

@@ -203,10 +203,18 @@ def _completion(message: anthropic.types.Message, started: float, schema: dict[s
         text="".join(texts),
         tool_calls=tool_calls,
         finish_reason=message.stop_reason,
-        usage=Usage(input_tokens=message.usage.input_tokens, output_tokens=message.usage.output_tokens),
+        usage=_usage(message.usage),
         latency_ms=(time.perf_counter() - started) * 1000,
         request_id=message.id,
     )
+
+
+def _usage(usage: anthropic.types.Usage) -> Usage:
+    # Input read from or written to the prompt cache is reported beside `input_tokens`, not
+    # in it: it is input all the same, counted (and priced at the input rate: more than a
+    # cache read costs, never less) so that a budget is never short of it.
+    cached = (usage.cache_read_input_tokens or 0) + (usage.cache_creation_input_tokens or 0)
+    return Usage(input_tokens=usage.input_tokens + cached, output_tokens=usage.output_tokens)
 
 
 class AnthropicProvider:

@@ -232,8 +232,11 @@ def _answered(completion: Completion, schema: dict[str, Any] | None) -> Completi
 
 
 def _usage(raw: dict[str, Any] | None) -> Usage:
+    """Input read from or written to the prompt cache is reported beside `inputTokens`: it
+    is input all the same, counted (and priced) as input, so a budget is never short of it."""
     raw = raw or {}
-    return Usage(input_tokens=int(raw.get("inputTokens", 0)), output_tokens=int(raw.get("outputTokens", 0)))
+    cached = int(raw.get("cacheReadInputTokens") or 0) + int(raw.get("cacheWriteInputTokens") or 0)
+    return Usage(input_tokens=int(raw.get("inputTokens", 0)) + cached, output_tokens=int(raw.get("outputTokens", 0)))
 
 
 def _arguments(raw: object) -> dict[str, Any]:

@@ -3,11 +3,12 @@ the distributed one, one class over one engine.
 
 Each aggregate has its module, a mixin over the shared engine (`engine.py`: the pool,
 transactions, driver errors translated): executions with their outbox and usage
-(`executions_sql`), sessions, idempotency keys, webhook deliveries, dead letters, the agent
-registry and its versions, eval runs, schedules and fires, plan runs, the journal of execution steps (`steps_sql`),
-the audit log and retention. `SQLStateStore`
-puts them together, so a write that spans aggregates (a claimed fire and the execution it
-starts, a plan run and its outbox events) stays one transaction on one connection.
+(`executions_sql`) and their counts per time bucket (`stats_sql`), sessions, idempotency
+keys, webhook deliveries, dead letters, the agent registry and its versions, eval runs,
+schedules and fires, plan runs, the journal of execution steps (`steps_sql`), the audit log
+and retention. `SQLStateStore` puts them together, so a write that spans aggregates (a
+claimed fire and the execution it starts, a plan run and its outbox events) stays one
+transaction on one connection.
 
 A new query: a method on its facet's Protocol (`ports/state.py`) and on its aggregate's
 mixin here, and the engine that uses it asks for that facet. Only a query of the two
@@ -30,12 +31,14 @@ from agentrunner.adapters.state.plan_sql import PlanRunsSQL
 from agentrunner.adapters.state.retention_sql import RetentionSQL
 from agentrunner.adapters.state.schedule_sql import SchedulesSQL
 from agentrunner.adapters.state.sessions_sql import SessionsSQL
+from agentrunner.adapters.state.stats_sql import StatsSQL
 from agentrunner.adapters.state.steps_sql import StepsSQL
 from agentrunner.adapters.state.webhooks_sql import WebhookDeliveriesSQL
 
 
 class SQLStateStore(
     ExecutionsSQL,
+    StatsSQL,
     SessionsSQL,
     IdempotencySQL,
     WebhookDeliveriesSQL,

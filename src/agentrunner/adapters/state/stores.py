@@ -30,6 +30,7 @@ from agentrunner.ports.state import (
     StepJournal,
     WebhookDeliveryStore,
 )
+from agentrunner.ports.stats import ExecutionAggregates
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +42,7 @@ class Stores:
     database: StateStore
     executions: ExecutionStore
     queries: ExecutionQueries
+    aggregates: ExecutionAggregates  # the overview's counts per time bucket: never cached
     outbox: Outbox
     sessions: SessionStore
     idempotency: IdempotencyStore
@@ -64,6 +66,7 @@ class Stores:
             database=database,
             executions=CachedExecutions(database, front) if front else database,
             queries=database,
+            aggregates=database,
             outbox=database,
             sessions=CachedSessions(database, front) if front else database,
             idempotency=database,

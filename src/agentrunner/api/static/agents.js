@@ -2,6 +2,7 @@
 // line in the list; every reason in full on the agent's page).
 
 import { get } from "./api.js";
+import { sideBySide } from "./diff.js";
 import { every, fields, h, json, link, status, table, time } from "./dom.js";
 
 const agentHref = (name) => `#/agents/${encodeURIComponent(name)}`;
@@ -56,12 +57,18 @@ function repeatable(agent) {
 }
 
 // Its versions (each new content of its file), newest first, with the fields each changed;
-// a version's button shows its diff to the previous one (the text itself for version 1).
+// a version's button shows it beside the previous one, with the unified diff below (the
+// text itself for version 1).
 function versionRow(name, version, shown, signal, fail) {
   const show = async () => {
     try {
       const one = await get(`agents/${encodeURIComponent(name)}/versions/${version.version}`, signal);
-      shown.replaceChildren(h("h3", {}, `Version ${one.version}`), h("pre", { id: "agent-version-diff" }, one.diff || one.text));
+      const unified = h("pre", { id: "agent-version-diff" }, one.diff || one.text);
+      const sides = sideBySide(one.text, one.diff, { before: `v${one.version - 1}`, after: `v${one.version}` });
+      shown.replaceChildren(
+        h("h3", {}, `Version ${one.version}`),
+        ...(sides ? [sides, h("details", {}, h("summary", {}, "Unified diff"), unified)] : [unified]),
+      );
     } catch (error) {
       fail(error);
     }

@@ -5,10 +5,12 @@ import { ApiError, apiKey, forgetApiKey, get, setApiKey } from "./api.js";
 import * as agents from "./agents.js";
 import * as deadLetters from "./dead_letters.js";
 import * as executions from "./executions.js";
+import * as overview from "./overview.js";
 import * as planRuns from "./plan_runs.js";
 import * as schedules from "./schedules.js";
 
 const ROUTES = [
+  [/^#\/overview$/, overview.show],
   [/^#\/agents$/, agents.list],
   [/^#\/agents\/([^/]+)$/, agents.detail],
   [/^#\/executions$/, executions.list],

@@ -1,10 +1,11 @@
 // Plan runs of collaborative agents: their steps, and the questions steps ask, answered
 // here with a form; a plan held for approval is approved or rejected here too. A step whose
 // execution waits before a tool call is shown with the call, linked to that execution (where
-// it is approved, denied or answered).
+// it is approved, denied or answered). The plan is drawn as a graph of its steps too.
 
 import { get, post } from "./api.js";
 import { cost, every, fields, h, json, link, shortId, status, table, time, tokens } from "./dom.js";
+import { planGraph } from "./plan_graph.js";
 
 const STATUSES = ["planning", "awaiting_approval", "running", "needs_clarification", "waiting_approval", "succeeded", "failed", "rejected", "cancelled"];
 const TERMINAL = new Set(["succeeded", "failed", "rejected", "cancelled"]);
@@ -167,6 +168,7 @@ function renderRun(run, onChanged, fail) {
     run.status === "awaiting_approval" ? approval(run, onChanged, fail) : null,
     questions.length ? [h("h3", {}, "Waiting for an answer"), questions.map((question) => questionForm(run, question, onChanged, fail))] : null,
     run.waiting_steps?.length ? [h("h3", {}, "Waiting before a tool call"), run.waiting_steps.map(waitingCall)] : null,
+    run.plan?.steps?.length ? [h("h3", {}, "Plan"), h("div", { class: "graph-holder" }, planGraph(run))] : null,
     h("h3", {}, "Steps"),
     table(
       "steps",
