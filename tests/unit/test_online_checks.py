@@ -57,6 +57,15 @@ def test_a_judge_in_the_checks_is_refused_with_the_reason() -> None:
     assert "a judge is not allowed in online checks" in refusal
 
 
+def test_a_collaborative_agent_takes_no_checks() -> None:
+    text = AGENT.replace("autonomous", "collaborative") + "checks: [{contains: a}]\n"
+
+    with pytest.raises(AgentFileError) as raised:
+        parse_agent_document(text, "agents/triage.yml")
+
+    assert "a collaborative agent takes no checks" in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("checks", "reason"),
     [

@@ -356,6 +356,18 @@ class AgentConfig(_Section):
             raise ValueError("execution_mode 'scheduled' needs a 'schedule_config' (type cron or interval)")
         return schedule
 
+    @field_validator("checks")
+    @classmethod
+    def _checked_in_a_pool(cls, checks: list[Check], info: ValidationInfo) -> list[Check]:
+        # Checks run where an agent pool ends an execution; a collaborative agent's execution
+        # ends with its plan run, elsewhere: refused rather than silently never checked.
+        if checks and info.data.get("execution_mode") is ExecutionMode.COLLABORATIVE:
+            raise ValueError(
+                "a collaborative agent takes no checks (its answer is its plan run's synthesis): "
+                "give them to the agents its steps run"
+            )
+        return checks
+
     @field_validator("output_schema")
     @classmethod
     def _valid_schema(cls, schema: dict[str, Any] | str | None) -> dict[str, Any] | str | None:
