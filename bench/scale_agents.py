@@ -7,7 +7,11 @@ figure at 10.
 
 - start-up: from spawning `agentrunner serve <role>` to its /health/ready answering 200,
   one role at a time (the orchestrator first: it registers the agents and declares their
-  queues);
+  queues), and the CPU the process used until then (on a loaded machine the wall time
+  mostly measures the load; the CPU, and the broker's, what the start-up costs);
+- broker: the CPU RabbitMQ used over all the start-ups (when `--broker-pid` names its
+  `beam.smp`; the broker is shared, so other work on it counts too), and the channels the
+  roles opened on it (`rabbitmqctl list_channels` after the start-ups less before);
 - idle: CPU (user + system, from /proc) of each process over `--idle` seconds after every
   role is up and a few seconds of settling, and its resident memory then;
 - per invocation: `--invocations` calls of one autonomous agent (provider echo, answers
@@ -69,6 +73,9 @@ def loadavg() -> str:
 @dataclass
 class Figures:
     startup_s: dict[str, float]
+    startup_cpu_s: dict[str, float]
+    broker_cpu_s: float
+    channels: int
     idle_cpu_pct: dict[str, float]
     rss_mb: dict[str, float]
     cpu_ms_per_invocation: float
@@ -111,7 +118,10 @@ async def one_size(size: int, src: Path, args: argparse.Namespace, workdir: Path
         if await migrated.wait() != 0:
             raise RuntimeError("agentrunner db upgrade failed")
         startup: dict[str, float] = {}
+        startup_cpu: dict[str, float] = {}
         pids: dict[str, int] = {}
+        channels_before = await broker_channels()
+        broker_before = cpu_seconds(args.broker_pid) if args.broker_pid else 0.0
         async with httpx.AsyncClient() as http:
             for role in ROLES:
                 name = f"{role}-{size}"
@@ -120,6 +130,9 @@ async def one_size(size: int, src: Path, args: argparse.Namespace, workdir: Path
                 pids[role] = processes.spawn(name, [*cli, "serve", role, *extra], env).pid
                 await wait_ready(http, processes, {name: f"http://127.0.0.1:{ports[role]}"})
                 startup[role] = time.perf_counter() - started
+                startup_cpu[role] = cpu_seconds(pids[role])
+        broker_cpu = cpu_seconds(args.broker_pid) - broker_before if args.broker_pid else 0.0
+        channels = await broker_channels() - channels_before
         await asyncio.sleep(5)  # settling: the first ticks, connections warming up
         before = {role: cpu_seconds(pid) for role, pid in pids.items()}
         load = loadavg()
@@ -127,7 +140,7 @@ async def one_size(size: int, src: Path, args: argparse.Namespace, workdir: Path
         idle = {role: (cpu_seconds(pid) - before[role]) / args.idle * 100 for role, pid in pids.items()}
         memory = {role: rss_mb(pid) for role, pid in pids.items()}
         per_call = await invocations(f"http://127.0.0.1:{ports['orchestrator']}", args.invocations, pids)
-        return Figures(startup, idle, memory, per_call, load)
+        return Figures(startup, startup_cpu, broker_cpu, channels, idle, memory, per_call, load)
     finally:
         processes.stop()
         left = await delete_broker_names(args.rabbitmq, [f"{prefix}."], [f"{prefix}.events"])
@@ -139,6 +152,16 @@ async def one_size(size: int, src: Path, args: argparse.Namespace, workdir: Path
             await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+async def broker_channels() -> int:
+    """Channels open on the local broker now (`rabbitmqctl`; -1 without it), whoever opened
+    them: the figure is the count after the start-ups less the count before."""
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "-q", "list_channels", "name", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    out, _ = await process.communicate()
+    return len([line for line in out.decode().splitlines() if line.strip()]) if process.returncode == 0 else -1
 
 
 async def invocations(orchestrator: str, count: int, pids: dict[str, int]) -> float:
@@ -181,6 +204,10 @@ def table(label: str, results: dict[int, Figures]) -> None:
 
     for role in first.startup_s:
         line(f"{role} start-up", [results[s].startup_s[role] for s in sizes], "s")
+    for role in first.startup_cpu_s:
+        line(f"{role} start-up CPU", [results[s].startup_cpu_s[role] for s in sizes], "s")
+    line("broker CPU over the start-ups", [results[s].broker_cpu_s for s in sizes], "s")
+    line("channels on the broker", [float(results[s].channels) for s in sizes], "")
     for role in first.idle_cpu_pct:
         line(f"{role} idle CPU", [results[s].idle_cpu_pct[role] for s in sizes], "%")
     for role in first.rss_mb:
@@ -198,6 +225,7 @@ async def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres:postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--rabbitmq", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--broker-pid", type=int, help="pid of RabbitMQ's beam.smp, to count its CPU")
     args = parser.parse_args()
     codes = {"this checkout": REPO / "src"} | ({"baseline": args.baseline} if args.baseline else {})
     results: dict[str, dict[int, Figures]] = {label: {} for label in codes}

@@ -62,6 +62,21 @@ async def test_versions_are_numbered_per_agent(state_store: StateStore) -> None:
     assert await state_store.list_versions("nobody") == []
 
 
+async def test_more_agents_than_one_statement_names_are_numbered_in_one_call(state_store: StateStore) -> None:
+    """More agents than one statement names (500): each chunk's latest versions are found."""
+    names = [f"agent-{n:04d}" for n in range(600)]
+    await state_store.record_versions([loaded_content(_config(name)) for name in names])
+
+    changed = set(names[::3])
+    recorded = await state_store.record_versions(
+        [loaded_content(_config(name, system_prompt="x") if name in changed else _config(name)) for name in names]
+    )
+
+    assert [(v.agent, v.version) for v in recorded] == [(n, 2 if n in changed else 1) for n in names]
+    assert [v.version for v in await state_store.list_versions(names[-1])] == [1]
+    assert [v.version for v in await state_store.list_versions(names[597])] == [2, 1]
+
+
 async def test_a_version_an_agent_does_not_have_is_not_found(state_store: StateStore) -> None:
     await state_store.record_versions([loaded_content(_config("a"))])
 

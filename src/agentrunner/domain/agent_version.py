@@ -52,9 +52,14 @@ class LoadedContent:
 
     agent: str
     content_hash: str
-    text: str
     document: dict[str, Any]
     config: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        """The document as YAML, written when a version is recorded: every process loads
+        every agent at start, and dumping 1,000 of them took seconds of it."""
+        return yaml.safe_dump(self.document, sort_keys=True, allow_unicode=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +81,7 @@ def loaded_content(config: AgentConfig) -> LoadedContent:
     tool URL is a new version), the text and document only what may be shown."""
     whole = config.model_dump(mode="json")
     content_hash = hashlib.sha256(orjson.dumps(whole, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    document = shown_document(whole)
-    text = yaml.safe_dump(document, sort_keys=True, allow_unicode=True)
-    return LoadedContent(config.name, content_hash, text, document, whole)
+    return LoadedContent(config.name, content_hash, shown_document(whole), whole)
 
 
 def shown_document(config: dict[str, Any]) -> dict[str, Any]:

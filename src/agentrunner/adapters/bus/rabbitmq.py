@@ -31,9 +31,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -44,9 +46,17 @@ from aio_pika.abc import (
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelNotFoundEntity
 
 from agentrunner.adapters.bus.memory import DEFAULT_RETRY_DELAYS
+from agentrunner.adapters.bus.rabbitmq_channels import (
+    ConsumerChannels,
+    RabbitMQSubscription,
+    SetupChannels,
+    bounded,
+    own_channel,
+)
+from agentrunner.adapters.bus.rabbitmq_messages import ERROR_HEADER, QUEUE_HEADER, event_message, take_dead_letter
 from agentrunner.adapters.bus.reconnect_noise import quiet_reconnect_noise
 from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
-from agentrunner.domain.event import DeadLetter, Event, decode_event, encode_event
+from agentrunner.domain.event import DeadLetter, Event, decode_event
 from agentrunner.domain.redaction import mask_url
 from agentrunner.domain.topics import check_patterns, topic_problem
 from agentrunner.logs import get_logger
@@ -55,8 +65,6 @@ from agentrunner.tracing import traced
 
 log = get_logger(__name__)
 
-_QUEUE_HEADER = "x-agentrunner-queue"
-_ERROR_HEADER = "x-agentrunner-error"
 # Retry queues of an exclusive queue vanish after this long unused (the exclusive queue
 # they feed is gone by then); far longer than any backoff delay.
 _EXCLUSIVE_RETRY_EXPIRES_MS = 10 * 60 * 1000
@@ -67,53 +75,6 @@ RECONNECT_WAIT_SECONDS = 2.5
 # Each step of a close (cancel a consumer, close a channel, close the connection) waits on
 # the broker at most this long.
 CLOSE_TIMEOUT_SECONDS = 5.0
-
-
-class RabbitMQSubscription:
-    """One consumer of one queue, on a channel of its own (its own prefetch)."""
-
-    def __init__(self, bus: RabbitMQEventBus, name: str, channel: AbstractChannel, queue: AbstractQueue) -> None:
-        self._bus = bus
-        self._name = name
-        self._channel = channel
-        self._queue = queue
-        self._tag: str | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
-
-    @property
-    def queue(self) -> str:
-        return self._name
-
-    async def start(self, on_message: Callable[[AbstractIncomingMessage], Awaitable[None]]) -> None:
-        async def tracked(message: AbstractIncomingMessage) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            self._in_flight.add(task)
-            try:
-                await on_message(message)
-            finally:
-                self._in_flight.discard(task)
-
-        self._tag = await self._queue.consume(tracked, no_ack=False)
-
-    async def cancel(self, grace_seconds: float = 10.0) -> None:
-        if self._tag is not None:
-            # basic.cancel needs the connection; a lost one took the consumer with it, and
-            # the robust channel would wait for a reconnection that may never come.
-            if self._bus.connected:
-                await _bounded(self._queue.cancel(self._tag), "cancel a consumer", self._bus.close_timeout)
-            self._tag = None
-        if self._in_flight:
-            # Handlers still running after the grace are cut short (cancelled); their
-            # unacked messages go back to the queue when the channel closes.
-            _, cut_short = await asyncio.wait(list(self._in_flight), timeout=grace_seconds)
-            for task in cut_short:
-                task.cancel()
-            if cut_short:
-                await asyncio.wait(cut_short, timeout=5.0)
-        # Closed even when the connection is down: a closed robust channel is not restored.
-        await _bounded(self._channel.close(), "close a channel", self._bus.close_timeout)
-        self._bus.forget(self)
 
 
 class RabbitMQEventBus:
@@ -145,6 +106,8 @@ class RabbitMQEventBus:
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._subscriptions: list[RabbitMQSubscription] = []
+        self._consumer_channels = ConsumerChannels(self._new_channel, close_timeout_seconds)
+        self._setup_channels = SetupChannels(self._new_channel, close_timeout_seconds)
         self._declared: set[str] = set()
         self._closed = True
 
@@ -163,6 +126,10 @@ class RabbitMQEventBus:
         """Whether the connection to the broker is up right now."""
         connection = self._connection
         return connection is not None and not connection.is_closed and connection.connected.is_set()
+
+    @property
+    def _exchange_name(self) -> str:
+        return f"{self._prefix}.events"
 
     def _queue_name(self, queue: str) -> str:
         return f"{self._prefix}.q.{queue}"
@@ -214,10 +181,23 @@ class RabbitMQEventBus:
     async def close(self, grace_seconds: float = 10.0) -> None:
         self._closed = True
         await asyncio.gather(*(sub.cancel(grace_seconds) for sub in list(self._subscriptions)))
+        await self._setup_channels.close()
         connection, self._connection = self._connection, None
         if connection is not None:
             # Cancels the robust connection's reconnection loop, then closes the transport.
-            await _bounded(connection.close(), "close the connection", self.close_timeout)
+            await bounded(connection.close(), "close the connection", self.close_timeout)
+
+    async def _new_channel(self) -> AbstractChannel:
+        if self._connection is None:
+            raise DependencyUnavailableError(f"cannot open a channel on RabbitMQ at {self._where}: the bus is closed")
+        return await self._connection.channel()
+
+    @property
+    def open_channels(self) -> int:
+        """Channels open on the broker connection now, of every kind (the publisher's,
+        consumers', declarations')."""
+        transport = self._connection.transport if self._connection is not None else None
+        return 0 if transport is None else sum(1 for number in transport.connection.channels if number)
 
     def forget(self, subscription: RabbitMQSubscription) -> None:
         """Drop a cancelled subscription."""
@@ -236,13 +216,13 @@ class RabbitMQEventBus:
         if problem:
             raise ValueError(problem)
         _, _, exchange = self._require_open(f"publish {event.topic!r}")
-        await self._confirmed(f"publish {event.topic!r}", lambda: exchange.publish(_message(event), event.topic))
+        await self._confirmed(f"publish {event.topic!r}", lambda: exchange.publish(event_message(event), event.topic))
 
     async def _to_queue(self, queue: str, event: Event, headers: dict[str, str] | None = None) -> None:
         """Publish straight into `queue` (default exchange), confirmed."""
         _, channel, _ = self._require_open(f"publish into {queue!r}")
-        message = _message(event, headers)
-        await self._confirmed(f"publish into {queue!r}", lambda: channel.default_exchange.publish(message, queue))
+        outgoing = event_message(event, headers)
+        await self._confirmed(f"publish into {queue!r}", lambda: channel.default_exchange.publish(outgoing, queue))
 
     async def _confirmed(self, action: str, publish: Callable[[], Awaitable[Any]]) -> None:
         """Run `publish` until the broker confirms it. While the connection is down, wait
@@ -294,46 +274,106 @@ class RabbitMQEventBus:
         exclusive: bool = False,
     ) -> RabbitMQSubscription:
         check_patterns(patterns)
-        connection, _, exchange = self._require_open(f"subscribe {queue!r}")
+        self._require_open(f"subscribe {queue!r}")
         name = self._queue_name(queue)
         try:
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=max(1, prefetch))
-            declared = await channel.declare_queue(
-                name, durable=not exclusive, exclusive=exclusive, auto_delete=exclusive
-            )
-            self._declared.add(name)
-            for pattern in patterns:
-                await declared.bind(exchange, routing_key=pattern)
-            for delay_ms in self._retry_ms:
-                arguments: dict[str, Any] = {
-                    "x-message-ttl": delay_ms,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": name,
-                }
-                if exclusive:
-                    arguments["x-expires"] = _EXCLUSIVE_RETRY_EXPIRES_MS + delay_ms
-                await channel.declare_queue(f"{name}.retry.{delay_ms}", durable=not exclusive, arguments=arguments)
-                self._declared.add(f"{name}.retry.{delay_ms}")
+            if exclusive:
+                declared, release = await self._on_own_channel(name, patterns, prefetch)
+            else:
+                declared, release = await self._on_shared_channel(name, patterns, prefetch)
+            subscription = RabbitMQSubscription(self, queue, declared, release)
+            try:
+                # On a shared channel, this answer also says the declarations before it worked.
+                await subscription.start(lambda message: self._deliver(queue, message, handler))
+            except BaseException:
+                await release()
+                raise
         except CONNECTION_EXCEPTIONS as exc:
             raise DependencyUnavailableError(f"cannot subscribe {queue!r} on RabbitMQ at {self._where}: {exc}") from exc
-        subscription = RabbitMQSubscription(self, queue, channel, declared)
-        await subscription.start(lambda message: self._deliver(queue, message, handler))
         self._subscriptions.append(subscription)
         return subscription
 
+    async def _on_own_channel(
+        self, name: str, patterns: Sequence[str], prefetch: int
+    ) -> tuple[AbstractQueue, Callable[[], Awaitable[None]]]:
+        """An exclusive queue, on a channel of its own that restores all of it (an exclusive
+        queue, its bindings and retry queues are gone after a reconnection)."""
+        _, _, exchange = self._require_open(f"subscribe {name!r}")
+        channel, release = await own_channel(self._new_channel, prefetch, self.close_timeout)
+        try:
+            declared = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+            self._declared.add(name)
+            for pattern in patterns:
+                await declared.bind(exchange, routing_key=pattern)
+            for retry, arguments in self._retry_queues(name, exclusive=True):
+                await channel.declare_queue(retry, arguments=arguments)
+                self._declared.add(retry)
+        except BaseException:
+            await release()
+            raise
+        return declared, release
+
+    async def _on_shared_channel(
+        self, name: str, patterns: Sequence[str], prefetch: int
+    ) -> tuple[AbstractQueue, Callable[[], Awaitable[None]]]:
+        """A durable queue, on a channel shared with other consumers (rabbitmq_channels.py).
+        Only the queue and its consumer are restored after a reconnection: its bindings and
+        retry queues are durable, and the next consume declares them again."""
+        shared = await self._consumer_channels.take(max(1, prefetch))
+        try:
+            declared = await shared.declare_queue(name)
+            self._declared.add(name)
+            channel = await shared.channel.get_underlay_channel()
+            # Sent without waiting for replies: the consume that follows on this channel is
+            # answered only after them, and fails if one of them was refused.
+            for pattern in patterns:
+                await channel.queue_bind(name, self._exchange_name, routing_key=pattern, nowait=True)
+            for retry, arguments in self._retry_queues(name, exclusive=False):
+                await channel.queue_declare(retry, durable=True, arguments=arguments, nowait=True)
+                self._declared.add(retry)
+        except BaseException:
+            await self._consumer_channels.give_back(shared)
+            raise
+        return declared, partial(self._consumer_channels.give_back, shared)
+
+    def _retry_queues(self, name: str, *, exclusive: bool) -> list[tuple[str, dict[str, Any]]]:
+        """The retry queues of queue `name`, one per backoff delay, with their arguments."""
+        queues = []
+        for delay_ms in self._retry_ms:
+            arguments: dict[str, Any] = {
+                "x-message-ttl": delay_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": name,
+            }
+            if exclusive:
+                arguments["x-expires"] = _EXCLUSIVE_RETRY_EXPIRES_MS + delay_ms
+            queues.append((f"{name}.retry.{delay_ms}", arguments))
+        return queues
+
     async def declare(self, queue: str, patterns: Sequence[str]) -> None:
         check_patterns(patterns)
-        connection, _, exchange = self._require_open(f"declare {queue!r}")
+        self._require_open(f"declare {queue!r}")
         name = self._queue_name(queue)
         try:
-            async with connection.channel() as channel:
-                declared = await channel.declare_queue(name, durable=True)
-                for pattern in patterns:
-                    await declared.bind(exchange, routing_key=pattern)
+            async with self._setup_channels.channel() as channel:
+                underlay = await channel.get_underlay_channel()
+                if patterns:  # the last binding's reply says the queue is there too
+                    await underlay.queue_declare(name, durable=True, nowait=True)
+                    await self._bind_all(underlay, name, patterns)
+                else:
+                    await underlay.queue_declare(name, durable=True)
         except CONNECTION_EXCEPTIONS as exc:
             raise DependencyUnavailableError(f"cannot declare {queue!r} on RabbitMQ at {self._where}: {exc}") from exc
         self._declared.add(name)
+
+    async def _bind_all(self, channel: aiormq.abc.AbstractChannel, name: str, patterns: Sequence[str]) -> None:
+        """Bind `patterns` to queue `name`, waiting for the last reply only: the broker
+        handles a channel's methods in order, and closes the channel on a refusal (so the
+        last reply never comes)."""
+        for pattern in patterns[:-1]:
+            await channel.queue_bind(name, self._exchange_name, routing_key=pattern, nowait=True)
+        if patterns:
+            await channel.queue_bind(name, self._exchange_name, routing_key=patterns[-1])
 
     async def bind(self, queue: str, patterns: Sequence[str]) -> None:
         await self._rebind(queue, patterns, bind=True)
@@ -343,16 +383,17 @@ class RabbitMQEventBus:
 
     async def _rebind(self, queue: str, patterns: Sequence[str], *, bind: bool) -> None:
         verb = "bind" if bind else "unbind"
-        connection, _, exchange = self._require_open(f"{verb} {queue!r}")
+        self._require_open(f"{verb} {queue!r}")
+        name = self._queue_name(queue)
         try:
-            # A channel of its own: a missing queue closes the channel that asked.
-            async with connection.channel() as channel:
-                declared = await channel.declare_queue(self._queue_name(queue), passive=True)
-                for pattern in patterns:
-                    if bind:
-                        await declared.bind(exchange, routing_key=pattern)
-                    else:
-                        await declared.unbind(exchange, routing_key=pattern)
+            # A missing queue closes the channel that asked (and only that one).
+            async with self._setup_channels.channel() as channel:
+                underlay = await channel.get_underlay_channel()
+                await underlay.queue_declare(name, passive=True)
+                if bind:
+                    await self._bind_all(underlay, name, patterns)
+                for pattern in [] if bind else patterns:  # queue.unbind has no "nowait"
+                    await underlay.queue_unbind(name, self._exchange_name, routing_key=pattern)
         except CONNECTION_EXCEPTIONS as exc:
             raise DependencyUnavailableError(f"cannot {verb} {queue!r} on RabbitMQ at {self._where}: {exc}") from exc
 
@@ -424,75 +465,28 @@ class RabbitMQEventBus:
             message = aio_pika.Message(
                 raw or b"",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                headers={_QUEUE_HEADER: queue, _ERROR_HEADER: reason[:2000]},
+                headers={QUEUE_HEADER: queue, ERROR_HEADER: reason[:2000]},
             )
             dead_letters = self._dead_letter_queue
             await self._confirmed("dead-letter", lambda: channel.default_exchange.publish(message, dead_letters))
             return
-        await self._to_queue(self._dead_letter_queue, event, {_QUEUE_HEADER: queue, _ERROR_HEADER: reason[:2000]})
+        await self._to_queue(self._dead_letter_queue, event, {QUEUE_HEADER: queue, ERROR_HEADER: reason[:2000]})
 
     # -- dead letters ----------------------------------------------------------------
 
     async def subscribe_dead_letters(self, handler: DeadLetterHandler) -> RabbitMQSubscription:
-        connection, _, _ = self._require_open("consume dead letters")
+        self._require_open("consume dead letters")
         try:
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=1)
+            channel, release = await own_channel(self._new_channel, 1, self.close_timeout)
             declared = await channel.declare_queue(self._dead_letter_queue, durable=True)
         except CONNECTION_EXCEPTIONS as exc:
             raise DependencyUnavailableError(
                 f"cannot consume dead letters on RabbitMQ at {self._where}: {exc}"
             ) from exc
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            headers = message.headers or {}
-            try:
-                event = decode_event(message.body)
-            except ValueError:
-                log.error("undecodable dead letter dropped", queue=str(headers.get(_QUEUE_HEADER)))
-                await message.ack()
-                return
-            letter = DeadLetter(
-                queue=str(headers.get(_QUEUE_HEADER, "")), event=event, error=str(headers.get(_ERROR_HEADER, ""))
-            )
-            with traced(event.trace_id):
-                try:
-                    await handler(letter)
-                except Exception:
-                    log.exception("dead-letter handler failed, keeping the letter", queue=letter.queue)
-                    await asyncio.sleep(1.0)  # no hot loop on a handler that keeps failing
-                    await message.nack(requeue=True)
-                    return
-            await message.ack()
-
-        subscription = RabbitMQSubscription(self, "dead-letters", channel, declared)
-        await subscription.start(on_message)
+        subscription = RabbitMQSubscription(self, "dead-letters", declared, release)
+        await subscription.start(partial(take_dead_letter, handler))
         self._subscriptions.append(subscription)
         return subscription
 
     async def replay(self, letter: DeadLetter) -> None:
         await self._to_queue(self._queue_name(letter.queue), letter.event.model_copy(update={"attempt": 1}))
-
-
-async def _bounded(step: Awaitable[Any], what: str, seconds: float) -> None:
-    """Await a closing `step`, at most `seconds`; a broker that is gone has nothing left to
-    close, so its errors (and a step that outwaits the bound) are logged, not raised."""
-    try:
-        async with asyncio.timeout(seconds):
-            await step
-    except TimeoutError:
-        log.warning("RabbitMQ did not answer while closing, went on without it", step=what, seconds=seconds)
-    except CONNECTION_EXCEPTIONS as exc:
-        log.info("RabbitMQ gone while closing", step=what, error=str(exc))
-
-
-def _message(event: Event, extra_headers: dict[str, str] | None = None) -> aio_pika.Message:
-    headers: dict[str, Any] = {"trace_id": event.trace_id, "event_id": event.event_id, "attempt": event.attempt}
-    headers.update(extra_headers or {})
-    return aio_pika.Message(
-        encode_event(event),
-        content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=event.event_id,
-        headers=headers,
-    )

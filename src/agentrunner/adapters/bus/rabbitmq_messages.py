@@ -1,0 +1,54 @@
+"""How events travel as RabbitMQ messages: an event's message, the headers a dead letter
+carries (its queue and its error), and a dead letter read back for its handler."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from agentrunner.domain.event import DeadLetter, Event, decode_event, encode_event
+from agentrunner.logs import get_logger
+from agentrunner.ports.bus import DeadLetterHandler
+from agentrunner.tracing import traced
+
+log = get_logger(__name__)
+
+QUEUE_HEADER = "x-agentrunner-queue"
+ERROR_HEADER = "x-agentrunner-error"
+
+
+def event_message(event: Event, extra_headers: dict[str, str] | None = None) -> aio_pika.Message:
+    """`event` as a persistent message, its trace and ids in the headers too."""
+    headers: dict[str, Any] = {"trace_id": event.trace_id, "event_id": event.event_id, "attempt": event.attempt}
+    headers.update(extra_headers or {})
+    return aio_pika.Message(
+        encode_event(event),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=event.event_id,
+        headers=headers,
+    )
+
+
+async def take_dead_letter(handler: DeadLetterHandler, incoming: AbstractIncomingMessage) -> None:
+    """Run `handler` for a dead letter; acked once handled, kept (requeued) when it fails."""
+    headers = incoming.headers or {}
+    try:
+        event = decode_event(incoming.body)
+    except ValueError:
+        log.error("undecodable dead letter dropped", queue=str(headers.get(QUEUE_HEADER)))
+        await incoming.ack()
+        return
+    letter = DeadLetter(queue=str(headers.get(QUEUE_HEADER, "")), event=event, error=str(headers.get(ERROR_HEADER, "")))
+    with traced(event.trace_id):
+        try:
+            await handler(letter)
+        except Exception:
+            log.exception("dead-letter handler failed, keeping the letter", queue=letter.queue)
+            await asyncio.sleep(1.0)  # no hot loop on a handler that keeps failing
+            await incoming.nack(requeue=True)
+            return
+    await incoming.ack()
