@@ -296,6 +296,44 @@ async def test_start_moves_a_queued_execution_to_running_and_counts_the_attempt(
     assert await state_store.get_execution("exec-start") == started
 
 
+async def test_a_started_execution_is_returned_as_it_is_read_back_every_field_included(
+    state_store: StateStore,
+) -> None:
+    # The start's row comes back from the statement itself (on PostgreSQL without
+    # SQLAlchemy's result handling): every type must read as a later read gives it.
+    queued = _full_execution(
+        "exec-start-full",
+        status=ExecutionStatus.QUEUED,
+        error=None,
+        finished_at=None,
+        started_at=None,
+        tenant="acme",
+        origin={"kind": "slack", "channel": "C1", "big": 2**70},
+        chain_depth=2,
+        agent_version=3,
+        tool_calls=[
+            ToolCallRecord(
+                call_id="c1",
+                name="search",
+                arguments={"q": "ü"},
+                result="2 hits",
+                started_at=BASE_TIME,
+                finished_at=BASE_TIME,
+                duration_ms=3.5,
+            )
+        ],
+        webhook_url="https://example.com/hook",
+        output_json={"answer": [1.5, None, "x"]},
+    )
+    await state_store.create_execution(queued)
+
+    started = await state_store.start_execution("exec-start-full", worker="w-1", provider="openai", model="gpt-4o")
+
+    assert started == await state_store.get_execution("exec-start-full")
+    assert (started.tenant, started.origin, started.cost_usd) == ("acme", queued.origin, queued.cost_usd)
+    _assert_utc(started.created_at)
+
+
 async def test_starting_again_counts_another_attempt_and_keeps_the_first_start_time(state_store: StateStore) -> None:
     await state_store.create_execution(_execution("exec-again"))
     first = await state_store.start_execution("exec-again", worker="w-1", provider="echo", model="echo")

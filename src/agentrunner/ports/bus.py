@@ -42,6 +42,14 @@ class EventBus(Protocol):
         """Route `event` by its topic to every bound queue; raise if it cannot be accepted."""
         ...
 
+    async def notify(self, event: Event) -> None:
+        """Route `event` as `publish` does, best effort: not kept across a broker restart, not
+        confirmed, and dropped (never raised) while the bus cannot take it. For news that
+        something recorded elsewhere supersedes (an execution's progress: its end is saved and
+        published apart). Notices from one publisher reach a queue in the order sent. Raises
+        `ValueError` for a topic that is not dot-separated words, as `publish` does."""
+        ...
+
     async def subscribe(
         self,
         queue: str,

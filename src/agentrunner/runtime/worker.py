@@ -274,16 +274,16 @@ class AgentPool:
         return False
 
     async def _progress(self, execution: Execution, payload: dict[str, Any]) -> None:
-        """Tell watchers (`GET /executions/{id}/events`) how the execution goes; best effort."""
-        event = Event(
-            topic=progress_topic(execution.agent, execution.execution_id),
-            payload={"execution_id": execution.execution_id, **payload},
-            trace_id=execution.trace_id,
+        """Tell watchers (`GET /executions/{id}/events`) how the execution goes; best effort.
+        A notice, not a confirmed publish: a watcher that misses one reads the journal and
+        the end, which are recorded; most runs have no watcher, and the broker drops them."""
+        await self._bus.notify(
+            Event(
+                topic=progress_topic(execution.agent, execution.execution_id),
+                payload={"execution_id": execution.execution_id, **payload},
+                trace_id=execution.trace_id,
+            )
         )
-        try:
-            await self._bus.publish(event)
-        except AgentRunnerError as exc:
-            log.warning("progress not published", execution_id=execution.execution_id, error=exc.message)
 
     async def _attempt(
         self,

@@ -122,6 +122,13 @@ class InMemoryEventBus:
         # must not starve every handler until it ends.
         await asyncio.sleep(0)
 
+    async def notify(self, event: Event) -> None:
+        # Nothing to confirm in memory: a notice is a publish that a closed bus drops.
+        if not self._closed:
+            await self.publish(event)
+        elif problem := topic_problem(event.topic):
+            raise ValueError(problem)
+
     async def subscribe(
         self,
         queue: str,

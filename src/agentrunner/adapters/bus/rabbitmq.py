@@ -10,6 +10,10 @@ Layout, for a prefix P (several platforms or test runs share a broker without me
 - queue `P.dead-letters`: events that failed every attempt, with their queue and error.
 Messages are persistent, publishes wait for the broker's confirm, and a message is acked
 only after its handler returned or its retry copy was confirmed: nothing is lost between.
+Notices (`notify`: an execution's progress) go on a channel without confirms, transient:
+the broker neither writes nor confirms them, and one lost changes nothing (the end they
+precede is recorded and published as above). Nothing is published `mandatory`: a message
+no queue takes (progress nobody watches) is dropped by the broker, not sent back whole.
 Broker and network errors become `DependencyUnavailableError` here and nowhere else.
 
 Through an outage (aio-pika's robust connection tries again every `reconnect_interval`):
@@ -43,7 +47,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelNotFoundEntity
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
 from agentrunner.adapters.bus.memory import DEFAULT_RETRY_DELAYS
 from agentrunner.adapters.bus.rabbitmq_channels import (
@@ -51,6 +55,7 @@ from agentrunner.adapters.bus.rabbitmq_channels import (
     RabbitMQSubscription,
     SetupChannels,
     bounded,
+    count_messages,
     own_channel,
 )
 from agentrunner.adapters.bus.rabbitmq_messages import ERROR_HEADER, QUEUE_HEADER, event_message, take_dead_letter
@@ -105,6 +110,7 @@ class RabbitMQEventBus:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._notices: AbstractExchange | None = None  # the exchange, on the channel without confirms
         self._subscriptions: list[RabbitMQSubscription] = []
         self._consumer_channels = ConsumerChannels(self._new_channel, close_timeout_seconds)
         self._setup_channels = SetupChannels(self._new_channel, close_timeout_seconds)
@@ -157,6 +163,8 @@ class RabbitMQEventBus:
             )
             await self._channel.declare_queue(self._dead_letter_queue, durable=True)
             self._declared.add(self._dead_letter_queue)
+            notices = await self._connection.channel(publisher_confirms=False)
+            self._notices = await notices.get_exchange(self._exchange.name, ensure=False)
         except CONNECTION_EXCEPTIONS as exc:
             await self.close(grace_seconds=0)
             raise DependencyUnavailableError(f"RabbitMQ at {self._where} is not reachable: {exc}") from exc
@@ -216,7 +224,25 @@ class RabbitMQEventBus:
         if problem:
             raise ValueError(problem)
         _, _, exchange = self._require_open(f"publish {event.topic!r}")
-        await self._confirmed(f"publish {event.topic!r}", lambda: exchange.publish(event_message(event), event.topic))
+        await self._confirmed(
+            f"publish {event.topic!r}", lambda: exchange.publish(event_message(event), event.topic, mandatory=False)
+        )
+
+    async def notify(self, event: Event) -> None:
+        problem = topic_problem(event.topic)
+        if problem:
+            raise ValueError(problem)
+        notices = self._notices
+        if self._closed or notices is None or not self.connected:
+            log.debug("notice dropped: the broker is not connected", topic=event.topic)
+            return
+        try:
+            # Written to the socket, not confirmed; bounded as a publish is, for a broker that
+            # blocks its publishers (a memory alarm) stops the writes too.
+            async with asyncio.timeout(self._publish_timeout):
+                await notices.publish(event_message(event, persistent=False), event.topic, mandatory=False)
+        except (TimeoutError, *CONNECTION_EXCEPTIONS) as exc:
+            log.debug("notice dropped", topic=event.topic, error=str(exc) or type(exc).__name__)
 
     async def _to_queue(self, queue: str, event: Event, headers: dict[str, str] | None = None) -> None:
         """Publish straight into `queue` (default exchange), confirmed."""
@@ -399,26 +425,8 @@ class RabbitMQEventBus:
 
     async def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
         connection, _, _ = self._require_open("count queued events")
-        depths: dict[str, int] = {}
-        channel: AbstractChannel | None = None
-        try:
-            for queue in queues:
-                if channel is None or channel.is_closed:
-                    channel = await connection.channel()
-                try:
-                    # Passive: reads the count without creating a queue that is missing.
-                    declared = await channel.declare_queue(self._queue_name(queue), passive=True)
-                except ChannelNotFoundEntity:
-                    depths[queue] = 0  # the broker closed the channel with the answer
-                    continue
-                depths[queue] = declared.declaration_result.message_count or 0
-        except CONNECTION_EXCEPTIONS as exc:
-            raise DependencyUnavailableError(f"cannot count queued events on RabbitMQ at {self._where}: {exc}") from exc
-        finally:
-            if channel is not None and not channel.is_closed:
-                with contextlib.suppress(*CONNECTION_EXCEPTIONS):
-                    await channel.close()
-        return depths
+        counted = await count_messages(connection, [self._queue_name(queue) for queue in queues], self._where)
+        return dict(zip(queues, counted, strict=True))
 
     async def _deliver(self, queue: str, message: AbstractIncomingMessage, handler: EventHandler) -> None:
         try:

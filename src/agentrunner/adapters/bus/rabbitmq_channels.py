@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelNotFoundEntity
 
+from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.logs import get_logger
 
 log = get_logger(__name__)
@@ -256,3 +257,28 @@ async def bounded(step: Awaitable[Any], what: str, seconds: float) -> None:
         log.warning("RabbitMQ did not answer while closing, went on without it", step=what, seconds=seconds)
     except CONNECTION_EXCEPTIONS as exc:
         log.info("RabbitMQ gone while closing", step=what, error=str(exc))
+
+
+async def count_messages(connection: AbstractRobustConnection, queues: Sequence[str], where: str) -> list[int]:
+    """How many messages wait in each of `queues` (0 for a queue that does not exist), on a
+    channel of the count's own: a passive declare reads the count without creating a queue,
+    and the broker closes the channel when the queue is missing."""
+    counts: list[int] = []
+    channel: AbstractChannel | None = None
+    try:
+        for queue in queues:
+            if channel is None or channel.is_closed:
+                channel = await connection.channel()
+            try:
+                declared = await channel.declare_queue(queue, passive=True)
+            except ChannelNotFoundEntity:
+                counts.append(0)
+                continue
+            counts.append(declared.declaration_result.message_count or 0)
+    except CONNECTION_EXCEPTIONS as exc:
+        raise DependencyUnavailableError(f"cannot count queued events on RabbitMQ at {where}: {exc}") from exc
+    finally:
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                await channel.close()
+    return counts

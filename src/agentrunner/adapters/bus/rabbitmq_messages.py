@@ -20,14 +20,17 @@ QUEUE_HEADER = "x-agentrunner-queue"
 ERROR_HEADER = "x-agentrunner-error"
 
 
-def event_message(event: Event, extra_headers: dict[str, str] | None = None) -> aio_pika.Message:
-    """`event` as a persistent message, its trace and ids in the headers too."""
+def event_message(
+    event: Event, extra_headers: dict[str, str] | None = None, *, persistent: bool = True
+) -> aio_pika.Message:
+    """`event` as a message, persistent unless it is a notice, its trace and ids in the
+    headers too."""
     headers: dict[str, Any] = {"trace_id": event.trace_id, "event_id": event.event_id, "attempt": event.attempt}
     headers.update(extra_headers or {})
     return aio_pika.Message(
         encode_event(event),
         content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT,
         message_id=event.event_id,
         headers=headers,
     )

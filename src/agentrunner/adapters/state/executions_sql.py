@@ -100,7 +100,7 @@ class ExecutionsSQL(SQLEngine):
         for i, step in enumerate(steps):
             params |= {f"s{i}_{name[2:]}": value for name, value in step_params(step).items()}
         statement = _execution_statement_with_outbox(new, only_if, len(events), len(steps))
-        return 1 if (await session.execute(statement, params)).rowcount else 0
+        return 1 if await self._lean_rowcount(session, statement, params) else 0
 
     # -- executions ------------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class ExecutionsSQL(SQLEngine):
     async def start_execution(self, execution_id: str, *, worker: str, provider: str, model: str) -> Execution:
         params = {"v_execution_id": execution_id, "v_worker": worker, "v_provider": provider, "v_model": model}
         async with self._session(write=True) as session:
-            row = (await session.execute(_START_EXECUTION, params | {"v_now": utcnow()})).first()
+            row = await self._lean_first(session, _START_EXECUTION, params | {"v_now": utcnow()})
             if row is None:
                 raise await self._unsaved(session, execution_id, _STARTABLE)
             return execution_from(row)
@@ -329,7 +329,7 @@ class ExecutionsSQL(SQLEngine):
             return
         statement = _MARK_PUBLISHED_IN if self.is_sqlite else _MARK_PUBLISHED_ANY
         async with self._session(write=True) as session:
-            await session.execute(statement, {"ids": list(entry_ids), "now": utcnow()})
+            await self._lean_rowcount(session, statement, {"ids": list(entry_ids), "now": utcnow()})
 
 
 def list_query(

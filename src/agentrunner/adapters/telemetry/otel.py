@@ -172,6 +172,9 @@ class TracedEventBus:
             self._tracing.propagator.inject(headers)
             await self._bus.publish(event.model_copy(update={"headers": headers}))
 
+    async def notify(self, event: Event) -> None:
+        await self._bus.notify(event)  # progress: untraced, as its publishes were
+
     async def subscribe(
         self,
         queue: str,

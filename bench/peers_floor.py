@@ -1,0 +1,199 @@
+"""The floor under agentrunner distributed's CPU per job (issue 23): what the durable work of
+one invocation costs on this machine with the drivers alone, no agentrunner around them.
+
+Each operation one invocation makes on the services is run on its own, `--total` times
+with `--concurrency` in flight, and its CPU summed over this process and the services
+(PostgreSQL's backends of a scratch database, RabbitMQ, Redis; bench/peers_cpu.py):
+
+- a PostgreSQL statement in autocommit (an execution-sized row: INSERT, or UPDATE ...
+  RETURNING), asyncpg with a prepared statement;
+- a confirmed, persistent RabbitMQ publish into a durable queue, consumed and acked by
+  another connection (aio-pika, prefetch 10);
+- an unroutable confirmed publish (no queue bound: what `agent.output` costs with no chain);
+- a Redis SET and a GET.
+
+Then the floor of one invocation, from the counts agentrunner makes per job (printed, as
+`--statements`, `--messages`, `--unrouted` and `--redis` say; defaults are today's:
+create, start, end and about a fifth of a batched mark; the invocation and the end
+consumed, the output unrouted; the end cached then read), next to nothing for HTTP,
+JSON or the event loop: the rest of bench/peers.py's figure is agentrunner's own Python.
+
+Run: .venv/bin/python bench/peers_floor.py [--total 2000] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import redis.asyncio as aioredis
+
+if __package__ in (None, ""):  # run as a script: `bench.*` is read from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import peers_cpu as cpu
+
+ROW = json.dumps({"prompt": "x" * 200, "output": "y" * 400, "usage": {"input_tokens": 10, "output_tokens": 20}})
+BODY = ROW.encode()
+
+
+async def _spend(
+    name: str, kinds: dict[str, cpu.Kind], total: int, concurrency: int, one: Callable[[int], Awaitable[None]]
+) -> dict[str, float]:
+    """`one(i)` for i in range(total), `concurrency` at a time; CPU ms per call by kind."""
+    counter = iter(range(total))
+
+    async def caller() -> None:
+        for i in counter:
+            await one(i)
+
+    before, began = cpu.sample(kinds), time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    elapsed, used = time.perf_counter() - began, cpu.spent(before, cpu.sample(kinds))
+    per_call = {kind: seconds * 1000 / total for kind, seconds in used.items()}
+    shown = ", ".join(f"{kind} {ms:.3f}" for kind, ms in per_call.items())
+    print(f"{name}: {sum(per_call.values()):.3f} ms CPU per call ({shown}); {total / elapsed:.0f}/s", flush=True)
+    return per_call
+
+
+async def postgres_floor(admin: str, total: int, concurrency: int) -> tuple[float, float]:
+    """CPU ms of one autocommit INSERT and of one UPDATE ... RETURNING."""
+    database = f"agentrunner_bench_floor_{uuid.uuid4().hex[:12]}"
+    connection = await asyncpg.connect(admin, timeout=10)
+    try:
+        await connection.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await connection.close()
+    url = f"{admin.rsplit('/', 1)[0]}/{database}"
+    try:
+        pool = await asyncpg.create_pool(url, min_size=concurrency, max_size=concurrency)
+        try:
+            await pool.execute("CREATE TABLE rows (id text PRIMARY KEY, status text, body jsonb, n int DEFAULT 0)")
+            kinds = {"bench": lambda: {os.getpid()}, "postgresql": cpu.postgres({database})}
+
+            async def insert(i: int) -> None:
+                await pool.execute("INSERT INTO rows (id, status, body) VALUES ($1, 'queued', $2)", str(i), ROW)
+
+            async def update(i: int) -> None:
+                await pool.fetchrow(
+                    "UPDATE rows SET status = 'running', n = n + 1 WHERE id = $1 AND status IN ('queued', 'running') "
+                    "RETURNING *",
+                    str(i),
+                )
+
+            inserted = await _spend("postgresql INSERT", kinds, total, concurrency, insert)
+            updated = await _spend("postgresql UPDATE RETURNING", kinds, total, concurrency, update)
+        finally:
+            await pool.close()
+    finally:
+        connection = await asyncpg.connect(admin, timeout=10)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await connection.close()
+    return sum(inserted.values()), sum(updated.values())
+
+
+async def rabbitmq_floor(url: str, total: int, concurrency: int) -> tuple[float, float]:
+    """CPU ms of one confirmed persistent message published, consumed and acked; of one
+    confirmed publish no queue is bound for."""
+    name = f"agentrunner-bench-floor-{uuid.uuid4().hex[:12]}"
+    publisher = await aio_pika.connect(url)
+    consumer = await aio_pika.connect(url)
+    try:
+        channel = await publisher.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, auto_delete=True)
+        consuming = await consumer.channel()
+        await consuming.set_qos(prefetch_count=10)
+        queue = await consuming.declare_queue(name, durable=True)
+        await queue.bind(name, routing_key="routed.#")
+        received: set[int] = set()
+        waiting: dict[int, asyncio.Future[None]] = {}
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await message.ack()
+            key = int(message.message_id or 0)
+            received.add(key)
+            if key in waiting:
+                waiting.pop(key).set_result(None)
+
+        tag = await queue.consume(on_message)
+        kinds = {"bench": lambda: {os.getpid()}, "rabbitmq": cpu.rabbitmq()}
+
+        async def routed(i: int) -> None:
+            arrived = waiting[i] = asyncio.get_running_loop().create_future()
+            message = aio_pika.Message(BODY, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=str(i))
+            await exchange.publish(message, "routed.job", mandatory=False)
+            if i not in received:
+                await asyncio.wait_for(arrived, 30)
+
+        async def unrouted(i: int) -> None:
+            message = aio_pika.Message(BODY, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=str(i))
+            await exchange.publish(message, "nobody.listens", mandatory=False)
+
+        consumed = await _spend("rabbitmq publish + consume + ack", kinds, total, concurrency, routed)
+        dropped = await _spend("rabbitmq publish, unrouted", kinds, total, concurrency, unrouted)
+        await queue.cancel(tag)  # before the delete: the broker would cancel it, and aio-pika log that
+        await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await consumer.close()
+        await publisher.close()
+    return sum(consumed.values()), sum(dropped.values())
+
+
+async def redis_floor(url: str, total: int, concurrency: int) -> float:
+    """CPU ms of one SET (with a TTL) and one GET of an execution-sized value."""
+    prefix = f"agentrunner-bench-floor-{uuid.uuid4().hex[:12]}:"
+    client = aioredis.from_url(url, max_connections=concurrency)
+    try:
+        kinds = {"bench": lambda: {os.getpid()}, "redis": cpu.redis()}
+
+        async def set_then_get(i: int) -> None:
+            await client.set(f"{prefix}{i}", BODY, ex=60)
+            await client.get(f"{prefix}{i}")
+
+        both = await _spend("redis SET + GET", kinds, total, concurrency, set_then_get)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await client.delete(*keys[start : start + 500])
+    finally:
+        await client.aclose()
+    return sum(both.values())
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(f"idle check: {(await cpu.idleness({})).describe()}", flush=True)
+    insert, update = await postgres_floor(args.postgres, args.total, args.concurrency)
+    consumed, unrouted = await rabbitmq_floor(args.rabbitmq, args.total, args.concurrency)
+    cache = await redis_floor(args.redis_url, args.total, args.concurrency)
+    statement = (insert + update) / 2
+    floor = args.statements * statement + args.messages * consumed + args.unrouted * unrouted + args.redis * cache
+    print(
+        f"\nfloor of one invocation: {args.statements:g} statements x {statement:.3f} + {args.messages:g} messages "
+        f"consumed x {consumed:.3f} + {args.unrouted:g} unrouted x {unrouted:.3f} + {args.redis:g} x Redis SET+GET "
+        f"{cache:.3f} = {floor:.2f} ms CPU (drivers and services alone; no HTTP, no agentrunner)"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--total", type=int, default=2000, help="calls per operation")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--statements", type=float, default=3.2, help="PostgreSQL statements per invocation")
+    parser.add_argument("--messages", type=float, default=2.0, help="messages consumed per invocation")
+    parser.add_argument("--unrouted", type=float, default=1.0, help="publishes no queue takes per invocation")
+    parser.add_argument("--redis", type=float, default=1.0, help="Redis SET + GET pairs per invocation")
+    parser.add_argument("--postgres", default="postgresql://postgres:postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--rabbitmq", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--redis-url", dest="redis_url", default="redis://127.0.0.1:6379/0")
+    parsed = parser.parse_args()
+    asyncio.run(main(parsed))
