@@ -22,7 +22,14 @@ from agentrunner.domain.errors import (
     ExecutionNotFoundError,
 )
 from agentrunner.domain.event import DeadLetter, Event
-from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, ToolCallRecord, Usage
+from agentrunner.domain.execution import (
+    Execution,
+    ExecutionError,
+    ExecutionStatus,
+    FailedCheck,
+    ToolCallRecord,
+    Usage,
+)
 from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
 from agentrunner.ports.state import IdempotencyClaim, IdempotencyKeyTakenError, StateStore
 from tests.conftest import free_port
@@ -105,6 +112,21 @@ async def test_a_parsed_answer_comes_back_as_the_same_json_value(state_store: St
 
     assert stored.output_json == parsed
     assert type(stored.output_json) is type(parsed)
+
+
+async def test_the_checks_an_end_failed_are_saved_with_it(state_store: StateStore) -> None:
+    running = _execution("exec-checked", status=ExecutionStatus.RUNNING)
+    failed = [
+        FailedCheck(check="has-order", kind="contains", detail="the output does not contain 'order'"),
+        FailedCheck(check="regex", kind="regex", detail="the output does not match '^x'"),
+    ]
+    ended = running.model_copy(update={"status": ExecutionStatus.SUCCEEDED, "output": "no", "failed_checks": failed})
+    await state_store.create_execution(running)
+
+    await state_store.save_execution(ended, only_if=frozenset({ExecutionStatus.RUNNING}))
+    stored = await state_store.get_execution("exec-checked")
+
+    assert stored.failed_checks == failed
 
 
 async def test_create_then_get_keeps_defaults_and_nones(state_store: StateStore) -> None:

@@ -48,6 +48,7 @@ AGENTS = {
     "gated.yml": (
         "name: gated\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gated}\n"
         "tools:\n  - {name: current_time, requires_approval: true}\n"
+        "checks: [{name: says-the-hour, contains: oclock}]\n"  # its answer fails it: flagged
     ),
     "team.yml": (
         "name: team\nagent_type: t\nexecution_mode: collaborative\nllm_config: {provider: openai, model: coordinator}\n"
@@ -282,6 +283,7 @@ def test_an_operator_approves_a_tool_call_in_the_dashboard(platform: RunningPlat
             pending.get_by_role("button", name="Approve").click()
             expect(page.locator("#execution .status").first).to_have_text("succeeded")
             expect(page.locator("#pending-tool-call")).to_have_count(0)
+            expect(page.locator("#failed-checks")).to_contain_text("says-the-hour")
             finished = api.get(f"/executions/{execution_id}").json()
         finally:
             browser.close()
@@ -290,6 +292,7 @@ def test_an_operator_approves_a_tool_call_in_the_dashboard(platform: RunningPlat
     assert finished["status"] == "succeeded"
     assert finished["output"].startswith("approved: {")
     assert [call["name"] for call in finished["tool_calls"]] == ["current_time"]
+    assert [check["check"] for check in finished["failed_checks"]] == ["says-the-hour"]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed (apt-get install chromium)")

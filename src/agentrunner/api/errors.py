@@ -62,6 +62,8 @@ STATUS_BY_CODE: dict[str, int] = {
     # A tool call a crash cut short, failed rather than repeated: the tool's side is unknown.
     "tool_outcome_unknown": 502,
     "output_invalid": 502,
+    # The answer failed the agent's online checks (on_check_failure: fail): the model's side, as above.
+    "check_failed": 502,
     # An agent's consumer given up on after its restarts: that service is not there now.
     "consumer_unresponsive": 503,
     "dependency_unavailable": 503,

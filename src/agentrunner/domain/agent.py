@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from agentrunner.domain.checks import MAX_CHECKS, Check, OnCheckFailure
 from agentrunner.domain.egress import parse_networks
 from agentrunner.domain.llm import ANSWER_TOOL_NAME
 from agentrunner.domain.structured_output import schema_problem
@@ -330,6 +331,10 @@ class AgentConfig(_Section):
     # not follow it is sent back with the problems found, `output_retries` times at most.
     output_schema: dict[str, Any] | SchemaFileReference | None = None
     output_retries: int = Field(default=2, ge=0, le=10)
+    # Online checks (domain/checks.py): the expectations of eval cases, run on each execution
+    # that succeeds; one failed is recorded on it and counted (flag), or fails it (fail).
+    checks: list[Check] = Field(default_factory=list, max_length=MAX_CHECKS)
+    on_check_failure: OnCheckFailure = "flag"
 
     @property
     def response_schema(self) -> dict[str, Any] | None:
@@ -350,6 +355,18 @@ class AgentConfig(_Section):
         if info.data.get("execution_mode") is ExecutionMode.SCHEDULED and schedule is None:
             raise ValueError("execution_mode 'scheduled' needs a 'schedule_config' (type cron or interval)")
         return schedule
+
+    @field_validator("checks")
+    @classmethod
+    def _checked_in_a_pool(cls, checks: list[Check], info: ValidationInfo) -> list[Check]:
+        # Checks run where an agent pool ends an execution; a collaborative agent's execution
+        # ends with its plan run, elsewhere: refused rather than silently never checked.
+        if checks and info.data.get("execution_mode") is ExecutionMode.COLLABORATIVE:
+            raise ValueError(
+                "a collaborative agent takes no checks (its answer is its plan run's synthesis): "
+                "give them to the agents its steps run"
+            )
+        return checks
 
     @field_validator("output_schema")
     @classmethod

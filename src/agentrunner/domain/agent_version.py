@@ -78,9 +78,11 @@ class AgentVersion:
 
 def loaded_content(config: AgentConfig) -> LoadedContent:
     """What is recorded of `config`: the hash covers the whole config (a changed secret or
-    tool URL is a new version), the text and document only what may be shown."""
+    tool URL is a new version) but no field at its default, so that a field a new release
+    adds is not a new version of every agent; the text and document only what may be shown."""
     whole = config.model_dump(mode="json")
-    content_hash = hashlib.sha256(orjson.dumps(whole, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    written = config.model_dump(mode="json", exclude_defaults=True)
+    content_hash = hashlib.sha256(orjson.dumps(written, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return LoadedContent(config.name, content_hash, shown_document(whole), whole)
 
 

@@ -35,6 +35,7 @@
     ├── ConsumerUnresponsiveError    an agent's consumer given up after its restarts (consumer_unresponsive)
     ├── ToolOutcomeUnknownError      a tool call a crash cut short, not safe to repeat (tool_outcome_unknown)
     ├── OutputInvalidError           the answer never followed the agent's output_schema (output_invalid)
+    ├── CheckFailedError             the answer failed the agent's online checks, on_check_failure: fail (check_failed)
     ├── LLMError                     a provider call failed
     │   ├── LLMRateLimitError        429 / throttling (llm_rate_limited, retryable)
     │   ├── LLMUnavailableError      5xx, timeouts, refused (llm_unavailable, retryable)
@@ -251,6 +252,17 @@ class OutputInvalidError(AgentRunnerError):
     def __init__(self, message: str, *, problems: tuple[str, ...] = (), **context: object) -> None:
         super().__init__(message, problems=list(problems), **context)
         self.problems = problems
+
+
+class CheckFailedError(AgentRunnerError):
+    """The agent's answer failed some of its online `checks`, and its `on_check_failure` is
+    `fail` (`checks`: their labels). Not retried: the same answer would fail them again."""
+
+    code = "check_failed"
+
+    def __init__(self, message: str, *, checks: tuple[str, ...] = (), **context: object) -> None:
+        super().__init__(message, checks=list(checks), **context)
+        self.checks = checks
 
 
 class ConsumerUnresponsiveError(AgentRunnerError):

@@ -88,6 +88,17 @@ class ToolCallRecord(BaseModel):
     duration_ms: float
 
 
+class FailedCheck(BaseModel):
+    """One of its agent's online `checks` (domain/checks.py) a succeeded run's answer failed:
+    the check's label (its `name`, else its type), its type, and why it failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    check: str
+    kind: str
+    detail: str = ""
+
+
 SLACK_ORIGIN = "slack"
 
 
@@ -140,6 +151,9 @@ class Execution(BaseModel):
     # The version of its agent it was created on (domain/agent_version.py); None when the
     # node that created it had not learned the loaded content's number yet.
     agent_version: int | None = None
+    # The agent's online checks its answer failed, recorded with its end (domain/checks.py):
+    # with `on_check_failure: flag` it still succeeded; with `fail` it failed (check_failed).
+    failed_checks: list[FailedCheck] = Field(default_factory=list)
     # Every tool call of the attempt that ended it, in the order they finished.
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     # The tool call it waits on while `waiting_approval`, then with the human's answer until

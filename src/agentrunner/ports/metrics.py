@@ -16,7 +16,8 @@ class Metrics(Protocol):
     """
 
     def execution_finished(self, execution: Execution, mode: str) -> None:
-        """An execution ended: its status, its time from accepted to ended, its tokens and cost."""
+        """An execution ended: its status, its time from accepted to ended, its tokens and
+        cost, the online checks it failed (each counted once: called once per recorded end)."""
         ...
 
     def attempt_retried(self, agent: str) -> None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from agentrunner.domain.agent import AgentConfig
+from agentrunner.domain.checks import checked
 from agentrunner.domain.errors import AgentRunnerError, ConflictError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
@@ -57,7 +59,9 @@ class RunEndings:
         self._progress = progress
         self._metrics = metrics
 
-    async def complete(self, finished: Execution, *, steps: Sequence[Step] = ()) -> None:
+    async def complete(
+        self, finished: Execution, *, steps: Sequence[Step] = (), config: AgentConfig | None = None
+    ) -> None:
         """Save the terminal execution with its announcements in one transaction, then
         publish them: `execution.finished.<agent>`, and `agent.output.<agent>` on success
         (the next link of its chain, from the execution's recorded depth: a step of a
@@ -67,7 +71,15 @@ class RunEndings:
 
         Only over an unfinished execution: one that ended elsewhere meanwhile (the schedule
         watch's timeout after its grace, the watchdog giving up on a stuck consumer, a cancel)
-        keeps that end, and this late result is neither recorded nor announced a second time."""
+        keeps that end, and this late result is neither recorded nor announced a second time.
+
+        With `config`, the config it ran on, a success is checked first against its online
+        `checks` (domain/checks.py): what they found is part of the end, saved in the same
+        write, and counted only once that write succeeded (a redelivered end, refused as
+        ended, counts nothing); one that fails them under `on_check_failure: fail` ends failed
+        and announces no output."""
+        if config is not None:
+            finished = checked(finished, config.checks, config.on_check_failure)
         events = [
             Event(
                 topic=finished_topic(finished.agent),

@@ -261,7 +261,7 @@ class AgentPool:
                         return True
                     # Saved and announced before the slots go back (held a moment longer, never
                     # exceeded): whoever waits for the result does not wait for the release.
-                    await self._endings.complete(finished, steps=steps)
+                    await self._endings.complete(finished, steps=steps, config=config)
             except NotStartable:
                 log.info(
                     "execution already ended (finished, cancelled) or waits for a human, not run",

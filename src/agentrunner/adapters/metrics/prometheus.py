@@ -49,6 +49,14 @@ class PrometheusMetrics:
             ["provider", "model"],
             registry=self.registry,
         )
+        # `check` is the check's `name` (48 characters of a small alphabet at most) or its
+        # type: an agent's checks are at most 50, so the series stay bounded.
+        self._check_failures = Counter(
+            "agentrunner_check_failures",
+            "Online checks failed by an execution's answer, by agent, agent version and check",
+            ["agent", "version", "check"],
+            registry=self.registry,
+        )
         self._retries = Counter(
             "agentrunner_execution_retries",
             "Failed attempts tried again, by agent",
@@ -135,6 +143,9 @@ class PrometheusMetrics:
             self._tokens.labels(provider, model, "output").inc(execution.usage.output_tokens)
         if execution.cost_usd:
             self._cost.labels(provider, model).inc(execution.cost_usd)
+        version = str(execution.agent_version) if execution.agent_version else "none"
+        for failed in execution.failed_checks:
+            self._check_failures.labels(execution.agent, version, failed.check[:48]).inc()
 
     def attempt_retried(self, agent: str) -> None:
         self._retries.labels(agent).inc()

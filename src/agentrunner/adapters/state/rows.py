@@ -13,6 +13,7 @@ from agentrunner.domain.execution import (
     Execution,
     ExecutionError,
     ExecutionStatus,
+    FailedCheck,
     ReplayOf,
     ToolCallRecord,
     Usage,
@@ -46,6 +47,7 @@ def execution_values(execution: Execution) -> dict[str, Any]:
         "chain_depth": execution.chain_depth,
         "replay_of": execution.replay_of.model_dump() if execution.replay_of else None,
         "agent_version": execution.agent_version,
+        "failed_checks": [failed.model_dump(mode="json") for failed in execution.failed_checks] or None,
         "tool_calls": [call.model_dump(mode="json") for call in execution.tool_calls] or None,
         "pending_tool_call": (
             execution.pending_tool_call.model_dump(mode="json") if execution.pending_tool_call else None
@@ -81,6 +83,7 @@ def execution_from(row: Any) -> Execution:
         chain_depth=row.chain_depth or 0,
         replay_of=ReplayOf.model_validate(row.replay_of) if row.replay_of else None,
         agent_version=row.agent_version,
+        failed_checks=[FailedCheck.model_validate(failed) for failed in row.failed_checks or ()],
         tool_calls=[ToolCallRecord.model_validate(call) for call in row.tool_calls or ()],
         pending_tool_call=PendingToolCall.model_validate(row.pending_tool_call) if row.pending_tool_call else None,
         trace_id=row.trace_id,

@@ -189,6 +189,8 @@ class ExecutionRow(Base):
     # The execution it replays ({"execution_id", "from_step"}), when a replay started it.
     replay_of: Mapped[dict[str, Any] | None]
     agent_version: Mapped[int | None] = mapped_column(Integer)
+    # The online checks its answer failed (domain.execution.FailedCheck), if any.
+    failed_checks: Mapped[list[Any] | None]
     # The tool calls of the attempt that ended it (domain.execution.ToolCallRecord), if any.
     tool_calls: Mapped[list[Any] | None]
     # The tool call it waits on, then the human's answer (domain.tool_gates.PendingToolCall).

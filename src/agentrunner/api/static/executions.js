@@ -111,6 +111,12 @@ function replayOf(source) {
   return [link(`#/executions/${source.execution_id}`, shortId(source.execution_id)), ` from step ${source.from_step}`];
 }
 
+function failedChecks(failed) {
+  if (!failed || !failed.length) return undefined; // none failed (or none declared): no line at all
+  const line = failed.map((check) => `${check.check}: ${check.detail}`).join("; ");
+  return h("span", { id: "failed-checks", class: "error-text" }, `${failed.length} failed — ${line}`);
+}
+
 function record(execution, output) {
   const error = execution.error ? `${execution.error.code}: ${execution.error.message}` : null;
   return [
@@ -122,6 +128,7 @@ function record(execution, output) {
       ["Session", execution.session_id],
       ["Schedule", execution.schedule_id],
       ["Replay of", replayOf(execution.replay_of)],
+      ["Checks", failedChecks(execution.failed_checks)],
       ["Worker", execution.worker],
       ["Created", time(execution.created_at)],
       ["Started", time(execution.started_at)],
