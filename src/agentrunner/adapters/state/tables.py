@@ -24,7 +24,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -433,56 +432,6 @@ class WebhookDeliveryRow(Base):
     gave_up_at: Mapped[datetime | None]
 
 
-class UsageRollupRow(Base):
-    """Usage of executions purged before migration 0020, which folded it into the buckets
-    below: no longer written or read, kept for processes of the previous version."""
-
-    __tablename__ = "usage_rollup"
-
-    agent: Mapped[str] = mapped_column(String(128), primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
-    hour: Mapped[datetime] = mapped_column(primary_key=True)
-    executions: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    input_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    output_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    cost_usd: Mapped[float | None] = mapped_column(Float)
-
-
-class _UsageBucket:
-    """Usage of the ended executions of one agent and tenant created in one bucket of time
-    (hour or day), kept by triggers on `executions` (migration 0020); a purge leaves it."""
-
-    agent: Mapped[str] = mapped_column(String(128), primary_key=True, sort_order=-2)
-    # "" for executions without a tenant (API auth off): part of the key, never NULL.
-    tenant: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
-    # Ends of one agent at once take rows no other holds (PostgreSQL), summed on reading.
-    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default="0", sort_order=1)
-    executions: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
-    input_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
-    output_tokens: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)
-    cost_usd: Mapped[float] = mapped_column(Float, sort_order=1)
-    priced: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), sort_order=1)  # 0: cost unknown
-
-
-class UsageHourlyRow(_UsageBucket, Base):
-    """Ended executions' usage per agent, tenant and hour of creation (UTC)."""
-
-    __tablename__ = "usage_hourly"
-
-    hour: Mapped[datetime] = mapped_column(primary_key=True)
-    # No sums in the indexes: the trigger's update then changes no indexed column (HOT).
-    __table_args__ = (Index("ix_usage_hourly_hour", "hour"), Index("ix_usage_hourly_tenant", "tenant", "hour"))
-
-
-class UsageDailyRow(_UsageBucket, Base):
-    """Ended executions' usage per agent, tenant and day of creation (UTC)."""
-
-    __tablename__ = "usage_daily"
-
-    day: Mapped[datetime] = mapped_column(primary_key=True)
-    __table_args__ = (Index("ix_usage_daily_day", "day"), Index("ix_usage_daily_tenant", "tenant", "day"))
-
-
 class ExecutionStepRow(Base):
     """One step of an execution's agent loop, a model call or a tool call, with its outcome
     (see `domain.steps.Step`): what a re-run replays instead of calling again. Deleted with
@@ -500,3 +449,7 @@ class ExecutionStepRow(Base):
     replayed: Mapped[bool] = mapped_column(Boolean, default=False)
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+
+
+# The usage tables live beside (usage_tables.py); imported here so `Base.metadata` has them.
+from agentrunner.adapters.state import usage_tables as _usage_tables  # noqa: E402, F401

@@ -26,7 +26,8 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, Table, func, literal, literal_column, select, union_all
 
-from agentrunner.adapters.state.tables import ExecutionRow, UsageDailyRow, UsageHourlyRow
+from agentrunner.adapters.state.tables import ExecutionRow
+from agentrunner.adapters.state.usage_tables import UsageDailyRow, UsageHourlyRow
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.domain.state import AgentUsage
 

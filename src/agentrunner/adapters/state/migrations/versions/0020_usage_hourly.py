@@ -25,7 +25,7 @@ the triggers before the backfill, in one transaction on PostgreSQL: the trigger'
 twice.
 
 Revision ID: 0020
-Revises: 0021
+Revises: 0023
 Create Date: 2026-12-07 06:00:00.000000
 """
 
@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0020"
-down_revision: str | None = "0021"
+down_revision: str | None = "0023"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
