@@ -22,10 +22,13 @@ name: stubborn
 agent_type: support
 execution_mode: continuous
 llm_config: {provider: scripted, model: s, max_attempts: 1}
-timeout_seconds: 0.3
+timeout_seconds: TIMEOUT
 retry_config: {max_retries: 0}
 """
 HEARTBEAT = 1.2  # seconds: the watchdog looks every 0.2 s
+# The turn's timeout: long enough that a busy machine still reaches the model call before
+# it (timed out before the call, the turn would end `timed_out`, hanging nothing).
+TIMEOUT = 1.0
 
 
 class Stubborn:
@@ -51,7 +54,7 @@ async def _node(bus: str, tmp_path: Path, script: Stubborn) -> AsyncIterator[Nod
     async with node_on(
         bus,
         tmp_path,
-        {"stubborn.yml": AGENT},
+        {"stubborn.yml": AGENT.replace("TIMEOUT", str(TIMEOUT))},
         script=script,
         consumer_heartbeat_timeout_seconds=HEARTBEAT,
         consumer_max_restarts=2,
@@ -88,7 +91,7 @@ async def test_a_hung_turn_is_found_and_its_consumer_restarted_then_the_message_
     assert finished.output == "answered: hello"
     assert finished.attempts == 2, "the redelivered message is a second attempt"
     assert script.calls == 2
-    assert took < 0.3 + HEARTBEAT + 3, "found within the heartbeat timeout of overrunning"
+    assert took < TIMEOUT + HEARTBEAT + 3, "found within the heartbeat timeout of overrunning"
     assert [m["content"] for m in state.history] == ["hello", "answered: hello"]
     assert available.name == "stubborn"
 
