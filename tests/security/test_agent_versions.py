@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from agentrunner.node import Node
-from agentrunner.settings import Settings
-from tests.security.conftest import TEAM_A_KEY, TENANTS_ENV
+from tests.security.conftest import TEAM_A_KEY, orchestrator_client, tenants_settings
 
 A = {"X-API-Key": TEAM_A_KEY}
 
@@ -38,20 +37,12 @@ async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     agents = tmp_path / "agents"
     agents.mkdir()
     (agents / "writer.yml").write_text(WRITER.format(sig="first-sig-value", host="mcp.internal.corp"))
-    settings = Settings(
-        _env_file=None,
-        agents_dir=agents,
-        data_dir=tmp_path,
-        enable_api_auth=True,
-        api_keys=TENANTS_ENV["API_KEYS"],
-        admin_api_keys=TENANTS_ENV["ADMIN_API_KEYS"],
-    )
+    settings = tenants_settings(tmp_path, agents)
     node = Node(settings)
     async with node.running():
         (agents / "writer.yml").write_text(WRITER.format(sig="second-sig-value", host="mcp2.internal.corp"))
         await node.reload_agents()
-        app = node.apps()["orchestrator"]
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as client:
+        async with orchestrator_client(node) as client:
             yield client
 
 

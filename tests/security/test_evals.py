@@ -15,8 +15,13 @@ import httpx
 import pytest
 
 from agentrunner.node import Node
-from agentrunner.settings import Settings
-from tests.security.conftest import ADMIN_KEY, TEAM_A_KEY, TEAM_B_KEY, TENANTS_ENV
+from tests.security.conftest import (
+    ADMIN_KEY,
+    TEAM_A_KEY,
+    TEAM_B_KEY,
+    orchestrator_client,
+    tenants_settings,
+)
 
 A = {"X-API-Key": TEAM_A_KEY}
 B = {"X-API-Key": TEAM_B_KEY}
@@ -40,19 +45,10 @@ async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     for name, text in SUITES.items():
         (tmp_path / "evals" / f"{name}.yml").write_text(text)
     (tmp_path / "outside.yml").write_text(SUITES["hello"])
-    settings = Settings(
-        _env_file=None,
-        agents_dir=agents,
-        data_dir=tmp_path,
-        enable_api_auth=True,
-        api_keys=TENANTS_ENV["API_KEYS"],
-        admin_api_keys=TENANTS_ENV["ADMIN_API_KEYS"],
-    )
+    settings = tenants_settings(tmp_path, agents)
     node = Node(settings)
-    async with node.running():
-        app = node.apps()["orchestrator"]
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as client:
-            yield client
+    async with node.running(), orchestrator_client(node) as client:
+        yield client
 
 
 async def _ended(http: httpx.AsyncClient, run_id: str, headers: dict[str, str]) -> dict[str, Any]:

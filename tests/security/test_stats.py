@@ -16,8 +16,13 @@ import pytest
 
 from agentrunner.domain.execution import Execution, ExecutionStatus, Usage, utcnow
 from agentrunner.node import Node
-from agentrunner.settings import Settings
-from tests.security.conftest import ADMIN_KEY, TEAM_A_KEY, TEAM_B_KEY, TENANTS_ENV
+from tests.security.conftest import (
+    ADMIN_KEY,
+    TEAM_A_KEY,
+    TEAM_B_KEY,
+    orchestrator_client,
+    tenants_settings,
+)
 
 A = {"X-API-Key": TEAM_A_KEY}
 B = {"X-API-Key": TEAM_B_KEY}
@@ -29,14 +34,7 @@ B_COST = 0.777
 
 @pytest.fixture
 async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        _env_file=None,
-        agents_dir=tmp_path / "agents",
-        data_dir=tmp_path,
-        enable_api_auth=True,
-        api_keys=TENANTS_ENV["API_KEYS"],
-        admin_api_keys=TENANTS_ENV["ADMIN_API_KEYS"],
-    )
+    settings = tenants_settings(tmp_path)
     (tmp_path / "agents").mkdir()
     node = Node(settings)
     async with node.running():
@@ -57,8 +55,7 @@ async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
                     finished_at=now + timedelta(milliseconds=500),
                 )
             )
-        app = node.apps()["orchestrator"]
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as client:
+        async with orchestrator_client(node) as client:
             yield client
 
 
