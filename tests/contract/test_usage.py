@@ -78,16 +78,7 @@ def _expected(
                 cost_usd=round(sum(costs), 8) if costs else None,
             )
         )
-    costs = [a.cost_usd for a in agents if a.cost_usd is not None]
-    return UsageTotals(
-        since=since,
-        until=until,
-        agents=agents,
-        executions=sum(a.executions for a in agents),
-        input_tokens=sum(a.input_tokens for a in agents),
-        output_tokens=sum(a.output_tokens for a in agents),
-        cost_usd=round(sum(costs), 8) if costs else None,
-    )
+    return UsageTotals.of(agents, since=since, until=until)
 
 
 def _windows() -> list[dict[str, Any]]:

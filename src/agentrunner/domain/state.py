@@ -55,3 +55,17 @@ class UsageTotals(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = None
+
+    @classmethod
+    def of(cls, agents: list[AgentUsage], *, since: datetime | None, until: datetime | None) -> UsageTotals:
+        """The totals of `agents` over `[since, until)`: a cost when any agent has one."""
+        costs = [a.cost_usd for a in agents if a.cost_usd is not None]
+        return cls(
+            since=since,
+            until=until,
+            agents=agents,
+            executions=sum(a.executions for a in agents),
+            input_tokens=sum(a.input_tokens for a in agents),
+            output_tokens=sum(a.output_tokens for a in agents),
+            cost_usd=round(sum(costs), 8) if costs else None,
+        )

@@ -292,16 +292,7 @@ class ExecutionsSQL(SQLEngine):
         query = usage_sql.usage_query(agent=agent, since=since, until=until, tenant=tenant)
         async with self._session() as session:
             agents = usage_sql.usage_by_agent(list((await session.execute(query)).all()))
-        costs = [a.cost_usd for a in agents if a.cost_usd is not None]
-        return UsageTotals(
-            since=since,
-            until=until,
-            agents=agents,
-            executions=sum(a.executions for a in agents),
-            input_tokens=sum(a.input_tokens for a in agents),
-            output_tokens=sum(a.output_tokens for a in agents),
-            cost_usd=round(sum(costs), 8) if costs else None,
-        )
+        return UsageTotals.of(agents, since=since, until=until)
 
     # -- retention -------------------------------------------------------------------
 
