@@ -10,7 +10,7 @@ case regressed when it passed there and fails now, and improved the other way ro
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -117,6 +117,9 @@ class EvalRun(BaseModel):
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    # The last sign of life of the node running it (saved at least every heartbeat while it
+    # runs): a `running` run silent for longer lost its node (`as_seen`).
+    heartbeat_at: datetime | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -215,6 +218,24 @@ def compare(cases: list[CaseResult], baseline: EvalRun) -> Comparison:
         regressed=regressed,
         improved=improved,
         new_cases=new,
+    )
+
+
+def as_seen(run: EvalRun, *, now: datetime, silent_after: timedelta) -> EvalRun:
+    """`run` as a caller sees it: a `running` run with no sign of life for `silent_after`
+    lost the node that ran it (killed, its machine gone) and will not end: it is shown as
+    `error`, saying so, instead of `running` for ever."""
+    last = run.heartbeat_at or run.created_at
+    if run.status is not EvalRunStatus.RUNNING or now - last <= silent_after:
+        return run
+    return run.model_copy(
+        update={
+            "status": EvalRunStatus.ERROR,
+            "error": (
+                f"abandoned: the node running it stopped (no sign of life since {last.isoformat()}): start it again"
+            ),
+            "finished_at": last,
+        }
     )
 
 

@@ -10,7 +10,9 @@ far (every `PROGRESS_SECONDS` at most), so a caller polling `GET /evals/runs/{id
 progress.
 
 The run is owned by the node that started it (a task of this runner, cancelled by `stop`):
-a run whose node stops is saved as `error`. A run whose node dies stays `running`.
+a run whose node stops is saved as `error`. A run whose node dies cannot say so: while it
+runs, its record carries a heartbeat saved every `heartbeat_seconds`, and a `running` run
+silent for three of them is shown to callers as `error` ("abandoned"; `as_seen`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import json
 import re
 import time
+from datetime import timedelta
 from typing import Any
 
 from agentrunner.background import spawn
@@ -30,6 +33,7 @@ from agentrunner.domain.eval_run import (
     EvalRun,
     EvalRunStatus,
     JudgeVerdict,
+    as_seen,
     case_result,
     finished,
     judged_verdict,
@@ -51,6 +55,9 @@ MAX_CONCURRENCY = 16
 # How often the record of a run under way is saved with the cases ended since (the progress
 # a caller polling `GET /evals/runs/{id}` sees); its end is saved at once.
 PROGRESS_SECONDS = 0.25
+# How often a run under way says it is alive (its record saved, with the cases ended so far):
+# a case may take minutes and save nothing meanwhile.
+HEARTBEAT_SECONDS = 30.0
 # What a judge reads of the answer and the task: enough to judge, bounded whatever the agent said.
 MAX_JUDGED_CHARS = 20_000
 _VERSION = re.compile(r"^v?(\d{1,9})$")
@@ -66,11 +73,13 @@ class EvalRunner:
         runs: EvalRuns,
         suites: EvalSuites,
         case_timeout_seconds: float = 300.0,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> None:
         self._orchestrator = orchestrator
         self._runs = runs
         self._suites = suites
         self._case_timeout = case_timeout_seconds
+        self._heartbeat = heartbeat_seconds
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -117,11 +126,17 @@ class EvalRunner:
     async def run(self, run_id: str) -> EvalRun:
         """The run `run_id` as it stands, if the caller may see it (raises `EvalRunNotFoundError`)."""
         run = await self._runs.get_eval_run(run_id)
-        return owned(run, run.tenant, lambda: _not_found(run_id))
+        return self._seen(owned(run, run.tenant, lambda: _not_found(run_id)))
 
     async def runs(self, *, suite: str | None = None, limit: int = 20) -> list[EvalRun]:
         """The runs the caller may see (its tenant's; an admin every one), newest first."""
-        return await self._runs.list_eval_runs(suite=suite, tenant=visible_tenant(), limit=limit)
+        return [
+            self._seen(run)
+            for run in await self._runs.list_eval_runs(suite=suite, tenant=visible_tenant(), limit=limit)
+        ]
+
+    def _seen(self, run: EvalRun) -> EvalRun:
+        return as_seen(run, now=utcnow(), silent_after=timedelta(seconds=3 * self._heartbeat))
 
     async def stop(self) -> None:
         """Cancel the runs under way; each is saved as `error`."""
@@ -160,7 +175,15 @@ class EvalRunner:
         order = [case.name for case in suite.cases]
 
         def with_cases() -> EvalRun:
-            return run.model_copy(update={"cases": [ended[name] for name in order if name in ended]})
+            cases = [ended[name] for name in order if name in ended]
+            return run.model_copy(update={"cases": cases, "heartbeat_at": utcnow()})
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(self._heartbeat)
+                async with saving:
+                    with contextlib.suppress(AgentRunnerError):  # the next beat tries again
+                        await self._runs.save_eval_run(with_cases())
 
         saved_at = time.monotonic()
 
@@ -176,16 +199,27 @@ class EvalRunner:
                     await self._runs.save_eval_run(with_cases())
                     saved_at = time.monotonic()
 
+        beating = spawn(heartbeat(), name=f"eval-run-heartbeat-{run.run_id}")
+
+        async def stop_beating() -> None:
+            async with saving:  # held: the beat is asleep or waiting, never cut off in a save
+                beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+
         try:
             async with asyncio.TaskGroup() as group:
                 for case in suite.cases:
                     group.create_task(one(case))
+            await stop_beating()
             await self._runs.save_eval_run(finished(with_cases(), baseline))
             log.info("eval run ended", run_id=run.run_id, suite=suite.name)
         except asyncio.CancelledError:
+            await stop_beating()
             await self._end_in_error(with_cases(), "the node stopped before the run ended: start it again")
             raise
         except Exception as exc:  # any failure is the run's error, recorded for its caller
+            await stop_beating()
             log.exception("eval run failed", run_id=run.run_id, suite=suite.name)
             await self._end_in_error(with_cases(), f"the run could not go on: {exc}")
 
