@@ -159,3 +159,47 @@ async def test_a_message_cut_short_goes_back_to_its_queue_while_its_shared_chann
         await again.wait()
     assert deliveries == [1, 1]  # the same delivery again, not a retry
     await queues.stop(grace_seconds=1)
+
+
+async def _queue_exists(name: str) -> bool:
+    """A passive declare: the broker answers for an existing queue and closes the channel
+    (404, NOT_FOUND) for one it does not know."""
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    try:
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(name, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return False
+        return True
+    finally:
+        await connection.close()
+
+
+async def test_an_agents_retry_queue_is_declared_at_its_first_retry_and_the_retry_arrives(
+    bus: RabbitMQEventBus,
+) -> None:
+    """Four retry queues per agent were declared at start-up, most of the broker's work with
+    1,000 agents; now a durable queue gets its retry queue when a handler first fails."""
+    attempts: list[int] = []
+    retried = asyncio.Event()
+
+    async def handle(agent: str, event: Event) -> None:
+        attempts.append(event.attempt)
+        if event.attempt == 1:
+            raise RuntimeError("the first attempt fails")
+        retried.set()
+
+    queues = AgentQueues(bus=bus, handler=handle, prefetch=1)
+    await queues.sync([_config("flaky")])
+    prefix = bus.declared[0].removesuffix(".events")
+    retry = f"{prefix}.q.{agent_queue('flaky')}.retry.50"
+    assert not await _queue_exists(retry)
+
+    await bus.publish(Event(topic=invoke_topic("flaky"), payload={}, trace_id="t"))
+    async with asyncio.timeout(30):
+        await retried.wait()
+    assert attempts == [1, 2]
+    assert await _queue_exists(retry)
+    assert retry in bus.declared[1]  # deleted with the rest by the fixture
+    await queues.stop(grace_seconds=1)

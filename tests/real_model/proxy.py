@@ -45,16 +45,27 @@ class Exchange:
         return events
 
     def reported_usage(self) -> tuple[int, int]:
-        """(input, output) tokens as the server reported them, on either wire, streamed or not."""
+        """(input, output) tokens as the server reported them, on either wire, streamed or not.
+
+        On Anthropic's wire the prompt is split into uncached, cache-read and cache-written
+        tokens; the input is their sum, as the platform records it.
+        """
         if self.path.endswith("/messages"):  # Anthropic's Messages
             if self.response is not None:
-                return self.response["usage"]["input_tokens"], self.response["usage"]["output_tokens"]
+                usage = self.response["usage"]
+                return _anthropic_input(usage), usage["output_tokens"]
             events = self.stream_events()
             start = next(e for e in events if e.get("type") == "message_start")["message"]["usage"]
             delta = [e for e in events if e.get("type") == "message_delta"][-1]["usage"]
-            return start["input_tokens"], delta["output_tokens"]
+            return _anthropic_input(start), delta["output_tokens"]
         usage = self.response["usage"] if self.response is not None else self.stream_events()[-1]["usage"]
         return usage["prompt_tokens"], usage["completion_tokens"]
+
+
+def _anthropic_input(usage: dict[str, Any]) -> int:
+    return sum(
+        usage.get(key) or 0 for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    )
 
 
 @dataclass

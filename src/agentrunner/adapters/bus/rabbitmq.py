@@ -1,12 +1,11 @@
 """The distributed EventBus on RabbitMQ (aio-pika, robust connection).
 
 Layout, for a prefix P (several platforms or test runs share a broker without meeting):
-- exchange `P.events` (topic, durable): every event is published there with its topic as
-  the routing key;
+- exchange `P.events` (topic, durable): every event goes there, its topic the routing key;
 - queue `P.q.<name>` (durable, or exclusive and auto-deleted) bound with the patterns;
-- retry queues `P.q.<name>.retry.<ms>`, one per backoff delay: a failed event is published
-  there with attempt + 1; when its TTL runs out RabbitMQ dead-letters it straight back to
-  `P.q.<name>` through the default exchange;
+- retry queues `P.q.<name>.retry.<ms>` (rabbitmq_messages.retry_queue), one per delay,
+  declared at the first retry: a failed event waits there with attempt + 1, then goes
+  straight back to `P.q.<name>` (dead-lettered through the default exchange);
 - queue `P.dead-letters`: events that failed every attempt, with their queue and error.
 Messages are persistent, publishes wait for the broker's confirm, and a message is acked
 only after its handler returned or its retry copy was confirmed: nothing is lost between.
@@ -58,7 +57,13 @@ from agentrunner.adapters.bus.rabbitmq_channels import (
     count_messages,
     own_channel,
 )
-from agentrunner.adapters.bus.rabbitmq_messages import ERROR_HEADER, QUEUE_HEADER, event_message, take_dead_letter
+from agentrunner.adapters.bus.rabbitmq_messages import (
+    ERROR_HEADER,
+    QUEUE_HEADER,
+    event_message,
+    retry_queue,
+    take_dead_letter,
+)
 from agentrunner.adapters.bus.reconnect_noise import quiet_reconnect_noise
 from agentrunner.domain.errors import AgentRunnerError, DependencyUnavailableError
 from agentrunner.domain.event import DeadLetter, Event, decode_event
@@ -70,9 +75,6 @@ from agentrunner.tracing import traced
 
 log = get_logger(__name__)
 
-# Retry queues of an exclusive queue vanish after this long unused (the exclusive queue
-# they feed is gone by then); far longer than any backoff delay.
-_EXCLUSIVE_RETRY_EXPIRES_MS = 10 * 60 * 1000
 # A publish while the connection is down waits this long for it: the robust connection
 # tries again every second, so a dropped connection is back well within it (as the state
 # store's reconnect window covers a database restart of a second or two).
@@ -115,6 +117,7 @@ class RabbitMQEventBus:
         self._consumer_channels = ConsumerChannels(self._new_channel, close_timeout_seconds)
         self._setup_channels = SetupChannels(self._new_channel, close_timeout_seconds)
         self._declared: set[str] = set()
+        self._exclusive: set[str] = set()  # queues whose retry queues their channel declares
         self._closed = True
 
     @property
@@ -329,9 +332,11 @@ class RabbitMQEventBus:
         try:
             declared = await channel.declare_queue(name, exclusive=True, auto_delete=True)
             self._declared.add(name)
+            self._exclusive.add(name)
             for pattern in patterns:
                 await declared.bind(exchange, routing_key=pattern)
-            for retry, arguments in self._retry_queues(name, exclusive=True):
+            for delay_ms in self._retry_ms:
+                retry, arguments = retry_queue(name, delay_ms, exclusive=True)
                 await channel.declare_queue(retry, arguments=arguments)
                 self._declared.add(retry)
         except BaseException:
@@ -343,8 +348,10 @@ class RabbitMQEventBus:
         self, name: str, patterns: Sequence[str], prefetch: int
     ) -> tuple[AbstractQueue, Callable[[], Awaitable[None]]]:
         """A durable queue, on a channel shared with other consumers (rabbitmq_channels.py).
-        Only the queue and its consumer are restored after a reconnection: its bindings and
-        retry queues are durable, and the next consume declares them again."""
+        Only the queue and its consumer are restored after a reconnection: its bindings are
+        durable, and the next consume declares them again. Its retry queues are declared
+        when a retry needs one (`_retry_later`): four per agent were most of the broker's
+        work at a start with 1,000 agents, and most queues never retry."""
         shared = await self._consumer_channels.take(max(1, prefetch))
         try:
             declared = await shared.declare_queue(name)
@@ -354,27 +361,10 @@ class RabbitMQEventBus:
             # answered only after them, and fails if one of them was refused.
             for pattern in patterns:
                 await channel.queue_bind(name, self._exchange_name, routing_key=pattern, nowait=True)
-            for retry, arguments in self._retry_queues(name, exclusive=False):
-                await channel.queue_declare(retry, durable=True, arguments=arguments, nowait=True)
-                self._declared.add(retry)
         except BaseException:
             await self._consumer_channels.give_back(shared)
             raise
         return declared, partial(self._consumer_channels.give_back, shared)
-
-    def _retry_queues(self, name: str, *, exclusive: bool) -> list[tuple[str, dict[str, Any]]]:
-        """The retry queues of queue `name`, one per backoff delay, with their arguments."""
-        queues = []
-        for delay_ms in self._retry_ms:
-            arguments: dict[str, Any] = {
-                "x-message-ttl": delay_ms,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": name,
-            }
-            if exclusive:
-                arguments["x-expires"] = _EXCLUSIVE_RETRY_EXPIRES_MS + delay_ms
-            queues.append((f"{name}.retry.{delay_ms}", arguments))
-        return queues
 
     async def declare(self, queue: str, patterns: Sequence[str]) -> None:
         check_patterns(patterns)
@@ -463,8 +453,18 @@ class RabbitMQEventBus:
             await self._bury(queue, event, None, reason)
             return
         again = event.model_copy(update={"attempt": event.attempt + 1})
-        delay_ms = self._retry_ms[event.attempt - 1]
-        await self._to_queue(f"{self._queue_name(queue)}.retry.{delay_ms}", again)
+        name = self._queue_name(queue)
+        retry, arguments = retry_queue(name, self._retry_ms[event.attempt - 1], exclusive=False)
+        if name not in self._exclusive:
+            # Each time: a retry into a queue the broker lost is dropped. A refusal: `_settle`.
+            try:
+                await self._setup_channels.declare_queue(retry, arguments)
+            except CONNECTION_EXCEPTIONS as exc:
+                raise DependencyUnavailableError(
+                    f"cannot declare {retry!r} on RabbitMQ at {self._where}: {exc}"
+                ) from exc
+            self._declared.add(retry)
+        await self._to_queue(retry, again)
 
     async def _bury(self, queue: str, event: Event | None, raw: bytes | None, reason: str) -> None:
         log.error("event dead-lettered", queue=queue, topic=event.topic if event else None, error=reason)

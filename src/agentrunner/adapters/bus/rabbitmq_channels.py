@@ -242,6 +242,12 @@ class SetupChannels:
             if not channel.is_closed:
                 self._idle.append(channel)
 
+    async def declare_queue(self, name: str, arguments: dict[str, Any]) -> None:
+        """Declare the durable queue `name` with `arguments`, waiting for the broker's yes."""
+        async with self.channel() as channel:
+            underlay = await channel.get_underlay_channel()
+            await underlay.queue_declare(name, durable=True, arguments=arguments)
+
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         await asyncio.gather(*(bounded(channel.close(), "close a channel", self._close_timeout) for channel in idle))

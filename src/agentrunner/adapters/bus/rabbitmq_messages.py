@@ -16,8 +16,23 @@ from agentrunner.tracing import traced
 
 log = get_logger(__name__)
 
+# How long an exclusive queue's retry queues outlive it (they are not auto-deleted with it).
+EXCLUSIVE_RETRY_EXPIRES_MS = 10 * 60 * 1000
 QUEUE_HEADER = "x-agentrunner-queue"
 ERROR_HEADER = "x-agentrunner-error"
+
+
+def retry_queue(name: str, delay_ms: int, *, exclusive: bool) -> tuple[str, dict[str, Any]]:
+    """The retry queue of queue `name` for one backoff delay, and its arguments: a message
+    waits there `delay_ms`, then RabbitMQ dead-letters it straight back to `name`."""
+    arguments: dict[str, Any] = {
+        "x-message-ttl": delay_ms,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": name,
+    }
+    if exclusive:
+        arguments["x-expires"] = EXCLUSIVE_RETRY_EXPIRES_MS + delay_ms
+    return f"{name}.retry.{delay_ms}", arguments
 
 
 def event_message(
