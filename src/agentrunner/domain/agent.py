@@ -296,6 +296,14 @@ class LimitsConfig(_Section):
     budget_period: Literal["day", "month"] = "day"
 
 
+class ExposeConfig(_Section):
+    """Where else than REST the agent may be called: as a tool of the orchestrator's MCP
+    server, and as an agent of its A2A endpoints. Both on unless turned off."""
+
+    mcp: bool = True
+    a2a: bool = True
+
+
 class AgentConfig(_Section):
     """One agent, as its YAML file defines it."""
 
@@ -335,6 +343,7 @@ class AgentConfig(_Section):
     # that succeeds; one failed is recorded on it and counted (flag), or fails it (fail).
     checks: list[Check] = Field(default_factory=list, max_length=MAX_CHECKS)
     on_check_failure: OnCheckFailure = "flag"
+    expose: ExposeConfig = Field(default_factory=ExposeConfig)
 
     @property
     def response_schema(self) -> dict[str, Any] | None:
