@@ -42,8 +42,13 @@ typecheck: install
 unit: install
 	$(BIN)/pytest tests/unit -q
 
+# pytest-xdist: the suite's files spread over $(TEST_WORKERS) processes (a file's tests stay
+# together, for its module fixtures). Tests that stop or reconfigure a service use one of
+# their own (scripts/private_services.sh), so nothing here needs the machine to itself.
+TEST_WORKERS ?= 3
+
 test: install services lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider --durations=30
+	$(BIN)/pytest -q -p no:cacheprovider --durations=30 -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

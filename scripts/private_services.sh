@@ -8,13 +8,14 @@
 #   private_services.sh stop DIR SERVICE [graceful|kill]  stop one (graceful by default; `kill`
 #                                                         is kill -9 of its processes)
 #   private_services.sh urls DIR                          DATABASE_URL=... REDIS_URL=... RABBITMQ_URL=...
+#   private_services.sh ctl DIR ARGS...                   rabbitmqctl ARGS on the private broker
 #   private_services.sh down DIR                          kill every one and delete their data
 #
 # `bash scripts/services.sh private ...` is the same command. Runs as root (as the CI does) or
 # as a plain user: as root, PostgreSQL runs as the postgres user with its data in a directory
 # of its own under /tmp (DIR may not be readable by it); RabbitMQ shares the machine's epmd.
 set -u
-action=${1:?usage: private_services.sh start|stop|urls|down DIR ...}
+action=${1:?usage: private_services.sh start|stop|urls|ctl|down DIR ...}
 DIR=${2:?the directory of the private services}
 shift 2
 mkdir -p "$DIR"
@@ -162,6 +163,9 @@ case "$action" in
     echo "REDIS_URL=redis://127.0.0.1:$(port_of redis)/0"
     echo "RABBITMQ_URL=amqp://guest:guest@127.0.0.1:$(port_of rabbitmq)/"
     ;;
+  ctl)
+    (rabbit_env && "$RABBIT_BIN/rabbitmqctl" -q "$@")
+    ;;
   down)
     [ -f "$PORTS" ] || exit 0
     stop_rabbitmq kill
@@ -171,7 +175,7 @@ case "$action" in
     rm -rf "$DIR/rabbitmq/mnesia" "$DIR/redis"
     ;;
   *)
-    echo "usage: private_services.sh start|stop|urls|down DIR ..." >&2
+    echo "usage: private_services.sh start|stop|urls|ctl|down DIR ..." >&2
     exit 2
     ;;
 esac

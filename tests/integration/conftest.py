@@ -73,10 +73,17 @@ def platform(request: pytest.FixtureRequest) -> tuple[str, str]:
 
 @asynccontextmanager
 async def node_on(
-    bus: str, tmp_path: Path, agents: dict[str, str], *, script: Script | None = None, **settings: Any
+    bus: str,
+    tmp_path: Path,
+    agents: dict[str, str],
+    *,
+    script: Script | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Node]:
-    """A started node on `bus` ("memory" or "rabbitmq", with a prefix of its own), with
-    `agents` (file name -> YAML) as its agent files; its broker objects go afterwards."""
+    """A started node on `bus` ("memory" or "rabbitmq", with a prefix of its own, on the
+    shared broker unless `rabbitmq_url` names another), with `agents` (file name -> YAML)
+    as its agent files; its broker objects on the shared broker go afterwards."""
+    rabbitmq_url = settings.pop("rabbitmq_url", RABBITMQ_URL)
     (tmp_path / "agents").mkdir(exist_ok=True)
     for name, text in agents.items():
         (tmp_path / "agents" / name).write_text(text)
@@ -84,14 +91,14 @@ async def node_on(
         _env_file=None,
         agents_dir=tmp_path / "agents",
         data_dir=tmp_path,
-        rabbitmq_url=RABBITMQ_URL if bus == "rabbitmq" else "",
+        rabbitmq_url=rabbitmq_url if bus == "rabbitmq" else "",
         rabbitmq_exchange_prefix=f"test-{uuid4().hex[:12]}",
         **settings,
     )
     node = Node(configured, script=script)
     async with node.running():
         yield node
-    if isinstance(node.bus, RabbitMQEventBus):
+    if isinstance(node.bus, RabbitMQEventBus) and rabbitmq_url == RABBITMQ_URL:
         await delete_broker_objects(node.bus)
 
 

@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,8 +36,8 @@ from tests.conftest import FIXTURE_AGENTS, free_port
 from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import unretrieved
+from tests.integration.private_rabbitmq import PrivateRabbitMQ, private_rabbitmq
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.redis,
@@ -54,50 +53,10 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 STOP_BOUND_SECONDS = 15.0
 
 
-class PrivateRabbitMQ:
-    """A RabbitMQ of the test's own (scripts/private_services.sh), stopped and started at will."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.url = ""
-
-    async def _script(self, *args: str) -> str:
-        process = await asyncio.create_subprocess_exec(
-            "bash",
-            str(REPO / "scripts" / "private_services.sh"),
-            args[0],
-            str(self.directory),
-            *args[1:],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        output, _ = await asyncio.wait_for(process.communicate(), 180)
-        assert process.returncode == 0, f"private_services.sh {' '.join(args)}: {output.decode()}"
-        return output.decode()
-
-    async def start(self) -> None:
-        """Start it (on the same port every time) and wait until it takes connections."""
-        await self._script("start", "rabbitmq")
-        urls = dict(line.split("=", 1) for line in (await self._script("urls")).splitlines() if "=" in line)
-        self.url = urls["RABBITMQ_URL"]
-
-    async def stop(self, how: str = "graceful") -> None:
-        """Stop it: `graceful` (rabbitmqctl stop) or `kill` (kill -9)."""
-        await self._script("stop", "rabbitmq", how)
-
-    async def down(self) -> None:
-        await self._script("down")
-
-
 @pytest.fixture
 async def rabbitmq() -> AsyncIterator[PrivateRabbitMQ]:
-    broker = PrivateRabbitMQ(Path(tempfile.mkdtemp(prefix="agentrunner-rabbitmq-")))
-    try:
-        await broker.start()
+    async with private_rabbitmq() as broker:
         yield broker
-    finally:
-        await broker.down()
-        shutil.rmtree(broker.directory, ignore_errors=True)
 
 
 @pytest.fixture

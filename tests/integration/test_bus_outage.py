@@ -1,13 +1,15 @@
 """The RabbitMQ bus through a dropped connection and a broker restart: every publish that
-returned is consumed, and the handler's idempotent record holds each event exactly once."""
+returned is consumed, and the handler's idempotent record holds each event exactly once.
+
+The broker is the test's own (tests/integration/private_rabbitmq.py): the shared one is
+never dropped, stopped or blocked, so these tests run beside the rest of the suite."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import uuid4
 
@@ -16,27 +18,27 @@ import pytest
 from agentrunner.adapters.bus.rabbitmq import RabbitMQEventBus
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.domain.event import Event
-from tests.contract.conftest import RABBITMQ_URL, delete_broker_objects
 from tests.integration.conftest import node_on
+from tests.integration.private_rabbitmq import PrivateRabbitMQ, private_rabbitmq
 
 pytestmark = [
     pytest.mark.rabbitmq,
-    pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl to drop connections"),
+    pytest.mark.skipif(not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists(), reason="needs rabbitmq-server"),
 ]
 
 TOTAL = 300
 
 
-async def rabbitmqctl(*args: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, f"rabbitmqctl {' '.join(args)}: {stderr.decode()}"
+@pytest.fixture
+async def rabbitmq() -> AsyncIterator[PrivateRabbitMQ]:
+    async with private_rabbitmq() as broker:
+        yield broker
 
 
-async def test_every_confirmed_event_is_handled_once_through_a_dropped_connection_and_a_broker_restart() -> None:
-    bus = RabbitMQEventBus(RABBITMQ_URL, prefix=f"test-{uuid4().hex[:12]}", retry_delays=(0.05, 0.1, 0.2, 0.4))
+async def test_every_confirmed_event_is_handled_once_through_a_dropped_connection_and_a_broker_restart(
+    rabbitmq: PrivateRabbitMQ,
+) -> None:
+    bus = RabbitMQEventBus(rabbitmq.url, prefix=f"test-{uuid4().hex[:12]}", retry_delays=(0.05, 0.1, 0.2, 0.4))
     deliveries: Counter[str] = Counter()
     record: set[str] = set()  # what an idempotent handler stores, keyed by event id
 
@@ -51,11 +53,11 @@ async def test_every_confirmed_event_is_handled_once_through_a_dropped_connectio
         await bus.subscribe("q.outage", ["outage.#"], handler, prefetch=10)
         for index in range(TOTAL):
             if index == TOTAL // 3:
-                await rabbitmqctl("close_all_connections", "test: dropped connection")
+                await rabbitmq.ctl("close_all_connections", "test: dropped connection")
             if index == 2 * TOTAL // 3:
-                await rabbitmqctl("stop_app")
-                await rabbitmqctl("start_app")
-                await rabbitmqctl("await_startup")
+                await rabbitmq.ctl("stop_app")
+                await rabbitmq.ctl("start_app")
+                await rabbitmq.ctl("await_startup")
             event = Event(topic=f"outage.event.{index}", payload={"n": index}, trace_id="trace-outage")
             try:
                 await bus.publish(event)
@@ -71,7 +73,6 @@ async def test_every_confirmed_event_is_handled_once_through_a_dropped_connectio
         await asyncio.wait_for(all_handled(), 60)
     finally:
         await bus.close(grace_seconds=2)
-        await delete_broker_objects(bus)
 
     assert len(confirmed) >= TOTAL * 0.9, f"{len(refused)} publishes refused"
     assert set(confirmed) <= record
@@ -83,12 +84,14 @@ async def test_every_confirmed_event_is_handled_once_through_a_dropped_connectio
 ECHO = "name: echo\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: echo, model: echo}\n"
 
 
-async def test_an_invocation_is_accepted_while_the_broker_holds_publishes_and_runs_after(tmp_path: Path) -> None:
+async def test_an_invocation_is_accepted_while_the_broker_holds_publishes_and_runs_after(
+    tmp_path: Path, rabbitmq: PrivateRabbitMQ
+) -> None:
     """Accepted means recorded with its outbox event: the caller is answered without
     waiting for the broker's confirm (here: a memory alarm blocking every publisher), and
     the run happens once the broker takes the event."""
-    async with node_on("rabbitmq", tmp_path, {"echo.yml": ECHO}) as node:
-        await rabbitmqctl("set_vm_memory_high_watermark", "0")  # the broker blocks publishers
+    async with node_on("rabbitmq", tmp_path, {"echo.yml": ECHO}, rabbitmq_url=rabbitmq.url) as node:
+        await rabbitmq.ctl("set_vm_memory_high_watermark", "0")  # the broker blocks publishers
         try:
             began = time.monotonic()
             accepted = await asyncio.wait_for(node.orchestrator.invoke("echo", {"prompt": "held"}, wait=0), 10)
@@ -96,7 +99,7 @@ async def test_an_invocation_is_accepted_while_the_broker_holds_publishes_and_ru
             await asyncio.sleep(0.5)
             held = await node.orchestrator.execution(accepted.execution_id)
         finally:
-            await rabbitmqctl("set_vm_memory_high_watermark", "0.4")  # the default
+            await rabbitmq.ctl("set_vm_memory_high_watermark", "0.4")  # the default
         finished = await node.orchestrator.wait_for(accepted.execution_id, 30)
 
     assert took < 2, took

@@ -150,10 +150,11 @@ def test_the_alias_bomb_is_a_4xx_within_100_ms_while_another_role_keeps_answerin
     assert max(served) < 100, served
     assert len(pings) > 10
     # Each probe crosses two processes on a machine that may be busy (58 ms seen in a loaded
-    # CI run): the median shows the role answering at once, the worst that it never stalled;
-    # an expanded bomb blocks a loop for seconds.
+    # CI run, one of 0.97 s with the suite spread over three processes beside other work):
+    # the median shows the role answering at once, the worst that it never stalled; an
+    # expanded bomb (9**10 strings) blocks a loop for far longer than 2 s.
     assert statistics.median(pings) < 0.05, sorted(pings)[-3:]
-    assert max(pings) < 0.5, sorted(pings)[-3:]
+    assert max(pings) < 2.0, sorted(pings)[-3:]
 
 
 def _request_durations_ms(platform: RunningPlatform, trace_prefix: str, expected: int) -> list[float]:
