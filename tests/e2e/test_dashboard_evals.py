@@ -240,7 +240,8 @@ def test_the_evals_page_runs_a_suite_shows_its_cases_and_draws_one_point_per_ver
     assert pwned is None, "the judge's markup ran"
     assert markup == 0
     assert cells["outage"][:2] == ["outage", "passed"]
-    assert cells["outage"][3].startswith("$") and cells["outage"][4].endswith(("ms", " s")), cells
+    assert cells["outage"][3].startswith("$"), cells  # its cost
+    assert cells["outage"][4].endswith(("ms", " s")), cells  # its latency
     assert cells["spam"][:3] == ["spam", "failed", "0.20"]
     assert (second["agent_version"], second["pass_rate"]) == (1, 0.75)
     assert (third["agent_version"], third["pass_rate"]) == (2, 1.0)
