@@ -153,7 +153,7 @@ export async function list(root, { query, signal, fail }) {
     h("h3", {}, "Runs"),
     runs,
   );
-  await every(3000, refresh, signal, fail);
+  await every(5000, refresh, signal, fail);
 }
 
 // Why a case failed (or passed): its failed checks with their detail, its judge's verdict,
