@@ -1,6 +1,6 @@
 """StateStore contract, eval runs (issue 24): a run is created, rewritten as its cases end,
-read back whole, and found as a baseline by suite, tenant and agent version; on every
-backend (SQLite, PostgreSQL, either behind a cache)."""
+read back whole, listed by suite, tenant and status, and found as a baseline by suite,
+tenant and agent version; on every backend (SQLite, PostgreSQL, either behind a cache)."""
 
 from __future__ import annotations
 
@@ -85,6 +85,11 @@ async def test_runs_are_listed_and_the_latest_ended_one_found_by_suite_tenant_an
     assert [run.run_id for run in listed] == [running.run_id, on_v2.run_id, newer.run_id]
     everyone = await state_store.list_eval_runs(suite=None, tenant=None)
     assert [run.run_id for run in everyone] == [r.run_id for r in (other_suite, others, running, on_v2, newer, old)]
+    verdicts = await state_store.list_eval_runs(
+        suite="triage", tenant="key-a", statuses={EvalRunStatus.PASSED, EvalRunStatus.FAILED}
+    )
+    assert [run.run_id for run in verdicts] == [on_v2.run_id, newer.run_id, old.run_id]  # not the running one
+    assert await state_store.list_eval_runs(suite=None, tenant=None, statuses={EvalRunStatus.ERROR}) == []
 
 
 async def test_the_purge_deletes_ended_runs_past_the_window_and_keeps_running_ones(state_store: StateStore) -> None:

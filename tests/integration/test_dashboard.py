@@ -92,6 +92,9 @@ async def test_every_module_the_page_loads_is_served_and_nothing_comes_from_anot
         "/executions/x/events",
         "/stats/executions",
         "/stats/cost",
+        "/evals",
+        "/evals/runs",
+        "/evals/scores",
     ],
 )
 async def test_the_apis_the_dashboard_reads_still_need_the_key(orchestrator: httpx.AsyncClient, path: str) -> None:

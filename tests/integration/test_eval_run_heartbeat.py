@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from agentrunner.adapters.config.evals import EvalFiles
+from agentrunner.api.evals import summary_of
 from agentrunner.domain.eval_run import EvalRun, EvalRunStatus
 from agentrunner.domain.execution import utcnow
 from agentrunner.domain.llm import LLMRequest
@@ -36,6 +37,7 @@ async def test_a_run_whose_node_died_is_shown_abandoned_not_running_for_ever(tmp
     assert seen.status is EvalRunStatus.ERROR
     assert seen.error is not None
     assert "abandoned" in seen.error
+    assert summary_of(seen).error == seen.error  # the list (and the dashboard's) says why too
     assert listed == {"r-orphan": EvalRunStatus.ERROR, "r-fresh": EvalRunStatus.RUNNING}
     assert still.status is EvalRunStatus.RUNNING
 

@@ -2,7 +2,8 @@
 executions) is answered as a missing one, also when named as a baseline; bodies and run ids
 that are malformed or oversized are refused before anything runs; no key, no run; a judge
 that cannot give a verdict and a suite name that tries to leave the evals folder are
-refused."""
+refused; the scores per version (`GET /evals/scores`) draw only the caller's tenant's runs,
+within bounded parameters."""
 
 from __future__ import annotations
 
@@ -140,3 +141,30 @@ async def test_a_suite_outside_the_folder_a_broken_one_and_a_judge_without_a_ver
     assert (judged.status_code, judged.json()["error"]["code"]) == (422, "config_invalid")
     assert "output_schema" in judged.json()["error"]["message"]
     assert listed.json() == {"suites": ["broken", "hello", "judged"]}
+
+
+async def test_scores_per_version_are_the_callers_tenants_and_their_parameters_bounded(
+    http: httpx.AsyncClient,
+) -> None:
+    started = await http.post("/evals/runs", json={"suite": "hello"}, headers=A)
+    run = await _ended(http, started.json()["run_id"], A)
+
+    mine = (await http.get("/evals/scores", headers=A)).json()
+    theirs = (await http.get("/evals/scores", headers=B)).json()
+    named = (await http.get("/evals/scores", params={"suite": "hello"}, headers=B)).json()
+    admin = (await http.get("/evals/scores", params={"suite": "hello"}, headers=ADMIN)).json()
+    no_key = await http.get("/evals/scores")
+    bad = [
+        (await http.get("/evals/scores", params=params, headers=A)).status_code
+        for params in ({"runs": 0}, {"runs": 501}, {"runs": "many"}, {"suite": "../hello"}, {"suite": "x" * 10_000})
+    ]
+
+    assert run["status"] == "passed"
+    assert [(s["suite"], [(v["agent_version"], v["runs"]) for v in s["versions"]]) for s in mine["suites"]] == [
+        ("hello", [(1, 1)])
+    ]
+    assert mine["suites"][0]["versions"][0]["last_run_id"] == run["run_id"]
+    assert theirs == named == {"suites": [], "runs_read": 0}  # another tenant's runs are not drawn
+    assert admin["runs_read"] == 1
+    assert no_key.status_code == 401
+    assert bad == [422] * 5

@@ -1,7 +1,8 @@
 """Eval runs on the orchestrator (8003): `GET /evals` (the suites), `POST /evals/runs` (run
 one), `GET /evals/runs` (the runs, newest first, without their cases), `GET
 /evals/runs/{id}` (a run as it stands: its cases so far, then its verdict and its
-comparison with a baseline). Mounted into the orchestrator app by the composition root.
+comparison with a baseline), `GET /evals/scores` (each suite's scores per version of its
+agent, over the newest runs). Mounted into the orchestrator app by the composition root.
 
 A run is its caller's tenant's, as its executions are: another tenant's run id is answered
 as one that does not exist."""
@@ -16,8 +17,12 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentrunner.domain.eval_run import EvalRun, EvalRunStatus
+from agentrunner.domain.eval_scores import SuiteScores
 from agentrunner.domain.eval_suite import SUITE_NAME_PATTERN
 from agentrunner.runtime.evals import MAX_CONCURRENCY, EvalRunner
+
+# The most runs one `GET /evals/scores` reads (each a whole record, its cases included).
+MAX_SCORED_RUNS = 500
 
 RunId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
@@ -62,6 +67,7 @@ class EvalRunSummary(BaseModel):
     baseline_run_id: str | None
     regressed: int = Field(description="Cases that passed in the baseline and fail in this run.")
     improved: int = Field(description="Cases that failed in the baseline and pass in this run.")
+    error: str | None = Field(description="Why it ended in `error` (`abandoned: ...` when its node stopped).")
     created_at: datetime
     finished_at: datetime | None
 
@@ -70,6 +76,14 @@ class EvalRunList(BaseModel):
     """Eval runs, newest first."""
 
     items: list[EvalRunSummary]
+
+
+class EvalScores(BaseModel):
+    """Each suite's scores per version of its agent (versions in the order of their first
+    run), over the newest `runs_read` runs with a verdict (at most the `runs` asked)."""
+
+    suites: list[SuiteScores]
+    runs_read: int = Field(description="The runs the figures were drawn from (`runs`: the newest, at most).")
 
 
 def summary_of(run: EvalRun) -> EvalRunSummary:
@@ -105,6 +119,20 @@ def eval_routes(runner: EvalRunner) -> APIRouter:
         """Eval runs the caller may see (its tenant's; an admin's: all), newest first, with
         their outcome (the scores per version over time)."""
         return EvalRunList(items=[summary_of(run) for run in await runner.runs(suite=suite, limit=limit)])
+
+    @router.get("/evals/scores", response_model=EvalScores)
+    async def eval_scores(
+        suite: Annotated[str | None, Query(pattern=SUITE_NAME_PATTERN, description="Only this suite.")] = None,
+        runs: Annotated[
+            int, Query(ge=1, le=MAX_SCORED_RUNS, description="Read at most this many runs, the newest.")
+        ] = 200,
+    ) -> EvalScores:
+        """The scores of each suite per version of its agent, for the runs the caller may see
+        (its tenant's; an admin's: all) that ended `passed` or `failed`: per version, how many
+        runs, their mean pass rate and mean score, the newest run's, their cost, and when the
+        version was first and last evaluated (the dashboard's chart of scores per version)."""
+        read = await runner.scores(suite=suite, runs=runs)
+        return EvalScores(suites=read.suites, runs_read=read.runs_read)
 
     @router.get("/evals/runs/{run_id}", response_model=EvalRun)
     async def get_eval_run(run_id: RunId) -> EvalRun:

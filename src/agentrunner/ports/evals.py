@@ -3,9 +3,10 @@ own module as agent versions are."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
-from agentrunner.domain.eval_run import EvalRun
+from agentrunner.domain.eval_run import EvalRun, EvalRunStatus
 from agentrunner.domain.eval_suite import EvalSuite
 
 
@@ -27,9 +28,16 @@ class EvalRuns(Protocol):
         """The run `run_id` (raises `EvalRunNotFoundError`)."""
         ...
 
-    async def list_eval_runs(self, *, suite: str | None, tenant: str | None, limit: int = 20) -> list[EvalRun]:
+    async def list_eval_runs(
+        self,
+        *,
+        suite: str | None,
+        tenant: str | None,
+        limit: int = 20,
+        statuses: Collection[EvalRunStatus] | None = None,
+    ) -> list[EvalRun]:
         """Runs newest first: of `suite` when given, of `tenant` when given (None: every
-        tenant's), at most `limit`."""
+        tenant's), recorded with one of `statuses` when given, at most `limit`."""
         ...
 
     async def latest_eval_run(

@@ -22,6 +22,7 @@ import contextlib
 import json
 import re
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +39,7 @@ from agentrunner.domain.eval_run import (
     finished,
     judged_verdict,
 )
+from agentrunner.domain.eval_scores import SCORED, SuiteScores, scores_per_version
 from agentrunner.domain.eval_suite import EvalCase, EvalSuite, JudgeSpec, judge_problem
 from agentrunner.domain.event import new_id
 from agentrunner.domain.execution import Execution, utcnow
@@ -61,6 +63,14 @@ HEARTBEAT_SECONDS = 30.0
 # What a judge reads of the answer and the task: enough to judge, bounded whatever the agent said.
 MAX_JUDGED_CHARS = 20_000
 _VERSION = re.compile(r"^v?(\d{1,9})$")
+
+
+@dataclass(frozen=True, slots=True)
+class ScoresRead:
+    """What `EvalRunner.scores` read: the scores per version, from `runs_read` runs."""
+
+    suites: list[SuiteScores]
+    runs_read: int
 
 
 class EvalRunner:
@@ -134,6 +144,12 @@ class EvalRunner:
             self._seen(run)
             for run in await self._runs.list_eval_runs(suite=suite, tenant=visible_tenant(), limit=limit)
         ]
+
+    async def scores(self, *, suite: str | None = None, runs: int = 200) -> ScoresRead:
+        """The scores per version (`domain/eval_scores.py`) of the newest `runs` runs with a
+        verdict the caller may see (of `suite` when given), and how many were read."""
+        read = await self._runs.list_eval_runs(suite=suite, tenant=visible_tenant(), limit=runs, statuses=SCORED)
+        return ScoresRead(suites=scores_per_version(read), runs_read=len(read))
 
     def _seen(self, run: EvalRun) -> EvalRun:
         return as_seen(run, now=utcnow(), silent_after=timedelta(seconds=3 * self._heartbeat))

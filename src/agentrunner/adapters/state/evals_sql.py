@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, update
@@ -59,12 +60,21 @@ class EvalRunsSQL(SQLEngine):
         return EvalRun.model_validate(record)
 
     @idempotent
-    async def list_eval_runs(self, *, suite: str | None, tenant: str | None, limit: int = 20) -> list[EvalRun]:
+    async def list_eval_runs(
+        self,
+        *,
+        suite: str | None,
+        tenant: str | None,
+        limit: int = 20,
+        statuses: Collection[EvalRunStatus] | None = None,
+    ) -> list[EvalRun]:
         query = select(RUNS.c.record)
         if suite is not None:
             query = query.where(RUNS.c.suite == suite)
         if tenant is not None:
             query = query.where(RUNS.c.tenant == tenant)
+        if statuses is not None:
+            query = query.where(RUNS.c.status.in_(sorted(status.value for status in statuses)))
         query = query.order_by(RUNS.c.created_at.desc(), RUNS.c.run_id.desc()).limit(limit)
         async with self._session() as session:
             records = (await session.execute(query)).scalars().all()

@@ -4,6 +4,7 @@
 import { ApiError, apiKey, forgetApiKey, get, setApiKey } from "./api.js";
 import * as agents from "./agents.js";
 import * as deadLetters from "./dead_letters.js";
+import * as evals from "./evals.js";
 import * as executions from "./executions.js";
 import * as overview from "./overview.js";
 import * as planRuns from "./plan_runs.js";
@@ -17,6 +18,8 @@ const ROUTES = [
   [/^#\/executions\/([^/]+)$/, executions.detail],
   [/^#\/plan-runs$/, planRuns.list],
   [/^#\/plan-runs\/([^/]+)$/, planRuns.detail],
+  [/^#\/evals$/, evals.list],
+  [/^#\/evals\/([^/]+)$/, evals.detail],
   [/^#\/schedules$/, schedules.list],
   [/^#\/dead-letters$/, deadLetters.list],
 ];
