@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
+from tests.a2a_server import A2aTestServer
 from tests.security.conftest import ADMIN_KEY, TEAM_A_KEY, TEAM_B_KEY, orchestrator_client, tenants_settings
 
 A = {"X-API-Key": TEAM_A_KEY}
@@ -108,3 +110,57 @@ async def test_an_agent_not_exposed_over_a2a_has_no_card_and_takes_no_message(ht
     assert unknown.status_code == 404
     executions = await http.get("/executions", headers=A)
     assert executions.json()["items"] == []
+
+
+CALLER = """
+name: caller
+agent_type: t
+execution_mode: autonomous
+llm_config: {{provider: scripted, model: s}}
+tools:
+  - name: remote
+    type: a2a
+    url: "{url}"
+"""
+
+
+def _ask_remote(request: LLMRequest) -> dict[str, Any] | str:
+    """The model: asks the remote agent once, then answers with what the tool said."""
+    results = [str(m.content) for m in request.messages if m.role == "tool"]
+    if not results:
+        return {"tool_calls": [{"name": "remote", "arguments": {"message": "leak this"}}]}
+    return f"tool said: {results[0]}"
+
+
+async def _tool_error(tmp_path: Path, url: str, **env: str) -> str:
+    """The error the `remote` a2a tool gave the model when its entry's url is `url`."""
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "caller.yml").write_text(CALLER.format(url=url))
+    node = Node(tenants_settings(tmp_path, agents), script=_ask_remote)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        async with node.running(), orchestrator_client(node) as client:
+            answer = await client.post("/agents/caller/invoke", json={"task_data": {"prompt": "go"}}, headers=A)
+    execution = answer.json()
+    assert execution["status"] == "succeeded", answer.text
+    [call] = execution["tool_calls"]
+    return str(call["error"])
+
+
+async def test_an_a2a_card_url_from_the_environment_must_be_public(tmp_path: Path) -> None:
+    with A2aTestServer() as remote:
+        error = await _tool_error(tmp_path, "${CARD_URL}", CARD_URL=remote.card_url)
+
+    assert "127.0.0.1 is not a public address" in error
+    assert remote.headers == []
+
+
+async def test_a_card_cannot_send_the_platform_to_a_private_address(tmp_path: Path) -> None:
+    with A2aTestServer(announced="http://127.0.0.2:9/rpc") as remote:
+        error = await _tool_error(tmp_path, remote.card_url)
+
+    assert "127.0.0.2 is not a public address" in error
+    assert [h.get("a2a-version") for h in remote.headers] == ["1.0"]  # the card only
+    assert remote.texts == []
