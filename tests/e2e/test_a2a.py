@@ -203,3 +203,27 @@ def test_an_agent_calls_a_remote_a2a_agent_as_a_tool(platform: tuple[RunningPlat
     assert "what is the answer?" in remote.texts
     assert remote.headers[-1]["x-remote-token"] == TOKEN
     assert TOKEN not in running.log_path.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_a_collaborative_step_runs_on_a_remote_a2a_agent(platform: tuple[RunningPlatform, A2aTestServer]) -> None:
+    running, remote = platform
+    orchestrator = running.url("orchestrator")
+    key = {"X-API-Key": KEY}
+
+    answer = httpx.post(
+        f"{orchestrator}/agents/team/invoke", json={"task_data": {"prompt": "the big task"}}, headers=key, timeout=60
+    )
+
+    assert answer.status_code == 200, answer.text
+    execution = answer.json()
+    assert (execution["status"], execution["output"]) == ("succeeded", "team report")
+    run = httpx.get(f"{orchestrator}/plan-runs/{execution['execution_id']}", headers=key, timeout=10).json()
+    [step] = run["steps"]
+    assert (step["agent"], step["status"]) == ("remote", "succeeded")
+    assert step["output"].startswith("remote faraway got: ask the remote agent")
+    assert "the big task" in step["output"]
+    sent = next(text for text in remote.texts if text.startswith("ask the remote agent"))
+    assert "This step is part of a larger task:\nthe big task" in sent
+    recorded = httpx.get(f"{orchestrator}/executions/{step['execution_id']}", headers=key, timeout=10).json()
+    assert (recorded["agent"], recorded["status"], recorded["tenant"]) == ("remote", "succeeded", "team-a")
