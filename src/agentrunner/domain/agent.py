@@ -162,13 +162,15 @@ HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
 class ToolConfig(_Section):
-    """A tool entry of an agent: a built-in or installed tool named by `name`, or an MCP
-    server whose tools are offered as `<name>__<tool>`."""
+    """A tool entry of an agent: a built-in or installed tool named by `name`, an MCP
+    server whose tools are offered as `<name>__<tool>`, or a remote A2A agent offered as
+    the one tool `<name>` (its `url` is the agent card's)."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]{1,48}$")
-    type: Literal["builtin", "mcp"] = "builtin"
+    type: Literal["builtin", "mcp", "a2a"] = "builtin"
     description: str = ""
     # MCP over HTTP: streamable HTTP, or SSE for older servers (a URL ending in /sse).
+    # A2A: the URL of the remote agent's card (e.g. https://host/.well-known/agent-card.json).
     url: str | None = None
     transport: Literal["streamable_http", "sse"] | None = None
     # Values may reference the environment as ${VAR}: expanded when connecting, never stored.
@@ -203,6 +205,8 @@ class ToolConfig(_Section):
     def _mcp_has_endpoint(self) -> ToolConfig:
         if self.type == "mcp" and not (self.url or self.command):
             raise ValueError("an 'mcp' tool needs a 'url' (HTTP server) or a 'command' (stdio server)")
+        if self.type == "a2a" and (not self.url or self.command):
+            raise ValueError("an 'a2a' tool needs a 'url' (the remote agent's card) and no 'command'")
         if self.url and self.command:
             raise ValueError("an 'mcp' tool takes either 'url' or 'command', not both")
         return self

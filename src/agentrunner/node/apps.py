@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from agentrunner.adapters.config.files import with_sent_schema_file
+from agentrunner.api.a2a import a2a_routes
 from agentrunner.api.access import MAKE_A_KEY, ApiKey, check_unique, parse_api_keys
 from agentrunner.api.agent_versions import agent_version_routes
 from agentrunner.api.config import config_app
@@ -153,6 +154,7 @@ def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
     # port (8003) without a second origin; changing them stays the scheduler's (8004).
     orchestrator.include_router(schedule_read_routes(node.scheduler))
     orchestrator.include_router(queue_routes(node.queues))
+    a2a_routes(orchestrator, node.orchestrator, input_limits(node.settings), node.settings.invoke_wait_seconds)
     tenants = list(dict.fromkeys(key.tenant for key in api_keys(node.settings) or ()))
     orchestrator.include_router(stats_routes(node.store.aggregates, node.store.queries, tenants))
     return {

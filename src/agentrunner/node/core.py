@@ -215,6 +215,7 @@ class Node:
             budgets=self.budgets,
             metrics=self.metrics,
             pinned=self.pinned_configs,
+            tools=self.tools,
         )
         self.slack_gateway = SlackGateway(
             orchestrator=self.orchestrator,

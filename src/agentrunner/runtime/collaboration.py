@@ -42,6 +42,7 @@ from agentrunner.ports.bus import EventBus, Subscription
 from agentrunner.ports.metrics import Metrics
 from agentrunner.ports.providers import ProviderCatalog
 from agentrunner.ports.state import ExecutionStore, PlanRunStore
+from agentrunner.ports.tools import ToolCatalog
 from agentrunner.runtime.agent_queues import AgentQueues
 from agentrunner.runtime.agent_run import COLLABORATION_KEY
 from agentrunner.runtime.budgets import Budgets
@@ -62,6 +63,7 @@ from agentrunner.runtime.plan_steps import (
 )
 from agentrunner.runtime.planner import Spend, make_plan, participants, synthesize
 from agentrunner.runtime.registry import AgentRegistry
+from agentrunner.runtime.remote_steps import remote_collaborator, remote_step
 from agentrunner.runtime.topics import (
     CANCEL_PATTERN,
     CLARIFICATION_ANSWERED_PATTERN,
@@ -104,8 +106,9 @@ class CollaborativePool:
         budgets: Budgets | None = None,
         metrics: Metrics | None = None,
         pinned: PinnedConfigs | None = None,
+        tools: ToolCatalog | None = None,  # the A2A tools a plan's steps may name
     ) -> None:
-        self._pinned = pinned
+        self._pinned, self._tools = pinned, tools
         self._bus = bus
         self._metrics = metrics
         self._executions = executions
@@ -346,6 +349,8 @@ class CollaborativePool:
         it (a payload is never taken as the result). The step counts for the run's tenant
         (`owner`: the run's execution) and keeps its chain depth."""
         assert step.execution_id is not None
+        if (remote := remote_collaborator(self._registry, self._tools, run, step)) is not None:
+            return await remote_step(self._executions, remote, run, owner, step, allow=allow)
         try:
             self._registry.runnable(step.agent)
         except AgentRunnerError as exc:  # removed or broken since the plan was made

@@ -20,6 +20,9 @@ from agentrunner.runtime.agent_run import run_agent, user_prompt
 from agentrunner.runtime.llm_calls import complete_with_retries
 from agentrunner.runtime.registry import AgentRegistry
 
+# The tag of a remote (A2A) member of a planner's team.
+A2A_TAG = "a2a"
+
 PLANNER_PROMPT = """You plan the work of a team of AI agents.
 Split the task into steps; assign each step to the participating agent best suited to it
 (by its description and tags); give each step a short unique id, a precise instruction,
@@ -64,20 +67,26 @@ def add_cost(first: float | None, second: float | None) -> float | None:
 
 def participants(config: AgentConfig, registry: AgentRegistry) -> list[Participant]:
     """The agents `config`'s plans may use: its `preferred_collaborators` that can run, then
-    every other available agent that is not collaborative (runs do not nest)."""
+    every other available agent that is not collaborative (runs do not nest), then the
+    remote agents of its `type: a2a` tool entries (under their entry names; a local agent
+    of the same name wins) that are not preferred (runtime/remote_steps.py)."""
     collaborative = config.collaborative_config
     preferred = collaborative.preferred_collaborators if collaborative else []
     available = {
-        agent.name: agent
+        agent.name: (agent.description, tuple(agent.tags))
         for agent in registry.in_modes(frozenset(ExecutionMode) - {ExecutionMode.COLLABORATIVE})
         if agent.name != config.name
     }
-    ordered = [name for name in preferred if name in available]
+    remote = {
+        entry.name: (entry.description or f"A remote agent reached over A2A ({entry.name})", (A2A_TAG,))
+        for entry in config.tools
+        if entry.type == "a2a" and entry.name not in available and entry.name != config.name
+    }
+    ordered = [name for name in preferred if name in available or name in remote]
     ordered += sorted(set(available) - set(ordered))
-    return [
-        Participant(name, available[name].description, tuple(available[name].tags), name in preferred)
-        for name in ordered
-    ]
+    ordered += [name for name in remote if name not in ordered]
+    team = available | remote
+    return [Participant(name, team[name][0], team[name][1], name in preferred) for name in ordered]
 
 
 def planner_llm(config: AgentConfig) -> LLMConfig:

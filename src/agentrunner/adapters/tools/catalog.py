@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from agentrunner.adapters.egress import EgressGuard
+from agentrunner.adapters.tools.a2a import A2aAgentTool
 from agentrunner.adapters.tools.builtin import BUILTIN_NAMES, builtin_tool
 from agentrunner.adapters.tools.declared import declared
 from agentrunner.adapters.tools.mcp import McpServer, McpTool
@@ -99,11 +100,14 @@ class ToolShelf:
         }
         for key in [key for key in self._servers if key not in wanted]:
             await self._servers.pop(key).close()
-        if self._tls is None and any(entry.url for entry in wanted.values()):
+        remote = [entry for config in agents for entry in config.tools if entry.type == "a2a"]
+        if self._tls is None and any(entry.url for entry in [*wanted.values(), *remote]):
             # Loading the CA roots reads files and costs ~25 ms of CPU: once, off the loop.
             self._tls = await asyncio.to_thread(httpx.create_ssl_context)
-        if any(entry.type == "mcp" or entry.name == "http_request" for config in agents for entry in config.tools):
-            await self._egress.load_tls()  # for guarded MCP URLs and http_request
+        if any(
+            entry.type in ("mcp", "a2a") or entry.name == "http_request" for config in agents for entry in config.tools
+        ):
+            await self._egress.load_tls()  # for guarded MCP and A2A URLs and http_request
         for key, entry in wanted.items():
             if key not in self._servers:
                 self._servers[key] = McpServer(
@@ -174,6 +178,8 @@ class ToolShelf:
                     )
                     continue
                 tools.extend(declared(McpTool(server, definition), entry) for definition in server.definitions)
+            elif entry.type == "a2a":  # the card is read at the first call (a2a.py)
+                tools.append(declared(A2aAgentTool(entry, egress=self._egress, tls=self._tls), entry))
             elif entry.name in BUILTIN_NAMES:
                 tool = builtin_tool(entry, store=self._store, bus=self._bus, egress=self._egress)
                 if tool is not None:
