@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -21,18 +20,18 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.api.ui import STATIC_DIRECTORY
 from agentrunner.domain.event import DeadLetter, Event
 from tests.conftest import REPO
+from tests.e2e.browser import chromium, needs_chromium
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 KEY = "dashboard-key-7f3a-0123456789abcdef01234567"
 SLOW_SECONDS = 4.0  # long enough for the page to show the execution before it ends
 
@@ -143,15 +142,14 @@ def _wait_for_run(api: httpx.Client, run_id: str, statuses: set[str], timeout: f
     raise AssertionError(f"plan run {run_id} did not reach {statuses}: {run}")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed (apt-get install chromium)")
+@needs_chromium
 def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_dashboard(
     platform: RunningPlatform, tmp_path: Path
 ) -> None:
     base = platform.url("orchestrator")
     api = httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=30)
     problems: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with chromium() as browser:
         try:
             page = browser.new_page()
             page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
@@ -242,7 +240,6 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
                 "provider 'anthropic' needs ANTHROPIC_API_KEY: set it in .env or the environment"
             )
         finally:
-            browser.close()
             api.close()
 
     assert seen_unfinished in {"queued", "running"}, "the execution was shown before it ended"
@@ -260,12 +257,11 @@ def test_an_operator_watches_an_execution_live_and_answers_a_question_in_the_das
     assert not any(KEY in url for url in urls), "the key travels in a header, never in a URL"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed (apt-get install chromium)")
+@needs_chromium
 def test_an_operator_approves_a_tool_call_in_the_dashboard(platform: RunningPlatform) -> None:
     base = platform.url("orchestrator")
     api = httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=30)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with chromium() as browser:
         try:
             page = browser.new_page()
             expect.set_options(timeout=20_000)
@@ -286,7 +282,6 @@ def test_an_operator_approves_a_tool_call_in_the_dashboard(platform: RunningPlat
             expect(page.locator("#failed-checks")).to_contain_text("says-the-hour")
             finished = api.get(f"/executions/{execution_id}").json()
         finally:
-            browser.close()
             api.close()
 
     assert finished["status"] == "succeeded"
@@ -295,14 +290,13 @@ def test_an_operator_approves_a_tool_call_in_the_dashboard(platform: RunningPlat
     assert [check["check"] for check in finished["failed_checks"]] == ["says-the-hour"]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed (apt-get install chromium)")
+@needs_chromium
 def test_a_plan_run_shows_the_tool_call_its_step_waits_on_and_links_where_to_approve_it(
     platform: RunningPlatform,
 ) -> None:
     base = platform.url("orchestrator")
     api = httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=30)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with chromium() as browser:
         try:
             page = browser.new_page()
             expect.set_options(timeout=20_000)
@@ -328,14 +322,13 @@ def test_a_plan_run_shows_the_tool_call_its_step_waits_on_and_links_where_to_app
             expect(page.locator("#plan-run .waiting-step")).to_have_count(0)
             run = api.get(f"/plan-runs/{run_id}").json()
         finally:
-            browser.close()
             api.close()
 
     assert run["result"] == "the team's post"
     assert run["steps"][0]["output"].startswith("approved: ")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed (apt-get install chromium)")
+@needs_chromium
 def test_an_agents_page_lists_its_versions_and_shows_a_versions_diff(platform: RunningPlatform) -> None:
     base = platform.url("orchestrator")
     api = httpx.Client(base_url=base, headers={"X-API-Key": KEY}, timeout=30)
@@ -346,8 +339,7 @@ def test_an_agents_page_lists_its_versions_and_shows_a_versions_diff(platform: R
     while len(api.get("/agents/writer/versions").json()) < 2:
         assert time.monotonic() < deadline, "the edit was not recorded as version 2"
         time.sleep(0.1)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+    with chromium() as browser:
         try:
             page = browser.new_page()
             expect.set_options(timeout=20_000)
@@ -365,7 +357,6 @@ def test_an_agents_page_lists_its_versions_and_shows_a_versions_diff(platform: R
             expect(diff).to_contain_text("-description: writes posts")
             expect(diff).to_contain_text("+description: writes short posts")
         finally:
-            browser.close()
             api.close()
 
 

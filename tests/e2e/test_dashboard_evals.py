@@ -24,24 +24,21 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from agentrunner.adapters.state.sql import SQLStateStore
 from agentrunner.domain.eval_run import EvalRun
 from agentrunner.domain.execution import utcnow
 from tests.conftest import REPO
+from tests.e2e.browser import chromium, needs_chromium
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(
-        shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
-        reason="Debian's chromium package is not installed (apt-get install chromium)",
-    ),
+    needs_chromium,
 ]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or ""
 TEAM_A = "team-a-evalpage-0123456789abcdef01234"
 TEAM_B = "team-b-evalpage-0123456789abcdef01234"
 EXAMPLES = REPO / "examples"
@@ -98,12 +95,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _open(browser: Browser, platform: RunningPlatform, key: str, problems: list[str]) -> Page:

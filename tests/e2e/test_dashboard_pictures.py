@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,21 +18,18 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import REPO
+from tests.e2e.browser import chromium, needs_chromium
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(
-        shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
-        reason="Debian's chromium package is not installed (apt-get install chromium)",
-    ),
+    needs_chromium,
 ]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or ""
 TEAM_A = "team-a-pictures-0123456789abcdef0123"
 TEAM_B = "team-b-pictures-0123456789abcdef0123"
 ADMIN = "admin-pictures-0123456789abcdef012345"
@@ -120,12 +116,8 @@ def pictures() -> Path:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
