@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or ""
 
@@ -26,3 +26,17 @@ def chromium() -> Iterator[Browser]:
             yield launched
         finally:
             launched.close()
+
+
+def open_dashboard(browser: Browser, orchestrator: str, key: str, problems: list[str], route: str = "") -> Page:
+    """A page of the dashboard at `orchestrator`, signed in with `key`, on `route` (`#/evals`,
+    ...); Content Security Policy violations and page errors land in `problems`."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+    expect.set_options(timeout=30_000)
+    page.goto(f"{orchestrator}/ui/{route}")
+    page.fill("#api-key", key)
+    page.click("#key-form button[type=submit]")
+    expect(page.locator("#connection")).to_have_text("connected")
+    return page

@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import REPO
-from tests.e2e.browser import chromium, needs_chromium
+from tests.e2e.browser import chromium, needs_chromium, open_dashboard
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -126,16 +126,7 @@ def problems() -> list[str]:
 
 
 def _open(browser: Browser, platform: RunningPlatform, key: str, problems: list[str]) -> Page:
-    """A page signed in with `key`; CSP violations and page errors land in `problems`."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
-    expect.set_options(timeout=20_000)
-    page.goto(f"{platform.url('orchestrator')}/ui")
-    page.fill("#api-key", key)
-    page.click("#key-form button[type=submit]")
-    expect(page.locator("#connection")).to_have_text("connected")
-    return page
+    return open_dashboard(browser, platform.url("orchestrator"), key, problems, "")
 
 
 def _invoke(platform: RunningPlatform, key: str, agent: str) -> dict[str, Any]:
