@@ -85,3 +85,8 @@ async def test_a_synthesis_is_corrected_to_its_schema_or_fails_the_run_with_outp
     assert (stubborn_execution["status"], stubborn_execution["error"]["code"]) == ("failed", "output_invalid")
     assert "is not JSON" in stubborn_execution["error"]["message"]
     assert len(models.syntheses["stubborn"]) == 2  # one answer, one correction
+    # Both refused answers were paid for: the failed run counts their tokens (4 words each)
+    # beside the same plan and step as the fixed run's (whose answers were 4 and 3 words).
+    assert stubborn_run.usage.output_tokens == fixed_run.usage.output_tokens + 1
+    # Its execution records the coordinator's own calls (the steps' executions their own).
+    assert stubborn_execution["usage"]["output_tokens"] == 8

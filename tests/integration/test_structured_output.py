@@ -13,6 +13,9 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from agentrunner.domain.errors import BudgetExceededError
 from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.domain.steps import JournalStepKind
@@ -38,6 +41,13 @@ STUBBORN = (
     "name: stubborn\nagent_type: t\nexecution_mode: autonomous\n"
     "llm_config: {provider: scripted, model: stubborn}\n"
     f"output_schema: {json.dumps(SCHEMA)}\noutput_retries: 1\n"
+)
+# A dollar a token, and a budget of one: the first refused answer is already past it.
+PRICEY = (
+    "name: pricey\nagent_type: t\nexecution_mode: autonomous\n"
+    "llm_config: {provider: scripted, model: stubborn,\n"
+    "  pricing: {input_per_million: 1000000, output_per_million: 1000000}}\n"
+    f"output_schema: {json.dumps(SCHEMA)}\noutput_retries: 1\nlimits: {{budget_usd: 1, budget_period: day}}\n"
 )
 
 
@@ -104,6 +114,30 @@ async def test_an_answer_still_invalid_after_output_retries_fails_with_output_in
     assert "'population' is a required property" in execution.error.message
     assert execution.output_json is None
     assert len(requests) == 2  # one answer, one correction; the task is not run again
+
+
+async def test_a_failed_execution_records_what_its_model_calls_cost_and_its_budget_counts_it(
+    platform: tuple[str, str], tmp_path: Path
+) -> None:
+    """Both answers were paid for although neither was kept: the failed execution records
+    their tokens and cost, as a succeeded one does, so the agent's budget sees the spend
+    (recorded as nothing, failing work could spend without a limit)."""
+    bus, database_url = platform
+    requests: list[LLMRequest] = []
+    async with node_on(
+        bus, tmp_path, {"pricey.yml": PRICEY}, script=_models(requests), database_url=database_url
+    ) as node:
+        started = await node.orchestrator.invoke("pricey", {"prompt": "Largest city of France?"}, wait=20)
+        execution = await _until(lambda: _one(node, "pricey", started.execution_id))
+        with pytest.raises(BudgetExceededError) as refused:
+            await node.orchestrator.invoke("pricey", {"prompt": "And of Italy?"}, wait=0)
+
+    assert execution.error is not None
+    assert (execution.status, execution.error.code) == (ExecutionStatus.FAILED, "output_invalid")
+    paid_in = sum(len(message.content.split()) for request in requests for message in request.messages)
+    assert (execution.usage.input_tokens, execution.usage.output_tokens) == (paid_in, 4)  # two answers of 2 words
+    assert execution.cost_usd == pytest.approx(paid_in + 4)
+    assert f"spent ${paid_in + 4:.4f} of its $1.0000 daily budget" in refused.value.message
 
 
 def _receiver(bodies: list[dict[str, Any]]) -> type[BaseHTTPRequestHandler]:

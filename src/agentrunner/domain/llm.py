@@ -4,6 +4,7 @@ every vendor."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -112,6 +113,30 @@ class Completion(BaseModel):
     # The answer parsed, when it was checked against the agent's `output_schema` (set by the
     # agent loop, not by providers; never journaled: a replay checks the text again).
     output_json: Any = None
+
+
+@dataclass(slots=True)
+class Spend:
+    """Tokens and cost of model calls, counted as they are made (a coordinating agent's own
+    calls, or every call an execution made in a process, whatever its end)."""
+
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = None
+
+    def add(self, completion: Completion) -> None:
+        """Count one more call."""
+        self.usage = self.usage + completion.usage
+        self.cost_usd = add_cost(self.cost_usd, completion.cost_usd)
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(self.usage + other.usage, add_cost(self.cost_usd, other.cost_usd))
+
+
+def add_cost(first: float | None, second: float | None) -> float | None:
+    """The sum of two costs, None only when neither is known."""
+    if first is None and second is None:
+        return None
+    return (first or 0.0) + (second or 0.0)
 
 
 class TextDelta(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -14,7 +14,7 @@ import orjson
 from agentrunner.domain.agent import AgentConfig, ProviderName
 from agentrunner.domain.errors import OutputInvalidError
 from agentrunner.domain.execution import Usage
-from agentrunner.domain.llm import Completion, LLMRequest, Message, ToolDefinition
+from agentrunner.domain.llm import Completion, LLMRequest, Message, ToolDefinition, add_cost
 from agentrunner.domain.plan import ASK_HUMAN_TOOL, ask_human_output
 from agentrunner.domain.structured_output import CheckedAnswer, check_answer, instructions, retry_prompt
 from agentrunner.logs import get_logger
@@ -104,6 +104,7 @@ async def run_agent(
     context: ToolContext | None = None,
     on_tool_call: ToolSink | None = None,
     journal: RunJournal | None = None,
+    on_model_call: Callable[[Completion], None] | None = None,
 ) -> Completion:
     """Answer `task_data` as `config` describes: ask `provider` (transient failures tried
     again per `llm_config.max_attempts`; streamed to `on_text` when given), run the tool
@@ -116,7 +117,9 @@ async def run_agent(
     are recorded as they end (`runtime/journal.py`). With an `output_schema`, the final answer
     must be JSON that follows it: one that does not is sent back with the problems found (a
     new model step), `output_retries` times at most, then `OutputInvalidError` is raised; the
-    answer returned is the parsed JSON as compact text."""
+    answer returned is the parsed JSON as compact text. `on_model_call` is told of each
+    model call made (not of one the journal replays) as it returns: what was paid for, even
+    when the run then fails."""
     request = build_request(config, task_data, history=history, tools=[tool.definition for tool in tools])
     by_name = {tool.definition.name: tool for tool in tools}
     context = context or ToolContext(agent=config.name, execution_id="", session_id=None, trace_id="")
@@ -127,15 +130,18 @@ async def run_agent(
     iteration = 1
     while True:
 
-        def call(request: LLMRequest = request) -> Awaitable[Completion]:
-            return complete_with_retries(
+        async def call(request: LLMRequest = request) -> Completion:
+            made = await complete_with_retries(
                 provider, request, config.llm_config, on_text=on_text, base_delay_seconds=retry_base_seconds
             )
+            if on_model_call is not None:
+                on_model_call(made)
+            return made
 
         # A correction is a model step like any other: journaled, so a resumed run replays it.
         completion = await (journal.model_call(call) if journal is not None else call())
         usage += completion.usage
-        cost = _add_cost(cost, completion.cost_usd)
+        cost = add_cost(cost, completion.cost_usd)
         completion = completion.model_copy(update={"usage": usage, "cost_usd": cost})
         asked = next((call for call in completion.tool_calls if call.name == ASK_HUMAN_TOOL.name), None)
         if asked is not None and may_ask_human(task_data):
@@ -226,9 +232,3 @@ async def _settled(journal: RunJournal | None, completion: Completion) -> Comple
     if journal is not None:
         await journal.settle()
     return completion
-
-
-def _add_cost(total: float | None, cost: float | None) -> float | None:
-    if cost is None:
-        return total
-    return cost if total is None else total + cost

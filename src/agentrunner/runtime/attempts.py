@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.errors import (
@@ -41,7 +41,7 @@ from agentrunner.domain.errors import (
 )
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionStatus, ToolCallRecord
-from agentrunner.domain.llm import Completion
+from agentrunner.domain.llm import Completion, Spend, add_cost
 from agentrunner.domain.steps import Step
 from agentrunner.domain.tool_gates import PendingToolCall
 from agentrunner.logs import get_logger
@@ -94,6 +94,7 @@ class RunAttempt(Protocol):
         records: list[ToolCallRecord],
         held: HeldSlots | None,
         journal: RunJournal | None,
+        spent: Spend,
     ) -> Completion: ...
 
 
@@ -135,7 +136,11 @@ class Attempts:
         retry = config.retry_config
         llm = config.llm_config
         generation: tuple[int, list[Step]] | None = None  # read once the execution has started
+        # The model calls made here, every attempt (what was paid for, whatever the end), and
+        # those of failed attempts that the next did not go on from (not in its answer's usage).
+        spent, unreplayed = Spend(), Spend()
         for retry_number in range(retry.max_retries + 1):
+            this_attempt = Spend()
             try:
                 # Only from queued or running: a cancel that won the race stays cancelled.
                 execution = await self._executions.start_execution(
@@ -156,7 +161,14 @@ class Attempts:
             try:
                 provider = await self._provider(config, held)
                 completion = await self._attempt(
-                    config, provider, execution, stream=stream, records=records, held=held, journal=journal
+                    config,
+                    provider,
+                    execution,
+                    stream=stream,
+                    records=records,
+                    held=held,
+                    journal=journal,
+                    spent=this_attempt,
                 )
             except ToolCallPaused as paused:
                 if journal is not None:
@@ -171,11 +183,10 @@ class Attempts:
                     )
                 )
             except CancelledByUser as stopped:
-                return Outcome(
-                    await self._stopped(config, execution.model_copy(update={"tool_calls": records}), stopped)
-                )
+                execution = execution.model_copy(update={"tool_calls": records, **_paid(spent + this_attempt)})
+                return Outcome(await self._stopped(config, execution, stopped))
             except TimeoutError:
-                execution = execution.model_copy(update={"tool_calls": records})
+                execution = execution.model_copy(update={"tool_calls": records, **_paid(spent + this_attempt)})
                 message = f"agent {config.name!r} did not answer within {config.timeout_seconds:g} s (timeout_seconds)"
                 if isinstance(provider, RateLimitedProvider) and provider.waiting_for_store:
                     message += (
@@ -189,7 +200,7 @@ class Attempts:
                 # running the task again would multiply them (3 x 3 calls to a vendor down).
                 retryable = (error.retryable or error is not exc) and not isinstance(error, LLMError)
                 if not retryable or retry_number == retry.max_retries:
-                    execution = execution.model_copy(update={"tool_calls": records})
+                    execution = execution.model_copy(update={"tool_calls": records, **_paid(spent + this_attempt)})
                     return Outcome(ended(execution, ExecutionStatus.FAILED, error))
                 delay = retry.retry_delay_seconds * (2**retry_number if retry.exponential_backoff else 1)
                 if self._metrics is not None:
@@ -203,14 +214,19 @@ class Attempts:
                     resume=retry.resume or outage,
                 )
                 generation = _retried(journal, resume=retry.resume or outage)
+                spent += this_attempt
+                if not (retry.resume or outage) or journal is None:  # the next replays none of its calls
+                    unreplayed += this_attempt
                 await asyncio.sleep(delay)
                 continue
             execution = execution.model_copy(
                 update={
                     "output": completion.text,
                     "output_json": completion.output_json,
-                    "usage": completion.usage,
-                    "cost_usd": completion.cost_usd,
+                    # Its answer's calls (those replayed from an earlier run too), and the
+                    # calls of the attempts that failed before it and were not gone on from.
+                    "usage": completion.usage + unreplayed.usage,
+                    "cost_usd": add_cost(completion.cost_usd, unreplayed.cost_usd),
                     "tool_calls": records,
                 }
             )
@@ -267,6 +283,12 @@ class Attempts:
             await keep_interrupted(config, self._sessions, execution, max_history_bytes=self._max_history_bytes)
         message = str(request.get("message") or "cancelled on request")
         return ended(execution, ExecutionStatus.CANCELLED, ExecutionCancelledError(message))
+
+
+def _paid(spent: Spend) -> dict[str, Any]:
+    """An ended execution's usage and cost: the model calls made for it in this process,
+    whatever its end (a failed or cancelled run was paid for too, and counts in budgets)."""
+    return {"usage": spent.usage, "cost_usd": spent.cost_usd}
 
 
 def _retried(journal: RunJournal | None, *, resume: bool) -> tuple[int, list[Step]] | None:

@@ -1,15 +1,14 @@
 """The collaborative pool: drives the plan runs of collaborative agents.
 
-It consumes the queues of collaborative agents (`invoke.<agent>`, and their event
-subscriptions). A run is keyed to the execution that started it: planned by the
-coordinating agent's model, held for approval if asked, then its steps run in dependency
-order, independent ones together, each as an execution of its agent through the bus and
-that agent's pool, with a deterministic id (run, step, attempt). The run is saved after
-every step, so a worker killed at any point resumes from the last finished step when the
-message comes back (RabbitMQ redelivers it; the embedded node re-publishes unfinished
-executions at start): a step that was running is found by its execution id, never run
-twice. A step's agent may ask a human (`ask_human`): the step, then the run, pause durably
-until the answer (runtime/plan_runs.py) or the clarification timeout.
+It consumes the queues of collaborative agents (`invoke.<agent>`, and their event subscriptions).
+A run is keyed to the execution that started it: planned by the coordinating agent's model, held
+for approval if asked, then its steps run in dependency order, independent ones together, each as
+an execution of its agent through the bus and that agent's pool, with a deterministic id (run,
+step, attempt). The run is saved after every step, so a worker killed at any point resumes from
+the last finished step when the message comes back (RabbitMQ redelivers it; the embedded node re-
+publishes unfinished executions at start): a step that was running is found by its execution id,
+never run twice. A step's agent may ask a human (`ask_human`): the step, then the run, pause
+durably until the answer (runtime/plan_runs.py) or the clarification timeout.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from agentrunner.domain.errors import (
 )
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
+from agentrunner.domain.llm import Spend
 from agentrunner.domain.plan import (
     ClarificationStatus,
     PlanRun,
@@ -61,7 +61,7 @@ from agentrunner.runtime.plan_steps import (
     step_finished,
     step_task,
 )
-from agentrunner.runtime.planner import Spend, make_plan, participants, synthesize
+from agentrunner.runtime.planner import make_plan, participants, synthesize
 from agentrunner.runtime.registry import AgentRegistry
 from agentrunner.runtime.remote_steps import remote_collaborator, remote_step
 from agentrunner.runtime.topics import (

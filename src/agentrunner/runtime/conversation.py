@@ -10,7 +10,7 @@ share a conversation they did not both name.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agentrunner.domain.agent import AgentConfig, ContinuousConfig, ExecutionMode
@@ -83,11 +83,13 @@ async def converse(
     on_tool_call: ToolSink | None = None,
     max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
     journal: RunJournal | None = None,
+    on_model_call: Callable[[Completion], None] | None = None,
 ) -> Completion:
     """One turn of `config` in its session: answer with the history, then append the
     exchange (bounded by `max_conversation_history` messages and `max_history_bytes`) and
     save it. Two turns of the same session at once both land: a save that finds a newer
-    version appends to it. With `journal`, the turn's steps are journaled (`run_agent`)."""
+    version appends to it. With `journal`, the turn's steps are journaled, and each model call
+    made is told to `on_model_call` (`run_agent`)."""
     session = session_of(execution)
     state = await load_session(store, config.name, session, execution.tenant)
     with as_tenant(execution.tenant):  # its tools (session memory) act within its tenant
@@ -109,6 +111,7 @@ async def converse(
             ),
             on_tool_call=on_tool_call,
             journal=journal,
+            on_model_call=on_model_call,
         )
     exchange: list[dict[str, Any]] = [
         {"role": "user", "content": user_prompt(execution.input), "execution_id": execution.execution_id},

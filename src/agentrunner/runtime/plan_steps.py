@@ -11,6 +11,7 @@ from typing import Any
 from agentrunner.domain.errors import AgentRunnerError, StepFailedError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionError, ExecutionStatus, utcnow
+from agentrunner.domain.llm import Spend, add_cost
 from agentrunner.domain.plan import (
     Clarification,
     PlanRun,
@@ -23,7 +24,6 @@ from agentrunner.domain.plan import (
 )
 from agentrunner.runtime.agent_run import COLLABORATION_KEY, user_prompt
 from agentrunner.runtime.plan_runs import Change, ended
-from agentrunner.runtime.planner import Spend, add_cost
 from agentrunner.runtime.topics import clarification_requested_topic
 
 

@@ -5,15 +5,14 @@ outputs. The steps themselves run as invocations of their agents (runtime/collab
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode, LLMConfig
 from agentrunner.domain.errors import PlanInvalidError
-from agentrunner.domain.execution import Usage
-from agentrunner.domain.llm import Completion, LLMRequest, Message
+from agentrunner.domain.llm import Completion, LLMRequest, Message, Spend
 from agentrunner.domain.plan import PLAN_TOOL, Plan, PlanRun, parse_plan
 from agentrunner.ports.providers import ProviderCatalog
 from agentrunner.runtime.agent_run import run_agent, user_prompt
@@ -43,26 +42,6 @@ class Participant:
     description: str
     tags: tuple[str, ...]
     preferred: bool
-
-
-@dataclass(slots=True)
-class Spend:
-    """Tokens and cost of the coordinating agent's own calls."""
-
-    usage: Usage = field(default_factory=Usage)
-    cost_usd: float | None = None
-
-    def add(self, completion: Completion) -> None:
-        """Count one more call."""
-        self.usage = self.usage + completion.usage
-        self.cost_usd = add_cost(self.cost_usd, completion.cost_usd)
-
-
-def add_cost(first: float | None, second: float | None) -> float | None:
-    """The sum of two costs, None only when neither is known."""
-    if first is None and second is None:
-        return None
-    return (first or 0.0) + (second or 0.0)
 
 
 def participants(config: AgentConfig, registry: AgentRegistry) -> list[Participant]:
@@ -170,12 +149,11 @@ async def synthesize(
     prompt) over the outputs of every step, asked as an autonomous agent is (`run_agent`,
     without tools): with an `output_schema`, an answer that does not follow it is sent back
     with the problems found, `output_retries` times at most, and the answer is the parsed
-    JSON (`output_json`, and as compact text). Raises `LLMError`, `OutputInvalidError`."""
+    JSON (`output_json`, and as compact text). Every call is counted in `spend` as it is
+    made, an answer refused too. Raises `LLMError`, `OutputInvalidError`."""
     outputs = "\n\n".join(
         f"## Step {step.step_id} ({step.agent})\n{step.output or ''}" for step in run.steps if step.output
     )
     task = {"prompt": f"{SYNTHESIS_PROMPT}\n\nTask:\n{user_prompt(run.task)}\n\n{outputs}"}
     provider = await catalog.provider_for(config.llm_config)
-    completion = await run_agent(config, provider, task, retry_base_seconds=retry_base_seconds)
-    spend.add(completion)
-    return completion
+    return await run_agent(config, provider, task, retry_base_seconds=retry_base_seconds, on_model_call=spend.add)

@@ -24,7 +24,7 @@ from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.errors import AgentRunnerError, ConsumerUnresponsiveError
 from agentrunner.domain.event import Event
 from agentrunner.domain.execution import Execution, ExecutionStatus, ToolCallRecord
-from agentrunner.domain.llm import Completion
+from agentrunner.domain.llm import Completion, Spend
 from agentrunner.logs import get_logger
 from agentrunner.ports.bus import EventBus, Subscription
 from agentrunner.ports.metrics import Metrics
@@ -295,9 +295,11 @@ class AgentPool:
         records: list[ToolCallRecord],
         held: HeldSlots | None = None,
         journal: RunJournal | None = None,
+        spent: Spend | None = None,
     ) -> Completion:
         """One attempt in a task of its own, so a cancel request can stop it alone; its
-        tool calls are appended to `records` (and streamed to watchers) as they end. With
+        tool calls are appended to `records` (and streamed to watchers) as they end, its
+        model calls counted in `spent` as they are made. With
         `held`, each tool call first passes the fence of its concurrency slots (the model
         calls of `provider` already do). With `journal`, its steps are journaled and those
         an earlier run recorded are replayed."""
@@ -327,6 +329,7 @@ class AgentPool:
                 on_tool_call=tool_call,
                 max_history_bytes=self._max_history_bytes,
                 journal=journal,
+                on_model_call=spent.add if spent is not None else None,
             )
         else:
             context = ToolContext(
@@ -347,6 +350,7 @@ class AgentPool:
                 context=context,
                 on_tool_call=tool_call,
                 journal=journal,
+                on_model_call=spent.add if spent is not None else None,
             )
         # The run is the task itself (no wait_for inside it), so cancelling it twice never
         # orphans the coroutine: whoever waits for the task waits for the run.
