@@ -1,9 +1,11 @@
 """The Python client (`agentrunner.client`) against a real `agentrunner up`: every method,
-blocking and async; a call retried across restarts of the node runs once; a stream cut
-mid-answer resumes with nothing lost or repeated; errors carry the API's codes."""
+blocking and async (a wait ends at its timeout, or where a human is needed); a call
+retried across restarts of the node runs once; a stream cut mid-answer resumes with
+nothing lost or repeated; errors carry the API's codes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -28,6 +30,7 @@ from agentrunner.client import (
     InvokeResult,
     NotFoundError,
     StreamEvent,
+    WaitTimeoutError,
 )
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.domain.plan import PlanRunStatus
@@ -171,10 +174,13 @@ def test_list_pages_through_cursors_and_filters(client: Client) -> None:
 
 def test_cancel_stops_a_running_execution(client: Client) -> None:
     accepted = client.invoke("slow", "take your time", wait=False)
+    with pytest.raises(WaitTimeoutError) as unfinished:
+        client.wait(accepted.execution_id, timeout=0.5)
 
     cancelled = client.cancel(accepted.execution_id)
     ended = client.wait(accepted.execution_id, timeout=30)
 
+    assert unfinished.value.execution_id == accepted.execution_id
     assert cancelled.execution_id == accepted.execution_id
     # Cancelled at once when still queued; a running one's worker was asked to stop it.
     assert cancelled.status in {ExecutionStatus.CANCELLED, ExecutionStatus.QUEUED, ExecutionStatus.RUNNING}
@@ -425,3 +431,47 @@ async def test_the_async_client_does_the_same(platform: RunningPlatform) -> None
     assert after.status is ExecutionStatus.SUCCEEDED
     assert "echo" in {agent.name for agent in agents}
     assert unknown.value.code == "agent_not_found"
+
+
+async def test_the_async_client_answers_approvals_and_plans(platform: RunningPlatform) -> None:
+    async with AsyncClient(platform.url("orchestrator"), api_key=KEY) as client:
+        accepted = await client.invoke("gated", "async deny", wait=False)
+        waiting = await client.wait(accepted.execution_id, timeout=60)
+        denied = await client.deny(accepted.execution_id, reason="async no")
+        after = await client.wait(accepted.execution_id, timeout=60)
+        with pytest.raises(ConflictError):
+            await client.tool_outcome(accepted.execution_id, happened=True, result="it ran")
+        page = await client.list_executions_page(agent="gated", limit=1)
+        gated = await client.agent("gated")
+        run_id = (await client.invoke("team", "async post", wait=False)).execution_id
+        deadline = time.monotonic() + 30
+        while (held := await client.get_plan_run(run_id)).status is not PlanRunStatus.AWAITING_APPROVAL:
+            assert time.monotonic() < deadline, held
+            await asyncio.sleep(0.1)
+        approved = await client.approve_plan(run_id, plan=PLAN)
+        while (asking := await client.get_plan_run(run_id)).status is not PlanRunStatus.NEEDS_CLARIFICATION:
+            assert time.monotonic() < deadline, asking
+            await asyncio.sleep(0.1)
+        await client.answer_clarification(run_id, asking.clarifications[0].id, "US")
+        while not (done := await client.get_plan_run(run_id)).status.is_terminal:
+            assert time.monotonic() < deadline, done
+            await asyncio.sleep(0.1)
+        other_id = (await client.invoke("team", "async other", wait=False)).execution_id
+        while (await client.get_plan_run(other_id)).status is not PlanRunStatus.AWAITING_APPROVAL:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        rejected = await client.reject_plan(other_id)
+        runs = await client.list_plan_runs(agent="team", limit=100)
+
+    assert waiting.status is ExecutionStatus.WAITING_APPROVAL, "a wait ends where a human is needed"
+    assert denied.status is ExecutionStatus.QUEUED
+    assert after.status is ExecutionStatus.SUCCEEDED
+    assert "async no" in (after.output or "")
+    assert len(page.items) == 1
+    assert page.items[0].agent == "gated"
+    assert gated.offered_tools == ["current_time"]
+    assert approved.status is not PlanRunStatus.AWAITING_APPROVAL
+    assert done.status is PlanRunStatus.SUCCEEDED
+    assert done.steps[0].output == "written for US"
+    assert rejected.status is PlanRunStatus.REJECTED
+    assert {run_id, other_id} <= {run.id for run in runs}
