@@ -3,6 +3,7 @@ which key, when to retry, how a server-sent event is read, what the answers pars
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -152,8 +153,6 @@ class SseReader:
             if not self._data:
                 self._event = "message"
                 return None
-            import json  # noqa: PLC0415 - light, and only streams need it
-
             text = "\n".join(self._data)
             try:
                 data = json.loads(text)
