@@ -66,8 +66,21 @@ def start_platform(workdir: Path, extra_env: dict[str, str], ready_timeout: floa
     """Run `python -m agentrunner up` in `workdir` and wait until every role is ready (a
     deadline, not a wait: a start on a loaded 2-core machine took over 30 s)."""
     env, ports = platform_env(workdir, extra_env)
+    return _launch(workdir, env, ports, ready_timeout, log_mode="wb")
+
+
+def restart_platform(stopped: RunningPlatform, ready_timeout: float = 90.0) -> RunningPlatform:
+    """`agentrunner up` again where `stopped` ran, on the same ports and data (its clients'
+    URLs stay valid), its log appended to the same file."""
+    assert stopped.process.poll() is not None, "stop it first"
+    return _launch(stopped.workdir, stopped.env, stopped.ports, ready_timeout, log_mode="ab")
+
+
+def _launch(
+    workdir: Path, env: dict[str, str], ports: dict[str, int], ready_timeout: float, *, log_mode: str
+) -> RunningPlatform:
     log_path = workdir / "agentrunner.log"
-    with log_path.open("wb") as log_file:
+    with log_path.open(log_mode) as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "agentrunner", "up"],
             cwd=workdir,

@@ -16,16 +16,25 @@ from sse_starlette.sse import EventSourceResponse
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.idempotency import REPLAYED_HEADER, reused_key_response, route_claim
 from agentrunner.api.limits import InputLimits, StreamSlots, check_task_size, execution_preview
-from agentrunner.api.steps import ExecutionWithSteps, with_steps
+from agentrunner.api.models import (
+    Accepted,
+    AgentDetailView,
+    AgentView,
+    ExecutionDetail,
+    ExecutionList,
+    ExecutionListItem,
+    Published,
+)
+from agentrunner.api.steps import with_steps
 from agentrunner.api.tool_answers import tool_answer_routes
 from agentrunner.api.ui import UI_PATH, mount_dashboard
-from agentrunner.api.views import AgentDetailView, AgentView, agent_detail_view, agent_view
+from agentrunner.api.views import agent_detail_view, agent_view
 from agentrunner.domain.agent_version import MAX_VERSION
 from agentrunner.domain.audit import AuditAction
 from agentrunner.domain.errors import BadRequestError, ExecutionNotFoundError
 from agentrunner.domain.event import StoredDeadLetter
 from agentrunner.domain.execution import Execution, ExecutionStatus
-from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN, WebhookDelivery
+from agentrunner.domain.webhook import WEBHOOK_URL_PATTERN
 from agentrunner.ports.state import IdempotencyKeyTakenError
 from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.dead_letters import DeadLetterOffice
@@ -83,34 +92,6 @@ class PublishRequest(BaseModel):
     )
 
 
-class Published(BaseModel):
-    """Answer of `POST /events`."""
-
-    event_id: str
-    topic: str
-    trace_id: str
-
-
-class Accepted(BaseModel):
-    """Answer of an invocation that had not finished within `wait`."""
-
-    execution_id: str
-    status: ExecutionStatus
-    trace_id: str
-    session_id: str | None = Field(
-        default=None, description="The session it continues (a new one when none was given); absent without one."
-    )
-
-
-class ExecutionDetail(ExecutionWithSteps):
-    """An execution, with the journal of its model and tool calls and the delivery of its
-    record to its webhook (when it has one)."""
-
-    webhook: WebhookDelivery | None = Field(
-        default=None, description="Attempts to POST the record to webhook_url, once the execution ended."
-    )
-
-
 class ReplayRequest(BaseModel):
     """Body of `POST /executions/{id}/replay`."""
 
@@ -131,21 +112,6 @@ class ReplayRequest(BaseModel):
         le=MAX_WAIT_SECONDS,
         description="Seconds to wait for the result (default 60); 0 answers 202 at once.",
     )
-
-
-class ExecutionListItem(Execution):
-    """An execution as a list shows it: input, output, tool calls and the pending tool call cut to a preview."""
-
-    truncated: bool = Field(
-        default=False, description="Something was cut to a preview: GET /executions/{id} has the whole record."
-    )
-
-
-class ExecutionList(BaseModel):
-    """A page of executions, newest first."""
-
-    items: list[ExecutionListItem]
-    next_cursor: str | None
 
 
 InvokeExtras = Callable[[Execution], Awaitable[dict[str, Any]]]

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from agentrunner.api.limits import InputLimits, pending_call_preview
+from agentrunner.api.models import PlanRunList, PlanRunView
 from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.audit import AuditAction
 from agentrunner.domain.errors import PlanRunNotFoundError
 from agentrunner.domain.execution import Execution
-from agentrunner.domain.plan import ClarificationStatus, PlanRun, PlanRunStatus, WaitingStep
+from agentrunner.domain.plan import ClarificationStatus, PlanRun, PlanRunStatus
 from agentrunner.runtime.audit import Auditor
 from agentrunner.runtime.plan_runs import PlanRuns
 
@@ -39,23 +40,6 @@ class AnswerRequest(BaseModel):
 
     response: str = Field(min_length=1, max_length=20_000, description="The answer: text, an option, or yes/no.")
     answered_by: str | None = Field(default=None, max_length=256)
-
-
-class PlanRunList(BaseModel):
-    """Plan runs, newest first."""
-
-    items: list[PlanRun]
-
-
-class PlanRunView(PlanRun):
-    """A plan run, and the tool calls its steps wait on."""
-
-    waiting_steps: list[WaitingStep] = Field(
-        default_factory=list,
-        description="Each step whose execution waits for a human before a tool call (status waiting_approval), "
-        "with that call (its arguments cut to a preview): answer it on the execution, with "
-        "POST /executions/{execution_id}/approve, /deny or /tool-outcome.",
-    )
 
 
 async def plan_run_view(plan_runs: PlanRuns, run: PlanRun) -> PlanRunView:

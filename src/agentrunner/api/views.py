@@ -4,53 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
-
+from agentrunner.api.models import AgentDetailView, AgentView, LLMView
 from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.redaction import MASK, is_secret_name, mask_arguments, mask_command, mask_text, masked
 from agentrunner.ports.tools import Repeatable
 from agentrunner.runtime.registry import RegisteredAgent
 from agentrunner.tracing import current_caller
-
-
-class LLMView(BaseModel):
-    """Which provider and model answer for the agent."""
-
-    provider: str
-    model: str
-
-
-class AgentView(BaseModel):
-    """One agent in `GET /agents`."""
-
-    name: str
-    agent_type: str | None
-    execution_mode: str | None
-    description: str | None
-    tags: list[str]
-    status: str
-    # One line (at most 80 characters) for lists: why it cannot run fully, or null.
-    short_reason: str | None = None
-    # The whole story: every reason, with where to look and what to do.
-    reasons: list[str]
-    llm: LLMView | None
-    source: str
-
-
-class AgentDetailView(AgentView):
-    """One agent in `GET /agents/{name}`: its triggers too."""
-
-    event_subscriptions: list[str]
-    schedule: dict[str, Any] | None
-    tools: list[dict[str, Any]]
-    # The tools its model is offered now (an MCP entry's tools as `<entry>__<tool>`).
-    offered_tools: list[str]
-    # Per offered tool: whether a call may be made again when a crash left its outcome
-    # unknown (`always`, `never`, or `per_call`: decided from each call's arguments, e.g.
-    # `http_request` allowing POST repeats its GET and HEAD calls only). From the tool
-    # itself (an MCP server's annotations) unless the tool entry says `idempotent`.
-    offered_tools_repeatable: dict[str, Repeatable]
-    warnings: list[str]
 
 
 def agent_view(agent: RegisteredAgent) -> AgentView:

@@ -3,8 +3,9 @@ the HTTP client of a running node's API."""
 
 from __future__ import annotations
 
-import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -16,6 +17,8 @@ from agentrunner.settings import Settings
 
 if TYPE_CHECKING:
     import httpx
+
+    from agentrunner.client import Client
 
 app = typer.Typer(
     name="agentrunner", help="Run LLM agents defined in YAML files.", no_args_is_help=True, add_completion=False
@@ -39,31 +42,36 @@ def settings_or_exit() -> Settings:
         raise typer.Exit(2) from exc
 
 
-def client_of(url: str | None, role: HttpRole = "orchestrator") -> httpx.Client:
-    """A client of `role`'s API: `url`, else that role's port on this host; with the API key
-    in AGENTRUNNER_API_KEY when the platform requires one."""
-    import httpx  # noqa: PLC0415 - only the commands that call a running node pay for it
+def client_of(url: str | None, role: HttpRole = "orchestrator") -> Client:
+    """A client of `role`'s API (`agentrunner.client`): `url`, else that role's port on this
+    host; with the API key in AGENTRUNNER_API_KEY when the platform requires one. A command
+    does not retry a node that does not answer: it says so at once (`call`)."""
+    from agentrunner.client import Client  # noqa: PLC0415 - only the commands that call a running node pay for it
 
     base = url or f"http://127.0.0.1:{settings_or_exit().port_of(role)}"
-    key = os.environ.get("AGENTRUNNER_API_KEY")
-    # The header says "not a browser form" to a platform running with auth off.
-    headers = {"X-AgentRunner-Client": "cli", **({"X-API-Key": key} if key else {})}
-    return httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(10.0, read=None))
+    return Client(base, timeout=10.0, retry_seconds=0.0)
 
 
-def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    import httpx  # noqa: PLC0415
+@contextmanager
+def reported() -> Iterator[None]:
+    """Run a client's call: an error answer printed as `code: message`, a node that does
+    not answer as such, both exit 1."""
+    from agentrunner.client import APIError, ConnectionFailedError  # noqa: PLC0415
 
     try:
-        response = client.request(method, path, **kwargs)
-    except httpx.TransportError as exc:
-        err.print(f"[red]no agentrunner answers at {client.base_url}[/red] ({exc}): start it with `agentrunner up`")
+        yield
+    except ConnectionFailedError as exc:
+        err.print(f"[red]no agentrunner answers at {exc.url}[/red] ({exc.reason}): start it with `agentrunner up`")
         raise typer.Exit(1) from exc
-    if response.status_code >= 400:
-        try:
-            error = response.json()["error"]
-            err.print(f"[red]{error['code']}[/red]: {error['message']}")
-        except (ValueError, KeyError, TypeError):
-            err.print(f"[red]HTTP {response.status_code}[/red]: {response.text}")
-        raise typer.Exit(1)
-    return response
+    except APIError as exc:
+        if exc.from_api:
+            err.print(f"[red]{exc.code}[/red]: {exc.message}")
+        else:
+            err.print(f"[red]HTTP {exc.status}[/red]: {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+def call(client: Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """`client.request`, its errors `reported`."""
+    with reported():
+        return client.request(method, path, **kwargs)

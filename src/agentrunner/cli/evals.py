@@ -21,7 +21,7 @@ from agentrunner.domain.errors import AgentRunnerError
 from agentrunner.domain.eval_suite import judge_problem
 
 if TYPE_CHECKING:
-    import httpx
+    from agentrunner.client import Client
 
 POLL_SECONDS = 0.5
 
@@ -76,7 +76,7 @@ def eval_suites(
         raise typer.Exit(1)
 
 
-def _follow(client: httpx.Client, run_ids: list[str], timeout: float) -> list[dict[str, Any]]:
+def _follow(client: Client, run_ids: list[str], timeout: float) -> list[dict[str, Any]]:
     """Each run once it has ended, its progress on stderr meanwhile."""
     deadline = time.monotonic() + timeout
     ended: dict[str, dict[str, Any]] = {}

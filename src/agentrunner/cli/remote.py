@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from agentrunner.cli.common import UrlOption, app, call, client_of, err, out
+from agentrunner.cli.common import UrlOption, app, call, client_of, err, out, reported
 
 _STATUS_COLOURS = {"available": "green", "degraded": "yellow"}
 
@@ -34,8 +34,8 @@ def agents(
     if name is not None:
         _agent(name, url)
         return
-    with client_of(url) as client:
-        listed = call(client, "GET", "/agents").json()
+    with client_of(url) as client, reported():
+        listed = [agent.model_dump(mode="json") for agent in client.agents()]
     table = Table(title=f"{len(listed)} agents")
     for column in ("name", "mode", "provider", "model", "status", "reason"):
         table.add_column(column, overflow="fold")
@@ -92,8 +92,8 @@ def _repeatable(agent: dict[str, Any]) -> str:
 
 def _agent(name: str, url: str | None) -> None:
     """`agentrunner agents NAME`: one agent with every reason in full."""
-    with client_of(url) as client:
-        agent = call(client, "GET", f"/agents/{name}").json()
+    with client_of(url) as client, reported():
+        agent = client.agent(name).model_dump(mode="json")
     colour = _STATUS_COLOURS.get(agent["status"], "red")
     llm = agent.get("llm") or {}
     table = Table(show_header=False, title=f"agent {name}")
@@ -131,8 +131,10 @@ def invoke(
     body: dict[str, Any] = {"task_data": {"prompt": prompt}, "wait": wait}
     if session:
         body["session_id"] = session
+    # One request that the server holds up to `wait` (its 202 said as before), not the
+    # client's own wait on the stream: an execution waiting for approval is still running here.
     with client_of(url) as client, err.status(f"{name} is working on it (up to {wait:g} s)..."):
-        response = call(client, "POST", f"/agents/{name}/invoke", json=body)
+        response = call(client, "POST", f"/agents/{name}/invoke", json=body, timeout=10.0 + wait)
     record = response.json()
     if as_json:
         sys.stdout.write(json.dumps(record, indent=2) + os.linesep)
@@ -162,13 +164,10 @@ def runs(
     url: UrlOption = None,
 ) -> None:
     """List executions, newest first."""
-    params: dict[str, Any] = {
-        "limit": limit,
-        **({"agent": agent} if agent else {}),
-        **({"status": status} if status else {}),
-    }
-    with client_of(url) as client:
-        page = call(client, "GET", "/executions", params=params).json()
+    with client_of(url) as client, reported():
+        page = client.list_executions_page(agent=agent or None, status=status or None, limit=limit).model_dump(
+            mode="json"
+        )
     table = Table(title=f"{len(page['items'])} executions" + (" (more: --limit)" if page.get("next_cursor") else ""))
     for column in ("id", "agent", "status", "attempts", "created", "tokens in/out", "cost"):
         table.add_column(column, overflow="fold")
@@ -194,8 +193,9 @@ def run(
     url: UrlOption = None,
 ) -> None:
     """Show one execution: input, output or error, usage, cost, trace id."""
-    with client_of(url) as client:
-        record = call(client, "GET", f"/executions/{execution_id}").json()
+    with client_of(url) as client, reported():
+        # As the API sent it: the fields it answered, no more (`webhook` only when there is one).
+        record = client.get_execution(execution_id).model_dump(mode="json", exclude_unset=True)
     if as_json:
         sys.stdout.write(json.dumps(record, indent=2) + os.linesep)
         return
