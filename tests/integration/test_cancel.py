@@ -117,3 +117,25 @@ async def test_a_run_ended_elsewhere_keeps_that_end_and_its_late_result_is_not_r
     assert after.status is ExecutionStatus.TIMED_OUT
     assert after.error is not None
     assert after.error.message == "its worker did not stop it in time"
+
+
+async def test_a_cancel_that_comes_before_the_attempt_begins_is_kept_for_it(node: Node) -> None:
+    """A worker marks an execution running, then begins its attempt: a cancel asked in
+    between finds it running, so the orchestrator asks the workers, and none has the attempt
+    yet. The request is kept for it (it was answered 202, and was dropped before): the
+    attempt never runs. The second execution here is put in that state by the store's own
+    start, while the worker is busy with the first (one task at a time)."""
+    first = await node.orchestrator.invoke("slow", {"prompt": "1"})
+    second = await node.orchestrator.invoke("slow", {"prompt": "0"})
+    await _until(node, first.execution_id, ExecutionStatus.RUNNING)
+    await node.store.executions.start_execution(second.execution_id, worker="w", provider="scripted", model="s")
+
+    asked = await node.orchestrator.cancel(second.execution_id)
+    stopped = await _until(node, second.execution_id, ExecutionStatus.CANCELLED, ExecutionStatus.SUCCEEDED)
+    await _until(node, first.execution_id, ExecutionStatus.SUCCEEDED)
+
+    assert asked.status is ExecutionStatus.RUNNING  # asked of its worker, not ended at once
+    assert stopped.status is ExecutionStatus.CANCELLED
+    assert stopped.error is not None
+    assert stopped.error.code == "cancelled"
+    assert CALLS == ["1"], "the cancelled attempt never reached the model"

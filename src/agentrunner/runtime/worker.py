@@ -20,6 +20,8 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from cachetools import TTLCache
+
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
 from agentrunner.domain.errors import AgentRunnerError, ConsumerUnresponsiveError
 from agentrunner.domain.event import Event
@@ -55,6 +57,8 @@ log = get_logger(__name__)
 AUTONOMOUS_POOL_MODES = frozenset({ExecutionMode.AUTONOMOUS, ExecutionMode.SCHEDULED})
 # Continuous agents: one queue each, taken one message at a time, with session memory.
 CONTINUOUS_POOL_MODES = frozenset({ExecutionMode.CONTINUOUS})
+# How long a cancel request for an attempt not (yet) running here is kept for it.
+EARLY_CANCEL_SECONDS = 300.0
 
 
 class AgentPool:
@@ -122,6 +126,10 @@ class AgentPool:
         self._in_hand: set[str] = set()  # executions being handled by this process
         self._dropped: set[str] = set()  # of those, the ones a second delivery came for meanwhile
         self._cancelled: dict[str, Event] = {}  # execution id -> the cancel request
+        # Cancel requests for no attempt running here: an execution this worker marked running
+        # but whose attempt has not begun (the orchestrator saw it running and asked), or one
+        # between two attempts; most are another worker's, forgotten after a while.
+        self._early_cancels: TTLCache[str, Event] = TTLCache(maxsize=10_000, ttl=EARLY_CANCEL_SECONDS)
         self._abandoned: set[asyncio.Task[Completion]] = set()
         self._max_restarts = max_restarts
         self._watchdog = ConsumerWatchdog(
@@ -356,6 +364,9 @@ class AgentPool:
         # orphans the coroutine: whoever waits for the task waits for the run.
         task: asyncio.Task[Completion] = asyncio.create_task(run)
         self._running[execution.execution_id] = task
+        early = self._early_cancels.pop(execution.execution_id, None)
+        if early is not None:  # asked before the attempt began: it never starts
+            await self._on_cancel(early)
         try:
             with self._watchdog.attempt(config.name, execution.execution_id, config.timeout_seconds):
                 done, _ = await asyncio.wait({task}, timeout=config.timeout_seconds)
@@ -380,10 +391,12 @@ class AgentPool:
     async def _on_cancel(self, event: Event) -> None:
         execution_id = str(event.payload.get("execution_id"))
         task = self._running.get(execution_id)
-        if task is not None:
-            log.info("cancelling execution on request", execution_id=execution_id)
-            self._cancelled[execution_id] = event
-            task.cancel()
+        if task is None:
+            self._early_cancels[execution_id] = event
+            return
+        log.info("cancelling execution on request", execution_id=execution_id)
+        self._cancelled[execution_id] = event
+        task.cancel()
 
 
 def _forget_abandoned(abandoned: set[asyncio.Task[Completion]]) -> Callable[[asyncio.Task[Completion]], None]:
