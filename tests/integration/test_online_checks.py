@@ -98,6 +98,37 @@ async def test_flag_records_failures_fail_fails_the_execution_and_each_counts_on
     }
 
 
+STRICT_CHAT = (
+    "name: strict-chat\nagent_type: t\nexecution_mode: continuous\n"
+    "llm_config: {provider: scripted, model: strict-chat}\n"
+    "checks: [{json_subset: {status: ok}}]\non_check_failure: fail\n"
+)
+
+
+async def test_a_turn_that_fails_its_checks_leaves_no_trace_in_its_session(tmp_path: Path) -> None:
+    """Under `on_check_failure: fail` a continuous agent's answer that fails its checks is
+    not kept in the session: the next turn's model does not see it as said (as an answer
+    that never followed `output_schema` is not kept either)."""
+    requests: list[LLMRequest] = []
+
+    def chat(request: LLMRequest) -> str:
+        requests.append(request)
+        return '{"status": "ok"}' if "good" in request.messages[-1].content else '{"status": "broken"}'
+
+    async with node_on("memory", tmp_path, {"strict-chat.yml": STRICT_CHAT}, script=chat) as node:
+        invoke = node.orchestrator.invoke
+        first = await _ended(node, (await invoke("strict-chat", {"prompt": "good 1"}, session_id="s1")).execution_id)
+        refused = await _ended(node, (await invoke("strict-chat", {"prompt": "bad"}, session_id="s1")).execution_id)
+        third = await _ended(node, (await invoke("strict-chat", {"prompt": "good 2"}, session_id="s1")).execution_id)
+
+    assert (first.status, third.status) == (ExecutionStatus.SUCCEEDED, ExecutionStatus.SUCCEEDED)
+    assert refused.status is ExecutionStatus.FAILED
+    assert refused.error is not None
+    assert refused.error.code == "check_failed"
+    seen = [message.content for message in requests[-1].messages if message.role != "system"]
+    assert seen == ["good 1", '{"status": "ok"}', "good 2"]
+
+
 async def _no_progress(execution: Execution, payload: dict[str, Any]) -> None:
     return None
 

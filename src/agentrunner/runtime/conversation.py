@@ -84,12 +84,15 @@ async def converse(
     max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
     journal: RunJournal | None = None,
     on_model_call: Callable[[Completion], None] | None = None,
+    kept: Callable[[Completion], bool] | None = None,
 ) -> Completion:
     """One turn of `config` in its session: answer with the history, then append the
     exchange (bounded by `max_conversation_history` messages and `max_history_bytes`) and
     save it. Two turns of the same session at once both land: a save that finds a newer
     version appends to it. With `journal`, the turn's steps are journaled, and each model call
-    made is told to `on_model_call` (`run_agent`)."""
+    made is told to `on_model_call` (`run_agent`). An answer `kept` refuses (one that fails the
+    agent's checks under `on_check_failure: fail`) leaves no trace in the history, as an
+    answer that never followed `output_schema` leaves none."""
     session = session_of(execution)
     state = await load_session(store, config.name, session, execution.tenant)
     with as_tenant(execution.tenant):  # its tools (session memory) act within its tenant
@@ -113,6 +116,8 @@ async def converse(
             journal=journal,
             on_model_call=on_model_call,
         )
+    if kept is not None and not kept(completion):
+        return completion
     exchange: list[dict[str, Any]] = [
         {"role": "user", "content": user_prompt(execution.input), "execution_id": execution.execution_id},
         {"role": "assistant", "content": completion.text, "execution_id": execution.execution_id},

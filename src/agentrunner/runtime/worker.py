@@ -18,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from cachetools import TTLCache
 
 from agentrunner.domain.agent import AgentConfig, ExecutionMode
+from agentrunner.domain.checks import checked
 from agentrunner.domain.errors import AgentRunnerError, ConsumerUnresponsiveError
 from agentrunner.domain.event import Event
-from agentrunner.domain.execution import Execution, ExecutionStatus, ToolCallRecord
+from agentrunner.domain.execution import Execution, ExecutionStatus, ToolCallRecord, utcnow
 from agentrunner.domain.llm import Completion, Spend
 from agentrunner.logs import get_logger
 from agentrunner.ports.bus import EventBus, Subscription
@@ -338,6 +340,7 @@ class AgentPool:
                 max_history_bytes=self._max_history_bytes,
                 journal=journal,
                 on_model_call=spent.add if spent is not None else None,
+                kept=partial(_passes_checks, config, execution, records),
             )
         else:
             context = ToolContext(
@@ -397,6 +400,26 @@ class AgentPool:
         log.info("cancelling execution on request", execution_id=execution_id)
         self._cancelled[execution_id] = event
         task.cancel()
+
+
+def _passes_checks(
+    config: AgentConfig, execution: Execution, records: list[ToolCallRecord], completion: Completion
+) -> bool:
+    """Whether `completion`, as the end of `execution`, passes the online checks that would
+    fail it (`on_check_failure: fail`); their final word is the end's (RunEndings)."""
+    if config.on_check_failure != "fail" or not config.checks:
+        return True
+    answered = execution.model_copy(
+        update={
+            "status": ExecutionStatus.SUCCEEDED,
+            "output": completion.text,
+            "output_json": completion.output_json,
+            "tool_calls": list(records),
+            "cost_usd": completion.cost_usd,
+            "finished_at": utcnow(),
+        }
+    )
+    return checked(answered, config.checks, "fail").status is ExecutionStatus.SUCCEEDED
 
 
 def _forget_abandoned(abandoned: set[asyncio.Task[Completion]]) -> Callable[[asyncio.Task[Completion]], None]:
