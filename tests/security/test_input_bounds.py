@@ -339,12 +339,24 @@ def test_event_streams_are_capped_per_tenant(api: httpx.Client) -> None:
 
         with api.stream("GET", path) as refused:
             refused.read()
+        # A2A's streams draw on the same slots: no second allowance through another door.
+        a2a = api.post(
+            "/a2a/hanging",
+            headers={"A2A-Version": "1.0"},
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "SendStreamingMessage",
+                "params": {"message": {"role": "ROLE_USER", "messageId": "m-1", "parts": [{"text": "wait"}]}},
+            },
+        )
         with api.stream("GET", own_path, headers=B) as other_tenant:
             other_status = other_tenant.status_code
 
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "too_many_streams"
     assert "MAX_STREAMS_PER_TENANT" in refused.json()["error"]["message"]
+    assert "MAX_STREAMS_PER_TENANT" in a2a.text, a2a.text[:500]
     assert other_status == 200
     deadline = time.monotonic() + 10  # closed streams give their slots back
     while True:

@@ -99,7 +99,7 @@ def agent_card(config: AgentConfig, base_url: str, version: int | None) -> Agent
 def a2a_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLimits, default_wait: float) -> None:
     """Add the A2A endpoints of the orchestrator's agents to `app`."""
     dispatcher = JsonRpcDispatcher(
-        request_handler=ExecutionTasks(orchestrator, limits, default_wait),
+        request_handler=ExecutionTasks(orchestrator, limits, default_wait, app.state.stream_slots),
         context_builder=_AgentOfUrl(),
         enable_v0_3_compat=True,
     )

@@ -151,11 +151,13 @@ def a2a_error(exc: AgentRunnerError) -> A2AError:
 class ExecutionTasks(RequestHandler):
     """The A2A methods of the agents the orchestrator serves, as executions."""
 
-    def __init__(self, orchestrator: Orchestrator, limits: InputLimits, default_wait: float) -> None:
+    def __init__(
+        self, orchestrator: Orchestrator, limits: InputLimits, default_wait: float, slots: StreamSlots
+    ) -> None:
         self._orchestrator = orchestrator
         self._limits = limits
         self._default_wait = default_wait
-        self._slots = StreamSlots(limits.max_streams_per_tenant)
+        self._slots = slots  # the orchestrator's: REST's streams and these share MAX_STREAMS_PER_TENANT
 
     async def _invoke(self, params: SendMessageRequest, context: ServerCallContext, *, stream: bool) -> Execution:
         message = params.message
@@ -200,8 +202,8 @@ class ExecutionTasks(RequestHandler):
 
     @contextlib.contextmanager
     def _stream_slot(self) -> Iterator[None]:
-        """One of the caller's tenant's stream slots (MAX_STREAMS_PER_TENANT, shared with
-        nothing else: REST's streams count their own), held for the block."""
+        """One of the caller's tenant's stream slots (MAX_STREAMS_PER_TENANT, REST's event
+        streams included), held for the block."""
         try:
             tenant = self._slots.take()
         except AgentRunnerError as exc:

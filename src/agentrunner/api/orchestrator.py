@@ -209,6 +209,7 @@ def _execution_routes(app: FastAPI, orchestrator: Orchestrator, limits: InputLim
     """Reading, watching, cancelling and replaying executions: the caller's own (every one
     for an admin); another tenant's answers 404 as a missing one does."""
     slots = StreamSlots(limits.max_streams_per_tenant)
+    app.state.stream_slots = slots  # every stream of the orchestrator's counts here (A2A's too)
 
     async def visible(execution_id: str) -> Execution:
         execution = await orchestrator.execution(execution_id)
