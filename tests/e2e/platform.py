@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,17 @@ def start_platform(workdir: Path, extra_env: dict[str, str], ready_timeout: floa
     deadline, not a wait: a start on a loaded 2-core machine took over 30 s)."""
     env, ports = platform_env(workdir, extra_env)
     return _launch(workdir, env, ports, ready_timeout, log_mode="wb")
+
+
+@contextmanager
+def platform_running(workdir: Path, extra_env: dict[str, str]) -> Iterator[RunningPlatform]:
+    """`start_platform`, stopped afterwards; a stop that does not end cleanly fails the test
+    with the end of the platform's log."""
+    running = start_platform(workdir, extra_env)
+    try:
+        yield running
+    finally:
+        assert running.stop() == 0, running.log_path.read_text()[-3000:]
 
 
 def restart_platform(stopped: RunningPlatform, ready_timeout: float = 90.0) -> RunningPlatform:

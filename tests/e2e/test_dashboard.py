@@ -27,7 +27,7 @@ from agentrunner.api.ui import STATIC_DIRECTORY
 from agentrunner.domain.event import DeadLetter, Event
 from tests.conftest import REPO
 from tests.e2e.browser import chromium, needs_chromium
-from tests.e2e.platform import RunningPlatform, start_platform
+from tests.e2e.platform import RunningPlatform, platform_running
 from tests.fakes.openai_server import FakeOpenAI
 
 pytestmark = pytest.mark.e2e
@@ -100,11 +100,8 @@ def platform(tmp_path: Path) -> Iterator[RunningPlatform]:
             "COLLABORATIVE_POLL_SECONDS": "0.2",
             "BUS_RETRY_DELAYS": "0.05,0.05",  # an event that always fails is a dead letter at once
         }
-        running = start_platform(tmp_path, env)
-        try:
+        with platform_running(tmp_path, env) as running:
             yield running
-        finally:
-            assert running.stop() == 0, running.log_path.read_text()[-3000:]
 
 
 async def _record_dead_letter(platform: RunningPlatform, execution_id: str) -> None:

@@ -31,7 +31,7 @@ from agentrunner.domain.eval_run import EvalRun
 from agentrunner.domain.execution import utcnow
 from tests.conftest import REPO
 from tests.e2e.browser import chromium, needs_chromium, open_dashboard
-from tests.e2e.platform import RunningPlatform, start_platform
+from tests.e2e.platform import RunningPlatform, platform_running
 from tests.fakes.openai_server import FakeOpenAI
 
 pytestmark = [
@@ -86,11 +86,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
             "OPENAI_API_KEY": fake.api_key,
             "OPENAI_BASE_URL": fake.base_url,
         }
-        running = start_platform(workdir, env)
-        try:
+        with platform_running(workdir, env) as running:
             yield running
-        finally:
-            assert running.stop() == 0, running.log_path.read_text()[-3000:]
 
 
 @pytest.fixture(scope="module")

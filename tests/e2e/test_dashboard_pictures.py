@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import REPO
 from tests.e2e.browser import chromium, needs_chromium, open_dashboard
-from tests.e2e.platform import RunningPlatform, start_platform
+from tests.e2e.platform import RunningPlatform, platform_running
 from tests.fakes.openai_server import FakeOpenAI
 
 pytestmark = [
@@ -99,11 +99,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
             "OPENAI_BASE_URL": fake.base_url,
             "COLLABORATIVE_POLL_SECONDS": "0.2",
         }
-        running = start_platform(workdir, env)
-        try:
+        with platform_running(workdir, env) as running:
             yield running
-        finally:
-            assert running.stop() == 0, running.log_path.read_text()[-3000:]
 
 
 @pytest.fixture(scope="module")
