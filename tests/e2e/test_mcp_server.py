@@ -79,6 +79,7 @@ tools:
 """
 
 GATES: dict[str, threading.Event] = {}
+ASKED: set[str] = set()  # the prompts the model was asked, as it is asked them
 
 
 def gate(prompt: str) -> threading.Event:
@@ -95,6 +96,7 @@ def vendor(body: dict[str, Any]) -> tuple[str, tuple[str, dict[str, Any]] | None
             return "", ("remote__helper", {"prompt": "ping from afar"})
         return f"the remote agent said: {results[0]}", None
     prompt = next(str(m["content"]) for m in reversed(body["messages"]) if m["role"] == "user")
+    ASKED.add(prompt)
     if prompt.startswith("slow"):
         gate(prompt).wait(60)
     return f"helper: {prompt}", None
@@ -241,6 +243,8 @@ async def test_dropping_the_call_cancels_the_execution(platforms: tuple[RunningP
     prompt = "slow: never answered"
 
     def running() -> str | None:
+        if prompt not in ASKED:  # asked: its attempt runs (a cancel before that may find none yet)
+            return None
         with rest(served, TEAM_A_KEY) as client:
             items = client.get("/executions", params={"agent": "helper", "status": "running"}).json()["items"]
         return next((item["execution_id"] for item in items if item["input"] == {"prompt": prompt}), None)
@@ -257,6 +261,10 @@ async def test_dropping_the_call_cancels_the_execution(platforms: tuple[RunningP
 
     assert await until(cancelled)
     assert not gate(prompt).is_set()  # nobody let the model answer: the cancellation ended it
+    records = served.log_records()
+    cancels = [r for r in records if r["message"] == "mcp call cancelled"]
+    assert [r["metadata"]["execution_id"] for r in cancels] == [execution_id]
+    assert [json.dumps(r) for r in records if r["level"] in ("ERROR", "CRITICAL")] == []
 
 
 @pytest.mark.timeout(240)

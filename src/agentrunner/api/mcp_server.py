@@ -34,7 +34,8 @@ from agentrunner.runtime.orchestrator import Orchestrator
 log = get_logger(__name__)
 
 MCP_PATH = "/mcp"
-# While an agent runs, a progress notification at least this often (and at each new status).
+# While an agent runs, a progress notification this often; also the longest a cancelled call
+# waits before it cancels its execution (the wait between two reads of the execution).
 PROGRESS_SECONDS = 2.0
 EXECUTION_META = "agentrunner/execution_id"
 SESSION_META = "agentrunner/session_id"
@@ -127,7 +128,10 @@ async def called(
     if problems:
         raise InputInvalidError(f"arguments do not follow the tool's inputSchema: {'; '.join(problems)}")
     task, session = task_of(config, arguments)
-    execution = await orchestrator.invoke(config.name, task, session_id=session)
+    # Shielded, as every store call of the call: a cancellation that landed inside one would
+    # cut a database connection; it lands between them instead (within PROGRESS_SECONDS).
+    with anyio.CancelScope(shield=True):
+        execution = await orchestrator.invoke(config.name, task, session_id=session)
     try:
         execution = await _followed(orchestrator, execution, progress)
     except BaseException:  # the call cancelled, its stream dropped: so is the execution
@@ -142,8 +146,9 @@ async def _followed(orchestrator: Orchestrator, execution: Execution, progress: 
     """`execution` once it has ended, telling `progress` its status every PROGRESS_SECONDS."""
     count = 0
     while not execution.status.is_terminal:
-        execution = await orchestrator.wait_for(execution.execution_id, PROGRESS_SECONDS)
-        await anyio.lowlevel.checkpoint()  # a cancellation wait_for let pass lands here
+        await anyio.lowlevel.checkpoint()  # where the call's cancellation lands
+        with anyio.CancelScope(shield=True):
+            execution = await orchestrator.wait_for(execution.execution_id, PROGRESS_SECONDS)
         if progress is not None and not execution.status.is_terminal:
             count += 1
             await progress(count, execution.status.value)
