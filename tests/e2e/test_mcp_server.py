@@ -3,7 +3,8 @@
 opted out is absent), calls one (the execution is recorded for the caller's tenant, as a
 REST invocation's is), gets a structured answer as structured content, gets a budget's
 refusal as a tool error with its code, receives progress notifications while an agent
-runs, and cancels the execution by dropping the call. Then a second `agentrunner up`,
+runs, cancels the execution by dropping the call, and continues a continuous agent's
+session with the `session_id` its first answer named. Then a second `agentrunner up`,
 whose agent has the first one's `/mcp` as a `type: mcp` tool, answers with what an agent
 of the first one said.
 
@@ -65,6 +66,13 @@ execution_mode: autonomous
 llm_config: {provider: openai, model: gpt-4o}
 limits: {budget_usd: 0.00000001}
 """,
+    "chat": """
+name: chat
+agent_type: assistant
+execution_mode: continuous
+system_prompt: You are chat.
+llm_config: {provider: openai, model: gpt-4o}
+""",
 }
 CALLER = """
 name: caller
@@ -96,6 +104,8 @@ def vendor(body: dict[str, Any]) -> tuple[str, tuple[str, dict[str, Any]] | None
             return "", ("remote__helper", {"prompt": "ping from afar"})
         return f"the remote agent said: {results[0]}", None
     prompt = next(str(m["content"]) for m in reversed(body["messages"]) if m["role"] == "user")
+    if body["messages"][0]["content"] == "You are chat.":
+        return f"turn {sum(m['role'] == 'user' for m in body['messages'])}: {prompt}", None
     ASKED.add(prompt)
     if prompt.startswith("slow"):
         gate(prompt).wait(60)
@@ -169,7 +179,7 @@ async def test_the_mcp_client_lists_and_calls_agents_as_its_tenant(
         answer = await session.call_tool("helper", {"prompt": "what is MCP?"})
         structured = await session.call_tool("structured", {"prompt": json.dumps({"answer": "forty-two"})})
 
-    assert set(tools) == {"helper", "structured", "costly"}  # `hidden` opted out
+    assert set(tools) == {"helper", "structured", "costly", "chat"}  # `hidden` opted out
     assert tools["helper"].description == "Answers a question in one line."
     assert tools["helper"].inputSchema["required"] == ["prompt"]
     assert tools["helper"].outputSchema is None
@@ -193,6 +203,33 @@ async def test_the_mcp_client_lists_and_calls_agents_as_its_tenant(
 
     assert not structured.isError
     assert structured.structuredContent == {"answer": "forty-two"}
+
+
+@pytest.mark.timeout(240)
+async def test_a_continuous_agent_continues_the_session_its_first_answer_names(
+    platforms: tuple[RunningPlatform, RunningPlatform],
+) -> None:
+    served, _ = platforms
+    async with mcp_session(served, TEAM_A_KEY) as session:
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        first = await session.call_tool("chat", {"prompt": "hello"})
+        assert first.meta is not None
+        session_id = first.meta["agentrunner/session_id"]
+        second = await session.call_tool("chat", {"prompt": "again", "session_id": session_id})
+        other = await session.call_tool("chat", {"prompt": "someone else"})
+
+    assert set(tools["chat"].inputSchema["properties"]) == {"prompt", "session_id"}
+    assert (text_of(first), text_of(second), text_of(other)) == (
+        "turn 1: hello",
+        "turn 2: again",
+        "turn 1: someone else",
+    )
+    assert second.meta is not None
+    assert second.meta["agentrunner/session_id"] == session_id
+    with rest(served, TEAM_A_KEY) as client:
+        recorded = client.get(f"/executions/{second.meta['agentrunner/execution_id']}").json()
+    assert recorded["input"] == {"prompt": "again"}  # the session is not task_data
+    assert recorded["session_id"] == session_id
 
 
 @pytest.mark.timeout(240)
@@ -265,6 +302,9 @@ async def test_dropping_the_call_cancels_the_execution(platforms: tuple[RunningP
     cancels = [r for r in records if r["message"] == "mcp call cancelled"]
     assert [r["metadata"]["execution_id"] for r in cancels] == [execution_id]
     assert [json.dumps(r) for r in records if r["level"] in ("ERROR", "CRITICAL")] == []
+    # One line per MCP request, ours: none of the SDK's four.
+    assert [r for r in records if r["message"].startswith(("StreamableHTTP", "Processing request"))] == []
+    assert any(r["message"] == "request" and r["metadata"]["path"] == "/mcp" for r in records)
 
 
 @pytest.mark.timeout(240)
