@@ -2,7 +2,8 @@
 tenant's tool call starts is not another tenant's to see; arguments past MAX_TASK_BYTES, or
 a body past MAX_REQUEST_BYTES, are refused with a short error; an agent that opted out
 (`expose: {mcp: false}`) is neither listed nor callable by name; arguments that do not
-follow the agent's input_schema start nothing.
+follow the agent's input_schema start nothing; a GET holds no event stream open, and
+malformed JSON is a short 400.
 
 In process, on the node's own orchestrator app (its API key middleware included), with the
 `mcp` SDK's own client. Agents are visible to every tenant (they have no owner): what is a
@@ -10,6 +11,7 @@ tenant's own is the executions its calls start."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -181,3 +183,15 @@ async def test_arguments_outside_the_input_schema_start_nothing(node: Node) -> N
         assert "city: 7 is not of type 'string'" in rest.json()["error"]["message"]
         for agent in ("typed", "open"):
             assert (await client.get("/executions", params={"agent": agent})).json()["items"] == []
+
+
+async def test_a_get_holds_no_stream_open_and_bad_json_is_a_short_error(node: Node) -> None:
+    async with http(node, TEAM_A_KEY) as client, asyncio.timeout(20):
+        # A stateless server has nothing to send unasked: no event stream to hold open.
+        opened = await client.get("/mcp", headers={"Accept": "text/event-stream"})
+        garbled = await client.post("/mcp", content=b'{"jsonrpc": "2.0", "id": 1, "method": ', headers=MCP_HEADERS)
+    assert opened.status_code == 405
+    assert opened.json()["error"]["code"] == "method_not_allowed"
+    assert garbled.status_code == 400
+    assert garbled.json()["error"]["code"] == -32700
+    assert len(garbled.content) < 500

@@ -44,9 +44,11 @@ Progress = Callable[[float, str], Awaitable[None]]
 
 
 def mcp_route(orchestrator: Orchestrator, limits: InputLimits) -> Route:
-    """The `/mcp` route of the orchestrator's app (POST the JSON-RPC messages; GET and DELETE
-    answer 405 as a stateless server's do)."""
-    return Route(MCP_PATH, McpEndpoint(orchestrator, limits), methods=["GET", "POST", "DELETE"])
+    """The `/mcp` route of the orchestrator's app: POST the JSON-RPC messages. A stateless
+    server has no session to end (DELETE: 405) and nothing to send unasked: a GET, which
+    would hold an event stream open for ever with nothing on it, is a 405 too (the spec's
+    answer of a server without that stream)."""
+    return Route(MCP_PATH, McpEndpoint(orchestrator, limits), methods=["POST", "DELETE"])
 
 
 class McpEndpoint:
