@@ -133,7 +133,7 @@ async def called(
     # Shielded, as every store call of the call: a cancellation that landed inside one would
     # cut a database connection; it lands between them instead (within PROGRESS_SECONDS).
     with anyio.CancelScope(shield=True):
-        execution = await orchestrator.invoke(config.name, task, session_id=session)
+        execution = await orchestrator.invoke(config.name, task, session_id=session, wait=PROGRESS_SECONDS)
     try:
         execution = await _followed(orchestrator, execution, progress)
     except BaseException:  # the call cancelled, its stream dropped: so is the execution
@@ -145,15 +145,16 @@ async def called(
 
 
 async def _followed(orchestrator: Orchestrator, execution: Execution, progress: Progress | None) -> Execution:
-    """`execution` once it has ended, telling `progress` its status every PROGRESS_SECONDS."""
+    """`execution` (as it stood PROGRESS_SECONDS after it was accepted) once it has ended,
+    telling `progress` its status every PROGRESS_SECONDS."""
     count = 0
     while not execution.status.is_terminal:
         await anyio.lowlevel.checkpoint()  # where the call's cancellation lands
-        with anyio.CancelScope(shield=True):
-            execution = await orchestrator.wait_for(execution.execution_id, PROGRESS_SECONDS)
-        if progress is not None and not execution.status.is_terminal:
+        if progress is not None:
             count += 1
             await progress(count, execution.status.value)
+        with anyio.CancelScope(shield=True):
+            execution = await orchestrator.wait_for(execution.execution_id, PROGRESS_SECONDS)
     return execution
 
 
