@@ -16,8 +16,9 @@ from agentrunner.tracing import current_service, current_trace_id
 
 # Libraries kept at WARNING even when LOG_LEVEL=DEBUG: httpx writes a line per vendor HTTP
 # call (noise next to our execution records); botocore/boto3 write each signed request at
-# DEBUG, with the AWS access key id and session token in its headers (secrets never logged).
-_QUIET_LIBRARIES = ("httpx", "botocore", "boto3", "urllib3")
+# DEBUG, with the AWS access key id and session token in its headers (secrets never logged);
+# the MCP SDK's server writes four INFO lines per request of /mcp (our request line says it).
+_QUIET_LIBRARIES = ("httpx", "botocore", "boto3", "urllib3", "mcp.server")
 _DROPPED = {"_record", "_from_structlog", "logger", "exc_info", "stack_info", "color_message"}
 
 

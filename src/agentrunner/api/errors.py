@@ -47,6 +47,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "plan_invalid": 422,
     "validation_error": 422,
     "step_out_of_range": 422,
+    "input_invalid": 422,
     "llm_rate_limited": 429,
     "budget_exceeded": 429,
     "too_many_streams": 429,

@@ -343,6 +343,9 @@ class AgentConfig(_Section):
     # not follow it is sent back with the problems found, `output_retries` times at most.
     output_schema: dict[str, Any] | SchemaFileReference | None = None
     output_retries: int = Field(default=2, ge=0, le=10)
+    # The JSON Schema task_data must follow (an object's): checked on every invocation (422
+    # input_invalid), and the input schema of the agent's tool on the MCP server.
+    input_schema: dict[str, Any] | None = None
     # Online checks (domain/checks.py): the expectations of eval cases, run on each execution
     # that succeeds; one failed is recorded on it and counted (flag), or fails it (fail).
     checks: list[Check] = Field(default_factory=list, max_length=MAX_CHECKS)
@@ -389,6 +392,18 @@ class AgentConfig(_Section):
             problem = schema_problem(schema)
             if problem:
                 raise ValueError(problem)
+        return schema
+
+    @field_validator("input_schema")
+    @classmethod
+    def _valid_input_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        if schema is None:
+            return None
+        problem = schema_problem(schema)
+        if problem:
+            raise ValueError(problem)
+        if schema.get("type") != "object":
+            raise ValueError('task_data is an object: input_schema needs "type": "object"')
         return schema
 
     @field_validator("tools")

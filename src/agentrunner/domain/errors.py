@@ -22,6 +22,7 @@
     ├── BudgetExceededError          the agent spent its budget for the period (budget_exceeded)
     ├── BadRequestError              the request is malformed (bad_request)
     │   ├── EgressRefusedError       an outbound URL the egress guard refuses (egress_refused; domain/egress.py)
+    │   ├── InputInvalidError        task_data that does not follow the agent's input_schema (input_invalid)
     │   └── StepOutOfRangeError      a replay from a step the execution does not have (step_out_of_range)
     ├── TopicReservedError           a publish on the platform's own topics (topic_reserved)
     ├── AdminOnlyError               an operator's action asked with a tenant's key (admin_only)
@@ -171,6 +172,13 @@ class BadRequestError(AgentRunnerError):
     """The caller sent something that cannot be acted on."""
 
     code = "bad_request"
+
+
+class InputInvalidError(BadRequestError):
+    """The task_data of an invocation does not follow its agent's `input_schema`; the
+    message lists the problems found (the first few, each cut)."""
+
+    code = "input_invalid"
 
 
 class StepOutOfRangeError(BadRequestError):

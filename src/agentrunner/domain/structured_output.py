@@ -53,14 +53,19 @@ def check_answer(text: str, schema: dict[str, Any]) -> CheckedAnswer:
         value = json.loads(_unfenced(text))
     except ValueError as exc:
         return CheckedAnswer(problems=(_cut(f"the answer is not JSON: {exc}"),))
+    problems = value_problems(value, schema)
+    return CheckedAnswer(problems=problems) if problems else CheckedAnswer(value=value)
+
+
+def value_problems(value: Any, schema: dict[str, Any]) -> tuple[str, ...]:
+    """Where and how `value` does not follow `schema` (a valid JSON Schema): the first
+    MAX_PROBLEMS, each cut to MAX_PROBLEM_CHARS; empty when it follows it."""
     validator = validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(value), key=lambda error: [str(part) for part in error.path])
-    if not errors:
-        return CheckedAnswer(value=value)
     problems = [_cut(f"{'/'.join(str(p) for p in error.path) or '(top)'}: {error.message}") for error in errors]
     if len(problems) > MAX_PROBLEMS:
         problems = [*problems[:MAX_PROBLEMS], f"... and {len(problems) - MAX_PROBLEMS} more"]
-    return CheckedAnswer(problems=tuple(problems))
+    return tuple(problems)
 
 
 def retry_prompt(problems: tuple[str, ...]) -> str:

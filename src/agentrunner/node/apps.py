@@ -18,6 +18,7 @@ from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.evals import eval_routes
 from agentrunner.api.limits import InputLimits
+from agentrunner.api.mcp_server import mcp_route
 from agentrunner.api.orchestrator import orchestrator_app
 from agentrunner.api.plan_runs import plan_run_answer, plan_run_routes
 from agentrunner.api.queues import queue_routes
@@ -155,6 +156,7 @@ def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
     orchestrator.include_router(schedule_read_routes(node.scheduler))
     orchestrator.include_router(queue_routes(node.queues))
     a2a_routes(orchestrator, node.orchestrator, input_limits(node.settings), node.settings.invoke_wait_seconds)
+    orchestrator.router.routes.append(mcp_route(node.orchestrator, input_limits(node.settings)))
     tenants = list(dict.fromkeys(key.tenant for key in api_keys(node.settings) or ()))
     orchestrator.include_router(stats_routes(node.store.aggregates, node.store.queries, tenants))
     return {

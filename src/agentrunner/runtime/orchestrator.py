@@ -28,6 +28,7 @@ from agentrunner.domain.execution import (
     slack_origin_of,
     utcnow,
 )
+from agentrunner.domain.exposed import check_input
 from agentrunner.domain.steps import Step, reused_steps
 from agentrunner.domain.tool_gates import ToolCallAnswer
 from agentrunner.domain.topics import RESERVED_TOPIC_ROOTS, is_reserved_topic, topic_problem
@@ -194,9 +195,12 @@ class Orchestrator:
         starts with (`runtime/replays.py`).
 
         Raises `AgentNotFoundError` or `AgentUnavailableError` before accepting anything,
+        `InputInvalidError` for task_data its agent's input_schema refuses,
         `EgressRefusedError` for a webhook_url the egress policy refuses outright.
         """
         config = self._registry.runnable(agent)
+        if replay is None:  # a replay runs its source's input again, as it was accepted
+            check_input(config, task_data)
         await self._queue_declared(config)
         tenant = current_tenant()
         if self._budgets is not None:
