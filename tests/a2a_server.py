@@ -6,11 +6,8 @@ may announce another JSON-RPC URL than its own (`announced`), as a hostile card 
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass, field
 
-import uvicorn
 from a2a.helpers.proto_helpers import new_task_from_user_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
@@ -24,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tests.conftest import free_port
+from tests.threaded_server import ThreadedServer
 
 
 @dataclass
@@ -35,8 +33,10 @@ class A2aTestServer:
     announced: str | None = None  # the JSON-RPC URL the card names (its own when None)
     texts: list[str] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _served: ThreadedServer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._served = ThreadedServer("A2A test server", self.port)
 
     @property
     def url(self) -> str:
@@ -86,22 +86,11 @@ class A2aTestServer:
         return app
 
     def start(self) -> A2aTestServer:
-        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the A2A test server did not start")
-            time.sleep(0.02)
+        self._served.start(self._app())
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(5)
-        self._server = self._thread = None
+        self._served.stop()
 
     def __enter__(self) -> A2aTestServer:
         return self.start()

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
-import time
 from dataclasses import dataclass, field
 
-import uvicorn
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.types import ToolAnnotations
 
 from tests.conftest import free_port
+from tests.threaded_server import ThreadedServer
 
 # Per annotated tool: its annotations (None: none at all), and whether its calls may be
 # repeated after a crash (readOnlyHint or idempotentHint true; nothing else).
@@ -87,8 +85,10 @@ class McpHttpServer:
 
     transport: str = "streamable-http"
     port: int = field(default_factory=free_port)
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _served: ThreadedServer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._served = ThreadedServer("MCP test server", self.port)
 
     @property
     def url(self) -> str:
@@ -97,26 +97,11 @@ class McpHttpServer:
 
     def start(self) -> McpHttpServer:
         mcp = build_server()
-        app = mcp.sse_app() if self.transport == "sse" else mcp.streamable_http_app()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the MCP test server did not start")
-            time.sleep(0.02)
+        self._served.start(mcp.sse_app() if self.transport == "sse" else mcp.streamable_http_app(), lifespan="on")
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(3)
-            if self._thread.is_alive():  # a client still holds a stream open
-                self._server.force_exit = True
-                self._thread.join(10)
-        self._server = self._thread = None
+        self._served.stop()
 
     def __enter__(self) -> McpHttpServer:
         return self.start()

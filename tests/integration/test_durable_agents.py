@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from mcp.server.fastmcp import FastMCP
 
 from agentrunner.adapters.providers.offline import ScriptedProvider
@@ -39,6 +38,7 @@ from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import node_on
 from tests.integration.processes import RoleProcesses, role_processes
+from tests.threaded_server import ThreadedServer
 
 TOOLS = 4
 FINAL = "done: step 1, step 2, step 3, step 4"
@@ -54,8 +54,7 @@ class CountingTools:
         self.hold = hold
         self._released = threading.Event()
         self.port = free_port()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._served = ThreadedServer("MCP test server", self.port)
 
     @property
     def url(self) -> str:
@@ -80,26 +79,12 @@ class CountingTools:
         return server
 
     def __enter__(self) -> CountingTools:
-        app = self._build().streamable_http_app()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert time.monotonic() < deadline, "the MCP test server did not start"
-            assert self._thread.is_alive(), "the MCP test server stopped"
-            time.sleep(0.02)
+        self._served.start(self._build().streamable_http_app(), lifespan="on")
         return self
 
     def __exit__(self, *_: object) -> None:
         self.release()
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(3)
-            if self._thread.is_alive():
-                self._server.force_exit = True
-                self._thread.join(10)
+        self._served.stop()
 
 
 def _agent(
