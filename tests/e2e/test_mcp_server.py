@@ -24,11 +24,11 @@ import anyio
 import httpx
 import pytest
 from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult
 
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
+from tests.mcp_client import mcp_session_over, text_of
 from tests.security.conftest import TEAM_A_KEY, TEAM_B_KEY, TENANTS_ENV
 
 pytestmark = pytest.mark.e2e
@@ -139,19 +139,8 @@ def platforms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runnin
 @asynccontextmanager
 async def mcp_session(platform: RunningPlatform, key: str) -> AsyncIterator[ClientSession]:
     client = httpx.AsyncClient(headers={"X-API-Key": key}, timeout=httpx.Timeout(30.0, read=120.0))
-    async with (
-        client,
-        streamable_http_client(f"{platform.url('orchestrator')}/mcp", http_client=client) as (read, write, _),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
+    async with client, mcp_session_over(client, f"{platform.url('orchestrator')}/mcp") as session:
         yield session
-
-
-def text_of(result: CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 def rest(platform: RunningPlatform, key: str) -> httpx.Client:

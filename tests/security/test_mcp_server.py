@@ -19,11 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult, TextContent
 
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
+from tests.mcp_client import mcp_session_over, text_of
 from tests.security.conftest import TEAM_A_KEY, TEAM_B_KEY, tenants_settings
 
 MAX_TASK_BYTES = 2048
@@ -93,19 +92,8 @@ async def http(node: Node, key: str | None) -> AsyncIterator[httpx.AsyncClient]:
 
 @asynccontextmanager
 async def mcp_session(node: Node, key: str) -> AsyncIterator[ClientSession]:
-    async with (
-        http(node, key) as client,
-        streamable_http_client("http://127.0.0.1/mcp", http_client=client) as (read, write, _),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
+    async with http(node, key) as client, mcp_session_over(client, "http://127.0.0.1/mcp") as session:
         yield session
-
-
-def text_of(result: CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 async def test_no_key_or_a_wrong_key_is_refused_before_any_mcp_message(node: Node) -> None:
