@@ -156,7 +156,7 @@ def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
     orchestrator.include_router(queue_routes(node.queues))
     a2a_routes(orchestrator, node.orchestrator, input_limits(node.settings), node.settings.invoke_wait_seconds)
     tenants = list(dict.fromkeys(key.tenant for key in api_keys(node.settings) or ()))
-    orchestrator.include_router(stats_routes(node.store.aggregates, node.store.queries, tenants))
+    orchestrator.include_router(stats_routes(node.store.aggregates, tenants))
     return {
         "state": state_app(
             ready,
