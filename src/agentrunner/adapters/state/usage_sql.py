@@ -200,9 +200,8 @@ def daily_usage_query(
 def cost_by_day(rows: list[Any], days: list[date]) -> list[DayCost]:
     """The rows of `daily_usage_query` as the figures of each of `days`, in their order."""
     per_day: dict[date, list[Any]] = {}
-    for moment, agent, tenant, *values in rows:
-        day = moment.date() if isinstance(moment, datetime) else datetime.fromisoformat(str(moment)).date()
-        per_day.setdefault(day, []).append((agent, tenant, *values))
+    for midnight, agent, tenant, *values in rows:  # a datetime: the type of the bucket's `day`
+        per_day.setdefault(midnight.date(), []).append((agent, tenant, *values))
     figures = []
     for day in days:
         rows_of_day = per_day.get(day, [])
