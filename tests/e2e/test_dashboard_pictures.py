@@ -1,7 +1,8 @@
 """The dashboard's pictures (issue 24, item 5) in headless Chromium against a real
 `agentrunner up` with two tenants and an admin: the overview's charts (executions per
-minute by status, p50/p95 latency, cost per day by agent, an eval suite's scores per
-version once it has a run) drawn from the API's aggregates, a tenant seeing only its own;
+minute by status, p50/p95 latency, cost per day by agent, and by tenant for an admin over
+every tenant, an eval suite's scores per version once it has a run) drawn from the API's
+aggregates, a tenant seeing only its own;
 a collaborative plan run drawn as the graph of its steps with their states; a version of
 an agent beside the previous one. Each page's screenshot is kept in
 build/screenshots/dashboard/ (or $DASHBOARD_SCREENSHOTS)."""
@@ -207,6 +208,7 @@ def test_the_overview_draws_a_tenants_executions_latency_and_cost(
     expect(page.locator("#chart-cost rect[data-key=writer]")).to_have_count(1)  # today's bar
     expect(page.locator("#chart-cost rect[data-key=reviewer]")).to_have_count(1)
     expect(page.locator("select[name=tenant]")).to_be_hidden()  # a tenant picks no other
+    expect(page.locator("#chart-cost-tenants")).to_have_count(0)  # nor sees cost by tenant
     seen_by_a = page.locator("#view").inner_text()
     page.screenshot(path=str(pictures / "overview-tenant.png"), full_page=True)
     page.select_option("select[name=agent]", "reviewer")  # one agent's figures
@@ -217,10 +219,21 @@ def test_the_overview_draws_a_tenants_executions_latency_and_cost(
     admin = _open(browser, platform, ADMIN, problems)
     admin.goto(f"{platform.url('orchestrator')}/ui/#/overview")
     expect(admin.locator("#executions-total")).to_have_text("6 executions, 0 failed or timed out")
+    # Every tenant: cost by tenant beside cost by agent, one series (a bar today) per tenant.
+    by_tenant = admin.locator("#chart-cost-tenants")
+    expect(by_tenant.locator("rect[data-key=team-a]")).to_have_count(1)
+    expect(by_tenant.locator("rect[data-key=team-b]")).to_have_count(1)
+    expect(admin.locator("#chart-cost-tenants-panel .legend li")).to_have_text(["team-a", "team-b"])
+    tenant_keys = set(by_tenant.locator("rect").evaluate_all("(all) => all.map((e) => e.dataset.key)"))
+    tenant_cost = sum(_values(admin, "#chart-cost-tenants rect"))
+    agent_cost = sum(_values(admin, "#chart-cost rect"))
+    beside = [admin.locator(f"#{chart}").bounding_box() for chart in ("chart-cost", "chart-cost-tenants")]
+    admin.screenshot(path=str(pictures / "overview-admin-cost-by-tenant.png"), full_page=True)
     admin.select_option("select[name=tenant]", "team-b")
     expect(admin.locator("#executions-total")).to_have_text("2 executions, 0 failed or timed out")
     expect(admin.locator("#cost-total")).to_contain_text("for team-b")
     expect(admin.locator("#chart-cost rect[data-key=writer]")).to_have_count(0)
+    expect(admin.locator("#chart-cost-tenants")).to_have_count(0)  # one tenant picked: by agent only
     admin.screenshot(path=str(pictures / "overview-admin-team-b.png"), full_page=True)
     expect(admin.locator("#overview-evals")).to_be_empty()  # no eval run yet: no section at all
 
@@ -243,6 +256,14 @@ def test_the_overview_draws_a_tenants_executions_latency_and_cost(
     assert p50, "a p50 dot where executions ended"
     assert all(0 < low <= high < 60 for low, high in zip(p50, p95, strict=True))
     assert "team-b" not in seen_by_a
+    assert tenant_keys == {"team-a", "team-b"}
+    assert tenant_cost == pytest.approx(agent_cost)
+    assert tenant_cost > 0
+    by_agent_box, by_tenant_box = beside
+    assert by_agent_box is not None
+    assert by_tenant_box is not None
+    assert by_agent_box["y"] == by_tenant_box["y"], "side by side"
+    assert by_agent_box["x"] + by_agent_box["width"] <= by_tenant_box["x"]
     assert problems == []
     assert (pictures / "overview-tenant.png").stat().st_size > 10_000
 

@@ -1,8 +1,9 @@
 """The overview's aggregates (`GET /stats/executions`, `GET /stats/cost`, issue 24) against
 hostile callers: a tenant's figures count its own executions only, whatever it names; a
-tenant naming another is refused (403) and sees none of its figures; an admin sees every
-tenant's or the one it names; oversized windows, too many buckets and malformed or
-oversized parameters are a 422 before any query; without a key, a 401."""
+tenant naming another is refused (403) and sees none of its figures; its cost by tenant
+holds itself only; an admin sees every tenant's, each under its name, or the one it names;
+oversized windows, too many buckets and malformed or oversized parameters are a 422 before
+any query; without a key, a 401."""
 
 from __future__ import annotations
 
@@ -109,6 +110,52 @@ async def test_an_admin_sees_every_tenant_or_the_one_it_names(http: httpx.AsyncC
     assert cost_all["tenants"] == ["team-a", "team-b", "ops"]
 
 
+def _by_tenant(cost: dict[str, Any]) -> dict[str, tuple[int, int, int, float]]:
+    """The figures per tenant of every day of a `GET /stats/cost` answer, summed."""
+    sums: dict[str, tuple[int, int, int, float]] = {}
+    for day in cost["days"]:
+        for one in day["tenants"]:
+            n, tokens_in, tokens_out, spent = sums.get(one["tenant"], (0, 0, 0, 0.0))
+            sums[one["tenant"]] = (
+                n + one["executions"],
+                tokens_in + one["input_tokens"],
+                tokens_out + one["output_tokens"],
+                round(spent + (one["cost_usd"] or 0), 6),
+            )
+    return sums
+
+
+async def test_the_cost_by_tenant_of_a_tenant_holds_itself_only(http: httpx.AsyncClient) -> None:
+    # Two days: the executions were written a second ago, which may be yesterday.
+    a = await http.get("/stats/cost", params={"days": 2}, headers=A)
+    b = await http.get("/stats/cost", params={"days": 2}, headers=B)
+    a_naming_b_agent = await http.get("/stats/cost", params={"days": 2, "agent": "secret-agent"}, headers=A)
+
+    assert a.status_code == b.status_code == a_naming_b_agent.status_code == 200
+    assert _by_tenant(a.json()) == {"team-a": (3, 30, 15, 0.03)}
+    assert _by_tenant(b.json()) == {
+        "team-b": (B_FAILURES, 10 * B_FAILURES, 5 * B_FAILURES, round(B_COST * B_FAILURES, 6))
+    }
+    assert all(day["tenants"] == day["agents"] == [] for day in a_naming_b_agent.json()["days"])
+    for body in (a.text, a_naming_b_agent.text):
+        assert "team-b" not in body
+        assert "secret-agent" not in body
+        assert str(B_COST) not in body
+        assert str(round(B_COST * B_FAILURES, 3)) not in body
+    assert "team-a" not in b.text
+
+
+async def test_an_admin_sees_the_cost_of_every_tenant_by_tenant(http: httpx.AsyncClient) -> None:
+    everyone = (await http.get("/stats/cost", params={"days": 2}, headers=ADMIN)).json()
+    team_b = (await http.get("/stats/cost", params={"days": 2, "tenant": "team-b"}, headers=ADMIN)).json()
+
+    assert _by_tenant(everyone) == {
+        "team-a": (3, 30, 15, 0.03),
+        "team-b": (B_FAILURES, 10 * B_FAILURES, 5 * B_FAILURES, round(B_COST * B_FAILURES, 6)),
+    }
+    assert list(_by_tenant(team_b)) == ["team-b"]
+
+
 async def test_team_b_sees_its_own_and_not_team_a(http: httpx.AsyncClient) -> None:
     response = await http.get("/stats/executions", params={"window": 120}, headers=B)
 
@@ -134,6 +181,9 @@ REFUSED: list[tuple[str, dict[str, Any]]] = [
     ("/stats/cost", {"days": 32}),
     ("/stats/cost", {"days": 0}),
     ("/stats/cost", {"days": "all"}),
+    ("/stats/cost", {"days": -1}),
+    ("/stats/cost", {"days": "1.5"}),
+    ("/stats/cost", {"days": 10**30}),
     ("/stats/cost", {"agent": "x" * 129}),
     ("/stats/cost", {"tenant": "t" * 65}),
 ]

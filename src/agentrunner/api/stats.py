@@ -4,15 +4,16 @@ aggregated by the database, to include in the orchestrator app (the dashboard's 
 Everything is the caller's own (ARCHITECTURE §10): a tenant's figures count its executions
 only, an admin's every tenant's, or one tenant's it names (`?tenant=`); a tenant naming
 another is refused. Reads are bounded: a window of at most 7 days cut into at most
-`MAX_BUCKETS` buckets, and cost over at most `MAX_COST_DAYS` days. Cost is read through
-the store's usage totals, the query behind `GET /usage`, one UTC day at a time.
+`MAX_BUCKETS` buckets, and cost over at most `MAX_COST_DAYS` days. Cost is read from the
+store's usage totals (the figures of `GET /usage` for each UTC day), every day in one
+statement, per agent and per tenant: a tenant's breakdown by tenant holds itself only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -21,9 +22,7 @@ from pydantic import BaseModel, Field
 
 from agentrunner.domain.errors import AdminOnlyError
 from agentrunner.domain.execution import utcnow
-from agentrunner.domain.state import AgentUsage
-from agentrunner.domain.stats import MAX_BUCKETS, ExecutionStats, bucket_edges
-from agentrunner.ports.state import ExecutionQueries
+from agentrunner.domain.stats import MAX_BUCKETS, DayCost, ExecutionStats, bucket_edges
 from agentrunner.ports.stats import ExecutionAggregates
 from agentrunner.tracing import visible_tenant
 
@@ -43,21 +42,12 @@ TenantFilter = Annotated[
 ]
 
 
-class DayCost(BaseModel):
-    """Tokens and cost of the executions created on one UTC day, per agent and in all."""
-
-    day: date
-    agents: list[AgentUsage]
-    executions: int
-    cost_usd: float | None = Field(description="None when no execution of the day had a known price.")
-
-
 class CostStats(BaseModel):
     """Cost per UTC day, oldest first, today last; `tenants` are those the caller may name."""
 
     tenant: str | None
     tenants: list[str]
-    days: list[DayCost]
+    days: list[DayCost] = Field(description="Each with its figures per agent and per tenant (a tenant: its own).")
 
 
 def _tenant_shown(asked: str | None) -> str | None:
@@ -70,7 +60,7 @@ def _tenant_shown(asked: str | None) -> str | None:
     raise AdminOnlyError("the figures of another tenant need a key of ADMIN_API_KEYS")
 
 
-def stats_routes(aggregates: ExecutionAggregates, queries: ExecutionQueries, tenants: Sequence[str] = ()) -> APIRouter:
+def stats_routes(aggregates: ExecutionAggregates, tenants: Sequence[str] = ()) -> APIRouter:
     """The overview's aggregate routes over the store; `tenants` are the configured ones
     (an admin may pick among them)."""
     router = APIRouter(tags=["stats"])
@@ -106,16 +96,11 @@ def stats_routes(aggregates: ExecutionAggregates, queries: ExecutionQueries, ten
         agent: AgentFilter = None,
         tenant: TenantFilter = None,
     ) -> CostStats:
-        """Tokens and cost per UTC day and agent, read from the usage totals of `GET /usage`."""
+        """Tokens and cost per UTC day, by agent and by tenant, read from the usage totals of
+        `GET /usage` (a tenant's: its own executions, under its own name only)."""
         shown = _tenant_shown(tenant)
-        today = datetime.combine(utcnow().date(), time(), UTC)
-        per_day: list[DayCost] = []
-        for back in range(days - 1, -1, -1):
-            start = today - timedelta(days=back)
-            totals = await queries.usage(agent=agent, since=start, until=start + timedelta(days=1), tenant=shown)
-            per_day.append(
-                DayCost(day=start.date(), agents=totals.agents, executions=totals.executions, cost_usd=totals.cost_usd)
-            )
+        first_day = utcnow().date() - timedelta(days=days - 1)
+        per_day = await aggregates.cost_per_day(first_day=first_day, days=days, tenant=shown, agent=agent)
         seen = visible_tenant()
         return CostStats(tenant=shown, tenants=list(tenants) if seen is None else [seen], days=per_day)
 

@@ -1,5 +1,5 @@
 """Aggregates of executions over time, for the dashboard's overview: how many ended how,
-and how long they took, per time bucket.
+and how long they took, per time bucket; what they cost per UTC day, by agent and tenant.
 
 A window is cut into buckets aligned on multiples of the bucket's length since the epoch,
 so two reads a few seconds apart draw the same bars; the last bucket holds now.
@@ -8,9 +8,11 @@ so two reads a few seconds apart draw the same bars; the last bucket holds now.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from agentrunner.domain.state import AgentUsage
 
 # The most buckets one read may ask for: a day by the minute.
 MAX_BUCKETS = 1440
@@ -37,6 +39,32 @@ class ExecutionStats(BaseModel):
     until: datetime
     bucket_seconds: int
     buckets: list[ExecutionBucket]
+
+
+class TenantUsage(BaseModel):
+    """Tokens and cost of one tenant's executions over a time range ("" for executions of
+    no tenant: API auth off)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    executions: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = Field(default=None, description="None when none had a known price.")
+
+
+class DayCost(BaseModel):
+    """Tokens and cost of the executions created on one UTC day, per agent, per tenant and
+    in all: the totals of `GET /usage` over that day."""
+
+    model_config = ConfigDict(frozen=True)
+
+    day: date
+    agents: list[AgentUsage]
+    tenants: list[TenantUsage] = Field(default_factory=list)
+    executions: int
+    cost_usd: float | None = Field(description="None when no execution of the day had a known price.")
 
 
 def bucket_edges(now: datetime, window_seconds: int, bucket_seconds: int) -> tuple[datetime, datetime, int]:

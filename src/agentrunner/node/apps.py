@@ -158,7 +158,7 @@ def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
     a2a_routes(orchestrator, node.orchestrator, input_limits(node.settings), node.settings.invoke_wait_seconds)
     orchestrator.router.routes.append(mcp_route(node.orchestrator, input_limits(node.settings)))
     tenants = list(dict.fromkeys(key.tenant for key in api_keys(node.settings) or ()))
-    orchestrator.include_router(stats_routes(node.store.aggregates, node.store.queries, tenants))
+    orchestrator.include_router(stats_routes(node.store.aggregates, tenants))
     return {
         "state": state_app(
             ready,

@@ -9,21 +9,23 @@ no ordered-set aggregate: a second statement ranks each bucket's latencies with 
 functions and keeps the rows at the two ranks.
 
 The cost is one pass over the executions created in the window (measured in
-docs/operations.md); a window is at most 7 days (api/stats.py).
+docs/operations.md); a window is at most 7 days (api/stats.py). Cost per day is one
+statement over the daily usage buckets and the few unfinished executions (usage_sql.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Float, Integer, Select, cast, func, literal, or_, select
 
 from agentrunner.adapters.state.engine import SQLEngine, idempotent
 from agentrunner.adapters.state.tables import ExecutionRow
+from agentrunner.adapters.state.usage_sql import cost_by_day, daily_usage_query
 from agentrunner.domain.execution import ExecutionStatus
-from agentrunner.domain.stats import ExecutionBucket, ExecutionStats, nearest_rank
+from agentrunner.domain.stats import DayCost, ExecutionBucket, ExecutionStats, nearest_rank
 
 # SQLite keeps a datetime as text: julianday() reads it, in days since noon of 4714 BC.
 _UNIX_EPOCH_JULIAN_DAY = 2440587.5
@@ -81,6 +83,18 @@ class StatsSQL(SQLEngine):
                 for index in range(buckets)
             ],
         )
+
+    @idempotent
+    async def cost_per_day(
+        self, *, first_day: date, days: int, tenant: str | None = None, agent: str | None = None
+    ) -> list[DayCost]:
+        since = datetime.combine(first_day, time(), UTC)
+        query = daily_usage_query(
+            since=since, until=since + timedelta(days=days), agent=agent, tenant=tenant, sqlite=self.is_sqlite
+        )
+        async with self._session() as session:
+            rows = list((await session.execute(query)).all())
+        return cost_by_day(rows, [first_day + timedelta(days=n) for n in range(days)])
 
     def _bucket(self, since: datetime, bucket_seconds: int) -> ColumnElement[int]:
         # created_at >= since, so the offset is never negative and truncation is floor.

@@ -1,7 +1,8 @@
 // The overview: executions per time bucket by status, their p50/p95 latency, cost per day
-// by agent (GET /stats/executions, /stats/cost), and each eval suite's scores run after run
-// with the version each ran on (GET /evals/runs; no section while there is none). A tenant
-// sees its own figures; an admin every tenant's, or one it picks.
+// by agent (GET /stats/executions, /stats/cost) and, for an admin over every tenant, by
+// tenant beside it, and each eval suite's scores run after run with the version each ran
+// on (GET /evals/runs; no section while there is none). A tenant sees its own figures; an
+// admin every tenant's, or one it picks.
 
 import { ApiError, get } from "./api.js";
 import { legend, lines, stackedBars } from "./charts.js";
@@ -16,7 +17,8 @@ const WINDOWS = [
   ["last 7 days, per hour", 7 * 86400, 3600],
 ];
 const DAYS = [7, 14, 30];
-const AGENT_COLOURS = 8; // .series-0 … .series-7 in style.css, then round again
+const SERIES_COLOURS = 8; // .series-0 … .series-7 in style.css, then round again
+const NO_TENANT = "(no tenant)"; // executions with API auth off
 const EVAL_RUNS = 100; // the newest runs drawn, the most GET /evals/runs answers
 const percent = (value) => `${Math.round(value * 100)}%`;
 
@@ -63,20 +65,44 @@ function executionCharts(stats) {
   ];
 }
 
-function costChart(figures) {
-  const agents = [...new Set(figures.days.flatMap((day) => day.agents.filter((a) => a.cost_usd).map((a) => a.agent)))].sort();
-  const colour = new Map(agents.map((agent, index) => [agent, `series-${index % AGENT_COLOURS}`]));
-  const points = figures.days.map((day) => ({
-    label: day.day.slice(5),
-    title: day.day,
-    values: Object.fromEntries(day.agents.map((agent) => [agent.agent, agent.cost_usd || 0])),
-  }));
+// One stacked bar a day of `series(day)` ([name, cost] pairs), a colour per name that spent.
+function costBars({ id, title, heading, figures, series }) {
+  const names = [...new Set(figures.days.flatMap((day) => series(day).filter(([, spent]) => spent).map(([name]) => name)))].sort();
+  const colour = new Map(names.map((name, index) => [name, `series-${index % SERIES_COLOURS}`]));
+  const points = figures.days.map((day) => ({ label: day.day.slice(5), title: day.day, values: Object.fromEntries(series(day)) }));
+  return h(
+    "div",
+    { class: "cost-chart", id: `${id}-panel` },
+    h("h4", {}, heading),
+    stackedBars({ id, title, points, keys: names, fillOf: (name) => colour.get(name), format: dollars }),
+    legend(names.map((name) => [colour.get(name), name])),
+  );
+}
+
+// Cost per day by agent and, over every tenant (an admin's view), by tenant beside it.
+function costCharts(figures) {
   const spent = figures.days.reduce((sum, day) => sum + (day.cost_usd || 0), 0);
+  const byAgent = costBars({
+    id: "chart-cost",
+    title: "Cost per UTC day by agent",
+    heading: "by agent",
+    figures,
+    series: (day) => day.agents.map((agent) => [agent.agent, agent.cost_usd || 0]),
+  });
+  const everyTenant = figures.tenant === null && figures.tenants.length > 0;
+  const byTenant =
+    everyTenant &&
+    costBars({
+      id: "chart-cost-tenants",
+      title: "Cost per UTC day by tenant",
+      heading: "by tenant",
+      figures,
+      series: (day) => day.tenants.map((tenant) => [tenant.tenant || NO_TENANT, tenant.cost_usd || 0]),
+    });
   return [
-    h("h3", {}, "Cost per day by agent"),
+    h("h3", {}, "Cost per day"),
     h("p", { class: "hint", id: "cost-total" }, `${cost(spent)} over ${figures.days.length} days`, figures.tenant ? ` for ${figures.tenant}` : ""),
-    stackedBars({ id: "chart-cost", title: "Cost per UTC day by agent", points, keys: agents, fillOf: (agent) => colour.get(agent), format: dollars }),
-    legend(agents.map((agent) => [colour.get(agent), agent])),
+    h("div", { class: "cost-charts" }, byAgent, byTenant),
   ];
 }
 
@@ -144,7 +170,7 @@ export async function show(root, { query, signal, fail }) {
       tenantChoice.hidden = false;
     }
     executions.replaceChildren(...executionCharts(stats));
-    spending.replaceChildren(...costChart(figures));
+    spending.replaceChildren(...costCharts(figures));
     evals.replaceChildren(...evalCharts(runs, agentChoice.value).flat());
   };
   const controls = [windowChoice, daysChoice, agentChoice, tenantChoice];
