@@ -87,7 +87,9 @@ async def test_unreachable_servers_are_tried_with_growing_waits_and_never_block_
     with hanging_up_server() as (timed, times), capture_logs() as entries:
         files["timed.yml"] = agent_file("timed", timed)
         async with node_on("memory", tmp_path, files, mcp_retry_seconds=3, mcp_connect_timeout_seconds=2) as node:
+            began = time.thread_time()
             await until(lambda: len(attempts(times)) >= 4)
+            loop_cpu = time.thread_time() - began
             max_lag = node.loop_lag.max_lag_seconds
 
     first, second, third, fourth = attempts(times)[:4]
@@ -99,8 +101,12 @@ async def test_unreachable_servers_are_tried_with_growing_waits_and_never_block_
     # Every endpoint was said unreachable once, though tried again and again.
     said = warnings_about(entries, UNREACHABLE)
     assert sorted(said) == sorted([*refused, timed])
-    # The loop never waited long (typically a few ms here); generous for a loaded machine.
-    assert max_lag < 0.5
+    # The loop did little work of its own (0.3 s of its thread's CPU here, over four tries);
+    # building the 40 TLS contexts on it took about a second of CPU each try. CPU, not the
+    # loop's lag: a loaded machine (the suite spread over three processes) delays a wake-up
+    # by up to a second (0.93 s seen) without anything blocking the loop.
+    assert loop_cpu < 1.5, loop_cpu
+    assert max_lag < 2.0
 
 
 async def test_an_outage_is_logged_when_it_starts_and_when_it_ends_with_its_length(tmp_path: Path) -> None:
