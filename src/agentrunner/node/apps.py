@@ -11,14 +11,12 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from agentrunner.adapters.config.files import with_sent_schema_file
-from agentrunner.api.a2a import a2a_routes
 from agentrunner.api.access import MAKE_A_KEY, ApiKey, check_unique, parse_api_keys
 from agentrunner.api.agent_versions import agent_version_routes
 from agentrunner.api.config import config_app
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.api.evals import eval_routes
 from agentrunner.api.limits import InputLimits
-from agentrunner.api.mcp_server import mcp_route
 from agentrunner.api.orchestrator import orchestrator_app
 from agentrunner.api.plan_runs import plan_run_answer, plan_run_routes
 from agentrunner.api.queues import queue_routes
@@ -155,6 +153,12 @@ def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
     # port (8003) without a second origin; changing them stays the scheduler's (8004).
     orchestrator.include_router(schedule_read_routes(node.scheduler))
     orchestrator.include_router(queue_routes(node.queues))
+    # Imported here, by the process that serves the orchestrator only: the A2A and MCP SDKs'
+    # servers (protobuf, grpc's types, sse) are ~45 MB of RSS and ~0.3 s of CPU a worker
+    # process would load for nothing.
+    from agentrunner.api.a2a import a2a_routes  # noqa: PLC0415
+    from agentrunner.api.mcp_server import mcp_route  # noqa: PLC0415
+
     a2a_routes(orchestrator, node.orchestrator, input_limits(node.settings), node.settings.invoke_wait_seconds)
     orchestrator.router.routes.append(mcp_route(node.orchestrator, input_limits(node.settings)))
     tenants = list(dict.fromkeys(key.tenant for key in api_keys(node.settings) or ()))
