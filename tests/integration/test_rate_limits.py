@@ -98,8 +98,11 @@ def test_requests_per_minute_paces_an_agents_calls_across_workers(deployment: De
 
     arrived = sorted(deployment.arrivals.times[p] for p in prompts)
     assert [r["status"] for r in records] == ["succeeded"] * 8
-    # 2 a second with at most a second's worth at once: 8 calls take at least 3 s.
-    assert arrived[-1] - arrived[0] >= 2.7, [round(t - arrived[0], 2) for t in arrived]
+    # 2 a second with at most a second's worth at once: 8 calls are let go over 3 s. Seen at
+    # the vendor, the first calls come later after their slot than the last (they open the
+    # connections; 0.32 s later in a CI run with the suite spread over three processes):
+    # 2.5 s, where twice the burst would make 2 s and no limit a fraction of one.
+    assert arrived[-1] - arrived[0] >= 2.5, [round(t - arrived[0], 2) for t in arrived]
 
 
 def test_a_vendors_429_pauses_every_workers_calls_for_its_retry_after(deployment: Deployment) -> None:
