@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from agentrunner.domain.agent import AgentConfig
+from agentrunner.domain.execution import Execution
 from agentrunner.domain.llm import ToolDefinition
 
 
@@ -23,6 +24,18 @@ class ToolContext:
     # starts more work (`publish_event`) hands on, so the chain keeps both.
     tenant: str | None = None
     chain_depth: int = 0
+
+    @classmethod
+    def serving(cls, execution: Execution, *, session_id: str | None) -> ToolContext:
+        """The context of the tools `execution` calls (in session `session_id`)."""
+        return cls(
+            agent=execution.agent,
+            execution_id=execution.execution_id,
+            session_id=session_id,
+            trace_id=execution.trace_id,
+            tenant=execution.tenant,
+            chain_depth=execution.chain_depth,
+        )
 
 
 class Repeatable(StrEnum):

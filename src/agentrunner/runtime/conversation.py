@@ -104,14 +104,7 @@ async def converse(
             history=bound_history(state.history, max_history_bytes),  # a history written before the bound
             retry_base_seconds=retry_base_seconds,
             tools=tools,
-            context=ToolContext(
-                agent=config.name,
-                execution_id=execution.execution_id,
-                session_id=session,
-                trace_id=execution.trace_id,
-                tenant=execution.tenant,
-                chain_depth=execution.chain_depth,
-            ),
+            context=ToolContext.serving(execution, session_id=session),
             on_tool_call=on_tool_call,
             journal=journal,
             on_model_call=on_model_call,

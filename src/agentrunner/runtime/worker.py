@@ -343,14 +343,7 @@ class AgentPool:
                 kept=partial(_passes_checks, config, execution, records),
             )
         else:
-            context = ToolContext(
-                agent=config.name,
-                execution_id=execution.execution_id,
-                session_id=execution.session_id,
-                trace_id=execution.trace_id,
-                tenant=execution.tenant,
-                chain_depth=execution.chain_depth,
-            )
+            context = ToolContext.serving(execution, session_id=execution.session_id)
             run = run_agent(
                 config,
                 provider,
