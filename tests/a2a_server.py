@@ -20,7 +20,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tests.conftest import free_port
+from tests.ports import free_port
 from tests.threaded_server import ThreadedServer
 
 

@@ -1,5 +1,5 @@
-"""Fixtures shared by every suite: free ports, per-test databases (copies of a migrated
-template), settings without `.env`."""
+"""Fixtures shared by every suite: per-test databases (copies of a migrated template),
+settings without `.env`; free ports come from `tests.ports`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import gc
 import hashlib
 import os
 import shutil
-import socket
 import sys
 import threading
 import traceback
@@ -34,14 +33,6 @@ COMPAT_AGENTS = REPO.parent / "shared" / "compat" / "agents"
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres:postgres@127.0.0.1:5432/agentrunner_test"
 )
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.types import ToolAnnotations
 
-from tests.conftest import free_port
+from tests.ports import free_port
 from tests.threaded_server import ThreadedServer
 
 # Per annotated tool: its annotations (None: none at all), and whether its calls may be

@@ -37,9 +37,9 @@ import asyncpg
 import httpx
 
 from agentrunner.domain.roles import HTTP_ROLES
-from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.timed_calls import TimedCalls, peak
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES_SCRIPT = REPO / "scripts" / "private_services.sh"

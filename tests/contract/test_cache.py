@@ -17,8 +17,8 @@ from agentrunner.adapters.cache.redis import RedisCache
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.ports.cache import Cache
 from agentrunner.ports.limits import Buckets, SlotRenewal, Slots
-from tests.conftest import free_port
 from tests.contract.conftest import REDIS_URL, delete_redis_keys
+from tests.ports import free_port
 
 WAIT_SECONDS = 5.0
 LONG_TTL = 60.0

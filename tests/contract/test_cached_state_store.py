@@ -34,8 +34,8 @@ from agentrunner.domain.execution import Execution, ExecutionStatus
 from agentrunner.domain.state import AgentState
 from agentrunner.ports.cache import Cache
 from agentrunner.tracing import traced
-from tests.conftest import free_port
 from tests.contract.conftest import open_cache
+from tests.ports import free_port
 
 LONG_TTL = 60.0
 CREATED = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)

@@ -32,7 +32,7 @@ from agentrunner.domain.execution import (
 )
 from agentrunner.domain.webhook import WebhookAttempt, WebhookDelivery
 from agentrunner.ports.state import IdempotencyClaim, IdempotencyKeyTakenError, StateStore
-from tests.conftest import free_port
+from tests.ports import free_port
 
 BASE_TIME = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_port
+from tests.ports import free_port
 
 ROLES = ("state", "config", "orchestrator", "scheduler", "slack")
 

@@ -24,9 +24,10 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import POSTGRES_ADMIN_URL, free_port
+from tests.conftest import POSTGRES_ADMIN_URL
 from tests.contract.conftest import RABBITMQ_URL
 from tests.e2e.platform import ROLES
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
 

@@ -21,11 +21,11 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from tests.conftest import free_port
 from tests.contract.conftest import RABBITMQ_URL
 from tests.e2e.platform import ROLES, start_platform
 from tests.e2e.test_cluster import _delete_queues
 from tests.fakes.openai_server import FakeOpenAI
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

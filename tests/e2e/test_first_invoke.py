@@ -16,9 +16,9 @@ import pytest
 
 from agentrunner.domain.execution import Usage
 from agentrunner.domain.pricing import cost_usd
-from tests.conftest import free_port
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -19,13 +19,13 @@ import httpx
 import pytest
 
 from agentrunner.adapters.state.urls import run_schema_command
-from tests.conftest import free_port
 from tests.contract.conftest import RABBITMQ_URL, REDIS_URL
 from tests.e2e.platform import start_platform
 from tests.fakes import anthropic_server, bedrock_server
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_TOKEN, SIGNING_SECRET, FakeSlack, command_body, slack_headers
 from tests.integration.processes import role_processes
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from agentrunner.adapters.providers.anthropic import AnthropicProvider
 from tests.fakes.vendor import Received, Reply, ScriptedAnswers
+from tests.ports import free_port
 
 MODEL = "claude-3-haiku-20240307"
 API_KEY = "sk-ant-test"
@@ -81,10 +82,7 @@ class FakeAnthropic(ScriptedAnswers):
         return AnthropicProvider(api_key=API_KEY, base_url=self.base_url, timeout=timeout)
 
     def unreachable_provider(self) -> AnthropicProvider:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        return AnthropicProvider(api_key=API_KEY, base_url=f"http://127.0.0.1:{port}", timeout=5.0)
+        return AnthropicProvider(api_key=API_KEY, base_url=f"http://127.0.0.1:{free_port()}", timeout=5.0)
 
     def start(self) -> None:
         self._thread.start()

@@ -25,8 +25,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from agentrunner.adapters.providers.bedrock import BedrockProvider
-from tests.conftest import free_port
 from tests.fakes.vendor import Received, Reply, ScriptedAnswers
+from tests.ports import free_port
 
 ACCESS_KEY_ID = "AKIATEST"
 SECRET_ACCESS_KEY = "test-secret"

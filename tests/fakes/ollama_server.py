@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from typing import Any
 
 from agentrunner.adapters.providers.ollama import OllamaProvider
 from tests.fakes.vendor import Received, Reply, ScriptedAnswers
+from tests.ports import free_port
 
 _ERRORS: dict[int, str] = {
     400: "model requires more context: the input length exceeds the context length",
@@ -64,7 +64,7 @@ class FakeOllama(ScriptedAnswers):
         return OllamaProvider(host=self.host, timeout=timeout)
 
     def unreachable_provider(self) -> OllamaProvider:
-        return OllamaProvider(host=f"http://127.0.0.1:{_free_port()}", timeout=5.0)
+        return OllamaProvider(host=f"http://127.0.0.1:{free_port()}", timeout=5.0)
 
     def start(self) -> None:
         self._thread.start()
@@ -102,13 +102,6 @@ def running() -> Iterator[FakeOllama]:
         yield fake
     finally:
         fake.stop()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _received(body: dict[str, Any]) -> Received:

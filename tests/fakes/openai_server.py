@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agentrunner.adapters.providers.openai import OpenAIProvider
-from tests.conftest import free_port
 from tests.fakes.vendor import Received, Reply
+from tests.ports import free_port
 
 _ERRORS = {
     429: ("Rate limit reached for requests.", "requests", "rate_limit_exceeded"),

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.ports import free_port
 
 START_TIMEOUT_SECONDS = 20.0
 

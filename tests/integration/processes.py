@@ -19,9 +19,9 @@ from uuid import uuid4
 
 import httpx
 
-from tests.conftest import free_port
 from tests.contract.conftest import RABBITMQ_URL
 from tests.e2e.test_cluster import _delete_queues
+from tests.ports import free_port
 
 
 @dataclass

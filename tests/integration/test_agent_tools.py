@@ -20,10 +20,10 @@ import pytest
 
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
-from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import BUSES, node_on
 from tests.mcp_server import HINTS, McpHttpServer
+from tests.ports import free_port
 
 
 def agent_yaml(url: str, *, provider: str = "scripted", extra: str = "") -> str:

@@ -23,8 +23,8 @@ from agentrunner.node import Node
 from agentrunner.runtime.pinned_configs import pinned_to
 from agentrunner.runtime.topics import invoke_topic
 from agentrunner.settings import Settings
-from tests.conftest import free_port
 from tests.integration.test_hot_reload import agent_yaml, eventually
+from tests.ports import free_port
 
 
 @pytest.fixture

@@ -32,11 +32,12 @@ from agentrunner.adapters.bus.rabbitmq import RECONNECT_WAIT_SECONDS
 from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.node import Node
 from agentrunner.settings import Settings
-from tests.conftest import FIXTURE_AGENTS, free_port
+from tests.conftest import FIXTURE_AGENTS
 from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import unretrieved
 from tests.integration.private_rabbitmq import PrivateRabbitMQ, private_rabbitmq
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.postgres,

@@ -21,7 +21,6 @@ import pytest
 
 from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.domain.llm import Completion, LLMRequest, ToolCall
-from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import node_on
 from tests.integration.processes import RoleProcesses, role_processes
@@ -37,6 +36,7 @@ from tests.integration.test_durable_agents import (
     embedded_ready,
 )
 from tests.integration.test_tool_gates import _gated, _journaled
+from tests.ports import free_port
 
 PLAN = {"steps": [{"id": "work", "agent": "journaled", "instruction": "do the four steps"}]}
 SYNTHESIS = "the team is done"

@@ -30,8 +30,9 @@ from agentrunner.adapters.state.engine import RECONNECT_WINDOW_SECONDS
 from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.node import Node
 from agentrunner.settings import Settings
-from tests.conftest import FIXTURE_AGENTS, free_port
+from tests.conftest import FIXTURE_AGENTS
 from tests.integration.conftest import unretrieved
+from tests.ports import free_port
 
 _BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = [

@@ -34,10 +34,10 @@ from agentrunner.ports.tools import Repeatable, ToolContext
 from agentrunner.runtime.agent_run import run_agent
 from agentrunner.runtime.journal import RunJournal
 from agentrunner.runtime.tool_gates import ToolGate
-from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import node_on
 from tests.integration.processes import RoleProcesses, role_processes
+from tests.ports import free_port
 from tests.threaded_server import ThreadedServer
 
 TOOLS = 4

@@ -24,8 +24,8 @@ import uvicorn
 from agentrunner.domain.eval_run import EvalRunStatus
 from agentrunner.domain.llm import LLMRequest
 from agentrunner.node import Node
-from tests.conftest import free_port
 from tests.integration.conftest import node_on
+from tests.ports import free_port
 
 TRIAGE = """
 name: triage

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from agentrunner.adapters.state.urls import run_schema_command
-from tests.conftest import free_port
 from tests.integration.processes import role_processes
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 

@@ -27,12 +27,12 @@ import httpx
 import pytest
 
 from agentrunner.adapters.state.urls import run_schema_command
-from tests.conftest import free_port
 from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.timed_calls import TimedCalls, peak
 from tests.integration.private_redis import PrivateRedis, private_redis
 from tests.integration.processes import role_processes, wait_finished
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
 

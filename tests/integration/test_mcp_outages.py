@@ -15,9 +15,9 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from tests.conftest import free_port
 from tests.integration.conftest import node_on
 from tests.mcp_server import McpHttpServer
+from tests.ports import free_port
 
 UNREACHABLE = "MCP server unreachable, trying again with growing waits (up to MCP_RETRY_SECONDS)"
 ANSWERS = "MCP server answers again"

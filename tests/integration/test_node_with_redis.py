@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from agentrunner.domain.execution import ExecutionStatus
 from agentrunner.node import Node
 from agentrunner.settings import Settings
-from tests.conftest import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.redis
 

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from agentrunner.adapters.state.urls import run_schema_command
-from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.processes import RoleProcesses, role_processes, wait_finished
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 

@@ -23,7 +23,6 @@ from agentrunner.domain.llm import LLMRequest
 from agentrunner.domain.plan import Clarification, ClarificationKind, PlanRun
 from agentrunner.node import Node
 from agentrunner.settings import Settings
-from tests.conftest import free_port
 from tests.fakes.slack_server import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -33,6 +32,7 @@ from tests.fakes.slack_server import (
     slack_headers,
 )
 from tests.integration.conftest import BUSES, node_on
+from tests.ports import free_port
 
 AGENT = "name: assistant\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: scripted, model: s}\n"
 FORM = "application/x-www-form-urlencoded"

@@ -22,7 +22,6 @@ import pytest
 
 from agentrunner.domain.slack_tool_calls import SLACK_HAPPENED_RESULT
 from agentrunner.node import Node
-from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import BOT_TOKEN, SIGNING_SECRET, FakeSlack, Posted, command_body, eventually
 from tests.integration.conftest import BUSES, node_on
@@ -30,6 +29,7 @@ from tests.integration.test_collaborative_durable import SYNTHESIS, _scripted, _
 from tests.integration.test_durable_agents import CountingTools, _vendor, _wait_for, embedded_ready
 from tests.integration.test_slack_gateway import _client, _post, _settings
 from tests.integration.test_tool_gates import _gated, _journaled, _model
+from tests.ports import free_port
 
 TEAM = "T0001"  # command_body's team
 

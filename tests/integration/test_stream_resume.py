@@ -26,11 +26,11 @@ from starlette.types import ASGIApp
 
 from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.runtime.execution_stream import StreamPosition
-from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import BUSES, node_on
 from tests.integration.processes import RoleProcesses, role_processes
 from tests.integration.test_durable_agents import CountingTools, embedded_process, embedded_ready
+from tests.ports import free_port
 
 WORDS = [f"w{n}" for n in range(1, 25)]
 REPLY = " ".join(WORDS)

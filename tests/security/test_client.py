@@ -23,7 +23,8 @@ from agentrunner.client import (
     NotFoundError,
 )
 from agentrunner.node import Node
-from tests.conftest import free_port, loopback_http
+from tests.conftest import loopback_http
+from tests.ports import free_port
 from tests.security.conftest import TEAM_A_KEY, TEAM_B_KEY, tenants_settings
 
 ECHO = "name: echo\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: echo, model: echo}\n"

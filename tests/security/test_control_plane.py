@@ -30,11 +30,11 @@ from agentrunner.ports.tools import ToolContext
 from agentrunner.runtime.topics import finished_topic
 from agentrunner.testing import InMemoryEventBus
 from agentrunner.tracing import as_tenant, current_tenant
-from tests.conftest import free_port
 from tests.e2e.platform import start_platform
 from tests.fakes.slack_server import FakeSlack
 from tests.integration.conftest import BUSES, node_on
 from tests.integration.processes import role_processes
+from tests.ports import free_port
 from tests.security.conftest import TEAM_A_KEY, TENANTS_ENV
 
 # Every root, bare and under it, in other cases, and the platform's real topics.

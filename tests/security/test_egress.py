@@ -29,10 +29,11 @@ from agentrunner.domain.egress import EgressPolicy, EgressRefusedError, parse_ne
 from agentrunner.domain.slack import SlackMessage
 from agentrunner.node import Node
 from agentrunner.ports.tools import ToolContext
-from tests.conftest import free_port, loopback_http
+from tests.conftest import loopback_http
 from tests.fakes.slack_server import BOT_TOKEN, SIGNING_SECRET, FakeSlack, command_body, slack_headers
 from tests.integration.conftest import node_on
 from tests.mcp_server import McpHttpServer
+from tests.ports import free_port
 
 SECRET = "whsec-egress-0123456789"
 PRIVATE_TARGETS = ["127.0.0.1", "169.254.169.254", "10.0.0.1", "[::1]", "localhost"]

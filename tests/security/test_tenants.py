@@ -38,9 +38,9 @@ from agentrunner.runtime.scheduler import scheduled_run
 from agentrunner.runtime.topics import TENANT_HEADER
 from agentrunner.settings import Settings
 from agentrunner.tracing import Caller, as_caller
-from tests.conftest import free_port
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.integration.processes import role_processes
+from tests.ports import free_port
 from tests.security.conftest import ADMIN_KEY, TEAM_A_KEY, TEAM_B_KEY, TENANTS_ENV
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

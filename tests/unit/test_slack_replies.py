@@ -16,8 +16,8 @@ from agentrunner.adapters.slack.replies import SlackSdkReplies, _translate
 from agentrunner.domain.egress import EgressPolicy, parse_networks
 from agentrunner.domain.errors import SlackError, SlackRejectedError, SlackUnavailableError
 from agentrunner.domain.slack import SlackMessage
-from tests.conftest import free_port
 from tests.fakes.slack_server import BOT_TOKEN, FakeSlack
+from tests.ports import free_port
 
 # The fake Slack listens on loopback: the operator's exception the tests make.
 LOOPBACK_ALLOWED = EgressGuard(EgressPolicy(allowed_networks=parse_networks("127.0.0.0/8")))

@@ -10,7 +10,7 @@ import httpx
 
 from agentrunner.api.edge import EdgeConfig, role_app
 from agentrunner.liveness import LivenessPolicy, LivenessWatch, is_live
-from tests.conftest import free_port
+from tests.ports import free_port
 
 
 class Probes:

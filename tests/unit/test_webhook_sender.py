@@ -10,7 +10,7 @@ from agentrunner.adapters.egress import EgressGuard
 from agentrunner.adapters.webhooks import HttpxWebhookSender
 from agentrunner.domain.egress import UNREACHABLE, EgressPolicy, parse_networks
 from agentrunner.domain.errors import DependencyUnavailableError
-from tests.conftest import free_port
+from tests.ports import free_port
 
 # Nothing listens on this loopback port: the operator's exception lets the guard call it.
 LOOPBACK_ALLOWED = EgressGuard(EgressPolicy(allowed_networks=parse_networks("127.0.0.0/8"), allow_http_webhooks=True))
