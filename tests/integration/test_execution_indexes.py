@@ -20,7 +20,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from agentrunner.adapters.state.executions_sql import EXECUTIONS, list_query
+from agentrunner.adapters.state.executions_sql import list_query
+from agentrunner.adapters.state.executions_statements import EXECUTIONS
 from agentrunner.adapters.state.rows import encode_cursor, execution_values
 from agentrunner.adapters.state.usage_sql import usage_query
 from agentrunner.domain.execution import Execution, ExecutionStatus, Usage, utcnow

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -24,6 +23,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from agentrunner.adapters.state import sqlite_hop
 from agentrunner.adapters.state.errors import as_outage
 from agentrunner.adapters.state.urls import alembic_config, prepare_sqlite_folder
 from agentrunner.domain.errors import ConfigError, DependencyUnavailableError
@@ -90,7 +90,7 @@ class SQLEngine:
         # connection's return), and set whenever there is none: what `close` waits for.
         self._in_use = 0
         self._idle = asyncio.Event()
-        self._prepared: dict[ClauseElement, _Prepared] = {}  # see `_sqlite_write_many`
+        self._hops: dict[Executable, sqlite_hop.Compiled] = {}  # see `_sqlite_hop`
         self._lean: dict[Executable, _Lean] = {}  # see `_lean_run`
 
     @property
@@ -226,38 +226,30 @@ class SQLEngine:
             if not self._in_use:
                 self._idle.set()
 
-    async def _sqlite_write_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
-        """`statement` run once per row of parameters, in one transaction committed before
-        this returns: SQLite's own lean path for a hot write (the journal's steps).
-
-        One trip to aiosqlite's thread (the statements and the commit in one call there),
-        where SQLAlchemy makes four (cursor, execute, cursor close, commit), each a thread
-        hop and a wake-up of the event loop, and the connection is the pool's own, with no
-        SQLAlchemy connection around it. The statement is compiled once per engine and the
-        parameters go through the column types' own bind processors, so the rows are the
-        ones SQLAlchemy would write. It runs on the pool's only connection, as every other
-        operation does: that is what serializes SQLite's writes, so it waits its turn."""
+    async def _sqlite_hop(self, work: Callable[[sqlite_hop.Transaction], R]) -> R:
+        """`work`'s statements and the commit in ONE trip to aiosqlite's thread, on the pool's
+        only connection (which is what serializes SQLite's writes: it waits its turn), with
+        no SQLAlchemy connection around it: SQLite's lean path for the hot writes (see
+        `sqlite_hop`). A function run on that thread, so it must not await."""
         engine = self._engine
         if engine is None:
             raise DependencyUnavailableError("the state store is not started (or was closed)")
-        prepared = self._prepared.get(statement)
-        if prepared is None:
-            prepared = self._prepared[statement] = _Prepared.of(statement, engine.dialect)
-        # The parameters are made ready (JSON, compression) before the connection is taken.
-        parameters = [prepared.parameters(row) for row in rows]
         async with self._operation():
             pooled = await engine.raw_connection()
             try:
                 driver: Any = pooled.driver_connection  # aiosqlite's Connection
-                # aiosqlite runs a callable on its thread with `_execute` (its own methods
-                # are that call around one sqlite3 method each): the write is one trip there.
-                await driver._execute(_commit_many, driver._conn, prepared.sql, parameters)
-            except sqlite3.Error as exc:  # as SQLAlchemy raises it, for `_operation` and the callers
-                raise DBAPIError.instance(prepared.sql, parameters, exc, sqlite3.Error, ismulti=True) from exc
+                # aiosqlite runs a callable on its thread with `_execute` (its own methods are
+                # that call around one sqlite3 method each).
+                return cast("R", await driver._execute(sqlite_hop.run, driver._conn, engine.dialect, self._hops, work))
             finally:
                 # Back to the pool at once: no reset to await (`pool_reset_on_return=None`,
-                # and `_commit_many` ended its transaction either way).
+                # and `run` ended its transaction either way).
                 pooled.close()
+
+    async def _sqlite_write_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        """`statement` run once per row of parameters, in one transaction committed before
+        this returns, in one trip (`_sqlite_hop`): the journal's steps."""
+        await self._sqlite_hop(lambda transaction: transaction.many(statement, rows))
 
     async def _lean_rowcount(self, session: AsyncConnection, statement: Executable, params: Mapping[str, Any]) -> int:
         """The rows `statement` changed, run in `session` (`_lean_run`)."""
@@ -373,25 +365,6 @@ def _head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """A statement's SQL text for SQLite and, in its positional order, each parameter's
-    name and its type's bind processor (None: the value goes as it is)."""
-
-    sql: str
-    binds: tuple[tuple[str, Callable[[Any], Any] | None], ...]
-
-    @classmethod
-    def of(cls, statement: ClauseElement, dialect: Dialect) -> _Prepared:
-        compiled = cast("SQLCompiler", statement.compile(dialect=dialect))
-        names = compiled.positiontup or []
-        types = {name: compiled.binds[name].type.dialect_impl(dialect) for name in names}
-        return cls(compiled.string, tuple((name, types[name].bind_processor(dialect)) for name in names))
-
-    def parameters(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(row[name] if process is None else process(row[name]) for name, process in self.binds)
-
-
 @dataclass(slots=True)
 class _Lean:
     """A statement as asyncpg takes it: its SQL text, its parameters' names in order with
@@ -469,17 +442,6 @@ async def _as_sqlalchemy_error(
     except Exception as untranslated:  # noqa: BLE001 - returned to be raised by the caller
         return untranslated
     return error
-
-
-def _commit_many(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """On aiosqlite's thread: `sql` over `rows` and the commit, or nothing of it. The
-    sqlite3 module opens the transaction before the first row (as for SQLAlchemy's writes)."""
-    try:
-        db.executemany(sql, rows)
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
 
 
 def _tune_sqlite(dbapi_connection: Any, _: Any) -> None:

@@ -7,34 +7,37 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
-    Insert,
     Select,
-    String,
-    Table,
-    Update,
-    any_,
-    bindparam,
-    exists,
-    func,
-    insert,
-    literal_column,
     select,
     tuple_,
-    union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentrunner.adapters.state import schedule_sql, usage_sql
 from agentrunner.adapters.state.engine import SQLEngine, idempotent, in_flight
+from agentrunner.adapters.state.executions_statements import (
+    EXECUTIONS,
+    MARK_ONE_PUBLISHED,
+    MARK_PUBLISHED_ANY,
+    OUTBOX,
+    START_EXECUTION,
+    STARTABLE,
+    Create,
+    create_on_sqlite,
+    execution_params,
+    execution_statement,
+    execution_statement_with_outbox,
+    outbox_rows,
+    save_on_sqlite,
+)
 from agentrunner.adapters.state.group_commit import GroupCommit
-from agentrunner.adapters.state.rows import decode_cursor, encode_cursor, execution_from, execution_values
-from agentrunner.adapters.state.steps_sql import STEP_COLUMNS, STEP_KEY, STEPS, step_params, step_upsert
+from agentrunner.adapters.state.rows import decode_cursor, encode_cursor, execution_from
+from agentrunner.adapters.state.steps_sql import step_params, step_upsert
 from agentrunner.adapters.state.tables import ExecutionRow, OutboxRow
 from agentrunner.domain.errors import (
     AgentRunnerError,
@@ -55,15 +58,12 @@ from agentrunner.ports.state import (
     OutboxEntry,
 )
 
-EXECUTIONS = cast("Table", ExecutionRow.__table__)
-OUTBOX = cast("Table", OutboxRow.__table__)
-
 
 class ExecutionsSQL(SQLEngine):
     """`ExecutionStore`, `ExecutionQueries` and `Outbox` over the shared engine."""
 
     @functools.cached_property
-    def _creates(self) -> GroupCommit[_Create]:
+    def _creates(self) -> GroupCommit[Create]:
         return GroupCommit(self._create_many)
 
     async def _write_execution(
@@ -83,11 +83,12 @@ class ExecutionsSQL(SQLEngine):
 
         On PostgreSQL this is ONE statement (the change as a data-modifying CTE, the outbox
         rows inserted only if it returned a row), so it needs no transaction around it. On
-        SQLite, two statements in the caller's transaction. The statements are built once
+        SQLite, two statements in the caller's transaction (the hot writes take SQLite's
+        lean path instead: `executions_statements.save_on_sqlite`). The statements are built once
         and reused with parameters: building one per call cost more than running it."""
-        params = _execution_params(execution, idempotency) if new else _execution_params(execution)
+        params = execution_params(execution, idempotency) if new else execution_params(execution)
         if self.is_sqlite or not events:
-            changed = (await session.execute(_execution_statement(new, only_if), params)).rowcount
+            changed = (await session.execute(execution_statement(new, only_if), params)).rowcount
             if changed and events:
                 await _append_outbox(session, events)
             if changed:
@@ -99,7 +100,7 @@ class ExecutionsSQL(SQLEngine):
             params[f"o{i}_created_at"] = now
         for i, step in enumerate(steps):
             params |= {f"s{i}_{name[2:]}": value for name, value in step_params(step).items()}
-        statement = _execution_statement_with_outbox(new, only_if, len(events), len(steps))
+        statement = execution_statement_with_outbox(new, only_if, len(events), len(steps))
         return 1 if await self._lean_rowcount(session, statement, params) else 0
 
     # -- executions ------------------------------------------------------------------
@@ -114,19 +115,25 @@ class ExecutionsSQL(SQLEngine):
     ) -> None:
         await self._creates.submit((execution, events, idempotency, steps))
 
-    async def _create_many(self, items: list[_Create]) -> list[BaseException | None]:
+    async def _create_many(self, items: list[Create]) -> list[BaseException | None]:
         """Write new executions with their outbox events (and steps): several in one
         transaction (one INSERT per table), or one by one when one of them exists already
         (its id, or its idempotency key), so only that one fails, or when the connection
         died under the batch (then each is looked for before it is written again)."""
         maybe_stored = False
         if len(items) > 1:
+            rows = [execution_params(execution, claim) for execution, _, claim, _ in items]
+            events = [event for _, events, _, _ in items for event in events]
+            steps = [step for *_, steps in items for step in steps]
             try:
+                if self.is_sqlite:
+                    outbox, journal = outbox_rows(events), [step_params(step) for step in steps]
+                    await self._sqlite_hop(functools.partial(create_on_sqlite, rows, outbox, journal))
+                    return [None] * len(items)
                 async with self._session(write=True, atomic=True) as session:
-                    rows = [_execution_params(execution, claim) for execution, _, claim, _ in items]
-                    await session.execute(_execution_statement(True, None), rows)
-                    await _append_outbox(session, [event for _, events, _, _ in items for event in events])
-                    await self._append_steps(session, [step for *_, steps in items for step in steps])
+                    await session.execute(execution_statement(True, None), rows)
+                    await _append_outbox(session, events)
+                    await self._append_steps(session, steps)
                 return [None] * len(items)
             except IntegrityError:
                 pass
@@ -152,6 +159,11 @@ class ExecutionsSQL(SQLEngine):
         table's key."""
         while True:
             try:
+                if self.is_sqlite:
+                    row, outbox = execution_params(execution, claim), outbox_rows(events)
+                    journal = [step_params(step) for step in steps]
+                    await self._sqlite_hop(functools.partial(create_on_sqlite, [row], outbox, journal))
+                    return None
                 async with self._session(write=True, atomic=bool(steps)) as session:
                     await self._write_execution(session, execution, new=True, events=events, idempotency=claim)
                     await self._append_steps(session, steps)
@@ -219,7 +231,15 @@ class ExecutionsSQL(SQLEngine):
     ) -> None:
         # With events, ONE statement on PostgreSQL (see `_write_execution`); steps alone are a
         # second statement, so they need a transaction around the two.
-        atomic = bool(steps) and not events and not self.is_sqlite
+        if self.is_sqlite:
+            row, outbox = execution_params(execution), outbox_rows(events)
+            journal = [step_params(step) for step in steps]
+            statement = execution_statement(False, only_if)
+            if await self._sqlite_hop(functools.partial(save_on_sqlite, statement, row, outbox, journal)) != 1:
+                async with self._session() as session:
+                    raise await self._unsaved(session, execution.execution_id, only_if)
+            return
+        atomic = bool(steps) and not events
         async with self._session(write=True, atomic=atomic) as session:
             changed = await self._write_execution(
                 session, execution, new=False, events=events, only_if=only_if, steps=steps
@@ -228,11 +248,18 @@ class ExecutionsSQL(SQLEngine):
                 raise await self._unsaved(session, execution.execution_id, only_if)
 
     async def start_execution(self, execution_id: str, *, worker: str, provider: str, model: str) -> Execution:
-        params = {"v_execution_id": execution_id, "v_worker": worker, "v_provider": provider, "v_model": model}
+        params: dict[str, Any] = {"v_execution_id": execution_id, "v_worker": worker, "v_provider": provider}
+        params |= {"v_model": model, "v_now": utcnow()}
+        if self.is_sqlite:
+            started = await self._sqlite_hop(lambda tx: tx.first(START_EXECUTION, params))
+            if started is None:
+                async with self._session() as session:
+                    raise await self._unsaved(session, execution_id, STARTABLE)
+            return execution_from(started)
         async with self._session(write=True) as session:
-            row = await self._lean_first(session, _START_EXECUTION, params | {"v_now": utcnow()})
+            row = await self._lean_first(session, START_EXECUTION, params)
             if row is None:
-                raise await self._unsaved(session, execution_id, _STARTABLE)
+                raise await self._unsaved(session, execution_id, STARTABLE)
             return execution_from(row)
 
     @staticmethod
@@ -318,9 +345,13 @@ class ExecutionsSQL(SQLEngine):
     async def mark_published(self, entry_ids: Sequence[str]) -> None:
         if not entry_ids:
             return
-        statement = _MARK_PUBLISHED_IN if self.is_sqlite else _MARK_PUBLISHED_ANY
+        now = utcnow()
+        if self.is_sqlite:
+            rows = [{"v_id": entry_id, "v_now": now} for entry_id in entry_ids]
+            await self._sqlite_hop(lambda tx: tx.many(MARK_ONE_PUBLISHED, rows))
+            return
         async with self._session(write=True) as session:
-            await self._lean_rowcount(session, statement, {"ids": list(entry_ids), "now": utcnow()})
+            await self._lean_rowcount(session, MARK_PUBLISHED_ANY, {"ids": list(entry_ids), "now": now})
 
 
 def list_query(
@@ -340,107 +371,6 @@ def list_query(
         query = query.where(tuple_(ExecutionRow.created_at, ExecutionRow.execution_id) < (created, execution_id))
     return query.order_by(ExecutionRow.created_at.desc(), ExecutionRow.execution_id.desc())
 
-
-# An execution's own columns; the idempotency key of the invocation that started it is
-# written once, with it (`_execution_params`), and never updated.
-_KEY_COLUMNS = ("idempotency_key", "idempotency_fingerprint")
-EXECUTION_COLUMNS = tuple(column.name for column in EXECUTIONS.columns if column.name not in _KEY_COLUMNS)
-_Create = tuple[Execution, Sequence[Event], IdempotencyClaim | None, Sequence[Step]]
-
-
-def _execution_params(execution: Execution, *claim: IdempotencyClaim | None) -> dict[str, Any]:
-    """The `v_<column>` parameters of an execution's row; with `claim` (even None), of a
-    new one, with the key of the invocation that started it."""
-    params = {f"v_{column}": value for column, value in execution_values(execution).items()}
-    if claim:
-        key = claim[0]
-        params["v_idempotency_key"] = key.key if key else None
-        params["v_idempotency_fingerprint"] = key.fingerprint if key else None
-    return params
-
-
-OUTBOX_COLUMNS = ("id", "topic", "event", "created_at")
-
-
-@functools.cache
-def _execution_statement(new: bool, only_if: frozenset[ExecutionStatus] | None) -> Insert | Update:
-    """INSERT of a whole execution row, or UPDATE of one by id (while its status is one of
-    `only_if`), with `v_<column>` parameters."""
-    values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in EXECUTION_COLUMNS if c != "execution_id"}
-    if new:
-        keyed: dict[str, Any] = {c: bindparam(f"v_{c}") for c in _KEY_COLUMNS}
-        return insert(EXECUTIONS).values(execution_id=bindparam("v_execution_id"), **values, **keyed)
-    query = update(EXECUTIONS).where(EXECUTIONS.c.execution_id == bindparam("v_execution_id")).values(**values)
-    if only_if is not None:  # constants, so the compiled statement is reused as it is
-        query = query.where(EXECUTIONS.c.status.in_([literal_column(f"'{s.value}'") for s in sorted(only_if)]))
-    return query
-
-
-@functools.cache
-def _execution_statement_with_outbox(
-    new: bool, only_if: frozenset[ExecutionStatus] | None, events: int, steps: int = 0
-) -> Insert:
-    """`_execution_statement` as a CTE, and `events` outbox rows (`o<i>_<column>`
-    parameters) inserted only when it changed a row, and `steps` journal steps
-    (`s<i>_<column>`, upserted by their key as `StepJournal.record_step` does) too: one
-    atomic statement (PostgreSQL)."""
-    change = _execution_statement(new, only_if).returning(EXECUTIONS.c.execution_id).cte("change")
-    changed = exists(select(change.c.execution_id))
-    outbox = _rows("o", OUTBOX, OUTBOX_COLUMNS, events, changed)
-    statement = insert(OUTBOX).from_select(list(OUTBOX_COLUMNS), outbox).add_cte(change)
-    if steps:
-        upsert = postgresql.insert(STEPS).from_select(
-            list(STEP_COLUMNS), _rows("s", STEPS, STEP_COLUMNS, steps, changed)
-        )
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[STEPS.c[c] for c in STEP_KEY],
-            set_={c: upsert.excluded[c] for c in STEP_COLUMNS if c not in STEP_KEY},
-        )
-        statement = statement.add_cte(upsert.cte("steps"))
-    return statement
-
-
-def _rows(prefix: str, table: Table, columns: Sequence[str], count: int, changed: Any) -> Any:
-    """`count` rows of `<prefix><i>_<column>` parameters, selected only when `changed`."""
-    rows = [
-        select(*(bindparam(f"{prefix}{i}_{c}", type_=table.c[c].type) for c in columns)).where(changed)
-        for i in range(count)
-    ]
-    return rows[0] if count == 1 else union_all(*rows)
-
-
-_STARTABLE = frozenset({ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
-_START_EXECUTION = (
-    update(EXECUTIONS)
-    .where(
-        EXECUTIONS.c.execution_id == bindparam("v_execution_id"),
-        EXECUTIONS.c.status.in_([literal_column(f"'{s.value}'") for s in sorted(_STARTABLE)]),
-    )
-    .values(
-        status=ExecutionStatus.RUNNING.value,
-        attempts=EXECUTIONS.c.attempts + 1,
-        started_at=func.coalesce(EXECUTIONS.c.started_at, bindparam("v_now", type_=EXECUTIONS.c.started_at.type)),
-        worker=bindparam("v_worker"),
-        provider=bindparam("v_provider"),
-        model=bindparam("v_model"),
-    )
-    .returning(*EXECUTIONS.c)
-)
-
-
-# Marking events published, built once: building the statement per call cost more than
-# running it. On PostgreSQL `= ANY(array)`, so the SQL text is the same whatever the number
-# of ids (one prepared statement, not one per batch size); SQLite has no arrays.
-_MARK_PUBLISHED_ANY = (
-    update(OUTBOX)
-    .where(OUTBOX.c.id == any_(bindparam("ids", type_=postgresql.ARRAY(String))), OUTBOX.c.published_at.is_(None))
-    .values(published_at=bindparam("now", type_=OUTBOX.c.published_at.type))
-)
-_MARK_PUBLISHED_IN = (
-    update(OUTBOX)
-    .where(OUTBOX.c.id.in_(bindparam("ids", expanding=True)), OUTBOX.c.published_at.is_(None))
-    .values(published_at=bindparam("now", type_=OUTBOX.c.published_at.type))
-)
 
 _append_outbox = schedule_sql.append_outbox
 
