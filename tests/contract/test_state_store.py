@@ -49,7 +49,7 @@ def _execution(execution_id: str, *, agent: str = "writer", seconds: float = 0, 
     )
 
 
-def _full_execution(execution_id: str = "exec-full", **overrides: Any) -> Execution:
+def full_execution(execution_id: str = "exec-full", **overrides: Any) -> Execution:
     fields: dict[str, Any] = {
         "status": ExecutionStatus.FAILED,
         "input": {"task": "résumé ✓", "nested": {"n": [1, 2.5, None, True]}, "empty": {}},
@@ -90,7 +90,7 @@ async def _all_pages(store: StateStore, *, limit: int, agent: str | None = None)
 
 
 async def test_create_then_get_returns_every_field_unchanged(state_store: StateStore) -> None:
-    original = _full_execution()
+    original = full_execution()
 
     await state_store.create_execution(original)
     stored = await state_store.get_execution(original.execution_id)
@@ -105,7 +105,7 @@ async def test_create_then_get_returns_every_field_unchanged(state_store: StateS
 
 @pytest.mark.parametrize("parsed", [{"total": 12.5, "lines": [{"sku": "a", "n": 2}]}, ["a", 1], "text", 0, False])
 async def test_a_parsed_answer_comes_back_as_the_same_json_value(state_store: StateStore, parsed: Any) -> None:
-    original = _full_execution(status=ExecutionStatus.SUCCEEDED, error=None, output="{}", output_json=parsed)
+    original = full_execution(status=ExecutionStatus.SUCCEEDED, error=None, output="{}", output_json=parsed)
 
     await state_store.create_execution(original)
     stored = await state_store.get_execution(original.execution_id)
@@ -264,7 +264,7 @@ async def test_tool_calls_are_kept_with_the_execution(state_store: StateStore) -
 
 
 async def test_save_execution_can_clear_optional_fields(state_store: StateStore) -> None:
-    await state_store.create_execution(_full_execution("exec-clear"))
+    await state_store.create_execution(full_execution("exec-clear"))
     cleared = _execution("exec-clear", status=ExecutionStatus.RUNNING)
 
     await state_store.save_execution(cleared)
@@ -301,7 +301,7 @@ async def test_a_started_execution_is_returned_as_it_is_read_back_every_field_in
 ) -> None:
     # The start's row comes back from the statement itself (on PostgreSQL without
     # SQLAlchemy's result handling): every type must read as a later read gives it.
-    queued = _full_execution(
+    queued = full_execution(
         "exec-start-full",
         status=ExecutionStatus.QUEUED,
         error=None,
@@ -632,7 +632,7 @@ async def test_start_against_a_closed_port_raises_dependency_unavailable() -> No
 
 
 async def test_writes_survive_close_and_reopen(state_store_factory: Callable[[], StateStore]) -> None:
-    original = _full_execution("exec-durable")
+    original = full_execution("exec-durable")
     first = state_store_factory()
     await first.start()
     await first.create_execution(original)

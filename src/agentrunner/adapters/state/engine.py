@@ -25,6 +25,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from agentrunner.adapters.state import sqlite_hop
 from agentrunner.adapters.state.errors import as_outage
+from agentrunner.adapters.state.rows import AttributeRow
 from agentrunner.adapters.state.urls import alembic_config, prepare_sqlite_folder
 from agentrunner.domain.errors import ConfigError, DependencyUnavailableError
 from agentrunner.domain.redaction import mask_url
@@ -399,22 +400,7 @@ class _Lean:
         return [values[name] if process is None else process(values[name]) for name, process in self.binds]
 
     def row(self, record: Any) -> Any:
-        return _LeanRow({key: record[key] if p is None else p(record[key]) for key, p in self.columns or ()})
-
-
-class _LeanRow:
-    """A result row whose columns are attributes, as SQLAlchemy's rows are."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self._values = values
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+        return AttributeRow({key: record[key] if p is None else p(record[key]) for key, p in self.columns or ()})
 
 
 def _rowcount(status: str) -> int:

@@ -150,3 +150,19 @@ def dead_letter_from(row: Any) -> StoredDeadLetter:
         replayed_at=row.replayed_at,
         tenant=row.tenant,
     )
+
+
+class AttributeRow:
+    """A result row whose columns are attributes, as SQLAlchemy's rows are: what the lean
+    paths (`SQLEngine._lean_run`, `sqlite_hop`) read, for the same `*_from` functions."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None

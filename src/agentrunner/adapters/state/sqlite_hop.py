@@ -23,6 +23,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from agentrunner.adapters.state.rows import AttributeRow
+
 T = TypeVar("T")
 
 Processor = Callable[[Any], Any] | None
@@ -57,23 +59,8 @@ class Compiled:
         assert values is not None
         return tuple(values[name] if process is None else process(values[name]) for name, process in self.binds)
 
-    def row(self, values: Sequence[Any]) -> Row:
-        return Row({key: v if p is None else p(v) for (key, p), v in zip(self.columns, values, strict=True)})
-
-
-class Row:
-    """A result row whose columns are attributes, as SQLAlchemy's rows are."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self._values = values
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    def row(self, values: Sequence[Any]) -> AttributeRow:
+        return AttributeRow({key: v if p is None else p(v) for (key, p), v in zip(self.columns, values, strict=True)})
 
 
 class Transaction:
@@ -108,7 +95,7 @@ class Transaction:
         with _translated(compiled.sql, arguments):
             return self._db.executemany(compiled.sql, arguments).rowcount
 
-    def first(self, statement: Executable, params: Mapping[str, Any]) -> Row | None:
+    def first(self, statement: Executable, params: Mapping[str, Any]) -> AttributeRow | None:
         """The first row `statement` returns (every row is read: SQLite commits none of a
         statement whose rows are still being read); None when it returns none."""
         compiled = self._compiled(statement)
