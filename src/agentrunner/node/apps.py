@@ -5,6 +5,7 @@ API keys, limits, metrics)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ from agentrunner.api.slack import slack_app
 from agentrunner.api.state import state_app
 from agentrunner.api.stats import stats_routes
 from agentrunner.domain.errors import AgentRunnerError, ConfigError
-from agentrunner.domain.roles import HttpRole
+from agentrunner.domain.roles import HTTP_ROLES, HttpRole
 from agentrunner.logs import get_logger
 from agentrunner.node import building
 from agentrunner.runtime.budgets import Budget
@@ -134,9 +135,41 @@ def input_limits(settings: Settings) -> InputLimits:
     )
 
 
-def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
-    """One FastAPI app per HTTP role."""
+def role_apps(node: Node, roles: Collection[HttpRole] = HTTP_ROLES) -> dict[HttpRole, FastAPI]:
+    """One FastAPI app per HTTP role of `roles` (all by default): a process builds the apps
+    it serves only (a worker process none), so it imports no more than those need."""
     ready = edge(node)
+    builders: dict[HttpRole, Callable[[], FastAPI]] = {
+        "state": lambda: state_app(
+            ready,
+            partial(_budgets_of, node),
+            sessions=node.store.sessions,
+            executions=node.store.executions,
+            queries=node.store.queries,
+            steps=node.store.steps,
+            max_history_bytes=node.settings.max_history_bytes,
+            audit=node.audit,
+        ),
+        "config": lambda: config_app(
+            node.registry,
+            ready,
+            node.reload_agents,
+            node.audit,
+            schema_files=partial(with_sent_schema_file, directory=node.settings.agents_dir),
+        ),
+        "orchestrator": lambda: _orchestrator_app(node, ready),
+        "scheduler": lambda: scheduler_app(node.scheduler, ready, input_limits(node.settings)),
+        "slack": lambda: slack_app(
+            ready,
+            node.slack_gateway if node.slack_on else None,
+            building.slack_verifier(node.settings),
+            off_reason=node.slack_off_reason,
+        ),
+    }
+    return {role: builders[role]() for role in roles}
+
+
+def _orchestrator_app(node: Node, ready: EdgeConfig) -> FastAPI:
     orchestrator = orchestrator_app(
         node.orchestrator,
         node.dead_letters,
@@ -163,30 +196,4 @@ def role_apps(node: Node) -> dict[HttpRole, FastAPI]:
     orchestrator.router.routes.append(mcp_route(node.orchestrator, input_limits(node.settings)))
     tenants = list(dict.fromkeys(key.tenant for key in api_keys(node.settings) or ()))
     orchestrator.include_router(stats_routes(node.store.aggregates, tenants))
-    return {
-        "state": state_app(
-            ready,
-            partial(_budgets_of, node),
-            sessions=node.store.sessions,
-            executions=node.store.executions,
-            queries=node.store.queries,
-            steps=node.store.steps,
-            max_history_bytes=node.settings.max_history_bytes,
-            audit=node.audit,
-        ),
-        "config": config_app(
-            node.registry,
-            ready,
-            node.reload_agents,
-            node.audit,
-            schema_files=partial(with_sent_schema_file, directory=node.settings.agents_dir),
-        ),
-        "orchestrator": orchestrator,
-        "scheduler": scheduler_app(node.scheduler, ready, input_limits(node.settings)),
-        "slack": slack_app(
-            ready,
-            node.slack_gateway if node.slack_on else None,
-            building.slack_verifier(node.settings),
-            off_reason=node.slack_off_reason,
-        ),
-    }
+    return orchestrator

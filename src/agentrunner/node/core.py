@@ -4,7 +4,7 @@ runtime wired to them, and its lifecycle, which walks the role table (`lifecycle
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -25,7 +25,7 @@ from agentrunner.api.edge import EdgeConfig
 from agentrunner.domain.agent import ExecutionMode
 from agentrunner.domain.errors import ConfigError
 from agentrunner.domain.event import new_id
-from agentrunner.domain.roles import ALL_ROLES, WORKER_ROLES, HttpRole
+from agentrunner.domain.roles import ALL_ROLES, HTTP_ROLES, WORKER_ROLES, HttpRole
 from agentrunner.logs import get_logger
 from agentrunner.node import apps, building
 from agentrunner.node.lifecycle import Lifecycle, role_table
@@ -398,6 +398,6 @@ class Node:
         """Health probes for a process that runs only worker pools (no HTTP role)."""
         return apps.health_app(self)
 
-    def apps(self) -> dict[HttpRole, FastAPI]:
-        """One FastAPI app per HTTP role."""
-        return apps.role_apps(self)
+    def apps(self, roles: Collection[HttpRole] = HTTP_ROLES) -> dict[HttpRole, FastAPI]:
+        """One FastAPI app per HTTP role of `roles` (all by default)."""
+        return apps.role_apps(self, roles)

@@ -106,7 +106,8 @@ async def serve(node: Node, *, health_port: int = 0) -> bool:
     auth = settings.enable_api_auth
     check_listen_host(settings.host, auth=auth, network_allowed=settings.allow_unauthenticated_network)
     roles = [role for role in HTTP_ROLES if role in node.roles]
-    apps: dict[str, FastAPI] = {role: app for role, app in node.apps().items()}
+    # The apps it serves only: a worker process builds none (nor imports what they need).
+    apps: dict[str, FastAPI] = {role: app for role, app in node.apps(roles).items()}
     sockets: dict[str, socket.socket] = {role: bind(settings.host, settings.port_of(role)) for role in roles}
     if not sockets:
         apps["health"] = node.health_app()
