@@ -7,6 +7,7 @@ or not at all, the connection left fit for the next."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -180,3 +181,45 @@ async def test_an_execution_written_in_one_trip_is_stored_as_sqlalchemy_stores_i
         )
     assert await _execution_row(store, "lean") == await _execution_row(store, "sqlalchemy")
     assert (await store.get_execution("lean")).model_dump() == _execution("lean", **changed).model_dump()
+
+
+async def test_starts_and_ends_asked_for_together_go_in_one_trip(store: SQLStateStore, trips: list[str]) -> None:
+    ids = [f"g-{i}" for i in range(10)]
+    for execution_id in ids:
+        await store.create_execution(_execution(execution_id))
+
+    before = len(trips)
+    started = await asyncio.gather(
+        *(store.start_execution(execution_id, worker="w", provider="echo", model="echo") for execution_id in ids)
+    )
+    assert [execution.execution_id for execution in started] == ids
+    assert len(trips) - before <= 2  # not ten: those asked for while one is written go together
+
+    before = len(trips)
+    running = frozenset({ExecutionStatus.RUNNING})
+    ended = [execution.model_copy(update={"status": ExecutionStatus.SUCCEEDED}) for execution in started]
+    await asyncio.gather(*(store.save_execution(execution, only_if=running) for execution in ended))
+    assert len(trips) - before <= 2
+    assert {(await store.get_execution(execution_id)).status for execution_id in ids} == {ExecutionStatus.SUCCEEDED}
+
+
+async def test_a_write_at_fault_in_a_group_fails_alone(store: SQLStateStore) -> None:
+    for execution_id in ("a", "b", "c"):
+        await store.create_execution(_execution(execution_id))
+    taken = Event(topic="agent.writer.invoke", payload={}, trace_id="t")
+    await store.save_execution(_execution("a"), events=[taken])
+
+    # Three ends at once: b's event reuses an outbox id (a duplicate key), c's is sound.
+    fine = Event(topic="execution.finished.writer", payload={"execution_id": "c"}, trace_id="t-c")
+    ends = await asyncio.gather(
+        store.save_execution(_execution("a", status=ExecutionStatus.FAILED)),
+        store.save_execution(_execution("b", status=ExecutionStatus.SUCCEEDED), events=[taken]),
+        store.save_execution(_execution("c", status=ExecutionStatus.SUCCEEDED), events=[fine]),
+        return_exceptions=True,
+    )
+    assert ends[0] is None
+    assert isinstance(ends[1], IntegrityError)
+    assert ends[2] is None
+    assert (await store.get_execution("b")).status is ExecutionStatus.QUEUED  # nothing of it written
+    assert (await store.get_execution("c")).status is ExecutionStatus.SUCCEEDED
+    assert {entry.event.event_id for entry in await store.pending_events()} == {taken.event_id, fine.event_id}

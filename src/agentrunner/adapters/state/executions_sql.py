@@ -5,9 +5,9 @@ outbox of events written with them."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Select,
@@ -18,7 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agentrunner.adapters.state import schedule_sql, usage_sql
+from agentrunner.adapters.state import schedule_sql, sqlite_hop, usage_sql
 from agentrunner.adapters.state.engine import SQLEngine, idempotent, in_flight
 from agentrunner.adapters.state.executions_statements import (
     EXECUTIONS,
@@ -28,12 +28,15 @@ from agentrunner.adapters.state.executions_statements import (
     START_EXECUTION,
     STARTABLE,
     Create,
+    Save,
+    Start,
     create_on_sqlite,
     execution_params,
     execution_statement,
     execution_statement_with_outbox,
     outbox_rows,
     save_on_sqlite,
+    start_on_sqlite,
 )
 from agentrunner.adapters.state.group_commit import GroupCommit
 from agentrunner.adapters.state.rows import decode_cursor, encode_cursor, execution_from
@@ -58,6 +61,8 @@ from agentrunner.ports.state import (
     OutboxEntry,
 )
 
+T = TypeVar("T")
+
 
 class ExecutionsSQL(SQLEngine):
     """`ExecutionStore`, `ExecutionQueries` and `Outbox` over the shared engine."""
@@ -65,6 +70,40 @@ class ExecutionsSQL(SQLEngine):
     @functools.cached_property
     def _creates(self) -> GroupCommit[Create]:
         return GroupCommit(self._create_many)
+
+    # SQLite's starts and updates (an execution's end) asked for while others are written
+    # go together, in one trip and one commit (on PostgreSQL each is one statement already).
+    @functools.cached_property
+    def _sqlite_starts(self) -> GroupCommit[Start]:
+        return GroupCommit(self._sqlite_group(start_on_sqlite))
+
+    @functools.cached_property
+    def _sqlite_saves(self) -> GroupCommit[Save]:
+        return GroupCommit(self._sqlite_group(save_on_sqlite))
+
+    def _sqlite_group(
+        self, write: Callable[[Sequence[T], sqlite_hop.Transaction], None]
+    ) -> Callable[[list[T]], Awaitable[list[BaseException | None]]]:
+        """`write` over a batch in one trip; when it fails, each item alone, so only the
+        item at fault fails (a batch's transaction is all or nothing)."""
+
+        async def write_many(items: list[T]) -> list[BaseException | None]:
+            try:
+                await self._sqlite_hop(functools.partial(write, items))
+                return [None] * len(items)
+            except Exception as exc:  # noqa: BLE001 - returned: the callers raise it
+                if len(items) == 1:
+                    return [exc]
+            outcomes: list[BaseException | None] = []
+            for item in items:
+                try:
+                    await self._sqlite_hop(functools.partial(write, [item]))
+                    outcomes.append(None)
+                except Exception as exc:  # noqa: BLE001 - that item's caller raises it
+                    outcomes.append(exc)
+            return outcomes
+
+        return write_many
 
     async def _write_execution(
         self,
@@ -232,10 +271,10 @@ class ExecutionsSQL(SQLEngine):
         # With events, ONE statement on PostgreSQL (see `_write_execution`); steps alone are a
         # second statement, so they need a transaction around the two.
         if self.is_sqlite:
-            row, outbox = execution_params(execution), outbox_rows(events)
             journal = [step_params(step) for step in steps]
-            statement = execution_statement(False, only_if)
-            if await self._sqlite_hop(functools.partial(save_on_sqlite, statement, row, outbox, journal)) != 1:
+            save = Save(execution_statement(False, only_if), execution_params(execution), outbox_rows(events), journal)
+            await self._sqlite_saves.submit(save)
+            if save.changed != 1:
                 async with self._session() as session:
                     raise await self._unsaved(session, execution.execution_id, only_if)
             return
@@ -251,7 +290,8 @@ class ExecutionsSQL(SQLEngine):
         params: dict[str, Any] = {"v_execution_id": execution_id, "v_worker": worker, "v_provider": provider}
         params |= {"v_model": model, "v_now": utcnow()}
         if self.is_sqlite:
-            started = await self._sqlite_hop(lambda tx: tx.first(START_EXECUTION, params))
+            await self._sqlite_starts.submit(start := Start(params))
+            started = start.started
             if started is None:
                 async with self._session() as session:
                     raise await self._unsaved(session, execution_id, STARTABLE)

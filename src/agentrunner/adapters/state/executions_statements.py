@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -157,17 +158,37 @@ def create_on_sqlite(
     tx.many(step_upsert(True), journal)
 
 
-def save_on_sqlite(
-    statement: Update | Insert,
-    row: dict[str, Any],
-    outbox: list[dict[str, Any]],
-    journal: list[dict[str, Any]],
-    tx: sqlite_hop.Transaction,
-) -> int:
-    """On SQLite's thread: an execution's update and, only when it changed the row, its
-    outbox rows and steps (`_write_execution`)."""
-    changed = tx.rowcount(statement, row)
-    if changed:
-        tx.many(INSERT_OUTBOX, outbox)
-        tx.many(step_upsert(True), journal)
-    return changed
+@dataclass(slots=True)
+class Save:
+    """An execution's update on SQLite (`save_on_sqlite`), and the rows it changed once
+    written (set by the group commit that wrote it)."""
+
+    statement: Update | Insert
+    row: dict[str, Any]
+    outbox: list[dict[str, Any]]
+    journal: list[dict[str, Any]]
+    changed: int = 0
+
+
+def save_on_sqlite(saves: Sequence[Save], tx: sqlite_hop.Transaction) -> None:
+    """On SQLite's thread: executions' updates and, for each that changed its row, its
+    outbox rows and steps (`_write_execution`), in order."""
+    for save in saves:
+        save.changed = tx.rowcount(save.statement, save.row)
+        if save.changed:
+            tx.many(INSERT_OUTBOX, save.outbox)
+            tx.many(step_upsert(True), save.journal)
+
+
+@dataclass(slots=True)
+class Start:
+    """An execution's start on SQLite, and its row once started (None: not startable)."""
+
+    params: dict[str, Any]
+    started: Any | None = None
+
+
+def start_on_sqlite(starts: Sequence[Start], tx: sqlite_hop.Transaction) -> None:
+    """On SQLite's thread: executions' starts, in order."""
+    for start in starts:
+        start.started = tx.first(START_EXECUTION, start.params)
