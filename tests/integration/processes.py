@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from uuid import uuid4
 
 import httpx
 
+from tests.conftest import FIXTURE_AGENTS
 from tests.contract.conftest import RABBITMQ_URL
 from tests.e2e.test_cluster import _delete_queues
 from tests.ports import free_port
@@ -115,3 +117,34 @@ def wait_finished(http: httpx.Client, ids: list[str], timeout: float = 60) -> li
             return records
         assert time.monotonic() < deadline, [record["status"] for record in records]
         time.sleep(0.1)
+
+
+def echo_worker_env(tmp_path: Path, database_url: str, rabbitmq_url: str, **more: str) -> dict[str, str]:
+    """The environment of a `serve autonomous` process on `database_url` and `rabbitmq_url`,
+    serving the fixtures' echo-helper agent (copied to `tmp_path`/agents), with `more`
+    variables; nothing of the caller's keys, URLs or Redis."""
+    (tmp_path / "agents").mkdir(exist_ok=True)
+    shutil.copy(FIXTURE_AGENTS / "echo-helper.yml", tmp_path / "agents" / "echo-helper.yml")
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_URL")) and not k.startswith("REDIS_")}
+    env |= {
+        "AGENTS_DIR": str(tmp_path / "agents"),
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": database_url,
+        "RABBITMQ_URL": rabbitmq_url,
+        "LOG_LEVEL": "WARNING",
+    }
+    return env | more
+
+
+def spawn_worker(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`agentrunner serve autonomous` in `env` (see `echo_worker_env`), its output to
+    `log_path`: the process and the port of its health probes."""
+    port = free_port()
+    with log_path.open("wb") as output:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "agentrunner", "serve", "autonomous", "--health-port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    return worker, port

@@ -12,11 +12,8 @@ database and a key prefix of the test's own."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,7 +34,7 @@ from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import unretrieved
 from tests.integration.private_rabbitmq import PrivateRabbitMQ, private_rabbitmq
-from tests.ports import free_port
+from tests.integration.processes import echo_worker_env, spawn_worker
 
 pytestmark = [
     pytest.mark.postgres,
@@ -282,27 +279,9 @@ async def _bus_down(node: Node) -> bool:
 async def test_a_worker_process_whose_broker_died_exits_on_sigterm_within_its_drain_bound(
     tmp_path: Path, database: str, rabbitmq: PrivateRabbitMQ
 ) -> None:
-    (tmp_path / "agents").mkdir()
-    shutil.copy(FIXTURE_AGENTS / "echo-helper.yml", tmp_path / "agents" / "echo-helper.yml")
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_URL")) and not k.startswith("REDIS_")}
-    env.update(
-        {
-            "AGENTS_DIR": str(tmp_path / "agents"),
-            "DATA_DIR": str(tmp_path),
-            "DATABASE_URL": database,
-            "RABBITMQ_URL": rabbitmq.url,
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    port = free_port()
+    env = echo_worker_env(tmp_path, database, rabbitmq.url)
     log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as output:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "agentrunner", "serve", "autonomous", "--health-port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    worker, port = spawn_worker(env, log_path)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import FIXTURE_AGENTS
-from tests.ports import free_port
+from tests.contract.conftest import RABBITMQ_URL
+from tests.integration.processes import echo_worker_env, spawn_worker
 
 SERVERS = ("a2a.", "agentrunner.api.a2a", "agentrunner.api.mcp_server", "agentrunner.adapters.tools.a2a")
 
@@ -68,31 +67,17 @@ atexit.register(lambda: open(os.environ["MODULES_OUT"], "w").write("\\n".join(so
 async def test_a_worker_process_serving_its_pools_imports_no_a2a_sdk_nor_mcp_server(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    (tmp_path / "agents").mkdir()
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    shutil.copy(FIXTURE_AGENTS / "echo-helper.yml", tmp_path / "agents" / "echo-helper.yml")
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_URL")) and not k.startswith("REDIS_")}
-    env.update(
-        {
-            "AGENTS_DIR": str(tmp_path / "agents"),
-            "DATA_DIR": str(tmp_path),
-            "DATABASE_URL": postgres_url,
-            "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/",
-            "RABBITMQ_EXCHANGE_PREFIX": f"test-imports-{uuid.uuid4().hex[:8]}",
-            "LOG_LEVEL": "WARNING",
-            "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), *sys.path]),
-            "MODULES_OUT": str(tmp_path / "modules.txt"),
-        }
+    env = echo_worker_env(
+        tmp_path,
+        postgres_url,
+        RABBITMQ_URL,
+        RABBITMQ_EXCHANGE_PREFIX=f"test-imports-{uuid.uuid4().hex[:8]}",
+        PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), *sys.path]),
+        MODULES_OUT=str(tmp_path / "modules.txt"),
     )
-    port = free_port()
-    with (tmp_path / "worker.log").open("wb") as output:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "agentrunner", "serve", "autonomous", "--health-port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    worker, port = spawn_worker(env, tmp_path / "worker.log")
     try:
         deadline = time.monotonic() + 60
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
