@@ -84,13 +84,16 @@ class ExecutionsSQL(SQLEngine):
     def _sqlite_group(
         self, write: Callable[[Sequence[T], sqlite_hop.Transaction], None]
     ) -> Callable[[list[T]], Awaitable[list[BaseException | None]]]:
-        """`write` over a batch in one trip; when it fails, each item alone, so only the
-        item at fault fails (a batch's transaction is all or nothing)."""
+        """`write` over a batch in one trip; when an item refuses it (a constraint), each
+        item alone, so only the item at fault fails (a batch's transaction is all or
+        nothing). An outage fails the batch as it is: each alone would wait it out again."""
 
         async def write_many(items: list[T]) -> list[BaseException | None]:
             try:
                 await self._sqlite_hop(functools.partial(write, items))
                 return [None] * len(items)
+            except DependencyUnavailableError as exc:
+                return [exc] * len(items)
             except Exception as exc:  # noqa: BLE001 - returned: the callers raise it
                 if len(items) == 1:
                     return [exc]
