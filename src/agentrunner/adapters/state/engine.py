@@ -253,9 +253,8 @@ class SQLEngine:
         await self._sqlite_hop(lambda transaction: transaction.many(statement, rows))
 
     async def _lean_rowcount(self, session: AsyncConnection, statement: Executable, params: Mapping[str, Any]) -> int:
-        """The rows `statement` changed, run in `session` (`_lean_run`)."""
-        if self.is_sqlite:
-            return int((await session.execute(statement, params)).rowcount)
+        """The rows `statement` changed, run in `session` (`_lean_run`; PostgreSQL's: SQLite's
+        hot writes take `_sqlite_hop`)."""
         rowcount, _ = await self._lean_run(session, statement, params, fetch=False)
         return rowcount
 
@@ -263,9 +262,7 @@ class SQLEngine:
         self, session: AsyncConnection, statement: Executable, params: Mapping[str, Any]
     ) -> Any | None:
         """The first row `statement` returns (its columns as attributes), run in `session`
-        (`_lean_run`); None when it returns none."""
-        if self.is_sqlite:
-            return (await session.execute(statement, params)).first()
+        (`_lean_run`; PostgreSQL's); None when it returns none."""
         _, row = await self._lean_run(session, statement, params, fetch=True)
         return row
 

@@ -123,16 +123,14 @@ class ExecutionsSQL(SQLEngine):
         when a row changed, append `events` to the outbox and write `steps` to the journal,
         atomically; return how many execution rows changed.
 
-        On PostgreSQL this is ONE statement (the change as a data-modifying CTE, the outbox
-        rows inserted only if it returned a row), so it needs no transaction around it. On
-        SQLite, two statements in the caller's transaction (the hot writes take SQLite's
-        lean path instead: `executions_statements.save_on_sqlite`). The statements are built once
-        and reused with parameters: building one per call cost more than running it."""
+        PostgreSQL's: ONE statement (the change as a data-modifying CTE, the outbox rows
+        inserted only if it returned a row), so it needs no transaction around it. SQLite's
+        writes take its lean path (`executions_statements.create_on_sqlite`,
+        `save_on_sqlite`). The statements are built once and reused with parameters:
+        building one per call cost more than running it."""
         params = execution_params(execution, idempotency) if new else execution_params(execution)
-        if self.is_sqlite or not events:
+        if not events:
             changed = (await session.execute(execution_statement(new, only_if), params)).rowcount
-            if changed and events:
-                await _append_outbox(session, events)
             if changed:
                 await self._append_steps(session, steps)
             return int(changed)
