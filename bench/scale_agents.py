@@ -14,6 +14,10 @@ figure at 10.
   roles opened on it (`rabbitmqctl list_channels` after the start-ups less before);
 - idle: CPU (user + system, from /proc) of each process over `--idle` seconds after every
   role is up and a few seconds of settling, and its resident memory then;
+- restart: every role stopped and started again, in the same order, on what the first
+  start left (the queues declared, the agents' versions recorded): the CPU of each and the
+  broker's, the cost of every deploy after the first and of every worker a scale-out adds
+  (the first start's broker figure is the queues' creation, once in a deployment's life);
 - per invocation: `--invocations` calls of one autonomous agent (provider echo, answers
   at once), 8 in flight, over HTTP with `"wait"`; CPU of the orchestrator and the
   autonomous worker summed, divided by the calls (the shared PostgreSQL, RabbitMQ and
@@ -80,6 +84,48 @@ class Figures:
     rss_mb: dict[str, float]
     cpu_ms_per_invocation: float
     load: str
+    restart_cpu_s: dict[str, float]  # each role started again on the same broker and database
+    restart_broker_cpu_s: float
+
+
+@dataclass
+class StartUps:
+    pids: dict[str, int]
+    startup_s: dict[str, float]
+    startup_cpu_s: dict[str, float]
+    broker_cpu_s: float
+    channels: int
+
+
+async def start_roles(
+    processes: Processes,
+    cli: list[str],
+    env: dict[str, str],
+    ports: dict[str, int],
+    size: int,
+    args: argparse.Namespace,
+    suffix: str,
+) -> StartUps:
+    """Start every role, one at a time (the orchestrator first: it registers the agents and
+    declares their queues), each until ready: wall time and CPU of each, and the broker's
+    CPU and channels over them all."""
+    startup: dict[str, float] = {}
+    startup_cpu: dict[str, float] = {}
+    pids: dict[str, int] = {}
+    channels_before = await broker_channels()
+    broker_before = cpu_seconds(args.broker_pid) if args.broker_pid else 0.0
+    async with httpx.AsyncClient() as http:
+        for role in ROLES:
+            name = f"{role}-{size}{suffix}"
+            extra = [] if role in ("orchestrator", "scheduler") else ["--health-port", str(ports[role])]
+            started = time.perf_counter()
+            pids[role] = processes.spawn(name, [*cli, "serve", role, *extra], env).pid
+            await wait_ready(http, processes, {name: f"http://127.0.0.1:{ports[role]}"})
+            startup[role] = time.perf_counter() - started
+            startup_cpu[role] = cpu_seconds(pids[role])
+    broker_cpu = cpu_seconds(args.broker_pid) - broker_before if args.broker_pid else 0.0
+    channels = await broker_channels() - channels_before
+    return StartUps(pids, startup, startup_cpu, broker_cpu, channels)
 
 
 async def one_size(size: int, src: Path, args: argparse.Namespace, workdir: Path) -> Figures:
@@ -117,22 +163,8 @@ async def one_size(size: int, src: Path, args: argparse.Namespace, workdir: Path
         migrated = await asyncio.create_subprocess_exec(*cli, "db", "upgrade", env=env, cwd=workdir)
         if await migrated.wait() != 0:
             raise RuntimeError("agentrunner db upgrade failed")
-        startup: dict[str, float] = {}
-        startup_cpu: dict[str, float] = {}
-        pids: dict[str, int] = {}
-        channels_before = await broker_channels()
-        broker_before = cpu_seconds(args.broker_pid) if args.broker_pid else 0.0
-        async with httpx.AsyncClient() as http:
-            for role in ROLES:
-                name = f"{role}-{size}"
-                extra = [] if role in ("orchestrator", "scheduler") else ["--health-port", str(ports[role])]
-                started = time.perf_counter()
-                pids[role] = processes.spawn(name, [*cli, "serve", role, *extra], env).pid
-                await wait_ready(http, processes, {name: f"http://127.0.0.1:{ports[role]}"})
-                startup[role] = time.perf_counter() - started
-                startup_cpu[role] = cpu_seconds(pids[role])
-        broker_cpu = cpu_seconds(args.broker_pid) - broker_before if args.broker_pid else 0.0
-        channels = await broker_channels() - channels_before
+        first = await start_roles(processes, cli, env, ports, size, args, "")
+        pids = first.pids
         await asyncio.sleep(5)  # settling: the first ticks, connections warming up
         before = {role: cpu_seconds(pid) for role, pid in pids.items()}
         load = loadavg()
@@ -140,7 +172,22 @@ async def one_size(size: int, src: Path, args: argparse.Namespace, workdir: Path
         idle = {role: (cpu_seconds(pid) - before[role]) / args.idle * 100 for role, pid in pids.items()}
         memory = {role: rss_mb(pid) for role, pid in pids.items()}
         per_call = await invocations(f"http://127.0.0.1:{ports['orchestrator']}", args.invocations, pids)
-        return Figures(startup, startup_cpu, broker_cpu, channels, idle, memory, per_call, load)
+        # Again on what the first start left (the queues declared, the versions recorded):
+        # every deploy after the first, and every worker a scale-out adds.
+        processes.stop()
+        again = await start_roles(processes, cli, env, ports, size, args, "-again")
+        return Figures(
+            first.startup_s,
+            first.startup_cpu_s,
+            first.broker_cpu_s,
+            first.channels,
+            idle,
+            memory,
+            per_call,
+            load,
+            again.startup_cpu_s,
+            again.broker_cpu_s,
+        )
     finally:
         processes.stop()
         left = await delete_broker_names(args.rabbitmq, [f"{prefix}."], [f"{prefix}.events"])
@@ -213,6 +260,9 @@ def table(label: str, results: dict[int, Figures]) -> None:
     for role in first.rss_mb:
         line(f"{role} RSS", [results[s].rss_mb[role] for s in sizes], "MB")
     line("CPU per invocation", [results[s].cpu_ms_per_invocation for s in sizes], "ms")
+    for role in first.restart_cpu_s:
+        line(f"{role} restart CPU", [results[s].restart_cpu_s[role] for s in sizes], "s")
+    line("broker CPU over the restarts", [results[s].restart_broker_cpu_s for s in sizes], "s")
     print("load (1, 5, 15 min) when idle was measured: " + "; ".join(f"{s}: {results[s].load}" for s in sizes))
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentrunner.domain.redaction import MASK, mask_arguments, mask_command, mask_prose, mask_text, mask_url
+from agentrunner.domain.redaction import MASK, is_secret_name, mask_arguments, mask_command, mask_prose, mask_text, mask_url
 
 # A password as it appears in a URL: anything, percent-encoded where the URL needs it.
 # Text a URL can carry (no lone surrogates: they have no UTF-8 form).
@@ -72,3 +72,20 @@ def test_prose_keeps_its_words_and_loses_its_credentials() -> None:
         == f"connect to https://me:{MASK}@kb.internal/mcp?key={MASK} failed; the key {MASK} was refused"
     )
     assert mask_text("max_tokens and a plain sentence") == "max_tokens and a plain sentence"
+
+
+@given(st.text(max_size=200), st.sampled_from(["", "-", "--", " "]))
+def test_a_names_secrecy_is_the_same_remembered_or_not(name: str, dashes: str) -> None:
+    # Short names are remembered (asked again at every start of every process), long
+    # ones worked out each time: both answers must be the rule's.
+    from agentrunner.domain.redaction import _secret_name
+
+    for asked in (dashes + name, dashes + name + "_token", dashes + "api_key" + name):
+        assert is_secret_name(asked) == _secret_name(asked)
+        assert is_secret_name(asked) == is_secret_name(asked)  # asked twice: remembered once
+
+
+def test_a_long_secret_name_is_still_a_secret_name() -> None:
+    assert is_secret_name("x" * 100 + "_password")
+    assert not is_secret_name("x" * 100 + "_colour")
+    assert is_secret_name("Authorization")

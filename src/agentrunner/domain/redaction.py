@@ -10,6 +10,7 @@ reader one value, a false negative leaks a credential.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -40,8 +41,18 @@ _USERINFO = re.compile(r"(?<=//)[^/?#@\s]*@")
 
 def is_secret_name(name: str) -> bool:
     """Whether a field, header, parameter, flag or variable named `name` holds a secret."""
+    # The same few hundred names come back all the time (every agent's fields, at every
+    # start of every process): remembered, unless long enough to be somebody's data.
+    return _known_secret_name(name) if len(name) <= _REMEMBERED_NAME else _secret_name(name)
+
+
+def _secret_name(name: str) -> bool:
     bare = name.strip().lstrip("-").lower()
     return bool(SECRET_NAME.search(bare)) or bare in _SECRET_PARAMS
+
+
+_REMEMBERED_NAME = 64  # characters
+_known_secret_name = functools.lru_cache(maxsize=4096)(_secret_name)
 
 
 def looks_like_token(value: str) -> bool:
