@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentrunner.domain.redaction import MASK, is_secret_name, mask_arguments, mask_command, mask_prose, mask_text, mask_url
+from agentrunner.domain.redaction import (
+    MASK,
+    _secret_name,
+    is_secret_name,
+    mask_arguments,
+    mask_command,
+    mask_prose,
+    mask_text,
+    mask_url,
+)
 
 # A password as it appears in a URL: anything, percent-encoded where the URL needs it.
 # Text a URL can carry (no lone surrogates: they have no UTF-8 form).
@@ -78,8 +87,6 @@ def test_prose_keeps_its_words_and_loses_its_credentials() -> None:
 def test_a_names_secrecy_is_the_same_remembered_or_not(name: str, dashes: str) -> None:
     # Short names are remembered (asked again at every start of every process), long
     # ones worked out each time: both answers must be the rule's.
-    from agentrunner.domain.redaction import _secret_name
-
     for asked in (dashes + name, dashes + name + "_token", dashes + "api_key" + name):
         assert is_secret_name(asked) == _secret_name(asked)
         assert is_secret_name(asked) == is_secret_name(asked)  # asked twice: remembered once

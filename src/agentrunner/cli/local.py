@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from agentrunner.adapters.config.files import load_agent_directory
-from agentrunner.cli.common import app, err, out, settings_or_exit
+from agentrunner.cli.common import app, collector_paused, err, out, settings_or_exit
 from agentrunner.cli.evals import validate_evals
 from agentrunner.domain.errors import AgentRunnerError, ConfigError
 from agentrunner.domain.roles import ALL_ROLES
@@ -21,19 +21,20 @@ from agentrunner.domain.roles import ALL_ROLES
 @app.command()
 def up() -> None:
     """Start every role in this one process (embedded mode: SQLite, in-memory bus and cache)."""
-    from agentrunner.logs import configure_logging  # noqa: PLC0415 - keep `validate` light
-    from agentrunner.node import Node, run_on_loop, serve  # noqa: PLC0415
+    with collector_paused():  # until the node has started (`freeze_heap` turns it on)
+        from agentrunner.logs import configure_logging  # noqa: PLC0415 - keep `validate` light
+        from agentrunner.node import Node, run_on_loop, serve  # noqa: PLC0415
 
-    settings = settings_or_exit()
-    configure_logging("agentrunner", settings.log_level)
-    try:
-        node = Node(settings)
-        started = run_on_loop(settings.event_loop, partial(serve, node))
-    except (ConfigError, OSError) as exc:
-        err.print(f"[red]agentrunner cannot start:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    if not started:
-        raise typer.Exit(1)
+        settings = settings_or_exit()
+        configure_logging("agentrunner", settings.log_level)
+        try:
+            node = Node(settings)
+            started = run_on_loop(settings.event_loop, partial(serve, node))
+        except (ConfigError, OSError) as exc:
+            err.print(f"[red]agentrunner cannot start:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        if not started:
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -54,20 +55,21 @@ def serve(
     ] = False,
 ) -> None:
     """Run some roles in this process (distributed mode: RabbitMQ between processes)."""
-    from agentrunner.logs import configure_logging  # noqa: PLC0415 - keep `validate` light
-    from agentrunner.node import Node, run_on_loop  # noqa: PLC0415
-    from agentrunner.node import serve as serve_node  # noqa: PLC0415
+    with collector_paused():  # until the node has started (`freeze_heap` turns it on)
+        from agentrunner.logs import configure_logging  # noqa: PLC0415 - keep `validate` light
+        from agentrunner.node import Node, run_on_loop  # noqa: PLC0415
+        from agentrunner.node import serve as serve_node  # noqa: PLC0415
 
-    settings = settings_or_exit()
-    configure_logging("+".join(roles), settings.log_level)
-    try:
-        node = Node(settings, roles=roles, slack_optional=slack_optional)
-        started = run_on_loop(settings.event_loop, partial(serve_node, node, health_port=health_port))
-    except (ConfigError, OSError) as exc:
-        err.print(f"[red]agentrunner cannot start {' '.join(roles)}:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    if not started:
-        raise typer.Exit(1)
+        settings = settings_or_exit()
+        configure_logging("+".join(roles), settings.log_level)
+        try:
+            node = Node(settings, roles=roles, slack_optional=slack_optional)
+            started = run_on_loop(settings.event_loop, partial(serve_node, node, health_port=health_port))
+        except (ConfigError, OSError) as exc:
+            err.print(f"[red]agentrunner cannot start {' '.join(roles)}:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        if not started:
+            raise typer.Exit(1)
 
 
 cluster_app = typer.Typer(help="Every role as a local process (where Docker is absent).", no_args_is_help=True)

@@ -92,10 +92,14 @@ def freeze_heap() -> None:
     few hundred requests, which was the whole p99 under load (50 concurrent Slack commands:
     a round in eleven answered 110-150 ms late). Frozen, a full collection walks only what
     came after: 1-2 ms. Only for a process's lifetime (`serve`): frozen objects that become
-    cyclic garbage are never collected, so a process that starts many nodes (tests) must not."""
+    cyclic garbage are never collected, so a process that starts many nodes (tests) must not.
+
+    The collector is on again after it: `agentrunner serve` and `up` start with it off
+    (`cli.common.collector_paused`), and this one collection is the start's only one."""
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
+    gc.enable()
     log.info("start-up heap frozen", objects=gc.get_freeze_count(), ms=round((time.perf_counter() - started) * 1000, 1))
 
 
