@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from tests.contract.conftest import RABBITMQ_URL
+from tests.e2e.test_cluster import _delete_queues
 from tests.integration.processes import echo_worker_env, spawn_worker
 
 SERVERS = ("a2a.", "agentrunner.api.a2a", "agentrunner.api.mcp_server", "agentrunner.adapters.tools.a2a")
@@ -80,11 +81,12 @@ async def test_a_worker_process_serving_its_pools_imports_no_a2a_sdk_nor_mcp_ser
 ) -> None:
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    prefix = f"test-imports-{uuid.uuid4().hex[:8]}"
     env = echo_worker_env(
         tmp_path,
         postgres_url,
         RABBITMQ_URL,
-        RABBITMQ_EXCHANGE_PREFIX=f"test-imports-{uuid.uuid4().hex[:8]}",
+        RABBITMQ_EXCHANGE_PREFIX=prefix,
         PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), *sys.path]),
         MODULES_OUT=str(tmp_path / "modules.txt"),
     )
@@ -107,6 +109,7 @@ async def test_a_worker_process_serving_its_pools_imports_no_a2a_sdk_nor_mcp_ser
         if worker.poll() is None:
             worker.kill()
             worker.wait(10)
+        await _delete_queues(prefix)  # nothing of this test left on the shared broker
 
     modules = (tmp_path / "modules.txt").read_text().split()
     assert "agentrunner.runtime.worker" in modules  # it ran its pools
