@@ -2,7 +2,8 @@
 server are the orchestrator's, and a process that runs worker pools only (`serve
 autonomous`, ...) builds no orchestrator app: it never imports them (~10 MB of memory and
 part of the start-up of each worker, measured by bench/scale_agents.py: a `serve
-autonomous` process 145 MB resident when it built every role's app, 133 MB now); and how
+autonomous` process 145 MB resident when it built every role's app, 133 MB now); nor the
+MCP SDK while none of its agents has an MCP tool (a tenth of its start-up CPU); and how
 its start spends the garbage collector's time (one collection, before its heap is frozen)."""
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from tests.contract.conftest import RABBITMQ_URL
 from tests.e2e.test_cluster import _delete_queues
 from tests.integration.processes import echo_worker_env, spawn_worker
 
-SERVERS = ("a2a.", "agentrunner.api.a2a", "agentrunner.api.mcp_server", "agentrunner.adapters.tools.a2a")
+# The A2A SDK and our A2A and MCP servers (the orchestrator's), and the MCP SDK (whoever
+# opens an MCP session: agents with MCP tools, the orchestrator's MCP server).
+SERVERS = ("a2a.", "agentrunner.api.a2a", "agentrunner.api.mcp_server", "agentrunner.adapters.tools.a2a", "mcp.")
+SDKS = ("a2a", "mcp")
 
 
 def test_a_worker_process_imports_no_a2a_sdk_nor_mcp_server_until_it_serves_the_orchestrator(tmp_path: Path) -> None:
@@ -33,7 +37,7 @@ def test_a_worker_process_imports_no_a2a_sdk_nor_mcp_server_until_it_serves_the_
         "from agentrunner.node import Node\n"
         "from agentrunner.settings import Settings\n"
         "def loaded():\n"
-        "    return sorted(n for n in sys.modules if n == 'a2a' or n.startswith(SERVERS))\n"
+        "    return sorted(n for n in sys.modules if n in ('a2a', 'mcp') or n.startswith(SERVERS))\n"
         "async def main():\n"
         f"    node = Node(Settings(_env_file=None, data_dir={str(tmp_path)!r}, agents_dir={str(tmp_path)!r}))\n"
         "    async with node.running():\n"
@@ -113,7 +117,7 @@ async def test_a_worker_process_serving_its_pools_imports_no_a2a_sdk_nor_mcp_ser
 
     modules = (tmp_path / "modules.txt").read_text().split()
     assert "agentrunner.runtime.worker" in modules  # it ran its pools
-    assert [name for name in modules if name == "a2a" or name.startswith(SERVERS)] == []
+    assert [name for name in modules if name in SDKS or name.startswith(SERVERS)] == []
     # Its start walked the whole heap once, before freezing it (with the collector on,
     # hundreds of collections, 40 of them full: a quarter of the start's CPU), and the
     # collector is on once it served.

@@ -26,23 +26,24 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from mcp import ClientSession, StdioServerParameters
-from mcp import types as mcp_types
-from mcp.client.sse import sse_client
-from mcp.client.stdio import stdio_client
-from mcp.client.streamable_http import streamable_http_client
 
 from agentrunner.adapters.egress import EgressGuard
-from agentrunner.adapters.tools.mcp_annotations import TolerantSession, repeatable_from
 from agentrunner.domain.agent import ToolConfig
 from agentrunner.domain.egress import split_url
 from agentrunner.domain.errors import DependencyUnavailableError
 from agentrunner.domain.llm import ToolDefinition
 from agentrunner.logs import get_logger
 from agentrunner.ports.tools import Repeatable, ToolContext
+
+if TYPE_CHECKING:
+    # The MCP SDK is imported where a session is opened, not with this module: most
+    # processes (every worker of agents without an MCP tool) never open one, and it was a
+    # tenth of their start-up CPU.
+    from mcp import ClientSession
+    from mcp import types as mcp_types
 
 log = get_logger(__name__)
 
@@ -90,6 +91,8 @@ def _client(
 
 def result_text(result: mcp_types.CallToolResult) -> str:
     """A tool result as text: its text parts joined, else its structured content as JSON."""
+    from mcp import types as mcp_types  # noqa: PLC0415 - see the imports
+
     parts = []
     for item in result.content:
         if isinstance(item, mcp_types.TextContent):
@@ -138,6 +141,11 @@ class McpServer:
 
     @asynccontextmanager
     async def _streams(self) -> AsyncIterator[tuple[Any, Any]]:
+        from mcp import StdioServerParameters  # noqa: PLC0415 - see the imports
+        from mcp.client.sse import sse_client  # noqa: PLC0415
+        from mcp.client.stdio import stdio_client  # noqa: PLC0415
+        from mcp.client.streamable_http import streamable_http_client  # noqa: PLC0415
+
         entry = self.entry
         if entry.url:
             headers = {
@@ -186,6 +194,8 @@ class McpServer:
 
     async def _hold(self, ready: asyncio.Future[ClientSession]) -> None:
         """Open the session, hand it over, and keep it open until `close`."""
+        from agentrunner.adapters.tools.mcp_annotations import TolerantSession  # noqa: PLC0415 - the SDK's
+
         try:
             async with self._streams() as (read, write), TolerantSession(read, write) as session:
                 await session.initialize()
@@ -225,6 +235,8 @@ class McpServer:
                 await self._drop()
                 raise DependencyUnavailableError(_error_text(exc)) from exc
             self._session = session
+            from agentrunner.adapters.tools.mcp_annotations import repeatable_from  # noqa: PLC0415 - the SDK's
+
             self.definitions = [self._definition(tool) for tool in listed.tools]
             self.repeatable = {
                 definition.name: repeatable_from(tool.annotations)
