@@ -118,6 +118,8 @@ async def test_a_worker_process_serving_its_pools_imports_no_a2a_sdk_nor_mcp_ser
     modules = (tmp_path / "modules.txt").read_text().split()
     assert "agentrunner.runtime.worker" in modules  # it ran its pools
     assert [name for name in modules if name in SDKS or name.startswith(SERVERS)] == []
+    # Its database is at the schema's head: nothing to migrate, so no Alembic either.
+    assert [name for name in modules if name == "alembic" or name.startswith("alembic.")] == []
     # Its start walked the whole heap once, before freezing it (with the collector on,
     # hundreds of collections, 40 of them full: a quarter of the start's CPU), and the
     # collector is on once it served.

@@ -12,10 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast
 
-from alembic import command
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Dialect, event, select
+from sqlalchemy import Connection, Dialect, event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -25,6 +22,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from agentrunner.adapters.state import sqlite_hop
 from agentrunner.adapters.state.errors import as_outage
+from agentrunner.adapters.state.migrations import HEAD
 from agentrunner.adapters.state.rows import AttributeRow
 from agentrunner.adapters.state.urls import alembic_config, prepare_sqlite_folder
 from agentrunner.domain.errors import ConfigError, DependencyUnavailableError
@@ -141,19 +139,20 @@ class SQLEngine:
         # Most starts find the schema at head already (every restart, every replica, every
         # test database copied from the migrated template): one query says so, where
         # Alembic's upgrade would load every migration script again to do nothing.
-        if MigrationContext.configure(connection).get_current_revision() == _head_revision():
+        if _current_revision(connection) == HEAD:
             return
+        from alembic import command  # noqa: PLC0415 - only to migrate: see migrations.HEAD
+
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
     def _require_head(self, connection: Connection) -> None:
-        head = _head_revision()
-        current = MigrationContext.configure(connection).get_current_revision()
-        if current != head:
+        current = _current_revision(connection)
+        if current != HEAD:
             raise ConfigError(
                 f"database {self._where} is at schema revision {current or 'none'}, this agentrunner needs "
-                f"{head}: run `agentrunner db upgrade`"
+                f"{HEAD}: run `agentrunner db upgrade`"
             )
 
     async def close(self) -> None:
@@ -356,11 +355,13 @@ def _check_on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _prox
         raise DisconnectionError(f"pooled connection is dead: {exc}") from exc  # the pool reconnects
 
 
-@functools.cache
-def _head_revision() -> str | None:
-    """The newest migration's revision: the scripts are part of the package, so they are
-    read once per process (Alembic parses every one of them to answer)."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+def _current_revision(connection: Connection) -> str | None:
+    """The schema revision Alembic recorded in the database (None before the first
+    migration), read as Alembic reads it: its version table's one row."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    revisions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return revisions[0] if len(revisions) == 1 else ",".join(sorted(revisions)) or None
 
 
 @dataclass(slots=True)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from agentrunner.domain.errors import ConfigError, DependencyUnavailableError
 from agentrunner.domain.redaction import mask_url
+
+if TYPE_CHECKING:
+    # Alembic is imported where a migration runs, not at every start (`migrations.HEAD`).
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -29,6 +32,8 @@ def prepare_sqlite_folder(url: str) -> None:
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic config for agentrunner's migrations; `url` defaults to the settings'."""
+    from alembic.config import Config  # noqa: PLC0415 - see the imports
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url:
@@ -39,6 +44,8 @@ def alembic_config(url: str | None = None) -> Config:
 def run_schema_command(url: str, action: str, revision: str = "head") -> None:
     """`upgrade`, `downgrade` or `current` (printed) on the database at `url`; raises
     `DependencyUnavailableError` naming the database (password hidden) when it fails."""
+    from alembic import command  # noqa: PLC0415 - see the imports
+
     config = alembic_config(url)
     actions = {
         "upgrade": lambda: command.upgrade(config, revision),
