@@ -1,4 +1,4 @@
-"""The garbage collector paused during a start (`cli.common.collector_paused`, the CLI's
+"""The garbage collector paused during a start (`cli.collector.collector_paused`, the CLI's
 imports): always on again after it, a failed start included; never turned on by it where
 it was off."""
 
@@ -10,7 +10,7 @@ import importlib
 import pytest
 
 import agentrunner.cli
-from agentrunner.cli.common import collector_paused
+from agentrunner.cli.collector import collector_paused
 
 
 def test_the_collector_is_off_inside_and_on_again_after_even_when_the_start_failed() -> None:

@@ -3,7 +3,6 @@ the HTTP client of a running node's API."""
 
 from __future__ import annotations
 
-import gc
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,22 +32,6 @@ UrlOption = Annotated[
         "--url", envvar="AGENTRUNNER_URL", help="Orchestrator URL (default http://127.0.0.1:ORCHESTRATOR_PORT)."
     ),
 ]
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while a process starts: its imports, and for a
-    server its node and agents (`node.serving.freeze_heap` collects once at the end and
-    turns it back on). During a start the heap only grows, and the collections it set off
-    walked it again and again: a quarter of a server's start-up CPU (550 ms of 2.2 s with 10
-    agents, 850 ms with 1,000). On again on the way out, whatever happened, if it was on."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def settings_or_exit() -> Settings:

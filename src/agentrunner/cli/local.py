@@ -12,7 +12,8 @@ import typer
 from rich.table import Table
 
 from agentrunner.adapters.config.files import load_agent_directory
-from agentrunner.cli.common import app, collector_paused, err, out, settings_or_exit
+from agentrunner.cli.collector import collector_paused
+from agentrunner.cli.common import app, err, out, settings_or_exit
 from agentrunner.cli.evals import validate_evals
 from agentrunner.domain.errors import AgentRunnerError, ConfigError
 from agentrunner.domain.roles import ALL_ROLES

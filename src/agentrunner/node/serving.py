@@ -95,7 +95,7 @@ def freeze_heap() -> None:
     cyclic garbage are never collected, so a process that starts many nodes (tests) must not.
 
     The collector is on again after it: `agentrunner serve` and `up` start with it off
-    (`cli.common.collector_paused`), and this one collection is the start's only one."""
+    (`cli.collector.collector_paused`), and this one collection is the start's only one."""
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
