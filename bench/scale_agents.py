@@ -75,26 +75,22 @@ def loadavg() -> str:
 
 
 @dataclass
-class Figures:
-    startup_s: dict[str, float]
-    startup_cpu_s: dict[str, float]
-    broker_cpu_s: float
-    channels: int
-    idle_cpu_pct: dict[str, float]
-    rss_mb: dict[str, float]
-    cpu_ms_per_invocation: float
-    load: str
-    restart_cpu_s: dict[str, float]  # each role started again on the same broker and database
-    restart_broker_cpu_s: float
-
-
-@dataclass
 class StartUps:
     pids: dict[str, int]
     startup_s: dict[str, float]
     startup_cpu_s: dict[str, float]
     broker_cpu_s: float
     channels: int
+
+
+@dataclass
+class Figures:
+    first: StartUps
+    idle_cpu_pct: dict[str, float]
+    rss_mb: dict[str, float]
+    cpu_ms_per_invocation: float
+    load: str
+    again: StartUps  # each role started again on the same broker and database
 
 
 async def start_roles(
@@ -176,18 +172,7 @@ async def one_size(size: int, src: Path, args: argparse.Namespace, workdir: Path
         # every deploy after the first, and every worker a scale-out adds.
         processes.stop()
         again = await start_roles(processes, cli, env, ports, size, args, "-again")
-        return Figures(
-            first.startup_s,
-            first.startup_cpu_s,
-            first.broker_cpu_s,
-            first.channels,
-            idle,
-            memory,
-            per_call,
-            load,
-            again.startup_cpu_s,
-            again.broker_cpu_s,
-        )
+        return Figures(first, idle, memory, per_call, load, again)
     finally:
         processes.stop()
         left = await delete_broker_names(args.rabbitmq, [f"{prefix}."], [f"{prefix}.events"])
@@ -241,7 +226,6 @@ async def invocations(orchestrator: str, count: int, pids: dict[str, int]) -> fl
 def table(label: str, results: dict[int, Figures]) -> None:
     print(f"\n{label}")
     sizes = sorted(results)
-    first = results[sizes[0]]
     print(f"| figure | {' | '.join(f'{size} agents' for size in sizes)} | {sizes[-1]} / {sizes[0]} |")
     print("|---|" + "---|" * (len(sizes) + 1))
 
@@ -249,20 +233,20 @@ def table(label: str, results: dict[int, Figures]) -> None:
         ratio = values[-1] / values[0] if values[0] else float("inf")
         print(f"| {label} | {' | '.join(f'{v:.2f} {unit}' for v in values)} | {ratio:.2f}x |")
 
-    for role in first.startup_s:
-        line(f"{role} start-up", [results[s].startup_s[role] for s in sizes], "s")
-    for role in first.startup_cpu_s:
-        line(f"{role} start-up CPU", [results[s].startup_cpu_s[role] for s in sizes], "s")
-    line("broker CPU over the start-ups", [results[s].broker_cpu_s for s in sizes], "s")
-    line("channels on the broker", [float(results[s].channels) for s in sizes], "")
-    for role in first.idle_cpu_pct:
+    for role in ROLES:
+        line(f"{role} start-up", [results[s].first.startup_s[role] for s in sizes], "s")
+    for role in ROLES:
+        line(f"{role} start-up CPU", [results[s].first.startup_cpu_s[role] for s in sizes], "s")
+    line("broker CPU over the start-ups", [results[s].first.broker_cpu_s for s in sizes], "s")
+    line("channels on the broker", [float(results[s].first.channels) for s in sizes], "")
+    for role in ROLES:
         line(f"{role} idle CPU", [results[s].idle_cpu_pct[role] for s in sizes], "%")
-    for role in first.rss_mb:
+    for role in ROLES:
         line(f"{role} RSS", [results[s].rss_mb[role] for s in sizes], "MB")
     line("CPU per invocation", [results[s].cpu_ms_per_invocation for s in sizes], "ms")
-    for role in first.restart_cpu_s:
-        line(f"{role} restart CPU", [results[s].restart_cpu_s[role] for s in sizes], "s")
-    line("broker CPU over the restarts", [results[s].restart_broker_cpu_s for s in sizes], "s")
+    for role in ROLES:
+        line(f"{role} restart CPU", [results[s].again.startup_cpu_s[role] for s in sizes], "s")
+    line("broker CPU over the restarts", [results[s].again.broker_cpu_s for s in sizes], "s")
     print("load (1, 5, 15 min) when idle was measured: " + "; ".join(f"{s}: {results[s].load}" for s in sizes))
 
 
