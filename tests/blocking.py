@@ -68,6 +68,9 @@ ALLOWED: tuple[tuple[str, str, str], ...] = (
     # The OpenTelemetry resource (host and process attributes, detected in a thread pool it
     # joins) is built once, with the node, before it serves.
     ("agentrunner/adapters/telemetry/otel.py", "__init__", "built with the node, before serving"),
+    # The orchestrator's app imports the A2A and MCP servers' SDKs when it is built (the
+    # MCP SDK reads its package metadata): once per process, before it serves.
+    ("agentrunner/node/apps.py", "_orchestrator_app", "app built at start-up"),
     # A node with Slack imports slack_sdk and aiohttp when it is built (aiohttp makes its
     # default TLS context at import): once per process, before it serves.
     ("agentrunner/node/building.py", "slack_replies", "built with the node, before serving"),

@@ -22,7 +22,7 @@ import httpx
 from agentrunner.adapters.egress import EgressGuard
 from agentrunner.adapters.tools.builtin import BUILTIN_NAMES, builtin_tool
 from agentrunner.adapters.tools.declared import declared
-from agentrunner.adapters.tools.mcp import McpServer, McpTool
+from agentrunner.adapters.tools.mcp import McpServer, McpTool, load_sdk
 from agentrunner.adapters.tools.outages import Outages
 from agentrunner.domain.agent import AgentConfig, ToolConfig
 from agentrunner.domain.errors import AgentRunnerError
@@ -107,6 +107,8 @@ class ToolShelf:
             entry.type in ("mcp", "a2a") or entry.name == "http_request" for config in agents for entry in config.tools
         ):
             await self._egress.load_tls()  # for guarded MCP and A2A URLs and http_request
+        if wanted:
+            await load_sdk()  # loaded once: a dictionary lookup afterwards
         for key, entry in wanted.items():
             if key not in self._servers:
                 self._servers[key] = McpServer(

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import re
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -87,6 +89,18 @@ def _client(
     """An httpx client for a server at a URL the operator wrote, verifying with `tls`
     (the SDK's own factory's defaults otherwise)."""
     return httpx.AsyncClient(headers=headers, timeout=timeout or httpx.Timeout(30.0, read=300.0), auth=auth, verify=tls)
+
+
+# The SDK's modules a session uses (`McpServer._streams`, `_hold`, `result_text`).
+SDK_MODULES = ("mcp", "mcp.types", "mcp.client.sse", "mcp.client.stdio", "mcp.client.streamable_http")
+
+
+async def load_sdk() -> None:
+    """Import the MCP SDK off the event loop, once per process, before a server's session
+    is opened: its first import reads files and its package's metadata (~100 ms of CPU),
+    which on the loop would stall every run under way (a reload that adds an MCP tool)."""
+    if not all(name in sys.modules for name in SDK_MODULES):
+        await asyncio.to_thread(lambda: [importlib.import_module(name) for name in SDK_MODULES])
 
 
 def result_text(result: mcp_types.CallToolResult) -> str:
