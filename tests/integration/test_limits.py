@@ -9,6 +9,7 @@ figures while the one in flight finishes, warns at 80 %, and shows in GET /usage
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -26,7 +27,9 @@ from typing import Any
 import httpx
 import pytest
 
+from agentrunner.adapters.cache.redis import RedisCache
 from agentrunner.adapters.state.urls import run_schema_command
+from tests.conftest import PostgresDatabases, _database_url, _drop_database
 from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.timed_calls import TimedCalls, peak
@@ -105,14 +108,62 @@ def _deployed(
                 roles.serve("autonomous", "--health-port", url.rsplit(":", 1)[1], log=f"w{index}.log")
                 for index, url in enumerate(health)
             ]
+            asyncio.run(_past_the_fresh_store_grace(redis_url, prefix, lease))
             roles.wait_ready(f"http://127.0.0.1:{port}", *health)
             yield Deployment(f"http://127.0.0.1:{port}", fake, processes, health, roles)
 
 
+async def _past_the_fresh_store_grace(redis_url: str, prefix: str, lease: float) -> None:
+    """Until the slots under `prefix` give a first slot: a fresh store refuses new holders
+    for one lease (runtime/limits.py), spent here while the roles start rather than by the
+    test's first execution. The tests measure a store in use, as a deployment's is after
+    its first lease; a Redis that loses its data mid-test still starts a grace of its own.
+    Taken every sixth of a lease: the store's clock counts a silent stretch as half a lease
+    at most, so it moves only while it is called."""
+    store = RedisCache(redis_url, key_prefix=prefix)
+    deadline = time.monotonic() + 30
+    try:
+        while not await store.acquire_slot("fresh-grace", "tests", 1, lease):
+            assert time.monotonic() < deadline, "the fresh store never gave a slot"
+            await asyncio.sleep(lease / 6)
+        await store.release_slot("fresh-grace", "tests")
+    finally:
+        await store.close()
+
+
 @pytest.fixture
-def deployment(tmp_path: Path, postgres_url: str) -> Iterator[Deployment]:
+def own_deployment(tmp_path: Path, postgres_url: str) -> Iterator[Deployment]:
+    """A deployment of the test's own, whose processes it may kill."""
     with _deployed(tmp_path, postgres_url, REDIS_URL, f"limits-{uuid.uuid4().hex[:8]}:", LEASE_SECONDS) as deployed:
         yield deployed
+
+
+@pytest.fixture(scope="module")
+def module_deployment(
+    tmp_path_factory: pytest.TempPathFactory, postgres_databases: PostgresDatabases
+) -> Iterator[Deployment]:
+    database = postgres_databases.take().result()
+    try:
+        with _deployed(
+            tmp_path_factory.mktemp("limits"),
+            _database_url(database),
+            REDIS_URL,
+            f"limits-{uuid.uuid4().hex[:8]}:",
+            LEASE_SECONDS,
+        ) as deployed:
+            yield deployed
+    finally:
+        asyncio.run(_drop_database(database))
+
+
+@pytest.fixture
+def deployment(module_deployment: Deployment) -> Deployment:
+    """One deployment for the tests that neither kill nor stop its processes (starting four
+    is the slow part), with the fake's answers as new: each test invokes agents that no other
+    test of the module invokes, and looks at their executions only."""
+    fake = module_deployment.fake
+    fake.script, fake.delay_seconds = None, 0.0
+    return module_deployment
 
 
 @dataclass
@@ -325,7 +376,8 @@ def test_running_holders_come_back_before_new_ones_after_redis_restarts_without_
     assert "concurrency slot added back" in deployment.roles.log_text()
 
 
-def test_a_worker_killed_holding_a_slot_frees_it_within_the_lease(deployment: Deployment) -> None:
+def test_a_worker_killed_holding_a_slot_frees_it_within_the_lease(own_deployment: Deployment) -> None:
+    deployment = own_deployment
     deployment.fake.slow(10.0)  # still running when its worker dies, however slow the machine
     with httpx.Client(base_url=deployment.url, timeout=30) as http:
         first = _invoke(http, "single", "held").json()["execution_id"]
