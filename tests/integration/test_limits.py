@@ -108,12 +108,12 @@ def _deployed(
                 roles.serve("autonomous", "--health-port", url.rsplit(":", 1)[1], log=f"w{index}.log")
                 for index, url in enumerate(health)
             ]
-            asyncio.run(_past_the_fresh_store_grace(redis_url, prefix, lease))
+            asyncio.run(past_the_fresh_store_grace(redis_url, prefix, lease))
             roles.wait_ready(f"http://127.0.0.1:{port}", *health)
             yield Deployment(f"http://127.0.0.1:{port}", fake, processes, health, roles)
 
 
-async def _past_the_fresh_store_grace(redis_url: str, prefix: str, lease: float) -> None:
+async def past_the_fresh_store_grace(redis_url: str, prefix: str, lease: float) -> None:
     """Until the slots under `prefix` give a first slot: a fresh store refuses new holders
     for one lease (runtime/limits.py), spent here while the roles start rather than by the
     test's first execution. The tests measure a store in use, as a deployment's is after

@@ -16,7 +16,7 @@ from agentrunner.adapters.state.urls import run_schema_command
 from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.processes import role_processes, wait_finished
-from tests.integration.test_limits import _most_at_once
+from tests.integration.test_limits import _most_at_once, past_the_fresh_store_grace
 from tests.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
@@ -25,6 +25,10 @@ ALICE_KEY = "key-alice-0123456789abcdef0123456789"
 BOB_KEY = "key-bob-0123456789abcdef0123456789ab"
 
 AGENT = "name: shared\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
+# Long enough that a worker starved of CPU for a second or two (a loaded machine) still
+# renews in time: a slot lost would let a tenant's second execution start beside its first.
+LEASE_SECONDS = 5.0
+
 LISTENER = (
     "name: orders\nagent_type: t\nexecution_mode: autonomous\nllm_config: {provider: openai, model: gpt-4o}\n"
     "event_subscriptions: ['orders.#']\n"
@@ -49,6 +53,7 @@ def test_each_tenant_has_its_own_concurrency_and_budget(tmp_path: Path, postgres
     (tmp_path / "agents" / "orders.yml").write_text(LISTENER)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    prefix = f"tenants-{uuid.uuid4().hex[:8]}:"
     with FakeOpenAI(api_key="sk-tenants") as fake:
         fake.slow(0.3)
         env = {
@@ -56,7 +61,8 @@ def test_each_tenant_has_its_own_concurrency_and_budget(tmp_path: Path, postgres
             "OPENAI_API_KEY": fake.api_key,
             "OPENAI_BASE_URL": fake.base_url,
             "REDIS_URL": REDIS_URL,
-            "REDIS_KEY_PREFIX": f"tenants-{uuid.uuid4().hex[:8]}:",
+            "REDIS_KEY_PREFIX": prefix,
+            "SLOT_LEASE_SECONDS": f"{LEASE_SECONDS:g}",
             "ENABLE_API_AUTH": "true",
             "API_KEYS": f"alice:{ALICE_KEY},bob:{BOB_KEY}",
             "TENANT_MAX_CONCURRENCY": "1",
@@ -64,7 +70,11 @@ def test_each_tenant_has_its_own_concurrency_and_budget(tmp_path: Path, postgres
         }
         with role_processes(tmp_path, postgres_url, **env) as roles:
             roles.serve("orchestrator", log="o.log")
-            roles.serve_workers(2, ready=(url,))
+            health = [free_port() for _ in range(2)]
+            for index, health_port in enumerate(health):
+                roles.serve("autonomous", "--health-port", str(health_port), log=f"w{index}.log")
+            asyncio.run(past_the_fresh_store_grace(REDIS_URL, prefix, LEASE_SECONDS))
+            roles.wait_ready(url, *(f"http://127.0.0.1:{health_port}" for health_port in health))
 
             async def both() -> tuple[list[str], list[str]]:
                 alice, bob = await asyncio.gather(_burst(url, ALICE_KEY, 4), _burst(url, BOB_KEY, 2))
