@@ -11,8 +11,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentrunner.adapters.state import engine
+from agentrunner.adapters.state.engine import in_flight
 from agentrunner.adapters.state.sql import SQLStateStore
-from agentrunner.domain.errors import ExecutionNotFoundError
+from agentrunner.domain.errors import DependencyUnavailableError, ExecutionNotFoundError
 from agentrunner.domain.execution import Execution
 from agentrunner.domain.state import AgentState
 from tests.conftest import POSTGRES_ADMIN_URL
@@ -132,3 +133,44 @@ async def test_connections_dropped_under_load_are_replaced_without_failing_a_cal
 
     assert dropped >= 2
     assert {execution.execution_id for execution in calls_after} == {"next"}
+
+
+@pytest.mark.postgres
+async def test_a_hot_write_whose_connection_dies_under_it_is_an_outage_in_flight_and_its_slot_serves_again(
+    postgres_url: str,
+) -> None:
+    """An execution's start (like its create and end) runs on the pool's asyncpg connection
+    straight (`SQLEngine._lean_run`): killed mid-statement, it fails as a connection lost in
+    flight (what the callers' retry rule reads), the dead connection is given up, and the
+    pool's only slot serves the next call on a new one."""
+    store = SQLStateStore(postgres_url, pool_size=1, max_overflow=0)
+    await store.start()
+    database = postgres_url.rsplit("/", 1)[1]
+    locker = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await store.create_execution(Execution(execution_id="held", agent="a", trace_id="t"))
+        lock = locker.transaction()
+        await lock.start()
+        await locker.execute("SELECT 1 FROM executions WHERE execution_id = 'held' FOR UPDATE")
+        start = asyncio.create_task(store.start_execution("held", worker="w", provider="p", model="m"))
+        killed, deadline = 0, asyncio.get_running_loop().time() + 30
+        while not killed and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+            killed = await admin.fetchval(  # the start, waiting for the row's lock
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND wait_event_type = 'Lock'",
+                database,
+            )
+        with pytest.raises(DependencyUnavailableError) as lost:
+            await start
+        await lock.rollback()
+        started = await store.start_execution("held", worker="w", provider="p", model="m")
+    finally:
+        await locker.close()
+        await admin.close()
+        await store.close()
+
+    assert killed == 1
+    assert in_flight(lost.value)
+    assert started.attempts == 1  # the killed statement changed nothing

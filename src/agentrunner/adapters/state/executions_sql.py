@@ -110,7 +110,6 @@ class ExecutionsSQL(SQLEngine):
 
     async def _write_execution(
         self,
-        session: AsyncConnection,
         execution: Execution,
         *,
         new: bool,
@@ -121,19 +120,23 @@ class ExecutionsSQL(SQLEngine):
     ) -> int:
         """Insert (`new`, with its `idempotency` key if any) or update `execution` and, only
         when a row changed, append `events` to the outbox and write `steps` to the journal,
-        atomically; return how many execution rows changed.
+        atomically; return how many execution rows changed. PostgreSQL's (SQLite's writes
+        take its lean path: `executions_statements.create_on_sqlite`, `save_on_sqlite`).
 
-        PostgreSQL's: ONE statement (the change as a data-modifying CTE, the outbox rows
-        inserted only if it returned a row), so it needs no transaction around it. SQLite's
-        writes take its lean path (`executions_statements.create_on_sqlite`,
-        `save_on_sqlite`). The statements are built once and reused with parameters:
-        building one per call cost more than running it."""
+        ONE statement (the change as a data-modifying CTE, the outbox rows and steps
+        written only if it returned a row), so it needs no transaction around it and runs
+        alone on a pooled connection (`_lean_rowcount`); steps without events are a second
+        statement, in one transaction with the change. The statements are built once and
+        reused with parameters: building one per call cost more than running it."""
         params = execution_params(execution, idempotency) if new else execution_params(execution)
+        if steps and not events:
+            async with self._session(write=True, atomic=True) as session:
+                changed = int((await session.execute(execution_statement(new, only_if), params)).rowcount)
+                if changed:
+                    await self._append_steps(session, steps)
+            return changed
         if not events:
-            changed = (await session.execute(execution_statement(new, only_if), params)).rowcount
-            if changed:
-                await self._append_steps(session, steps)
-            return int(changed)
+            return await self._lean_rowcount(execution_statement(new, only_if), params)
         now = utcnow()
         for i, e in enumerate(events):
             params |= {f"o{i}_id": e.event_id, f"o{i}_topic": e.topic, f"o{i}_event": e.model_dump(mode="json")}
@@ -141,7 +144,7 @@ class ExecutionsSQL(SQLEngine):
         for i, step in enumerate(steps):
             params |= {f"s{i}_{name[2:]}": value for name, value in step_params(step).items()}
         statement = execution_statement_with_outbox(new, only_if, len(events), len(steps))
-        return 1 if await self._lean_rowcount(session, statement, params) else 0
+        return 1 if await self._lean_rowcount(statement, params) else 0
 
     # -- executions ------------------------------------------------------------------
 
@@ -204,9 +207,7 @@ class ExecutionsSQL(SQLEngine):
                     journal = [step_params(step) for step in steps]
                     await self._sqlite_hop(functools.partial(create_on_sqlite, [row], outbox, journal))
                     return None
-                async with self._session(write=True, atomic=bool(steps)) as session:
-                    await self._write_execution(session, execution, new=True, events=events, idempotency=claim)
-                    await self._append_steps(session, steps)
+                await self._write_execution(execution, new=True, events=events, idempotency=claim, steps=steps)
                 return None
             except DependencyUnavailableError as exc:
                 if maybe_stored or not in_flight(exc):
@@ -279,12 +280,9 @@ class ExecutionsSQL(SQLEngine):
                 async with self._session() as session:
                     raise await self._unsaved(session, execution.execution_id, only_if)
             return
-        atomic = bool(steps) and not events
-        async with self._session(write=True, atomic=atomic) as session:
-            changed = await self._write_execution(
-                session, execution, new=False, events=events, only_if=only_if, steps=steps
-            )
-            if changed != 1:
+        changed = await self._write_execution(execution, new=False, events=events, only_if=only_if, steps=steps)
+        if changed != 1:
+            async with self._session() as session:
                 raise await self._unsaved(session, execution.execution_id, only_if)
 
     async def start_execution(self, execution_id: str, *, worker: str, provider: str, model: str) -> Execution:
@@ -297,11 +295,11 @@ class ExecutionsSQL(SQLEngine):
                 async with self._session() as session:
                     raise await self._unsaved(session, execution_id, STARTABLE)
             return execution_from(started)
-        async with self._session(write=True) as session:
-            row = await self._lean_first(session, START_EXECUTION, params)
-            if row is None:
+        row = await self._lean_first(START_EXECUTION, params)
+        if row is None:
+            async with self._session() as session:
                 raise await self._unsaved(session, execution_id, STARTABLE)
-            return execution_from(row)
+        return execution_from(row)
 
     @staticmethod
     async def _unsaved(
@@ -391,8 +389,7 @@ class ExecutionsSQL(SQLEngine):
             rows = [{"v_id": entry_id, "v_now": now} for entry_id in entry_ids]
             await self._sqlite_hop(lambda tx: tx.many(MARK_ONE_PUBLISHED, rows))
             return
-        async with self._session(write=True) as session:
-            await self._lean_rowcount(session, MARK_PUBLISHED_ANY, {"ids": list(entry_ids), "now": now})
+        await self._lean_rowcount(MARK_PUBLISHED_ANY, {"ids": list(entry_ids), "now": now})
 
 
 def list_query(
