@@ -42,6 +42,19 @@ class PrivateRabbitMQ:
         urls = dict(line.split("=", 1) for line in (await self._script("urls")).splitlines() if "=" in line)
         self.url = urls["RABBITMQ_URL"]
 
+    async def answers(self) -> bool:
+        """Whether it takes connections now (False before its first start and once stopped)."""
+        if not self.url:
+            return False
+        port = int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
     async def stop(self, how: str = "graceful") -> None:
         """Stop it: `graceful` (rabbitmqctl stop) or `kill` (kill -9)."""
         await self._script("stop", "rabbitmq", how)

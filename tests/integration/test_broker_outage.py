@@ -5,7 +5,8 @@ bus's reconnect wait (not its publish timeout), readiness says the event bus is 
 the broker is back the node reconnects by itself and every accepted invocation runs once.
 A node, and a worker process, whose broker is gone for good still stop within a bound.
 
-The RabbitMQ here is the test's own (scripts/private_services.sh, on free ports): the
+The RabbitMQ here is the module's own (scripts/private_services.sh, on free ports), started
+again for the next test when one stopped it for good, with an exchange prefix per test: the
 shared broker on 5672 is never stopped. PostgreSQL and Redis are the shared servers, with a
 database and a key prefix of the test's own."""
 
@@ -14,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -33,7 +35,7 @@ from tests.conftest import FIXTURE_AGENTS
 from tests.contract.conftest import REDIS_URL
 from tests.fakes.openai_server import FakeOpenAI
 from tests.integration.conftest import unretrieved
-from tests.integration.private_rabbitmq import PrivateRabbitMQ, private_rabbitmq
+from tests.integration.private_rabbitmq import PrivateRabbitMQ
 from tests.integration.processes import echo_worker_env, spawn_worker
 
 pytestmark = [
@@ -51,10 +53,25 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 STOP_BOUND_SECONDS = 15.0
 
 
-@pytest.fixture
-async def rabbitmq() -> AsyncIterator[PrivateRabbitMQ]:
-    async with private_rabbitmq() as broker:
+@pytest.fixture(scope="module")
+def module_rabbitmq() -> Iterator[PrivateRabbitMQ]:
+    """One private broker for the module, started by `rabbitmq` (its start, ~4 s, is the
+    slow part), killed and its data deleted afterwards."""
+    broker = PrivateRabbitMQ(Path(tempfile.mkdtemp(prefix="agentrunner-rabbitmq-")))
+    try:
         yield broker
+    finally:
+        asyncio.run(broker.down())
+        shutil.rmtree(broker.directory, ignore_errors=True)
+
+
+@pytest.fixture
+async def rabbitmq(module_rabbitmq: PrivateRabbitMQ) -> PrivateRabbitMQ:
+    """The module's broker, taking connections: started again when the test before stopped
+    it for good. Each test's node has an exchange prefix of its own on it (`_settings`)."""
+    if not await module_rabbitmq.answers():
+        await module_rabbitmq.start()
+    return module_rabbitmq
 
 
 @pytest.fixture
@@ -74,6 +91,7 @@ def _settings(tmp_path: Path, database_url: str, rabbitmq_url: str, **more: Any)
         redis_url=REDIS_URL,
         redis_key_prefix=f"test-{uuid4().hex[:12]}:",
         rabbitmq_url=rabbitmq_url,
+        rabbitmq_exchange_prefix=f"test-{uuid4().hex[:12]}",
         agents_dir=tmp_path / "agents",
         data_dir=tmp_path,
         **more,
@@ -279,7 +297,7 @@ async def _bus_down(node: Node) -> bool:
 async def test_a_worker_process_whose_broker_died_exits_on_sigterm_within_its_drain_bound(
     tmp_path: Path, database: str, rabbitmq: PrivateRabbitMQ
 ) -> None:
-    env = echo_worker_env(tmp_path, database, rabbitmq.url)
+    env = echo_worker_env(tmp_path, database, rabbitmq.url, RABBITMQ_EXCHANGE_PREFIX=f"test-{uuid4().hex[:12]}")
     log_path = tmp_path / "worker.log"
     worker, port = spawn_worker(env, log_path)
     try:
