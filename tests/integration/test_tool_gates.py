@@ -143,6 +143,39 @@ async def test_a_gated_call_waits_holding_no_worker_survives_a_restart_and_runs_
     assert again.status_code == 409
 
 
+async def test_an_invocation_that_waits_is_answered_once_a_human_is_needed_not_at_the_end_of_its_wait(
+    tmp_path: Path, deployment: tuple[str, dict[str, Any]]
+) -> None:
+    """Nothing happens to an execution that waits for a human until one answers: a caller
+    who waits for it (and the retry of that call, by its Idempotency-Key) is answered then,
+    202 with `waiting_approval`, not when its `wait` runs out."""
+    asked: Counter[str] = Counter()
+    bus, settings = deployment
+    wait = 60.0
+    task = {"task_data": {"prompt": "gated"}, "wait": wait}
+    with CountingTools() as tools:
+        agents = {"gated.yml": _gated(tools.url)}
+        async with (
+            node_on(bus, tmp_path, agents, script=_model(asked), **settings) as node,
+            _orchestrator(node) as http,
+        ):
+            clock = asyncio.get_running_loop().time
+            began = clock()
+            answer = await http.post("/agents/gated/invoke", json=task, headers={"Idempotency-Key": "k1"}, timeout=90)
+            answered_after = clock() - began
+            began = clock()
+            retried = await http.post("/agents/gated/invoke", json=task, headers={"Idempotency-Key": "k1"}, timeout=90)
+            retry_answered_after = clock() - began
+
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["status"] == "waiting_approval"
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["execution_id"] == answer.json()["execution_id"]
+    assert answered_after < wait / 2  # not held to the end of its wait
+    assert retry_answered_after < wait / 2
+    assert dict(tools.calls) == {}
+
+
 async def test_a_denied_call_is_not_made_and_the_model_reads_why(tmp_path: Path) -> None:
     asked: Counter[str] = Counter()
     with CountingTools() as tools:

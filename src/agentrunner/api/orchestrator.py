@@ -66,7 +66,8 @@ class InvokeRequest(BaseModel):
         default=None,
         ge=0,
         le=MAX_WAIT_SECONDS,
-        description="Seconds to wait for the result (default 60); 0 answers 202 at once.",
+        description="Seconds to wait for the result (default 60), 202 sooner when it waits for a human; "
+        "0 answers 202 at once.",
     )
     webhook_url: str | None = Field(
         default=None,
@@ -110,7 +111,8 @@ class ReplayRequest(BaseModel):
         default=None,
         ge=0,
         le=MAX_WAIT_SECONDS,
-        description="Seconds to wait for the result (default 60); 0 answers 202 at once.",
+        description="Seconds to wait for the result (default 60), 202 sooner when it waits for a human; "
+        "0 answers 202 at once.",
     )
 
 
@@ -170,7 +172,7 @@ def orchestrator_app(
             earlier = taken.earlier
             if claim is None or earlier.fingerprint != claim.fingerprint:
                 return reused_key_response()
-            execution = await orchestrator.wait_for(earlier.execution_id, wait)
+            execution = await orchestrator.wait_for(earlier.execution_id, wait, human_ends_it=True)
             replayed = {REPLAYED_HEADER: "true"}
         extras = await invoke_extras(execution) if invoke_extras else {}
         if execution.status.is_terminal and wait > 0:  # wait 0: accepted (202), even a retry's

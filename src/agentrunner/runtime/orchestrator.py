@@ -54,11 +54,13 @@ from agentrunner.runtime.tool_answers import answer_tool_call
 from agentrunner.runtime.topics import (
     FINISHED_PATTERN,
     TENANT_HEADER,
+    WAITING_PATTERN,
     agent_queue,
     cancel_topic,
     finished_topic,
     invoke_topic,
     is_finished_topic,
+    is_waiting_topic,
     orchestrator_queue,
 )
 from agentrunner.runtime.watchers import ExecutionWatchers
@@ -103,8 +105,10 @@ class Orchestrator:
         self._relay = relay
         self._registry = registry
         self._node_id = node_id
-        # Callers waiting for an execution to end (its invoker, retries of the invocation).
+        # Callers waiting for an execution to end (its invoker, retries of the invocation),
+        # and those of them whose wait ends too when it waits for a human.
         self._waiters: dict[str, list[asyncio.Future[Execution | None]]] = {}
+        self._human_ends: set[asyncio.Future[Execution | None]] = set()
         self.watchers = ExecutionWatchers(
             bus=bus,
             queue=orchestrator_queue(node_id),
@@ -125,11 +129,11 @@ class Orchestrator:
         return orchestrator_queue(self._node_id)
 
     async def start(self) -> None:
-        """Listen for finished executions, to wake callers that wait (and for the progress
-        of executions somebody watches, bound while they watch)."""
+        """Listen for executions that ended or wait for a human, to wake callers that wait
+        (and for the progress of executions somebody watches, bound while they watch)."""
         self._subscription = await self._bus.subscribe(
             self._queue,
-            [FINISHED_PATTERN],
+            [FINISHED_PATTERN, WAITING_PATTERN],
             self._on_finished,
             prefetch=1,  # in order: streamed text must reach watchers as it was written
             exclusive=True,
@@ -176,7 +180,8 @@ class Orchestrator:
         replay: tuple[ReplayOf, Sequence[Step]] | None = None,
     ) -> Execution:
         """Accept a task for `agent` and return its execution: finished if it ended within
-        `wait` seconds, else as it stands (queued or running).
+        `wait` seconds, waiting if it stopped for a human before a tool call by then (nothing
+        happens until one answers), else as it stands (queued or running).
 
         `with_events`: events about this execution (see `event`) recorded in the same
         transaction as it and published with its invocation: accepted means they go out too,
@@ -228,7 +233,7 @@ class Orchestrator:
                 await self._raise_if_taken(idempotency)  # a retry must not cancel its own original
             async with self._unless_a_retry(idempotency):
                 await self._on_busy(config.name, policy, session_of(execution), tenant)
-        waiter = self._waiter(execution.execution_id) if wait > 0 else None
+        waiter = self._waiter(execution.execution_id, human_ends_it=True) if wait > 0 else None
         invocation = Event(
             topic=invoke_topic(config.name),
             # The version travels with the invocation: a redelivery after a reload runs on it.
@@ -278,15 +283,17 @@ class Orchestrator:
         if earlier is not None:
             raise IdempotencyKeyTakenError(earlier)
 
-    async def wait_for(self, execution_id: str, wait: float) -> Execution:
-        """The execution once it has ended, or as it stands after `wait` seconds (a retried
-        invocation is answered as its original was). Raises `ExecutionNotFoundError`."""
+    async def wait_for(self, execution_id: str, wait: float, *, human_ends_it: bool = False) -> Execution:
+        """The execution once it has ended, or as it stands after `wait` seconds; with
+        `human_ends_it`, also once it waits for a human (`waiting_approval`), as an
+        invocation's own wait does (a retried invocation is answered as its original was).
+        Raises `ExecutionNotFoundError`."""
         if wait <= 0:
             return await self.execution(execution_id)
-        waiter = self._waiter(execution_id)  # before the read: no ending falls between
+        waiter = self._waiter(execution_id, human_ends_it)  # before the read: no ending falls between
         try:
             execution = await self.execution(execution_id)
-            if execution.status.is_terminal:
+            if execution.status.is_terminal or (human_ends_it and execution.status is ExecutionStatus.WAITING_APPROVAL):
                 return execution
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(waiter), timeout=wait)
@@ -294,12 +301,15 @@ class Orchestrator:
             self._forget_waiter(execution_id, waiter)
         return await self._as_waited(execution_id, waiter)
 
-    def _waiter(self, execution_id: str) -> asyncio.Future[Execution | None]:
+    def _waiter(self, execution_id: str, human_ends_it: bool) -> asyncio.Future[Execution | None]:
         waiter: asyncio.Future[Execution | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(execution_id, []).append(waiter)
+        if human_ends_it:
+            self._human_ends.add(waiter)
         return waiter
 
     def _forget_waiter(self, execution_id: str, waiter: asyncio.Future[Execution | None]) -> None:
+        self._human_ends.discard(waiter)
         waiters = self._waiters.get(execution_id, [])
         if waiter in waiters:
             waiters.remove(waiter)
@@ -462,11 +472,16 @@ class Orchestrator:
     async def _on_finished(self, event: Event) -> None:
         execution_id = str(event.payload.get("execution_id"))
         self.watchers.wake(execution_id, event)
-        if not is_finished_topic(event.topic):
+        ended = is_finished_topic(event.topic)
+        if not ended and not is_waiting_topic(event.topic):
             return
-        waiters = [waiter for waiter in self._waiters.get(execution_id, []) if not waiter.done()]
+        waiters = [
+            waiter
+            for waiter in self._waiters.get(execution_id, [])
+            if not waiter.done() and (ended or waiter in self._human_ends)
+        ]
         carried = event.payload.get("execution")
-        claims_cost = isinstance(carried, dict) and bool(carried.get("cost_usd"))
+        claims_cost = ended and isinstance(carried, dict) and bool(carried.get("cost_usd"))
         if not waiters and not (self._budgets is not None and claims_cost):
             return
         # The event only says "look": what a waiter gets and what a budget counts is the
@@ -477,6 +492,12 @@ class Orchestrator:
         except ExecutionNotFoundError:
             log.warning("finished event for an unknown execution ignored", execution_id=execution_id[:64])
             return
+        if not ended:  # a wait ends where a human is needed: nothing happens until one answers
+            if stored.status is ExecutionStatus.WAITING_APPROVAL:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(stored)
+            return  # else answered meanwhile: it runs on
         if not stored.status.is_terminal:
             log.warning("finished event for an execution still running ignored", execution_id=execution_id)
             return

@@ -88,6 +88,11 @@ def waiting_topic(agent: str) -> str:
 WAITING_PATTERN = "execution.waiting.#"
 
 
+def is_waiting_topic(topic: str) -> bool:
+    """True for a `waiting_topic`."""
+    return topic.startswith("execution.waiting.")
+
+
 def tool_answered_topic(agent: str) -> str:
     """Topic of a human's answer, given in Slack, to the tool call an execution of `agent`
     waited on (payload: execution_id, decision, answered_by, and the click's origin)."""
