@@ -8,6 +8,7 @@ import asyncio
 import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentrunner.adapters.state import engine
@@ -174,3 +175,25 @@ async def test_a_hot_write_whose_connection_dies_under_it_is_an_outage_in_flight
     assert killed == 1
     assert in_flight(lost.value)
     assert started.attempts == 1  # the killed statement changed nothing
+
+
+@pytest.mark.postgres
+async def test_a_connection_refused_to_the_lean_path_is_raised_as_sqlalchemys_connect_raises_it(
+    postgres_url: str,
+) -> None:
+    """The hot statements take the pool's own connection (`engine._pooled`), which SQLAlchemy
+    lets a driver error out of bare: a restart's "the database system is shutting down" was
+    a 500, not an outage, until it was wrapped as `engine.connect()` wraps it (what
+    `errors.as_outage` reads). Here the refusal is a database that does not exist."""
+    refused = create_async_engine(postgres_url.rsplit("/", 1)[0] + "/no_such_database_here")
+    try:
+        with pytest.raises(DBAPIError) as lean:
+            await engine._pooled(refused)
+        with pytest.raises(DBAPIError) as connect:
+            async with refused.connect():
+                pass
+    finally:
+        await refused.dispose()
+
+    assert type(lean.value) is type(connect.value)
+    assert str(lean.value.orig) == str(connect.value.orig)

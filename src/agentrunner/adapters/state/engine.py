@@ -290,7 +290,7 @@ class SQLEngine:
             lean = self._lean[statement] = _Lean.of(statement, engine.dialect)
         arguments = lean.arguments(params)
         async with self._operation():
-            pooled = await self._connection(engine.raw_connection, patient=True)
+            pooled = await self._connection(functools.partial(_pooled, engine), patient=True)
             driver: Any = pooled.driver_connection  # asyncpg's Connection
             try:
                 if fetch:
@@ -412,6 +412,21 @@ def _rowcount(status: str) -> int:
     """The rows a command changed, from its status ("INSERT 0 2", "UPDATE 1")."""
     last = status.rsplit(" ", 1)[-1]
     return int(last) if last.isdigit() else 0
+
+
+async def _pooled(engine: AsyncEngine) -> PoolProxiedConnection:
+    """The pool's own connection (`AsyncEngine.raw_connection`), with a driver error met while
+    connecting raised as SQLAlchemy's `connect` raises it (a `DBAPIError`, invalidated when
+    the server is gone): the pool alone lets it out bare (measured: "the database system is
+    shutting down" during a restart), which `errors.as_outage` would not know for an outage."""
+    dialect = engine.dialect
+    try:
+        return await engine.raw_connection()
+    except dialect.loaded_dbapi.Error as error:
+        gone = bool(dialect.is_disconnect(error, None, None))
+        raise DBAPIError.instance(
+            None, None, error, dialect.loaded_dbapi.Error, connection_invalidated=gone, dialect=dialect
+        ) from error
 
 
 async def _as_sqlalchemy_error(
