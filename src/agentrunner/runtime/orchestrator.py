@@ -63,6 +63,7 @@ from agentrunner.runtime.topics import (
     is_waiting_topic,
     orchestrator_queue,
 )
+from agentrunner.runtime.waits import Waiter, Waits
 from agentrunner.runtime.watchers import ExecutionWatchers
 from agentrunner.tracing import current_tenant, current_trace_id, new_trace_id
 
@@ -105,10 +106,7 @@ class Orchestrator:
         self._relay = relay
         self._registry = registry
         self._node_id = node_id
-        # Callers waiting for an execution to end (its invoker, retries of the invocation),
-        # and those of them whose wait ends too when it waits for a human.
-        self._waiters: dict[str, list[asyncio.Future[Execution | None]]] = {}
-        self._human_ends: set[asyncio.Future[Execution | None]] = set()
+        self._waits = Waits()
         self.watchers = ExecutionWatchers(
             bus=bus,
             queue=orchestrator_queue(node_id),
@@ -161,9 +159,7 @@ class Orchestrator:
         if self._subscription is not None:
             await self._subscription.cancel()
             self._subscription = None
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                waiter.cancel()
+        self._waits.cancel_all()
 
     async def invoke(
         self,
@@ -233,7 +229,7 @@ class Orchestrator:
                 await self._raise_if_taken(idempotency)  # a retry must not cancel its own original
             async with self._unless_a_retry(idempotency):
                 await self._on_busy(config.name, policy, session_of(execution), tenant)
-        waiter = self._waiter(execution.execution_id, human_ends_it=True) if wait > 0 else None
+        waiter = self._waits.add(execution.execution_id, human_ends_it=True) if wait > 0 else None
         invocation = Event(
             topic=invoke_topic(config.name),
             # The version travels with the invocation: a redelivery after a reload runs on it.
@@ -262,7 +258,7 @@ class Orchestrator:
                     await asyncio.wait_for(asyncio.shield(waiter), timeout=wait)
         finally:
             if waiter is not None:
-                self._forget_waiter(execution.execution_id, waiter)
+                self._waits.forget(execution.execution_id, waiter)
         if waiter is None:
             return execution  # wait 0: accepted, answered at once, whatever happens next
         return await self._as_waited(execution.execution_id, waiter)
@@ -290,7 +286,7 @@ class Orchestrator:
         Raises `ExecutionNotFoundError`."""
         if wait <= 0:
             return await self.execution(execution_id)
-        waiter = self._waiter(execution_id, human_ends_it)  # before the read: no ending falls between
+        waiter = self._waits.add(execution_id, human_ends_it=human_ends_it)  # before the read: no end falls between
         try:
             execution = await self.execution(execution_id)
             if execution.status.is_terminal or (human_ends_it and execution.status is ExecutionStatus.WAITING_APPROVAL):
@@ -298,25 +294,10 @@ class Orchestrator:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(waiter), timeout=wait)
         finally:
-            self._forget_waiter(execution_id, waiter)
+            self._waits.forget(execution_id, waiter)
         return await self._as_waited(execution_id, waiter)
 
-    def _waiter(self, execution_id: str, human_ends_it: bool) -> asyncio.Future[Execution | None]:
-        waiter: asyncio.Future[Execution | None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(execution_id, []).append(waiter)
-        if human_ends_it:
-            self._human_ends.add(waiter)
-        return waiter
-
-    def _forget_waiter(self, execution_id: str, waiter: asyncio.Future[Execution | None]) -> None:
-        self._human_ends.discard(waiter)
-        waiters = self._waiters.get(execution_id, [])
-        if waiter in waiters:
-            waiters.remove(waiter)
-        if not waiters:
-            self._waiters.pop(execution_id, None)
-
-    async def _as_waited(self, execution_id: str, waiter: asyncio.Future[Execution | None]) -> Execution:
+    async def _as_waited(self, execution_id: str, waiter: Waiter) -> Execution:
         if waiter.done() and not waiter.cancelled() and (finished := waiter.result()) is not None:
             return finished  # as stored when its finished event came
         return await self.execution(execution_id)
@@ -475,11 +456,7 @@ class Orchestrator:
         ended = is_finished_topic(event.topic)
         if not ended and not is_waiting_topic(event.topic):
             return
-        waiters = [
-            waiter
-            for waiter in self._waiters.get(execution_id, [])
-            if not waiter.done() and (ended or waiter in self._human_ends)
-        ]
+        waiters = self._waits.woken(execution_id, ended=ended)
         carried = event.payload.get("execution")
         claims_cost = ended and isinstance(carried, dict) and bool(carried.get("cost_usd"))
         if not waiters and not (self._budgets is not None and claims_cost):
