@@ -176,6 +176,29 @@ async def test_an_invocation_that_waits_is_answered_once_a_human_is_needed_not_a
     assert dict(tools.calls) == {}
 
 
+async def test_an_eval_case_whose_execution_waits_for_a_human_says_so_without_waiting_out_its_timeout(
+    tmp_path: Path,
+) -> None:
+    asked: Counter[str] = Counter()
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "gated.yml").write_text(
+        "agent: gated\ncases:\n  - name: asks\n    task_data: {prompt: gated}\n    expect:\n      - contains: done\n"
+    )
+    with CountingTools() as tools:
+        agents = {"gated.yml": _gated(tools.url)}
+        async with node_on("memory", tmp_path, agents, script=_model(asked)) as node, _orchestrator(node) as http:
+            started = (await http.post("/evals/runs", json={"suite": "gated"})).json()
+            deadline = asyncio.get_running_loop().time() + 30  # well inside the case's timeout (300 s)
+            while (run := (await http.get(f"/evals/runs/{started['run_id']}")).json())["status"] == "running":
+                assert asyncio.get_running_loop().time() < deadline, run
+                await asyncio.sleep(0.1)
+
+    [case] = run["cases"]
+    assert case["passed"] is False
+    assert case["error"] == "the execution waits for a human before a tool call, which an eval case does not answer"
+    assert dict(tools.calls) == {}
+
+
 async def test_a_denied_call_is_not_made_and_the_model_reads_why(tmp_path: Path) -> None:
     asked: Counter[str] = Counter()
     with CountingTools() as tools:

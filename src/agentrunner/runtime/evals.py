@@ -42,7 +42,7 @@ from agentrunner.domain.eval_run import (
 from agentrunner.domain.eval_scores import SCORED, SuiteScores, scores_per_version
 from agentrunner.domain.eval_suite import EvalCase, EvalSuite, JudgeSpec, judge_problem
 from agentrunner.domain.event import new_id
-from agentrunner.domain.execution import Execution, utcnow
+from agentrunner.domain.execution import Execution, ExecutionStatus, utcnow
 from agentrunner.domain.expectations import RunFacts, facts_of
 from agentrunner.logs import get_logger
 from agentrunner.ports.evals import EvalRuns, EvalSuites
@@ -252,9 +252,10 @@ class EvalRunner:
             return CaseResult(case=case.name, passed=False, score=0.0, status="refused", error=str(exc)[:2000])
         facts = facts_of(execution)
         if not execution.status.is_terminal:
-            return case_result(case, facts, execution_id=execution.execution_id).model_copy(
-                update={"error": f"the execution did not end within {self._case_timeout:g} s"}
-            )
+            error = f"the execution did not end within {self._case_timeout:g} s"
+            if execution.status is ExecutionStatus.WAITING_APPROVAL:  # answered at once: nobody will
+                error = "the execution waits for a human before a tool call, which an eval case does not answer"
+            return case_result(case, facts, execution_id=execution.execution_id).model_copy(update={"error": error})
         judge = suite.judge_of(case)
         verdict = await self._judge(judge, origin, case, facts) if judge and facts.status == "succeeded" else None
         return case_result(case, facts, execution_id=execution.execution_id, judge=judge, verdict=verdict)
