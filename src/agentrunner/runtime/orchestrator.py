@@ -467,7 +467,7 @@ class Orchestrator:
         try:
             stored = await self._executions.get_execution(execution_id)
         except ExecutionNotFoundError:
-            log.warning("finished event for an unknown execution ignored", execution_id=execution_id[:64])
+            log.warning("event for an unknown execution ignored", topic=event.topic, execution_id=execution_id[:64])
             return
         if not ended:  # a wait ends where a human is needed: nothing happens until one answers
             if stored.status is ExecutionStatus.WAITING_APPROVAL:

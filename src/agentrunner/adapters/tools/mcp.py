@@ -91,8 +91,16 @@ def _client(
     return httpx.AsyncClient(headers=headers, timeout=timeout or httpx.Timeout(30.0, read=300.0), auth=auth, verify=tls)
 
 
-# The SDK's modules a session uses (`McpServer._streams`, `_hold`, `result_text`).
-SDK_MODULES = ("mcp", "mcp.types", "mcp.client.sse", "mcp.client.stdio", "mcp.client.streamable_http")
+# The SDK's modules a session uses (`McpServer._streams`, `_hold`, `result_text`), and ours
+# over it (`mcp_annotations`).
+SDK_MODULES = (
+    "mcp",
+    "mcp.types",
+    "mcp.client.sse",
+    "mcp.client.stdio",
+    "mcp.client.streamable_http",
+    "agentrunner.adapters.tools.mcp_annotations",
+)
 
 
 async def load_sdk() -> None:
