@@ -106,10 +106,30 @@ class Result:
     # during the idle check just before (other users, its own timers).
     background_ms: dict[str, float]
     checks: tuple[cpu.Idleness, ...]
+    # Where a sequential job's time went (p50 ms of each stage), for a system whose answers
+    # say when their job was created, started and finished (`STAGES`); empty for others.
+    stages_ms: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def cpu_total_ms(self) -> float:
         return sum(self.cpu_ms.values())
+
+
+# A sequential job cut at the caller's send and answer (its clock) and at the times the
+# execution recorded (the servers' clock: the same host's).
+STAGES = (
+    ("accepted", "the request in, checked, to the execution's creation"),
+    ("dispatched", "the execution written, published, delivered to a worker, to its start"),
+    ("ran", "the start written, the model's answer (echo), to the finish"),
+    ("answered", "the end written and cached, published, delivered to the caller's wait, read, answered"),
+)
+
+
+def stages(timelines: Sequence[tuple[float, ...]]) -> dict[str, float]:
+    """The p50 ms of each of `STAGES` over (sent, created, started, finished, answered)."""
+    return {
+        name: percentile([line[i + 1] - line[i] for line in timelines], 50) * 1000 for i, (name, _) in enumerate(STAGES)
+    }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -195,19 +215,23 @@ async def measure(system: System, label: str, target: Target, options: Options) 
     connector = aiohttp.TCPConnector(limit=options.concurrency * 2)
     timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT + 5)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        timelines: list[tuple[float, ...]] = []
 
-        async def call() -> float:
-            started = time.perf_counter()
+        async def call(timed: bool = False) -> float:
+            started, sent = time.perf_counter(), time.time()
             async with session.post(target.url, data=target.body, headers=JSON) as response:
                 answer = await response.read()
+            took, answered = time.perf_counter() - started, time.time()
             target.check(response.status, answer)
-            return time.perf_counter() - started
+            if timed and target.stamps is not None:
+                timelines.append((sent, *target.stamps(answer), answered))
+            return took
 
         for start in range(0, options.warm_up, options.concurrency):
             await asyncio.gather(*(call() for _ in range(min(options.concurrency, options.warm_up - start))))
         checks = [await cpu.idleness(target.started)]
         with collector_paused():
-            sequential = [await call() for _ in range(options.sequential)]
+            sequential = [await call(timed=True) for _ in range(options.sequential)]
             checks.append(await cpu.idleness(target.started, target.shared))
             kinds = {**target.kinds, "load generator": lambda: {os.getpid()}}
             latencies: list[float] = []
@@ -237,6 +261,7 @@ async def measure(system: System, label: str, target: Target, options: Options) 
         load_generator_ms=per_job["load generator"],
         background_ms=background,
         checks=tuple(checks),
+        stages_ms=stages(timelines) if timelines else {},
     )
 
 
@@ -277,6 +302,12 @@ def format_table(results: Sequence[Result], concurrency: int) -> str:
             for kind, ms in r.cpu_ms.items()
         )
         lines.append(f"- {r.label}: {kinds}; load generator {r.load_generator_ms:.2f}")
+    staged = [r for r in results if r.stages_ms]
+    if staged:
+        lines += ["", "Where a sequential job's time goes (p50 ms of each stage; the stages' sum is not the seq p50):"]
+        lines += [f"- {name}: {meaning}" for name, meaning in STAGES]
+        for r in staged:
+            lines.append(f"- {r.label}: " + ", ".join(f"{name} {ms:.1f}" for name, ms in r.stages_ms.items()))
     busy = [(r, c) for r in results for c in r.checks if not c.idle]
     if busy:
         lines += ["", "WARNING: the machine was not idle before some timed phases; figures are under load:"]

@@ -18,6 +18,12 @@ create, start, end and about a fifth of a batched mark; the invocation and the e
 consumed, the output unrouted; the end cached then read), next to nothing for HTTP,
 JSON or the event loop: the rest of bench/peers.py's figure is agentrunner's own Python.
 
+Then the same operations one at a time (`--sequential` calls each), for the floor under
+a sequential invocation's latency: what one invocation waits for in a row is three
+statements (create, start, end: each a commit), two messages (the invocation, then the
+end, each published and delivered) and a Redis SET then GET (the end cached, then read
+by the caller's waiter); the mark and the output's publish are off that path.
+
 Run: .venv/bin/python bench/peers_floor.py [--total 2000] [--concurrency 16]
 """
 
@@ -31,6 +37,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
@@ -41,32 +48,53 @@ if __package__ in (None, ""):  # run as a script: `bench.*` is read from the rep
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import peers_cpu as cpu
+from bench.invoke import percentile
 
 ROW = json.dumps({"prompt": "x" * 200, "output": "y" * 400, "usage": {"input_tokens": 10, "output_tokens": 20}})
 BODY = ROW.encode()
 
 
+@dataclass(frozen=True)
+class Spent:
+    """What one kind of call cost: CPU ms per call by process kind, and its median wall time."""
+
+    cpu_ms: dict[str, float]
+    p50_ms: float
+
+    @property
+    def cpu_total_ms(self) -> float:
+        return sum(self.cpu_ms.values())
+
+
 async def _spend(
     name: str, kinds: dict[str, cpu.Kind], total: int, concurrency: int, one: Callable[[int], Awaitable[None]]
-) -> dict[str, float]:
-    """`one(i)` for i in range(total), `concurrency` at a time; CPU ms per call by kind."""
+) -> Spent:
+    """`one(i)` for i in range(total), `concurrency` at a time."""
     counter = iter(range(total))
+    took: list[float] = []
 
     async def caller() -> None:
         for i in counter:
+            began = time.perf_counter()
             await one(i)
+            took.append(time.perf_counter() - began)
 
     before, began = cpu.sample(kinds), time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     elapsed, used = time.perf_counter() - began, cpu.spent(before, cpu.sample(kinds))
     per_call = {kind: seconds * 1000 / total for kind, seconds in used.items()}
+    spent = Spent(per_call, percentile(took, 50) * 1000)
     shown = ", ".join(f"{kind} {ms:.3f}" for kind, ms in per_call.items())
-    print(f"{name}: {sum(per_call.values()):.3f} ms CPU per call ({shown}); {total / elapsed:.0f}/s", flush=True)
-    return per_call
+    print(
+        f"{name} ({concurrency} in flight): {spent.cpu_total_ms:.3f} ms CPU per call ({shown}); "
+        f"{total / elapsed:.0f}/s, p50 {spent.p50_ms:.3f} ms",
+        flush=True,
+    )
+    return spent
 
 
-async def postgres_floor(admin: str, total: int, concurrency: int) -> tuple[float, float]:
-    """CPU ms of one autocommit INSERT and of one UPDATE ... RETURNING."""
+async def postgres_floor(admin: str, total: int, concurrency: int) -> tuple[Spent, Spent]:
+    """One autocommit INSERT, and one UPDATE ... RETURNING."""
     database = f"agentrunner_bench_floor_{uuid.uuid4().hex[:12]}"
     connection = await asyncpg.connect(admin, timeout=10)
     try:
@@ -100,12 +128,12 @@ async def postgres_floor(admin: str, total: int, concurrency: int) -> tuple[floa
             await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         finally:
             await connection.close()
-    return sum(inserted.values()), sum(updated.values())
+    return inserted, updated
 
 
-async def rabbitmq_floor(url: str, total: int, concurrency: int) -> tuple[float, float]:
-    """CPU ms of one confirmed persistent message published, consumed and acked; of one
-    confirmed publish no queue is bound for."""
+async def rabbitmq_floor(url: str, total: int, concurrency: int) -> tuple[Spent, Spent]:
+    """One confirmed persistent message published, consumed and acked (its time: until
+    both the confirm and the delivery arrived); one confirmed publish no queue is bound for."""
     name = f"agentrunner-bench-floor-{uuid.uuid4().hex[:12]}"
     publisher = await aio_pika.connect(url)
     consumer = await aio_pika.connect(url)
@@ -147,11 +175,11 @@ async def rabbitmq_floor(url: str, total: int, concurrency: int) -> tuple[float,
     finally:
         await consumer.close()
         await publisher.close()
-    return sum(consumed.values()), sum(dropped.values())
+    return consumed, dropped
 
 
-async def redis_floor(url: str, total: int, concurrency: int) -> float:
-    """CPU ms of one SET (with a TTL) and one GET of an execution-sized value."""
+async def redis_floor(url: str, total: int, concurrency: int) -> Spent:
+    """One SET (with a TTL) and one GET of an execution-sized value."""
     prefix = f"agentrunner-bench-floor-{uuid.uuid4().hex[:12]}:"
     client = aioredis.from_url(url, max_connections=concurrency)
     try:
@@ -167,7 +195,7 @@ async def redis_floor(url: str, total: int, concurrency: int) -> float:
             await client.delete(*keys[start : start + 500])
     finally:
         await client.aclose()
-    return sum(both.values())
+    return both
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -175,19 +203,36 @@ async def main(args: argparse.Namespace) -> None:
     insert, update = await postgres_floor(args.postgres, args.total, args.concurrency)
     consumed, unrouted = await rabbitmq_floor(args.rabbitmq, args.total, args.concurrency)
     cache = await redis_floor(args.redis_url, args.total, args.concurrency)
-    statement = (insert + update) / 2
-    floor = args.statements * statement + args.messages * consumed + args.unrouted * unrouted + args.redis * cache
+    statement = (insert.cpu_total_ms + update.cpu_total_ms) / 2
+    floor = (
+        args.statements * statement
+        + args.messages * consumed.cpu_total_ms
+        + args.unrouted * unrouted.cpu_total_ms
+        + args.redis * cache.cpu_total_ms
+    )
     print(
         f"\nfloor of one invocation: {args.statements:g} statements x {statement:.3f} + {args.messages:g} messages "
-        f"consumed x {consumed:.3f} + {args.unrouted:g} unrouted x {unrouted:.3f} + {args.redis:g} x Redis SET+GET "
-        f"{cache:.3f} = {floor:.2f} ms CPU (drivers and services alone; no HTTP, no agentrunner)"
+        f"consumed x {consumed.cpu_total_ms:.3f} + {args.unrouted:g} unrouted x {unrouted.cpu_total_ms:.3f} + "
+        f"{args.redis:g} x Redis SET+GET {cache.cpu_total_ms:.3f} = {floor:.2f} ms CPU "
+        "(drivers and services alone; no HTTP, no agentrunner)\n"
     )
+    if args.sequential:
+        insert, update = await postgres_floor(args.postgres, args.sequential, 1)
+        consumed, _ = await rabbitmq_floor(args.rabbitmq, args.sequential, 1)
+        cache = await redis_floor(args.redis_url, args.sequential, 1)
+        wait = insert.p50_ms + 2 * update.p50_ms + 2 * consumed.p50_ms + cache.p50_ms
+        print(
+            f"\nfloor of a sequential invocation's latency: INSERT {insert.p50_ms:.3f} + 2 x UPDATE "
+            f"{update.p50_ms:.3f} + 2 x message {consumed.p50_ms:.3f} + Redis SET+GET {cache.p50_ms:.3f} = "
+            f"{wait:.2f} ms (p50s, one at a time; no HTTP, no agentrunner)"
+        )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--total", type=int, default=2000, help="calls per operation")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--sequential", type=int, default=300, help="calls per operation one at a time (0: none)")
     parser.add_argument("--statements", type=float, default=3.2, help="PostgreSQL statements per invocation")
     parser.add_argument("--messages", type=float, default=2.0, help="messages consumed per invocation")
     parser.add_argument("--unrouted", type=float, default=1.0, help="publishes no queue takes per invocation")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -33,6 +34,8 @@ class Target:
     check: Callable[[int, bytes], None]  # raises when an answer is not a finished job
     started: dict[str, cpu.Kind]  # the processes this bench started for the system, by kind
     shared: dict[str, cpu.Kind] = field(default_factory=dict)  # the services it uses, by kind
+    # When an answer says when its job was created, started and finished (epoch seconds).
+    stamps: Callable[[bytes], tuple[float, float, float]] | None = None
 
     @property
     def kinds(self) -> dict[str, cpu.Kind]:
@@ -61,6 +64,14 @@ def _ours(status: int, answer: bytes) -> None:
 def _peer(status: int, answer: bytes) -> None:
     if status != 200 or json.loads(answer)["result"] != TASK:
         raise RuntimeError(f"peer answered {status}: {answer[:500]!r}")
+
+
+def _our_stamps(answer: bytes) -> tuple[float, float, float]:
+    """When the answered execution was created, started and finished, as it recorded them."""
+    execution = json.loads(answer)
+    at = (execution["created_at"], execution["started_at"], execution["finished_at"])
+    created, started, finished = (datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() for stamp in at)
+    return created, started, finished
 
 
 OUR_BODY = json.dumps({"task_data": TASK, "wait": CALL_TIMEOUT}).encode()
@@ -129,7 +140,7 @@ async def embedded(context: Context) -> AsyncIterator[Target]:
     try:
         url = f"http://127.0.0.1:{ports['orchestrator']}"
         await _ready(context, {"up": url})
-        yield Target(f"{url}/agents/{AGENT}/invoke", OUR_BODY, _ours, {"agentrunner up": up})
+        yield Target(f"{url}/agents/{AGENT}/invoke", OUR_BODY, _ours, {"agentrunner up": up}, stamps=_our_stamps)
     finally:
         await asyncio.to_thread(_stopped, context, {"up"})
 
@@ -165,7 +176,7 @@ async def distributed(context: Context) -> AsyncIterator[Target]:
             await _ready(context, {"orchestrator": url, "worker": f"http://127.0.0.1:{health}"})
             started = {"orchestrator": orchestrator, "worker": worker}
             shared = {"postgresql": cpu.postgres({database}), "rabbitmq": cpu.rabbitmq(), "redis": cpu.redis()}
-            yield Target(f"{url}/agents/{AGENT}/invoke", OUR_BODY, _ours, started, shared)
+            yield Target(f"{url}/agents/{AGENT}/invoke", OUR_BODY, _ours, started, shared, _our_stamps)
         finally:
             await asyncio.to_thread(_stopped, context, {"orchestrator", "worker"})
 

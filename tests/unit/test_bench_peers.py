@@ -9,7 +9,7 @@ import os
 
 import pytest
 from bench import peers, peers_cpu
-from bench.peers_systems import SYSTEMS
+from bench.peers_systems import SYSTEMS, _our_stamps
 
 
 def _result(
@@ -87,6 +87,37 @@ def test_the_table_gives_each_peer_as_a_multiple_of_the_agentrunner_system_it_is
         "- label of distributed: orchestrator 4.00, worker 6.00, postgresql 3.00 (0.25); load generator 0.50" in table
     )
     assert not any("WARNING" in line for line in table)
+
+
+def test_a_sequential_job_is_cut_at_the_times_its_execution_recorded() -> None:
+    answer = (
+        b'{"status": "succeeded", "created_at": "2026-12-07T10:00:00.001000Z",'
+        b' "started_at": "2026-12-07T10:00:00.004000+00:00", "finished_at": "2026-12-07T10:00:00.0065Z"}'
+    )
+    created, started, finished = _our_stamps(answer)
+    sent = created - 0.001
+
+    cut = peers.stages(
+        [(sent, created, started, finished, finished + 0.005), (sent, created, started, started, started)]
+    )
+
+    assert list(cut) == [name for name, _ in peers.STAGES]
+    assert cut["accepted"] == pytest.approx(1.0, abs=0.01)
+    assert cut["dispatched"] == pytest.approx(3.0, abs=0.01)
+    assert cut["ran"] == pytest.approx(0.0, abs=0.01)  # nearest rank: the lower of two
+    assert cut["answered"] == pytest.approx(0.0, abs=0.01)
+
+
+def test_the_table_says_where_a_sequential_job_of_ours_spent_its_time() -> None:
+    staged = _result("distributed", 125.0, {"worker": 6.0})
+    staged = peers.dataclasses.replace(
+        staged, stages_ms={"accepted": 1.04, "dispatched": 3.1, "ran": 2.5, "answered": 5.26}
+    )
+
+    table = peers.format_table([staged, _result("celery-redis", 250.0, {"celery worker": 2.0})], 16).splitlines()
+
+    assert "- label of distributed: accepted 1.0, dispatched 3.1, ran 2.5, answered 5.3" in table
+    assert not any(line.startswith("- label of celery-redis: accepted") for line in table)
 
 
 def test_the_table_says_when_the_machine_was_not_idle() -> None:
