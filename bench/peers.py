@@ -23,13 +23,19 @@ every process involved over the concurrent phase (the servers and workers starte
 PostgreSQL, RabbitMQ, Redis; see bench/peers_cpu.py), divided by the jobs, and is printed
 per process kind; the load generator's own is printed apart and not counted. Before each
 timed phase the machine is checked for idleness and a warning printed when it is not.
+For agentrunner, each sequential call is also cut at the times its execution recorded
+(created, started, finished): where a sequential job's time goes, stage by stage.
+
+This machine's speed drifts within minutes, so one system run after another may meet a
+faster or slower host than the next: `--rounds N` runs them all N times, the order rotated
+each round, prints the medians, and each round's ratios to ours, to show how far they hold.
 
 Everything the run creates (databases, queues, exchanges, Redis keys, processes, files)
 is deleted at the end, also when it fails. Needs the services of scripts/services.sh and
 pip's registry (once, for the venvs; --skip-install uses them as they are).
 
 Run: .venv/bin/python bench/peers.py [--only embedded,dbos-sqlite] [--total 1000]
-     [--sequential 200] [--concurrency 16] [--skip-install]
+     [--sequential 200] [--concurrency 16] [--rounds 3] [--skip-install]
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import asyncio
 import dataclasses
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,6 +93,7 @@ class Options:
     concurrency: int
     warm_up: int
     skip_install: bool
+    rounds: int
     cache: Path
     services: Services
 
@@ -140,6 +148,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--total", type=int, default=1000, help="calls with --concurrency in flight, per system")
     parser.add_argument("--concurrency", type=int, default=16, help="calls in flight in the concurrent phase")
     parser.add_argument("--warm-up", type=int, default=50, help="calls before measuring, per system")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every system this many times, in an order rotated each round; the table gives the medians",
+    )
     parser.add_argument("--skip-install", action="store_true", help="use the peers' venvs as they are")
     parser.add_argument("--cache", type=Path, default=CACHE, help="where the peers' virtualenvs live")
     parser.add_argument("--postgres", default="postgresql://postgres:postgres@127.0.0.1:5432/postgres")
@@ -150,7 +164,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     unknown = sorted(set(only) - set(keys))
     if unknown or not only:
         parser.error(f"--only takes some of {', '.join(keys)}; unknown: {', '.join(unknown) or '(none given)'}")
-    for name in ("sequential", "total", "concurrency"):
+    for name in ("sequential", "total", "concurrency", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     return Options(
@@ -160,6 +174,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         concurrency=args.concurrency,
         warm_up=max(0, args.warm_up),
         skip_install=args.skip_install,
+        rounds=args.rounds,
         cache=args.cache,
         services=Services(postgres_admin=args.postgres, rabbitmq=args.rabbitmq, redis=args.redis),
     )
@@ -318,31 +333,89 @@ def format_table(results: Sequence[Result], concurrency: int) -> str:
 # -- the run ----------------------------------------------------------------------------
 
 
-async def run_all(options: Options, context: Context, versions: dict[str, str]) -> list[Result]:
-    results: list[Result] = []
+async def run_all(options: Options, context: Context, versions: dict[str, str]) -> list[dict[str, Result]]:
+    """Every system `options.rounds` times, the order rotated each round (the host's speed
+    drifts within minutes: no system always runs first); each round's results by key."""
+    chosen = [system for system in SYSTEMS if system.key in options.only]
+    rounds: list[dict[str, Result]] = []
+    for number in range(options.rounds):
+        if options.rounds > 1:
+            print(f"round {number + 1} of {options.rounds}", flush=True)
+        shift = number % len(chosen)
+        results: dict[str, Result] = {}
+        for system in chosen[shift:] + chosen[:shift]:
+            result = await _measured(system, system.label.format(**versions), context, options)
+            if result is not None:
+                results[system.key] = result
+        rounds.append(results)
+    return rounds
+
+
+async def _measured(system: System, label: str, context: Context, options: Options) -> Result | None:
+    print(f"{label} ...", flush=True)
+    started = time.time()
+    try:
+        async with system.start(context) as target:
+            result = await measure(system, label, target, options)
+    except Exception as exc:  # one system failing leaves the others to measure
+        print(f"  FAILED: {type(exc).__name__}: {exc}", flush=True)
+        for log in sorted((context.workdir / "logs").glob("*.log")):
+            if log.stat().st_mtime >= started:
+                print(f"  --- {log.name} (end) ---\n{log.read_text(errors='replace')[-1500:]}", flush=True)
+        return None
+    for check in result.checks:
+        print(f"  {check.describe()}", flush=True)
+    print(
+        f"  seq p50 {result.seq_p50_ms:.1f} ms, {result.rate:.0f} jobs/s, CPU {result.cpu_total_ms:.1f} ms/job",
+        flush=True,
+    )
+    return result
+
+
+def _medians(values: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys = dict.fromkeys(key for value in values for key in value)
+    return {key: statistics.median(value[key] for value in values if key in value) for key in keys}
+
+
+def combined(rounds: Sequence[dict[str, Result]]) -> list[Result]:
+    """Each system's median over the rounds it completed (every figure on its own; the idle
+    checks of every round kept), in the order of `SYSTEMS`."""
+    combined: list[Result] = []
     for system in SYSTEMS:
-        if system.key not in options.only:
+        runs = [results[system.key] for results in rounds if system.key in results]
+        if not runs:
             continue
-        label = system.label.format(**versions)
-        print(f"{label} ...", flush=True)
-        started = time.time()
-        try:
-            async with system.start(context) as target:
-                result = await measure(system, label, target, options)
-        except Exception as exc:  # one system failing leaves the others to measure
-            print(f"  FAILED: {type(exc).__name__}: {exc}", flush=True)
-            for log in sorted((context.workdir / "logs").glob("*.log")):
-                if log.stat().st_mtime >= started:
-                    print(f"  --- {log.name} (end) ---\n{log.read_text(errors='replace')[-1500:]}", flush=True)
-            continue
-        for check in result.checks:
-            print(f"  {check.describe()}", flush=True)
-        print(
-            f"  seq p50 {result.seq_p50_ms:.1f} ms, {result.rate:.0f} jobs/s, CPU {result.cpu_total_ms:.1f} ms/job",
-            flush=True,
+        combined.append(
+            dataclasses.replace(
+                runs[0],
+                seq_p50_ms=statistics.median(r.seq_p50_ms for r in runs),
+                rate=statistics.median(r.rate for r in runs),
+                load_p99_ms=statistics.median(r.load_p99_ms for r in runs),
+                cpu_ms=_medians([r.cpu_ms for r in runs]),
+                load_generator_ms=statistics.median(r.load_generator_ms for r in runs),
+                background_ms=_medians([r.background_ms for r in runs]),
+                checks=tuple(check for r in runs for check in r.checks),
+                stages_ms=_medians([r.stages_ms for r in runs]),
+            )
         )
-        results.append(result)
-    return results
+    return combined
+
+
+def format_rounds(rounds: Sequence[dict[str, Result]]) -> str:
+    """Each peer's jobs/s and CPU as a multiple of its agentrunner system's in the same
+    round, round by round: how far the medians' ratios can be trusted."""
+    lines = ["Round by round, jobs/s and CPU as multiples of ours in the same round:"]
+    for system in SYSTEMS:
+        ratios = []
+        for results in rounds:
+            peer, ours = results.get(system.key), results.get(system.baseline)
+            if peer is None or ours is None or peer is ours:
+                continue
+            ratios.append(f"{_ratio(peer.rate, ours.rate)}/{_ratio(peer.cpu_total_ms, ours.cpu_total_ms)}")
+        if ratios:
+            label = next(results[system.key].label for results in rounds if system.key in results)
+            lines.append(f"- {label} vs {system.baseline}: {', '.join(ratios)}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -367,16 +440,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         processes = Processes(workdir / "logs")
         with cleaned_up(options.services, run, processes) as left:
             context = Context(options.services, workdir, run, processes, venvs)
-            results = asyncio.run(run_all(options, context, versions))
+            rounds = asyncio.run(run_all(options, context, versions))
     print()
     print(
         f"{os.cpu_count()} cores, Python {platform.python_version()}; {options.warm_up} warm-up, "
         f"{options.sequential} sequential and {options.total} concurrent jobs ({options.concurrency} in flight) "
-        f"per system; run took {time.perf_counter() - began:.0f} s"
+        f"per system, {options.rounds} round(s); run took {time.perf_counter() - began:.0f} s"
     )
     if left:
         print(f"NOT deleted on the broker: {', '.join(left)}")
-    print(format_table(results, options.concurrency))
+    if options.rounds > 1:
+        print("Each figure is the median of the system's rounds.")
+    print(format_table(combined(rounds), options.concurrency))
+    if options.rounds > 1:
+        print()
+        print(format_rounds(rounds))
 
 
 if __name__ == "__main__":

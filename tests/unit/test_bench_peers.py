@@ -34,7 +34,7 @@ def test_the_options_default_to_every_system_with_the_issues_load() -> None:
     options = peers.parse_args([])
 
     assert options.only == tuple(s.key for s in SYSTEMS)
-    assert (options.sequential, options.total, options.concurrency) == (200, 1000, 16)
+    assert (options.sequential, options.total, options.concurrency, options.rounds) == (200, 1000, 16, 1)
     assert not options.skip_install
 
 
@@ -57,7 +57,7 @@ def test_only_some_systems_and_a_smaller_load_can_be_chosen() -> None:
     assert (options.sequential, options.total, options.concurrency, options.skip_install) == (5, 50, 4, True)
 
 
-@pytest.mark.parametrize("argv", [["--only", "embedded,rq"], ["--only", ","], ["--total", "0"]])
+@pytest.mark.parametrize("argv", [["--only", "embedded,rq"], ["--only", ","], ["--total", "0"], ["--rounds", "0"]])
 def test_an_unknown_system_or_an_empty_load_is_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         peers.parse_args(argv)
@@ -118,6 +118,30 @@ def test_the_table_says_where_a_sequential_job_of_ours_spent_its_time() -> None:
 
     assert "- label of distributed: accepted 1.0, dispatched 3.1, ran 2.5, answered 5.3" in table
     assert not any(line.startswith("- label of celery-redis: accepted") for line in table)
+
+
+def test_rounds_give_each_system_its_median_figure_by_figure_and_each_rounds_own_ratios() -> None:
+    def ours(rate: float, worker: float, answered: float) -> peers.Result:
+        return peers.dataclasses.replace(
+            _result("distributed", rate, {"worker": worker, "postgresql": 1.0}), stages_ms={"answered": answered}
+        )
+
+    rounds = [
+        {"distributed": ours(100.0, 8.0, 5.0), "dbos-postgres": _result("dbos-postgres", 100.0, {"dbos server": 9.0})},
+        {"distributed": ours(200.0, 4.0, 4.0), "dbos-postgres": _result("dbos-postgres", 100.0, {"dbos server": 10.0})},
+        {"distributed": ours(150.0, 6.0, 9.0)},  # the peer failed in this round: no ratio
+    ]
+
+    medians = {r.key: r for r in peers.combined(rounds)}
+    ratios = peers.format_rounds(rounds).splitlines()
+
+    assert medians["distributed"].rate == 150.0
+    assert medians["distributed"].cpu_ms == {"worker": 6.0, "postgresql": 1.0}
+    assert medians["distributed"].stages_ms == {"answered": 5.0}
+    assert len(medians["distributed"].checks) == 3  # every round's idle checks are kept
+    assert medians["dbos-postgres"].rate == 100.0
+    assert medians["dbos-postgres"].cpu_ms == {"dbos server": 9.5}  # two rounds: the mean of the middle two
+    assert ratios[1:] == ["- label of dbos-postgres vs distributed: 1.00x/1.00x, 0.50x/2.00x"]
 
 
 def test_the_table_says_when_the_machine_was_not_idle() -> None:
