@@ -5,6 +5,7 @@ counts what it says it counts."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 
 import pytest
@@ -110,9 +111,7 @@ def test_a_sequential_job_is_cut_at_the_times_its_execution_recorded() -> None:
 
 def test_the_table_says_where_a_sequential_job_of_ours_spent_its_time() -> None:
     staged = _result("distributed", 125.0, {"worker": 6.0})
-    staged = peers.dataclasses.replace(
-        staged, stages_ms={"accepted": 1.04, "dispatched": 3.1, "ran": 2.5, "answered": 5.26}
-    )
+    staged = dataclasses.replace(staged, stages_ms={"accepted": 1.04, "dispatched": 3.1, "ran": 2.5, "answered": 5.26})
 
     table = peers.format_table([staged, _result("celery-redis", 250.0, {"celery worker": 2.0})], 16).splitlines()
 
@@ -122,7 +121,7 @@ def test_the_table_says_where_a_sequential_job_of_ours_spent_its_time() -> None:
 
 def test_rounds_give_each_system_its_median_figure_by_figure_and_each_rounds_own_ratios() -> None:
     def ours(rate: float, worker: float, answered: float) -> peers.Result:
-        return peers.dataclasses.replace(
+        return dataclasses.replace(
             _result("distributed", rate, {"worker": worker, "postgresql": 1.0}), stages_ms={"answered": answered}
         )
 
