@@ -380,12 +380,12 @@ def _medians(values: Sequence[dict[str, float]]) -> dict[str, float]:
 def combined(rounds: Sequence[dict[str, Result]]) -> list[Result]:
     """Each system's median over the rounds it completed (every figure on its own; the idle
     checks of every round kept), in the order of `SYSTEMS`."""
-    combined: list[Result] = []
+    medians: list[Result] = []
     for system in SYSTEMS:
         runs = [results[system.key] for results in rounds if system.key in results]
         if not runs:
             continue
-        combined.append(
+        medians.append(
             dataclasses.replace(
                 runs[0],
                 seq_p50_ms=statistics.median(r.seq_p50_ms for r in runs),
@@ -398,7 +398,7 @@ def combined(rounds: Sequence[dict[str, Result]]) -> list[Result]:
                 stages_ms=_medians([r.stages_ms for r in runs]),
             )
         )
-    return combined
+    return medians
 
 
 def format_rounds(rounds: Sequence[dict[str, Result]]) -> str:

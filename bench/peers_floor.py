@@ -24,7 +24,7 @@ statements (create, start, end: each a commit), two messages (the invocation, th
 end, each published and delivered) and a Redis SET then GET (the end cached, then read
 by the caller's waiter); the mark and the output's publish are off that path.
 
-Run: .venv/bin/python bench/peers_floor.py [--total 2000] [--concurrency 16]
+Run: .venv/bin/python bench/peers_floor.py [--total 2000] [--concurrency 16] [--sequential 300]
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ async def main(args: argparse.Namespace) -> None:
         f"\nfloor of one invocation: {args.statements:g} statements x {statement:.3f} + {args.messages:g} messages "
         f"consumed x {consumed.cpu_total_ms:.3f} + {args.unrouted:g} unrouted x {unrouted.cpu_total_ms:.3f} + "
         f"{args.redis:g} x Redis SET+GET {cache.cpu_total_ms:.3f} = {floor:.2f} ms CPU "
-        "(drivers and services alone; no HTTP, no agentrunner)\n"
+        "(drivers and services alone; no HTTP, no agentrunner)"
     )
     if args.sequential:
         insert, update = await postgres_floor(args.postgres, args.sequential, 1)

@@ -70,7 +70,7 @@ def _our_stamps(answer: bytes) -> tuple[float, float, float]:
     """When the answered execution was created, started and finished, as it recorded them."""
     execution = json.loads(answer)
     at = (execution["created_at"], execution["started_at"], execution["finished_at"])
-    created, started, finished = (datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() for stamp in at)
+    created, started, finished = (datetime.fromisoformat(stamp).timestamp() for stamp in at)
     return created, started, finished
 
 
