@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -273,10 +274,12 @@ async def test_a_server_that_comes_up_after_load_gives_the_agent_its_tools_back(
     async with node_on("memory", tmp_path, files, script=_script, mcp_retry_seconds=0.2) as node:
         before = node.registry.get("toolsmith")
         with late:
-            for _ in range(100):
-                if node.registry.get("toolsmith").status.value == "available":
-                    break
-                await asyncio.sleep(0.1)
+            deadline = time.monotonic() + 20
+            # Looked at every turn of the loop: the first moment it shows available, its
+            # tools are there (a reload once showed it available with none while connecting).
+            while node.registry.get("toolsmith").status.value != "available":
+                assert time.monotonic() < deadline, "the agent never got its tools back"
+                await asyncio.sleep(0)
             after = node.registry.get("toolsmith")
             execution = await _invoke(node, "add")
 

@@ -378,7 +378,10 @@ def test_running_holders_come_back_before_new_ones_after_redis_restarts_without_
 
 def test_a_worker_killed_holding_a_slot_frees_it_within_the_lease(own_deployment: Deployment) -> None:
     deployment = own_deployment
-    deployment.fake.slow(10.0)  # still running when its worker dies, however slow the machine
+    # Still running when its worker dies, however slow the machine: starting the worker that
+    # takes over once took more than 10 s on a busy CI host (the fake's threads are daemons:
+    # the held answer does not hold the teardown).
+    deployment.fake.slow(60.0)
     with httpx.Client(base_url=deployment.url, timeout=30) as http:
         first = _invoke(http, "single", "held").json()["execution_id"]
         deadline = time.monotonic() + 20

@@ -101,23 +101,13 @@ class AgentReloader:
         self._tasks: list[asyncio.Task[None]] = []
         self._config_events: Subscription | None = None
 
-    async def load(self, files: AgentFiles) -> None:
-        """Load `files` (parsed already) into the registry, numbered first, logging every
-        problem found. A file that was good and now is not keeps its last good version
-        running (with the errors as warnings), so a bad edit never takes an agent down."""
-        documents = list(files.documents)
-        broken = []
-        for failure in files.broken:
-            last_good = self._documents.get(failure.source)
-            if last_good is None:
-                broken.append(failure)
-                for issue in failure.issues:
-                    log.error("agent file invalid", problem=str(issue))
-                continue
-            for issue in failure.issues:
-                log.error("agent file invalid, the last good version keeps running", problem=str(issue))
-            documents.append(replace(last_good, warnings=(*last_good.warnings, *failure.issues)))
-        staged = AgentRegistry.built(documents, broken, self._catalog)
+    async def load_all(self) -> None:
+        """Read the agent files (off the event loop: YAML and file reads block), connect
+        their tools and number their contents, then show them at once: no moment when an
+        agent is registered without the tools it has (a reload after an MCP server came
+        back showed it available with none while the tools were connected)."""
+        staged, documents = self._staged(await asyncio.to_thread(self._read))
+        await self._connect_tools(staged)
         if self._versions is not None:
             # Numbered before the engines see them: no moment when a loaded content has none.
             self._registry.learn_versions(await self._versions.record_versions(staged.contents()))
@@ -131,28 +121,41 @@ class AgentReloader:
             if agent.config is not None and agent.config.webhook_url and not self._webhooks_signed:
                 log.warning("agent has a webhook_url but WEBHOOK_SECRET is not set: it is not sent", agent=agent.name)
 
-    async def load_tools(self) -> None:
-        """Connect the tools of the loaded agents (MCP servers listed, installed tools
+    def _staged(self, files: AgentFiles) -> tuple[AgentRegistry, list[AgentDocument]]:
+        """`files` (parsed already) as a registry not yet adopted and the documents in it,
+        logging every problem found. A file that was good and now is not keeps its last
+        good version running (with the errors as warnings), so a bad edit never takes an
+        agent down."""
+        documents = list(files.documents)
+        broken = []
+        for failure in files.broken:
+            last_good = self._documents.get(failure.source)
+            if last_good is None:
+                broken.append(failure)
+                for issue in failure.issues:
+                    log.error("agent file invalid", problem=str(issue))
+                continue
+            for issue in failure.issues:
+                log.error("agent file invalid, the last good version keeps running", problem=str(issue))
+            documents.append(replace(last_good, warnings=(*last_good.warnings, *failure.issues)))
+        return AgentRegistry.built(documents, broken, self._catalog), documents
+
+    async def _connect_tools(self, staged: AgentRegistry) -> None:
+        """Connect the tools of the `staged` agents (MCP servers listed, installed tools
         found); agents missing some run degraded, with the reasons."""
         tools = self.tools
         if tools is None:
             return
-        configs = [agent.config for agent in self._registry.agents.values() if agent.config is not None]
+        configs = [agent.config for agent in staged.agents.values() if agent.config is not None]
         missing = await tools.load(configs)
         found = {config.name: tools.tools_for(config.name) for config in configs}
         offered = {name: [tool.definition.name for tool in agent_tools] for name, agent_tools in found.items()}
         repeatable = {
             name: {tool.definition.name: tool.repeatable for tool in agent_tools} for name, agent_tools in found.items()
         }
-        self._registry.apply_tools(offered, missing, repeatable)
+        staged.apply_tools(offered, missing, repeatable)
         for name, reasons in missing.items():
             log.warning("agent degraded: some of its tools are missing", agent=name, reasons=reasons)
-
-    async def load_all(self) -> None:
-        """Read the agent files (off the event loop: YAML and file reads block), load them
-        and connect their tools."""
-        await self.load(await asyncio.to_thread(self._read))
-        await self.load_tools()
 
     async def reload(self) -> None:
         """Load the agent files again, apply them to this node, and tell every other node."""
