@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from agentrunner.adapters.config.files import load_agent_directory
-from agentrunner.cli.collector import collector_paused
+from agentrunner.cli.collector import collector_paused, imports_frozen
 from agentrunner.cli.common import app, err, out, settings_or_exit
 from agentrunner.cli.evals import validate_evals
 from agentrunner.domain.errors import AgentRunnerError, ConfigError
@@ -26,6 +26,7 @@ def up() -> None:
         from agentrunner.logs import configure_logging  # noqa: PLC0415 - keep `validate` light
         from agentrunner.node import Node, run_on_loop, serve  # noqa: PLC0415
 
+        imports_frozen()
         settings = settings_or_exit()
         configure_logging("agentrunner", settings.log_level)
         try:
@@ -61,6 +62,7 @@ def serve(
         from agentrunner.node import Node, run_on_loop  # noqa: PLC0415
         from agentrunner.node import serve as serve_node  # noqa: PLC0415
 
+        imports_frozen()
         settings = settings_or_exit()
         configure_logging("+".join(roles), settings.log_level)
         try:

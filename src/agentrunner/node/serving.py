@@ -95,7 +95,9 @@ def freeze_heap() -> None:
     cyclic garbage are never collected, so a process that starts many nodes (tests) must not.
 
     The collector is on again after it: `agentrunner serve` and `up` start with it off
-    (`cli.collector.collector_paused`), and this one collection is the start's only one."""
+    (`cli.collector.collector_paused`), and this one collection is the start's only one; it
+    walks only what the node's start made (the imports were frozen before, uncollected:
+    `cli.collector.imports_frozen`)."""
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
