@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 from agentrunner.domain.errors import ConfigError
-from agentrunner.liveness import LivenessPolicy, LivenessWatch, is_live
+from agentrunner.liveness import LivenessPolicy, LivenessWatch, is_live, probe_tls
 
 READY_TIMEOUT_SECONDS = 60.0
 DRAIN_SECONDS = 30.0
@@ -157,7 +157,7 @@ def _say(line: str) -> None:
 def is_ready(health_url: str) -> bool:
     """True when `health_url`/health/ready answers 200 within a second."""
     try:
-        return httpx.get(f"{health_url}/health/ready", timeout=1).status_code == 200
+        return httpx.get(f"{health_url}/health/ready", timeout=1, verify=probe_tls()).status_code == 200
     except httpx.TransportError:
         return False
 

@@ -40,6 +40,7 @@ from agentrunner.domain.roles import HTTP_ROLES
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.timed_calls import TimedCalls, peak
 from tests.ports import free_port
+from tests.probes import ready
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES_SCRIPT = REPO / "scripts" / "private_services.sh"
@@ -242,7 +243,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.alive():
             for role in self.roles():
-                if role.health_url == killed.health_url and role.pid != killed.pid and _ready(role.health_url):
+                if role.health_url == killed.health_url and role.pid != killed.pid and ready(role.health_url):
                     return time.monotonic()
             time.sleep(0.1)
         return None
@@ -260,13 +261,6 @@ class Cluster:
                 self.process.wait(10)
         if self.starts:
             self.fake.__exit__(None, None, None)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health/ready", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 # -- the load -------------------------------------------------------------------------------

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tests.ports import free_port
+from tests.probes import ready
 
 ROLES = ("state", "config", "orchestrator", "scheduler", "slack")
 
@@ -108,11 +107,8 @@ def _launch(
         if process.poll() is not None:
             raise RuntimeError(f"agentrunner up exited with {process.returncode}:\n{log_path.read_text()}")
         for role in list(pending):
-            try:
-                if httpx.get(f"{platform.url(role)}/health/ready", timeout=1).status_code == 200:
-                    pending.discard(role)
-            except httpx.TransportError:
-                pass
+            if ready(platform.url(role)):
+                pending.discard(role)
         time.sleep(0.05)
     if pending:
         platform.stop()

@@ -28,6 +28,7 @@ from tests.conftest import POSTGRES_ADMIN_URL
 from tests.contract.conftest import RABBITMQ_URL
 from tests.e2e.platform import ROLES
 from tests.ports import free_port
+from tests.probes import probe_tls
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
 
@@ -191,7 +192,7 @@ def test_the_seed_quick_start_against_the_cluster(cluster: Cluster) -> None:
     deadline = time.monotonic() + 30
     statuses: list[str] = []
     while time.monotonic() < deadline:
-        statuses = [httpx.get(f"{orchestrator}/executions/{i}").json()["status"] for i in ids]
+        statuses = [httpx.get(f"{orchestrator}/executions/{i}", verify=probe_tls()).json()["status"] for i in ids]
         if all(status == "succeeded" for status in statuses):
             break
         time.sleep(0.2)

@@ -26,6 +26,7 @@ from tests.e2e.platform import ROLES, start_platform
 from tests.e2e.test_cluster import _delete_queues
 from tests.fakes.openai_server import FakeOpenAI
 from tests.ports import free_port
+from tests.probes import probe_tls, ready
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +74,7 @@ def _wait_for(url: str, statuses: set[str], timeout: float = 60) -> dict[str, An
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        response = httpx.get(url, timeout=5)
+        response = httpx.get(url, timeout=5, verify=probe_tls())
         if response.status_code == 200:
             body = response.json()
             if body["status"] in statuses:
@@ -202,11 +203,8 @@ def test_kill_9_of_the_collaborative_worker_between_steps_resumes_without_runnin
 def _wait_for_ready(orchestrator: str, log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{orchestrator}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
+        if ready(orchestrator):
+            return
         time.sleep(0.1)
     raise AssertionError(f"the orchestrator did not come up:\n{log.read_text()[-3000:]}")
 

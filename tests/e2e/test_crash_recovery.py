@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
+from tests.probes import probe_tls
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +66,8 @@ def test_work_and_conversations_survive_kill_9(tmp_path: Path) -> None:
             deadline = time.monotonic() + 20
             status = ""
             while status != "succeeded" and time.monotonic() < deadline:
-                execution = httpx.get(f"{second.url('orchestrator')}/executions/{accepted['execution_id']}").json()
+                url = f"{second.url('orchestrator')}/executions/{accepted['execution_id']}"
+                execution = httpx.get(url, verify=probe_tls()).json()
                 status = str(execution["status"])
                 time.sleep(0.1)
             _say(second, "any news?")

@@ -19,6 +19,7 @@ from agentrunner.domain.pricing import cost_usd
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
 from tests.ports import free_port
+from tests.probes import probe_tls
 
 pytestmark = pytest.mark.e2e
 
@@ -184,7 +185,8 @@ def test_wait_zero_answers_202_then_the_execution_finishes(platform: RunningPlat
     status = accepted["status"]
     while status not in ("succeeded", "failed") and time.monotonic() < deadline:
         time.sleep(0.05)
-        status = httpx.get(f"{platform.url('orchestrator')}/executions/{accepted['execution_id']}").json()["status"]
+        url = f"{platform.url('orchestrator')}/executions/{accepted['execution_id']}"
+        status = httpx.get(url, verify=probe_tls()).json()["status"]
     assert status == "succeeded"
 
 

@@ -24,6 +24,7 @@ from tests.conftest import FIXTURE_AGENTS
 from tests.contract.conftest import RABBITMQ_URL
 from tests.e2e.test_cluster import _delete_queues
 from tests.ports import free_port
+from tests.probes import ready
 
 
 @dataclass
@@ -65,11 +66,8 @@ class RoleProcesses:
         deadline = time.monotonic() + timeout
         for url in urls:
             while True:
-                try:
-                    if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
+                if ready(url):
+                    break
                 assert time.monotonic() < deadline, self.log_text()
                 time.sleep(0.1)
 
