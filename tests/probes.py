@@ -2,7 +2,8 @@
 
 httpx makes a TLS context per `httpx.get` (loading the CA bundle: 30 ms of CPU, plain HTTP
 too), and a wait that polled five roles every 50 ms spent a core on it while the processes
-it waited for were starting: a quarter of the test processes' CPU over the suite."""
+it waited for were starting. Making TLS contexts was a quarter of the test processes' CPU
+over the suite (py-spy), most of it in such waits."""
 
 from __future__ import annotations
 
