@@ -37,10 +37,10 @@ import asyncpg
 import httpx
 
 from agentrunner.domain.roles import HTTP_ROLES
+from agentrunner.supervisor import is_ready
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.timed_calls import TimedCalls, peak
 from tests.ports import free_port
-from tests.probes import ready
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES_SCRIPT = REPO / "scripts" / "private_services.sh"
@@ -243,7 +243,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.alive():
             for role in self.roles():
-                if role.health_url == killed.health_url and role.pid != killed.pid and ready(role.health_url):
+                if role.health_url == killed.health_url and role.pid != killed.pid and is_ready(role.health_url):
                     return time.monotonic()
             time.sleep(0.1)
         return None

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentrunner.supervisor import is_ready
 from tests.ports import free_port
-from tests.probes import ready
 
 ROLES = ("state", "config", "orchestrator", "scheduler", "slack")
 
@@ -107,7 +107,7 @@ def _launch(
         if process.poll() is not None:
             raise RuntimeError(f"agentrunner up exited with {process.returncode}:\n{log_path.read_text()}")
         for role in list(pending):
-            if ready(platform.url(role)):
+            if is_ready(platform.url(role)):
                 pending.discard(role)
         time.sleep(0.05)
     if pending:

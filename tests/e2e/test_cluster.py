@@ -24,11 +24,11 @@ import asyncpg
 import httpx
 import pytest
 
+from agentrunner.liveness import probe_tls
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.contract.conftest import RABBITMQ_URL
 from tests.e2e.platform import ROLES
 from tests.ports import free_port
-from tests.probes import probe_tls
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
 

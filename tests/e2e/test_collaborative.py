@@ -21,12 +21,13 @@ from uuid import uuid4
 import httpx
 import pytest
 
+from agentrunner.liveness import probe_tls
+from agentrunner.supervisor import is_ready
 from tests.contract.conftest import RABBITMQ_URL
 from tests.e2e.platform import ROLES, start_platform
 from tests.e2e.test_cluster import _delete_queues
 from tests.fakes.openai_server import FakeOpenAI
 from tests.ports import free_port
-from tests.probes import probe_tls, ready
 
 pytestmark = pytest.mark.e2e
 
@@ -203,7 +204,7 @@ def test_kill_9_of_the_collaborative_worker_between_steps_resumes_without_runnin
 def _wait_for_ready(orchestrator: str, log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if ready(orchestrator):
+        if is_ready(orchestrator):
             return
         time.sleep(0.1)
     raise AssertionError(f"the orchestrator did not come up:\n{log.read_text()[-3000:]}")

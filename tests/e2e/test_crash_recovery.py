@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agentrunner.liveness import probe_tls
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
-from tests.probes import probe_tls
 
 pytestmark = pytest.mark.e2e
 

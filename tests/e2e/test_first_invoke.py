@@ -16,10 +16,10 @@ import pytest
 
 from agentrunner.domain.execution import Usage
 from agentrunner.domain.pricing import cost_usd
+from agentrunner.liveness import probe_tls
 from tests.e2e.platform import RunningPlatform, start_platform
 from tests.fakes.openai_server import FakeOpenAI
 from tests.ports import free_port
-from tests.probes import probe_tls
 
 pytestmark = pytest.mark.e2e
 

@@ -20,11 +20,11 @@ from uuid import uuid4
 
 import httpx
 
+from agentrunner.supervisor import is_ready
 from tests.conftest import FIXTURE_AGENTS
 from tests.contract.conftest import RABBITMQ_URL
 from tests.e2e.test_cluster import _delete_queues
 from tests.ports import free_port
-from tests.probes import ready
 
 
 @dataclass
@@ -66,7 +66,7 @@ class RoleProcesses:
         deadline = time.monotonic() + timeout
         for url in urls:
             while True:
-                if ready(url):
+                if is_ready(url):
                     break
                 assert time.monotonic() < deadline, self.log_text()
                 time.sleep(0.1)
