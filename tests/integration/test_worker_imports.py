@@ -43,7 +43,7 @@ def test_a_worker_process_imports_no_a2a_sdk_nor_mcp_server_until_it_serves_the_
         "    async with node.running():\n"
         "        node.health_app()  # what a process of worker pools serves\n"
         "        print('loaded:', loaded())\n"
-        "        node.apps()  # the HTTP roles, the orchestrator's among them\n"
+        "        node.apps()['orchestrator']  # an HTTP role's app, built when read\n"
         "        print('loaded:', loaded())\n"
         "asyncio.run(main())\n"
     )

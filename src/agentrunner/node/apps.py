@@ -5,7 +5,7 @@ API keys, limits, metrics)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -135,9 +135,31 @@ def input_limits(settings: Settings) -> InputLimits:
     )
 
 
-def role_apps(node: Node, roles: Collection[HttpRole] = HTTP_ROLES) -> dict[HttpRole, FastAPI]:
-    """One FastAPI app per HTTP role of `roles` (all by default): a process builds the apps
-    it serves only (a worker process none), so it imports no more than those need."""
+class RoleApps(Mapping[HttpRole, FastAPI]):
+    """The apps of some HTTP roles, each built when it is first read and kept: a process
+    serves all it asked for, but a test that reads one app of a node builds only that one
+    (building the orchestrator's, with its routers, takes tens of milliseconds)."""
+
+    def __init__(self, builders: Mapping[HttpRole, Callable[[], FastAPI]]) -> None:
+        self._builders = builders
+        self._built: dict[HttpRole, FastAPI] = {}
+
+    def __getitem__(self, role: HttpRole) -> FastAPI:
+        app = self._built.get(role)
+        if app is None:
+            app = self._built[role] = self._builders[role]()
+        return app
+
+    def __iter__(self) -> Iterator[HttpRole]:
+        return iter(self._builders)
+
+    def __len__(self) -> int:
+        return len(self._builders)
+
+
+def role_apps(node: Node, roles: Collection[HttpRole] = HTTP_ROLES) -> RoleApps:
+    """One FastAPI app per HTTP role of `roles` (all by default), built when first read: a
+    process builds the apps it serves only (a worker process none)."""
     ready = edge(node)
     builders: dict[HttpRole, Callable[[], FastAPI]] = {
         "state": lambda: state_app(
@@ -166,7 +188,7 @@ def role_apps(node: Node, roles: Collection[HttpRole] = HTTP_ROLES) -> dict[Http
             off_reason=node.slack_off_reason,
         ),
     }
-    return {role: builders[role]() for role in roles}
+    return RoleApps({role: builders[role] for role in roles})
 
 
 def _orchestrator_app(node: Node, ready: EdgeConfig) -> FastAPI:
