@@ -23,7 +23,12 @@ figure at 10.
   autonomous worker summed, divided by the calls (the shared PostgreSQL, RabbitMQ and
   Redis are left out: other work on this machine uses them too).
 
-Run: .venv/bin/python bench/scale_agents.py [--sizes 10,100,1000] [--idle 20] [--invocations 300]
+This machine's speed drifts by up to 2x within minutes, and one run's ratio with it (two
+runs of the same code gave 1.04x and 1.81x for one role's start-up CPU): `--rounds N` runs
+every size N times, the order of the sizes reversed each round, and prints each figure's
+median and the range of its ratio round by round.
+
+Run: .venv/bin/python bench/scale_agents.py [--sizes 10,100,1000] [--rounds 3] [--idle 20] [--invocations 300]
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -223,31 +229,57 @@ async def invocations(orchestrator: str, count: int, pids: dict[str, int]) -> fl
         return (sum(cpu_seconds(pids[role]) for role in measured) - before) / count * 1000
 
 
-def table(label: str, results: dict[int, Figures]) -> None:
+def rows(figures: Figures) -> dict[str, tuple[float, str]]:
+    """Every figure of one size in one round, by the table's label, with its unit."""
+    found: dict[str, tuple[float, str]] = {}
+    for role in ROLES:
+        found[f"{role} start-up"] = (figures.first.startup_s[role], "s")
+    for role in ROLES:
+        found[f"{role} start-up CPU"] = (figures.first.startup_cpu_s[role], "s")
+    found["broker CPU over the start-ups"] = (figures.first.broker_cpu_s, "s")
+    found["channels on the broker"] = (float(figures.first.channels), "")
+    for role in ROLES:
+        found[f"{role} idle CPU"] = (figures.idle_cpu_pct[role], "%")
+    for role in ROLES:
+        found[f"{role} RSS"] = (figures.rss_mb[role], "MB")
+    found["CPU per invocation"] = (figures.cpu_ms_per_invocation, "ms")
+    for role in ROLES:
+        found[f"{role} restart CPU"] = (figures.again.startup_cpu_s[role], "s")
+    found["broker CPU over the restarts"] = (figures.again.broker_cpu_s, "s")
+    return found
+
+
+def table(label: str, results: dict[int, list[Figures]]) -> None:
+    """Each figure's median over the rounds, size by size, the ratio of the medians of the
+    largest size to the smallest and, with more than one round, the range of that ratio
+    round by round (both sizes of a round ran minutes apart, on a host of the same speed)."""
     print(f"\n{label}")
     sizes = sorted(results)
-    print(f"| figure | {' | '.join(f'{size} agents' for size in sizes)} | {sizes[-1]} / {sizes[0]} |")
-    print("|---|" + "---|" * (len(sizes) + 1))
+    rounds = min(len(results[size]) for size in sizes)
+    spread = " | by round" if rounds > 1 else ""
+    print(f"| figure | {' | '.join(f'{size} agents' for size in sizes)} | {sizes[-1]} / {sizes[0]}{spread} |")
+    print("|---|" + "---|" * (len(sizes) + 1 + (rounds > 1)))
+    by_size = {size: [rows(figures) for figures in results[size]] for size in sizes}
+    for name, (_, unit) in by_size[sizes[0]][0].items():
+        medians = [statistics.median(found[name][0] for found in by_size[size]) for size in sizes]
+        cells = " | ".join(f"{value:.2f} {unit}" for value in medians)
+        line = f"| {name} | {cells} | {_ratio(medians[-1], medians[0])}"
+        if rounds > 1:
+            ratios = [
+                by_size[sizes[-1]][i][name][0] / by_size[sizes[0]][i][name][0]
+                for i in range(rounds)
+                if by_size[sizes[0]][i][name][0]
+            ]
+            line += f" | {min(ratios):.2f}-{max(ratios):.2f}x" if ratios else " | -"
+        print(line + " |")
+    print(
+        "load (1, 5, 15 min) when idle was measured: "
+        + "; ".join(f"{size}: {', '.join(figures.load for figures in results[size])}" for size in sizes)
+    )
 
-    def line(label: str, values: list[float], unit: str) -> None:
-        ratio = values[-1] / values[0] if values[0] else float("inf")
-        print(f"| {label} | {' | '.join(f'{v:.2f} {unit}' for v in values)} | {ratio:.2f}x |")
 
-    for role in ROLES:
-        line(f"{role} start-up", [results[s].first.startup_s[role] for s in sizes], "s")
-    for role in ROLES:
-        line(f"{role} start-up CPU", [results[s].first.startup_cpu_s[role] for s in sizes], "s")
-    line("broker CPU over the start-ups", [results[s].first.broker_cpu_s for s in sizes], "s")
-    line("channels on the broker", [float(results[s].first.channels) for s in sizes], "")
-    for role in ROLES:
-        line(f"{role} idle CPU", [results[s].idle_cpu_pct[role] for s in sizes], "%")
-    for role in ROLES:
-        line(f"{role} RSS", [results[s].rss_mb[role] for s in sizes], "MB")
-    line("CPU per invocation", [results[s].cpu_ms_per_invocation for s in sizes], "ms")
-    for role in ROLES:
-        line(f"{role} restart CPU", [results[s].again.startup_cpu_s[role] for s in sizes], "s")
-    line("broker CPU over the restarts", [results[s].again.broker_cpu_s for s in sizes], "s")
-    print("load (1, 5, 15 min) when idle was measured: " + "; ".join(f"{s}: {results[s].load}" for s in sizes))
+def _ratio(large: float, small: float) -> str:
+    return f"{large / small:.2f}x" if small else "-"
 
 
 async def main() -> None:
@@ -260,16 +292,22 @@ async def main() -> None:
     parser.add_argument("--rabbitmq", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--broker-pid", type=int, help="pid of RabbitMQ's beam.smp, to count its CPU")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="every size this many times, the order of the sizes reversed each round"
+    )
     args = parser.parse_args()
     codes = {"this checkout": REPO / "src"} | ({"baseline": args.baseline} if args.baseline else {})
-    results: dict[str, dict[int, Figures]] = {label: {} for label in codes}
+    sizes = [int(size) for size in args.sizes.split(",")]
+    results: dict[str, dict[int, list[Figures]]] = {label: {size: [] for size in sizes} for label in codes}
     with tempfile.TemporaryDirectory() as tmp:
-        for size in (int(s) for s in args.sizes.split(",")):
-            for label, src in codes.items():  # each size of both codes, one after the other: the same load
-                results[label][size] = await one_size(size, src, args, Path(tmp))
-                print(f"{label}, {size} agents: {results[label][size]}", flush=True)
-    for label, figures in results.items():
-        table(label, figures)
+        for round_ in range(args.rounds):
+            for size in sizes if round_ % 2 == 0 else sizes[::-1]:
+                for label, src in codes.items():  # each size of both codes, one after the other: the same load
+                    figures = await one_size(size, src, args, Path(tmp))
+                    results[label][size].append(figures)
+                    print(f"round {round_ + 1}, {label}, {size} agents: {figures}", flush=True)
+    for label, by_size in results.items():
+        table(label, by_size)
 
 
 if __name__ == "__main__":
