@@ -252,7 +252,8 @@ def rows(figures: Figures) -> dict[str, tuple[float, str]]:
 def table(label: str, results: dict[int, list[Figures]]) -> None:
     """Each figure's median over the rounds, size by size, the ratio of the medians of the
     largest size to the smallest and, with more than one round, the range of that ratio
-    round by round (both sizes of a round ran minutes apart, on a host of the same speed)."""
+    round by round (both sizes of a round ran minutes apart, closer in time than the
+    rounds: this host's speed drifts within minutes)."""
     print(f"\n{label}")
     sizes = sorted(results)
     rounds = min(len(results[size]) for size in sizes)

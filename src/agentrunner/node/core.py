@@ -28,7 +28,6 @@ from agentrunner.domain.event import new_id
 from agentrunner.domain.roles import ALL_ROLES, HTTP_ROLES, WORKER_ROLES, HttpRole
 from agentrunner.logs import get_logger
 from agentrunner.node import apps, building
-from agentrunner.node.apps import RoleApps
 from agentrunner.node.lifecycle import Lifecycle, role_table
 from agentrunner.ports.providers import ProviderCatalog
 from agentrunner.ports.slack import SlackReplies
@@ -399,6 +398,6 @@ class Node:
         """Health probes for a process that runs only worker pools (no HTTP role)."""
         return apps.health_app(self)
 
-    def apps(self, roles: Collection[HttpRole] = HTTP_ROLES) -> RoleApps:
+    def apps(self, roles: Collection[HttpRole] = HTTP_ROLES) -> apps.RoleApps:
         """One FastAPI app per HTTP role of `roles` (all by default), built when first read."""
         return apps.role_apps(self, roles)
